@@ -1,0 +1,130 @@
+"""The only numpy <-> QImage code of the app.
+
+Pixels arrive from :mod:`rbqe` as ``(H, W, C)`` float32 in ``[0, 1]``. They are converted
+once per image into a :class:`Picture`: a ``Format_RGB32`` QImage (the raster engine's
+native format, so drawing never converts) plus a pyramid of halved copies for zoomed-out
+views. Everything here is safe to call from a worker thread (QImage, unlike QPixmap, is
+not tied to the GUI thread), so a 24-megapixel image is converted off the GUI thread and
+the view only draws the visible part of the right pyramid level.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QImage
+
+MIN_LEVEL_SIDE = 256  # stop halving once the longer side is this small
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W[, C])`` float in ``[0, 1]`` -> uint8 with the same shape (rounded)."""
+    arr = np.asarray(pixels, dtype=np.float32)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_qimage(pixels: np.ndarray) -> QImage:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in ``[0, 1]`` -> RGB32 QImage.
+
+    The returned image owns its memory. Conversion runs in bands of rows so a
+    24-megapixel image needs no full-size float temporaries.
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ValueError(f"expected (H, W, 1|3) pixels, got {arr.shape}")
+    h, w, c = arr.shape
+    image = QImage(w, h, QImage.Format.Format_RGB32)
+    stride = image.bytesPerLine()
+    # RGB32 is the 32-bit word 0xffRRGGBB: bytes B, G, R, 0xff on little-endian hosts.
+    bgra = np.frombuffer(image.bits(), np.uint8, count=stride * h).reshape(h, stride)
+    bgra = bgra[:, : 4 * w].reshape(h, w, 4)
+    order = [2, 1, 0] if c == 3 else [0, 0, 0]
+    if sys.byteorder == "big":  # pragma: no cover - ARGB byte order
+        order = order[::-1]
+    alpha_at = 3 if sys.byteorder == "little" else 0
+    color_at = [0, 1, 2] if sys.byteorder == "little" else [1, 2, 3]
+    band = max(1, (1 << 22) // max(1, w * c))
+    for y0 in range(0, h, band):
+        u8 = to_uint8(arr[y0 : y0 + band]) if arr.dtype != np.uint8 else arr[y0 : y0 + band]
+        for dst, src in zip(color_at, order):
+            bgra[y0 : y0 + band, :, dst] = u8[..., src]
+    bgra[..., alpha_at] = 255
+    return image
+
+
+def qimage_to_array(image: QImage) -> np.ndarray:
+    """QImage -> ``(H, W, 3)`` uint8 RGB (tests and thumbnails)."""
+    img = image.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, stride = img.width(), img.height(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=stride * h).reshape(h, stride)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+class Picture:
+    """A displayable image: full-resolution QImage plus a pyramid of halved copies.
+
+    ``levels[0]`` is full size; ``levels[k]`` is about ``1 / 2**k`` of it.
+    """
+
+    def __init__(self, image: QImage) -> None:
+        self.levels: list[QImage] = [image]
+        level = image
+        while max(level.width(), level.height()) > 2 * MIN_LEVEL_SIDE:
+            level = level.scaled(
+                max(1, level.width() // 2),
+                max(1, level.height() // 2),
+                Qt.AspectRatioMode.IgnoreAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+            self.levels.append(level)
+
+    @classmethod
+    def from_array(cls, pixels: np.ndarray) -> Picture:
+        return cls(to_qimage(pixels))
+
+    @property
+    def width(self) -> int:
+        return self.levels[0].width()
+
+    @property
+    def height(self) -> int:
+        return self.levels[0].height()
+
+    @property
+    def size(self) -> QSize:
+        return self.levels[0].size()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(level.sizeInBytes() for level in self.levels)
+
+    def level_for(self, scale: float) -> tuple[QImage, float]:
+        """The pyramid level to draw at ``scale`` screen pixels per image pixel.
+
+        Returns the level and its size relative to full resolution. The level keeps at
+        least one of its pixels per screen pixel, so nothing is lost to the pyramid.
+        """
+        if scale >= 1.0:
+            return self.levels[0], 1.0
+        k = min(len(self.levels) - 1, max(0, int(math.floor(math.log2(1.0 / scale)))))
+        level = self.levels[k]
+        return level, level.width() / self.width
+
+    def source_rect(self, visible: QRectF, level_scale: float) -> QRectF:
+        """Map a full-resolution rectangle into the coordinates of a level."""
+        return QRectF(visible.x() * level_scale, visible.y() * level_scale,
+                      visible.width() * level_scale, visible.height() * level_scale)
+
+    def thumbnail(self, size: QSize) -> QImage:
+        """A smooth thumbnail fitting ``size``, taken from the smallest adequate level."""
+        src = self.levels[0]
+        for level in self.levels:
+            if level.width() >= size.width() and level.height() >= size.height():
+                src = level
+        return src.scaled(size, Qt.AspectRatioMode.KeepAspectRatio,
+                          Qt.TransformationMode.SmoothTransformation)

@@ -1,0 +1,124 @@
+"""Application settings: a plain dataclass, plus its QSettings round trip.
+
+The dataclass is Qt-free so that it can be built and checked in tests without a GUI.
+Only :func:`load_settings` / :func:`save_settings` touch ``QSettings``; the caller owns
+the ``QSettings`` object, so tests hand in one backed by a temporary ini file and never
+see the user's real settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings
+
+ORGANIZATION = "RBQE"
+APPLICATION = "RBQE Studio"
+
+EXIT_MODES = ("auto", "1", "2", "3", "4", "5")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass
+class AppSettings:
+    """Everything the user can choose that outlives a session.
+
+    Attributes:
+        device: ``auto``, ``cpu`` or ``cuda:N``.
+        exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
+        threshold: Quality threshold; None means "the weights' own threshold".
+        output_format: ``png``, ``jpeg`` or ``webp``.
+        quality: JPEG/WebP quality 1..100.
+        suffix: Appended to the file stem of every output (may be empty).
+        output_dir: Folder for batch output and the default folder of save dialogs.
+        keep_metadata: Write EXIF (ICC is always kept) into outputs.
+        batch_input: Last batch input folder.
+        batch_recursive: Scan sub-folders in a batch.
+        last_open_dir: Where the open dialogs start.
+    """
+
+    device: str = "auto"
+    exit_mode: str = "auto"
+    threshold: float | None = None
+    output_format: str = "png"
+    quality: int = 95
+    suffix: str = "_rbqe"
+    output_dir: str = ""
+    keep_metadata: bool = True
+    batch_input: str = ""
+    batch_recursive: bool = False
+    last_open_dir: str = ""
+
+    def __post_init__(self) -> None:
+        self.normalise()
+
+    def normalise(self) -> None:
+        """Bring out-of-range values (from an old or hand-edited ini) back into range."""
+        if self.exit_mode not in EXIT_MODES:
+            self.exit_mode = "auto"
+        if self.output_format not in OUTPUT_FORMATS:
+            self.output_format = "png"
+        self.quality = max(1, min(100, int(self.quality)))
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            self.threshold = None
+        if any(sep in self.suffix for sep in ("/", "\\")):
+            self.suffix = self.suffix.replace("/", "").replace("\\", "")
+
+    @property
+    def mode(self) -> str | int:
+        """The exit mode as :meth:`rbqe.engine.Enhancer.enhance` takes it."""
+        return "auto" if self.exit_mode == "auto" else int(self.exit_mode)
+
+    @property
+    def output_folder(self) -> Path | None:
+        return Path(self.output_dir) if self.output_dir else None
+
+
+def _coerce(value: object, default: object) -> object:
+    """QSettings ini values come back as strings; turn them into the field's type."""
+    if value is None:
+        return default
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int):
+        try:
+            return int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return default
+    if isinstance(default, str):
+        return str(value)
+    return value
+
+
+def load_settings(store: QSettings) -> AppSettings:
+    """Read settings from ``store``; missing or broken values fall back to defaults."""
+    defaults = AppSettings()
+    values = {}
+    for f in fields(AppSettings):
+        raw = store.value(f"settings/{f.name}")
+        if f.name == "threshold":
+            try:
+                values[f.name] = float(raw) if raw not in (None, "", "none") else None
+            except (TypeError, ValueError):
+                values[f.name] = None
+        else:
+            values[f.name] = _coerce(raw, getattr(defaults, f.name))
+    return AppSettings(**values)
+
+
+def save_settings(store: QSettings, settings: AppSettings) -> None:
+    for name, value in asdict(settings).items():
+        store.setValue(f"settings/{name}", "none" if value is None else value)
+
+
+def load_state(store: QSettings, key: str) -> QByteArray | None:
+    """A saved geometry/splitter blob, or None."""
+    value = store.value(f"window/{key}")
+    return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+
+def save_state(store: QSettings, key: str, blob: QByteArray) -> None:
+    store.setValue(f"window/{key}", blob)

@@ -1,0 +1,201 @@
+"""Qt-free state of a session: the image queue, the result cache and small formatters.
+
+Nothing here imports Qt, so the rules (which image runs next, what the cache evicts, how
+an ETA is estimated) are tested as plain Python.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
+
+
+@dataclass
+class QueueItem:
+    """One image in the queue and what is known about it so far."""
+
+    path: Path
+    status: str = WAITING
+    error: str = ""
+    exit: int | None = None
+    score: float | None = None
+    time_ms: float | None = None
+    output: Path | None = None  # set when the image came back from a batch
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def reset(self) -> None:
+        self.status, self.error = WAITING, ""
+        self.exit = self.score = self.time_ms = None
+
+
+def path_key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+class Queue:
+    """Ordered, de-duplicated list of :class:`QueueItem`."""
+
+    def __init__(self) -> None:
+        self.items: list[QueueItem] = []
+        self._keys: dict[str, QueueItem] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, paths: Iterable[Path]) -> list[QueueItem]:
+        """Append new paths; returns the items added (paths already queued are skipped)."""
+        added = []
+        for p in paths:
+            key = path_key(p)
+            if key in self._keys:
+                continue
+            item = QueueItem(Path(p))
+            self.items.append(item)
+            self._keys[key] = item
+            added.append(item)
+        return added
+
+    def get(self, path: Path) -> QueueItem | None:
+        return self._keys.get(path_key(path))
+
+    def index(self, item: QueueItem) -> int:
+        return self.items.index(item)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self._keys.clear()
+
+    def next_waiting(self, start: int = 0) -> QueueItem | None:
+        """First waiting item at or after ``start``, wrapping around."""
+        n = len(self.items)
+        for i in range(n):
+            item = self.items[(start + i) % n]
+            if item.status == WAITING:
+                return item
+        return None
+
+    def counts(self) -> dict[str, int]:
+        out = {WAITING: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        for item in self.items:
+            out[item.status] += 1
+        return out
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ResultCache(Generic[K, V]):
+    """Least-recently-used cache bounded by a cost budget (bytes, roughly).
+
+    The most recently used entry is never evicted, however large: it is on screen.
+    """
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def total(self) -> float:
+        return sum(cost for _, cost in self._entries.values())
+
+    def get(self, key: K) -> V | None:
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key][0]
+
+    def put(self, key: K, value: V, cost: float) -> list[K]:
+        """Store ``value``; returns the keys evicted to stay within the budget."""
+        self._entries[key] = (value, cost)
+        self._entries.move_to_end(key)
+        return self.trim()
+
+    def update_cost(self, key: K, cost: float) -> list[K]:
+        if key in self._entries:
+            self._entries[key] = (self._entries[key][0], cost)
+        return self.trim()
+
+    def trim(self) -> list[K]:
+        evicted = []
+        while len(self._entries) > 1 and self.total > self.budget:
+            key, _ = self._entries.popitem(last=False)
+            evicted.append(key)
+        return evicted
+
+    def pop(self, key: K) -> V | None:
+        entry = self._entries.pop(key, None)
+        return entry[0] if entry else None
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class Eta:
+    """Remaining-time estimate from the average time per finished item."""
+
+    def __init__(self, total: int, started: float) -> None:
+        self.total, self.started = total, started
+        self.done = 0
+
+    def remaining_s(self, now: float) -> float | None:
+        if self.done <= 0 or self.total <= 0:
+            return None
+        per_item = (now - self.started) / self.done
+        return max(0.0, per_item * (self.total - self.done))
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "–"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    return fmt_duration(ms / 1000)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def fmt_gmacs(g: float | None) -> str:
+    if g is None:
+        return "–"
+    return f"{g:.1f} GMAC" if g < 1000 else f"{g / 1000:.2f} TMAC"
+
+
+def fmt_size(width: int, height: int) -> str:
+    mp = width * height / 1e6
+    return f"{width} × {height}  ({mp:.1f} MP)" if mp >= 0.1 else f"{width} × {height}"
+
+
+def elide_middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    keep = max(1, limit - 1)
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]

@@ -1,0 +1,207 @@
+"""The ``rbqe`` command line.
+
+Exit codes: 0 all succeeded, 1 some inputs failed (or the run was interrupted),
+2 usage errors (argparse) and setup errors such as a missing weights file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rbqe import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _exit_mode(value: str) -> str | int:
+    if value in ("auto", "all"):
+        return value
+    if value in {"1", "2", "3", "4", "5"}:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be auto, all or 1-5, not {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rbqe", description="RBQE: early-exit JPEG artifact removal")
+    p.add_argument("--version", action="version", version=f"rbqe {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("enhance", help="enhance images or folders of images")
+    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    e.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    e.add_argument("--exit", dest="exit_mode", type=_exit_mode, default="auto",
+                   metavar="auto|1|2|3|4|5|all", help="exit mode (default auto)")
+    e.add_argument("--threshold", type=float, help="IQA exit threshold (default: from weights)")
+    e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
+    e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
+    e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    e.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
+    e.add_argument("-r", "--recursive", action="store_true", help="also scan sub-folders")
+    e.add_argument("--format", dest="fmt", choices=["png", "jpeg", "webp"], default="png",
+                   help="output format (default: lossless png)")
+    e.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    e.add_argument("--suffix", default="", help="appended to output file names")
+    e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
+    e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
+                   help="refuse images larger than this (decompression bombs; default 200)")
+
+    i = sub.add_parser("info", help="print version, device and weights as JSON")
+    i.add_argument("--weights", type=Path)
+    i.add_argument("--device", default="auto")
+
+    from rbqe.train import commands  # training tools live apart; they add their parsers
+
+    commands.add_parsers(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from rbqe.errors import RBQEError
+
+    try:
+        if args.command == "enhance":
+            return cmd_enhance(args)
+        if args.command == "info":
+            return cmd_info(args)
+        from rbqe.train import commands
+
+        return commands.run(args)
+    except RBQEError as exc:
+        print(f"rbqe: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rbqe.engine import pick_device
+    from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
+    from rbqe.weights import default_weights_path, read_info
+
+    path = args.weights or default_weights_path()
+    out: dict[str, Any] = {"version": __version__, "device": str(pick_device(args.device))}
+    if path.is_file():
+        info = read_info(path)
+        net = RBQENet(info.config)
+        out.update({
+            "weights": str(path),
+            "architecture": {
+                "name": "rbqe-unetpp",
+                "in_channels": info.config.in_channels,
+                "out_channels": info.config.out_channels,
+                "width": info.config.width,
+                "parameters": count_parameters(net),
+            },
+            "threshold": info.threshold,
+            "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
+        })
+    else:
+        out.update({"weights": None, "error": f"no weights file at {path}"})
+    print(json.dumps(out, indent=2))
+    return EXIT_OK if path.is_file() else EXIT_USAGE
+
+
+class _Interrupt:
+    """First Ctrl-C: stop after the current stage. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nrbqe: stopping after the current stage (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rbqe.batch import BatchEvents, BatchOptions, report_json, run_batch
+    from rbqe.engine import Enhancer
+
+    enhancer = Enhancer(args.weights, device=args.device, threshold=args.threshold,
+                        tile=args.tile)
+    options = BatchOptions(
+        out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
+        overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,
+        keep_metadata=not args.strip_metadata,
+        max_pixels=int(args.max_pixels * 1e6) if args.max_pixels > 0 else None,
+    )
+    interrupt = _Interrupt()
+    old = signal.signal(signal.SIGINT, interrupt)
+    bar: Any = None
+
+    def on_start(total: int) -> None:
+        nonlocal bar
+        bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), file=sys.stderr,
+                   dynamic_ncols=True)
+
+    def on_item_start(index: int, path: Path) -> None:
+        if bar is not None:
+            bar.set_postfix_str(path.name, refresh=True)
+
+    def on_item_done(index: int, item: Any) -> None:
+        if item.status == "failed":
+            (bar.write if bar is not None and not bar.disable else _eprint)(
+                f"rbqe: error: {item.error}")
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        summary = run_batch(enhancer, args.inputs, options,
+                            events=BatchEvents(on_start=on_start, on_item_start=on_item_start,
+                                               on_item_done=on_item_done),
+                            cancel=lambda: interrupt.requested)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if bar is not None:
+            bar.close()
+    if args.report:
+        _write_json(args.report, report_json(enhancer, summary))
+    n = len(summary.items)
+    _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
+            f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
+    return EXIT_FAILED if summary.failed or summary.cancelled else EXIT_OK
+
+
+def _eprint(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write, so a report is either complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

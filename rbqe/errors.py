@@ -1,0 +1,61 @@
+"""Exception types raised by the ``rbqe`` library.
+
+Every error a user can trigger with their own files derives from :class:`RBQEError`, so
+front ends (the CLI and the Qt app) catch that one type and show ``str(exc)`` as a
+single line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+__all__ = [
+    "Cancelled",
+    "ImageReadError",
+    "ImageWriteError",
+    "RBQEError",
+    "WeightsError",
+]
+
+
+def _one_line(text: str) -> str:
+    # Messages end up in a single log/status line; embedded newlines from OS or
+    # decoder messages would break that promise.
+    return " ".join(str(text).split())
+
+
+class RBQEError(Exception):
+    """Base class for all expected, user-facing errors of ``rbqe``."""
+
+
+class _PathError(RBQEError):
+    """An error about one file: ``str()`` is ``"<path>: <reason>"`` on one line.
+
+    Args:
+        path: The file the error is about.
+        reason: Short human-readable cause, without the path.
+    """
+
+    def __init__(self, path: str | PathLike[str], reason: str) -> None:
+        self.path = path
+        self.reason = _one_line(reason)
+        super().__init__(path, self.reason)
+
+    def __str__(self) -> str:
+        return _one_line(f"{self.path}: {self.reason}")
+
+
+class ImageReadError(_PathError):
+    """An input file could not be read as an image (missing, corrupt, unsupported...)."""
+
+
+class ImageWriteError(_PathError):
+    """An output image could not be written (or writing it was refused)."""
+
+
+class WeightsError(RBQEError):
+    """Model weights are missing, corrupt or do not match the network."""
+
+
+class Cancelled(RBQEError):
+    """The user cancelled the running operation."""

@@ -1,0 +1,247 @@
+"""The RBQE network: a progressive UNet++ with five exits of growing depth.
+
+Xing et al., "Early Exit or Not: Resource-Efficient Blind Quality Enhancement for
+Compressed Images", ECCV 2020.
+
+Nodes follow the UNet++ naming ``X[i][j]``: ``i`` is the scale (0 = full resolution,
+5 = 1/32) and ``j`` the column. ``X[i][0]`` is the encoder; ``X[i][j]`` for ``j >= 1``
+upsamples ``X[i+1][j-1]`` and concatenates it with the dense skips ``X[i][0..j-1]``.
+Exit ``k`` (1..5) reads ``X[0][k]``, which needs the encoder down to scale ``k`` and the
+diagonal ``X[k-j][j]`` for ``j = 1..k``: each exit adds exactly one encoder block and
+``k`` decoder nodes, and reuses everything that earlier exits computed.
+
+Contract: input ``(N, C, H, W)`` in ``[0, 1]`` with ``H`` and ``W`` multiples of 32
+(:data:`MULTIPLE`); the engine pads and crops. Outputs are ``input + residual``, not clamped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_EXITS = 5
+MULTIPLE = 2**NUM_EXITS  # five stride-2 downsamplings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters stored with the weights.
+
+    Attributes:
+        in_channels: 1 for luma (Y of YCbCr, as the paper), 3 for RGB.
+        out_channels: Usually equal to ``in_channels``.
+        width: Base channel count (32 in the paper).
+    """
+
+    in_channels: int = 1
+    out_channels: int = 1
+    width: int = 32
+
+
+class ECA(nn.Module):
+    """Efficient channel attention (Wang et al., CVPR 2020).
+
+    The gate pools over the whole feature map. Tiled inference needs the same gate in
+    every tile, so the pooled means can be recorded or supplied through ``stats``.
+    """
+
+    def __init__(self, k_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k_size, padding=k_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor, stats: EcaStats | None = None, key: str = "") -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))  # (N, C)
+        if stats is not None:
+            pooled = stats.exchange(key, pooled)
+        gate = torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)
+        return x * gate[:, :, None, None].to(x.dtype)
+
+
+@dataclass
+class EcaStats:
+    """Pooled channel means of the ECA blocks, keyed by node name.
+
+    ``record`` mode accumulates what each tile saw; ``fixed`` mode replaces a tile's own
+    means with the accumulated average so that every tile gets the same gates.
+    """
+
+    mode: str = "record"
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def exchange(self, key: str, pooled: torch.Tensor) -> torch.Tensor:
+        if self.mode == "fixed" and key in self.sums:
+            mean = self.sums[key] / self.counts[key]
+            return mean.to(pooled.dtype).expand_as(pooled)
+        if self.mode == "record":
+            value = pooled.detach().float().sum(0, keepdim=True)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + pooled.shape[0]
+        return pooled
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise 3x3 followed by pointwise 1x1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, padding=1, groups=cin),
+            nn.Conv2d(cin, cout, 1),
+        )
+
+
+class InBlock(nn.Sequential):
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DownBlock(nn.Sequential):
+    """Three 3x3 convs, the last with stride 2."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, stride=2),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Module):
+    """Transposed conv on the lower node, concat with dense skips, ECA, two separable convs."""
+
+    def __init__(self, width: int, n_skips: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+        cin = width * (n_skips + 1)
+        self.eca = ECA()
+        self.conv1 = SeparableConv(cin, width)
+        self.conv2 = SeparableConv(width, width)
+
+    def forward(
+        self,
+        lower: torch.Tensor,
+        skips: list[torch.Tensor],
+        stats: EcaStats | None = None,
+        key: str = "",
+    ) -> torch.Tensor:
+        up = F.relu(self.up(lower))
+        x = torch.cat([*skips, up], dim=1)
+        x = self.eca(x, stats, key)
+        x = F.relu(self.conv1(x))
+        return F.relu(self.conv2(x))
+
+
+class RBQENet(nn.Module):
+    """Progressive UNet++ with five exits.
+
+    ``forward`` returns all five outputs from one pass (training). Inference goes
+    through :meth:`start`, which returns a :class:`ProgressiveRun` computing one exit at
+    a time and reusing every node already computed.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        w = config.width
+        self.inc = InBlock(config.in_channels, w)
+        self.down = nn.ModuleList(DownBlock(w) for _ in range(NUM_EXITS))
+        # up[f"{i}_{j}"] builds X[i][j], which has j dense skips X[i][0..j-1].
+        self.up = nn.ModuleDict(
+            {f"{i}_{j}": UpBlock(w, j) for k in range(1, NUM_EXITS + 1) for j in range(1, k + 1)
+             for i in [k - j]}
+        )
+        self.heads = nn.ModuleList(SeparableConv(w, config.out_channels) for _ in range(NUM_EXITS))
+
+    def start(self, x: torch.Tensor, stats: EcaStats | None = None) -> ProgressiveRun:
+        return ProgressiveRun(self, x, stats)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        run = self.start(x)
+        return [run.next_exit() for _ in range(NUM_EXITS)]
+
+
+class ProgressiveRun:
+    """Computes exits one at a time, caching nodes so later exits reuse them.
+
+    Only the nodes a later exit still needs are kept: after exit ``k`` the cache holds
+    column ``X[i][0..k-i]`` for each scale ``i``, all of which later exits read as skips.
+    """
+
+    def __init__(self, net: RBQENet, x: torch.Tensor, stats: EcaStats | None) -> None:
+        if x.shape[-2] % MULTIPLE or x.shape[-1] % MULTIPLE:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} is not a multiple of {MULTIPLE}")
+        self.net = net
+        self.x = x
+        self.stats = stats
+        self.nodes: dict[tuple[int, int], torch.Tensor] = {}
+        self.exits_done = 0
+
+    def next_exit(self) -> torch.Tensor:
+        """Compute the next exit and return its output ``(N, out_channels, H, W)``."""
+        if self.exits_done >= NUM_EXITS:
+            raise RuntimeError("all exits already computed")
+        k = self.exits_done + 1
+        net, nodes = self.net, self.nodes
+        if k == 1:
+            nodes[0, 0] = net.inc(self.x)
+        nodes[k, 0] = net.down[k - 1](nodes[k - 1, 0])
+        for j in range(1, k + 1):
+            i = k - j
+            skips = [nodes[i, c] for c in range(j)]
+            nodes[i, j] = net.up[f"{i}_{j}"](nodes[i + 1, j - 1], skips, self.stats, f"{i}_{j}")
+        residual = net.heads[k - 1](nodes[0, k])
+        self.exits_done = k
+        if k == NUM_EXITS:
+            nodes.clear()  # nothing left to reuse
+        return self.x[:, : residual.shape[1]] + residual
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def gmacs_per_exit(net: RBQENet, height: int = 512, width: int = 512) -> list[float]:
+    """Cumulative GMACs to reach each exit on an ``height x width`` input.
+
+    Conv MACs scale exactly with the pixel count, so this counts them once on a small
+    probe of the same aspect class and scales; ECA and pointwise adds are ignored.
+    """
+    probe = MULTIPLE * 2
+    macs = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            macs += output.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.ConvTranspose2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            macs += inputs[0].numel() * module.out_channels * k
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        param = next(net.parameters())
+        x = torch.zeros(1, net.config.in_channels, probe, probe, dtype=param.dtype,
+                        device=param.device)
+        run = net.start(x)
+        out = []
+        with torch.no_grad():
+            for _ in range(NUM_EXITS):
+                run.next_exit()
+                out.append(macs * (height * width) / (probe * probe) / 1e9)
+        return out
+    finally:
+        for h in handles:
+            h.remove()

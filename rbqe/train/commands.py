@@ -1,0 +1,156 @@
+"""``rbqe train``, ``rbqe eval`` and ``rbqe calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_QF = [10, 20, 30, 40, 50]
+
+
+def add_parsers(sub: Any) -> None:
+    t = sub.add_parser("train", help="train RBQE weights on folders of clean photos")
+    t.add_argument("--data", nargs="+", required=True, metavar="DIR", help="clean training photos")
+    t.add_argument("--val", nargs="*", default=[], metavar="DIR", help="validation photos")
+    t.add_argument("--out", type=Path, default=Path("runs/rbqe"), help="run folder (resumes)")
+    t.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 = Y, 3 = RGB")
+    t.add_argument("--width", type=int, default=32)
+    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--patch", type=int, default=128)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on our CPUs)")
+    t.add_argument("--no-channels-last", action="store_true")
+    t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
+
+    e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
+    e.add_argument("dirs", nargs="+", metavar="DIR")
+    e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
+    e.add_argument("--weights", type=Path)
+    e.add_argument("--threshold", type=float)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
+    e.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    e.add_argument("--json", type=Path, help="write the full table as JSON")
+    e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
+
+    c = sub.add_parser("calibrate", help="choose the IQA threshold on validation photos")
+    c.add_argument("dirs", nargs="+", metavar="DIR")
+    c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
+    c.add_argument("--weights", type=Path)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--gray", action="store_true")
+    c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--tolerance", type=float, default=0.05, help="dB below exit 5 allowed")
+    c.add_argument("--plot", type=Path)
+    c.add_argument("--json", type=Path)
+    c.add_argument("--dry-run", action="store_true", help="do not write the threshold")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"train": _train, "eval": _eval, "calibrate": _calibrate}[args.command](args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rbqe.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(
+        train_dirs=[str(d) for d in args.data], val_dirs=[str(d) for d in args.val],
+        out_dir=str(args.out), channels=args.channels, width=args.width, steps=args.steps,
+        patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
+        threads=args.threads, bf16=args.bf16, channels_last=not args.no_channels_last,
+        val_every=args.val_every, checkpoint_every_s=args.checkpoint_every,
+    )
+    train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
+    return 0
+
+
+def _records(args: argparse.Namespace, threshold: float | None = None) -> tuple[Any, list[Any]]:
+    from tqdm import tqdm
+
+    from rbqe.engine import Enhancer
+    from rbqe.train.evaluate import collect, list_clean_images
+
+    enhancer = Enhancer(args.weights, device=args.device, threshold=threshold, tile=0)
+    paths = list_clean_images(args.dirs)
+    if args.limit:
+        paths = paths[: args.limit]
+    if not paths:
+        raise SystemExit(f"rbqe: error: no images in {' '.join(map(str, args.dirs))}")
+    bar = tqdm(total=len(paths) * len(args.qf), unit="run", disable=not sys.stderr.isatty(),
+               file=sys.stderr)
+    try:
+        records = collect(enhancer, paths, args.qf, gray=args.gray,
+                          on_step=lambda d, t: bar.update(1))
+    finally:
+        bar.close()
+    return enhancer, records
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rbqe.train.evaluate import plot_gain_vs_macs, summarize
+
+    enhancer, records = _records(args, args.threshold)
+    table = summarize(records, enhancer.threshold)
+    doc = {
+        "weights": str(enhancer.info.path) if enhancer.info.path else None,
+        "threshold": enhancer.threshold,
+        "device": str(enhancer.device),
+        "protocol": "libjpeg (OpenCV) at quality q, 4:2:0 for colour; 8-bit outputs; "
+                    "PSNR/SSIM/PSNR-B with no border crop; gray channel for gray images, "
+                    "RGB and BT.601 Y for colour",
+        "gray": args.gray,
+        "images": len({r.image for r in records}),
+        "per_qf": table,
+    }
+    print(format_table(table))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+    if args.plot:
+        plot_gain_vs_macs(table, args.plot, "rbqe eval")
+    return 0
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """A plain-text table: per QF the input PSNR and the gain of each exit and of auto."""
+    head = (f"{'QF':>4} {'input':>7} " + " ".join(f"{'exit' + str(k):>7}" for k in range(1, 6))
+            + f" {'auto':>7} {'SSIM':>6} {'PSNR-B':>7}  {'auto exits':<16} {'GMACs':>11}")
+    lines = [head, "-" * len(head)]
+    for q, e in table.items():
+        gains = " ".join(f"{e['exits'][str(k)]['d_psnr']:+7.2f}" for k in range(1, 6))
+        hist = "/".join(str(e["auto"]["histogram"][str(k)]) for k in range(1, 6))
+        lines.append(
+            f"{q:>4} {e['input']['psnr']:7.2f} {gains} {e['auto']['d_psnr']:+7.2f} "
+            f"{e['auto']['d_ssim']:+6.3f} {e['auto']['d_psnrb']:+7.2f}  {hist:<16} "
+            f"{e['auto']['gmacs']:5.1f}/{e['auto']['gmacs_exit5']:5.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from rbqe.train.evaluate import choose_threshold, plot_sweep
+    from rbqe.weights import default_weights_path, set_threshold
+
+    enhancer, records = _records(args)
+    cal = choose_threshold(records, args.tolerance)
+    summary = {k: v for k, v in cal.items() if k != "sweep"}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(cal, indent=2))
+    if args.plot:
+        plot_sweep(cal, args.plot)
+    if not args.dry_run:
+        path = args.weights or default_weights_path()
+        set_threshold(path, cal["threshold"], extra={"calibration": summary})
+        print(f"rbqe: threshold {cal['threshold']:.4f} written to {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,145 @@
+"""Training data: random crops of clean photos, compressed on the fly with libjpeg.
+
+Every batch is a pure function of ``(seed, step)``, so a resumed run sees exactly the
+batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+# QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
+# most of the capacity on heavy compression while teaching the net not to over-smooth
+# light compression.
+_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+HEAVY_QF = (10, 50)
+LIGHT_QF = (51, 95)
+LIGHT_SHARE = 0.25
+
+
+def to_luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 full-range luma of an 8-bit RGB image, as float32 in [0, 255]."""
+    rgb = rgb.astype(np.float32)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode with libjpeg (OpenCV) at ``quality``.
+
+    Args:
+        img: ``(H, W)`` gray or ``(H, W, 3)`` RGB uint8. Colour uses 4:2:0 chroma.
+    """
+    if img.ndim == 3:
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> list[np.ndarray]:
+    """Read every image directly inside (or below) ``folders`` as RGB uint8."""
+    images = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.suffix.lower() not in _SUFFIXES:
+                continue
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None or min(bgr.shape[:2]) < min_side:
+                continue
+            images.append(np.ascontiguousarray(bgr[..., ::-1]))
+    if not images:
+        raise FileNotFoundError(f"no training images found in {', '.join(map(str, folders))}")
+    return images
+
+
+def sample_quality(rng: np.random.Generator) -> int:
+    lo, hi = LIGHT_QF if rng.random() < LIGHT_SHARE else HEAVY_QF
+    return int(rng.integers(lo, hi + 1))
+
+
+@dataclass
+class PatchSampler:
+    """Makes (compressed, clean, quality) batches.
+
+    Attributes:
+        images: RGB uint8 photos.
+        channels: 1 trains on luma (half the patches compressed as gray, half as
+            4:2:0 colour whose decoded luma is used); 3 trains on RGB (gray photos are
+            replicated to three channels).
+        patch: Crop size, a multiple of 32.
+        batch: Patches per batch.
+        seed: Base seed.
+    """
+
+    images: list[np.ndarray]
+    channels: int = 1
+    patch: int = 96
+    batch: int = 16
+    seed: int = 0
+
+    def batch_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(inputs, targets, qualities)``: ``(B, C, P, P)`` float32 in [0,1] and ``(B,)``."""
+        rng = np.random.default_rng((self.seed, step))
+        xs, ys, qs = [], [], []
+        for _ in range(self.batch):
+            img = self.images[int(rng.integers(len(self.images)))]
+            h, w = img.shape[:2]
+            p = min(self.patch, h, w) // 32 * 32
+            top, left = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+            crop = img[top : top + p, left : left + p]
+            crop = np.rot90(crop, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            crop = np.ascontiguousarray(crop)
+            q = sample_quality(rng)
+            x, y = self._degrade(crop, q, rng)
+            xs.append(x)
+            ys.append(y)
+            qs.append(q)
+        return np.stack(xs), np.stack(ys), np.asarray(qs, dtype=np.int64)
+
+    def _degrade(
+        self, crop: np.ndarray, q: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.channels == 1:
+            if rng.random() < 0.5:
+                clean = np.round(to_luma(crop)).astype(np.uint8)
+                comp = jpeg_roundtrip(clean, q).astype(np.float32)
+                target = clean.astype(np.float32)
+            else:
+                comp = to_luma(jpeg_roundtrip(crop, q))
+                target = to_luma(crop)
+            return comp[None] / 255.0, target[None] / 255.0
+        if rng.random() < 0.2:  # grayscale photos exist; the RGB model must keep them gray
+            gray = np.round(to_luma(crop)).astype(np.uint8)
+            crop = np.repeat(gray[..., None], 3, axis=2)
+        comp = jpeg_roundtrip(crop, q)
+        return (comp.transpose(2, 0, 1).astype(np.float32) / 255.0,
+                crop.transpose(2, 0, 1).astype(np.float32) / 255.0)
+
+
+# Per-exit loss weights by quality, from the paper (light compression favours early
+# exits). Qualities in between are interpolated; above 50 the QF50 row holds.
+_WEIGHT_QF = np.array([10, 20, 30, 40, 50], dtype=np.float32)
+_WEIGHT_ROWS = np.array(
+    [
+        [0.5, 0.5, 1, 1, 2],
+        [0.5, 0.5, 1, 2, 1],
+        [0.5, 1, 2, 1, 0.5],
+        [1, 2, 1, 0.5, 0.5],
+        [2, 1, 1, 0.5, 0.5],
+    ],
+    dtype=np.float32,
+)
+
+
+def exit_weights(qualities: np.ndarray) -> np.ndarray:
+    """``(B,)`` qualities -> ``(B, 5)`` per-exit loss weights."""
+    q = np.clip(qualities.astype(np.float32), _WEIGHT_QF[0], _WEIGHT_QF[-1])
+    return np.stack([np.interp(q, _WEIGHT_QF, _WEIGHT_ROWS[:, e]) for e in range(5)], axis=1)

@@ -1,0 +1,231 @@
+"""The training loop: multi-exit loss, resumable checkpoints, periodic validation.
+
+A checkpoint holds the model, the optimiser, the step and the torch RNG state. Batches
+are a pure function of ``(seed, step)`` (see :mod:`rbqe.train.data`), so a run that is
+killed and resumed continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
+from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, load_folder_images, to_luma
+from rbqe.weights import save_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    train_dirs: list[str]
+    out_dir: str = "runs/rbqe"
+    val_dirs: list[str] = field(default_factory=list)
+    channels: int = 1
+    width: int = 32
+    patch: int = 96
+    batch: int = 16
+    steps: int = 20000
+    lr: float = 2e-4
+    lr_min: float = 1e-5
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = True
+    bf16: bool = False
+    threads: int = 0
+    checkpoint_every_s: float = 120.0
+    val_every: int = 500
+    val_images: int = 12
+    val_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70])
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Per-sample Charbonnier loss, ``(B,)``."""
+    return torch.sqrt((pred.float() - target) ** 2 + eps * eps).mean(dim=(1, 2, 3))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Short linear warm-up, then cosine decay to ``lr_min``."""
+    warm = 200
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, images: list[np.ndarray] | None = None) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.net = RBQENet(ModelConfig(cfg.channels, cfg.channels, cfg.width)).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.net = self.net.to(memory_format=self.memory_format)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.step = 0
+        self.best_val = -math.inf
+        imgs = images if images is not None else load_folder_images(cfg.train_dirs)
+        self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed)
+        self.val_set = self._load_val() if cfg.val_dirs else []
+        self.ckpt = self.out / "checkpoint.pt"
+        if self.ckpt.exists():
+            self._resume()
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.cfg),
+        }
+        _atomic_torch_save(state, self.ckpt)
+
+    def _resume(self) -> None:
+        # Our own checkpoint, written by this code: weights_only keeps pickles out.
+        state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", self.ckpt, self.step)
+
+    # -- one step ----------------------------------------------------------------------
+    def train_step(self) -> float:
+        x_np, y_np, q_np = self.sampler.batch_at(self.step)
+        x = torch.from_numpy(x_np).to(self.device).contiguous(memory_format=self.memory_format)
+        y = torch.from_numpy(y_np).to(self.device)
+        w = torch.from_numpy(exit_weights(q_np)).to(self.device)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.cfg, self.step)
+        self.net.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            outs = self.net(x)
+        losses = torch.stack([charbonnier(o, y) for o in outs], dim=1)  # (B, 5)
+        loss = (losses * w).sum(1).mean() / w.sum(1).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    # -- validation --------------------------------------------------------------------
+    def _load_val(self) -> list[np.ndarray]:
+        imgs = load_folder_images(self.cfg.val_dirs)
+        rng = np.random.default_rng(1234)
+        pick = rng.choice(len(imgs), size=min(self.cfg.val_images, len(imgs)), replace=False)
+        out = []
+        for i in sorted(pick):
+            img = imgs[i]
+            h, w = (img.shape[0] // 32) * 32, (img.shape[1] // 32) * 32
+            img = img[:h, :w]
+            out.append(np.round(to_luma(img)).astype(np.uint8) if self.cfg.channels == 1 else img)
+        return out
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, list[float]]:
+        """Mean PSNR gain (dB) per exit at each validation quality."""
+        self.net.eval()
+        result: dict[str, list[float]] = {}
+        for q in self.cfg.val_qualities:
+            gains = np.zeros(NUM_EXITS)
+            for clean in self.val_set:
+                comp = jpeg_roundtrip(clean, q)
+                x = _to_tensor(comp).to(self.device).contiguous(memory_format=self.memory_format)
+                base = _psnr(comp.astype(np.float32) / 255, clean.astype(np.float32) / 255)
+                outs = self.net(x)
+                for e, o in enumerate(outs):
+                    pred = np.round(o.clamp(0, 1).float().cpu().numpy()[0] * 255) / 255
+                    pred = pred[0] if pred.shape[0] == 1 else pred.transpose(1, 2, 0)
+                    gains[e] += _psnr(pred, clean.astype(np.float32) / 255) - base
+            result[str(q)] = list(np.round(gains / len(self.val_set), 3))
+        return result
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, on_line: Callable[[str], None] | None = None) -> None:
+        cfg = self.cfg
+        log_path = self.out / "train_log.jsonl"
+        t_last_ckpt = time.monotonic()
+        t0, s0 = time.monotonic(), self.step
+        ema = None
+        while self.step < cfg.steps:
+            loss = self.train_step()
+            ema = loss if ema is None else 0.98 * ema + 0.02 * loss
+            now = time.monotonic()
+            rate = (self.step - s0) / max(now - t0, 1e-9)
+            if on_line and (self.step % 10 == 0 or self.step == cfg.steps):
+                eta = (cfg.steps - self.step) / max(rate, 1e-9)
+                on_line(f"step {self.step}/{cfg.steps} loss {ema:.5f} "
+                        f"{rate:.2f} steps/s ETA {_hms(eta)}")
+            if self.val_set and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                gains = self.validate()
+                score = float(np.mean([v[-1] for v in gains.values()]))
+                entry = {"step": self.step, "loss": ema, "val_gain_db": gains,
+                         "steps_per_s": rate, "time": time.time()}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                if on_line:
+                    on_line(f"val step {self.step}: " + json.dumps(gains))
+                if score > self.best_val:
+                    self.best_val = score
+                    save_weights(self.net, self.out / "best.safetensors",
+                                 extra={"step": str(self.step), "val_gain_db": gains})
+                self.save_checkpoint()
+                t_last_ckpt = time.monotonic()
+            elif now - t_last_ckpt > cfg.checkpoint_every_s:
+                self.save_checkpoint()
+                t_last_ckpt = time.monotonic()
+        self.save_checkpoint()
+        save_weights(self.net, self.out / "last.safetensors", extra={"step": str(self.step)})
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    arr = img.astype(np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr))[None]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train(cfg: TrainConfig, on_line: Callable[[str], None] | None = None,
+          images: Sequence[np.ndarray] | None = None) -> Trainer:
+    trainer = Trainer(cfg, list(images) if images is not None else None)
+    trainer.run(on_line)
+    return trainer

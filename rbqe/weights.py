@@ -1,0 +1,132 @@
+"""Weights files: safetensors tensors plus a small JSON metadata block.
+
+Metadata keys (all strings in the safetensors header):
+``format`` ("rbqe"), ``architecture`` ("rbqe-unetpp"), ``in_channels``,
+``out_channels``, ``width``, ``threshold`` (the IQA exit threshold) and optional
+free-form ``card`` JSON. Nothing here unpickles: safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from rbqe.errors import WeightsError
+from rbqe.model import ModelConfig, RBQENet
+
+ARCHITECTURE = "rbqe-unetpp"
+DEFAULT_THRESHOLD = 0.855  # the paper's JPEG threshold, used until calibration sets one
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "rbqe_jpeg.safetensors"
+
+
+@dataclass
+class WeightsInfo:
+    path: Path | None
+    config: ModelConfig
+    threshold: float = DEFAULT_THRESHOLD
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_weights_path() -> Path:
+    """``$RBQE_WEIGHTS`` if set, else the weights shipped beside the package."""
+    env = os.environ.get("RBQE_WEIGHTS")
+    return Path(env) if env else PACKAGE_WEIGHTS
+
+
+def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_THRESHOLD,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` atomically as safetensors with its config and threshold."""
+    path = Path(path)
+    cfg = net.config
+    meta = {
+        "format": "rbqe",
+        "architecture": ARCHITECTURE,
+        "in_channels": str(cfg.in_channels),
+        "out_channels": str(cfg.out_channels),
+        "width": str(cfg.width),
+        "threshold": repr(float(threshold)),
+    }
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_info(path: str | Path) -> WeightsInfo:
+    """Read only the metadata of a weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("architecture") != ARCHITECTURE:
+        raise WeightsError(
+            f"{path}: architecture {meta.get('architecture')!r} is not {ARCHITECTURE!r}"
+        )
+    try:
+        cfg = ModelConfig(int(meta["in_channels"]), int(meta["out_channels"]), int(meta["width"]))
+        threshold = float(meta.get("threshold", DEFAULT_THRESHOLD))
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: bad metadata ({exc})") from None
+    known = {"format", "architecture", "in_channels", "out_channels", "width", "threshold"}
+    extra = {k: v for k, v in meta.items() if k not in known}
+    return WeightsInfo(path, cfg, threshold, extra)
+
+
+def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
+    """Build the network described by the file and load its tensors, checking keys and shapes."""
+    info = read_info(path)
+    net = RBQENet(info.config)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: keys do not match the network (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise WeightsError(
+                f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
+    net.load_state_dict(tensors)
+    net.eval()
+    return net, info
+
+
+def set_threshold(path: str | Path, threshold: float, extra: dict[str, Any] | None = None) -> None:
+    """Rewrite the file's threshold (and extra metadata) in place, atomically."""
+    net, info = load_weights(path)
+    merged: dict[str, Any] = dict(info.extra)
+    merged.update(extra or {})
+    save_weights(net, path, threshold=threshold, extra=merged)
+
+
+def state_dict_cpu(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}

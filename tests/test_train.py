@@ -1,0 +1,165 @@
+"""Training, evaluation and calibration on generated images (no ../shared needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rbqe.cli import main
+from rbqe.model import ModelConfig, RBQENet
+from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
+from rbqe.train.loop import TrainConfig, Trainer
+from rbqe.train.metrics import psnr, psnr_b, ssim
+from rbqe.weights import load_weights, read_info, save_weights
+
+
+def _photo(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
+    """A smooth colour image with edges: JPEG at low quality blocks it visibly."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([
+        128 + 90 * np.sin(x / (7 + seed)) * np.cos(y / 11),
+        128 + 60 * np.cos((x + y) / 15),
+        100 + 80 * (x > w / 2) + rng.normal(0, 4, (h, w)),
+    ], axis=-1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def images() -> list[np.ndarray]:
+    return [_photo(s) for s in range(3)]
+
+
+def _cfg(tmp_path: Path, steps: int) -> TrainConfig:
+    return TrainConfig(train_dirs=[], out_dir=str(tmp_path / "run"), width=8, patch=64,
+                       batch=2, steps=steps, threads=1, checkpoint_every_s=1e9, seed=3)
+
+
+def test_batches_depend_only_on_seed_and_step(images: list[np.ndarray]) -> None:
+    s = PatchSampler(images, channels=1, patch=64, batch=3, seed=1)
+    a, b = s.batch_at(7), s.batch_at(7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    x, y, q = a
+    assert x.shape == y.shape == (3, 1, 64, 64)
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert not np.array_equal(s.batch_at(8)[0], x)
+    assert ((q >= 10) & (q <= 95)).all()
+
+
+def test_exit_weights_follow_the_paper() -> None:
+    w = exit_weights(np.array([10, 30, 50, 90]))
+    assert w[0].tolist() == [0.5, 0.5, 1, 1, 2]
+    assert w[1].tolist() == [0.5, 1, 2, 1, 0.5]
+    assert w[2].tolist() == [2, 1, 1, 0.5, 0.5]
+    assert w[3].tolist() == w[2].tolist()  # light compression keeps the QF50 row
+
+
+def test_resume_continues_bit_exactly(tmp_path: Path, images: list[np.ndarray]) -> None:
+    straight = Trainer(_cfg(tmp_path / "a", 4), images)
+    straight.run()
+
+    first = Trainer(_cfg(tmp_path / "b", 4), images)
+    for _ in range(2):
+        first.train_step()
+    first.save_checkpoint()
+    del first
+    resumed = Trainer(_cfg(tmp_path / "b", 4), images)  # picks up checkpoint.pt
+    assert resumed.step == 2
+    resumed.run()
+
+    sa, sb = straight.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (Path(tmp_path / "b" / "run" / "last.safetensors")).is_file()
+
+
+def test_training_lowers_the_loss(tmp_path: Path, images: list[np.ndarray]) -> None:
+    cfg = _cfg(tmp_path, 60)
+    cfg.lr = 2e-3
+    tr = Trainer(cfg, images)
+    first = np.mean([tr.train_step() for _ in range(5)])
+    for _ in range(45):
+        tr.train_step()
+    last = np.mean([tr.train_step() for _ in range(10)])
+    assert last < first
+
+
+def test_metrics_on_known_cases() -> None:
+    a = _photo(0)[..., 0]
+    assert psnr(a, a) == float("inf")
+    noisy = np.clip(a.astype(int) + 5, 0, 255).astype(np.uint8)
+    assert 33 < psnr(a, noisy) < 35.2  # MSE ~ 25 -> 34.15 dB
+    assert ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, noisy) < 1.0
+    jpeg = jpeg_roundtrip(a, 10)
+    # PSNR-B penalises blocking: at QF10 it is below plain PSNR.
+    assert psnr_b(a, jpeg) < psnr(a, jpeg)
+
+
+def _write_clean(folder: Path) -> Path:
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _photo(1)[..., ::-1])
+    cv2.imwrite(str(folder / "b.png"), _photo(2)[..., 0])  # a gray one
+    return folder
+
+
+def test_eval_on_two_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "w.safetensors")
+    clean = _write_clean(tmp_path / "clean")
+    out_json, out_png = tmp_path / "eval.json", tmp_path / "eval.png"
+    code = main(["eval", str(clean), "--qf", "10", "50", "--weights", str(weights),
+                 "--device", "cpu", "--json", str(out_json), "--plot", str(out_png)])
+    assert code == 0
+    doc = json.loads(out_json.read_text())
+    assert doc["images"] == 2 and set(doc["per_qf"]) == {"10", "50"}
+    q10 = doc["per_qf"]["10"]
+    assert set(q10["exits"]) == {"1", "2", "3", "4", "5"}
+    assert sum(q10["auto"]["histogram"].values()) == 2
+    for key in ("psnr", "ssim", "psnrb", "d_psnr", "gmacs"):
+        assert key in q10["exits"]["3"]
+    assert q10["auto"]["gmacs"] <= q10["auto"]["gmacs_exit5"] + 1e-9
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "QF" in capsys.readouterr().out
+
+
+def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "w.safetensors",
+                           threshold=0.123)
+    clean = _write_clean(tmp_path / "clean")
+    assert main(["calibrate", str(clean), "--qf", "10", "40", "--weights", str(weights),
+                 "--device", "cpu", "--json", str(tmp_path / "cal.json")]) == 0
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    new = read_info(weights).threshold
+    assert new == pytest.approx(cal["threshold"])
+    assert cal["auto_d_psnr"] >= cal["exit5_d_psnr"] - 0.05 - 1e-9
+    # The enhance command now reports the calibrated threshold.
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "x.jpg"), _photo(4), [cv2.IMWRITE_JPEG_QUALITY, 20])
+    report = tmp_path / "r.json"
+    assert main(["enhance", str(src), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--device", "cpu", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["threshold"] == pytest.approx(new)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "rbqe_jpeg.safetensors"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped weights yet")
+def test_shipped_weights_raise_psnr_on_blocky_jpeg() -> None:
+    from rbqe.engine import Enhancer
+
+    net, info = load_weights(SHIPPED)
+    assert 0 < info.threshold < 1
+    gray = cv2.cvtColor(_photo(5, 192, 256), cv2.COLOR_RGB2GRAY)
+    jpeg = jpeg_roundtrip(gray, 15)
+    enh = Enhancer(SHIPPED, device="cpu")
+    out = enh.enhance(jpeg.astype(np.float32) / 255, 5).image[..., 0]
+    out8 = np.clip(np.floor(out * 255 + 0.5), 0, 255).astype(np.uint8)
+    assert psnr(gray, out8) > psnr(gray, jpeg) + 0.3
