@@ -111,7 +111,7 @@ class Picture:
         """
         if scale >= 1.0:
             return self.levels[0], 1.0
-        k = min(len(self.levels) - 1, max(0, int(math.floor(math.log2(1.0 / scale)))))
+        k = min(len(self.levels) - 1, max(0, math.floor(math.log2(1.0 / scale))))
         level = self.levels[k]
         return level, level.width() / self.width
 

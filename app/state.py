@@ -173,7 +173,7 @@ def fmt_ms(ms: float | None) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s} s"
     m, s = divmod(s, 60)

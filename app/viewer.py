@@ -10,86 +10,26 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from app.convert import Picture
+from app.viewstate import ViewState, clamp
 
-MIN_SCALE, MAX_SCALE = 0.01, 64.0
 ZOOM_STEP = 1.25
 SPLIT, SIDE, TOGGLE = "split", "side", "toggle"
 MODES = (SPLIT, SIDE, TOGGLE)
 BACKGROUND = QColor("#15171a")
-
-
-class ViewState(QObject):
-    """Zoom and pan shared by all panes: ``scale`` screen px per image px, ``center``."""
-
-    changed = Signal()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = 1.0
-        self.center = QPointF(0, 0)
-        self.image_size = QSize(0, 0)
-        self.fitting = True  # follow the pane size until the user zooms
-
-    # -- mapping -----------------------------------------------------------------------
-    def to_widget(self, p: QPointF, pane: QSize) -> QPointF:
-        return QPointF(pane.width() / 2 + (p.x() - self.center.x()) * self.scale,
-                       pane.height() / 2 + (p.y() - self.center.y()) * self.scale)
-
-    def to_image(self, p: QPointF, pane: QSize) -> QPointF:
-        return QPointF(self.center.x() + (p.x() - pane.width() / 2) / self.scale,
-                       self.center.y() + (p.y() - pane.height() / 2) / self.scale)
-
-    # -- changes -----------------------------------------------------------------------
-    def set_image_size(self, size: QSize, pane: QSize) -> None:
-        if size != self.image_size:
-            self.image_size = QSize(size)
-            self.fit(pane)
-
-    def fit_scale(self, pane: QSize) -> float:
-        iw, ih = self.image_size.width(), self.image_size.height()
-        if iw <= 0 or ih <= 0 or pane.width() <= 0 or pane.height() <= 0:
-            return 1.0
-        return min(pane.width() / iw, pane.height() / ih)
-
-    def fit(self, pane: QSize) -> None:
-        self.fitting = True
-        self.scale = _clamp(self.fit_scale(pane), MIN_SCALE, MAX_SCALE)
-        self.center = QPointF(self.image_size.width() / 2, self.image_size.height() / 2)
-        self.changed.emit()
-
-    def set_scale(self, scale: float, pane: QSize, anchor: QPointF | None = None) -> None:
-        """Zoom to ``scale`` keeping the image point under ``anchor`` (widget px) fixed."""
-        anchor = anchor if anchor is not None else QPointF(pane.width() / 2, pane.height() / 2)
-        fixed = self.to_image(anchor, pane)
-        self.scale = _clamp(scale, MIN_SCALE, MAX_SCALE)
-        self.center = QPointF(fixed.x() - (anchor.x() - pane.width() / 2) / self.scale,
-                              fixed.y() - (anchor.y() - pane.height() / 2) / self.scale)
-        self.fitting = False
-        self._clamp_center()
-        self.changed.emit()
-
-    def zoom_by(self, factor: float, pane: QSize, anchor: QPointF | None = None) -> None:
-        self.set_scale(self.scale * factor, pane, anchor)
-
-    def pan(self, dx: float, dy: float) -> None:
-        """Move the picture by ``(dx, dy)`` widget pixels."""
-        self.center = QPointF(self.center.x() - dx / self.scale, self.center.y() - dy / self.scale)
-        self.fitting = False
-        self._clamp_center()
-        self.changed.emit()
-
-    def _clamp_center(self) -> None:
-        self.center = QPointF(_clamp(self.center.x(), 0, self.image_size.width()),
-                              _clamp(self.center.y(), 0, self.image_size.height()))
-
-
-def _clamp(v: float, lo: float, hi: float) -> float:
-    return max(lo, min(hi, v))
 
 
 class ImagePane(QWidget):
@@ -102,6 +42,8 @@ class ImagePane(QWidget):
         self.b: Picture | None = None
         self.a_label = self.b_label = ""
         self.split: float | None = None  # fraction of the width, None: single picture
+        self.message = ""  # shown instead of pictures (e.g. why an image failed)
+        self.ref: ImagePane | None = None  # pane whose size defines the shared mapping
         self._drag: str | None = None
         self._last = QPointF()
         self.setMouseTracking(True)
@@ -110,16 +52,24 @@ class ImagePane(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         state.changed.connect(self.update)
 
+    def view_size(self) -> QSize:
+        """Size used for mapping: the reference pane's, so side-by-side panes that differ
+        by a pixel (odd widths) still show exactly the same image point at each pixel."""
+        return (self.ref or self).size()
+
     def set_content(self, a: Picture | None, a_label: str, b: Picture | None = None,
-                    b_label: str = "", split: float | None = None) -> None:
+                    b_label: str = "", split: float | None = None, message: str = "") -> None:
         self.a, self.a_label, self.b, self.b_label, self.split = a, a_label, b, b_label, split
+        self.message = message
         self.update()
 
     # -- painting ----------------------------------------------------------------------
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt API)
+    def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), BACKGROUND)
-        if self.split is None or self.b is None:
+        if self.message:
+            self._message(p)
+        elif self.split is None or self.b is None:
             if self.a is not None:
                 self._draw(p, self.a, QRectF(self.rect()))
             self._label(p, self.a_label, left=True)
@@ -135,27 +85,38 @@ class ImagePane(QWidget):
             self._label(p, self.b_label, left=False)
         p.end()
 
-    def _draw(self, p: QPainter, pic: Picture, clip: QRectF) -> None:
+    def plan(self, pic: Picture, clip: QRectF) -> tuple[QImage, QRectF, QRectF] | None:
+        """What to draw for ``pic`` inside ``clip``: (pyramid level, source, target).
+
+        The source is only the visible part of the level that matches the zoom, widened
+        to whole pixels so that the source-to-target mapping stays exact.
+        """
         s = self.state
-        pane = self.size()
+        pane = self.view_size()
         top_left = s.to_image(clip.topLeft(), pane)
         bottom_right = s.to_image(clip.bottomRight(), pane)
-        dpr = self.devicePixelRatioF()
-        level, ls = pic.level_for(s.scale * dpr)
-        # Visible part in level pixels, widened to whole pixels so the mapping stays exact.
+        level, ls = pic.level_for(s.scale * self.devicePixelRatioF())
         x0 = max(0, math.floor(top_left.x() * ls))
         y0 = max(0, math.floor(top_left.y() * ls))
         x1 = min(level.width(), math.ceil(bottom_right.x() * ls))
         y1 = min(level.height(), math.ceil(bottom_right.y() * ls))
         if x1 <= x0 or y1 <= y0:
-            return
-        source = QRectF(x0, y0, x1 - x0, y1 - y0)
+            return None
         tl = s.to_widget(QPointF(x0 / ls, y0 / ls), pane)
         br = s.to_widget(QPointF(x1 / ls, y1 / ls), pane)
+        return level, QRectF(x0, y0, x1 - x0, y1 - y0), QRectF(tl, br)
+
+    def _draw(self, p: QPainter, pic: Picture, clip: QRectF) -> None:
+        plan = self.plan(pic, clip)
+        if plan is None:
+            return
+        level, source, target = plan
         p.save()
         p.setClipRect(clip)
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, s.scale * dpr < 2.0)
-        p.drawImage(QRectF(tl, br), level, source)
+        # Smooth when shrinking; nearest when magnifying, so pixels stay visible as pixels.
+        smooth = self.state.scale * self.devicePixelRatioF() < 2.0
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
+        p.drawImage(target, level, source)
         p.restore()
 
     def split_x(self) -> float:
@@ -175,6 +136,35 @@ class ImagePane(QWidget):
             tip = QPointF(c.x() + sign * 9, c.y())
             p.drawPolygon([tip, QPointF(c.x() + sign * 3, c.y() - 5),
                            QPointF(c.x() + sign * 3, c.y() + 5)])
+        p.restore()
+
+    def _message(self, p: QPainter) -> None:
+        p.save()
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        width = min(560.0, self.width() - 40.0)
+        flags = Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap
+        title, _, detail = self.message.partition("\n")
+        bold = QFont(self.font())
+        bold.setBold(True)
+        bold.setPointSizeF(bold.pointSizeF() * 1.2)
+        p.setFont(bold)
+        t_rect = p.fontMetrics().boundingRect(0, 0, int(width), 1000, flags, title)
+        p.setFont(self.font())
+        d_rect = p.fontMetrics().boundingRect(0, 0, int(width), 1000, flags, detail)
+        h = t_rect.height() + (d_rect.height() + 10 if detail else 0) + 40
+        box = QRectF((self.width() - width - 40) / 2, (self.height() - h) / 2, width + 40, h)
+        p.setPen(QPen(QColor("#6b3a38"), 1))
+        p.setBrush(QColor("#2a1f21"))
+        p.drawRoundedRect(box, 10, 10)
+        p.setFont(bold)
+        p.setPen(QColor("#f3a6a1"))
+        y = box.top() + 20
+        p.drawText(QRectF(box.left() + 20, y, width, t_rect.height()), flags, title)
+        if detail:
+            p.setFont(self.font())
+            p.setPen(QColor("#d9d9d9"))
+            p.drawText(QRectF(box.left() + 20, y + t_rect.height() + 10, width, d_rect.height()),
+                       flags, detail)
         p.restore()
 
     def _label(self, p: QPainter, text: str, *, left: bool) -> None:
@@ -201,17 +191,17 @@ class ImagePane(QWidget):
     def _near_split(self, x: float) -> bool:
         return self.split is not None and self.b is not None and abs(x - self.split_x()) <= 8
 
-    def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+    def mousePressEvent(self, e: QMouseEvent) -> None:
         if e.button() == Qt.MouseButton.LeftButton:
             self._drag = "split" if self._near_split(e.position().x()) else "pan"
             self._last = e.position()
             if self._drag == "pan":
                 self.setCursor(Qt.CursorShape.ClosedHandCursor)
 
-    def mouseMoveEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+    def mouseMoveEvent(self, e: QMouseEvent) -> None:
         pos = e.position()
         if self._drag == "split":
-            self.split = _clamp(pos.x() / max(1, self.width()), 0.0, 1.0)
+            self.split = clamp(pos.x() / max(1, self.width()), 0.0, 1.0)
             self.update()
         elif self._drag == "pan":
             self.state.pan(pos.x() - self._last.x(), pos.y() - self._last.y())
@@ -221,25 +211,25 @@ class ImagePane(QWidget):
         else:
             self.setCursor(Qt.CursorShape.OpenHandCursor if self.a else Qt.CursorShape.ArrowCursor)
 
-    def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, e: QMouseEvent) -> None:
         self._drag = None
         self.unsetCursor()
 
-    def mouseDoubleClickEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, e: QMouseEvent) -> None:
         if self.state.fitting:
-            self.state.set_scale(1.0 / self.devicePixelRatioF(), self.size(), e.position())
+            self.state.set_scale(1.0 / self.devicePixelRatioF(), self.view_size(), e.position())
         else:
-            self.state.fit(self.size())
+            self.state.fit(self.view_size())
 
-    def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802
+    def wheelEvent(self, e: QWheelEvent) -> None:
         steps = e.angleDelta().y() / 120.0
         if steps:
-            self.state.zoom_by(ZOOM_STEP**steps, self.size(), e.position())
+            self.state.zoom_by(ZOOM_STEP**steps, self.view_size(), e.position())
         e.accept()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802
-        if self.state.fitting and not self.size().isEmpty():
-            self.state.fit(self.size())
+    def resizeEvent(self, event) -> None:
+        if self.state.fitting and not self.isHidden() and not self.size().isEmpty():
+            self.state.fit(self.view_size())
         super().resizeEvent(event)
 
 
@@ -253,6 +243,7 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.state = ViewState()
         self.panes = [ImagePane(self.state, self), ImagePane(self.state, self)]
+        self.panes[1].ref = self.panes[0]
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
@@ -265,6 +256,7 @@ class CompareView(QWidget):
         self.a: Picture | None = None
         self.b: Picture | None = None
         self.a_label = self.b_label = ""
+        self.message = ""
         self.state.changed.connect(lambda: self.zoom_changed.emit(self.state.scale))
         self._layout_panes()
 
@@ -275,9 +267,15 @@ class CompareView(QWidget):
     def set_pictures(self, a: Picture | None, a_label: str, b: Picture | None,
                      b_label: str) -> None:
         self.a, self.a_label, self.b, self.b_label = a, a_label, b, b_label
+        self.message = ""
         ref = a or b
         if ref is not None:
             self.state.set_image_size(ref.size, self.pane_size)
+        self._layout_panes()
+
+    def set_message(self, text: str) -> None:
+        """Show ``text`` (first line as a title) instead of pictures; "" to clear."""
+        self.message = text
         self._layout_panes()
 
     def set_mode(self, mode: str) -> None:
@@ -320,9 +318,11 @@ class CompareView(QWidget):
     def _layout_panes(self) -> None:
         self._remember_split()
         first, second = self.panes
-        side = self.mode == SIDE and not self.holding
+        side = self.mode == SIDE and not self.holding and not self.message
         second.setVisible(side)
-        if self.holding:
+        if self.message:
+            first.set_content(None, "", message=self.message)
+        elif self.holding:
             first.set_content(self.a, self.a_label)
         elif self.mode == SPLIT:
             first.set_content(self.a, self.a_label, self.b, self.b_label, split=self._split)

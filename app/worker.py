@@ -123,6 +123,10 @@ class BatchOutcome:
     total: int
 
 
+class EngineUnavailable(Exception):
+    """The enhancer could not be built (missing weights, unusable device...)."""
+
+
 class Worker(QObject):
     """Runs jobs one after another in its thread."""
 
@@ -132,6 +136,7 @@ class Worker(QObject):
     finished = Signal(int, object)  # gen, ViewData | list[Path] | BatchOutcome
     failed = Signal(int, str)  # gen, one-line message
     cancelled = Signal(int)
+    engine_failed = Signal(int, str)  # gen, why the enhancer could not be built
     engine_ready = Signal(object)  # dict: device, weights, threshold
     batch_started = Signal(int, int)  # gen, total
     batch_item_started = Signal(int, int, object)  # gen, index, Path
@@ -146,7 +151,12 @@ class Worker(QObject):
     def enhancer(self, job: Job) -> Enhancer:
         if self._enhancer is None or self._spec != job.spec:
             self._enhancer = None  # free the old one before building the new one
-            self._enhancer = self._factory(job.spec)
+            try:
+                self._enhancer = self._factory(job.spec)
+            except Exception as exc:
+                if not isinstance(exc, RBQEError):
+                    log.exception("could not build the enhancer")
+                raise EngineUnavailable(str(exc) or type(exc).__name__) from exc
             self._spec = job.spec
             info = self._enhancer.info
             self.engine_ready.emit({"device": str(self._enhancer.device),
@@ -174,6 +184,8 @@ class Worker(QObject):
                 raise TypeError(type(job).__name__)
         except Cancelled:
             self.cancelled.emit(job.gen)
+        except EngineUnavailable as exc:  # missing weights, bad device: the app stays usable
+            self.engine_failed.emit(job.gen, str(exc))
         except RBQEError as exc:
             log.warning("%s", exc)
             self.failed.emit(job.gen, str(exc))
@@ -197,14 +209,14 @@ class Worker(QObject):
         return on_exit
 
     def _process(self, job: ProcessJob) -> ViewData:
-        enh = self.enhancer(job)
         self.progress.emit(job.gen, "load", 0, 1)
         loaded = load_image(job.path, max_pixels=job.max_pixels)
         if job.cancel.is_set():
             raise Cancelled("cancelled")
         pic = Picture.from_array(loaded.pixels)
         view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB))
-        self.loaded.emit(job.gen, view)
+        self.loaded.emit(job.gen, view)  # the input is shown even if the model is missing
+        enh = self.enhancer(job)
         view.result = enh.enhance(
             loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
             progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
@@ -240,11 +252,13 @@ class Worker(QObject):
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             self.progress.emit(job.gen, "save", n, len(job.exits))
-            target = job.targets.get(k) or output_path_for(
-                view.path, job.folder or view.path.parent, suffix=job.suffix,
-                exit_tag=f"exit{k}", fmt=job.fmt)
+            target = job.targets.get(k)
+            fmt = None if target is not None else job.fmt  # a chosen name sets the format
+            if target is None:
+                target = output_path_for(view.path, job.folder or view.path.parent,
+                                         suffix=job.suffix, exit_tag=f"exit{k}", fmt=job.fmt)
             written.append(save_like(target, view.result.exit_result(k).image, view.loaded,
-                                     fmt=job.fmt, quality=job.quality,
+                                     fmt=fmt, quality=job.quality,
                                      keep_metadata=job.keep_metadata))
         return written
 
@@ -291,7 +305,8 @@ class WorkerHost(QObject):
         self.worker.moveToThread(self.thread)
         self._submit.connect(self.worker.run)
         self.jobs: dict[int, Job] = {}
-        for sig in (self.worker.finished, self.worker.failed, self.worker.cancelled):
+        for sig in (self.worker.finished, self.worker.failed, self.worker.cancelled,
+                    self.worker.engine_failed):
             sig.connect(self._forget)
         self.thread.start()
 

@@ -181,7 +181,9 @@ def run_batch(
             break
         items.append(item)
         if item.status == "failed":
-            log.error("%s", item.error)
+            # INFO, not ERROR: the failure is in the summary and front ends show it
+            # (the CLI prints it once on stderr); an ERROR record here printed it twice.
+            log.info("failed: %s", item.error)
         if ev.on_item_done:
             ev.on_item_done(index, item)
     return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled)
@@ -226,7 +228,9 @@ def _process_one(
     except MemoryError:
         return ItemReport(path, "failed", error=f"{path}: out of memory (try a smaller --tile)")
     except Exception as exc:  # a bug must not end the batch; report it on one line
-        log.exception("unexpected error on %s", path)
+        # The traceback goes to the log at INFO (shown by 'rbqe -v'), not to the user's
+        # stderr: the batch reports the failure on one line like any other.
+        log.info("unexpected error on %s", path, exc_info=True)
         return ItemReport(path, "failed", error=f"{path}: internal error: {type(exc).__name__}: {exc}")
     total = (time.perf_counter() - t0) * 1000
     return item_from_result(path, result, outputs, total, enhancer)

@@ -38,6 +38,25 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _quality(value: str) -> int:
+    # Checked here: an out-of-range value would otherwise fail every image at save time.
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer 1-100, not {value!r}") from None
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1-100, not {n}")
+    return n
+
+
+def _suffix(value: str) -> str:
+    # Output names are planned inside OUTDIR; a separator would escape it (and makes
+    # rbqe.io.plan_outputs raise ValueError, which used to surface as a traceback).
+    if any(sep and sep in value for sep in (os.sep, os.altsep, "/")) or value in (".", ".."):
+        raise argparse.ArgumentTypeError(f"must not contain path separators: {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rbqe", description="RBQE: early-exit JPEG artifact removal")
     p.add_argument("--version", action="version", version=f"rbqe {__version__}")
@@ -58,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-r", "--recursive", action="store_true", help="also scan sub-folders")
     e.add_argument("--format", dest="fmt", choices=["png", "jpeg", "webp"], default="png",
                    help="output format (default: lossless png)")
-    e.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
-    e.add_argument("--suffix", default="", help="appended to output file names")
+    e.add_argument("--quality", type=_quality, default=95,
+                   help="JPEG/WebP quality 1-100 (default 95)")
+    e.add_argument("--suffix", type=_suffix, default="", help="appended to output file names")
     e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
     e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
                    help="refuse images larger than this (decompression bombs; default 200)")
@@ -91,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RBQEError as exc:
         print(f"rbqe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Second Ctrl-C (or one outside a batch): stop at once, one line, no traceback.
+        # Outputs are written atomically, so nothing partial is left under a final name.
+        print("\nrbqe: aborted", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -135,11 +160,26 @@ class _Interrupt:
               file=sys.stderr)
 
 
+def _quiet_opencv() -> None:
+    """Stops OpenCV's native logger writing to stderr (e.g. ``[ WARN:0@0.6] ...
+    PNG input buffer is incomplete`` for a truncated 16-bit PNG): rbqe.io already turns
+    such a file into the one error line the CLI prints. ``-v`` keeps OpenCV's output."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):  # pragma: no cover - very old/odd OpenCV builds
+        pass
+
+
 def cmd_enhance(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rbqe.batch import BatchEvents, BatchOptions, report_json, run_batch
     from rbqe.engine import Enhancer
+
+    if not args.verbose:
+        _quiet_opencv()
 
     enhancer = Enhancer(args.weights, device=args.device, threshold=args.threshold,
                         tile=args.tile)
@@ -164,8 +204,13 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     def on_item_done(index: int, item: Any) -> None:
         if item.status == "failed":
-            (bar.write if bar is not None and not bar.disable else _eprint)(
-                f"rbqe: error: {item.error}")
+            msg = f"rbqe: error: {item.error}"
+            if bar is not None and not bar.disable:
+                # tqdm.write prints to stdout unless told otherwise; errors belong on
+                # stderr, above the bar.
+                bar.write(msg, file=sys.stderr)
+            else:
+                _eprint(msg)
         if bar is not None:
             bar.update(1)
 
@@ -178,12 +223,18 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old)
         if bar is not None:
             bar.close()
+    report_failed = False
     if args.report:
-        _write_json(args.report, report_json(enhancer, summary))
+        try:
+            _write_json(args.report, report_json(enhancer, summary))
+        except OSError as exc:
+            report_failed = True
+            _eprint(f"rbqe: error: {args.report}: cannot write report: "
+                    f"{exc.strerror or exc}")
     n = len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
-    return EXIT_FAILED if summary.failed or summary.cancelled else EXIT_OK
+    return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
 
 
 def _eprint(msg: str) -> None:

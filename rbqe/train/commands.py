@@ -19,9 +19,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 = Y, 3 = RGB")
     t.add_argument("--width", type=int, default=32)
     t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--patch", type=int, default=128)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--patch", type=int, default=96, help="crop size, a multiple of 32")
+    t.add_argument("--batch", type=int, default=10)
+    t.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
+    t.add_argument("--loss", choices=["mse", "charbonnier"], default="mse")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -40,6 +41,10 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--limit", type=int, default=0, help="use only the first N images")
     e.add_argument("--json", type=Path, help="write the full table as JSON")
     e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
+    e.add_argument("--save-records", type=Path, metavar="FILE",
+                   help="keep per-image measurements (for calibrate --records)")
+    e.add_argument("--records", type=Path, metavar="FILE",
+                   help="summarise saved measurements instead of running the network")
 
     c = sub.add_parser("calibrate", help="choose the IQA threshold on validation photos")
     c.add_argument("dirs", nargs="+", metavar="DIR")
@@ -52,6 +57,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--plot", type=Path)
     c.add_argument("--json", type=Path)
     c.add_argument("--dry-run", action="store_true", help="do not write the threshold")
+    c.add_argument("--records", type=Path, metavar="FILE",
+                   help="use measurements saved by 'rbqe eval --save-records' (same weights)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
         out_dir=str(args.out), channels=args.channels, width=args.width, steps=args.steps,
         patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         threads=args.threads, bf16=args.bf16, channels_last=not args.no_channels_last,
-        val_every=args.val_every, checkpoint_every_s=args.checkpoint_every,
+        val_every=args.val_every, checkpoint_every_s=args.checkpoint_every, loss=args.loss,
     )
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
@@ -77,9 +84,12 @@ def _records(args: argparse.Namespace, threshold: float | None = None) -> tuple[
     from tqdm import tqdm
 
     from rbqe.engine import Enhancer
-    from rbqe.train.evaluate import collect, list_clean_images
+    from rbqe.train.evaluate import collect, list_clean_images, load_records
 
     enhancer = Enhancer(args.weights, device=args.device, threshold=threshold, tile=0)
+    if args.records:
+        wanted = set(args.qf)
+        return enhancer, [r for r in load_records(args.records) if r.qf in wanted]
     paths = list_clean_images(args.dirs)
     if args.limit:
         paths = paths[: args.limit]
@@ -96,9 +106,11 @@ def _records(args: argparse.Namespace, threshold: float | None = None) -> tuple[
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rbqe.train.evaluate import plot_gain_vs_macs, summarize
+    from rbqe.train.evaluate import plot_gain_vs_macs, save_records, summarize
 
     enhancer, records = _records(args, args.threshold)
+    if args.save_records:
+        save_records(records, args.save_records)
     table = summarize(records, enhancer.threshold)
     doc = {
         "weights": str(enhancer.info.path) if enhancer.info.path else None,

@@ -13,8 +13,9 @@ passes it, so one pass per image serves every threshold.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ class Record:
     exits: list[dict[str, float]]
     scores: list[float]
     gmacs: list[float]
+
+
+def save_records(records: Sequence[Record], path: Path) -> None:
+    """Keep the per-image measurements, so calibration and re-summaries need no rerun."""
+    path.write_text(json.dumps([asdict(r) for r in records]))
+
+
+def load_records(path: Path) -> list[Record]:
+    return [Record(**r) for r in json.loads(Path(path).read_text())]
 
 
 def list_clean_images(dirs: Sequence[str | Path]) -> list[Path]:

@@ -1,0 +1,5 @@
+"""``python -m app``: start RBQE Studio."""
+
+from app.main import main
+
+raise SystemExit(main())

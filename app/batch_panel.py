@@ -1,0 +1,265 @@
+"""Batch panel: a folder in, a folder out, over :func:`rbqe.batch.run_batch`.
+
+No batch logic lives here: the panel builds :class:`rbqe.batch.BatchOptions`, runs the
+batch on its own worker thread (the interactive viewer keeps working meanwhile), shows
+progress with an ETA, and renders the library's summary.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import AppSettings
+from app.settings_panel import FolderField
+from app.state import Eta, elide_middle, fmt_duration, fmt_ms
+from app.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
+from rbqe.batch import BatchOptions
+
+
+def summary_html(outcome: BatchOutcome) -> str:
+    """The end-of-batch report as simple HTML."""
+    s = outcome.summary
+    reports = s.items if s is not None else outcome.reports
+    ok = sum(r.status == "ok" for r in reports)
+    failed = [r for r in reports if r.status == "failed"]
+    skipped = sum(r.status == "skipped" for r in reports)
+    if outcome.cancelled:
+        stopped = (f"<h3>Batch cancelled</h3><p>Stopped after {len(reports)} of "
+                   f"{outcome.total} images; nothing partial was written.</p>")
+        parts = [stopped]
+    else:
+        n = outcome.total
+        parts = [f"<h3>Batch finished</h3><p>{n} image{'s' * (n != 1)} in the folder.</p>"]
+    parts.append(f"<p><b>{ok}</b> processed · <b>{len(failed)}</b> failed · <b>{skipped}</b> "
+                 "skipped (output already there)</p>")
+    if s is not None and ok:
+        hist = s.exit_histogram
+        most = max(hist.values()) or 1
+        rows = "".join(
+            f"<tr><td>Exit {k}&nbsp;&nbsp;</td><td align='right'>{n}&nbsp;</td><td>"
+            f"<span style='color:#4c9be8'>{'█' * round(16 * n / most)}</span></td></tr>"
+            for k, n in sorted(hist.items()))
+        parts.append(f"<p><b>Exits chosen</b></p><table cellspacing='2'>{rows}</table>")
+        parts.append(f"<p>Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per image</p>")
+        if s.gmacs_exit5:
+            parts.append(f"<p>Compute: {s.gmacs:.1f} GMAC, <b>{100 * s.saved_fraction:.0f}% "
+                         f"saved</b> against always running exit 5 ({s.gmacs_exit5:.1f} GMAC)"
+                         "</p>")
+    if failed:
+        items = "".join(f"<li>{html.escape(r.error or str(r.input))}</li>" for r in failed)
+        parts.append(f"<p><b>Failed</b></p><ul>{items}</ul>")
+    return "".join(parts)
+
+
+class BatchPanel(QWidget):
+    open_results = Signal(list)  # list[ItemReport]
+    running_changed = Signal(bool)
+    message = Signal(str)
+
+    def __init__(self, settings: AppSettings, host: WorkerHost,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.host = host
+        self.spec = EngineSpec()
+        self.threshold: float | None = None
+        self.job: BatchJob | None = None
+        self.outcome: BatchOutcome | None = None
+        self._eta: Eta | None = None
+        self._done = 0
+
+        self.input = FolderField("Input folder")
+        self.recursive = QCheckBox("Include sub-folders")
+        self.output = FolderField("Output folder")
+        self.overwrite = QCheckBox("Replace existing outputs")
+        self.overwrite.setToolTip("Off: images whose output already exists are skipped, so an "
+                                  "interrupted batch resumes where it stopped")
+        self.start = QPushButton("Start batch")
+        self.start.setObjectName("primary")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.bar.setFormat("%v / %m")
+        self.current = QLabel("Idle")
+        self.current.setObjectName("muted")
+        self.eta = QLabel("")
+        self.eta.setObjectName("muted")
+        self.summary = QTextBrowser()
+        self.summary.setOpenLinks(False)
+        self.summary.setPlaceholderText("The summary appears here when a batch ends.")
+        self.open_button = QPushButton("Open results in viewer")
+        self.open_button.setEnabled(False)
+
+        form = QFormLayout()
+        form.addRow("Input", self.input)
+        form.addRow("", self.recursive)
+        form.addRow("Output", self.output)
+        form.addRow("", self.overwrite)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start, 1)
+        buttons.addWidget(self.cancel)
+        status = QHBoxLayout()
+        status.addWidget(self.current, 1)
+        status.addWidget(self.eta, 0, Qt.AlignmentFlag.AlignRight)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(12, 10, 12, 12)
+        intro = QLabel("Enhance every image of a folder into another folder. Images whose "
+                       "output already exists are skipped.")
+        intro.setObjectName("muted")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.bar)
+        lay.addLayout(status)
+        lay.addWidget(self.summary, 1)
+        lay.addWidget(self.open_button)
+
+        self.refresh()
+        self.input.changed.connect(self._store)
+        self.output.changed.connect(self._store)
+        self.recursive.toggled.connect(self._store)
+        self.start.clicked.connect(self.run)
+        self.cancel.clicked.connect(self.stop)
+        self.open_button.clicked.connect(self._open)
+        w = host.worker
+        w.batch_started.connect(self._on_started)
+        w.batch_item_started.connect(self._on_item_started)
+        w.batch_item_done.connect(self._on_item_done)
+        w.progress.connect(self._on_progress)
+        w.finished.connect(self._on_finished)
+        w.failed.connect(self._on_failed)
+        w.cancelled.connect(self._on_cancelled)
+        w.engine_failed.connect(self._on_failed)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def refresh(self) -> None:
+        s = self.settings
+        self.input.set_text(s.batch_input)
+        self.output.set_text(s.output_dir)
+        self.recursive.setChecked(s.batch_recursive)
+
+    def _store(self) -> None:
+        s = self.settings
+        s.batch_input, s.output_dir = self.input.text(), self.output.text()
+        s.batch_recursive = self.recursive.isChecked()
+
+    def run(self) -> bool:
+        self._store()
+        s = self.settings
+        if self.running:
+            return False
+        if not s.batch_input or not Path(s.batch_input).is_dir():
+            self.message.emit("Choose an input folder for the batch.")
+            return False
+        if not s.output_dir:
+            self.message.emit("Choose an output folder for the batch.")
+            return False
+        options = BatchOptions(out_dir=Path(s.output_dir), mode=s.mode,
+                               recursive=s.batch_recursive, overwrite=self.overwrite.isChecked(),
+                               fmt=s.output_format, quality=s.quality, suffix=s.suffix,
+                               keep_metadata=s.keep_metadata)
+        self.job = BatchJob(spec=self.spec, threshold=self.threshold,
+                            inputs=[Path(s.batch_input)], options=options)
+        self.outcome = None
+        self._done = 0
+        self.bar.setRange(0, 0)  # busy until the scan reports a count
+        self.current.setText("Scanning…")
+        self.eta.setText("")
+        self.summary.clear()
+        self.open_button.setEnabled(False)
+        self._set_running(True)
+        self.host.submit(self.job)
+        return True
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.host.cancel(self.job.gen)
+            self.current.setText("Cancelling… (finishing the current stage)")
+            self.cancel.setEnabled(False)
+
+    def _set_running(self, on: bool) -> None:
+        self.start.setEnabled(not on)
+        self.cancel.setEnabled(on)
+        self.running_changed.emit(on)
+
+    def _mine(self, gen: int) -> bool:
+        return self.job is not None and gen == self.job.gen
+
+    def _on_started(self, gen: int, total: int) -> None:
+        if self._mine(gen):
+            self.bar.setRange(0, max(1, total))
+            self.bar.setValue(0)
+            self._eta = Eta(total, time.monotonic())
+            if total == 0:
+                self.current.setText("No images found in the input folder.")
+
+    def _on_item_started(self, gen: int, index: int, path: Path) -> None:
+        if self._mine(gen):
+            self.current.setText(elide_middle(Path(path).name, 48))
+            self.current.setToolTip(str(path))
+
+    def _on_item_done(self, gen: int, index: int, item: object) -> None:
+        if self._mine(gen):
+            self._done += 1
+            self.bar.setValue(self._done)
+            if self._eta is not None:
+                self._eta.done = self._done
+                left = self._eta.remaining_s(time.monotonic())
+                self.eta.setText(f"about {fmt_duration(left)} left" if left else "")
+
+    def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
+        if self._mine(gen) and stage == "exit" and done < total:
+            name = self.current.toolTip() and Path(self.current.toolTip()).name
+            self.current.setText(f"{elide_middle(name or '', 40)} · exit {done + 1}")
+
+    def _on_finished(self, gen: int, outcome: object) -> None:
+        if not self._mine(gen) or not isinstance(outcome, BatchOutcome):
+            return
+        self.job = None
+        self.outcome = outcome
+        self._set_running(False)
+        self.current.setText("Cancelled" if outcome.cancelled else "Done")
+        self.eta.setText("")
+        self.summary.setHtml(summary_html(outcome))
+        reports = outcome.summary.items if outcome.summary is not None else outcome.reports
+        self.open_button.setEnabled(any(r.status in ("ok", "skipped") for r in reports))
+
+    def _on_failed(self, gen: int, message: str) -> None:
+        if self._mine(gen):
+            self.job = None
+            self._set_running(False)
+            self.current.setText("Batch stopped")
+            self.summary.setHtml(f"<h3>Batch stopped</h3><p>{html.escape(message)}</p>")
+            self.message.emit(message)
+
+    def _on_cancelled(self, gen: int) -> None:
+        if self._mine(gen):
+            self.job = None
+            self._set_running(False)
+            self.current.setText("Cancelled")
+
+    def _open(self) -> None:
+        if self.outcome is not None:
+            s = self.outcome.summary
+            reports = s.items if s is not None else self.outcome.reports
+            self.open_results.emit([r for r in reports if r.status in ("ok", "skipped")])

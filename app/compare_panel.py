@@ -1,0 +1,213 @@
+"""Centre of the window: compare bar, compare view and exit strip, kept in step.
+
+Which picture sits on each side is chosen here: by default A is the input and B follows
+the newest exit while an image runs, then the chosen exit when it is done. Once the user
+picks a side (exit card or combo box) that choice sticks for the image.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.convert import Picture
+from app.exits import INPUT, ExitStrip
+from app.viewer import SIDE, SPLIT, TOGGLE, CompareView
+from app.worker import ViewData
+from rbqe.engine import ExitResult
+
+NAMES = ["Input"] + [f"Exit {k}" for k in range(1, 6)]
+
+
+class ComparePanel(QWidget):
+    sides_changed = Signal(int, int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = CompareView()
+        self.strip = ExitStrip()
+        self.data: ViewData | None = None
+        self.exits: dict[int, ExitResult] = {}
+        self.a, self.b = INPUT, INPUT
+        self._user_b = self._user_a = False
+        self.busy = False
+
+        bar = QWidget()
+        bar.setObjectName("compareBar")
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(8, 4, 8, 4)
+        self.mode_buttons: dict[str, QToolButton] = {}
+        for mode, text, tip in ((SPLIT, "Split", "Split view with a draggable line (S)"),
+                                (SIDE, "Side by side", "Two panes, one zoom (D)"),
+                                (TOGGLE, "A/B", "One pane; B key or hold Space flips (T)")):
+            button = QToolButton()
+            button.setText(text)
+            button.setToolTip(tip)
+            button.setCheckable(True)
+            button.clicked.connect(lambda _=False, m=mode: self.view.set_mode(m))
+            self.mode_buttons[mode] = button
+            row.addWidget(button)
+        row.addSpacing(8)
+        self.combo_a, self.combo_b = QComboBox(), QComboBox()
+        for label, combo in (("A", self.combo_a), ("B", self.combo_b)):
+            combo.addItems(NAMES)
+            combo.setMinimumContentsLength(6)
+            tag = QLabel(label)
+            tag.setObjectName("sideA" if label == "A" else "sideB")
+            row.addWidget(tag)
+            row.addWidget(combo)
+        self.combo_a.activated.connect(lambda i: self.pick(i, "a"))
+        self.combo_b.activated.connect(lambda i: self.pick(i, "b"))
+        row.addStretch(1)
+        self.zoom_label = QLabel("")
+        self.zoom_label.setObjectName("muted")
+        self.zoom_label.setMinimumWidth(56)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        fit, one = QToolButton(), QToolButton()
+        fit.setText("Fit")
+        fit.setToolTip("Zoom to fit (F, Ctrl+0)")
+        one.setText("1:1")
+        one.setToolTip("Actual pixels (Ctrl+1)")
+        fit.clicked.connect(self.view.fit)
+        one.clicked.connect(self.view.actual_size)
+        row.addWidget(self.zoom_label)
+        row.addWidget(fit)
+        row.addWidget(one)
+
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.view)
+        self.splitter.addWidget(self.strip)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setCollapsible(0, False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(bar)
+        lay.addWidget(self.splitter, 1)
+
+        self.strip.picked.connect(self.pick)
+        self.view.zoom_changed.connect(lambda s: self.zoom_label.setText(f"{100 * s:.0f}%"))
+        self.view.mode_changed.connect(self._sync_mode_buttons)
+        self._sync_mode_buttons(self.view.mode)
+        self._refresh_combos()
+
+    # -- data in ---------------------------------------------------------------------
+    def clear(self) -> None:
+        self.data, self.exits = None, {}
+        self.a, self.b = INPUT, INPUT
+        self._user_a = self._user_b = False
+        self.strip.clear()
+        self.view.set_pictures(None, "", None, "")
+        self._refresh_combos()
+
+    def show_loaded(self, data: ViewData) -> None:
+        self.clear()
+        self.data = data
+        src = data.loaded
+        q = f"JPEG q≈{src.jpeg_quality}" if src.jpeg_quality is not None else src.format
+        w, h = src.size
+        self.strip.set_input(data.input_thumb, (f"{w} × {h}", q))
+        self.strip.set_running(1)
+        self._apply()
+
+    def add_exit(self, e: ExitResult, data: ViewData) -> None:
+        if data is not self.data:
+            self.show_loaded(data)
+        self.exits[e.exit] = e
+        cum = sum(x.time_ms + x.iqa_ms for k, x in self.exits.items() if k <= e.exit)
+        self.strip.set_exit(e.exit, data.thumbs[e.exit], e.score, cum, e.gmacs)
+        if self.busy:
+            self.strip.set_running(e.exit + 1)
+        if not self._user_b:
+            self.b = e.exit
+        self._apply()
+
+    def show_finished(self, data: ViewData) -> None:
+        r = data.result
+        if r is None:
+            return
+        if data is not self.data:
+            self.show_loaded(data)
+        for e in r.exits:
+            if e.exit not in self.exits:
+                self.add_exit(e, data)
+        self.strip.set_chosen(r.chosen, auto=r.mode == "auto")
+        self._clear_running()
+        if not self._user_b:
+            self.b = r.chosen
+        self._apply()
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        if not busy:
+            self._clear_running()
+        elif self.exits:
+            self.strip.set_running(max(self.exits) + 1)
+
+    def _clear_running(self) -> None:
+        for card in self.strip.cards[1:]:
+            if card.data.state == "running":
+                card.set_data(type(card.data)(card.data.title))
+
+    # -- choosing sides ----------------------------------------------------------------
+    def pick(self, index: int, side: str) -> None:
+        if index != INPUT and index not in self.exits:
+            return
+        if side == "a":
+            self.a, self._user_a = index, True
+        else:
+            self.b, self._user_b = index, True
+        self._apply()
+
+    def swap(self) -> None:
+        self.a, self.b = self.b, self.a
+        self._user_a = self._user_b = True
+        self._apply()
+
+    def _picture(self, index: int) -> Picture | None:
+        if self.data is None:
+            return None
+        if index == INPUT:
+            return self.data.input_pic
+        return self.data.pictures.get(index)
+
+    def label(self, index: int) -> str:
+        if index == INPUT:
+            return "Input"
+        e = self.exits.get(index)
+        return f"Exit {index} · {e.score:.3f}" if e else f"Exit {index}"
+
+    def _apply(self) -> None:
+        a_pic, b_pic = self._picture(self.a), self._picture(self.b)
+        b_label = self.label(self.b)
+        if self.data is not None and self.b == INPUT and self.a == INPUT and self.busy:
+            b_pic, b_label = None, "Enhancing…"
+        self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
+                               f"B · {b_label}" if b_pic is not None else b_label)
+        self.strip.set_sides(self.a, self.b)
+        self._refresh_combos()
+        self.sides_changed.emit(self.a, self.b)
+
+    def _refresh_combos(self) -> None:
+        for combo, value in ((self.combo_a, self.a), (self.combo_b, self.b)):
+            with QSignalBlocker(combo):
+                model = combo.model()
+                assert isinstance(model, QStandardItemModel)
+                for i in range(combo.count()):
+                    item = model.item(i)
+                    item.setEnabled(i == INPUT or i in self.exits)
+                combo.setCurrentIndex(value)
+
+    def _sync_mode_buttons(self, mode: str) -> None:
+        for m, button in self.mode_buttons.items():
+            button.setChecked(m == mode)

@@ -1,0 +1,262 @@
+"""The exit strip: the input and all five exits as cards, filled in as they arrive.
+
+Each exit card shows its thumbnail, quality score, cumulative time and GMACs; the exit
+``auto`` chose carries a badge. Clicking a card shows it on the B (right) side of the
+compare view; right-click or Ctrl+click puts it on the A (left) side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.state import fmt_gmacs, fmt_ms
+from rbqe.model import NUM_EXITS
+
+INPUT = 0
+ACCENT = QColor("#4c9be8")
+GOOD = QColor("#5fc08a")
+WEAK = QColor("#e0a948")
+A_COLOR = QColor("#e8a33d")
+B_COLOR = QColor("#4c9be8")
+CARD_HEIGHT = 178
+
+
+@dataclass
+class CardData:
+    title: str
+    thumb: QImage | None = None
+    lines: tuple[str, ...] = ()
+    score: float | None = None
+    state: str = "empty"  # empty | running | ready | skipped
+    chosen: bool = False
+
+
+class ExitCard(QWidget):
+    """One clickable card; painted by hand so it stays compact and legible."""
+
+    picked = Signal(int, str)  # index, "a" | "b"
+
+    def __init__(self, index: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.index = index
+        self.data = CardData("Input" if index == INPUT else f"Exit {index}")
+        self.threshold: float | None = None
+        self.side = ""  # "a", "b" or "ab"
+        self._hover = False
+        self.setMinimumSize(QSize(112, CARD_HEIGHT))
+        self.setMaximumSize(QSize(240, CARD_HEIGHT))
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip("Click: show on the right (B)\nRight-click or Ctrl+click: show on the "
+                        "left (A)")
+
+    def set_data(self, data: CardData) -> None:
+        self.data = data
+        self.update()
+
+    def enterEvent(self, event) -> None:
+        self._hover = True
+        self.update()
+
+    def leaveEvent(self, event) -> None:
+        self._hover = False
+        self.update()
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:
+        if self.data.state != "ready":
+            return
+        a_side = e.button() == Qt.MouseButton.RightButton or (
+            e.button() == Qt.MouseButton.LeftButton
+            and e.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if a_side or e.button() == Qt.MouseButton.LeftButton:
+            self.picked.emit(self.index, "a" if a_side else "b")
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        d = self.data
+        r = QRectF(self.rect()).adjusted(1.5, 1.5, -1.5, -1.5)
+        border = ACCENT if d.chosen else QColor(255, 255, 255, 40 if not self._hover else 90)
+        p.setPen(QPen(border, 2 if d.chosen else 1))
+        p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
+        p.drawRoundedRect(r, 8, 8)
+
+        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 74)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor("#141518"))
+        p.drawRoundedRect(thumb, 5, 5)
+        if d.thumb is not None and d.state == "ready":
+            img = d.thumb
+            scale = min(thumb.width() / img.width(), thumb.height() / img.height())
+            w, h = img.width() * scale, img.height() * scale
+            target = QRectF(thumb.center().x() - w / 2, thumb.center().y() - h / 2, w, h)
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            p.drawImage(target, img)
+        else:
+            p.setPen(QColor(255, 255, 255, 110))
+            text = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)"}
+            p.drawText(thumb, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       text.get(d.state, "not computed"))
+
+        self._badges(p, thumb)
+        base = QFont(self.font())
+        title = QFont(base)
+        title.setBold(True)
+        p.setFont(title)
+        p.setPen(QColor("#f0f0f0") if d.state == "ready" else QColor(255, 255, 255, 120))
+        y = thumb.bottom() + 6
+        p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
+                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
+        if d.score is not None:
+            ok = self.threshold is not None and d.score >= self.threshold
+            p.setPen(GOOD if ok else WEAK)
+            p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                       f"{d.score:.3f}")
+        small = QFont(base)
+        small.setPointSizeF(max(7.0, base.pointSizeF() - 1))
+        p.setFont(small)
+        p.setPen(QColor(255, 255, 255, 170))
+        for i, line in enumerate(d.lines[:2]):
+            p.drawText(QRectF(r.left() + 10, y + 21 + i * 16, r.width() - 20, 16),
+                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
+        p.end()
+
+    def _badges(self, p: QPainter, thumb: QRectF) -> None:
+        if self.data.state != "ready":
+            return
+        f = QFont(self.font())
+        f.setBold(True)
+        f.setPointSizeF(max(7.0, f.pointSizeF() - 1))
+        p.setFont(f)
+        x = thumb.left() + 5
+        if self.data.chosen:
+            box = QRectF(x, thumb.top() + 5, 44, 18)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(ACCENT)
+            p.drawRoundedRect(box, 4, 4)
+            p.setPen(QColor("white"))
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, "AUTO")
+        right = thumb.right() - 5
+        for side, color in (("b", B_COLOR), ("a", A_COLOR)):
+            if side in self.side:
+                box = QRectF(right - 20, thumb.top() + 5, 20, 18)
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(color)
+                p.drawRoundedRect(box, 4, 4)
+                p.setPen(QColor("#111"))
+                p.drawText(box, Qt.AlignmentFlag.AlignCenter, side.upper())
+                right -= 24
+
+
+class ExitStrip(QWidget):
+    """Header (threshold, mode, Compute all) over the input and five exit cards."""
+
+    picked = Signal(int, str)  # index (0 = input), "a" | "b"
+    compute_all = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("exitStrip")
+        title = QLabel("Exit levels")
+        title.setObjectName("panelTitle")
+        self.threshold_label = QLabel("Threshold –")
+        self.threshold_label.setObjectName("threshold")
+        self.mode_label = QLabel("")
+        self.mode_label.setObjectName("muted")
+        self.compute_button = QPushButton("Compute all exits")
+        self.compute_button.setToolTip("Continue from the cached network stages to exit 5")
+        self.compute_button.clicked.connect(self.compute_all)
+        self.compute_button.setEnabled(False)
+        head = QHBoxLayout()
+        head.setSpacing(14)
+        head.addWidget(title)
+        head.addWidget(self.threshold_label)
+        head.addWidget(self.mode_label)
+        head.addStretch(1)
+        head.addWidget(self.compute_button)
+
+        self.cards = [ExitCard(i) for i in range(NUM_EXITS + 1)]
+        row_widget = QWidget()
+        row_widget.setObjectName("cardRow")
+        row = QHBoxLayout(row_widget)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(8)
+        for card in self.cards:
+            card.picked.connect(self.picked)
+            row.addWidget(card)
+        scroll = QScrollArea()
+        scroll.setObjectName("cardScroll")
+        scroll.setWidget(row_widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFixedHeight(CARD_HEIGHT + 16)  # room for a scroll bar when narrow
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 8, 10, 8)
+        lay.setSpacing(6)
+        lay.addLayout(head)
+        lay.addWidget(scroll)
+        self.setMinimumHeight(self.sizeHint().height())
+        self.chosen: int | None = None
+        self.computed: list[int] = []  # exits in the order they arrived
+
+    def clear(self) -> None:
+        self.chosen = None
+        self.computed = []
+        for card in self.cards:
+            card.set_data(CardData(card.data.title))
+        self.compute_button.setEnabled(False)
+
+    def set_input(self, thumb: QImage, lines: tuple[str, ...]) -> None:
+        self.cards[INPUT].set_data(CardData("Input", thumb, lines, state="ready"))
+
+    def set_exit(self, k: int, thumb: QImage, score: float, cum_ms: float, gmacs: float) -> None:
+        if k not in self.computed:
+            self.computed.append(k)
+        card = self.cards[k]
+        card.set_data(CardData(f"Exit {k}", thumb, (f"Σ {fmt_ms(cum_ms)}", fmt_gmacs(gmacs)),
+                               score, "ready", k == self.chosen))
+
+    def set_running(self, k: int) -> None:
+        if 1 <= k <= NUM_EXITS and self.cards[k].data.state != "ready":
+            card = self.cards[k]
+            card.set_data(CardData(card.data.title, state="running"))
+
+    def set_chosen(self, k: int | None, auto: bool = True) -> None:
+        """Mark the chosen exit; in auto mode the exits after it were not needed."""
+        self.chosen = k
+        for card in self.cards[1:]:
+            card.data.chosen = card.index == k
+            if auto and k is not None and card.index > k and card.data.state != "ready":
+                card.data.state = "skipped"
+            card.update()
+
+    def set_threshold(self, threshold: float, source: str) -> None:
+        self.threshold_label.setText(f"Threshold {threshold:.3f}")
+        self.threshold_label.setToolTip(f"Quality threshold ({source}); auto mode leaves at "
+                                        "the first exit whose score reaches it")
+        for card in self.cards:
+            card.threshold = threshold
+            card.update()
+
+    def set_mode_text(self, text: str) -> None:
+        self.mode_label.setText(text)
+
+    def set_sides(self, a: int, b: int) -> None:
+        for card in self.cards:
+            card.side = ("a" if card.index == a else "") + ("b" if card.index == b else "")
+            card.update()

@@ -1,0 +1,146 @@
+"""Info panel: the input file, the engine, and per-stage timings of the viewed image."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.state import fmt_gmacs, fmt_ms, fmt_size
+from app.worker import ViewData
+
+
+def _section(title: str) -> QLabel:
+    label = QLabel(title)
+    label.setObjectName("sectionTitle")
+    return label
+
+
+class InfoPanel(QScrollArea):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        body = QWidget()
+        body.setObjectName("infoBody")
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(12, 10, 12, 12)
+        lay.setSpacing(6)
+        self.fields: dict[str, QLabel] = {}
+
+        lay.addWidget(_section("Image"))
+        lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality"]))
+        note = QLabel("JPEG quality is estimated from the file's quantisation tables: a prior "
+                      "estimate only; the network does not use it.")
+        note.setObjectName("muted")
+        note.setWordWrap(True)
+        lay.addWidget(note)
+
+        lay.addWidget(_section("Result"))
+        lay.addLayout(self._form(["Chosen exit", "Threshold", "Mode", "Device", "Tiling"]))
+
+        lay.addWidget(_section("Per stage"))
+        self.table = QTableWidget(5, 4)
+        self.table.setHorizontalHeaderLabels(["Stage", "IQA", "Score", "GMAC"])
+        self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, 6)])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setFixedHeight(24 * 5 + self.table.horizontalHeader().sizeHint().height() + 4)
+        lay.addWidget(self.table)
+
+        lay.addWidget(_section("Time"))
+        lay.addLayout(self._form(["Network", "IQA", "Total"]))
+        lay.addWidget(_section("Engine"))
+        lay.addLayout(self._form(["Weights", "Engine device"]))
+        lay.addStretch(1)
+        self.setWidget(body)
+        self.clear()
+
+    def _form(self, names: list[str]) -> QFormLayout:
+        form = QFormLayout()
+        form.setHorizontalSpacing(12)
+        form.setVerticalSpacing(4)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for name in names:
+            value = QLabel("–")
+            value.setWordWrap(True)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            key = QLabel(name)
+            key.setObjectName("muted")
+            form.addRow(key, value)
+            self.fields[name] = value
+        return form
+
+    def set(self, name: str, text: str) -> None:
+        self.fields[name].setText(text)
+
+    def clear(self) -> None:
+        for name, label in self.fields.items():
+            if name not in ("Weights", "Engine device"):
+                label.setText("–")
+        self._clear_table()
+
+    def _clear_table(self) -> None:
+        for row in range(5):
+            for col in range(4):
+                self.table.setItem(row, col, QTableWidgetItem("–"))
+
+    def set_engine(self, info: dict) -> None:
+        self.set("Weights", str(info.get("weights", "–")))
+        self.set("Engine device", str(info.get("device", "–")))
+
+    def show_input(self, view: ViewData) -> None:
+        self.clear()
+        src = view.loaded
+        w, h = src.size
+        self.set("File", str(view.path.name))
+        self.fields["File"].setToolTip(str(view.path))
+        self.set("Size", fmt_size(w, h))
+        self.set("Format", f"{src.format}, {src.bit_depth}-bit")
+        colour = {"L": "Grey", "LA": "Grey + alpha", "RGB": "RGB", "RGBA": "RGB + alpha"}
+        self.set("Colour", colour.get(src.mode, src.mode))
+        meta = [n for n, v in (("EXIF", src.exif), ("ICC profile", src.icc_profile)) if v]
+        self.set("Metadata", ", ".join(meta) if meta else "none")
+        q = src.jpeg_quality
+        self.set("JPEG quality", f"≈ {q}  (estimate)" if q is not None else "not a JPEG")
+
+    def show_result(self, view: ViewData) -> None:
+        r = view.result
+        if r is None:
+            return
+        chosen = r.exit_result(r.chosen)
+        self.set("Chosen exit", f"Exit {r.chosen} · score {chosen.score:.3f}")
+        passed = "reached" if chosen.score >= r.threshold else "not reached: last exit used"
+        mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
+        self.set("Threshold", f"{r.threshold:.3f} ({passed})" if r.mode in ("auto", "all")
+                 else f"{r.threshold:.3f}")
+        self.set("Mode", str(mode))
+        self.set("Device", r.device)
+        self.set("Tiling", f"{r.tiles} tiles" if r.tiled else "whole image")
+        self._clear_table()
+        for e in r.exits:
+            row = e.exit - 1
+            for col, text in enumerate((fmt_ms(e.time_ms), fmt_ms(e.iqa_ms), f"{e.score:.3f}",
+                                        f"{e.gmacs:.1f}")):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+        net = sum(e.time_ms for e in r.exits)
+        self.set("Network", fmt_ms(net))
+        self.set("IQA", fmt_ms(r.iqa_ms))
+        self.set("Total", f"{fmt_ms(r.total_ms)} · {fmt_gmacs(max(e.gmacs for e in r.exits))}")

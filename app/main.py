@@ -1,0 +1,135 @@
+"""Entry point of RBQE Studio (``rbqe-studio`` and ``python -m app``).
+
+``rbqe-studio [IMAGE|FOLDER ...]`` opens the window with those images queued.
+
+``rbqe-studio --screenshot OUT.png [--exit all] IMAGE ...`` opens the images, processes
+the first (with ``--exit all``: all five exits), waits until it is done, saves a grab of
+the whole main window to OUT.png and quits with status 0 (1 if processing failed, 3 on
+timeout; the grab is saved in every case). It uses default settings and never touches
+the user's saved ones. It runs headless with ``QT_QPA_PLATFORM=offscreen``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from app import theme
+from app.logs import install_excepthook, setup_logging
+from app.settings import APPLICATION, ORGANIZATION
+
+log = logging.getLogger(__name__)
+SCREENSHOT_SIZE = (1480, 920)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="rbqe-studio", description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="*", help="images or folders to open")
+    p.add_argument("--weights", help="model weights (.safetensors); default: RBQE_WEIGHTS or "
+                   "the weights shipped with rbqe")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (saved as the device setting)")
+    p.add_argument("--exit", dest="exit_mode", choices=["auto", "all", "1", "2", "3", "4", "5"],
+                   help="exit mode for this session (all: compute all five exits)")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="process the first image, save a grab of the window, quit")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="--screenshot: give up after this many seconds (default 600)")
+    p.add_argument("--settings", metavar="FILE.ini",
+                   help="read and write settings in this ini file instead of the user's")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    QApplication.setOrganizationName(ORGANIZATION)
+    QApplication.setApplicationName(APPLICATION)
+    QApplication.setApplicationDisplayName(APPLICATION)
+    QApplication.setDesktopFileName("rbqe-studio")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    log_file = setup_logging()
+    log.info("RBQE Studio starting; log file %s", log_file)
+
+    from app.icons import app_icon
+    from app.main_window import MainWindow
+
+    theme.apply(app)
+    app.setWindowIcon(app_icon())
+    tmp = tempfile.TemporaryDirectory(prefix="rbqe-studio-") if args.screenshot else None
+    if args.settings:
+        store = QSettings(args.settings, QSettings.Format.IniFormat)
+    elif tmp is not None:  # screenshots use default settings and leave the user's alone
+        store = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
+    else:
+        store = QSettings()
+    window = MainWindow(store, weights=args.weights)
+    install_excepthook(lambda msg: window.show_message(msg, error=True))
+    if args.device:
+        window.settings.device = args.device
+        window.settings_panel.refresh()
+        window.setting_changed("device")
+    if args.exit_mode:
+        mode = args.exit_mode
+        window.session.mode_override = int(mode) if mode.isdigit() else mode
+        window.update_threshold()
+    if args.screenshot:
+        window.session.background = False
+        window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    if args.paths:
+        window.open_paths(args.paths)
+        first = window.session.queue.get(Path(args.paths[0]))
+        if first is not None:
+            window.queue.select(first)
+    code = run_screenshot(app, window, Path(args.screenshot), args.timeout) \
+        if args.screenshot else app.exec()
+    if tmp is not None:
+        tmp.cleanup()
+    return code
+
+
+def run_screenshot(app: QApplication, window, out: Path, timeout_s: float) -> int:
+    """Wait for the viewed image to finish, grab the window to ``out``, return the status."""
+    result = {"code": 3}
+    session = window.session
+
+    def grab(code: int) -> None:
+        if result.get("done"):
+            return
+        result.update(code=code, done=True)
+        # Let the final layout and paint happen before grabbing.
+        QTimer.singleShot(150, finish)
+
+    def finish() -> None:
+        window.compare.view.fit()
+        app.processEvents()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not window.grab().save(str(out), "PNG"):
+            print(f"rbqe-studio: could not write {out}", file=sys.stderr)
+            result["code"] = 1
+        window.close()
+        app.quit()
+
+    session.view_finished.connect(lambda _v: grab(0))
+    session.view_failed.connect(lambda msg: (print(f"rbqe-studio: {msg}", file=sys.stderr),
+                                             grab(1)))
+    session.engine_error.connect(lambda msg: (print(f"rbqe-studio: {msg}", file=sys.stderr),
+                                              grab(1)))
+    if session.current is None:
+        print("rbqe-studio: --screenshot needs at least one image", file=sys.stderr)
+        grab(1)
+    elif session.view is not None and session.view.result is not None:
+        grab(0)
+    QTimer.singleShot(int(timeout_s * 1000), lambda: grab(3))
+    app.exec()
+    return int(result["code"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,406 @@
+"""Main window: menus, actions, panels and the wiring between them (no processing here)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl
+from PySide6.QtGui import (
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDragLeaveEvent,
+    QDropEvent,
+)
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import settings as settings_mod
+from app.actions import build_actions
+from app.batch_panel import BatchPanel
+from app.compare_panel import ComparePanel
+from app.drop_zone import DropZone
+from app.exits import INPUT
+from app.info_panel import InfoPanel
+from app.logs import log_dir
+from app.queue_panel import QueuePanel, short_error
+from app.session import Session
+from app.settings_panel import SettingsPanel
+from app.state import DONE, QueueItem, fmt_ms
+from app.window_state import restore_window, save_window, weights_problem
+from app.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
+from rbqe.errors import RBQEError
+from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
+
+log = logging.getLogger(__name__)
+SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store: QSettings, factory: EnhancerFactory = default_factory,
+                 weights: str | None = None, check_weights: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("RBQE Studio")
+        self.setAcceptDrops(True)
+        self.store = store
+        self.settings = settings_mod.load_settings(store)
+        self.session = Session(self.settings, factory, weights, self)
+        self.batch_host = WorkerHost(factory, "rbqe-batch", self)
+
+        self.queue = QueuePanel()
+        self.compare = ComparePanel()
+        self.info = InfoPanel()
+        self.settings_panel = SettingsPanel(self.settings)
+        self.batch = BatchPanel(self.settings, self.batch_host)
+        self.batch.spec = EngineSpec(weights, self.settings.device)
+        self.batch.threshold = self.settings.threshold
+        self.drop_zone = DropZone()
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.drop_zone)
+        self.stack.addWidget(self.compare)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.info, "Info")
+        self.tabs.addTab(self.settings_panel, "Settings")
+        self.tabs.addTab(self.batch, "Batch")
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        for w in (self.queue, self.stack, self.tabs):
+            self.splitter.addWidget(w)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 900, 330])
+        self.splitter.setCollapsible(1, False)
+        central = QWidget()
+        central.setObjectName("central")
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+
+        self.status = QLabel("Ready")
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(180)
+        self.progress.setMaximumHeight(16)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.device_label = QLabel("")
+        self.statusBar().addWidget(self.status, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.device_label)
+
+        self._reprocess_timer = QTimer(self, singleShot=True, interval=400)
+        self._reprocess_timer.timeout.connect(self.session.reprocess_current)
+        self.acts = build_actions(self)
+        self._connect()
+        restore_window(self)
+        if check_weights:
+            problem = weights_problem(weights, self.settings_panel.set_weights_threshold)
+            if problem:
+                self.banner.setText(problem)
+                self.banner.show()
+        self.update_threshold()
+        self._update_actions()
+        QApplication.instance().installEventFilter(self)
+
+    # -- wiring ----------------------------------------------------------------------
+    def _connect(self) -> None:
+        s, q, cp = self.session, self.queue, self.compare
+        s.items_added.connect(q.add_items)
+        s.item_changed.connect(q.update_item)
+        s.item_changed.connect(lambda _: self._update_actions())
+        q.current_changed.connect(self._on_current)
+        q.open_files.connect(self.open_files_dialog)
+        q.open_folder.connect(self.open_folder_dialog)
+        q.clear_requested.connect(self.clear_queue)
+        self.drop_zone.open_files.connect(self.open_files_dialog)
+        self.drop_zone.open_folder.connect(self.open_folder_dialog)
+        s.view_loaded.connect(self._on_view_loaded)
+        s.exit_ready.connect(cp.add_exit)
+        s.view_finished.connect(self._on_view_finished)
+        s.view_failed.connect(self._on_view_failed)
+        s.view_busy.connect(self._on_busy)
+        s.progress.connect(self._on_progress)
+        s.engine_info.connect(self._on_engine_info)
+        s.engine_error.connect(self._on_engine_error)
+        s.message.connect(self.show_message)
+        s.saved.connect(self._on_saved)
+        cp.strip.compute_all.connect(s.compute_all)
+        cp.sides_changed.connect(lambda *_: self._update_actions())
+        self.settings_panel.changed.connect(self.setting_changed)
+        self.batch.message.connect(self.show_message)
+        self.batch.running_changed.connect(self._on_batch_running)
+        self.batch.open_results.connect(self.open_batch_results)
+        self.batch_host.worker.engine_failed.connect(lambda _g, m: self._on_engine_error(m))
+
+    # -- opening -----------------------------------------------------------------------
+    def open_paths(self, paths: list[str | Path]) -> int:
+        """Queue files and folders; returns how many images were added."""
+        try:
+            added = self.session.add_paths(paths)
+        except (OSError, RBQEError) as exc:
+            self.show_message(f"Could not open: {exc}", error=True)
+            return 0
+        if added:
+            self.stack.setCurrentWidget(self.compare)
+            if self.queue.current() is None:
+                self.queue.select(added[0])
+            self.show_message(f"Added {len(added)} image{'s' * (len(added) != 1)}")
+        elif paths:
+            self.show_message("No new images found there", error=False)
+        return len(added)
+
+    def open_files_dialog(self) -> None:
+        pattern = " ".join(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))
+        files, _ = QFileDialog.getOpenFileNames(self, "Open photos", self.settings.last_open_dir,
+                                                f"Images ({pattern});;All files (*)")
+        if files:
+            self.settings.last_open_dir = str(Path(files[0]).parent)
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of photos",
+                                                  self.settings.last_open_dir)
+        if folder:
+            self.settings.last_open_dir = folder
+            self.open_paths([folder])
+
+    def open_batch_results(self, reports: list) -> None:
+        added = self.open_paths([r.input for r in reports])
+        for r in reports:
+            item = self.session.queue.get(Path(r.input))
+            if item is not None and item.status != DONE:
+                item.status, item.exit = DONE, r.exit
+                item.score = r.scores.get(str(r.exit)) if r.exit else None
+                item.time_ms = r.times_ms.get("total") if r.times_ms else None
+                item.output = next(iter(r.outputs.values()), None)
+                self.queue.update_item(item)
+        if added or reports:
+            self.queue.select(self.session.queue.get(Path(reports[0].input)))
+
+    def clear_queue(self) -> None:
+        self.session.remove_all()
+        self.queue.clear()
+        self.compare.clear()
+        self.info.clear()
+        self.stack.setCurrentWidget(self.drop_zone)
+        self._update_actions()
+
+    # -- drag and drop -----------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+            self.drop_zone.set_highlight(True)
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:
+        self.drop_zone.set_highlight(False)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.drop_zone.set_highlight(False)
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    # -- session events ----------------------------------------------------------------
+    def _on_current(self, item: QueueItem | None) -> None:
+        self.compare.clear()
+        self.info.clear()
+        self.session.select(item)
+        if item is not None and item.status == "failed":
+            self._on_view_failed(item.error)
+        self._update_actions()
+
+    def _on_view_loaded(self, data: ViewData) -> None:
+        self.compare.show_loaded(data)
+        self.info.show_input(data)
+        self.setWindowTitle(f"{data.path.name} – RBQE Studio")
+
+    def _on_view_finished(self, data: ViewData) -> None:
+        self.compare.show_finished(data)
+        self.info.show_result(data)
+        r = data.result
+        if r is not None:
+            self.show_message(f"{data.path.name}: exit {r.chosen} of 5, score "
+                              f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(r.total_ms)}")
+        self._update_actions()
+
+    def _on_view_failed(self, message: str) -> None:
+        self.compare.clear()
+        item = self.session.current
+        name = item.path.name if item is not None else "this image"
+        reason = short_error(item) if item is not None else message
+        self.compare.view.set_message(f"Could not process {name}\n{reason}")
+        self.show_message(message, error=True)
+        self._update_actions()
+
+    def _on_busy(self, busy: bool) -> None:
+        self.compare.set_busy(busy)
+        self.progress.setVisible(busy)
+        if busy:
+            self.progress.setRange(0, 0)
+        self._update_actions()
+
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        if stage == "exit" and done < total:
+            self.status.setText(f"Computing exit {done + 1}…")
+            self.compare.strip.set_running(done + 1)
+        elif stage in ("sample", "tile"):
+            self.status.setText(f"Large image: {stage} pass {done + 1} of {total}…")
+
+    def _on_engine_info(self, info: dict) -> None:
+        self.info.set_engine(info)
+        self.device_label.setText(f"Device: {info['device']}")
+        self.settings_panel.set_weights_threshold(info["threshold"])
+        self.update_threshold()
+        if not self.banner.property("sticky"):
+            self.banner.hide()
+
+    def _on_engine_error(self, message: str) -> None:
+        self.banner.setText(f"The model could not be loaded: {message}")
+        self.banner.show()
+        self.show_message(message, error=True)
+
+    def _on_saved(self, paths: list) -> None:
+        if paths:
+            where = Path(paths[0]).parent
+            self.show_message(f"Saved {len(paths)} file{'s' * (len(paths) != 1)} to {where}")
+
+    def _on_batch_running(self, running: bool) -> None:
+        self.session.background = not running  # the batch gets the CPU; the view still works
+        self.acts.cancel_batch.setEnabled(running)
+        if running:
+            self.tabs.setCurrentWidget(self.batch)
+
+    def setting_changed(self, name: str) -> None:
+        settings_mod.save_settings(self.store, self.settings)
+        self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
+        self.batch.threshold = self.settings.threshold
+        if name == "device":
+            self.session.engine_changed()
+        elif name in ("exit_mode", "threshold"):
+            if name == "exit_mode":
+                self.session.mode_override = None  # the user's choice beats --exit
+            self.update_threshold()
+            self._reprocess_timer.start()
+
+    # -- actions -----------------------------------------------------------------------
+    def update_threshold(self) -> None:
+        t = self.settings_panel.effective_threshold()
+        source = "custom" if self.settings.threshold is not None else "from the weights"
+        if t is not None:
+            self.compare.strip.set_threshold(t, source)
+        mode = self.session.mode
+        self.compare.strip.set_mode_text(
+            f"Mode: auto ({source})" if mode == "auto" else
+            "Mode: all exits" if mode == "all" else f"Mode: forced exit {mode}")
+
+    def _update_actions(self) -> None:
+        data = self.session.view
+        has = data is not None and data.result is not None
+        n = len(data.result.exits) if has else 0
+        self.acts.save.setEnabled(has)
+        self.acts.save_all.setEnabled(has)
+        self.acts.compute_all.setEnabled(has and n < 5)
+        self.acts.redo.setEnabled(self.session.current is not None)
+        self.compare.strip.compute_button.setEnabled(has and n < 5)
+        self.acts.cancel_batch.setEnabled(self.batch.running)
+
+    def _save_dialog(self, suggested: Path) -> str:
+        ext = suggested.suffix
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save result", str(suggested),
+            "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp);;All files (*)")
+        if path and Path(path).suffix.lower() not in SAVE_SUFFIXES:
+            path += ext  # the format follows the suffix, so it must be one we write
+        return path
+
+    def _folder_dialog(self, title: str, start: str) -> str:
+        return QFileDialog.getExistingDirectory(self, title, start)
+
+    def save_result(self) -> None:
+        data = self.session.view
+        if data is None or data.result is None:
+            return
+        k = self.compare.b if self.compare.b != INPUT else data.result.chosen
+        s = self.settings
+        folder = s.output_dir or str(data.path.parent)
+        suggested = output_path_for(data.path, folder, suffix=s.suffix, fmt=s.output_format)
+        path = self._save_dialog(suggested)
+        if path:
+            self.session.save([k], targets={k: Path(path)})
+            self.show_message(f"Saving exit {k}…")
+
+    def save_all_exits(self) -> None:
+        data = self.session.view
+        if data is None or data.result is None:
+            return
+        folder = self._folder_dialog("Save all exits to",
+                                     self.settings.output_dir or str(data.path.parent))
+        if folder:
+            self.session.save([1, 2, 3, 4, 5], folder=Path(folder))
+            self.show_message("Saving all five exits…")
+
+    def start_batch(self) -> None:
+        self.tabs.setCurrentWidget(self.batch)
+        self.batch.run()
+
+    def open_log_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+
+    def about(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",
+                          "RBQE Studio repairs JPEG-compressed photos with an early-exit "
+                          "network: five exits of growing depth, and each image leaves at "
+                          "the first exit whose blind quality score reaches the threshold.",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)
+        box.show()
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        if error:
+            log.warning("%s", text)
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #f08a84;" if error else "")
+        self.status.setToolTip(text)
+
+    # -- keys, weights, persistence ------------------------------------------------------
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and \
+                event.key() == Qt.Key.Key_Space and not event.isAutoRepeat() and \
+                self.isActiveWindow() and not isinstance(
+                    QApplication.focusWidget(), (QLineEdit, QTextEdit)):
+            self.compare.view.set_hold(kind == QEvent.Type.KeyPress)
+            return True
+        return super().eventFilter(obj, event)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.show_message("Stopping…")
+        QApplication.instance().removeEventFilter(self)
+        save_window(self)
+        self.batch.stop()
+        self.session.shutdown()  # cancels, then joins: at most one stage of waiting
+        self.batch_host.shutdown()
+        event.accept()

@@ -1,0 +1,194 @@
+"""The image queue: one two-line row per image with its status, exit, score and time."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.state import DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+
+ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
+STATUS_COLORS = {
+    WAITING: QColor("#7d838c"),
+    RUNNING: QColor("#4c9be8"),
+    DONE: QColor("#5fc08a"),
+    FAILED: QColor("#e0605a"),
+}
+
+
+def short_error(item: QueueItem) -> str:
+    """The reason without the leading ``<path>: `` (the row already names the file)."""
+    prefix = f"{item.path}: "
+    return item.error.removeprefix(prefix)
+
+
+def status_text(item: QueueItem) -> str:
+    if item.status == WAITING:
+        return "Waiting"
+    if item.status == RUNNING:
+        return "Running…"
+    if item.status == FAILED:
+        return f"Failed: {short_error(item)}"
+    if item.exit is None:
+        return "Done · output exists (skipped)" if item.output else "Done"
+    return f"Exit {item.exit} · score {item.score:.3f} · {fmt_ms(item.time_ms)}"
+
+
+class _Delegate(QStyledItemDelegate):
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        fm = option.fontMetrics
+        return QSize(200, fm.height() * 2 + 16)
+
+    def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        item: QueueItem = index.data(ITEM_ROLE)
+        p.save()
+        r: QRect = option.rect
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if selected:
+            p.fillRect(r, QColor("#2f4863"))
+        elif option.state & QStyle.StateFlag.State_MouseOver:
+            p.fillRect(r, QColor(255, 255, 255, 12))
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        color = STATUS_COLORS.get(item.status, STATUS_COLORS[WAITING])
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(color)
+        p.drawEllipse(r.left() + 10, r.center().y() - 4, 9, 9)
+        fm = option.fontMetrics
+        text_left = r.left() + 28
+        width = r.width() - 36
+        bold = QFont(option.font)
+        bold.setBold(True)
+        p.setFont(bold)
+        p.setPen(QColor("#eeeeee"))
+        name = p.fontMetrics().elidedText(item.name, Qt.TextElideMode.ElideMiddle, width)
+        p.drawText(QRect(text_left, r.top() + 6, width, fm.height()),
+                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
+        p.setFont(option.font)
+        p.setPen(color.lighter(115) if item.status == FAILED else QColor("#a5abb3"))
+        line = fm.elidedText(status_text(item), Qt.TextElideMode.ElideRight, width)
+        p.drawText(QRect(text_left, r.top() + 8 + fm.height(), width, fm.height()),
+                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
+        p.setPen(QColor(255, 255, 255, 18))
+        p.drawLine(r.left() + 8, r.bottom(), r.right() - 8, r.bottom())
+        p.restore()
+
+
+class _List(QListWidget):
+    """A list that says what to do when it is empty."""
+
+    def paintEvent(self, e: QPaintEvent) -> None:
+        super().paintEvent(e)
+        if self.count() == 0:
+            p = QPainter(self.viewport())
+            p.setPen(QColor("#7d838c"))
+            p.drawText(self.viewport().rect().adjusted(16, 16, -16, -16),
+                       Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       "No images yet.\nDrop photos or folders anywhere on the window.")
+            p.end()
+
+
+class QueuePanel(QWidget):
+    current_changed = Signal(object)  # QueueItem | None
+    open_files = Signal()
+    open_folder = Signal()
+    clear_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("queuePanel")
+        self.title = QLabel("Queue")
+        self.title.setObjectName("panelTitle")
+        self.counts = QLabel("")
+        self.counts.setObjectName("muted")
+        self.list = _List()
+        self.list.setItemDelegate(_Delegate(self.list))
+        self.list.setMouseTracking(True)
+        self.list.setUniformItemSizes(True)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.currentItemChanged.connect(self._on_current)
+        files = QPushButton("Open files…")
+        folder = QPushButton("Open folder…")
+        files.clicked.connect(self.open_files)
+        folder.clicked.connect(self.open_folder)
+        self.clear_button = QToolButton()
+        self.clear_button.setText("Clear")
+        self.clear_button.setToolTip("Remove all images from the queue")
+        self.clear_button.clicked.connect(self.clear_requested)
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addStretch(1)
+        head.addWidget(self.counts)
+        head.addWidget(self.clear_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(files)
+        buttons.addWidget(folder)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 8, 8, 8)
+        lay.addLayout(head)
+        lay.addWidget(self.list, 1)
+        lay.addLayout(buttons)
+        self._rows: dict[int, QListWidgetItem] = {}
+
+    def add_items(self, items: list[QueueItem]) -> None:
+        for item in items:
+            row = QListWidgetItem()
+            row.setData(ITEM_ROLE, item)
+            row.setToolTip(str(item.path))
+            self.list.addItem(row)
+            self._rows[id(item)] = row
+        self._update_counts()
+
+    def update_item(self, item: QueueItem) -> None:
+        row = self._rows.get(id(item))
+        if row is not None:
+            row.setToolTip(f"{item.path}\n{status_text(item)}")
+            row.setData(ITEM_ROLE, item)  # triggers a repaint of that row only
+            self.list.update(self.list.indexFromItem(row))
+        self._update_counts()
+
+    def clear(self) -> None:
+        self.list.clear()
+        self._rows.clear()
+        self._update_counts()
+
+    def select(self, item: QueueItem) -> None:
+        row = self._rows.get(id(item))
+        if row is not None:
+            self.list.setCurrentItem(row)
+
+    def step(self, delta: int) -> None:
+        n = self.list.count()
+        if n:
+            row = self.list.currentRow()
+            self.list.setCurrentRow(min(n - 1, max(0, (row if row >= 0 else -1) + delta)))
+
+    def current(self) -> QueueItem | None:
+        row = self.list.currentItem()
+        return row.data(ITEM_ROLE) if row is not None else None
+
+    def _on_current(self, row: QListWidgetItem | None, _prev: object) -> None:
+        self.current_changed.emit(row.data(ITEM_ROLE) if row is not None else None)
+
+    def _update_counts(self) -> None:
+        items = [self.list.item(i).data(ITEM_ROLE) for i in range(self.list.count())]
+        done = sum(i.status == DONE for i in items)
+        failed = sum(i.status == FAILED for i in items)
+        text = f"{done}/{len(items)} done" if items else ""
+        if failed:
+            text += f" · {failed} failed"
+        self.counts.setText(text)

@@ -1,0 +1,192 @@
+"""Settings panel: processing (device, exit mode, threshold) and output options.
+
+Edits go straight into the shared :class:`app.settings.AppSettings`; ``changed`` names
+the field so the window can react (a new device rebuilds the engine, a new mode or
+threshold re-runs the viewed image).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import AppSettings
+
+
+def cuda_devices() -> list[tuple[str, str]]:
+    """``(value, label)`` for each CUDA GPU torch can see."""
+    try:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [(f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}") for i in range(n)]
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not stop the settings from opening
+        return []
+
+
+class FolderField(QWidget):
+    """A line edit with a Browse… button."""
+
+    changed = Signal(str)
+
+    def __init__(self, caption: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.caption = caption
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("Choose a folder…")
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.edit.text().strip()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(browse)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def set_text(self, text: str) -> None:
+        with QSignalBlocker(self.edit):
+            self.edit.setText(text)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, self.caption, self.text())
+        if folder:
+            self.set_text(folder)
+            self.changed.emit(folder)
+
+
+class SettingsPanel(QWidget):
+    changed = Signal(str)  # field name
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.weights_threshold: float | None = None
+
+        self.device = QComboBox()
+        self.device.addItem("Automatic (GPU if available)", "auto")
+        self.device.addItem("CPU", "cpu")
+        for value, label in cuda_devices():
+            self.device.addItem(label, value)
+        self.mode = QComboBox()
+        self.mode.addItem("Auto (stop at the threshold)", "auto")
+        for k in range(1, 6):
+            self.mode.addItem(f"Always exit {k}", str(k))
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setDecimals(3)
+        self.threshold.setSingleStep(0.005)
+        self.threshold.setKeyboardTracking(False)
+        self.reset = QPushButton("Reset")
+        self.reset.setToolTip("Use the threshold stored with the weights")
+        self.threshold_note = QLabel("")
+        self.threshold_note.setObjectName("muted")
+
+        self.format = QComboBox()
+        for value, label in (("png", "PNG (lossless)"), ("jpeg", "JPEG"), ("webp", "WebP")):
+            self.format.addItem(label, value)
+        self.quality = QSpinBox()
+        self.quality.setRange(1, 100)
+        self.quality.setPrefix("quality ")
+        self.suffix = QLineEdit()
+        self.suffix.setPlaceholderText("none")
+        self.output = FolderField("Output folder")
+        self.keep_metadata = QCheckBox("Keep metadata (EXIF and ICC profile)")
+
+        proc = QFormLayout()
+        proc.addRow("Device", self.device)
+        proc.addRow("Exit mode", self.mode)
+        row = QHBoxLayout()
+        row.addWidget(self.threshold, 1)
+        row.addWidget(self.reset)
+        proc.addRow("Threshold", row)
+        proc.addRow("", self.threshold_note)
+        out = QFormLayout()
+        fmt_row = QHBoxLayout()
+        fmt_row.addWidget(self.format, 1)
+        fmt_row.addWidget(self.quality)
+        out.addRow("Format", fmt_row)
+        out.addRow("File suffix", self.suffix)
+        out.addRow("Folder", self.output)
+        out.addRow("", self.keep_metadata)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(12, 10, 12, 12)
+        for title, form in (("Processing", proc), ("Output", out)):
+            label = QLabel(title)
+            label.setObjectName("sectionTitle")
+            lay.addWidget(label)
+            lay.addLayout(form)
+        lay.addStretch(1)
+
+        self.refresh()
+        self.device.currentIndexChanged.connect(lambda: self._set("device", self.device.currentData()))
+        self.mode.currentIndexChanged.connect(lambda: self._set("exit_mode", self.mode.currentData()))
+        self.threshold.valueChanged.connect(lambda v: self._set("threshold", round(v, 3)))
+        self.reset.clicked.connect(lambda: self._set("threshold", None))
+        self.format.currentIndexChanged.connect(
+            lambda: self._set("output_format", self.format.currentData()))
+        self.quality.valueChanged.connect(lambda v: self._set("quality", v))
+        self.suffix.editingFinished.connect(lambda: self._set("suffix", self.suffix.text().strip()))
+        self.output.changed.connect(lambda t: self._set("output_dir", t))
+        self.keep_metadata.toggled.connect(lambda on: self._set("keep_metadata", on))
+
+    def _set(self, name: str, value: object) -> None:
+        if getattr(self.settings, name) == value:
+            return
+        setattr(self.settings, name, value)
+        self.settings.normalise()
+        self.refresh()
+        self.changed.emit(name)
+
+    def set_weights_threshold(self, threshold: float) -> None:
+        self.weights_threshold = threshold
+        self.refresh()
+
+    def effective_threshold(self) -> float | None:
+        s = self.settings
+        return s.threshold if s.threshold is not None else self.weights_threshold
+
+    def refresh(self) -> None:
+        """Show the settings' current values without emitting changes."""
+        s = self.settings
+        blockers = [QSignalBlocker(w) for w in (self.device, self.mode, self.threshold,
+                                                self.format, self.quality, self.suffix,
+                                                self.keep_metadata)]
+        index = self.device.findData(s.device)
+        if index < 0:  # a GPU that is gone: show it, the engine will report the problem
+            self.device.addItem(s.device, s.device)
+            index = self.device.count() - 1
+        self.device.setCurrentIndex(index)
+        self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
+        value = self.effective_threshold()
+        self.threshold.setValue(value if value is not None else 0.855)
+        if s.threshold is None:
+            self.threshold_note.setText("from the weights")
+        elif self.weights_threshold is not None:
+            self.threshold_note.setText(f"custom (weights: {self.weights_threshold:.3f})")
+        else:
+            self.threshold_note.setText("custom")
+        self.reset.setEnabled(s.threshold is not None)
+        self.threshold.setEnabled(s.exit_mode == "auto")
+        self.format.setCurrentIndex(max(0, self.format.findData(s.output_format)))
+        self.quality.setValue(s.quality)
+        self.quality.setEnabled(s.output_format != "png")
+        self.suffix.setText(s.suffix)
+        self.output.set_text(s.output_dir)
+        self.keep_metadata.setChecked(s.keep_metadata)
+        del blockers
+        self.threshold.setAlignment(Qt.AlignmentFlag.AlignRight)

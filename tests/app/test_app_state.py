@@ -1,0 +1,69 @@
+"""Qt-free state: queue order, cache eviction, ETA, formatting, settings round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from app.settings import AppSettings, load_settings, load_state, save_settings, save_state
+from app.state import DONE, FAILED, WAITING, Eta, Queue, ResultCache, fmt_duration, fmt_ms
+
+
+def test_queue_dedupes_and_finds_next_waiting(tmp_path: Path) -> None:
+    q = Queue()
+    a, b, c = (tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg"))
+    assert [i.path for i in q.add([a, b, a])] == [a, b]
+    assert q.add([b, c])[0].path == c
+    q.items[0].status = DONE
+    assert q.next_waiting().path == b
+    q.items[1].status = FAILED
+    assert q.next_waiting(start=0).path == c
+    q.items[2].status = DONE
+    assert q.next_waiting() is None
+    assert q.counts() == {WAITING: 0, "running": 0, DONE: 2, FAILED: 1}
+
+
+def test_cache_evicts_oldest_but_keeps_newest() -> None:
+    cache: ResultCache[str, int] = ResultCache(budget=10)
+    assert cache.put("a", 1, 4) == []
+    assert cache.put("b", 2, 4) == []
+    cache.get("a")  # a is now the most recent
+    assert cache.put("c", 3, 4) == ["b"]
+    assert "a" in cache and "c" in cache
+    assert cache.put("huge", 4, 100) == ["a", "c"]  # the newest stays, however big
+    assert len(cache) == 1
+
+
+def test_eta_and_formatting() -> None:
+    eta = Eta(total=10, started=0.0)
+    assert eta.remaining_s(5.0) is None
+    eta.done = 2
+    assert eta.remaining_s(4.0) == 16.0
+    assert fmt_ms(12.4) == "12 ms"
+    assert fmt_ms(1500) == "1.50 s"
+    assert fmt_duration(75) == "1 min 15 s"
+
+
+def test_settings_round_trip_through_ini(tmp_path: Path) -> None:
+    ini = tmp_path / "s.ini"
+    store = QSettings(str(ini), QSettings.Format.IniFormat)
+    s = AppSettings(device="cpu", exit_mode="3", threshold=0.9, output_format="jpeg",
+                    quality=80, suffix="_x", output_dir=str(tmp_path), keep_metadata=False)
+    save_settings(store, s)
+    save_state(store, "geometry", QByteArray(b"\x01\x02"))
+    store.sync()
+    again = QSettings(str(ini), QSettings.Format.IniFormat)
+    assert load_settings(again) == s
+    assert bytes(load_state(again, "geometry")) == b"\x01\x02"
+
+
+def test_settings_repair_bad_values(tmp_path: Path) -> None:
+    store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    for key, value in (("exit_mode", "9"), ("quality", "500"), ("threshold", "abc"),
+                       ("output_format", "gif"), ("keep_metadata", "false")):
+        store.setValue(f"settings/{key}", value)
+    s = load_settings(store)
+    assert (s.exit_mode, s.quality, s.threshold, s.output_format) == ("auto", 100, None, "png")
+    assert s.keep_metadata is False
+    assert AppSettings().mode == "auto" and AppSettings(exit_mode="2").mode == 2

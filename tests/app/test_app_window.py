@@ -1,0 +1,256 @@
+"""The main window end to end, with a tiny random model on the CPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+
+from app.exits import INPUT
+from app.state import DONE, FAILED
+from app.viewer import SIDE, SPLIT, TOGGLE
+from rbqe.engine import Enhancer
+
+TIMEOUT = 30_000
+
+
+def drop(window, paths: list[Path]) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert event.isAccepted()
+
+
+def wait_done(qtbot, window, n: int | None = None) -> None:
+    items = window.session.queue.items
+    qtbot.waitUntil(lambda: all(i.status in (DONE, FAILED) for i in items[:n]), timeout=TIMEOUT)
+
+
+def test_drop_files_and_folder_queues_them(qtbot, window, images, tmp_path) -> None:
+    drop(window, [images[0]])
+    assert [i.path for i in window.session.queue.items] == [images[0]]
+    assert window.stack.currentWidget() is window.compare
+    drop(window, [images[0].parent])  # the folder: the two others join, no duplicate
+    assert sorted(i.path.name for i in window.session.queue.items) == [p.name for p in images]
+    assert window.queue.list.count() == 3
+    wait_done(qtbot, window)  # the queue runs in the background
+    assert "3/3 done" in window.queue.counts.text()
+
+
+def test_exits_arrive_in_order_and_chosen_is_marked(qtbot, window, images) -> None:
+    window.session.mode_override = "all"
+    arrived: list[int] = []
+    window.session.exit_ready.connect(lambda e, _v: arrived.append(e.exit))
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.open_paths([images[0]])
+    assert arrived == [1, 2, 3, 4, 5]
+    strip = window.compare.strip
+    result = blocker.args[0].result
+    assert strip.computed == [1, 2, 3, 4, 5]
+    assert strip.chosen == result.chosen
+    assert [c.data.chosen for c in strip.cards[1:]] == [k == result.chosen for k in range(1, 6)]
+    assert f"{result.threshold:.3f}" in strip.threshold_label.text()
+    assert window.compare.b == result.chosen and window.compare.a == INPUT
+    item = window.session.queue.items[0]
+    assert item.status == DONE and item.exit == result.chosen
+    assert window.info.fields["Chosen exit"].text().startswith(f"Exit {result.chosen}")
+    assert "estimate" in window.info.fields["JPEG quality"].text()
+
+
+def test_switch_exits_and_modes_keeps_zoom_in_sync(qtbot, window, images) -> None:
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    cp = window.compare
+    cp.view.set_mode(SIDE)
+    qtbot.waitUntil(lambda: cp.view.panes[1].isVisible())
+    cp.view.zoom(3.0)
+    cp.view.state.pan(12, -7)
+    scale, center = cp.view.state.scale, QPointF(cp.view.state.center)
+    cp.strip.cards[4].picked.emit(4, "b")  # click on exit 4
+    cp.pick(2, "a")  # right-click on exit 2
+    assert (cp.a, cp.b) == (2, 4)
+    left, right = cp.view.panes
+    assert left.a is window.session.view.pictures[2]
+    assert right.a is window.session.view.pictures[4]
+    assert cp.combo_a.currentIndex() == 2 and cp.combo_b.currentIndex() == 4
+    for p in (QPointF(10.5, 20.25), QPointF(0, 0)):
+        assert left.state.to_widget(p, left.view_size()) == \
+            right.state.to_widget(p, right.view_size())
+    for mode in (SPLIT, TOGGLE, SIDE):
+        cp.view.set_mode(mode)
+        assert cp.view.state.scale == scale and cp.view.state.center == center
+    qtbot.keyClick(window, Qt.Key.Key_0)  # keyboard: input on the B side
+    assert cp.b == INPUT
+    cp.combo_b.activated.emit(5)
+    assert cp.b == 5 and cp.view.state.scale == scale
+
+
+def test_forced_mode_and_compute_all_continue_from_cache(qtbot, window, images,
+                                                          monkeypatch) -> None:
+    calls = {"enhance": 0, "continue": 0}
+    enhance, cont = Enhancer.enhance, Enhancer.continue_exits
+
+    def counting_enhance(self, *a, **k):
+        calls["enhance"] += 1
+        return enhance(self, *a, **k)
+
+    def counting_continue(self, *a, **k):
+        calls["continue"] += 1
+        return cont(self, *a, **k)
+
+    monkeypatch.setattr(Enhancer, "enhance", counting_enhance)
+    monkeypatch.setattr(Enhancer, "continue_exits", counting_continue)
+    window.settings.exit_mode = "2"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.open_paths([images[0]])
+    assert [e.exit for e in blocker.args[0].result.exits] == [1, 2]
+    assert window.compare.strip.chosen == 2
+    assert window.acts.compute_all.isEnabled()
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.compare.strip.compute_button.click()
+    assert [e.exit for e in blocker.args[0].result.exits] == [1, 2, 3, 4, 5]
+    assert calls == {"enhance": 1, "continue": 1}  # continued, not recomputed
+    assert window.compare.strip.computed == [1, 2, 3, 4, 5]
+    assert not window.acts.compute_all.isEnabled()
+
+    # Changing the mode in the settings panel re-runs the viewed image.
+    panel = window.settings_panel
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        panel.mode.setCurrentIndex(panel.mode.findData("4"))
+    assert blocker.args[0].result.chosen == 4
+    assert window.compare.strip.chosen == 4
+
+
+def test_bad_file_fails_with_a_readable_reason(qtbot, window, images, tmp_path) -> None:
+    bad = tmp_path / "in" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with qtbot.waitSignal(window.session.view_failed, timeout=TIMEOUT) as blocker:
+        window.open_paths([bad])
+    item = window.session.queue.get(bad)
+    assert item.status == FAILED and "broken.jpg" in item.error
+    assert "Traceback" not in blocker.args[0] and "\n" not in blocker.args[0]
+    assert "broken.jpg" in window.status.text()
+
+
+def test_save_result_and_all_exits(qtbot, window, images, tmp_path, monkeypatch) -> None:
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    target = tmp_path / "out" / "result.jpg"  # the suffix picks the format
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(target))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT):
+        window.acts.save.trigger()
+    assert target.read_bytes()[:2] == b"\xff\xd8"  # a JPEG, as its name says
+    folder = tmp_path / "all"
+    folder.mkdir()
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save_all.trigger()
+    assert len(blocker.args[0]) == 5
+    assert sorted(p.name for p in folder.iterdir()) == \
+        [f"photo0_rbqe.exit{k}.png" for k in range(1, 6)]
+
+
+def test_settings_and_layout_persist(qtbot, store, factory, window) -> None:
+    from app.main_window import MainWindow
+    from app.settings import load_state
+
+    panel = window.settings_panel
+    panel.device.setCurrentIndex(panel.device.findData("cpu"))
+    panel.format.setCurrentIndex(panel.format.findData("webp"))
+    panel.quality.setValue(77)
+    panel.threshold.setValue(0.9)
+    window.resize(window.width(), 700)  # the offscreen screen is small: stay inside it
+    window.splitter.setSizes([230, 600, 370])
+    sizes, width = window.splitter.sizes(), window.width()
+    window.tabs.setCurrentWidget(window.batch)
+    window.close()
+    assert load_state(store, "geometry") is not None
+    again = MainWindow(store, factory, check_weights=False)
+    qtbot.addWidget(again)
+    s = again.settings
+    assert (s.device, s.output_format, s.quality, s.threshold) == ("cpu", "webp", 77, 0.9)
+    assert again.settings_panel.quality.value() == 77
+    assert again.settings_panel.threshold.value() == 0.9
+    assert again.height() == 700
+    again.show()
+    again.resize(width, 700)  # restoreGeometry clamps the width to the small test screen
+    qtbot.waitUntil(lambda: again.splitter.width() > 1000)
+    assert again.splitter.sizes() == sizes
+    assert again.tabs.currentWidget() is again.batch
+    again.settings_panel.reset.click()
+    assert again.settings.threshold is None
+    again.close()
+
+
+def test_missing_weights_is_shown_and_the_app_still_opens(qtbot, store, images,
+                                                           tmp_path) -> None:
+    from app.main_window import MainWindow
+
+    win = MainWindow(store, weights=str(tmp_path / "none.safetensors"))
+    qtbot.addWidget(win)
+    win.show()
+    assert win.banner.isVisible() and "none.safetensors" in win.banner.text()
+    with qtbot.waitSignal(win.session.engine_error, timeout=TIMEOUT) as blocker:
+        win.open_paths([images[0]])
+    assert "none.safetensors" in blocker.args[0]
+    assert win.session.queue.items[0].status == "waiting"  # not blamed on the image
+    assert win.session.view is not None  # the input is still shown
+    assert win.compare.view.panes[0].a is win.session.view.input_pic
+    win.close()
+
+
+def test_event_loop_latency_during_a_job(qtbot, window, tmp_path, jpeg) -> None:
+    big = jpeg(tmp_path / "big.jpg", size=(768, 512))
+    window.session.mode_override = "all"
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append((now - last[0]) * 1000)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([big])
+    timer.stop()
+    assert len(gaps) > 5
+    assert max(gaps[1:]) < 250, f"GUI blocked for {max(gaps[1:]):.0f} ms"
+
+
+def test_keyboard_shortcuts(qtbot, window, images) -> None:
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths(images[:2])
+    window.activateWindow()
+    cp = window.compare
+    first = window.queue.current()
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)  # 1:1
+    assert cp.view.state.scale == 1.0 and not cp.view.state.fitting
+    qtbot.keyClick(window, Qt.Key.Key_F)  # fit
+    assert cp.view.state.fitting
+    qtbot.keyClick(window, Qt.Key.Key_B)  # toggle before/after
+    assert cp.view.mode == TOGGLE and cp.view.showing_a
+    qtbot.keyClick(window, Qt.Key.Key_B)
+    assert not cp.view.showing_a
+    qtbot.keyPress(window, Qt.Key.Key_Space)  # hold Space: A while held
+    assert cp.view.holding and cp.view.panes[0].b is None
+    qtbot.keyRelease(window, Qt.Key.Key_Space)
+    assert not cp.view.holding
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    assert cp.view.mode == SPLIT
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key.Key_Right)  # next image
+    assert window.queue.current() is not first
+    qtbot.keyClick(window, Qt.Key.Key_Left)  # previous: cached, shown at once
+    assert window.queue.current() is first
+    assert window.session.view is not None and window.session.view.path == first.path

@@ -1,0 +1,242 @@
+"""The ``rbqe`` command-line contract: outputs, modes, reports, failures and exit codes.
+
+In-process through :func:`rbqe.cli.main`, plus one real subprocess. A tiny random model
+(width 8) stands in for trained weights: the contract does not depend on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rbqe.cli import main
+
+EXIT_NAMES = [f"exit{k}" for k in range(1, 6)]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(capsys, *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture
+def weights_env(tiny_weights, monkeypatch) -> Path:
+    monkeypatch.setenv("RBQE_WEIGHTS", str(tiny_weights))
+    return tiny_weights
+
+
+@pytest.fixture
+def inputs(tmp_path, make_jpeg) -> dict[str, Path]:
+    """a.jpg (RGB JPEG), g.jpg (grey JPEG), b.png (RGBA), d/c.jpg (in a folder)."""
+    root = tmp_path / "in"
+    (root / "d").mkdir(parents=True)
+    rgb = make_jpeg(48, 64, seed=1)
+    files = {"a": root / "a.jpg", "g": root / "g.jpg", "b": root / "b.png", "c": root / "d/c.jpg"}
+    Image.fromarray(rgb).save(files["a"], "JPEG", quality=30)
+    Image.fromarray(rgb[..., 1]).save(files["g"], "JPEG", quality=30)
+    alpha = np.random.default_rng(0).integers(0, 256, rgb.shape[:2], dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(files["b"])
+    Image.fromarray(make_jpeg(40, 40, seed=2)).save(files["c"], "JPEG", quality=30)
+    return files
+
+
+def test_enhance_files_and_folder_keep_modes(capsys, weights_env, inputs, tmp_path):
+    out = tmp_path / "out"
+    before = {k: sha(p) for k, p in inputs.items()}
+    code, stdout, err = run(capsys, "enhance", inputs["a"], inputs["g"], inputs["b"],
+                            inputs["c"].parent, "-o", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "g.png"]
+    with Image.open(out / "a.png") as im:
+        assert im.mode == "RGB" and im.size == (64, 48)
+    with Image.open(out / "g.png") as im:
+        assert im.mode == "L" and im.size == (64, 48)
+    with Image.open(out / "b.png") as im, Image.open(inputs["b"]) as src:
+        assert im.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(im)[..., 3], np.asarray(src)[..., 3])
+    assert {k: sha(p) for k, p in inputs.items()} == before
+    assert "4 enhanced" in err and stdout == ""
+
+
+def test_exit_all_writes_five_files(capsys, weights_env, inputs, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", out, "--exit", "all")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [f"a.{t}.png" for t in EXIT_NAMES]
+    images = [np.asarray(Image.open(out / f"a.{t}.png")) for t in EXIT_NAMES]
+    assert all(i.shape == (48, 64, 3) for i in images)
+
+
+def test_forced_exit_and_report(capsys, weights_env, inputs, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "rep" / "report.json"
+    code, _, err = run(capsys, "enhance", inputs["a"], inputs["g"], "-o", out, "--exit", "3",
+                       "--report", report)
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert {"device", "weights", "threshold", "images"} <= set(doc)
+    assert doc["device"] == "cpu" and doc["weights"] == str(weights_env)
+    assert isinstance(doc["threshold"], float)
+    assert len(doc["images"]) == 2
+    for entry in doc["images"]:
+        assert entry["status"] == "ok"
+        assert Path(entry["input"]).name in ("a.jpg", "g.jpg")
+        assert entry["exit"] == 3
+        assert entry["outputs"] == {"3": str(out / (Path(entry["input"]).stem + ".png"))}
+        assert list(entry["scores"]) == ["1", "2", "3"]
+        assert all(0 <= s <= 1 for s in entry["scores"].values())
+        times = entry["times_ms"]
+        assert len(times["stages"]) == 3 and times["iqa"] >= 0
+        assert times["total"] >= sum(times["stages"])
+        assert entry["gmacs"] > 0 and entry["size"] == [64, 48]
+
+
+def test_report_auto_and_all(capsys, weights_env, inputs, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, _ = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "o1", "--threshold", "0",
+                     "--report", report)
+    assert code == 0
+    (entry,) = json.loads(report.read_text())["images"]
+    assert entry["exit"] == 1 and list(entry["scores"]) == ["1"]
+    assert len(entry["times_ms"]["stages"]) == 1
+    assert json.loads(report.read_text())["threshold"] == 0.0
+
+    code, _, _ = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "o2", "--exit", "all",
+                     "--report", report)
+    assert code == 0
+    (entry,) = json.loads(report.read_text())["images"]
+    assert list(entry["outputs"]) == ["1", "2", "3", "4", "5"]
+    assert list(entry["scores"]) == ["1", "2", "3", "4", "5"]
+    assert len(entry["times_ms"]["stages"]) == 5 and 1 <= entry["exit"] <= 5
+
+
+def test_bad_files_fail_one_line_each_and_the_rest_is_done(capsys, weights_env, inputs,
+                                                          tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    good = inputs["a"].read_bytes()
+    (bad / "corrupt.jpg").write_bytes(good[:200] + b"\x00" * 50)  # header, then garbage
+    (bad / "text.jpg").write_text("this is not an image\n")
+    (bad / "empty.jpg").write_bytes(b"")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    code, stdout, err = run(capsys, "enhance", bad, inputs["a"], inputs["g"], "-o", out,
+                            "--report", report)
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("rbqe: error:")]
+    assert len(lines) == 3, err
+    for name in ("corrupt.jpg", "text.jpg", "empty.jpg"):
+        assert sum(name in ln for ln in lines) == 1, err
+    assert "Traceback" not in err and stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "g.png"]
+    statuses = {Path(i["input"]).name: i["status"] for i in
+                json.loads(report.read_text())["images"]}
+    assert statuses == {"corrupt.jpg": "failed", "text.jpg": "failed", "empty.jpg": "failed",
+                        "a.jpg": "ok", "g.jpg": "ok"}
+
+
+def test_usage_errors_exit_2(capsys, weights_env, inputs, tmp_path):
+    for args in (["enhance", str(inputs["a"])],  # no -o
+                 ["enhance", str(inputs["a"]), "-o", str(tmp_path), "--exit", "7"],
+                 ["frobnicate"], []):
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_missing_weights_plain_message_exit_2(capsys, monkeypatch, inputs, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    monkeypatch.setenv("RBQE_WEIGHTS", str(missing))
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out")
+    assert code == 2
+    assert err.startswith("rbqe: error:") and str(missing) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out",
+                       "--weights", missing)
+    assert code == 2 and str(missing) in err
+
+
+def test_weights_option_beats_env(capsys, monkeypatch, tiny_weights, inputs, tmp_path):
+    monkeypatch.setenv("RBQE_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out",
+                       "--weights", tiny_weights)
+    assert code == 0, err
+
+
+def test_never_writes_over_an_input(capsys, weights_env, inputs):
+    folder = inputs["b"].parent  # b.png would map onto itself
+    before = {p.name: sha(p) for p in folder.iterdir() if p.is_file()}
+    code, _, err = run(capsys, "enhance", inputs["b"], inputs["a"], "-o", folder)
+    assert code == 0, err
+    after = {p.name: sha(p) for p in folder.iterdir() if p.is_file()}
+    assert {k: after[k] for k in before} == before
+    assert "b_rbqe.png" in after and "a.png" in after
+
+
+def test_existing_outputs_skipped_unless_overwrite(capsys, weights_env, inputs, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"keep me")
+    code, _, err = run(capsys, "enhance", inputs["a"], inputs["g"], "-o", out,
+                       "--report", report)
+    assert code == 0, err
+    assert (out / "a.png").read_bytes() == b"keep me"
+    statuses = {Path(i["input"]).name: i["status"] for i in
+                json.loads(report.read_text())["images"]}
+    assert statuses == {"a.jpg": "skipped", "g.jpg": "ok"}
+    assert "1 skipped" in err
+
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", out, "--overwrite")
+    assert code == 0, err
+    with Image.open(out / "a.png") as im:
+        assert im.mode == "RGB" and im.size == (64, 48)
+
+
+def test_info_json(capsys, weights_env):
+    code, stdout, _ = run(capsys, "info")
+    assert code == 0
+    doc = json.loads(stdout)
+    assert {"version", "device", "weights", "architecture", "threshold", "gmacs_512"} <= set(doc)
+    assert doc["weights"] == str(weights_env) and doc["device"] == "cpu"
+    assert doc["architecture"]["width"] == 8 and doc["architecture"]["in_channels"] == 1
+    g = doc["gmacs_512"]
+    assert len(g) == 5 and all(b > a > 0 for a, b in itertools.pairwise(g))
+
+
+def test_info_without_weights(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RBQE_WEIGHTS", str(tmp_path / "none.safetensors"))
+    code, stdout, _ = run(capsys, "info")
+    assert code == 2
+    doc = json.loads(stdout)
+    assert doc["weights"] is None and "version" in doc
+
+
+def test_real_subprocess(tiny_weights, inputs, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    env = {**os.environ, "RBQE_WEIGHTS": str(tiny_weights)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rbqe.cli", "enhance", str(inputs["g"]), str(tmp_path / "x.jpg"),
+         "-o", str(out), "--exit", "2", "--report", str(report)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert proc.returncode == 1, proc.stderr  # x.jpg does not exist
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("rbqe: error:")]
+    assert len(errors) == 1 and "x.jpg" in errors[0]
+    assert [p.name for p in out.iterdir()] == ["g.png"]
+    with Image.open(out / "g.png") as im:
+        assert im.mode == "L"
+    assert json.loads(report.read_text())["images"][0]["exit"] == 2
