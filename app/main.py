@@ -4,9 +4,9 @@
 
 ``rbqe-studio --screenshot OUT.png [--exit all] IMAGE ...`` opens the images, processes
 the first (with ``--exit all``: all five exits), waits until it is done, saves a grab of
-the whole main window to OUT.png and quits with status 0 (1 if processing failed, 3 on
-timeout; the grab is saved in every case). It uses default settings and never touches
-the user's saved ones. It runs headless with ``QT_QPA_PLATFORM=offscreen``.
+the whole main window to OUT.png and quits with status 0 (1 if processing failed, 3 when
+``--timeout`` ran out; the grab is saved in every case). It uses default settings and
+never touches the user's saved ones. It runs headless with ``QT_QPA_PLATFORM=offscreen``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="exit mode for this session (all: compute all five exits)")
     p.add_argument("--screenshot", metavar="OUT.png",
                    help="process the first image, save a grab of the window, quit")
-    p.add_argument("--timeout", type=float, default=600.0,
-                   help="--screenshot: give up after this many seconds (default 600)")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="--screenshot: give up after this many seconds (default: wait)")
     p.add_argument("--settings", metavar="FILE.ini",
                    help="read and write settings in this ini file instead of the user's")
     return p.parse_args(argv)
@@ -126,7 +126,8 @@ def run_screenshot(app: QApplication, window, out: Path, timeout_s: float) -> in
         grab(1)
     elif session.view is not None and session.view.result is not None:
         grab(0)
-    QTimer.singleShot(int(timeout_s * 1000), lambda: grab(3))
+    if timeout_s > 0:
+        QTimer.singleShot(int(timeout_s * 1000), lambda: grab(3))
     app.exec()
     return int(result["code"])
 

@@ -527,9 +527,15 @@ def _axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.n
     if n <= tile:
         return [(0, n, np.ones(n, np.float32))]
     count = int(np.ceil((n - overlap) / (tile - overlap)))
-    step = (n - tile) / (count - 1)
-    starts = sorted({round(i * step) // 8 * 8 for i in range(count)})
-    ends = [min(s + tile, n) for s in starts]
+    # As few segments as the tile allows, but no longer than needed to overlap by
+    # ``overlap``, rounded up to the network's multiple of 32: 24 MP at tile 1024 runs
+    # the network on 1.17x its pixels instead of 1.53x with full-size tiles.
+    length = min(tile, -(-(-(-(n + (count - 1) * overlap) // count)) // MULTIPLE) * MULTIPLE)
+    step = (n - length) / (count - 1)
+    # The last start is rounded up, not down, so that no segment is longer than ``length``.
+    last = -(-(n - length) // 8) * 8
+    starts = sorted({round(i * step) // 8 * 8 for i in range(count - 1)} | {last})
+    ends = [min(s + length, n) for s in starts]
     ends[-1] = n
     raw = []
     total = np.zeros(n, np.float64)

@@ -63,6 +63,7 @@ def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_T
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -127,6 +128,3 @@ def set_threshold(path: str | Path, threshold: float, extra: dict[str, Any] | No
     merged.update(extra or {})
     save_weights(net, path, threshold=threshold, extra=merged)
 
-
-def state_dict_cpu(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}

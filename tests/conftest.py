@@ -57,6 +57,22 @@ def jpeg_image() -> np.ndarray:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: on a busy box, OpenMP threads waiting for a core
+    cost more than they bring to these tiny networks."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fast_everywhere(monkeypatch):
+    """The CPU fast path also for images below ``FAST_MIN_PIXELS`` (small test images)."""
+    monkeypatch.setattr("rbqe.model.FAST_MIN_PIXELS", 0)
+
+
+@pytest.fixture
 def make_net():
     """Factory ``make_net(channels=1, seed=0)`` for tiny random networks."""
     return tiny_net

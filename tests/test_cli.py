@@ -21,6 +21,7 @@ from PIL import Image
 from rbqe.cli import main
 
 EXIT_NAMES = [f"exit{k}" for k in range(1, 6)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sha(path: Path) -> str:

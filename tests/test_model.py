@@ -27,6 +27,9 @@ from rbqe.model import (
 )
 from rbqe.weights import load_weights, save_weights
 
+# One torch thread (a busy box), and the fast path even on the small test images.
+pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
+
 
 def reference_outputs(net: RBQENet, x: torch.Tensor) -> list[torch.Tensor]:
     """UNet++ written out from its definition, every node recomputed from scratch: no
@@ -138,7 +141,7 @@ def test_fast_path_matches_module_path(make_net, channels, monkeypatch):
         torch.testing.assert_close(c, a, rtol=0, atol=1e-5)
 
 
-def test_fast_path_only_where_it_applies(net):
+def test_fast_path_only_where_it_applies(net, monkeypatch):
     x = torch.rand(1, 1, 32, 32)
     assert type(net.start(x, fast=True)) is ProgressiveRun  # autograd on: training path
     with torch.no_grad():
@@ -146,6 +149,9 @@ def test_fast_path_only_where_it_applies(net):
         assert type(net.start(torch.rand(2, 1, 32, 32), fast=True)) is ProgressiveRun
         assert type(net.start(x.double(), fast=True)) is ProgressiveRun
         assert type(net.start(x, fast=True)) is FastProgressiveRun
+        monkeypatch.setattr(model, "FAST_MIN_PIXELS", 128 * 128)  # the shipped setting
+        assert type(net.start(x, fast=True)) is ProgressiveRun  # too small to pay
+        assert type(net.start(torch.rand(1, 1, 128, 128), fast=True)) is FastProgressiveRun
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -569,8 +569,8 @@ def _huge_jpeg(path: Path) -> None:
     x = np.linspace(0, 1, HUGE_W, dtype=np.float32)[None, :]
     img = np.empty((HUGE_H, HUGE_W, 3), np.uint8)
     for top in range(0, HUGE_H, 1000):
-        y = np.linspace(top / HUGE_H, (top + 1000) / HUGE_H, 1000, dtype=np.float32)[:, None]
         band = img[top : top + 1000]
+        y = (np.arange(top, top + len(band), dtype=np.float32) / HUGE_H)[:, None]
         band[..., 0] = 40 + 160 * (0.7 * x + 0.3 * y)
         band[..., 1] = 40 + 160 * (0.3 * x + 0.7 * y)
         band[..., 2] = 90 + 60 * np.sin(x * 40) * np.cos(y * 30)

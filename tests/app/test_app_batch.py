@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 
 from app.state import DONE
 
-TIMEOUT = 60_000
+TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 
 
 def setup_batch(window, src: Path, out: Path, recursive: bool = False):

@@ -13,7 +13,7 @@ from app.state import DONE, FAILED
 from app.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
 
-TIMEOUT = 30_000
+TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 
 
 def drop(window, paths: list[Path]) -> None:
