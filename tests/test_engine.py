@@ -23,7 +23,6 @@ from rbqe.engine import (
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
 
-
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 

@@ -15,8 +15,7 @@ Models are tiny (width 8). Most checks use an *identity* model (its exit heads a
 zeroed, so the residual is 0 and the output equals the input up to the YCbCr round
 trip), which lets the tests compare pixels; one run uses a random model.
 
-The 100-megapixel test is ``slow``; it records its peak RSS (printed, and as the
-``peak_rss_mb`` property in JUnit XML).
+The 100-megapixel test is ``slow``; it prints its peak RSS and time (``-s`` shows it).
 """
 
 from __future__ import annotations
@@ -589,7 +588,7 @@ def huge_run(weights, tmp_path_factory) -> dict:
         [sys.executable, "-c", _CHILD, "enhance", str(src), "-o", str(out),
          "--weights", str(weights["random"]), "--exit", "1", "--tile", "1024",
          "--device", "cpu", "--report", str(report)],
-        capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL, check=False,
+        capture_output=True, text=True, timeout=4 * 3600, stdin=subprocess.DEVNULL, check=False,
     )
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RBQE_MEASURE ")]
@@ -603,16 +602,15 @@ def huge_run(weights, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_100mp_image_is_enhanced_with_tiling(huge_run, record_property) -> None:
-    m = huge_run["measure"]
-    record_property("peak_rss_mb", round(m["peak_rss_mb"]))
-    record_property("wall_s", round(m["wall_s"]))
+def test_100mp_image_is_enhanced_with_tiling(huge_run, monkeypatch) -> None:
+    # The figures are printed by the fixture (run with -s, or see "Captured stdout").
     assert huge_run["proc"].returncode == 0, huge_run["proc"].stderr
     assert "Traceback" not in huge_run["proc"].stderr
     assert sha256(huge_run["src"]) == huge_run["digest"]
     out = only_output(huge_run["report"], huge_run["src"])
     assert [p.name for p in huge_run["out"].iterdir()] == ["huge.png"]
     assert png_header(out) == ("RGB", 8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # 100 MP is over Pillow's warning
     with Image.open(out) as im:
         assert im.size == (HUGE_W, HUGE_H)
         im.verify()  # complete file: every chunk and CRC present
@@ -623,6 +621,7 @@ def test_100mp_image_is_enhanced_with_tiling(huge_run, record_property) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,  # a failed run is an error of its own, not this known bug
     reason=(
         "engine/io bug: 100 MP RGB peaks at ~9.5 GB RSS (measured), not < 3 GB. Tiling "
         "bounds only the network's memory; Enhancer._prepare keeps the full float32 YCbCr "

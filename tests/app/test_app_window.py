@@ -254,3 +254,23 @@ def test_keyboard_shortcuts(qtbot, window, images) -> None:
     qtbot.keyClick(window, Qt.Key.Key_Left)  # previous: cached, shown at once
     assert window.queue.current() is first
     assert window.session.view is not None and window.session.view.path == first.path
+
+
+def test_stale_results_are_dropped_when_switching_images(qtbot, window, tmp_path, jpeg) -> None:
+    slow = jpeg(tmp_path / "a_slow.jpg", size=(512, 384))
+    fast = jpeg(tmp_path / "b_fast.jpg", size=(64, 48), seed=5)
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_loaded, timeout=TIMEOUT):
+        window.open_paths([slow, fast])  # the slow one is selected and starts
+    shown: list[Path] = []
+    window.session.exit_ready.connect(lambda _e, view: shown.append(view.path))
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.queue.select(window.session.queue.get(fast))  # switch before it finishes
+    assert blocker.args[0].path == fast
+    assert set(shown) == {fast}  # nothing of the slow image reached the view
+    assert window.compare.data.path == fast
+    assert [e.exit for e in blocker.args[0].result.exits] == [1, 2, 3, 4, 5]
+    # The slow image went back to the queue and is finished in the background.
+    slow_item = window.session.queue.get(slow)
+    qtbot.waitUntil(lambda: slow_item.status == DONE, timeout=TIMEOUT)
+    assert window.compare.data.path == fast  # still showing what the user chose
