@@ -623,7 +623,7 @@ def test_100mp_image_is_enhanced_with_tiling(huge_run, monkeypatch) -> None:
     strict=True,
     raises=AssertionError,  # a failed run is an error of its own, not this known bug
     reason=(
-        "engine/io bug: 100 MP RGB peaks at ~9.5 GB RSS (measured), not < 3 GB. Tiling "
+        "engine/io bug: 100 MP RGB peaks at 9.0-9.5 GB RSS (measured 8979-9520 MB), not < 3 GB. Tiling "
         "bounds only the network's memory; Enhancer._prepare keeps the full float32 YCbCr "
         "stack (1.2 GB) as the chroma view, _enhance_tiled's accumulator adds 0.4 GB, and "
         "_finish_array -> ycbcr_to_rgb makes ~5 full-frame float32 temporaries (r/g/b, "
