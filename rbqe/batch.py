@@ -3,7 +3,13 @@
 A bad file never stops a batch: it becomes a ``failed`` item with the same one-line
 message the CLI prints. Outputs that already exist are skipped unless ``overwrite``,
 so an interrupted batch resumes where it stopped. Writes are atomic (see
-:func:`rbqe.io.save_like`), so a cancel or a kill never leaves a partial output.
+:func:`rbqe.io.save_like`), so a cancel or a kill never leaves a partial output; the
+temp file a kill can leave behind is removed by a later run (see
+:func:`rbqe.io.remove_stale_temps`).
+
+The output folder may be the input folder (or hold input sub-folders): outputs written
+where inputs are scanned are noted (:func:`rbqe.io.record_output`), and a re-run leaves
+them out of its inputs instead of enhancing its own results again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,16 @@ from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
 from rbqe.errors import Cancelled, RBQEError
-from rbqe.io import DEFAULT_MAX_PIXELS, list_images, load_image, plan_outputs, save_like
+from rbqe.io import (
+    DEFAULT_MAX_PIXELS,
+    list_images,
+    lists_folder,
+    load_image,
+    plan_outputs,
+    record_output,
+    remove_stale_temps,
+    save_like,
+)
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -160,10 +175,18 @@ def run_batch(
     ev = events or BatchEvents()
     t0 = time.perf_counter()
     out_dir = Path(options.out_dir)
-    files = list_images([Path(p) for p in inputs], recursive=options.recursive, exclude=[out_dir])
+    paths = [Path(p) for p in inputs]
+    files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
+                        skip_outputs=True)
     tags = _tags(options.mode)
     plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags)
     protect = [f for f, _ in files]
+    folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
+    for folder in folders:
+        remove_stale_temps(folder)
+    # Outputs that a re-run would scan as inputs are noted, so that it can leave them out.
+    noted = {f for f in folders
+             if lists_folder(f, paths, recursive=options.recursive, exclude=[out_dir])}
     if ev.on_start:
         ev.on_start(len(files))
     items: list[ItemReport] = []
@@ -175,7 +198,8 @@ def run_batch(
         if ev.on_item_start:
             ev.on_item_start(index, path)
         try:
-            item = _process_one(enhancer, path, plan[path], options, protect, index, ev, cancel)
+            item = _process_one(enhancer, path, plan[path], options, protect, noted, index,
+                                ev, cancel)
         except Cancelled:
             cancelled = True
             break
@@ -195,6 +219,7 @@ def _process_one(
     targets: dict[str | None, Path],
     options: BatchOptions,
     protect: list[Path],
+    noted: set[Path],
     index: int,
     ev: BatchEvents,
     cancel: Callable[[], bool] | None,
@@ -217,6 +242,8 @@ def _process_one(
             if tag in todo:
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
+                if target.parent in noted:
+                    record_output(target, path)  # before writing: a kill can come any time
                 save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                           quality=options.quality, keep_metadata=options.keep_metadata,
                           protect=protect)

@@ -244,7 +244,8 @@ def _eprint(msg: str) -> None:
 def _write_json(path: Path, data: Any) -> None:
     """Atomic JSON write, so a report is either complete or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    # rbqe.io's temp-file name: a batch into this folder cleans it up after a kill.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rbqe-", suffix=".part")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)

@@ -6,7 +6,8 @@ This module is the only place where RBQE touches image files. Its promises:
   :func:`save_image` refuses to write onto a protected (input) path.
 * **Outputs are written atomically.** Data goes to a hidden ``.part`` file in the
   target folder, is flushed and fsync'ed, then renamed over the final name, so a crash
-  or a full disk never leaves a half-written file under the final name.
+  or a full disk never leaves a half-written file under the final name. The temp file
+  a kill leaves behind is removed by a later batch (:func:`remove_stale_temps`).
 * **Bad input gives one clear line.** Every problem with a user's file is raised as
   :class:`~rbqe.errors.ImageReadError` / :class:`~rbqe.errors.ImageWriteError` whose
   ``str()`` is ``"<path>: <reason>"``; no other exception type escapes for a bad file.
@@ -42,12 +43,15 @@ import contextlib
 import errno
 import functools
 import io
+import json
 import logging
 import os
+import re
 import stat
 import struct
 import tempfile
 import threading
+import time
 import warnings
 import zlib
 from collections import Counter
@@ -61,18 +65,29 @@ from PIL import Image, ImageFile, UnidentifiedImageError, features
 
 from rbqe.errors import ImageReadError, ImageWriteError
 
+try:
+    import fcntl
+except ImportError:  # Windows: stale temp files are judged by age only
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "AVIF_AVAILABLE",
     "DEFAULT_MAX_PIXELS",
     "HEIF_AVAILABLE",
+    "OUTPUT_LOG",
+    "STALE_TEMP_AGE_S",
     "SUPPORTED_SUFFIXES",
     "LoadedImage",
     "estimate_jpeg_quality",
     "is_image_file",
+    "is_temp_file",
     "list_images",
+    "lists_folder",
     "load_image",
     "output_path_for",
     "plan_outputs",
+    "record_output",
+    "remove_stale_temps",
     "save_image",
     "save_like",
 ]
@@ -912,6 +927,19 @@ def _new_file_mode() -> int:
     return 0o644
 
 
+_TEMP_PREFIX, _TEMP_SUFFIX = ".rbqe-", ".part"  # see is_temp_file() and remove_stale_temps()
+
+
+def _lock_temp(fd: int) -> None:
+    """Marks a temp file as being written, so that another run's cleanup leaves it alone.
+
+    The lock lasts until the file is closed, and dies with the process, even on SIGKILL.
+    """
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # no locks here: cleanup then goes by age
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Writes via ``write(fh)`` to a temp file beside ``target``, then renames it into place.
 
@@ -922,9 +950,10 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     tmp_name = None
     try:
         with tempfile.NamedTemporaryFile(
-            dir=target.parent, delete=False, prefix=".rbqe-", suffix=".part"
+            dir=target.parent, delete=False, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX
         ) as tmp:
             tmp_name = tmp.name
+            _lock_temp(tmp.fileno())
             write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
@@ -1351,19 +1380,24 @@ def list_images(
     *,
     recursive: bool = False,
     exclude: Iterable[str | os.PathLike[str]] = (),
+    skip_outputs: bool = False,
 ) -> list[tuple[Path, Path | None]]:
     """Expands files and folders into a sorted, de-duplicated list of images to process.
 
     Folders are scanned for files with a supported suffix (see :data:`SUPPORTED_SUFFIXES`);
-    hidden files and folders (``.name``, e.g. macOS ``._IMG.JPG`` resource forks) are
-    skipped, and symlinked folders are not followed (no loops). Files named directly are
-    always included, whatever their suffix, so that a bad one is reported by
-    :func:`load_image` instead of being silently ignored.
+    hidden files and folders (``.name``, e.g. macOS ``._IMG.JPG`` resource forks, rbqe's
+    temp files) are skipped, and symlinked folders are not followed (no loops). Files
+    named directly are included whatever their suffix, so that a bad one is reported by
+    :func:`load_image` instead of being silently ignored; only rbqe's own temp files
+    (:func:`is_temp_file`) are left out even then.
 
     Args:
         paths: Files and/or folders.
         recursive: Also scan sub-folders.
         exclude: Folders to skip while scanning (e.g. an output folder inside the input).
+        skip_outputs: Leave out earlier outputs of rbqe whose source is also listed
+            (as noted by :func:`record_output`), so that a batch whose output folder is
+            its input folder does not enhance its own results on a re-run.
 
     Returns:
         ``(file, root)`` pairs sorted by path; ``root`` is the scanned folder the file
@@ -1375,6 +1409,9 @@ def list_images(
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
+            if is_temp_file(p):
+                logger.warning("skipping %s: an unfinished rbqe output, not an input", p)
+                continue
             found.setdefault(_path_key(p), (p, None))
             continue
         for folder, dirnames, filenames in os.walk(
@@ -1404,4 +1441,225 @@ def list_images(
             "(pip install 'rbqe-studio[heif]')",
             unavailable,
         )
+    if skip_outputs:
+        found = _drop_earlier_outputs(found)
     return sorted(found.values(), key=_sort_key)
+
+
+# --------------------------------------------------------------------------------------
+# Earlier outputs and stale temp files
+# --------------------------------------------------------------------------------------
+
+OUTPUT_LOG = ".rbqe-outputs.jsonl"
+"""Hidden file listing the outputs rbqe wrote into a folder that is also an input folder.
+
+Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
+``photo.png`` beside ``photo.jpg``, so when outputs go where inputs are scanned (``-o``
+the input folder), each output is noted here before it is written, one JSON line
+``{"output": NAME, "source": PATH}`` with the source relative to the folder.
+:func:`list_images` with ``skip_outputs`` then leaves these files out.
+"""
+
+
+def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
+    """Notes in ``output``'s folder that it is rbqe's enhancement of ``source``.
+
+    Call it before writing the output, so that a kill between the write and the note
+    cannot leave an unrecorded output behind. Best effort: a failure is logged, not
+    raised, as it only costs the recognition of this output on a re-run.
+    """
+    out, src = Path(output), Path(source)
+    folder = out.parent
+    known = _read_output_log(folder).get(out.name)
+    if known is not None and _path_key(known) == _path_key(src):
+        return  # already noted (a re-run with --overwrite)
+    line = json.dumps({"output": out.name, "source": _relative_to(src, folder)},
+                      ensure_ascii=False) + "\n"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # One small O_APPEND write per entry: concurrent runs cannot tear each other's lines.
+        fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        logger.warning("%s: cannot note this output in %s (%s); a re-run may take it for "
+                       "an input", out, OUTPUT_LOG, _os_reason(exc))
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path.absolute())
+
+
+def _read_output_log(folder: Path) -> dict[str, Path]:
+    """``{output name: source path}`` from ``folder``'s :data:`OUTPUT_LOG` ({} if none)."""
+    try:
+        text = (folder / OUTPUT_LOG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    entries: dict[str, Path] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            name, source = entry["output"], entry["source"]
+        except (ValueError, TypeError, KeyError):
+            continue  # a torn or foreign line
+        if isinstance(name, str) and isinstance(source, str):
+            entries[name] = folder / source
+    return entries
+
+
+def _drop_earlier_outputs(
+    found: dict[str, tuple[Path, Path | None]],
+) -> dict[str, tuple[Path, Path | None]]:
+    """Leaves out files that rbqe made from another file of ``found`` (see :data:`OUTPUT_LOG`)."""
+    logs: dict[Path, dict[str, Path]] = {}
+    source_of: dict[str, str] = {}
+    for key, (f, _) in found.items():
+        if f.parent not in logs:
+            logs[f.parent] = _read_output_log(f.parent)
+        source = logs[f.parent].get(f.name)
+        if source is not None:
+            source_of[key] = _path_key(source)
+    earlier = {k for k in source_of if _traces_to_input(k, source_of, found)}
+    if earlier:
+        logger.info("leaving out %d earlier output(s) of rbqe (noted in %s)",
+                    len(earlier), OUTPUT_LOG)
+    return {k: v for k, v in found.items() if k not in earlier}
+
+
+def _traces_to_input(key: str, source_of: dict[str, str], found: dict[str, Any]) -> bool:
+    """True if following the noted sources from ``key`` ends at a file that is an input.
+
+    If the source is gone (or the notes loop), the file now stands for itself: it is
+    processed like any photo of the user's.
+    """
+    seen = {key}
+    while key in source_of:
+        key = source_of[key]
+        if key not in found or key in seen:
+            return False
+        seen.add(key)
+    return True
+
+
+def lists_folder(
+    folder: str | os.PathLike[str],
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> bool:
+    """True if :func:`list_images` with these arguments would pick up images in ``folder``.
+
+    The folder of a file named directly counts too: a re-run with a shell wildcard
+    (``rbqe enhance photos/* -o photos``) names the outputs there as well.
+    """
+    target = _path_key(Path(folder))
+    excluded = {_path_key(Path(e)) for e in exclude}
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            if _walks_into(_path_key(p), target, recursive, excluded):
+                return True
+        elif _path_key(p.parent) == target:
+            return True
+    return False
+
+
+def _walks_into(root: str, target: str, recursive: bool, excluded: set[str]) -> bool:
+    """Whether scanning folder ``root`` reaches ``target`` (both :func:`_path_key` values)."""
+    if target == root:
+        return True
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if not recursive or not target.startswith(prefix):
+        return False
+    # Like list_images: hidden and excluded sub-folders are not entered.
+    here = root
+    for part in target[len(prefix):].split(os.sep):
+        here = os.path.join(here, part)
+        if part.startswith(".") or here in excluded:
+            return False
+    return True
+
+
+_TEMP_NAME = re.compile(r"\.rbqe-[a-z0-9_]+\.part")  # tempfile's random part is [a-z0-9_]
+
+STALE_TEMP_AGE_S = 120.0
+"""A temp file is left alone until this long after its last change (see remove_stale_temps)."""
+
+_STALE_TEMP_AGE_NO_LOCKS_S = 600.0
+
+
+def is_temp_file(path: str | os.PathLike[str]) -> bool:
+    """True for the name of a temp file of rbqe's atomic writes (``.rbqe-*.part``)."""
+    return _TEMP_NAME.fullmatch(Path(path).name) is not None
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike[str], *, min_age_s: float = STALE_TEMP_AGE_S
+) -> list[Path]:
+    """Deletes the temp files that rbqe processes killed mid-write left in ``folder``.
+
+    Only rbqe's own temp names are touched, and only ones no live writer holds: a writer
+    keeps an exclusive ``flock`` on its temp file while writing it. A temp also stays
+    until ``min_age_s`` after its last change, which covers the instants before a writer
+    takes its lock and between closing and renaming the file. Where locks cannot tell
+    (no ``fcntl``, some network file systems), only age counts, with a longer wait.
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    now = time.time()
+    removed = [folder / n for n in names
+               if _TEMP_NAME.fullmatch(n) and _remove_if_stale(folder / n, now, min_age_s)]
+    if removed:
+        logger.info("%s: removed %d stale temp file(s) of an interrupted run",
+                    folder, len(removed))
+    return removed
+
+
+def _remove_if_stale(path: Path, now: float, min_age_s: float) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    age = now - st.st_mtime
+    if not stat.S_ISREG(st.st_mode) or age < min_age_s:
+        return False
+    held = _writer_holds(path)
+    if held or (held is None and age < max(min_age_s, _STALE_TEMP_AGE_NO_LOCKS_S)):
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
+
+
+def _writer_holds(path: Path) -> bool | None:
+    """Whether a live process holds ``path``'s write lock; None when locks cannot tell."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also releases our lock: the file is unlinked by name just after
+    return False

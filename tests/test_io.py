@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import logging
 import os
 import pickle
+import time
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -25,14 +28,20 @@ from rbqe.errors import (
 )
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
+    OUTPUT_LOG,
+    STALE_TEMP_AGE_S,
     SUPPORTED_SUFFIXES,
     LoadedImage,
     estimate_jpeg_quality,
     is_image_file,
+    is_temp_file,
     list_images,
+    lists_folder,
     load_image,
     output_path_for,
     plan_outputs,
+    record_output,
+    remove_stale_temps,
     save_image,
     save_like,
 )
@@ -699,6 +708,123 @@ def test_list_images(corpus, tmp_path: Path) -> None:
     assert sum(1 for f, _ in mixed if f.name == "gray.png") == 1  # de-duplicated
     missing = tmp_path / "typo"
     assert list_images([missing]) == [(missing, None)]  # load_image says "file not found"
+
+
+def test_noted_outputs_are_left_out_while_their_source_is_listed(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "a.png", "b.png", "loop1.png", "loop2.png", "orphan.png"):
+        Image.new("RGB", (2, 2)).save(folder / name)
+    record_output(folder / "a.png", folder / "a.jpg")
+    record_output(folder / "b.png", folder / "a.png")  # an output of an output
+    record_output(folder / "loop1.png", folder / "loop2.png")
+    record_output(folder / "loop2.png", folder / "loop1.png")
+    record_output(folder / "orphan.png", folder / "gone.jpg")
+    record_output(folder / "a.png", folder / "a.jpg")  # noted once only
+    with open(folder / OUTPUT_LOG, "a", encoding="utf-8") as fh:
+        fh.write('{"output": "a.jpg", "so')  # a torn last line is ignored
+    assert len((folder / OUTPUT_LOG).read_text().splitlines()) == 6
+
+    def names(*paths, **kw) -> list[str]:
+        return [f.name for f, _ in list_images(paths, skip_outputs=True, **kw)]
+
+    everything = ["a.jpg", "a.png", "b.png", "loop1.png", "loop2.png", "orphan.png"]
+    assert [f.name for f, _ in list_images([folder])] == everything  # only when asked
+    # a.png and b.png come from a.jpg; a loop or a lost source leaves files as inputs.
+    assert names(folder) == ["a.jpg", "loop1.png", "loop2.png", "orphan.png"]
+    # Also for files named directly (a shell wildcard), but only with their source.
+    assert names(*(folder / n for n in everything)) == names(folder)
+    assert names(folder / "a.png") == ["a.png"]
+    # The note is relative: it still holds when the folder moves.
+    moved = folder.rename(tmp_path / "moved")
+    assert names(moved) == ["a.jpg", "loop1.png", "loop2.png", "orphan.png"]
+
+
+def test_noting_an_output_is_best_effort(tmp_path: Path, caplog) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        record_output(blocked / "x.png", tmp_path / "x.jpg")
+    assert "a re-run may take it for an input" in caplog.text
+
+
+def test_lists_folder_follows_list_images(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / ".hidden").mkdir()
+    photo = src / "p.jpg"
+    Image.new("RGB", (2, 2)).save(photo)
+    assert lists_folder(src, [src])
+    assert not lists_folder(src / "a", [src])
+    assert lists_folder(src / "a" / "b", [src], recursive=True)
+    assert lists_folder(src / "a" / "new", [src], recursive=True)  # not made yet
+    assert not lists_folder(src / "a" / "b", [src], recursive=True, exclude=[src / "a"])
+    assert not lists_folder(src / ".hidden", [src], recursive=True)
+    assert not lists_folder(tmp_path, [src], recursive=True)
+    assert not lists_folder(tmp_path / "in2", [src], recursive=True)
+    assert lists_folder(src, [photo]) and not lists_folder(src / "a", [photo])
+
+
+def test_rbqe_temp_files_are_never_inputs(tmp_path: Path, caplog) -> None:
+    temp = tmp_path / ".rbqe-k2j_x9ab.part"
+    Image.new("RGB", (2, 2)).save(temp, format="PNG")  # complete, yet unfinished business
+    assert is_temp_file(temp) and is_temp_file(".rbqe-abc.part")
+    for name in (OUTPUT_LOG, ".rbqe-.part", ".rbqe-x.part.bak", "rbqe-abc.part", ".abc.part",
+                 ".rbqe-a b.part", ".rbqe-ABC.part"):
+        assert not is_temp_file(name), name
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        assert list_images([temp]) == []
+    assert "unfinished rbqe output" in caplog.text
+    assert list_images([tmp_path]) == []
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_remove_stale_temps(tmp_path: Path) -> None:
+    names = {"dead": ".rbqe-dead0001.part", "young": ".rbqe-young001.part",
+             "live": ".rbqe-live0001.part", "report": ".rbqe-0report1.part",
+             "other": ".other001.part", "dir": ".rbqe-folder01.part"}
+    for key, name in names.items():
+        if key == "dir":
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_bytes(b"partial")
+        if key != "young":
+            _age(tmp_path / name, STALE_TEMP_AGE_S + 60)
+    link = tmp_path / ".rbqe-link0001.part"
+    link.symlink_to(tmp_path / names["other"])
+    _age(link, STALE_TEMP_AGE_S + 60)
+    with open(tmp_path / names["live"], "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == [names["report"], names["dead"]]
+    assert listing(tmp_path) == sorted([names["young"], names["live"], names["other"],
+                                        names["dir"], link.name])
+    assert remove_stale_temps(tmp_path / "missing") == []
+    # Without locks (Windows), age alone decides, with a longer wait.
+    (tmp_path / names["dead"]).write_bytes(b"partial")
+    _age(tmp_path / names["dead"], STALE_TEMP_AGE_S + 60)
+    with mock.patch.object(rio, "fcntl", None):
+        assert remove_stale_temps(tmp_path) == []
+        _age(tmp_path / names["dead"], 3600)
+        assert remove_stale_temps(tmp_path) == [tmp_path / names["dead"]]
+
+
+def test_atomic_write_locks_its_temp_file(tmp_path: Path, monkeypatch) -> None:
+    seen = []
+
+    def encoder(im, fp, filename):
+        seen.append(rio._writer_holds(Path(fp.name)))
+        fp.write(b"\x89PNG not really")
+
+    Image.init()  # else Pillow registers its own PNG encoder over ours on first use
+    monkeypatch.setitem(Image.SAVE, "PNG", encoder)
+    save_image(tmp_path / "x.png", np.zeros((2, 2, 3), np.float32))
+    assert seen == [True]  # another run's cleanup would leave it alone
+    assert listing(tmp_path) == ["x.png"]
 
 
 def test_suffixes() -> None:
