@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 import torch
 
-__all__ = ["luma", "score", "score_torch", "tchebichef_basis"]
+__all__ = ["luma", "score", "score_rows", "score_torch", "tchebichef_basis"]
 
 SSM_THRESHOLD = 0.004  # smooth/textured split
 Q_MAX = 0.05  # the paper's T: clip of Q_v, Q_h
@@ -45,6 +46,10 @@ BLUR_SIGMA = 5.0
 BLUR_SIZE = 3
 W_BLOCKINESS = 0.9
 W_BLUR = 0.1
+# Blocks are scored in horizontal bands of about this many pixels: the block arithmetic
+# makes ~10 float32 temporaries per pixel, so a 100 MP luma frame scored at once peaked at
+# ~4 GB. Blockiness and blur are means over blocks, so the bands' sums and counts add up.
+BAND_PIXELS = 1 << 21
 
 
 @functools.lru_cache(maxsize=16)
@@ -132,13 +137,14 @@ def _operators(
     )
 
 
-def _blocks(y: torch.Tensor, block: int) -> torch.Tensor:
-    """``(B, 1, H, W)`` -> ``(B, N, block*block)`` half-block-offset blocks, row-major."""
-    b = y.shape[0]
-    nh = y.shape[-2] // block - 1
-    nw = y.shape[-1] // block - 1
+def _blocks(rows: torch.Tensor, block: int) -> torch.Tensor:
+    """``(B, 1, nh*block, W)`` rows that start on a block row -> ``(B, N, block*block)``
+    blocks, row-major; columns start half a block in."""
+    b = rows.shape[0]
+    nh = rows.shape[-2] // block
+    nw = rows.shape[-1] // block - 1
     o = block // 2
-    crop = y[:, 0, o : o + nh * block, o : o + nw * block]
+    crop = rows[:, 0, :, o : o + nw * block]
     return (
         crop.reshape(b, nh, block, nw, block)
         .permute(0, 1, 3, 2, 4)
@@ -146,11 +152,14 @@ def _blocks(y: torch.Tensor, block: int) -> torch.Tensor:
     )
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # Mean over the masked blocks of each image; an empty class scores 1 (MATLAB).
-    count = mask.sum(dim=-1)
-    total = torch.where(mask, values, torch.zeros_like(values)).sum(dim=-1)
-    return torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+def _bands(height: int, width: int, block: int) -> list[tuple[int, int]]:
+    """Row ranges ``[r0, r1)`` of whole block rows (rows ``block//2 + k*block``) holding
+    about ``BAND_PIXELS`` pixels each, to score a large image band by band."""
+    o = block // 2
+    n_rows = height // block - 1
+    per_band = max(1, BAND_PIXELS // (width * block))
+    return [(o + k * block, o + min(k + per_band, n_rows) * block)
+            for k in range(0, n_rows, per_band)]
 
 
 @torch.no_grad()
@@ -196,13 +205,60 @@ def score_torch(
 
 
 def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
-    batch = y.shape[0]
-    if y.shape[-2] < 2 * block or y.shape[-1] < 2 * block:
+    batch, height, width = y.shape[0], y.shape[-2], y.shape[-1]
+    if height < 2 * block or width < 2 * block:
         ones = torch.ones(batch, dtype=y.dtype, device=y.device)
         return ones[0] if squeeze else ones
+    sums = _BlockSums()
+    for r0, r1 in _bands(height, width * batch, block):
+        sums.add(y[..., r0:r1, :], block)
+    out = sums.score(y.dtype)
+    return out[0] if squeeze else out
 
-    p = _blocks(y, block)  # (B, N, n) with n = block*block
-    w_t, u = _operators(block, y.device, y.dtype)
+
+class _BlockSums:
+    """Running per-image sums and counts of the two block classes, over bands of rows.
+
+    Sums are kept in float64 on the CPU: one band gives exactly the float32 mean of scoring
+    it at once (a float32 quotient rounded from float64 is the float32 quotient), many
+    bands add up with no more rounding than one.
+    """
+
+    def __init__(self) -> None:
+        self.blockiness = self.smooth = self.blur = self.textured = 0
+        self.device = torch.device("cpu")
+
+    def add(self, rows: torch.Tensor, block: int) -> None:
+        blockiness, smooth, blur, textured = _block_terms(_blocks(rows, block), block)
+        self.device = rows.device
+
+        def total(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            kept = torch.where(mask, values, torch.zeros_like(values)).sum(dim=-1)
+            return kept.cpu().double()
+
+        self.blockiness = self.blockiness + total(blockiness, smooth)
+        self.blur = self.blur + total(blur, textured)
+        self.smooth = self.smooth + smooth.sum(dim=-1).cpu()
+        self.textured = self.textured + textured.sum(dim=-1).cpu()
+
+    def score(self, dtype: torch.dtype) -> torch.Tensor:
+        def mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+            # Mean over the class's blocks; an empty class scores 1 (MATLAB).
+            m = torch.where(count > 0, total / count.clamp_min(1), torch.ones_like(total))
+            return m.to(dtype).to(self.device)
+
+        s_block = mean(self.blockiness, self.smooth)
+        s_blur = mean(self.blur, self.textured)
+        # clamp_min: float32 rounding may push an all-sharp blur score a hair below 0.
+        return s_block.clamp_min(0) ** W_BLOCKINESS * s_blur.clamp_min(0) ** W_BLUR
+
+
+def _block_terms(
+    p: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per block of ``p`` ``(B, N, block*block)``: blockiness, smooth mask, blur, textured
+    mask, each ``(B, N)``."""
+    w_t, u = _operators(block, p.device, p.dtype)
 
     # Subtract a per-block constant (the first pixel) before the moment map: constants only
     # change M00 (rows k > 0 of T sum to 0), and M00 is set to 0 below anyway. This keeps
@@ -214,7 +270,7 @@ def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
     pc = p - offset
     sumsq = (p * p).sum(dim=-1)  # ||P||^2, all positive terms
     valid = sumsq > 0  # an all-zero block has no normalisation (NaN in MATLAB): skip it
-    tiny = torch.finfo(y.dtype).tiny
+    tiny = torch.finfo(p.dtype).tiny
     inv_norm = torch.rsqrt(sumsq.clamp_min(tiny))
 
     n = block * block
@@ -226,7 +282,7 @@ def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
 
     # Normalised and mean-free, the block has M00 == 0; the MATLAB code keeps ~1e-17 of
     # rounding there, which changes nothing at 1e-6.
-    dc_off = torch.ones(n, dtype=y.dtype, device=y.device)
+    dc_off = torch.ones(n, dtype=p.dtype, device=p.device)
     dc_off[0] = 0
     m = m_raw * (inv_norm[..., None] * dc_off)
     mb = mb_raw * (inv_norm_b[..., None] * dc_off)
@@ -244,12 +300,7 @@ def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
     q_v = (m_abs[..., -1, :].sum(dim=-1) / denom).clamp_max(Q_MAX)
     q_h = (m_abs[..., :, -1].sum(dim=-1) / denom).clamp_max(Q_MAX)
     blockiness = torch.log1p(-(q_v + q_h) / 2) / math.log1p(-Q_MAX)
-
-    s_block = _masked_mean(blockiness, smooth)
-    s_blur = _masked_mean(blur, textured)
-    # clamp_min: float32 rounding may push an all-sharp blur score a hair below 0.
-    out = s_block.clamp_min(0) ** W_BLOCKINESS * s_blur.clamp_min(0) ** W_BLUR
-    return out[0] if squeeze else out
+    return blockiness, smooth, blur, textured
 
 
 def score(y: np.ndarray | torch.Tensor, block: int = 8) -> float:
@@ -280,6 +331,39 @@ def score(y: np.ndarray | torch.Tensor, block: int = 8) -> float:
     else:
         raise TypeError(f"expected uint8, uint16 or floating luma, got {a.dtype}")
     return float(score_torch(t, block))
+
+
+@torch.no_grad()
+def score_rows(
+    rows: Callable[[int, int], np.ndarray | torch.Tensor], height: int, width: int,
+    block: int = 8,
+) -> float:
+    """RBQE quality score of one luma image read in bands of rows, for images too large
+    to hold as a float luma frame (the engine scores its assembled 100 MP outputs so).
+
+    Args:
+        rows: ``rows(r0, r1)`` returns luma rows ``r0:r1`` as an ``(r1 - r0, width)``
+            floating array or CPU tensor in ``[0, 1]``.
+        height: Image height.
+        width: Image width.
+        block: Block size: 8 for JPEG, 4 for HEVC.
+
+    Returns:
+        The score of :func:`score_torch` on the whole image, in float32: the same
+        arithmetic per block; only the per-band sums add up in another order (~1e-7).
+    """
+    if block < 2:
+        raise ValueError(f"block must be >= 2, got {block}")
+    if height < 2 * block or width < 2 * block:
+        return 1.0
+    sums = _BlockSums()
+    for r0, r1 in _bands(height, width, block):
+        band = torch.as_tensor(rows(r0, r1)).to(torch.float32)
+        if band.shape != (r1 - r0, width):
+            raise ValueError(f"rows({r0}, {r1}) gave shape {tuple(band.shape)}, "
+                             f"expected {(r1 - r0, width)}")
+        sums.add(band[None, None], block)
+    return float(sums.score(torch.float32)[0])
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:

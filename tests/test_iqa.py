@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rbqe.iqa import luma, score, score_torch, tchebichef_basis
+import rbqe.iqa as iqa_module
+from rbqe.iqa import luma, score, score_rows, score_torch, tchebichef_basis
 
 SHARED = Path(__file__).parents[1] / ".." / "shared"
 GOLDEN_JSON = SHARED / "guide" / "iqa_golden.json"
@@ -289,6 +290,69 @@ def test_batch_equals_per_image() -> None:
     assert got.shape == (4,)
     for i, img in enumerate(imgs):
         assert float(got[i]) == pytest.approx(score(img), abs=1e-7)
+
+
+# --- bands of rows (large images) -----------------------------------------------------
+
+
+def band_image(height: int, width: int) -> np.ndarray:
+    """Photo-like float32 luma: waves, noise, and a posterised (blocky) top third."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = 0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 0.05, (height, width))
+    img[: height // 3] = np.round(img[: height // 3] * 8) / 8
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [8, 4])
+def test_bands_cover_the_block_rows_once(block: int) -> None:
+    for height, width in [(16, 16), (37, 53), (203, 64), (1000, 999)]:
+        bands = iqa_module._bands(height, width, block)
+        starts = [r0 for r0, _ in bands]
+        assert starts[0] == block // 2 and all((r0 - block // 2) % block == 0 for r0 in starts)
+        assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+        assert bands[-1][1] == block // 2 + (height // block - 1) * block
+
+
+@pytest.mark.parametrize(("shape", "block"), [((203, 157), 8), ((203, 157), 4), ((64, 64), 8)])
+def test_banded_score_matches_one_band(monkeypatch, shape: tuple[int, int], block: int) -> None:
+    img = band_image(*shape)
+    whole = float(score_torch(torch.from_numpy(img), block))  # one band
+    assert whole == pytest.approx(ref_score(img, block), abs=1e-6)
+    # One block row per band: sums and counts add up over ~25 bands.
+    monkeypatch.setattr(iqa_module, "BAND_PIXELS", 1)
+    assert len(iqa_module._bands(*shape, block)) == shape[0] // block - 1
+    assert float(score_torch(torch.from_numpy(img), block)) == pytest.approx(whole, abs=1e-7)
+    assert score_rows(lambda r0, r1: img[r0:r1], *shape, block) == pytest.approx(whole, abs=1e-7)
+    batch = torch.from_numpy(np.stack([img, img[::-1].copy()])[:, None])
+    banded = score_torch(batch, block)
+    monkeypatch.setattr(iqa_module, "BAND_PIXELS", 1 << 30)
+    torch.testing.assert_close(banded, score_torch(batch, block), rtol=0, atol=1e-7)
+
+
+def test_score_rows_reads_only_the_block_rows_it_needs() -> None:
+    img = band_image(1100, 2500)  # several bands at the default size
+    reads: list[tuple[int, int]] = []
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        reads.append((r0, r1))
+        return img[r0:r1]
+
+    got = score_rows(rows, *img.shape)
+    assert len(reads) > 1 and reads == iqa_module._bands(*img.shape, 8)
+    assert got == pytest.approx(float(score_torch(torch.from_numpy(img))), abs=1e-7)
+    assert score_rows(lambda r0, r1: torch.from_numpy(img[r0:r1]), *img.shape) == got
+
+
+def test_score_rows_edge_cases() -> None:
+    assert score_rows(lambda r0, r1: np.zeros((r1 - r0, 15)), 40, 15) == 1.0  # too small
+    assert score_rows(lambda r0, r1: np.zeros((r1 - r0, 40)), 40, 40) == 1.0  # all zero
+    flat = score_rows(lambda r0, r1: np.full((r1 - r0, 40), 0.5), 40, 40)
+    assert flat == float(score_torch(torch.full((40, 40), 0.5))) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        score_rows(lambda r0, r1: np.zeros((r1 - r0, 39)), 40, 40)
+    with pytest.raises(ValueError):
+        score_rows(lambda r0, r1: np.zeros((r1 - r0, 40)), 40, 40, block=1)
 
 
 # --- tensor behaviour -------------------------------------------------------------------
