@@ -1466,18 +1466,17 @@ def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]
 
     Call it before writing the output, so that a kill between the write and the note
     cannot leave an unrecorded output behind. Best effort: a failure is logged, not
-    raised, as it only costs the recognition of this output on a re-run.
+    raised, as it only costs the recognition of this output on a re-run. Entries are
+    only appended (the last one for a name counts), so each call costs the same however
+    big the folder is.
     """
     out, src = Path(output), Path(source)
     folder = out.parent
-    known = _read_output_log(folder).get(out.name)
-    if known is not None and _path_key(known) == _path_key(src):
-        return  # already noted (a re-run with --overwrite)
     line = json.dumps({"output": out.name, "source": _relative_to(src, folder)},
                       ensure_ascii=False) + "\n"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        # One small O_APPEND write per entry: concurrent runs cannot tear each other's lines.
+        # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
         fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             os.write(fd, line.encode("utf-8"))
