@@ -77,6 +77,49 @@ def test_resume_continues_bit_exactly(tmp_path: Path, images: list[np.ndarray]) 
     assert (Path(tmp_path / "b" / "run" / "last.safetensors")).is_file()
 
 
+def test_worker_processes_train_exactly_like_the_main_process(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    plain = Trainer(_cfg(tmp_path / "a", 3), images)
+    plain.run()
+    cfg = _cfg(tmp_path / "b", 3)
+    cfg.workers = 1
+    pooled = Trainer(cfg, images)
+    pooled.run()
+    sa, sb = plain.net.state_dict(), pooled.net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_run_can_start_from_weights(tmp_path: Path, images: list[np.ndarray]) -> None:
+    torch.manual_seed(5)
+    src = RBQENet(ModelConfig(1, 1, 8))
+    with torch.no_grad():
+        for param in src.parameters():
+            param.normal_()  # unlike anything He init would draw
+    save_weights(src, tmp_path / "start.safetensors")
+    cfg = _cfg(tmp_path, 1)
+    cfg.init_weights = str(tmp_path / "start.safetensors")
+    t = Trainer(cfg, images)
+    sa, sb = src.state_dict(), t.net.state_dict()
+    assert all(torch.equal(sa[k], sb[k].contiguous()) for k in sa)
+
+    cfg.channels = 3  # a Y model cannot start an RGB run
+    with pytest.raises(ValueError, match="1-channel width-8"):
+        Trainer(cfg, images)
+
+
+def test_time_budget_sizes_the_schedule(tmp_path: Path, images: list[np.ndarray]) -> None:
+    cfg = _cfg(tmp_path, 10_000)
+    cfg.time_budget_s = 0.5  # spent by the warm-up already: the run stops right after it
+    t = Trainer(cfg, images)
+    t.run()
+    assert t.step == t.cfg.steps
+    assert 50 < t.step < 10_000
+    again = _cfg(tmp_path, 10_000)
+    again.time_budget_s = 0.5
+    resumed = Trainer(again, images)
+    assert resumed.cfg.steps == t.step  # the length fixed by the budget survives a resume
+
+
 def test_training_lowers_the_loss(tmp_path: Path, images: list[np.ndarray]) -> None:
     cfg = _cfg(tmp_path, 60)
     cfg.lr = 2e-3

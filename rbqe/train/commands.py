@@ -29,6 +29,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on our CPUs)")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--workers", type=int, default=0, help="batch-making processes")
+    t.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from these weights")
+    t.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
+                   help="size the schedule to end after about this long (overrides --steps)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
@@ -74,6 +78,7 @@ def _train(args: argparse.Namespace) -> int:
         patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         threads=args.threads, bf16=args.bf16, channels_last=not args.no_channels_last,
         val_every=args.val_every, checkpoint_every_s=args.checkpoint_every, loss=args.loss,
+        workers=args.workers, init_weights=str(args.init or ""), time_budget_s=args.time_budget,
     )
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))

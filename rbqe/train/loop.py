@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,12 @@ class TrainConfig:
     val_every: int = 500
     val_images: int = 12
     val_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70])
+    workers: int = 0  # processes making batches (0 = in the training process)
+    init_weights: str = ""  # start a new run from these weights instead of He init
+    # > 0: after the warm-up, size ``steps`` so that the run ends about this many seconds
+    # after it started (the cosine schedule needs its length up front). Fixed once and
+    # kept in the checkpoint, so a resumed run follows the same schedule.
+    time_budget_s: float = 0.0
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -65,9 +71,14 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
 
 
+WARMUP_STEPS = 50
+MAX_STEPS = 10_000_000
+RATE_FROM = 20  # steps of a run left out when its speed is measured for a time budget
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Short linear warm-up, then cosine decay to ``lr_min``."""
-    warm = 50
+    warm = WARMUP_STEPS
     if step < warm:
         return cfg.lr * (step + 1) / warm
     t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
@@ -91,10 +102,15 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: autotune once
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
-        self.net = RBQENet(ModelConfig(cfg.channels, cfg.channels, cfg.width)).to(self.device)
+        self.net = RBQENet(ModelConfig(cfg.channels, cfg.channels, cfg.width))
+        if cfg.init_weights:
+            self._init_from(Path(cfg.init_weights))
+        self.net = self.net.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -106,6 +122,17 @@ class Trainer:
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
             self._resume()
+
+    def _init_from(self, path: Path) -> None:
+        from rbqe.weights import load_weights
+
+        net, info = load_weights(path)
+        if (net.config.in_channels, net.config.width) != (self.cfg.channels, self.cfg.width):
+            raise ValueError(f"{path}: {net.config.in_channels}-channel width-{net.config.width} "
+                             f"weights cannot start a {self.cfg.channels}-channel "
+                             f"width-{self.cfg.width} run")
+        self.net.load_state_dict(net.state_dict())
+        log.info("initialised from %s", path)
 
     # -- checkpoints -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -125,16 +152,18 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
+        if self.cfg.time_budget_s:  # the length the budget fixed for this run
+            self.cfg.steps = int(state["config"].get("steps", self.cfg.steps))
         self.best_val = float(state["best_val"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
         log.info("resumed from %s at step %d", self.ckpt, self.step)
 
     # -- one step ----------------------------------------------------------------------
-    def train_step(self) -> float:
-        x_np, y_np, q_np = self.sampler.batch_at(self.step)
-        x = torch.from_numpy(x_np).to(self.device).contiguous(memory_format=self.memory_format)
-        y = torch.from_numpy(y_np).to(self.device)
-        w = torch.from_numpy(exit_weights(q_np)).to(self.device)
+    def train_step(self, batch: tuple[np.ndarray, ...] | None = None) -> float:
+        x_np, y_np, q_np = batch if batch is not None else self.sampler.batch_at(self.step)
+        x = torch.as_tensor(x_np).to(self.device).contiguous(memory_format=self.memory_format)
+        y = torch.as_tensor(y_np).to(self.device)
+        w = torch.from_numpy(exit_weights(np.asarray(q_np))).to(self.device)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.cfg, self.step)
         self.net.train()
@@ -188,8 +217,24 @@ class Trainer:
         t_last_ckpt = time.monotonic()
         t0, s0 = time.monotonic(), self.step
         ema = None
+        batches = self._batches()
+        budget_set = not cfg.time_budget_s or self.step >= WARMUP_STEPS
+        t_rate = t0
         while self.step < cfg.steps:
-            loss = self.train_step()
+            loss = self.train_step(next(batches))
+            if self.step - s0 == RATE_FROM:  # the first steps pay for start-up
+                t_rate = time.monotonic()
+            if (not budget_set and self.step >= WARMUP_STEPS and self.step - s0 > RATE_FROM
+                    and time.monotonic() - t_rate > min(10.0, 0.05 * cfg.time_budget_s)):
+                budget_set = True
+                rate = (self.step - s0 - RATE_FROM) / max(time.monotonic() - t_rate, 1e-9)
+                # Validation and checkpoints cost time too: aim a little short.
+                left = cfg.time_budget_s - (time.monotonic() - t0)
+                cfg.steps = max(self.step + 1, self.step + int(0.93 * rate * left))
+                msg = f"time budget {cfg.time_budget_s:.0f} s at {rate:.2f} steps/s: {cfg.steps} steps"
+                log.info(msg)
+                if on_line:
+                    on_line(msg)
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             now = time.monotonic()
             rate = (self.step - s0) / max(now - t0, 1e-9)
@@ -217,6 +262,30 @@ class Trainer:
                 t_last_ckpt = time.monotonic()
         self.save_checkpoint()
         save_weights(self.net, self.out / "last.safetensors", extra={"step": str(self.step)})
+
+    def _batches(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """Batches for the steps from ``self.step`` on, in order. With workers, a
+        DataLoader makes them in other processes; each is still ``batch_at(step)``.
+        The iterator runs to ``MAX_STEPS`` because a time budget may move ``steps``."""
+        if not self.cfg.workers:
+            while True:
+                yield self.sampler.batch_at(self.step)
+        loader = torch.utils.data.DataLoader(
+            _StepBatches(self.sampler, self.step, max(self.cfg.steps, MAX_STEPS)),
+            batch_size=None, num_workers=self.cfg.workers, prefetch_factor=4,
+            pin_memory=self.device.type == "cuda")
+        yield from loader
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    def __init__(self, sampler: PatchSampler, start: int, stop: int) -> None:
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.sampler.batch_at(self.start + i)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
