@@ -49,7 +49,7 @@ W_BLUR = 0.1
 # Blocks are scored in horizontal bands of about this many pixels: the block arithmetic
 # makes ~10 float32 temporaries per pixel, so a 100 MP luma frame scored at once peaked at
 # ~4 GB. Blockiness and blur are means over blocks, so the bands' sums and counts add up.
-BAND_PIXELS = 1 << 21
+BAND_PIXELS = 1 << 20
 
 
 @functools.lru_cache(maxsize=16)
