@@ -235,7 +235,17 @@ class ProgressiveRun:
             i = k - j
             skips = [nodes[i, c] for c in range(j)]
             nodes[i, j] = net.up[f"{i}_{j}"](nodes[i + 1, j - 1], skips, self.stats, f"{i}_{j}")
+            if k == NUM_EXITS:
+                self._drop_dead(i, j)
         return k
+
+    def _drop_dead(self, i: int, j: int) -> None:
+        """On the last exit, free what no later node reads once ``X[i][j]`` exists: its
+        lower input and the other nodes of its row (row 0 stays for the output head)."""
+        self.nodes.pop((i + 1, j - 1), None)
+        if i > 0:
+            for c in range(j):
+                self.nodes.pop((i, c), None)
 
     def _output(self, k: int) -> torch.Tensor:
         residual = self.net.heads[k - 1](self.nodes[0, k])
@@ -248,27 +258,32 @@ class ProgressiveRun:
 
 
 # -- CPU inference path ---------------------------------------------------------------------
-# Measured on the 2-core dev box (benchmarks/bench_engine.py has the whole-network
-# figures); in order of gain:
-# * Row stripes. The separable convs are memory-bound (a 32-channel 3x3 depthwise pass ran
-#   at ~2 GB/s), and a full-resolution 32-channel map is 32 MB at 512x512, more than the
-#   caches. A decoder node is therefore computed in horizontal stripes of ~32k pixels
-#   (rows of a channels_last tensor are contiguous, so a stripe is a view), each with the
-#   2 rows of context its two 3x3 depthwise convs need; the intermediates stay in cache.
-#   One 6-part node: 600 -> 256 ms. Results are identical (only rows are split).
+# Measured on the 2-core dev box, one thread, CPU time, 512x512, random width-32 weights
+# (benchmarks/bench_engine.py has the whole-network figures). All five exits: plain NCHW
+# module path 5.5 s, channels_last 3.3 s, this path 1.0 s. In order of gain:
+# * Row stripes. The separable convs are memory-bound, and a full-resolution 32-channel
+#   map (32 MB at 512x512) is more than the caches. A decoder node is computed in
+#   horizontal stripes of ~32k pixels (rows of a channels_last tensor are contiguous, so a
+#   stripe is a view) with the 2 rows of context its two 3x3 depthwise convs need; the
+#   intermediates stay in cache and their memory is reused instead of being freshly
+#   allocated (page faults: 2.2 s -> 1.2 s for the whole net at 512x512 with the next
+#   items). The upsampled input of a node is likewise made per stripe, never whole.
 # * No concatenation: the first separable conv of a decoder node is linear and its
 #   depthwise part per channel, so over ``cat(skips, up)`` it is the sum over the
 #   32-channel parts of ``pointwise_p(depthwise_p(part_p))``, accumulated by oneDNN's fused
-#   add: no (j+1)x32-channel copy. (cat+dw+pw 437 ms, this 354 ms, one 6-part node.)
+#   add: no (j+1)x32-channel copy. One 6-part 512x256 node in 64-row stripes: 83 ms,
+#   against 111 ms concatenating the depthwise outputs and 226 ms concatenating the inputs.
 # * ECA gate folded into the depthwise weights (batch 1): ``dw(x * g) = (w * g) * x + b``
-#   per channel, which removes the gate's multiply pass (17 % of a training step). The
-#   pooled means of the nodes are kept, so a node pools only its new upsampled part.
-# * oneDNN convolutions with ReLU / the residual add fused (``mkldnn._convolution_pointwise``
-#   as torch.compile's CPU backend uses them): no separate ReLU pass, and the 1x1 convs go
-#   to oneDNN too (PyTorch's heuristic sends 1x1 convs to im2col + GEMM on one thread).
-# Not used: bf16 (this CPU lacks AVX512-BF16, oneDNN refuses bf16 convs), dense 3x3
-# instead of depthwise+pointwise (9x the MACs: slower), NCHW (depthwise 2.8x slower).
-# Output equals the module path to float32 rounding (~1e-7 on unit-range data).
+#   per channel, which removes the gate's multiply pass over the widest tensor (17 % of a
+#   training step). Node means are kept, so a node pools only its new upsampled part.
+# * oneDNN convolutions with ReLU / the residual add fused (``mkldnn._convolution_pointwise``,
+#   as torch.compile's CPU backend emits them): no separate ReLU pass, and 1x1 convs go to
+#   oneDNN too (PyTorch sends them to im2col + GEMM when single-threaded).
+# Measured and not used: bf16 autocast (this CPU has no AVX512-BF16: oneDNN refuses bf16
+# convs, the fallback ran 6.6x slower, PSNR 59-68 dB vs fp32), torch.jit.freeze +
+# optimize_for_inference (1.12x), torch.compile (1.8x, 66 s compile per input shape),
+# dense 3x3 in place of depthwise+pointwise (9x the MACs, slower), NCHW (depthwise 2.8x
+# slower). Results equal the module path to float32 rounding (~2e-7 on unit-range data).
 STRIPE_PIXELS = 32 * 1024  # pixels per stripe (rows * width); ~64 rows at 512 wide
 MIN_STRIPE_ROWS = 16  # a stripe recomputes 2 rows of context on each side
 # Below this many pixels the fast path's extra op calls (one per 32-channel part) cost
@@ -376,30 +391,47 @@ class FastProgressiveRun(ProgressiveRun):
         block: UpBlock = self.net.up[f"{i}_{j}"]  # type: ignore[assignment]
         _, _, transpose = _mkl_ops()
         t = block.up
-        up = transpose(self.nodes[i + 1, j - 1], t.weight, t.bias, list(t.padding),
-                       list(t.output_padding), list(t.stride), list(t.dilation), t.groups,
-                       "relu", [], None)
-        pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up.mean(dim=(2, 3))], 1)
+        lower = self.nodes[i + 1, j - 1]
+
+        def upsample(r0: int, r1: int) -> torch.Tensor:
+            # Rows r0:r1 (even) of relu(convT(lower)): a 2x2 stride-2 kernel maps lower row
+            # r to rows 2r and 2r + 1 only, so a stripe needs no context.
+            return transpose(lower[:, :, r0 // 2 : r1 // 2], t.weight, t.bias,
+                             list(t.padding), list(t.output_padding), list(t.stride),
+                             list(t.dilation), t.groups, "relu", [], None)
+
+        h, w = 2 * lower.shape[2], 2 * lower.shape[3]
+        stripes = self._stripes(h, w)
+        if len(stripes) == 1:
+            up = upsample(0, h)
+            up_mean = up.mean(dim=(2, 3))
+        else:
+            # Striped, the upsampled part is never stored whole: its mean is pooled stripe
+            # by stripe here, and each stripe is computed again where it is used (a cheap
+            # conv, against a full-resolution map written, faulted in and read back).
+            up = None
+            up_mean = sum(upsample(r0, r1).sum(dim=(2, 3)) for r0, r1 in stripes) / (h * w)
+        pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up_mean], 1)
         if self.stats is not None:
             pooled = self.stats.exchange(f"{i}_{j}", pooled)
         gate = torch.sigmoid(block.eca.conv(pooled.unsqueeze(1))).reshape(-1)
         dw, pw = block.conv1[0], block.conv1[1]
         dw_w = dw.weight * gate[:, None, None, None]
-        parts = [self.nodes[i, c] for c in range(j)] + [up]
-        _, width, h, w = up.shape
-        stripes = self._stripes(h, w)
+        skips = [self.nodes[i, c] for c in range(j)]
+        width = lower.shape[1]
         out = None if len(stripes) == 1 else torch.empty(
-            up.shape, dtype=up.dtype, memory_format=torch.channels_last)
+            (1, width, h, w), dtype=lower.dtype, memory_format=torch.channels_last)
         total = None
         for r0, r1 in stripes:
             # Two 3x3 convs in a row: the stripe reads 2 rows of context on each side.
             a0, a1 = max(0, r0 - 2), min(h, r1 + 2)
             acc = None
+            parts = [s[:, :, a0:a1] for s in skips]
+            parts.append(up if up is not None else upsample(a0, a1))
             for n, part in enumerate(parts):
                 sl = slice(n * width, (n + 1) * width)
-                d = _conv(part[:, :, a0:a1], dw, False, dw_w[sl], dw.bias[sl],
-                          rows=(a0 == 0, a1 == h))
-                acc = _conv(d, pw, n == len(parts) - 1, pw.weight[:, sl],
+                d = _conv(part, dw, False, dw_w[sl], dw.bias[sl], rows=(a0 == 0, a1 == h))
+                acc = _conv(d, pw, n == j, pw.weight[:, sl],
                             pw.bias if acc is None else None, add=acc)
             acc = _crop_rows(acc, _rows_out(a0, a1, h), max(0, r0 - 1), min(h, r1 + 1))
             d = _conv(acc, block.conv2[0], False, rows=(r0 == 0, r1 == h))
@@ -442,6 +474,8 @@ class FastProgressiveRun(ProgressiveRun):
         nodes[k, 0] = self._block(net.down[k - 1], nodes[k - 1, 0])
         for j in range(1, k + 1):
             nodes[k - j, j] = self._up_node(k - j, j)
+            if k == NUM_EXITS:
+                self._drop_dead(k - j, j)
         return k
 
     def _done(self, k: int) -> None:

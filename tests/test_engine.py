@@ -13,12 +13,16 @@ import pytest
 import torch
 
 from rbqe.engine import (
+    MIN_TILE,
     TILE_OVERLAP,
     Enhancer,
     _axis_segments,
+    _blend_weight,
     _pad_to_multiple,
     _tiles,
     rgb_to_ycbcr,
+    split_ycbcr,
+    ycbcr_to_rgb,
 )
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
@@ -241,19 +245,19 @@ def _assemble_per_tile_eca(net, img: np.ndarray, tile: int, k: int) -> np.ndarra
     src = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
     acc = np.zeros((h, w, 1), np.float32)
     with torch.no_grad():
-        for (y0, y1, x0, x1), weight in _tiles(h, w, tile, TILE_OVERLAP):
+        for (y0, y1, x0, x1), wy, wx in _tiles(h, w, tile, TILE_OVERLAP):
             run = net.start(_pad_to_multiple(src[..., y0:y1, x0:x1]), fast=True)
             for _ in range(k):
                 out = run.next_exit()
             acc[y0:y1, x0:x1] += (out[0, :, : y1 - y0, : x1 - x0].clamp(0, 1).permute(1, 2, 0)
-                                  .numpy() * weight)
+                                  .numpy() * _blend_weight(wy, wx))
     return acc
 
 
 def _boundary_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
     """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
     mask = np.zeros((h, w), bool)
-    for y0, y1, x0, x1 in (b for b, _ in _tiles(h, w, tile, TILE_OVERLAP)):
+    for y0, y1, x0, x1 in (b for b, _, _ in _tiles(h, w, tile, TILE_OVERLAP)):
         for y in (y0, y1):
             if 0 < y < h:
                 mask[max(0, y - band):y + band, x0:x1] = True
@@ -322,7 +326,8 @@ def test_blend_weights_are_a_partition_of_unity(n, tile, overlap):
 def test_blend_weights_2d():
     h, w = 300, 260
     total = np.zeros((h, w, 1), np.float64)
-    for (y0, y1, x0, x1), wgt in _tiles(h, w, 128, TILE_OVERLAP):
+    for (y0, y1, x0, x1), wy, wx in _tiles(h, w, 128, TILE_OVERLAP):
+        wgt = _blend_weight(wy, wx)
         assert wgt.shape == (y1 - y0, x1 - x0, 1)
         total[y0:y1, x0:x1] += wgt
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
@@ -346,3 +351,129 @@ def test_plain_path_on_other_devices_is_the_module_path(net, gray, monkeypatch):
     assert started == [ProgressiveRun]
     for a, b in zip(fast.exits, plain.exits):
         np.testing.assert_allclose(a.image, b.image, atol=1e-5)
+
+
+def test_tile_size_is_reported(net, make_jpeg):
+    img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
+    assert enhancer(net, tile=128).enhance(img, 1).tile_size == 128
+    whole = enhancer(net, tile=512).enhance(img, 1)
+    assert whole.tile_size == 0 and not whole.tiled and whole.oom_retries == 0
+
+
+# -- memory -----------------------------------------------------------------------------------
+def test_colour_conversions_in_bands_match_one_band(jpeg_image, monkeypatch):
+    img = np.ascontiguousarray(np.tile(jpeg_image, (3, 2, 1)))  # 288 x 160
+    y, cbcr = split_ycbcr(img)
+    rgb = ycbcr_to_rgb(y, cbcr)
+    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 1000)  # a few rows per band
+    y2, cbcr2 = split_ycbcr(img)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(cbcr2, cbcr)
+    np.testing.assert_array_equal(ycbcr_to_rgb(y, cbcr), rgb)
+    out = np.full_like(img, np.nan)
+    assert ycbcr_to_rgb(y, cbcr, out=out) is out
+    np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize(("channels", "gray_input"), [(1, False), (1, True), (3, False), (3, True)])
+def test_tiled_result_is_the_same_in_bands(make_net, make_jpeg, monkeypatch, channels, gray_input):
+    # The tiled path blends into the output frame and converts colour band by band; the
+    # band size must not change a bit of the result, nor the full-image score.
+    net = make_net(channels, seed=3)
+    img = make_jpeg(200, 260, seed=6).astype(np.float32) / 255
+    if gray_input:
+        img = np.ascontiguousarray(img.mean(axis=2, keepdims=True))
+    one = enhancer(net, tile=128).enhance(img, "all")
+    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 700)
+    monkeypatch.setattr("rbqe.iqa.BAND_PIXELS", 700)
+    many = enhancer(net, tile=128).enhance(img, "all")
+    assert one.image.shape == (*img.shape[:2], 1 if gray_input else 3)
+    for a, b in zip(one.exits, many.exits):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert b.score == pytest.approx(a.score, abs=1e-7)
+
+
+# -- out of memory ----------------------------------------------------------------------------
+def _out_of_memory_over(monkeypatch, enh: Enhancer, side: int) -> list[tuple[int, int]]:
+    """Makes ``enh``'s network run out of memory at its second exit on inputs with a side
+    over ``side``, as CUDA would (some work done, then an allocation fails). Returns the
+    input sizes it was started on."""
+    started = []
+    start = enh.net.start
+
+    def limited_start(x, *args, **kwargs):
+        started.append(tuple(x.shape[-2:]))
+        run = start(x, *args, **kwargs)
+        if max(x.shape[-2:]) > side:
+            next_exit, calls = run.next_exit, []
+
+            def failing_next_exit():
+                calls.append(1)
+                if len(calls) == 2:
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+                return next_exit()
+
+            run.next_exit = failing_next_exit
+            run.advance = lambda: failing_next_exit() and None
+        return run
+
+    monkeypatch.setattr(enh.net, "start", limited_start)
+    return started
+
+
+def test_out_of_memory_retries_with_half_the_tile(net, make_jpeg, monkeypatch, caplog):
+    img = make_jpeg(600, 700, seed=4).astype(np.float32) / 255
+    enh = enhancer(net, tile=512)
+    started = _out_of_memory_over(monkeypatch, enh, 288)
+    with caplog.at_level("WARNING", logger="rbqe.engine"):
+        res = enh.enhance(img, 3)
+    assert res.oom_retries == 1 and res.tile_size == 256 and res.tiled
+    assert "out of CPU memory with 512-pixel tiles; retrying with 256-pixel tiles" in caplog.text
+    assert max(max(s) for s in started) > 288  # the first attempt ran on big tiles
+    expected = enhancer(net, tile=256).enhance(img, 3)
+    assert res.tiles == expected.tiles and res.chosen == expected.chosen == 3
+    np.testing.assert_array_equal(res.image, expected.image)
+    assert res.exits[0].score == expected.exits[0].score
+
+
+def test_out_of_memory_untiled_switches_to_tiling(net, make_jpeg, monkeypatch):
+    img = make_jpeg(300, 420, seed=8).astype(np.float32) / 255
+    enh = enhancer(net, tile=0)  # tiling off: a retry tiles all the same
+    _out_of_memory_over(monkeypatch, enh, 300)
+    res = enh.enhance(img, "all", keep_session=True)
+    # 420 // 2 rounds down to 192, under the floor: the retry tiles at MIN_TILE.
+    assert res.oom_retries == 1 and res.tiled and res.tile_size == MIN_TILE == 256
+    assert not res.can_continue
+    expected = enhancer(net, tile=256).enhance(img, "all")
+    for a, b in zip(res.exits, expected.exits):
+        np.testing.assert_array_equal(a.image, b.image)
+    assert res.chosen == expected.chosen
+
+
+def test_out_of_memory_halves_down_to_the_floor_then_fails(net, make_jpeg, monkeypatch,
+                                                          caplog):
+    img = make_jpeg(600, 1100, seed=9).astype(np.float32) / 255
+    enh = enhancer(net, tile=1024)
+    started = _out_of_memory_over(monkeypatch, enh, 0)  # everything runs out of memory
+    with caplog.at_level("WARNING", logger="rbqe.engine"), \
+            pytest.raises(RBQEError, match="even with 256-pixel tiles") as info:
+        enh.enhance(img, 2)
+    assert "CUDA out of memory. Tried to allocate 2 GiB" in str(info.value)
+    # One attempt per tile side: 1024, 512, then 256, after which it gives up.
+    assert [r.getMessage().split(";")[1] for r in caplog.records] == [
+        " retrying with 512-pixel tiles (CUDA out of memory. Tried to allocate 2 GiB)",
+        " retrying with 256-pixel tiles (CUDA out of memory. Tried to allocate 2 GiB)",
+    ]
+    assert max(started[-1]) <= 256 + 32  # the last attempt's tiles (padded to 32)
+    assert enh.tile == 1024  # the Enhancer's own setting is left as it was
+
+
+def test_other_errors_are_not_retried(net, gray, monkeypatch):
+    enh = enhancer(net)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("not a memory problem")
+
+    monkeypatch.setattr(enh.net, "start", broken)
+    with pytest.raises(RuntimeError, match="not a memory problem"):
+        enh.enhance(gray)
