@@ -811,9 +811,33 @@ def _format_name(fmt: str | None, path: Path) -> str:
         ) from None
 
 
+# Saving quantises (and PNG-filters) this many pixels at a time, so that the float
+# temporaries stay small: a 100 MP float32 frame quantised at once made 2.4 GB of copies.
+_SAVE_BAND_PIXELS = 1 << 18
+# PNGs of at least this many pixels are encoded band by band (_write_png_stream): Pillow
+# needs the whole image as integers plus its own 4-byte-per-pixel copy of it.
+_STREAM_PNG_PIXELS = 16_000_000
+
+
+def _row_bands(height: int, row_size: int) -> list[tuple[int, int]]:
+    """``[r0, r1)`` ranges of about ``_SAVE_BAND_PIXELS`` values covering ``height`` rows."""
+    rows = max(1, _SAVE_BAND_PIXELS // max(1, row_size))
+    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
+
+
 def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float [0, 1] to uint8/uint16 by clip(x * max + 0.5) then floor (round half up)."""
+    """Float [0, 1] to uint8/uint16 by clip(x * max + 0.5) then floor (round half up),
+    band by band into a new array."""
     x = np.asarray(x)
+    if x.ndim < 2:
+        return _quantize_band(x, bit_depth)
+    out = np.empty(x.shape, np.uint8 if bit_depth == 8 else np.uint16)
+    for r0, r1 in _row_bands(len(x), x[0].size):
+        out[r0:r1] = _quantize_band(x[r0:r1], bit_depth)
+    return out
+
+
+def _quantize_band(x: np.ndarray, bit_depth: int) -> np.ndarray:
     if x.dtype == np.uint8 or x.dtype == np.uint16:
         x = _to_float(x)
     scale = 255.0 if bit_depth == 8 else 65535.0
@@ -853,6 +877,69 @@ def _fit_channels(pix: np.ndarray, want: int) -> np.ndarray:
     if want == 3 and channels == 1:
         return np.repeat(pix, 3, axis=2)
     raise ValueError(f"pixels have {channels} channels; expected {want}")
+
+
+@dataclass
+class _OutputPixels:
+    """The integer pixels to write, quantised from ``pix`` a band of rows at a time, so
+    that encoders that can take bands never need a full-size copy.
+
+    Attributes:
+        pix: ``(H, W, C)`` float in ``[0, 1]``, or uint8/uint16.
+        channels: Colour channels to write (1 or 3), alpha excluded.
+        depth: 8 or 16.
+        alpha: ``(H, W)`` alpha already at ``depth``, appended as the last channel; or None.
+    """
+
+    pix: np.ndarray
+    channels: int
+    depth: int
+    alpha: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.pix.shape[:2], self.channels + (self.alpha is not None))
+
+    @property
+    def dtype(self) -> type:
+        return np.uint8 if self.depth == 8 else np.uint16
+
+    def bands(self) -> list[tuple[int, int]]:
+        height, width, channels = self.shape
+        return _row_bands(height, width * max(channels, self.pix.shape[2]))
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` as ``(rows, W, channels [+ 1])`` integers."""
+        band = self.pix[r0:r1]
+        if band.dtype == np.uint8 or band.dtype == np.uint16:
+            band = _to_float(band)
+        ints = _quantize_band(_fit_channels(band, self.channels), self.depth)
+        if self.alpha is not None:
+            ints = np.concatenate([ints, self.alpha[r0:r1, :, None]], axis=2)
+        return ints
+
+    def whole(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        for r0, r1 in self.bands():
+            out[r0:r1] = self.rows(r0, r1)
+        return out
+
+
+def _pillow_image(pixels: _OutputPixels) -> Image.Image:
+    """The Pillow image of ``pixels``, pasted together band by band: Pillow keeps its own
+    copy of the pixels, so a full-size integer array beside it would double the memory."""
+    height, width, channels = pixels.shape
+    image = None
+    for r0, r1 in pixels.bands():
+        ints = pixels.rows(r0, r1)
+        part = Image.fromarray(ints[..., 0] if channels == 1 else ints)
+        if (r0, r1) == (0, height):
+            return part
+        if image is None:
+            image = Image.new(part.mode, (width, height))
+        image.paste(part, (0, r0))
+    assert image is not None
+    return image
 
 
 def _png_chunk(ctype: bytes, data: bytes) -> bytes:
@@ -896,6 +983,56 @@ def _encode_png16(arr: np.ndarray, color_type: int, chunks: list[bytes]) -> byte
             _png_chunk(b"IEND", b""),
         ]
     )
+
+
+_PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
+
+
+def _write_png_stream(fh: IO[bytes], pixels: _OutputPixels, chunks: list[bytes]) -> None:
+    """Encodes a PNG band by band (filtered, then deflated as the bands come), so that
+    no full-size copy of the image is made."""
+    height, width, channels = pixels.shape
+    ihdr = struct.pack(">IIBBBBB", width, height, pixels.depth, _PNG_COLOR_TYPES[channels],
+                       0, 0, 0)
+    fh.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + b"".join(chunks))
+    deflate = zlib.compressobj(6)
+    bpp = channels * pixels.depth // 8  # bytes per pixel
+    prior = np.zeros(width * bpp, np.uint8)  # the row above the first: zeros
+    for r0, r1 in pixels.bands():
+        ints = pixels.rows(r0, r1)
+        if pixels.depth == 16:
+            ints = ints.astype(">u2")  # PNG stores 16-bit samples big-endian
+        raw = np.ascontiguousarray(ints).view(np.uint8).reshape(r1 - r0, width * bpp)
+        data = deflate.compress(_png_filter(raw, prior, bpp))
+        if data:
+            fh.write(_png_chunk(b"IDAT", data))
+        prior = raw[-1]
+    fh.write(_png_chunk(b"IDAT", deflate.flush()) + _png_chunk(b"IEND", b""))
+
+
+def _png_filter(raw: np.ndarray, prior: np.ndarray, bpp: int) -> np.ndarray:
+    """PNG-filters rows of bytes ``raw`` ``(rows, n)`` whose row above is ``prior``.
+
+    Each row gets the filter type (None, Sub, Up, Average, Paeth) whose output has the
+    least sum of absolute values as signed bytes, libpng's (and Pillow's) heuristic.
+    Returns ``(rows, 1 + n)`` bytes: the filter type, then the filtered row.
+    """
+    x = raw.astype(np.int16)
+    b = np.concatenate([prior[None], raw[:-1]]).astype(np.int16)  # up
+    a = np.zeros_like(x)
+    a[:, bpp:] = x[:, :-bpp]  # left
+    c = np.zeros_like(x)
+    c[:, bpp:] = b[:, :-bpp]  # up-left
+    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+    paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    # uint8 wraps modulo 256, as the filters are defined.
+    filtered = np.stack([x, x - a, x - b, x - ((a + b) >> 1), x - paeth]).astype(np.uint8)
+    cost = np.abs(filtered.view(np.int8).astype(np.int16)).sum(axis=2)
+    best = cost.argmin(axis=0)
+    out = np.empty((len(raw), raw.shape[1] + 1), np.uint8)
+    out[:, 0] = best
+    out[:, 1:] = filtered[best, np.arange(len(raw))]
+    return out
 
 
 def _opencv_encode(ext: str, arr: np.ndarray) -> bytes:
@@ -1044,9 +1181,7 @@ def save_image(
         if _same_file(p, Path(other)):
             raise ImageWriteError(p, "refusing to overwrite an input file")
 
-    pix = np.asarray(pixels)
-    if pix.dtype == np.uint8 or pix.dtype == np.uint16:
-        pix = _to_float(pix)
+    pix = np.asarray(pixels)  # uint8/uint16 are scaled to [0, 1] band by band
     if pix.ndim == 2:
         pix = pix[..., None]
     if pix.ndim != 3:
@@ -1069,7 +1204,8 @@ def save_image(
         out_mode = "RGBA"  # neither Pillow nor OpenCV writes 16-bit grey+alpha TIFF
         logger.info("%s: writing 16-bit grey+alpha as 16-bit RGBA TIFF", p)
 
-    ints = _quantize(_fit_channels(pix, 1 if out_mode in ("L", "LA") else 3), depth)
+    channels = 1 if out_mode in ("L", "LA") else 3
+    _fit_channels(pix[:0], channels)  # a bad channel count fails here, not in the encoder
     alpha_ints = None
     if out_mode in ("LA", "RGBA"):
         if alpha is None:
@@ -1081,7 +1217,7 @@ def save_image(
                 f"alpha is {alpha_ints.shape[1]} x {alpha_ints.shape[0]} but the image is "
                 f"{width} x {height}",
             )
-        ints = np.concatenate([ints, alpha_ints[..., None]], axis=2)
+    out_pixels = _OutputPixels(pix, channels, depth, alpha_ints)
 
     icc = bytes(icc_profile) if icc_profile else None
     exif_bytes = _normalise_exif(exif, p) if (keep_metadata and exif) else None
@@ -1089,7 +1225,7 @@ def save_image(
         logger.warning("%s: EXIF block too large for JPEG (%d bytes); dropped", p, len(exif_bytes))
         exif_bytes = None
 
-    write = _make_writer(p, fmt_name, ints, depth, int(quality), icc, exif_bytes)
+    write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes)
 
     try:
         if p.is_dir():
@@ -1117,14 +1253,17 @@ def save_image(
 def _make_writer(
     p: Path,
     fmt_name: str,
-    ints: np.ndarray,
-    depth: int,
+    pixels: _OutputPixels,
     quality: int,
     icc: bytes | None,
     exif: bytes | None,
 ) -> Callable[[IO[bytes]], None]:
-    """Returns a function that encodes ``ints`` (H, W, C integers) into a file object."""
-    channels = ints.shape[2]
+    """Returns a function that encodes ``pixels`` into a file object."""
+    height, width, channels = pixels.shape
+    depth = pixels.depth
+    if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
+        chunks = _png_metadata_chunks(icc, exif)
+        return lambda fh: _write_png_stream(fh, pixels, chunks)
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
         # the small encoder above. Metadata chunks are spliced into PNGs by hand.
@@ -1132,6 +1271,7 @@ def _make_writer(
             logger.info("%s: metadata is not written to 16-bit colour TIFF", p)
 
         def write16(fh: IO[bytes]) -> None:
+            ints = pixels.whole()
             if fmt_name == "PNG":
                 chunks = _png_metadata_chunks(icc, exif)
                 if channels == 2:
@@ -1145,7 +1285,6 @@ def _make_writer(
         return write16
 
     # Pillow path: 8-bit anything, or 16-bit grey as 'I;16'.
-    arr = ints[..., 0] if channels == 1 else ints
     kwargs: dict[str, Any] = {}
     if fmt_name in ("PNG", "JPEG", "WEBP", "TIFF") and icc:
         kwargs["icc_profile"] = icc
@@ -1159,7 +1298,7 @@ def _make_writer(
         kwargs["compression"] = "tiff_lzw"  # lossless and widely readable
 
     def write(fh: IO[bytes]) -> None:
-        Image.fromarray(np.ascontiguousarray(arr)).save(fh, format=fmt_name, **kwargs)
+        _pillow_image(pixels).save(fh, format=fmt_name, **kwargs)
 
     return write
 
