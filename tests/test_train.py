@@ -180,7 +180,7 @@ def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
     cal = json.loads((tmp_path / "cal.json").read_text())
     new = read_info(weights).threshold
     assert new == pytest.approx(cal["threshold"])
-    assert cal["auto_d_psnr"] >= cal["exit5_d_psnr"] - 0.05 - 1e-9
+    assert cal["auto_d_psnr"] >= cal["exit5_d_psnr"] - 0.1 - 1e-9  # the default tolerance
     # The enhance command now reports the calibrated threshold.
     src = tmp_path / "in"
     src.mkdir()

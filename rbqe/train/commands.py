@@ -57,7 +57,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--gray", action="store_true")
     c.add_argument("--limit", type=int, default=0)
-    c.add_argument("--tolerance", type=float, default=0.05, help="dB below exit 5 allowed")
+    c.add_argument("--tolerance", type=float, default=0.1,
+                   help="dB below exit 5 allowed (the product target: within 0.1 dB)")
     c.add_argument("--plot", type=Path)
     c.add_argument("--json", type=Path)
     c.add_argument("--dry-run", action="store_true", help="do not write the threshold")

@@ -163,7 +163,7 @@ def sweep(records: Sequence[Record], thresholds: Sequence[float]) -> list[dict[s
     return rows
 
 
-def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.05) -> dict[str, Any]:
+def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.1) -> dict[str, Any]:
     """The cheapest threshold whose mean PSNR gain is within ``tolerance_db`` of exit 5.
 
     Also reports the oracle (the best exit per image in hindsight) for comparison.
