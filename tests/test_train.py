@@ -181,6 +181,7 @@ def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
     new = read_info(weights).threshold
     assert new == pytest.approx(cal["threshold"])
     assert cal["auto_d_psnr"] >= cal["exit5_d_psnr"] - 0.1 - 1e-9  # the default tolerance
+    assert cal["worst_qf_loss"] <= 0.1 + 1e-9  # ... at every quality, not only on average
     # The enhance command now reports the calibrated threshold.
     src = tmp_path / "in"
     src.mkdir()

@@ -164,22 +164,29 @@ def sweep(records: Sequence[Record], thresholds: Sequence[float]) -> list[dict[s
 
 
 def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.1) -> dict[str, Any]:
-    """The cheapest threshold whose mean PSNR gain is within ``tolerance_db`` of exit 5.
+    """The cheapest threshold at which, *at every quality*, auto's mean PSNR gain is within
+    ``tolerance_db`` of exit 5's.
 
-    Also reports the oracle (the best exit per image in hindsight) for comparison.
+    A rule on the mean over the whole mix would let heavy compression pay for the savings
+    (with our weights it let QF10 lose 0.28 dB while the mix lost 0.1), and heavy
+    compression is what the product is for. Also reports the oracle (the best exit per
+    image in hindsight) for comparison.
     """
     grid = np.round(np.arange(0.30, 1.0001, 0.0025), 4)
     rows = sweep(records, grid)
     exit5 = float(np.mean([r.exits[-1]["psnr"] - r.base["psnr"] for r in records]))
     exit5_macs = float(np.mean([r.gmacs[-1] for r in records]))
-    ok = [row for row in rows if row["d_psnr"] >= exit5 - tolerance_db]
+    for row in rows:
+        row["worst_qf_loss"] = _worst_qf_loss(records, row["threshold"])
+    ok = [row for row in rows if row["worst_qf_loss"] <= tolerance_db]
     best = min(ok, key=lambda row: (row["gmacs"], -row["d_psnr"]))
     oracle = [int(np.argmax([e["psnr"] for e in r.exits])) + 1 for r in records]
     oracle_gain = float(np.mean([r.exits[o - 1]["psnr"] - r.base["psnr"]
                                  for r, o in zip(records, oracle)]))
     chosen = [auto_exit(r.scores, best["threshold"]) for r in records]
     return {
-        "rule": f"cheapest threshold with mean dPSNR >= exit5 - {tolerance_db} dB",
+        "rule": f"cheapest threshold with, at every QF, mean dPSNR >= exit 5's - {tolerance_db} dB",
+        "worst_qf_loss": best["worst_qf_loss"],
         "threshold": best["threshold"],
         "auto_d_psnr": best["d_psnr"],
         "auto_gmacs": best["gmacs"],
@@ -192,6 +199,15 @@ def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.1) -> di
         "sweep": rows,
         "samples": len(records),
     }
+
+
+def _worst_qf_loss(records: Sequence[Record], threshold: float) -> float:
+    """The largest shortfall of auto against exit 5, in mean dB, over the qualities."""
+    by_qf: dict[int, list[float]] = {}
+    for r in records:
+        chosen = auto_exit(r.scores, threshold)
+        by_qf.setdefault(r.qf, []).append(r.exits[-1]["psnr"] - r.exits[chosen - 1]["psnr"])
+    return float(max(np.mean(v) for v in by_qf.values()))
 
 
 def plot_gain_vs_macs(summary: dict[str, Any], path: Path, title: str) -> None:
