@@ -9,11 +9,11 @@ A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 n
 tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
 *sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
 walk the exits progressively; the mean of their scores decides the exit by the same rule
-as ``auto``. The samples also record the ECA
-blocks' pooled channel means; every tile is then computed to the chosen exit with those
-shared means, so that all tiles use the same attention gates and no seam appears where
-two tiles would have pooled different statistics. The chosen exit's score is finally
-measured on the whole assembled image and reported beside the sampled ones.
+as ``auto``. The samples also record the ECA blocks' pooled channel means; every tile is
+then computed to the chosen exit with those shared means, so that all tiles use the same
+attention gates and no seam appears where two tiles would have pooled different
+statistics. The chosen exit's score is finally measured on the whole assembled image and
+reported beside the sampled ones.
 
 Memory of a tiled image
 -----------------------
@@ -521,7 +521,7 @@ class Enhancer:
         for k in exits_wanted:
             image = self._finish_frame(frames.pop(k), img)
             t1 = time.perf_counter()
-            full = iqa.score_rows(lambda r0, r1: _luma_np(image[r0:r1]), h, w)
+            full = _score_frame(image)
             iqa_ms = (time.perf_counter() - t1) * 1000
             macs = sum(self.gmacs(*_padded(b))[k - 1] for b in boxes) + overhead_macs
             # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
@@ -676,6 +676,12 @@ def _luma_np(arr: np.ndarray) -> np.ndarray:
     y = np.empty(arr.shape[:2], np.float32)
     _luma_into(arr, y)
     return y
+
+
+def _score_frame(image: np.ndarray) -> float:
+    """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
+    h, w = image.shape[:2]
+    return iqa.score_rows(lambda r0, r1: _luma_np(image[r0:r1]), h, w)
 
 
 def _axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.ndarray]]:

@@ -3,6 +3,7 @@ the paper's MATLAB assessor, edge cases, and tensor dtype/device behaviour."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -310,7 +311,7 @@ def test_bands_cover_the_block_rows_once(block: int) -> None:
         bands = iqa_module._bands(height, width, block)
         starts = [r0 for r0, _ in bands]
         assert starts[0] == block // 2 and all((r0 - block // 2) % block == 0 for r0 in starts)
-        assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))
         assert bands[-1][1] == block // 2 + (height // block - 1) * block
 
 
