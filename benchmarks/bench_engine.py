@@ -12,6 +12,9 @@ Prints, for this machine's CPU (and CUDA when present):
    progressive way). Target >= 3x.
 5. Peak memory (RSS high-water, fresh subprocess) of a 24-megapixel RGB image through
    ``Enhancer`` with default tiling (target <= ~2 GB on CPU); 100 MP with ``--big``.
+6. With ``--cli-memory`` (alone, skipping 1-5): peak memory of the whole ``rbqe enhance``
+   command on a generated 24 MP JPEG (100 MP with ``--big``), per phase (load, enhance,
+   save), in a fresh subprocess; default weights and exit mode unless given.
 
 Weights: ``weights/rbqe_jpeg.safetensors`` when it exists, else a random
 ``ModelConfig(1, 1, 32)`` (the paper's architecture; speed does not depend on the values).
@@ -24,19 +27,22 @@ user+system CPU time, which stays meaningful when other processes compete for th
 Usage::
 
     python benchmarks/bench_engine.py            # full (several minutes on 2 cores)
-    python benchmarks/bench_engine.py --quick    # smaller sizes, ~1 minute
+    python benchmarks/bench_engine.py --quick    # 1024x768 instead of 2048x1536, 3 MP memory
     python benchmarks/bench_engine.py --threads 1 --big
+    python benchmarks/bench_engine.py --cli-memory --big --mem-mode auto
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +154,7 @@ def latency(net: RBQENet, device: str, sizes: list[tuple[int, int]], repeat: int
         rows, cum = [], 0.0
         for k in range(NUM_EXITS):
             cum += stage[k]
-            rows.append([k, best.exits[k].gmacs, stage[k], cum, iqa_ms[k],
+            rows.append([k + 1, best.exits[k].gmacs, stage[k], cum, iqa_ms[k],
                          round(best.exits[k].score, 4)])
         table(f"Per-exit latency, {w}x{h}, {device}, progressive (mode all, untiled); "
               f"best of {repeat}", ["exit", "GMACs", "stage ms", "cumulative ms", "IQA ms",
@@ -286,14 +292,15 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = kb / 1024 if sys.platform != "darwin" else kb / 2**20
+    # VmHWM first: Linux carries ru_maxrss over from the pre-exec image, i.e. from the
+    # forked parent (this script, after its own big runs: it read 10 GB for a 2 GB child).
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
-                peak = max(peak, int(line.split()[1]) / 1024)
-    return peak
+                return int(line.split()[1]) / 1024
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
 def memory(args: argparse.Namespace, megapixels: list[float]) -> None:
@@ -322,6 +329,79 @@ def memory(args: argparse.Namespace, megapixels: list[float]) -> None:
               f"(target <= ~2048 MB) [{verdict(peaks[0] <= 2048 * 1.05)}]")
 
 
+# -- 6: memory of the whole command ---------------------------------------------------------------
+def child_cli_memory(argv: list[str]) -> None:
+    """Runs in a fresh process: ``rbqe enhance argv``, with the VmHWM peak of each phase
+    (the high-water mark is reset at the start of each through /proc/self/clear_refs)."""
+    from rbqe import batch
+    from rbqe.cli import main as cli_main
+
+    phases: dict[str, dict[str, float]] = {}
+
+    def phase(name: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            before = _rss_mb()
+            with contextlib.suppress(OSError):  # Linux: VmHWM := VmRSS
+                Path("/proc/self/clear_refs").write_text("5")
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] = {"before": before, "peak": _peak_mb(),
+                                "s": time.perf_counter() - t0}
+        return timed
+
+    batch.load_image = phase("load", batch.load_image)
+    batch.save_like = phase("save", batch.save_like)
+    Enhancer.enhance = phase("enhance", Enhancer.enhance)  # type: ignore[method-assign]
+    rc = cli_main(argv)
+    print(json.dumps({"rc": rc, "phases": phases}))
+
+
+def _photo_jpeg(path: Path, h: int, w: int) -> None:
+    """A photo-like RGB JPEG (gradients, ripples, noise), built in bands of rows."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    img = np.empty((h, w, 3), np.uint8)
+    for top in range(0, h, 1000):
+        band = img[top: top + 1000]
+        y = (np.arange(top, top + len(band), dtype=np.float32) / h)[:, None]
+        noise = rng.normal(0, 6, band.shape[:2]).astype(np.float32)
+        for c, v in enumerate((40 + 160 * (0.7 * x + 0.3 * y), 40 + 160 * (0.3 * x + 0.7 * y),
+                               90 + 60 * np.sin(x * 40) * np.cos(y * 30))):
+            band[..., c] = np.clip(v + noise, 0, 255)
+    Image.fromarray(img).save(path, "JPEG", quality=70)
+
+
+def cli_memory(args: argparse.Namespace, megapixels: list[float]) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rbqe-bench-") as tmp:
+        for mp in megapixels:
+            h = round((mp * 1e6 / 1.5) ** 0.5)
+            w = round(h * 1.5)
+            src = Path(tmp) / f"photo_{mp:g}mp.jpg"
+            _photo_jpeg(src, h, w)
+            argv = ["enhance", str(src), "-o", str(Path(tmp) / "out"), "--device", args.device,
+                    "--exit", args.mem_mode, "--max-pixels", "0", "--overwrite"]
+            if args.weights:
+                argv += ["--weights", str(args.weights)]
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child-cli", *argv]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                rows.append([f"{mp:g} MP", "failed", proc.stderr.strip().splitlines()[-1:]])
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            ph = r["phases"]
+            rows.append([f"{mp:g} MP ({w}x{h})", *(ph[k]["peak"] for k in ("load", "enhance",
+                         "save")), ph["enhance"]["s"], max(p["peak"] for p in ph.values())])
+    table(f"Peak memory of 'rbqe enhance' (fresh process, JPEG in, PNG out, exit mode "
+          f"{args.mem_mode}, default tiling), VmHWM MB per phase",
+          ["image", "load", "enhance", "save", "enhance s", "peak MB"], rows)
+
+
 # -- main ------------------------------------------------------------------------------------
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -333,9 +413,17 @@ def main() -> None:
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     p.add_argument("--child-memory", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--cli-memory", action="store_true",
+                   help="only the memory test of the whole rbqe enhance command")
     p.add_argument("--mem-mode", default="5", help="exit mode of the memory test (default 5, "
                    "the worst case; auto depends on the weights)")
+    if sys.argv[1:2] == ["--child-cli"]:
+        child_cli_memory(sys.argv[2:])
+        return
     args = p.parse_args()
+    if args.cli_memory:
+        cli_memory(args, [24.0] + ([100.0] if args.big else []))
+        return
     if args.child_memory:
         child_memory(args)
         return
@@ -350,7 +438,7 @@ def main() -> None:
     print(f"weights: {source}; load average {load:.1f}" + (
         "  ** machine busy: wall times inflated, compare the cpu columns **"
         if load > (os.cpu_count() or 1) * 0.75 else ""))
-    sizes = [(256, 256), (768, 1024)] if args.quick else [(512, 512), (1536, 2048)]
+    sizes = [(512, 512), (768, 1024) if args.quick else (1536, 2048)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dev in devices:
         lat = latency(net, dev, sizes, repeat)
