@@ -609,7 +609,7 @@ def fsync(fd):
         seen.append(name)
         if len(seen) == 2:  # second image: data written and synced, not yet renamed
             os.kill(os.getpid(), signal.SIGKILL)
-rbqe.io.os.fsync = fsync
+rbqe.io.atomic.os.fsync = fsync
 from rbqe.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -190,7 +190,7 @@ def test_permission_denied_is_reported(corpus, monkeypatch) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     # Tests may run as root (which can read anything), so simulate the OS refusal.
-    monkeypatch.setattr(rio, "open", deny, raising=False)
+    monkeypatch.setattr(rio.read, "open", deny, raising=False)
     with pytest.raises(ImageReadError) as info:
         load_image(corpus["png_gray"])
     assert info.value.reason == "permission denied"
@@ -252,8 +252,8 @@ def test_orientation_applies_to_16bit_and_alpha(tmp_path: Path) -> None:
     plain.write_bytes(buf.tobytes())
     rotated = tmp_path / "rotated.png"
     # Splice an eXIf chunk with Orientation 8 into the OpenCV-written file.
-    chunk = rio._png_metadata_chunks(None, exif_bytes(8))
-    rotated.write_bytes(rio._png_insert_after_ihdr(buf.tobytes(), chunk))
+    chunk = rio.png._png_metadata_chunks(None, exif_bytes(8))
+    rotated.write_bytes(rio.png._png_insert_after_ihdr(buf.tobytes(), chunk))
     src = load_image(rotated)
     assert src.bit_depth == 16 and src.size == (3, 5)
     np.testing.assert_array_equal(as_uint16(src.pixels), np.rot90(rgba16[..., :3], 1))
@@ -476,7 +476,7 @@ def test_pillow_globals_cannot_weaken_checks(corpus, monkeypatch) -> None:
 
 
 def test_heic_without_plugin_gives_install_hint(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(rio, "HEIF_AVAILABLE", False)
+    monkeypatch.setattr(rio.read, "HEIF_AVAILABLE", False)
     path = tmp_path / "phone.heic"
     path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
     with pytest.raises(ImageReadError) as info:
@@ -563,7 +563,7 @@ def test_atomic_write_failure_other_exceptions(tmp_path: Path, monkeypatch) -> N
     def boom(*args):
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(rio, "_opencv_encode", boom)
+    monkeypatch.setattr(rio.write, "_opencv_encode", boom)
     with pytest.raises(ImageWriteError, match="could not encode PNG: encoder exploded"):
         save_image(tmp_path / "x16.png", np.zeros((2, 2, 3)), bit_depth=16)
     assert listing(tmp_path) == []
@@ -806,7 +806,7 @@ def test_remove_stale_temps(tmp_path: Path) -> None:
     # Without locks (Windows), age alone decides, with a longer wait.
     (tmp_path / names["dead"]).write_bytes(b"partial")
     _age(tmp_path / names["dead"], STALE_TEMP_AGE_S + 60)
-    with mock.patch.object(rio, "fcntl", None):
+    with mock.patch.object(rio.atomic, "fcntl", None):
         assert remove_stale_temps(tmp_path) == []
         _age(tmp_path / names["dead"], 3600)
         assert remove_stale_temps(tmp_path) == [tmp_path / names["dead"]]
@@ -816,7 +816,7 @@ def test_atomic_write_locks_its_temp_file(tmp_path: Path, monkeypatch) -> None:
     seen = []
 
     def encoder(im, fp, filename):
-        seen.append(rio._writer_holds(Path(fp.name)))
+        seen.append(rio.atomic._writer_holds(Path(fp.name)))
         fp.write(b"\x89PNG not really")
 
     Image.init()  # else Pillow registers its own PNG encoder over ours on first use

@@ -50,18 +50,18 @@ def reference_quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
 
 @pytest.fixture
 def small_bands(monkeypatch):
-    monkeypatch.setattr(rio, "_SAVE_BAND_PIXELS", 700)  # a few rows per band
+    monkeypatch.setattr(rio.pixels, "_SAVE_BAND_PIXELS", 700)  # a few rows per band
 
 
 def save_both(tmp_path: Path, monkeypatch, name: str, pixels, **kw) -> tuple[Path, Path]:
     """Saves with one band and no streaming, then in small bands with streaming PNG."""
     with monkeypatch.context() as m:
-        m.setattr(rio, "_STREAM_PNG_PIXELS", 1 << 62)
-        m.setattr(rio, "_SAVE_BAND_PIXELS", 1 << 40)
+        m.setattr(rio.write, "_STREAM_PNG_PIXELS", 1 << 62)
+        m.setattr(rio.pixels, "_SAVE_BAND_PIXELS", 1 << 40)
         whole = save_image(tmp_path / f"whole_{name}", pixels, **kw)
     with monkeypatch.context() as m:
-        m.setattr(rio, "_STREAM_PNG_PIXELS", 0)
-        m.setattr(rio, "_SAVE_BAND_PIXELS", 700)
+        m.setattr(rio.write, "_STREAM_PNG_PIXELS", 0)
+        m.setattr(rio.pixels, "_SAVE_BAND_PIXELS", 700)
         banded = save_image(tmp_path / f"banded_{name}", pixels, **kw)
     return whole, banded
 
@@ -72,12 +72,12 @@ def test_quantize_in_bands_matches_one_shot(small_bands) -> None:
     x[0, 0] = [np.nan, np.inf, -np.inf]
     x[1, 1, 0] = 0.5 / 255  # exactly half a step: rounds up
     for depth in (8, 16):
-        got = rio._quantize(x, depth)
+        got = rio.pixels._quantize(x, depth)
         np.testing.assert_array_equal(got, reference_quantize(x, depth))
         assert got.dtype == (np.uint8 if depth == 8 else np.uint16)
-    assert rio._quantize(x[..., 0].astype(np.float64), 8).shape == (53, 41)
+    assert rio.pixels._quantize(x[..., 0].astype(np.float64), 8).shape == (53, 41)
     ints = (rng.random((30, 20)) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(rio._quantize(ints, 8), ints)  # exact round trip
+    np.testing.assert_array_equal(rio.pixels._quantize(ints, 8), ints)  # exact round trip
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -135,7 +135,7 @@ def test_png_filter_picks_per_row(monkeypatch) -> None:
     # (1); noise keeps None (0) or another type. Decoding is checked by the tests above.
     ramp = np.tile(np.arange(0, 240, 8, dtype=np.uint8), (4, 1))
     raw = np.concatenate([ramp, ramp[:1]])
-    out = rio._png_filter(raw, np.zeros(raw.shape[1], np.uint8), 1)
+    out = rio.png._png_filter(raw, np.zeros(raw.shape[1], np.uint8), 1)
     assert out.shape == (5, raw.shape[1] + 1)
     assert out[0, 0] == 1 and list(out[1:, 0]) == [2, 2, 2, 2]
     np.testing.assert_array_equal(out[1, 1:], 0)

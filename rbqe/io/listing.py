@@ -1,0 +1,128 @@
+"""Scanning inputs: :func:`list_images` expands files and folders into the images to
+process; :func:`lists_folder` tells whether such a scan would reach a folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from rbqe.io.atomic import is_temp_file
+from rbqe.io.diagnostics import _os_reason
+from rbqe.io.formats import _AVIF_SUFFIXES, _HEIF_SUFFIXES, is_image_file
+from rbqe.io.naming import _path_key, _sort_key
+from rbqe.io.output_log import _drop_earlier_outputs
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+
+def list_images(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+    skip_outputs: bool = False,
+) -> list[tuple[Path, Path | None]]:
+    """Expands files and folders into a sorted, de-duplicated list of images to process.
+
+    Folders are scanned for files with a supported suffix (see :data:`SUPPORTED_SUFFIXES`);
+    hidden files and folders (``.name``, e.g. macOS ``._IMG.JPG`` resource forks, rbqe's
+    temp files) are skipped, and symlinked folders are not followed (no loops). Files
+    named directly are included whatever their suffix, so that a bad one is reported by
+    :func:`load_image` instead of being silently ignored; only rbqe's own temp files
+    (:func:`is_temp_file`) are left out even then.
+
+    Args:
+        paths: Files and/or folders.
+        recursive: Also scan sub-folders.
+        exclude: Folders to skip while scanning (e.g. an output folder inside the input).
+        skip_outputs: Leave out earlier outputs of rbqe whose source is also listed
+            (as noted by :func:`record_output`), so that a batch whose output folder is
+            its input folder does not enhance its own results on a re-run.
+
+    Returns:
+        ``(file, root)`` pairs sorted by path; ``root`` is the scanned folder the file
+        was found in, or None for files named directly.
+    """
+    excluded = {_path_key(Path(e)) for e in exclude}
+    found: dict[str, tuple[Path, Path | None]] = {}
+    unavailable = 0
+    for raw in paths:
+        p = Path(raw)
+        if not p.is_dir():
+            if is_temp_file(p):
+                logger.warning("skipping %s: an unfinished rbqe output, not an input", p)
+                continue
+            found.setdefault(_path_key(p), (p, None))
+            continue
+        for folder, dirnames, filenames in os.walk(
+            p, onerror=lambda e: logger.warning("cannot scan %s: %s", e.filename, _os_reason(e))
+        ):
+            here = Path(folder)
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if recursive and not d.startswith(".") and _path_key(here / d) not in excluded
+            )
+            for name in sorted(filenames):
+                f = here / name
+                if name.startswith("."):
+                    continue
+                if not is_image_file(f):
+                    if Path(name).suffix.lower() in (_HEIF_SUFFIXES | _AVIF_SUFFIXES):
+                        unavailable += 1
+                    continue
+                if not f.is_file():
+                    logger.debug("skipping %s: not a regular file", f)
+                    continue
+                found.setdefault(_path_key(f), (f, p))
+    if unavailable:
+        logger.warning(
+            "skipped %d HEIC/AVIF file(s): support is not installed "
+            "(pip install 'rbqe-studio[heif]')",
+            unavailable,
+        )
+    if skip_outputs:
+        found = _drop_earlier_outputs(found)
+    return sorted(found.values(), key=_sort_key)
+
+
+def lists_folder(
+    folder: str | os.PathLike[str],
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = False,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> bool:
+    """True if :func:`list_images` with these arguments would pick up images in ``folder``.
+
+    The folder of a file named directly counts too: a re-run with a shell wildcard
+    (``rbqe enhance photos/* -o photos``) names the outputs there as well.
+    """
+    target = _path_key(Path(folder))
+    excluded = {_path_key(Path(e)) for e in exclude}
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            if _walks_into(_path_key(p), target, recursive, excluded):
+                return True
+        elif _path_key(p.parent) == target:
+            return True
+    return False
+
+
+def _walks_into(root: str, target: str, recursive: bool, excluded: set[str]) -> bool:
+    """Whether scanning folder ``root`` reaches ``target`` (both :func:`_path_key` values)."""
+    if target == root:
+        return True
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if not recursive or not target.startswith(prefix):
+        return False
+    # Like list_images: hidden and excluded sub-folders are not entered.
+    here = root
+    for part in target[len(prefix):].split(os.sep):
+        here = os.path.join(here, part)
+        if part.startswith(".") or here in excluded:
+            return False
+    return True

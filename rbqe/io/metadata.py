@@ -1,0 +1,183 @@
+"""Metadata of a source image: EXIF orientation (applied to the pixels, then reset to 1
+in the kept EXIF), the EXIF bytes to carry over, and the JPEG quality estimate."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+
+_EXIF_PREFIX = b"Exif\x00\x00"
+_ORIENTATION = 0x0112
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Applies an EXIF orientation (1-8) to an (H, W, ...) array, like exif_transpose."""
+    if orientation == 2:
+        a = a[:, ::-1]
+    elif orientation == 3:
+        a = a[::-1, ::-1]
+    elif orientation == 4:
+        a = a[::-1]
+    elif orientation == 5:
+        a = a.swapaxes(0, 1)
+    elif orientation == 6:
+        a = np.rot90(a, -1)
+    elif orientation == 7:
+        a = a.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        a = np.rot90(a, 1)
+    return np.ascontiguousarray(a)
+
+
+def _reset_orientation_raw(data: bytes) -> bytes | None:
+    """Sets Orientation to 1 in place inside raw EXIF bytes (``Exif\\0\\0`` + TIFF).
+
+    Patching the two bytes keeps every other tag, maker notes included, byte-identical;
+    re-serialising through Pillow can break maker notes that use absolute offsets.
+
+    Returns:
+        The patched bytes, or None when the layout is unusual (the caller falls back).
+    """
+    base = len(_EXIF_PREFIX)
+    buf = bytearray(data)
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(buf[base : base + 2])]
+        ifd0 = base + struct.unpack_from(order + "I", buf, base + 4)[0]
+        count = struct.unpack_from(order + "H", buf, ifd0)[0]
+        for i in range(count):
+            entry = ifd0 + 2 + 12 * i
+            tag, typ, n = struct.unpack_from(order + "HHI", buf, entry)
+            if tag == _ORIENTATION:
+                if typ != 3 or n != 1:  # not a single SHORT: let Pillow rewrite it
+                    return None
+                struct.pack_into(order + "H", buf, entry + 8, 1)
+                break
+    except (KeyError, struct.error):
+        return None
+    return bytes(buf)
+
+
+def _normalise_exif(exif: bytes | Image.Exif | None, path: Path | None = None) -> bytes | None:
+    """Returns EXIF as ``Exif\\0\\0`` + TIFF bytes with Orientation 1, or None."""
+    if exif is None:
+        return None
+    if isinstance(exif, Image.Exif):
+        obj = exif
+    else:
+        data = bytes(exif)
+        if not data:
+            return None
+        if not data.startswith(_EXIF_PREFIX):
+            data = _EXIF_PREFIX + data
+        patched = _reset_orientation_raw(data)
+        if patched is not None:
+            return patched
+        obj = Image.Exif()
+        try:
+            obj.load(data)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+            logger.warning("%s: dropping unreadable EXIF data (%s)", path or "image", exc)
+            return None
+    try:
+        if _ORIENTATION in obj:
+            obj[_ORIENTATION] = 1
+        return obj.tobytes()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        logger.warning("%s: dropping unreadable EXIF data (%s)", path or "image", exc)
+        return None
+
+
+# IFD0 tags worth carrying over from a TIFF; the rest describe the TIFF's own pixel
+# layout (strip offsets, bit depths...) and would be nonsense in another file.
+_TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
+
+
+def _tiff_exif(exif: Image.Exif, path: Path) -> bytes | None:
+    out = Image.Exif()
+    for tag in _TIFF_DESCRIPTIVE_TAGS:
+        if tag in exif:
+            out[tag] = exif[tag]
+    for ifd_tag in (0x8769, 0x8825):  # Exif and GPS sub-IFDs
+        try:
+            sub = exif.get_ifd(ifd_tag)
+        except Exception:  # noqa: BLE001 - a broken sub-IFD is just left out
+            sub = {}
+        if sub:
+            out[ifd_tag] = dict(sub)
+    if not len(out):
+        return None
+    return _normalise_exif(out, path)
+
+
+def _orientation_and_exif(im: Image.Image, path: Path) -> tuple[int, bytes | None]:
+    """Reads the EXIF orientation and the EXIF bytes to keep (Orientation reset to 1)."""
+    try:
+        exif = im.getexif()
+    except Exception as exc:  # noqa: BLE001 - bad EXIF must not make the image unreadable
+        logger.warning("%s: ignoring unreadable EXIF data (%s)", path, exc)
+        return 1, None
+    orientation = exif.get(_ORIENTATION, 1)
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    if im.format == "TIFF":
+        return orientation, _tiff_exif(exif, path)
+    raw = im.info.get("exif")
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        return orientation, _normalise_exif(bytes(raw), path)
+    if len(exif):
+        return orientation, _normalise_exif(exif, path)
+    return orientation, None
+
+
+# Standard IJG (libjpeg) luminance table, natural (row-major) order, which is also the
+# order Pillow >= 8.3 reports in ``Image.quantization``.
+_IJG_LUMA = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.int64,
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _ijg_tables() -> np.ndarray:
+    """(100, 64) luma tables libjpeg writes for quality 1..100 (baseline-clamped)."""
+    q = np.arange(1, 101, dtype=np.int64)
+    scale = np.where(q < 50, 5000 // q, 200 - 2 * q)
+    return np.clip((_IJG_LUMA[None, :] * scale[:, None] + 50) // 100, 1, 255)
+
+
+def estimate_jpeg_quality(pil_image: Image.Image) -> int | None:
+    """Estimates the IJG quality setting that produced a JPEG's luma quantisation table.
+
+    The table is compared with the tables libjpeg (and so Pillow, most cameras' software
+    and web tools) writes for each quality 1-100; the closest one wins. Non-IJG encoders
+    get the nearest equivalent, which is still a good indicator of compression strength.
+
+    Args:
+        pil_image: An opened (not necessarily loaded) Pillow image.
+
+    Returns:
+        Quality 1-100, or None if the image is not a JPEG.
+    """
+    tables = getattr(pil_image, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    try:
+        luma = np.asarray(list(tables[0]), dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    if luma.size != 64:
+        return None
+    errors = np.abs(_ijg_tables() - luma[None, :]).sum(axis=1)
+    # On ties prefer the highest quality (flip so argmin's first hit is the highest q).
+    return int(100 - np.argmin(errors[::-1]))

@@ -1,0 +1,171 @@
+"""Output names: :func:`output_path_for` for one input and :func:`plan_outputs` for a
+batch (collisions, never over an input), plus the path identity used to compare files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from rbqe.io.formats import _FORMAT_ALIASES, _FORMAT_EXT
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+
+def _check_name_part(value: str, what: str) -> None:
+    if any(sep and sep in value for sep in (os.sep, os.altsep, "/")) or value in (".", ".."):
+        raise ValueError(f"{what} must not contain path separators: {value!r}")
+
+
+def _output_ext(fmt: str | None, input_path: Path) -> str:
+    if fmt is None:
+        return input_path.suffix.lower() or ".png"
+    name = _FORMAT_ALIASES.get(fmt.lower().lstrip("."))
+    if name is None:
+        raise ValueError(f"unsupported output format {fmt!r} (use png, jpeg, webp, tiff or bmp)")
+    return _FORMAT_EXT[name]
+
+
+def _relative_folder(input_path: Path, input_root: Path | None) -> Path:
+    if input_root is None:
+        return Path()
+    for a, b in (
+        (input_path, Path(input_root)),
+        (input_path.absolute(), Path(input_root).absolute()),
+    ):
+        try:
+            return a.relative_to(b).parent
+        except ValueError:
+            continue
+    logger.debug("%s is not under %s; writing it flat", input_path, input_root)
+    return Path()
+
+
+def _output_name(stem: str, suffix: str, exit_tag: str | None, ext: str) -> str:
+    return f"{stem}{suffix}" + (f".{exit_tag}" if exit_tag else "") + ext
+
+
+def output_path_for(
+    input_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    suffix: str = "",
+    exit_tag: str | None = None,
+    fmt: str | None = "png",
+    input_root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Returns ``OUTDIR[/REL]/<stem><suffix>[.<exit_tag>].<ext>`` for one input.
+
+    This is the plain rule; :func:`plan_outputs` applies it to a whole batch and resolves
+    collisions.
+
+    Args:
+        input_path: The input file.
+        out_dir: Output folder.
+        suffix: Appended to the stem (e.g. ``'_rbqe'``).
+        exit_tag: Optional tag such as ``'exit3'`` inserted before the extension.
+        fmt: Output format (``'png'``, ``'jpeg'``...); None keeps the input's extension.
+        input_root: Folder the input was found in during a recursive scan; its relative
+            sub-folders are recreated under ``out_dir``.
+
+    Returns:
+        The output path.
+    """
+    inp = Path(input_path)
+    if suffix:
+        _check_name_part(suffix, "suffix")
+    if exit_tag:
+        _check_name_part(exit_tag, "exit_tag")
+    root = Path(input_root) if input_root is not None else None
+    name = _output_name(inp.stem, suffix, exit_tag, _output_ext(fmt, inp))
+    return Path(out_dir) / _relative_folder(inp, root) / name
+
+
+def _path_key(path: Path) -> str:
+    # Case-folded so that names differing only in case count as the same file, as they
+    # do on macOS and Windows file systems.
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        resolved = path.absolute()
+    return os.path.normcase(str(resolved)).casefold()
+
+
+def _sort_key(item: tuple[Path, Path | None]) -> tuple[str, str]:
+    text = str(item[0])
+    return text.casefold(), text
+
+
+def plan_outputs(
+    inputs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]],
+    out_dir: str | os.PathLike[str],
+    *,
+    suffix: str = "",
+    fmt: str | None = "png",
+    exit_tags: Iterable[str | None] = (None,),
+) -> dict[Path, dict[str | None, Path]]:
+    """Assigns every input a unique output path per exit tag, deterministically.
+
+    Rules, applied in sorted input order:
+
+    1. The plain name from :func:`output_path_for`.
+    2. Inputs whose plain names collide (``a.jpg`` and ``a.png`` -> ``a.png``; compared
+       case-insensitively) all get their source extension added: ``a_jpg.png``,
+       ``a_png.png``.
+    3. A name that would be an input file of the batch gets ``_rbqe`` added, with a
+       logged warning (outputs must never replace inputs).
+    4. Anything still taken gets ``_2``, ``_3``... added.
+
+    Args:
+        inputs: ``(file, root)`` pairs as returned by :func:`list_images`.
+        out_dir: Output folder.
+        suffix: Appended to every stem.
+        fmt: Output format, or None to keep each input's extension.
+        exit_tags: Tags to plan names for (None = the untagged final output).
+
+    Returns:
+        ``{input file: {exit tag: output path}}``.
+    """
+    tags = list(dict.fromkeys(exit_tags))
+    for tag in tags:
+        if tag:
+            _check_name_part(tag, "exit_tag")
+    if suffix:
+        _check_name_part(suffix, "suffix")
+    unique: dict[Path, Path | None] = {}
+    for file, root in inputs:
+        unique.setdefault(Path(file), Path(root) if root is not None else None)
+    items = sorted(unique.items(), key=_sort_key)
+    input_keys = {_path_key(f) for f, _ in items}
+    out = Path(out_dir)
+
+    folders = {f: out / _relative_folder(f, root) for f, root in items}
+    clash = Counter((_path_key(folders[f]), f.stem.casefold()) for f, _ in items)
+
+    taken: set[str] = set()
+    plan: dict[Path, dict[str | None, Path]] = {}
+    for f, _ in items:
+        folder = folders[f]
+        ext = _output_ext(fmt, f)
+        stem = f.stem
+        if clash[(_path_key(folder), stem.casefold())] > 1 and f.suffix:
+            stem = f"{stem}_{f.suffix.lstrip('.').lower()}"
+        base, n, guarded = stem, 1, False
+        while True:
+            paths = {t: folder / _output_name(stem, suffix, t, ext) for t in tags}
+            keys = {t: _path_key(q) for t, q in paths.items()}
+            if not guarded and any(k in input_keys for k in keys.values()):
+                logger.warning("%s: output name equals an input file; adding '_rbqe'", f)
+                base = stem = f"{base}_rbqe"
+                guarded = True
+                continue
+            if any(k in taken or k in input_keys for k in keys.values()):
+                n += 1
+                stem = f"{base}_{n}"
+                continue
+            break
+        taken.update(keys.values())
+        plan[f] = paths
+    return plan

@@ -1,0 +1,110 @@
+"""The output log (:data:`OUTPUT_LOG`): notes of which files in a folder are rbqe's
+outputs and of what, so that a re-run does not take its own results for inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from rbqe.io.diagnostics import _os_reason
+from rbqe.io.naming import _path_key
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+OUTPUT_LOG = ".rbqe-outputs.jsonl"
+"""Hidden file listing the outputs rbqe wrote into a folder that is also an input folder.
+
+Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
+``photo.png`` beside ``photo.jpg``, so when outputs go where inputs are scanned (``-o``
+the input folder), each output is noted here before it is written, one JSON line
+``{"output": NAME, "source": PATH}`` with the source relative to the folder.
+:func:`list_images` with ``skip_outputs`` then leaves these files out.
+"""
+
+
+def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
+    """Notes in ``output``'s folder that it is rbqe's enhancement of ``source``.
+
+    Call it before writing the output, so that a kill between the write and the note
+    cannot leave an unrecorded output behind. Best effort: a failure is logged, not
+    raised, as it only costs the recognition of this output on a re-run. Entries are
+    only appended (the last one for a name counts), so each call costs the same however
+    big the folder is.
+    """
+    out, src = Path(output), Path(source)
+    folder = out.parent
+    line = json.dumps({"output": out.name, "source": _relative_to(src, folder)},
+                      ensure_ascii=False) + "\n"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
+        fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        logger.warning("%s: cannot note this output in %s (%s); a re-run may take it for "
+                       "an input", out, OUTPUT_LOG, _os_reason(exc))
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path.absolute())
+
+
+def _read_output_log(folder: Path) -> dict[str, Path]:
+    """``{output name: source path}`` from ``folder``'s :data:`OUTPUT_LOG` ({} if none)."""
+    try:
+        text = (folder / OUTPUT_LOG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    entries: dict[str, Path] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            name, source = entry["output"], entry["source"]
+        except (ValueError, TypeError, KeyError):
+            continue  # a torn or foreign line
+        if isinstance(name, str) and isinstance(source, str):
+            entries[name] = folder / source
+    return entries
+
+
+def _drop_earlier_outputs(
+    found: dict[str, tuple[Path, Path | None]],
+) -> dict[str, tuple[Path, Path | None]]:
+    """Leaves out files that rbqe made from another file of ``found`` (see :data:`OUTPUT_LOG`)."""
+    logs: dict[Path, dict[str, Path]] = {}
+    source_of: dict[str, str] = {}
+    for key, (f, _) in found.items():
+        if f.parent not in logs:
+            logs[f.parent] = _read_output_log(f.parent)
+        source = logs[f.parent].get(f.name)
+        if source is not None:
+            source_of[key] = _path_key(source)
+    earlier = {k for k in source_of if _traces_to_input(k, source_of, found)}
+    if earlier:
+        logger.info("leaving out %d earlier output(s) of rbqe (noted in %s)",
+                    len(earlier), OUTPUT_LOG)
+    return {k: v for k, v in found.items() if k not in earlier}
+
+
+def _traces_to_input(key: str, source_of: dict[str, str], found: dict[str, Any]) -> bool:
+    """True if following the noted sources from ``key`` ends at a file that is an input.
+
+    If the source is gone (or the notes loop), the file now stands for itself: it is
+    processed like any photo of the user's.
+    """
+    seen = {key}
+    while key in source_of:
+        key = source_of[key]
+        if key not in found or key in seen:
+            return False
+        seen.add(key)
+    return True

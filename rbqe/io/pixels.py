@@ -1,0 +1,147 @@
+"""Pixel samples: float ``[0, 1]`` to and from uint8/uint16, alpha depth, channel
+fitting, and the output pixels quantised a band of rows at a time (bounded memory)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MODES = ("L", "LA", "RGB", "RGBA")
+
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+    out = arr.astype(np.float32)
+    # Divide (not multiply by the reciprocal) so that quantising back is exact.
+    out /= np.float32(scale)
+    return out
+
+
+# Saving quantises (and PNG-filters) this many pixels at a time, so that the float
+# temporaries stay small: a 100 MP float32 frame quantised at once made 2.4 GB of copies.
+_SAVE_BAND_PIXELS = 1 << 18
+
+
+def _row_bands(height: int, row_size: int) -> list[tuple[int, int]]:
+    """``[r0, r1)`` ranges of about ``_SAVE_BAND_PIXELS`` values covering ``height`` rows."""
+    rows = max(1, _SAVE_BAND_PIXELS // max(1, row_size))
+    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
+
+
+def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float [0, 1] to uint8/uint16 by clip(x * max + 0.5) then floor (round half up),
+    band by band into a new array."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        return _quantize_band(x, bit_depth)
+    out = np.empty(x.shape, np.uint8 if bit_depth == 8 else np.uint16)
+    for r0, r1 in _row_bands(len(x), x[0].size):
+        out[r0:r1] = _quantize_band(x[r0:r1], bit_depth)
+    return out
+
+
+def _quantize_band(x: np.ndarray, bit_depth: int) -> np.ndarray:
+    if x.dtype == np.uint8 or x.dtype == np.uint16:
+        x = _to_float(x)
+    scale = 255.0 if bit_depth == 8 else 65535.0
+    # NaN/inf would become arbitrary integers; map them to the nearest valid value.
+    y = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    y *= np.float32(scale)
+    y += np.float32(0.5)
+    np.clip(y, 0.0, scale, out=y)
+    np.floor(y, out=y)
+    return y.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def _alpha_at_depth(alpha: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Returns alpha as uint8/uint16, bit-exact when the depth already matches."""
+    a = np.asarray(alpha)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype == np.uint8:
+        return a if bit_depth == 8 else a.astype(np.uint16) * np.uint16(257)
+    if a.dtype == np.uint16:
+        if bit_depth == 16:
+            return a
+        wide = a.astype(np.uint32)
+        return ((2 * 255 * wide + 65535) // (2 * 65535)).astype(np.uint8)  # round half up
+    return _quantize(a, bit_depth)
+
+
+def _fit_channels(pix: np.ndarray, want: int) -> np.ndarray:
+    channels = pix.shape[2]
+    if channels == want:
+        return pix
+    if want == 1 and channels == 3:
+        # Models may run in RGB on grey input; fold back with the same ITU-R 601 luma
+        # weights Pillow uses for 'L', which is exact when the three channels are equal.
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (pix.astype(np.float32) @ weights)[..., None]
+    if want == 3 and channels == 1:
+        return np.repeat(pix, 3, axis=2)
+    raise ValueError(f"pixels have {channels} channels; expected {want}")
+
+
+@dataclass
+class _OutputPixels:
+    """The integer pixels to write, quantised from ``pix`` a band of rows at a time, so
+    that encoders that can take bands never need a full-size copy.
+
+    Attributes:
+        pix: ``(H, W, C)`` float in ``[0, 1]``, or uint8/uint16.
+        channels: Colour channels to write (1 or 3), alpha excluded.
+        depth: 8 or 16.
+        alpha: ``(H, W)`` alpha already at ``depth``, appended as the last channel; or None.
+    """
+
+    pix: np.ndarray
+    channels: int
+    depth: int
+    alpha: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.pix.shape[:2], self.channels + (self.alpha is not None))
+
+    @property
+    def dtype(self) -> type:
+        return np.uint8 if self.depth == 8 else np.uint16
+
+    def bands(self) -> list[tuple[int, int]]:
+        height, width, channels = self.shape
+        return _row_bands(height, width * max(channels, self.pix.shape[2]))
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` as ``(rows, W, channels [+ 1])`` integers."""
+        band = self.pix[r0:r1]
+        if band.dtype == np.uint8 or band.dtype == np.uint16:
+            band = _to_float(band)
+        ints = _quantize_band(_fit_channels(band, self.channels), self.depth)
+        if self.alpha is not None:
+            ints = np.concatenate([ints, self.alpha[r0:r1, :, None]], axis=2)
+        return ints
+
+    def whole(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        for r0, r1 in self.bands():
+            out[r0:r1] = self.rows(r0, r1)
+        return out
+
+
+def _pillow_image(pixels: _OutputPixels) -> Image.Image:
+    """The Pillow image of ``pixels``, pasted together band by band: Pillow keeps its own
+    copy of the pixels, so a full-size integer array beside it would double the memory."""
+    height, width, channels = pixels.shape
+    image = None
+    for r0, r1 in pixels.bands():
+        ints = pixels.rows(r0, r1)
+        part = Image.fromarray(ints[..., 0] if channels == 1 else ints)
+        if (r0, r1) == (0, height):
+            return part
+        if image is None:
+            image = Image.new(part.mode, (width, height))
+        image.paste(part, (0, r0))
+    assert image is not None
+    return image

@@ -1,0 +1,435 @@
+"""Reading image files: :func:`load_image` and :class:`LoadedImage`, format sniffing,
+the decompression-bomb limit, Pillow's strict mode, 16-bit decoding with OpenCV and
+CMYK conversion. See the package docstring (:mod:`rbqe.io`) for the rules."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+import stat
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from rbqe.errors import ImageReadError
+from rbqe.io.diagnostics import _logged_warnings, _os_reason
+from rbqe.io.formats import (
+    _AVIF_MISSING,
+    _AVIF_SUFFIXES,
+    _HEIF_MISSING,
+    _HEIF_SUFFIXES,
+    AVIF_AVAILABLE,
+    HEIF_AVAILABLE,
+)
+from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
+from rbqe.io.pixels import MODES, _to_float
+from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Default decompression-bomb limit in pixels (width x height); ``None`` disables it."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image plus everything needed to write it back faithfully.
+
+    Attributes:
+        path: The file it was read from.
+        pixels: ``(H, W, C)`` float32 in ``[0, 1]``; ``C`` is 1 (grey) or 3 (RGB).
+            Alpha is not included.
+        alpha: ``(H, W)`` alpha channel in its original dtype (uint8 or uint16), or None.
+        mode: Mode to write back: ``'L'``, ``'LA'``, ``'RGB'`` or ``'RGBA'``.
+        bit_depth: 8 or 16 (bits per channel of the source).
+        format: Pillow format name of the source (``'JPEG'``, ``'PNG'``...). Multi-picture
+            JPEGs from phones (Pillow's ``'MPO'``) are reported as ``'JPEG'``.
+        icc_profile: Embedded ICC profile bytes, or None.
+        exif: EXIF bytes (``b"Exif\\0\\0"`` + TIFF data) with Orientation reset to 1
+            because the orientation has been applied to ``pixels``; None if absent.
+        jpeg_quality: Estimated JPEG quality (1-100) for JPEG sources, else None.
+    """
+
+    path: Path
+    pixels: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+    bit_depth: int
+    format: str
+    icc_profile: bytes | None
+    exif: bytes | None
+    jpeg_quality: int | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Image size as ``(width, height)``."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the image carries an alpha channel."""
+        return self.alpha is not None
+
+
+
+
+
+
+_pillow_lock = threading.Lock()
+_pillow_depth = 0
+_pillow_saved: tuple[int | None, bool] = (Image.MAX_IMAGE_PIXELS, False)
+
+
+@contextlib.contextmanager
+def _strict_pillow() -> Iterator[None]:
+    """Makes Pillow strict about truncation and defers bomb checks to us while loading.
+
+    Pillow's own bomb limit (about 179 MP) is a process-wide setting that would override
+    the user's ``max_pixels``; we check the header size ourselves before decoding, so
+    Pillow's check is switched off meanwhile. ``LOAD_TRUNCATED_IMAGES`` is forced False
+    so a truncated download is reported instead of silently grey-filled, even if some
+    other code enabled it. Both globals are restored when the last concurrent load ends.
+    """
+    global _pillow_depth, _pillow_saved
+    with _pillow_lock:
+        if _pillow_depth == 0:
+            _pillow_saved = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
+            Image.MAX_IMAGE_PIXELS = None
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        _pillow_depth += 1
+    try:
+        yield
+    finally:
+        with _pillow_lock:
+            _pillow_depth -= 1
+            if _pillow_depth == 0:
+                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _pillow_saved
+
+
+def _fmt_mp(pixels: int) -> str:
+    # One decimal is plenty for real photos; tiny limits (tests, thumbnails) keep their
+    # significant digits without switching to scientific notation.
+    if pixels >= 1_000_000:
+        return f"{pixels / 1e6:.1f}".removesuffix(".0")
+    return f"{pixels / 1e6:.6f}".rstrip("0").rstrip(".")
+
+
+def _bomb_reason(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"image is {width} x {height} = {_fmt_mp(width * height)} megapixels, over the "
+        f"limit of {_fmt_mp(max_pixels)} megapixels (raise with --max-pixels)"
+    )
+
+
+def _read_head(path: Path) -> bytes:
+    """Validates that ``path`` is a readable, non-empty regular file; returns its first bytes."""
+    try:
+        st = path.stat()
+    except ValueError:  # e.g. an embedded NUL byte from a mangled file list
+        raise ImageReadError(path, "invalid file name") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise ImageReadError(path, "broken symbolic link") from None
+        raise ImageReadError(path, _os_reason(exc)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        # Opening a FIFO or device would block or read forever.
+        raise ImageReadError(path, "not a regular file")
+    if st.st_size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64)
+    except OSError as exc:
+        raise ImageReadError(path, _os_reason(exc)) from None
+
+
+def _sniff(head: bytes) -> str | None:
+    """Recognises the container from its magic bytes (used to word error messages)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(_PNG_SIGNATURE):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIF"
+    # "BM" alone is too weak (a text file may start with it): also require a known
+    # DIB header size.
+    dib_sizes = (12, 40, 52, 56, 64, 108, 124)
+    if head[:2] == b"BM" and len(head) >= 18 and struct.unpack_from("<I", head, 14)[0] in dib_sizes:
+        return "BMP"
+    return None
+
+
+def _unidentified_reason(path: Path, kind: str | None) -> str:
+    suffix = path.suffix.lower()
+    # "mif1" files may be HEIC or AVIF; the suffix breaks the tie. Without recognisable
+    # magic bytes the suffix is all we have, and a missing codec is the likely cause.
+    is_avif = kind == "AVIF" or (kind in (None, "HEIF") and suffix in _AVIF_SUFFIXES)
+    is_heif = not is_avif and (kind == "HEIF" or (kind is None and suffix in _HEIF_SUFFIXES))
+    if is_avif and not AVIF_AVAILABLE:
+        return _AVIF_MISSING
+    if is_heif and not HEIF_AVAILABLE:
+        return _HEIF_MISSING
+    if kind is not None:
+        # The magic bytes say it is an image, yet no decoder accepted the header.
+        return "truncated or corrupt image data"
+    return "not an image file (unrecognised format)"
+
+
+def _needs_opencv(im: Image.Image, head: bytes) -> bool:
+    """True for 16-bit multi-channel images, which Pillow would truncate to 8 bit."""
+    if im.format == "PNG":
+        ihdr = _png_ihdr(head)
+        # colour types 2 = RGB, 4 = grey+alpha, 6 = RGBA
+        return ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6)
+    if im.format == "TIFF":
+        tags = getattr(im, "tag_v2", {})
+
+        def values(tag: int, default: int) -> tuple[Any, ...]:
+            value = tags.get(tag, default)
+            return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+        # 16-bit unsigned-integer RGB(A) only (SampleFormat 1); CMYK, float and
+        # grey TIFFs stay with Pillow.
+        return (
+            16 in values(258, 1)
+            and values(277, 1)[0] in (3, 4)
+            and values(262, -1)[0] == 2
+            and set(values(339, 1)) == {1}
+        )
+    return False
+
+
+def _decode_opencv(
+    path: Path, im: Image.Image, head: bytes
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Decodes a 16-bit RGB(A)/grey+alpha PNG or TIFF with OpenCV.
+
+    Pillow has no 16-bit RGB mode, so ``cv2.imdecode(..., IMREAD_UNCHANGED)`` is used;
+    it returns BGR(A) order, which is flipped to RGB(A) here. ``imdecode`` on bytes read
+    with numpy (rather than ``cv2.imread``) also copes with non-ASCII paths on Windows.
+    IMREAD_UNCHANGED ignores EXIF orientation, which the caller applies.
+    """
+    import cv2
+
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(path, _os_reason(exc)) from None
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.shape[1::-1] != im.size:
+        raise ImageReadError(path, "truncated or corrupt image data")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    channels = arr.shape[2]
+    ihdr = _png_ihdr(head)
+    grey_alpha = im.format == "PNG" and ihdr is not None and ihdr[1] == 4
+    if channels == 4:
+        alpha = np.ascontiguousarray(arr[..., 3])
+        rgb = arr[..., 2::-1]
+        if grey_alpha:
+            # libpng expands grey+alpha to BGRA with B == G == R; keep one channel.
+            return np.ascontiguousarray(rgb[..., :1]), alpha, "LA"
+        return np.ascontiguousarray(rgb), alpha, "RGBA"
+    if channels == 3:
+        return np.ascontiguousarray(arr[..., ::-1]), None, "RGB"
+    if channels == 1:
+        return arr, None, "L"
+    raise ImageReadError(path, f"unsupported 16-bit layout with {channels} channels")
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _cmyk_to_rgb(
+    im: Image.Image, icc: bytes | None, path: Path
+) -> tuple[Image.Image, bytes | None]:
+    """Converts CMYK to RGB, colour-managed when the file embeds its CMYK profile.
+
+    Returns:
+        The RGB image and the profile it now carries: sRGB after a managed conversion,
+        None after the plain fallback (untagged data is treated as sRGB by viewers).
+    """
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            rgb = ImageCms.profileToProfile(
+                im,
+                ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                ImageCms.createProfile("sRGB"),
+                renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                outputMode="RGB",
+            )
+            if rgb is not None:
+                return rgb, _srgb_profile()
+        except Exception as exc:  # noqa: BLE001 - ImportError, PyCMSError, OSError...: fall back
+            logger.warning(
+                "%s: could not use the embedded CMYK profile (%s); using a plain conversion",
+                path,
+                exc,
+            )
+    return im.convert("RGB"), None
+
+
+def _pil_arrays(
+    im: Image.Image, path: Path, icc: bytes | None
+) -> tuple[np.ndarray, np.ndarray | None, str, bytes | None]:
+    """Converts a loaded Pillow image to (H, W, C) integers, alpha, output mode and ICC."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(im)
+        if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
+            logger.warning("%s: 32-bit integer samples clipped to 16 bit", path)
+        # astype() also turns big-endian 'I;16B' data into native uint16.
+        arr = np.clip(arr, 0, 65535).astype(np.uint16) if mode == "I" else arr.astype(np.uint16)
+        return arr[..., None], None, "L", icc
+    if mode == "F":
+        raise ImageReadError(path, "32-bit floating-point images are not supported")
+    if mode == "CMYK":
+        im, icc = _cmyk_to_rgb(im, icc, path)
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or im.info.get("transparency") is not None
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    elif mode in ("L", "RGB") and im.info.get("transparency") is not None:
+        # A tRNS colour key is transparency too: make it a real alpha channel.
+        im = im.convert(mode + "A")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode not in MODES:
+        has_alpha = "A" in mode or "a" in mode
+        try:
+            im = im.convert("RGBA" if has_alpha else "RGB")
+        except ValueError:
+            raise ImageReadError(path, f"unsupported pixel mode {mode!r}") from None
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    out_mode = im.mode
+    alpha = None
+    if out_mode in ("LA", "RGBA"):
+        alpha = np.ascontiguousarray(arr[..., -1])
+        arr = arr[..., :-1]
+    return arr, alpha, out_mode, icc
+
+
+def load_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Reads an image file into float pixels plus the metadata needed to write it back.
+
+    EXIF orientation is applied, ICC/EXIF are kept, alpha is split off untouched, and
+    16-bit sources stay 16-bit (see the module docstring). The file is only read.
+
+    Args:
+        path: Image file to read.
+        max_pixels: Refuse images with more than this many pixels, checked from the
+            header before decoding (decompression-bomb guard). None disables the check.
+
+    Returns:
+        The decoded image.
+
+    Raises:
+        ImageReadError: For any problem with the file (missing, empty, not an image,
+            truncated, too large, unsupported...); ``str()`` is one line naming the file.
+    """
+    p = Path(path)
+    head = _read_head(p)
+    kind = _sniff(head)
+    try:
+        with _strict_pillow(), _logged_warnings(p):
+            return _load(p, head, kind, max_pixels)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(p, "not enough memory to decode this image") from None
+    except Exception as exc:  # last line of defence: a bad file must never crash callers
+        logger.debug("unexpected error while reading %s", p, exc_info=True)
+        raise ImageReadError(p, f"could not read image: {exc}") from None
+
+
+def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> LoadedImage:
+    try:
+        im = Image.open(p)
+    except UnidentifiedImageError:
+        raise ImageReadError(p, _unidentified_reason(p, kind)) from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(p, "image dimensions are too large (decompression bomb)") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise ImageReadError(p, _os_reason(exc)) from None
+        raise ImageReadError(p, "truncated or corrupt image data") from None
+    except Exception:  # noqa: BLE001
+        # A decoder accepted the magic bytes but choked on the header.
+        raise ImageReadError(p, "truncated or corrupt image data") from None
+
+    with im:
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise ImageReadError(p, "truncated or corrupt image data")
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageReadError(p, _bomb_reason(width, height, max_pixels))
+        fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        icc = im.info.get("icc_profile") or None
+        quality = estimate_jpeg_quality(im)
+        try:
+            if _needs_opencv(im, head):
+                ints, alpha, mode = _decode_opencv(p, im, head)
+            else:
+                im.load()  # force the full decode now so truncation surfaces here
+                ints, alpha, mode, icc = _pil_arrays(im, p, icc)
+            orientation, exif = _orientation_and_exif(im, p)
+        except ImageReadError:
+            raise
+        except Image.DecompressionBombError:  # only if a plugin checks frames itself
+            raise ImageReadError(p, "image dimensions are too large (decompression bomb)") from None
+        except MemoryError:
+            raise ImageReadError(
+                p, f"not enough memory to decode {width} x {height} image"
+            ) from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError):
+            logger.debug("decode failure for %s", p, exc_info=True)
+            raise ImageReadError(p, "truncated or corrupt image data") from None
+
+    bit_depth = 16 if ints.dtype == np.uint16 else 8
+    if orientation != 1:
+        ints = _orient(ints, orientation)
+        alpha = _orient(alpha, orientation) if alpha is not None else None
+    return LoadedImage(
+        path=p,
+        pixels=_to_float(ints),
+        alpha=alpha,
+        mode=mode,
+        bit_depth=bit_depth,
+        format=fmt,
+        icc_profile=bytes(icc) if icc else None,
+        exif=exif,
+        jpeg_quality=quality,
+    )

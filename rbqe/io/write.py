@@ -1,0 +1,282 @@
+"""Writing image files: :func:`save_image` and :func:`save_like`, format capabilities
+(mode, depth, metadata) and the choice of encoder (Pillow, OpenCV, or the PNG encoders
+of :mod:`rbqe.io.png`); files are written via :mod:`rbqe.io.atomic`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import features
+
+from rbqe.errors import ImageWriteError
+from rbqe.io.atomic import _atomic_write
+from rbqe.io.diagnostics import _logged_warnings, _os_reason
+from rbqe.io.formats import _format_name
+from rbqe.io.metadata import _normalise_exif
+from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
+from rbqe.io.png import (
+    _encode_png16,
+    _png_insert_after_ihdr,
+    _png_metadata_chunks,
+    _write_png_stream,
+)
+from rbqe.io.read import LoadedImage
+
+logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+_JPEG_MAX_EXIF = 65533  # an APP1 segment cannot hold more; Pillow raises beyond it
+
+
+# PNGs of at least this many pixels are encoded band by band (_write_png_stream): Pillow
+# needs the whole image as integers plus its own 4-byte-per-pixel copy of it.
+_STREAM_PNG_PIXELS = 16_000_000
+
+
+def _opencv_encode(ext: str, arr: np.ndarray) -> bytes:
+    import cv2
+
+    # OpenCV expects BGR(A) channel order.
+    if arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    elif arr.shape[2] == 4:
+        arr = arr[..., [2, 1, 0, 3]]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr))
+    if not ok:
+        raise OSError(f"OpenCV could not encode {ext} data")
+    return buf.tobytes()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    try:
+        return os.path.samefile(a, b)  # catches hard links and case-insensitive names
+    except OSError:
+        return False
+
+
+def save_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    mode: str = "RGB",
+    bit_depth: int = 8,
+    fmt: str | None = None,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    keep_metadata: bool = True,
+    protect: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Writes an image atomically, never over a protected (input) file.
+
+    Args:
+        path: Destination file. Missing parent folders are created.
+        pixels: ``(H, W, C)`` or ``(H, W)`` float array in ``[0, 1]`` (uint8/uint16 are
+            accepted too). ``C`` may be 1 or 3 whatever ``mode`` says: grey is repeated
+            for RGB, RGB is folded to luma for grey.
+        alpha: ``(H, W)`` alpha for ``LA``/``RGBA`` (uint8/uint16 kept bit-exact when
+            the output depth matches; converted with rounding otherwise).
+        mode: ``'L'``, ``'LA'``, ``'RGB'`` or ``'RGBA'``.
+        bit_depth: 8 or 16. PNG and TIFF keep 16 bit; JPEG, WebP and BMP are written at 8.
+        fmt: ``'png'``, ``'jpeg'``/``'jpg'``, ``'webp'``, ``'tiff'``/``'tif'`` or ``'bmp'``;
+            None picks it from the file suffix.
+        quality: JPEG/WebP quality 1-100.
+        icc_profile: ICC profile to embed (PNG, JPEG, WebP, 8-bit/grey TIFF).
+        exif: EXIF bytes to embed (PNG, JPEG, WebP); Orientation is forced to 1.
+        keep_metadata: False drops EXIF; the ICC profile is still written because it
+            defines the colours.
+        protect: Paths that must not be overwritten (the batch's inputs).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageWriteError: If writing fails or is refused; no partial file is left behind.
+        ValueError: For invalid arguments (mode, bit depth, quality, array shapes).
+    """
+    p = Path(path)
+    fmt_name = _format_name(fmt, p)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, not {bit_depth!r}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"quality must be in 1..100, not {quality!r}")
+    for other in protect:
+        if _same_file(p, Path(other)):
+            raise ImageWriteError(p, "refusing to overwrite an input file")
+
+    pix = np.asarray(pixels)  # uint8/uint16 are scaled to [0, 1] band by band
+    if pix.ndim == 2:
+        pix = pix[..., None]
+    if pix.ndim != 3:
+        raise ValueError(f"pixels must be (H, W, C) or (H, W), got shape {pix.shape}")
+    height, width = pix.shape[:2]
+
+    # Format capabilities decide the effective mode and depth.
+    depth = bit_depth if fmt_name in ("PNG", "TIFF") else 8
+    if depth != bit_depth:
+        logger.info("%s: %s is 8-bit only; rounding 16-bit data to 8 bit", p, fmt_name)
+    out_mode = mode
+    if fmt_name == "JPEG" and mode in ("LA", "RGBA"):
+        out_mode = mode[:-1]
+        logger.warning("%s: JPEG cannot store transparency; the alpha channel is dropped", p)
+    elif fmt_name == "WEBP" and mode in ("L", "LA"):
+        out_mode = "RGB" + mode[1:]  # WebP has no grey mode
+    elif fmt_name == "BMP" and mode == "LA":
+        out_mode = "RGBA"  # BMP has no grey+alpha mode
+    elif fmt_name == "TIFF" and mode == "LA" and depth == 16:
+        out_mode = "RGBA"  # neither Pillow nor OpenCV writes 16-bit grey+alpha TIFF
+        logger.info("%s: writing 16-bit grey+alpha as 16-bit RGBA TIFF", p)
+
+    channels = 1 if out_mode in ("L", "LA") else 3
+    _fit_channels(pix[:0], channels)  # a bad channel count fails here, not in the encoder
+    alpha_ints = None
+    if out_mode in ("LA", "RGBA"):
+        if alpha is None:
+            raise ImageWriteError(p, f"mode {mode} needs an alpha channel, none was given")
+        alpha_ints = _alpha_at_depth(alpha, depth)
+        if alpha_ints.shape != (height, width):
+            raise ImageWriteError(
+                p,
+                f"alpha is {alpha_ints.shape[1]} x {alpha_ints.shape[0]} but the image is "
+                f"{width} x {height}",
+            )
+    out_pixels = _OutputPixels(pix, channels, depth, alpha_ints)
+
+    icc = bytes(icc_profile) if icc_profile else None
+    exif_bytes = _normalise_exif(exif, p) if (keep_metadata and exif) else None
+    if fmt_name == "JPEG" and exif_bytes and len(exif_bytes) > _JPEG_MAX_EXIF:
+        logger.warning("%s: EXIF block too large for JPEG (%d bytes); dropped", p, len(exif_bytes))
+        exif_bytes = None
+
+    write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes)
+
+    try:
+        if p.is_dir():
+            raise ImageWriteError(p, "is a directory")
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(p, f"cannot create output folder: {_os_reason(exc)}") from None
+    try:
+        with _logged_warnings(p):
+            _atomic_write(p, write)
+    except ImageWriteError:
+        raise
+    except OSError as exc:
+        raise ImageWriteError(
+            p, _os_reason(exc) if exc.errno else f"could not write: {exc}"
+        ) from None
+    except MemoryError:
+        raise ImageWriteError(p, "not enough memory to encode this image") from None
+    except Exception as exc:  # encoder errors must not reach the user as tracebacks
+        logger.debug("encoder failure for %s", p, exc_info=True)
+        raise ImageWriteError(p, f"could not encode {fmt_name}: {exc}") from None
+    return p
+
+
+def _make_writer(
+    p: Path,
+    fmt_name: str,
+    pixels: _OutputPixels,
+    quality: int,
+    icc: bytes | None,
+    exif: bytes | None,
+) -> Callable[[IO[bytes]], None]:
+    """Returns a function that encodes ``pixels`` into a file object."""
+    height, width, channels = pixels.shape
+    depth = pixels.depth
+    if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
+        chunks = _png_metadata_chunks(icc, exif)
+        return lambda fh: _write_png_stream(fh, pixels, chunks)
+    if depth == 16 and channels > 1:
+        # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
+        # the small encoder above. Metadata chunks are spliced into PNGs by hand.
+        if fmt_name == "TIFF" and (icc or exif):
+            logger.info("%s: metadata is not written to 16-bit colour TIFF", p)
+
+        def write16(fh: IO[bytes]) -> None:
+            ints = pixels.whole()
+            if fmt_name == "PNG":
+                chunks = _png_metadata_chunks(icc, exif)
+                if channels == 2:
+                    data = _encode_png16(ints, 4, chunks)
+                else:
+                    data = _png_insert_after_ihdr(_opencv_encode(".png", ints), chunks)
+            else:
+                data = _opencv_encode(".tif", ints)
+            fh.write(data)
+
+        return write16
+
+    # Pillow path: 8-bit anything, or 16-bit grey as 'I;16'.
+    kwargs: dict[str, Any] = {}
+    if fmt_name in ("PNG", "JPEG", "WEBP", "TIFF") and icc:
+        kwargs["icc_profile"] = icc
+    if fmt_name in ("PNG", "JPEG", "WEBP") and exif:
+        kwargs["exif"] = exif
+    if fmt_name in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt_name == "WEBP" and channels == 4:
+        kwargs["exact"] = True  # keep colour under transparent pixels
+    if fmt_name == "TIFF" and features.check("libtiff"):
+        kwargs["compression"] = "tiff_lzw"  # lossless and widely readable
+
+    def write(fh: IO[bytes]) -> None:
+        _pillow_image(pixels).save(fh, format=fmt_name, **kwargs)
+
+    return write
+
+
+def save_like(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    src: LoadedImage,
+    *,
+    fmt: str | None = None,
+    quality: int = 95,
+    keep_metadata: bool = True,
+    protect: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Saves ``pixels`` with the mode, depth, alpha and metadata of ``src``.
+
+    ``src.path`` is always protected, so an output can never replace its own input.
+
+    Args:
+        path: Destination file.
+        pixels: Processed pixels, same size as ``src``.
+        src: The image the pixels came from.
+        fmt: Output format, None for the suffix of ``path``.
+        quality: JPEG/WebP quality.
+        keep_metadata: Whether to write EXIF (ICC is always kept).
+        protect: Further paths that must not be overwritten.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageWriteError: If writing fails or is refused.
+    """
+    return save_image(
+        path,
+        pixels,
+        alpha=src.alpha,
+        mode=src.mode,
+        bit_depth=src.bit_depth,
+        fmt=fmt,
+        quality=quality,
+        icc_profile=src.icc_profile,
+        exif=src.exif,
+        keep_metadata=keep_metadata,
+        protect=[src.path, *protect],
+    )
