@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl
@@ -45,6 +46,7 @@ from app.window_state import restore_window, save_window, weights_problem
 from app.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
 from rbqe.errors import RBQEError
 from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
+from rbqe.weights import SHIPPED_MODELS
 
 log = logging.getLogger(__name__)
 SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -58,6 +60,8 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.store = store
         self.settings = settings_mod.load_settings(store)
+        self._fixed_weights = weights or os.environ.get("RBQE_WEIGHTS") or None
+        weights = self._weights()
         self.session = Session(self.settings, factory, weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -112,11 +116,10 @@ class MainWindow(QMainWindow):
         self.acts = build_actions(self)
         self._connect()
         restore_window(self)
-        if check_weights:
-            problem = weights_problem(weights, self.settings_panel.set_weights_threshold)
-            if problem:
-                self.banner.setText(problem)
-                self.banner.show()
+        if self._fixed_weights:
+            self.settings_panel.lock_model(self._fixed_weights)
+        self._check_weights = check_weights
+        self.check_weights()
         self.update_threshold()
         self._update_actions()
         QApplication.instance().installEventFilter(self)
@@ -297,13 +300,31 @@ class MainWindow(QMainWindow):
         settings_mod.save_settings(self.store, self.settings)
         self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
         self.batch.threshold = self.settings.threshold
-        if name == "device":
+        if name == "model":
+            self.session.weights = self._weights()
+            self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
+            self.check_weights()
+            self.update_threshold()
+            self.session.engine_changed()
+        elif name == "device":
             self.session.engine_changed()
         elif name in ("exit_mode", "threshold"):
             if name == "exit_mode":
                 self.session.mode_override = None  # the user's choice beats --exit
             self.update_threshold()
             self._reprocess_timer.start()
+
+    def _weights(self) -> str:
+        return self._fixed_weights or str(SHIPPED_MODELS[self.settings.model])
+
+    def check_weights(self) -> None:
+        """Show a banner when the weights in use are missing or unusable."""
+        if not self._check_weights:
+            return
+        problem = weights_problem(self.session.weights,
+                                  self.settings_panel.set_weights_threshold)
+        self.banner.setText(problem)
+        self.banner.setVisible(bool(problem))
 
     # -- actions -----------------------------------------------------------------------
     def update_threshold(self) -> None:

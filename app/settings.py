@@ -17,6 +17,7 @@ ORGANIZATION = "RBQE"
 APPLICATION = "RBQE Studio"
 
 EXIT_MODES = ("auto", "1", "2", "3", "4", "5")
+MODELS = ("rgb", "y")  # keys of rbqe.weights.SHIPPED_MODELS
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
 
@@ -26,6 +27,8 @@ class AppSettings:
 
     Attributes:
         device: ``auto``, ``cpu`` or ``cuda:N``.
+        model: Which shipped model: ``rgb`` (colour, the default) or ``y`` (luma only).
+            ``--weights`` or ``RBQE_WEIGHTS`` win over it.
         exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
         threshold: Quality threshold; None means "the weights' own threshold".
         output_format: ``png``, ``jpeg`` or ``webp``.
@@ -39,6 +42,7 @@ class AppSettings:
     """
 
     device: str = "auto"
+    model: str = "rgb"
     exit_mode: str = "auto"
     threshold: float | None = None
     output_format: str = "png"
@@ -55,6 +59,8 @@ class AppSettings:
 
     def normalise(self) -> None:
         """Bring out-of-range values (from an old or hand-edited ini) back into range."""
+        if self.model not in MODELS:
+            self.model = "rgb"
         if self.exit_mode not in EXIT_MODES:
             self.exit_mode = "auto"
         if self.output_format not in OUTPUT_FORMATS:

@@ -82,6 +82,10 @@ class SettingsPanel(QWidget):
         self.device.addItem("CPU", "cpu")
         for value, label in cuda_devices():
             self.device.addItem(label, value)
+        self.model = QComboBox()
+        self.model.addItem("Colour (RGB) — removes colour blocks too", "rgb")
+        self.model.addItem("Luma only (Y) — a little sharper on grayscale", "y")
+        self.model.setToolTip("The shipped models; weights/MODEL_CARD.md compares them")
         self.mode = QComboBox()
         self.mode.addItem("Auto (stop at the threshold)", "auto")
         for k in range(1, 6):
@@ -109,6 +113,7 @@ class SettingsPanel(QWidget):
 
         proc = QFormLayout()
         proc.addRow("Device", self.device)
+        proc.addRow("Model", self.model)
         proc.addRow("Exit mode", self.mode)
         row = QHBoxLayout()
         row.addWidget(self.threshold, 1)
@@ -134,6 +139,7 @@ class SettingsPanel(QWidget):
 
         self.refresh()
         self.device.currentIndexChanged.connect(lambda: self._set("device", self.device.currentData()))
+        self.model.currentIndexChanged.connect(lambda: self._set("model", self.model.currentData()))
         self.mode.currentIndexChanged.connect(lambda: self._set("exit_mode", self.mode.currentData()))
         self.threshold.valueChanged.connect(lambda v: self._set("threshold", round(v, 3)))
         self.reset.clicked.connect(lambda: self._set("threshold", None))
@@ -152,6 +158,11 @@ class SettingsPanel(QWidget):
         self.refresh()
         self.changed.emit(name)
 
+    def lock_model(self, weights: str) -> None:
+        """Weights named on the command line (or by RBQE_WEIGHTS) win over the choice."""
+        self.model.setEnabled(False)
+        self.model.setToolTip(f"Fixed by --weights / RBQE_WEIGHTS: {weights}")
+
     def set_weights_threshold(self, threshold: float) -> None:
         self.weights_threshold = threshold
         self.refresh()
@@ -163,7 +174,7 @@ class SettingsPanel(QWidget):
     def refresh(self) -> None:
         """Show the settings' current values without emitting changes."""
         s = self.settings
-        blockers = [QSignalBlocker(w) for w in (self.device, self.mode, self.threshold,
+        blockers = [QSignalBlocker(w) for w in (self.device, self.model, self.mode, self.threshold,
                                                 self.format, self.quality, self.suffix,
                                                 self.keep_metadata)]
         index = self.device.findData(s.device)
@@ -171,6 +182,7 @@ class SettingsPanel(QWidget):
             self.device.addItem(s.device, s.device)
             index = self.device.count() - 1
         self.device.setCurrentIndex(index)
+        self.model.setCurrentIndex(max(0, self.model.findData(s.model)))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         value = self.effective_threshold()
         self.threshold.setValue(value if value is not None else 0.855)

@@ -36,6 +36,13 @@ class WeightsInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# The models we ship, by the name the app's settings store (weights/MODEL_CARD.md).
+SHIPPED_MODELS = {
+    "rgb": PACKAGE_WEIGHTS,
+    "y": PACKAGE_WEIGHTS.with_name("rbqe_jpeg_y.safetensors"),
+}
+
+
 def default_weights_path() -> Path:
     """``$RBQE_WEIGHTS`` if set, else the weights shipped beside the package."""
     env = os.environ.get("RBQE_WEIGHTS")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+
+import pytest
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
@@ -12,6 +14,7 @@ from app.exits import INPUT
 from app.state import DONE, FAILED
 from app.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
+from rbqe.errors import RBQEError
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 
@@ -274,3 +277,45 @@ def test_stale_results_are_dropped_when_switching_images(qtbot, window, tmp_path
     slow_item = window.session.queue.get(slow)
     qtbot.waitUntil(lambda: slow_item.status == DONE, timeout=TIMEOUT)
     assert window.compare.data.path == fast  # still showing what the user chose
+
+
+def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeypatch) -> None:
+    from app.main_window import MainWindow
+    from rbqe.weights import SHIPPED_MODELS, read_info
+
+    monkeypatch.delenv("RBQE_WEIGHTS", raising=False)
+    built: list[str | None] = []
+
+    def factory(spec):  # records which weights the session would build an engine from
+        built.append(spec.weights)
+        raise RBQEError("not needed here")
+
+    win = MainWindow(store, factory)
+    qtbot.addWidget(win)
+    panel = win.settings_panel
+    assert win.session.weights == str(SHIPPED_MODELS["rgb"])
+    assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["rgb"]).threshold)
+
+    panel.model.setCurrentIndex(panel.model.findData("y"))
+    assert win.settings.model == "y"
+    assert win.session.weights == str(SHIPPED_MODELS["y"])
+    assert win.batch.spec.weights == str(SHIPPED_MODELS["y"])
+    assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["y"]).threshold)
+    assert not win.banner.isVisible()
+    win.close()
+
+    again = MainWindow(store, factory)  # the choice is remembered
+    qtbot.addWidget(again)
+    assert again.settings.model == "y" and again.session.weights == str(SHIPPED_MODELS["y"])
+    again.close()
+
+
+def test_weights_on_the_command_line_fix_the_model(qtbot, store, tmp_path) -> None:
+    from app.main_window import MainWindow
+
+    win = MainWindow(store, weights=str(tmp_path / "mine.safetensors"), check_weights=False)
+    qtbot.addWidget(win)
+    assert not win.settings_panel.model.isEnabled()
+    assert "mine.safetensors" in win.settings_panel.model.toolTip()
+    assert win.session.weights == str(tmp_path / "mine.safetensors")
+    win.close()
