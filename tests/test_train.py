@@ -199,7 +199,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "rbqe_jpeg.safetenso
 def test_shipped_weights_raise_psnr_on_blocky_jpeg() -> None:
     from rbqe.engine import Enhancer
 
-    net, info = load_weights(SHIPPED)
+    _, info = load_weights(SHIPPED)
     assert 0 < info.threshold < 1
     gray = cv2.cvtColor(_photo(5, 192, 256), cv2.COLOR_RGB2GRAY)
     jpeg = jpeg_roundtrip(gray, 15)

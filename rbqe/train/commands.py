@@ -158,7 +158,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import choose_threshold, plot_sweep
     from rbqe.weights import default_weights_path, set_threshold
 
-    enhancer, records = _records(args)
+    _, records = _records(args)
     cal = choose_threshold(records, args.tolerance)
     summary = {k: v for k, v in cal.items() if k != "sweep"}
     print(json.dumps(summary, indent=2))

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 # QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
 # most of the capacity on heavy compression while teaching the net not to over-smooth
 # light compression.
@@ -35,10 +34,13 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
     Args:
         img: ``(H, W)`` gray or ``(H, W, 3)`` RGB uint8. Colour uses 4:2:0 chroma.
     """
-    if img.ndim == 3:
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    colour = img.ndim == 3
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if colour else img,
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
+    if colour:
         return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
 

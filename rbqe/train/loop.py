@@ -126,7 +126,7 @@ class Trainer:
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
 
-        net, info = load_weights(path)
+        net, _ = load_weights(path)
         if (net.config.in_channels, net.config.width) != (self.cfg.channels, self.cfg.width):
             raise ValueError(f"{path}: {net.config.in_channels}-channel width-{net.config.width} "
                              f"weights cannot start a {self.cfg.channels}-channel "

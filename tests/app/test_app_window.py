@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-
-import pytest
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
