@@ -332,8 +332,8 @@ class Enhancer:
 
         Raises:
             RBQEError: Out of device memory even with ``MIN_TILE`` tiles. (A smaller
-                out-of-memory is retried with smaller tiles; exits reported to ``on_exit``
-                before it are then reported again.)
+                out-of-memory is retried with smaller tiles, which later calls then keep;
+                exits reported to ``on_exit`` before it are then reported again.)
         """
         mode = _check_mode(mode)
         img = _as_hwc(image)
@@ -355,6 +355,10 @@ class Enhancer:
                 error = str(exc).split("\n", 1)[0]
             tile = self._after_out_of_memory(tile or max(h, w), bool(tile), error)
             retries += 1
+        if retries:
+            # The device will not have more memory for the next image of a batch: keep
+            # the tile that worked instead of failing and retrying on every photo.
+            self.tile = tile
         result.tile_size, result.oom_retries = tile, retries
         result.total_ms = (time.perf_counter() - t0) * 1000
         return result

@@ -434,6 +434,9 @@ def test_out_of_memory_retries_with_half_the_tile(net, make_jpeg, monkeypatch, c
     assert res.tiles == expected.tiles and res.chosen == expected.chosen == 3
     np.testing.assert_array_equal(res.image, expected.image)
     assert res.exits[0].score == expected.exits[0].score
+    # The next image starts with the tile that worked instead of running out again.
+    assert enh.tile == 256
+    assert enh.enhance(img, 3).oom_retries == 0
 
 
 def test_out_of_memory_untiled_switches_to_tiling(net, make_jpeg, monkeypatch):
