@@ -228,13 +228,7 @@ class Trainer:
                     and time.monotonic() - t_rate > min(10.0, 0.05 * cfg.time_budget_s)):
                 budget_set = True
                 rate = (self.step - s0 - RATE_FROM) / max(time.monotonic() - t_rate, 1e-9)
-                # Validation and checkpoints cost time too: aim a little short.
-                left = cfg.time_budget_s - (time.monotonic() - t0)
-                cfg.steps = max(self.step + 1, self.step + int(0.93 * rate * left))
-                msg = f"time budget {cfg.time_budget_s:.0f} s at {rate:.2f} steps/s: {cfg.steps} steps"
-                log.info(msg)
-                if on_line:
-                    on_line(msg)
+                self._fit_budget(rate, cfg.time_budget_s - (time.monotonic() - t0), on_line)
             ema = loss if ema is None else 0.98 * ema + 0.02 * loss
             now = time.monotonic()
             rate = (self.step - s0) / max(now - t0, 1e-9)
@@ -262,6 +256,17 @@ class Trainer:
                 t_last_ckpt = time.monotonic()
         self.save_checkpoint()
         save_weights(self.net, self.out / "last.safetensors", extra={"step": str(self.step)})
+
+    def _fit_budget(self, rate: float, seconds_left: float,
+                    on_line: Callable[[str], None] | None) -> None:
+        """Set the schedule's length from the measured speed and the time left."""
+        # Validation and checkpoints cost time too: aim a little short.
+        self.cfg.steps = self.step + max(1, int(0.93 * rate * seconds_left))
+        msg = (f"time budget {self.cfg.time_budget_s:.0f} s at {rate:.2f} steps/s: "
+               f"{self.cfg.steps} steps")
+        log.info(msg)
+        if on_line:
+            on_line(msg)
 
     def _batches(self) -> Iterator[tuple[np.ndarray, ...]]:
         """Batches for the steps from ``self.step`` on, in order. With workers, a
