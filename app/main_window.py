@@ -298,15 +298,13 @@ class MainWindow(QMainWindow):
 
     def setting_changed(self, name: str) -> None:
         settings_mod.save_settings(self.store, self.settings)
-        self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
-        self.batch.threshold = self.settings.threshold
         if name == "model":
             self.session.weights = self._weights()
-            self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
             self.check_weights()
             self.update_threshold()
-            self.session.engine_changed()
-        elif name == "device":
+        self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
+        self.batch.threshold = self.settings.threshold
+        if name in ("model", "device"):
             self.session.engine_changed()
         elif name in ("exit_mode", "threshold"):
             if name == "exit_mode":
