@@ -87,7 +87,13 @@ class Session(QObject):
         return self.mode_override if self.mode_override is not None else self.settings.mode
 
     def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[QueueItem]:
-        files = [f for f, _ in list_images([Path(p) for p in paths], recursive=recursive)]
+        paths = [Path(p) for p in paths]
+        # Folder scans leave out the outputs rbqe wrote next to their sources, as a batch
+        # does; a file the user names directly is always shown.
+        folders = [p for p in paths if p.is_dir()]
+        named = [p for p in paths if not p.is_dir()]
+        listed = list_images(folders, recursive=recursive, skip_outputs=True) if folders else []
+        files = [f for f, _ in listed + (list_images(named) if named else [])]
         added = self.queue.add(files)
         if added:
             self.items_added.emit(added)

@@ -43,6 +43,20 @@ def test_drop_files_and_folder_queues_them(qtbot, window, images, tmp_path) -> N
     assert "3/3 done" in window.queue.counts.text()
 
 
+def test_folder_scan_leaves_out_earlier_outputs(qtbot, window, images) -> None:
+    from rbqe.io import record_output
+
+    folder = images[0].parent
+    earlier = folder / "photo0_rbqe.png"  # what a batch into the input folder wrote
+    record_output(earlier, images[0])
+    earlier.write_bytes(images[0].read_bytes())
+    window.session.add_paths([folder])
+    assert sorted(i.path.name for i in window.session.queue.items) == [p.name for p in images]
+    window.session.add_paths([earlier])  # named directly: the user wants to see it
+    assert earlier in [i.path for i in window.session.queue.items]
+    wait_done(qtbot, window)
+
+
 def test_exits_arrive_in_order_and_chosen_is_marked(qtbot, window, images) -> None:
     window.session.mode_override = "all"
     arrived: list[int] = []
