@@ -229,15 +229,21 @@ class ProgressiveRun:
         k = self.exits_done + 1
         net, nodes = self.net, self.nodes
         if k == 1:
-            nodes[0, 0] = net.inc(self.x)
-        nodes[k, 0] = net.down[k - 1](nodes[k - 1, 0])
+            nodes[0, 0] = self._block(net.inc, self.x)
+        nodes[k, 0] = self._block(net.down[k - 1], nodes[k - 1, 0])
         for j in range(1, k + 1):
-            i = k - j
-            skips = [nodes[i, c] for c in range(j)]
-            nodes[i, j] = net.up[f"{i}_{j}"](nodes[i + 1, j - 1], skips, self.stats, f"{i}_{j}")
+            nodes[k - j, j] = self._up_node(k - j, j)
             if k == NUM_EXITS:
-                self._drop_dead(i, j)
+                self._drop_dead(k - j, j)
         return k
+
+    # How one node is computed; FastProgressiveRun overrides these two for the CPU.
+    def _block(self, block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        return block(x)
+
+    def _up_node(self, i: int, j: int) -> torch.Tensor:
+        skips = [self.nodes[i, c] for c in range(j)]
+        return self.net.up[f"{i}_{j}"](self.nodes[i + 1, j - 1], skips, self.stats, f"{i}_{j}")
 
     def _drop_dead(self, i: int, j: int) -> None:
         """On the last exit, free what no later node reads once ``X[i][j]`` exists: its
@@ -463,20 +469,6 @@ class FastProgressiveRun(ProgressiveRun):
             d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
             out[:, :, r0:r1] = _conv(d, head[1], False, add=x[:, :, r0:r1])  # x + residual
         return out
-
-    def _nodes(self) -> int:
-        if self.exits_done >= NUM_EXITS:
-            raise RuntimeError("all exits already computed")
-        k = self.exits_done + 1
-        net, nodes = self.net, self.nodes
-        if k == 1:
-            nodes[0, 0] = self._block(net.inc, self.x)
-        nodes[k, 0] = self._block(net.down[k - 1], nodes[k - 1, 0])
-        for j in range(1, k + 1):
-            nodes[k - j, j] = self._up_node(k - j, j)
-            if k == NUM_EXITS:
-                self._drop_dead(k - j, j)
-        return k
 
     def _done(self, k: int) -> None:
         super()._done(k)
