@@ -12,9 +12,7 @@ file and renaming it, which is the worst moment for atomicity.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import io
 import json
 import logging
 import os
@@ -30,11 +28,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from clirun import run_cli
 from corpus import pattern, sha256
 from PIL import Image
 
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
-from rbqe.cli import main
 from rbqe.engine import Enhancer
 from rbqe.io import OUTPUT_LOG, STALE_TEMP_AGE_S, estimate_jpeg_quality
 from rbqe.model import ModelConfig, RBQENet
@@ -54,21 +52,6 @@ def weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return save_weights(RBQENet(ModelConfig(1, 1, 8)),
                         tmp_path_factory.mktemp("w") / "tiny.safetensors")
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    """``rbqe.cli.main(args)`` in-process; returns (exit code, stderr text)."""
-    err, out = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            rc = main(args)
-    finally:
-        for h in root.handlers[:]:  # main() may call basicConfig(): don't leak a handler
-            if h not in handlers:
-                root.removeHandler(h)
-    return rc, err.getvalue()
 
 
 def enhance(weights: Path, *args: str | Path) -> tuple[int, str, dict | None]:

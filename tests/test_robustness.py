@@ -20,10 +20,7 @@ The 100-megapixel test is ``slow``; it prints its peak RSS and time (``-s`` show
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -34,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from clirun import run_cli
 from corpus import MAKE, MODEL, build_corpus, exif_bytes, pattern, sha256, srgb_icc
 from PIL import Image, ImageOps
 
@@ -110,21 +108,6 @@ def tiny_net(*, identity: bool) -> RBQENet:
             for p in net.heads.parameters():
                 p.zero_()  # residual 0: every exit returns its input
     return net
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    """``rbqe.cli.main(args)`` in-process; returns (exit code, stderr text)."""
-    err, out = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            rc = main(args)
-    finally:
-        for h in root.handlers[:]:  # main() may call basicConfig(): don't leak a handler
-            if h not in handlers:
-                root.removeHandler(h)
-    return rc, err.getvalue()
 
 
 def rbqe_command() -> list[str]:
