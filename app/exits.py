@@ -54,6 +54,7 @@ class ExitCard(QWidget):
         self.index = index
         self.data = CardData("Input" if index == INPUT else f"Exit {index}")
         self.threshold: float | None = None
+        self.min_exit = 1  # auto cannot stop before this exit, whatever the score
         self.side = ""  # "a", "b" or "ab"
         self._hover = False
         self.setMinimumSize(QSize(112, CARD_HEIGHT))
@@ -121,7 +122,8 @@ class ExitCard(QWidget):
         p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
         if d.score is not None:
-            ok = self.threshold is not None and d.score >= self.threshold
+            ok = (self.threshold is not None and self.index >= self.min_exit
+                  and d.score >= self.threshold)
             p.setPen(GOOD if ok else WEAK)
             p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
@@ -245,12 +247,15 @@ class ExitStrip(QWidget):
                 card.data.state = "skipped"
             card.update()
 
-    def set_threshold(self, threshold: float, source: str) -> None:
-        self.threshold_label.setText(f"Threshold {threshold:.3f}")
+    def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:
+        start = f" · from exit {min_exit}" if min_exit > 1 else ""
+        self.threshold_label.setText(f"Threshold {threshold:.3f}{start}")
+        earliest = f" from exit {min_exit} on (the weights' calibration)" if min_exit > 1 else ""
         self.threshold_label.setToolTip(f"Quality threshold ({source}); auto mode leaves at "
-                                        "the first exit whose score reaches it")
+                                        f"the first exit{earliest} whose score reaches it")
         for card in self.cards:
             card.threshold = threshold
+            card.min_exit = min_exit
             card.update()
 
     def set_mode_text(self, text: str) -> None:

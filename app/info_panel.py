@@ -125,7 +125,10 @@ class InfoPanel(QScrollArea):
             return
         chosen = r.exit_result(r.chosen)
         self.set("Chosen exit", f"Exit {r.chosen} · score {chosen.score:.3f}")
-        passed = "reached" if chosen.score >= r.threshold else "not reached: last exit used"
+        if r.chosen >= r.min_exit and chosen.score >= r.threshold:
+            passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"
+        else:
+            passed = "not reached: last exit used"
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
         self.set("Threshold", f"{r.threshold:.3f} ({passed})" if r.mode in ("auto", "all")
                  else f"{r.threshold:.3f}")

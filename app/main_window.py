@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
     def _on_engine_info(self, info: dict) -> None:
         self.info.set_engine(info)
         self.device_label.setText(f"Device: {info['device']}")
-        self.settings_panel.set_weights_threshold(info["threshold"])
+        self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1))
         self.update_threshold()
         if not self.banner.property("sticky"):
             self.banner.hide()
@@ -329,7 +329,7 @@ class MainWindow(QMainWindow):
         t = self.settings_panel.effective_threshold()
         source = "custom" if self.settings.threshold is not None else "from the weights"
         if t is not None:
-            self.compare.strip.set_threshold(t, source)
+            self.compare.strip.set_threshold(t, source, self.settings_panel.weights_min_exit)
         mode = self.session.mode
         self.compare.strip.set_mode_text(
             f"Mode: auto ({source})" if mode == "auto" else

@@ -76,6 +76,7 @@ class SettingsPanel(QWidget):
         super().__init__(parent)
         self.settings = settings
         self.weights_threshold: float | None = None
+        self.weights_min_exit = 1  # the earliest exit auto may stop at, from the weights
 
         self.device = QComboBox()
         self.device.addItem("Automatic (GPU if available)", "auto")
@@ -163,8 +164,9 @@ class SettingsPanel(QWidget):
         self.model.setEnabled(False)
         self.model.setToolTip(f"Fixed by --weights / RBQE_WEIGHTS: {weights}")
 
-    def set_weights_threshold(self, threshold: float) -> None:
+    def set_weights_threshold(self, threshold: float, min_exit: int = 1) -> None:
         self.weights_threshold = threshold
+        self.weights_min_exit = min_exit
         self.refresh()
 
     def effective_threshold(self) -> float | None:
@@ -186,12 +188,14 @@ class SettingsPanel(QWidget):
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         value = self.effective_threshold()
         self.threshold.setValue(value if value is not None else 0.855)
+        # The earliest exit comes with the weights; the threshold applies from there on.
+        start = f"; auto stops from exit {self.weights_min_exit} on" if self.weights_min_exit > 1 else ""
         if s.threshold is None:
-            self.threshold_note.setText("from the weights")
+            self.threshold_note.setText(f"from the weights{start}")
         elif self.weights_threshold is not None:
-            self.threshold_note.setText(f"custom (weights: {self.weights_threshold:.3f})")
+            self.threshold_note.setText(f"custom (weights: {self.weights_threshold:.3f}){start}")
         else:
-            self.threshold_note.setText("custom")
+            self.threshold_note.setText(f"custom{start}")
         self.reset.setEnabled(s.threshold is not None)
         self.threshold.setEnabled(s.exit_mode == "auto")
         self.format.setCurrentIndex(max(0, self.format.findData(s.output_format)))

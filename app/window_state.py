@@ -18,15 +18,17 @@ if TYPE_CHECKING:
 DEFAULT_SIZE = (1480, 920)
 
 
-def weights_problem(weights: str | None, on_threshold: Callable[[float], None]) -> str:
-    """"" when the weights file looks usable (its threshold goes to ``on_threshold``),
+def weights_problem(weights: str | None, on_threshold: Callable[[float, int], None]) -> str:
+    """"" when the weights file looks usable (its exit rule, threshold and earliest exit,
+    goes to ``on_threshold``),
     else a sentence for the user saying what is wrong and what to do."""
     path = Path(weights) if weights else default_weights_path()
     if not path.is_file():
         return (f"No model weights at {path}. Train them with 'rbqe train', or start with "
                 "--weights FILE (or set RBQE_WEIGHTS). Images can be opened, but not enhanced.")
     try:
-        on_threshold(read_info(path).threshold)
+        info = read_info(path)
+        on_threshold(info.threshold, info.min_exit)
     except RBQEError as exc:
         return f"The weights file cannot be used: {exc}"
     return ""

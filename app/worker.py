@@ -161,7 +161,8 @@ class Worker(QObject):
             info = self._enhancer.info
             self.engine_ready.emit({"device": str(self._enhancer.device),
                                     "weights": str(info.path) if info.path else "built-in test model",
-                                    "threshold": float(info.threshold)})
+                                    "threshold": float(info.threshold),
+                                    "min_exit": int(self._enhancer.min_exit)})
         enh = self._enhancer
         enh.threshold = float(job.threshold if job.threshold is not None else enh.info.threshold)
         return enh

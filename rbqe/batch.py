@@ -300,6 +300,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
         "device": str(enhancer.device),
         "weights": str(info.path) if info.path else None,
         "threshold": enhancer.threshold,
+        "min_exit": enhancer.min_exit,
         "images": [i.to_json() for i in summary.items],
         "summary": {
             "processed": summary.processed,

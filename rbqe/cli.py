@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--exit", dest="exit_mode", type=_exit_mode, default="auto",
                    metavar="auto|1|2|3|4|5|all", help="exit mode (default auto)")
     e.add_argument("--threshold", type=float, help="IQA exit threshold (default: from weights)")
+    e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
+                   help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
     e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
@@ -138,6 +140,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "parameters": count_parameters(net),
             },
             "threshold": info.threshold,
+            "min_exit": info.min_exit,
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
         })
     else:
@@ -182,7 +185,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _quiet_opencv()
 
     enhancer = Enhancer(args.weights, device=args.device, threshold=args.threshold,
-                        tile=args.tile)
+                        min_exit=args.min_exit, tile=args.tile)
     options = BatchOptions(
         out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
         overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,

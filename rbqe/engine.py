@@ -48,7 +48,13 @@ import torch.nn.functional as F
 from rbqe import iqa
 from rbqe.errors import Cancelled, RBQEError, WeightsError
 from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, gmacs_per_exit
-from rbqe.weights import DEFAULT_THRESHOLD, WeightsInfo, default_weights_path, load_weights
+from rbqe.weights import (
+    DEFAULT_THRESHOLD,
+    WeightsInfo,
+    check_min_exit,
+    default_weights_path,
+    load_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,7 @@ class EnhanceResult:
             out-of-memory retry.
         oom_retries: How many times the image was started again with smaller tiles after
             running out of device memory.
+        min_exit: The earliest exit auto could stop at.
     """
 
     exits: list[ExitResult]
@@ -122,6 +129,7 @@ class EnhanceResult:
     sampled_scores: list[float] = field(default_factory=list)
     tile_size: int = 0
     oom_retries: int = 0
+    min_exit: int = 1
     _session: _Session | None = field(default=None, repr=False)
 
     @property
@@ -258,6 +266,8 @@ class Enhancer:
         weights: A ``.safetensors`` file; default :func:`rbqe.weights.default_weights_path`.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         threshold: IQA exit threshold; default from the weights' metadata.
+        min_exit: The earliest exit auto may stop at; default from the weights' metadata
+            (1, the paper's rule, when they carry none).
         tile: Tile side in pixels (multiple of 32); images larger than one tile are tiled.
             ``0`` disables tiling.
         net: An already built network (tests, calibration); skips loading.
@@ -269,6 +279,7 @@ class Enhancer:
         *,
         device: str = "auto",
         threshold: float | None = None,
+        min_exit: int | None = None,
         tile: int | None = None,
         net: RBQENet | None = None,
     ) -> None:
@@ -283,6 +294,7 @@ class Enhancer:
         else:
             self.info = WeightsInfo(None, net.config, DEFAULT_THRESHOLD)
         self.threshold = float(threshold if threshold is not None else self.info.threshold)
+        self.min_exit = check_min_exit(min_exit if min_exit is not None else self.info.min_exit)
         tile = DEFAULT_TILE if tile is None else int(tile)
         self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
         self.fp16 = self.device.type == "cuda"
@@ -421,7 +433,7 @@ class Enhancer:
             result.exits.append(e)
             if on_exit:
                 on_exit(e)
-            if mode == "auto" and e.score >= self.threshold:
+            if mode == "auto" and self.passes(k, e.score):
                 break
         result.chosen = self._choose(result.exits, mode)
         if progress:
@@ -478,7 +490,7 @@ class Enhancer:
                 self._sync()
                 sample_ms[k - 1] += (time.perf_counter() - t0) * 1000
                 sample_scores[k - 1].append(float(iqa.score_torch(self._luma_of(out))))
-            if mode == "auto" and np.mean(sample_scores[k - 1]) >= self.threshold:
+            if mode == "auto" and self.passes(k, float(np.mean(sample_scores[k - 1]))):
                 chosen = k
                 break
         del runs, out
@@ -613,21 +625,26 @@ class Enhancer:
 
     def _result(self, mode: ExitMode, img: np.ndarray) -> EnhanceResult:
         h, w = img.shape[:2]
-        return EnhanceResult([], NUM_EXITS, self.threshold, mode, str(self.device), (w, h))
+        return EnhanceResult([], NUM_EXITS, self.threshold, mode, str(self.device), (w, h),
+                             min_exit=self.min_exit)
 
     def _choose(self, exits: list[ExitResult], mode: ExitMode) -> int:
         if isinstance(mode, int):
             return mode
         for e in exits:
-            if e.score >= self.threshold:
+            if self.passes(e.exit, e.score):
                 return e.exit
         return NUM_EXITS
 
     def _choose_sampled(self, sample_scores: list[list[float]]) -> int:
         for k, s in enumerate(sample_scores, start=1):
-            if s and np.mean(s) >= self.threshold:
+            if s and self.passes(k, float(np.mean(s))):
                 return k
         return NUM_EXITS
+
+    def passes(self, exit_: int, score: float) -> bool:
+        """Whether auto may stop at exit ``exit_`` with this IQA score."""
+        return exit_ >= self.min_exit and score >= self.threshold
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -2,8 +2,9 @@
 
 Metadata keys (all strings in the safetensors header):
 ``format`` ("rbqe"), ``architecture`` ("rbqe-unetpp"), ``in_channels``,
-``out_channels``, ``width``, ``threshold`` (the IQA exit threshold) and optional
-free-form ``card`` JSON. Nothing here unpickles: safetensors only.
+``out_channels``, ``width``, ``threshold`` (the IQA exit threshold), ``min_exit`` (the
+earliest exit auto may stop at; absent means 1, the paper's rule) and optional free-form
+``card`` JSON. Nothing here unpickles: safetensors only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rbqe.errors import WeightsError
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 
 ARCHITECTURE = "rbqe-unetpp"
 DEFAULT_THRESHOLD = 0.855  # the paper's JPEG threshold, used until calibration sets one
@@ -32,6 +33,14 @@ class WeightsInfo:
     config: ModelConfig
     threshold: float = DEFAULT_THRESHOLD
     extra: dict[str, Any] = field(default_factory=dict)
+    min_exit: int = 1  # auto stops at the first exit >= min_exit whose score >= threshold
+
+
+def check_min_exit(value: int | str) -> int:
+    value = int(value)
+    if not 1 <= value <= NUM_EXITS:
+        raise ValueError(f"min_exit must be 1..{NUM_EXITS}, got {value}")
+    return value
 
 
 # The models we ship, by the name the app's settings store (weights/MODEL_CARD.md).
@@ -48,8 +57,8 @@ def default_weights_path() -> Path:
 
 
 def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_THRESHOLD,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write ``net`` atomically as safetensors with its config and threshold."""
+                 min_exit: int = 1, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` atomically as safetensors with its config and exit rule."""
     path = Path(path)
     cfg = net.config
     meta = {
@@ -59,6 +68,7 @@ def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_T
         "out_channels": str(cfg.out_channels),
         "width": str(cfg.width),
         "threshold": repr(float(threshold)),
+        "min_exit": str(check_min_exit(min_exit)),
     }
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
@@ -93,11 +103,13 @@ def read_info(path: str | Path) -> WeightsInfo:
     try:
         cfg = ModelConfig(int(meta["in_channels"]), int(meta["out_channels"]), int(meta["width"]))
         threshold = float(meta.get("threshold", DEFAULT_THRESHOLD))
+        min_exit = check_min_exit(meta.get("min_exit", "1"))
     except (KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: bad metadata ({exc})") from None
-    known = {"format", "architecture", "in_channels", "out_channels", "width", "threshold"}
+    known = {"format", "architecture", "in_channels", "out_channels", "width", "threshold",
+             "min_exit"}
     extra = {k: v for k, v in meta.items() if k not in known}
-    return WeightsInfo(path, cfg, threshold, extra)
+    return WeightsInfo(path, cfg, threshold, extra, min_exit)
 
 
 def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
@@ -126,10 +138,15 @@ def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
     return net, info
 
 
-def set_threshold(path: str | Path, threshold: float, extra: dict[str, Any] | None = None) -> None:
-    """Rewrite the file's threshold (and extra metadata) in place, atomically."""
+def set_threshold(path: str | Path, threshold: float, extra: dict[str, Any] | None = None,
+                  *, min_exit: int | None = None) -> None:
+    """Rewrite the file's exit rule (and extra metadata) in place, atomically.
+
+    ``min_exit`` None keeps the file's own.
+    """
     net, info = load_weights(path)
     merged: dict[str, Any] = dict(info.extra)
     merged.update(extra or {})
-    save_weights(net, path, threshold=threshold, extra=merged)
+    save_weights(net, path, threshold=threshold,
+                 min_exit=info.min_exit if min_exit is None else min_exit, extra=merged)
 

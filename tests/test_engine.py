@@ -307,6 +307,58 @@ def test_tiled_all_and_auto_agree(net, make_jpeg):
     np.testing.assert_allclose(auto.image, every.exit_result(expected).image, atol=1e-6)
 
 
+def test_auto_never_stops_before_min_exit(net, gray):
+    scores = [e.score for e in enhancer(net).enhance(gray, "all").exits]
+    e = enhancer(net, threshold=0.0, min_exit=3)
+    auto = e.enhance(gray)
+    # Every score passes a zero threshold, yet exits 1-2 may not end the walk.
+    assert auto.chosen == 3 and [x.exit for x in auto.exits] == [1, 2, 3]
+    assert auto.min_exit == 3 and e.enhance(gray, "all").chosen == 3
+    # Above min_exit the threshold decides as before.
+    threshold = max(scores[2:]) + 1e-6 if max(scores[2:]) < 1 else 1.01
+    assert enhancer(net, threshold=threshold, min_exit=3).enhance(gray).chosen == 5
+    assert e.enhance(gray, 2).chosen == 2  # a forced exit ignores the rule
+    assert [e.passes(k, 0.5) for k in range(1, 6)] == [False, False, True, True, True]
+
+
+def test_min_exit_in_tiled_images(net, make_jpeg):
+    img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
+    auto = enhancer(net, tile=128, threshold=0.0, min_exit=4).enhance(img)
+    # The sample tiles walked exits 1-4 (all passing a zero threshold) and stopped at 4.
+    assert auto.tiled and auto.chosen == 4 and len(auto.sampled_scores) == 4
+
+
+def test_min_exit_comes_from_the_weights(net, tmp_path):
+    from rbqe.weights import read_info, save_weights, set_threshold
+
+    path = save_weights(net, tmp_path / "w.safetensors", threshold=0.4)
+    assert read_info(path).min_exit == 1  # the paper's rule unless calibration says more
+    set_threshold(path, 0.3, min_exit=3)
+    assert (read_info(path).threshold, read_info(path).min_exit) == (0.3, 3)
+    set_threshold(path, 0.35)  # the earliest exit stays
+    assert read_info(path).min_exit == 3
+    e = Enhancer(path, device="cpu", tile=0)
+    assert (e.threshold, e.min_exit) == (0.35, 3)
+    assert Enhancer(path, device="cpu", tile=0, min_exit=1).min_exit == 1
+    with pytest.raises(ValueError, match="min_exit"):
+        Enhancer(path, device="cpu", min_exit=6)
+
+
+def test_bad_min_exit_in_a_weights_file_is_one_clear_error(net, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from rbqe.errors import WeightsError
+    from rbqe.weights import read_info, save_weights
+
+    path = save_weights(net, tmp_path / "w.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**meta, "min_exit": "7"})
+    with pytest.raises(WeightsError, match=r"w\.safetensors: bad metadata .*min_exit"):
+        read_info(path)
+
+
 @pytest.mark.parametrize(
     "n, tile, overlap",
     [(100, 128, 64), (129, 128, 64), (200, 128, 64), (1000, 256, 64), (3000, 1024, 64),

@@ -51,6 +51,21 @@ def test_batches_depend_only_on_seed_and_step(images: list[np.ndarray]) -> None:
     assert ((q >= 10) & (q <= 95)).all()
 
 
+def test_light_share_sets_the_quality_range(images: list[np.ndarray]) -> None:
+    paper = np.concatenate([PatchSampler(images, 1, 64, 8, seed=2, light_share=0.0)
+                            .batch_at(i)[2] for i in range(6)])
+    light = np.concatenate([PatchSampler(images, 1, 64, 8, seed=2, light_share=1.0)
+                            .batch_at(i)[2] for i in range(6)])
+    assert paper.min() >= 10 and paper.max() <= 50
+    assert light.min() >= 51 and light.max() <= 95
+
+
+def test_light_share_out_of_range_is_a_usage_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="--light-share must be in"):
+        main(["train", "--data", str(tmp_path), "--light-share", "1.5"])
+
+
 def test_exit_weights_follow_the_paper() -> None:
     w = exit_weights(np.array([10, 30, 50, 90]))
     assert w[0].tolist() == [0.5, 0.5, 1, 1, 2]
@@ -180,6 +195,7 @@ def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
     cal = json.loads((tmp_path / "cal.json").read_text())
     new = read_info(weights).threshold
     assert new == pytest.approx(cal["threshold"])
+    assert read_info(weights).min_exit == cal["min_exit"]
     assert cal["auto_d_psnr"] >= cal["exit5_d_psnr"] - 0.1 - 1e-9  # the default tolerance
     assert cal["worst_qf_loss"] <= 0.1 + 1e-9  # ... at every quality, not only on average
     # The enhance command now reports the calibrated threshold.
@@ -189,7 +205,54 @@ def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     assert main(["enhance", str(src), "-o", str(tmp_path / "out"), "--weights", str(weights),
                  "--device", "cpu", "--report", str(report)]) == 0
-    assert json.loads(report.read_text())["threshold"] == pytest.approx(new)
+    doc = json.loads(report.read_text())
+    assert doc["threshold"] == pytest.approx(new) and doc["min_exit"] == cal["min_exit"]
+
+
+def _records(exit_loss: dict[str, list[float]], scores: list[float]) -> list:
+    """Synthetic eval records: per image the dB each exit lies below exit 5."""
+    from rbqe.train.evaluate import Record
+
+    macs = [4.0, 6.0, 8.0, 10.0, 12.0]
+    return [Record(name, qf, False, {"psnr": 30.0},
+                   [{"psnr": 31.0 - d} for d in losses], list(scores), macs)
+            for name, losses in exit_loss.items() for qf in (10, 50)]
+
+
+def test_calibration_searches_the_earliest_exit() -> None:
+    from rbqe.train.evaluate import auto_exit, choose_threshold, sweep
+
+    # Exits 1-2 are 0.5 dB short for every image, yet score highest: the paper's rule
+    # (stop at the first passing score) cannot save compute without losing 0.5 dB.
+    recs = _records({f"im{i}": [0.5, 0.5, 0.02, 0.0, 0.0] for i in range(8)},
+                    [0.9, 0.8, 0.5, 0.5, 0.5])
+    cal = choose_threshold(recs, 0.1)
+    assert (cal["min_exit"], cal["threshold"]) == (3, 0.30)  # lowest threshold among ties
+    assert cal["auto_histogram"] == {"1": 0, "2": 0, "3": 16, "4": 0, "5": 0}
+    assert cal["gmacs_ratio"] == pytest.approx(8 / 12)
+    assert cal["worst_qf_loss"] == pytest.approx(0.02)
+    assert [c["min_exit"] for c in cal["cross_check"]] == [3, 3]
+    assert all(c["held_out_worst_qf_loss"] == pytest.approx(0.02) for c in cal["cross_check"])
+    # The rule's pieces agree with each other.
+    assert auto_exit([0.9, 0.8, 0.5, 0.5, 0.5], 0.3, 3) == 3
+    assert auto_exit([0.9, 0.8, 0.2, 0.2, 0.2], 0.3, 3) == 5
+    assert auto_exit([0.9, 0.8, 0.5, 0.5, 0.5], 0.85, 1) == 1
+    row = sweep(recs, [0.85], 1)[0]
+    assert row["worst_qf_loss"] == pytest.approx(0.5) and row["gmacs"] == pytest.approx(4.0)
+
+
+def test_calibration_refuses_a_rule_one_photo_group_breaks() -> None:
+    from rbqe.train.evaluate import choose_threshold
+
+    # Exit 3 costs 0.6 dB on one photo of eight: 0.075 dB on the whole set, within 0.1,
+    # but 0.3 dB on the quarter of the photos holding it. Exit 4 is safe everywhere.
+    losses = {f"im{i}": [1.0, 1.0, 0.0, 0.0, 0.0] for i in range(8)}
+    losses["im3"] = [1.0, 1.0, 0.6, 0.0, 0.0]
+    cal = choose_threshold(_records(losses, [0.9, 0.9, 0.9, 0.9, 0.9]), 0.1)
+    assert cal["min_exit"] == 4 and cal["worst_qf_loss"] == pytest.approx(0.0)
+    every = next(r for r in cal["sweep"] if r["min_exit"] == 3 and r["threshold"] == 0.30)
+    assert every["worst_qf_loss"] == pytest.approx(0.075)
+    assert every["worst_group_qf_loss"] == pytest.approx(0.3)
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "rbqe_jpeg.safetensors"

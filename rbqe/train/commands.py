@@ -33,6 +33,9 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from these weights")
     t.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
                    help="size the schedule to end after about this long (overrides --steps)")
+    t.add_argument("--light-share", type=float, metavar="FRACTION",
+                   help="share of patches compressed at QF 51-95, the rest at QF 10-50 "
+                        "(default 0.25; 0 = the paper's range only)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
@@ -40,6 +43,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
     e.add_argument("--weights", type=Path)
     e.add_argument("--threshold", type=float)
+    e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
+                   help="earliest exit auto may stop at (default: from the weights)")
     e.add_argument("--device", default="auto")
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
     e.add_argument("--limit", type=int, default=0, help="use only the first N images")
@@ -47,10 +52,11 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
     e.add_argument("--save-records", type=Path, metavar="FILE",
                    help="keep per-image measurements (for calibrate --records)")
-    e.add_argument("--records", type=Path, metavar="FILE",
+    e.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="summarise saved measurements instead of running the network")
 
-    c = sub.add_parser("calibrate", help="choose the IQA threshold on validation photos")
+    c = sub.add_parser("calibrate",
+                       help="choose the exit rule (earliest exit, IQA threshold) on val photos")
     c.add_argument("dirs", nargs="+", metavar="DIR")
     c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
     c.add_argument("--weights", type=Path)
@@ -61,8 +67,8 @@ def add_parsers(sub: Any) -> None:
                    help="dB below exit 5 allowed (the product target: within 0.1 dB)")
     c.add_argument("--plot", type=Path)
     c.add_argument("--json", type=Path)
-    c.add_argument("--dry-run", action="store_true", help="do not write the threshold")
-    c.add_argument("--records", type=Path, metavar="FILE",
+    c.add_argument("--dry-run", action="store_true", help="do not write the exit rule")
+    c.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="use measurements saved by 'rbqe eval --save-records' (same weights)")
 
 
@@ -81,21 +87,27 @@ def _train(args: argparse.Namespace) -> int:
         val_every=args.val_every, checkpoint_every_s=args.checkpoint_every, loss=args.loss,
         workers=args.workers, init_weights=str(args.init or ""), time_budget_s=args.time_budget,
     )
+    if args.light_share is not None:
+        if not 0.0 <= args.light_share <= 1.0:
+            raise SystemExit(f"rbqe train: --light-share must be in [0, 1], got {args.light_share}")
+        cfg.light_share = args.light_share
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
     return 0
 
 
-def _records(args: argparse.Namespace, threshold: float | None = None) -> tuple[Any, list[Any]]:
+def _records(args: argparse.Namespace, threshold: float | None = None,
+             min_exit: int | None = None) -> tuple[Any, list[Any]]:
     from tqdm import tqdm
 
     from rbqe.engine import Enhancer
     from rbqe.train.evaluate import collect, list_clean_images, load_records
 
-    enhancer = Enhancer(args.weights, device=args.device, threshold=threshold, tile=0)
+    enhancer = Enhancer(args.weights, device=args.device, threshold=threshold,
+                        min_exit=min_exit, tile=0)
     if args.records:
         wanted = set(args.qf)
-        return enhancer, [r for r in load_records(args.records) if r.qf in wanted]
+        return enhancer, [r for f in args.records for r in load_records(f) if r.qf in wanted]
     paths = list_clean_images(args.dirs)
     if args.limit:
         paths = paths[: args.limit]
@@ -114,13 +126,14 @@ def _records(args: argparse.Namespace, threshold: float | None = None) -> tuple[
 def _eval(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import plot_gain_vs_macs, save_records, summarize
 
-    enhancer, records = _records(args, args.threshold)
+    enhancer, records = _records(args, args.threshold, args.min_exit)
     if args.save_records:
         save_records(records, args.save_records)
-    table = summarize(records, enhancer.threshold)
+    table = summarize(records, enhancer.threshold, enhancer.min_exit)
     doc = {
         "weights": str(enhancer.info.path) if enhancer.info.path else None,
         "threshold": enhancer.threshold,
+        "min_exit": enhancer.min_exit,
         "device": str(enhancer.device),
         "protocol": "libjpeg (OpenCV) at quality q, 4:2:0 for colour; 8-bit outputs; "
                     "PSNR/SSIM/PSNR-B with no border crop; gray channel for gray images, "
@@ -129,6 +142,8 @@ def _eval(args: argparse.Namespace) -> int:
         "images": len({r.image for r in records}),
         "per_qf": table,
     }
+    print(f"auto: stops at the first exit >= {enhancer.min_exit} whose IQA score >= "
+          f"{enhancer.threshold:.4f}")
     print(format_table(table))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +184,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         plot_sweep(cal, args.plot)
     if not args.dry_run:
         path = args.weights or default_weights_path()
-        set_threshold(path, cal["threshold"], extra={"calibration": summary})
-        print(f"rbqe: threshold {cal['threshold']:.4f} written to {path}", file=sys.stderr)
+        set_threshold(path, cal["threshold"], extra={"calibration": summary},
+                      min_exit=cal["min_exit"])
+        print(f"rbqe: exit rule (from exit {cal['min_exit']}, threshold "
+              f"{cal['threshold']:.4f}) written to {path}", file=sys.stderr)
     return 0

@@ -60,8 +60,8 @@ def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> lis
     return images
 
 
-def sample_quality(rng: np.random.Generator) -> int:
-    lo, hi = LIGHT_QF if rng.random() < LIGHT_SHARE else HEAVY_QF
+def sample_quality(rng: np.random.Generator, light_share: float = LIGHT_SHARE) -> int:
+    lo, hi = LIGHT_QF if rng.random() < light_share else HEAVY_QF
     return int(rng.integers(lo, hi + 1))
 
 
@@ -77,6 +77,8 @@ class PatchSampler:
         patch: Crop size, a multiple of 32.
         batch: Patches per batch.
         seed: Base seed.
+        light_share: Fraction of patches compressed at QF 51-95 (the rest at 10-50);
+            0 trains on the paper's range only.
     """
 
     images: list[np.ndarray]
@@ -84,6 +86,7 @@ class PatchSampler:
     patch: int = 96
     batch: int = 16
     seed: int = 0
+    light_share: float = LIGHT_SHARE
 
     def batch_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(inputs, targets, qualities)``: ``(B, C, P, P)`` float32 in [0,1] and ``(B,)``."""
@@ -99,7 +102,7 @@ class PatchSampler:
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             crop = np.ascontiguousarray(crop)
-            q = sample_quality(rng)
+            q = sample_quality(rng, self.light_share)
             x, y = self._degrade(crop, q, rng)
             xs.append(x)
             ys.append(y)

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
-from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, load_folder_images, to_luma
+from rbqe.train.data import (
+    LIGHT_SHARE,
+    PatchSampler,
+    exit_weights,
+    jpeg_roundtrip,
+    load_folder_images,
+    to_luma,
+)
 from rbqe.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,7 @@ class TrainConfig:
     # after it started (the cosine schedule needs its length up front). Fixed once and
     # kept in the checkpoint, so a resumed run follows the same schedule.
     time_budget_s: float = 0.0
+    light_share: float = LIGHT_SHARE  # fraction of patches at QF 51-95
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -117,7 +125,8 @@ class Trainer:
         self.step = 0
         self.best_val = -math.inf
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
-        self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed)
+        self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
+                                    cfg.light_share)
         self.val_set = self._load_val() if cfg.val_dirs else []
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -14,6 +15,7 @@ from app.state import DONE, FAILED
 from app.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
+from rbqe.model import ModelConfig, RBQENet
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 
@@ -75,6 +77,32 @@ def test_exits_arrive_in_order_and_chosen_is_marked(qtbot, window, images) -> No
     assert item.status == DONE and item.exit == result.chosen
     assert window.info.fields["Chosen exit"].text().startswith(f"Exit {result.chosen}")
     assert "estimate" in window.info.fields["JPEG quality"].text()
+
+
+def test_weights_with_an_earliest_exit_show_it(qtbot, store, images) -> None:
+    """Calibrated weights may forbid auto to stop before exit 3: the strip, the cards,
+    the info panel and the settings all say so."""
+    from app.main_window import MainWindow
+
+    def factory(_spec):
+        torch.manual_seed(0)
+        enh = Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0, min_exit=3)
+        enh.info.threshold = 0.0  # every score passes: only min_exit holds auto back
+        return enh
+
+    win = MainWindow(store, factory, check_weights=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT) as blocker:
+        win.open_paths([images[0]])
+    result = blocker.args[0].result
+    assert result.chosen == 3 and result.min_exit == 3
+    strip = win.compare.strip
+    assert "from exit 3" in strip.threshold_label.text()
+    assert [c.min_exit for c in strip.cards[1:]] == [3] * 5
+    assert "from exit 3" in win.info.fields["Threshold"].text()
+    assert "reached" in win.info.fields["Threshold"].text()
+    assert "from exit 3" in win.settings_panel.threshold_note.text()
+    win.close()
 
 
 def test_switch_exits_and_modes_keeps_zoom_in_sync(qtbot, window, images) -> None:
@@ -314,6 +342,7 @@ def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeyp
     assert win.session.weights == str(SHIPPED_MODELS["y"])
     assert win.batch.spec.weights == str(SHIPPED_MODELS["y"])
     assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["y"]).threshold)
+    assert panel.weights_min_exit == read_info(SHIPPED_MODELS["y"]).min_exit
     assert not win.banner.isVisible()
     win.close()
 
