@@ -179,14 +179,15 @@ class _Table:
               ) -> dict[str, float]:
         mask = np.ones(len(self.qf), bool) if mask is None else mask
         rows = np.flatnonzero(mask)
-        got = self.psnr[rows, self.chosen(threshold, min_exit)[rows]]
+        chosen = self.chosen(threshold, min_exit)[rows]
+        got = self.psnr[rows, chosen]
         shortfall = self.psnr[rows, -1] - got
         qfs = self.qf[rows]
         return {
             "min_exit": int(min_exit),
             "threshold": float(threshold),
             "d_psnr": float(np.mean(got - self.base[rows])),
-            "gmacs": float(np.mean(self.macs[rows, self.chosen(threshold, min_exit)[rows]])),
+            "gmacs": float(np.mean(self.macs[rows, chosen])),
             "worst_qf_loss": float(max(shortfall[qfs == q].mean() for q in set(qfs))),
         }
 
