@@ -392,7 +392,8 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",
                           "RBQE Studio repairs JPEG-compressed photos with an early-exit "
                           "network: five exits of growing depth, and each image leaves at "
-                          "the first exit whose blind quality score reaches the threshold.",
+                          "the first exit whose blind quality score reaches the threshold "
+                          "(from the earliest exit the model's calibration allows).",
                           QMessageBox.StandardButton.Ok, self)
         box.setModal(False)
         box.show()
