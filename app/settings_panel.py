@@ -85,7 +85,7 @@ class SettingsPanel(QWidget):
             self.device.addItem(label, value)
         self.model = QComboBox()
         self.model.addItem("Colour (RGB) — removes colour blocks too", "rgb")
-        self.model.addItem("Luma only (Y) — a little sharper on grayscale", "y")
+        self.model.addItem("Luma only (Y) — better on grayscale photos", "y")
         self.model.setToolTip("The shipped models; weights/MODEL_CARD.md compares them")
         self.mode = QComboBox()
         self.mode.addItem("Auto (stop at the threshold)", "auto")
