@@ -60,10 +60,22 @@ def test_light_share_sets_the_quality_range(images: list[np.ndarray]) -> None:
     assert light.min() >= 51 and light.max() <= 95
 
 
+def test_gray_share_sets_the_gray_patches(images: list[np.ndarray]) -> None:
+    def gray_fraction(share: float) -> float:
+        _, y, _ = PatchSampler(images, 3, 64, 12, seed=4, gray_share=share).batch_at(0)
+        gray = [np.array_equal(p[0], p[1]) and np.array_equal(p[1], p[2]) for p in y]
+        return float(np.mean(gray))
+
+    assert gray_fraction(1.0) == 1.0
+    assert gray_fraction(0.0) == 0.0  # the generated photos are colour
+
+
 def test_light_share_out_of_range_is_a_usage_error(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="--light-share must be in"):
         main(["train", "--data", str(tmp_path), "--light-share", "1.5"])
+    with pytest.raises(SystemExit, match="--gray-share must be in"):
+        main(["train", "--data", str(tmp_path), "--gray-share", "-0.1"])
 
 
 def test_exit_weights_follow_the_paper() -> None:

@@ -36,6 +36,8 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--light-share", type=float, metavar="FRACTION",
                    help="share of patches compressed at QF 51-95, the rest at QF 10-50 "
                         "(default 0.25; 0 = the paper's range only)")
+    t.add_argument("--gray-share", type=float, metavar="FRACTION",
+                   help="RGB model: share of patches turned gray (default 0.2)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
@@ -87,10 +89,14 @@ def _train(args: argparse.Namespace) -> int:
         val_every=args.val_every, checkpoint_every_s=args.checkpoint_every, loss=args.loss,
         workers=args.workers, init_weights=str(args.init or ""), time_budget_s=args.time_budget,
     )
-    if args.light_share is not None:
-        if not 0.0 <= args.light_share <= 1.0:
-            raise SystemExit(f"rbqe train: --light-share must be in [0, 1], got {args.light_share}")
-        cfg.light_share = args.light_share
+    for name in ("light_share", "gray_share"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not 0.0 <= value <= 1.0:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"rbqe train: {flag} must be in [0, 1], got {value}")
+        setattr(cfg, name, value)
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
     return 0

@@ -20,6 +20,7 @@ _SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 HEAVY_QF = (10, 50)
 LIGHT_QF = (51, 95)
 LIGHT_SHARE = 0.25
+GRAY_SHARE = 0.2  # RGB model: patches made gray (gray photos exist; they must stay gray)
 
 
 def to_luma(rgb: np.ndarray) -> np.ndarray:
@@ -79,6 +80,7 @@ class PatchSampler:
         seed: Base seed.
         light_share: Fraction of patches compressed at QF 51-95 (the rest at 10-50);
             0 trains on the paper's range only.
+        gray_share: RGB model only: fraction of patches turned gray before compression.
     """
 
     images: list[np.ndarray]
@@ -87,6 +89,7 @@ class PatchSampler:
     batch: int = 16
     seed: int = 0
     light_share: float = LIGHT_SHARE
+    gray_share: float = GRAY_SHARE
 
     def batch_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(inputs, targets, qualities)``: ``(B, C, P, P)`` float32 in [0,1] and ``(B,)``."""
@@ -121,7 +124,7 @@ class PatchSampler:
                 comp = to_luma(jpeg_roundtrip(crop, q))
                 target = to_luma(crop)
             return comp[None] / 255.0, target[None] / 255.0
-        if rng.random() < 0.2:  # grayscale photos exist; the RGB model must keep them gray
+        if rng.random() < self.gray_share:
             gray = np.round(to_luma(crop)).astype(np.uint8)
             crop = np.repeat(gray[..., None], 3, axis=2)
         comp = jpeg_roundtrip(crop, q)

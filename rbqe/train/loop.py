@@ -22,6 +22,7 @@ import torch
 
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.train.data import (
+    GRAY_SHARE,
     LIGHT_SHARE,
     PatchSampler,
     exit_weights,
@@ -63,6 +64,7 @@ class TrainConfig:
     # kept in the checkpoint, so a resumed run follows the same schedule.
     time_budget_s: float = 0.0
     light_share: float = LIGHT_SHARE  # fraction of patches at QF 51-95
+    gray_share: float = GRAY_SHARE  # RGB model: fraction of patches made gray
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -126,7 +128,7 @@ class Trainer:
         self.best_val = -math.inf
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
         self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
-                                    cfg.light_share)
+                                    cfg.light_share, cfg.gray_share)
         self.val_set = self._load_val() if cfg.val_dirs else []
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
