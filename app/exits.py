@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.state import fmt_gmacs, fmt_ms
+from rbqe.engine import may_stop
 from rbqe.model import NUM_EXITS
 
 INPUT = 0
@@ -122,8 +123,8 @@ class ExitCard(QWidget):
         p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
         if d.score is not None:
-            ok = (self.threshold is not None and self.index >= self.min_exit
-                  and d.score >= self.threshold)
+            ok = self.threshold is not None and may_stop(self.index, d.score, self.threshold,
+                                                         self.min_exit)
             p.setPen(GOOD if ok else WEAK)
             p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 
 from app.state import fmt_gmacs, fmt_ms, fmt_size
 from app.worker import ViewData
+from rbqe.engine import may_stop
 
 
 def _section(title: str) -> QLabel:
@@ -125,7 +126,7 @@ class InfoPanel(QScrollArea):
             return
         chosen = r.exit_result(r.chosen)
         self.set("Chosen exit", f"Exit {r.chosen} · score {chosen.score:.3f}")
-        if r.chosen >= r.min_exit and chosen.score >= r.threshold:
+        if may_stop(r.chosen, chosen.score, r.threshold, r.min_exit):
             passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"
         else:
             passed = "not reached: last exit used"

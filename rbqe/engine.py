@@ -644,11 +644,17 @@ class Enhancer:
 
     def passes(self, exit_: int, score: float) -> bool:
         """Whether auto may stop at exit ``exit_`` with this IQA score."""
-        return exit_ >= self.min_exit and score >= self.threshold
+        return may_stop(exit_, score, self.threshold, self.min_exit)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def may_stop(exit_: int, score: float, threshold: float, min_exit: int = 1) -> bool:
+    """Auto's exit rule: it may stop at exit ``exit_`` when that exit is not before
+    ``min_exit`` and its IQA score reaches ``threshold`` (exit 5 ends the walk anyway)."""
+    return exit_ >= min_exit and score >= threshold
 
 
 def _check_mode(mode: ExitMode) -> ExitMode:

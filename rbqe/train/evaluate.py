@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rbqe.engine import Enhancer
+from rbqe.engine import Enhancer, may_stop
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip
@@ -109,10 +109,9 @@ def collect(
 
 
 def auto_exit(scores: Sequence[float], threshold: float, min_exit: int = 1) -> int:
-    """The exit auto stops at: the first from ``min_exit`` on whose score passes, else 5
-    (the engine's :meth:`~rbqe.engine.Enhancer.passes`)."""
+    """The exit auto stops at for these per-exit scores."""
     for k, s in enumerate(scores, start=1):
-        if k >= min_exit and s >= threshold:
+        if may_stop(k, s, threshold, min_exit):
             return k
     return NUM_EXITS
 
