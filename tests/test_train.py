@@ -253,6 +253,19 @@ def test_calibration_searches_the_earliest_exit() -> None:
     assert row["worst_qf_loss"] == pytest.approx(0.5) and row["gmacs"] == pytest.approx(4.0)
 
 
+def test_vectorised_rule_matches_auto_exit() -> None:
+    from rbqe.train.evaluate import Record, _Table, auto_exit
+
+    rng = np.random.default_rng(0)
+    recs = [Record(f"im{i}", 10, False, {"psnr": 30.0}, [{"psnr": 31.0}] * 5,
+                   rng.uniform(0.3, 1.0, 5).tolist(), [1.0] * 5) for i in range(200)]
+    table = _Table(recs)
+    for threshold in (0.3, 0.55, 0.8, 0.99):
+        for min_exit in range(1, 6):
+            expected = [auto_exit(r.scores, threshold, min_exit) - 1 for r in recs]
+            assert table.chosen(threshold, min_exit).tolist() == expected
+
+
 def test_calibration_refuses_a_rule_one_photo_group_breaks() -> None:
     from rbqe.train.evaluate import choose_threshold
 
