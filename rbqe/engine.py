@@ -37,7 +37,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -631,16 +631,11 @@ class Enhancer:
     def _choose(self, exits: list[ExitResult], mode: ExitMode) -> int:
         if isinstance(mode, int):
             return mode
-        for e in exits:
-            if self.passes(e.exit, e.score):
-                return e.exit
-        return NUM_EXITS
+        return auto_exit([e.score for e in exits], self.threshold, self.min_exit)
 
     def _choose_sampled(self, sample_scores: list[list[float]]) -> int:
-        for k, s in enumerate(sample_scores, start=1):
-            if s and self.passes(k, float(np.mean(s))):
-                return k
-        return NUM_EXITS
+        walked = [float(np.mean(s)) for s in sample_scores if s]
+        return auto_exit(walked, self.threshold, self.min_exit)
 
     def passes(self, exit_: int, score: float) -> bool:
         """Whether auto may stop at exit ``exit_`` with this IQA score."""
@@ -655,6 +650,15 @@ def may_stop(exit_: int, score: float, threshold: float, min_exit: int = 1) -> b
     """Auto's exit rule: it may stop at exit ``exit_`` when that exit is not before
     ``min_exit`` and its IQA score reaches ``threshold`` (exit 5 ends the walk anyway)."""
     return exit_ >= min_exit and score >= threshold
+
+
+def auto_exit(scores: Sequence[float], threshold: float, min_exit: int = 1) -> int:
+    """The exit auto takes given the scores of exits 1, 2, ... in order: the first at
+    which it may stop, else exit 5."""
+    for k, s in enumerate(scores, start=1):
+        if may_stop(k, s, threshold, min_exit):
+            return k
+    return NUM_EXITS
 
 
 def _check_mode(mode: ExitMode) -> ExitMode:

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rbqe.engine import Enhancer, may_stop
+from rbqe.engine import Enhancer, auto_exit
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip
@@ -106,14 +106,6 @@ def collect(
             if on_step:
                 on_step(done, total)
     return records
-
-
-def auto_exit(scores: Sequence[float], threshold: float, min_exit: int = 1) -> int:
-    """The exit auto stops at for these per-exit scores."""
-    for k, s in enumerate(scores, start=1):
-        if may_stop(k, s, threshold, min_exit):
-            return k
-    return NUM_EXITS
 
 
 def summarize(records: Sequence[Record], threshold: float,
