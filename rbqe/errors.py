@@ -57,5 +57,9 @@ class WeightsError(RBQEError):
     """Model weights are missing, corrupt or do not match the network."""
 
 
+class UsageError(RBQEError):
+    """A command or option the tool cannot act on, said in one line."""
+
+
 class Cancelled(RBQEError):
     """The user cancelled the running operation."""

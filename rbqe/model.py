@@ -52,12 +52,15 @@ class ECA(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(1, 1, k_size, padding=k_size // 2, bias=False)
 
-    def forward(self, x: torch.Tensor, stats: EcaStats | None = None, key: str = "") -> torch.Tensor:
+    def gate(self, x: torch.Tensor, stats: EcaStats | None = None, key: str = "") -> torch.Tensor:
+        """The per-image channel gate ``(N, C)`` for ``x``."""
         pooled = x.mean(dim=(2, 3))  # (N, C)
         if stats is not None:
             pooled = stats.exchange(key, pooled)
-        gate = torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)
-        return x * gate[:, :, None, None].to(x.dtype)
+        return torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)
+
+    def forward(self, x: torch.Tensor, stats: EcaStats | None = None, key: str = "") -> torch.Tensor:
+        return x * self.gate(x, stats, key)[:, :, None, None].to(x.dtype)
 
 
 @dataclass
@@ -137,9 +140,29 @@ class UpBlock(nn.Module):
     ) -> torch.Tensor:
         up = F.relu(self.up(lower))
         x = torch.cat([*skips, up], dim=1)
-        x = self.eca(x, stats, key)
-        x = F.relu(self.conv1(x))
+        x = F.relu(_gated_separable(self.conv1, x, self.eca.gate(x, stats, key)))
         return F.relu(self.conv2(x))
+
+
+def _gated_separable(conv: SeparableConv, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``conv(x * gate)`` without the multiply over the widest tensor of the node.
+
+    The depthwise conv is per channel, so ``dw(x * g) = g * dw'(x) + b`` (``dw'`` without
+    bias), and the pointwise conv then takes ``g`` into per-image weights ``W * g``: one
+    batched matmul over ``dw'(x)``. In a CPU training step the gate's multiply and its
+    backward over the concatenated skips were 15 % of the time (measured with
+    torch.profiler, batch 10 at 96 px); the matmul also replaces the 1x1 conv.
+    """
+    dw, pw = conv[0], conv[1]
+    n, c, h, w = x.shape
+    z = F.conv2d(x, dw.weight, None, padding=1, groups=c)
+    weight = pw.weight[:, :, 0, 0]  # (Cout, Cin)
+    per_image = weight[None] * gate.to(weight.dtype)[:, None, :]  # (N, Cout, Cin)
+    bias = pw.bias + weight @ dw.bias
+    rows = z.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view when z is channels_last
+    out = torch.baddbmm(bias.to(rows.dtype).expand(n, 1, -1), rows,
+                        per_image.transpose(1, 2).to(rows.dtype))
+    return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class RBQENet(nn.Module):

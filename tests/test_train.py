@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from rbqe.cli import main
+from rbqe.errors import WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
-from rbqe.train.loop import TrainConfig, Trainer
+from rbqe.train.curve import read_log
+from rbqe.train.loop import TrainConfig, Trainer, lr_at, stored_config
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
 
@@ -72,10 +74,10 @@ def test_gray_share_sets_the_gray_patches(images: list[np.ndarray]) -> None:
 
 def test_light_share_out_of_range_is_a_usage_error(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit, match="--light-share must be in"):
-        main(["train", "--data", str(tmp_path), "--light-share", "1.5"])
-    with pytest.raises(SystemExit, match="--gray-share must be in"):
-        main(["train", "--data", str(tmp_path), "--gray-share", "-0.1"])
+    assert main(["train", "--data", str(tmp_path), "--light-share", "1.5"]) == 2
+    assert "--light-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--gray-share", "-0.1"]) == 2
+    assert "--gray-share must be in [0, 1], got -0.1" in capsys.readouterr().err
 
 
 def test_exit_weights_follow_the_paper() -> None:
@@ -130,21 +132,115 @@ def test_a_run_can_start_from_weights(tmp_path: Path, images: list[np.ndarray]) 
     assert all(torch.equal(sa[k], sb[k].contiguous()) for k in sa)
 
     cfg.channels = 3  # a Y model cannot start an RGB run
-    with pytest.raises(ValueError, match="1-channel width-8"):
+    with pytest.raises(WeightsError, match="1-channel width-8"):
         Trainer(cfg, images)
 
 
 def test_time_budget_sizes_the_schedule(tmp_path: Path, images: list[np.ndarray]) -> None:
     cfg = _cfg(tmp_path, 10_000)
+    cfg.schedule = "cosine"
     cfg.time_budget_s = 0.5  # spent by the warm-up already: the run stops right after it
     t = Trainer(cfg, images)
     t.run()
     assert t.step == t.cfg.steps
     assert 50 < t.step < 10_000
     again = _cfg(tmp_path, 10_000)
+    again.schedule = "cosine"
     again.time_budget_s = 0.5
     resumed = Trainer(again, images)
     assert resumed.cfg.steps == t.step  # the length fixed by the budget survives a resume
+
+
+def test_constant_schedule_stops_on_the_budget_and_keeps_its_rate(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    cfg = _cfg(tmp_path, 10_000)
+    cfg.time_budget_s = 0.3
+    t = Trainer(cfg, images)
+    t.run()
+    assert 0 < t.step < 10_000 and t.cfg.steps == 10_000  # the budget moved no schedule
+    assert lr_at(cfg, 60) == lr_at(cfg, 10**6) == cfg.lr
+
+
+def test_the_ema_follows_the_weights_and_is_what_validation_sees(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    cfg = _cfg(tmp_path, 3)
+    cfg.ema_decay = 0.5
+    t = Trainer(cfg, images)
+    before = {k: v.clone() for k, v in t.net.state_dict().items()}
+    t.train_step()
+    after = t.net.state_dict()
+    ema = t.eval_net.state_dict()
+    key = "heads.0.1.weight"
+    # AveragedModel copies the weights at the first update, then averages.
+    assert torch.allclose(ema[key], after[key]) or torch.allclose(
+        ema[key], 0.5 * before[key] + 0.5 * after[key])
+    t.train_step()
+    assert not torch.equal(t.eval_net.state_dict()[key], t.net.state_dict()[key])
+    t.run()
+    ema_file = load_weights(tmp_path / "run" / "ema.safetensors")[0].state_dict()
+    assert torch.equal(ema_file[key], t.eval_net.state_dict()[key].contiguous())
+    assert read_info(tmp_path / "run" / "ema.safetensors").extra["patches"] == str(3 * cfg.batch)
+
+
+def test_patches_accumulate_across_phases_of_different_batch(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    first = _cfg(tmp_path, 2)
+    first.init_patches = 1000
+    Trainer(first, images).run()
+    second = _cfg(tmp_path, 5)
+    second.batch = 3
+    resumed = Trainer(second, images)
+    assert resumed.patches == 1000 + 2 * 2
+    resumed.run()
+    assert resumed.patches == 1000 + 2 * 2 + 3 * 3
+
+
+def test_a_stopped_run_still_saves_its_state(tmp_path: Path, images: list[np.ndarray]) -> None:
+    t = Trainer(_cfg(tmp_path, 10_000), images)
+    orig = t.train_step
+
+    def step_then_stop(batch: object = None) -> float:
+        loss = orig(batch)
+        if t.step == 2:
+            t.stop()  # what SIGTERM does in the main thread
+        return loss
+
+    t.train_step = step_then_stop  # type: ignore[method-assign]
+    t.run()
+    assert Trainer(_cfg(tmp_path, 10_000), images).step == 2
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_cli_resume_takes_the_recipe_from_the_state(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(data / f"p{i}.png"), img[..., ::-1])
+    out = tmp_path / "state"
+    args = ["train", "--out", str(out), "--threads", "1", "--checkpoint-every", "1e9"]
+    assert main([*args, "--data", str(data), "--width", "8", "--patch", "64", "--batch", "2",
+                 "--lr", "3e-4", "--channels", "3", "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4"]) == 0  # no --data, width, batch...: from the state
+    stored = stored_config(out)
+    assert stored["step"] == 4
+    assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
+    assert stored["train_dirs"] == [str(data)]
+
+
+def test_a_new_run_needs_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "none")]) == 2
+    assert "--data is required" in capsys.readouterr().err
+
+
+def test_train_curve_plots_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    rows = [{"step": s, "patches": 1000 * s, "val_gain_db": {"10": [0.1 * s] * 5, "90": [0.0] * 5},
+             "val_gain_db_raw": {"10": [0.1] * 5, "90": [0.0] * 5}} for s in (1, 2, 3)]
+    log.write_text("\n".join(json.dumps(r) for r in [{"step": 0, "val_gain_db": {}}, *rows]))
+    assert [e["step"] for e in read_log(log)] == [1, 2, 3]  # entries without patches skipped
+    assert main(["train-curve", str(log), "--plot", str(tmp_path / "c.png")]) == 0
+    assert cv2.imread(str(tmp_path / "c.png")).shape[1] > 500
 
 
 def test_training_lowers_the_loss(tmp_path: Path, images: list[np.ndarray]) -> None:

@@ -93,6 +93,11 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
                 os.close(fd)
 
 
+def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``target`` atomically through ``write(fh)`` (see :func:`_atomic_write`)."""
+    _atomic_write(Path(target), write)
+
+
 _TEMP_NAME = re.compile(r"\.rbqe-[a-z0-9_]+\.part")  # tempfile's random part is [a-z0-9_]
 
 STALE_TEMP_AGE_S = 120.0

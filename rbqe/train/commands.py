@@ -8,37 +8,56 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rbqe.errors import UsageError
+
 DEFAULT_QF = [10, 20, 30, 40, 50]
 
 
 def add_parsers(sub: Any) -> None:
-    t = sub.add_parser("train", help="train RBQE weights on folders of clean photos")
-    t.add_argument("--data", nargs="+", required=True, metavar="DIR", help="clean training photos")
-    t.add_argument("--val", nargs="*", default=[], metavar="DIR", help="validation photos")
+    t = sub.add_parser(
+        "train", help="train RBQE weights on folders of clean photos (resumes --out)",
+        description="Train, or resume the training state in --out. On resume every recipe "
+                    "option not given here is taken from the stored state, so "
+                    "'rbqe train --out weights/training --time-budget 3600' continues the "
+                    "committed run for an hour.")
+    t.add_argument("--data", nargs="+", metavar="DIR", help="clean training photos")
+    t.add_argument("--val", nargs="*", metavar="DIR", help="validation photos")
     t.add_argument("--out", type=Path, default=Path("runs/rbqe"), help="run folder (resumes)")
-    t.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 = Y, 3 = RGB")
-    t.add_argument("--width", type=int, default=32)
-    t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--patch", type=int, default=96, help="crop size, a multiple of 32")
-    t.add_argument("--batch", type=int, default=10)
-    t.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (cosine decay)")
-    t.add_argument("--loss", choices=["mse", "charbonnier"], default="mse")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--channels", type=int, choices=[1, 3], help="1 = Y, 3 = RGB (default 1)")
+    t.add_argument("--width", type=int, help="base channels (default 32)")
+    t.add_argument("--steps", type=int,
+                   help="stop at this total step (default: no limit but the time budget)")
+    t.add_argument("--patch", type=int, help="crop size, a multiple of 32 (default 96)")
+    t.add_argument("--batch", type=int, help="patches per step (default 10)")
+    t.add_argument("--lr", type=float, help="peak Adam learning rate (default 1e-3)")
+    t.add_argument("--schedule", choices=("constant", "cosine"),
+                   help="constant after warm-up (default; extendable) or cosine to --steps")
+    t.add_argument("--ema-decay", type=float, metavar="D",
+                   help="EMA of the weights for validation and export (default 0.999; 0 = off)")
+    t.add_argument("--loss", choices=["mse", "charbonnier"], help="default mse")
+    t.add_argument("--seed", type=int)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on our CPUs)")
+    t.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (CUDA; on CPUs without AVX512-BF16 it is slower)")
     t.add_argument("--no-channels-last", action="store_true")
-    t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--val-every", type=int, help="steps between validations (default 250)")
     t.add_argument("--workers", type=int, default=0, help="batch-making processes")
     t.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from these weights")
+    t.add_argument("--init-patches", type=int, default=0, metavar="N",
+                   help="patches the --init weights already saw (for the cumulative log)")
     t.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
-                   help="size the schedule to end after about this long (overrides --steps)")
+                   help="stop after about this long (cosine: size the schedule to it)")
     t.add_argument("--light-share", type=float, metavar="FRACTION",
                    help="share of patches compressed at QF 51-95, the rest at QF 10-50 "
                         "(default 0.25; 0 = the paper's range only)")
     t.add_argument("--gray-share", type=float, metavar="FRACTION",
                    help="RGB model: share of patches turned gray (default 0.2)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
+
+    p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
+    p.add_argument("logs", nargs="+", type=Path, metavar="LOG.jsonl")
+    p.add_argument("--plot", type=Path, required=True, metavar="F.png")
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
     e.add_argument("dirs", nargs="+", metavar="DIR")
@@ -75,30 +94,60 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"train": _train, "eval": _eval, "calibrate": _calibrate}[args.command](args)
+    commands = {"train": _train, "train-curve": _train_curve, "eval": _eval,
+                "calibrate": _calibrate}
+    return commands[args.command](args)
+
+
+# Options a resumed run takes from its stored state unless given again, with the
+# defaults of a new run. (TrainConfig field -> default.)
+_RECIPE = {"channels": 1, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
+           "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
+           "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
+           "val_images": 12}
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rbqe.train.loop import TrainConfig, train
+    from rbqe.train.loop import MAX_STEPS, TrainConfig, stored_config, train
 
-    cfg = TrainConfig(
-        train_dirs=[str(d) for d in args.data], val_dirs=[str(d) for d in args.val],
-        out_dir=str(args.out), channels=args.channels, width=args.width, steps=args.steps,
-        patch=args.patch, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
-        threads=args.threads, bf16=args.bf16, channels_last=not args.no_channels_last,
-        val_every=args.val_every, checkpoint_every_s=args.checkpoint_every, loss=args.loss,
-        workers=args.workers, init_weights=str(args.init or ""), time_budget_s=args.time_budget,
-    )
-    for name in ("light_share", "gray_share"):
-        value = getattr(args, name)
+    given = {"train_dirs": args.data, "val_dirs": args.val}
+    given.update({k: getattr(args, k) for k in _RECIPE if hasattr(args, k)})
+    stored = stored_config(args.out)
+    recipe = {}
+    for key, default in _RECIPE.items():
+        value = given.get(key)
         if value is None:
-            continue
-        if not 0.0 <= value <= 1.0:
+            value = stored.get(key, default)
+        if value is not None:
+            recipe[key] = [str(d) for d in value] if key.endswith("_dirs") else value
+    if "train_dirs" not in recipe:
+        raise UsageError("rbqe train: --data is required for a new run "
+                         f"(no training state in {args.out})")
+    for name in ("light_share", "gray_share"):
+        value = recipe.get(name)
+        if value is not None and not 0.0 <= value <= 1.0:
             flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"rbqe train: {flag} must be in [0, 1], got {value}")
-        setattr(cfg, name, value)
+            raise UsageError(f"rbqe train: {flag} must be in [0, 1], got {value}")
+    cfg = TrainConfig(
+        out_dir=str(args.out), steps=args.steps or MAX_STEPS, device=args.device, threads=args.threads,
+        bf16=args.bf16, channels_last=not args.no_channels_last,
+        checkpoint_every_s=args.checkpoint_every, workers=args.workers,
+        init_weights=str(args.init or ""), init_patches=args.init_patches,
+        time_budget_s=args.time_budget, **recipe,
+    )
+    if stored:
+        print(f"rbqe train: resuming {args.out} (step {stored.get('step', '?')})",
+              file=sys.stderr)
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
+    return 0
+
+
+def _train_curve(args: argparse.Namespace) -> int:
+    from rbqe.train.curve import plot_curve
+
+    plot_curve(args.logs, args.plot)
+    print(f"rbqe: wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -118,7 +167,7 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     if args.limit:
         paths = paths[: args.limit]
     if not paths:
-        raise SystemExit(f"rbqe: error: no images in {' '.join(map(str, args.dirs))}")
+        raise UsageError(f"no images in {' '.join(map(str, args.dirs))}")
     bar = tqdm(total=len(paths) * len(args.qf), unit="run", disable=not sys.stderr.isatty(),
                file=sys.stderr)
     try:

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rbqe.errors import UsageError
+
 # QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
 # most of the capacity on heavy compression while teaching the net not to over-smooth
 # light compression.
@@ -57,7 +59,7 @@ def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> lis
                 continue
             images.append(np.ascontiguousarray(bgr[..., ::-1]))
     if not images:
-        raise FileNotFoundError(f"no training images found in {', '.join(map(str, folders))}")
+        raise UsageError(f"no training images found in {', '.join(map(str, folders))}")
     return images
 
 

@@ -1,8 +1,15 @@
 """The training loop: multi-exit loss, resumable checkpoints, periodic validation.
 
-A checkpoint holds the model, the optimiser, the step and the torch RNG state. Batches
-are a pure function of ``(seed, step)`` (see :mod:`rbqe.train.data`), so a run that is
-killed and resumed continues bit-exactly.
+A checkpoint holds the model, its EMA, the optimiser, the step, the patches seen so far
+and the torch RNG state. Batches are a pure function of ``(seed, step)`` (see
+:mod:`rbqe.train.data`), so a run that is killed and resumed continues bit-exactly.
+
+Training accumulates over sessions and machines (``weights/training/`` holds the
+committed state), so its total length is never known up front. The default schedule is
+therefore a constant learning rate after a short warm-up, with an exponential moving
+average of the weights for validation and export; the EMA gives most of what a final
+decay would without ending the schedule. ``schedule="cosine"`` keeps the old fixed-length
+decay for one-off runs.
 """
 
 from __future__ import annotations
@@ -10,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rbqe.errors import WeightsError
+from rbqe.io.atomic import atomic_write
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.train.data import (
     GRAY_SHARE,
@@ -56,7 +65,7 @@ class TrainConfig:
     checkpoint_every_s: float = 120.0
     val_every: int = 500
     val_images: int = 12
-    val_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70])
+    val_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     workers: int = 0  # processes making batches (0 = in the training process)
     init_weights: str = ""  # start a new run from these weights instead of He init
     # > 0: after the warm-up, size ``steps`` so that the run ends about this many seconds
@@ -65,6 +74,9 @@ class TrainConfig:
     time_budget_s: float = 0.0
     light_share: float = LIGHT_SHARE  # fraction of patches at QF 51-95
     gray_share: float = GRAY_SHARE  # RGB model: fraction of patches made gray
+    schedule: str = "constant"  # "constant" (extendable) or "cosine" (fixed length)
+    ema_decay: float = 0.999  # EMA of the weights, validated and exported; 0 = none
+    init_patches: int = 0  # patches the --init weights had already seen (for the log)
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -87,23 +99,22 @@ RATE_FROM = 20  # steps of a run left out when its speed is measured for a time 
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Short linear warm-up, then cosine decay to ``lr_min``."""
+    """Short linear warm-up, then constant or cosine decay to ``lr_min``."""
     warm = WARMUP_STEPS
     if step < warm:
         return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
     t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+SCHEDULES = ("constant", "cosine")
+
+
+def _ema_model(net: RBQENet, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    avg = torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+    return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=avg, use_buffers=True)
 
 
 class Trainer:
@@ -124,8 +135,13 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        if cfg.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
+        self.ema = _ema_model(self.net, cfg.ema_decay) if cfg.ema_decay else None
         self.step = 0
+        self.patches = cfg.init_patches  # cumulative, across phases and batch sizes
         self.best_val = -math.inf
+        self._stop = threading.Event()
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
         self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
                                     cfg.light_share, cfg.gray_share)
@@ -139,9 +155,9 @@ class Trainer:
 
         net, _ = load_weights(path)
         if (net.config.in_channels, net.config.width) != (self.cfg.channels, self.cfg.width):
-            raise ValueError(f"{path}: {net.config.in_channels}-channel width-{net.config.width} "
-                             f"weights cannot start a {self.cfg.channels}-channel "
-                             f"width-{self.cfg.width} run")
+            raise WeightsError(f"{path}: {net.config.in_channels}-channel width-"
+                               f"{net.config.width} weights cannot start a "
+                               f"{self.cfg.channels}-channel width-{self.cfg.width} run")
         self.net.load_state_dict(net.state_dict())
         log.info("initialised from %s", path)
 
@@ -151,20 +167,36 @@ class Trainer:
             "model": self.net.state_dict(),
             "opt": self.opt.state_dict(),
             "step": self.step,
+            "patches": self.patches,
             "best_val": self.best_val,
             "torch_rng": torch.get_rng_state(),
             "config": asdict(self.cfg),
         }
-        _atomic_torch_save(state, self.ckpt)
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        atomic_write(self.ckpt, lambda fh: torch.save(state, fh))
 
     def _resume(self) -> None:
         # Our own checkpoint, written by this code: weights_only keeps pickles out.
         state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
+        stored = state["config"]
+        shape = (stored.get("channels"), stored.get("width"))
+        if shape != (self.cfg.channels, self.cfg.width):
+            raise WeightsError(f"{self.ckpt}: a {shape[0]}-channel width-{shape[1]} training "
+                               f"state cannot resume as {self.cfg.channels}-channel "
+                               f"width-{self.cfg.width}")
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
-        if self.cfg.time_budget_s:  # the length the budget fixed for this run
-            self.cfg.steps = int(state["config"].get("steps", self.cfg.steps))
+        # Older checkpoints knew neither: count their patches at the batch they ran with.
+        self.patches = int(state.get("patches", self.step * stored.get("batch", self.cfg.batch)))
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = _ema_model(self.net, self.cfg.ema_decay)
+        if self.cfg.time_budget_s and self.cfg.schedule == "cosine":
+            self.cfg.steps = int(stored.get("steps", self.cfg.steps))  # fixed by the budget
         self.best_val = float(state["best_val"])
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
         log.info("resumed from %s at step %d", self.ckpt, self.step)
@@ -186,8 +218,16 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         self.step += 1
+        self.patches += len(x_np)
         return float(loss.detach())
+
+    @property
+    def eval_net(self) -> RBQENet:
+        """The weights to validate and export: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
     # -- validation --------------------------------------------------------------------
     def _load_val(self) -> list[np.ndarray]:
@@ -203,9 +243,11 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def validate(self) -> dict[str, list[float]]:
-        """Mean PSNR gain (dB) per exit at each validation quality."""
-        self.net.eval()
+    def validate(self, net: RBQENet | None = None) -> dict[str, list[float]]:
+        """Mean PSNR gain (dB) per exit at each validation quality, of ``net`` (default:
+        :attr:`eval_net`)."""
+        net = net if net is not None else self.eval_net
+        net.eval()
         result: dict[str, list[float]] = {}
         for q in self.cfg.val_qualities:
             gains = np.zeros(NUM_EXITS)
@@ -213,7 +255,7 @@ class Trainer:
                 comp = jpeg_roundtrip(clean, q)
                 x = _to_tensor(comp).to(self.device).contiguous(memory_format=self.memory_format)
                 base = _psnr(comp.astype(np.float32) / 255, clean.astype(np.float32) / 255)
-                outs = self.net(x)
+                outs = net(x)
                 for e, o in enumerate(outs):
                     pred = np.round(o.clamp(0, 1).float().cpu().numpy()[0] * 255) / 255
                     pred = pred[0] if pred.shape[0] == 1 else pred.transpose(1, 2, 0)
@@ -222,16 +264,36 @@ class Trainer:
         return result
 
     # -- the loop ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end after the current step, checkpoint and export."""
+        self._stop.set()
+
     def run(self, on_line: Callable[[str], None] | None = None) -> None:
+        """Train until ``steps``, the time budget, or :meth:`stop` (SIGTERM in the main
+        thread calls it), then checkpoint and export ``last`` (and ``ema``) weights."""
+        with _stop_on_sigterm(self):
+            self._loop(on_line)
+        self.save_checkpoint()
+        meta = {"step": str(self.step), "patches": str(self.patches)}
+        save_weights(self.net, self.out / "last.safetensors", extra=meta)
+        if self.ema is not None:
+            save_weights(self.ema.module, self.out / "ema.safetensors", extra=meta)
+
+    def _loop(self, on_line: Callable[[str], None] | None) -> None:
         cfg = self.cfg
-        log_path = self.out / "train_log.jsonl"
         t_last_ckpt = time.monotonic()
         t0, s0 = time.monotonic(), self.step
-        ema = None
+        ema_loss = None
         batches = self._batches()
-        budget_set = not cfg.time_budget_s or self.step >= WARMUP_STEPS
+        fixed_length = cfg.schedule == "cosine"
+        if self.val_set and not (self.out / "train_log.jsonl").exists():
+            self._validate_and_log(None, 0.0, on_line)  # where the curve starts
+        budget_set = not (cfg.time_budget_s and fixed_length) or self.step >= WARMUP_STEPS
         t_rate = t0
-        while self.step < cfg.steps:
+        while self.step < cfg.steps and not self._stop.is_set():
+            if (cfg.time_budget_s and not fixed_length
+                    and time.monotonic() - t0 >= cfg.time_budget_s):
+                break
             loss = self.train_step(next(batches))
             if self.step - s0 == RATE_FROM:  # the first steps pay for start-up
                 t_rate = time.monotonic()
@@ -240,33 +302,42 @@ class Trainer:
                 budget_set = True
                 rate = (self.step - s0 - RATE_FROM) / max(time.monotonic() - t_rate, 1e-9)
                 self._fit_budget(rate, cfg.time_budget_s - (time.monotonic() - t0), on_line)
-            ema = loss if ema is None else 0.98 * ema + 0.02 * loss
+            ema_loss = loss if ema_loss is None else 0.98 * ema_loss + 0.02 * loss
             now = time.monotonic()
             rate = (self.step - s0) / max(now - t0, 1e-9)
             if on_line and (self.step % 10 == 0 or self.step == cfg.steps):
-                eta = (cfg.steps - self.step) / max(rate, 1e-9)
-                on_line(f"step {self.step}/{cfg.steps} loss {ema:.5f} "
-                        f"{rate:.2f} steps/s ETA {_hms(eta)}")
+                left = (cfg.time_budget_s - (now - t0) if cfg.time_budget_s and not fixed_length
+                        else (cfg.steps - self.step) / max(rate, 1e-9))
+                on_line(f"step {self.step} ({self.patches:,} patches) loss {ema_loss:.5f} "
+                        f"{rate:.2f} steps/s ETA {_hms(left)}")
             if self.val_set and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                gains = self.validate()
-                score = float(np.mean([v[-1] for v in gains.values()]))
-                entry = {"step": self.step, "loss": ema, "val_gain_db": gains,
-                         "steps_per_s": rate, "time": time.time()}
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(entry) + "\n")
-                if on_line:
-                    on_line(f"val step {self.step}: " + json.dumps(gains))
-                if score > self.best_val:
-                    self.best_val = score
-                    save_weights(self.net, self.out / "best.safetensors",
-                                 extra={"step": str(self.step), "val_gain_db": gains})
-                self.save_checkpoint()
+                self._validate_and_log(ema_loss, rate, on_line)
                 t_last_ckpt = time.monotonic()
             elif now - t_last_ckpt > cfg.checkpoint_every_s:
                 self.save_checkpoint()
                 t_last_ckpt = time.monotonic()
+
+    def _validate_and_log(self, loss: float | None, rate: float,
+                          on_line: Callable[[str], None] | None) -> None:
+        """Validate (the EMA and the raw weights), append to the log, keep the best."""
+        gains = self.validate()
+        entry: dict[str, object] = {"step": self.step, "patches": self.patches, "loss": loss,
+                                    "val_gain_db": gains}
+        if self.ema is not None:  # how much the EMA buys, measured each time
+            entry["val_gain_db_raw"] = self.validate(self.net)
+        entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
+                      "lr": lr_at(self.cfg, self.step), "time": time.time()})
+        with open(self.out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if on_line:
+            on_line(f"val step {self.step}: " + json.dumps(gains))
+        score = float(np.mean([v[-1] for v in gains.values()]))
+        if score > self.best_val:
+            self.best_val = score
+            save_weights(self.eval_net, self.out / "best.safetensors",
+                         extra={"step": str(self.step), "patches": str(self.patches),
+                                "val_gain_db": gains})
         self.save_checkpoint()
-        save_weights(self.net, self.out / "last.safetensors", extra={"step": str(self.step)})
 
     def _fit_budget(self, rate: float, seconds_left: float,
                     on_line: Callable[[str], None] | None) -> None:
@@ -302,6 +373,31 @@ class _StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.sampler.batch_at(self.start + i)
+
+
+def stored_config(out_dir: str | Path) -> dict[str, object]:
+    """The config (plus ``step``) of the training state in ``out_dir``; ``{}`` if none."""
+    ckpt = Path(out_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        return {}
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {**state["config"], "step": int(state["step"])}
+
+
+class _stop_on_sigterm:
+    """While active in the main thread, SIGTERM stops the trainer cleanly (a killed
+    background run or a timed-out GPU job still leaves its checkpoint and weights)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.previous = trainer, None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.trainer.stop())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
