@@ -31,6 +31,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,14 +100,15 @@ class RaySummary:
     devices: set[str] = field(default_factory=set)
     report_error: str | None = None
 
-    def add(self, entry: dict[str, Any], gmacs_exit5: float | None) -> None:
+    def add(self, entry: dict[str, Any], gmacs: tuple[float | None, float | None]) -> None:
+        """Counts one report row; ``gmacs`` is (spent, exit 5's), unrounded."""
         status = entry["status"]
         if status == "ok":
             self.processed += 1
             if entry["exit"]:
                 self.exit_histogram[entry["exit"]] += 1
-            self.gmacs += entry["gmacs"] or 0.0
-            self.gmacs_exit5 += gmacs_exit5 or 0.0
+            self.gmacs += gmacs[0] or 0.0
+            self.gmacs_exit5 += gmacs[1] or 0.0
         elif status == "failed":
             self.failed += 1
         else:
@@ -200,7 +202,7 @@ class EnhanceWorker:
     """The Ray Data actor: one Enhancer per worker process, one report row per image.
 
     Input batches hold ``item`` (JSON of a planned image, see :func:`_work_item`); the
-    output batches hold ``row`` (JSON of ``{"entry", "gmacs_exit5", "device"}``).
+    output batches hold ``row`` (JSON of ``{"entry", "gmacs", "device"}``).
     """
 
     def __init__(self, enhancer_kwargs: dict[str, Any], options: BatchOptions,
@@ -232,7 +234,7 @@ class EnhanceWorker:
         entry["outputs"] = {k: as_shown.get(v, v) for k, v in entry["outputs"].items()}
         if "error" in entry:
             entry["error"] = entry["error"].replace(path, shown)
-        return json.dumps({"entry": entry, "gmacs_exit5": report.gmacs_exit5,
+        return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
                            "device": self.device})
 
 
@@ -326,6 +328,7 @@ def run_ray_batch(
     report: Path | None = None,
     events: BatchEvents | None = None,
     cancel: Callable[[], bool] | None = None,
+    worker: type[EnhanceWorker] = EnhanceWorker,
 ) -> RaySummary:
     """Enhances ``inputs`` into ``options.out_dir`` on Ray; the local engine's semantics.
 
@@ -340,6 +343,8 @@ def run_ray_batch(
             driver; ``index`` counts rows as they arrive.
         cancel: Polled between rows; when true, the run stops, the workers are released
             and the rows so far are reported with ``cancelled`` set.
+        worker: The actor class (a subclass of :class:`EnhanceWorker`; tests use one
+            that kills its own process).
 
     Raises:
         ClusterError: Ray missing or unreachable, or storage not shared.
@@ -358,9 +363,10 @@ def run_ray_batch(
     stream = _ReportStream(report)
     index = 0
 
-    def emit(entry: dict[str, Any], gmacs_exit5: float | None, item: ItemReport | None) -> None:
+    def emit(entry: dict[str, Any], gmacs: tuple[float | None, float | None],
+             item: ItemReport | None) -> None:
         nonlocal index
-        summary.add(entry, gmacs_exit5)
+        summary.add(entry, gmacs)
         stream.add(entry)
         if ev.on_item_done:
             ev.on_item_done(index, item or _item_from_json(entry))
@@ -375,13 +381,13 @@ def run_ray_batch(
             todo = pending_outputs(targets, options)
             if not todo:
                 item = skipped_item(path, targets, options.mode)
-                emit(item.to_json(), None, item)
+                emit(item.to_json(), (None, None), item)
             else:
                 work.append(_work_item(path, targets, todo, plan.noted))
         if work and not (cancel and cancel()):
             worker_options = replace(options, out_dir=Path(options.out_dir).absolute())
-            summary.cancelled = _run_on_ray(enhancer_kwargs, worker_options, opts, work,
-                                            plan.files, summary, emit, cancel)
+            summary.cancelled = _run_on_ray(worker, enhancer_kwargs, worker_options, opts,
+                                            work, plan.files, summary, emit, cancel)
         summary.total_ms = (time.perf_counter() - t0) * 1000
         device = ", ".join(sorted(summary.devices)) or str(local.device)
         try:
@@ -396,25 +402,29 @@ def run_ray_batch(
     return summary
 
 
-def _run_on_ray(enhancer_kwargs: dict[str, Any], options: BatchOptions, opts: RayOptions,
+def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
+                options: BatchOptions, opts: RayOptions,
                 work: list[str], files: list[tuple[Path, Path | None]], summary: RaySummary,
-                emit: Callable[[dict[str, Any], float | None, ItemReport | None], None],
+                emit: Callable[[dict[str, Any], Any, ItemReport | None], None],
                 cancel: Callable[[], bool] | None) -> bool:
     """Maps ``work`` on a pool of :class:`EnhanceWorker`; returns whether it was cancelled."""
     ray = _import_ray()
     with _connected(ray, opts):
         check_storage(ray, opts, options.out_dir, files[0][0] if files else None)
-        ctx = ray.data.DataContext.get_current()
+        with warnings.catch_warnings():  # Ray 2.60's own defaults trip its deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the CLI draws its own (count, ETA, failures)
         ctx.print_on_execution_start = False
-        size = _pool_size(ray, opts)
         batch = max(1, opts.batch_size)
+        blocks = math.ceil(len(work) / batch)
+        size = min(_pool_size(ray, opts), blocks)  # no idle actors loading a model for nothing
         # One block per batch: a block is the unit a task takes, so small blocks spread the
         # images over the pool and a dead actor costs one batch.
         ds = ray.data.from_items([{"item": w} for w in work],
-                                 override_num_blocks=math.ceil(len(work) / batch))
+                                 override_num_blocks=blocks)
         mapped = ds.map_batches(
-            EnhanceWorker,
+            worker,
             fn_constructor_kwargs={"enhancer_kwargs": enhancer_kwargs, "options": options,
                                    "threads": int(max(1, opts.cpus_per_worker))},
             batch_size=batch,
@@ -430,7 +440,7 @@ def _run_on_ray(enhancer_kwargs: dict[str, Any], options: BatchOptions, opts: Ra
             for text in out["row"]:
                 row = json.loads(str(text))
                 summary.devices.add(row["device"])
-                emit(row["entry"], row["gmacs_exit5"], None)
+                emit(row["entry"], tuple(row["gmacs"]), None)
             if cancel is not None and cancel():
                 return True
     return False
