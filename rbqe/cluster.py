@@ -283,8 +283,6 @@ def _connected(ray: Any, opts: RayOptions) -> Iterator[bool]:
         return
     try:
         quiet = not log.isEnabledFor(logging.INFO)  # 'rbqe -v' shows Ray's own logging
-        if quiet:  # the C++ core's notes (e.g. on actor arguments) are not the user's concern
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
                  include_dashboard=False, log_to_driver=not quiet,
                  logging_level=logging.ERROR if quiet else logging.INFO)
