@@ -228,8 +228,14 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.set_postfix_str(path.name, refresh=True)
 
+    failures = 0
+
     def on_item_done(index: int, item: Any) -> None:
+        nonlocal failures
         if item.status == "failed":
+            failures += 1
+            if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
+                bar.set_postfix_str(f"{failures} failed", refresh=False)
             msg = f"rbqe: error: {item.error}"
             if bar is not None and not bar.disable:
                 # tqdm.write prints to stdout unless told otherwise; errors belong on
