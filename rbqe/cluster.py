@@ -434,14 +434,23 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
             # actor pools (max_restarts=-1, max_task_retries=-1); tests/test_cluster.py
             # kills one to hold this.
         )
-        for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-            for text in out["row"]:
-                row = json.loads(str(text))
-                summary.devices.add(row["device"])
-                emit(row["entry"], tuple(row["gmacs"]), None)
-            if cancel is not None and cancel():
-                return True
+        try:
+            for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                for text in out["row"]:
+                    row = json.loads(str(text))
+                    summary.devices.add(row["device"])
+                    emit(row["entry"], tuple(row["gmacs"]), None)
+                if cancel is not None and cancel():
+                    return True
+        except ray.exceptions.RayError as exc:  # e.g. a worker that cannot load the model
+            raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
     return False
+
+
+def _last_line(exc: BaseException) -> str:
+    """The gist of a Ray error: its message ends with the worker's own exception line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _item_from_json(entry: dict[str, Any]) -> ItemReport:

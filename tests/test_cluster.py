@@ -172,3 +172,21 @@ def test_without_ray_one_clear_error(tmp_path, tiny_weights, monkeypatch):
     assert rc == 2
     assert "pip install 'rbqe-studio[cluster]'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corpus):
+    from rbqe.batch import BatchEvents
+    from rbqe.cluster import run_ray_batch
+
+    root, src, weights = corpus
+    out, seen = root / "cancelled", []
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu"}, [src],
+                            BatchOptions(out_dir=out), report=root / "cancelled.json",
+                            events=BatchEvents(on_item_done=lambda i, item: seen.append(item)),
+                            cancel=lambda: len(seen) >= 1)
+    report = json.loads((root / "cancelled.json").read_text())
+    assert summary.cancelled and report["summary"]["cancelled"] is True
+    assert 1 <= len(report["images"]) < 7
+    for p in out.iterdir():  # whatever was written is whole, under its final name
+        assert not p.name.startswith(".rbqe-"), p
+        assert np.array_equal(_pixels(p), _pixels(root / "local" / p.name)), p.name
