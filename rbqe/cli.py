@@ -205,6 +205,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_opencv()
 
+    ray_only = [f for f, given in (("--address", args.address), ("--workers", args.workers),
+                                   ("--gpus-per-worker", args.gpus_per_worker),
+                                   ("--batch-size", args.batch_size != 1)) if given]
+    if args.engine == "local" and ray_only:
+        _eprint(f"rbqe: error: {', '.join(ray_only)} only apply with --engine ray")
+        return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile)
     # The Ray engine loads the model on its workers (and checks the weights on its own).

@@ -190,3 +190,8 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
     for p in out.iterdir():  # whatever was written is whole, under its final name
         assert not p.name.startswith(".rbqe-"), p
         assert np.array_equal(_pixels(p), _pixels(root / "local" / p.name)), p.name
+
+
+def test_ray_flags_need_the_ray_engine(tmp_path):
+    rc, err = run_cli(["enhance", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "4"])
+    assert rc == 2 and "--workers only apply with --engine ray" in err
