@@ -3,18 +3,31 @@ instance with 2 CPUs and tiny generated images. Skipped without the [cluster] ex
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clirun import run_cli
-from conftest import jpeg_compress, photo, tiny_net
 from rbqe.batch import BatchOptions
+from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
+
+
+def _jpeg_photo(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth RGB picture with noise, through JPEG quality 20 (uint8)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width, yy / height, 0.5 + 0.25 * np.sin(xx / 7.0)], axis=-1)
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, "JPEG", quality=20)
+    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def _ray():
@@ -39,12 +52,13 @@ def corpus(tmp_path_factory):
     src = root / "in"
     src.mkdir()
     for i in range(4):
-        Image.fromarray(jpeg_compress(photo(48 + 8 * i, 40, seed=i))).save(src / f"p{i}.jpg")
-    Image.fromarray(jpeg_compress(photo(40, 48, seed=7))[..., 0]).save(src / "grey.jpg")
-    rgba = np.dstack([photo(32, 40, seed=8), np.full((32, 40), 200, np.uint8)])
+        Image.fromarray(_jpeg_photo(48 + 8 * i, 40, seed=i)).save(src / f"p{i}.jpg")
+    Image.fromarray(_jpeg_photo(40, 48, seed=7)[..., 0]).save(src / "grey.jpg")
+    rgba = np.dstack([_jpeg_photo(32, 40, seed=8), np.full((32, 40), 200, np.uint8)])
     Image.fromarray(rgba).save(src / "alpha.png")
     (src / "bad.jpg").write_bytes(b"not a jpeg at all")
-    weights = save_weights(tiny_net(1), root / "tiny.safetensors")
+    torch.manual_seed(0)
+    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)).eval(), root / "tiny.safetensors")
     rc, err = run_cli(["enhance", str(src), "-o", str(root / "local"), "--weights", str(weights),
                        "--report", str(root / "local.json")])
     assert rc == 1 and "bad.jpg" in err
@@ -165,7 +179,7 @@ def test_output_folder_not_writable_from_worker(ray_local, corpus, tmp_path):
 
 
 def test_without_ray_one_clear_error(tmp_path, tiny_weights, monkeypatch):
-    Image.fromarray(jpeg_compress(photo(32, 32))).save(tmp_path / "a.jpg")
+    Image.fromarray(_jpeg_photo(32, 32, seed=0)).save(tmp_path / "a.jpg")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     rc, err = run_cli(["enhance", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"),
                        "--weights", str(tiny_weights), "--engine", "ray"])
