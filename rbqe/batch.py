@@ -158,6 +158,72 @@ def _tags(mode: ExitMode) -> list[str | None]:
     return [f"exit{k}" for k in range(1, NUM_EXITS + 1)] if mode == "all" else [None]
 
 
+@dataclass
+class BatchPlan:
+    """What a batch will do, decided before any image is read (see :func:`plan_batch`).
+
+    Attributes:
+        files: ``(file, root)`` pairs from :func:`rbqe.io.list_images`, in order.
+        targets: ``{file: {exit tag: output path}}`` from :func:`rbqe.io.plan_outputs`.
+        protect: The input files, which no output may replace.
+        noted: Output folders that a re-run scans as inputs: outputs written there are
+            noted (:func:`rbqe.io.record_output`) so that a re-run leaves them out.
+    """
+
+    files: list[tuple[Path, Path | None]]
+    targets: dict[Path, dict[str | None, Path]]
+    protect: list[Path]
+    noted: set[Path]
+
+
+def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan:
+    """Lists the inputs and names every output; shared by the local and the Ray engine.
+
+    Also removes the temp files that a killed run left in the output folders.
+    """
+    out_dir = Path(options.out_dir)
+    paths = [Path(p) for p in inputs]
+    files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
+                        skip_outputs=True)
+    tags = _tags(options.mode)
+    plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags)
+    folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
+    for folder in folders:
+        remove_stale_temps(folder)
+    noted = {f for f in folders
+             if lists_folder(f, paths, recursive=options.recursive, exclude=[out_dir])}
+    return BatchPlan(files, plan, [f for f, _ in files], noted)
+
+
+def pending_outputs(targets: dict[str | None, Path],
+                    options: BatchOptions) -> dict[str | None, Path]:
+    """The outputs of one input still to write: all with ``overwrite``, else the missing."""
+    return {tag: p for tag, p in targets.items() if options.overwrite or not p.exists()}
+
+
+def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) -> ItemReport:
+    """The report entry of an input whose outputs all exist."""
+    forced = mode if isinstance(mode, int) else None
+    return ItemReport(path, "skipped", outputs={_key(t, forced): p for t, p in targets.items()})
+
+
+def process_item(
+    enhancer: Enhancer,
+    path: Path,
+    targets: dict[str | None, Path],
+    options: BatchOptions,
+    *,
+    todo: dict[str | None, Path] | None = None,
+    protect: Sequence[Path] = (),
+    noted: set[Path] | frozenset[Path] = frozenset(),
+) -> ItemReport:
+    """Enhances one planned input (see :func:`plan_batch`), for engines that run items
+    elsewhere (:mod:`rbqe.cluster`). ``todo`` (default :func:`pending_outputs`) names the
+    outputs to write; the others in ``targets`` are only reported."""
+    return _process_one(enhancer, path, targets, options, list(protect), set(noted), 0,
+                        BatchEvents(), None, todo)
+
+
 def run_batch(
     enhancer: Enhancer,
     inputs: Sequence[str | Path],
@@ -174,19 +240,9 @@ def run_batch(
     """
     ev = events or BatchEvents()
     t0 = time.perf_counter()
-    out_dir = Path(options.out_dir)
-    paths = [Path(p) for p in inputs]
-    files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
-                        skip_outputs=True)
-    tags = _tags(options.mode)
-    plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags)
-    protect = [f for f, _ in files]
-    folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
-    for folder in folders:
-        remove_stale_temps(folder)
-    # Outputs that a re-run would scan as inputs are noted, so that it can leave them out.
-    noted = {f for f in folders
-             if lists_folder(f, paths, recursive=options.recursive, exclude=[out_dir])}
+    batch_plan = plan_batch(inputs, options)
+    files, plan = batch_plan.files, batch_plan.targets
+    protect, noted = batch_plan.protect, batch_plan.noted
     if ev.on_start:
         ev.on_start(len(files))
     items: list[ItemReport] = []
@@ -223,12 +279,13 @@ def _process_one(
     index: int,
     ev: BatchEvents,
     cancel: Callable[[], bool] | None,
+    todo: dict[str | None, Path] | None = None,
 ) -> ItemReport:
     wanted = dict(targets)
-    todo = {tag: p for tag, p in wanted.items() if options.overwrite or not p.exists()}
+    if todo is None:
+        todo = pending_outputs(wanted, options)
     if not todo:
-        forced = options.mode if isinstance(options.mode, int) else None
-        return ItemReport(path, "skipped", outputs={_key(t, forced): p for t, p in wanted.items()})
+        return skipped_item(path, wanted, options.mode)
     t0 = time.perf_counter()
     try:
         src = load_image(path, max_pixels=options.max_pixels)

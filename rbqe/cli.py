@@ -38,6 +38,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
+    return n
+
+
 def _quality(value: str) -> int:
     # Checked here: an out-of-range value would otherwise fail every image at save time.
     try:
@@ -85,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
     e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
                    help="refuse images larger than this (decompression bombs; default 200)")
+    c = e.add_argument_group("cluster (--engine ray, needs the [cluster] extra)")
+    c.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: a Ray cluster or local instance")
+    c.add_argument("--address", help="Ray cluster to join: auto or ray://HOST:PORT "
+                   "(default: start a local instance)")
+    c.add_argument("--workers", type=_count, help="Ray workers, each loading the model once "
+                   "(default: all CPUs, or GPUs / --gpus-per-worker)")
+    c.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
+                   help="GPUs per Ray worker, e.g. 1 or 0.5 (default 0: CPU workers)")
+    c.add_argument("--batch-size", type=_count, default=1, metavar="B",
+                   help="images per Ray task (default 1)")
 
     i = sub.add_parser("info", help="print version, device and weights as JSON")
     i.add_argument("--weights", type=Path)
@@ -184,8 +205,16 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_opencv()
 
-    enhancer = Enhancer(args.weights, device=args.device, threshold=args.threshold,
-                        min_exit=args.min_exit, tile=args.tile)
+    ray_only = [f for f, given in (("--address", args.address), ("--workers", args.workers),
+                                   ("--gpus-per-worker", args.gpus_per_worker),
+                                   ("--batch-size", args.batch_size != 1)) if given]
+    if args.engine == "local" and ray_only:
+        _eprint(f"rbqe: error: {', '.join(ray_only)} only apply with --engine ray")
+        return EXIT_USAGE
+    enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
+                           min_exit=args.min_exit, tile=args.tile)
+    # The Ray engine loads the model on its workers (and checks the weights on its own).
+    enhancer = Enhancer(**enhancer_kwargs) if args.engine == "local" else None
     options = BatchOptions(
         out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
         overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,
@@ -205,8 +234,14 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.set_postfix_str(path.name, refresh=True)
 
+    failures = 0
+
     def on_item_done(index: int, item: Any) -> None:
+        nonlocal failures
         if item.status == "failed":
+            failures += 1
+            if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
+                bar.set_postfix_str(f"{failures} failed", refresh=False)
             msg = f"rbqe: error: {item.error}"
             if bar is not None and not bar.disable:
                 # tqdm.write prints to stdout unless told otherwise; errors belong on
@@ -217,27 +252,44 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(1)
 
+    events = BatchEvents(on_start=on_start, on_item_start=on_item_start,
+                         on_item_done=on_item_done)
+    report_failed = False
     try:
-        summary = run_batch(enhancer, args.inputs, options,
-                            events=BatchEvents(on_start=on_start, on_item_start=on_item_start,
-                                               on_item_done=on_item_done),
-                            cancel=lambda: interrupt.requested)
+        if enhancer is None:
+            summary = _run_ray(args, enhancer_kwargs, options, events,
+                               lambda: interrupt.requested)
+        else:
+            summary = run_batch(enhancer, args.inputs, options, events=events,
+                                cancel=lambda: interrupt.requested)
     finally:
         signal.signal(signal.SIGINT, old)
         if bar is not None:
             bar.close()
-    report_failed = False
-    if args.report:
+    if enhancer is None and summary.report_error:  # the Ray engine writes its own report
+        report_failed = True
+        _eprint(f"rbqe: error: {summary.report_error}")
+    if args.report and enhancer is not None:
         try:
             _write_json(args.report, report_json(enhancer, summary))
         except OSError as exc:
             report_failed = True
             _eprint(f"rbqe: error: {args.report}: cannot write report: "
                     f"{exc.strerror or exc}")
-    n = len(summary.items)
+    n = summary.total if enhancer is None else len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
     return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
+
+
+def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], options: Any,
+             events: Any, cancel: Any) -> Any:
+    from rbqe.cluster import RayOptions, run_ray_batch
+
+    ray_options = RayOptions(address=args.address, workers=args.workers,
+                             gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size)
+    return run_ray_batch(enhancer_kwargs, args.inputs, options, ray_options,
+                         report=args.report, events=events, cancel=cancel)
 
 
 def _eprint(msg: str) -> None:

@@ -1,0 +1,463 @@
+"""``rbqe enhance --engine ray``: the batch engine scaled out on Ray Data.
+
+The driver plans exactly like the local engine (:func:`rbqe.batch.plan_batch`: listing,
+output names, the same-folder rules) and reports inputs whose outputs all exist as
+``skipped`` without sending them anywhere. The rest become a Ray Data dataset, one row
+per image, mapped by :class:`EnhanceWorker`, an actor that loads the
+:class:`~rbqe.engine.Enhancer` once and enhances, writes (atomically, through
+:func:`rbqe.batch.process_item`) and returns one report row per image. The driver
+streams those rows into the report as they arrive, so its memory does not grow with
+the report.
+
+Faults: Ray Data restarts an actor whose process dies and retries its batch. A retried
+batch writes the outputs that the driver planned as missing, again, whole and through
+a temp file, so an output is never half-written; its rows come back only once, from
+the retry. Paths are plain strings in the dataset, so that object-store URIs can take
+their place later.
+
+Storage: the driver and every worker must see the inputs, the output folder and the
+weights under the same paths (a shared folder, NFS, a mounted bucket); :func:`check_storage`
+checks this on a worker before the run.
+
+Ray is optional (``pip install 'rbqe-studio[cluster]'``); it is imported only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from rbqe.batch import (
+    BatchEvents,
+    BatchOptions,
+    ItemReport,
+    pending_outputs,
+    plan_batch,
+    process_item,
+    skipped_item,
+)
+from rbqe.engine import Enhancer
+from rbqe.errors import RBQEError
+from rbqe.io.atomic import _atomic_write
+from rbqe.model import NUM_EXITS
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RBQEError):
+    """Ray is missing, cannot start, or the storage is not shared with the workers."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray engine runs.
+
+    Attributes:
+        address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:10001"``
+            joins a running cluster.
+        workers: Number of actors, each holding one Enhancer; default: all the cluster's
+            CPUs (or GPUs) divided by what one worker takes.
+        gpus_per_worker: GPUs per actor (0.5 puts two actors on one GPU).
+        cpus_per_worker: CPUs per actor; also its number of torch threads.
+        batch_size: Images per Ray task. A dead actor costs its batch's work again.
+        num_cpus: CPUs of the local instance (``address=None`` only; default: all).
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    batch_size: int = 1
+    num_cpus: int | None = None
+
+
+@dataclass
+class RaySummary:
+    """Running totals of a Ray batch; the fields of the report's ``summary``."""
+
+    total: int = 0
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: bool = False
+    total_ms: float = 0.0
+    gmacs: float = 0.0
+    gmacs_exit5: float = 0.0
+    exit_histogram: dict[int, int] = field(
+        default_factory=lambda: {k: 0 for k in range(1, NUM_EXITS + 1)})
+    devices: set[str] = field(default_factory=set)
+    report_error: str | None = None
+
+    def add(self, entry: dict[str, Any], gmacs: tuple[float | None, float | None]) -> None:
+        """Counts one report row; ``gmacs`` is (spent, exit 5's), unrounded."""
+        status = entry["status"]
+        if status == "ok":
+            self.processed += 1
+            if entry["exit"]:
+                self.exit_histogram[entry["exit"]] += 1
+            self.gmacs += gmacs[0] or 0.0
+            self.gmacs_exit5 += gmacs[1] or 0.0
+        elif status == "failed":
+            self.failed += 1
+        else:
+            self.skipped += 1
+
+    @property
+    def saved_fraction(self) -> float:
+        return 1.0 - self.gmacs / self.gmacs_exit5 if self.gmacs_exit5 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's ``summary`` (same keys as :func:`rbqe.batch.report_json`)."""
+        return {
+            "processed": self.processed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "cancelled": self.cancelled,
+            "exit_histogram": {str(k): v for k, v in self.exit_histogram.items()},
+            "total_ms": round(self.total_ms, 1),
+            "gmacs": round(self.gmacs, 3),
+            "gmacs_exit5": round(self.gmacs_exit5, 3),
+            "saved_fraction": round(self.saved_fraction, 4),
+        }
+
+
+class _ReportStream:
+    """The JSON report, written as rows arrive: entries go to an anonymous temp file
+    (gone with the process if it is killed), and :meth:`finish` writes the document
+    atomically, so a report is either complete or absent."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._rows: IO[str] | None = None
+        if path is not None:
+            try:  # before any work: a report that cannot be written is a setup error
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._rows = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent)
+            except OSError as exc:
+                raise ClusterError(_report_problem(path, exc)) from None
+
+    def add(self, entry: dict[str, Any]) -> None:
+        if self._rows is not None:
+            self._rows.write(json.dumps(entry) + "\n")
+
+    def finish(self, header: dict[str, Any], summary: dict[str, Any]) -> None:
+        if self.path is None or self._rows is None:
+            return
+        rows = self._rows
+        rows.seek(0)
+
+        def write(fh: IO[bytes]) -> None:
+            head = json.dumps(header, indent=2)[:-2]  # drop "\n}": the images follow
+            fh.write(f'{head},\n  "images": [\n'.encode())
+            for i, line in enumerate(rows):
+                fh.write(((",\n" if i else "") + "    " + line.rstrip("\n")).encode())
+            fh.write(f'\n  ],\n  "summary": {json.dumps(summary)}\n}}\n'.encode())
+
+        _atomic_write(self.path, write)
+
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
+
+
+def _report_problem(path: Path, exc: OSError) -> str:
+    return f"{path}: cannot write report: {exc.strerror or exc}"
+
+
+# --------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------
+
+
+def _probe_storage(out_dir: str, sample_input: str | None) -> str | None:
+    """On a worker: None if ``out_dir`` is writable and ``sample_input`` readable, else why."""
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        # rbqe's temp-file name: if this process dies here, a later run removes it.
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{out_dir}: not writable from a Ray worker ({exc.strerror or exc})"
+    if sample_input is not None and not os.access(sample_input, os.R_OK):
+        return (f"{sample_input}: not readable from a Ray worker; inputs and outputs must be "
+                "on storage that every worker sees under the same path")
+    return None
+
+
+class EnhanceWorker:
+    """The Ray Data actor: one Enhancer per worker process, one report row per image.
+
+    Input batches hold ``item`` (JSON of a planned image, see :func:`_work_item`); the
+    output batches hold ``row`` (JSON of ``{"entry", "gmacs", "device"}``).
+    """
+
+    def __init__(self, enhancer_kwargs: dict[str, Any], options: BatchOptions,
+                 threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        problem = _probe_storage(str(options.out_dir), None)
+        if problem:
+            raise ClusterError(problem)
+        self.options = options
+        self.enhancer = Enhancer(**enhancer_kwargs)
+        self.device = str(self.enhancer.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [self.enhance_one(json.loads(str(text))) for text in batch["item"]]
+        return {"row": np.array(rows, dtype=object)}
+
+    def enhance_one(self, item: dict[str, Any]) -> str:
+        path, shown = item["input"]
+        targets = {_tag(t): Path(p) for t, p, _ in item["targets"]}
+        todo = {t: p for t, p in targets.items() if _untag(t) in item["todo"]}
+        report = process_item(self.enhancer, Path(path), targets, self.options,
+                              todo=todo, noted={Path(f) for f in item["noted"]})
+        # The report shows paths as the driver's planning named them, like the local engine.
+        entry = report.to_json()
+        entry["input"] = shown
+        as_shown = {p: s for _, p, s in item["targets"]}
+        entry["outputs"] = {k: as_shown.get(v, v) for k, v in entry["outputs"].items()}
+        if "error" in entry:
+            entry["error"] = entry["error"].replace(path, shown)
+        return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
+                           "device": self.device})
+
+
+def _untag(tag: str | None) -> str:
+    return "" if tag is None else tag
+
+
+def _tag(text: str) -> str | None:
+    return text or None
+
+
+def _work_item(path: Path, targets: dict[str | None, Path], todo: dict[str | None, Path],
+               noted: set[Path]) -> str:
+    """One dataset row: a planned image as JSON. Paths go as ``[absolute, as planned]``
+    (workers have another working folder; the report shows the planned form); exit tags
+    as '' for None."""
+    return json.dumps({
+        "input": [str(path.absolute()), str(path)],
+        "targets": [[_untag(t), str(p.absolute()), str(p)] for t, p in targets.items()],
+        "todo": [_untag(t) for t in todo],
+        "noted": sorted({str(p.parent.absolute()) for p in todo.values() if p.parent in noted}),
+    })
+
+
+# --------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra)
+    except ImportError:
+        raise ClusterError(
+            "--engine ray needs Ray Data: pip install 'rbqe-studio[cluster]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def _connected(ray: Any, opts: RayOptions) -> Iterator[bool]:
+    """Joins ``opts.address`` or starts a local instance, unless this process already
+    has one (then it is left running). Yields whether this call started it."""
+    if ray.is_initialized():
+        yield False
+        return
+    try:
+        quiet = not log.isEnabledFor(logging.INFO)  # 'rbqe -v' shows Ray's own logging
+        ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
+                 include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.ERROR if quiet else logging.INFO)
+        if quiet:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+    except Exception as exc:  # ConnectionError, ValueError...: one line, not a traceback
+        where = opts.address or "a local Ray instance"
+        raise ClusterError(f"cannot start or join {where}: {exc}") from exc
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _pool_size(ray: Any, opts: RayOptions) -> int:
+    if opts.workers:
+        return opts.workers
+    res = ray.cluster_resources()
+    if opts.gpus_per_worker > 0:
+        return max(1, int(res.get("GPU", 0) / opts.gpus_per_worker))
+    return max(1, int(res.get("CPU", 1) / opts.cpus_per_worker))
+
+
+def check_storage(ray: Any, opts: RayOptions, out_dir: Path, sample_input: Path | None) -> None:
+    """Runs :func:`_probe_storage` on a worker (with a worker's resources) and raises
+    :class:`ClusterError` naming the folder when the storage is not shared."""
+    probe = ray.remote(num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None)(
+        _probe_storage)
+    problem = ray.get(probe.remote(str(out_dir.absolute()),
+                                   None if sample_input is None else str(sample_input.absolute())))
+    if problem:
+        raise ClusterError(problem)
+
+
+def run_ray_batch(
+    enhancer_kwargs: dict[str, Any],
+    inputs: Sequence[str | Path],
+    options: BatchOptions,
+    ray_options: RayOptions | None = None,
+    *,
+    report: Path | None = None,
+    events: BatchEvents | None = None,
+    cancel: Callable[[], bool] | None = None,
+    worker: type[EnhanceWorker] = EnhanceWorker,
+) -> RaySummary:
+    """Enhances ``inputs`` into ``options.out_dir`` on Ray; the local engine's semantics.
+
+    Args:
+        enhancer_kwargs: Keyword arguments of :class:`~rbqe.engine.Enhancer` (weights,
+            device, threshold, min_exit, tile), used on every worker.
+        inputs: Files and folders, as for :func:`rbqe.batch.run_batch`.
+        options: The batch options (output folder, exit mode, format...).
+        ray_options: Cluster address and pool shape.
+        report: Where to write the JSON report (rows in completion order).
+        events: ``on_start(total)`` and ``on_item_done(index, item)`` are called on the
+            driver; ``index`` counts rows as they arrive.
+        cancel: Polled between rows; when true, the run stops, the workers are released
+            and the rows so far are reported with ``cancelled`` set.
+        worker: The actor class (a subclass of :class:`EnhanceWorker`; tests use one
+            that kills its own process).
+
+    Raises:
+        ClusterError: Ray missing or unreachable, or storage not shared.
+        WeightsError: Bad weights (checked on the driver before Ray starts).
+    """
+    opts = ray_options or RayOptions()
+    ev = events or BatchEvents()
+    t0 = time.perf_counter()
+    if enhancer_kwargs.get("weights"):  # workers run in another working folder
+        enhancer_kwargs = {**enhancer_kwargs,
+                           "weights": str(Path(enhancer_kwargs["weights"]).absolute())}
+    # Checked here, on the driver: a bad weights file is one error before any worker starts.
+    local = Enhancer(**{**enhancer_kwargs, "device": "cpu"})
+    plan = plan_batch(inputs, options)
+    summary = RaySummary(total=len(plan.files))
+    stream = _ReportStream(report)
+    index = 0
+
+    def emit(entry: dict[str, Any], gmacs: tuple[float | None, float | None],
+             item: ItemReport | None) -> None:
+        nonlocal index
+        summary.add(entry, gmacs)
+        stream.add(entry)
+        if ev.on_item_done:
+            ev.on_item_done(index, item or _item_from_json(entry))
+        index += 1
+
+    try:
+        if ev.on_start:
+            ev.on_start(len(plan.files))
+        work: list[str] = []
+        for path, _root in plan.files:
+            targets = plan.targets[path]
+            todo = pending_outputs(targets, options)
+            if not todo:
+                item = skipped_item(path, targets, options.mode)
+                emit(item.to_json(), (None, None), item)
+            else:
+                work.append(_work_item(path, targets, todo, plan.noted))
+        if work and not (cancel and cancel()):
+            worker_options = replace(options, out_dir=Path(options.out_dir).absolute())
+            summary.cancelled = _run_on_ray(worker, enhancer_kwargs, worker_options, opts,
+                                            work, plan.files, summary, emit, cancel)
+        summary.total_ms = (time.perf_counter() - t0) * 1000
+        device = ", ".join(sorted(summary.devices)) or str(local.device)
+        try:
+            stream.finish({"device": device,
+                           "weights": str(local.info.path) if local.info.path else None,
+                           "threshold": local.threshold, "min_exit": local.min_exit},
+                          summary.to_json())
+        except OSError as exc:  # the outputs are done; the front end reports this
+            summary.report_error = _report_problem(report or Path(), exc)
+    finally:
+        stream.close()
+    return summary
+
+
+def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
+                options: BatchOptions, opts: RayOptions,
+                work: list[str], files: list[tuple[Path, Path | None]], summary: RaySummary,
+                emit: Callable[[dict[str, Any], Any, ItemReport | None], None],
+                cancel: Callable[[], bool] | None) -> bool:
+    """Maps ``work`` on a pool of :class:`EnhanceWorker`; returns whether it was cancelled."""
+    ray = _import_ray()
+    with _connected(ray, opts):
+        check_storage(ray, opts, options.out_dir, files[0][0] if files else None)
+        with warnings.catch_warnings():  # Ray 2.60's own defaults trip its deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the CLI draws its own (count, ETA, failures)
+        ctx.print_on_execution_start = False
+        batch = max(1, opts.batch_size)
+        blocks = math.ceil(len(work) / batch)
+        size = min(_pool_size(ray, opts), blocks)  # no idle actors loading a model for nothing
+        # One block per batch: a block is the unit a task takes, so small blocks spread the
+        # images over the pool and a dead actor costs one batch.
+        ds = ray.data.from_items([{"item": w} for w in work],
+                                 override_num_blocks=blocks)
+        mapped = ds.map_batches(
+            worker,
+            fn_constructor_kwargs={"enhancer_kwargs": enhancer_kwargs, "options": options,
+                                   "threads": int(max(1, opts.cpus_per_worker))},
+            batch_size=batch,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=size),
+            num_cpus=opts.cpus_per_worker,
+            num_gpus=opts.gpus_per_worker or None,
+            # A dead actor is restarted and its batch retried: Ray Data's defaults for
+            # actor pools (max_restarts=-1, max_task_retries=-1); tests/test_cluster.py
+            # kills one to hold this.
+        )
+        try:
+            for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                for text in out["row"]:
+                    row = json.loads(str(text))
+                    summary.devices.add(row["device"])
+                    emit(row["entry"], tuple(row["gmacs"]), None)
+                if cancel is not None and cancel():
+                    return True
+        except ray.exceptions.RayError as exc:  # e.g. a worker that cannot load the model
+            raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
+    return False
+
+
+def _last_line(exc: BaseException) -> str:
+    """The gist of a Ray error: its message ends with the worker's own exception line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _item_from_json(entry: dict[str, Any]) -> ItemReport:
+    """The :class:`ItemReport` of a report row, for the front end's callbacks."""
+    return ItemReport(
+        Path(entry["input"]), entry["status"],
+        outputs={k: Path(v) for k, v in entry["outputs"].items()},
+        exit=entry["exit"], scores=entry["scores"], times_ms=entry["times_ms"],
+        gmacs=entry["gmacs"], size=tuple(entry["size"]) if entry["size"] else None,
+        error=entry.get("error"))

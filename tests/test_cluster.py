@@ -1,0 +1,211 @@
+"""The Ray engine (``rbqe enhance --engine ray``) against the local engine, on a local Ray
+instance with 2 CPUs and tiny generated images. Skipped without the [cluster] extra."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clirun import run_cli
+from rbqe.batch import BatchOptions
+from rbqe.model import ModelConfig, RBQENet
+from rbqe.weights import save_weights
+
+
+def _jpeg_photo(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth RGB picture with noise, through JPEG quality 20 (uint8)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width, yy / height, 0.5 + 0.25 * np.sin(xx / 7.0)], axis=-1)
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, "JPEG", quality=20)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _ray():
+    pytest.importorskip("ray.data", reason="the [cluster] extra (ray[data]) is not installed")
+    import ray
+
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = _ray()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Inputs (RGB, grey, RGBA, one bad file), tiny weights and the local engine's run."""
+    root = tmp_path_factory.mktemp("cluster")
+    src = root / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(_jpeg_photo(48 + 8 * i, 40, seed=i)).save(src / f"p{i}.jpg")
+    Image.fromarray(_jpeg_photo(40, 48, seed=7)[..., 0]).save(src / "grey.jpg")
+    rgba = np.dstack([_jpeg_photo(32, 40, seed=8), np.full((32, 40), 200, np.uint8)])
+    Image.fromarray(rgba).save(src / "alpha.png")
+    (src / "bad.jpg").write_bytes(b"not a jpeg at all")
+    torch.manual_seed(0)
+    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)).eval(), root / "tiny.safetensors")
+    rc, err = run_cli(["enhance", str(src), "-o", str(root / "local"), "--weights", str(weights),
+                       "--report", str(root / "local.json")])
+    assert rc == 1 and "bad.jpg" in err
+    return root, src, weights
+
+
+def _ray_run(corpus, out: str, *extra: str) -> tuple[int, str, dict]:
+    root, src, weights = corpus
+    rc, err = run_cli(["enhance", str(src), "-o", str(root / out), "--weights", str(weights),
+                       "--report", str(root / f"{out}.json"), "--engine", "ray", *extra])
+    return rc, err, json.loads((root / f"{out}.json").read_text())
+
+
+def _by_input(report: dict) -> dict[str, dict]:
+    rows = {r["input"]: r for r in report["images"]}
+    assert len(rows) == len(report["images"]), "an image was reported twice"
+    return rows
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im).copy()
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert np.array_equal(_pixels(a / name), _pixels(b / name)), name
+
+
+def test_ray_equals_local_outputs_and_report(ray_local, corpus):
+    root = corpus[0]
+    rc, err, ray_report = _ray_run(corpus, "ray", "--workers", "2", "--batch-size", "2")
+    assert rc == 1
+    assert err.count("bad.jpg") == 1 and "not an image file" in err  # one line, as locally
+    _same_outputs(root / "local", root / "ray")
+
+    local_report = json.loads((root / "local.json").read_text())
+    assert ray_report.keys() == local_report.keys()
+    assert ray_report["summary"].keys() == local_report["summary"].keys()
+    local_rows, ray_rows = _by_input(local_report), _by_input(ray_report)
+    assert ray_rows.keys() == local_rows.keys()
+    for name, want in local_rows.items():
+        got = ray_rows[name]
+        assert got.keys() == want.keys(), name
+        assert got["times_ms"].keys() == want["times_ms"].keys(), name
+        outputs = {k: v.replace(str(root / "local"), str(root / "ray"))
+                   for k, v in want["outputs"].items()}
+        assert got["outputs"] == outputs, name
+        for key in ("status", "exit", "scores", "gmacs", "size", "error"):
+            assert got.get(key) == want.get(key), (name, key)
+    for key in ("processed", "failed", "skipped", "exit_histogram", "gmacs", "gmacs_exit5"):
+        assert ray_report["summary"][key] == local_report["summary"][key], key
+    assert ray_report["summary"]["failed"] == 1 and ray_report["summary"]["processed"] == 6
+
+
+def test_rerun_skips_everything(ray_local, corpus):
+    root = corpus[0]
+    _ray_run(corpus, "again")
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "again").iterdir()}
+    rc, _, report = _ray_run(corpus, "again")
+    rows = _by_input(report)
+    assert {r["status"] for n, r in rows.items() if "bad" not in n} == {"skipped"}
+    assert rows[str(corpus[1] / "bad.jpg")]["status"] == "failed"  # a bad file fails each run
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "again").iterdir()} == before
+    assert rc == 1
+
+
+def test_killed_worker_loses_no_image_and_reports_none_twice(ray_local, corpus):
+    from rbqe.cluster import EnhanceWorker, RayOptions, run_ray_batch
+
+    root, src, weights = corpus
+    out, log = root / "killed", root / "calls.log"
+
+    class DiesOnce(EnhanceWorker):
+        """Kills its own process (SIGKILL) mid-batch, after writing its first image, once."""
+
+        def enhance_one(self, item):
+            import os
+            import signal
+
+            row = super().enhance_one(item)
+            with open(log, "a") as fh:
+                fh.write(f"{os.getpid()} {item}\n")
+            marker = log.with_suffix(".killed")
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return row
+
+    inputs = [p for p in sorted(src.iterdir()) if p.name != "bad.jpg"]
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu"}, inputs,
+                            BatchOptions(out_dir=out), RayOptions(workers=1, batch_size=3),
+                            report=root / "killed.json", worker=DiesOnce)
+    killed = int(log.with_suffix(".killed").read_text())
+    pids = {int(line.split()[0]) for line in log.read_text().splitlines()}
+    assert killed in pids and len(pids) >= 2, "the actor was not restarted"
+    rows = _by_input(json.loads((root / "killed.json").read_text()))
+    assert sorted(rows) == [str(p) for p in inputs]
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    assert summary.processed == len(inputs) and summary.failed == 0
+    local = root / "local"
+    for name in sorted(p.name for p in out.iterdir()):
+        assert not name.startswith("."), f"left behind: {name}"
+        assert np.array_equal(_pixels(out / name), _pixels(local / name)), name
+    assert len(list(out.iterdir())) == len(inputs)
+
+
+def test_output_folder_not_writable_from_worker(ray_local, corpus, tmp_path):
+    from rbqe.cluster import ClusterError, run_ray_batch
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ClusterError, match="not writable from a Ray worker"):
+        run_ray_batch({"weights": str(corpus[2]), "device": "cpu"}, [corpus[1]],
+                      BatchOptions(out_dir=blocker / "out"))
+
+
+def test_without_ray_one_clear_error(tmp_path, tiny_weights, monkeypatch):
+    Image.fromarray(_jpeg_photo(32, 32, seed=0)).save(tmp_path / "a.jpg")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    rc, err = run_cli(["enhance", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"),
+                       "--weights", str(tiny_weights), "--engine", "ray"])
+    assert rc == 2
+    assert "pip install 'rbqe-studio[cluster]'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corpus):
+    from rbqe.batch import BatchEvents
+    from rbqe.cluster import run_ray_batch
+
+    root, src, weights = corpus
+    out, seen = root / "cancelled", []
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu"}, [src],
+                            BatchOptions(out_dir=out), report=root / "cancelled.json",
+                            events=BatchEvents(on_item_done=lambda i, item: seen.append(item)),
+                            cancel=lambda: len(seen) >= 1)
+    report = json.loads((root / "cancelled.json").read_text())
+    assert summary.cancelled and report["summary"]["cancelled"] is True
+    assert 1 <= len(report["images"]) < 7
+    for p in out.iterdir():  # whatever was written is whole, under its final name
+        assert not p.name.startswith(".rbqe-"), p
+        assert np.array_equal(_pixels(p), _pixels(root / "local" / p.name)), p.name
+
+
+def test_ray_flags_need_the_ray_engine(tmp_path):
+    rc, err = run_cli(["enhance", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "4"])
+    assert rc == 2 and "--workers only apply with --engine ray" in err
