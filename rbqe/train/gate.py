@@ -140,10 +140,13 @@ def collect(enhancer: Enhancer, paths: Sequence[Path], qualities: Sequence[int],
 
 def records_key(weights: Path | None, paths: Sequence[Path], qualities: Sequence[int],
                 crop: int, gray_every: int) -> str:
-    """What a saved record file must match to be reused: the weights' bytes and the set."""
+    """What a saved record file must match to be reused: the weights' tensors (not their
+    metadata, which storing a policy changes) and the set of photos and qualities."""
     h = hashlib.sha256()
     if weights is not None and weights.is_file():
         with open(weights, "rb") as f:
+            # safetensors: an 8-byte header length, the JSON header, then the tensor bytes.
+            f.seek(8 + int.from_bytes(f.read(8), "little"))
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     h.update(json.dumps([[p.name for p in paths], list(qualities), crop, gray_every,
