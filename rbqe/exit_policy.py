@@ -296,7 +296,7 @@ class ExitPolicy:
         if self.rule == "gate":
             start = f"from exit {self.min_exit} on, " if self.min_exit > 1 else ""
             return (f"learned gate: {start}stop when it predicts < "
-                    f"{float(self.params['tau']):.2f} dB more from going on")
+                    f"{float(self.params['tau']):.3f} dB more from going on")
         return f"fixed: always exit {self.params['exit']}"
 
 
