@@ -273,6 +273,18 @@ class ExitStrip(QWidget):
             card.min_exit = min_exit
             card.update()
 
+    def set_policy(self, description: str) -> None:
+        """The weights' learned gate decides: say so instead of a threshold."""
+        self.threshold_label.setText("Learned exit gate")
+        self.threshold_label.setToolTip(
+            f"Auto mode: {description}. It reads the quality scores, how much each exit "
+            "changed the picture and, for a JPEG, the file's quantisation tables. Set a "
+            "threshold in Settings to use the quality score alone. Hover an exit to see why "
+            "auto would stop there or go on.")
+        for card in self.cards:
+            card.threshold = None
+            card.update()
+
     def set_mode_text(self, text: str) -> None:
         self.mode_label.setText(text)
 

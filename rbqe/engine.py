@@ -330,6 +330,12 @@ class Enhancer:
         else:
             self.info = WeightsInfo(None, net.config)
         self.policy = self.info.policy_for(policy, threshold, min_exit)
+        if self.info.path is None:
+            # A network without a file: the policy it was given is "the weights'" own,
+            # which callers that reset the policy per job (the app's worker) go back to.
+            name = "assessor" if self.policy.rule == "assessor" else self.policy.rule
+            self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
+                                           name)
         tile = DEFAULT_TILE if tile is None else int(tile)
         self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
         self.fp16 = self.device.type == "cuda"

@@ -51,6 +51,13 @@ class WeightsInfo:
     def threshold(self) -> float:
         return float(self.assessor.params["threshold"])
 
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        """Replaces the assessor policy's threshold (its earliest exit stays)."""
+        base = self.assessor
+        self.policies.policies["assessor"] = ExitPolicy.assessor(
+            value, base.min_exit, {"source": "threshold set by the caller"})
+
     @property
     def min_exit(self) -> int:
         return self.assessor.min_exit
