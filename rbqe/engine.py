@@ -1,4 +1,5 @@
-"""The early-exit enhancer: device, padding, colour, tiling and the exit loop.
+"""The early-exit enhancer: device, padding, colour, tiling and the exit loop (the exit
+rule itself is :mod:`rbqe.exit_policy`'s).
 
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
@@ -8,8 +9,8 @@ How the exit is chosen when an image is tiled
 A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
 tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
 *sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
-walk the exits progressively; the mean of their scores decides the exit by the same rule
-as ``auto``. The samples also record the ECA blocks' pooled channel means; every tile is
+walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
+mean of their signals (scores, block statistics, change between exits) and their ECA means. The samples also record the ECA blocks' pooled channel means; every tile is
 then computed to the chosen exit with those shared means, so that all tiles use the same
 attention gates and no seam appears where two tiles would have pooled different
 statistics. The chosen exit's score is finally measured on the whole assembled image and
@@ -565,21 +566,23 @@ class Enhancer:
             x = self._tile_input(img, box)
             runs.append(self.net.start(x, stats, fast=self.fast))
             # Each sample's own walk keeps its previous luma; all share the ECA record.
-            walks.append(_Walk(stats, self._luma_of(x[..., : box[1] - box[0],
-                                                          : box[3] - box[2]].float())))
+            # Samples are scored padded, as they always were (the assessor's threshold was
+            # calibrated so).
+            walks.append(_Walk(stats, self._luma_of(x.float())))
         sampled: list[ExitSignals] = []
         decisions: list[Decision] = []
         for k in range(1, last + 1):
-            for run, state, box in zip(runs, walks, sample_boxes):
+            for run, state in zip(runs, walks):
                 _check_cancel(cancel)
                 t0 = time.perf_counter()
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
                     out = run.next_exit().float().clamp_(0, 1)
                 self._sync()
                 sample_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                out = out[..., : box[1] - box[0], : box[3] - box[2]]
                 sample_scores[k - 1].append(self._signals(k, out, state).score)
             sampled.append(ExitSignals.mean([state.signals[-1] for state in walks]))
+            # The ECA means over all the samples (each walk saw those of the samples before).
+            sampled[-1].eca = walks[-1].signals[-1].eca
             decisions.append(self._decision(sampled, result))
             if mode == "auto" and decisions[-1].stop:
                 chosen = k
@@ -742,10 +745,6 @@ class Enhancer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-# Old private names, still imported by tests and other modules.
-_check_mode, _last_exit = check_mode, last_exit
 
 
 def _check_cancel(cancel: CancelCheck | None) -> None:

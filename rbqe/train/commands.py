@@ -126,8 +126,10 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     from rbqe.engine import Enhancer
     from rbqe.train.evaluate import collect, list_clean_images, load_records
 
+    # eval's "auto" column is the assessor rule (the gate is measured by
+    # 'rbqe calibrate --policy gate', which gives it the JPEG tables).
     enhancer = Enhancer(args.weights, device=args.device, threshold=threshold,
-                        min_exit=min_exit, tile=0)
+                        min_exit=min_exit, tile=0, policy="assessor")
     if args.records:
         wanted = set(args.qf)
         return enhancer, [r for f in args.records for r in load_records(f) if r.qf in wanted]
