@@ -172,7 +172,7 @@ class Decision:
         v = self.values
         if self.signal == "gate":
             sign = "<" if self.stop else "≥"
-            return f"gate: {sign} {v['tau_db']:.2f} dB more"
+            return f"gate: {sign} {v['tau_db']:g} dB more"
         if self.signal == "assessor":
             return f"score {'≥' if self.stop else '<'} {v['threshold']:.3f}"
         return {"min_exit": f"before exit {v.get('min_exit')}", "last exit": "last exit",
@@ -268,14 +268,14 @@ class ExitPolicy:
         tau = float(self.params["tau"])
         if k >= NUM_EXITS:
             return Decision(True, k, "last exit", {"tau_db": tau},
-                            f"{jpeg}the gate predicted at least {tau:.2f} dB more at every "
+                            f"{jpeg}the gate predicted at least {tau:g} dB more at every "
                             f"earlier exit")
         gain = self.predict_gain(walked, prior, gray)
         values = {"predicted_gain_db": round(gain, 4), "tau_db": tau,
                   "jpeg_quality": prior.quality if prior else None, "score": round(s.score, 4)}
         if gain < tau:
             return Decision(True, k, "gate", values,
-                            f"{jpeg}the gate predicts < {tau:.2f} dB more from going on "
+                            f"{jpeg}the gate predicts < {tau:g} dB more from going on "
                             f"({gain:+.2f} dB)")
         return Decision(False, k, "gate", values,
                         f"the gate predicts {gain:+.2f} dB more from going on")
@@ -296,7 +296,7 @@ class ExitPolicy:
         if self.rule == "gate":
             start = f"from exit {self.min_exit} on, " if self.min_exit > 1 else ""
             return (f"learned gate: {start}stop when it predicts < "
-                    f"{float(self.params['tau']):.3f} dB more from going on")
+                    f"{float(self.params['tau']):g} dB more from going on")
         return f"fixed: always exit {self.params['exit']}"
 
 

@@ -110,7 +110,7 @@ def test_gate_stops_when_the_predicted_gain_falls_below_tau_and_says_why():
     d = walk(g, _signals([0.5] * 5), prior)
     assert (d.stop, d.exit, d.signal) == (True, 3, "gate")
     assert d.values["predicted_gain_db"] == pytest.approx(0.5)
-    assert d.text.startswith("JPEG quality ≈ 85 and the gate predicts < 0.60 dB more")
+    assert d.text.startswith("JPEG quality ≈ 85 and the gate predicts < 0.6 dB more")
     assert walk(_gate("change", 1.0, tau=0.6, min_exit=4), _signals([0.5] * 5)).exit == 4
     last = walk(_gate("change", 1.0, tau=-1.0), _signals([0.5] * 5))
     assert (last.exit, last.signal) == (5, "last exit")
