@@ -10,7 +10,8 @@ A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 n
 tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
 *sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
 walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
-mean of their signals (scores, block statistics, change between exits) and their ECA means. The samples also record the ECA blocks' pooled channel means; every tile is
+mean of their signals (scores, block statistics, change between exits) and their ECA means.
+The samples also record the ECA blocks' pooled channel means; every tile is
 then computed to the chosen exit with those shared means, so that all tiles use the same
 attention gates and no seam appears where two tiles would have pooled different
 statistics. The chosen exit's score is finally measured on the whole assembled image and
@@ -529,7 +530,7 @@ class Enhancer:
         """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
         y = self._luma_of(out)
         a = iqa.assess(y)
-        change = float((y - state.prev_luma).abs().mean()) * 255 if state.prev_luma is not None else 0.0
+        change = 0.0 if state.prev_luma is None else float((y - state.prev_luma).abs().mean()) * 255
         state.prev_luma = y
         key = f"0_{k}"
         eca = None
