@@ -125,7 +125,7 @@ class ComparePanel(QWidget):
             self.show_loaded(data)
         self.exits[e.exit] = e
         cum = sum(x.time_ms + x.iqa_ms for k, x in self.exits.items() if k <= e.exit)
-        self.strip.set_exit(e.exit, data.thumbs[e.exit], e.score, cum, e.gmacs)
+        self.strip.set_exit(e.exit, data.thumbs[e.exit], e.score, cum, e.gmacs, e.decision)
         if self.busy:
             self.strip.set_running(e.exit + 1)
         if not self._user_b:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.state import fmt_gmacs, fmt_ms
-from rbqe.engine import may_stop
+from rbqe.exit_policy import Decision, may_stop
 from rbqe.model import NUM_EXITS
 
 INPUT = 0
@@ -43,6 +43,7 @@ class CardData:
     score: float | None = None
     state: str = "empty"  # empty | running | ready | skipped
     chosen: bool = False
+    decision: Decision | None = None  # the exit policy's verdict at this exit
 
 
 class ExitCard(QWidget):
@@ -123,8 +124,11 @@ class ExitCard(QWidget):
         p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
         if d.score is not None:
-            ok = self.threshold is not None and may_stop(self.index, d.score, self.threshold,
-                                                         self.min_exit)
+            if d.decision is not None:  # whatever the policy (assessor or learned gate)
+                ok = d.decision.stop
+            else:
+                ok = self.threshold is not None and may_stop(self.index, d.score,
+                                                             self.threshold, self.min_exit)
             p.setPen(GOOD if ok else WEAK)
             p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
@@ -227,12 +231,18 @@ class ExitStrip(QWidget):
     def set_input(self, thumb: QImage, lines: tuple[str, ...]) -> None:
         self.cards[INPUT].set_data(CardData("Input", thumb, lines, state="ready"))
 
-    def set_exit(self, k: int, thumb: QImage, score: float, cum_ms: float, gmacs: float) -> None:
+    def set_exit(self, k: int, thumb: QImage, score: float, cum_ms: float, gmacs: float,
+                 decision: Decision | None = None) -> None:
         if k not in self.computed:
             self.computed.append(k)
         card = self.cards[k]
         card.set_data(CardData(f"Exit {k}", thumb, (f"Σ {fmt_ms(cum_ms)}", fmt_gmacs(gmacs)),
-                               score, "ready", k == self.chosen))
+                               score, "ready", k == self.chosen, decision))
+        # Why auto would (or would not) stop here, in words, on hover.
+        card.setToolTip(("" if decision is None else
+                         f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")
+                        + "Click: show on the right (B)\nRight-click or Ctrl+click: show on "
+                          "the left (A)")
 
     def set_running(self, k: int) -> None:
         if 1 <= k <= NUM_EXITS and self.cards[k].data.state != "ready":
@@ -244,6 +254,10 @@ class ExitStrip(QWidget):
         self.chosen = k
         for card in self.cards[1:]:
             card.data.chosen = card.index == k
+            d = card.data.decision
+            if auto and card.index == k and d is not None and card.data.lines:
+                # The chosen card says why auto stopped there, in a few words.
+                card.data.lines = (card.data.lines[0], d.short)
             if auto and k is not None and card.index > k and card.data.state != "ready":
                 card.data.state = "skipped"
             card.update()
@@ -257,6 +271,18 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.threshold = threshold
             card.min_exit = min_exit
+            card.update()
+
+    def set_policy(self, description: str) -> None:
+        """The weights' learned gate decides: say so instead of a threshold."""
+        self.threshold_label.setText("Learned exit gate")
+        self.threshold_label.setToolTip(
+            f"Auto mode: {description}. It reads the quality scores, how much each exit "
+            "changed the picture and, for a JPEG, the file's quantisation tables. Set a "
+            "threshold in Settings to use the quality score alone. Hover an exit to see why "
+            "auto would stop there or go on.")
+        for card in self.cards:
+            card.threshold = None
             card.update()
 
     def set_mode_text(self, text: str) -> None:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from app.state import fmt_gmacs, fmt_ms, fmt_size
 from app.worker import ViewData
-from rbqe.engine import may_stop
+from rbqe.engine import EnhanceResult
 
 
 def _section(title: str) -> QLabel:
@@ -40,14 +40,17 @@ class InfoPanel(QScrollArea):
 
         lay.addWidget(_section("Image"))
         lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality"]))
-        note = QLabel("JPEG quality is estimated from the file's quantisation tables: a prior "
-                      "estimate only; the network does not use it.")
+        note = QLabel("JPEG quality is estimated from the file's quantisation tables; the "
+                      "learned exit gate reads the tables themselves as a prior (a file "
+                      "re-saved at a higher quality can hide how hard it was compressed, so "
+                      "the gate also looks at the pixels).")
         note.setObjectName("muted")
         note.setWordWrap(True)
         lay.addWidget(note)
 
         lay.addWidget(_section("Result"))
-        lay.addLayout(self._form(["Chosen exit", "Threshold", "Mode", "Device", "Tiling"]))
+        lay.addLayout(self._form(["Chosen exit", "Why this exit", "Threshold", "Mode", "Device",
+                                  "Tiling"]))
 
         lay.addWidget(_section("Per stage"))
         self.table = QTableWidget(5, 4)
@@ -126,13 +129,18 @@ class InfoPanel(QScrollArea):
             return
         chosen = r.exit_result(r.chosen)
         self.set("Chosen exit", f"Exit {r.chosen} · score {chosen.score:.3f}")
-        if may_stop(r.chosen, chosen.score, r.threshold, r.min_exit):
-            passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"
-        else:
-            passed = "not reached: last exit used"
+        self.set("Why this exit", why_text(r))
+        self.fields["Why this exit"].setToolTip(r.policy.describe() if r.policy else "")
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
-        self.set("Threshold", f"{r.threshold:.3f} ({passed})" if r.mode in ("auto", "all")
-                 else f"{r.threshold:.3f}")
+        if r.threshold is None:
+            self.set("Threshold", "– (the learned gate decides)")
+        elif r.decision is not None and r.decision.signal == "assessor":
+            passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"
+            self.set("Threshold", f"{r.threshold:.3f} ({passed})" if r.mode in ("auto", "all")
+                     else f"{r.threshold:.3f}")
+        else:
+            self.set("Threshold", f"{r.threshold:.3f} (not reached: last exit used)"
+                     if r.mode in ("auto", "all") else f"{r.threshold:.3f}")
         self.set("Mode", str(mode))
         self.set("Device", r.device)
         self.set("Tiling", f"{r.tiles} tiles" if r.tiled else "whole image")
@@ -148,3 +156,15 @@ class InfoPanel(QScrollArea):
         self.set("Network", fmt_ms(net))
         self.set("IQA", fmt_ms(r.iqa_ms))
         self.set("Total", f"{fmt_ms(r.total_ms)} · {fmt_gmacs(max(e.gmacs for e in r.exits))}")
+
+
+def why_text(r: EnhanceResult) -> str:
+    """Why auto stopped where it did, in plain words."""
+    d = r.decision
+    if d is None:
+        return "–"
+    if isinstance(r.mode, int):
+        return f"Exit {r.mode} was asked for (auto mode would decide by itself)."
+    lead = "Auto would stop" if r.mode == "all" else "Auto stopped"
+    text = d.text[0].upper() + d.text[1:]
+    return f"{lead} at exit {r.chosen}. {text}."

@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.store = store
         self.settings = settings_mod.load_settings(store)
         self._fixed_weights = weights or os.environ.get("RBQE_WEIGHTS") or None
+        self._weights_policy = ""  # the weights' default exit policy, described (engine info)
         weights = self._weights()
         self.session = Session(self.settings, factory, weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
@@ -276,6 +277,7 @@ class MainWindow(QMainWindow):
         self.info.set_engine(info)
         self.device_label.setText(f"Device: {info['device']}")
         self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1))
+        self._weights_policy = str(info.get("policy", ""))
         self.update_threshold()
         if not self.banner.property("sticky"):
             self.banner.hide()
@@ -328,7 +330,10 @@ class MainWindow(QMainWindow):
     def update_threshold(self) -> None:
         t = self.settings_panel.effective_threshold()
         source = "custom" if self.settings.threshold is not None else "from the weights"
-        if t is not None:
+        if self.settings.threshold is None and self._weights_policy.startswith("learned gate"):
+            # The weights' default policy is the learned gate: no threshold applies.
+            self.compare.strip.set_policy(self._weights_policy)
+        elif t is not None:
             self.compare.strip.set_threshold(t, source, self.settings_panel.weights_min_exit)
         mode = self.session.mode
         self.compare.strip.set_mode_text(

@@ -24,6 +24,7 @@ from app.convert import Picture
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
+from rbqe.exit_policy import JpegPrior
 from rbqe.io import LoadedImage, load_image, output_path_for, save_like
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,12 @@ class Worker(QObject):
             self.engine_ready.emit({"device": str(self._enhancer.device),
                                     "weights": str(info.path) if info.path else "built-in test model",
                                     "threshold": float(info.threshold),
-                                    "min_exit": int(self._enhancer.min_exit)})
+                                    "min_exit": int(self._enhancer.min_exit),
+                                    "policy": info.policy.describe()})
         enh = self._enhancer
-        enh.threshold = float(job.threshold if job.threshold is not None else enh.info.threshold)
+        # The job carries the policy: a custom threshold means the assessor rule with it,
+        # none the weights' default policy (which may be the learned gate).
+        enh.policy = enh.info.policy_for(None, job.threshold)
         return enh
 
     @Slot(object)
@@ -221,7 +225,7 @@ class Worker(QObject):
         view.result = enh.enhance(
             loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
             progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
-            cancel=job.cancel.is_set, keep_session=True)
+            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(loaded))
         return view
 
     def _continue(self, job: ContinueJob) -> ViewData:
@@ -234,7 +238,8 @@ class Worker(QObject):
         else:  # tiled (or evicted session): the only way to the other exits is a new pass
             done = {e.exit for e in view.result.exits}
             fresh = enh.enhance(view.loaded.pixels, "all", cancel=job.cancel.is_set,
-                                progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t))
+                                progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
+                                prior=JpegPrior.of(view.loaded))
             for e in fresh.exits:
                 if e.exit not in done:
                     view.result.exits.append(e)

@@ -23,6 +23,7 @@ from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
 from rbqe.errors import Cancelled, RBQEError
+from rbqe.exit_policy import JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
     list_images,
@@ -80,6 +81,7 @@ class ItemReport:
     size: tuple[int, int] | None = None
     error: str | None = None
     result: EnhanceResult | None = field(default=None, repr=False)
+    exit_reason: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -92,6 +94,8 @@ class ItemReport:
             "gmacs": None if self.gmacs is None else round(self.gmacs, 3),
             "size": list(self.size) if self.size else None,
         }
+        if self.exit_reason is not None:
+            entry["exit_reason"] = self.exit_reason
         if self.error is not None:
             entry["error"] = self.error
         return entry
@@ -292,7 +296,8 @@ def _process_one(
         on_exit = (lambda e: ev.on_exit(index, e)) if ev.on_exit else None
         on_progress = (lambda s, d, t: ev.on_progress(index, s, d, t)) if ev.on_progress else None
         result = enhancer.enhance(src.pixels, options.mode, on_exit=on_exit,
-                                  progress=on_progress, cancel=cancel)
+                                  progress=on_progress, cancel=cancel,
+                                  prior=JpegPrior.of(src))
         outputs: dict[str, Path] = {}
         for tag, target in wanted.items():
             k = result.chosen if tag is None else int(tag[4:])
@@ -347,6 +352,7 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
         gmacs_exit5=enhancer.gmacs(hp, wp)[-1],
         size=(w, h),
         result=None,
+        exit_reason=result.exit_reason,
     )
 
 
@@ -358,6 +364,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
         "weights": str(info.path) if info.path else None,
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,
+        "policy": enhancer.policy.to_json() | {"description": enhancer.policy.describe()},
         "images": [i.to_json() for i in summary.items],
         "summary": {
             "processed": summary.processed,

@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     e.add_argument("--exit", dest="exit_mode", type=_exit_mode, default="auto",
                    metavar="auto|1|2|3|4|5|all", help="exit mode (default auto)")
-    e.add_argument("--threshold", type=float, help="IQA exit threshold (default: from weights)")
+    e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
+                   help="how auto chooses the exit: the weights' default policy, the "
+                        "assessor's threshold, or the learned gate (see 'rbqe info')")
+    e.add_argument("--threshold", type=float,
+                   help="IQA exit threshold: use the assessor rule with it")
     e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
@@ -162,6 +166,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             },
             "threshold": info.threshold,
             "min_exit": info.min_exit,
+            "exit_policy": {
+                "default": info.policies.default,
+                "policies": {name: {"description": p.describe(), "rule": p.rule,
+                                    "provenance": p.provenance,
+                                    **({} if p.rule == "gate" else {"params": p.params})}
+                             for name, p in info.policies.policies.items()},
+            },
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
         })
     else:
@@ -212,7 +223,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _eprint(f"rbqe: error: {', '.join(ray_only)} only apply with --engine ray")
         return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
-                           min_exit=args.min_exit, tile=args.tile)
+                           min_exit=args.min_exit, tile=args.tile,
+                           policy=None if args.policy == "default" else args.policy)
     # The Ray engine loads the model on its workers (and checks the weights on its own).
     enhancer = Enhancer(**enhancer_kwargs) if args.engine == "local" else None
     options = BatchOptions(

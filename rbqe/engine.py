@@ -1,4 +1,5 @@
-"""The early-exit enhancer: device, padding, colour, tiling and the exit loop.
+"""The early-exit enhancer: device, padding, colour, tiling and the exit loop (the exit
+rule itself is :mod:`rbqe.exit_policy`'s).
 
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
@@ -8,8 +9,9 @@ How the exit is chosen when an image is tiled
 A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
 tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
 *sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
-walk the exits progressively; the mean of their scores decides the exit by the same rule
-as ``auto``. The samples also record the ECA blocks' pooled channel means; every tile is
+walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
+mean of their signals (scores, block statistics, change between exits) and their ECA means.
+The samples also record the ECA blocks' pooled channel means; every tile is
 then computed to the chosen exit with those shared means, so that all tiles use the same
 attention gates and no seam appears where two tiles would have pooled different
 statistics. The chosen exit's score is finally measured on the whole assembled image and
@@ -37,7 +39,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,18 +49,25 @@ import torch.nn.functional as F
 
 from rbqe import iqa
 from rbqe.errors import Cancelled, RBQEError, WeightsError
-from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, gmacs_per_exit
-from rbqe.weights import (
-    DEFAULT_THRESHOLD,
-    WeightsInfo,
+from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable from here too)
+    Decision,
+    ExitMode,
+    ExitPolicy,
+    ExitSignals,
+    JpegPrior,
+    PolicySet,
+    auto_exit,
     check_min_exit,
-    default_weights_path,
-    load_weights,
+    check_mode,
+    last_exit,
+    may_stop,
+    walk,
 )
+from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, gmacs_per_exit
+from rbqe.weights import WeightsInfo, default_weights_path, load_weights
 
 log = logging.getLogger(__name__)
 
-ExitMode = str | int  # "auto", "all" or 1..5
 Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
 DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
 TILE_OVERLAP = 64
@@ -84,6 +93,8 @@ class ExitResult:
         time_ms: Network time of this stage alone.
         iqa_ms: Time spent scoring it.
         gmacs: Cumulative GMACs to reach this exit.
+        signals: What the exit policy reads at this exit (for a tiled image: the sample
+            tiles' mean; None for exits computed only for the whole picture).
     """
 
     exit: int
@@ -92,6 +103,8 @@ class ExitResult:
     time_ms: float
     iqa_ms: float
     gmacs: float
+    signals: ExitSignals | None = None
+    decision: Decision | None = None  # the policy's verdict at this exit, stop or go on
 
 
 @dataclass
@@ -114,6 +127,10 @@ class EnhanceResult:
         oom_retries: How many times the image was started again with smaller tiles after
             running out of device memory.
         min_exit: The earliest exit auto could stop at.
+        policy: The exit policy used.
+        decision: Why auto stopped where it did (for ``all``: where it would stop; for a
+            forced exit: why it is that exit); :attr:`exit_reason` is its JSON.
+        prior: The input file's JPEG tables, when given.
     """
 
     exits: list[ExitResult]
@@ -130,7 +147,15 @@ class EnhanceResult:
     tile_size: int = 0
     oom_retries: int = 0
     min_exit: int = 1
+    policy: ExitPolicy | None = None
+    decision: Decision | None = None
+    prior: JpegPrior | None = None
+    gray_input: bool = False
     _session: _Session | None = field(default=None, repr=False)
+
+    @property
+    def exit_reason(self) -> dict | None:
+        return None if self.decision is None else self.decision.to_json()
 
     @property
     def image(self) -> np.ndarray:
@@ -157,6 +182,7 @@ class _Session:
 
     run: ProgressiveRun
     prep: _Prepared
+    walk: _Walk
 
 
 @dataclass
@@ -166,6 +192,15 @@ class _Prepared:
     w: int
     chroma: np.ndarray | None  # (H, W, 2) CbCr kept by a luma model
     out_gray: bool  # RGB model fed a gray image: return gray
+
+
+@dataclass
+class _Walk:
+    """What one progressive run keeps between exits for the exit policy's signals."""
+
+    stats: EcaStats  # records the ECA means as the nodes are computed
+    prev_luma: torch.Tensor | None = None  # the previous exit's luma (the input's at first)
+    signals: list[ExitSignals] = field(default_factory=list)
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -265,9 +300,11 @@ class Enhancer:
     Args:
         weights: A ``.safetensors`` file; default :func:`rbqe.weights.default_weights_path`.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        threshold: IQA exit threshold; default from the weights' metadata.
-        min_exit: The earliest exit auto may stop at; default from the weights' metadata
-            (1, the paper's rule, when they carry none).
+        policy: The exit policy: an :class:`ExitPolicy`, or the name of one stored in
+            the weights (``assessor``, ``gate``); default the weights' default policy.
+        threshold: IQA exit threshold; given (or ``min_exit`` given), auto uses the
+            assessor rule with it (the rest from the weights' assessor policy).
+        min_exit: The earliest exit the assessor rule may stop at.
         tile: Tile side in pixels (multiple of 32); images larger than one tile are tiled.
             ``0`` disables tiling.
         net: An already built network (tests, calibration); skips loading.
@@ -282,6 +319,7 @@ class Enhancer:
         min_exit: int | None = None,
         tile: int | None = None,
         net: RBQENet | None = None,
+        policy: ExitPolicy | str | None = None,
     ) -> None:
         self.device = pick_device(device)
         if net is None:
@@ -292,9 +330,14 @@ class Enhancer:
                 )
             net, self.info = load_weights(path)
         else:
-            self.info = WeightsInfo(None, net.config, DEFAULT_THRESHOLD)
-        self.threshold = float(threshold if threshold is not None else self.info.threshold)
-        self.min_exit = check_min_exit(min_exit if min_exit is not None else self.info.min_exit)
+            self.info = WeightsInfo(None, net.config)
+        self.policy = self.info.policy_for(policy, threshold, min_exit)
+        if self.info.path is None:
+            # A network without a file: the policy it was given is "the weights'" own,
+            # which callers that reset the policy per job (the app's worker) go back to.
+            name = "assessor" if self.policy.rule == "assessor" else self.policy.rule
+            self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
+                                           name)
         tile = DEFAULT_TILE if tile is None else int(tile)
         self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
         self.fp16 = self.device.type == "cuda"
@@ -308,6 +351,20 @@ class Enhancer:
         if self.fp16:
             torch.backends.cudnn.benchmark = True
         self._macs_unit = gmacs_per_exit(self.net, MULTIPLE, MULTIPLE)
+
+    @property
+    def threshold(self) -> float | None:
+        """The assessor rule's threshold (None under another rule)."""
+        return self.policy.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.policy = ExitPolicy.assessor(value, self.policy.min_exit,
+                                          {"source": "threshold set by the caller"})
+
+    @property
+    def min_exit(self) -> int:
+        return self.policy.min_exit
 
     @property
     def channels(self) -> int:
@@ -328,26 +385,29 @@ class Enhancer:
         progress: Progress | None = None,
         cancel: CancelCheck | None = None,
         keep_session: bool = False,
+        prior: JpegPrior | None = None,
     ) -> EnhanceResult:
         """Enhance one image.
 
         Args:
             image: ``(H, W)`` or ``(H, W, C)`` float32 in ``[0, 1]``, ``C`` in {1, 3}.
-            mode: ``"auto"`` (first exit whose score >= threshold, else 5), an exit 1..5,
-                or ``"all"`` (every exit; ``chosen`` is what auto would pick).
+            mode: ``"auto"`` (the first exit where :attr:`policy` stops, else 5), an exit
+                1..5, or ``"all"`` (every exit; ``chosen`` is what auto would pick).
             on_exit: Called with each exit as soon as it is computed.
             progress: Called as ``(stage, done, total)`` between stages and tiles.
             cancel: Polled between stages and tiles; returning True raises
                 :class:`rbqe.errors.Cancelled`.
             keep_session: Keep the untiled network state so :meth:`continue_exits` can
                 compute later exits without starting over (costs memory).
+            prior: The input file's JPEG quantisation tables, which the gate policy reads
+                (:func:`rbqe.io.jpeg_prior`); None for a file without them.
 
         Raises:
             RBQEError: Out of device memory even with ``MIN_TILE`` tiles. (A smaller
                 out-of-memory is retried with smaller tiles, which later calls then keep;
                 exits reported to ``on_exit`` before it are then reported again.)
         """
-        mode = _check_mode(mode)
+        mode = check_mode(mode)
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
@@ -356,10 +416,11 @@ class Enhancer:
         while True:
             try:
                 if tile:
-                    result = self._enhance_tiled(img, mode, tile, on_exit, progress, cancel)
+                    result = self._enhance_tiled(img, mode, tile, on_exit, progress, cancel,
+                                                 prior)
                 else:
                     result = self._enhance_whole(img, mode, on_exit, progress, cancel,
-                                                 keep_session)
+                                                 keep_session, prior)
                 break
             except torch.OutOfMemoryError as exc:
                 # Only the message leaves this block: the traceback holds the failed
@@ -390,12 +451,15 @@ class Enhancer:
         t0 = time.perf_counter()
         while session.run.exits_done < up_to:
             _check_cancel(cancel)
-            e = self._next_exit(session.run, session.prep)
+            e = self._next_exit(session.run, session.prep, session.walk)
+            e.decision = self._decision(session.walk.signals, result)
             result.exits.append(e)
             if on_exit:
                 on_exit(e)
         if session.run.exits_done >= NUM_EXITS:
             result._session = None
+        if result.mode == "all":  # the decision may need exits auto had not reached
+            result.chosen, result.decision = self._decide(session.walk.signals, result)
         result.total_ms += (time.perf_counter() - t0) * 1000
         return result
 
@@ -420,80 +484,111 @@ class Enhancer:
 
     # -- whole image -------------------------------------------------------------------
     @torch.inference_mode()
-    def _enhance_whole(self, img, mode, on_exit, progress, cancel, keep_session) -> EnhanceResult:
+    def _enhance_whole(self, img, mode, on_exit, progress, cancel, keep_session,
+                       prior) -> EnhanceResult:
         prep = self._prepare(img)
-        run = self.net.start(prep.x, fast=self.fast)
-        result = self._result(mode, img)
-        last = _last_exit(mode)
+        state = _Walk(EcaStats(mode="record"))
+        run = self.net.start(prep.x, state.stats, fast=self.fast)
+        result = self._result(mode, img, prior)
+        last = last_exit(mode)
         for k in range(1, last + 1):
             _check_cancel(cancel)
             if progress:
                 progress("exit", k - 1, last)
-            e = self._next_exit(run, prep)
+            e = self._next_exit(run, prep, state)
+            e.decision = self._decision(state.signals, result)
             result.exits.append(e)
             if on_exit:
                 on_exit(e)
-            if mode == "auto" and self.passes(k, e.score):
+            if mode == "auto" and e.decision.stop:
                 break
-        result.chosen = self._choose(result.exits, mode)
+        result.chosen, result.decision = self._decide(state.signals, result)
         if progress:
             progress("exit", last, last)
         if keep_session and run.exits_done < NUM_EXITS:
-            result._session = _Session(run, prep)
+            result._session = _Session(run, prep, state)
         return result
 
     @torch.inference_mode()
-    def _next_exit(self, run: ProgressiveRun, prep: _Prepared) -> ExitResult:
+    def _next_exit(self, run: ProgressiveRun, prep: _Prepared, state: _Walk) -> ExitResult:
         t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             out = run.next_exit()
         out = out[..., : prep.h, : prep.w].float().clamp_(0, 1)
         self._sync()
         t1 = time.perf_counter()
-        score = float(iqa.score_torch(self._luma_of(out)))
+        if state.prev_luma is None:
+            state.prev_luma = self._luma_of(prep.x[..., : prep.h, : prep.w].float())
+        signals = self._signals(run.exits_done, out, state)
         t2 = time.perf_counter()
         k = run.exits_done
         hp, wp = prep.x.shape[-2:]
-        return ExitResult(k, self._finish(out, prep), score, (t1 - t0) * 1000, (t2 - t1) * 1000,
-                          self.gmacs(hp, wp)[k - 1])
+        return ExitResult(k, self._finish(out, prep), signals.score, (t1 - t0) * 1000,
+                          (t2 - t1) * 1000, self.gmacs(hp, wp)[k - 1], signals)
+
+    def _signals(self, k: int, out: torch.Tensor, state: _Walk) -> ExitSignals:
+        """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
+        y = self._luma_of(out)
+        a = iqa.assess(y)
+        change = 0.0 if state.prev_luma is None else float((y - state.prev_luma).abs().mean()) * 255
+        state.prev_luma = y
+        key = f"0_{k}"
+        eca = None
+        if key in state.stats.sums:
+            means = state.stats.sums[key][0] / state.stats.counts[key]
+            eca = means[-self.net.config.width:].cpu().numpy().astype(np.float64)
+        s = ExitSignals(k, a.score, a.blockiness, a.blur, a.smooth_share, change, eca)
+        state.signals.append(s)
+        return s
 
     # -- tiles ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def _enhance_tiled(self, img, mode, tile, on_exit, progress, cancel) -> EnhanceResult:
+    def _enhance_tiled(self, img, mode, tile, on_exit, progress, cancel, prior) -> EnhanceResult:
         h, w = img.shape[:2]
         tiles = _tiles(h, w, tile, TILE_OVERLAP)
         boxes = [b for b, _, _ in tiles]
-        result = self._result(mode, img)
+        result = self._result(mode, img, prior)
         result.tiled, result.tiles = True, len(boxes)
         stats = EcaStats(mode="record")
         samples = _spread(len(boxes), SAMPLE_TILES)
         sample_boxes = [_centre_crop(boxes[i], SAMPLE_SIDE) for i in samples]
-        last = _last_exit(mode)
+        last = last_exit(mode)
         n_steps = len(samples) + len(boxes)
 
         # 1. Sample tiles walk the exits; their mean score decides, their ECA means are kept.
         sample_scores: list[list[float]] = [[] for _ in range(NUM_EXITS)]
         sample_ms = [0.0] * NUM_EXITS
         chosen = last
-        runs = []
+        runs, walks = [], []
         for n, box in enumerate(sample_boxes):
             _check_cancel(cancel)
             if progress:
                 progress("sample", n, n_steps)
-            runs.append(self.net.start(self._tile_input(img, box), stats, fast=self.fast))
+            x = self._tile_input(img, box)
+            runs.append(self.net.start(x, stats, fast=self.fast))
+            # Each sample's own walk keeps its previous luma; all share the ECA record.
+            # Samples are scored padded, as they always were (the assessor's threshold was
+            # calibrated so).
+            walks.append(_Walk(stats, self._luma_of(x.float())))
+        sampled: list[ExitSignals] = []
+        decisions: list[Decision] = []
         for k in range(1, last + 1):
-            for run in runs:
+            for run, state in zip(runs, walks):
                 _check_cancel(cancel)
                 t0 = time.perf_counter()
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
                     out = run.next_exit().float().clamp_(0, 1)
                 self._sync()
                 sample_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                sample_scores[k - 1].append(float(iqa.score_torch(self._luma_of(out))))
-            if mode == "auto" and self.passes(k, float(np.mean(sample_scores[k - 1]))):
+                sample_scores[k - 1].append(self._signals(k, out, state).score)
+            sampled.append(ExitSignals.mean([state.signals[-1] for state in walks]))
+            # The ECA means over all the samples (each walk saw those of the samples before).
+            sampled[-1].eca = walks[-1].signals[-1].eca
+            decisions.append(self._decision(sampled, result))
+            if mode == "auto" and decisions[-1].stop:
                 chosen = k
                 break
-        del runs, out
+        del runs, walks, out
         exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [chosen]
         if isinstance(mode, int):
             exits_wanted = [mode]
@@ -543,16 +638,14 @@ class Enhancer:
             # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
             net_ms = stage_ms[k - 1] if mode == "all" else sum(stage_ms[:k])
             e = ExitResult(k, image, full, net_ms + (overhead_ms if k == exits_wanted[0]
-                                                     else 0.0), iqa_ms, macs)
+                                                     else 0.0), iqa_ms, macs,
+                           sampled[k - 1] if k <= len(sampled) else None,
+                           decisions[k - 1] if k <= len(decisions) else None)
             result.exits.append(e)
             if on_exit:
                 on_exit(e)
-        if isinstance(mode, int):
-            result.chosen = mode
-        elif mode == "all":
-            result.chosen = self._choose_sampled(sample_scores)
-        else:
-            result.chosen = chosen
+        result.chosen, result.decision = self._decide(sampled, result)
+        assert mode != "auto" or result.chosen == chosen
         result.full_score = result.exit_result(result.chosen).score
         result.sampled_scores = [float(np.mean(sc)) for sc in sample_scores if sc]
         return result
@@ -623,54 +716,36 @@ class Enhancer:
             return np.clip(_luma_np(arr), 0, 1)[..., None].astype(np.float32)
         return np.ascontiguousarray(arr, dtype=np.float32)
 
-    def _result(self, mode: ExitMode, img: np.ndarray) -> EnhanceResult:
+    def _result(self, mode: ExitMode, img: np.ndarray, prior: JpegPrior | None) -> EnhanceResult:
         h, w = img.shape[:2]
         return EnhanceResult([], NUM_EXITS, self.threshold, mode, str(self.device), (w, h),
-                             min_exit=self.min_exit)
+                             min_exit=self.min_exit, policy=self.policy, prior=prior,
+                             gray_input=img.shape[2] == 1)
 
-    def _choose(self, exits: list[ExitResult], mode: ExitMode) -> int:
+    def _decision(self, signals: list[ExitSignals], result: EnhanceResult) -> Decision:
+        """The policy's verdict at the last exit of ``signals``."""
+        return self.policy.decide(signals, result.prior, gray=result.gray_input)
+
+    def _decide(self, signals: list[ExitSignals], result: EnhanceResult
+                ) -> tuple[int, Decision]:
+        """The exit the result reports and why: the forced one, or where auto stops (for
+        ``all``, where it would have)."""
+        mode = result.mode
         if isinstance(mode, int):
-            return mode
-        return auto_exit([e.score for e in exits], self.threshold, self.min_exit)
-
-    def _choose_sampled(self, sample_scores: list[list[float]]) -> int:
-        walked = [float(np.mean(s)) for s in sample_scores if s]
-        return auto_exit(walked, self.threshold, self.min_exit)
+            return mode, Decision(True, mode, "forced", {"exit": mode},
+                                  f"exit {mode} was asked for")
+        d = walk(self.policy, signals, result.prior, result.gray_input)
+        return (d.exit if d.stop else NUM_EXITS), d
 
     def passes(self, exit_: int, score: float) -> bool:
-        """Whether auto may stop at exit ``exit_`` with this IQA score."""
-        return may_stop(exit_, score, self.threshold, self.min_exit)
+        """Whether the assessor rule may stop at exit ``exit_`` with this IQA score (an
+        assessor policy's own threshold and earliest exit)."""
+        threshold = self.threshold
+        return threshold is not None and may_stop(exit_, score, threshold, self.min_exit)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def may_stop(exit_: int, score: float, threshold: float, min_exit: int = 1) -> bool:
-    """Auto's exit rule: it may stop at exit ``exit_`` when that exit is not before
-    ``min_exit`` and its IQA score reaches ``threshold`` (exit 5 ends the walk anyway)."""
-    return exit_ >= min_exit and score >= threshold
-
-
-def auto_exit(scores: Sequence[float], threshold: float, min_exit: int = 1) -> int:
-    """The exit auto takes given the scores of exits 1, 2, ... in order: the first at
-    which it may stop, else exit 5."""
-    for k, s in enumerate(scores, start=1):
-        if may_stop(k, s, threshold, min_exit):
-            return k
-    return NUM_EXITS
-
-
-def _check_mode(mode: ExitMode) -> ExitMode:
-    if isinstance(mode, str) and mode.isdigit():
-        mode = int(mode)
-    if mode in ("auto", "all") or (isinstance(mode, int) and 1 <= mode <= NUM_EXITS):
-        return mode
-    raise ValueError(f"exit mode must be auto, all or 1..{NUM_EXITS}, got {mode!r}")
-
-
-def _last_exit(mode: ExitMode) -> int:
-    return mode if isinstance(mode, int) else NUM_EXITS
 
 
 def _check_cancel(cancel: CancelCheck | None) -> None:

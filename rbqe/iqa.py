@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -204,6 +205,40 @@ def score_torch(
         return _score(y.to(dtype), block, squeeze)
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """The score of one image with the block statistics it is made of.
+
+    Attributes:
+        score: As :func:`score_torch`.
+        blockiness: Mean blockiness term of the smooth blocks (1 when there are none).
+        blur: Mean blur term of the textured blocks (1 when there are none).
+        smooth_share: Share of the scored blocks that are smooth.
+    """
+
+    score: float
+    blockiness: float
+    blur: float
+    smooth_share: float
+
+
+@torch.no_grad()
+def assess(y: torch.Tensor, block: int = 8) -> Assessment:
+    """:func:`score_torch` of one ``(1, 1, H, W)`` luma image, with its block statistics
+    (the early-exit gate reads them); the score is the same float32 value."""
+    if y.dim() != 4 or y.shape[:2] != (1, 1):
+        raise ValueError(f"expected (1, 1, H, W) luma, got {tuple(y.shape)}")
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        y = y.float()
+        height, width = y.shape[-2:]
+        if height < 2 * block or width < 2 * block:
+            return Assessment(1.0, 1.0, 1.0, 0.0)
+        sums = _BlockSums()
+        for r0, r1 in _bands(height, width, block):
+            sums.add(y[..., r0:r1, :], block)
+        return sums.assessment()
+
+
 def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
     batch, height, width = y.shape[0], y.shape[-2], y.shape[-1]
     if height < 2 * block or width < 2 * block:
@@ -251,6 +286,16 @@ class _BlockSums:
         s_blur = mean(self.blur, self.textured)
         # clamp_min: float32 rounding may push an all-sharp blur score a hair below 0.
         return s_block.clamp_min(0) ** W_BLOCKINESS * s_blur.clamp_min(0) ** W_BLUR
+
+    def assessment(self) -> Assessment:
+        """The first image's score and block statistics."""
+        def mean(total: torch.Tensor, count: torch.Tensor) -> float:
+            return float(total[0] / count[0]) if count[0] > 0 else 1.0
+
+        blocks = float(self.smooth[0] + self.textured[0])
+        return Assessment(float(self.score(torch.float32)[0]),
+                          mean(self.blockiness, self.smooth), mean(self.blur, self.textured),
+                          float(self.smooth[0]) / blocks if blocks else 0.0)
 
 
 def _block_terms(

@@ -2,9 +2,11 @@
 
 Metadata keys (all strings in the safetensors header):
 ``format`` ("rbqe"), ``architecture`` ("rbqe-unetpp"), ``in_channels``,
-``out_channels``, ``width``, ``threshold`` (the IQA exit threshold), ``min_exit`` (the
-earliest exit auto may stop at; absent means 1, the paper's rule) and optional free-form
-``card`` JSON. Nothing here unpickles: safetensors only.
+``out_channels``, ``width``, ``exit_policy`` (JSON: the exit policies fitted for these
+weights and the default one, see :class:`rbqe.exit_policy.PolicySet`) and optional
+free-form ``card`` JSON. ``threshold`` and ``min_exit`` are still written (the assessor
+policy's) for older readers; a file with only them (or neither) loads as one assessor
+policy. Nothing here unpickles: safetensors only.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from rbqe.errors import WeightsError
-from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
+from rbqe.exit_policy import PAPER_THRESHOLD, ExitPolicy, PolicySet, check_min_exit
+from rbqe.model import ModelConfig, RBQENet
 
 ARCHITECTURE = "rbqe-unetpp"
-DEFAULT_THRESHOLD = 0.855  # the paper's JPEG threshold, used until calibration sets one
+DEFAULT_THRESHOLD = PAPER_THRESHOLD  # used until calibration sets one
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "rbqe_jpeg.safetensors"
 
 
@@ -31,16 +34,53 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "rbqe_jpe
 class WeightsInfo:
     path: Path | None
     config: ModelConfig
-    threshold: float = DEFAULT_THRESHOLD
+    policies: PolicySet = field(default_factory=lambda: PolicySet.from_meta({}))
     extra: dict[str, Any] = field(default_factory=dict)
-    min_exit: int = 1  # auto stops at the first exit >= min_exit whose score >= threshold
 
+    @property
+    def policy(self) -> ExitPolicy:
+        """The default exit policy."""
+        return self.policies.get()
 
-def check_min_exit(value: int | str) -> int:
-    value = int(value)
-    if not 1 <= value <= NUM_EXITS:
-        raise ValueError(f"min_exit must be 1..{NUM_EXITS}, got {value}")
-    return value
+    @property
+    def assessor(self) -> ExitPolicy:
+        """The assessor policy (the paper's threshold when the file fitted none)."""
+        return self.policies.policies.get("assessor") or ExitPolicy.assessor()
+
+    @property
+    def threshold(self) -> float:
+        return float(self.assessor.params["threshold"])
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        """Replaces the assessor policy's threshold (its earliest exit stays)."""
+        base = self.assessor
+        self.policies.policies["assessor"] = ExitPolicy.assessor(
+            value, base.min_exit, {"source": "threshold set by the caller"})
+
+    @property
+    def min_exit(self) -> int:
+        return self.assessor.min_exit
+
+    def policy_for(self, policy: ExitPolicy | str | None = None,
+                   threshold: float | None = None, min_exit: int | None = None) -> ExitPolicy:
+        """The policy a user asked for: an explicit one, a stored one by name, or the
+        assessor rule with a threshold and/or earliest exit of their own; default the
+        file's default policy."""
+        if threshold is not None or min_exit is not None:
+            base = self.assessor
+            return ExitPolicy.assessor(
+                self.threshold if threshold is None else threshold,
+                base.min_exit if min_exit is None else min_exit,
+                {"source": "given by the user", "base": base.provenance})
+        if isinstance(policy, ExitPolicy):
+            return policy
+        if policy == "assessor":
+            return self.assessor
+        try:
+            return self.policies.get(policy)
+        except KeyError as exc:
+            raise WeightsError(f"{self.path or 'these weights'}: {exc.args[0]}") from None
 
 
 # The models we ship, by the name the app's settings store (weights/MODEL_CARD.md).
@@ -57,18 +97,27 @@ def default_weights_path() -> Path:
 
 
 def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_THRESHOLD,
-                 min_exit: int = 1, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``net`` atomically as safetensors with its config and exit rule."""
+                 min_exit: int = 1, extra: dict[str, Any] | None = None,
+                 policies: PolicySet | None = None) -> Path:
+    """Write ``net`` atomically as safetensors with its config and exit policies.
+
+    Without ``policies`` the file gets one assessor policy from ``threshold`` and
+    ``min_exit``."""
     path = Path(path)
     cfg = net.config
+    if policies is None:
+        policies = PolicySet({"assessor": ExitPolicy.assessor(
+            threshold, check_min_exit(min_exit), {"source": "save_weights"})}, "assessor")
+    assessor = policies.policies.get("assessor") or ExitPolicy.assessor()
     meta = {
         "format": "rbqe",
         "architecture": ARCHITECTURE,
         "in_channels": str(cfg.in_channels),
         "out_channels": str(cfg.out_channels),
         "width": str(cfg.width),
-        "threshold": repr(float(threshold)),
-        "min_exit": str(check_min_exit(min_exit)),
+        "threshold": repr(float(assessor.params["threshold"])),
+        "min_exit": str(assessor.min_exit),
+        "exit_policy": policies.to_meta(),
     }
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
@@ -102,14 +151,13 @@ def read_info(path: str | Path) -> WeightsInfo:
         )
     try:
         cfg = ModelConfig(int(meta["in_channels"]), int(meta["out_channels"]), int(meta["width"]))
-        threshold = float(meta.get("threshold", DEFAULT_THRESHOLD))
-        min_exit = check_min_exit(meta.get("min_exit", "1"))
-    except (KeyError, ValueError) as exc:
+        policies = PolicySet.from_meta(meta)
+    except (KeyError, ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise WeightsError(f"{path}: bad metadata ({exc})") from None
     known = {"format", "architecture", "in_channels", "out_channels", "width", "threshold",
-             "min_exit"}
+             "min_exit", "exit_policy"}
     extra = {k: v for k, v in meta.items() if k not in known}
-    return WeightsInfo(path, cfg, threshold, extra, min_exit)
+    return WeightsInfo(path, cfg, policies, extra)
 
 
 def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
@@ -140,13 +188,28 @@ def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
 
 def set_threshold(path: str | Path, threshold: float, extra: dict[str, Any] | None = None,
                   *, min_exit: int | None = None) -> None:
-    """Rewrite the file's exit rule (and extra metadata) in place, atomically.
+    """Rewrite the file's assessor policy (and extra metadata) in place, atomically; its
+    other policies and the default stay.
 
     ``min_exit`` None keeps the file's own.
     """
+    policy = ExitPolicy.assessor(threshold,
+                                 read_info(path).min_exit if min_exit is None else min_exit,
+                                 {"source": "rbqe calibrate (assessor)",
+                                  **({"calibration": extra["calibration"]}
+                                     if extra and "calibration" in extra else {})})
+    set_policy(path, "assessor", policy, extra=extra)
+
+
+def set_policy(path: str | Path, name: str, policy: ExitPolicy, *, default: bool = False,
+               extra: dict[str, Any] | None = None) -> None:
+    """Store ``policy`` under ``name`` in the weights file (atomically), as the default
+    one when ``default``; the file's other policies stay."""
     net, info = load_weights(path)
     merged: dict[str, Any] = dict(info.extra)
     merged.update(extra or {})
-    save_weights(net, path, threshold=threshold,
-                 min_exit=info.min_exit if min_exit is None else min_exit, extra=merged)
+    policies = dict(info.policies.policies)
+    policies[name] = policy
+    chosen = name if default else info.policies.default
+    save_weights(net, path, extra=merged, policies=PolicySet(policies, chosen))
 

@@ -58,6 +58,8 @@ class LoadedImage:
         exif: EXIF bytes (``b"Exif\\0\\0"`` + TIFF data) with Orientation reset to 1
             because the orientation has been applied to ``pixels``; None if absent.
         jpeg_quality: Estimated JPEG quality (1-100) for JPEG sources, else None.
+        quant_tables: A JPEG's quantisation tables (Pillow's ``quantization``: table
+            number -> 64 steps in natural order), else None; the exit policy reads them.
     """
 
     path: Path
@@ -69,6 +71,7 @@ class LoadedImage:
     icc_profile: bytes | None
     exif: bytes | None
     jpeg_quality: int | None
+    quant_tables: dict[int, tuple[int, ...]] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -399,6 +402,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)
+        tables = _quant_tables(im) if quality is not None else None
         try:
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
@@ -432,4 +436,12 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         icc_profile=bytes(icc) if icc else None,
         exif=exif,
         jpeg_quality=quality,
+        quant_tables=tables,
     )
+
+
+def _quant_tables(im: Image.Image) -> dict[int, tuple[int, ...]] | None:
+    try:
+        return {int(k): tuple(int(v) for v in t) for k, t in im.quantization.items()}
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -22,7 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rbqe.engine import Enhancer, auto_exit
+from rbqe.engine import Enhancer
+from rbqe.exit_policy import auto_exit
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip

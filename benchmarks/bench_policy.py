@@ -1,0 +1,111 @@
+"""The exit policy's cost against exit 1's network time (issue 11's bar: each under 3 %).
+
+    python benchmarks/bench_policy.py [--size 512] [--repeat 5] [--threads N]
+
+Prints, at one image size, best of ``--repeat`` (wall and process CPU time):
+* exit 1's network time (the progressive run's first stage, output head included);
+* the assessor: the Tchebichef score with its block statistics (``iqa.assess``), as the
+  engine runs it after every exit;
+* the rest of the gate's signals: the luma of the output and the mean change from the
+  previous exit, plus reading the ECA means;
+* the gate's prediction itself (standardise, dot product) with a random gate of the
+  shipped feature set;
+and the MACs of the gate and of exit 1 (counted, not timed).
+Weights: the shipped RGB weights if present (speed does not depend on weight values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from rbqe import iqa
+from rbqe.exit_policy import FEATURES, ExitPolicy, ExitSignals
+from rbqe.model import NUM_EXITS, EcaStats, ModelConfig, RBQENet, gmacs_per_exit
+from rbqe.weights import PACKAGE_WEIGHTS, load_weights
+
+
+def best(fn, repeat: int) -> tuple[float, float]:
+    """Best wall and CPU milliseconds of ``fn()`` over ``repeat`` runs (after a warm-up)."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return min(walls) * 1000, min(cpus) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = load_weights(PACKAGE_WEIGHTS)[0] if PACKAGE_WEIGHTS.is_file() else RBQENet(
+        ModelConfig(3, 3, 32))
+    net = net.eval().to(memory_format=torch.channels_last)
+    c, s = net.config.in_channels, args.size
+    x = torch.rand(1, c, s, s).contiguous(memory_format=torch.channels_last)
+    state: dict = {}
+
+    @torch.inference_mode()
+    def exit1() -> None:
+        stats = EcaStats(mode="record")
+        run = net.start(x, stats, fast=True)
+        state["out"] = run.next_exit().float().clamp_(0, 1)
+        state["stats"] = stats
+
+    def luma(t: torch.Tensor) -> torch.Tensor:
+        return t if t.shape[1] == 1 else iqa.luma(t)
+
+    def assessor() -> None:
+        state["a"] = iqa.assess(luma(state["out"]))
+
+    prev = luma(x)
+
+    def signals() -> None:
+        y = luma(state["out"])
+        change = float((y - prev).abs().mean()) * 255
+        means = state["stats"].sums["0_1"][0] / state["stats"].counts["0_1"]
+        a = state["a"]
+        state["signals"] = ExitSignals(1, a.score, a.blockiness, a.blur, a.smooth_share, change,
+                                       means[-net.config.width:].numpy().astype(np.float64))
+
+    rng = np.random.default_rng(0)
+    n = len(FEATURES)
+    gate = ExitPolicy("gate", {"features": list(FEATURES), "tau": 0.05, "min_exit": 1,
+                               "mean": [rng.normal(size=n).tolist()] * 4,
+                               "scale": [np.abs(rng.normal(size=n)).tolist()] * 4,
+                               "coef": [rng.normal(size=n).tolist()] * 4, "bias": [0.0] * 4})
+
+    def predict() -> None:
+        gate.predict_gain([state["signals"]], None, c == 1)
+
+    with torch.inference_mode():
+        rows = [("exit 1 network", best(exit1, args.repeat)),
+                ("assessor (iqa.assess)", best(assessor, args.repeat)),
+                ("gate signals (luma, change, ECA)", best(signals, args.repeat)),
+                ("gate prediction", best(predict, args.repeat))]
+    load = open("/proc/loadavg").read().split()[0] if __import__("os").path.exists(
+        "/proc/loadavg") else "?"
+    print(f"{s}x{s}, {c}-channel model, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load average {load}")
+    base_wall, base_cpu = rows[0][1]
+    for name, (wall, cpu) in rows:
+        print(f"  {name:<34} {wall:9.3f} ms wall {cpu:9.3f} ms cpu   "
+              f"{wall / base_wall:7.2%} / {cpu / max(base_cpu, 1e-9):7.2%} of exit 1")
+    macs1 = gmacs_per_exit(net, s, s)[0] * 1e9
+    gate_macs = 2 * n  # standardise (1 multiply-add per feature) + the dot product
+    print(f"  MACs: exit 1 {macs1:.3e}; gate prediction {gate_macs} "
+          f"({gate_macs / macs1:.1e} of exit 1); exits walked: up to {NUM_EXITS - 1}")
+
+
+if __name__ == "__main__":
+    main()
