@@ -7,6 +7,7 @@ the suite fast on a busy machine; "huge" images are faked by crafting PNG header
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import struct
@@ -22,8 +23,10 @@ MODEL = "Corpus-1"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@functools.cache
 def srgb_icc() -> bytes:
-    """Bytes of an sRGB ICC profile built by LittleCMS."""
+    """Bytes of an sRGB ICC profile built by LittleCMS, built once: LittleCMS stamps the
+    creation time into the header, so two builds a second apart differ (a flaky compare)."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 

@@ -306,10 +306,14 @@ class Trainer:
             now = time.monotonic()
             rate = (self.step - s0) / max(now - t0, 1e-9)
             if on_line and (self.step % 10 == 0 or self.step == cfg.steps):
-                left = (cfg.time_budget_s - (now - t0) if cfg.time_budget_s and not fixed_length
-                        else (cfg.steps - self.step) / max(rate, 1e-9))
+                if cfg.time_budget_s and not fixed_length:
+                    eta = f" ETA {_hms(cfg.time_budget_s - (now - t0))}"
+                elif cfg.steps < MAX_STEPS:
+                    eta = f" ETA {_hms((cfg.steps - self.step) / max(rate, 1e-9))}"
+                else:
+                    eta = ""  # open-ended: runs until stopped
                 on_line(f"step {self.step} ({self.patches:,} patches) loss {ema_loss:.5f} "
-                        f"{rate:.2f} steps/s ETA {_hms(left)}")
+                        f"{rate:.2f} steps/s{eta}")
             if self.val_set and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 self._validate_and_log(ema_loss, rate, on_line)
                 t_last_ckpt = time.monotonic()
@@ -323,7 +327,7 @@ class Trainer:
         gains = self.validate()
         entry: dict[str, object] = {"step": self.step, "patches": self.patches, "loss": loss,
                                     "val_gain_db": gains}
-        if self.ema is not None:  # how much the EMA buys, measured each time
+        if self.ema is not None and loss is not None:  # what the EMA buys (none at start)
             entry["val_gain_db_raw"] = self.validate(self.net)
         entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
                       "lr": lr_at(self.cfg, self.step), "time": time.time()})
