@@ -1,5 +1,5 @@
 """``python -m app``: start RBQE Studio."""
 
-from app.main import main
+from app.launch import main
 
 raise SystemExit(main())

@@ -1,5 +1,5 @@
 """Frozen-app entry point for PyInstaller (the same as ``python -m app``)."""
 
-from app.main import main
+from app.launch import main
 
 raise SystemExit(main())

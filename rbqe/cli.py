@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
     from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
-    from rbqe.weights import default_weights_path, read_info
+    from rbqe.weights import default_weights_path, missing_weights_message, read_info
 
     path = args.weights or default_weights_path()
     out: dict[str, Any] = {"version": __version__, "device": str(pick_device(args.device))}
@@ -144,7 +144,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
         })
     else:
-        out.update({"weights": None, "error": f"no weights file at {path}"})
+        out.update({"weights": None, "error": missing_weights_message(path)})
     print(json.dumps(out, indent=2))
     return EXIT_OK if path.is_file() else EXIT_USAGE
 

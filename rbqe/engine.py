@@ -54,6 +54,7 @@ from rbqe.weights import (
     check_min_exit,
     default_weights_path,
     load_weights,
+    missing_weights_message,
 )
 
 log = logging.getLogger(__name__)
@@ -287,9 +288,7 @@ class Enhancer:
         if net is None:
             path = Path(weights) if weights else default_weights_path()
             if not path.is_file():
-                raise WeightsError(
-                    f"no weights file at {path}: train one with 'rbqe train' or pass --weights"
-                )
+                raise WeightsError(missing_weights_message(path))
             net, self.info = load_weights(path)
         else:
             self.info = WeightsInfo(None, net.config, DEFAULT_THRESHOLD)

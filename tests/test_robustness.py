@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 from rbqe.cli import main
 from rbqe.io import estimate_jpeg_quality
 from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
+from rbqe.weights import missing_weights_message, save_weights
 
 # --------------------------------------------------------------------------------------
 # Expectations
@@ -476,9 +476,9 @@ def test_missing_weights_is_one_line_and_exit_2(corpus, tmp_path) -> None:
                        "--weights", str(tmp_path / "none.safetensors")])
     assert rc == 2
     assert stderr_lines(err) == [
-        (f"rbqe: error: no weights file at {tmp_path / 'none.safetensors'}: train one with "
-         "'rbqe train' or pass --weights")
+        f"rbqe: error: {missing_weights_message(tmp_path / 'none.safetensors')}"
     ]
+    assert "RBQE_WEIGHTS" in err
 
 
 def test_unwritable_report_is_one_line_and_exit_1(corpus, weights, tmp_path) -> None:
