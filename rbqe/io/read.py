@@ -31,6 +31,7 @@ from rbqe.io.formats import (
     AVIF_AVAILABLE,
     HEIF_AVAILABLE,
 )
+from rbqe.io.headers import implausible_header
 from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
@@ -396,6 +397,10 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             raise ImageReadError(p, "truncated or corrupt image data")
         if max_pixels is not None and width * height > max_pixels:
             raise ImageReadError(p, _bomb_reason(width, height, max_pixels))
+        # Before any pixel memory is reserved: a header can lie about the size.
+        implausible = implausible_header(p, kind)
+        if implausible:
+            raise ImageReadError(p, implausible)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)

@@ -1,0 +1,169 @@
+"""Defects a fuzz run found (issue 13, items 8-14), each pinned by a regression test."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import run_cli
+from conftest import photo
+from PIL import Image
+
+from rbqe.errors import ImageReadError
+from rbqe.io import list_images, load_image, plan_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def save(path: Path, height: int = 24, width: int = 32, seed: int = 0, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo(height, width, seed=seed)).save(path, **kw)
+    return path
+
+
+# -- 8: names that differ only in case ------------------------------------------------
+
+
+def test_names_differing_in_case_are_three_files(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    names = ["photo.jpg", "Photo.jpg", "PHOTO.jpg"]
+    for seed, name in enumerate(names):
+        save(folder / name, seed=seed)
+    if len(list(folder.iterdir())) < 3:
+        pytest.skip("case-insensitive file system")
+    found = list_images([folder])
+    assert sorted(f.name for f, _ in found) == sorted(names)
+    plan = plan_outputs(found, tmp_path / "out")
+    outs = [p[None].name for p in plan.values()]
+    # Collision-free even where the output folder ignores case.
+    assert len({n.casefold() for n in outs}) == 3
+
+
+def test_same_file_twice_is_listed_once(tmp_path: Path) -> None:
+    a = save(tmp_path / "in" / "a.png")
+    (tmp_path / "link.png").symlink_to(a)
+    found = list_images([a, tmp_path / "in", tmp_path / "link.png"])
+    assert [f for f, _ in found] == [a]
+
+
+def test_inputs_keep_the_order_given(tmp_path: Path) -> None:
+    b, a = save(tmp_path / "b.png"), save(tmp_path / "a.png")
+    folder = tmp_path / "f"
+    z, y = save(folder / "z.png"), save(folder / "y.png")
+    assert [f for f, _ in list_images([b, folder, a])] == [b, y, z, a]
+
+
+# -- 9, 10: headers that declare more than the file holds -----------------------------
+
+
+def _png16(height: int = 32, width: int = 40) -> bytes:
+    rgb = (photo(height, width).astype(np.uint16) * 257)
+    buf = io.BytesIO()
+    ok, data = __import__("cv2").imencode(".png", rgb[..., ::-1])
+    assert ok
+    buf.write(data.tobytes())
+    return buf.getvalue()
+
+
+def _with_ihdr(png: bytes, width: int, height: int) -> bytes:
+    b = bytearray(png)
+    struct.pack_into(">II", b, 16, width, height)
+    struct.pack_into(">I", b, 29, zlib.crc32(bytes(b[12:29])) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+def _jpeg_sized(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=80)
+    b = bytearray(buf.getvalue())
+    sof = b.index(b"\xff\xc0")
+    struct.pack_into(">HH", b, sof + 5, height, width)
+    return bytes(b)
+
+
+def _peak_rss_mb(path: Path) -> tuple[float, str]:
+    """Loads ``path`` in a fresh process; returns its peak RSS (MB) and the error line."""
+    code = (
+        "import resource, sys\n"
+        "from rbqe.io import load_image\n"
+        "from rbqe.errors import ImageReadError\n"
+        "try:\n    load_image(sys.argv[1]); msg = 'ok'\n"
+        "except ImageReadError as e:\n    msg = str(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nprint(msg)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    rss, msg = out.stdout.splitlines()
+    return float(rss), msg
+
+
+def test_png16_chunk_length_flip_is_refused_without_allocating(tmp_path: Path) -> None:
+    png = bytearray(_png16())
+    struct.pack_into(">I", png, 33, 0xFFFFFFF0)  # the chunk length right after IHDR
+    bad = tmp_path / "flip16.png"
+    bad.write_bytes(png)
+    rss, msg = _peak_rss_mb(bad)
+    assert msg == f"{bad}: truncated or corrupt image data"
+    assert rss < 1024
+
+
+def test_jpeg_claiming_14000_square_is_refused_before_decoding(tmp_path: Path) -> None:
+    bad = tmp_path / "liar.jpg"
+    bad.write_bytes(_jpeg_sized(14000, 14000))
+    rss, msg = _peak_rss_mb(bad)
+    assert msg.startswith(f"{bad}: truncated or corrupt image data (header declares "
+                          "14000 x 14000")
+    assert rss < 1024
+
+
+def test_png_taller_than_its_data_is_an_error(tmp_path: Path) -> None:
+    good = io.BytesIO()
+    Image.fromarray(photo(24, 32)).save(good, "PNG")
+    for name, blob in [("taller.png", _with_ihdr(good.getvalue(), 32, 48)),
+                       ("taller16.png", _with_ihdr(_png16(32, 40), 40, 64))]:
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert "pixel data ends before the declared" in info.value.reason
+
+
+def _adam7_png(rgb: np.ndarray) -> bytes:
+    """An interlaced 8-bit RGB PNG (Pillow and OpenCV write none), filter 0 on every row."""
+    h, w, _ = rgb.shape
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4),
+                           (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_interlaced_and_well_compressed_pngs_still_load(tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (3000, 2000), (120, 80, 40)).save(flat, optimize=True)  # ~1000:1
+    assert load_image(flat).size == (3000, 2000)
+    rgb = photo(37, 53)
+    laced = tmp_path / "laced.png"
+    laced.write_bytes(_adam7_png(rgb))
+    with Image.open(laced) as im:
+        assert im.info.get("interlace") == 1
+    back = load_image(laced)
+    assert np.array_equal((back.pixels * 255).round().astype(np.uint8), rgb)
+    laced.write_bytes(_adam7_png(rgb)[:-40] + _adam7_png(rgb)[-12:])  # IDAT cut short
+    with pytest.raises(ImageReadError):
+        load_image(laced)
