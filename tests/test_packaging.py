@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from clirun import run_cli
 
-from app import launch
+from rbqe_studio import launch
 from rbqe.weights import SHIPPED_MODELS, shipped_weights_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_gui_without_pyside6_prints_one_line(tmp_path: Path) -> None:
     # sys.modules[name] = None makes every import of PySide6 fail, as on an install
     # without the [app] extra.
     code = ("import sys; sys.modules['PySide6'] = None\n"
-            "from app.launch import main\nraise SystemExit(main([]))")
+            "from rbqe_studio.launch import main\nraise SystemExit(main([]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT)
     assert out.returncode == 1

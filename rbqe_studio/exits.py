@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.state import fmt_gmacs, fmt_ms
+from rbqe_studio.state import fmt_gmacs, fmt_ms
 from rbqe.engine import may_stop
 from rbqe.model import NUM_EXITS
 

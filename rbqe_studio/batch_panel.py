@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import AppSettings
-from app.settings_panel import FolderField
-from app.state import Eta, elide_middle, fmt_duration, fmt_ms
-from app.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.settings_panel import FolderField
+from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
+from rbqe_studio.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
 from rbqe.batch import BatchOptions
 
 

@@ -10,11 +10,11 @@ from PySide6.QtCore import QSize
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu
 
-from app.exits import INPUT
-from app.viewer import SIDE, SPLIT, TOGGLE
+from rbqe_studio.exits import INPUT
+from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
 
 if TYPE_CHECKING:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
 Key = str | QKeySequence.StandardKey
 

@@ -3,7 +3,7 @@
 Every job carries a generation id (``gen``) and its own cancel flag. The worker emits
 ``progress``, ``exit_computed``, ``finished`` and ``failed`` (plus ``cancelled``) tagged
 with that id; receivers drop what belongs to a generation they no longer want. Pixels
-are converted to :class:`app.convert.Picture` here, in the worker thread, so the GUI
+are converted to :class:`rbqe_studio.convert.Picture` here, in the worker thread, so the GUI
 thread only ever paints.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
-from app.convert import Picture
+from rbqe_studio.convert import Picture
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from app.settings import AppSettings
-from app.state import DONE, FAILED, RUNNING, WAITING, Queue, QueueItem, ResultCache, path_key
-from app.worker import (
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.state import DONE, FAILED, RUNNING, WAITING, Queue, QueueItem, ResultCache, path_key
+from rbqe_studio.worker import (
     ContinueJob,
     EngineSpec,
     EnhancerFactory,

@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.state import fmt_gmacs, fmt_ms, fmt_size
-from app.worker import ViewData
+from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
+from rbqe_studio.worker import ViewData
 from rbqe.engine import may_stop
 
 

@@ -30,20 +30,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import settings as settings_mod
-from app.actions import build_actions
-from app.batch_panel import BatchPanel
-from app.compare_panel import ComparePanel
-from app.drop_zone import DropZone
-from app.exits import INPUT
-from app.info_panel import InfoPanel
-from app.logs import log_dir
-from app.queue_panel import QueuePanel, short_error
-from app.session import Session
-from app.settings_panel import SettingsPanel
-from app.state import DONE, QueueItem, fmt_ms
-from app.window_state import restore_window, save_window, weights_problem
-from app.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
+from rbqe_studio import settings as settings_mod
+from rbqe_studio.actions import build_actions
+from rbqe_studio.batch_panel import BatchPanel
+from rbqe_studio.compare_panel import ComparePanel
+from rbqe_studio.drop_zone import DropZone
+from rbqe_studio.exits import INPUT
+from rbqe_studio.info_panel import InfoPanel
+from rbqe_studio.logs import log_dir
+from rbqe_studio.queue_panel import QueuePanel, short_error
+from rbqe_studio.session import Session
+from rbqe_studio.settings_panel import SettingsPanel
+from rbqe_studio.state import DONE, QueueItem, fmt_ms
+from rbqe_studio.window_state import restore_window, save_window, weights_problem
+from rbqe_studio.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
 from rbqe.errors import RBQEError
 from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
 from rbqe.weights import SHIPPED_MODELS

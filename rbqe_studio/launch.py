@@ -93,6 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    from app.main import main as run_app
+    from rbqe_studio.main import main as run_app
 
     return run_app(argv)

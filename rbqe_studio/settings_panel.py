@@ -1,6 +1,6 @@
 """Settings panel: processing (device, exit mode, threshold) and output options.
 
-Edits go straight into the shared :class:`app.settings.AppSettings`; ``changed`` names
+Edits go straight into the shared :class:`rbqe_studio.settings.AppSettings`; ``changed`` names
 the field so the window can react (a new device rebuilds the engine, a new mode or
 threshold re-runs the viewed image).
 """
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import AppSettings
+from rbqe_studio.settings import AppSettings
 
 
 def cuda_devices() -> list[tuple[str, str]]:
