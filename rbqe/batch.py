@@ -14,7 +14,10 @@ them out of its inputs instead of enhancing its own results again.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
-from rbqe.errors import Cancelled, RBQEError
+from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
     list_images,
@@ -33,9 +36,13 @@ from rbqe.io import (
     remove_stale_temps,
     save_like,
 )
+from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
+
+# Write errors that concern the whole output folder, not one image: the batch stops.
+_FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -80,6 +87,7 @@ class ItemReport:
     size: tuple[int, int] | None = None
     error: str | None = None
     result: EnhanceResult | None = field(default=None, repr=False)
+    write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -102,6 +110,7 @@ class BatchSummary:
     items: list[ItemReport]
     total_ms: float
     cancelled: bool = False
+    stopped: str | None = None  # why the batch stopped early (the output folder failed)
 
     @property
     def processed(self) -> int:
@@ -175,6 +184,7 @@ def run_batch(
     ev = events or BatchEvents()
     t0 = time.perf_counter()
     out_dir = Path(options.out_dir)
+    check_output_folder(out_dir)
     paths = [Path(p) for p in inputs]
     files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
                         skip_outputs=True)
@@ -204,6 +214,12 @@ def run_batch(
             cancelled = True
             break
         items.append(item)
+        if item.write_errno in _FOLDER_ERRNOS:
+            stopped = (f"{out_dir}: cannot write to the output folder "
+                       f"({_os_reason(OSError(item.write_errno, ''))}); batch stopped")
+            if ev.on_item_done:
+                ev.on_item_done(index, item)
+            return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped)
         if item.status == "failed":
             # INFO, not ERROR: the failure is in the summary and front ends show it
             # (the CLI prints it once on stderr); an ERROR record here printed it twice.
@@ -211,6 +227,26 @@ def run_batch(
         if ev.on_item_done:
             ev.on_item_done(index, item)
     return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled)
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Creates ``out_dir`` and proves it writable, before any image is enhanced.
+
+    Raises:
+        OutputFolderError: It is a file, cannot be created, or refuses a new file.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(out_dir, "output folder is an existing file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # The same hidden temp name as an output's atomic write (rbqe.io.atomic), so a
+        # kill right here leaves nothing that a later run would not clean up.
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputFolderError(out_dir, f"cannot write to the output folder: "
+                                f"{_os_reason(exc)}") from None
 
 
 def _process_one(
@@ -250,6 +286,10 @@ def _process_one(
             outputs[_key(tag, k)] = target
     except Cancelled:
         raise
+    except ImageWriteError as exc:
+        failed = ItemReport(path, "failed", error=str(exc))
+        failed.write_errno = exc.errno
+        return failed
     except RBQEError as exc:
         return ItemReport(path, "failed", error=str(exc))
     except MemoryError:

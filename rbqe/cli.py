@@ -237,6 +237,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     n = len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
+    if summary.stopped:
+        _eprint(f"rbqe: error: {summary.stopped}")
     return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
 
 

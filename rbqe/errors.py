@@ -50,7 +50,17 @@ class ImageReadError(_PathError):
 
 
 class ImageWriteError(_PathError):
-    """An output image could not be written (or writing it was refused)."""
+    """An output image could not be written (or writing it was refused).
+
+    ``errno`` is the operating system's error number when there was one: a full disk or a
+    read-only file system stops a batch instead of failing every image in turn.
+    """
+
+    errno: int | None = None
+
+
+class OutputFolderError(_PathError):
+    """The output folder cannot be created or written: the batch does not start (or stops)."""
 
 
 class WeightsError(RBQEError):

@@ -444,15 +444,12 @@ def test_unexpected_errors_fail_one_item_on_one_line(enhancer, three, tmp_path, 
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_unwritable_output_folder_fails_each_item_cleanly(weights, three, tmp_path) -> None:
+def test_output_folder_that_is_a_file_is_a_usage_error(weights, three, tmp_path) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
     rc, err, _ = enhance(weights, three, "-o", blocker)
-    assert rc == 1
-    errs = [ln for ln in lines(err) if ln.startswith("rbqe: error: ")]
-    assert len(errs) == 3
-    assert all("cannot create output folder" in ln for ln in errs)
-    assert "Traceback" not in err
+    assert rc == 2  # found before any image is enhanced (issue 13)
+    assert lines(err) == [f"rbqe: error: {blocker}: output folder is an existing file"]
 
 
 def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path,

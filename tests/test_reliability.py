@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -11,12 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from clirun import run_cli
 from conftest import photo
 from PIL import Image
 
-from rbqe.errors import ImageReadError
+from rbqe.batch import BatchEvents, BatchOptions, run_batch
+from rbqe.engine import Enhancer
+from rbqe.errors import ImageReadError, ImageWriteError
 from rbqe.io import list_images, load_image, plan_outputs
+from rbqe.model import ModelConfig, RBQENet
+from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,12 +71,12 @@ def test_inputs_keep_the_order_given(tmp_path: Path) -> None:
 
 
 def _png16(height: int = 32, width: int = 40) -> bytes:
-    rgb = (photo(height, width).astype(np.uint16) * 257)
-    buf = io.BytesIO()
-    ok, data = __import__("cv2").imencode(".png", rgb[..., ::-1])
+    import cv2
+
+    rgb = photo(height, width).astype(np.uint16) * 257
+    ok, data = cv2.imencode(".png", rgb[..., ::-1])
     assert ok
-    buf.write(data.tobytes())
-    return buf.getvalue()
+    return data.tobytes()
 
 
 def _with_ihdr(png: bytes, width: int, height: int) -> bytes:
@@ -167,3 +175,69 @@ def test_interlaced_and_well_compressed_pngs_still_load(tmp_path: Path) -> None:
     laced.write_bytes(_adam7_png(rgb)[:-40] + _adam7_png(rgb)[-12:])  # IDAT cut short
     with pytest.raises(ImageReadError):
         load_image(laced)
+
+
+# -- 13: an output folder that cannot be written --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
+                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Path:
+    for k in range(3):
+        save(tmp_path / "in" / f"p{k}.jpg", seed=k, quality=30)
+    return tmp_path / "in"
+
+
+@pytest.fixture
+def locked_folder(tmp_path: Path):
+    """A folder nobody can create files in: immutable for root (chattr +i), 0555 otherwise."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if not shutil.which("chattr") or subprocess.run(
+                ["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("root and no chattr +i here: cannot make an unwritable folder")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_unwritable_output_folder_stops_before_any_work(weights, three, locked_folder,
+                                                         monkeypatch) -> None:
+    calls = []
+    real = Enhancer.enhance
+    monkeypatch.setattr(Enhancer, "enhance", lambda self, *a, **k: (calls.append(1),
+                                                                     real(self, *a, **k))[1])
+    rc, err = run_cli(["enhance", str(three), "-o", str(locked_folder),
+                       "--weights", str(weights), "--device", "cpu"])
+    assert rc == 2 and calls == []
+    assert err.splitlines() == [
+        f"rbqe: error: {locked_folder}: cannot write to the output folder: permission denied"]
+
+
+def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_path,
+                                                         monkeypatch) -> None:
+    # A full disk cannot be made in a test; the write fails as _atomic_write's does then.
+    def disk_full(target, *a, **k):
+        error = ImageWriteError(target, "disk full")
+        error.errno = errno.ENOSPC
+        raise error
+
+    monkeypatch.setattr("rbqe.batch.save_like", disk_full)
+    done = []
+    enhancer = Enhancer(weights, device="cpu")
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=tmp_path / "out"),
+                        events=BatchEvents(on_item_done=lambda i, item: done.append(item)))
+    assert len(summary.items) == 1 and len(done) == 1  # not three images of work
+    assert summary.items[0].status == "failed"
+    assert summary.stopped == (f"{tmp_path / 'out'}: cannot write to the output folder "
+                               "(disk full); batch stopped")

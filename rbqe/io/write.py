@@ -174,9 +174,9 @@ def save_image(
     except ImageWriteError:
         raise
     except OSError as exc:
-        raise ImageWriteError(
-            p, _os_reason(exc) if exc.errno else f"could not write: {exc}"
-        ) from None
+        error = ImageWriteError(p, _os_reason(exc) if exc.errno else f"could not write: {exc}")
+        error.errno = exc.errno
+        raise error from None
     except MemoryError:
         raise ImageWriteError(p, "not enough memory to encode this image") from None
     except Exception as exc:  # encoder errors must not reach the user as tracebacks
