@@ -36,6 +36,7 @@ from rbqe.io import (
     remove_stale_temps,
     save_like,
 )
+from rbqe.io.atomic import claim_output
 from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
@@ -260,11 +261,38 @@ def _process_one(
     ev: BatchEvents,
     cancel: Callable[[], bool] | None,
 ) -> ItemReport:
+    forced = options.mode if isinstance(options.mode, int) else None
+    skipped = ItemReport(path, "skipped",
+                         outputs={_key(t, forced): p for t, p in targets.items()})
+    if not options.overwrite and all(p.exists() for p in targets.values()):
+        return skipped
+    # Another rbqe on the same output folder may be making this image right now: the
+    # claim of its first output decides who does it (issue 13).
+    with claim_output(next(iter(targets.values()))) as mine:
+        if not mine:
+            log.info("skipped %s: another rbqe process is making it", path)
+            return skipped
+        return _enhance_one(enhancer, path, targets, options, protect, noted, index, ev,
+                            cancel) or skipped
+
+
+def _enhance_one(
+    enhancer: Enhancer,
+    path: Path,
+    targets: dict[str | None, Path],
+    options: BatchOptions,
+    protect: list[Path],
+    noted: set[Path],
+    index: int,
+    ev: BatchEvents,
+    cancel: Callable[[], bool] | None,
+) -> ItemReport | None:
+    """Enhances one claimed image; None when its outputs exist (written by the claim's
+    previous holder) and are not to be overwritten."""
     wanted = dict(targets)
     todo = {tag: p for tag, p in wanted.items() if options.overwrite or not p.exists()}
     if not todo:
-        forced = options.mode if isinstance(options.mode, int) else None
-        return ItemReport(path, "skipped", outputs={_key(t, forced): p for t, p in wanted.items()})
+        return None
     t0 = time.perf_counter()
     try:
         src = load_image(path, max_pixels=options.max_pixels)

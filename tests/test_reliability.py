@@ -241,3 +241,29 @@ def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_pat
     assert summary.items[0].status == "failed"
     assert summary.stopped == (f"{tmp_path / 'out'}: cannot write to the output folder "
                                "(disk full); batch stopped")
+
+
+# -- 12: two processes on the same folders --------------------------------------------
+
+
+def test_two_processes_never_make_the_same_output(weights, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    n = 8
+    for k in range(n):
+        save(src / f"p{k}.jpg", 160, 160, seed=k, quality=30)
+    cmd = [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
+           "--weights", str(weights), "--device", "cpu", "--exit", "all"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    counts = []
+    for err in errs:
+        last = err.strip().splitlines()[-1]  # "rbqe: N enhanced, M skipped, 0 failed of 8"
+        words = last.split()
+        counts.append((int(words[1]), int(words[3])))
+    # Every image was enhanced by exactly one of them; the other skipped it.
+    assert sum(done for done, _ in counts) == n, errs
+    assert sum(skipped for _, skipped in counts) == n, errs
+    assert len(list(out.glob("*.png"))) == 5 * n
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
