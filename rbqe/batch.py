@@ -112,6 +112,8 @@ class BatchSummary:
     total_ms: float
     cancelled: bool = False
     stopped: str | None = None  # why the batch stopped early (the output folder failed)
+    total: int | None = None  # images in the batch (items holds those reached)
+    mode: ExitMode = "auto"
 
     @property
     def processed(self) -> int:
@@ -147,8 +149,14 @@ class BatchSummary:
         return sum(i.gmacs_exit5 or 0.0 for i in self.items if i.status == "ok")
 
     @property
-    def saved_fraction(self) -> float:
-        """Compute saved against always running exit 5 (0.3 = 30 % fewer MACs)."""
+    def saved_fraction(self) -> float | None:
+        """Compute saved against always running exit 5 (0.3 = 30 % fewer MACs).
+
+        None with ``--exit all``: every exit is computed, so nothing is saved, and tiled
+        images (whose overlaps cost extra) would make the figure negative.
+        """
+        if self.mode == "all":
+            return None
         full = self.gmacs_exit5
         return 1.0 - self.gmacs / full if full else 0.0
 
@@ -220,14 +228,16 @@ def run_batch(
                        f"({_os_reason(OSError(item.write_errno, ''))}); batch stopped")
             if ev.on_item_done:
                 ev.on_item_done(index, item)
-            return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped)
+            return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
+                                len(files), options.mode)
         if item.status == "failed":
             # INFO, not ERROR: the failure is in the summary and front ends show it
             # (the CLI prints it once on stderr); an ERROR record here printed it twice.
             log.info("failed: %s", item.error)
         if ev.on_item_done:
             ev.on_item_done(index, item)
-    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled)
+    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, len(files),
+                        options.mode)
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -379,6 +389,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
             "total_ms": round(summary.total_ms, 1),
             "gmacs": round(summary.gmacs, 3),
             "gmacs_exit5": round(summary.gmacs_exit5, 3),
-            "saved_fraction": round(summary.saved_fraction, 4),
+            "saved_fraction": (None if summary.saved_fraction is None
+                               else round(summary.saved_fraction, 4)),
         },
     }

@@ -12,13 +12,14 @@ import logging
 import os
 import signal
 import sys
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rbqe import __version__
+from rbqe.errors import show_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -178,7 +179,7 @@ def _quiet_opencv() -> None:
 def cmd_enhance(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rbqe.batch import BatchEvents, BatchOptions, report_json, run_batch
+    from rbqe.batch import BatchEvents, BatchOptions, BatchSummary, report_json, run_batch
     from rbqe.engine import Enhancer
 
     if not args.verbose:
@@ -195,17 +196,21 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     interrupt = _Interrupt()
     old = signal.signal(signal.SIGINT, interrupt)
     bar: Any = None
+    progress = _ProgressLines()  # when stderr is not a terminal (a pipe, a log file)
+    done_items: list[Any] = []
 
     def on_start(total: int) -> None:
         nonlocal bar
+        progress.start(total)
         bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), file=sys.stderr,
                    dynamic_ncols=True)
 
     def on_item_start(index: int, path: Path) -> None:
         if bar is not None:
-            bar.set_postfix_str(path.name, refresh=True)
+            bar.set_postfix_str(show_path(path.name), refresh=True)
 
     def on_item_done(index: int, item: Any) -> None:
+        done_items.append(item)
         if item.status == "failed":
             msg = f"rbqe: error: {item.error}"
             if bar is not None and not bar.disable:
@@ -216,12 +221,22 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 _eprint(msg)
         if bar is not None:
             bar.update(1)
+            line = progress.line(item)
+            if bar.disable and item.status != "failed":  # a failure has its error line
+                _eprint(line)
 
+    t0 = time.perf_counter()
+    aborted = False
     try:
         summary = run_batch(enhancer, args.inputs, options,
                             events=BatchEvents(on_start=on_start, on_item_start=on_item_start,
                                                on_item_done=on_item_done),
                             cancel=lambda: interrupt.requested)
+    except KeyboardInterrupt:
+        # Second Ctrl-C: stop at once, but keep the report of what was done.
+        aborted = True
+        summary = BatchSummary(done_items, (time.perf_counter() - t0) * 1000, cancelled=True,
+                               total=progress.total, mode=options.mode)
     finally:
         signal.signal(signal.SIGINT, old)
         if bar is not None:
@@ -234,7 +249,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             report_failed = True
             _eprint(f"rbqe: error: {args.report}: cannot write report: "
                     f"{exc.strerror or exc}")
-    n = len(summary.items)
+    if aborted:
+        _eprint("\nrbqe: aborted")
+        return EXIT_FAILED
+    n = summary.total if summary.total is not None else len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
     if summary.stopped:
@@ -242,22 +260,40 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
 
 
+class _ProgressLines:
+    """One stderr line per image, with the count and an ETA, for when no bar is shown."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.t0 = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def line(self, item: Any) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        what = {"ok": f"exit {item.exit}", "skipped": "skipped (output exists)",
+                "failed": "failed"}.get(item.status, item.status)
+        text = f"rbqe: [{self.done}/{self.total}] {show_path(item.input)}: {what}"
+        left = self.total - self.done
+        if left and item.status != "skipped":
+            eta = elapsed / self.done * left
+            text += f"; ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        return text
+
+
 def _eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write, so a report is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # rbqe.io's temp-file name: a batch into this folder cleans it up after a kill.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rbqe-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic JSON write, so a report is either complete or absent; it gets the file mode
+    of the outputs (rbqe.io's atomic write)."""
+    from rbqe.io import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def summary_html(outcome: BatchOutcome) -> str:
             for k, n in sorted(hist.items()))
         parts.append(f"<p><b>Exits chosen</b></p><table cellspacing='2'>{rows}</table>")
         parts.append(f"<p>Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per image</p>")
-        if s.gmacs_exit5:
+        if s.gmacs_exit5 and s.saved_fraction is not None:  # None when every exit ran
             parts.append(f"<p>Compute: {s.gmacs:.1f} GMAC, <b>{100 * s.saved_fraction:.0f}% "
                          f"saved</b> against always running exit 5 ({s.gmacs_exit5:.1f} GMAC)"
                          "</p>")

@@ -68,8 +68,12 @@ def statuses(doc: dict) -> dict[str, str]:
     return {Path(e["input"]).name: e["status"] for e in doc["images"]}
 
 
+PROGRESS_RE = re.compile(r"^rbqe: \[\d+/\d+\] ")  # one line per image when not a TTY
+
+
 def lines(text: str) -> list[str]:
-    return [ln for ln in text.splitlines() if ln.strip()]
+    """Non-empty stderr lines, without the per-image progress lines."""
+    return [ln for ln in text.splitlines() if ln.strip() and not PROGRESS_RE.match(ln)]
 
 
 def photo(path: Path, size: int, seed: int, *, mode: str = "RGB") -> Path:
@@ -471,7 +475,9 @@ def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path
     assert rc == 1
     assert lines(err) == [STOP_NOTICE, "rbqe: aborted"]
     assert signal.getsignal(signal.SIGINT) is previous  # handler restored
-    assert doc is None  # aborted: no report
+    # The report still records what was done before the abort (issue 13).
+    assert doc is not None and doc["summary"]["cancelled"] is True
+    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [("p0.jpg", "ok")]
     assert tree(tmp_path / "out") == ["p0.png"]
 
 
@@ -554,7 +560,7 @@ def test_sigint_stops_after_the_current_stage_and_rerun_completes(weights, tmp_p
     # Not a TTY: no progress bar; only the notice and the summary, no traceback.
     assert lines(err) == [
         STOP_NOTICE,
-        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {len(done)} (interrupted)",
+        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {N_KILL} (interrupted)",
     ]
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True

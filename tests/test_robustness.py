@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,7 +147,9 @@ def entries_by_input(report: dict) -> dict[str, dict]:
 
 
 def stderr_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """Non-empty stderr lines, without the per-image progress lines (stderr is no TTY)."""
+    return [line for line in text.splitlines()
+            if line.strip() and not re.match(r"rbqe: \[\d+/\d+\] ", line)]
 
 
 def all_files(folder: Path) -> list[Path]:

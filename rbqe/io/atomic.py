@@ -94,6 +94,13 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
                 os.close(fd)
 
 
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``data`` to ``target`` atomically, with the file mode an output gets."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, lambda fh: fh.write(data))
+
+
 @contextlib.contextmanager
 def claim_output(target: Path) -> Iterator[bool]:
     """Claims ``target`` for this process while the ``with`` block runs.
