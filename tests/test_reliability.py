@@ -267,3 +267,55 @@ def test_two_processes_never_make_the_same_output(weights, tmp_path: Path) -> No
     assert sum(skipped for _, skipped in counts) == n, errs
     assert len(list(out.glob("*.png"))) == 5 * n
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+# -- 8 (batch) and 11: what a user sees ------------------------------------------------
+
+
+def test_case_differing_names_give_three_outputs(weights, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    for seed, name in enumerate(["photo.jpg", "Photo.jpg", "PHOTO.jpg"]):
+        save(folder / name, seed=seed, quality=30)
+    if len(list(folder.iterdir())) < 3:
+        pytest.skip("case-insensitive file system")
+    summary = run_batch(Enhancer(weights, device="cpu"), [folder],
+                        BatchOptions(out_dir=tmp_path / "out"))
+    assert [i.status for i in summary.items] == ["ok"] * 3
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(outs) == 3 and len({n.casefold() for n in outs}) == 3
+
+
+def _corrupt_files(folder: Path) -> list[Path]:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb16 = photo(64, 64).astype(np.uint16) * 257
+    png = bytearray(cv2.imencode(".png", rgb16)[1].tobytes())
+    png[png.index(b"IDAT") + 40] ^= 0xFF  # libpng: "IDAT: CRC error"
+    tif = io.BytesIO()
+    noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(tif, "TIFF", compression="tiff_lzw")
+    t = bytearray(tif.getvalue())
+    for k in range(100, 600, 7):  # libtiff: "LZWDecode: Corrupted LZW table at scanline 0"
+        t[k] ^= 0xFF
+    (folder / "crc16.png").write_bytes(png)
+    (folder / "bad.tif").write_bytes(t)
+    return [folder / "crc16.png", folder / "bad.tif"]
+
+
+def test_native_decoder_messages_do_not_reach_stderr(weights, tmp_path: Path) -> None:
+    files = _corrupt_files(tmp_path / "in")
+    out = subprocess.run([sys.executable, "-m", "rbqe.cli", "enhance", *map(str, files),
+                          "-o", str(tmp_path / "out"), "--weights", str(weights)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"rbqe: error: {files[0]}: truncated or corrupt image data",
+        f"rbqe: error: {files[1]}: truncated or corrupt image data",
+        "rbqe: 0 enhanced, 0 skipped, 2 failed of 2",
+    ]
+    # -v keeps them, in the log, with the file's name.
+    verbose = subprocess.run([sys.executable, "-m", "rbqe.cli", "-v", "enhance", str(files[0]),
+                              "-o", str(tmp_path / "out"), "--weights", str(weights)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert f"INFO: {files[0]}: the decoder said: libpng error: " in verbose.stderr
