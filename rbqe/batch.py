@@ -59,6 +59,7 @@ class BatchOptions:
         quality: JPEG/WebP quality.
         suffix: Appended to output stems.
         keep_metadata: Write EXIF/ICC back.
+        strip_gps: Leave the GPS location out of the EXIF written back.
         max_pixels: Decompression-bomb limit.
     """
 
@@ -70,6 +71,7 @@ class BatchOptions:
     quality: int = 95
     suffix: str = ""
     keep_metadata: bool = True
+    strip_gps: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
@@ -320,7 +322,7 @@ def _enhance_one(
                     record_output(target, path)  # before writing: a kill can come any time
                 save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                           quality=options.quality, keep_metadata=options.keep_metadata,
-                          protect=protect)
+                          strip_gps=options.strip_gps, protect=protect)
             outputs[_key(tag, k)] = target
     except Cancelled:
         raise

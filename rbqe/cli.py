@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG/WebP quality 1-100 (default 95)")
     e.add_argument("--suffix", type=_suffix, default="", help="appended to output file names")
     e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
+    e.add_argument("--strip-gps", action="store_true",
+                   help="copy EXIF without the GPS location (camera, date etc. are kept)")
     e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
                    help="refuse images larger than this (decompression bombs; default 200)")
 
@@ -190,7 +192,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     options = BatchOptions(
         out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
         overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,
-        keep_metadata=not args.strip_metadata,
+        keep_metadata=not args.strip_metadata, strip_gps=args.strip_gps,
         max_pixels=int(args.max_pixels * 1e6) if args.max_pixels > 0 else None,
     )
     interrupt = _Interrupt()

@@ -177,7 +177,7 @@ class BatchPanel(QWidget):
         options = BatchOptions(out_dir=Path(s.output_dir), mode=s.mode,
                                recursive=s.batch_recursive, overwrite=self.overwrite.isChecked(),
                                fmt=s.output_format, quality=s.quality, suffix=s.suffix,
-                               keep_metadata=s.keep_metadata)
+                               keep_metadata=s.keep_metadata, strip_gps=s.strip_gps)
         self.job = BatchJob(spec=self.spec, threshold=self.threshold,
                             inputs=[Path(s.batch_input)], options=options)
         self.outcome = None

@@ -172,7 +172,8 @@ class Session(QObject):
         s = self.settings
         job = SaveJob(spec=self.spec, threshold=s.threshold, view=view, exits=exits,
                       targets=targets or {}, folder=folder, suffix=s.suffix,
-                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata)
+                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
+                      strip_gps=s.strip_gps)
         self._make_room()
         self._aux[job.gen] = "save"
         self.host.submit(job)

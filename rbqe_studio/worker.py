@@ -105,6 +105,7 @@ class SaveJob(Job):
     fmt: str = "png"
     quality: int = 95
     keep_metadata: bool = True
+    strip_gps: bool = False
 
 
 @dataclass
@@ -260,7 +261,8 @@ class Worker(QObject):
                                          suffix=job.suffix, exit_tag=f"exit{k}", fmt=job.fmt)
             written.append(save_like(target, view.result.exit_result(k).image, view.loaded,
                                      fmt=fmt, quality=job.quality,
-                                     keep_metadata=job.keep_metadata))
+                                     keep_metadata=job.keep_metadata,
+                                     strip_gps=job.strip_gps))
         return written
 
     def _batch(self, job: BatchJob) -> BatchOutcome:

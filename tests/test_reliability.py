@@ -319,3 +319,32 @@ def test_native_decoder_messages_do_not_reach_stderr(weights, tmp_path: Path) ->
                               "-o", str(tmp_path / "out"), "--weights", str(weights)],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert f"INFO: {files[0]}: the decoder said: libpng error: " in verbose.stderr
+
+
+# -- 15: --strip-gps drops the location only ---------------------------------------------
+
+
+def _exif_with_gps() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "RBQE Camera"  # Make
+    exif[0x0132] = "2026:01:02 03:04:05"  # DateTime
+    exif.get_ifd(0x8769)[0x829A] = (1, 250)  # ExposureTime, in the camera (Exif) directory
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    return exif.tobytes()
+
+
+def test_strip_gps_keeps_camera_and_drops_location(weights, tmp_path: Path) -> None:
+    src = tmp_path / "gps.jpg"
+    Image.fromarray(photo(32, 32)).save(src, quality=40, exif=_exif_with_gps())
+    with Image.open(src) as im:
+        exposure = im.getexif().get_ifd(0x8769)[0x829A]
+    for flags, has_gps in (([], True), (["--strip-gps"], False)):
+        out = tmp_path / f"out{len(flags)}"
+        rc, err = run_cli(["enhance", str(src), "-o", str(out), "--weights", str(weights),
+                           *flags])
+        assert rc == 0, err
+        with Image.open(out / "gps.png") as im:
+            exif = im.getexif()
+            assert exif[0x010F] == "RBQE Camera"
+            assert exif.get_ifd(0x8769)[0x829A] == exposure
+            assert bool(exif.get_ifd(0x8825)) is has_gps
