@@ -141,7 +141,7 @@ class ComparePanel(QWidget):
         for e in r.exits:
             if e.exit not in self.exits:
                 self.add_exit(e, data)
-        self.strip.set_chosen(r.chosen, auto=r.mode == "auto")
+        self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
         self._clear_running()
         if not self._user_b:
             self.b = r.chosen

@@ -56,6 +56,7 @@ class ExitCard(QWidget):
         self.data = CardData("Input" if index == INPUT else f"Exit {index}")
         self.threshold: float | None = None
         self.min_exit = 1  # auto cannot stop before this exit, whatever the score
+        self.chosen_by_auto = True  # the chosen card's badge: AUTO, or FORCED for exit k
         self.side = ""  # "a", "b" or "ab"
         self._hover = False
         self.setMinimumSize(QSize(112, CARD_HEIGHT))
@@ -147,12 +148,15 @@ class ExitCard(QWidget):
         p.setFont(f)
         x = thumb.left() + 5
         if self.data.chosen:
-            box = QRectF(x, thumb.top() + 5, 44, 18)
+            # AUTO: the exit rule chose it; FORCED: the user's "always exit k" mode did.
+            text = "AUTO" if self.chosen_by_auto else "FORCED"
+            width = max(44, p.fontMetrics().horizontalAdvance(text) + 12)
+            box = QRectF(x, thumb.top() + 5, width, 18)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(ACCENT)
             p.drawRoundedRect(box, 4, 4)
             p.setPen(QColor("white"))
-            p.drawText(box, Qt.AlignmentFlag.AlignCenter, "AUTO")
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         right = thumb.right() - 5
         for side, color in (("b", B_COLOR), ("a", A_COLOR)):
             if side in self.side:
@@ -244,6 +248,7 @@ class ExitStrip(QWidget):
         self.chosen = k
         for card in self.cards[1:]:
             card.data.chosen = card.index == k
+            card.chosen_by_auto = auto
             if auto and k is not None and card.index > k and card.data.state != "ready":
                 card.data.state = "skipped"
             card.update()
