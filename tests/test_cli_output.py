@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import photo
+from corpus import pattern
 from PIL import Image
 
 from rbqe.errors import ImageReadError, show_path
@@ -21,6 +22,11 @@ from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """A small RGB test picture (uint8)."""
+    return pattern(height, width, 3, seed=seed)
 
 
 @pytest.fixture(scope="module")

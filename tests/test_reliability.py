@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from clirun import run_cli
-from conftest import photo
+from corpus import pattern
 from PIL import Image
 
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
@@ -27,6 +27,11 @@ from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """A small RGB test picture (uint8)."""
+    return pattern(height, width, 3, seed=seed)
 
 
 def save(path: Path, height: int = 24, width: int = 32, seed: int = 0, **kw) -> Path:
