@@ -1,5 +1,5 @@
-"""Frozen-app entry point for PyInstaller (the same as ``python -m app``)."""
+"""Frozen-app entry point for PyInstaller (the same as ``python -m rbqe_studio``)."""
 
-from app.main import main
+from rbqe_studio.launch import main
 
 raise SystemExit(main())

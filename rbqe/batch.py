@@ -14,7 +14,10 @@ them out of its inputs instead of enhancing its own results again.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
-from rbqe.errors import Cancelled, RBQEError
+from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
 from rbqe.exit_policy import JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
@@ -34,9 +37,14 @@ from rbqe.io import (
     remove_stale_temps,
     save_like,
 )
+from rbqe.io.atomic import claim_output
+from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
+
+# Write errors that concern the whole output folder, not one image: the batch stops.
+_FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -52,6 +60,7 @@ class BatchOptions:
         quality: JPEG/WebP quality.
         suffix: Appended to output stems.
         keep_metadata: Write EXIF/ICC back.
+        strip_gps: Leave the GPS location out of the EXIF written back.
         max_pixels: Decompression-bomb limit.
     """
 
@@ -63,6 +72,7 @@ class BatchOptions:
     quality: int = 95
     suffix: str = ""
     keep_metadata: bool = True
+    strip_gps: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
@@ -82,6 +92,7 @@ class ItemReport:
     error: str | None = None
     result: EnhanceResult | None = field(default=None, repr=False)
     exit_reason: dict[str, Any] | None = None
+    write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -106,6 +117,9 @@ class BatchSummary:
     items: list[ItemReport]
     total_ms: float
     cancelled: bool = False
+    stopped: str | None = None  # why the batch stopped early (the output folder failed)
+    total: int | None = None  # images in the batch (items holds those reached)
+    mode: ExitMode = "auto"
 
     @property
     def processed(self) -> int:
@@ -141,8 +155,14 @@ class BatchSummary:
         return sum(i.gmacs_exit5 or 0.0 for i in self.items if i.status == "ok")
 
     @property
-    def saved_fraction(self) -> float:
-        """Compute saved against always running exit 5 (0.3 = 30 % fewer MACs)."""
+    def saved_fraction(self) -> float | None:
+        """Compute saved against always running exit 5 (0.3 = 30 % fewer MACs).
+
+        None with ``--exit all``: every exit is computed, so nothing is saved, and tiled
+        images (whose overlaps cost extra) would make the figure negative.
+        """
+        if self.mode == "all":
+            return None
         full = self.gmacs_exit5
         return 1.0 - self.gmacs / full if full else 0.0
 
@@ -244,6 +264,8 @@ def run_batch(
     """
     ev = events or BatchEvents()
     t0 = time.perf_counter()
+    out_dir = Path(options.out_dir)
+    check_output_folder(out_dir)
     batch_plan = plan_batch(inputs, options)
     files, plan = batch_plan.files, batch_plan.targets
     protect, noted = batch_plan.protect, batch_plan.noted
@@ -264,13 +286,41 @@ def run_batch(
             cancelled = True
             break
         items.append(item)
+        if item.write_errno in _FOLDER_ERRNOS:
+            stopped = (f"{out_dir}: cannot write to the output folder "
+                       f"({_os_reason(OSError(item.write_errno, ''))}); batch stopped")
+            if ev.on_item_done:
+                ev.on_item_done(index, item)
+            return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
+                                len(files), options.mode)
         if item.status == "failed":
             # INFO, not ERROR: the failure is in the summary and front ends show it
             # (the CLI prints it once on stderr); an ERROR record here printed it twice.
             log.info("failed: %s", item.error)
         if ev.on_item_done:
             ev.on_item_done(index, item)
-    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled)
+    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, len(files),
+                        options.mode)
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Creates ``out_dir`` and proves it writable, before any image is enhanced.
+
+    Raises:
+        OutputFolderError: It is a file, cannot be created, or refuses a new file.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputFolderError(out_dir, "output folder is an existing file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # The same hidden temp name as an output's atomic write (rbqe.io.atomic), so a
+        # kill right here leaves nothing that a later run would not clean up.
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputFolderError(out_dir, f"cannot write to the output folder: "
+                                f"{_os_reason(exc)}") from None
 
 
 def _process_one(
@@ -285,11 +335,40 @@ def _process_one(
     cancel: Callable[[], bool] | None,
     todo: dict[str | None, Path] | None = None,
 ) -> ItemReport:
+    forced = options.mode if isinstance(options.mode, int) else None
+    skipped = ItemReport(path, "skipped",
+                         outputs={_key(t, forced): p for t, p in targets.items()})
+    if not options.overwrite and all(p.exists() for p in targets.values()):
+        return skipped
+    # Another rbqe on the same output folder may be making this image right now: the
+    # claim of its first output decides who does it (issue 13).
+    with claim_output(next(iter(targets.values()))) as mine:
+        if not mine:
+            log.info("skipped %s: another rbqe process is making it", path)
+            return skipped
+        return _enhance_one(enhancer, path, targets, options, protect, noted, index, ev,
+                            cancel, todo) or skipped
+
+
+def _enhance_one(
+    enhancer: Enhancer,
+    path: Path,
+    targets: dict[str | None, Path],
+    options: BatchOptions,
+    protect: list[Path],
+    noted: set[Path],
+    index: int,
+    ev: BatchEvents,
+    cancel: Callable[[], bool] | None,
+    todo: dict[str | None, Path] | None = None,
+) -> ItemReport | None:
+    """Enhances one claimed image; None when its outputs exist (written by the claim's
+    previous holder) and are not to be overwritten."""
     wanted = dict(targets)
     if todo is None:
         todo = pending_outputs(wanted, options)
     if not todo:
-        return skipped_item(path, wanted, options.mode)
+        return None
     t0 = time.perf_counter()
     try:
         src = load_image(path, max_pixels=options.max_pixels)
@@ -308,10 +387,14 @@ def _process_one(
                     record_output(target, path)  # before writing: a kill can come any time
                 save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                           quality=options.quality, keep_metadata=options.keep_metadata,
-                          protect=protect)
+                          strip_gps=options.strip_gps, protect=protect)
             outputs[_key(tag, k)] = target
     except Cancelled:
         raise
+    except ImageWriteError as exc:
+        failed = ItemReport(path, "failed", error=str(exc))
+        failed.write_errno = exc.errno
+        return failed
     except RBQEError as exc:
         return ItemReport(path, "failed", error=str(exc))
     except MemoryError:
@@ -375,6 +458,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
             "total_ms": round(summary.total_ms, 1),
             "gmacs": round(summary.gmacs, 3),
             "gmacs_exit5": round(summary.gmacs_exit5, 3),
-            "saved_fraction": round(summary.saved_fraction, 4),
+            "saved_fraction": (None if summary.saved_fraction is None
+                               else round(summary.saved_fraction, 4)),
         },
     }

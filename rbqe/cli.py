@@ -12,13 +12,14 @@ import logging
 import os
 import signal
 import sys
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rbqe import __version__
+from rbqe.errors import show_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG/WebP quality 1-100 (default 95)")
     e.add_argument("--suffix", type=_suffix, default="", help="appended to output file names")
     e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
+    e.add_argument("--strip-gps", action="store_true",
+                   help="copy EXIF without the GPS location (camera, date etc. are kept)")
     e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
                    help="refuse images larger than this (decompression bombs; default 200)")
     c = e.add_argument_group("cluster (--engine ray, needs the [cluster] extra)")
@@ -148,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
     from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
-    from rbqe.weights import default_weights_path, read_info
+    from rbqe.weights import default_weights_path, missing_weights_message, read_info
 
     path = args.weights or default_weights_path()
     out: dict[str, Any] = {"version": __version__, "device": str(pick_device(args.device))}
@@ -176,7 +179,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
         })
     else:
-        out.update({"weights": None, "error": f"no weights file at {path}"})
+        out.update({"weights": None, "error": missing_weights_message(path)})
     print(json.dumps(out, indent=2))
     return EXIT_OK if path.is_file() else EXIT_USAGE
 
@@ -210,7 +213,7 @@ def _quiet_opencv() -> None:
 def cmd_enhance(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rbqe.batch import BatchEvents, BatchOptions, report_json, run_batch
+    from rbqe.batch import BatchEvents, BatchOptions, BatchSummary, report_json, run_batch
     from rbqe.engine import Enhancer
 
     if not args.verbose:
@@ -230,26 +233,30 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     options = BatchOptions(
         out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
         overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,
-        keep_metadata=not args.strip_metadata,
+        keep_metadata=not args.strip_metadata, strip_gps=args.strip_gps,
         max_pixels=int(args.max_pixels * 1e6) if args.max_pixels > 0 else None,
     )
     interrupt = _Interrupt()
     old = signal.signal(signal.SIGINT, interrupt)
     bar: Any = None
+    progress = _ProgressLines()  # when stderr is not a terminal (a pipe, a log file)
+    done_items: list[Any] = []
 
     def on_start(total: int) -> None:
         nonlocal bar
+        progress.start(total)
         bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), file=sys.stderr,
                    dynamic_ncols=True)
 
     def on_item_start(index: int, path: Path) -> None:
         if bar is not None:
-            bar.set_postfix_str(path.name, refresh=True)
+            bar.set_postfix_str(show_path(path.name), refresh=True)
 
     failures = 0
 
     def on_item_done(index: int, item: Any) -> None:
         nonlocal failures
+        done_items.append(item)
         if item.status == "failed":
             failures += 1
             if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
@@ -263,10 +270,15 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 _eprint(msg)
         if bar is not None:
             bar.update(1)
+            line = progress.line(item)
+            if bar.disable and item.status != "failed":  # a failure has its error line
+                _eprint(line)
 
     events = BatchEvents(on_start=on_start, on_item_start=on_item_start,
                          on_item_done=on_item_done)
     report_failed = False
+    t0 = time.perf_counter()
+    aborted = False
     try:
         if enhancer is None:
             summary = _run_ray(args, enhancer_kwargs, options, events,
@@ -274,6 +286,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         else:
             summary = run_batch(enhancer, args.inputs, options, events=events,
                                 cancel=lambda: interrupt.requested)
+    except KeyboardInterrupt:
+        # Second Ctrl-C: stop at once, but keep the report of what was done.
+        aborted = True
+        summary = BatchSummary(done_items, (time.perf_counter() - t0) * 1000, cancelled=True,
+                               total=progress.total, mode=options.mode)
     finally:
         signal.signal(signal.SIGINT, old)
         if bar is not None:
@@ -288,9 +305,14 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             report_failed = True
             _eprint(f"rbqe: error: {args.report}: cannot write report: "
                     f"{exc.strerror or exc}")
-    n = summary.total if enhancer is None else len(summary.items)
+    if aborted:
+        _eprint("\nrbqe: aborted")
+        return EXIT_FAILED
+    n = summary.total if summary.total is not None else len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
+    if summary.stopped:
+        _eprint(f"rbqe: error: {summary.stopped}")
     return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
 
 
@@ -304,22 +326,40 @@ def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], options:
                          report=args.report, events=events, cancel=cancel)
 
 
+class _ProgressLines:
+    """One stderr line per image, with the count and an ETA, for when no bar is shown."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.t0 = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def line(self, item: Any) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        what = {"ok": f"exit {item.exit}", "skipped": "skipped (output exists)",
+                "failed": "failed"}.get(item.status, item.status)
+        text = f"rbqe: [{self.done}/{self.total}] {show_path(item.input)}: {what}"
+        left = self.total - self.done
+        if left and item.status != "skipped":
+            eta = elapsed / self.done * left
+            text += f"; ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        return text
+
+
 def _eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write, so a report is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # rbqe.io's temp-file name: a batch into this folder cleans it up after a kill.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rbqe-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic JSON write, so a report is either complete or absent; it gets the file mode
+    of the outputs (rbqe.io's atomic write)."""
+    from rbqe.io import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -64,7 +64,12 @@ from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable f
     walk,
 )
 from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, gmacs_per_exit
-from rbqe.weights import WeightsInfo, default_weights_path, load_weights
+from rbqe.weights import (
+    WeightsInfo,
+    default_weights_path,
+    load_weights,
+    missing_weights_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -325,9 +330,7 @@ class Enhancer:
         if net is None:
             path = Path(weights) if weights else default_weights_path()
             if not path.is_file():
-                raise WeightsError(
-                    f"no weights file at {path}: train one with 'rbqe train' or pass --weights"
-                )
+                raise WeightsError(missing_weights_message(path))
             net, self.info = load_weights(path)
         else:
             self.info = WeightsInfo(None, net.config)

@@ -24,6 +24,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def show_path(path: str | PathLike[str]) -> str:
+    """A path as one readable line: control characters (a newline in a file name) and
+    undecodable bytes are shown escaped, as Python writes them."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
+
+
 class RBQEError(Exception):
     """Base class for all expected, user-facing errors of ``rbqe``."""
 
@@ -42,7 +48,7 @@ class _PathError(RBQEError):
         super().__init__(path, self.reason)
 
     def __str__(self) -> str:
-        return _one_line(f"{self.path}: {self.reason}")
+        return _one_line(f"{show_path(self.path)}: {self.reason}")
 
 
 class ImageReadError(_PathError):
@@ -50,7 +56,17 @@ class ImageReadError(_PathError):
 
 
 class ImageWriteError(_PathError):
-    """An output image could not be written (or writing it was refused)."""
+    """An output image could not be written (or writing it was refused).
+
+    ``errno`` is the operating system's error number when there was one: a full disk or a
+    read-only file system stops a batch instead of failing every image in turn.
+    """
+
+    errno: int | None = None
+
+
+class OutputFolderError(_PathError):
+    """The output folder cannot be created or written: the batch does not start (or stops)."""
 
 
 class WeightsError(RBQEError):

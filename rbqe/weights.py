@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,23 @@ from rbqe.model import ModelConfig, RBQENet
 
 ARCHITECTURE = "rbqe-unetpp"
 DEFAULT_THRESHOLD = PAPER_THRESHOLD  # used until calibration sets one
-PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "rbqe_jpeg.safetensors"
+
+
+def shipped_weights_dir() -> Path:
+    """The folder of the weights shipped with rbqe.
+
+    An installed package carries them in ``rbqe/_shipped/`` (setup.py copies the
+    top-level ``weights/`` there when it builds a wheel; the PyInstaller spec bundles them
+    at the same place). A source checkout or an editable install has no copy: there they
+    are the checkout's own ``weights/``.
+    """
+    packaged = resources.files("rbqe") / "_shipped"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+PACKAGE_WEIGHTS = shipped_weights_dir() / "rbqe_jpeg.safetensors"
 
 
 @dataclass
@@ -94,6 +111,12 @@ def default_weights_path() -> Path:
     """``$RBQE_WEIGHTS`` if set, else the weights shipped beside the package."""
     env = os.environ.get("RBQE_WEIGHTS")
     return Path(env) if env else PACKAGE_WEIGHTS
+
+
+def missing_weights_message(path: str | Path) -> str:
+    """The one line a user sees when the weights file is absent, with what fixes it."""
+    return (f"no weights file at {path}: pass --weights FILE or set RBQE_WEIGHTS=FILE "
+            "(a model trained with 'rbqe train'), or reinstall rbqe-studio for the shipped one")
 
 
 def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_THRESHOLD,

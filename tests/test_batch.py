@@ -68,8 +68,12 @@ def statuses(doc: dict) -> dict[str, str]:
     return {Path(e["input"]).name: e["status"] for e in doc["images"]}
 
 
+PROGRESS_RE = re.compile(r"^rbqe: \[\d+/\d+\] ")  # one line per image when not a TTY
+
+
 def lines(text: str) -> list[str]:
-    return [ln for ln in text.splitlines() if ln.strip()]
+    """Non-empty stderr lines, without the per-image progress lines."""
+    return [ln for ln in text.splitlines() if ln.strip() and not PROGRESS_RE.match(ln)]
 
 
 def photo(path: Path, size: int, seed: int, *, mode: str = "RGB") -> Path:
@@ -444,15 +448,12 @@ def test_unexpected_errors_fail_one_item_on_one_line(enhancer, three, tmp_path, 
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_unwritable_output_folder_fails_each_item_cleanly(weights, three, tmp_path) -> None:
+def test_output_folder_that_is_a_file_is_a_usage_error(weights, three, tmp_path) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
     rc, err, _ = enhance(weights, three, "-o", blocker)
-    assert rc == 1
-    errs = [ln for ln in lines(err) if ln.startswith("rbqe: error: ")]
-    assert len(errs) == 3
-    assert all("cannot create output folder" in ln for ln in errs)
-    assert "Traceback" not in err
+    assert rc == 2  # found before any image is enhanced (issue 13)
+    assert lines(err) == [f"rbqe: error: {blocker}: output folder is an existing file"]
 
 
 def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path,
@@ -474,7 +475,9 @@ def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path
     assert rc == 1
     assert lines(err) == [STOP_NOTICE, "rbqe: aborted"]
     assert signal.getsignal(signal.SIGINT) is previous  # handler restored
-    assert doc is None  # aborted: no report
+    # The report still records what was done before the abort (issue 13).
+    assert doc is not None and doc["summary"]["cancelled"] is True
+    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [("p0.jpg", "ok")]
     assert tree(tmp_path / "out") == ["p0.png"]
 
 
@@ -557,7 +560,7 @@ def test_sigint_stops_after_the_current_stage_and_rerun_completes(weights, tmp_p
     # Not a TTY: no progress bar; only the notice and the summary, no traceback.
     assert lines(err) == [
         STOP_NOTICE,
-        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {len(done)} (interrupted)",
+        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {N_KILL} (interrupted)",
     ]
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
@@ -577,8 +580,12 @@ def test_sigkill_leaves_no_partial_output_and_rerun_completes(weights, tmp_path)
     assert 1 <= len(done) < N_KILL
     _rerun_completes(weights, src, out, done)
     # A leftover temp file (only if the kill hit a write) is ignored by the re-run; it is
-    # too fresh to be removed yet (see the next test for that).
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == temps
+    # too fresh to be removed yet (see the next test for that). The kill also leaves the
+    # claim of the image it interrupted (a temp too): a re-run that enhances that image
+    # takes the claim over and removes it.
+    after = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert set(after) <= set(temps)
+    assert [n for n in after if "claim_" not in n] == [n for n in temps if "claim_" not in n]
 
 
 _KILL_AT_RENAME = """
@@ -611,8 +618,10 @@ def test_sigkill_between_write_and_rename_leaves_only_a_hidden_temp(weights, tmp
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert [p.name for p in _finals(out)] == ["p0.png"]
-    temps = _check_no_partial_outputs(out, temps_allowed=True)
+    hidden = _check_no_partial_outputs(out, temps_allowed=True)
+    temps = [n for n in hidden if "claim_" not in n]
     assert len(temps) == 1  # p1's complete data, never renamed to p1.png
+    assert len(hidden) == 2  # and p1's claim, which the re-run takes over and removes
     rc, err, doc = enhance(weights, src, "-o", out, "--exit", "1")
     assert rc == 0, err
     assert statuses(doc) == {"p0.jpg": "skipped", "p1.jpg": "ok", "p2.jpg": "ok"}

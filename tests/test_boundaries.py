@@ -20,7 +20,7 @@ def test_no_qt_or_app_import_in_library_source() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names
-                          if n.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "app"}]
+                          if n.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "rbqe_studio"}]
     assert offenders == []
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ from PIL import Image, ImageOps
 from rbqe.cli import main
 from rbqe.io import estimate_jpeg_quality
 from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
+from rbqe.weights import missing_weights_message, save_weights
 
 # --------------------------------------------------------------------------------------
 # Expectations
@@ -85,7 +86,8 @@ EXPECTED_ERROR = {
         "image is 30000 x 30000 = 900 megapixels, over the limit of 200 megapixels "
         "(raise with --max-pixels)"
     ),
-    "header_100mp": "truncated or corrupt image data",  # claims 100 MP, holds 16 pixels
+    "header_100mp": ("truncated or corrupt image data (header declares 10000 x 10000 but the "
+                     "file holds only 16 bytes of pixel data)"),  # refused before decoding
 }
 NOT_SCANNED = {"stray_text"}  # readme.txt: not an image suffix, so a folder scan skips it
 ALPHA_CASES = ["png_rgba", "png_la", "gif_palette", "png_palette_trns", "png_rgba16", "png_la16"]
@@ -146,7 +148,9 @@ def entries_by_input(report: dict) -> dict[str, dict]:
 
 
 def stderr_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """Non-empty stderr lines, without the per-image progress lines (stderr is no TTY)."""
+    return [line for line in text.splitlines()
+            if line.strip() and not re.match(r"rbqe: \[\d+/\d+\] ", line)]
 
 
 def all_files(folder: Path) -> list[Path]:
@@ -435,7 +439,8 @@ def test_files_named_directly_fail_cleanly_whatever_their_suffix(corpus, weights
     assert entries[str(missing)]["error"] == f"{missing}: file not found"
     assert entries[str(corpus["png_gray"])]["status"] == "ok"
     errors = [ln for ln in stderr_lines(err) if ln.startswith("rbqe: error: ")]
-    assert errors == [f"rbqe: error: {entries[str(p)]['error']}" for p in sorted(named[:3])]
+    # In the order the files were named (issue 13).
+    assert errors == [f"rbqe: error: {entries[str(p)]['error']}" for p in named[:3]]
 
 
 def test_max_pixels_option_refuses_large_images(corpus, weights, tmp_path) -> None:
@@ -476,9 +481,9 @@ def test_missing_weights_is_one_line_and_exit_2(corpus, tmp_path) -> None:
                        "--weights", str(tmp_path / "none.safetensors")])
     assert rc == 2
     assert stderr_lines(err) == [
-        (f"rbqe: error: no weights file at {tmp_path / 'none.safetensors'}: train one with "
-         "'rbqe train' or pass --weights")
+        f"rbqe: error: {missing_weights_message(tmp_path / 'none.safetensors')}"
     ]
+    assert "RBQE_WEIGHTS" in err
 
 
 def test_unwritable_report_is_one_line_and_exit_1(corpus, weights, tmp_path) -> None:
@@ -513,8 +518,10 @@ def test_corpus_through_a_real_subprocess(corpus, weights, tmp_path) -> None:
     failed = sorted(e["error"] for e in entries.values() if e["status"] == "failed")
     assert failed == sorted(f"{corpus[n]}: {r}" for n, r in EXPECTED_ERROR.items())
     # Not a TTY: no progress bar, no logging/OpenCV noise, no traceback. Only the error
-    # lines (in input order) and the summary.
-    lines = proc.stderr.splitlines()
+    # lines (in input order), a progress line per image that did not fail, and the summary.
+    lines = stderr_lines(proc.stderr)
+    progress = [ln for ln in proc.stderr.splitlines() if ln not in lines]
+    assert len(progress) == len(entries) - len(failed)
     expected_errors = [f"rbqe: error: {e['error']}" for e in doc["images"]
                        if e["status"] == "failed"]
     n = len(entries)

@@ -52,7 +52,12 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.diagnostics`: error reasons, warnings to log records, the logger.
 """
 
-from rbqe.io.atomic import STALE_TEMP_AGE_S, is_temp_file, remove_stale_temps
+from rbqe.io.atomic import (
+    STALE_TEMP_AGE_S,
+    is_temp_file,
+    remove_stale_temps,
+    write_bytes_atomic,
+)
 from rbqe.io.diagnostics import logger as logger
 from rbqe.io.formats import AVIF_AVAILABLE, HEIF_AVAILABLE, SUPPORTED_SUFFIXES, is_image_file
 from rbqe.io.listing import list_images, lists_folder
@@ -83,4 +88,5 @@ __all__ = [
     "remove_stale_temps",
     "save_image",
     "save_like",
+    "write_bytes_atomic",
 ]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -96,6 +97,55 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Write ``target`` atomically through ``write(fh)`` (see :func:`_atomic_write`)."""
     _atomic_write(Path(target), write)
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``data`` to ``target`` atomically, with the file mode an output gets."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, lambda fh: fh.write(data))
+
+
+@contextlib.contextmanager
+def claim_output(target: Path) -> Iterator[bool]:
+    """Claims ``target`` for this process while the ``with`` block runs.
+
+    Yields False when another live process holds the claim: it is making that output
+    now, so this one should skip it. The claim is a locked, hidden ``.rbqe-*.part`` file
+    beside the target (a kill releases the lock; a later run's cleanup removes the file).
+    Where locks are unavailable it always yields True, as before claims existed. After a
+    claim is won the caller re-checks the target: the winner before it may have just
+    written it.
+    """
+    if fcntl is None:
+        yield True
+        return
+    digest = hashlib.sha1(os.fsencode(target.name)).hexdigest()[:20]
+    path = target.parent / f"{_TEMP_PREFIX}claim_{digest}{_TEMP_SUFFIX}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        yield True  # cannot claim here; the write itself will report a real problem
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True
+        except OSError:
+            held = False  # no locks on this file system
+        else:
+            held = False
+            try:
+                yield True
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return
+        yield not held
+    finally:
+        os.close(fd)
 
 
 _TEMP_NAME = re.compile(r"\.rbqe-[a-z0-9_]+\.part")  # tempfile's random part is [a-z0-9_]

@@ -7,6 +7,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import sys
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +55,48 @@ def _os_reason(exc: OSError) -> str:
     if exc.errno in reasons:
         return reasons[exc.errno]
     return f"I/O error: {exc.strerror or exc}"
+
+
+_native_lock = threading.Lock()
+_native_depth = 0
+_native_saved: int | None = None
+_native_sink: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
+
+
+@contextlib.contextmanager
+def _native_messages(path: Path) -> Iterator[None]:
+    """Routes what native decoders write straight to file descriptor 2 into the log.
+
+    libpng inside OpenCV ("libpng error: IDAT: CRC error") and libtiff inside Pillow
+    ("tempfile.tif: Using code not yet in table.") print to stderr without the file's
+    name, before rbqe's own error line for the same file. While any load runs, fd 2 goes
+    to a temp file; the last load to finish puts it back and logs what was caught at
+    INFO (shown by ``rbqe -v``), naming the file. Concurrent loads share one redirect.
+    """
+    global _native_depth, _native_saved, _native_sink
+    with _native_lock:
+        if _native_depth == 0:
+            try:
+                sys.stderr.flush()
+                sink = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(sink.fileno(), 2)
+            except (OSError, ValueError, AttributeError):
+                saved = None  # no usable fd 2 (a GUI without a console): nothing to route
+            else:
+                _native_saved, _native_sink = saved, sink
+        _native_depth += 1
+    try:
+        yield
+    finally:
+        with _native_lock:
+            _native_depth -= 1
+            if _native_depth == 0 and _native_saved is not None and _native_sink is not None:
+                os.dup2(_native_saved, 2)
+                os.close(_native_saved)
+                _native_sink.seek(0)
+                text = _native_sink.read(1 << 16).decode("utf-8", "replace").split()
+                _native_sink.close()
+                _native_saved = _native_sink = None
+                if text:
+                    logger.info("%s: the decoder said: %s", path, " ".join(text)[:500])

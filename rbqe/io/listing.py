@@ -11,7 +11,7 @@ from pathlib import Path
 from rbqe.io.atomic import is_temp_file
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.formats import _AVIF_SUFFIXES, _HEIF_SUFFIXES, is_image_file
-from rbqe.io.naming import _path_key, _sort_key
+from rbqe.io.naming import _file_key, _path_key, _sort_key
 from rbqe.io.output_log import _drop_earlier_outputs
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
@@ -24,7 +24,7 @@ def list_images(
     exclude: Iterable[str | os.PathLike[str]] = (),
     skip_outputs: bool = False,
 ) -> list[tuple[Path, Path | None]]:
-    """Expands files and folders into a sorted, de-duplicated list of images to process.
+    """Expands files and folders into a de-duplicated list of images to process.
 
     Folders are scanned for files with a supported suffix (see :data:`SUPPORTED_SUFFIXES`);
     hidden files and folders (``.name``, e.g. macOS ``._IMG.JPG`` resource forks, rbqe's
@@ -42,20 +42,34 @@ def list_images(
             its input folder does not enhance its own results on a re-run.
 
     Returns:
-        ``(file, root)`` pairs sorted by path; ``root`` is the scanned folder the file
-        was found in, or None for files named directly.
+        ``(file, root)`` pairs in the order the inputs were given, each folder's files
+        sorted by path; ``root`` is the scanned folder the file was found in, or None for
+        files named directly.
     """
     excluded = {_path_key(Path(e)) for e in exclude}
     found: dict[str, tuple[Path, Path | None]] = {}
+    seen: set[tuple[int, int]] = set()
     unavailable = 0
+
+    def add(f: Path, root: Path | None) -> None:
+        # The same file twice (named twice, or via a link) is listed once; names that
+        # differ only in case are distinct files on a case-sensitive file system.
+        identity = _file_identity(f)
+        if identity is not None:
+            if identity in seen:
+                return
+            seen.add(identity)
+        found.setdefault(_file_key(f), (f, root))
+
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
             if is_temp_file(p):
                 logger.warning("skipping %s: an unfinished rbqe output, not an input", p)
                 continue
-            found.setdefault(_path_key(p), (p, None))
+            add(p, None)
             continue
+        scanned: list[Path] = []
         for folder, dirnames, filenames in os.walk(
             p, onerror=lambda e: logger.warning("cannot scan %s: %s", e.filename, _os_reason(e))
         ):
@@ -65,7 +79,7 @@ def list_images(
                 for d in dirnames
                 if recursive and not d.startswith(".") and _path_key(here / d) not in excluded
             )
-            for name in sorted(filenames):
+            for name in filenames:
                 f = here / name
                 if name.startswith("."):
                     continue
@@ -76,7 +90,9 @@ def list_images(
                 if not f.is_file():
                     logger.debug("skipping %s: not a regular file", f)
                     continue
-                found.setdefault(_path_key(f), (f, p))
+                scanned.append(f)
+        for f in sorted(scanned, key=lambda q: _sort_key((q, None))):
+            add(f, p)
     if unavailable:
         logger.warning(
             "skipped %d HEIC/AVIF file(s): support is not installed "
@@ -85,7 +101,16 @@ def list_images(
         )
     if skip_outputs:
         found = _drop_earlier_outputs(found)
-    return sorted(found.values(), key=_sort_key)
+    return list(found.values())
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: what makes two paths the same file."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if st.st_ino else None  # some file systems report 0
 
 
 def lists_folder(

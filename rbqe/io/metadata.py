@@ -65,6 +65,28 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
     return bytes(buf)
 
 
+_GPS_IFD = 0x8825  # the EXIF pointer to the GPS (location) directory
+
+
+def without_gps(exif: bytes | None, path: Path | None = None) -> bytes | None:
+    """EXIF without its GPS directory; camera, date and the rest are kept."""
+    if not exif:
+        return exif
+    data = exif if exif.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + exif
+    obj = Image.Exif()
+    try:
+        obj.load(data)
+        if _GPS_IFD not in obj:
+            return exif
+        obj.get_ifd(0x8769)  # load the camera (Exif) directory so tobytes() writes it back
+        del obj[_GPS_IFD]
+        return obj.tobytes()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        # Location must not leak when the user asked it gone: drop all EXIF instead.
+        logger.warning("%s: dropping unreadable EXIF data (%s)", path or "image", exc)
+        return None
+
+
 def _normalise_exif(exif: bytes | Image.Exif | None, path: Path | None = None) -> bytes | None:
     """Returns EXIF as ``Exif\\0\\0`` + TIFF bytes with Orientation 1, or None."""
     if exif is None:

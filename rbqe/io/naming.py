@@ -93,6 +93,16 @@ def _path_key(path: Path) -> str:
     return os.path.normcase(str(resolved)).casefold()
 
 
+def _file_key(path: Path) -> str:
+    """A file's resolved path, case kept: names differing in case are distinct inputs
+    (on a case-insensitive file system :func:`list_images` also compares inodes)."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        resolved = path.absolute()
+    return str(resolved)
+
+
 def _sort_key(item: tuple[Path, Path | None]) -> tuple[str, str]:
     text = str(item[0])
     return text.casefold(), text

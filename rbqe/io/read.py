@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from rbqe.errors import ImageReadError
-from rbqe.io.diagnostics import _logged_warnings, _os_reason
+from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason
 from rbqe.io.formats import (
     _AVIF_MISSING,
     _AVIF_SUFFIXES,
@@ -31,6 +31,7 @@ from rbqe.io.formats import (
     AVIF_AVAILABLE,
     HEIF_AVAILABLE,
 )
+from rbqe.io.headers import implausible_header
 from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
@@ -240,7 +241,8 @@ def _decode_opencv(
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(path, _os_reason(exc)) from None
-    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    with _native_messages(path):  # libpng/libtiff print to fd 2 without the file name
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.shape[1::-1] != im.size:
         raise ImageReadError(path, "truncated or corrupt image data")
     if arr.ndim == 2:
@@ -399,6 +401,10 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             raise ImageReadError(p, "truncated or corrupt image data")
         if max_pixels is not None and width * height > max_pixels:
             raise ImageReadError(p, _bomb_reason(width, height, max_pixels))
+        # Before any pixel memory is reserved: a header can lie about the size.
+        implausible = implausible_header(p, kind)
+        if implausible:
+            raise ImageReadError(p, implausible)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)
@@ -407,7 +413,8 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
             else:
-                im.load()  # force the full decode now so truncation surfaces here
+                with _native_messages(p):  # libtiff prints to fd 2 without the file name
+                    im.load()  # force the full decode now so truncation surfaces here
                 ints, alpha, mode, icc = _pil_arrays(im, p, icc)
             orientation, exif = _orientation_and_exif(im, p)
         except ImageReadError:

@@ -17,7 +17,7 @@ from rbqe.errors import ImageWriteError
 from rbqe.io.atomic import _atomic_write
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
-from rbqe.io.metadata import _normalise_exif
+from rbqe.io.metadata import _normalise_exif, without_gps
 from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
 from rbqe.io.png import (
     _encode_png16,
@@ -174,9 +174,9 @@ def save_image(
     except ImageWriteError:
         raise
     except OSError as exc:
-        raise ImageWriteError(
-            p, _os_reason(exc) if exc.errno else f"could not write: {exc}"
-        ) from None
+        error = ImageWriteError(p, _os_reason(exc) if exc.errno else f"could not write: {exc}")
+        error.errno = exc.errno
+        raise error from None
     except MemoryError:
         raise ImageWriteError(p, "not enough memory to encode this image") from None
     except Exception as exc:  # encoder errors must not reach the user as tracebacks
@@ -246,6 +246,7 @@ def save_like(
     fmt: str | None = None,
     quality: int = 95,
     keep_metadata: bool = True,
+    strip_gps: bool = False,
     protect: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
     """Saves ``pixels`` with the mode, depth, alpha and metadata of ``src``.
@@ -259,6 +260,7 @@ def save_like(
         fmt: Output format, None for the suffix of ``path``.
         quality: JPEG/WebP quality.
         keep_metadata: Whether to write EXIF (ICC is always kept).
+        strip_gps: Leave the GPS location out of the EXIF written.
         protect: Further paths that must not be overwritten.
 
     Returns:
@@ -267,6 +269,7 @@ def save_like(
     Raises:
         ImageWriteError: If writing fails or is refused.
     """
+    exif = without_gps(src.exif, src.path) if strip_gps and keep_metadata else src.exif
     return save_image(
         path,
         pixels,
@@ -276,7 +279,7 @@ def save_like(
         fmt=fmt,
         quality=quality,
         icc_profile=src.icc_profile,
-        exif=src.exif,
+        exif=exif,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
     )

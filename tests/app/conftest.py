@@ -66,7 +66,7 @@ def images(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def window(qtbot, store, factory):
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
     # One intra-op thread: two worker threads plus a busy 2-core test machine otherwise
     # oversubscribe OpenMP, which can slow tiny jobs down by orders of magnitude.

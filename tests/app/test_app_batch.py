@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from app.state import DONE
+from rbqe_studio.state import DONE
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 

@@ -1,4 +1,4 @@
-"""The PySide6 6.12 / CPython 3.11 None-refcount work-around (see app/_compat.py)."""
+"""The PySide6 6.12 / CPython 3.11 None-refcount work-around (see rbqe_studio/_compat.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel
 
-import app  # noqa: F401  (importing the package applies the work-around)
+import rbqe_studio  # noqa: F401  (importing the package applies the work-around)
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.main import SCREENSHOT_SIZE, parse_args
+from rbqe_studio.main import SCREENSHOT_SIZE, parse_args
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
@@ -33,7 +33,7 @@ def test_screenshot_contract(tmp_path: Path, jpeg) -> None:
     second = jpeg(tmp_path / "another.jpg", size=(64, 48), seed=3)
     out = tmp_path / "shots" / "out.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "app", "--screenshot", str(out), "--exit", "all",
+        [sys.executable, "-m", "rbqe_studio", "--screenshot", str(out), "--exit", "all",
          str(first), str(second)],
         cwd=ROOT, env=env_for(tmp_path, weights), capture_output=True, text=True, timeout=300,
         check=False)

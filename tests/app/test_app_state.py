@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from app.settings import AppSettings, load_settings, load_state, save_settings, save_state
-from app.state import DONE, FAILED, WAITING, Eta, Queue, ResultCache, fmt_duration, fmt_ms
+from rbqe_studio.settings import AppSettings, load_settings, load_state, save_settings, save_state
+from rbqe_studio.state import DONE, FAILED, WAITING, Eta, Queue, ResultCache, fmt_duration, fmt_ms
 
 
 def test_queue_dedupes_and_finds_next_waiting(tmp_path: Path) -> None:

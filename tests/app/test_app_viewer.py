@@ -8,8 +8,8 @@ from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app.convert import Picture, qimage_to_array, to_qimage, to_uint8
-from app.viewer import SIDE, SPLIT, TOGGLE, CompareView
+from rbqe_studio.convert import Picture, qimage_to_array, to_qimage, to_uint8
+from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE, CompareView
 
 
 def test_to_qimage_round_trips_rgb_and_grey() -> None:

@@ -10,9 +10,9 @@ import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
-from app.exits import INPUT
-from app.state import DONE, FAILED
-from app.viewer import SIDE, SPLIT, TOGGLE
+from rbqe_studio.exits import INPUT
+from rbqe_studio.state import DONE, FAILED
+from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
 from rbqe.model import ModelConfig, RBQENet
@@ -82,7 +82,7 @@ def test_exits_arrive_in_order_and_chosen_is_marked(qtbot, window, images) -> No
 def test_weights_with_an_earliest_exit_show_it(qtbot, store, images) -> None:
     """Calibrated weights may forbid auto to stop before exit 3: the strip, the cards,
     the info panel and the settings all say so."""
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
     def factory(_spec):
         torch.manual_seed(0)
@@ -201,8 +201,8 @@ def test_save_result_and_all_exits(qtbot, window, images, tmp_path, monkeypatch)
 
 
 def test_settings_and_layout_persist(qtbot, store, factory, window) -> None:
-    from app.main_window import MainWindow
-    from app.settings import load_state
+    from rbqe_studio.main_window import MainWindow
+    from rbqe_studio.settings import load_state
 
     panel = window.settings_panel
     panel.device.setCurrentIndex(panel.device.findData("cpu"))
@@ -234,7 +234,7 @@ def test_settings_and_layout_persist(qtbot, store, factory, window) -> None:
 
 def test_missing_weights_is_shown_and_the_app_still_opens(qtbot, store, images,
                                                            tmp_path) -> None:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
     win = MainWindow(store, weights=str(tmp_path / "none.safetensors"))
     qtbot.addWidget(win)
@@ -321,7 +321,7 @@ def test_stale_results_are_dropped_when_switching_images(qtbot, window, tmp_path
 
 
 def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeypatch) -> None:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
     from rbqe.weights import SHIPPED_MODELS, read_info
 
     monkeypatch.delenv("RBQE_WEIGHTS", raising=False)
@@ -353,7 +353,7 @@ def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeyp
 
 
 def test_weights_on_the_command_line_fix_the_model(qtbot, store, tmp_path) -> None:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
     win = MainWindow(store, weights=str(tmp_path / "mine.safetensors"), check_weights=False)
     qtbot.addWidget(win)

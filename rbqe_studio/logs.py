@@ -17,7 +17,7 @@ from types import TracebackType
 from PySide6.QtCore import QStandardPaths, QtMsgType, qInstallMessageHandler
 
 LOG_NAME = "rbqe-studio.log"
-log = logging.getLogger("app")
+log = logging.getLogger("rbqe_studio")
 
 
 def log_dir() -> Path:

@@ -3,7 +3,7 @@
 Every job carries a generation id (``gen``) and its own cancel flag. The worker emits
 ``progress``, ``exit_computed``, ``finished`` and ``failed`` (plus ``cancelled``) tagged
 with that id; receivers drop what belongs to a generation they no longer want. Pixels
-are converted to :class:`app.convert.Picture` here, in the worker thread, so the GUI
+are converted to :class:`rbqe_studio.convert.Picture` here, in the worker thread, so the GUI
 thread only ever paints.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
-from app.convert import Picture
+from rbqe_studio.convert import Picture
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
@@ -106,6 +106,7 @@ class SaveJob(Job):
     fmt: str = "png"
     quality: int = 95
     keep_metadata: bool = True
+    strip_gps: bool = False
 
 
 @dataclass
@@ -265,7 +266,8 @@ class Worker(QObject):
                                          suffix=job.suffix, exit_tag=f"exit{k}", fmt=job.fmt)
             written.append(save_like(target, view.result.exit_result(k).image, view.loaded,
                                      fmt=fmt, quality=job.quality,
-                                     keep_metadata=job.keep_metadata))
+                                     keep_metadata=job.keep_metadata,
+                                     strip_gps=job.strip_gps))
         return written
 
     def _batch(self, job: BatchJob) -> BatchOutcome:

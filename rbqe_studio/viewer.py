@@ -3,7 +3,7 @@
 One :class:`ViewState` (scale and the image point at the pane centre) drives every pane,
 so panes cannot drift apart: a wheel or drag in any pane changes the shared state and all
 panes repaint. Painting draws only the visible rectangle of the pyramid level that
-matches the zoom (see :class:`app.convert.Picture`); no image is copied per repaint.
+matches the zoom (see :class:`rbqe_studio.convert.Picture`); no image is copied per repaint.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from app.convert import Picture
-from app.viewstate import ViewState, clamp
+from rbqe_studio.convert import Picture
+from rbqe_studio.viewstate import ViewState, clamp
 
 ZOOM_STEP = 1.25
 SPLIT, SIDE, TOGGLE = "split", "side", "toggle"

@@ -15,9 +15,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.state import fmt_gmacs, fmt_ms, fmt_size
-from app.worker import ViewData
 from rbqe.engine import EnhanceResult
+from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
+from rbqe_studio.worker import ViewData
 
 
 def _section(title: str) -> QLabel:

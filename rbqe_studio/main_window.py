@@ -13,6 +13,7 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDragLeaveEvent,
     QDropEvent,
+    QKeySequence,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QSplitter,
@@ -30,20 +32,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import settings as settings_mod
-from app.actions import build_actions
-from app.batch_panel import BatchPanel
-from app.compare_panel import ComparePanel
-from app.drop_zone import DropZone
-from app.exits import INPUT
-from app.info_panel import InfoPanel
-from app.logs import log_dir
-from app.queue_panel import QueuePanel, short_error
-from app.session import Session
-from app.settings_panel import SettingsPanel
-from app.state import DONE, QueueItem, fmt_ms
-from app.window_state import restore_window, save_window, weights_problem
-from app.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
+from rbqe_studio import settings as settings_mod
+from rbqe_studio.actions import build_actions
+from rbqe_studio.batch_panel import BatchPanel
+from rbqe_studio.compare_panel import ComparePanel
+from rbqe_studio.drop_zone import DropZone
+from rbqe_studio.exits import INPUT
+from rbqe_studio.info_panel import InfoPanel
+from rbqe_studio.logs import log_dir
+from rbqe_studio.queue_panel import QueuePanel, short_error
+from rbqe_studio.session import Session
+from rbqe_studio.settings_panel import SettingsPanel
+from rbqe_studio.state import DONE, QueueItem, fmt_ms
+from rbqe_studio.window_state import restore_window, save_window, weights_problem
+from rbqe_studio.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
 from rbqe.errors import RBQEError
 from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
 from rbqe.weights import SHIPPED_MODELS
@@ -165,8 +167,7 @@ class MainWindow(QMainWindow):
             return 0
         if added:
             self.stack.setCurrentWidget(self.compare)
-            if self.queue.current() is None:
-                self.queue.select(added[0])
+            self.queue.select(added[0])  # show what was just opened, not the old image
             self.show_message(f"Added {len(added)} image{'s' * (len(added) != 1)}")
         elif paths:
             self.show_message("No new images found there", error=False)
@@ -206,6 +207,8 @@ class MainWindow(QMainWindow):
         self.compare.clear()
         self.info.clear()
         self.stack.setCurrentWidget(self.drop_zone)
+        self.setWindowTitle("RBQE Studio")
+        self.show_message("")
         self._update_actions()
 
     # -- drag and drop -----------------------------------------------------------------
@@ -370,7 +373,9 @@ class MainWindow(QMainWindow):
         k = self.compare.b if self.compare.b != INPUT else data.result.chosen
         s = self.settings
         folder = s.output_dir or str(data.path.parent)
-        suggested = output_path_for(data.path, folder, suffix=s.suffix, fmt=s.output_format)
+        # The name says which exit it is: photo_rbqe_exit3.png.
+        suggested = output_path_for(data.path, folder, suffix=f"{s.suffix}_exit{k}",
+                                    fmt=s.output_format)
         path = self._save_dialog(suggested)
         if path:
             self.session.save([k], targets={k: Path(path)})
@@ -392,6 +397,24 @@ class MainWindow(QMainWindow):
 
     def open_log_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
+
+    def show_shortcuts(self) -> None:
+        """Help → Keyboard shortcuts: every action that has keys, from the menus."""
+        rows = []
+        for menu in self.menuBar().findChildren(QMenu):
+            for act in menu.actions():
+                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                                 for k in act.shortcuts())
+                if keys:
+                    rows.append(f"<tr><td>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
+                                f"<td><b>{keys}</b></td></tr>")
+        rows.append("<tr><td>Peek at A (hold)&nbsp;&nbsp;</td><td><b>Space</b></td></tr>")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
+                          f"<table cellspacing='3'>{''.join(rows)}</table>",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)
+        box.show()
+        self._shortcuts_box = box  # kept for tests and so it is not collected
 
     def about(self) -> None:
         box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",

@@ -1,4 +1,4 @@
-"""Entry point of RBQE Studio (``rbqe-studio`` and ``python -m app``).
+"""Entry point of RBQE Studio (``rbqe-studio`` and ``python -m rbqe_studio``).
 
 ``rbqe-studio [IMAGE|FOLDER ...]`` opens the window with those images queued.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from app import theme
-from app.logs import install_excepthook, setup_logging
-from app.settings import APPLICATION, ORGANIZATION
+from rbqe_studio import theme
+from rbqe_studio.logs import install_excepthook, setup_logging
+from rbqe_studio.settings import APPLICATION, ORGANIZATION
 
 log = logging.getLogger(__name__)
 SCREENSHOT_SIZE = (1480, 920)
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     log_file = setup_logging()
     log.info("RBQE Studio starting; log file %s", log_file)
 
-    from app.icons import app_icon
-    from app.main_window import MainWindow
+    from rbqe_studio.icons import app_icon
+    from rbqe_studio.main_window import MainWindow
 
     theme.apply(app)
     app.setWindowIcon(app_icon())

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.state import DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+from rbqe_studio.state import DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
 
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
 STATUS_COLORS = {

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QGuiApplication
 
-from app import settings as settings_mod
+from rbqe_studio import settings as settings_mod
 from rbqe.errors import RBQEError
 from rbqe.weights import default_weights_path, read_info
 
 if TYPE_CHECKING:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
 DEFAULT_SIZE = (1480, 920)
 

@@ -19,10 +19,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.convert import Picture
-from app.exits import INPUT, ExitStrip
-from app.viewer import SIDE, SPLIT, TOGGLE, CompareView
-from app.worker import ViewData
+from rbqe_studio.convert import Picture
+from rbqe_studio.exits import INPUT, ExitStrip
+from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE, CompareView
+from rbqe_studio.worker import ViewData
 from rbqe.engine import ExitResult
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, 6)]
@@ -141,7 +141,7 @@ class ComparePanel(QWidget):
         for e in r.exits:
             if e.exit not in self.exits:
                 self.add_exit(e, data)
-        self.strip.set_chosen(r.chosen, auto=r.mode == "auto")
+        self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
         self._clear_running()
         if not self._user_b:
             self.b = r.chosen

@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import AppSettings
-from app.settings_panel import FolderField
-from app.state import Eta, elide_middle, fmt_duration, fmt_ms
-from app.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.settings_panel import FolderField
+from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
+from rbqe_studio.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
 from rbqe.batch import BatchOptions
 
 
@@ -56,7 +56,7 @@ def summary_html(outcome: BatchOutcome) -> str:
             for k, n in sorted(hist.items()))
         parts.append(f"<p><b>Exits chosen</b></p><table cellspacing='2'>{rows}</table>")
         parts.append(f"<p>Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per image</p>")
-        if s.gmacs_exit5:
+        if s.gmacs_exit5 and s.saved_fraction is not None:  # None when every exit ran
             parts.append(f"<p>Compute: {s.gmacs:.1f} GMAC, <b>{100 * s.saved_fraction:.0f}% "
                          f"saved</b> against always running exit 5 ({s.gmacs_exit5:.1f} GMAC)"
                          "</p>")
@@ -177,7 +177,7 @@ class BatchPanel(QWidget):
         options = BatchOptions(out_dir=Path(s.output_dir), mode=s.mode,
                                recursive=s.batch_recursive, overwrite=self.overwrite.isChecked(),
                                fmt=s.output_format, quality=s.quality, suffix=s.suffix,
-                               keep_metadata=s.keep_metadata)
+                               keep_metadata=s.keep_metadata, strip_gps=s.strip_gps)
         self.job = BatchJob(spec=self.spec, threshold=self.threshold,
                             inputs=[Path(s.batch_input)], options=options)
         self.outcome = None

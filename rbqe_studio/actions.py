@@ -10,11 +10,11 @@ from PySide6.QtCore import QSize
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu
 
-from app.exits import INPUT
-from app.viewer import SIDE, SPLIT, TOGGLE
+from rbqe_studio.exits import INPUT
+from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
 
 if TYPE_CHECKING:
-    from app.main_window import MainWindow
+    from rbqe_studio.main_window import MainWindow
 
 Key = str | QKeySequence.StandardKey
 
@@ -67,9 +67,10 @@ def build_actions(win: MainWindow) -> Actions:
     v = mb.addMenu("&View")
     _add(win, v, "Split view", lambda: view.set_mode(SPLIT), ("S",))
     _add(win, v, "Side by side", lambda: view.set_mode(SIDE), ("D",))
-    _add(win, v, "A/B toggle", lambda: view.set_mode(TOGGLE), ("T",))
-    toggle = _add(win, v, "Toggle before/after", view.toggle_ab, ("B",),
-                  "Flip between A and B (hold Space to peek at A)")
+    _add(win, v, "One pane", lambda: view.set_mode(TOGGLE), (),
+         "A or B in one pane; flip with B")
+    toggle = _add(win, v, "Flip A/B", view.toggle_ab, ("B", "T"),
+                  "Flip between A and B in one pane (hold Space to peek at A)")
     _add(win, v, "Swap A and B", cp.swap, ("X",))
     v.addSeparator()
     _add(win, v, "Zoom to fit", view.fit, ("F", "Ctrl+0"))
@@ -93,6 +94,7 @@ def build_actions(win: MainWindow) -> Actions:
     _add(win, p, "Start batch", win.start_batch, ("Ctrl+B",))
     cancel_batch = _add(win, p, "Cancel batch", win.batch.stop, ("Ctrl+.",))
     h = mb.addMenu("&Help")
+    _add(win, h, "Keyboard shortcuts", win.show_shortcuts, ("F1",))
     _add(win, h, "About RBQE Studio", win.about)
 
     tb = win.addToolBar("Main")

@@ -1,4 +1,4 @@
-"""The application icon (an SVG in ``app/resources``)."""
+"""The application icon (an SVG in ``rbqe_studio/resources``)."""
 
 from __future__ import annotations
 

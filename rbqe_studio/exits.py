@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.state import fmt_gmacs, fmt_ms
 from rbqe.exit_policy import Decision, may_stop
 from rbqe.model import NUM_EXITS
+from rbqe_studio.state import fmt_gmacs, fmt_ms
 
 INPUT = 0
 ACCENT = QColor("#4c9be8")
@@ -57,6 +57,7 @@ class ExitCard(QWidget):
         self.data = CardData("Input" if index == INPUT else f"Exit {index}")
         self.threshold: float | None = None
         self.min_exit = 1  # auto cannot stop before this exit, whatever the score
+        self.chosen_by_auto = True  # the chosen card's badge: AUTO, or FORCED for exit k
         self.side = ""  # "a", "b" or "ab"
         self._hover = False
         self.setMinimumSize(QSize(112, CARD_HEIGHT))
@@ -151,12 +152,15 @@ class ExitCard(QWidget):
         p.setFont(f)
         x = thumb.left() + 5
         if self.data.chosen:
-            box = QRectF(x, thumb.top() + 5, 44, 18)
+            # AUTO: the exit rule chose it; FORCED: the user's "always exit k" mode did.
+            text = "AUTO" if self.chosen_by_auto else "FORCED"
+            width = max(44, p.fontMetrics().horizontalAdvance(text) + 12)
+            box = QRectF(x, thumb.top() + 5, width, 18)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(ACCENT)
             p.drawRoundedRect(box, 4, 4)
             p.setPen(QColor("white"))
-            p.drawText(box, Qt.AlignmentFlag.AlignCenter, "AUTO")
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         right = thumb.right() - 5
         for side, color in (("b", B_COLOR), ("a", A_COLOR)):
             if side in self.side:
@@ -254,6 +258,7 @@ class ExitStrip(QWidget):
         self.chosen = k
         for card in self.cards[1:]:
             card.data.chosen = card.index == k
+            card.chosen_by_auto = auto
             d = card.data.decision
             if auto and card.index == k and d is not None and card.data.lines:
                 # The chosen card says why auto stopped there, in a few words.

@@ -36,6 +36,7 @@ class AppSettings:
         suffix: Appended to the file stem of every output (may be empty).
         output_dir: Folder for batch output and the default folder of save dialogs.
         keep_metadata: Write EXIF (ICC is always kept) into outputs.
+        strip_gps: Leave the GPS location out of that EXIF (``rbqe enhance --strip-gps``).
         batch_input: Last batch input folder.
         batch_recursive: Scan sub-folders in a batch.
         last_open_dir: Where the open dialogs start.
@@ -50,6 +51,7 @@ class AppSettings:
     suffix: str = "_rbqe"
     output_dir: str = ""
     keep_metadata: bool = True
+    strip_gps: bool = False
     batch_input: str = ""
     batch_recursive: bool = False
     last_open_dir: str = ""

@@ -21,6 +21,7 @@ QToolBar {{ background: #202328; border: none; border-bottom: 1px solid #2c3036;
 QToolBar QToolButton {{ padding: 4px 9px; border-radius: 5px; color: #dfe3e8; }}
 QToolBar QToolButton:hover {{ background: #2c3036; }}
 QToolBar QToolButton:checked {{ background: #2f4863; color: white; }}
+QToolButton:checked {{ background: #2f4863; color: white; border-color: {ACCENT}; }}
 QToolBar QToolButton:disabled {{ color: #5d636b; }}
 QToolBar QLabel {{ color: #a5abb3; padding: 0 4px; }}
 QStatusBar {{ background: #202328; color: #b7bcc3; border-top: 1px solid #2c3036; }}

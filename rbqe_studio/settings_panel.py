@@ -1,6 +1,6 @@
 """Settings panel: processing (device, exit mode, threshold) and output options.
 
-Edits go straight into the shared :class:`app.settings.AppSettings`; ``changed`` names
+Edits go straight into the shared :class:`rbqe_studio.settings.AppSettings`; ``changed`` names
 the field so the window can react (a new device rebuilds the engine, a new mode or
 threshold re-runs the viewed image).
 """
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import AppSettings
+from rbqe_studio.settings import AppSettings
 
 
 def cuda_devices() -> list[tuple[str, str]]:
@@ -111,6 +111,9 @@ class SettingsPanel(QWidget):
         self.suffix.setPlaceholderText("none")
         self.output = FolderField("Output folder")
         self.keep_metadata = QCheckBox("Keep metadata (EXIF and ICC profile)")
+        self.strip_gps = QCheckBox("Remove GPS location")
+        self.strip_gps.setToolTip("Outputs keep the camera, date and other EXIF, but not "
+                                  "where the photo was taken (rbqe enhance --strip-gps)")
 
         proc = QFormLayout()
         proc.addRow("Device", self.device)
@@ -129,6 +132,7 @@ class SettingsPanel(QWidget):
         out.addRow("File suffix", self.suffix)
         out.addRow("Folder", self.output)
         out.addRow("", self.keep_metadata)
+        out.addRow("", self.strip_gps)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 12)
         for title, form in (("Processing", proc), ("Output", out)):
@@ -150,6 +154,7 @@ class SettingsPanel(QWidget):
         self.suffix.editingFinished.connect(lambda: self._set("suffix", self.suffix.text().strip()))
         self.output.changed.connect(lambda t: self._set("output_dir", t))
         self.keep_metadata.toggled.connect(lambda on: self._set("keep_metadata", on))
+        self.strip_gps.toggled.connect(lambda on: self._set("strip_gps", on))
 
     def _set(self, name: str, value: object) -> None:
         if getattr(self.settings, name) == value:
@@ -178,7 +183,7 @@ class SettingsPanel(QWidget):
         s = self.settings
         blockers = [QSignalBlocker(w) for w in (self.device, self.model, self.mode, self.threshold,
                                                 self.format, self.quality, self.suffix,
-                                                self.keep_metadata)]
+                                                self.keep_metadata, self.strip_gps)]
         index = self.device.findData(s.device)
         if index < 0:  # a GPU that is gone: show it, the engine will report the problem
             self.device.addItem(s.device, s.device)
@@ -204,5 +209,7 @@ class SettingsPanel(QWidget):
         self.suffix.setText(s.suffix)
         self.output.set_text(s.output_dir)
         self.keep_metadata.setChecked(s.keep_metadata)
+        self.strip_gps.setChecked(s.strip_gps)
+        self.strip_gps.setEnabled(s.keep_metadata)  # without EXIF there is no location
         del blockers
         self.threshold.setAlignment(Qt.AlignmentFlag.AlignRight)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from app.settings import AppSettings
-from app.state import DONE, FAILED, RUNNING, WAITING, Queue, QueueItem, ResultCache, path_key
-from app.worker import (
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.state import DONE, FAILED, RUNNING, WAITING, Queue, QueueItem, ResultCache, path_key
+from rbqe_studio.worker import (
     ContinueJob,
     EngineSpec,
     EnhancerFactory,
@@ -172,7 +172,8 @@ class Session(QObject):
         s = self.settings
         job = SaveJob(spec=self.spec, threshold=s.threshold, view=view, exits=exits,
                       targets=targets or {}, folder=folder, suffix=s.suffix,
-                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata)
+                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
+                      strip_gps=s.strip_gps)
         self._make_room()
         self._aux[job.gen] = "save"
         self.host.submit(job)

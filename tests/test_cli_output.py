@@ -1,0 +1,102 @@
+"""What ``rbqe enhance`` tells a user who reads a pipe or a log, and what its report
+says (issue 13, items 5-7 and 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from corpus import pattern
+from PIL import Image
+
+from rbqe.errors import ImageReadError, show_path
+from rbqe.model import ModelConfig, RBQENet
+from rbqe.weights import save_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """A small RGB test picture (uint8)."""
+    return pattern(height, width, 3, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
+                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def save(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo(40, 48, seed=seed)).save(path, quality=30)
+    return path
+
+
+def rbqe(*args: str | Path, umask: int | None = None) -> subprocess.CompletedProcess:
+    """A real ``rbqe`` process whose stderr is a pipe, as in a script or a service."""
+    def set_umask() -> None:
+        if umask is not None:
+            os.umask(umask)
+
+    return subprocess.run([sys.executable, "-m", "rbqe.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=set_umask)
+
+
+def test_a_pipe_gets_one_progress_line_per_image_in_input_order(weights, tmp_path) -> None:
+    b, a, c = save(tmp_path / "b.jpg", 1), save(tmp_path / "a.jpg", 2), save(tmp_path / "c.jpg")
+    out = rbqe("enhance", b, a, c, "-o", tmp_path / "out", "--weights", weights,
+               "--exit", "2", "--report", tmp_path / "r.json")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert [re.sub(r"; ETA \d+:\d\d$", "", ln) for ln in lines[:3]] == [
+        f"rbqe: [1/3] {b}: exit 2", f"rbqe: [2/3] {a}: exit 2", f"rbqe: [3/3] {c}: exit 2"]
+    assert all(re.search(r"; ETA \d+:\d\d$", ln) for ln in lines[:2])
+    assert lines[3] == "rbqe: 3 enhanced, 0 skipped, 0 failed of 3"
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [e["input"] for e in doc["images"]] == [str(b), str(a), str(c)]
+
+
+def test_report_gets_the_outputs_file_mode(weights, tmp_path) -> None:
+    src = save(tmp_path / "p.jpg")
+    out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights,
+               "--report", tmp_path / "r.json", umask=0o022)
+    assert out.returncode == 0, out.stderr
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out" / "p.png",
+                                                      tmp_path / "r.json")}
+    assert modes == {0o644}
+
+
+def test_exit_all_has_no_saved_fraction(weights, tmp_path) -> None:
+    src = save(tmp_path / "p.jpg")
+    out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights, "--exit", "all",
+               "--report", tmp_path / "r.json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["saved_fraction"] is None
+    auto = rbqe("enhance", src, "-o", tmp_path / "auto", "--weights", weights,
+                "--report", tmp_path / "a.json")
+    assert auto.returncode == 0, auto.stderr
+    assert 0 <= json.loads((tmp_path / "a.json").read_text())["summary"]["saved_fraction"] < 1
+
+
+def test_a_newline_in_a_file_name_is_shown_escaped(weights, tmp_path) -> None:
+    bad = tmp_path / "two\nlines.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert show_path(bad) == str(tmp_path) + "/two\\nlines.jpg"
+    assert str(ImageReadError(bad, "broken")) == f"{tmp_path}/two\\nlines.jpg: broken"
+    out = rbqe("enhance", bad, "-o", tmp_path / "out", "--weights", weights)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"rbqe: error: {tmp_path}/two\\nlines.jpg: not an image file (unrecognised format)",
+        "rbqe: 0 enhanced, 0 skipped, 1 failed of 1"]
