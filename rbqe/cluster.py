@@ -99,6 +99,7 @@ class RaySummary:
         default_factory=lambda: {k: 0 for k in range(1, NUM_EXITS + 1)})
     devices: set[str] = field(default_factory=set)
     report_error: str | None = None
+    stopped: str | None = None  # the local engine's "batch stopped" reason; Ray never stops early
 
     def add(self, entry: dict[str, Any], gmacs: tuple[float | None, float | None]) -> None:
         """Counts one report row; ``gmacs`` is (spent, exit 5's), unrounded."""

@@ -30,6 +30,14 @@ def srgb_icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
+def same_icc(a: bytes | None, b: bytes | None) -> bool:
+    """Equal ICC profiles, but for the header's creation time (bytes 24-35) and the
+    profile ID (84-99, an MD5 over a header that includes that time)."""
+    if a is None or b is None or len(a) != len(b):
+        return a == b
+    return a[:24] + a[36:84] + a[100:] == b[:24] + b[36:84] + b[100:]
+
+
 def pattern(height: int, width: int, channels: int, *, seed: int = 0) -> np.ndarray:
     """Smooth gradient plus a little noise: JPEG-friendly yet not symmetric."""
     rng = np.random.default_rng(seed)
