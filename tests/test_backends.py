@@ -7,6 +7,7 @@ session's cache folder, see ``tests/conftest.py``) and loaded from there afterwa
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -211,3 +212,24 @@ def test_bf16_is_close_to_fp32_where_the_cpu_has_it(net, gray_jpeg):
                    precision="bf16").enhance(gray_jpeg, "all")
     for a, b in zip(ref.exits, got.exits):
         assert psnr(a.image, b.image) >= 50
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_backend_and_precision(tiny_weights, make_jpeg, tmp_path):
+    from PIL import Image
+
+    from tests.clirun import run_cli
+
+    src = tmp_path / "in.png"
+    Image.fromarray(make_jpeg(64, 64)).save(src)
+    common = ["enhance", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights),
+              "--device", "cpu"]
+    rc, err = run_cli([*common, "--backend", "torch", "--precision", "bf16"])
+    assert rc == 2 and err.strip() == ("rbqe: error: --precision bf16 needs the OpenVINO "
+                                       "backend (torch's bf16 measured slower than f32 on "
+                                       "CPUs without native bf16)")
+    report = tmp_path / "r.json"
+    rc, err = run_cli([*common, "--backend", "torch", "--report", str(report)])
+    assert rc == 0, err
+    data = json.loads(report.read_text())
+    assert (data["backend"], data["precision"]) == ("torch", "f32")
