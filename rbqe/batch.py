@@ -444,6 +444,8 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
     info = enhancer.info
     return {
         "device": str(enhancer.device),
+        "backend": enhancer.backend.name,
+        "precision": enhancer.backend.precision,
         "weights": str(info.path) if info.path else None,
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
+    e.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto",
+                   help="who runs the network (default auto: OpenVINO on the CPU when "
+                        "installed, else torch)")
+    e.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto",
+                   help="network precision (default auto: bf16 with OpenVINO on CPUs with "
+                        "native bf16, fp16 on CUDA, else f32)")
     e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     e.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
@@ -227,7 +233,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile,
-                           policy=None if args.policy == "default" else args.policy)
+                           policy=None if args.policy == "default" else args.policy,
+                           backend=args.backend, precision=args.precision)
     # The Ray engine loads the model on its workers (and checks the weights on its own).
     enhancer = Enhancer(**enhancer_kwargs) if args.engine == "local" else None
     options = BatchOptions(

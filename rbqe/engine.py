@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from rbqe import iqa
+from rbqe.backends import Run, make_backend
 from rbqe.errors import Cancelled, RBQEError, WeightsError
 from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable from here too)
     Decision,
@@ -63,7 +64,7 @@ from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable f
     may_stop,
     walk,
 )
-from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, gmacs_per_exit
+from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, RBQENet, gmacs_per_exit
 from rbqe.weights import (
     WeightsInfo,
     default_weights_path,
@@ -185,7 +186,7 @@ class EnhanceResult:
 class _Session:
     """Cached progressive state of an untiled image, to compute later exits cheaply."""
 
-    run: ProgressiveRun
+    run: Run
     prep: _Prepared
     walk: _Walk
 
@@ -313,6 +314,9 @@ class Enhancer:
         tile: Tile side in pixels (multiple of 32); images larger than one tile are tiled.
             ``0`` disables tiling.
         net: An already built network (tests, calibration); skips loading.
+        backend: ``auto``, ``torch`` or ``openvino`` (see :func:`rbqe.backends.make_backend`).
+        precision: ``auto``, ``f32`` or ``bf16`` (OpenVINO only); ``f32`` also turns off
+            fp16 on CUDA.
     """
 
     def __init__(
@@ -325,8 +329,11 @@ class Enhancer:
         tile: int | None = None,
         net: RBQENet | None = None,
         policy: ExitPolicy | str | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
     ) -> None:
         self.device = pick_device(device)
+        in_memory = net is not None
         if net is None:
             path = Path(weights) if weights else default_weights_path()
             if not path.is_file():
@@ -343,7 +350,7 @@ class Enhancer:
                                            name)
         tile = DEFAULT_TILE if tile is None else int(tile)
         self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
-        self.fp16 = self.device.type == "cuda"
+        self.fp16 = self.device.type == "cuda" and precision != "f32"
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
         # CPU: the fused, striped oneDNN path of rbqe.model.FastProgressiveRun (5x the plain
@@ -354,6 +361,9 @@ class Enhancer:
         if self.fp16:
             torch.backends.cudnn.benchmark = True
         self._macs_unit = gmacs_per_exit(self.net, MULTIPLE, MULTIPLE)
+        # Who runs the stages: torch (this net) or OpenVINO (its exported stage graphs).
+        self.backend = make_backend(backend, self.net, self.device, precision=precision,
+                                    in_memory=in_memory)
 
     @property
     def threshold(self) -> float | None:
@@ -491,7 +501,7 @@ class Enhancer:
                        prior) -> EnhanceResult:
         prep = self._prepare(img)
         state = _Walk(EcaStats(mode="record"))
-        run = self.net.start(prep.x, state.stats, fast=self.fast)
+        run = self.backend.start(prep.x, state.stats, fast=self.fast)
         result = self._result(mode, img, prior)
         last = last_exit(mode)
         for k in range(1, last + 1):
@@ -513,7 +523,7 @@ class Enhancer:
         return result
 
     @torch.inference_mode()
-    def _next_exit(self, run: ProgressiveRun, prep: _Prepared, state: _Walk) -> ExitResult:
+    def _next_exit(self, run: Run, prep: _Prepared, state: _Walk) -> ExitResult:
         t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             out = run.next_exit()
@@ -568,7 +578,7 @@ class Enhancer:
             if progress:
                 progress("sample", n, n_steps)
             x = self._tile_input(img, box)
-            runs.append(self.net.start(x, stats, fast=self.fast))
+            runs.append(self.backend.start(x, stats, fast=self.fast))
             # Each sample's own walk keeps its previous luma; all share the ECA record.
             # Samples are scored padded, as they always were (the assessor's threshold was
             # calibrated so).
@@ -606,7 +616,7 @@ class Enhancer:
             _check_cancel(cancel)
             if progress:
                 progress("tile", len(samples) + n, n_steps)
-            run = self.net.start(self._tile_input(img, box), stats, fast=self.fast)
+            run = self.backend.start(self._tile_input(img, box), stats, fast=self.fast)
             y0, y1, x0, x1 = box
             for k in range(1, max(exits_wanted) + 1):
                 t0 = time.perf_counter()

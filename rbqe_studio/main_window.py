@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         self.info = InfoPanel()
         self.settings_panel = SettingsPanel(self.settings)
         self.batch = BatchPanel(self.settings, self.batch_host)
-        self.batch.spec = EngineSpec(weights, self.settings.device)
+        self.batch.spec = EngineSpec(weights, self.settings.device, self.settings.backend)
         self.batch.threshold = self.settings.threshold
         self.drop_zone = DropZone()
         self.banner = QLabel()
@@ -278,7 +278,8 @@ class MainWindow(QMainWindow):
 
     def _on_engine_info(self, info: dict) -> None:
         self.info.set_engine(info)
-        self.device_label.setText(f"Device: {info['device']}")
+        backend = f" ({info['backend']})" if info.get("backend") else ""
+        self.device_label.setText(f"Device: {info['device']}{backend}")
         self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1))
         self._weights_policy = str(info.get("policy", ""))
         self.update_threshold()
@@ -307,9 +308,10 @@ class MainWindow(QMainWindow):
             self.session.weights = self._weights()
             self.check_weights()
             self.update_threshold()
-        self.batch.spec = EngineSpec(self.session.weights, self.settings.device)
+        self.batch.spec = EngineSpec(self.session.weights, self.settings.device,
+                                     self.settings.backend)
         self.batch.threshold = self.settings.threshold
-        if name in ("model", "device"):
+        if name in ("model", "device", "backend"):
             self.session.engine_changed()
         elif name in ("exit_mode", "threshold"):
             if name == "exit_mode":

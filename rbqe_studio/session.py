@@ -80,7 +80,7 @@ class Session(QObject):
     # -- public --------------------------------------------------------------------
     @property
     def spec(self) -> EngineSpec:
-        return EngineSpec(self.weights, self.settings.device)
+        return EngineSpec(self.weights, self.settings.device, self.settings.backend)
 
     @property
     def mode(self) -> str | int:

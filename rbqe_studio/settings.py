@@ -17,6 +17,7 @@ ORGANIZATION = "RBQE"
 APPLICATION = "RBQE Studio"
 
 EXIT_MODES = ("auto", "1", "2", "3", "4", "5")
+BACKENDS = ("auto", "torch", "openvino")  # rbqe.backends.BACKENDS, without importing torch
 MODELS = ("rgb", "y")  # keys of rbqe.weights.SHIPPED_MODELS
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
@@ -27,6 +28,7 @@ class AppSettings:
 
     Attributes:
         device: ``auto``, ``cpu`` or ``cuda:N``.
+        backend: ``auto``, ``torch`` or ``openvino`` (see :mod:`rbqe.backends`).
         model: Which shipped model: ``rgb`` (colour, the default) or ``y`` (luma only).
             ``--weights`` or ``RBQE_WEIGHTS`` win over it.
         exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
@@ -43,6 +45,7 @@ class AppSettings:
     """
 
     device: str = "auto"
+    backend: str = "auto"
     model: str = "rgb"
     exit_mode: str = "auto"
     threshold: float | None = None
@@ -61,6 +64,8 @@ class AppSettings:
 
     def normalise(self) -> None:
         """Bring out-of-range values (from an old or hand-edited ini) back into range."""
+        if self.backend not in BACKENDS:
+            self.backend = "auto"
         if self.model not in MODELS:
             self.model = "rgb"
         if self.exit_mode not in EXIT_MODES:

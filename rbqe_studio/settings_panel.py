@@ -83,6 +83,11 @@ class SettingsPanel(QWidget):
         self.device.addItem("CPU", "cpu")
         for value, label in cuda_devices():
             self.device.addItem(label, value)
+        self.backend = QComboBox()
+        self.backend.addItem("Automatic (OpenVINO on the CPU if installed)", "auto")
+        self.backend.addItem("PyTorch", "torch")
+        self.backend.addItem("OpenVINO (CPU)", "openvino")
+        self.backend.setToolTip("Who runs the network; OpenVINO needs the openvino extra")
         self.model = QComboBox()
         self.model.addItem("Colour (RGB) — removes colour blocks too", "rgb")
         self.model.addItem("Luma only (Y) — better on grayscale photos", "y")
@@ -117,6 +122,7 @@ class SettingsPanel(QWidget):
 
         proc = QFormLayout()
         proc.addRow("Device", self.device)
+        proc.addRow("Backend", self.backend)
         proc.addRow("Model", self.model)
         proc.addRow("Exit mode", self.mode)
         row = QHBoxLayout()
@@ -144,6 +150,8 @@ class SettingsPanel(QWidget):
 
         self.refresh()
         self.device.currentIndexChanged.connect(lambda: self._set("device", self.device.currentData()))
+        self.backend.currentIndexChanged.connect(
+            lambda: self._set("backend", self.backend.currentData()))
         self.model.currentIndexChanged.connect(lambda: self._set("model", self.model.currentData()))
         self.mode.currentIndexChanged.connect(lambda: self._set("exit_mode", self.mode.currentData()))
         self.threshold.valueChanged.connect(lambda v: self._set("threshold", round(v, 3)))
@@ -181,7 +189,8 @@ class SettingsPanel(QWidget):
     def refresh(self) -> None:
         """Show the settings' current values without emitting changes."""
         s = self.settings
-        blockers = [QSignalBlocker(w) for w in (self.device, self.model, self.mode, self.threshold,
+        blockers = [QSignalBlocker(w) for w in (self.device, self.backend, self.model, self.mode,
+                                                self.threshold,
                                                 self.format, self.quality, self.suffix,
                                                 self.keep_metadata, self.strip_gps)]
         index = self.device.findData(s.device)
@@ -189,6 +198,7 @@ class SettingsPanel(QWidget):
             self.device.addItem(s.device, s.device)
             index = self.device.count() - 1
         self.device.setCurrentIndex(index)
+        self.backend.setCurrentIndex(max(0, self.backend.findData(s.backend)))
         self.model.setCurrentIndex(max(0, self.model.findData(s.model)))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         value = self.effective_threshold()

@@ -39,17 +39,18 @@ def next_gen() -> int:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which enhancer to build: weights file (None: the default) and device."""
+    """Which enhancer to build: weights file (None: the default), device and backend."""
 
     weights: str | None = None
     device: str = "auto"
+    backend: str = "auto"
 
 
 EnhancerFactory = Callable[[EngineSpec], Enhancer]
 
 
 def default_factory(spec: EngineSpec) -> Enhancer:
-    return Enhancer(spec.weights, device=spec.device)
+    return Enhancer(spec.weights, device=spec.device, backend=spec.backend)
 
 
 @dataclass
@@ -161,7 +162,9 @@ class Worker(QObject):
                 raise EngineUnavailable(str(exc) or type(exc).__name__) from exc
             self._spec = job.spec
             info = self._enhancer.info
+            backend = self._enhancer.backend
             self.engine_ready.emit({"device": str(self._enhancer.device),
+                                    "backend": f"{backend.name} {backend.precision}",
                                     "weights": str(info.path) if info.path else "built-in test model",
                                     "threshold": float(info.threshold),
                                     "min_exit": int(self._enhancer.min_exit),

@@ -84,3 +84,11 @@ def make_jpeg():
     def make(height: int, width: int, seed: int = 0, quality: int = 20) -> np.ndarray:
         return jpeg_compress(photo(height, width, seed=seed), quality)
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Compiled models (the OpenVINO backend) go to a temp folder, not the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RBQE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield

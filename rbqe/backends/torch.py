@@ -1,0 +1,23 @@
+"""The torch backend: the model's own progressive runs (the fused oneDNN fast path on the
+CPU, the module path under fp16 autocast on CUDA; see :mod:`rbqe.model`)."""
+
+from __future__ import annotations
+
+import torch
+
+from rbqe.model import EcaStats, ProgressiveRun, RBQENet
+
+
+class TorchBackend:
+    """Runs ``net`` where it lives, following its live weights."""
+
+    name = "torch"
+
+    def __init__(self, net: RBQENet, precision: str = "f32") -> None:
+        self.net = net
+        self.precision = precision  # "fp16" on CUDA (autocast, set by the engine), else "f32"
+
+    def start(self, x: torch.Tensor, stats: EcaStats | None = None, *,
+              fast: bool = False) -> ProgressiveRun:
+        """A progressive run on ``x``; ``fast`` asks for the CPU fast path where it applies."""
+        return self.net.start(x, stats, fast=fast)
