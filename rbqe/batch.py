@@ -338,7 +338,8 @@ def _process_one(
     forced = options.mode if isinstance(options.mode, int) else None
     skipped = ItemReport(path, "skipped",
                          outputs={_key(t, forced): p for t, p in targets.items()})
-    if not options.overwrite and all(p.exists() for p in targets.values()):
+    # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
+    if todo is None and not options.overwrite and all(p.exists() for p in targets.values()):
         return skipped
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).

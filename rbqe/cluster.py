@@ -98,6 +98,7 @@ class RaySummary:
     exit_histogram: dict[int, int] = field(
         default_factory=lambda: {k: 0 for k in range(1, NUM_EXITS + 1)})
     devices: set[str] = field(default_factory=set)
+    backends: set[tuple[str, str]] = field(default_factory=set)  # (backend, precision)
     report_error: str | None = None
     stopped: str | None = None  # the local engine's "batch stopped" reason; Ray never stops early
 
@@ -236,7 +237,9 @@ class EnhanceWorker:
         if "error" in entry:
             entry["error"] = entry["error"].replace(path, shown)
         return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
-                           "device": self.device})
+                           "device": self.device,
+                           "backend": [self.enhancer.backend.name,
+                                       self.enhancer.backend.precision]})
 
 
 def _untag(tag: str | None) -> str:
@@ -356,7 +359,9 @@ def run_ray_batch(
         enhancer_kwargs = {**enhancer_kwargs,
                            "weights": str(Path(enhancer_kwargs["weights"]).absolute())}
     # Checked here, on the driver: a bad weights file is one error before any worker starts.
-    local = Enhancer(**{**enhancer_kwargs, "device": "cpu"})
+    # (torch: an OpenVINO export here would cost a minute the workers pay anyway)
+    local = Enhancer(**{**enhancer_kwargs, "device": "cpu", "backend": "torch",
+                        "precision": "auto"})
     plan = plan_batch(inputs, options)
     summary = RaySummary(total=len(plan.files))
     stream = _ReportStream(report)
@@ -389,10 +394,15 @@ def run_ray_batch(
                                             work, plan.files, summary, emit, cancel)
         summary.total_ms = (time.perf_counter() - t0) * 1000
         device = ", ".join(sorted(summary.devices)) or str(local.device)
+        backends = sorted(summary.backends)
+        policy = local.policy
         try:
             stream.finish({"device": device,
+                           "backend": ", ".join(b for b, _ in backends) or None,
+                           "precision": ", ".join(p for _, p in backends) or None,
                            "weights": str(local.info.path) if local.info.path else None,
-                           "threshold": local.threshold, "min_exit": local.min_exit},
+                           "threshold": local.threshold, "min_exit": local.min_exit,
+                           "policy": policy.to_json() | {"description": policy.describe()}},
                           summary.to_json())
         except OSError as exc:  # the outputs are done; the front end reports this
             summary.report_error = _report_problem(report or Path(), exc)
@@ -440,6 +450,7 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                 for text in out["row"]:
                     row = json.loads(str(text))
                     summary.devices.add(row["device"])
+                    summary.backends.add(tuple(row["backend"]))
                     emit(row["entry"], tuple(row["gmacs"]), None)
                 if cancel is not None and cancel():
                     return True

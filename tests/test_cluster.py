@@ -202,6 +202,8 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
     assert summary.cancelled and report["summary"]["cancelled"] is True
     assert 1 <= len(report["images"]) < 7
     for p in out.iterdir():  # whatever was written is whole, under its final name
+        if p.name.startswith(".rbqe-claim_"):
+            continue  # an empty claim of a cancelled actor; the next run removes it
         assert not p.name.startswith(".rbqe-"), p
         assert np.array_equal(_pixels(p), _pixels(root / "local" / p.name)), p.name
 

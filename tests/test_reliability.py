@@ -108,8 +108,15 @@ def _peak_rss_mb(path: Path) -> tuple[float, str]:
         "from rbqe.errors import ImageReadError\n"
         "try:\n    load_image(sys.argv[1]); msg = 'ok'\n"
         "except ImageReadError as e:\n    msg = str(e)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nprint(msg)\n"
+        "print(_hwm_kb() / 1024)\nprint(msg)\n"
     )
+    # VmHWM belongs to the new address space; ru_maxrss would carry over the forking
+    # pytest process's own peak (Linux keeps it across fork and execve).
+    code = ("def _hwm_kb():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmHWM:'):\n"
+            "            return float(line.split()[1])\n"
+            "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n") + code
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                          text=True, cwd=ROOT, timeout=120)
     rss, msg = out.stdout.splitlines()
