@@ -335,9 +335,7 @@ def _process_one(
     cancel: Callable[[], bool] | None,
     todo: dict[str | None, Path] | None = None,
 ) -> ItemReport:
-    forced = options.mode if isinstance(options.mode, int) else None
-    skipped = ItemReport(path, "skipped",
-                         outputs={_key(t, forced): p for t, p in targets.items()})
+    skipped = skipped_item(path, targets, options.mode)
     # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
     if todo is None and not options.overwrite and all(p.exists() for p in targets.values()):
         return skipped
