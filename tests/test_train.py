@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rbqe.cli import main
-from rbqe.errors import WeightsError
+from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
 from rbqe.train.curve import read_log
@@ -86,6 +86,16 @@ def test_exit_weights_follow_the_paper() -> None:
     assert w[1].tolist() == [0.5, 1, 2, 1, 0.5]
     assert w[2].tolist() == [2, 1, 1, 0.5, 0.5]
     assert w[3].tolist() == w[2].tolist()  # light compression keeps the QF50 row
+
+
+def test_balanced_weighting_keeps_exit_5_and_favours_early_exits_when_light() -> None:
+    w = exit_weights(np.arange(10, 96), "balanced")
+    heavy, light = w[: 50 - 10 + 1], w[90 - 10 :]
+    assert (heavy[:, 4] >= 1).all() and (heavy[:, 4] >= heavy[:, :4].max(1)).all()
+    assert (light[:, 0] == 2).all() and (light[:, 0] > light[:, 4]).all()
+    assert exit_weights(np.array([20]), "balanced")[0].tolist() == [0.5, 0.75, 1, 1, 1.75]
+    with pytest.raises(UsageError, match="exit weighting must be one of"):
+        exit_weights(np.array([10]), "uniform")
 
 
 def test_resume_continues_bit_exactly(tmp_path: Path, images: list[np.ndarray]) -> None:
@@ -221,9 +231,10 @@ def test_cli_resume_takes_the_recipe_from_the_state(
     args = ["train", "--out", str(out), "--threads", "1", "--checkpoint-every", "1e9"]
     assert main([*args, "--data", str(data), "--width", "8", "--patch", "64", "--batch", "2",
                  "--lr", "3e-4", "--channels", "3", "--steps", "2"]) == 0
-    assert main([*args, "--steps", "4"]) == 0  # no --data, width, batch...: from the state
+    assert stored_config(out)["exit_weighting"] == "paper"
+    assert main([*args, "--steps", "4", "--exit-weighting", "balanced"]) == 0  # no --data...
     stored = stored_config(out)
-    assert stored["step"] == 4
+    assert stored["step"] == 4 and stored["exit_weighting"] == "balanced"
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
 

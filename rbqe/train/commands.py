@@ -53,6 +53,10 @@ def add_parsers(sub: Any) -> None:
                         "(default 0.25; 0 = the paper's range only)")
     t.add_argument("--gray-share", type=float, metavar="FRACTION",
                    help="RGB model: share of patches turned gray (default 0.2)")
+    t.add_argument("--exit-weighting", choices=["paper", "balanced"],
+                   help="per-exit loss weights by quality: the paper's table (default), or "
+                        "balanced (exit 5 weighted >= 1 up to QF 50, early exits favoured "
+                        "at QF 70-90)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 _RECIPE = {"channels": 1, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
            "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
-           "val_images": 12}
+           "val_images": 12, "exit_weighting": "paper"}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -77,6 +77,7 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" (extendable) or "cosine" (fixed length)
     ema_decay: float = 0.999  # EMA of the weights, validated and exported; 0 = none
     init_patches: int = 0  # patches the --init weights had already seen (for the log)
+    exit_weighting: str = "paper"  # per-exit loss weights by quality (data.EXIT_WEIGHTINGS)
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -206,7 +207,7 @@ class Trainer:
         x_np, y_np, q_np = batch if batch is not None else self.sampler.batch_at(self.step)
         x = torch.as_tensor(x_np).to(self.device).contiguous(memory_format=self.memory_format)
         y = torch.as_tensor(y_np).to(self.device)
-        w = torch.from_numpy(exit_weights(np.asarray(q_np))).to(self.device)
+        w = torch.from_numpy(exit_weights(np.asarray(q_np), self.cfg.exit_weighting)).to(self.device)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.cfg, self.step)
         self.net.train()
