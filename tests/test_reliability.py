@@ -91,11 +91,11 @@ def _with_ihdr(png: bytes, width: int, height: int) -> bytes:
     return bytes(b)
 
 
-def _jpeg_sized(width: int, height: int) -> bytes:
+def _jpeg_sized(width: int, height: int, **kw) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=80)
+    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=80, **kw)
     b = bytearray(buf.getvalue())
-    sof = b.index(b"\xff\xc0")
+    sof = b.index(b"\xff\xc2" if kw.get("progressive") else b"\xff\xc0")
     struct.pack_into(">HH", b, sof + 5, height, width)
     return bytes(b)
 
@@ -152,6 +152,165 @@ def test_png_taller_than_its_data_is_an_error(tmp_path: Path) -> None:
         with pytest.raises(ImageReadError) as info:
             load_image(bad)
         assert "pixel data ends before the declared" in info.value.reason
+
+
+def test_jpeg_frame_larger_than_its_data_is_an_error(tmp_path: Path) -> None:
+    # libjpeg fills what the data does not reach with grey and only warns; these decoded
+    # as the real rows plus grey fill and were reported ok.
+    for name, w, h, kw in [("taller.jpg", 32, 48, {}), ("wider.jpg", 64, 24, {}),
+                           ("taller_prog.jpg", 32, 40, {"progressive": True})]:
+        bad = tmp_path / name
+        bad.write_bytes(_jpeg_sized(w, h, **kw))
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value) == (f"{bad}: truncated or corrupt image data (pixel data "
+                                   f"ends before the declared {w} x {h})")
+    same = tmp_path / "same.jpg"
+    same.write_bytes(_jpeg_sized(32, 24))  # the frame it really has: fine
+    assert load_image(same).size == (32, 24)
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+def _encoded(fmt: str, rgb: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_truncated_files_are_one_error_naming_the_file(tmp_path: Path) -> None:
+    noise = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
+    jpeg = _encoded("JPEG", noise, quality=90)
+    cases = {
+        "cut.jpg": _cut(jpeg),
+        "cut_prog.jpg": _cut(_encoded("JPEG", noise, quality=90, progressive=True)),
+        # Cut inside the scan but given back its end marker: libjpeg's "premature end".
+        "cut_eoi.jpg": _cut(jpeg) + b"\xff\xd9",
+        "cut.png": _cut(_encoded("PNG", noise)),
+        "cut.tif": _cut(_encoded("TIFF", noise, compression="tiff_lzw")),
+        "cut.gif": _cut(_encoded("GIF", noise)),
+        "cut.webp": _cut(_encoded("WEBP", noise, quality=80)),
+        "cut.bmp": _cut(_encoded("BMP", noise)),
+    }
+    for name, blob in cases.items():
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value).startswith(f"{bad}: truncated or corrupt image data"), name
+
+
+def _set_tiff_height(tif: bytes, height: int) -> bytes:
+    b = bytearray(tif)
+    ifd = struct.unpack_from("<I", b, 4)[0]
+    for k in range(struct.unpack_from("<H", b, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack_from("<HH", b, entry)
+        if tag == 257:  # ImageLength
+            struct.pack_into("<H" if kind == 3 else "<I", b, entry + 8, height)
+    return bytes(b)
+
+
+def _tiled_tiff(rgb: np.ndarray, tile: int = 16, height: int | None = None) -> bytes:
+    """An uncompressed RGB TIFF in tiles (Pillow writes strips only); ``height`` is the
+    height to declare."""
+    h, w, _ = rgb.shape
+    padded = np.zeros((-(-h // tile) * tile, -(-w // tile) * tile, 3), np.uint8)
+    padded[:h, :w] = rgb
+    data = b"".join(padded[y:y + tile, x:x + tile].tobytes()
+                    for y in range(0, h, tile) for x in range(0, w, tile))
+    n, size = len(data) // (tile * tile * 3), tile * tile * 3
+    tags = [(256, 3, [w]), (257, 3, [height or h]), (258, 3, [8, 8, 8]), (259, 3, [1]),
+            (262, 3, [2]), (277, 3, [3]), (284, 3, [1]), (322, 3, [tile]), (323, 3, [tile]),
+            (324, 4, [0] * n), (325, 4, [size] * n)]
+    extra_at = 8 + 2 + 12 * len(tags) + 4
+    data_at = extra_at + 6 + 8 * n  # BitsPerSample's 3 shorts, then offsets and counts
+    tags[9] = (324, 4, [data_at + k * size for k in range(n)])
+    ifd, extra = struct.pack("<H", len(tags)), b""
+    for tag, kind, values in tags:
+        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
+        if len(raw) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
+            extra += raw
+    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra + data
+
+
+def _gif_descriptor(gif: bytes) -> int:
+    """Offset of the first image descriptor (after the colour table and extensions)."""
+    flags = gif[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while gif[pos] == 0x21:
+        pos += 2
+        while gif[pos]:
+            pos += 1 + gif[pos]
+        pos += 1
+    assert gif[pos] == 0x2C
+    return pos
+
+
+def test_tiff_taller_than_its_strips_or_tiles_is_an_error(tmp_path: Path) -> None:
+    rgb = photo(37, 53)
+    tiled = tmp_path / "tiled.tif"
+    tiled.write_bytes(_tiled_tiff(rgb))
+    back = load_image(tiled)
+    assert np.array_equal((back.pixels * 255).round().astype(np.uint8), rgb)
+    strips = io.BytesIO()
+    Image.fromarray(photo(48, 64)).save(strips, "TIFF")  # one uncompressed strip
+    for name, blob, declared in [("taller.tif", _set_tiff_height(strips.getvalue(), 96),
+                                  "64 x 96"),
+                                 ("taller_tiled.tif", _tiled_tiff(rgb, height=60), "53 x 60")]:
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value) == (f"{bad}: truncated or corrupt image data (pixel data "
+                                   f"ends before the declared {declared})")
+
+
+def test_lying_sizes_in_other_formats_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    small = photo(48, 64)
+    gif = bytearray(_encoded("GIF", small))
+    screen = bytearray(gif)
+    struct.pack_into("<HH", screen, 6, 14000, 14000)  # logical screen only
+    frame = bytearray(screen)
+    struct.pack_into("<HH", frame, _gif_descriptor(frame) + 5, 14000, 14000)
+    tif = _set_tiff_height(_encoded("TIFF", small), 14000)
+    bmp = bytearray(_encoded("BMP", small))
+    struct.pack_into("<ii", bmp, 18, 14000, 14000)
+    for name, blob in [("screen.gif", screen), ("frame.gif", frame), ("tall.tif", tif),
+                       ("big.bmp", bmp)]:
+        bad = tmp_path / name
+        bad.write_bytes(bytes(blob))
+        rss, msg = _peak_rss_mb(bad)
+        assert msg.startswith(f"{bad}: truncated or corrupt image data"), msg
+        assert rss < 1024, (name, rss)  # the GIF screen decoded at 2.8 GB before
+
+
+def test_well_formed_files_are_not_taken_for_short_data(tmp_path: Path) -> None:
+    rgb = photo(123, 157)
+    jpegs = {"444.jpg": {"subsampling": 0}, "prog.jpg": {"progressive": True},
+             "restart.jpg": {"restart_marker_blocks": 4}, "opt.jpg": {"optimize": True}}
+    for name, kw in jpegs.items():
+        Image.fromarray(rgb).save(tmp_path / name, quality=85, **kw)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.jpg", quality=70)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=80)
+    Image.fromarray(rgb).save(tmp_path / "two.mpo", "MPO", save_all=True,
+                              append_images=[Image.fromarray(rgb[::-1].copy())])
+    for name in [*jpegs, "grey.jpg", "cmyk.jpg", "two.mpo"]:
+        assert load_image(tmp_path / name).size == (157, 123), name
+    # Highly compressible files stay far inside the size bounds.
+    Image.new("P", (3000, 2000), 3).save(tmp_path / "flat.gif")
+    Image.new("RGB", (3000, 2000), (9, 9, 9)).save(tmp_path / "flat.tif",
+                                                    compression="tiff_lzw")
+    frames = [Image.new("P", (400, 300), k) for k in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert load_image(tmp_path / "flat.gif").size == (3000, 2000)
+    assert load_image(tmp_path / "flat.tif").size == (3000, 2000)
+    assert load_image(tmp_path / "anim.gif").size == (400, 300)
 
 
 def _adam7_png(rgb: np.ndarray) -> bytes:
