@@ -17,7 +17,7 @@ import pytest
 import torch
 from clirun import run_cli
 from corpus import pattern
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
@@ -490,6 +490,48 @@ def test_native_decoder_messages_do_not_reach_stderr(weights, tmp_path: Path) ->
                               "-o", str(tmp_path / "out"), "--weights", str(weights)],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert f"INFO: {files[0]}: the decoder said: libpng error: " in verbose.stderr
+
+
+def test_each_bad_file_gives_exactly_one_line(weights, tmp_path: Path) -> None:
+    crc, lzw = _corrupt_files(tmp_path / "in")
+    noise = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
+    cut = tmp_path / "in" / "cut.tif"  # its IFD cut off: Pillow warned twice, then failed
+    cut.write_bytes(_cut(_encoded("TIFF", noise, compression="tiff_lzw")))
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"), \
+            pytest.raises(UnidentifiedImageError):
+        Image.open(cut)
+    taller = tmp_path / "in" / "taller.jpg"  # libjpeg's "premature end"
+    taller.write_bytes(_jpeg_sized(32, 48))
+    files = [crc, lzw, cut, taller]
+    out = subprocess.run([sys.executable, "-m", "rbqe.cli", "enhance", *map(str, files),
+                          "-o", str(tmp_path / "out"), "--weights", str(weights)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert lines[-1] == "rbqe: 0 enhanced, 0 skipped, 4 failed of 4"
+    assert len(lines) == 5, out.stderr
+    for f, line in zip(files, lines):
+        assert line.startswith(f"rbqe: error: {f}: truncated or corrupt image data")
+
+
+def test_library_warnings_are_logged_once_and_quietly_for_a_failed_file(caplog) -> None:
+    import logging
+    import warnings
+
+    from rbqe.io.diagnostics import _logged_warnings
+
+    path = Path("x.tif")
+    with caplog.at_level(logging.INFO, logger="rbqe.io"):
+        with _logged_warnings(path):
+            warnings.warn("Corrupt EXIF data.", UserWarning, stacklevel=1)
+            warnings.warn("Corrupt EXIF data.", UserWarning, stacklevel=1)
+        with pytest.raises(ImageReadError), _logged_warnings(path):
+            warnings.warn("odd chunk", UserWarning, stacklevel=1)
+            raise ImageReadError(path, "truncated or corrupt image data")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "x.tif: Corrupt EXIF data."),  # once, though Pillow said it twice
+        ("INFO", "x.tif: odd chunk"),  # the error is the failed file's one line
+    ]
 
 
 # -- 15: --strip-gps drops the location only ---------------------------------------------

@@ -25,17 +25,27 @@ def _logged_warnings(path: Path) -> Iterator[None]:
     """Turns library warnings (corrupt EXIF, odd chunks...) into log records.
 
     Warnings must not escape: callers (and the test suite, which runs with
-    ``filterwarnings = error``) would otherwise see them as exceptions or noise.
+    ``filterwarnings = error``) would otherwise see them as exceptions or noise. Each
+    distinct message is logged once (Pillow repeats some, e.g. "Corrupt EXIF data" from
+    both the header and the EXIF pass), and only at INFO when the block fails: the
+    error raised for the file is then its one line.
     """
+    failed = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
+            seen: set[str] = set()
             for item in caught:
-                if issubclass(item.category, Image.DecompressionBombWarning):
-                    continue  # our own size check already covers this
-                logger.warning("%s: %s", path, item.message)
+                text = str(item.message).strip()
+                if issubclass(item.category, Image.DecompressionBombWarning) or text in seen:
+                    continue  # our own size check already covers bombs
+                seen.add(text)
+                logger.log(logging.INFO if failed else logging.WARNING, "%s: %s", path, text)
 
 
 def _os_reason(exc: OSError) -> str:
