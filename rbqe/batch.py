@@ -192,12 +192,20 @@ class BatchPlan:
         protect: The input files, which no output may replace.
         noted: Output folders that a re-run scans as inputs: outputs written there are
             noted (:func:`rbqe.io.record_output`) so that a re-run leaves them out.
+        unscanned: Folders that could not be read, as failed report entries: their
+            images are missing, so the batch must not look complete (issue 13).
     """
 
     files: list[tuple[Path, Path | None]]
     targets: dict[Path, dict[str | None, Path]]
     protect: list[Path]
     noted: set[Path]
+    unscanned: list[ItemReport] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Report entries the batch will have: the images and the unreadable folders."""
+        return len(self.unscanned) + len(self.files)
 
 
 def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan:
@@ -207,8 +215,14 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
     """
     out_dir = Path(options.out_dir)
     paths = [Path(p) for p in inputs]
+    unscanned: list[ItemReport] = []
+
+    def cannot_scan(folder: Path, reason: str) -> None:
+        error = f"{folder}: cannot read this folder: {reason}"
+        unscanned.append(ItemReport(folder, "failed", error=error))
+
     files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
-                        skip_outputs=True)
+                        skip_outputs=True, on_error=cannot_scan)
     tags = _tags(options.mode)
     plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags)
     folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
@@ -216,7 +230,7 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
         remove_stale_temps(folder)
     noted = {f for f in folders
              if lists_folder(f, paths, recursive=options.recursive, exclude=[out_dir])}
-    return BatchPlan(files, plan, [f for f, _ in files], noted)
+    return BatchPlan(files, plan, [f for f, _ in files], noted, unscanned)
 
 
 def pending_outputs(targets: dict[str | None, Path],
@@ -269,11 +283,19 @@ def run_batch(
     batch_plan = plan_batch(inputs, options)
     files, plan = batch_plan.files, batch_plan.targets
     protect, noted = batch_plan.protect, batch_plan.noted
+    total = batch_plan.total
     if ev.on_start:
-        ev.on_start(len(files))
+        ev.on_start(total)
     items: list[ItemReport] = []
+    for index, failed in enumerate(batch_plan.unscanned):  # first: known before any work
+        if ev.on_item_start:
+            ev.on_item_start(index, failed.input)
+        items.append(failed)
+        log.info("failed: %s", failed.error)
+        if ev.on_item_done:
+            ev.on_item_done(index, failed)
     cancelled = False
-    for index, (path, _root) in enumerate(files):
+    for index, (path, _root) in enumerate(files, start=len(items)):
         if cancel is not None and cancel():
             cancelled = True
             break
@@ -292,14 +314,14 @@ def run_batch(
             if ev.on_item_done:
                 ev.on_item_done(index, item)
             return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
-                                len(files), options.mode)
+                                total, options.mode)
         if item.status == "failed":
             # INFO, not ERROR: the failure is in the summary and front ends show it
             # (the CLI prints it once on stderr); an ERROR record here printed it twice.
             log.info("failed: %s", item.error)
         if ev.on_item_done:
             ev.on_item_done(index, item)
-    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, len(files),
+    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, total,
                         options.mode)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import struct
@@ -412,6 +413,49 @@ def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_pat
     assert summary.items[0].status == "failed"
     assert summary.stopped == (f"{tmp_path / 'out'}: cannot write to the output folder "
                                "(disk full); batch stopped")
+
+
+# -- 14: an unreadable folder under -r -----------------------------------------------
+
+
+def _where_permissions_hold(cmd: list[str]) -> list[str] | None:
+    """``cmd`` run so that file modes deny: as is for a user; for root (whom chmod does not
+    stop) under setpriv without the two capabilities that bypass them. None if neither."""
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        return None
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+
+
+def test_unreadable_folder_under_r_is_a_failure(weights, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    a, b = save(src / "a.jpg", quality=30), save(src / "sub" / "b.jpg", seed=1, quality=30)
+    save(src / "locked" / "c.jpg", seed=2, quality=30)
+    blind = save(src / "blind" / "d.jpg", seed=3, quality=30)  # listable, not enterable
+    locked, report = src / "locked", tmp_path / "report.json"
+    cmd = _where_permissions_hold([sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-r",
+                                   "-o", str(tmp_path / "out"), "--weights", str(weights),
+                                   "--report", str(report)])
+    locked.chmod(0o000)
+    (src / "blind").chmod(0o644)
+    try:
+        probe = [sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])", str(locked)]
+        if cmd is None or subprocess.run(_where_permissions_hold(probe) or probe,
+                                         capture_output=True).returncode == 0:
+            pytest.skip("cannot make a folder unreadable here")
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        locked.chmod(0o755)
+        (src / "blind").chmod(0o755)
+    assert out.returncode == 1, out.stderr  # was a warning and exit 0
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert errors == [f"rbqe: error: {locked}: cannot read this folder: permission denied",
+                      f"rbqe: error: {blind}: permission denied"]
+    assert out.stderr.splitlines()[-1] == "rbqe: 2 enhanced, 0 skipped, 2 failed of 4"
+    rows = [(e["input"], e["status"]) for e in json.loads(report.read_text())["images"]]
+    assert rows == [(str(locked), "failed"), (str(a), "ok"), (str(blind), "failed"),
+                    (str(b), "ok")]
 
 
 # -- 12: two processes on the same folders --------------------------------------------

@@ -143,8 +143,9 @@ def _read_head(path: Path) -> bytes:
     except ValueError:  # e.g. an embedded NUL byte from a mangled file list
         raise ImageReadError(path, "invalid file name") from None
     except OSError as exc:
-        if path.is_symlink():
-            raise ImageReadError(path, "broken symbolic link") from None
+        with contextlib.suppress(OSError):  # EACCES again, in a folder we may not enter
+            if path.is_symlink():
+                raise ImageReadError(path, "broken symbolic link") from None
         raise ImageReadError(path, _os_reason(exc)) from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(path, "is a directory, not an image file")
