@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageReadError, ImageWriteError
-from rbqe.io import list_images, load_image, plan_outputs
+from rbqe.io import OUTPUT_LOG, list_images, load_image, plan_outputs
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
@@ -458,6 +458,45 @@ def test_unreadable_folder_under_r_is_a_failure(weights, tmp_path: Path) -> None
                     (str(b), "ok")]
 
 
+# -- 14: a written output name stays with its source -----------------------------------
+
+
+def test_adding_a_sibling_does_not_rename_a_written_output(weights, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    save(src / "b.jpg", quality=30)
+    enhancer = Enhancer(weights, device="cpu")
+    first = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    assert first.items[0].status == "ok"
+    assert list(first.items[0].outputs.values()) == [out / "b.png"]
+    before = ((out / "b.png").read_bytes(), (out / "b.png").stat().st_mtime_ns)
+    save(src / "b.png", seed=1)  # the newcomer whose plain output name is also b.png
+    second = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    rows = {i.input.name: (i.status, sorted(p.name for p in i.outputs.values()))
+            for i in second.items}
+    assert rows == {"b.jpg": ("skipped", ["b.png"]), "b.png": ("ok", ["b_png.png"])}
+    assert ((out / "b.png").read_bytes(), (out / "b.png").stat().st_mtime_ns) == before
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        ["b.png", "b_png.png"]  # not b_jpg.png: the first output was not made again
+    third = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    assert [i.status for i in third.items] == ["skipped", "skipped"]
+
+
+def test_written_names_in_the_plan(tmp_path: Path) -> None:
+    a, b = save(tmp_path / "A" / "x.jpg"), save(tmp_path / "B" / "x.jpg", seed=1)
+    out = tmp_path / "out"
+    (out / "x.png").parent.mkdir()
+    (out / "x.png").write_bytes(b"made from A/x.jpg")
+    written = {out / "x.png": a}
+    # Another source of the same name gets a name of its own, not A's output.
+    assert plan_outputs([(b, None)], out, written=written)[b][None] == out / "x_2.png"
+    # The source it was made from keeps it, whatever else is listed beside it.
+    plan = plan_outputs([(b, None), (a, None)], out, written=written)
+    assert plan[a][None] == out / "x.png" and plan[b][None] != out / "x.png"
+    # A name written under another suffix is not today's name.
+    other = {out / "x_s.png": a}
+    assert plan_outputs([(a, None)], out, written=other)[a][None] == out / "x.png"
+
+
 # -- 12: two processes on the same folders --------------------------------------------
 
 
@@ -481,7 +520,7 @@ def test_two_processes_never_make_the_same_output(weights, tmp_path: Path) -> No
     assert sum(done for done, _ in counts) == n, errs
     assert sum(skipped for _, skipped in counts) == n, errs
     assert len(list(out.glob("*.png"))) == 5 * n
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != OUTPUT_LOG]
 
 
 # -- 8 (batch) and 11: what a user sees ------------------------------------------------
@@ -496,7 +535,7 @@ def test_case_differing_names_give_three_outputs(weights, tmp_path: Path) -> Non
     summary = run_batch(Enhancer(weights, device="cpu"), [folder],
                         BatchOptions(out_dir=tmp_path / "out"))
     assert [i.status for i in summary.items] == ["ok"] * 3
-    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != OUTPUT_LOG)
     assert len(outs) == 3 and len({n.casefold() for n in outs}) == 3
 
 
