@@ -7,9 +7,11 @@ so an interrupted batch resumes where it stopped. Writes are atomic (see
 temp file a kill can leave behind is removed by a later run (see
 :func:`rbqe.io.remove_stale_temps`).
 
-The output folder may be the input folder (or hold input sub-folders): outputs written
-where inputs are scanned are noted (:func:`rbqe.io.record_output`), and a re-run leaves
-them out of its inputs instead of enhancing its own results again.
+Every output is noted in its folder (:func:`rbqe.io.record_output`) before it is
+written. A re-run keeps each written name with its source, so an input added later never
+renames an earlier output; and the output folder may be the input folder (or hold input
+sub-folders): a re-run leaves the noted outputs out of its inputs instead of enhancing
+its own results again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from rbqe.exit_policy import JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
     list_images,
-    lists_folder,
     load_image,
+    output_path_for,
     plan_outputs,
     record_output,
     remove_stale_temps,
@@ -39,6 +41,7 @@ from rbqe.io import (
 )
 from rbqe.io.atomic import claim_output
 from rbqe.io.diagnostics import _os_reason
+from rbqe.io.output_log import written_outputs
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -190,14 +193,23 @@ class BatchPlan:
         files: ``(file, root)`` pairs from :func:`rbqe.io.list_images`, in order.
         targets: ``{file: {exit tag: output path}}`` from :func:`rbqe.io.plan_outputs`.
         protect: The input files, which no output may replace.
-        noted: Output folders that a re-run scans as inputs: outputs written there are
-            noted (:func:`rbqe.io.record_output`) so that a re-run leaves them out.
+        noted: Output folders where outputs are noted (:func:`rbqe.io.record_output`):
+            all of them, so that a re-run keeps each name with its source and leaves
+            outputs out of its inputs where it scans them.
+        unscanned: Folders that could not be read, as failed report entries: their
+            images are missing, so the batch must not look complete (issue 13).
     """
 
     files: list[tuple[Path, Path | None]]
     targets: dict[Path, dict[str | None, Path]]
     protect: list[Path]
     noted: set[Path]
+    unscanned: list[ItemReport] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Report entries the batch will have: the images and the unreadable folders."""
+        return len(self.unscanned) + len(self.files)
 
 
 def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan:
@@ -207,16 +219,25 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
     """
     out_dir = Path(options.out_dir)
     paths = [Path(p) for p in inputs]
+    unscanned: list[ItemReport] = []
+
+    def cannot_scan(folder: Path, reason: str) -> None:
+        error = f"{folder}: cannot read this folder: {reason}"
+        unscanned.append(ItemReport(folder, "failed", error=error))
+
     files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
-                        skip_outputs=True)
+                        skip_outputs=True, on_error=cannot_scan)
     tags = _tags(options.mode)
-    plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags)
+    # Outputs of earlier runs keep their names (a b.png input added beside an enhanced
+    # b.jpg must not rename b.jpg's b.png), so every output is noted where it is written.
+    out_folders = {output_path_for(f, out_dir, fmt=options.fmt, input_root=root).parent
+                   for f, root in files}
+    plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags,
+                        written=written_outputs(out_folders))
     folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
     for folder in folders:
         remove_stale_temps(folder)
-    noted = {f for f in folders
-             if lists_folder(f, paths, recursive=options.recursive, exclude=[out_dir])}
-    return BatchPlan(files, plan, [f for f, _ in files], noted)
+    return BatchPlan(files, plan, [f for f, _ in files], set(folders), unscanned)
 
 
 def pending_outputs(targets: dict[str | None, Path],
@@ -269,11 +290,19 @@ def run_batch(
     batch_plan = plan_batch(inputs, options)
     files, plan = batch_plan.files, batch_plan.targets
     protect, noted = batch_plan.protect, batch_plan.noted
+    total = batch_plan.total
     if ev.on_start:
-        ev.on_start(len(files))
+        ev.on_start(total)
     items: list[ItemReport] = []
+    for index, failed in enumerate(batch_plan.unscanned):  # first: known before any work
+        if ev.on_item_start:
+            ev.on_item_start(index, failed.input)
+        items.append(failed)
+        log.info("failed: %s", failed.error)
+        if ev.on_item_done:
+            ev.on_item_done(index, failed)
     cancelled = False
-    for index, (path, _root) in enumerate(files):
+    for index, (path, _root) in enumerate(files, start=len(items)):
         if cancel is not None and cancel():
             cancelled = True
             break
@@ -292,14 +321,14 @@ def run_batch(
             if ev.on_item_done:
                 ev.on_item_done(index, item)
             return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
-                                len(files), options.mode)
+                                total, options.mode)
         if item.status == "failed":
             # INFO, not ERROR: the failure is in the summary and front ends show it
             # (the CLI prints it once on stderr); an ERROR record here printed it twice.
             log.info("failed: %s", item.error)
         if ev.on_item_done:
             ev.on_item_done(index, item)
-    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, len(files),
+    return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, total,
                         options.mode)
 
 

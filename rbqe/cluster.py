@@ -363,7 +363,7 @@ def run_ray_batch(
     local = Enhancer(**{**enhancer_kwargs, "device": "cpu", "backend": "torch",
                         "precision": "auto"})
     plan = plan_batch(inputs, options)
-    summary = RaySummary(total=len(plan.files))
+    summary = RaySummary(total=plan.total)
     stream = _ReportStream(report)
     index = 0
 
@@ -378,7 +378,9 @@ def run_ray_batch(
 
     try:
         if ev.on_start:
-            ev.on_start(len(plan.files))
+            ev.on_start(plan.total)
+        for failed in plan.unscanned:  # unreadable folders: failed rows, like the local engine
+            emit(failed.to_json(), (None, None), failed)
         work: list[str] = []
         for path, _root in plan.files:
             targets = plan.targets[path]

@@ -84,8 +84,15 @@ def photo(path: Path, size: int, seed: int, *, mode: str = "RGB") -> Path:
 
 
 def tree(folder: Path) -> list[str]:
-    """Every file under ``folder``, relative, hidden ones included."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """Every file under ``folder``, relative, hidden ones included but rbqe's note of its
+    outputs (:data:`OUTPUT_LOG`, in every output folder)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != OUTPUT_LOG)
+
+
+def hidden_files(folder: Path) -> list[str]:
+    """Hidden names in ``folder`` but rbqe's note of its outputs (temps and claims)."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != OUTPUT_LOG]
 
 
 def complete_image(path: Path) -> bool:
@@ -156,7 +163,8 @@ def test_rerun_skips_existing_outputs_unless_overwrite(weights, tmp_path) -> Non
     assert rc == 0 and statuses(doc) == {"p0.jpg": "ok", "p1.jpg": "ok", "p2.jpg": "ok"}
     after = snapshot(out)
     assert sorted(after) == sorted(before)
-    assert all(after[n][0] != before[n][0] for n in after)  # atomically replaced: new inodes
+    # Atomically replaced: new inodes (the note of the outputs is appended to in place).
+    assert all(after[n][0] != before[n][0] for n in after if n != OUTPUT_LOG)
     assert tree(out) == ["p0.png", "p1.png", "p2.png"]
 
 
@@ -322,7 +330,7 @@ def test_output_folder_inside_the_input_is_not_rescanned(weights, tmp_path) -> N
     rc, err, doc = enhance(weights, src, "-r", "-o", out)
     assert rc == 0, err
     assert rc == 0 and statuses(doc) == {"a.jpg": "skipped", "b.jpg": "skipped"}
-    assert tree(out) == ["a.png", "sub/b.png"]  # never scanned, so nothing to note there
+    assert tree(out) == ["a.png", "sub/b.png"]
     # Even with an image of the user's in it, the output folder is not an input.
     photo(out / "mine.jpg", 16, 3)
     rc, err, doc = enhance(weights, src, "-r", "-o", out)
@@ -413,13 +421,14 @@ def test_cancel_between_exit_files_then_rerun_fills_in_the_rest(enhancer, three,
                         cancel=lambda: len(list(out.glob("*.png"))) >= 2)
     assert summary.cancelled and summary.items == []
     assert tree(out) == ["p0.exit1.png", "p0.exit2.png"]  # complete files, no temps
-    assert all(complete_image(p) for p in out.iterdir())
+    assert all(complete_image(out / name) for name in tree(out))
     first = snapshot(out)
 
     summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode="all"))
     assert [i.status for i in summary.items] == ["ok", "ok", "ok"]
     assert tree(out) == sorted(f"p{i}.exit{k}.png" for i in range(3) for k in range(1, 6))
     assert sorted(summary.items[0].outputs) == ["1", "2", "3", "4", "5"]
+    first.pop(OUTPUT_LOG)  # noted to, as outputs are added
     assert {n: v for n, v in snapshot(out).items() if n in first} == first  # kept as they were
 
 
@@ -524,7 +533,7 @@ def _finals(out: Path) -> list[Path]:
 def _check_no_partial_outputs(out: Path, *, temps_allowed: bool) -> list[str]:
     for p in _finals(out):
         assert complete_image(p), f"partial file under a final name: {p.name}"
-    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    hidden = hidden_files(out)
     assert all(TEMP_RE.match(n) for n in hidden), hidden
     if not temps_allowed:
         assert hidden == []
@@ -583,7 +592,7 @@ def test_sigkill_leaves_no_partial_output_and_rerun_completes(weights, tmp_path)
     # too fresh to be removed yet (see the next test for that). The kill also leaves the
     # claim of the image it interrupted (a temp too): a re-run that enhances that image
     # takes the claim over and removes it.
-    after = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    after = hidden_files(out)
     assert set(after) <= set(temps)
     assert [n for n in after if "claim_" not in n] == [n for n in temps if "claim_" not in n]
 
@@ -631,13 +640,13 @@ def test_sigkill_between_write_and_rename_leaves_only_a_hidden_temp(weights, tmp
     # might belong to a run still writing into the same folder.
     rc, err, doc = enhance(weights, src, out / temps[0], "-o", out, "--exit", "1")
     assert rc == 0 and set(statuses(doc)) == {"p0.jpg", "p1.jpg", "p2.jpg"}, err
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == temps
+    assert hidden_files(out) == temps
     # Once it is older than a few minutes and unlocked (its writer is dead), the next
     # batch into the folder removes it.
     _age(out / temps[0], STALE_TEMP_AGE_S + 5)
     rc, err, doc = enhance(weights, src, "-o", out, "--exit", "1")
     assert rc == 0 and set(statuses(doc).values()) == {"skipped"}, err
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert hidden_files(out) == []
     assert "Traceback" not in err
 
 
@@ -661,8 +670,9 @@ def test_stale_temps_are_removed_but_not_a_live_writers(enhancer, three, tmp_pat
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
         assert [i.status for i in summary.items] == ["ok"] * 3
-    assert tree(out) == sorted([*(p.name for p in (live, young, *keep)),
+    assert tree(out) == sorted([*(p.name for p in (live, young, *keep) if p != out / OUTPUT_LOG),
                                 "p0.png", "p1.png", "p2.png"])
+    assert (out / OUTPUT_LOG).exists()  # not a temp, though hidden
 
 
 def test_progress_bar_with_count_and_eta_on_a_tty(weights, tmp_path) -> None:

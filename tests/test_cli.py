@@ -19,9 +19,15 @@ import pytest
 from PIL import Image
 
 from rbqe.cli import main
+from rbqe.io import OUTPUT_LOG
 
 EXIT_NAMES = [f"exit{k}" for k in range(1, 6)]
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def outputs_in(folder: Path) -> list[str]:
+    """The files in an output folder, but rbqe's note of what it wrote there."""
+    return sorted(p.name for p in folder.iterdir() if p.name != OUTPUT_LOG)
 
 
 def sha(path: Path) -> str:
@@ -61,7 +67,7 @@ def test_enhance_files_and_folder_keep_modes(capsys, weights_env, inputs, tmp_pa
     code, stdout, err = run(capsys, "enhance", inputs["a"], inputs["g"], inputs["b"],
                             inputs["c"].parent, "-o", out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "g.png"]
+    assert outputs_in(out) == ["a.png", "b.png", "c.png", "g.png"]
     with Image.open(out / "a.png") as im:
         assert im.mode == "RGB" and im.size == (64, 48)
     with Image.open(out / "g.png") as im:
@@ -77,7 +83,7 @@ def test_exit_all_writes_five_files(capsys, weights_env, inputs, tmp_path):
     out = tmp_path / "out"
     code, _, err = run(capsys, "enhance", inputs["a"], "-o", out, "--exit", "all")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [f"a.{t}.png" for t in EXIT_NAMES]
+    assert outputs_in(out) == [f"a.{t}.png" for t in EXIT_NAMES]
     images = [np.asarray(Image.open(out / f"a.{t}.png")) for t in EXIT_NAMES]
     assert all(i.shape == (48, 64, 3) for i in images)
 
@@ -141,7 +147,7 @@ def test_bad_files_fail_one_line_each_and_the_rest_is_done(capsys, weights_env, 
     for name in ("corrupt.jpg", "text.jpg", "empty.jpg"):
         assert sum(name in ln for ln in lines) == 1, err
     assert "Traceback" not in err and stdout == ""
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "g.png"]
+    assert outputs_in(out) == ["a.png", "g.png"]
     statuses = {Path(i["input"]).name: i["status"] for i in
                 json.loads(report.read_text())["images"]}
     assert statuses == {"corrupt.jpg": "failed", "text.jpg": "failed", "empty.jpg": "failed",
@@ -237,7 +243,7 @@ def test_real_subprocess(tiny_weights, inputs, tmp_path):
     assert proc.returncode == 1, proc.stderr  # x.jpg does not exist
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("rbqe: error:")]
     assert len(errors) == 1 and "x.jpg" in errors[0]
-    assert [p.name for p in out.iterdir()] == ["g.png"]
+    assert outputs_in(out) == ["g.png"]
     with Image.open(out / "g.png") as im:
         assert im.mode == "L"
     assert json.loads(report.read_text())["images"][0]["exit"] == 2

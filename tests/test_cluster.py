@@ -15,6 +15,7 @@ from PIL import Image
 
 from clirun import run_cli
 from rbqe.batch import BatchOptions
+from rbqe.io import OUTPUT_LOG
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
@@ -84,8 +85,8 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def _same_outputs(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
+    names = sorted(p.name for p in a.iterdir() if p.name != OUTPUT_LOG)
+    assert names == sorted(p.name for p in b.iterdir() if p.name != OUTPUT_LOG)
     for name in names:
         assert np.array_equal(_pixels(a / name), _pixels(b / name)), name
 
@@ -162,10 +163,11 @@ def test_killed_worker_loses_no_image_and_reports_none_twice(ray_local, corpus):
     assert {r["status"] for r in rows.values()} == {"ok"}
     assert summary.processed == len(inputs) and summary.failed == 0
     local = root / "local"
-    for name in sorted(p.name for p in out.iterdir()):
+    names = sorted(p.name for p in out.iterdir() if p.name != OUTPUT_LOG)
+    for name in names:
         assert not name.startswith("."), f"left behind: {name}"
         assert np.array_equal(_pixels(out / name), _pixels(local / name)), name
-    assert len(list(out.iterdir())) == len(inputs)
+    assert len(names) == len(inputs)
 
 
 def test_output_folder_not_writable_from_worker(ray_local, corpus, tmp_path):
@@ -202,8 +204,8 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
     assert summary.cancelled and report["summary"]["cancelled"] is True
     assert 1 <= len(report["images"]) < 7
     for p in out.iterdir():  # whatever was written is whole, under its final name
-        if p.name.startswith(".rbqe-claim_"):
-            continue  # an empty claim of a cancelled actor; the next run removes it
+        if p.name.startswith(".rbqe-claim_") or p.name == OUTPUT_LOG:
+            continue  # an empty claim of a cancelled actor (the next run removes it); notes
         assert not p.name.startswith(".rbqe-"), p
         assert np.array_equal(_pixels(p), _pixels(root / "local" / p.name)), p.name
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import struct
@@ -17,12 +18,12 @@ import pytest
 import torch
 from clirun import run_cli
 from corpus import pattern
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageReadError, ImageWriteError
-from rbqe.io import list_images, load_image, plan_outputs
+from rbqe.io import OUTPUT_LOG, list_images, load_image, plan_outputs
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import save_weights
 
@@ -91,11 +92,11 @@ def _with_ihdr(png: bytes, width: int, height: int) -> bytes:
     return bytes(b)
 
 
-def _jpeg_sized(width: int, height: int) -> bytes:
+def _jpeg_sized(width: int, height: int, **kw) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=80)
+    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=80, **kw)
     b = bytearray(buf.getvalue())
-    sof = b.index(b"\xff\xc0")
+    sof = b.index(b"\xff\xc2" if kw.get("progressive") else b"\xff\xc0")
     struct.pack_into(">HH", b, sof + 5, height, width)
     return bytes(b)
 
@@ -152,6 +153,165 @@ def test_png_taller_than_its_data_is_an_error(tmp_path: Path) -> None:
         with pytest.raises(ImageReadError) as info:
             load_image(bad)
         assert "pixel data ends before the declared" in info.value.reason
+
+
+def test_jpeg_frame_larger_than_its_data_is_an_error(tmp_path: Path) -> None:
+    # libjpeg fills what the data does not reach with grey and only warns; these decoded
+    # as the real rows plus grey fill and were reported ok.
+    for name, w, h, kw in [("taller.jpg", 32, 48, {}), ("wider.jpg", 64, 24, {}),
+                           ("taller_prog.jpg", 32, 40, {"progressive": True})]:
+        bad = tmp_path / name
+        bad.write_bytes(_jpeg_sized(w, h, **kw))
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value) == (f"{bad}: truncated or corrupt image data (pixel data "
+                                   f"ends before the declared {w} x {h})")
+    same = tmp_path / "same.jpg"
+    same.write_bytes(_jpeg_sized(32, 24))  # the frame it really has: fine
+    assert load_image(same).size == (32, 24)
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+def _encoded(fmt: str, rgb: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_truncated_files_are_one_error_naming_the_file(tmp_path: Path) -> None:
+    noise = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
+    jpeg = _encoded("JPEG", noise, quality=90)
+    cases = {
+        "cut.jpg": _cut(jpeg),
+        "cut_prog.jpg": _cut(_encoded("JPEG", noise, quality=90, progressive=True)),
+        # Cut inside the scan but given back its end marker: libjpeg's "premature end".
+        "cut_eoi.jpg": _cut(jpeg) + b"\xff\xd9",
+        "cut.png": _cut(_encoded("PNG", noise)),
+        "cut.tif": _cut(_encoded("TIFF", noise, compression="tiff_lzw")),
+        "cut.gif": _cut(_encoded("GIF", noise)),
+        "cut.webp": _cut(_encoded("WEBP", noise, quality=80)),
+        "cut.bmp": _cut(_encoded("BMP", noise)),
+    }
+    for name, blob in cases.items():
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value).startswith(f"{bad}: truncated or corrupt image data"), name
+
+
+def _set_tiff_height(tif: bytes, height: int) -> bytes:
+    b = bytearray(tif)
+    ifd = struct.unpack_from("<I", b, 4)[0]
+    for k in range(struct.unpack_from("<H", b, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack_from("<HH", b, entry)
+        if tag == 257:  # ImageLength
+            struct.pack_into("<H" if kind == 3 else "<I", b, entry + 8, height)
+    return bytes(b)
+
+
+def _tiled_tiff(rgb: np.ndarray, tile: int = 16, height: int | None = None) -> bytes:
+    """An uncompressed RGB TIFF in tiles (Pillow writes strips only); ``height`` is the
+    height to declare."""
+    h, w, _ = rgb.shape
+    padded = np.zeros((-(-h // tile) * tile, -(-w // tile) * tile, 3), np.uint8)
+    padded[:h, :w] = rgb
+    data = b"".join(padded[y:y + tile, x:x + tile].tobytes()
+                    for y in range(0, h, tile) for x in range(0, w, tile))
+    n, size = len(data) // (tile * tile * 3), tile * tile * 3
+    tags = [(256, 3, [w]), (257, 3, [height or h]), (258, 3, [8, 8, 8]), (259, 3, [1]),
+            (262, 3, [2]), (277, 3, [3]), (284, 3, [1]), (322, 3, [tile]), (323, 3, [tile]),
+            (324, 4, [0] * n), (325, 4, [size] * n)]
+    extra_at = 8 + 2 + 12 * len(tags) + 4
+    data_at = extra_at + 6 + 8 * n  # BitsPerSample's 3 shorts, then offsets and counts
+    tags[9] = (324, 4, [data_at + k * size for k in range(n)])
+    ifd, extra = struct.pack("<H", len(tags)), b""
+    for tag, kind, values in tags:
+        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
+        if len(raw) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
+            extra += raw
+    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra + data
+
+
+def _gif_descriptor(gif: bytes) -> int:
+    """Offset of the first image descriptor (after the colour table and extensions)."""
+    flags = gif[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while gif[pos] == 0x21:
+        pos += 2
+        while gif[pos]:
+            pos += 1 + gif[pos]
+        pos += 1
+    assert gif[pos] == 0x2C
+    return pos
+
+
+def test_tiff_taller_than_its_strips_or_tiles_is_an_error(tmp_path: Path) -> None:
+    rgb = photo(37, 53)
+    tiled = tmp_path / "tiled.tif"
+    tiled.write_bytes(_tiled_tiff(rgb))
+    back = load_image(tiled)
+    assert np.array_equal((back.pixels * 255).round().astype(np.uint8), rgb)
+    strips = io.BytesIO()
+    Image.fromarray(photo(48, 64)).save(strips, "TIFF")  # one uncompressed strip
+    for name, blob, declared in [("taller.tif", _set_tiff_height(strips.getvalue(), 96),
+                                  "64 x 96"),
+                                 ("taller_tiled.tif", _tiled_tiff(rgb, height=60), "53 x 60")]:
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            load_image(bad)
+        assert str(info.value) == (f"{bad}: truncated or corrupt image data (pixel data "
+                                   f"ends before the declared {declared})")
+
+
+def test_lying_sizes_in_other_formats_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    small = photo(48, 64)
+    gif = bytearray(_encoded("GIF", small))
+    screen = bytearray(gif)
+    struct.pack_into("<HH", screen, 6, 14000, 14000)  # logical screen only
+    frame = bytearray(screen)
+    struct.pack_into("<HH", frame, _gif_descriptor(frame) + 5, 14000, 14000)
+    tif = _set_tiff_height(_encoded("TIFF", small), 14000)
+    bmp = bytearray(_encoded("BMP", small))
+    struct.pack_into("<ii", bmp, 18, 14000, 14000)
+    for name, blob in [("screen.gif", screen), ("frame.gif", frame), ("tall.tif", tif),
+                       ("big.bmp", bmp)]:
+        bad = tmp_path / name
+        bad.write_bytes(bytes(blob))
+        rss, msg = _peak_rss_mb(bad)
+        assert msg.startswith(f"{bad}: truncated or corrupt image data"), msg
+        assert rss < 1024, (name, rss)  # the GIF screen decoded at 2.8 GB before
+
+
+def test_well_formed_files_are_not_taken_for_short_data(tmp_path: Path) -> None:
+    rgb = photo(123, 157)
+    jpegs = {"444.jpg": {"subsampling": 0}, "prog.jpg": {"progressive": True},
+             "restart.jpg": {"restart_marker_blocks": 4}, "opt.jpg": {"optimize": True}}
+    for name, kw in jpegs.items():
+        Image.fromarray(rgb).save(tmp_path / name, quality=85, **kw)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.jpg", quality=70)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=80)
+    Image.fromarray(rgb).save(tmp_path / "two.mpo", "MPO", save_all=True,
+                              append_images=[Image.fromarray(rgb[::-1].copy())])
+    for name in [*jpegs, "grey.jpg", "cmyk.jpg", "two.mpo"]:
+        assert load_image(tmp_path / name).size == (157, 123), name
+    # Highly compressible files stay far inside the size bounds.
+    Image.new("P", (3000, 2000), 3).save(tmp_path / "flat.gif")
+    Image.new("RGB", (3000, 2000), (9, 9, 9)).save(tmp_path / "flat.tif",
+                                                    compression="tiff_lzw")
+    frames = [Image.new("P", (400, 300), k) for k in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert load_image(tmp_path / "flat.gif").size == (3000, 2000)
+    assert load_image(tmp_path / "flat.tif").size == (3000, 2000)
+    assert load_image(tmp_path / "anim.gif").size == (400, 300)
 
 
 def _adam7_png(rgb: np.ndarray) -> bytes:
@@ -255,6 +415,88 @@ def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_pat
                                "(disk full); batch stopped")
 
 
+# -- 14: an unreadable folder under -r -----------------------------------------------
+
+
+def _where_permissions_hold(cmd: list[str]) -> list[str] | None:
+    """``cmd`` run so that file modes deny: as is for a user; for root (whom chmod does not
+    stop) under setpriv without the two capabilities that bypass them. None if neither."""
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        return None
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+
+
+def test_unreadable_folder_under_r_is_a_failure(weights, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    a, b = save(src / "a.jpg", quality=30), save(src / "sub" / "b.jpg", seed=1, quality=30)
+    save(src / "locked" / "c.jpg", seed=2, quality=30)
+    blind = save(src / "blind" / "d.jpg", seed=3, quality=30)  # listable, not enterable
+    locked, report = src / "locked", tmp_path / "report.json"
+    cmd = _where_permissions_hold([sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-r",
+                                   "-o", str(tmp_path / "out"), "--weights", str(weights),
+                                   "--report", str(report)])
+    locked.chmod(0o000)
+    (src / "blind").chmod(0o644)
+    try:
+        probe = [sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1])", str(locked)]
+        if cmd is None or subprocess.run(_where_permissions_hold(probe) or probe,
+                                         capture_output=True).returncode == 0:
+            pytest.skip("cannot make a folder unreadable here")
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        locked.chmod(0o755)
+        (src / "blind").chmod(0o755)
+    assert out.returncode == 1, out.stderr  # was a warning and exit 0
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert errors == [f"rbqe: error: {locked}: cannot read this folder: permission denied",
+                      f"rbqe: error: {blind}: permission denied"]
+    assert out.stderr.splitlines()[-1] == "rbqe: 2 enhanced, 0 skipped, 2 failed of 4"
+    rows = [(e["input"], e["status"]) for e in json.loads(report.read_text())["images"]]
+    assert rows == [(str(locked), "failed"), (str(a), "ok"), (str(blind), "failed"),
+                    (str(b), "ok")]
+
+
+# -- 14: a written output name stays with its source -----------------------------------
+
+
+def test_adding_a_sibling_does_not_rename_a_written_output(weights, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    save(src / "b.jpg", quality=30)
+    enhancer = Enhancer(weights, device="cpu")
+    first = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    assert first.items[0].status == "ok"
+    assert list(first.items[0].outputs.values()) == [out / "b.png"]
+    before = ((out / "b.png").read_bytes(), (out / "b.png").stat().st_mtime_ns)
+    save(src / "b.png", seed=1)  # the newcomer whose plain output name is also b.png
+    second = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    rows = {i.input.name: (i.status, sorted(p.name for p in i.outputs.values()))
+            for i in second.items}
+    assert rows == {"b.jpg": ("skipped", ["b.png"]), "b.png": ("ok", ["b_png.png"])}
+    assert ((out / "b.png").read_bytes(), (out / "b.png").stat().st_mtime_ns) == before
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        ["b.png", "b_png.png"]  # not b_jpg.png: the first output was not made again
+    third = run_batch(enhancer, [src], BatchOptions(out_dir=out))
+    assert [i.status for i in third.items] == ["skipped", "skipped"]
+
+
+def test_written_names_in_the_plan(tmp_path: Path) -> None:
+    a, b = save(tmp_path / "A" / "x.jpg"), save(tmp_path / "B" / "x.jpg", seed=1)
+    out = tmp_path / "out"
+    (out / "x.png").parent.mkdir()
+    (out / "x.png").write_bytes(b"made from A/x.jpg")
+    written = {out / "x.png": a}
+    # Another source of the same name gets a name of its own, not A's output.
+    assert plan_outputs([(b, None)], out, written=written)[b][None] == out / "x_2.png"
+    # The source it was made from keeps it, whatever else is listed beside it.
+    plan = plan_outputs([(b, None), (a, None)], out, written=written)
+    assert plan[a][None] == out / "x.png" and plan[b][None] != out / "x.png"
+    # A name written under another suffix is not today's name.
+    other = {out / "x_s.png": a}
+    assert plan_outputs([(a, None)], out, written=other)[a][None] == out / "x.png"
+
+
 # -- 12: two processes on the same folders --------------------------------------------
 
 
@@ -278,7 +520,7 @@ def test_two_processes_never_make_the_same_output(weights, tmp_path: Path) -> No
     assert sum(done for done, _ in counts) == n, errs
     assert sum(skipped for _, skipped in counts) == n, errs
     assert len(list(out.glob("*.png"))) == 5 * n
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != OUTPUT_LOG]
 
 
 # -- 8 (batch) and 11: what a user sees ------------------------------------------------
@@ -293,7 +535,7 @@ def test_case_differing_names_give_three_outputs(weights, tmp_path: Path) -> Non
     summary = run_batch(Enhancer(weights, device="cpu"), [folder],
                         BatchOptions(out_dir=tmp_path / "out"))
     assert [i.status for i in summary.items] == ["ok"] * 3
-    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != OUTPUT_LOG)
     assert len(outs) == 3 and len({n.casefold() for n in outs}) == 3
 
 
@@ -331,6 +573,48 @@ def test_native_decoder_messages_do_not_reach_stderr(weights, tmp_path: Path) ->
                               "-o", str(tmp_path / "out"), "--weights", str(weights)],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert f"INFO: {files[0]}: the decoder said: libpng error: " in verbose.stderr
+
+
+def test_each_bad_file_gives_exactly_one_line(weights, tmp_path: Path) -> None:
+    crc, lzw = _corrupt_files(tmp_path / "in")
+    noise = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
+    cut = tmp_path / "in" / "cut.tif"  # its IFD cut off: Pillow warned twice, then failed
+    cut.write_bytes(_cut(_encoded("TIFF", noise, compression="tiff_lzw")))
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"), \
+            pytest.raises(UnidentifiedImageError):
+        Image.open(cut)
+    taller = tmp_path / "in" / "taller.jpg"  # libjpeg's "premature end"
+    taller.write_bytes(_jpeg_sized(32, 48))
+    files = [crc, lzw, cut, taller]
+    out = subprocess.run([sys.executable, "-m", "rbqe.cli", "enhance", *map(str, files),
+                          "-o", str(tmp_path / "out"), "--weights", str(weights)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert lines[-1] == "rbqe: 0 enhanced, 0 skipped, 4 failed of 4"
+    assert len(lines) == 5, out.stderr
+    for f, line in zip(files, lines):
+        assert line.startswith(f"rbqe: error: {f}: truncated or corrupt image data")
+
+
+def test_library_warnings_are_logged_once_and_quietly_for_a_failed_file(caplog) -> None:
+    import logging
+    import warnings
+
+    from rbqe.io.diagnostics import _logged_warnings
+
+    path = Path("x.tif")
+    with caplog.at_level(logging.INFO, logger="rbqe.io"):
+        with _logged_warnings(path):
+            warnings.warn("Corrupt EXIF data.", UserWarning, stacklevel=1)
+            warnings.warn("Corrupt EXIF data.", UserWarning, stacklevel=1)
+        with pytest.raises(ImageReadError), _logged_warnings(path):
+            warnings.warn("odd chunk", UserWarning, stacklevel=1)
+            raise ImageReadError(path, "truncated or corrupt image data")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "x.tif: Corrupt EXIF data."),  # once, though Pillow said it twice
+        ("INFO", "x.tif: odd chunk"),  # the error is the failed file's one line
+    ]
 
 
 # -- 15: --strip-gps drops the location only ---------------------------------------------

@@ -37,7 +37,7 @@ from corpus import MAKE, MODEL, build_corpus, exif_bytes, pattern, sha256, srgb_
 from PIL import Image, ImageOps
 
 from rbqe.cli import main
-from rbqe.io import estimate_jpeg_quality
+from rbqe.io import OUTPUT_LOG, estimate_jpeg_quality
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.weights import missing_weights_message, save_weights
 
@@ -275,7 +275,8 @@ def test_stderr_holds_only_error_lines_and_the_summary(png_run) -> None:
 def test_output_folder_holds_exactly_the_reported_outputs(png_run) -> None:
     reported = sorted(Path(p) for e in png_run["report"]["images"]
                       for p in e["outputs"].values())
-    assert all_files(png_run["out"]) == reported  # no temp files, no strays
+    # No temp files, no strays: only rbqe's note of what it wrote there (OUTPUT_LOG).
+    assert all_files(png_run["out"]) == sorted([*reported, png_run["out"] / OUTPUT_LOG])
     assert len(set(reported)) == len(EXPECTED_MODE)
 
 
@@ -494,7 +495,7 @@ def test_unwritable_report_is_one_line_and_exit_1(corpus, weights, tmp_path) -> 
     lines = stderr_lines(err)
     assert len(lines) == 2 and lines[0].startswith(f"rbqe: error: {tmp_path / 'taken'}: ")
     assert "Traceback" not in err
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["gray.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [OUTPUT_LOG, "gray.png"]
 
 
 # --------------------------------------------------------------------------------------
@@ -605,7 +606,7 @@ def test_100mp_image_is_enhanced_with_tiling(huge_run, monkeypatch) -> None:
     assert "Traceback" not in huge_run["proc"].stderr
     assert sha256(huge_run["src"]) == huge_run["digest"]
     out = only_output(huge_run["report"], huge_run["src"])
-    assert [p.name for p in huge_run["out"].iterdir()] == ["huge.png"]
+    assert sorted(p.name for p in huge_run["out"].iterdir()) == [OUTPUT_LOG, "huge.png"]
     assert png_header(out) == ("RGB", 8)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # 100 MP is over Pillow's warning
     with Image.open(out) as im:

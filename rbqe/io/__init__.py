@@ -11,6 +11,8 @@ This module is the only place where RBQE touches image files. Its promises:
 * **Bad input gives one clear line.** Every problem with a user's file is raised as
   :class:`~rbqe.errors.ImageReadError` / :class:`~rbqe.errors.ImageWriteError` whose
   ``str()`` is ``"<path>: <reason>"``; no other exception type escapes for a bad file.
+  Truncated data is an error, never grey fill, and a size the file cannot hold is
+  refused before decoding (PNG, JPEG, GIF and TIFF headers are checked).
 
 Pixel convention: :class:`LoadedImage.pixels` is ``(H, W, C)`` float32 in ``[0, 1]``
 with ``C == 1`` (grey) or ``C == 3`` (RGB). Alpha is kept apart, untouched, in its
@@ -40,6 +42,8 @@ Modules of this package (everything public is re-exported here, so import from
 ``rbqe.io``):
 
 * :mod:`rbqe.io.read`: :func:`load_image`, :class:`LoadedImage`, sniffing, bomb limit.
+* :mod:`rbqe.io.headers`: declared sizes checked against the file before decoding.
+* :mod:`rbqe.io.jpeg_data`: whether a JPEG's coded data covers its whole frame.
 * :mod:`rbqe.io.metadata`: EXIF orientation and carried-over EXIF, JPEG quality.
 * :mod:`rbqe.io.formats`: supported suffixes, optional HEIC/AVIF codecs, output formats.
 * :mod:`rbqe.io.write`: :func:`save_image`, :func:`save_like` and the encoder choice.

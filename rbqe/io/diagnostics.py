@@ -25,17 +25,27 @@ def _logged_warnings(path: Path) -> Iterator[None]:
     """Turns library warnings (corrupt EXIF, odd chunks...) into log records.
 
     Warnings must not escape: callers (and the test suite, which runs with
-    ``filterwarnings = error``) would otherwise see them as exceptions or noise.
+    ``filterwarnings = error``) would otherwise see them as exceptions or noise. Each
+    distinct message is logged once (Pillow repeats some, e.g. "Corrupt EXIF data" from
+    both the header and the EXIF pass), and only at INFO when the block fails: the
+    error raised for the file is then its one line.
     """
+    failed = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
+            seen: set[str] = set()
             for item in caught:
-                if issubclass(item.category, Image.DecompressionBombWarning):
-                    continue  # our own size check already covers this
-                logger.warning("%s: %s", path, item.message)
+                text = str(item.message).strip()
+                if issubclass(item.category, Image.DecompressionBombWarning) or text in seen:
+                    continue  # our own size check already covers bombs
+                seen.add(text)
+                logger.log(logging.INFO if failed else logging.WARNING, "%s: %s", path, text)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -100,3 +110,30 @@ def _native_messages(path: Path) -> Iterator[None]:
                 _native_saved = _native_sink = None
                 if text:
                     logger.info("%s: the decoder said: %s", path, " ".join(text)[:500])
+
+
+_capture_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_text(path: Path) -> Iterator[list[str]]:
+    """Collects what native code writes to fd 2 inside the block (for checks that read it).
+
+    Runs under :func:`_native_messages`, so the text still reaches the log too. Holders are
+    serialised; another thread's decoder may still add a line of its own meanwhile, so
+    callers match only their own library's words. The list stays empty when fd 2 could
+    not be captured.
+    """
+    text: list[str] = []
+    with _native_messages(path), _capture_lock:
+        with _native_lock:
+            captured = _native_sink is not None
+        start = os.lseek(2, 0, os.SEEK_CUR) if captured else 0
+        try:
+            yield text
+        finally:
+            if captured:
+                end = os.lseek(2, 0, os.SEEK_CUR)  # fd 2 shares the sink's file offset
+                if end > start:
+                    chunk = os.pread(2, min(end - start, 1 << 16), start)
+                    text.extend(chunk.decode("utf-8", "replace").splitlines())

@@ -9,10 +9,12 @@ a real file, however well compressed, always passes.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rbqe.io.png import _PNG_SIGNATURE
 
@@ -26,8 +28,15 @@ _JPEG_HUFFMAN_DCT = {0xC0, 0xC1, 0xC2}
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def implausible_header(path: Path, kind: str | None) -> str | None:
-    """Why the file cannot hold what its header declares, or None if it may."""
+def implausible_header(path: Path, kind: str | None,
+                       tiff_tags: Mapping[int, Any] | None = None) -> str | None:
+    """Why the file cannot hold what its header declares, or None if it may.
+
+    Args:
+        path: The image file.
+        kind: Its container as sniffed from the magic bytes (``"PNG"``, ``"JPEG"``...).
+        tiff_tags: For a TIFF, the first image's tags as Pillow parsed them (``tag_v2``).
+    """
     try:
         with open(path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -36,7 +45,11 @@ def implausible_header(path: Path, kind: str | None) -> str | None:
                 return _check_png(fh, size)
             if kind == "JPEG":
                 return _check_jpeg(fh, size)
-    except (OSError, struct.error):
+            if kind == "GIF":
+                return _check_gif(fh, size)
+            if kind == "TIFF" and tiff_tags is not None:
+                return _check_tiff(tiff_tags, size)
+    except (OSError, struct.error, IndexError, TypeError, ValueError):
         return None  # the decoder reports unreadable files in its own words
     return None
 
@@ -137,4 +150,89 @@ def _check_jpeg(fh: IO[bytes], size: int) -> str | None:
                         f"more than a {size}-byte JPEG file can hold)")
             return None
         pos += 2 + length
+    return None
+
+
+def _check_gif(fh: IO[bytes], size: int) -> str | None:
+    """The first frame against the most pixels its LZW data could code."""
+    head = fh.read(13)
+    screen_w, screen_h, flags = struct.unpack_from("<HHB", head, 6)
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # global colour table
+    while pos < size:
+        fh.seek(pos)
+        block = fh.read(1)
+        if block == b"!":  # extension: label, then sub-blocks
+            pos = _skip_sub_blocks(fh, pos + 2)[0]
+        elif block == b",":  # image descriptor
+            _x, _y, w, h, flags = struct.unpack("<HHHHB", fh.read(9))
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+            fh.seek(pos)
+            code_size = fh.read(1)[0] + 1  # LZW codes start this wide
+            data = _skip_sub_blocks(fh, pos + 1)[1]
+            # Every code adds at most one pixel to the longest string in the table, and
+            # strings are never longer than the table's 4096 entries.
+            codes = 8 * data // max(code_size, 2)
+            most = codes * (codes + 1) // 2 if codes <= 4096 else 4096 * codes
+            # Pillow decodes onto the whole logical screen: a tiny frame on a huge screen
+            # costs as much as a huge frame, and is refused alike.
+            for dw, dh in ((w, h), (screen_w, screen_h)):
+                if dw * dh > most:
+                    return (f"truncated or corrupt image data (header declares {dw} x {dh}, "
+                            f"more than a {size}-byte GIF file can hold)")
+            return None
+        else:
+            return None  # the trailer, or not a block: the decoder's to judge
+    return None
+
+
+def _skip_sub_blocks(fh: IO[bytes], pos: int) -> tuple[int, int]:
+    """Skips a chain of GIF data sub-blocks; returns the position after it and its bytes."""
+    total = 0
+    while True:
+        fh.seek(pos)
+        n = fh.read(1)
+        if not n or n[0] == 0:
+            return pos + 1, total
+        total += n[0]
+        pos += 1 + n[0]
+
+
+def _tag(tags: Mapping[int, Any], tag: int, default: Any) -> tuple[int, ...]:
+    value = tags.get(tag, default)
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),)
+
+
+def _check_tiff(tags: Mapping[int, Any], size: int) -> str | None:
+    """Strips (or tiles) present against those the declared size needs.
+
+    Pillow decodes an uncompressed TIFF strip by strip from the offsets it finds and
+    leaves rows that no strip covers black, so a taller header would decode "fine".
+    """
+    width, height = _tag(tags, 256, 0)[0], _tag(tags, 257, 0)[0]
+    samples = _tag(tags, 277, 1)[0]
+    depths = _tag(tags, 258, 1)
+    separate = _tag(tags, 284, 1)[0] == 2  # PlanarConfiguration: one plane per sample
+    bits = depths[0] if separate else sum(depths) if len(depths) > 1 else depths[0] * samples
+    planes = samples if separate else 1
+    if 322 in tags and 323 in tags:  # TileWidth, TileLength
+        tw, th = _tag(tags, 322, 0)[0], _tag(tags, 323, 0)[0]
+        offsets, counts = _tag(tags, 324, ()), _tag(tags, 325, ())
+        blocks = math.ceil(width / tw) * math.ceil(height / th) * planes
+        raw = blocks * th * math.ceil(tw * bits / 8)
+    else:
+        rows = min(_tag(tags, 278, height)[0] or height, height)  # RowsPerStrip
+        offsets, counts = _tag(tags, 273, ()), _tag(tags, 279, ())
+        blocks = math.ceil(height / rows) * planes if rows else 0
+        raw = planes * height * math.ceil(width * bits / 8)
+    if not offsets:
+        return None  # no strip table (old-style JPEG...): the decoder's to judge
+    declared = f"{width} x {height}"
+    if len(offsets) < blocks:
+        return f"truncated or corrupt image data (pixel data ends before the declared {declared})"
+    uncompressed = _tag(tags, 259, 1)[0] == 1
+    if uncompressed and counts and sum(counts) < raw:
+        return (f"truncated or corrupt image data (header declares {declared} but the file "
+                f"holds only {sum(counts)} bytes of pixel data)")
+    if any(o + c > size for o, c in zip(offsets, counts)):
+        return "truncated or corrupt image data"  # a strip runs past the end of the file
     return None

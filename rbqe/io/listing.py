@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rbqe.io.atomic import is_temp_file
@@ -23,6 +23,7 @@ def list_images(
     recursive: bool = False,
     exclude: Iterable[str | os.PathLike[str]] = (),
     skip_outputs: bool = False,
+    on_error: Callable[[Path, str], None] | None = None,
 ) -> list[tuple[Path, Path | None]]:
     """Expands files and folders into a de-duplicated list of images to process.
 
@@ -40,6 +41,9 @@ def list_images(
         skip_outputs: Leave out earlier outputs of rbqe whose source is also listed
             (as noted by :func:`record_output`), so that a batch whose output folder is
             its input folder does not enhance its own results on a re-run.
+        on_error: Called with ``(folder, reason)`` for each folder that cannot be read
+            (its images are missing from the list, so a batch reports it as failed);
+            by default a warning is logged.
 
     Returns:
         ``(file, root)`` pairs in the order the inputs were given, each folder's files
@@ -47,6 +51,9 @@ def list_images(
         files named directly.
     """
     excluded = {_path_key(Path(e)) for e in exclude}
+    if on_error is None:
+        def on_error(folder: Path, reason: str) -> None:
+            logger.warning("cannot scan %s: %s", folder, reason)
     found: dict[str, tuple[Path, Path | None]] = {}
     seen: set[tuple[int, int]] = set()
     unavailable = 0
@@ -63,7 +70,7 @@ def list_images(
 
     for raw in paths:
         p = Path(raw)
-        if not p.is_dir():
+        if not _is_dir(p):
             if is_temp_file(p):
                 logger.warning("skipping %s: an unfinished rbqe output, not an input", p)
                 continue
@@ -71,7 +78,7 @@ def list_images(
             continue
         scanned: list[Path] = []
         for folder, dirnames, filenames in os.walk(
-            p, onerror=lambda e: logger.warning("cannot scan %s: %s", e.filename, _os_reason(e))
+            p, onerror=lambda e: on_error(Path(e.filename), _os_reason(e))
         ):
             here = Path(folder)
             dirnames[:] = sorted(
@@ -87,7 +94,11 @@ def list_images(
                     if Path(name).suffix.lower() in (_HEIF_SUFFIXES | _AVIF_SUFFIXES):
                         unavailable += 1
                     continue
-                if not f.is_file():
+                try:
+                    regular = f.is_file()
+                except OSError:  # a folder we may list but not enter (r without x)
+                    regular = True  # load_image then names the file and the reason
+                if not regular:
                     logger.debug("skipping %s: not a regular file", f)
                     continue
                 scanned.append(f)
@@ -102,6 +113,15 @@ def list_images(
     if skip_outputs:
         found = _drop_earlier_outputs(found)
     return list(found.values())
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False where the path cannot be looked at (a file there is then
+    reported by load_image, with the reason)."""
+    try:
+        return path.is_dir()
+    except OSError:  # EACCES: in a folder we may not enter
+        return False
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -129,7 +149,7 @@ def lists_folder(
     excluded = {_path_key(Path(e)) for e in exclude}
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        if _is_dir(p):
             if _walks_into(_path_key(p), target, recursive, excluded):
                 return True
         elif _path_key(p.parent) == target:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from rbqe.io.formats import _FORMAT_ALIASES, _FORMAT_EXT
@@ -115,11 +116,16 @@ def plan_outputs(
     suffix: str = "",
     fmt: str | None = "png",
     exit_tags: Iterable[str | None] = (None,),
+    written: Mapping[Path, Path] | None = None,
 ) -> dict[Path, dict[str | None, Path]]:
     """Assigns every input a unique output path per exit tag, deterministically.
 
     Rules, applied in sorted input order:
 
+    0. Names already written stay with their input (``written``): when ``b.png`` appears
+       beside an already enhanced ``b.jpg``, ``b.jpg`` keeps its ``b.png`` output and the
+       newcomer is the one given another name. A written name is never given to another
+       input.
     1. The plain name from :func:`output_path_for`.
     2. Inputs whose plain names collide (``a.jpg`` and ``a.png`` -> ``a.png``; compared
        case-insensitively) all get their source extension added: ``a_jpg.png``,
@@ -134,6 +140,8 @@ def plan_outputs(
         suffix: Appended to every stem.
         fmt: Output format, or None to keep each input's extension.
         exit_tags: Tags to plan names for (None = the untagged final output).
+        written: Existing outputs of earlier runs and the input each was made from
+            (:func:`rbqe.io.output_log.written_outputs`).
 
     Returns:
         ``{input file: {exit tag: output path}}``.
@@ -154,9 +162,25 @@ def plan_outputs(
     folders = {f: out / _relative_folder(f, root) for f, root in items}
     clash = Counter((_path_key(folders[f]), f.stem.casefold()) for f, _ in items)
 
+    owner = {_path_key(o): _file_key(src) for o, src in (written or {}).items()}
+
+    def free(keys: Iterable[str], me: str) -> bool:
+        return not any(k in taken or k in input_keys or owner.get(k, me) != me for k in keys)
+
     taken: set[str] = set()
     plan: dict[Path, dict[str | None, Path]] = {}
+    for f, _ in items:  # rule 0 first, so that no newcomer takes a written name
+        ext = _output_ext(fmt, f)
+        kept = _written_stem(f, folders[f], suffix, tags, ext, written or {})
+        if kept is not None:
+            paths = {t: folders[f] / _output_name(kept, suffix, t, ext) for t in tags}
+            keys = {t: _path_key(q) for t, q in paths.items()}
+            if free(keys.values(), _file_key(f)):
+                taken.update(keys.values())
+                plan[f] = paths
     for f, _ in items:
+        if f in plan:
+            continue
         folder = folders[f]
         ext = _output_ext(fmt, f)
         stem = f.stem
@@ -171,11 +195,33 @@ def plan_outputs(
                 base = stem = f"{base}_rbqe"
                 guarded = True
                 continue
-            if any(k in taken or k in input_keys for k in keys.values()):
+            if not free(keys.values(), _file_key(f)):
                 n += 1
                 stem = f"{base}_{n}"
                 continue
             break
         taken.update(keys.values())
         plan[f] = paths
-    return plan
+    return {f: plan[f] for f, _ in items}
+
+
+def _written_stem(f: Path, folder: Path, suffix: str, tags: list[str | None], ext: str,
+                  written: Mapping[Path, Path]) -> str | None:
+    """The stem of an output already written for ``f`` under today's naming, if any.
+
+    Only stems these rules make for ``f`` count (its own stem, perhaps with its source
+    extension, ``_rbqe`` or a number): an output written under another suffix, format or
+    exit mode is not today's name.
+    """
+    me, here = _file_key(f), _path_key(folder)
+    ext_part = f"(?:_{re.escape(f.suffix.lstrip('.').lower())})?" if f.suffix else ""
+    grammar = re.compile(re.escape(f.stem) + ext_part + r"(?:_rbqe)?(?:_[0-9]+)?")
+    for out in sorted(o for o, src in written.items() if _file_key(src) == me):
+        if _path_key(out.parent) != here:
+            continue
+        for tag in tags:
+            tail = _output_name("", suffix, tag, ext)
+            stem = out.name[: -len(tail)] if out.name.endswith(tail) else ""
+            if stem and grammar.fullmatch(stem):
+                return stem
+    return None

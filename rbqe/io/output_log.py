@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ from rbqe.io.naming import _file_key
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
 OUTPUT_LOG = ".rbqe-outputs.jsonl"
-"""Hidden file listing the outputs rbqe wrote into a folder that is also an input folder.
+"""Hidden file in an output folder listing the outputs rbqe wrote there, and of what.
 
 Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
-``photo.png`` beside ``photo.jpg``, so when outputs go where inputs are scanned (``-o``
-the input folder), each output is noted here before it is written, one JSON line
-``{"output": NAME, "source": PATH}`` with the source relative to the folder.
-:func:`list_images` with ``skip_outputs`` then leaves these files out.
+``photo.png`` beside ``photo.jpg``, so each output is noted here before it is written,
+one JSON line ``{"output": NAME, "source": PATH}`` with the source relative to the
+folder. Where outputs go where inputs are scanned (``-o`` the input folder),
+:func:`list_images` with ``skip_outputs`` then leaves these files out; everywhere, a
+re-run keeps each written name with its source (:func:`written_outputs`, issue 13).
 """
 
 
@@ -74,6 +76,21 @@ def _read_output_log(folder: Path) -> dict[str, Path]:
         if isinstance(name, str) and isinstance(source, str):
             entries[name] = folder / source
     return entries
+
+
+def written_outputs(folders: Iterable[Path]) -> dict[Path, Path]:
+    """``{output: source}`` for the noted outputs in ``folders`` that still exist.
+
+    An output whose source is gone is left out: it then stands for itself, and an input
+    that takes its name finds it done, as before outputs were noted everywhere.
+    """
+    found: dict[Path, Path] = {}
+    for folder in folders:
+        for name, source in _read_output_log(folder).items():
+            out = folder / name
+            if os.path.isfile(out) and os.path.exists(source):
+                found[out] = source
+    return found
 
 
 def _drop_earlier_outputs(

@@ -32,6 +32,7 @@ from rbqe.io.formats import (
     HEIF_AVAILABLE,
 )
 from rbqe.io.headers import implausible_header
+from rbqe.io.jpeg_data import jpeg_data_ends_early
 from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
@@ -142,8 +143,9 @@ def _read_head(path: Path) -> bytes:
     except ValueError:  # e.g. an embedded NUL byte from a mangled file list
         raise ImageReadError(path, "invalid file name") from None
     except OSError as exc:
-        if path.is_symlink():
-            raise ImageReadError(path, "broken symbolic link") from None
+        with contextlib.suppress(OSError):  # EACCES again, in a folder we may not enter
+            if path.is_symlink():
+                raise ImageReadError(path, "broken symbolic link") from None
         raise ImageReadError(path, _os_reason(exc)) from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(path, "is a directory, not an image file")
@@ -402,10 +404,14 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         if max_pixels is not None and width * height > max_pixels:
             raise ImageReadError(p, _bomb_reason(width, height, max_pixels))
         # Before any pixel memory is reserved: a header can lie about the size.
-        implausible = implausible_header(p, kind)
+        implausible = implausible_header(p, kind, getattr(im, "tag_v2", None))
         if implausible:
             raise ImageReadError(p, implausible)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        if fmt == "JPEG" and jpeg_data_ends_early(p):
+            # Pillow would decode the real rows and fill the rest with grey, silently.
+            raise ImageReadError(p, "truncated or corrupt image data (pixel data ends "
+                                 f"before the declared {width} x {height})")
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
