@@ -152,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Outputs are written atomically, so nothing partial is left under a final name.
         print("\nrbqe: aborted", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (`rbqe info | head -1`): stop quietly, as Unix tools do.
+        # stdout points at /dev/null so that the interpreter's final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -247,3 +247,15 @@ def test_real_subprocess(tiny_weights, inputs, tmp_path):
     with Image.open(out / "g.png") as im:
         assert im.mode == "L"
     assert json.loads(report.read_text())["images"][0]["exit"] == 2
+
+
+def test_python_m_rbqe_into_a_closed_pipe_is_quiet(weights_env):
+    # `python -m rbqe info | true`: the reader is gone before rbqe writes (it takes a
+    # second to start); no BrokenPipe traceback, and the exit status says it failed.
+    proc = subprocess.run(
+        f"'{sys.executable}' -m rbqe info | true; echo \"${{PIPESTATUS[0]}}\"",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
+        check=False, env={**os.environ, "RBQE_WEIGHTS": str(weights_env)},
+    )
+    assert proc.stdout.strip() == "1"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
