@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+)
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -44,6 +53,15 @@ class CardData:
     state: str = "empty"  # empty | running | ready | skipped
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
+
+
+def fit_text(fm: QFontMetrics, text: str, box: QRectF) -> str:
+    """``text`` as it fits ``box`` word-wrapped; when even wrapped it does not, its first
+    line's worth, elided with "…" (the card's tooltip has it whole)."""
+    flags = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
+    if fm.boundingRect(box.toRect(), flags, text).height() <= box.height():
+        return text
+    return fm.elidedText(text, Qt.TextElideMode.ElideRight, int(box.width()))
 
 
 class ExitCard(QWidget):
@@ -98,7 +116,7 @@ class ExitCard(QWidget):
         p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
         p.drawRoundedRect(r, 8, 8)
 
-        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 74)
+        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 84)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#141518"))
         p.drawRoundedRect(thumb, 5, 5)
@@ -139,8 +157,12 @@ class ExitCard(QWidget):
         p.setFont(small)
         p.setPen(QColor(255, 255, 255, 170))
         for i, line in enumerate(d.lines[:2]):
-            p.drawText(QRectF(r.left() + 10, y + 21 + i * 16, r.width() - 20, 16),
-                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
+            top = y + 21 + i * 16
+            # The last line (the chosen card's reason) may wrap onto the room below it.
+            box = QRectF(r.left() + 10, top, r.width() - 20,
+                         (r.bottom() - 3 - top) if i == len(d.lines[:2]) - 1 else 16)
+            p.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+                       | Qt.TextFlag.TextWordWrap, fit_text(p.fontMetrics(), line, box))
         p.end()
 
     def _badges(self, p: QPainter, thumb: QRectF) -> None:
@@ -263,8 +285,9 @@ class ExitStrip(QWidget):
             if auto and card.index == k and d is not None and card.data.lines:
                 # The chosen card says why auto stopped there, in a few words.
                 card.data.lines = (card.data.lines[0], d.short)
-            if auto and k is not None and card.index > k and card.data.state != "ready":
-                card.data.state = "skipped"
+            if card.data.state in ("empty", "skipped"):  # a new choice redraws these
+                card.data.state = "skipped" if auto and k is not None and card.index > k \
+                    else "empty"
             card.update()
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:

@@ -9,7 +9,6 @@ see the user's real settings.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
@@ -30,7 +29,8 @@ class AppSettings:
         device: ``auto``, ``cpu`` or ``cuda:N``.
         backend: ``auto``, ``torch`` or ``openvino`` (see :mod:`rbqe.backends`).
         model: Which shipped model: ``rgb`` (colour, the default) or ``y`` (luma only).
-            ``--weights`` or ``RBQE_WEIGHTS`` win over it.
+            ``weights_file``, ``--weights`` and ``RBQE_WEIGHTS`` win over it.
+        weights_file: A weights file the user chose in the app ("" for a shipped model).
         exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
         threshold: Quality threshold; None means "the weights' own threshold".
         output_format: ``png``, ``jpeg`` or ``webp``.
@@ -47,6 +47,7 @@ class AppSettings:
     device: str = "auto"
     backend: str = "auto"
     model: str = "rgb"
+    weights_file: str = ""
     exit_mode: str = "auto"
     threshold: float | None = None
     output_format: str = "png"
@@ -82,10 +83,6 @@ class AppSettings:
     def mode(self) -> str | int:
         """The exit mode as :meth:`rbqe.engine.Enhancer.enhance` takes it."""
         return "auto" if self.exit_mode == "auto" else int(self.exit_mode)
-
-    @property
-    def output_folder(self) -> Path | None:
-        return Path(self.output_dir) if self.output_dir else None
 
 
 def _coerce(value: object, default: object) -> object:
