@@ -210,6 +210,10 @@ class SessionModel:
 
     # -- commands --------------------------------------------------------------------
     def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[Event]:
+        added = self._add(paths, recursive)
+        return [ItemsAdded(added), *self._pump()] if added else []
+
+    def _add(self, paths: Iterable[str | Path], recursive: bool = False) -> list[QueueItem]:
         paths = [Path(p) for p in paths]
         # Folder scans leave out the outputs rbqe wrote next to their sources, as a batch
         # does; a file the user names directly is always shown.
@@ -217,10 +221,7 @@ class SessionModel:
         named = [p for p in paths if not p.is_dir()]
         listed = list_images(folders, recursive=recursive, skip_outputs=True) if folders else []
         files = [f for f, _ in listed + (list_images(named) if named else [])]
-        added = self.queue.add(files)
-        if not added:
-            return []
-        return [ItemsAdded(added), *self._pump()]
+        return self.queue.add(files)
 
     def select(self, item: QueueItem | None) -> list[Event]:
         if item is self.current:
@@ -349,7 +350,8 @@ class SessionModel:
         their saved outputs instead of running the network again."""
         if not reports:
             return []
-        events = self.add_paths([r.input for r in reports])
+        added = self._add([r.input for r in reports])
+        events: list[Event] = [ItemsAdded(added)] if added else []
         for r in reports:
             item = self.queue.get(Path(r.input))
             if item is None:
@@ -361,6 +363,7 @@ class SessionModel:
                 item.score = r.scores.get(str(r.exit)) if r.exit else None
                 item.time_ms = r.times_ms.get("total") if r.times_ms else None
             events.append(ItemChanged(item))
+        events += self._pump()
         first = self.queue.get(Path(reports[0].input))
         if first is not None:
             events.append(SelectItem(first))

@@ -9,8 +9,10 @@ see the user's real settings.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QSettings
+if TYPE_CHECKING:  # only the functions below touch Qt: the dataclass loads none
+    from PySide6.QtCore import QByteArray, QSettings
 
 ORGANIZATION = "RBQE"
 APPLICATION = "RBQE Studio"
@@ -126,6 +128,8 @@ def save_settings(store: QSettings, settings: AppSettings) -> None:
 
 def load_state(store: QSettings, key: str) -> QByteArray | None:
     """A saved geometry/splitter blob, or None."""
+    from PySide6.QtCore import QByteArray
+
     value = store.value(f"window/{key}")
     return value if isinstance(value, QByteArray) and not value.isEmpty() else None
 
