@@ -87,7 +87,9 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
                           "Open the folder of this image's latest output")
     f.addSeparator()
     _add(win, f, "Open log folder", cmd.open_log_folder)
-    _add(win, f, "Quit", cmd.quit, (QKeySequence.StandardKey.Quit,))
+    # Ctrl+Q (Cmd+Q on macOS) spelled out: StandardKey.Quit is empty on Windows and on
+    # some Linux platforms, where the menu then had no key at all.
+    _add(win, f, "Quit", cmd.quit, ("Ctrl+Q",))
 
     v = mb.addMenu("&View")
     _add(win, v, "Split view", lambda: view.set_mode(SPLIT), ("S",))

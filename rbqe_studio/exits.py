@@ -7,6 +7,7 @@ compare view; right-click or Ctrl+click puts it on the A (left) side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
@@ -262,8 +263,11 @@ class ExitStrip(QWidget):
         if k not in self.computed:
             self.computed.append(k)
         card = self.cards[k]
-        card.set_data(CardData(f"Exit {k}", thumb, (f"Σ {fmt_ms(cum_ms)}", fmt_gmacs(gmacs)),
-                               score, "ready", k == self.chosen, decision))
+        # Read from a saved output (a batch's): nothing was timed here.
+        lines = ("from the saved file",) if math.isnan(cum_ms) else (f"Σ {fmt_ms(cum_ms)}",
+                                                                    fmt_gmacs(gmacs))
+        card.set_data(CardData(f"Exit {k}", thumb, lines, score, "ready", k == self.chosen,
+                               decision))
         # Why auto would (or would not) stop here, in words, on hover.
         card.setToolTip(("" if decision is None else
                          f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")

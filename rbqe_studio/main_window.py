@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         self.batch.finished.connect(self._on_batch_finished)
         self.batch.open_results.connect(self.open_batch_results)
         self.batch.show_folder.connect(self.show_in_folder)
-        self.batch_host.worker.engine_failed.connect(lambda _g, m: self._on_engine_error(m))
+        self.batch_host.worker.engine_failed.connect(self._on_batch_engine_failed)
 
     # -- opening -----------------------------------------------------------------------
     def open_paths(self, paths: list[str | Path]) -> int:
@@ -300,6 +300,9 @@ class MainWindow(QMainWindow):
         self.compare.set_unavailable("Not enhanced: no usable model (see above)")
         log.warning("%s", message)
         self.show_message(problem, error=True)
+
+    def _on_batch_engine_failed(self, _gen: int, message: str) -> None:
+        self._on_engine_error(message)  # a method, so that Qt runs it in the GUI thread
 
     def _on_saved(self, paths: list) -> None:
         """Say where the files went, readably: the name, the folder (elided in the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 from rbqe.batch import ItemReport
 from rbqe_studio import session_model as sm
@@ -42,15 +42,17 @@ class Session(QObject):
         super().__init__(parent)
         self.host = WorkerHost(factory, "rbqe-interactive", self)
         self.model = sm.SessionModel(settings, self.host.submit, weights)
-        m, w = self.model, self.host.worker
-        w.loaded.connect(lambda gen, view: self._emit(m.on_loaded(gen, view)))
-        w.exit_computed.connect(lambda gen, e, view: self._emit(m.on_exit(gen, e, view)))
-        w.progress.connect(lambda gen, s, d, t: self._emit(m.on_progress(gen, s, d, t)))
-        w.finished.connect(lambda gen, payload: self._emit(m.on_finished(gen, payload)))
-        w.failed.connect(lambda gen, msg: self._emit(m.on_failed(gen, msg)))
-        w.cancelled.connect(lambda gen: self._emit(m.on_cancelled(gen)))
-        w.engine_ready.connect(lambda info: self._emit(m.on_engine_ready(info)))
-        w.engine_failed.connect(lambda gen, msg: self._emit(m.on_engine_failed(gen, msg)))
+        # Bound methods of this QObject, not lambdas: a lambda would run in the worker's
+        # thread; a method of an object living in the GUI thread is queued to it.
+        w = self.host.worker
+        w.loaded.connect(self._on_loaded)
+        w.exit_computed.connect(self._on_exit)
+        w.progress.connect(self._on_progress)
+        w.finished.connect(self._on_finished)
+        w.failed.connect(self._on_failed)
+        w.cancelled.connect(self._on_cancelled)
+        w.engine_ready.connect(self._on_engine_ready)
+        w.engine_failed.connect(self._on_engine_failed)
         self._signals: dict[type, Callable[[object], None]] = {
             sm.ItemsAdded: lambda e: self.items_added.emit(e.items),
             sm.ItemChanged: lambda e: self.item_changed.emit(e.item),
@@ -73,6 +75,39 @@ class Session(QObject):
         for event in events:
             self._signals[type(event)](event)
         return events
+
+    # -- worker reports, in the GUI thread --------------------------------------------
+    @Slot(int, object)
+    def _on_loaded(self, gen: int, view: ViewData) -> None:
+        self._emit(self.model.on_loaded(gen, view))
+
+    @Slot(int, object, object)
+    def _on_exit(self, gen: int, e: object, view: ViewData) -> None:
+        self._emit(self.model.on_exit(gen, e, view))  # type: ignore[arg-type]
+
+    @Slot(int, str, int, int)
+    def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
+        self._emit(self.model.on_progress(gen, stage, done, total))
+
+    @Slot(int, object)
+    def _on_finished(self, gen: int, payload: object) -> None:
+        self._emit(self.model.on_finished(gen, payload))
+
+    @Slot(int, str)
+    def _on_failed(self, gen: int, message: str) -> None:
+        self._emit(self.model.on_failed(gen, message))
+
+    @Slot(int)
+    def _on_cancelled(self, gen: int) -> None:
+        self._emit(self.model.on_cancelled(gen))
+
+    @Slot(object)
+    def _on_engine_ready(self, info: dict) -> None:
+        self._emit(self.model.on_engine_ready(info))
+
+    @Slot(int, str)
+    def _on_engine_failed(self, gen: int, message: str) -> None:
+        self._emit(self.model.on_engine_failed(gen, message))
 
     # -- the model's state, read by the window ------------------------------------------
     @property
