@@ -299,7 +299,9 @@ class MainWindow(QMainWindow):
         self.banner.show_problem(problem)
         self.compare.set_unavailable("Not enhanced: no usable model (see above)")
         log.warning("%s", message)
-        self.show_message(problem, error=True)
+        self.show_message("Not enhanced: no usable model; the bar above says how to fix it",
+                          error=True)
+        self.status.setToolTip(problem)
 
     def _on_batch_engine_failed(self, _gen: int, message: str) -> None:
         self._on_engine_error(message)  # a method, so that Qt runs it in the GUI thread

@@ -46,7 +46,7 @@ def status_text(item: QueueItem) -> str:
     elif item.status == FAILED:
         text = f"Failed: {short_error(item)}"
     elif item.status == BLOCKED:
-        text = "Not enhanced: no usable model (see the banner)"
+        text = "Not enhanced: no model"
     elif item.exit is None:
         text = "Done · output exists (skipped)" if item.outputs else "Done"
     else:

@@ -475,8 +475,6 @@ class SessionModel:
         assert isinstance(payload, ViewData) and payload.result is not None
         item = run.item
         self._mark_done(item, payload)
-        if isinstance(run.job, ProcessJob):
-            item.time_ms = payload.result.total_ms
         events = [ItemChanged(item)]
         self.cache.put(path_key(item.path), payload, payload.cost)
         if gen == self._view_gen:
@@ -490,6 +488,8 @@ class SessionModel:
         assert r is not None
         item.status, item.error = DONE, ""
         item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
+        if not view.saved:  # read back from a batch: its report has the time
+            item.time_ms = r.total_ms
 
     def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
         assert job.view is not None

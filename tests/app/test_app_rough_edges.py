@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QApplication, QMenu
 
 from rbqe_studio.queue_panel import status_text
 from rbqe_studio.viewer import SPLIT, TOGGLE
@@ -271,14 +271,17 @@ def test_queue_rows_elide_and_the_tooltip_has_it_all(qtbot, window, tmp_path) ->
 
 def test_editing_the_threshold_does_not_move_the_panels(qtbot, window) -> None:
     """Item 21: the note under the threshold wraps instead of widening the panel."""
-    window.settings_panel.set_weights_threshold(0.855, 3)
+    window.settings_panel.set_weights_threshold(0.855, 2)
+    window.splitter.setSizes([250, 600, 200])  # the right panel at its narrowest
     window.tabs.setCurrentWidget(window.settings_panel)
     qtbot.waitUntil(lambda: window.settings_panel.isVisible())
     sizes = window.splitter.sizes()
     width = window.tabs.minimumSizeHint().width()
     window.settings_panel.threshold.setValue(0.912)
-    assert "custom (weights: 0.855)" in window.settings_panel.threshold_note.text()
-    assert window.tabs.minimumSizeHint().width() == width
+    QApplication.processEvents()  # the layout requests the new sizes
+    note = window.settings_panel.threshold_note.text()
+    assert "custom (weights: 0.855)" in note and "from exit 2" in note
+    assert window.tabs.minimumSizeHint().width() == width  # unwrapped it grew 2 px: the jump
     assert window.splitter.sizes() == sizes
 
 
