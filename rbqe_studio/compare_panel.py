@@ -50,8 +50,8 @@ class ComparePanel(QWidget):
         for mode, text, tip in ((SPLIT, "Split", "Split view with a draggable line (S)"),
                                 (SIDE, "Side by side", "Two panes, one zoom (D)"),
                                 (TOGGLE, "A/B", "One pane; B key or hold Space flips (T)"),
-                                (DIFF, "Difference", "|A − B| amplified as a heat map: what "
-                                 "the restoration changed (V)")):
+                                (DIFF, "Difference", ("|A − B| amplified as a heat map: "
+                                                      "what the restoration changed (V)"))):
             button = QToolButton()
             button.setText(text)
             button.setToolTip(tip)

@@ -14,7 +14,6 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDragLeaveEvent,
     QDropEvent,
-    QKeySequence,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -22,8 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMenu,
-    QMessageBox,
     QProgressBar,
     QSplitter,
     QStackedWidget,
@@ -33,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe_studio import dialogs
 from rbqe_studio import settings as settings_mod
 from rbqe_studio.actions import Commands, build_actions
 from rbqe_studio.banner import Banner
@@ -434,32 +432,10 @@ class MainWindow(QMainWindow):
             self.show_in_folder(item.outputs[-1])
 
     def show_shortcuts(self) -> None:
-        """Help → Keyboard shortcuts: every action that has keys, from the menus."""
-        rows = []
-        for menu in self.menuBar().findChildren(QMenu):
-            for act in menu.actions():
-                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
-                                 for k in act.shortcuts())
-                if keys:
-                    rows.append(f"<tr><td>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
-                                f"<td><b>{keys}</b></td></tr>")
-        rows.append("<tr><td>Peek at A (hold)&nbsp;&nbsp;</td><td><b>Space</b></td></tr>")
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
-                          f"<table cellspacing='3'>{''.join(rows)}</table>",
-                          QMessageBox.StandardButton.Ok, self)
-        box.setModal(False)
-        box.show()
-        self._shortcuts_box = box  # kept for tests and so it is not collected
+        self._shortcuts_box = dialogs.shortcuts(self, self.menuBar())  # kept: not collected
 
     def about(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",
-                          "RBQE Studio repairs JPEG-compressed photos with an early-exit "
-                          "network: five exits of growing depth, and each image leaves at "
-                          "the first exit whose blind quality score reaches the threshold "
-                          "(from the earliest exit the model's calibration allows).",
-                          QMessageBox.StandardButton.Ok, self)
-        box.setModal(False)
-        box.show()
+        dialogs.about(self)
 
     def show_message(self, text: str, error: bool = False, rich: bool = False) -> None:
         """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link)."""
@@ -481,15 +457,7 @@ class MainWindow(QMainWindow):
         return super().eventFilter(obj, event)
 
     def _confirm_quit(self) -> bool:
-        """Asked when a batch runs: quitting stops it (what is written stays written)."""
-        answer = QMessageBox.question(
-            self, "Quit RBQE Studio?",
-            f"A batch is running ({self.batch.bar.value()} of {self.batch.bar.maximum()} "
-            "images done). Quit now? The image in progress is not written; starting the "
-            "batch again later resumes it.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+        return dialogs.confirm_quit(self, self.batch.bar.value(), self.batch.bar.maximum())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.batch.running and not self._confirm_quit():

@@ -13,8 +13,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal, Slot
 
 from rbqe.batch import ItemReport
-from rbqe_studio import session_model as sm
+from rbqe_studio import session_events as ev
 from rbqe_studio.jobs import EngineSpec, PolicyChoice, ViewData
+from rbqe_studio.session_model import SessionModel
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.state import Queue, QueueItem
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
@@ -41,7 +42,7 @@ class Session(QObject):
                  weights: str | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.host = WorkerHost(factory, "rbqe-interactive", self)
-        self.model = sm.SessionModel(settings, self.host.submit, weights)
+        self.model = SessionModel(settings, self.host.submit, weights)
         # Bound methods of this QObject, not lambdas: a lambda would run in the worker's
         # thread; a method of an object living in the GUI thread is queued to it.
         w = self.host.worker
@@ -54,24 +55,24 @@ class Session(QObject):
         w.engine_ready.connect(self._on_engine_ready)
         w.engine_failed.connect(self._on_engine_failed)
         self._signals: dict[type, Callable[[object], None]] = {
-            sm.ItemsAdded: lambda e: self.items_added.emit(e.items),
-            sm.ItemChanged: lambda e: self.item_changed.emit(e.item),
-            sm.SelectItem: lambda e: self.select_item.emit(e.item),
-            sm.ViewLoaded: lambda e: self.view_loaded.emit(e.view),
-            sm.ExitReady: lambda e: self.exit_ready.emit(e.exit, e.view),
-            sm.ViewFinished: lambda e: self.view_finished.emit(e.view),
-            sm.ViewFailed: lambda e: self.view_failed.emit(e.message),
-            sm.ViewBusy: lambda e: self.view_busy.emit(e.busy),
-            sm.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total),
-            sm.EngineInfo: lambda e: self.engine_info.emit(e.info),
-            sm.EngineError: lambda e: self.engine_error.emit(e.message),
-            sm.Message: lambda e: self.message.emit(e.text, e.error),
-            sm.Saved: lambda e: self.saved.emit(e.paths),
-            sm.WeightsChanged: lambda e: self.weights_changed.emit(e.weights),
-            sm.ChoiceChanged: lambda e: self.choice_changed.emit(e.choice),
+            ev.ItemsAdded: lambda e: self.items_added.emit(e.items),
+            ev.ItemChanged: lambda e: self.item_changed.emit(e.item),
+            ev.SelectItem: lambda e: self.select_item.emit(e.item),
+            ev.ViewLoaded: lambda e: self.view_loaded.emit(e.view),
+            ev.ExitReady: lambda e: self.exit_ready.emit(e.exit, e.view),
+            ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
+            ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
+            ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),
+            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total),
+            ev.EngineInfo: lambda e: self.engine_info.emit(e.info),
+            ev.EngineError: lambda e: self.engine_error.emit(e.message),
+            ev.Message: lambda e: self.message.emit(e.text, e.error),
+            ev.Saved: lambda e: self.saved.emit(e.paths),
+            ev.WeightsChanged: lambda e: self.weights_changed.emit(e.weights),
+            ev.ChoiceChanged: lambda e: self.choice_changed.emit(e.choice),
         }
 
-    def _emit(self, events: list[sm.Event]) -> list[sm.Event]:
+    def _emit(self, events: list[ev.Event]) -> list[ev.Event]:
         for event in events:
             self._signals[type(event)](event)
         return events
@@ -165,7 +166,7 @@ class Session(QObject):
     # -- commands --------------------------------------------------------------------
     def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[QueueItem]:
         events = self._emit(self.model.add_paths(paths, recursive))
-        return next((e.items for e in events if isinstance(e, sm.ItemsAdded)), [])
+        return next((e.items for e in events if isinstance(e, ev.ItemsAdded)), [])
 
     def select(self, item: QueueItem | None) -> None:
         self._emit(self.model.select(item))

@@ -38,6 +38,24 @@ from rbqe_studio.jobs import (
     ViewData,
     saved_exits,
 )
+from rbqe_studio.session_events import (
+    ChoiceChanged,
+    EngineError,
+    EngineInfo,
+    Event,
+    ExitReady,
+    ItemChanged,
+    ItemsAdded,
+    Message,
+    Progress,
+    Saved,
+    SelectItem,
+    ViewBusy,
+    ViewFailed,
+    ViewFinished,
+    ViewLoaded,
+    WeightsChanged,
+)
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.state import (
     BLOCKED,
@@ -56,97 +74,6 @@ log = logging.getLogger(__name__)
 CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
 ENGINE_SETTINGS = ("model", "weights_file", "device", "backend")
 CHOICE_SETTINGS = ("exit_mode", "threshold")
-
-
-# -- events --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ItemsAdded:
-    items: list[QueueItem]
-
-
-@dataclass(frozen=True)
-class ItemChanged:
-    item: QueueItem
-
-
-@dataclass(frozen=True)
-class SelectItem:
-    """The window should select this item in the queue (which then calls ``select``)."""
-
-    item: QueueItem
-
-
-@dataclass(frozen=True)
-class ViewLoaded:
-    view: ViewData  # the input only so far
-
-
-@dataclass(frozen=True)
-class ExitReady:
-    exit: ExitResult
-    view: ViewData
-
-
-@dataclass(frozen=True)
-class ViewFinished:
-    view: ViewData  # with its result
-
-
-@dataclass(frozen=True)
-class ViewFailed:
-    message: str
-
-
-@dataclass(frozen=True)
-class ViewBusy:
-    busy: bool
-
-
-@dataclass(frozen=True)
-class Progress:
-    stage: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    info: dict
-
-
-@dataclass(frozen=True)
-class EngineError:
-    message: str
-
-
-@dataclass(frozen=True)
-class Message:
-    text: str
-    error: bool = False
-
-
-@dataclass(frozen=True)
-class Saved:
-    paths: list[Path]
-
-
-@dataclass(frozen=True)
-class WeightsChanged:
-    """Another weights file is in use: check it, show its threshold."""
-
-    weights: str
-
-
-@dataclass(frozen=True)
-class ChoiceChanged:
-    """The exit mode or the policy changed: the strip's header says so."""
-
-    choice: Choice
-
-
-Event = (ItemsAdded | ItemChanged | SelectItem | ViewLoaded | ExitReady | ViewFinished
-         | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError | Message | Saved
-         | WeightsChanged | ChoiceChanged)
 
 
 @dataclass

@@ -9,9 +9,9 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QSplitter, QTabWidget, QWidget
 
-from rbqe_studio import settings as settings_mod
 from rbqe.errors import RBQEError
 from rbqe.weights import WeightsInfo, default_weights_path, read_info
+from rbqe_studio import settings as settings_mod
 
 DEFAULT_SIZE = (1480, 920)
 # What a GUI user can do about a missing or unusable model (no command line needed).

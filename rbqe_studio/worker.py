@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
-from PySide6.QtGui import QImage
 
 from rbqe.batch import BatchEvents, ItemReport, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
