@@ -93,7 +93,6 @@ class ItemReport:
     gmacs_exit5: float | None = None
     size: tuple[int, int] | None = None
     error: str | None = None
-    result: EnhanceResult | None = field(default=None, repr=False)
     exit_reason: dict[str, Any] | None = None
     write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
 
@@ -462,7 +461,6 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
         gmacs=max(e.gmacs for e in result.exits),
         gmacs_exit5=enhancer.gmacs(hp, wp)[-1],
         size=(w, h),
-        result=None,
         exit_reason=result.exit_reason,
     )
 

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QMainWindow, QMenu
 
+from rbqe_studio.compare_panel import ComparePanel
 from rbqe_studio.exits import INPUT
-from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
-
-if TYPE_CHECKING:
-    from rbqe_studio.main_window import MainWindow
+from rbqe_studio.queue_panel import QueuePanel
+from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE
 
 Key = str | QKeySequence.StandardKey
+Command = Callable[[], object]
+
+
+@dataclass
+class Commands:
+    """What the menu items do; the window hands in its handlers, so the actions need no
+    window of their own."""
+
+    open_files: Command
+    open_folder: Command
+    save: Command
+    save_all: Command
+    show_in_folder: Command
+    open_log_folder: Command
+    quit: Command
+    compute_all: Command
+    redo: Command
+    start_batch: Command
+    cancel_batch: Command
+    shortcuts: Command
+    about: Command
 
 
 @dataclass
@@ -27,13 +46,15 @@ class Actions:
     open_folder: QAction
     save: QAction
     save_all: QAction
+    show_in_folder: QAction
     compute_all: QAction
     redo: QAction
     cancel_batch: QAction
     toggle: QAction
+    difference: QAction
 
 
-def _add(win: MainWindow, menu: QMenu, text: str, slot: Callable[[], object],
+def _add(win: QMainWindow, menu: QMenu, text: str, slot: Command,
          keys: tuple[Key, ...] = (), tip: str = "") -> QAction:
     act = QAction(text, win)
     act.setShortcuts([QKeySequence(k) for k in keys])
@@ -47,22 +68,28 @@ def _add(win: MainWindow, menu: QMenu, text: str, slot: Callable[[], object],
     return act
 
 
-def build_actions(win: MainWindow) -> Actions:
+def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
+                  queue: QueuePanel) -> Actions:
+    """Menus and toolbar of ``win``; the View menu drives ``cp`` and ``queue`` directly."""
     mb = win.menuBar()
-    cp, view = win.compare, win.compare.view
+    view = cp.view
     f = mb.addMenu("&File")
-    open_ = _add(win, f, "Open files…", win.open_files_dialog, (QKeySequence.StandardKey.Open,),
+    open_ = _add(win, f, "Open files…", cmd.open_files, (QKeySequence.StandardKey.Open,),
                  "Add photos to the queue")
-    open_folder = _add(win, f, "Open folder…", win.open_folder_dialog, ("Ctrl+Shift+O",),
+    open_folder = _add(win, f, "Open folder…", cmd.open_folder, ("Ctrl+Shift+O",),
                        "Add a folder of photos")
     f.addSeparator()
-    save = _add(win, f, "Save result…", win.save_result, ("Ctrl+S",),
+    save = _add(win, f, "Save result…", cmd.save, ("Ctrl+S",),
                 "Save the exit shown on the B side")
-    save_all = _add(win, f, "Save all exits…", win.save_all_exits, ("Ctrl+Shift+S",),
+    save_all = _add(win, f, "Save all exits…", cmd.save_all, ("Ctrl+Shift+S",),
                     "Save all five exits of this image")
+    show_in_folder = _add(win, f, "Show in folder", cmd.show_in_folder, ("Ctrl+Shift+F",),
+                          "Open the folder of this image's latest output")
     f.addSeparator()
-    _add(win, f, "Open log folder", win.open_log_folder)
-    _add(win, f, "Quit", win.close, (QKeySequence.StandardKey.Quit,))
+    _add(win, f, "Open log folder", cmd.open_log_folder)
+    # Ctrl+Q (Cmd+Q on macOS) spelled out: StandardKey.Quit is empty on Windows and on
+    # some Linux platforms, where the menu then had no key at all.
+    _add(win, f, "Quit", cmd.quit, ("Ctrl+Q",))
 
     v = mb.addMenu("&View")
     _add(win, v, "Split view", lambda: view.set_mode(SPLIT), ("S",))
@@ -71,6 +98,8 @@ def build_actions(win: MainWindow) -> Actions:
          "A or B in one pane; flip with B")
     toggle = _add(win, v, "Flip A/B", view.toggle_ab, ("B", "T"),
                   "Flip between A and B in one pane (hold Space to peek at A)")
+    difference = _add(win, v, "Difference |A−B|", lambda: view.set_mode(DIFF), ("V",),
+                      "What changed between A and B, amplified, as a heat map")
     _add(win, v, "Swap A and B", cp.swap, ("X",))
     v.addSeparator()
     _add(win, v, "Zoom to fit", view.fit, ("F", "Ctrl+0"))
@@ -78,24 +107,24 @@ def build_actions(win: MainWindow) -> Actions:
     _add(win, v, "Zoom in", lambda: view.zoom(1.25), (QKeySequence.StandardKey.ZoomIn,))
     _add(win, v, "Zoom out", lambda: view.zoom(0.8), (QKeySequence.StandardKey.ZoomOut,))
     v.addSeparator()
-    _add(win, v, "Next image", lambda: win.queue.step(1), ("Right", "PgDown", "J"))
-    _add(win, v, "Previous image", lambda: win.queue.step(-1), ("Left", "PgUp", "K"))
+    _add(win, v, "Next image", lambda: queue.step(1), ("Right", "PgDown", "J"))
+    _add(win, v, "Previous image", lambda: queue.step(-1), ("Left", "PgUp", "K"))
     v.addSeparator()
     for k in range(6):
         _add(win, v, "Show input" if k == INPUT else f"Show exit {k}",
              lambda k=k: cp.pick(k, "b"), (str(k),))
 
     p = mb.addMenu("&Process")
-    compute_all = _add(win, p, "Compute all exits", win.session.compute_all, ("Ctrl+E",),
+    compute_all = _add(win, p, "Compute all exits", cmd.compute_all, ("Ctrl+E",),
                        "Continue to exit 5 from the cached stages")
-    redo = _add(win, p, "Process again", win.session.reprocess_current, ("Ctrl+R",),
+    redo = _add(win, p, "Process again", cmd.redo, ("Ctrl+R",),
                 "Run the viewed image again")
     p.addSeparator()
-    _add(win, p, "Start batch", win.start_batch, ("Ctrl+B",))
-    cancel_batch = _add(win, p, "Cancel batch", win.batch.stop, ("Ctrl+.",))
+    _add(win, p, "Start batch", cmd.start_batch, ("Ctrl+B",))
+    cancel_batch = _add(win, p, "Cancel batch", cmd.cancel_batch, ("Ctrl+.",))
     h = mb.addMenu("&Help")
-    _add(win, h, "Keyboard shortcuts", win.show_shortcuts, ("F1",))
-    _add(win, h, "About RBQE Studio", win.about)
+    _add(win, h, "Keyboard shortcuts", cmd.shortcuts, ("F1",))
+    _add(win, h, "About RBQE Studio", cmd.about)
 
     tb = win.addToolBar("Main")
     tb.setObjectName("mainToolbar")
@@ -106,4 +135,5 @@ def build_actions(win: MainWindow) -> Actions:
             tb.addSeparator()
         else:
             tb.addAction(act)
-    return Actions(open_, open_folder, save, save_all, compute_all, redo, cancel_batch, toggle)
+    return Actions(open_, open_folder, save, save_all, show_in_folder, compute_all, redo,
+                   cancel_batch, toggle, difference)

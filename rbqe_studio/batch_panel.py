@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -27,14 +28,26 @@ from PySide6.QtWidgets import (
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
 from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
-from rbqe_studio.worker import BatchJob, BatchOutcome, EngineSpec, WorkerHost
+from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
+from rbqe_studio.worker import WorkerHost
 from rbqe.batch import BatchOptions
+
+EngineChoice = Callable[[], tuple[EngineSpec, PolicyChoice]]
+
+
+def summary_line(outcome: BatchOutcome) -> str:
+    """The batch's end in one line, for the status bar."""
+    reports = outcome.items
+    counts = {k: sum(r.status == k for r in reports) for k in ("ok", "failed", "skipped")}
+    what = "Batch cancelled" if outcome.cancelled else "Batch finished"
+    return (f"{what}: {counts['ok']} processed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped")
 
 
 def summary_html(outcome: BatchOutcome) -> str:
     """The end-of-batch report as simple HTML."""
     s = outcome.summary
-    reports = s.items if s is not None else outcome.reports
+    reports = outcome.items
     ok = sum(r.status == "ok" for r in reports)
     failed = [r for r in reports if r.status == "failed"]
     skipped = sum(r.status == "skipped" for r in reports)
@@ -67,17 +80,21 @@ def summary_html(outcome: BatchOutcome) -> str:
 
 
 class BatchPanel(QWidget):
+    """Args: ``engine`` says which engine and exit policy a batch starts with (the
+    session's, so the batch and the viewer always agree)."""
+
     open_results = Signal(list)  # list[ItemReport]
+    show_folder = Signal(object)  # Path of the output folder
     running_changed = Signal(bool)
     message = Signal(str)
+    finished = Signal(object)  # BatchOutcome
 
-    def __init__(self, settings: AppSettings, host: WorkerHost,
+    def __init__(self, settings: AppSettings, host: WorkerHost, engine: EngineChoice,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
         self.host = host
-        self.spec = EngineSpec()
-        self.threshold: float | None = None
+        self.engine = engine
         self.job: BatchJob | None = None
         self.outcome: BatchOutcome | None = None
         self._eta: Eta | None = None
@@ -104,7 +121,12 @@ class BatchPanel(QWidget):
         self.summary.setOpenLinks(False)
         self.summary.setPlaceholderText("The summary appears here when a batch ends.")
         self.open_button = QPushButton("Open results in viewer")
+        self.open_button.setToolTip("Queue the images with their saved outputs (nothing is "
+                                    "computed again)")
         self.open_button.setEnabled(False)
+        self.folder_button = QPushButton("Show in folder")
+        self.folder_button.setToolTip("Open the output folder in the file manager")
+        self.folder_button.setEnabled(False)
 
         form = QFormLayout()
         form.addRow("Input", self.input)
@@ -129,7 +151,10 @@ class BatchPanel(QWidget):
         lay.addWidget(self.bar)
         lay.addLayout(status)
         lay.addWidget(self.summary, 1)
-        lay.addWidget(self.open_button)
+        results = QHBoxLayout()
+        results.addWidget(self.open_button, 1)
+        results.addWidget(self.folder_button)
+        lay.addLayout(results)
 
         self.refresh()
         self.input.changed.connect(self._store)
@@ -138,6 +163,8 @@ class BatchPanel(QWidget):
         self.start.clicked.connect(self.run)
         self.cancel.clicked.connect(self.stop)
         self.open_button.clicked.connect(self._open)
+        self.folder_button.clicked.connect(
+            lambda: self.show_folder.emit(Path(self.settings.output_dir)))
         w = host.worker
         w.batch_started.connect(self._on_started)
         w.batch_item_started.connect(self._on_item_started)
@@ -178,8 +205,9 @@ class BatchPanel(QWidget):
                                recursive=s.batch_recursive, overwrite=self.overwrite.isChecked(),
                                fmt=s.output_format, quality=s.quality, suffix=s.suffix,
                                keep_metadata=s.keep_metadata, strip_gps=s.strip_gps)
-        self.job = BatchJob(spec=self.spec, threshold=self.threshold,
-                            inputs=[Path(s.batch_input)], options=options)
+        spec, policy = self.engine()
+        self.job = BatchJob(spec=spec, policy=policy, inputs=[Path(s.batch_input)],
+                            options=options)
         self.outcome = None
         self._done = 0
         self.bar.setRange(0, 0)  # busy until the scan reports a count
@@ -241,8 +269,9 @@ class BatchPanel(QWidget):
         self.current.setText("Cancelled" if outcome.cancelled else "Done")
         self.eta.setText("")
         self.summary.setHtml(summary_html(outcome))
-        reports = outcome.summary.items if outcome.summary is not None else outcome.reports
-        self.open_button.setEnabled(any(r.status in ("ok", "skipped") for r in reports))
+        self.open_button.setEnabled(any(r.status in ("ok", "skipped") for r in outcome.items))
+        self.folder_button.setEnabled(Path(self.settings.output_dir).is_dir())
+        self.finished.emit(outcome)
 
     def _on_failed(self, gen: int, message: str) -> None:
         if self._mine(gen):
@@ -257,9 +286,9 @@ class BatchPanel(QWidget):
             self.job = None
             self._set_running(False)
             self.current.setText("Cancelled")
+            self.message.emit("Batch cancelled before it started")
 
     def _open(self) -> None:
         if self.outcome is not None:
-            s = self.outcome.summary
-            reports = s.items if s is not None else self.outcome.reports
-            self.open_results.emit([r for r in reports if r.status in ("ok", "skipped")])
+            self.open_results.emit([r for r in self.outcome.items
+                                    if r.status in ("ok", "skipped")])

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
 
 from rbqe_studio.convert import Picture
 from rbqe_studio.exits import INPUT, ExitStrip
-from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE, CompareView
-from rbqe_studio.worker import ViewData
+from rbqe_studio.jobs import ViewData
+from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
 from rbqe.engine import ExitResult
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, 6)]
@@ -40,6 +40,7 @@ class ComparePanel(QWidget):
         self.a, self.b = INPUT, INPUT
         self._user_b = self._user_a = False
         self.busy = False
+        self.note = ""  # why the B side is empty (no model), instead of "Enhancing…"
 
         bar = QWidget()
         bar.setObjectName("compareBar")
@@ -48,7 +49,9 @@ class ComparePanel(QWidget):
         self.mode_buttons: dict[str, QToolButton] = {}
         for mode, text, tip in ((SPLIT, "Split", "Split view with a draggable line (S)"),
                                 (SIDE, "Side by side", "Two panes, one zoom (D)"),
-                                (TOGGLE, "A/B", "One pane; B key or hold Space flips (T)")):
+                                (TOGGLE, "A/B", "One pane; B key or hold Space flips (T)"),
+                                (DIFF, "Difference", ("|A − B| amplified as a heat map: "
+                                                      "what the restoration changed (V)"))):
             button = QToolButton()
             button.setText(text)
             button.setToolTip(tip)
@@ -103,6 +106,7 @@ class ComparePanel(QWidget):
 
     # -- data in ---------------------------------------------------------------------
     def clear(self) -> None:
+        self.note = ""
         self.data, self.exits = None, {}
         self.a, self.b = INPUT, INPUT
         self._user_a = self._user_b = False
@@ -138,17 +142,23 @@ class ComparePanel(QWidget):
             return
         if data is not self.data:
             self.show_loaded(data)
-        for e in r.exits:
-            if e.exit not in self.exits:
-                self.add_exit(e, data)
+        for e in r.exits:  # all of them: a new choice also changes each exit's verdict
+            self.add_exit(e, data)
         self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
         self._clear_running()
         if not self._user_b:
             self.b = r.chosen
         self._apply()
 
+    def set_unavailable(self, note: str) -> None:
+        """Say on the B side why nothing is computed (the model could not be loaded)."""
+        self.note = note
+        self._apply()
+
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
+        if busy:
+            self.note = ""
         if not busy:
             self._clear_running()
         elif self.exits:
@@ -190,8 +200,9 @@ class ComparePanel(QWidget):
     def _apply(self) -> None:
         a_pic, b_pic = self._picture(self.a), self._picture(self.b)
         b_label = self.label(self.b)
-        if self.data is not None and self.b == INPUT and self.a == INPUT and self.busy:
-            b_pic, b_label = None, "Enhancing…"
+        if self.data is not None and self.b == INPUT and self.a == INPUT and \
+                (self.busy or self.note):
+            b_pic, b_label = None, self.note or "Enhancing…"
         self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
                                f"B · {b_label}" if b_pic is not None else b_label)
         self.strip.set_sides(self.a, self.b)

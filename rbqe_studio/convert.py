@@ -128,3 +128,45 @@ class Picture:
                 src = level
         return src.scaled(size, Qt.AspectRatioMode.KeepAspectRatio,
                           Qt.TransformationMode.SmoothTransformation)
+
+
+DIFF_GAIN = 8  # |A − B| is multiplied by this: restoration changes are a few levels
+# Heat map anchors (value in [0, 1] -> RGB): black, deep blue, magenta, orange, pale yellow.
+_HEAT = np.array([[0, 0, 0], [40, 20, 120], [180, 40, 140], [245, 130, 40], [255, 245, 170]],
+                 np.float32)
+
+
+def heat_lut() -> np.ndarray:
+    """256 x 3 uint8 colours of the difference heat map, dark (no change) to bright."""
+    x = np.linspace(0, len(_HEAT) - 1, 256)
+    return np.stack([np.interp(x, np.arange(len(_HEAT)), _HEAT[:, c]) for c in range(3)],
+                    -1).round().astype(np.uint8)
+
+
+def _rgb_bytes(image: QImage) -> np.ndarray:
+    """``(H, W, 4)`` uint8 view of an RGB32 image's bytes (no copy)."""
+    h, stride = image.height(), image.bytesPerLine()
+    buf = np.frombuffer(image.constBits(), np.uint8, count=stride * h).reshape(h, stride)
+    return buf[:, : 4 * image.width()].reshape(h, image.width(), 4)
+
+
+def difference(a: Picture, b: Picture, gain: int = DIFF_GAIN) -> tuple[Picture, int]:
+    """The heat map of ``|a − b| * gain`` (the larger channel difference of each pixel)
+    and the largest difference found, in 8-bit levels. Works in bands of rows, so a
+    24-megapixel pair needs no full-size temporaries besides the result."""
+    if a.size != b.size:
+        raise ValueError(f"cannot compare {a.width}x{a.height} with {b.width}x{b.height}")
+    qa, qb = (p.levels[0].convertToFormat(QImage.Format.Format_RGB32) for p in (a, b))
+    pa, pb = _rgb_bytes(qa), _rgb_bytes(qb)
+    h, w = pa.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    lut = heat_lut()
+    band = max(1, (1 << 20) // max(1, w))
+    largest = 0
+    rgb = slice(0, 3) if sys.byteorder == "little" else slice(1, 4)  # not the 0xff byte
+    for y0 in range(0, h, band):
+        d = np.abs(pa[y0 : y0 + band, :, rgb].astype(np.int16) - pb[y0 : y0 + band, :, rgb])
+        m = d.max(axis=2)
+        largest = max(largest, int(m.max()))
+        out[y0 : y0 + band] = lut[np.minimum(m * gain, 255)]
+    return Picture.from_array(out), largest

@@ -7,10 +7,20 @@ compare view; right-click or Ctrl+click puts it on the A (left) side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+)
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -44,6 +54,15 @@ class CardData:
     state: str = "empty"  # empty | running | ready | skipped
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
+
+
+def fit_text(fm: QFontMetrics, text: str, box: QRectF) -> str:
+    """``text`` as it fits ``box`` word-wrapped; when even wrapped it does not, its first
+    line's worth, elided with "…" (the card's tooltip has it whole)."""
+    flags = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
+    if fm.boundingRect(box.toRect(), flags, text).height() <= box.height():
+        return text
+    return fm.elidedText(text, Qt.TextElideMode.ElideRight, int(box.width()))
 
 
 class ExitCard(QWidget):
@@ -98,7 +117,7 @@ class ExitCard(QWidget):
         p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
         p.drawRoundedRect(r, 8, 8)
 
-        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 74)
+        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 84)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#141518"))
         p.drawRoundedRect(thumb, 5, 5)
@@ -139,8 +158,12 @@ class ExitCard(QWidget):
         p.setFont(small)
         p.setPen(QColor(255, 255, 255, 170))
         for i, line in enumerate(d.lines[:2]):
-            p.drawText(QRectF(r.left() + 10, y + 21 + i * 16, r.width() - 20, 16),
-                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
+            top = y + 21 + i * 16
+            # The last line (the chosen card's reason) may wrap onto the room below it.
+            box = QRectF(r.left() + 10, top, r.width() - 20,
+                         (r.bottom() - 3 - top) if i == len(d.lines[:2]) - 1 else 16)
+            p.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+                       | Qt.TextFlag.TextWordWrap, fit_text(p.fontMetrics(), line, box))
         p.end()
 
     def _badges(self, p: QPainter, thumb: QRectF) -> None:
@@ -240,8 +263,11 @@ class ExitStrip(QWidget):
         if k not in self.computed:
             self.computed.append(k)
         card = self.cards[k]
-        card.set_data(CardData(f"Exit {k}", thumb, (f"Σ {fmt_ms(cum_ms)}", fmt_gmacs(gmacs)),
-                               score, "ready", k == self.chosen, decision))
+        # Read from a saved output (a batch's): nothing was timed here.
+        lines = ("from the saved file",) if math.isnan(cum_ms) else (f"Σ {fmt_ms(cum_ms)}",
+                                                                    fmt_gmacs(gmacs))
+        card.set_data(CardData(f"Exit {k}", thumb, lines, score, "ready", k == self.chosen,
+                               decision))
         # Why auto would (or would not) stop here, in words, on hover.
         card.setToolTip(("" if decision is None else
                          f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")
@@ -263,8 +289,9 @@ class ExitStrip(QWidget):
             if auto and card.index == k and d is not None and card.data.lines:
                 # The chosen card says why auto stopped there, in a few words.
                 card.data.lines = (card.data.lines[0], d.short)
-            if auto and k is not None and card.index > k and card.data.state != "ready":
-                card.data.state = "skipped"
+            if card.data.state in ("empty", "skipped"):  # a new choice redraws these
+                card.data.state = "skipped" if auto and k is not None and card.index > k \
+                    else "empty"
             card.update()
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:

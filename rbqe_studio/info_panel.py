@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -17,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from rbqe.engine import EnhanceResult
 from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
-from rbqe_studio.worker import ViewData
+from rbqe_studio.jobs import ViewData
 
 
 def _section(title: str) -> QLabel:
@@ -144,18 +146,32 @@ class InfoPanel(QScrollArea):
         self.set("Mode", str(mode))
         self.set("Device", r.device)
         self.set("Tiling", f"{r.tiles} tiles" if r.tiled else "whole image")
+        if view.saved:  # read from a batch's outputs: what the batch reported, no timings
+            files = ", ".join(p.name for p in view.saved.values())
+            self.set("Threshold", "as the batch ran")
+            self.set("Mode", f"saved output ({files}), not computed again")
+            self.set("Device", "–")
+            self.set("Tiling", "–")
         self._clear_table()
         for e in r.exits:
             row = e.exit - 1
-            for col, text in enumerate((fmt_ms(e.time_ms), fmt_ms(e.iqa_ms), f"{e.score:.3f}",
-                                        f"{e.gmacs:.1f}")):
+            for col, text in enumerate((_ms(e.time_ms), _ms(e.iqa_ms), f"{e.score:.3f}",
+                                        "–" if math.isnan(e.gmacs) else f"{e.gmacs:.1f}")):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
+        if view.saved:
+            for name in ("Network", "IQA", "Total"):
+                self.set(name, "–")
+            return
         net = sum(e.time_ms for e in r.exits)
         self.set("Network", fmt_ms(net))
         self.set("IQA", fmt_ms(r.iqa_ms))
         self.set("Total", f"{fmt_ms(r.total_ms)} · {fmt_gmacs(max(e.gmacs for e in r.exits))}")
+
+
+def _ms(ms: float) -> str:
+    return "–" if math.isnan(ms) else fmt_ms(ms)
 
 
 def why_text(r: EnhanceResult) -> str:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl
 from PySide6.QtGui import (
     QCloseEvent,
     QDesktopServices,
     QDragEnterEvent,
     QDragLeaveEvent,
     QDropEvent,
-    QKeySequence,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -21,8 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMenu,
-    QMessageBox,
     QProgressBar,
     QSplitter,
     QStackedWidget,
@@ -32,23 +30,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe_studio import dialogs
 from rbqe_studio import settings as settings_mod
-from rbqe_studio.actions import build_actions
-from rbqe_studio.batch_panel import BatchPanel
+from rbqe_studio.actions import Commands, build_actions
+from rbqe_studio.banner import Banner
+from rbqe_studio.batch_panel import BatchPanel, summary_line
 from rbqe_studio.compare_panel import ComparePanel
 from rbqe_studio.drop_zone import DropZone
 from rbqe_studio.exits import INPUT
 from rbqe_studio.info_panel import InfoPanel
+from rbqe_studio.jobs import BatchOutcome, ViewData
 from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
 from rbqe_studio.session import Session
 from rbqe_studio.settings_panel import SettingsPanel
-from rbqe_studio.state import DONE, QueueItem, fmt_ms
-from rbqe_studio.window_state import restore_window, save_window, weights_problem
-from rbqe_studio.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
+from rbqe_studio.state import FAILED, QueueItem, elide_middle, fmt_ms
+from rbqe_studio.window_state import Layout, restore_window, save_window, weights_problem
+from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 from rbqe.errors import RBQEError
 from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
-from rbqe.weights import SHIPPED_MODELS
+from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
 SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -64,22 +65,17 @@ class MainWindow(QMainWindow):
         self.settings = settings_mod.load_settings(store)
         self._fixed_weights = weights or os.environ.get("RBQE_WEIGHTS") or None
         self._weights_policy = ""  # the weights' default exit policy, described (engine info)
-        weights = self._weights()
-        self.session = Session(self.settings, factory, weights, self)
+        self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
         self.queue = QueuePanel()
         self.compare = ComparePanel()
         self.info = InfoPanel()
         self.settings_panel = SettingsPanel(self.settings)
-        self.batch = BatchPanel(self.settings, self.batch_host)
-        self.batch.spec = EngineSpec(weights, self.settings.device, self.settings.backend)
-        self.batch.threshold = self.settings.threshold
+        self.batch = BatchPanel(self.settings, self.batch_host,
+                                lambda: (self.session.spec, self.session.policy))
         self.drop_zone = DropZone()
-        self.banner = QLabel()
-        self.banner.setObjectName("banner")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
+        self.banner = Banner()
 
         self.stack = QStackedWidget()
         self.stack.addWidget(self.drop_zone)
@@ -104,6 +100,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.status = QLabel("Ready")
+        self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status.linkActivated.connect(lambda url: self.show_in_folder(Path(url)))
+        self.status.setMinimumWidth(1)  # long messages are elided, never widen the window
         self.progress = QProgressBar()
         self.progress.setFixedWidth(180)
         self.progress.setMaximumHeight(16)
@@ -114,11 +113,16 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.device_label)
 
-        self._reprocess_timer = QTimer(self, singleShot=True, interval=400)
-        self._reprocess_timer.timeout.connect(self.session.reprocess_current)
-        self.acts = build_actions(self)
+        self.acts = build_actions(self, Commands(
+            self.open_files_dialog, self.open_folder_dialog, self.save_result,
+            self.save_all_exits, self.show_outputs, self.open_log_folder, self.close,
+            self.session.compute_all, self.session.reprocess_current, self.start_batch,
+            self.batch.stop, self.show_shortcuts, self.about), self.compare, self.queue)
         self._connect()
-        restore_window(self)
+        self.layout_state = Layout(self, {"main_splitter": self.splitter,
+                                          "center_splitter": self.compare.splitter},
+                                   self.tabs, {"center_splitter": [600, 250]})
+        restore_window(store, self.layout_state)
         if self._fixed_weights:
             self.settings_panel.lock_model(self._fixed_weights)
         self._check_weights = check_weights
@@ -133,6 +137,7 @@ class MainWindow(QMainWindow):
         s.items_added.connect(q.add_items)
         s.item_changed.connect(q.update_item)
         s.item_changed.connect(lambda _: self._update_actions())
+        s.select_item.connect(q.select)
         q.current_changed.connect(self._on_current)
         q.open_files.connect(self.open_files_dialog)
         q.open_folder.connect(self.open_folder_dialog)
@@ -149,13 +154,18 @@ class MainWindow(QMainWindow):
         s.engine_error.connect(self._on_engine_error)
         s.message.connect(self.show_message)
         s.saved.connect(self._on_saved)
+        s.weights_changed.connect(lambda _w: (self.check_weights(), self.update_threshold()))
+        s.choice_changed.connect(lambda _c: self.update_threshold())
         cp.strip.compute_all.connect(s.compute_all)
         cp.sides_changed.connect(lambda *_: self._update_actions())
         self.settings_panel.changed.connect(self.setting_changed)
-        self.batch.message.connect(self.show_message)
+        self.banner.choose_weights.connect(self.choose_weights_file)
+        self.batch.message.connect(lambda text: self.show_message(text, error=True))
         self.batch.running_changed.connect(self._on_batch_running)
+        self.batch.finished.connect(self._on_batch_finished)
         self.batch.open_results.connect(self.open_batch_results)
-        self.batch_host.worker.engine_failed.connect(lambda _g, m: self._on_engine_error(m))
+        self.batch.show_folder.connect(self.show_in_folder)
+        self.batch_host.worker.engine_failed.connect(self._on_batch_engine_failed)
 
     # -- opening -----------------------------------------------------------------------
     def open_paths(self, paths: list[str | Path]) -> int:
@@ -189,17 +199,9 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def open_batch_results(self, reports: list) -> None:
-        added = self.open_paths([r.input for r in reports])
-        for r in reports:
-            item = self.session.queue.get(Path(r.input))
-            if item is not None and item.status != DONE:
-                item.status, item.exit = DONE, r.exit
-                item.score = r.scores.get(str(r.exit)) if r.exit else None
-                item.time_ms = r.times_ms.get("total") if r.times_ms else None
-                item.output = next(iter(r.outputs.values()), None)
-                self.queue.update_item(item)
-        if added or reports:
-            self.queue.select(self.session.queue.get(Path(reports[0].input)))
+        """Queue a batch's images; the viewer reads their saved outputs (no new run)."""
+        self.stack.setCurrentWidget(self.compare)
+        self.session.open_batch_results(reports)
 
     def clear_queue(self) -> None:
         self.session.remove_all()
@@ -232,7 +234,7 @@ class MainWindow(QMainWindow):
         self.compare.clear()
         self.info.clear()
         self.session.select(item)
-        if item is not None and item.status == "failed":
+        if item is not None and item.status == FAILED:
             self._on_view_failed(item.error)
         self._update_actions()
 
@@ -283,53 +285,70 @@ class MainWindow(QMainWindow):
         self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1))
         self._weights_policy = str(info.get("policy", ""))
         self.update_threshold()
-        if not self.banner.property("sticky"):
-            self.banner.hide()
+        self.banner.show_problem("")
+        self.compare.note = ""
 
     def _on_engine_error(self, message: str) -> None:
-        self.banner.setText(f"The model could not be loaded: {message}")
-        self.banner.show()
-        self.show_message(message, error=True)
+        # A missing or broken weights file is said with its fix; anything else (device,
+        # backend) with the settings that can change it.
+        problem, _ = weights_problem(self.session.weights)
+        problem = problem or (f"The model could not be loaded: {message}. Try another "
+                              "device or backend in Settings.")
+        self.banner.show_problem(problem)
+        self.compare.set_unavailable("Not enhanced: no usable model (see above)")
+        log.warning("%s", message)
+        self.show_message("Not enhanced: no usable model; the bar above says how to fix it",
+                          error=True)
+        self.status.setToolTip(problem)
+
+    def _on_batch_engine_failed(self, _gen: int, message: str) -> None:
+        self._on_engine_error(message)  # a method, so that Qt runs it in the GUI thread
 
     def _on_saved(self, paths: list) -> None:
-        if paths:
-            where = Path(paths[0]).parent
-            self.show_message(f"Saved {len(paths)} file{'s' * (len(paths) != 1)} to {where}")
+        """Say where the files went, readably: the name, the folder (elided in the
+        middle, whole in the tooltip) and a link that shows them in the file manager."""
+        if not paths:
+            return
+        first = Path(paths[0])
+        what = first.name if len(paths) == 1 else f"{len(paths)} files"
+        folder = elide_middle(str(first.parent), 48)
+        self.show_message(f"Saved {html.escape(what)} in {html.escape(folder)} · "
+                          f"<a href='{html.escape(str(first))}' style='color:#7fb8ef'>"
+                          "Show in folder</a>", rich=True)
+        self.status.setToolTip("\n".join(str(p) for p in paths))
+        self._update_actions()
 
     def _on_batch_running(self, running: bool) -> None:
         self.session.background = not running  # the batch gets the CPU; the view still works
         self.acts.cancel_batch.setEnabled(running)
         if running:
             self.tabs.setCurrentWidget(self.batch)
+            self.show_message(f"Batch running into {self.settings.output_dir}…")
+
+    def _on_batch_finished(self, outcome: BatchOutcome) -> None:
+        self.show_message(summary_line(outcome))  # replaces the batch's earlier messages
 
     def setting_changed(self, name: str) -> None:
+        """A setting was changed (Settings panel, command line): store it, let the
+        session decide what it means."""
         settings_mod.save_settings(self.store, self.settings)
-        if name == "model":
-            self.session.weights = self._weights()
-            self.check_weights()
-            self.update_threshold()
-        self.batch.spec = EngineSpec(self.session.weights, self.settings.device,
-                                     self.settings.backend)
-        self.batch.threshold = self.settings.threshold
-        if name in ("model", "device", "backend"):
-            self.session.engine_changed()
-        elif name in ("exit_mode", "threshold"):
-            if name == "exit_mode":
-                self.session.mode_override = None  # the user's choice beats --exit
-            self.update_threshold()
-            self._reprocess_timer.start()
+        self.session.setting_changed(name)
 
-    def _weights(self) -> str:
-        return self._fixed_weights or str(SHIPPED_MODELS[self.settings.model])
+    def choose_weights_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose model weights",
+                                              self.settings.last_open_dir,
+                                              "Model weights (*.safetensors);;All files (*)")
+        if path:
+            self.settings_panel.choose_weights_file(path)
 
     def check_weights(self) -> None:
         """Show a banner when the weights in use are missing or unusable."""
         if not self._check_weights:
             return
-        problem = weights_problem(self.session.weights,
-                                  self.settings_panel.set_weights_threshold)
-        self.banner.setText(problem)
-        self.banner.setVisible(bool(problem))
+        problem, info = weights_problem(self.session.weights)
+        if info is not None:
+            self.settings_panel.set_weights_threshold(info.threshold, info.min_exit)
+        self.banner.show_problem(problem)
 
     # -- actions -----------------------------------------------------------------------
     def update_threshold(self) -> None:
@@ -353,6 +372,8 @@ class MainWindow(QMainWindow):
         self.acts.save_all.setEnabled(has)
         self.acts.compute_all.setEnabled(has and n < 5)
         self.acts.redo.setEnabled(self.session.current is not None)
+        current = self.session.current
+        self.acts.show_in_folder.setEnabled(current is not None and bool(current.outputs))
         self.compare.strip.compute_button.setEnabled(has and n < 5)
         self.acts.cancel_batch.setEnabled(self.batch.running)
 
@@ -381,7 +402,6 @@ class MainWindow(QMainWindow):
         path = self._save_dialog(suggested)
         if path:
             self.session.save([k], targets={k: Path(path)})
-            self.show_message(f"Saving exit {k}…")
 
     def save_all_exits(self) -> None:
         data = self.session.view
@@ -390,8 +410,7 @@ class MainWindow(QMainWindow):
         folder = self._folder_dialog("Save all exits to",
                                      self.settings.output_dir or str(data.path.parent))
         if folder:
-            self.session.save([1, 2, 3, 4, 5], folder=Path(folder))
-            self.show_message("Saving all five exits…")
+            self.session.save(list(range(1, NUM_EXITS + 1)), folder=Path(folder))
 
     def start_batch(self) -> None:
         self.tabs.setCurrentWidget(self.batch)
@@ -400,40 +419,31 @@ class MainWindow(QMainWindow):
     def open_log_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
 
+    def show_in_folder(self, path: Path) -> None:
+        """Open the folder of ``path`` (or ``path``, a folder) in the file manager."""
+        folder = path if path.is_dir() else path.parent
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.show_message(f"Could not open {folder} in a file manager", error=True)
+
+    def show_outputs(self) -> None:
+        """File → Show in folder: the folder of the viewed image's latest output."""
+        item = self.session.current
+        if item is not None and item.outputs:
+            self.show_in_folder(item.outputs[-1])
+
     def show_shortcuts(self) -> None:
-        """Help → Keyboard shortcuts: every action that has keys, from the menus."""
-        rows = []
-        for menu in self.menuBar().findChildren(QMenu):
-            for act in menu.actions():
-                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
-                                 for k in act.shortcuts())
-                if keys:
-                    rows.append(f"<tr><td>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
-                                f"<td><b>{keys}</b></td></tr>")
-        rows.append("<tr><td>Peek at A (hold)&nbsp;&nbsp;</td><td><b>Space</b></td></tr>")
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
-                          f"<table cellspacing='3'>{''.join(rows)}</table>",
-                          QMessageBox.StandardButton.Ok, self)
-        box.setModal(False)
-        box.show()
-        self._shortcuts_box = box  # kept for tests and so it is not collected
+        self._shortcuts_box = dialogs.shortcuts(self, self.menuBar())  # kept: not collected
 
     def about(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",
-                          "RBQE Studio repairs JPEG-compressed photos with an early-exit "
-                          "network: five exits of growing depth, and each image leaves at "
-                          "the first exit whose blind quality score reaches the threshold "
-                          "(from the earliest exit the model's calibration allows).",
-                          QMessageBox.StandardButton.Ok, self)
-        box.setModal(False)
-        box.show()
+        dialogs.about(self)
 
-    def show_message(self, text: str, error: bool = False) -> None:
+    def show_message(self, text: str, error: bool = False, rich: bool = False) -> None:
+        """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link)."""
         if error:
             log.warning("%s", text)
-        self.status.setText(text)
+        self.status.setText(text if rich else html.escape(text))
         self.status.setStyleSheet("color: #f08a84;" if error else "")
-        self.status.setToolTip(text)
+        self.status.setToolTip("" if rich else text)
 
     # -- keys, weights, persistence ------------------------------------------------------
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
@@ -446,10 +456,20 @@ class MainWindow(QMainWindow):
             return True
         return super().eventFilter(obj, event)
 
+    def _confirm_quit(self) -> bool:
+        return dialogs.confirm_quit(self, self.batch.bar.value(), self.batch.bar.maximum())
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        self.show_message("Stopping…")
+        if self.batch.running and not self._confirm_quit():
+            event.ignore()
+            return
+        # Gone from the screen at once; the worker threads then stop after their current
+        # stage (a second or so on a large image), which the user need not watch.
+        self.hide()
         QApplication.instance().removeEventFilter(self)
-        save_window(self)
+        save_window(self.store, self.layout_state)
+        settings_mod.save_settings(self.store, self.settings)
+        self.store.sync()
         self.batch.stop()
         self.session.shutdown()  # cancels, then joins: at most one stage of waiting
         self.batch_host.shutdown()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rbqe_studio.state import DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+from rbqe_studio.state import BLOCKED, DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
 
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
 STATUS_COLORS = {
@@ -27,6 +27,7 @@ STATUS_COLORS = {
     RUNNING: QColor("#4c9be8"),
     DONE: QColor("#5fc08a"),
     FAILED: QColor("#e0605a"),
+    BLOCKED: QColor("#e0a948"),
 }
 
 
@@ -37,15 +38,40 @@ def short_error(item: QueueItem) -> str:
 
 
 def status_text(item: QueueItem) -> str:
+    """The row's second line, on one line (a message's newlines become spaces)."""
     if item.status == WAITING:
-        return "Waiting"
-    if item.status == RUNNING:
-        return "Running…"
-    if item.status == FAILED:
-        return f"Failed: {short_error(item)}"
-    if item.exit is None:
-        return "Done · output exists (skipped)" if item.output else "Done"
-    return f"Exit {item.exit} · score {item.score:.3f} · {fmt_ms(item.time_ms)}"
+        text = "Waiting"
+    elif item.status == RUNNING:
+        text = "Running…"
+    elif item.status == FAILED:
+        text = f"Failed: {short_error(item)}"
+    elif item.status == BLOCKED:
+        text = "Not enhanced: no model"
+    elif item.exit is None:
+        text = "Done · output exists (skipped)" if item.outputs else "Done"
+    else:
+        score = f" · score {item.score:.3f}" if item.score is not None else ""
+        text = f"Exit {item.exit}{score} · {fmt_ms(item.time_ms)}"
+        if item.report is not None:
+            text += " · from the batch"
+    return " ".join(text.split())
+
+
+def tooltip_text(item: QueueItem) -> str:
+    """The whole story of a row, which its two elided lines may cut."""
+    lines = [str(item.path), status_text(item)]
+    if item.status == BLOCKED and item.error:
+        lines.append(item.error)
+    lines += [f"Output: {p}" for p in item.outputs]
+    return "\n".join(lines)
+
+
+def row_texts(item: QueueItem, bold: QFontMetrics, fm: QFontMetrics,
+              width: int) -> tuple[str, str]:
+    """The name (elided in the middle) and status line (elided at the end) of a row
+    ``width`` pixels wide: what is cut gets "…", and the row's tooltip has it whole."""
+    return (bold.elidedText(item.name, Qt.TextElideMode.ElideMiddle, width),
+            fm.elidedText(status_text(item), Qt.TextElideMode.ElideRight, width))
 
 
 class _Delegate(QStyledItemDelegate):
@@ -72,14 +98,13 @@ class _Delegate(QStyledItemDelegate):
         width = r.width() - 36
         bold = QFont(option.font)
         bold.setBold(True)
+        name, line = row_texts(item, QFontMetrics(bold), fm, width)
         p.setFont(bold)
         p.setPen(QColor("#eeeeee"))
-        name = p.fontMetrics().elidedText(item.name, Qt.TextElideMode.ElideMiddle, width)
         p.drawText(QRect(text_left, r.top() + 6, width, fm.height()),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
         p.setFont(option.font)
-        p.setPen(color.lighter(115) if item.status == FAILED else QColor("#a5abb3"))
-        line = fm.elidedText(status_text(item), Qt.TextElideMode.ElideRight, width)
+        p.setPen(color.lighter(115) if item.status in (FAILED, BLOCKED) else QColor("#a5abb3"))
         p.drawText(QRect(text_left, r.top() + 8 + fm.height(), width, fm.height()),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
         p.setPen(QColor(255, 255, 255, 18))
@@ -148,7 +173,7 @@ class QueuePanel(QWidget):
         for item in items:
             row = QListWidgetItem()
             row.setData(ITEM_ROLE, item)
-            row.setToolTip(str(item.path))
+            row.setToolTip(tooltip_text(item))
             self.list.addItem(row)
             self._rows[id(item)] = row
         self._update_counts()
@@ -156,7 +181,7 @@ class QueuePanel(QWidget):
     def update_item(self, item: QueueItem) -> None:
         row = self._rows.get(id(item))
         if row is not None:
-            row.setToolTip(f"{item.path}\n{status_text(item)}")
+            row.setToolTip(tooltip_text(item))
             row.setData(ITEM_ROLE, item)  # triggers a repaint of that row only
             self.list.update(self.list.indexFromItem(row))
         self._update_counts()

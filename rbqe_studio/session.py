@@ -1,43 +1,30 @@
-"""The interactive session: which image is viewed, what runs next, what is cached.
+"""Qt face of the interactive session: worker reports in, signals out.
 
-The queue is processed in the background one image at a time; the image on screen always
-goes first (a background job for another image is cancelled to make room). Each job's
-generation id decides whether its signals still matter: anything from a job that is no
-longer the one feeding the view is dropped.
+All decisions are :class:`rbqe_studio.session_model.SessionModel`'s; this adapter owns the
+worker thread, feeds the worker's signals to the model and turns the events the model
+returns into Qt signals for the window.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
+from rbqe.batch import ItemReport
+from rbqe_studio import session_events as ev
+from rbqe_studio.jobs import EngineSpec, PolicyChoice, ViewData
+from rbqe_studio.session_model import SessionModel
 from rbqe_studio.settings import AppSettings
-from rbqe_studio.state import DONE, FAILED, RUNNING, WAITING, Queue, QueueItem, ResultCache, path_key
-from rbqe_studio.worker import (
-    ContinueJob,
-    EngineSpec,
-    EnhancerFactory,
-    Job,
-    ProcessJob,
-    SaveJob,
-    ViewData,
-    WorkerHost,
-    default_factory,
-)
-from rbqe.engine import ExitResult
-from rbqe.io import list_images
-
-log = logging.getLogger(__name__)
-
-CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
+from rbqe_studio.state import Queue, QueueItem
+from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
 
 class Session(QObject):
     item_changed = Signal(object)  # QueueItem
     items_added = Signal(list)  # list[QueueItem]
+    select_item = Signal(object)  # QueueItem the queue should select
     view_loaded = Signal(object)  # ViewData (input only so far)
     exit_ready = Signal(object, object)  # ExitResult, ViewData
     view_finished = Signal(object)  # ViewData with its result
@@ -46,27 +33,18 @@ class Session(QObject):
     progress = Signal(str, int, int)
     engine_info = Signal(dict)
     engine_error = Signal(str)
-    message = Signal(str)  # something to tell the user, one line
+    message = Signal(str, bool)  # something to tell the user, one line; is it an error
     saved = Signal(list)  # list[Path]
+    weights_changed = Signal(str)
+    choice_changed = Signal(object)  # Choice
 
     def __init__(self, settings: AppSettings, factory: EnhancerFactory = default_factory,
                  weights: str | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.settings = settings
-        self.weights = weights
-        self.queue = Queue()
-        self.cache: ResultCache[str, ViewData] = ResultCache(CACHE_BUDGET)
         self.host = WorkerHost(factory, "rbqe-interactive", self)
-        self.current: QueueItem | None = None
-        self.view: ViewData | None = None
-        self.background = True  # process waiting items when nothing else runs
-        self.mode_override: str | int | None = None  # --exit on the command line
-        self.engine_broken = False
-        self._running: tuple[ProcessJob, QueueItem, str] | None = None  # job, item, old status
-        self._view_gen = 0
-        self._aux: dict[int, str] = {}  # gen -> "continue" | "save"
-        self._running_view: ViewData | None = None
-        self._running_exits: list[ExitResult] = []
+        self.model = SessionModel(settings, self.host.submit, weights)
+        # Bound methods of this QObject, not lambdas: a lambda would run in the worker's
+        # thread; a method of an object living in the GUI thread is queued to it.
         w = self.host.worker
         w.loaded.connect(self._on_loaded)
         w.exit_computed.connect(self._on_exit)
@@ -76,247 +54,148 @@ class Session(QObject):
         w.cancelled.connect(self._on_cancelled)
         w.engine_ready.connect(self._on_engine_ready)
         w.engine_failed.connect(self._on_engine_failed)
+        self._signals: dict[type, Callable[[object], None]] = {
+            ev.ItemsAdded: lambda e: self.items_added.emit(e.items),
+            ev.ItemChanged: lambda e: self.item_changed.emit(e.item),
+            ev.SelectItem: lambda e: self.select_item.emit(e.item),
+            ev.ViewLoaded: lambda e: self.view_loaded.emit(e.view),
+            ev.ExitReady: lambda e: self.exit_ready.emit(e.exit, e.view),
+            ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
+            ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
+            ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),
+            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total),
+            ev.EngineInfo: lambda e: self.engine_info.emit(e.info),
+            ev.EngineError: lambda e: self.engine_error.emit(e.message),
+            ev.Message: lambda e: self.message.emit(e.text, e.error),
+            ev.Saved: lambda e: self.saved.emit(e.paths),
+            ev.WeightsChanged: lambda e: self.weights_changed.emit(e.weights),
+            ev.ChoiceChanged: lambda e: self.choice_changed.emit(e.choice),
+        }
 
-    # -- public --------------------------------------------------------------------
+    def _emit(self, events: list[ev.Event]) -> list[ev.Event]:
+        for event in events:
+            self._signals[type(event)](event)
+        return events
+
+    # -- worker reports, in the GUI thread --------------------------------------------
+    @Slot(int, object)
+    def _on_loaded(self, gen: int, view: ViewData) -> None:
+        self._emit(self.model.on_loaded(gen, view))
+
+    @Slot(int, object, object)
+    def _on_exit(self, gen: int, e: object, view: ViewData) -> None:
+        self._emit(self.model.on_exit(gen, e, view))  # type: ignore[arg-type]
+
+    @Slot(int, str, int, int)
+    def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
+        self._emit(self.model.on_progress(gen, stage, done, total))
+
+    @Slot(int, object)
+    def _on_finished(self, gen: int, payload: object) -> None:
+        self._emit(self.model.on_finished(gen, payload))
+
+    @Slot(int, str)
+    def _on_failed(self, gen: int, message: str) -> None:
+        self._emit(self.model.on_failed(gen, message))
+
+    @Slot(int)
+    def _on_cancelled(self, gen: int) -> None:
+        self._emit(self.model.on_cancelled(gen))
+
+    @Slot(object)
+    def _on_engine_ready(self, info: dict) -> None:
+        self._emit(self.model.on_engine_ready(info))
+
+    @Slot(int, str)
+    def _on_engine_failed(self, gen: int, message: str) -> None:
+        self._emit(self.model.on_engine_failed(gen, message))
+
+    # -- the model's state, read by the window ------------------------------------------
+    @property
+    def settings(self) -> AppSettings:
+        return self.model.settings
+
+    @property
+    def queue(self) -> Queue:
+        return self.model.queue
+
+    @property
+    def current(self) -> QueueItem | None:
+        return self.model.current
+
+    @property
+    def view(self) -> ViewData | None:
+        return self.model.view
+
+    @property
+    def weights(self) -> str:
+        return self.model.weights
+
     @property
     def spec(self) -> EngineSpec:
-        return EngineSpec(self.weights, self.settings.device, self.settings.backend)
+        return self.model.spec
+
+    @property
+    def policy(self) -> PolicyChoice:
+        return self.model.policy
 
     @property
     def mode(self) -> str | int:
-        return self.mode_override if self.mode_override is not None else self.settings.mode
+        return self.model.mode
 
+    @property
+    def mode_override(self) -> str | int | None:
+        return self.model.mode_override
+
+    @mode_override.setter
+    def mode_override(self, value: str | int | None) -> None:
+        self.model.mode_override = value
+
+    @property
+    def background(self) -> bool:
+        return self.model.background
+
+    @background.setter
+    def background(self, on: bool) -> None:
+        self._emit(self.model.set_background(on))
+
+    @property
+    def engine_broken(self) -> bool:
+        return self.model.engine_broken
+
+    # -- commands --------------------------------------------------------------------
     def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[QueueItem]:
-        paths = [Path(p) for p in paths]
-        # Folder scans leave out the outputs rbqe wrote next to their sources, as a batch
-        # does; a file the user names directly is always shown.
-        folders = [p for p in paths if p.is_dir()]
-        named = [p for p in paths if not p.is_dir()]
-        listed = list_images(folders, recursive=recursive, skip_outputs=True) if folders else []
-        files = [f for f, _ in listed + (list_images(named) if named else [])]
-        added = self.queue.add(files)
-        if added:
-            self.items_added.emit(added)
-            self._pump()
-        return added
+        events = self._emit(self.model.add_paths(paths, recursive))
+        return next((e.items for e in events if isinstance(e, ev.ItemsAdded)), [])
 
     def select(self, item: QueueItem | None) -> None:
-        if item is self.current:
-            return
-        self.current = item
-        self.view = None
-        self._view_gen = 0
-        if item is None:
-            return
-        cached = self.cache.get(path_key(item.path))
-        if cached is not None and cached.result is not None:
-            self.view = cached
-            self.view_loaded.emit(cached)
-            for e in cached.result.exits:
-                self.exit_ready.emit(e, cached)
-            self.view_finished.emit(cached)
-            return
-        if item.status == FAILED and not self.engine_broken:
-            self.view_failed.emit(item.error)
-            return
-        if self._running and self._running[1] is item:
-            self._view_gen = self._running[0].gen  # already on its way: catch up
-            self.view_busy.emit(True)
-            if self._running_view is not None:
-                self.view = self._running_view
-                self.view_loaded.emit(self._running_view)
-                for e in self._running_exits:
-                    self.exit_ready.emit(e, self._running_view)
-            return
-        self._make_room()
-        self._pump()
+        self._emit(self.model.select(item))
 
     def reprocess_current(self) -> None:
-        """Run the viewed image again (mode, threshold or device changed)."""
-        item = self.current
-        if item is None:
-            return
-        self.cache.pop(path_key(item.path))
-        if self._running and self._running[1] is item:
-            self.host.cancel(self._running[0].gen)
-        item.reset()
-        self.item_changed.emit(item)
-        self.view, self._view_gen = None, 0
-        self._pump()
+        self._emit(self.model.reprocess_current())
 
     def engine_changed(self) -> None:
-        """Device or weights changed: forget the broken state and try again."""
-        self.engine_broken = False
-        self.reprocess_current()
-        self._pump()
+        self._emit(self.model.engine_changed())
+
+    def apply_choice(self) -> None:
+        self._emit(self.model.apply_choice())
+
+    def setting_changed(self, name: str) -> None:
+        self._emit(self.model.setting_changed(name))
 
     def compute_all(self) -> bool:
-        view = self.view
-        if view is None or view.result is None or len(view.result.exits) >= 5:
-            return False
-        if "continue" in self._aux.values():
-            return False
-        self._make_room()
-        job = ContinueJob(spec=self.spec, threshold=self.settings.threshold, view=view)
-        self._aux[job.gen] = "continue"
-        self._view_gen = job.gen
-        self.view_busy.emit(True)
-        self.host.submit(job)
-        return True
+        return bool(self._emit(self.model.compute_all()))
 
     def save(self, exits: list[int], targets: dict[int, Path] | None = None,
              folder: Path | None = None) -> bool:
-        view = self.view
-        if view is None or view.result is None:
-            return False
-        s = self.settings
-        job = SaveJob(spec=self.spec, threshold=s.threshold, view=view, exits=exits,
-                      targets=targets or {}, folder=folder, suffix=s.suffix,
-                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
-                      strip_gps=s.strip_gps)
-        self._make_room()
-        self._aux[job.gen] = "save"
-        self.host.submit(job)
-        return True
+        return bool(self._emit(self.model.save(exits, targets, folder)))
+
+    def open_batch_results(self, reports: Sequence[ItemReport]) -> None:
+        self._emit(self.model.open_batch_results(reports))
 
     def remove_all(self) -> None:
-        self.host.cancel()
-        self.queue.clear()
-        self.cache.clear()
-        self.current, self.view, self._view_gen = None, None, 0
+        self._emit(self.model.remove_all())
 
     def shutdown(self) -> None:
-        self.background = False
+        self.model.background = False
         self.host.shutdown()
-
-    # -- scheduling ----------------------------------------------------------------
-    def _make_room(self) -> None:
-        """Cancel a background job so that work for the viewed image starts sooner."""
-        if self._running and self._running[1] is not self.current:
-            self.host.cancel(self._running[0].gen)
-
-    def _pump(self) -> None:
-        if self._running is not None:
-            return
-        item = self.current
-        if item is not None and (self.view is None or self.view.result is None) and \
-                item.status in (WAITING, DONE):
-            if self.engine_broken and self.view is not None:
-                return  # its input is on screen; the model is what is missing
-            target: QueueItem | None = item
-        elif self.background and not self.engine_broken and len(self.queue):
-            start = self.queue.index(item) + 1 if item is not None else 0
-            target = self.queue.next_waiting(start)
-        else:
-            target = None
-        if target is None:
-            return
-        job = ProcessJob(spec=self.spec, threshold=self.settings.threshold, path=target.path,
-                         mode=self.mode)
-        self._running = (job, target, target.status)
-        self._running_view, self._running_exits = None, []
-        target.status = RUNNING
-        self.item_changed.emit(target)
-        if target is self.current:
-            self._view_gen = job.gen
-            self.view_busy.emit(True)
-        self.host.submit(job)
-
-    def _job_done(self) -> None:
-        self._running, self._running_view, self._running_exits = None, None, []
-        self._pump()
-
-    # -- worker signals --------------------------------------------------------------
-    def _on_loaded(self, gen: int, view: ViewData) -> None:
-        if self._running is not None and self._running[0].gen == gen:
-            self._running_view = view
-        if gen == self._view_gen:
-            self.view = view
-            self.view_loaded.emit(view)
-
-    def _on_exit(self, gen: int, e: ExitResult, view: ViewData) -> None:
-        if self._running is not None and self._running[0].gen == gen:
-            self._running_exits.append(e)
-        if gen == self._view_gen:
-            self.exit_ready.emit(e, view)
-
-    def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
-        if gen == self._view_gen:
-            self.progress.emit(stage, done, total)
-
-    def _on_finished(self, gen: int, payload: object) -> None:
-        kind = self._aux.pop(gen, None)
-        if kind == "save":
-            self.saved.emit(payload)
-            return
-        if kind == "continue":
-            assert isinstance(payload, ViewData)
-            self.cache.update_cost(path_key(payload.path), payload.cost)
-            if gen == self._view_gen:
-                self.view_busy.emit(False)
-                self.view_finished.emit(payload)
-            return
-        if self._running is None or self._running[0].gen != gen:
-            return
-        _, item, _ = self._running
-        assert isinstance(payload, ViewData) and payload.result is not None
-        r = payload.result
-        item.status, item.error = DONE, ""
-        item.exit, item.score, item.time_ms = r.chosen, r.exit_result(r.chosen).score, r.total_ms
-        self.item_changed.emit(item)
-        self.cache.put(path_key(item.path), payload, payload.cost)
-        if gen == self._view_gen:
-            self.view = payload
-            self.view_busy.emit(False)
-            self.view_finished.emit(payload)
-        self._job_done()
-
-    def _on_failed(self, gen: int, message: str) -> None:
-        kind = self._aux.pop(gen, None)
-        if kind is not None:
-            if gen == self._view_gen:
-                self.view_busy.emit(False)
-            self.message.emit(("Could not save: " if kind == "save" else "") + message)
-            return
-        if self._running is None or self._running[0].gen != gen:
-            return
-        _, item, _ = self._running
-        item.status, item.error = FAILED, message
-        self.item_changed.emit(item)
-        if gen == self._view_gen:
-            self.view_busy.emit(False)
-            self.view_failed.emit(message)
-        self._job_done()
-
-    def _on_cancelled(self, gen: int) -> None:
-        kind = self._aux.pop(gen, None)
-        if kind is not None:
-            if gen == self._view_gen:
-                self.view_busy.emit(False)
-            return
-        if self._running is None or self._running[0].gen != gen:
-            return
-        _, item, old = self._running
-        item.status = old if old in (WAITING, DONE) else WAITING
-        self.item_changed.emit(item)
-        if gen == self._view_gen:
-            self.view_busy.emit(False)
-        self._job_done()
-
-    def _on_engine_ready(self, info: dict) -> None:
-        self.engine_broken = False
-        self.engine_info.emit(info)
-
-    def _on_engine_failed(self, gen: int, message: str) -> None:
-        self.engine_broken = True
-        self._aux.pop(gen, None)
-        if self._running is not None and self._running[0].gen == gen:
-            _, item, old = self._running
-            item.status = old if old in (WAITING, DONE) else WAITING
-            self.item_changed.emit(item)
-            self._running, self._running_view, self._running_exits = None, None, []
-        self.view_busy.emit(False)
-        self.engine_error.emit(message)
-
-    def jobs(self) -> list[Job]:
-        return list(self.host.jobs.values())

@@ -9,9 +9,10 @@ see the user's real settings.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QSettings
+if TYPE_CHECKING:  # only the functions below touch Qt: the dataclass loads none
+    from PySide6.QtCore import QByteArray, QSettings
 
 ORGANIZATION = "RBQE"
 APPLICATION = "RBQE Studio"
@@ -30,7 +31,8 @@ class AppSettings:
         device: ``auto``, ``cpu`` or ``cuda:N``.
         backend: ``auto``, ``torch`` or ``openvino`` (see :mod:`rbqe.backends`).
         model: Which shipped model: ``rgb`` (colour, the default) or ``y`` (luma only).
-            ``--weights`` or ``RBQE_WEIGHTS`` win over it.
+            ``weights_file``, ``--weights`` and ``RBQE_WEIGHTS`` win over it.
+        weights_file: A weights file the user chose in the app ("" for a shipped model).
         exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
         threshold: Quality threshold; None means "the weights' own threshold".
         output_format: ``png``, ``jpeg`` or ``webp``.
@@ -47,6 +49,7 @@ class AppSettings:
     device: str = "auto"
     backend: str = "auto"
     model: str = "rgb"
+    weights_file: str = ""
     exit_mode: str = "auto"
     threshold: float | None = None
     output_format: str = "png"
@@ -82,10 +85,6 @@ class AppSettings:
     def mode(self) -> str | int:
         """The exit mode as :meth:`rbqe.engine.Enhancer.enhance` takes it."""
         return "auto" if self.exit_mode == "auto" else int(self.exit_mode)
-
-    @property
-    def output_folder(self) -> Path | None:
-        return Path(self.output_dir) if self.output_dir else None
 
 
 def _coerce(value: object, default: object) -> object:
@@ -129,6 +128,8 @@ def save_settings(store: QSettings, settings: AppSettings) -> None:
 
 def load_state(store: QSettings, key: str) -> QByteArray | None:
     """A saved geometry/splitter blob, or None."""
+    from PySide6.QtCore import QByteArray
+
     value = store.value(f"window/{key}")
     return value if isinstance(value, QByteArray) and not value.isEmpty() else None
 

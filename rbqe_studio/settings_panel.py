@@ -7,6 +7,8 @@ threshold re-runs the viewed image).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -105,6 +107,9 @@ class SettingsPanel(QWidget):
         self.reset.setToolTip("Use the threshold stored with the weights")
         self.threshold_note = QLabel("")
         self.threshold_note.setObjectName("muted")
+        # Wrapped, so that a longer note ("custom (weights: …)") cannot widen the panel
+        # and shift the splitter while the threshold is edited.
+        self.threshold_note.setWordWrap(True)
 
         self.format = QComboBox()
         for value, label in (("png", "PNG (lossless)"), ("jpeg", "JPEG"), ("webp", "WebP")):
@@ -152,7 +157,7 @@ class SettingsPanel(QWidget):
         self.device.currentIndexChanged.connect(lambda: self._set("device", self.device.currentData()))
         self.backend.currentIndexChanged.connect(
             lambda: self._set("backend", self.backend.currentData()))
-        self.model.currentIndexChanged.connect(lambda: self._set("model", self.model.currentData()))
+        self.model.currentIndexChanged.connect(self._on_model)
         self.mode.currentIndexChanged.connect(lambda: self._set("exit_mode", self.mode.currentData()))
         self.threshold.valueChanged.connect(lambda v: self._set("threshold", round(v, 3)))
         self.reset.clicked.connect(lambda: self._set("threshold", None))
@@ -171,6 +176,22 @@ class SettingsPanel(QWidget):
         self.settings.normalise()
         self.refresh()
         self.changed.emit(name)
+
+    def _on_model(self) -> None:
+        """A shipped model chosen: it replaces a weights file chosen earlier."""
+        value = self.model.currentData()
+        if value == "file":
+            return
+        if self.settings.weights_file:
+            self.settings.weights_file = ""
+            self.settings.model = value
+            self.refresh()
+            self.changed.emit("weights_file")
+        else:
+            self._set("model", value)
+
+    def choose_weights_file(self, path: str) -> None:
+        self._set("weights_file", path)
 
     def lock_model(self, weights: str) -> None:
         """Weights named on the command line (or by RBQE_WEIGHTS) win over the choice."""
@@ -199,7 +220,18 @@ class SettingsPanel(QWidget):
             index = self.device.count() - 1
         self.device.setCurrentIndex(index)
         self.backend.setCurrentIndex(max(0, self.backend.findData(s.backend)))
-        self.model.setCurrentIndex(max(0, self.model.findData(s.model)))
+        file_row = self.model.findData("file")
+        if s.weights_file:
+            label = f"File: {Path(s.weights_file).name}"
+            if file_row < 0:
+                self.model.addItem(label, "file")
+                file_row = self.model.count() - 1
+            self.model.setItemText(file_row, label)
+            self.model.setCurrentIndex(file_row)
+        else:
+            if file_row >= 0:
+                self.model.removeItem(file_row)
+            self.model.setCurrentIndex(max(0, self.model.findData(s.model)))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         value = self.effective_threshold()
         self.threshold.setValue(value if value is not None else 0.855)

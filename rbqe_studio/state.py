@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from rbqe.batch import ItemReport
 
 WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
+BLOCKED = "blocked"  # waits for a usable model (missing weights, unusable device)
 
 
 @dataclass
@@ -26,15 +30,18 @@ class QueueItem:
     exit: int | None = None
     score: float | None = None
     time_ms: float | None = None
-    output: Path | None = None  # set when the image came back from a batch
+    outputs: list[Path] = field(default_factory=list)  # files written for it (batch, saves)
+    report: ItemReport | None = None  # from a batch: the viewer loads its saved outputs
 
     @property
     def name(self) -> str:
         return self.path.name
 
     def reset(self) -> None:
+        """Back to waiting, to be computed (again) by the network."""
         self.status, self.error = WAITING, ""
         self.exit = self.score = self.time_ms = None
+        self.report = None
 
 
 def path_key(path: Path) -> str:
@@ -84,7 +91,7 @@ class Queue:
         return None
 
     def counts(self) -> dict[str, int]:
-        out = {WAITING: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        out = {WAITING: 0, RUNNING: 0, DONE: 0, FAILED: 0, BLOCKED: 0}
         for item in self.items:
             out[item.status] += 1
         return out

@@ -40,8 +40,8 @@ QLabel#sectionTitle {{ font-weight: bold; color: #dfe3e8; padding-top: 10px;
                        border-bottom: 1px solid #2f3339; padding-bottom: 3px; }}
 QLabel#muted {{ color: #8d939b; }}
 QLabel#threshold {{ font-weight: bold; font-size: 11pt; color: #f0f0f0; }}
-QLabel#banner {{ background: #4a3420; color: #ffd9a8; padding: 8px 12px;
-                 border-bottom: 1px solid #6b4a2a; }}
+QFrame#banner {{ background: #4a3420; border-bottom: 1px solid #6b4a2a; }}
+QLabel#bannerText {{ color: #ffd9a8; }}
 QListWidget, QTextBrowser, QTableWidget {{ background: #1b1d21; border: 1px solid #2c3036;
                                            border-radius: 6px; color: #e6e6e6; }}
 QTableWidget {{ gridline-color: #2c3036; }}

@@ -23,12 +23,12 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from rbqe_studio.convert import Picture
+from rbqe_studio.convert import DIFF_GAIN, Picture, difference
 from rbqe_studio.viewstate import ViewState, clamp
 
 ZOOM_STEP = 1.25
-SPLIT, SIDE, TOGGLE = "split", "side", "toggle"
-MODES = (SPLIT, SIDE, TOGGLE)
+SPLIT, SIDE, TOGGLE, DIFF = "split", "side", "toggle", "diff"
+MODES = (SPLIT, SIDE, TOGGLE, DIFF)
 BACKGROUND = QColor("#15171a")
 
 
@@ -234,7 +234,8 @@ class ImagePane(QWidget):
 
 
 class CompareView(QWidget):
-    """Before/after comparison with three layouts and a hold-to-see-A toggle."""
+    """Before/after comparison with four layouts (split, side by side, one pane that
+    flips, the difference heat map) and a hold-to-see-A toggle."""
 
     zoom_changed = Signal(float)
     mode_changed = Signal(str)
@@ -257,6 +258,7 @@ class CompareView(QWidget):
         self.b: Picture | None = None
         self.a_label = self.b_label = ""
         self.message = ""
+        self._diff: tuple[Picture, Picture, Picture, str] | None = None  # a, b, heat, label
         self.state.changed.connect(lambda: self.zoom_changed.emit(self.state.scale))
         self._layout_panes()
 
@@ -289,6 +291,21 @@ class CompareView(QWidget):
             self.mode_changed.emit(mode)
             if self.state.fitting:
                 self.state.fit(self.pane_size)
+
+    def diff_picture(self) -> tuple[Picture | None, str]:
+        """The heat map of |A − B| and its label, made once per pair of pictures."""
+        a, b = self.a, self.b
+        if a is None or b is None:
+            return a or b, "Difference: needs a picture on each side"
+        if a is b:
+            return None, "Difference: A and B are the same picture"
+        if self._diff is None or self._diff[0] is not a or self._diff[1] is not b:
+            try:
+                heat, largest = difference(a, b)
+            except ValueError as exc:
+                return None, f"Difference: {exc}"
+            self._diff = (a, b, heat, f"|A − B| × {DIFF_GAIN} · largest {largest}/255")
+        return self._diff[2], self._diff[3]
 
     def toggle_ab(self) -> None:
         """Flip between A and B (switches to toggle mode first)."""
@@ -329,6 +346,8 @@ class CompareView(QWidget):
         elif self.mode == SIDE:
             first.set_content(self.a, self.a_label)
             second.set_content(self.b, self.b_label)
+        elif self.mode == DIFF:
+            first.set_content(*self.diff_picture())
         elif self.showing_a:
             first.set_content(self.a, self.a_label)
         else:

@@ -2,41 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QSplitter, QTabWidget, QWidget
 
-from rbqe_studio import settings as settings_mod
 from rbqe.errors import RBQEError
-from rbqe.weights import default_weights_path, read_info
-
-if TYPE_CHECKING:
-    from rbqe_studio.main_window import MainWindow
+from rbqe.weights import WeightsInfo, default_weights_path, read_info
+from rbqe_studio import settings as settings_mod
 
 DEFAULT_SIZE = (1480, 920)
+# What a GUI user can do about a missing or unusable model (no command line needed).
+WEIGHTS_FIX = ("To fix it: click 'Choose weights file…' and pick a model (.safetensors), "
+               "choose the other model in Settings → Model, or reinstall RBQE Studio.")
 
 
-def weights_problem(weights: str | None, on_threshold: Callable[[float, int], None]) -> str:
-    """"" when the weights file looks usable (its exit rule, threshold and earliest exit,
-    goes to ``on_threshold``),
-    else a sentence for the user saying what is wrong and what to do."""
+@dataclass
+class Layout:
+    """The parts of a window whose layout outlives a session."""
+
+    window: QWidget
+    splitters: dict[str, QSplitter]  # store key -> splitter
+    tabs: QTabWidget
+    default_sizes: dict[str, list[int]] = field(default_factory=dict)  # when none stored
+
+
+def weights_problem(weights: str | None) -> tuple[str, WeightsInfo | None]:
+    """("", the file's info) when the weights file looks usable, else a sentence for the
+    user saying what is wrong and what to do, and None."""
     path = Path(weights) if weights else default_weights_path()
     if not path.is_file():
-        return (f"No model weights at {path}. Train them with 'rbqe train', or start with "
-                "--weights FILE (or set RBQE_WEIGHTS). Images can be opened, but not enhanced.")
+        return (f"No model weights at {path}: images can be opened, but not enhanced. "
+                f"{WEIGHTS_FIX}"), None
     try:
-        info = read_info(path)
-        on_threshold(info.threshold, info.min_exit)
+        return "", read_info(path)
     except RBQEError as exc:
-        return f"The weights file cannot be used: {exc}"
-    return ""
+        return f"The weights file cannot be used: {exc}. {WEIGHTS_FIX}", None
 
 
-def restore_window(win: MainWindow) -> None:
-    store = win.store
+def restore_window(store: QSettings, layout: Layout) -> None:
     geometry = settings_mod.load_state(store, "geometry")
+    win = layout.window
     if geometry is None or not win.restoreGeometry(geometry):
         screen = QGuiApplication.primaryScreen()
         avail = screen.availableGeometry() if screen else None
@@ -44,23 +52,19 @@ def restore_window(win: MainWindow) -> None:
         if avail is not None and not avail.isEmpty():
             w, h = min(w, int(avail.width() * 0.92)), min(h, int(avail.height() * 0.92))
         win.resize(w, h)
-    for key, splitter in (("main_splitter", win.splitter),
-                          ("center_splitter", win.compare.splitter)):
+    for key, splitter in layout.splitters.items():
         state = settings_mod.load_state(store, key)
         if state is not None:
             splitter.restoreState(state)
-    if settings_mod.load_state(store, "center_splitter") is None:
-        win.compare.splitter.setSizes([600, 250])
+        elif key in layout.default_sizes:
+            splitter.setSizes(layout.default_sizes[key])
     tab = store.value("window/tab")
     if tab is not None and str(tab).isdigit():
-        win.tabs.setCurrentIndex(int(tab))
+        layout.tabs.setCurrentIndex(int(tab))
 
 
-def save_window(win: MainWindow) -> None:
-    store = win.store
-    settings_mod.save_state(store, "geometry", win.saveGeometry())
-    settings_mod.save_state(store, "main_splitter", win.splitter.saveState())
-    settings_mod.save_state(store, "center_splitter", win.compare.splitter.saveState())
-    store.setValue("window/tab", win.tabs.currentIndex())
-    settings_mod.save_settings(store, win.settings)
-    store.sync()
+def save_window(store: QSettings, layout: Layout) -> None:
+    settings_mod.save_state(store, "geometry", layout.window.saveGeometry())
+    for key, splitter in layout.splitters.items():
+        settings_mod.save_state(store, key, splitter.saveState())
+    store.setValue("window/tab", layout.tabs.currentIndex())

@@ -9,43 +9,38 @@ thread only ever paints.
 
 from __future__ import annotations
 
-import itertools
+import copy
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
-from PySide6.QtGui import QImage
 
-from rbqe_studio.convert import Picture
-from rbqe.batch import BatchEvents, BatchOptions, run_batch
+from rbqe.batch import BatchEvents, ItemReport, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
-from rbqe.exit_policy import JpegPrior
-from rbqe.io import LoadedImage, load_image, output_path_for, save_like
+from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior
+from rbqe.io import load_image, output_path_for, save_like
+from rbqe_studio.choice import rechoose
+from rbqe_studio.convert import Picture
+from rbqe_studio.jobs import (
+    BatchJob,
+    BatchOutcome,
+    Choice,
+    ContinueJob,
+    EngineSpec,
+    Job,
+    LoadOutputsJob,
+    ProcessJob,
+    RechooseJob,
+    SaveJob,
+    ViewData,
+)
 
 log = logging.getLogger(__name__)
 
 THUMB = QSize(176, 118)
-_gens = itertools.count(1)
-
-
-def next_gen() -> int:
-    return next(_gens)
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """Which enhancer to build: weights file (None: the default), device and backend."""
-
-    weights: str | None = None
-    device: str = "auto"
-    backend: str = "auto"
-
-
 EnhancerFactory = Callable[[EngineSpec], Enhancer]
 
 
@@ -53,77 +48,12 @@ def default_factory(spec: EngineSpec) -> Enhancer:
     return Enhancer(spec.weights, device=spec.device, backend=spec.backend)
 
 
-@dataclass
-class ViewData:
-    """Everything the window shows for one processed image."""
-
-    path: Path
-    loaded: LoadedImage
-    input_pic: Picture
-    input_thumb: QImage
-    result: EnhanceResult | None = None
-    pictures: dict[int, Picture] = field(default_factory=dict)
-    thumbs: dict[int, QImage] = field(default_factory=dict)
-
-    @property
-    def cost(self) -> float:
-        """Rough bytes held, for the result cache."""
-        total = self.input_pic.nbytes + self.loaded.pixels.nbytes
-        total += sum(p.nbytes for p in self.pictures.values())
-        if self.result is not None:
-            total += sum(e.image.nbytes for e in self.result.exits)
-            if self.result.can_continue:  # cached network stages, about 6 feature maps
-                total += self.loaded.pixels.shape[0] * self.loaded.pixels.shape[1] * 4 * 32 * 6
-        return float(total)
-
-
-@dataclass
-class Job:
-    gen: int = field(default_factory=next_gen)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    spec: EngineSpec = field(default_factory=EngineSpec)
-    threshold: float | None = None
-
-
-@dataclass
-class ProcessJob(Job):
-    path: Path = Path()
-    mode: str | int = "auto"
-    max_pixels: int | None = 200_000_000
-
-
-@dataclass
-class ContinueJob(Job):
-    view: ViewData | None = None
-
-
-@dataclass
-class SaveJob(Job):
-    view: ViewData | None = None
-    exits: list[int] = field(default_factory=list)
-    targets: dict[int, Path] = field(default_factory=dict)  # exit -> file (single save)
-    folder: Path | None = None  # save every exit here (save all)
-    suffix: str = ""
-    fmt: str = "png"
-    quality: int = 95
-    keep_metadata: bool = True
-    strip_gps: bool = False
-
-
-@dataclass
-class BatchJob(Job):
-    inputs: list[Path] = field(default_factory=list)
-    options: BatchOptions | None = None
-
-
-@dataclass
-class BatchOutcome:
-    """What a batch ended with; ``summary`` is None when it was cancelled by exception."""
-
-    summary: Any
-    reports: list[Any]
-    cancelled: bool
-    total: int
+def with_policy(enh: Enhancer, policy: ExitPolicy) -> Enhancer:
+    """``enh`` under another exit policy, for one job: a shallow copy sharing the network
+    and backend, so the long-lived enhancer is never changed per job."""
+    job_enh = copy.copy(enh)
+    job_enh.policy = policy
+    return job_enh
 
 
 class EngineUnavailable(Exception):
@@ -152,6 +82,7 @@ class Worker(QObject):
         self._spec: EngineSpec | None = None
 
     def enhancer(self, job: Job) -> Enhancer:
+        """The enhancer for ``job``: built once per engine spec, under the job's policy."""
         if self._enhancer is None or self._spec != job.spec:
             self._enhancer = None  # free the old one before building the new one
             try:
@@ -169,11 +100,9 @@ class Worker(QObject):
                                     "threshold": float(info.threshold),
                                     "min_exit": int(self._enhancer.min_exit),
                                     "policy": info.policy.describe()})
-        enh = self._enhancer
         # The job carries the policy: a custom threshold means the assessor rule with it,
         # none the weights' default policy (which may be the learned gate).
-        enh.policy = enh.info.policy_for(None, job.threshold)
-        return enh
+        return with_policy(self._enhancer, job.policy.resolve(self._enhancer.info))
 
     @Slot(object)
     def run(self, job: Job) -> None:
@@ -183,8 +112,12 @@ class Worker(QObject):
         try:
             if isinstance(job, ProcessJob):
                 payload: Any = self._process(job)
+            elif isinstance(job, LoadOutputsJob):
+                payload = self._load_outputs(job)
             elif isinstance(job, ContinueJob):
                 payload = self._continue(job)
+            elif isinstance(job, RechooseJob):
+                payload = self._rechoose(job)
             elif isinstance(job, SaveJob):
                 payload = self._save(job)
             elif isinstance(job, BatchJob):
@@ -217,7 +150,7 @@ class Worker(QObject):
             self.exit_computed.emit(job.gen, e, view)
         return on_exit
 
-    def _process(self, job: ProcessJob) -> ViewData:
+    def _load_input(self, job: ProcessJob | LoadOutputsJob) -> ViewData:
         self.progress.emit(job.gen, "load", 0, 1)
         loaded = load_image(job.path, max_pixels=job.max_pixels)
         if job.cancel.is_set():
@@ -225,30 +158,64 @@ class Worker(QObject):
         pic = Picture.from_array(loaded.pixels)
         view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB))
         self.loaded.emit(job.gen, view)  # the input is shown even if the model is missing
-        enh = self.enhancer(job)
-        view.result = enh.enhance(
-            loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
-            progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
-            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(loaded))
         return view
 
-    def _continue(self, job: ContinueJob) -> ViewData:
+    def _process(self, job: ProcessJob) -> ViewData:
+        view = self._load_input(job)
+        enh = self.enhancer(job)
+        view.result = enh.enhance(
+            view.loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
+            progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
+            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded))
+        view.choice = Choice(job.mode, job.policy)
+        return view
+
+    def _load_outputs(self, job: LoadOutputsJob) -> ViewData:
+        """The input and the outputs a batch saved, read back instead of computed."""
+        assert job.report is not None and job.outputs
+        view = self._load_input(job)
+        result = result_from_report(job.report, view, {
+            k: load_image(p, max_pixels=job.max_pixels).pixels for k, p in job.outputs.items()})
+        view.saved = dict(job.outputs)
+        on_exit = self._exit_cb(job, view)
+        for e in result.exits:
+            on_exit(e)
+        view.result = result
+        return view
+
+    def _continue(self, job: ContinueJob, up_to: int = 5) -> ViewData:
+        view = job.view
+        assert view is not None and view.result is not None
+        self._more_exits(job, view, self.enhancer(job), up_to)
+        return view
+
+    def _more_exits(self, job: Job, view: ViewData, enh: Enhancer, up_to: int) -> None:
+        """Compute ``view``'s exits after its last one, up to ``up_to``."""
+        result = view.result
+        assert result is not None
+        on_exit = self._exit_cb(job, view)
+        if result.can_continue:
+            enh.continue_exits(result, up_to, on_exit=on_exit, cancel=job.cancel.is_set)
+            return
+        # Tiled (or no kept state): the only way to the other exits is a new pass.
+        done = {e.exit for e in result.exits}
+        fresh = enh.enhance(view.loaded.pixels, "all" if up_to >= 5 else up_to,
+                            cancel=job.cancel.is_set,
+                            progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
+                            prior=JpegPrior.of(view.loaded))
+        for e in fresh.exits:
+            if e.exit not in done and e.exit <= up_to:
+                result.exits.append(e)
+                on_exit(e)
+        result.exits.sort(key=lambda e: e.exit)
+
+    def _rechoose(self, job: RechooseJob) -> ViewData:
         view = job.view
         assert view is not None and view.result is not None
         enh = self.enhancer(job)
-        on_exit = self._exit_cb(job, view)
-        if view.result.can_continue:
-            enh.continue_exits(view.result, on_exit=on_exit, cancel=job.cancel.is_set)
-        else:  # tiled (or evicted session): the only way to the other exits is a new pass
-            done = {e.exit for e in view.result.exits}
-            fresh = enh.enhance(view.loaded.pixels, "all", cancel=job.cancel.is_set,
-                                progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
-                                prior=JpegPrior.of(view.loaded))
-            for e in fresh.exits:
-                if e.exit not in done:
-                    view.result.exits.append(e)
-                    on_exit(e)
-            view.result.exits.sort(key=lambda e: e.exit)
+        rechoose(view.result, enh.policy, job.mode,
+                 lambda k: self._more_exits(job, view, enh, k))
+        view.choice = Choice(job.mode, job.policy)
         return view
 
     def _save(self, job: SaveJob) -> list[Path]:
@@ -256,7 +223,7 @@ class Worker(QObject):
         assert view is not None and view.result is not None
         have = {e.exit for e in view.result.exits}
         if any(k not in have for k in job.exits):
-            self._continue(ContinueJob(job.gen, job.cancel, job.spec, job.threshold, view=view))
+            self._more_exits(job, view, self.enhancer(job), max(job.exits))
         written = []
         for n, k in enumerate(job.exits):
             if job.cancel.is_set():
@@ -276,14 +243,14 @@ class Worker(QObject):
     def _batch(self, job: BatchJob) -> BatchOutcome:
         assert job.options is not None
         enh = self.enhancer(job)
-        reports: list[Any] = []
+        reports: list[ItemReport] = []
         total = [0]
 
         def on_start(n: int) -> None:
             total[0] = n
             self.batch_started.emit(job.gen, n)
 
-        def on_done(i: int, item: Any) -> None:
+        def on_done(i: int, item: ItemReport) -> None:
             reports.append(item)
             self.batch_item_done.emit(job.gen, i, item)
 
@@ -298,8 +265,33 @@ class Worker(QObject):
                                 cancel=job.cancel.is_set)
         except Cancelled:
             return BatchOutcome(None, reports, True, total[0])
-        cancelled = bool(getattr(summary, "cancelled", False)) or job.cancel.is_set()
-        return BatchOutcome(summary, reports, cancelled, total[0])
+        return BatchOutcome(summary, reports, summary.cancelled or job.cancel.is_set(), total[0])
+
+
+def result_from_report(report: ItemReport, view: ViewData,
+                       images: dict[int, Any]) -> EnhanceResult:
+    """An :class:`EnhanceResult` holding saved outputs (``images``: exit -> pixels) with
+    what the batch report says of them: scores, the chosen exit and why. Timings are
+    not known (NaN): nothing was computed here."""
+    nan = float("nan")
+    h, w = view.loaded.pixels.shape[:2]
+    exits = []
+    for k in sorted(images):
+        image = images[k]
+        if image.shape[:2] != (h, w):
+            raise RBQEError(f"{report.outputs.get(str(k))}: the saved output is "
+                            f"{image.shape[1]} x {image.shape[0]}, the input {w} x {h}")
+        score = report.scores.get(str(k), nan)
+        exits.append(ExitResult(k, image, score, nan, nan, report.gmacs if k == report.exit
+                                else nan))
+    reason = report.exit_reason
+    decision = None if reason is None else Decision(
+        True, int(reason["exit"]), str(reason["signal"]), dict(reason.get("values", {})),
+        str(reason["text"]))
+    forced = decision is not None and decision.signal == "forced"
+    chosen = report.exit if report.exit in images else max(images)
+    return EnhanceResult(exits, chosen, nan, chosen if forced else "auto", "saved file",
+                         (w, h), decision=decision, prior=JpegPrior.of(view.loaded))
 
 
 class WorkerHost(QObject):
@@ -331,10 +323,6 @@ class WorkerHost(QObject):
         for g, job in self.jobs.items():
             if gen is None or g == gen:
                 job.cancel.set()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.jobs)
 
     def _forget(self, gen: int, *_: object) -> None:
         self.jobs.pop(gen, None)

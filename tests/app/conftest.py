@@ -73,6 +73,7 @@ def window(qtbot, store, factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     win = MainWindow(store, factory, check_weights=False)
+    win._confirm_quit = lambda: True  # closing during a batch asks; tests that ask say so
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()

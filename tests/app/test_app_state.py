@@ -21,7 +21,7 @@ def test_queue_dedupes_and_finds_next_waiting(tmp_path: Path) -> None:
     assert q.next_waiting(start=0).path == c
     q.items[2].status = DONE
     assert q.next_waiting() is None
-    assert q.counts() == {WAITING: 0, "running": 0, DONE: 2, FAILED: 1}
+    assert q.counts() == {WAITING: 0, "running": 0, DONE: 2, FAILED: 1, "blocked": 0}
 
 
 def test_cache_evicts_oldest_but_keeps_newest() -> None:

@@ -11,6 +11,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
 from rbqe_studio.exits import INPUT
+from rbqe_studio.queue_panel import status_text
 from rbqe_studio.state import DONE, FAILED
 from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
@@ -243,9 +244,20 @@ def test_missing_weights_is_shown_and_the_app_still_opens(qtbot, store, images,
     with qtbot.waitSignal(win.session.engine_error, timeout=TIMEOUT) as blocker:
         win.open_paths([images[0]])
     assert "none.safetensors" in blocker.args[0]
-    assert win.session.queue.items[0].status == "waiting"  # not blamed on the image
+    item = win.session.queue.items[0]
+    # (The first failure may be the background job's, before the image was selected.)
+    pane = win.compare.view.panes[0]
+    qtbot.waitUntil(lambda: item.status == "blocked" and "Not enhanced" in pane.b_label,
+                    timeout=TIMEOUT)
+    # Not blamed on the image, and not "Waiting" / "Enhancing…" for ever.
+    assert status_text(item).startswith("Not enhanced")
     assert win.session.view is not None  # the input is still shown
-    assert win.compare.view.panes[0].a is win.session.view.input_pic
+    assert pane.a is win.session.view.input_pic
+    assert "Not enhanced" in pane.b_label and "Enhancing" not in pane.b_label
+    # The fix is one a GUI user can follow: a button, Settings; no command line.
+    assert "Choose weights file" in win.banner.text() and "rbqe train" not in win.banner.text()
+    assert "Not enhanced" in win.status.text() and "rbqe train" not in win.status.text()
+    assert win.banner.button.isVisible()
     win.close()
 
 
@@ -340,7 +352,7 @@ def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeyp
     panel.model.setCurrentIndex(panel.model.findData("y"))
     assert win.settings.model == "y"
     assert win.session.weights == str(SHIPPED_MODELS["y"])
-    assert win.batch.spec.weights == str(SHIPPED_MODELS["y"])
+    assert win.batch.engine()[0].weights == str(SHIPPED_MODELS["y"])  # batch and view agree
     assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["y"]).threshold)
     assert panel.weights_min_exit == read_info(SHIPPED_MODELS["y"]).min_exit
     assert not win.banner.isVisible()

@@ -1,0 +1,195 @@
+"""What the app asks its worker threads to do, and what comes back: plain dataclasses.
+
+No Qt here, so the session model (:mod:`rbqe_studio.session_model`) that builds jobs and
+reads their results is tested without a ``QApplication``. Pictures (:class:`Picture`,
+``QImage``) only pass through :class:`ViewData` as values made by the worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rbqe.batch import BatchOptions, BatchSummary, ItemReport
+from rbqe.engine import EnhanceResult
+from rbqe.exit_policy import ExitMode, ExitPolicy
+from rbqe.io import LoadedImage
+from rbqe.weights import WeightsInfo
+
+if TYPE_CHECKING:
+    from PySide6.QtGui import QImage
+
+    from rbqe_studio.convert import Picture
+
+_gens = itertools.count(1)
+
+
+def next_gen() -> int:
+    return next(_gens)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which enhancer to build: weights file (None: the default), device and backend."""
+
+    weights: str | None = None
+    device: str = "auto"
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """The exit policy a job runs under, as the user chose it: the weights' own default
+    policy (``threshold`` None; it may be the learned gate), or the assessor rule with a
+    threshold of their own. Resolved against the weights by the worker, which knows them."""
+
+    threshold: float | None = None
+
+    def resolve(self, info: WeightsInfo) -> ExitPolicy:
+        return info.policy_for(None, self.threshold)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How an image's exit is chosen: the exit mode and the policy."""
+
+    mode: ExitMode = "auto"
+    policy: PolicyChoice = PolicyChoice()
+
+
+@dataclass
+class ViewData:
+    """Everything the window shows for one image.
+
+    Attributes:
+        choice: The mode and policy ``result.chosen`` was chosen under (None: not yet).
+        saved: Exit -> file, when the exits were read from saved outputs (a batch's)
+            instead of computed; their timings are then unknown.
+    """
+
+    path: Path
+    loaded: LoadedImage
+    input_pic: Picture
+    input_thumb: QImage
+    result: EnhanceResult | None = None
+    pictures: dict[int, Picture] = field(default_factory=dict)
+    thumbs: dict[int, QImage] = field(default_factory=dict)
+    choice: Choice | None = None
+    saved: dict[int, Path] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        """Rough bytes held, for the result cache."""
+        total = self.input_pic.nbytes + self.loaded.pixels.nbytes
+        total += sum(p.nbytes for p in self.pictures.values())
+        if self.result is not None:
+            total += sum(e.image.nbytes for e in self.result.exits)
+            if self.result.can_continue:  # cached network stages, about 6 feature maps
+                total += self.loaded.pixels.shape[0] * self.loaded.pixels.shape[1] * 4 * 32 * 6
+        return float(total)
+
+    @property
+    def can_rechoose(self) -> bool:
+        """Whether another mode or policy can be applied without a new network run from
+        exit 1: every computed exit kept its signals (not a tiled image, whose exits
+        were chosen on sample tiles, nor one read from saved outputs)."""
+        r = self.result
+        return (r is not None and not r.tiled and not self.saved
+                and all(e.signals is not None for e in r.exits))
+
+
+@dataclass
+class Job:
+    """One request to a worker; ``gen`` tags every signal it causes."""
+
+    gen: int = field(default_factory=next_gen)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    spec: EngineSpec = field(default_factory=EngineSpec)
+    policy: PolicyChoice = field(default_factory=PolicyChoice)
+
+
+@dataclass
+class ProcessJob(Job):
+    """Load an image and run the network on it."""
+
+    path: Path = Path()
+    mode: ExitMode = "auto"
+    max_pixels: int | None = 200_000_000
+
+
+@dataclass
+class LoadOutputsJob(Job):
+    """Load an image and the outputs a batch saved for it, instead of running the network."""
+
+    path: Path = Path()
+    report: ItemReport | None = None
+    outputs: dict[int, Path] = field(default_factory=dict)  # exit -> saved file
+    max_pixels: int | None = 200_000_000
+
+
+@dataclass
+class ContinueJob(Job):
+    """Compute the exits a view lacks, up to exit 5, from its cached stages."""
+
+    view: ViewData | None = None
+
+
+@dataclass
+class RechooseJob(Job):
+    """Choose a view's exit again under another mode or policy; the network runs only
+    for exits beyond those computed, continuing from the cached stages."""
+
+    view: ViewData | None = None
+    mode: ExitMode = "auto"
+
+
+@dataclass
+class SaveJob(Job):
+    view: ViewData | None = None
+    exits: list[int] = field(default_factory=list)
+    targets: dict[int, Path] = field(default_factory=dict)  # exit -> file (single save)
+    folder: Path | None = None  # save every exit here (save all)
+    suffix: str = ""
+    fmt: str = "png"
+    quality: int = 95
+    keep_metadata: bool = True
+    strip_gps: bool = False
+
+
+@dataclass
+class BatchJob(Job):
+    inputs: list[Path] = field(default_factory=list)
+    options: BatchOptions | None = None
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch ended with.
+
+    Attributes:
+        summary: The library's summary; None when the batch was cancelled by an
+            exception before it could return one (``reports`` then holds what was done).
+        reports: One entry per image reached, as they arrived.
+        cancelled: Whether it stopped before the end.
+        total: Images in the batch.
+    """
+
+    summary: BatchSummary | None
+    reports: list[ItemReport]
+    cancelled: bool
+    total: int
+
+    @property
+    def items(self) -> list[ItemReport]:
+        """The per-image reports: the summary's when there is one."""
+        return self.summary.items if self.summary is not None else self.reports
+
+
+def saved_exits(report: ItemReport) -> dict[int, Path]:
+    """The outputs of a batch report entry whose exit is known, by exit (an ``auto``
+    output skipped because it existed names no exit)."""
+    return {int(k): Path(p) for k, p in report.outputs.items() if str(k).isdigit()}
+

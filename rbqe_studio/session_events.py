@@ -1,0 +1,104 @@
+"""What the session model tells the window: one small frozen dataclass per kind of event.
+
+:class:`rbqe_studio.session_model.SessionModel` returns lists of these;
+:class:`rbqe_studio.session.Session` turns each into the Qt signal of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rbqe.engine import ExitResult
+from rbqe_studio.jobs import Choice, ViewData
+from rbqe_studio.state import QueueItem
+
+
+@dataclass(frozen=True)
+class ItemsAdded:
+    items: list[QueueItem]
+
+
+@dataclass(frozen=True)
+class ItemChanged:
+    item: QueueItem
+
+
+@dataclass(frozen=True)
+class SelectItem:
+    """The window should select this item in the queue (which then calls ``select``)."""
+
+    item: QueueItem
+
+
+@dataclass(frozen=True)
+class ViewLoaded:
+    view: ViewData  # the input only so far
+
+
+@dataclass(frozen=True)
+class ExitReady:
+    exit: ExitResult
+    view: ViewData
+
+
+@dataclass(frozen=True)
+class ViewFinished:
+    view: ViewData  # with its result
+
+
+@dataclass(frozen=True)
+class ViewFailed:
+    message: str
+
+
+@dataclass(frozen=True)
+class ViewBusy:
+    busy: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    info: dict
+
+
+@dataclass(frozen=True)
+class EngineError:
+    message: str
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class Saved:
+    paths: list[Path]
+
+
+@dataclass(frozen=True)
+class WeightsChanged:
+    """Another weights file is in use: check it, show its threshold."""
+
+    weights: str
+
+
+@dataclass(frozen=True)
+class ChoiceChanged:
+    """The exit mode or the policy changed: the strip's header says so."""
+
+    choice: Choice
+
+
+Event = (ItemsAdded | ItemChanged | SelectItem | ViewLoaded | ExitReady | ViewFinished
+         | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError | Message | Saved
+         | WeightsChanged | ChoiceChanged)

@@ -1,0 +1,483 @@
+"""The interactive session as plain Python: which image is viewed, what runs next, what
+is cached, and what a changed setting means.
+
+The queue is processed in the background one image at a time; the image on screen always
+goes first (a background job for another image is cancelled to make room). Each job's
+generation id decides whether its reports still matter: anything from a job that is no
+longer the one feeding the view is dropped.
+
+As ndv's controllers do, :class:`SessionModel` takes commands (methods) and returns the
+events the window should show (a list of small dataclasses); jobs go to the ``submit``
+callable it is given, and the worker's reports come back through its ``on_*`` methods,
+which return events too. It imports no Qt: tests drive it with a list as ``submit`` and
+hand-made reports. :class:`rbqe_studio.session.Session` adapts it to Qt signals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rbqe.batch import ItemReport
+from rbqe.engine import ExitResult
+from rbqe.io import list_images
+from rbqe.model import NUM_EXITS
+from rbqe.weights import SHIPPED_MODELS
+from rbqe_studio.jobs import (
+    Choice,
+    ContinueJob,
+    EngineSpec,
+    Job,
+    LoadOutputsJob,
+    PolicyChoice,
+    ProcessJob,
+    RechooseJob,
+    SaveJob,
+    ViewData,
+    saved_exits,
+)
+from rbqe_studio.session_events import (
+    ChoiceChanged,
+    EngineError,
+    EngineInfo,
+    Event,
+    ExitReady,
+    ItemChanged,
+    ItemsAdded,
+    Message,
+    Progress,
+    Saved,
+    SelectItem,
+    ViewBusy,
+    ViewFailed,
+    ViewFinished,
+    ViewLoaded,
+    WeightsChanged,
+)
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.state import (
+    BLOCKED,
+    DONE,
+    FAILED,
+    RUNNING,
+    WAITING,
+    Queue,
+    QueueItem,
+    ResultCache,
+    path_key,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
+ENGINE_SETTINGS = ("model", "weights_file", "device", "backend")
+CHOICE_SETTINGS = ("exit_mode", "threshold")
+
+
+@dataclass
+class Running:
+    """The one job that makes an item's view (network run or saved outputs read)."""
+
+    job: ProcessJob | LoadOutputsJob
+    item: QueueItem
+    old_status: str  # what the item goes back to when the job is cancelled
+    view: ViewData | None = None  # its input, once loaded
+    exits: list[ExitResult] = field(default_factory=list)  # arrived so far
+
+
+class SessionModel:
+    """Scheduling, generation filtering and job state of the interactive session.
+
+    Args:
+        settings: The user's settings (read when a job is made, never written here).
+        submit: Hands a job to the worker.
+        weights: Weights fixed by ``--weights`` / ``RBQE_WEIGHTS`` (None: the model
+            chosen in the settings).
+    """
+
+    def __init__(self, settings: AppSettings, submit: Callable[[Job], object],
+                 weights: str | None = None) -> None:
+        self.settings = settings
+        self.submit = submit
+        self.fixed_weights = weights
+        self.weights = self._weights()
+        self.queue = Queue()
+        self.cache: ResultCache[str, ViewData] = ResultCache(CACHE_BUDGET)
+        self.current: QueueItem | None = None
+        self.view: ViewData | None = None
+        self.background = True  # process waiting items when nothing else runs
+        self.mode_override: str | int | None = None  # --exit on the command line
+        self.engine_broken = False
+        self._running: Running | None = None
+        self._aux: dict[int, ContinueJob | RechooseJob | SaveJob] = {}
+        self._view_gen = 0
+
+    # -- what jobs are made with -------------------------------------------------------
+    @property
+    def spec(self) -> EngineSpec:
+        return EngineSpec(self.weights, self.settings.device, self.settings.backend)
+
+    @property
+    def mode(self) -> str | int:
+        return self.mode_override if self.mode_override is not None else self.settings.mode
+
+    @property
+    def policy(self) -> PolicyChoice:
+        return PolicyChoice(self.settings.threshold)
+
+    @property
+    def choice(self) -> Choice:
+        return Choice(self.mode, self.policy)
+
+    def _weights(self) -> str:
+        s = self.settings
+        return self.fixed_weights or s.weights_file or str(SHIPPED_MODELS[s.model])
+
+    # -- commands --------------------------------------------------------------------
+    def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[Event]:
+        added = self._add(paths, recursive)
+        return [ItemsAdded(added), *self._pump()] if added else []
+
+    def _add(self, paths: Iterable[str | Path], recursive: bool = False) -> list[QueueItem]:
+        paths = [Path(p) for p in paths]
+        # Folder scans leave out the outputs rbqe wrote next to their sources, as a batch
+        # does; a file the user names directly is always shown.
+        folders = [p for p in paths if p.is_dir()]
+        named = [p for p in paths if not p.is_dir()]
+        listed = list_images(folders, recursive=recursive, skip_outputs=True) if folders else []
+        files = [f for f, _ in listed + (list_images(named) if named else [])]
+        return self.queue.add(files)
+
+    def select(self, item: QueueItem | None) -> list[Event]:
+        if item is self.current:
+            return []
+        self.current = item
+        self.view = None
+        self._view_gen = 0
+        if item is None:
+            return []
+        cached = self.cache.get(path_key(item.path))
+        if cached is not None and cached.result is not None:
+            self.view = cached
+            events: list[Event] = [ViewLoaded(cached)]
+            events += [ExitReady(e, cached) for e in cached.result.exits]
+            events.append(ViewFinished(cached))
+            if cached.choice is not None and cached.choice != self.choice:
+                events += self.apply_choice()  # made under an older mode or threshold
+            return events
+        if item.status == FAILED and not self.engine_broken:
+            return [ViewFailed(item.error)]
+        run = self._running
+        if run is not None and run.item is item:
+            self._view_gen = run.job.gen  # already on its way: catch up
+            events = [ViewBusy(True)]
+            if run.view is not None:
+                self.view = run.view
+                events.append(ViewLoaded(run.view))
+                events += [ExitReady(e, run.view) for e in run.exits]
+            return events
+        self._make_room()
+        return self._pump()
+
+    def reprocess_current(self) -> list[Event]:
+        """Run the viewed image again from exit 1 (the engine changed, or on request)."""
+        item = self.current
+        if item is None:
+            return []
+        self.cache.pop(path_key(item.path))
+        if self._running is not None and self._running.item is item:
+            self._running.job.cancel.set()
+        item.reset()
+        self.view, self._view_gen = None, 0
+        return [ItemChanged(item), *self._pump()]
+
+    def engine_changed(self) -> list[Event]:
+        """Device, backend or weights changed: forget the broken state and try again."""
+        self.engine_broken = False
+        for item in self.queue.items:
+            if item.status == BLOCKED:
+                item.status = WAITING
+        return self.reprocess_current() + self._pump()
+
+    def apply_choice(self) -> list[Event]:
+        """Show the viewed image under the current exit mode and policy.
+
+        No network run from exit 1: the exit is chosen again from the computed exits'
+        signals, and the network continues from the cached stages only for exits beyond
+        them (:mod:`rbqe_studio.choice`). A tiled image, or one read from saved outputs,
+        has no signals for that and runs again.
+        """
+        view = self.view
+        if view is None or view.result is None:
+            run = self._running
+            if self.current is not None and run is not None and run.item is self.current \
+                    and isinstance(run.job, ProcessJob):
+                return self.reprocess_current()  # running under the old choice: restart
+            return []
+        if not view.can_rechoose:
+            return self.reprocess_current()
+        for gen, old in list(self._aux.items()):
+            if isinstance(old, RechooseJob) and old.view is view:
+                old.cancel.set()  # the newest choice wins; its job runs after this one
+        self._make_room()
+        job = RechooseJob(spec=self.spec, policy=self.policy, view=view, mode=self.mode)
+        self._aux[job.gen] = job
+        self._view_gen = job.gen
+        self.submit(job)
+        return [ViewBusy(True)]
+
+    def setting_changed(self, name: str) -> list[Event]:
+        """What a changed setting means for the session (the window has stored it)."""
+        events: list[Event] = []
+        if name in ("model", "weights_file"):
+            self.weights = self._weights()
+            events.append(WeightsChanged(self.weights))
+        if name in ENGINE_SETTINGS:
+            events += self.engine_changed()
+        elif name in CHOICE_SETTINGS:
+            if name == "exit_mode":
+                self.mode_override = None  # the user's choice beats --exit
+            events.append(ChoiceChanged(self.choice))
+            events += self.apply_choice()
+        return events
+
+    def compute_all(self) -> list[Event]:
+        view = self.view
+        if view is None or view.result is None or len(view.result.exits) >= NUM_EXITS:
+            return []
+        if any(isinstance(j, ContinueJob) for j in self._aux.values()):
+            return []
+        self._make_room()
+        job = ContinueJob(spec=self.spec, policy=self.policy, view=view)
+        self._aux[job.gen] = job
+        self._view_gen = job.gen
+        self.submit(job)
+        return [ViewBusy(True)]
+
+    def save(self, exits: list[int], targets: dict[int, Path] | None = None,
+             folder: Path | None = None) -> list[Event]:
+        view = self.view
+        if view is None or view.result is None:
+            return []
+        s = self.settings
+        job = SaveJob(spec=self.spec, policy=self.policy, view=view, exits=exits,
+                      targets=targets or {}, folder=folder, suffix=s.suffix,
+                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
+                      strip_gps=s.strip_gps)
+        self._make_room()
+        self._aux[job.gen] = job
+        self.submit(job)
+        return [Message(f"Saving exit {exits[0]}…" if len(exits) == 1
+                        else f"Saving {len(exits)} exits…")]
+
+    def open_batch_results(self, reports: Sequence[ItemReport]) -> list[Event]:
+        """Queue a batch's images, marked with what the batch did; the viewer then reads
+        their saved outputs instead of running the network again."""
+        if not reports:
+            return []
+        added = self._add([r.input for r in reports])
+        events: list[Event] = [ItemsAdded(added)] if added else []
+        for r in reports:
+            item = self.queue.get(Path(r.input))
+            if item is None:
+                continue
+            item.outputs = [Path(p) for p in r.outputs.values()]
+            if item.status in (WAITING, BLOCKED, FAILED) and saved_exits(r):
+                item.status, item.error, item.report = DONE, "", r
+                item.exit = r.exit
+                item.score = r.scores.get(str(r.exit)) if r.exit else None
+                item.time_ms = r.times_ms.get("total") if r.times_ms else None
+            events.append(ItemChanged(item))
+        events += self._pump()
+        first = self.queue.get(Path(reports[0].input))
+        if first is not None:
+            events.append(SelectItem(first))
+        return events
+
+    def set_background(self, on: bool) -> list[Event]:
+        """Process waiting images when nothing else runs (off while a batch has the CPU)."""
+        self.background = on
+        return self._pump() if on else []
+
+    def remove_all(self) -> list[Event]:
+        self._cancel_all()
+        self.queue.clear()
+        self.cache.clear()
+        self.current, self.view, self._view_gen = None, None, 0
+        return []
+
+    def _cancel_all(self) -> None:
+        if self._running is not None:
+            self._running.job.cancel.set()
+        for job in self._aux.values():
+            job.cancel.set()
+
+    # -- scheduling ----------------------------------------------------------------
+    def _make_room(self) -> None:
+        """Cancel a background job so that work for the viewed image starts sooner."""
+        if self._running is not None and self._running.item is not self.current:
+            self._running.job.cancel.set()
+
+    def _pump(self) -> list[Event]:
+        if self._running is not None:
+            return []
+        item = self.current
+        if item is not None and (self.view is None or self.view.result is None) and \
+                item.status in (WAITING, DONE, BLOCKED):
+            if self.engine_broken and self.view is not None and item.report is None:
+                return []  # its input is on screen; the model is what is missing
+            target: QueueItem | None = item
+        elif self.background and not self.engine_broken and len(self.queue):
+            start = self.queue.index(item) + 1 if item is not None else 0
+            target = self.queue.next_waiting(start)
+        else:
+            target = None
+        if target is None:
+            return []
+        outputs = saved_exits(target.report) if target.report is not None else {}
+        job: ProcessJob | LoadOutputsJob
+        if outputs and all(p.is_file() for p in outputs.values()):
+            job = LoadOutputsJob(spec=self.spec, policy=self.policy, path=target.path,
+                                 report=target.report, outputs=outputs)
+        else:
+            job = ProcessJob(spec=self.spec, policy=self.policy, path=target.path,
+                             mode=self.mode)
+        self._running = Running(job, target, target.status)
+        target.status = RUNNING
+        events: list[Event] = [ItemChanged(target)]
+        if target is self.current:
+            self._view_gen = job.gen
+            events.append(ViewBusy(True))
+        self.submit(job)
+        return events
+
+    def _job_done(self) -> list[Event]:
+        self._running = None
+        return self._pump()
+
+    def _mine(self, gen: int) -> Running | None:
+        run = self._running
+        return run if run is not None and run.job.gen == gen else None
+
+    # -- worker reports --------------------------------------------------------------
+    def on_loaded(self, gen: int, view: ViewData) -> list[Event]:
+        run = self._mine(gen)
+        if run is not None:
+            run.view = view
+        if gen == self._view_gen:
+            self.view = view
+            return [ViewLoaded(view)]
+        return []
+
+    def on_exit(self, gen: int, e: ExitResult, view: ViewData) -> list[Event]:
+        run = self._mine(gen)
+        if run is not None:
+            run.exits.append(e)
+        return [ExitReady(e, view)] if gen == self._view_gen else []
+
+    def on_progress(self, gen: int, stage: str, done: int, total: int) -> list[Event]:
+        return [Progress(stage, done, total)] if gen == self._view_gen else []
+
+    def on_finished(self, gen: int, payload: object) -> list[Event]:
+        aux = self._aux.pop(gen, None)
+        if isinstance(aux, SaveJob):
+            assert isinstance(payload, list)
+            return self._saved(aux, payload)
+        if aux is not None:  # continued or chosen again: the same view, more or re-chosen
+            assert isinstance(payload, ViewData) and payload.result is not None
+            self.cache.update_cost(path_key(payload.path), payload.cost)
+            item = self.queue.get(payload.path)
+            events: list[Event] = []
+            if item is not None and item.status == DONE:
+                self._mark_done(item, payload)
+                events.append(ItemChanged(item))
+            if gen == self._view_gen:
+                events += [ViewBusy(False), ViewFinished(payload)]
+            return events
+        run = self._mine(gen)
+        if run is None:
+            return []
+        assert isinstance(payload, ViewData) and payload.result is not None
+        item = run.item
+        self._mark_done(item, payload)
+        events = [ItemChanged(item)]
+        self.cache.put(path_key(item.path), payload, payload.cost)
+        if gen == self._view_gen:
+            self.view = payload
+            events += [ViewBusy(False), ViewFinished(payload)]
+        return events + self._job_done()
+
+    @staticmethod
+    def _mark_done(item: QueueItem, view: ViewData) -> None:
+        r = view.result
+        assert r is not None
+        item.status, item.error = DONE, ""
+        item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
+        if not view.saved:  # read back from a batch: its report has the time
+            item.time_ms = r.total_ms
+
+    def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
+        assert job.view is not None
+        item = self.queue.get(job.view.path)
+        if item is not None:
+            item.outputs = [*item.outputs, *(p for p in paths if p not in item.outputs)]
+            return [Saved(paths), ItemChanged(item)]
+        return [Saved(paths)]
+
+    def on_failed(self, gen: int, message: str) -> list[Event]:
+        aux = self._aux.pop(gen, None)
+        if aux is not None:
+            events: list[Event] = [ViewBusy(False)] if gen == self._view_gen else []
+            what = "Could not save: " if isinstance(aux, SaveJob) else ""
+            return events + [Message(what + message, error=True)]
+        run = self._mine(gen)
+        if run is None:
+            return []
+        item = run.item
+        if isinstance(run.job, LoadOutputsJob):
+            # The saved outputs are gone or unreadable: compute the image instead.
+            log.info("could not read the saved outputs of %s: %s", item.path, message)
+            item.reset()
+            events = [ItemChanged(item), Message(f"{item.name}: the saved output could not "
+                                                 f"be read ({message}); enhancing it again")]
+            if gen == self._view_gen:
+                self.view, self._view_gen = None, 0
+            return events + self._job_done()
+        item.status, item.error = FAILED, message
+        events = [ItemChanged(item)]
+        if gen == self._view_gen:
+            events += [ViewBusy(False), ViewFailed(message)]
+        return events + self._job_done()
+
+    def on_cancelled(self, gen: int) -> list[Event]:
+        aux = self._aux.pop(gen, None)
+        if aux is not None:
+            return [ViewBusy(False)] if gen == self._view_gen else []
+        run = self._mine(gen)
+        if run is None:
+            return []
+        item = run.item
+        item.status = run.old_status if run.old_status in (WAITING, DONE, BLOCKED) else WAITING
+        events: list[Event] = [ItemChanged(item)]
+        if gen == self._view_gen:
+            events.append(ViewBusy(False))
+        return events + self._job_done()
+
+    def on_engine_ready(self, info: dict) -> list[Event]:
+        self.engine_broken = False
+        return [EngineInfo(info)]
+
+    def on_engine_failed(self, gen: int, message: str) -> list[Event]:
+        """The model could not be built: the image is not to blame. Its input stays on
+        screen and it waits, marked BLOCKED, until the model or device changes."""
+        self.engine_broken = True
+        self._aux.pop(gen, None)
+        events: list[Event] = []
+        run = self._mine(gen)
+        if run is not None:
+            run.item.status, run.item.error = BLOCKED, message
+            events.append(ItemChanged(run.item))
+            self._running = None
+        return events + [ViewBusy(False), EngineError(message)]

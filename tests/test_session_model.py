@@ -1,0 +1,275 @@
+"""The app's session model and exit re-choice as plain Python: no Qt, no QApplication.
+
+Jobs go to a list instead of a worker; the worker's reports are made by hand (or, for the
+re-choice, by a tiny real enhancer), and the events the model returns are checked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rbqe.batch import ItemReport
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult
+from rbqe.exit_policy import ExitPolicy
+from rbqe.io import load_image
+from rbqe.model import ModelConfig, RBQENet
+from rbqe_studio import session_model as sm
+from rbqe_studio.choice import rechoose
+from rbqe_studio.jobs import (
+    ContinueJob,
+    LoadOutputsJob,
+    PolicyChoice,
+    ProcessJob,
+    RechooseJob,
+    SaveJob,
+    ViewData,
+)
+from rbqe_studio.settings import AppSettings
+from rbqe_studio.state import BLOCKED, DONE, FAILED, RUNNING, WAITING
+
+
+class _Pic:
+    """Stands in for a Picture: the model only ever asks its size in bytes."""
+
+    nbytes = 1000
+
+
+def photo(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), np.uint8)).save(path, quality=30)
+    return path
+
+
+def view_of(path: Path, exits: int | None = None) -> ViewData:
+    """A view of ``path`` as the worker makes it; with ``exits``, a result for 1..exits."""
+    view = ViewData(path, load_image(path), _Pic(), None)
+    if exits is not None:
+        img = view.loaded.pixels
+        view.result = EnhanceResult([ExitResult(k, img, 0.5 + k / 10, 1.0, 1.0, float(k))
+                                     for k in range(1, exits + 1)], exits, 0.8, "auto", "cpu",
+                                    (img.shape[1], img.shape[0]))
+    return view
+
+
+def kinds(events: list) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+@pytest.fixture
+def model(tmp_path: Path):
+    jobs: list = []
+    m = sm.SessionModel(AppSettings(), jobs.append, weights=str(tmp_path / "w.safetensors"))
+    m.jobs = jobs  # what the worker was handed, in order
+    return m
+
+
+def test_the_model_loads_no_qt() -> None:
+    code = ("import sys, rbqe_studio.session_model, rbqe_studio.jobs, rbqe_studio.choice; "
+            "print(sorted(m for m in sys.modules if m.startswith('PySide6.Qt')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_queue_runs_in_the_background_one_at_a_time(model, tmp_path) -> None:
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    events = model.add_paths([a, b])
+    assert kinds(events) == ["ItemsAdded", "ItemChanged"]
+    (job,) = model.jobs
+    assert isinstance(job, ProcessJob) and job.path == a and job.mode == "auto"
+    assert job.policy == PolicyChoice(None)  # the weights' own policy
+    item_a, item_b = model.queue.items
+    assert item_a.status == RUNNING and item_b.status == WAITING
+    # Reports of the background job reach no view: nothing is selected.
+    assert model.on_loaded(job.gen, view_of(a)) == []
+    done = model.on_finished(job.gen, view_of(a, exits=2))
+    assert kinds(done) == ["ItemChanged", "ItemChanged"]  # a done, b started
+    assert item_a.status == DONE and item_a.exit == 2 and item_b.status == RUNNING
+    assert model.jobs[-1].path == b
+
+
+def test_the_viewed_image_goes_first_and_stale_reports_are_dropped(model, tmp_path) -> None:
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    background = model.jobs[-1]
+    item_b = model.queue.items[1]
+    events = model.select(item_b)
+    assert background.cancel.is_set()  # made room for the viewed image
+    assert events == []  # b starts when the worker has let a go
+    assert kinds(model.on_cancelled(background.gen)) == ["ItemChanged", "ItemChanged",
+                                                          "ViewBusy"]
+    mine = model.jobs[-1]
+    assert mine.path == b and model.queue.items[0].status == WAITING
+    # A late report of the cancelled job changes nothing on screen.
+    assert model.on_exit(background.gen, view_of(a, 1).result.exits[0], view_of(a)) == []
+    assert kinds(model.on_loaded(mine.gen, view_of(b))) == ["ViewLoaded"]
+    view = view_of(b, exits=3)
+    assert kinds(model.on_finished(mine.gen, view)) == ["ItemChanged", "ViewBusy",
+                                                         "ViewFinished", "ItemChanged"]
+    assert model.view is view and item_b.exit == 3
+    # Back and forth: the cached view comes back at once, with no job.
+    model.select(model.queue.items[0])
+    n = len(model.jobs)
+    events = model.select(item_b)
+    assert kinds(events) == ["ViewLoaded", "ExitReady", "ExitReady", "ExitReady",
+                             "ViewFinished"]
+    assert len(model.jobs) == n
+
+
+def test_a_threshold_change_rechooses_without_running_again(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    view = view_of(a, exits=2)
+    for e in view.result.exits:
+        e.signals = SimpleNamespace()  # what the engine keeps for an untiled image
+    model.on_finished(job.gen, view)
+    model.settings.threshold = 0.9
+    events = model.setting_changed("threshold")
+    assert kinds(events) == ["ChoiceChanged", "ViewBusy"]
+    again = model.jobs[-1]
+    assert isinstance(again, RechooseJob) and again.view is view
+    assert again.policy == PolicyChoice(0.9) and again.mode == "auto"
+    assert not any(isinstance(j, ProcessJob) for j in model.jobs[1:])
+    # A second change before the first is done: the newest wins, the older is cancelled.
+    model.settings.threshold = 0.7
+    model.setting_changed("threshold")
+    assert again.cancel.is_set() and model.jobs[-1].policy == PolicyChoice(0.7)
+    assert model.on_cancelled(again.gen) == []
+    view.result.chosen = 1
+    events = model.on_finished(model.jobs[-1].gen, view)
+    assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished"]
+    assert item.exit == 1
+
+
+def test_a_tiled_image_runs_again_on_a_new_choice(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    model.select(model.queue.items[0])
+    view = view_of(a, exits=1)
+    view.result.tiled = True  # chosen on sample tiles: no signals for every exit
+    model.on_finished(model.jobs[-1].gen, view)
+    model.settings.exit_mode = "3"
+    model.setting_changed("exit_mode")
+    job = model.jobs[-1]
+    assert isinstance(job, ProcessJob) and job.mode == 3
+
+
+def test_mode_override_gives_way_to_the_settings(model, tmp_path) -> None:
+    model.mode_override = "all"
+    assert model.mode == "all"
+    model.settings.exit_mode = "2"
+    model.setting_changed("exit_mode")
+    assert model.mode == 2 and model.mode_override is None
+
+
+def test_engine_settings_rebuild_and_unblock(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    events = model.on_engine_failed(job.gen, "no weights file at w.safetensors")
+    assert kinds(events) == ["ItemChanged", "ViewBusy", "EngineError"]
+    assert item.status == BLOCKED and model.engine_broken
+    model.settings.model = "y"
+    events = model.setting_changed("model")
+    assert isinstance(events[0], sm.WeightsChanged)
+    assert item.status == RUNNING and not model.engine_broken
+    assert model.jobs[-1].spec.weights == str(tmp_path / "w.safetensors")  # --weights wins
+
+
+def test_failures_and_saves_are_reported(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    model.on_failed(model.jobs[-1].gen, f"{a}: cannot read")
+    assert item.status == FAILED and item.error.endswith("cannot read")
+    item.reset()
+    model.reprocess_current()
+    view = view_of(a, exits=2)
+    model.on_finished(model.jobs[-1].gen, view)
+    events = model.save([2], targets={2: tmp_path / "out.png"})
+    save = model.jobs[-1]
+    assert isinstance(save, SaveJob) and save.exits == [2] and save.view is view
+    assert kinds(events) == ["Message"]
+    events = model.on_finished(save.gen, [tmp_path / "out.png"])
+    assert kinds(events) == ["Saved", "ItemChanged"]
+    assert item.outputs == [tmp_path / "out.png"]  # for "Show in folder"
+    assert kinds(model.compute_all()) == ["ViewBusy"]
+    assert isinstance(model.jobs[-1], ContinueJob)
+
+
+def test_batch_results_load_the_saved_outputs(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    out = tmp_path / "out" / "a_rbqe.png"
+    photo(out)
+    report = ItemReport(a, "ok", outputs={"3": out}, exit=3, scores={"3": 0.9},
+                        times_ms={"total": 12.0})
+    events = model.open_batch_results([report])
+    item = model.queue.items[0]
+    assert isinstance(events[-1], sm.SelectItem) and events[-1].item is item
+    assert item.status == DONE and item.exit == 3 and item.outputs == [out]
+    model.select(item)
+    job = model.jobs[-1]
+    assert isinstance(job, LoadOutputsJob) and job.outputs == {3: out}
+    # Unreadable outputs: the image is computed instead.
+    events = model.on_failed(job.gen, "cannot read")
+    assert isinstance(model.jobs[-1], ProcessJob) and item.report is None
+    assert "enhancing it again" in events[1].text
+
+
+# -- the re-choice itself, with a tiny real enhancer -------------------------------------
+@pytest.fixture
+def enhancer() -> Enhancer:
+    torch.manual_seed(0)
+    return Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0)
+
+
+def _first(enh: Enhancer, img: np.ndarray, mode) -> EnhanceResult:
+    return enh.enhance(img, mode, keep_session=True)
+
+
+def test_rechoose_walks_the_kept_signals_and_continues_only_beyond(enhancer) -> None:
+    img = np.random.default_rng(1).random((40, 56, 3), np.float32)
+    result = _first(enhancer, img, 2)
+    asked: list[int] = []
+
+    def more(k: int) -> None:
+        asked.append(k)
+        enhancer.continue_exits(result, k)
+
+    # A threshold every exit reaches: exit 1, no network.
+    rechoose(result, ExitPolicy.assessor(0.0), "auto", more)
+    assert (result.chosen, result.mode, asked) == (1, "auto", [])
+    assert result.decision.signal == "assessor" and result.exits[0].decision.stop
+    # Forced exit 4: exits 3 and 4 continue from the cached stages.
+    rechoose(result, ExitPolicy.assessor(0.0), 4, more)
+    assert (result.chosen, asked) == (4, [4]) and len(result.exits) == 4
+    # A threshold none reaches: one more exit, then the last exit.
+    rechoose(result, ExitPolicy.assessor(1.01), "auto", more)
+    assert (result.chosen, asked) == (5, [4, 5])
+    assert result.decision.signal == "last exit" and result.threshold == 1.01
+    # Same pixels as running exit 5 from scratch.
+    whole = enhancer.enhance(img, 5)
+    assert np.array_equal(result.exit_result(5).image, whole.exit_result(5).image)
+
+
+def test_rechoose_refuses_exits_without_signals(enhancer) -> None:
+    img = np.random.default_rng(2).random((32, 32, 1), np.float32)
+    result = _first(enhancer, img, 2)
+    result.exits[1].signals = None
+    with pytest.raises(ValueError, match="running again"):
+        rechoose(result, ExitPolicy.assessor(0.5), "auto", lambda k: None)
