@@ -49,12 +49,14 @@ from rbqe.train.loop import TrainConfig, Trainer
 BASELINE = {"batch": 10, "patch": 96, "bf16": False, "channels_last": True, "workers": 0,
             "fold_gate": False, "compile": False}
 
-# The configuration ``tuned`` reports, by device. CPU (2-core AMD EPYC, AVX2 only): bf16
-# has no native kernels here (measured 3-10x slower), so the tuned run stays fp32; the
-# folded gate, a worker process and 64 px patches are what help. CUDA: the levers of
-# issue 10 (large batch, bf16, many batch-making processes).
+# The configuration ``tuned`` reports, by device. CPU: bf16 autocast only where oneDNN has
+# native bf16 kernels (AVX512-BF16 or AMX): on an AVX2-only EPYC it measured 3-15x slower,
+# on an AVX512-BF16 EPYC about 2x faster per CPU-second than fp32. The folded gate, a
+# worker process and 64 px patches help everywhere. CUDA: the levers of issue 10 (large
+# batch, bf16, many batch-making processes).
+CPU_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 TUNED = {
-    "cpu": {"batch": 32, "patch": 64, "bf16": False, "channels_last": True, "workers": 1,
+    "cpu": {"batch": 32, "patch": 64, "bf16": CPU_BF16, "channels_last": True, "workers": 1,
             "fold_gate": True, "compile": False},
     "cuda": {"batch": 256, "patch": 128, "bf16": True, "channels_last": True, "workers": 14,
              "fold_gate": True, "compile": False},
