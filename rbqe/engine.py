@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from rbqe import iqa
 from rbqe.backends import Run, make_backend
+from rbqe.color import luma_of, rgb_band, row_bands, split_band, split_ycbcr, ycbcr_to_rgb
 from rbqe.errors import Cancelled, RBQEError, WeightsError
 from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable from here too)
     Decision,
@@ -83,9 +84,6 @@ SAMPLE_TILES = 4
 # centred crop of at most this side (four 512x512 crops: ~1 GB at exit 5).
 SAMPLE_SIDE = 512
 MIN_TILE = 256  # an out-of-memory retry halves the tile down to this side, then gives up
-# Colour conversions work in bands of rows of about this many pixels, so that their float32
-# temporaries stay small whatever the image size.
-BAND_PIXELS = 1 << 20
 
 
 @dataclass
@@ -228,76 +226,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-# BT.601 full-range YCbCr, as JPEG uses.
-# The conversions work in bands of rows (see BAND_PIXELS), in place on preallocated
-# float32 frames, with the same operations in the same order as the plain formulas (so
-# the same values): on a 24 MP photo the plain numpy expressions made ~5 full-frame
-# temporaries plus stack/clip/astype copies, more than the tiled network itself.
-def split_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(H, W, 3)`` RGB -> luma ``(H, W)`` and chroma ``(H, W, 2)``, float32."""
-    rgb = np.asarray(rgb, dtype=np.float32)
-    y = np.empty(rgb.shape[:2], np.float32)
-    cbcr = np.empty((*rgb.shape[:2], 2), np.float32)
-    for r0, r1 in _row_bands(*rgb.shape[:2]):
-        _split_band(rgb[r0:r1], y[r0:r1], cbcr[r0:r1])
-    return y, cbcr
-
-
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    y, cbcr = split_ycbcr(rgb)
-    return np.concatenate([y[..., None], cbcr], axis=-1)
-
-
-def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Luma ``(H, W)`` and chroma ``(H, W, 2)`` -> RGB ``(H, W, 3)`` float32 clipped to
-    ``[0, 1]``, into ``out`` when given (which must not overlap ``y`` or ``cbcr``)."""
-    y = np.asarray(y, dtype=np.float32)
-    if out is None:
-        out = np.empty((*y.shape, 3), np.float32)
-    for r0, r1 in _row_bands(*y.shape):
-        _rgb_band(y[r0:r1], cbcr[r0:r1], out[r0:r1])
-    return out
-
-
-def _split_band(rgb: np.ndarray, y: np.ndarray, cbcr: np.ndarray) -> None:
-    t = _luma_into(rgb, y)
-    for c, (src, k) in enumerate(((rgb[..., 2], 0.564), (rgb[..., 0], 0.713))):
-        np.subtract(src, y, out=t)
-        t *= np.float32(k)
-        np.add(t, np.float32(0.5), out=cbcr[..., c])
-
-
-def _rgb_band(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray) -> None:
-    cb = np.subtract(cbcr[..., 0], np.float32(0.5), dtype=np.float32)
-    cr = np.subtract(cbcr[..., 1], np.float32(0.5), dtype=np.float32)
-    t = np.multiply(cr, np.float32(1.403))
-    np.add(y, t, out=out[..., 0])  # r = y + 1.403 cr
-    np.multiply(cb, np.float32(0.344), out=t)
-    np.subtract(y, t, out=out[..., 1])
-    np.multiply(cr, np.float32(0.714), out=t)
-    out[..., 1] -= t  # g = y - 0.344 cb - 0.714 cr
-    np.multiply(cb, np.float32(1.773), out=t)
-    np.add(y, t, out=out[..., 2])  # b = y + 1.773 cb
-    np.clip(out, 0, 1, out=out)
-
-
-def _luma_into(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """BT.601 luma of float32 RGB into ``y``, as ``(0.299 r + 0.587 g) + 0.114 b``;
-    returns the scratch array it used, for the caller to reuse."""
-    np.multiply(rgb[..., 0], np.float32(0.299), out=y)
-    t = np.multiply(rgb[..., 1], np.float32(0.587))
-    y += t
-    np.multiply(rgb[..., 2], np.float32(0.114), out=t)
-    y += t
-    return t
-
-
-def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
-    """``[r0, r1)`` row ranges of about ``BAND_PIXELS`` pixels covering ``height`` rows."""
-    rows = max(1, BAND_PIXELS // max(1, width))
-    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
 
 
 class Enhancer:
@@ -679,17 +607,17 @@ class Enhancer:
         """The blended network output in ``frame`` -> the result, band by band: RGB from
         the output luma and the input's chroma, or grey from an RGB model's output."""
         if self.channels == 1 and img.shape[2] == 3:
-            for r0, r1 in _row_bands(*img.shape[:2]):
+            for r0, r1 in row_bands(*img.shape[:2]):
                 y_in = np.empty((r1 - r0, img.shape[1]), np.float32)
                 cbcr = np.empty((*y_in.shape, 2), np.float32)
-                _split_band(img[r0:r1], y_in, cbcr)
+                split_band(img[r0:r1], y_in, cbcr)
                 y = frame[r0:r1, :, 0].copy()  # the output's R plane is written over it
-                _rgb_band(y, cbcr, frame[r0:r1])
+                rgb_band(y, cbcr, frame[r0:r1])
             return frame
         if self.channels == 3 and img.shape[2] == 1:
             gray = np.empty((*img.shape[:2], 1), np.float32)
-            for r0, r1 in _row_bands(*img.shape[:2]):
-                np.clip(_luma_np(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
+            for r0, r1 in row_bands(*img.shape[:2]):
+                np.clip(luma_of(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
             return gray
         return frame
 
@@ -710,7 +638,7 @@ class Enhancer:
         """``(h, w, C)`` pixels -> ``(C_model, h, w)`` float32 network input: luma for a
         luma model, grey repeated for an RGB model."""
         if self.channels == 1:
-            return _luma_np(pixels)[None]
+            return luma_of(pixels)[None]
         if pixels.shape[2] == 1:
             pixels = np.repeat(pixels, 3, axis=2)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
@@ -726,7 +654,7 @@ class Enhancer:
         if prep.chroma is not None:
             return ycbcr_to_rgb(arr[..., 0], prep.chroma)
         if prep.out_gray:
-            return np.clip(_luma_np(arr), 0, 1)[..., None].astype(np.float32)
+            return np.clip(luma_of(arr), 0, 1)[..., None].astype(np.float32)
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _result(self, mode: ExitMode, img: np.ndarray, prior: JpegPrior | None) -> EnhanceResult:
@@ -788,19 +716,10 @@ def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
-def _luma_np(arr: np.ndarray) -> np.ndarray:
-    """``(h, w)`` float32 luma of ``(h, w, 1 or 3)`` pixels."""
-    if arr.shape[-1] == 1:
-        return np.ascontiguousarray(arr[..., 0], dtype=np.float32)
-    y = np.empty(arr.shape[:2], np.float32)
-    _luma_into(arr, y)
-    return y
-
-
 def _score_frame(image: np.ndarray) -> float:
     """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
     h, w = image.shape[:2]
-    return iqa.score_rows(lambda r0, r1: _luma_np(image[r0:r1]), h, w)
+    return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w)
 
 
 def _axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.ndarray]]:

@@ -38,6 +38,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from rbqe import color
+
 __all__ = ["luma", "score", "score_rows", "score_torch", "tchebichef_basis"]
 
 SSM_THRESHOLD = 0.004  # smooth/textured split
@@ -422,5 +424,4 @@ def luma(rgb: torch.Tensor) -> torch.Tensor:
     """
     if rgb.dim() != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) RGB, got {tuple(rgb.shape)}")
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
+    return color.luma(rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3])

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from rbqe import iqa
+from rbqe.color import luma_of, split_ycbcr, ycbcr_to_rgb
 from rbqe.engine import (
     MIN_TILE,
     TILE_OVERLAP,
@@ -20,9 +22,6 @@ from rbqe.engine import (
     _blend_weight,
     _pad_to_multiple,
     _tiles,
-    rgb_to_ycbcr,
-    split_ycbcr,
-    ycbcr_to_rgb,
 )
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
@@ -210,10 +209,32 @@ def test_luma_model_keeps_chroma(net, jpeg_image):
     # Compare where no channel was clipped: there only the conversion rounding remains.
     inside = np.all((out > 1e-4) & (out < 1 - 1e-4), axis=2)
     assert inside.mean() > 0.9
-    cin, cout = rgb_to_ycbcr(jpeg_image)[..., 1:], rgb_to_ycbcr(out)[..., 1:]
+    (yin, cin), (yout, cout) = split_ycbcr(jpeg_image), split_ycbcr(out)
     assert np.abs(cin - cout)[inside].max() < 2e-3
     # ... while the luma did change.
-    assert np.abs(rgb_to_ycbcr(jpeg_image)[..., 0] - rgb_to_ycbcr(out)[..., 0]).max() > 1e-3
+    assert np.abs(yin - yout).max() > 1e-3
+
+
+def test_one_luma_for_numpy_torch_and_saving():
+    # Every luma in the package is rbqe.color.luma: the engine's numpy frames, the IQA's
+    # tensors and the saver's fold give the same float32 bits (pinned so that a rewrite of
+    # one of them cannot drift the outputs).
+    rng = np.random.default_rng(11)
+    rgb = rng.random((37, 29, 3), dtype=np.float32)
+    r, g, b = (rgb[..., c] for c in range(3))
+    y = luma_of(rgb)
+    assert y.dtype == np.float32
+    expected = np.float32(0.299) * r + np.float32(0.587) * g
+    expected += np.float32(0.114) * b
+    np.testing.assert_array_equal(y, expected)
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+    np.testing.assert_array_equal(iqa.luma(t)[0, 0].numpy(), y)
+    from rbqe.io.pixels import _fit_channels
+
+    np.testing.assert_array_equal(_fit_channels(rgb.astype(np.float64), 1)[..., 0], y)
+    # float64 (the training metrics) and a gray image's own channel
+    assert luma_of(rgb, np.float64).dtype == np.float64
+    np.testing.assert_array_equal(luma_of(rgb[..., :1]), rgb[..., 0])
 
 
 def test_gray_stays_gray(net, gray):
@@ -417,7 +438,7 @@ def test_colour_conversions_in_bands_match_one_band(jpeg_image, monkeypatch):
     img = np.ascontiguousarray(np.tile(jpeg_image, (3, 2, 1)))  # 288 x 160
     y, cbcr = split_ycbcr(img)
     rgb = ycbcr_to_rgb(y, cbcr)
-    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 1000)  # a few rows per band
+    monkeypatch.setattr("rbqe.color.BAND_PIXELS", 1000)  # a few rows per band
     y2, cbcr2 = split_ycbcr(img)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(cbcr2, cbcr)
@@ -436,7 +457,7 @@ def test_tiled_result_is_the_same_in_bands(make_net, make_jpeg, monkeypatch, cha
     if gray_input:
         img = np.ascontiguousarray(img.mean(axis=2, keepdims=True))
     one = enhancer(net, tile=128).enhance(img, "all")
-    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 700)
+    monkeypatch.setattr("rbqe.color.BAND_PIXELS", 700)
     monkeypatch.setattr("rbqe.iqa.BAND_PIXELS", 700)
     many = enhancer(net, tile=128).enhance(img, "all")
     assert one.image.shape == (*img.shape[:2], 1 if gray_input else 3)

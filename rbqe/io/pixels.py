@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from rbqe.color import luma_of
+
 MODES = ("L", "LA", "RGB", "RGBA")
 
 
@@ -76,9 +78,8 @@ def _fit_channels(pix: np.ndarray, want: int) -> np.ndarray:
         return pix
     if want == 1 and channels == 3:
         # Models may run in RGB on grey input; fold back with the same ITU-R 601 luma
-        # weights Pillow uses for 'L', which is exact when the three channels are equal.
-        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return (pix.astype(np.float32) @ weights)[..., None]
+        # weights Pillow uses for 'L'.
+        return luma_of(pix, np.float32)[..., None]
     if want == 3 and channels == 1:
         return np.repeat(pix, 3, axis=2)
     raise ValueError(f"pixels have {channels} channels; expected {want}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rbqe.color import luma_of
 from rbqe.errors import UsageError
 
 # QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
@@ -27,8 +28,7 @@ GRAY_SHARE = 0.2  # RGB model: patches made gray (gray photos exist; they must s
 
 def to_luma(rgb: np.ndarray) -> np.ndarray:
     """BT.601 full-range luma of an 8-bit RGB image, as float32 in [0, 255]."""
-    rgb = rgb.astype(np.float32)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return luma_of(rgb, np.float32)
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
