@@ -45,9 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from rbqe import iqa
+from rbqe import iqa, tiling
 from rbqe.backends import Run, make_backend
 from rbqe.color import luma_of, rgb_band, row_bands, split_band, split_ycbcr, ycbcr_to_rgb
 from rbqe.errors import Cancelled, RBQEError, WeightsError
@@ -66,6 +65,17 @@ from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable f
     walk,
 )
 from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, RBQENet, gmacs_per_exit
+from rbqe.tiling import (
+    DEFAULT_TILE,
+    MIN_TILE,
+    TILE_OVERLAP,
+    Box,
+    blend_weight,
+    halved_tile,
+    pad_to_multiple,
+    padded_box,
+    tile_side,
+)
 from rbqe.weights import (
     WeightsInfo,
     default_weights_path,
@@ -75,15 +85,6 @@ from rbqe.weights import (
 
 log = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
-DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
-TILE_OVERLAP = 64
-SAMPLE_TILES = 4
-# Sample tiles walk the exits side by side, so all their network states are alive at
-# once: four full 1024-pixel tiles held ~4.4 GB at exit 5. Each sample is therefore a
-# centred crop of at most this side (four 512x512 crops: ~1 GB at exit 5).
-SAMPLE_SIDE = 512
-MIN_TILE = 256  # an out-of-memory retry halves the tile down to this side, then gives up
 
 
 @dataclass
@@ -277,7 +278,7 @@ class Enhancer:
             self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
                                            name)
         tile = DEFAULT_TILE if tile is None else int(tile)
-        self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
+        self.tile = tile_side(tile)
         self.fp16 = self.device.type == "cuda" and precision != "f32"
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
@@ -411,7 +412,7 @@ class Enhancer:
         gc.collect()  # the failed attempt's tensors, should a reference cycle hold them
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        smaller = max(MIN_TILE, side // 2 // MULTIPLE * MULTIPLE)
+        smaller = halved_tile(side)
         what = f"{side}-pixel tiles" if tiled else "the whole image"
         if smaller >= side:
             raise RBQEError(
@@ -486,15 +487,14 @@ class Enhancer:
     @torch.inference_mode()
     def _enhance_tiled(self, img, mode, tile, on_exit, progress, cancel, prior) -> EnhanceResult:
         h, w = img.shape[:2]
-        tiles = _tiles(h, w, tile, TILE_OVERLAP)
+        tiles = tiling.tiles(h, w, tile, TILE_OVERLAP)
         boxes = [b for b, _, _ in tiles]
         result = self._result(mode, img, prior)
         result.tiled, result.tiles = True, len(boxes)
         stats = EcaStats(mode="record")
-        samples = _spread(len(boxes), SAMPLE_TILES)
-        sample_boxes = [_centre_crop(boxes[i], SAMPLE_SIDE) for i in samples]
+        sample_boxes = tiling.sample_boxes(boxes)
         last = last_exit(mode)
-        n_steps = len(samples) + len(boxes)
+        n_steps = len(sample_boxes) + len(boxes)
 
         # 1. Sample tiles walk the exits; their mean score decides, their ECA means are kept.
         sample_scores: list[list[float]] = [[] for _ in range(NUM_EXITS)]
@@ -543,7 +543,7 @@ class Enhancer:
         for n, (box, wy, wx) in enumerate(tiles):
             _check_cancel(cancel)
             if progress:
-                progress("tile", len(samples) + n, n_steps)
+                progress("tile", len(sample_boxes) + n, n_steps)
             run = self.backend.start(self._tile_input(img, box), stats, fast=self.fast)
             y0, y1, x0, x1 = box
             for k in range(1, max(exits_wanted) + 1):
@@ -557,7 +557,7 @@ class Enhancer:
                     out = run.next_exit()
                 tile_out = out[0, :, : y1 - y0, : x1 - x0].float().clamp_(0, 1)
                 acc[k][y0:y1, x0:x1] += (tile_out.permute(1, 2, 0).cpu().numpy()
-                                         * _blend_weight(wy, wx))
+                                         * blend_weight(wy, wx))
                 self._sync()
                 stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
             del run, out, tile_out
@@ -568,14 +568,14 @@ class Enhancer:
         # 3. Assemble. Each assembled exit is scored on the whole image; the sample walk's
         # cost is counted in every exit's time and MACs since it was spent to get there.
         walked = sum(1 for sc in sample_scores if sc)
-        overhead_macs = sum(self.gmacs(*_padded(b))[walked - 1] for b in sample_boxes)
+        overhead_macs = sum(self.gmacs(*padded_box(b))[walked - 1] for b in sample_boxes)
         overhead_ms = sum(sample_ms)
         for k in exits_wanted:
             image = self._finish_frame(frames.pop(k), img)
             t1 = time.perf_counter()
             full = _score_frame(image)
             iqa_ms = (time.perf_counter() - t1) * 1000
-            macs = sum(self.gmacs(*_padded(b))[k - 1] for b in boxes) + overhead_macs
+            macs = sum(self.gmacs(*padded_box(b))[k - 1] for b in boxes) + overhead_macs
             # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
             net_ms = stage_ms[k - 1] if mode == "all" else sum(stage_ms[:k])
             e = ExitResult(k, image, full, net_ms + (overhead_ms if k == exits_wanted[0]
@@ -595,7 +595,7 @@ class Enhancer:
         """The padded network input of one tile, converted from the input pixels."""
         y0, y1, x0, x1 = box
         x = torch.from_numpy(self._net_input(img[y0:y1, x0:x1]))[None]
-        return _pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
+        return pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
 
     def _output_frame(self, img: np.ndarray) -> np.ndarray:
         """A zeroed frame with the layout of a luma model's RGB result (or an RGB
@@ -631,7 +631,7 @@ class Enhancer:
         else:
             net_in = self._net_input(img)
         x = torch.from_numpy(net_in)[None]
-        x = _pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
+        x = pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
         return _Prepared(x, h, w, chroma, self.channels == 3 and c == 1)
 
     def _net_input(self, pixels: np.ndarray) -> np.ndarray:
@@ -705,96 +705,7 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return img
 
 
-def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
-    if not (ph or pw):
-        return x
-    # Reflection continues the picture without a hard edge; it needs pad < size, so tiny
-    # images fall back to repeating the border.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
 def _score_frame(image: np.ndarray) -> float:
     """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
     h, w = image.shape[:2]
     return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w)
-
-
-def _axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.ndarray]]:
-    """Split ``0..n`` into overlapping segments ``(start, end, weight)``.
-
-    Starts are multiples of 8 so every tile keeps the JPEG block grid where it was. Each
-    weight ramps up from an inner tile edge over ``overlap`` pixels; the weights are then
-    divided by their sum along the axis, so they sum to one everywhere (the 2-D weights
-    are products, so they do too) and blending needs no full-size weight buffer.
-    """
-    if n <= tile:
-        return [(0, n, np.ones(n, np.float32))]
-    count = int(np.ceil((n - overlap) / (tile - overlap)))
-    # As few segments as the tile allows, but no longer than needed to overlap by
-    # ``overlap``, rounded up to the network's multiple of 32: 24 MP at tile 1024 runs
-    # the network on 1.17x its pixels instead of 1.53x with full-size tiles.
-    need = -(-(n + (count - 1) * overlap) // count)  # ceil
-    length = min(tile, -(-need // MULTIPLE) * MULTIPLE)
-    step = (n - length) / (count - 1)
-    # The last start is rounded up, not down, so that no segment is longer than ``length``.
-    last = -(-(n - length) // 8) * 8
-    starts = sorted({round(i * step) // 8 * 8 for i in range(count - 1)} | {last})
-    ends = [min(s + length, n) for s in starts]
-    ends[-1] = n
-    raw = []
-    total = np.zeros(n, np.float64)
-    for i, (s0, s1) in enumerate(zip(starts, ends)):
-        pos = np.arange(s0, s1, dtype=np.float64) + 0.5
-        wgt = np.ones(s1 - s0)
-        if i > 0:
-            wgt = np.minimum(wgt, (pos - s0) / overlap)
-        if i + 1 < len(starts):
-            wgt = np.minimum(wgt, (s1 - pos) / overlap)
-        wgt = np.clip(wgt, 1e-3, 1)
-        raw.append(wgt)
-        total[s0:s1] += wgt
-    return [(s0, s1, (wgt / total[s0:s1]).astype(np.float32))
-            for s0, s1, wgt in zip(starts, ends, raw)]
-
-
-def _tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[Box, np.ndarray, np.ndarray]]:
-    """Tiles ``((y0, y1, x0, x1), wy, wx)`` covering an ``h x w`` image, with the row and
-    column blend weights; :func:`_blend_weight` makes the tile's 2-D weight when it is
-    blended (all of them at once were 0.5 GB for 100 MP)."""
-    return [((y0, y1, x0, x1), wy, wx)
-            for y0, y1, wy in _axis_segments(h, tile, overlap)
-            for x0, x1, wx in _axis_segments(w, tile, overlap)]
-
-
-def _blend_weight(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
-    """A tile's ``(th, tw, 1)`` blend weight from its row and column weights."""
-    return (wy[:, None] * wx[None, :])[..., None]
-
-
-def _padded(box: Box) -> tuple[int, int]:
-    y0, y1, x0, x1 = box
-    return (-(-(y1 - y0) // MULTIPLE) * MULTIPLE, -(-(x1 - x0) // MULTIPLE) * MULTIPLE)
-
-
-def _centre_crop(box: Box, side: int) -> tuple[int, int, int, int]:
-    """The centred ``side x side`` part of ``box`` (all of a shorter side), starts kept on
-    the 8-pixel JPEG grid."""
-    y0, y1, x0, x1 = box
-
-    def axis(a0: int, a1: int) -> tuple[int, int]:
-        if a1 - a0 <= side:
-            return a0, a1
-        s = a0 + ((a1 - a0 - side) // 2) // 8 * 8
-        return s, s + side
-
-    return (*axis(y0, y1), *axis(x0, x1))
-
-
-def _spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)``."""
-    if n <= k:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})

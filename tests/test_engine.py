@@ -14,17 +14,17 @@ import torch
 
 from rbqe import iqa
 from rbqe.color import luma_of, split_ycbcr, ycbcr_to_rgb
-from rbqe.engine import (
-    MIN_TILE,
-    TILE_OVERLAP,
-    Enhancer,
-    _axis_segments,
-    _blend_weight,
-    _pad_to_multiple,
-    _tiles,
-)
+from rbqe.engine import Enhancer
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
+from rbqe.tiling import (
+    MIN_TILE,
+    TILE_OVERLAP,
+    axis_segments,
+    blend_weight,
+    pad_to_multiple,
+    tiles,
+)
 
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
@@ -266,19 +266,19 @@ def _assemble_per_tile_eca(net, img: np.ndarray, tile: int, k: int) -> np.ndarra
     src = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
     acc = np.zeros((h, w, 1), np.float32)
     with torch.no_grad():
-        for (y0, y1, x0, x1), wy, wx in _tiles(h, w, tile, TILE_OVERLAP):
-            run = net.start(_pad_to_multiple(src[..., y0:y1, x0:x1]), fast=True)
+        for (y0, y1, x0, x1), wy, wx in tiles(h, w, tile, TILE_OVERLAP):
+            run = net.start(pad_to_multiple(src[..., y0:y1, x0:x1]), fast=True)
             for _ in range(k):
                 out = run.next_exit()
             acc[y0:y1, x0:x1] += (out[0, :, : y1 - y0, : x1 - x0].clamp(0, 1).permute(1, 2, 0)
-                                  .numpy() * _blend_weight(wy, wx))
+                                  .numpy() * blend_weight(wy, wx))
     return acc
 
 
 def _boundary_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
     """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
     mask = np.zeros((h, w), bool)
-    for y0, y1, x0, x1 in (b for b, _, _ in _tiles(h, w, tile, TILE_OVERLAP)):
+    for y0, y1, x0, x1 in (b for b, _, _ in tiles(h, w, tile, TILE_OVERLAP)):
         for y in (y0, y1):
             if 0 < y < h:
                 mask[max(0, y - band):y + band, x0:x1] = True
@@ -295,7 +295,7 @@ def test_tiled_matches_untiled_without_seams(make_net, make_jpeg, k):
     whole = enhancer(net, tile=0).enhance(img, k).image
     tiled_res = enhancer(net, tile=128).enhance(img, k)
     assert tiled_res.tiled and tiled_res.chosen == k
-    assert tiled_res.tiles == len(_tiles(288, 320, 128, TILE_OVERLAP)) == 16
+    assert tiled_res.tiles == len(tiles(288, 320, 128, TILE_OVERLAP)) == 16
     tiled = tiled_res.image
     assert tiled.shape == whole.shape
     shared = psnr(tiled, whole)
@@ -386,7 +386,7 @@ def test_bad_min_exit_in_a_weights_file_is_one_clear_error(net, tmp_path):
      (6000, 1024, 64), (1025, 1024, 64)],
 )
 def test_blend_weights_are_a_partition_of_unity(n, tile, overlap):
-    segs = _axis_segments(n, tile, overlap)
+    segs = axis_segments(n, tile, overlap)
     total = np.zeros(n, np.float64)
     for s0, s1, wgt in segs:
         assert 0 <= s0 < s1 <= n and s1 - s0 <= tile and s0 % 8 == 0
@@ -399,8 +399,8 @@ def test_blend_weights_are_a_partition_of_unity(n, tile, overlap):
 def test_blend_weights_2d():
     h, w = 300, 260
     total = np.zeros((h, w, 1), np.float64)
-    for (y0, y1, x0, x1), wy, wx in _tiles(h, w, 128, TILE_OVERLAP):
-        wgt = _blend_weight(wy, wx)
+    for (y0, y1, x0, x1), wy, wx in tiles(h, w, 128, TILE_OVERLAP):
+        wgt = blend_weight(wy, wx)
         assert wgt.shape == (y1 - y0, x1 - x0, 1)
         total[y0:y1, x0:x1] += wgt
     np.testing.assert_allclose(total, 1.0, atol=1e-6)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rbqe import model
-from rbqe.engine import Enhancer, _pad_to_multiple
+from rbqe.engine import Enhancer
 from rbqe.model import (
     MULTIPLE,
     NUM_EXITS,
@@ -25,6 +25,7 @@ from rbqe.model import (
     count_parameters,
     gmacs_per_exit,
 )
+from rbqe.tiling import pad_to_multiple
 from rbqe.weights import load_weights, save_weights
 
 # One torch thread (a busy box), and the fast path even on the small test images.
@@ -66,13 +67,13 @@ def test_odd_sizes_through_the_engine(net, hw):
 
 def test_padding_reflects_or_replicates():
     x = torch.arange(33 * 17, dtype=torch.float32).reshape(1, 1, 33, 17)
-    p = _pad_to_multiple(x)
+    p = pad_to_multiple(x)
     assert p.shape == (1, 1, 64, 32)
     assert torch.equal(p[..., :33, :17], x)
     assert torch.equal(p[..., 33, :17], x[..., 31, :])  # reflection, no repeated edge row
-    one = _pad_to_multiple(torch.full((1, 1, 1, 1), 0.25))  # too small to reflect
+    one = pad_to_multiple(torch.full((1, 1, 1, 1), 0.25))  # too small to reflect
     assert one.shape == (1, 1, 32, 32) and torch.all(one == 0.25)
-    tiny = _pad_to_multiple(torch.rand(1, 1, 7, 9))
+    tiny = pad_to_multiple(torch.rand(1, 1, 7, 9))
     assert torch.equal(tiny[..., 20, :9], tiny[..., 6, :9])  # replicated last row
 
 
