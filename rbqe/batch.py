@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
-from rbqe.exit_policy import JpegPrior
+from rbqe.exit_policy import ExitMode, JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
     list_images,

@@ -20,16 +20,16 @@ from typing import Any
 
 from rbqe import __version__
 from rbqe.errors import show_path
+from rbqe.exit_policy import parse_exit_mode
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _exit_mode(value: str) -> str | int:
-    if value in ("auto", "all"):
-        return value
-    if value in {"1", "2", "3", "4", "5"}:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"must be auto, all or 1-5, not {value!r}")
+    try:
+        return parse_exit_mode(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(value: str) -> int:

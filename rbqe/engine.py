@@ -50,19 +50,18 @@ from rbqe import iqa, tiling
 from rbqe.backends import Run, make_backend
 from rbqe.color import luma_of, rgb_band, row_bands, split_band, split_ycbcr, ycbcr_to_rgb
 from rbqe.errors import Cancelled, RBQEError, WeightsError
-from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable from here too)
+from rbqe.exit_policy import (
     Decision,
     ExitMode,
     ExitPolicy,
     ExitSignals,
     JpegPrior,
     PolicySet,
-    auto_exit,
-    check_min_exit,
-    check_mode,
+    choose,
+    ends_walk,
     last_exit,
     may_stop,
-    walk,
+    parse_exit_mode,
 )
 from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, RBQENet, gmacs_per_exit
 from rbqe.tiling import (
@@ -349,7 +348,7 @@ class Enhancer:
                 out-of-memory is retried with smaller tiles, which later calls then keep;
                 exits reported to ``on_exit`` before it are then reported again.)
         """
-        mode = check_mode(mode)
+        mode = parse_exit_mode(mode)
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
@@ -442,7 +441,7 @@ class Enhancer:
             result.exits.append(e)
             if on_exit:
                 on_exit(e)
-            if mode == "auto" and e.decision.stop:
+            if ends_walk(mode, e.decision):
                 break
         result.chosen, result.decision = self._decide(state.signals, result)
         if progress:
@@ -526,7 +525,7 @@ class Enhancer:
             # The ECA means over all the samples (each walk saw those of the samples before).
             sampled[-1].eca = walks[-1].signals[-1].eca
             decisions.append(self._decision(sampled, result))
-            if mode == "auto" and decisions[-1].stop:
+            if ends_walk(mode, decisions[-1]):
                 chosen = k
                 break
         del runs, walks, out
@@ -669,14 +668,8 @@ class Enhancer:
 
     def _decide(self, signals: list[ExitSignals], result: EnhanceResult
                 ) -> tuple[int, Decision]:
-        """The exit the result reports and why: the forced one, or where auto stops (for
-        ``all``, where it would have)."""
-        mode = result.mode
-        if isinstance(mode, int):
-            return mode, Decision(True, mode, "forced", {"exit": mode},
-                                  f"exit {mode} was asked for")
-        d = walk(self.policy, signals, result.prior, result.gray_input)
-        return (d.exit if d.stop else NUM_EXITS), d
+        """The exit the result reports and why (:func:`rbqe.exit_policy.choose`)."""
+        return choose(self.policy, result.mode, signals, result.prior, result.gray_input)
 
     def passes(self, exit_: int, score: float) -> bool:
         """Whether the assessor rule may stop at exit ``exit_`` with this IQA score (an

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_EXITS = 5
-MULTIPLE = 2**NUM_EXITS  # five stride-2 downsamplings
+from rbqe.arch import MULTIPLE, NUM_EXITS  # noqa: F401  (importable from here too)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rbqe.model import MULTIPLE
+from rbqe.arch import MULTIPLE
 
 Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
 Tile = tuple[Box, np.ndarray, np.ndarray]  # a box and its row and column blend weights
