@@ -424,7 +424,8 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
         "ok",
         outputs=outputs,
         exit=result.chosen,
-        scores={str(e.exit): e.score for e in result.exits},
+        # Every exit computed: a tiled image's sampled exits too (EnhanceResult.scores).
+        scores={str(k): s for k, s in result.scores.items()},
         times_ms={
             "stages": [round(e.time_ms, 2) for e in result.exits],
             "iqa": round(result.iqa_ms, 2),

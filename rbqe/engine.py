@@ -1,30 +1,15 @@
-"""The early-exit enhancer: device, padding, colour, tiling and the exit loop (the exit
-rule itself is :mod:`rbqe.exit_policy`'s).
+"""The early-exit enhancer: device, the exit loop and the steps both paths share (the
+exit rule itself is :mod:`rbqe.exit_policy`'s, the tiled path :mod:`rbqe.tiled`).
 
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
 
-How the exit is chosen when an image is tiled
----------------------------------------------
-A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
-tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
-*sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
-walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
-mean of their signals (scores, block statistics, change between exits) and their ECA means.
-The samples also record the ECA blocks' pooled channel means; every tile is
-then computed to the chosen exit with those shared means, so that all tiles use the same
-attention gates and no seam appears where two tiles would have pooled different
-statistics. The chosen exit's score is finally measured on the whole assembled image and
-reported beside the sampled ones.
-
-Memory of a tiled image
------------------------
-Besides the network's working set (one tile), a tiled image costs the caller's input and
-one output frame per exit returned, and little else: each tile's network input is
-converted from the input pixels when the tile runs, the tiles are blended straight into
-the output frame (into its luma plane for a luma model), chroma is recomputed from the
-input in bands of rows at the end, and the assembled image is scored band by band
-(:func:`rbqe.iqa.score_rows`). A 100 MP RGB photo so needs about two float32 frames.
+An image no larger than the tile runs whole: its exits are computed one after another
+on one progressive run, each scored, until the exit policy stops. A larger one is tiled
+(:mod:`rbqe.tiled`). Both paths use the same three steps of an :class:`Enhancer`:
+``_prepare_input`` (pixels to the padded network input), ``_stage_and_score`` (one more
+exit of a run, clamped and scored into the walk's signals) and ``_finish`` (the network
+output frame to the result: a luma model's RGB from the input's chroma, or grey).
 
 Out of GPU memory
 -----------------
@@ -39,17 +24,16 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rbqe import iqa, tiling
+from rbqe import iqa, tiled
+from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
-from rbqe.color import luma_of, rgb_band, row_bands, split_band, split_ycbcr, ycbcr_to_rgb
-from rbqe.errors import Cancelled, RBQEError, WeightsError
+from rbqe.color import luma_of, rgb_band, row_bands, split_band
+from rbqe.errors import RBQEError, WeightsError
 from rbqe.exit_policy import (
     Decision,
     ExitMode,
@@ -63,18 +47,18 @@ from rbqe.exit_policy import (
     may_stop,
     parse_exit_mode,
 )
-from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, RBQENet, gmacs_per_exit
-from rbqe.tiling import (
-    DEFAULT_TILE,
-    MIN_TILE,
-    TILE_OVERLAP,
-    Box,
-    blend_weight,
-    halved_tile,
-    pad_to_multiple,
-    padded_box,
-    tile_side,
+from rbqe.model import EcaStats, RBQENet, gmacs_per_exit
+from rbqe.results import (
+    CancelCheck,
+    EnhanceResult,
+    ExitResult,
+    OnExit,
+    Progress,
+    Session,
+    Walk,
+    check_cancel,
 )
+from rbqe.tiling import DEFAULT_TILE, MIN_TILE, halved_tile, pad_to_multiple, tile_side
 from rbqe.weights import (
     WeightsInfo,
     default_weights_path,
@@ -82,134 +66,8 @@ from rbqe.weights import (
     missing_weights_message,
 )
 
+__all__ = ["EnhanceResult", "Enhancer", "ExitResult", "pick_device"]
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class ExitResult:
-    """One computed exit.
-
-    Attributes:
-        exit: 1..5.
-        image: ``(H, W, C)`` float32 in ``[0, 1]``, the input's layout.
-        score: IQA score of this exit (for a tiled image: mean over the sample tiles).
-        time_ms: Network time of this stage alone.
-        iqa_ms: Time spent scoring it.
-        gmacs: Cumulative GMACs to reach this exit.
-        signals: What the exit policy reads at this exit (for a tiled image: the sample
-            tiles' mean; None for exits computed only for the whole picture).
-    """
-
-    exit: int
-    image: np.ndarray
-    score: float
-    time_ms: float
-    iqa_ms: float
-    gmacs: float
-    signals: ExitSignals | None = None
-    decision: Decision | None = None  # the policy's verdict at this exit, stop or go on
-
-
-@dataclass
-class EnhanceResult:
-    """What :meth:`Enhancer.enhance` returns.
-
-    Attributes:
-        exits: Computed exits, in order.
-        chosen: The exit auto chose (or the forced one).
-        threshold: Threshold used.
-        mode: The exit mode asked for.
-        device: Torch device string.
-        size: ``(width, height)``.
-        total_ms: Wall time of the whole call.
-        tiled: Whether tiling was used, and ``tiles`` how many.
-        full_score: For tiled images, the chosen exit's score on the assembled image.
-        sampled_scores: For tiled images, the sample tiles' mean score at each exit walked.
-        tile_size: Tile side used (0: untiled); smaller than the Enhancer's after an
-            out-of-memory retry.
-        oom_retries: How many times the image was started again with smaller tiles after
-            running out of device memory.
-        min_exit: The earliest exit auto could stop at.
-        policy: The exit policy used.
-        decision: Why auto stopped where it did (for ``all``: where it would stop; for a
-            forced exit: why it is that exit); :attr:`exit_reason` is its JSON.
-        prior: The input file's JPEG tables, when given.
-    """
-
-    exits: list[ExitResult]
-    chosen: int
-    threshold: float
-    mode: ExitMode
-    device: str
-    size: tuple[int, int]
-    total_ms: float = 0.0
-    tiled: bool = False
-    tiles: int = 1
-    full_score: float | None = None
-    sampled_scores: list[float] = field(default_factory=list)
-    tile_size: int = 0
-    oom_retries: int = 0
-    min_exit: int = 1
-    policy: ExitPolicy | None = None
-    decision: Decision | None = None
-    prior: JpegPrior | None = None
-    gray_input: bool = False
-    _session: _Session | None = field(default=None, repr=False)
-
-    @property
-    def exit_reason(self) -> dict | None:
-        return None if self.decision is None else self.decision.to_json()
-
-    @property
-    def image(self) -> np.ndarray:
-        return self.exit_result(self.chosen).image
-
-    def exit_result(self, k: int) -> ExitResult:
-        for e in self.exits:
-            if e.exit == k:
-                return e
-        raise KeyError(f"exit {k} was not computed")
-
-    @property
-    def can_continue(self) -> bool:
-        return self._session is not None and self._session.run.exits_done < NUM_EXITS
-
-    @property
-    def iqa_ms(self) -> float:
-        return sum(e.iqa_ms for e in self.exits)
-
-
-@dataclass
-class _Session:
-    """Cached progressive state of an untiled image, to compute later exits cheaply."""
-
-    run: Run
-    prep: _Prepared
-    walk: _Walk
-
-
-@dataclass
-class _Prepared:
-    x: torch.Tensor  # (1, C_model, Hp, Wp) padded network input
-    h: int
-    w: int
-    chroma: np.ndarray | None  # (H, W, 2) CbCr kept by a luma model
-    out_gray: bool  # RGB model fed a gray image: return gray
-
-
-@dataclass
-class _Walk:
-    """What one progressive run keeps between exits for the exit policy's signals."""
-
-    stats: EcaStats  # records the ECA means as the nodes are computed
-    prev_luma: torch.Tensor | None = None  # the previous exit's luma (the input's at first)
-    signals: list[ExitSignals] = field(default_factory=list)
-
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-OnExit = Callable[[ExitResult], None]
-CancelCheck = Callable[[], bool]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -357,8 +215,8 @@ class Enhancer:
         while True:
             try:
                 if tile:
-                    result = self._enhance_tiled(img, mode, tile, on_exit, progress, cancel,
-                                                 prior)
+                    result = tiled.enhance_tiled(self, img, mode, tile, on_exit, progress,
+                                                 cancel, prior)
                 else:
                     result = self._enhance_whole(img, mode, on_exit, progress, cancel,
                                                  keep_session, prior)
@@ -391,8 +249,8 @@ class Enhancer:
             raise RBQEError("this result kept no network state; enhance again with mode='all'")
         t0 = time.perf_counter()
         while session.run.exits_done < up_to:
-            _check_cancel(cancel)
-            e = self._next_exit(session.run, session.prep, session.walk)
+            check_cancel(cancel)
+            e = self._whole_exit(session.run, session.x, session.img, session.walk)
             e.decision = self._decision(session.walk.signals, result)
             result.exits.append(e)
             if on_exit:
@@ -425,18 +283,20 @@ class Enhancer:
 
     # -- whole image -------------------------------------------------------------------
     @torch.inference_mode()
-    def _enhance_whole(self, img, mode, on_exit, progress, cancel, keep_session,
-                       prior) -> EnhanceResult:
-        prep = self._prepare(img)
-        state = _Walk(EcaStats(mode="record"))
-        run = self.backend.start(prep.x, state.stats, fast=self.fast)
+    def _enhance_whole(self, img: np.ndarray, mode: ExitMode, on_exit: OnExit | None,
+                       progress: Progress | None, cancel: CancelCheck | None,
+                       keep_session: bool, prior: JpegPrior | None) -> EnhanceResult:
+        h, w = img.shape[:2]
+        x = self._prepare_input(img)
+        state = Walk(EcaStats(mode="record"), self._luma_of(x[..., :h, :w].float()))
+        run = self.backend.start(x, state.stats, fast=self.fast)
         result = self._result(mode, img, prior)
         last = last_exit(mode)
         for k in range(1, last + 1):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             if progress:
                 progress("exit", k - 1, last)
-            e = self._next_exit(run, prep, state)
+            e = self._whole_exit(run, x, img, state)
             e.decision = self._decision(state.signals, result)
             result.exits.append(e)
             if on_exit:
@@ -447,31 +307,58 @@ class Enhancer:
         if progress:
             progress("exit", last, last)
         if keep_session and run.exits_done < NUM_EXITS:
-            result._session = _Session(run, prep, state)
+            result._session = Session(run, x, img, state)
         return result
 
     @torch.inference_mode()
-    def _next_exit(self, run: Run, prep: _Prepared, state: _Walk) -> ExitResult:
-        t0 = time.perf_counter()
+    def _whole_exit(self, run: Run, x: torch.Tensor, img: np.ndarray,
+                    state: Walk) -> ExitResult:
+        """The next exit of an untiled image's ``run``: staged, scored and finished."""
+        out, signals, net_ms, iqa_ms = self._stage_and_score(run, state, img.shape[:2])
+        k = run.exits_done
+        image = self._finish(self._output_frame(img, out[0].permute(1, 2, 0).cpu().numpy()),
+                             img)
+        return ExitResult(k, image, signals.score, net_ms, iqa_ms,
+                          self.gmacs(*x.shape[-2:])[k - 1], signals)
+
+    # -- the steps both paths share ------------------------------------------------------
+    def _prepare_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(h, w, C)`` pixels -> the padded ``(1, C_model, hp, wp)`` network input on the
+        device: luma for a luma model, grey repeated for an RGB model."""
+        if self.channels == 1:
+            net_in = luma_of(pixels)[None]
+        else:
+            if pixels.shape[2] == 1:
+                pixels = np.repeat(pixels, 3, axis=2)
+            net_in = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        x = torch.from_numpy(net_in)[None]
+        return pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
+
+    def _stage(self, run: Run) -> torch.Tensor:
+        """The next exit's raw output (``advance`` would skip its head)."""
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            out = run.next_exit()
-        out = out[..., : prep.h, : prep.w].float().clamp_(0, 1)
+            return run.next_exit()
+
+    def _stage_and_score(self, run: Run, state: Walk, crop: tuple[int, int] | None = None
+                         ) -> tuple[torch.Tensor, ExitSignals, float, float]:
+        """Runs the next exit of ``run`` and scores it into ``state``: the output (cropped
+        to ``crop`` rows and columns when given, float32 clamped to ``[0, 1]``), its
+        signals, and the network and scoring times in ms."""
+        t0 = time.perf_counter()
+        out = self._stage(run)
+        if crop is not None:
+            out = out[..., : crop[0], : crop[1]]
+        out = out.float().clamp_(0, 1)
         self._sync()
         t1 = time.perf_counter()
-        if state.prev_luma is None:
-            state.prev_luma = self._luma_of(prep.x[..., : prep.h, : prep.w].float())
         signals = self._signals(run.exits_done, out, state)
-        t2 = time.perf_counter()
-        k = run.exits_done
-        hp, wp = prep.x.shape[-2:]
-        return ExitResult(k, self._finish(out, prep), signals.score, (t1 - t0) * 1000,
-                          (t2 - t1) * 1000, self.gmacs(hp, wp)[k - 1], signals)
+        return out, signals, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
 
-    def _signals(self, k: int, out: torch.Tensor, state: _Walk) -> ExitSignals:
+    def _signals(self, k: int, out: torch.Tensor, state: Walk) -> ExitSignals:
         """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
         y = self._luma_of(out)
         a = iqa.assess(y)
-        change = 0.0 if state.prev_luma is None else float((y - state.prev_luma).abs().mean()) * 255
+        change = float((y - state.prev_luma).abs().mean()) * 255
         state.prev_luma = y
         key = f"0_{k}"
         eca = None
@@ -482,129 +369,23 @@ class Enhancer:
         state.signals.append(s)
         return s
 
-    # -- tiles ---------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _enhance_tiled(self, img, mode, tile, on_exit, progress, cancel, prior) -> EnhanceResult:
-        h, w = img.shape[:2]
-        tiles = tiling.tiles(h, w, tile, TILE_OVERLAP)
-        boxes = [b for b, _, _ in tiles]
-        result = self._result(mode, img, prior)
-        result.tiled, result.tiles = True, len(boxes)
-        stats = EcaStats(mode="record")
-        sample_boxes = tiling.sample_boxes(boxes)
-        last = last_exit(mode)
-        n_steps = len(sample_boxes) + len(boxes)
-
-        # 1. Sample tiles walk the exits; their mean score decides, their ECA means are kept.
-        sample_scores: list[list[float]] = [[] for _ in range(NUM_EXITS)]
-        sample_ms = [0.0] * NUM_EXITS
-        chosen = last
-        runs, walks = [], []
-        for n, box in enumerate(sample_boxes):
-            _check_cancel(cancel)
-            if progress:
-                progress("sample", n, n_steps)
-            x = self._tile_input(img, box)
-            runs.append(self.backend.start(x, stats, fast=self.fast))
-            # Each sample's own walk keeps its previous luma; all share the ECA record.
-            # Samples are scored padded, as they always were (the assessor's threshold was
-            # calibrated so).
-            walks.append(_Walk(stats, self._luma_of(x.float())))
-        sampled: list[ExitSignals] = []
-        decisions: list[Decision] = []
-        for k in range(1, last + 1):
-            for run, state in zip(runs, walks):
-                _check_cancel(cancel)
-                t0 = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                    out = run.next_exit().float().clamp_(0, 1)
-                self._sync()
-                sample_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                sample_scores[k - 1].append(self._signals(k, out, state).score)
-            sampled.append(ExitSignals.mean([state.signals[-1] for state in walks]))
-            # The ECA means over all the samples (each walk saw those of the samples before).
-            sampled[-1].eca = walks[-1].signals[-1].eca
-            decisions.append(self._decision(sampled, result))
-            if ends_walk(mode, decisions[-1]):
-                chosen = k
-                break
-        del runs, walks, out
-        exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [chosen]
-        if isinstance(mode, int):
-            exits_wanted = [mode]
-
-        # 2. Every tile to the exit(s) wanted, all with the same ECA means, blended
-        # straight into the output frames.
-        stats.mode = "fixed"
-        frames = {k: self._output_frame(img) for k in exits_wanted}
-        acc = {k: f[..., : self.net.config.out_channels] for k, f in frames.items()}
-        stage_ms = [0.0] * NUM_EXITS
-        for n, (box, wy, wx) in enumerate(tiles):
-            _check_cancel(cancel)
-            if progress:
-                progress("tile", len(sample_boxes) + n, n_steps)
-            run = self.backend.start(self._tile_input(img, box), stats, fast=self.fast)
-            y0, y1, x0, x1 = box
-            for k in range(1, max(exits_wanted) + 1):
-                t0 = time.perf_counter()
-                if k not in acc:  # an exit on the way: its nodes, not its output head
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                        run.advance()
-                    stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                    continue
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                    out = run.next_exit()
-                tile_out = out[0, :, : y1 - y0, : x1 - x0].float().clamp_(0, 1)
-                acc[k][y0:y1, x0:x1] += (tile_out.permute(1, 2, 0).cpu().numpy()
-                                         * blend_weight(wy, wx))
-                self._sync()
-                stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-            del run, out, tile_out
-        del acc
-        if progress:
-            progress("tile", n_steps, n_steps)
-
-        # 3. Assemble. Each assembled exit is scored on the whole image; the sample walk's
-        # cost is counted in every exit's time and MACs since it was spent to get there.
-        walked = sum(1 for sc in sample_scores if sc)
-        overhead_macs = sum(self.gmacs(*padded_box(b))[walked - 1] for b in sample_boxes)
-        overhead_ms = sum(sample_ms)
-        for k in exits_wanted:
-            image = self._finish_frame(frames.pop(k), img)
-            t1 = time.perf_counter()
-            full = _score_frame(image)
-            iqa_ms = (time.perf_counter() - t1) * 1000
-            macs = sum(self.gmacs(*padded_box(b))[k - 1] for b in boxes) + overhead_macs
-            # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
-            net_ms = stage_ms[k - 1] if mode == "all" else sum(stage_ms[:k])
-            e = ExitResult(k, image, full, net_ms + (overhead_ms if k == exits_wanted[0]
-                                                     else 0.0), iqa_ms, macs,
-                           sampled[k - 1] if k <= len(sampled) else None,
-                           decisions[k - 1] if k <= len(decisions) else None)
-            result.exits.append(e)
-            if on_exit:
-                on_exit(e)
-        result.chosen, result.decision = self._decide(sampled, result)
-        assert mode != "auto" or result.chosen == chosen
-        result.full_score = result.exit_result(result.chosen).score
-        result.sampled_scores = [float(np.mean(sc)) for sc in sample_scores if sc]
-        return result
-
-    def _tile_input(self, img: np.ndarray, box: Box) -> torch.Tensor:
-        """The padded network input of one tile, converted from the input pixels."""
-        y0, y1, x0, x1 = box
-        x = torch.from_numpy(self._net_input(img[y0:y1, x0:x1]))[None]
-        return pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
-
-    def _output_frame(self, img: np.ndarray) -> np.ndarray:
-        """A zeroed frame with the layout of a luma model's RGB result (or an RGB
-        model's), whose first ``out_channels`` planes accumulate the blended tiles."""
+    def _output_frame(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A frame with the layout of the network output's finished result (3 planes for
+        a luma model on RGB, or for an RGB model), holding ``out`` (the network output,
+        ``(H, W, out_channels)``) in its first planes; zeros to blend tiles into when
+        ``out`` is None."""
         channels = max(img.shape[2], self.net.config.out_channels)
-        return np.zeros((*img.shape[:2], channels), np.float32)
+        if out is not None and out.shape[2] == channels:
+            return np.ascontiguousarray(out, dtype=np.float32)
+        frame = np.zeros((*img.shape[:2], channels), np.float32)
+        if out is not None:
+            frame[..., : out.shape[2]] = out
+        return frame
 
-    def _finish_frame(self, frame: np.ndarray, img: np.ndarray) -> np.ndarray:
-        """The blended network output in ``frame`` -> the result, band by band: RGB from
-        the output luma and the input's chroma, or grey from an RGB model's output."""
+    def _finish(self, frame: np.ndarray, img: np.ndarray) -> np.ndarray:
+        """The network output in ``frame`` (see :meth:`_output_frame`) -> the result, band
+        by band: RGB from the output luma and the input's chroma, or grey from an RGB
+        model's output."""
         if self.channels == 1 and img.shape[2] == 3:
             for r0, r1 in row_bands(*img.shape[:2]):
                 y_in = np.empty((r1 - r0, img.shape[1]), np.float32)
@@ -621,40 +402,8 @@ class Enhancer:
         return frame
 
     # -- helpers -----------------------------------------------------------------------
-    def _prepare(self, img: np.ndarray) -> _Prepared:
-        h, w, c = img.shape
-        chroma = None
-        if self.channels == 1 and c == 3:
-            y, chroma = split_ycbcr(img)
-            net_in = y[None]
-        else:
-            net_in = self._net_input(img)
-        x = torch.from_numpy(net_in)[None]
-        x = pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
-        return _Prepared(x, h, w, chroma, self.channels == 3 and c == 1)
-
-    def _net_input(self, pixels: np.ndarray) -> np.ndarray:
-        """``(h, w, C)`` pixels -> ``(C_model, h, w)`` float32 network input: luma for a
-        luma model, grey repeated for an RGB model."""
-        if self.channels == 1:
-            return luma_of(pixels)[None]
-        if pixels.shape[2] == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
-
     def _luma_of(self, out: torch.Tensor) -> torch.Tensor:
         return out if out.shape[1] == 1 else iqa.luma(out)
-
-    def _finish(self, out: torch.Tensor, prep: _Prepared) -> np.ndarray:
-        arr = out[0].permute(1, 2, 0).cpu().numpy()
-        return self._finish_array(arr, prep)
-
-    def _finish_array(self, arr: np.ndarray, prep: _Prepared) -> np.ndarray:
-        if prep.chroma is not None:
-            return ycbcr_to_rgb(arr[..., 0], prep.chroma)
-        if prep.out_gray:
-            return np.clip(luma_of(arr), 0, 1)[..., None].astype(np.float32)
-        return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _result(self, mode: ExitMode, img: np.ndarray, prior: JpegPrior | None) -> EnhanceResult:
         h, w = img.shape[:2]
@@ -682,11 +431,6 @@ class Enhancer:
             torch.cuda.synchronize(self.device)
 
 
-def _check_cancel(cancel: CancelCheck | None) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled("cancelled")
-
-
 def _as_hwc(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 2:
@@ -696,9 +440,3 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"empty image {img.shape}")
     return img
-
-
-def _score_frame(image: np.ndarray) -> float:
-    """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
-    h, w = image.shape[:2]
-    return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w)

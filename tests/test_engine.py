@@ -426,6 +426,23 @@ def test_plain_path_on_other_devices_is_the_module_path(net, gray, monkeypatch):
         np.testing.assert_allclose(a.image, b.image, atol=1e-5)
 
 
+def test_tiled_scores_cover_every_exit_computed(net, make_jpeg):
+    # The whole-image path scores each exit it walks; a tiled image walks them on its
+    # sample tiles and assembles only the chosen one: EnhanceResult.scores has both.
+    img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
+    e = enhancer(net, tile=128, threshold=0.0, min_exit=3)
+    for mode in ("auto", 3):
+        res = e.enhance(img, mode)
+        assert res.tiled and res.chosen == 3 and [x.exit for x in res.exits] == [3]
+        assert list(res.scores) == [1, 2, 3]
+        assert [res.scores[k] for k in (1, 2)] == res.sampled_scores[:2]
+        assert res.scores[3] == res.full_score == res.exits[0].score
+    every = e.enhance(img, "all")
+    assert every.scores == {x.exit: x.score for x in every.exits}  # all assembled
+    whole = enhancer(net, tile=0, threshold=0.0, min_exit=3).enhance(img)
+    assert whole.scores == {x.exit: x.score for x in whole.exits} and list(whole.scores) == [1, 2, 3]
+
+
 def test_tile_size_is_reported(net, make_jpeg):
     img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
     assert enhancer(net, tile=128).enhance(img, 1).tile_size == 128
