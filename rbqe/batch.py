@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from rbqe.io import (
     remove_stale_temps,
     save_like,
 )
-from rbqe.io.atomic import claim_output
+from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
@@ -312,12 +310,7 @@ def check_output_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(out_dir, "output folder is an existing file")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # The same hidden temp name as an output's atomic write (rbqe.io.atomic), so a
-        # kill right here leaves nothing that a later run would not clean up.
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out_dir)
     except OSError as exc:
         raise OutputFolderError(out_dir, f"cannot write to the output folder: "
                                 f"{_os_reason(exc)}") from None
