@@ -38,6 +38,7 @@ from rbqe.io import (
 from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
+from rbqe.tiling import padded_size
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
                      total_ms: float, enhancer: Enhancer) -> ItemReport:
     """Build the report entry of one enhanced image."""
     w, h = result.size
-    hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+    hp, wp = padded_size(h), padded_size(w)
     return ItemReport(
         path,
         "ok",

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from rbqe.bands import row_bands
+
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Y = 0.299 R + 0.587 G + 0.114 B
 # Colour conversions work in bands of rows of about this many pixels, so that their float32
 # temporaries stay small whatever the image size.
@@ -41,7 +43,7 @@ def split_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rgb = np.asarray(rgb, dtype=np.float32)
     y = np.empty(rgb.shape[:2], np.float32)
     cbcr = np.empty((*rgb.shape[:2], 2), np.float32)
-    for r0, r1 in row_bands(*rgb.shape[:2]):
+    for r0, r1 in row_bands(*rgb.shape[:2], BAND_PIXELS):
         split_band(rgb[r0:r1], y[r0:r1], cbcr[r0:r1])
     return y, cbcr
 
@@ -52,7 +54,7 @@ def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray | None = None)
     y = np.asarray(y, dtype=np.float32)
     if out is None:
         out = np.empty((*y.shape, 3), np.float32)
-    for r0, r1 in row_bands(*y.shape):
+    for r0, r1 in row_bands(*y.shape, BAND_PIXELS):
         rgb_band(y[r0:r1], cbcr[r0:r1], out[r0:r1])
     return out
 
@@ -80,9 +82,3 @@ def rgb_band(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray) -> None:
     np.multiply(cb, np.float32(1.773), out=t)
     np.add(y, t, out=out[..., 2])  # b = y + 1.773 cb
     np.clip(out, 0, 1, out=out)
-
-
-def row_bands(height: int, width: int) -> list[tuple[int, int]]:
-    """``[r0, r1)`` row ranges of about ``BAND_PIXELS`` pixels covering ``height`` rows."""
-    rows = max(1, BAND_PIXELS // max(1, width))
-    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rbqe import iqa, tiled
+from rbqe import color, iqa, tiled
 from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
-from rbqe.color import luma_of, rgb_band, row_bands, split_band
+from rbqe.bands import row_bands
+from rbqe.color import luma_of, rgb_band, split_band
 from rbqe.errors import RBQEError, WeightsError
 from rbqe.exit_policy import (
     Decision,
@@ -387,7 +388,7 @@ class Enhancer:
         by band: RGB from the output luma and the input's chroma, or grey from an RGB
         model's output."""
         if self.channels == 1 and img.shape[2] == 3:
-            for r0, r1 in row_bands(*img.shape[:2]):
+            for r0, r1 in row_bands(*img.shape[:2], color.BAND_PIXELS):
                 y_in = np.empty((r1 - r0, img.shape[1]), np.float32)
                 cbcr = np.empty((*y_in.shape, 2), np.float32)
                 split_band(img[r0:r1], y_in, cbcr)
@@ -396,7 +397,7 @@ class Enhancer:
             return frame
         if self.channels == 3 and img.shape[2] == 1:
             gray = np.empty((*img.shape[:2], 1), np.float32)
-            for r0, r1 in row_bands(*img.shape[:2]):
+            for r0, r1 in row_bands(*img.shape[:2], color.BAND_PIXELS):
                 np.clip(luma_of(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
             return gray
         return frame

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from rbqe import color
+from rbqe.bands import row_bands
 
 __all__ = ["luma", "score", "score_rows", "score_torch", "tchebichef_basis"]
 
@@ -159,10 +160,9 @@ def _bands(height: int, width: int, block: int) -> list[tuple[int, int]]:
     """Row ranges ``[r0, r1)`` of whole block rows (rows ``block//2 + k*block``) holding
     about ``BAND_PIXELS`` pixels each, to score a large image band by band."""
     o = block // 2
-    n_rows = height // block - 1
-    per_band = max(1, BAND_PIXELS // (width * block))
-    return [(o + k * block, o + min(k + per_band, n_rows) * block)
-            for k in range(0, n_rows, per_band)]
+    n_rows = height // block - 1  # in blocks
+    return [(o + a * block, o + b * block)
+            for a, b in row_bands(n_rows, width * block, BAND_PIXELS)]
 
 
 @torch.no_grad()

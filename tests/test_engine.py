@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rbqe import iqa
+from rbqe.bands import row_bands
 from rbqe.color import luma_of, split_ycbcr, ycbcr_to_rgb
 from rbqe.engine import Enhancer
 from rbqe.errors import Cancelled, RBQEError
@@ -23,6 +24,8 @@ from rbqe.tiling import (
     axis_segments,
     blend_weight,
     pad_to_multiple,
+    padded_box,
+    padded_size,
     tiles,
 )
 
@@ -451,6 +454,19 @@ def test_tile_size_is_reported(net, make_jpeg):
 
 
 # -- memory -----------------------------------------------------------------------------------
+def test_row_bands_and_padded_sides():
+    # The one row-band helper (colour, IQA, saving, the fast model path) and the one
+    # pad-to-MULTIPLE rule (engine, tiles, report).
+    assert row_bands(10, 4, 12) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert row_bands(0, 4, 12) == [] and row_bands(3, 100, 10) == [(0, 1), (1, 2), (2, 3)]
+    assert row_bands(100, 1000, 32 * 1024, step=2, min_rows=16) == [
+        (0, 32), (32, 64), (64, 96), (96, 100)]
+    assert row_bands(40, 10_000, 32 * 1024, step=2, min_rows=16) == [(0, 16), (16, 32), (32, 40)]
+    assert [padded_size(n) for n in (1, 31, 32, 33, 96)] == [32, 32, 32, 64, 96]
+    assert padded_box((8, 40, 0, 100)) == (32, 128)
+    assert tuple(pad_to_multiple(torch.zeros(1, 1, 33, 64)).shape[-2:]) == (64, 64)
+
+
 def test_colour_conversions_in_bands_match_one_band(jpeg_image, monkeypatch):
     img = np.ascontiguousarray(np.tile(jpeg_image, (3, 2, 1)))  # 288 x 160
     y, cbcr = split_ycbcr(img)

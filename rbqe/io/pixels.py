@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from rbqe.bands import row_bands
 from rbqe.color import luma_of
 
 MODES = ("L", "LA", "RGB", "RGBA")
@@ -26,12 +27,6 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
 _SAVE_BAND_PIXELS = 1 << 18
 
 
-def _row_bands(height: int, row_size: int) -> list[tuple[int, int]]:
-    """``[r0, r1)`` ranges of about ``_SAVE_BAND_PIXELS`` values covering ``height`` rows."""
-    rows = max(1, _SAVE_BAND_PIXELS // max(1, row_size))
-    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
-
-
 def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float [0, 1] to uint8/uint16 by clip(x * max + 0.5) then floor (round half up),
     band by band into a new array."""
@@ -39,7 +34,7 @@ def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     if x.ndim < 2:
         return _quantize_band(x, bit_depth)
     out = np.empty(x.shape, np.uint8 if bit_depth == 8 else np.uint16)
-    for r0, r1 in _row_bands(len(x), x[0].size):
+    for r0, r1 in row_bands(len(x), x[0].size, _SAVE_BAND_PIXELS):
         out[r0:r1] = _quantize_band(x[r0:r1], bit_depth)
     return out
 
@@ -112,7 +107,7 @@ class _OutputPixels:
 
     def bands(self) -> list[tuple[int, int]]:
         height, width, channels = self.shape
-        return _row_bands(height, width * max(channels, self.pix.shape[2]))
+        return row_bands(height, width * max(channels, self.pix.shape[2]), _SAVE_BAND_PIXELS)
 
     def rows(self, r0: int, r1: int) -> np.ndarray:
         """Rows ``r0:r1`` as ``(rows, W, channels [+ 1])`` integers."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rbqe.arch import MULTIPLE
 from rbqe.color import luma_of
 from rbqe.errors import UsageError
 
@@ -100,7 +101,7 @@ class PatchSampler:
         for _ in range(self.batch):
             img = self.images[int(rng.integers(len(self.images)))]
             h, w = img.shape[:2]
-            p = min(self.patch, h, w) // 32 * 32
+            p = min(self.patch, h, w) // MULTIPLE * MULTIPLE
             top, left = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
             crop = img[top : top + p, left : left + p]
             crop = np.rot90(crop, int(rng.integers(4)))
