@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from rbqe import __version__
+from rbqe.arch import NUM_EXITS
 from rbqe.errors import show_path
 from rbqe.exit_policy import parse_exit_mode
 
@@ -78,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     e.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     e.add_argument("--exit", dest="exit_mode", type=_exit_mode, default="auto",
-                   metavar="auto|1|2|3|4|5|all", help="exit mode (default auto)")
+                   metavar="|".join(["auto", *map(str, range(1, NUM_EXITS + 1)), "all"]),
+                   help="exit mode (default auto)")
     e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
                    help="how auto chooses the exit: the weights' default policy, the "
                         "assessor's threshold, or the learned gate (see 'rbqe info')")
     e.add_argument("--threshold", type=float,
                    help="IQA exit threshold: use the assessor rule with it")
-    e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
+    e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
+                   metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QMenu
 
 from rbqe_studio.exits import INPUT
 from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
+from rbqe.arch import NUM_EXITS
 
 if TYPE_CHECKING:
     from rbqe_studio.main_window import MainWindow
@@ -81,7 +82,7 @@ def build_actions(win: MainWindow) -> Actions:
     _add(win, v, "Next image", lambda: win.queue.step(1), ("Right", "PgDown", "J"))
     _add(win, v, "Previous image", lambda: win.queue.step(-1), ("Left", "PgUp", "K"))
     v.addSeparator()
-    for k in range(6):
+    for k in range(NUM_EXITS + 1):  # the input (0) and every exit
         _add(win, v, "Show input" if k == INPUT else f"Show exit {k}",
              lambda k=k: cp.pick(k, "b"), (str(k),))
 

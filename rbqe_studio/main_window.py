@@ -46,6 +46,7 @@ from rbqe_studio.settings_panel import SettingsPanel
 from rbqe_studio.state import DONE, QueueItem, fmt_ms
 from rbqe_studio.window_state import restore_window, save_window, weights_problem
 from rbqe_studio.worker import EngineSpec, EnhancerFactory, ViewData, WorkerHost, default_factory
+from rbqe.arch import NUM_EXITS
 from rbqe.errors import RBQEError
 from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
 from rbqe.weights import SHIPPED_MODELS
@@ -246,7 +247,7 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
-            self.show_message(f"{data.path.name}: exit {r.chosen} of 5, score "
+            self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
                               f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(r.total_ms)}")
         self._update_actions()
 
@@ -390,7 +391,7 @@ class MainWindow(QMainWindow):
         folder = self._folder_dialog("Save all exits to",
                                      self.settings.output_dir or str(data.path.parent))
         if folder:
-            self.session.save([1, 2, 3, 4, 5], folder=Path(folder))
+            self.session.save(list(range(1, NUM_EXITS + 1)), folder=Path(folder))
             self.show_message("Saving all five exits…")
 
     def start_batch(self) -> None:

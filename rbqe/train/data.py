@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rbqe.arch import MULTIPLE
+from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.color import luma_of
 from rbqe.errors import UsageError
 
@@ -151,6 +151,7 @@ _WEIGHT_ROWS = np.array(
 
 
 def exit_weights(qualities: np.ndarray) -> np.ndarray:
-    """``(B,)`` qualities -> ``(B, 5)`` per-exit loss weights."""
+    """``(B,)`` qualities -> ``(B, NUM_EXITS)`` per-exit loss weights."""
     q = np.clip(qualities.astype(np.float32), _WEIGHT_QF[0], _WEIGHT_QF[-1])
-    return np.stack([np.interp(q, _WEIGHT_QF, _WEIGHT_ROWS[:, e]) for e in range(5)], axis=1)
+    return np.stack([np.interp(q, _WEIGHT_QF, _WEIGHT_ROWS[:, e]) for e in range(NUM_EXITS)],
+                    axis=1)
