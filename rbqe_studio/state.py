@@ -6,12 +6,13 @@ an ETA is estimated) are tested as plain Python.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from rbqe.io import path_key  # the one identity rule: the queue agrees with the batch lister
 
 WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
 
@@ -35,10 +36,6 @@ class QueueItem:
     def reset(self) -> None:
         self.status, self.error = WAITING, ""
         self.exit = self.score = self.time_ms = None
-
-
-def path_key(path: Path) -> str:
-    return os.path.normcase(os.path.abspath(path))
 
 
 class Queue:

@@ -83,24 +83,15 @@ def output_path_for(
     return Path(out_dir) / _relative_folder(inp, root) / name
 
 
-def _path_key(path: Path) -> str:
-    # Case-folded so that names differing only in case count as the same file, as they
-    # do on macOS and Windows file systems.
+def _name_key(path: Path) -> str:
+    """How planned output names are kept apart: the resolved path case-folded on every
+    file system, so that outputs never differ only in case (a folder of them can be
+    copied anywhere). Stricter than identity (:func:`rbqe.io.path_key`) on purpose."""
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):
         resolved = path.absolute()
     return os.path.normcase(str(resolved)).casefold()
-
-
-def _file_key(path: Path) -> str:
-    """A file's resolved path, case kept: names differing in case are distinct inputs
-    (on a case-insensitive file system :func:`list_images` also compares inodes)."""
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):
-        resolved = path.absolute()
-    return str(resolved)
 
 
 def _sort_key(item: tuple[Path, Path | None]) -> tuple[str, str]:
@@ -148,11 +139,11 @@ def plan_outputs(
     for file, root in inputs:
         unique.setdefault(Path(file), Path(root) if root is not None else None)
     items = sorted(unique.items(), key=_sort_key)
-    input_keys = {_path_key(f) for f, _ in items}
+    input_keys = {_name_key(f) for f, _ in items}
     out = Path(out_dir)
 
     folders = {f: out / _relative_folder(f, root) for f, root in items}
-    clash = Counter((_path_key(folders[f]), f.stem.casefold()) for f, _ in items)
+    clash = Counter((_name_key(folders[f]), f.stem.casefold()) for f, _ in items)
 
     taken: set[str] = set()
     plan: dict[Path, dict[str | None, Path]] = {}
@@ -160,12 +151,12 @@ def plan_outputs(
         folder = folders[f]
         ext = _output_ext(fmt, f)
         stem = f.stem
-        if clash[(_path_key(folder), stem.casefold())] > 1 and f.suffix:
+        if clash[(_name_key(folder), stem.casefold())] > 1 and f.suffix:
             stem = f"{stem}_{f.suffix.lstrip('.').lower()}"
         base, n, guarded = stem, 1, False
         while True:
             paths = {t: folder / _output_name(stem, suffix, t, ext) for t in tags}
-            keys = {t: _path_key(q) for t, q in paths.items()}
+            keys = {t: _name_key(q) for t, q in paths.items()}
             if not guarded and any(k in input_keys for k in keys.values()):
                 logger.warning("%s: output name equals an input file; adding '_rbqe'", f)
                 base = stem = f"{base}_rbqe"
