@@ -36,7 +36,7 @@ from rbqe.model import NUM_EXITS
 from rbqe.train import gate
 from rbqe.weights import PACKAGE_WEIGHTS, read_info, save_weights, set_policy, set_threshold
 from tests.clirun import run_cli
-from tests.conftest import jpeg_compress, photo, tiny_net
+from tests.helpers import jpeg_compress, photo, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -215,7 +215,7 @@ def test_saved_weights_load_bit_exactly(net, tmp_path):
 _KILLED_SAVE = """
 import os, signal, sys
 import rbqe.weights
-from tests.conftest import tiny_net
+from tests.helpers import tiny_net
 def replace(src, dst):  # the data is written to the temp file, not yet renamed into place
     os.kill(os.getpid(), signal.SIGKILL)
 os.replace = replace

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from clirun import run_cli
 from corpus import pattern
 from PIL import Image
@@ -23,8 +22,6 @@ from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageReadError, ImageWriteError
 from rbqe.io import list_images, load_image, plan_outputs
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,13 +187,6 @@ def test_interlaced_and_well_compressed_pngs_still_load(tmp_path: Path) -> None:
 
 
 # -- 13: an output folder that cannot be written --------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
-                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 @pytest.fixture
