@@ -365,8 +365,9 @@ def _enhance_one(
     t0 = time.perf_counter()
     try:
         src = load_image(path, max_pixels=options.max_pixels)
-        on_exit = (lambda e: ev.on_exit(index, e)) if ev.on_exit else None
-        on_progress = (lambda s, d, t: ev.on_progress(index, s, d, t)) if ev.on_progress else None
+        exit_cb, progress_cb = ev.on_exit, ev.on_progress
+        on_exit = (lambda e: exit_cb(index, e)) if exit_cb else None
+        on_progress = (lambda s, d, t: progress_cb(index, s, d, t)) if progress_cb else None
         result = enhancer.enhance(src.pixels, options.mode, on_exit=on_exit,
                                   progress=on_progress, cancel=cancel,
                                   prior=JpegPrior.of(src))

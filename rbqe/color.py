@@ -34,16 +34,17 @@ def luma_of(pixels: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     of a gray image, else :func:`luma` of the RGB channels computed in ``dtype``."""
     if pixels.shape[-1] == 1:
         return np.ascontiguousarray(pixels[..., 0], dtype=dtype)
-    rgb = np.asarray(pixels, dtype=dtype)
+    rgb: np.ndarray = np.asarray(pixels, dtype=dtype)
     return luma(rgb[..., 0], rgb[..., 1], rgb[..., 2])
 
 
 def split_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(H, W, 3)`` RGB -> luma ``(H, W)`` and chroma ``(H, W, 2)``, float32."""
     rgb = np.asarray(rgb, dtype=np.float32)
-    y = np.empty(rgb.shape[:2], np.float32)
-    cbcr = np.empty((*rgb.shape[:2], 2), np.float32)
-    for r0, r1 in row_bands(*rgb.shape[:2], BAND_PIXELS):
+    h, w = rgb.shape[:2]
+    y = np.empty((h, w), np.float32)
+    cbcr = np.empty((h, w, 2), np.float32)
+    for r0, r1 in row_bands(h, w, BAND_PIXELS):
         split_band(rgb[r0:r1], y[r0:r1], cbcr[r0:r1])
     return y, cbcr
 
@@ -54,7 +55,7 @@ def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray | None = None)
     y = np.asarray(y, dtype=np.float32)
     if out is None:
         out = np.empty((*y.shape, 3), np.float32)
-    for r0, r1 in row_bands(*y.shape, BAND_PIXELS):
+    for r0, r1 in row_bands(y.shape[0], y.shape[1], BAND_PIXELS):
         rgb_band(y[r0:r1], cbcr[r0:r1], out[r0:r1])
     return out
 

@@ -144,7 +144,8 @@ class Enhancer:
         # NCHW module path at 512x512, same float32 results to ~1e-7). CUDA keeps the
         # module path under fp16 autocast, where cuDNN does the fusing.
         self.fast = self.device.type == "cpu"
-        self.net = net.to(self.device).to(memory_format=self.memory_format).eval()
+        net = net.to(self.device)  # torch's stubs lack Module.to(memory_format=...):
+        self.net = net.to(memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         if self.fp16:
             torch.backends.cudnn.benchmark = True
         self._macs_unit = gmacs_per_exit(self.net, MULTIPLE, MULTIPLE)
@@ -387,8 +388,9 @@ class Enhancer:
         """The network output in ``frame`` (see :meth:`_output_frame`) -> the result, band
         by band: RGB from the output luma and the input's chroma, or grey from an RGB
         model's output."""
+        h, w = img.shape[:2]
         if self.channels == 1 and img.shape[2] == 3:
-            for r0, r1 in row_bands(*img.shape[:2], color.BAND_PIXELS):
+            for r0, r1 in row_bands(h, w, color.BAND_PIXELS):
                 y_in = np.empty((r1 - r0, img.shape[1]), np.float32)
                 cbcr = np.empty((*y_in.shape, 2), np.float32)
                 split_band(img[r0:r1], y_in, cbcr)
@@ -397,7 +399,7 @@ class Enhancer:
             return frame
         if self.channels == 3 and img.shape[2] == 1:
             gray = np.empty((*img.shape[:2], 1), np.float32)
-            for r0, r1 in row_bands(*img.shape[:2], color.BAND_PIXELS):
+            for r0, r1 in row_bands(h, w, color.BAND_PIXELS):
                 np.clip(luma_of(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
             return gray
         return frame

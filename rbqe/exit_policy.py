@@ -134,12 +134,13 @@ class ExitSignals:
     def mean(signals: Sequence[ExitSignals]) -> ExitSignals:
         """The average of the same exit's signals over several sample tiles."""
         ecas = [s.eca for s in signals if s.eca is not None]
-        return ExitSignals(
-            signals[0].exit,
-            *(float(np.mean([getattr(s, f) for s in signals]))
-              for f in ("score", "blockiness", "blur", "smooth_share", "change")),
-            eca=np.mean(ecas, axis=0) if ecas else None,
-        )
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(s, name) for s in signals]))
+
+        return ExitSignals(signals[0].exit, mean("score"), mean("blockiness"), mean("blur"),
+                           mean("smooth_share"), mean("change"),
+                           eca=np.mean(ecas, axis=0) if ecas else None)
 
 
 def features(walked: Sequence[ExitSignals], prior: JpegPrior | None, gray: bool) -> np.ndarray:
@@ -258,7 +259,7 @@ class ExitPolicy:
         if self.rule == "assessor":
             t = float(self.params["threshold"])
             ok = s.score >= t
-            values = {"score": round(s.score, 4), "threshold": t}
+            values: dict[str, Any] = {"score": round(s.score, 4), "threshold": t}
             if ok:
                 return Decision(True, k, "assessor", values,
                                 f"{jpeg}the quality score {s.score:.3f} reached {t:.3f}")

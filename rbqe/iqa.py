@@ -67,8 +67,8 @@ def _basis_cached(n: int) -> np.ndarray:
         v = [x**degree for x in xs]
         for r in rows:
             rr = sum((a * a for a in r), Fraction(0))
-            coef = sum((a * b for a, b in zip(v, r)), Fraction(0)) / rr
-            v = [a - coef * b for a, b in zip(v, r)]
+            coef = sum((a * b for a, b in zip(v, r, strict=True)), Fraction(0)) / rr
+            v = [a - coef * b for a, b in zip(v, r, strict=True)]
         rows.append(v)
     # Monic in x at every step, so the leading coefficient is already positive.
     out = np.empty((n, n), dtype=np.float64)

@@ -132,7 +132,7 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
     sampled = _Sampled(chosen=last_exit(mode))
     for k in range(1, last_exit(mode) + 1):
         scores = []
-        for run, state in zip(runs, walks):
+        for run, state in zip(runs, walks, strict=True):
             check_cancel(steps.cancel)
             _, signals, net_ms, _ = enh._stage_and_score(run, state)
             sampled.ms += net_ms

@@ -85,7 +85,7 @@ def axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.nd
     ends[-1] = n
     raw = []
     total = np.zeros(n, np.float64)
-    for i, (s0, s1) in enumerate(zip(starts, ends)):
+    for i, (s0, s1) in enumerate(zip(starts, ends, strict=True)):
         pos = np.arange(s0, s1, dtype=np.float64) + 0.5
         wgt = np.ones(s1 - s0)
         if i > 0:
@@ -96,7 +96,7 @@ def axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.nd
         raw.append(wgt)
         total[s0:s1] += wgt
     return [(s0, s1, (wgt / total[s0:s1]).astype(np.float32))
-            for s0, s1, wgt in zip(starts, ends, raw)]
+            for s0, s1, wgt in zip(starts, ends, raw, strict=True)]
 
 
 def tiles(h: int, w: int, tile: int, overlap: int = TILE_OVERLAP) -> list[Tile]:

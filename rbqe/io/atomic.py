@@ -59,7 +59,7 @@ def _lock_temp(fd: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *,
+def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *,
                  mode: int | None = None) -> None:
     """Writes via ``write(fh)`` to a temp file beside ``target``, then renames it into place.
 

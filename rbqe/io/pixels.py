@@ -120,7 +120,7 @@ class _OutputPixels:
         return ints
 
     def whole(self) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
+        out: np.ndarray = np.empty(self.shape, self.dtype)
         for r0, r1 in self.bands():
             out[r0:r1] = self.rows(r0, r1)
         return out
