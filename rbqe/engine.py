@@ -1,15 +1,17 @@
-"""The early-exit enhancer: device, the exit loop and the steps both paths share (the
-exit rule itself is :mod:`rbqe.exit_policy`'s, the tiled path :mod:`rbqe.tiled`).
+"""The early-exit enhancer: weights, device, the out-of-memory retry and the steps both
+paths share (the paths are :mod:`rbqe.whole` and :mod:`rbqe.tiled`; the exit rule is
+:mod:`rbqe.exit_policy`'s).
 
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
 
-An image no larger than the tile runs whole: its exits are computed one after another
-on one progressive run, each scored, until the exit policy stops. A larger one is tiled
-(:mod:`rbqe.tiled`). Both paths use the same three steps of an :class:`Enhancer`:
-``_prepare_input`` (pixels to the padded network input), ``_stage_and_score`` (one more
-exit of a run, clamped and scored into the walk's signals) and ``_finish`` (the network
-output frame to the result: a luma model's RGB from the input's chroma, or grey).
+An image no larger than the tile runs whole (:mod:`rbqe.whole`): its exits are computed
+one after another on one progressive run, each scored, until the exit policy stops. A
+larger one is tiled (:mod:`rbqe.tiled`). Both paths use the same three steps of an
+:class:`Enhancer`: ``_prepare_input`` (pixels to the padded network input),
+``_stage_and_score`` (one more exit of a run, clamped and scored into the walk's signals)
+and ``_finish`` (the network output frame to the result: a luma model's RGB from the
+input's chroma, or grey).
 
 Out of GPU memory
 -----------------
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rbqe import color, iqa, tiled
+from rbqe import color, iqa, tiled, whole
 from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
 from rbqe.bands import row_bands
@@ -43,19 +45,16 @@ from rbqe.exit_policy import (
     JpegPrior,
     PolicySet,
     choose,
-    ends_walk,
-    last_exit,
     may_stop,
     parse_exit_mode,
 )
-from rbqe.model import EcaStats, RBQENet, gmacs_per_exit
+from rbqe.model import RBQENet, gmacs_per_exit
 from rbqe.results import (
     CancelCheck,
     EnhanceResult,
     ExitResult,
     OnExit,
     Progress,
-    Session,
     Walk,
     check_cancel,
 )
@@ -220,7 +219,7 @@ class Enhancer:
                     result = tiled.enhance_tiled(self, img, mode, tile, on_exit, progress,
                                                  cancel, prior)
                 else:
-                    result = self._enhance_whole(img, mode, on_exit, progress, cancel,
+                    result = whole.enhance_whole(self, img, mode, on_exit, progress, cancel,
                                                  keep_session, prior)
                 break
             except torch.OutOfMemoryError as exc:
@@ -252,7 +251,7 @@ class Enhancer:
         t0 = time.perf_counter()
         while session.run.exits_done < up_to:
             check_cancel(cancel)
-            e = self._whole_exit(session.run, session.x, session.img, session.walk)
+            e = whole.next_exit(self, session.run, session.x, session.img, session.walk)
             e.decision = self._decision(session.walk.signals, result)
             result.exits.append(e)
             if on_exit:
@@ -282,46 +281,6 @@ class Enhancer:
         log.warning("out of %s memory with %s; retrying with %d-pixel tiles (%s)",
                     self.device.type.upper(), what, smaller, error)
         return smaller
-
-    # -- whole image -------------------------------------------------------------------
-    @torch.inference_mode()
-    def _enhance_whole(self, img: np.ndarray, mode: ExitMode, on_exit: OnExit | None,
-                       progress: Progress | None, cancel: CancelCheck | None,
-                       keep_session: bool, prior: JpegPrior | None) -> EnhanceResult:
-        h, w = img.shape[:2]
-        x = self._prepare_input(img)
-        state = Walk(EcaStats(mode="record"), self._luma_of(x[..., :h, :w].float()))
-        run = self.backend.start(x, state.stats, fast=self.fast)
-        result = self._result(mode, img, prior)
-        last = last_exit(mode)
-        for k in range(1, last + 1):
-            check_cancel(cancel)
-            if progress:
-                progress("exit", k - 1, last)
-            e = self._whole_exit(run, x, img, state)
-            e.decision = self._decision(state.signals, result)
-            result.exits.append(e)
-            if on_exit:
-                on_exit(e)
-            if ends_walk(mode, e.decision):
-                break
-        result.chosen, result.decision = self._decide(state.signals, result)
-        if progress:
-            progress("exit", last, last)
-        if keep_session and run.exits_done < NUM_EXITS:
-            result._session = Session(run, x, img, state)
-        return result
-
-    @torch.inference_mode()
-    def _whole_exit(self, run: Run, x: torch.Tensor, img: np.ndarray,
-                    state: Walk) -> ExitResult:
-        """The next exit of an untiled image's ``run``: staged, scored and finished."""
-        out, signals, net_ms, iqa_ms = self._stage_and_score(run, state, img.shape[:2])
-        k = run.exits_done
-        image = self._finish(self._output_frame(img, out[0].permute(1, 2, 0).cpu().numpy()),
-                             img)
-        return ExitResult(k, image, signals.score, net_ms, iqa_ms,
-                          self.gmacs(*x.shape[-2:])[k - 1], signals)
 
     # -- the steps both paths share ------------------------------------------------------
     def _prepare_input(self, pixels: np.ndarray) -> torch.Tensor:
