@@ -228,7 +228,7 @@ def test_unwritable_output_folder_stops_before_any_work(weights, three, locked_f
 
 def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_path,
                                                          monkeypatch) -> None:
-    # A full disk cannot be made in a test; the write fails as _atomic_write's does then.
+    # A full disk cannot be made in a test; the write fails as atomic_write's does then.
     def disk_full(target, *a, **k):
         error = ImageWriteError(target, "disk full")
         error.errno = errno.ENOSPC
