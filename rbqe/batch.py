@@ -243,8 +243,8 @@ def process_item(
     """Enhances one planned input (see :func:`plan_batch`), for engines that run items
     elsewhere (:mod:`rbqe.cluster`). ``todo`` (default :func:`pending_outputs`) names the
     outputs to write; the others in ``targets`` are only reported."""
-    return _process_one(enhancer, path, targets, options, list(protect), set(noted), 0,
-                        BatchEvents(), None, todo)
+    return _process_one(enhancer, _Job(path, targets, options, list(protect), set(noted),
+                                       todo=todo))
 
 
 def run_batch(
@@ -279,8 +279,8 @@ def run_batch(
         if ev.on_item_start:
             ev.on_item_start(index, path)
         try:
-            item = _process_one(enhancer, path, plan[path], options, protect, noted, index,
-                                ev, cancel)
+            item = _process_one(enhancer, _Job(path, plan[path], options, protect, noted,
+                                               index, ev, cancel))
         except Cancelled:
             cancelled = True
             break
@@ -317,21 +317,27 @@ def check_output_folder(out_dir: Path) -> None:
                                 f"{_os_reason(exc)}") from None
 
 
-def _process_one(
-    enhancer: Enhancer,
-    path: Path,
-    targets: dict[str | None, Path],
-    options: BatchOptions,
-    protect: list[Path],
-    noted: set[Path],
-    index: int,
-    ev: BatchEvents,
-    cancel: Callable[[], bool] | None,
-    todo: dict[str | None, Path] | None = None,
-) -> ItemReport:
+@dataclass
+class _Job:
+    """One planned input of a batch, and what its writes answer to."""
+
+    path: Path
+    targets: dict[str | None, Path]  # every output planned for it, by exit tag
+    options: BatchOptions
+    protect: list[Path]  # the inputs, which no output may replace
+    noted: set[Path]  # output folders whose outputs are noted for re-runs
+    index: int = 0
+    ev: BatchEvents = field(default_factory=BatchEvents)
+    cancel: Callable[[], bool] | None = None
+    todo: dict[str | None, Path] | None = None  # the outputs to write; None: the missing
+
+
+def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
+    path, targets, options = job.path, job.targets, job.options
     skipped = skipped_item(path, targets, options.mode)
     # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
-    if todo is None and not options.overwrite and all(p.exists() for p in targets.values()):
+    if job.todo is None and not options.overwrite and all(p.exists()
+                                                          for p in targets.values()):
         return skipped
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
@@ -339,25 +345,15 @@ def _process_one(
         if not mine:
             log.info("skipped %s: another rbqe process is making it", path)
             return skipped
-        return _enhance_one(enhancer, path, targets, options, protect, noted, index, ev,
-                            cancel, todo) or skipped
+        return _enhance_one(enhancer, job) or skipped
 
 
-def _enhance_one(
-    enhancer: Enhancer,
-    path: Path,
-    targets: dict[str | None, Path],
-    options: BatchOptions,
-    protect: list[Path],
-    noted: set[Path],
-    index: int,
-    ev: BatchEvents,
-    cancel: Callable[[], bool] | None,
-    todo: dict[str | None, Path] | None = None,
-) -> ItemReport | None:
+def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
     """Enhances one claimed image; None when its outputs exist (written by the claim's
     previous holder) and are not to be overwritten."""
-    wanted = dict(targets)
+    path, options, index, ev, cancel, todo = (job.path, job.options, job.index, job.ev,
+                                              job.cancel, job.todo)
+    wanted = dict(job.targets)
     if todo is None:
         todo = pending_outputs(wanted, options)
     if not todo:
@@ -377,11 +373,11 @@ def _enhance_one(
             if tag in todo:
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
-                if target.parent in noted:
+                if target.parent in job.noted:
                     record_output(target, path)  # before writing: a kill can come any time
                 save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                           quality=options.quality, keep_metadata=options.keep_metadata,
-                          strip_gps=options.strip_gps, protect=protect)
+                          strip_gps=options.strip_gps, protect=job.protect)
             outputs[_key(tag, k)] = target
     except Cancelled:
         raise

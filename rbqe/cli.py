@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,25 +40,25 @@ def _positive_int(value: str) -> int:
     return n
 
 
-def _count(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
-    return n
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (and <= ``high``), else one clear line."""
+    span = f">= {low}" if high is None else f"{low}-{high}"
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, not {value!r}") from None
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(f"must be {span}, not {n}")
+        return n
+
+    return parse
 
 
-def _quality(value: str) -> int:
-    # Checked here: an out-of-range value would otherwise fail every image at save time.
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer 1-100, not {value!r}") from None
-    if not 1 <= n <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1-100, not {n}")
-    return n
+_count = _int_in(1)
+# Checked here: an out-of-range value would otherwise fail every image at save time.
+_quality = _int_in(1, 100)
 
 
 def _suffix(value: str) -> str:

@@ -49,15 +49,7 @@ from rbqe.exit_policy import (
     parse_exit_mode,
 )
 from rbqe.model import RBQENet, gmacs_per_exit
-from rbqe.results import (
-    CancelCheck,
-    EnhanceResult,
-    ExitResult,
-    OnExit,
-    Progress,
-    Walk,
-    check_cancel,
-)
+from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
 from rbqe.tiling import DEFAULT_TILE, MIN_TILE, halved_tile, pad_to_multiple, tile_side
 from rbqe.weights import (
     WeightsInfo,
@@ -212,15 +204,14 @@ class Enhancer:
         h, w = img.shape[:2]
         t0 = time.perf_counter()
         tile = self.tile if self.tile and (h > self.tile or w > self.tile) else 0
+        hooks = Hooks(on_exit, progress, cancel)
         retries = 0
         while True:
             try:
                 if tile:
-                    result = tiled.enhance_tiled(self, img, mode, tile, on_exit, progress,
-                                                 cancel, prior)
+                    result = tiled.enhance_tiled(self, img, mode, tile, hooks, prior)
                 else:
-                    result = whole.enhance_whole(self, img, mode, on_exit, progress, cancel,
-                                                 keep_session, prior)
+                    result = whole.enhance_whole(self, img, mode, hooks, keep_session, prior)
                 break
             except torch.OutOfMemoryError as exc:
                 # Only the message leaves this block: the traceback holds the failed
@@ -249,13 +240,13 @@ class Enhancer:
         if session is None:
             raise RBQEError("this result kept no network state; enhance again with mode='all'")
         t0 = time.perf_counter()
+        hooks = Hooks(on_exit, cancel=cancel)
         while session.run.exits_done < up_to:
-            check_cancel(cancel)
+            hooks.check_cancel()
             e = whole.next_exit(self, session.run, session.x, session.img, session.walk)
             e.decision = self._decision(session.walk.signals, result)
             result.exits.append(e)
-            if on_exit:
-                on_exit(e)
+            hooks.exit_done(e)
         if session.run.exits_done >= NUM_EXITS:
             result._session = None
         if result.mode == "all":  # the decision may need exits auto had not reached

@@ -145,6 +145,33 @@ OnExit = Callable[[ExitResult], None]
 CancelCheck = Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """The caller's callbacks of one enhance call, each optional (see
+    :meth:`rbqe.engine.Enhancer.enhance`)."""
+
+    on_exit: OnExit | None = None
+    progress: Progress | None = None
+    cancel: CancelCheck | None = None
+
+    def step(self, stage: str, done: int, total: int) -> None:
+        """Between stages and tiles: stops if the caller asks (:meth:`check_cancel`),
+        then reports the progress."""
+        self.check_cancel()
+        self.report(stage, done, total)
+
+    def check_cancel(self) -> None:
+        check_cancel(self.cancel)
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def exit_done(self, e: ExitResult) -> None:
+        if self.on_exit:
+            self.on_exit(e)
+
+
 def check_cancel(cancel: CancelCheck | None) -> None:
     """Raises :class:`rbqe.errors.Cancelled` when ``cancel`` says so (polled between
     stages and tiles)."""

@@ -40,15 +40,7 @@ from rbqe.arch import NUM_EXITS
 from rbqe.color import luma_of
 from rbqe.exit_policy import Decision, ExitMode, ExitSignals, JpegPrior, ends_walk, last_exit
 from rbqe.model import EcaStats
-from rbqe.results import (
-    CancelCheck,
-    EnhanceResult,
-    ExitResult,
-    OnExit,
-    Progress,
-    Walk,
-    check_cancel,
-)
+from rbqe.results import EnhanceResult, ExitResult, Hooks, Walk
 from rbqe.tiling import TILE_OVERLAP, Box, Tile, blend_weight, padded_box, sample_boxes, tiles
 
 if TYPE_CHECKING:
@@ -67,9 +59,8 @@ class _Sampled:
 
 
 @torch.inference_mode()
-def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int,
-                  on_exit: OnExit | None, progress: Progress | None,
-                  cancel: CancelCheck | None, prior: JpegPrior | None) -> EnhanceResult:
+def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hooks: Hooks,
+                  prior: JpegPrior | None) -> EnhanceResult:
     """:meth:`rbqe.engine.Enhancer.enhance` of an image cut into ``tile``-pixel tiles."""
     h, w = img.shape[:2]
     grid = tiles(h, w, tile, TILE_OVERLAP)
@@ -77,7 +68,7 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int,
     samples = sample_boxes(boxes)
     result = enh._result(mode, img, prior)
     result.tiled, result.tiles = True, len(boxes)
-    steps = _Steps(progress, cancel, len(samples) + len(boxes))
+    steps = _Steps(hooks, len(samples) + len(boxes))
     stats = EcaStats(mode="record")
 
     # 1. Sample tiles walk the exits; their mean signals decide, their ECA means are kept.
@@ -92,7 +83,7 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int,
     frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, len(samples))
 
     # 3. Assemble: each exit wanted finished and scored on the whole image.
-    _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, on_exit)
+    _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
     result.chosen, result.decision = enh._decide(sampled.signals, result)
     assert mode != "auto" or result.chosen == sampled.chosen
     result.full_score = result.exit_result(result.chosen).score
@@ -104,14 +95,11 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int,
 class _Steps:
     """Progress and cancelling over the samples, then the tiles."""
 
-    progress: Progress | None
-    cancel: CancelCheck | None
+    hooks: Hooks
     total: int
 
     def at(self, stage: str, done: int) -> None:
-        check_cancel(self.cancel)
-        if self.progress:
-            self.progress(stage, done, self.total)
+        self.hooks.step(stage, done, self.total)
 
 
 def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: EcaStats,
@@ -133,7 +121,7 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
     for k in range(1, last_exit(mode) + 1):
         scores = []
         for run, state in zip(runs, walks, strict=True):
-            check_cancel(steps.cancel)
+            steps.hooks.check_cancel()
             _, signals, net_ms, _ = enh._stage_and_score(run, state)
             sampled.ms += net_ms
             scores.append(signals.score)
@@ -178,14 +166,13 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         # Before the next tile starts: two tiles' network states alive at once would
         # double the working set.
         del run, out, tile_out
-    if steps.progress:
-        steps.progress("tile", steps.total, steps.total)
+    steps.hooks.report("tile", steps.total, steps.total)
     return frames, stage_ms
 
 
 def _assemble(enh: Enhancer, img: np.ndarray, frames: dict[int, np.ndarray],
               stage_ms: list[float], boxes: list[Box], samples: list[Box],
-              sampled: _Sampled, result: EnhanceResult, on_exit: OnExit | None) -> None:
+              sampled: _Sampled, result: EnhanceResult, hooks: Hooks) -> None:
     """Phase 3: each frame finished into its exit's image and scored on the whole image.
     The sample walk's cost is counted in every exit's time and MACs, since it was spent
     to get there."""
@@ -206,8 +193,7 @@ def _assemble(enh: Enhancer, img: np.ndarray, frames: dict[int, np.ndarray],
                        sampled.signals[k - 1] if k <= walked else None,
                        sampled.decisions[k - 1] if k <= walked else None)
         result.exits.append(e)
-        if on_exit:
-            on_exit(e)
+        hooks.exit_done(e)
 
 
 def _score_frame(image: np.ndarray) -> float:

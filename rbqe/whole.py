@@ -18,25 +18,15 @@ from rbqe.arch import NUM_EXITS
 from rbqe.backends import Run
 from rbqe.exit_policy import ExitMode, JpegPrior, ends_walk, last_exit
 from rbqe.model import EcaStats
-from rbqe.results import (
-    CancelCheck,
-    EnhanceResult,
-    ExitResult,
-    OnExit,
-    Progress,
-    Session,
-    Walk,
-    check_cancel,
-)
+from rbqe.results import EnhanceResult, ExitResult, Hooks, Session, Walk
 
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
 
 
 @torch.inference_mode()
-def enhance_whole(enh: Enhancer, img: np.ndarray, mode: ExitMode, on_exit: OnExit | None,
-                  progress: Progress | None, cancel: CancelCheck | None, keep_session: bool,
-                  prior: JpegPrior | None) -> EnhanceResult:
+def enhance_whole(enh: Enhancer, img: np.ndarray, mode: ExitMode, hooks: Hooks,
+                  keep_session: bool, prior: JpegPrior | None) -> EnhanceResult:
     """:meth:`rbqe.engine.Enhancer.enhance` of an image that is not tiled."""
     h, w = img.shape[:2]
     x = enh._prepare_input(img)
@@ -45,19 +35,15 @@ def enhance_whole(enh: Enhancer, img: np.ndarray, mode: ExitMode, on_exit: OnExi
     result = enh._result(mode, img, prior)
     last = last_exit(mode)
     for k in range(1, last + 1):
-        check_cancel(cancel)
-        if progress:
-            progress("exit", k - 1, last)
+        hooks.step("exit", k - 1, last)
         e = next_exit(enh, run, x, img, state)
         e.decision = enh._decision(state.signals, result)
         result.exits.append(e)
-        if on_exit:
-            on_exit(e)
+        hooks.exit_done(e)
         if ends_walk(mode, e.decision):
             break
     result.chosen, result.decision = enh._decide(state.signals, result)
-    if progress:
-        progress("exit", last, last)
+    hooks.report("exit", last, last)
     if keep_session and run.exits_done < NUM_EXITS:
         result._session = Session(run, x, img, state)
     return result
