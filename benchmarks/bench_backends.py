@@ -53,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 from rbqe import iqa  # noqa: E402
 from rbqe.backends import openvino_installed  # noqa: E402
 from rbqe.backends.stages import stage_io  # noqa: E402
-from rbqe.engine import Enhancer, auto_exit  # noqa: E402
+from rbqe.engine import Enhancer  # noqa: E402
+from rbqe.exit_policy import auto_exit  # noqa: E402
 from rbqe.model import NUM_EXITS, ProgressiveRun, RBQENet  # noqa: E402
 from rbqe.weights import PACKAGE_WEIGHTS, load_weights  # noqa: E402
 

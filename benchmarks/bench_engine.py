@@ -54,8 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rbqe import iqa
-from rbqe.engine import Enhancer, _pad_to_multiple
+from rbqe.engine import Enhancer
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
+from rbqe.tiling import pad_to_multiple
 from rbqe.weights import PACKAGE_WEIGHTS, load_weights
 
 
@@ -171,7 +172,7 @@ def progressive_overhead(net: RBQENet, device: str, size: tuple[int, int], repea
     enh = Enhancer(net=net, device=device, tile=0, threshold=1.01)
     dev = enh.device
     h, w = size
-    x = _pad_to_multiple(torch.from_numpy(photo(h, w, net.config.in_channels)
+    x = pad_to_multiple(torch.from_numpy(photo(h, w, net.config.in_channels)
                                           .transpose(2, 0, 1).copy())[None])
     x = x.to(dev).contiguous(memory_format=torch.channels_last)
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rbqe.engine import Enhancer, EnhanceResult, ExitMode, ExitResult
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
-from rbqe.exit_policy import JpegPrior
+from rbqe.exit_policy import ExitMode, JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
     list_images,
@@ -39,10 +37,11 @@ from rbqe.io import (
     remove_stale_temps,
     save_like,
 )
-from rbqe.io.atomic import claim_output
+from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.output_log import written_outputs
 from rbqe.model import NUM_EXITS
+from rbqe.tiling import padded_size
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +263,8 @@ def process_item(
     """Enhances one planned input (see :func:`plan_batch`), for engines that run items
     elsewhere (:mod:`rbqe.cluster`). ``todo`` (default :func:`pending_outputs`) names the
     outputs to write; the others in ``targets`` are only reported."""
-    return _process_one(enhancer, path, targets, options, list(protect), set(noted), 0,
-                        BatchEvents(), None, todo)
+    return _process_one(enhancer, _Job(path, targets, options, list(protect), set(noted),
+                                       todo=todo))
 
 
 def run_batch(
@@ -308,8 +307,8 @@ def run_batch(
         if ev.on_item_start:
             ev.on_item_start(index, path)
         try:
-            item = _process_one(enhancer, path, plan[path], options, protect, noted, index,
-                                ev, cancel)
+            item = _process_one(enhancer, _Job(path, plan[path], options, protect, noted,
+                                               index, ev, cancel))
         except Cancelled:
             cancelled = True
             break
@@ -340,32 +339,33 @@ def check_output_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputFolderError(out_dir, "output folder is an existing file")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # The same hidden temp name as an output's atomic write (rbqe.io.atomic), so a
-        # kill right here leaves nothing that a later run would not clean up.
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out_dir)
     except OSError as exc:
         raise OutputFolderError(out_dir, f"cannot write to the output folder: "
                                 f"{_os_reason(exc)}") from None
 
 
-def _process_one(
-    enhancer: Enhancer,
-    path: Path,
-    targets: dict[str | None, Path],
-    options: BatchOptions,
-    protect: list[Path],
-    noted: set[Path],
-    index: int,
-    ev: BatchEvents,
-    cancel: Callable[[], bool] | None,
-    todo: dict[str | None, Path] | None = None,
-) -> ItemReport:
+@dataclass
+class _Job:
+    """One planned input of a batch, and what its writes answer to."""
+
+    path: Path
+    targets: dict[str | None, Path]  # every output planned for it, by exit tag
+    options: BatchOptions
+    protect: list[Path]  # the inputs, which no output may replace
+    noted: set[Path]  # output folders whose outputs are noted for re-runs
+    index: int = 0
+    ev: BatchEvents = field(default_factory=BatchEvents)
+    cancel: Callable[[], bool] | None = None
+    todo: dict[str | None, Path] | None = None  # the outputs to write; None: the missing
+
+
+def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
+    path, targets, options = job.path, job.targets, job.options
     skipped = skipped_item(path, targets, options.mode)
     # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
-    if todo is None and not options.overwrite and all(p.exists() for p in targets.values()):
+    if job.todo is None and not options.overwrite and all(p.exists()
+                                                          for p in targets.values()):
         return skipped
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
@@ -373,25 +373,15 @@ def _process_one(
         if not mine:
             log.info("skipped %s: another rbqe process is making it", path)
             return skipped
-        return _enhance_one(enhancer, path, targets, options, protect, noted, index, ev,
-                            cancel, todo) or skipped
+        return _enhance_one(enhancer, job) or skipped
 
 
-def _enhance_one(
-    enhancer: Enhancer,
-    path: Path,
-    targets: dict[str | None, Path],
-    options: BatchOptions,
-    protect: list[Path],
-    noted: set[Path],
-    index: int,
-    ev: BatchEvents,
-    cancel: Callable[[], bool] | None,
-    todo: dict[str | None, Path] | None = None,
-) -> ItemReport | None:
+def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
     """Enhances one claimed image; None when its outputs exist (written by the claim's
     previous holder) and are not to be overwritten."""
-    wanted = dict(targets)
+    path, options, index, ev, cancel, todo = (job.path, job.options, job.index, job.ev,
+                                              job.cancel, job.todo)
+    wanted = dict(job.targets)
     if todo is None:
         todo = pending_outputs(wanted, options)
     if not todo:
@@ -399,8 +389,9 @@ def _enhance_one(
     t0 = time.perf_counter()
     try:
         src = load_image(path, max_pixels=options.max_pixels)
-        on_exit = (lambda e: ev.on_exit(index, e)) if ev.on_exit else None
-        on_progress = (lambda s, d, t: ev.on_progress(index, s, d, t)) if ev.on_progress else None
+        exit_cb, progress_cb = ev.on_exit, ev.on_progress
+        on_exit = (lambda e: exit_cb(index, e)) if exit_cb else None
+        on_progress = (lambda s, d, t: progress_cb(index, s, d, t)) if progress_cb else None
         result = enhancer.enhance(src.pixels, options.mode, on_exit=on_exit,
                                   progress=on_progress, cancel=cancel,
                                   prior=JpegPrior.of(src))
@@ -410,11 +401,11 @@ def _enhance_one(
             if tag in todo:
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
-                if target.parent in noted:
+                if target.parent in job.noted:
                     record_output(target, path)  # before writing: a kill can come any time
                 save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                           quality=options.quality, keep_metadata=options.keep_metadata,
-                          strip_gps=options.strip_gps, protect=protect)
+                          strip_gps=options.strip_gps, protect=job.protect)
             outputs[_key(tag, k)] = target
     except Cancelled:
         raise
@@ -446,13 +437,14 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
                      total_ms: float, enhancer: Enhancer) -> ItemReport:
     """Build the report entry of one enhanced image."""
     w, h = result.size
-    hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+    hp, wp = padded_size(h), padded_size(w)
     return ItemReport(
         path,
         "ok",
         outputs=outputs,
         exit=result.chosen,
-        scores={str(e.exit): e.score for e in result.exits},
+        # Every exit computed: a tiled image's sampled exits too (EnhanceResult.scores).
+        scores={str(k): s for k, s in result.scores.items()},
         times_ms={
             "stages": [round(e.time_ms, 2) for e in result.exits],
             "iqa": round(result.iqa_ms, 2),

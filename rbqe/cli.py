@@ -13,23 +13,24 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rbqe import __version__
+from rbqe.arch import NUM_EXITS
 from rbqe.errors import show_path
+from rbqe.exit_policy import parse_exit_mode
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _exit_mode(value: str) -> str | int:
-    if value in ("auto", "all"):
-        return value
-    if value in {"1", "2", "3", "4", "5"}:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"must be auto, all or 1-5, not {value!r}")
+    try:
+        return parse_exit_mode(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(value: str) -> int:
@@ -39,25 +40,25 @@ def _positive_int(value: str) -> int:
     return n
 
 
-def _count(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
-    return n
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (and <= ``high``), else one clear line."""
+    span = f">= {low}" if high is None else f"{low}-{high}"
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, not {value!r}") from None
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(f"must be {span}, not {n}")
+        return n
+
+    return parse
 
 
-def _quality(value: str) -> int:
-    # Checked here: an out-of-range value would otherwise fail every image at save time.
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer 1-100, not {value!r}") from None
-    if not 1 <= n <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1-100, not {n}")
-    return n
+_count = _int_in(1)
+# Checked here: an out-of-range value would otherwise fail every image at save time.
+_quality = _int_in(1, 100)
 
 
 def _suffix(value: str) -> str:
@@ -78,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     e.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     e.add_argument("--exit", dest="exit_mode", type=_exit_mode, default="auto",
-                   metavar="auto|1|2|3|4|5|all", help="exit mode (default auto)")
+                   metavar="|".join(["auto", *map(str, range(1, NUM_EXITS + 1)), "all"]),
+                   help="exit mode (default auto)")
     e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
                    help="how auto chooses the exit: the weights' default policy, the "
                         "assessor's threshold, or the learned gate (see 'rbqe info')")
     e.add_argument("--threshold", type=float,
                    help="IQA exit threshold: use the assessor rule with it")
-    e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
+    e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
+                   metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")

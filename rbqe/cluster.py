@@ -50,7 +50,7 @@ from rbqe.batch import (
 )
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
-from rbqe.io.atomic import _atomic_write
+from rbqe.io.atomic import atomic_write, probe_writable
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class _ReportStream:
                 fh.write(((",\n" if i else "") + "    " + line.rstrip("\n")).encode())
             fh.write(f'\n  ],\n  "summary": {json.dumps(summary)}\n}}\n'.encode())
 
-        _atomic_write(self.path, write)
+        atomic_write(self.path, write)
 
 
     def close(self) -> None:
@@ -187,11 +187,7 @@ def _report_problem(path: Path, exc: OSError) -> str:
 def _probe_storage(out_dir: str, sample_input: str | None) -> str | None:
     """On a worker: None if ``out_dir`` is writable and ``sample_input`` readable, else why."""
     try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        # rbqe's temp-file name: if this process dies here, a later run removes it.
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".rbqe-", suffix=".part")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out_dir)
     except OSError as exc:
         return f"{out_dir}: not writable from a Ray worker ({exc.strerror or exc})"
     if sample_input is not None and not os.access(sample_input, os.R_OK):

@@ -1,30 +1,17 @@
-"""The early-exit enhancer: device, padding, colour, tiling and the exit loop (the exit
-rule itself is :mod:`rbqe.exit_policy`'s).
+"""The early-exit enhancer: weights, device, the out-of-memory retry and the steps both
+paths share (the paths are :mod:`rbqe.whole` and :mod:`rbqe.tiled`; the exit rule is
+:mod:`rbqe.exit_policy`'s).
 
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
 
-How the exit is chosen when an image is tiled
----------------------------------------------
-A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
-tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
-*sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
-walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
-mean of their signals (scores, block statistics, change between exits) and their ECA means.
-The samples also record the ECA blocks' pooled channel means; every tile is
-then computed to the chosen exit with those shared means, so that all tiles use the same
-attention gates and no seam appears where two tiles would have pooled different
-statistics. The chosen exit's score is finally measured on the whole assembled image and
-reported beside the sampled ones.
-
-Memory of a tiled image
------------------------
-Besides the network's working set (one tile), a tiled image costs the caller's input and
-one output frame per exit returned, and little else: each tile's network input is
-converted from the input pixels when the tile runs, the tiles are blended straight into
-the output frame (into its luma plane for a luma model), chroma is recomputed from the
-input in bands of rows at the end, and the assembled image is scored band by band
-(:func:`rbqe.iqa.score_rows`). A 100 MP RGB photo so needs about two float32 frames.
+An image no larger than the tile runs whole (:mod:`rbqe.whole`): its exits are computed
+one after another on one progressive run, each scored, until the exit policy stops. A
+larger one is tiled (:mod:`rbqe.tiled`). Both paths use the same three steps of an
+:class:`Enhancer`: ``_prepare_input`` (pixels to the padded network input),
+``_stage_and_score`` (one more exit of a run, clamped and scored into the walk's signals)
+and ``_finish`` (the network output frame to the result: a luma model's RGB from the
+input's chroma, or grey).
 
 Out of GPU memory
 -----------------
@@ -39,32 +26,31 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from rbqe import iqa
+from rbqe import color, iqa, tiled, whole
+from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
-from rbqe.errors import Cancelled, RBQEError, WeightsError
-from rbqe.exit_policy import (  # noqa: F401  (may_stop, auto_exit: importable from here too)
+from rbqe.bands import row_bands
+from rbqe.color import luma_of, rgb_band, split_band
+from rbqe.errors import RBQEError, WeightsError
+from rbqe.exit_policy import (
     Decision,
     ExitMode,
     ExitPolicy,
     ExitSignals,
     JpegPrior,
     PolicySet,
-    auto_exit,
-    check_min_exit,
-    check_mode,
-    last_exit,
+    choose,
     may_stop,
-    walk,
+    parse_exit_mode,
 )
-from rbqe.model import MULTIPLE, NUM_EXITS, EcaStats, RBQENet, gmacs_per_exit
+from rbqe.model import RBQENet, gmacs_per_exit
+from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
+from rbqe.tiling import DEFAULT_TILE, MIN_TILE, halved_tile, pad_to_multiple, tile_side
 from rbqe.weights import (
     WeightsInfo,
     default_weights_path,
@@ -72,146 +58,8 @@ from rbqe.weights import (
     missing_weights_message,
 )
 
+__all__ = ["EnhanceResult", "Enhancer", "ExitResult", "pick_device"]
 log = logging.getLogger(__name__)
-
-Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
-DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
-TILE_OVERLAP = 64
-SAMPLE_TILES = 4
-# Sample tiles walk the exits side by side, so all their network states are alive at
-# once: four full 1024-pixel tiles held ~4.4 GB at exit 5. Each sample is therefore a
-# centred crop of at most this side (four 512x512 crops: ~1 GB at exit 5).
-SAMPLE_SIDE = 512
-MIN_TILE = 256  # an out-of-memory retry halves the tile down to this side, then gives up
-# Colour conversions work in bands of rows of about this many pixels, so that their float32
-# temporaries stay small whatever the image size.
-BAND_PIXELS = 1 << 20
-
-
-@dataclass
-class ExitResult:
-    """One computed exit.
-
-    Attributes:
-        exit: 1..5.
-        image: ``(H, W, C)`` float32 in ``[0, 1]``, the input's layout.
-        score: IQA score of this exit (for a tiled image: mean over the sample tiles).
-        time_ms: Network time of this stage alone.
-        iqa_ms: Time spent scoring it.
-        gmacs: Cumulative GMACs to reach this exit.
-        signals: What the exit policy reads at this exit (for a tiled image: the sample
-            tiles' mean; None for exits computed only for the whole picture).
-    """
-
-    exit: int
-    image: np.ndarray
-    score: float
-    time_ms: float
-    iqa_ms: float
-    gmacs: float
-    signals: ExitSignals | None = None
-    decision: Decision | None = None  # the policy's verdict at this exit, stop or go on
-
-
-@dataclass
-class EnhanceResult:
-    """What :meth:`Enhancer.enhance` returns.
-
-    Attributes:
-        exits: Computed exits, in order.
-        chosen: The exit auto chose (or the forced one).
-        threshold: Threshold used.
-        mode: The exit mode asked for.
-        device: Torch device string.
-        size: ``(width, height)``.
-        total_ms: Wall time of the whole call.
-        tiled: Whether tiling was used, and ``tiles`` how many.
-        full_score: For tiled images, the chosen exit's score on the assembled image.
-        sampled_scores: For tiled images, the sample tiles' mean score at each exit walked.
-        tile_size: Tile side used (0: untiled); smaller than the Enhancer's after an
-            out-of-memory retry.
-        oom_retries: How many times the image was started again with smaller tiles after
-            running out of device memory.
-        min_exit: The earliest exit auto could stop at.
-        policy: The exit policy used.
-        decision: Why auto stopped where it did (for ``all``: where it would stop; for a
-            forced exit: why it is that exit); :attr:`exit_reason` is its JSON.
-        prior: The input file's JPEG tables, when given.
-    """
-
-    exits: list[ExitResult]
-    chosen: int
-    threshold: float
-    mode: ExitMode
-    device: str
-    size: tuple[int, int]
-    total_ms: float = 0.0
-    tiled: bool = False
-    tiles: int = 1
-    full_score: float | None = None
-    sampled_scores: list[float] = field(default_factory=list)
-    tile_size: int = 0
-    oom_retries: int = 0
-    min_exit: int = 1
-    policy: ExitPolicy | None = None
-    decision: Decision | None = None
-    prior: JpegPrior | None = None
-    gray_input: bool = False
-    _session: _Session | None = field(default=None, repr=False)
-
-    @property
-    def exit_reason(self) -> dict | None:
-        return None if self.decision is None else self.decision.to_json()
-
-    @property
-    def image(self) -> np.ndarray:
-        return self.exit_result(self.chosen).image
-
-    def exit_result(self, k: int) -> ExitResult:
-        for e in self.exits:
-            if e.exit == k:
-                return e
-        raise KeyError(f"exit {k} was not computed")
-
-    @property
-    def can_continue(self) -> bool:
-        return self._session is not None and self._session.run.exits_done < NUM_EXITS
-
-    @property
-    def iqa_ms(self) -> float:
-        return sum(e.iqa_ms for e in self.exits)
-
-
-@dataclass
-class _Session:
-    """Cached progressive state of an untiled image, to compute later exits cheaply."""
-
-    run: Run
-    prep: _Prepared
-    walk: _Walk
-
-
-@dataclass
-class _Prepared:
-    x: torch.Tensor  # (1, C_model, Hp, Wp) padded network input
-    h: int
-    w: int
-    chroma: np.ndarray | None  # (H, W, 2) CbCr kept by a luma model
-    out_gray: bool  # RGB model fed a gray image: return gray
-
-
-@dataclass
-class _Walk:
-    """What one progressive run keeps between exits for the exit policy's signals."""
-
-    stats: EcaStats  # records the ECA means as the nodes are computed
-    prev_luma: torch.Tensor | None = None  # the previous exit's luma (the input's at first)
-    signals: list[ExitSignals] = field(default_factory=list)
-
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-OnExit = Callable[[ExitResult], None]
-CancelCheck = Callable[[], bool]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -228,76 +76,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-# BT.601 full-range YCbCr, as JPEG uses.
-# The conversions work in bands of rows (see BAND_PIXELS), in place on preallocated
-# float32 frames, with the same operations in the same order as the plain formulas (so
-# the same values): on a 24 MP photo the plain numpy expressions made ~5 full-frame
-# temporaries plus stack/clip/astype copies, more than the tiled network itself.
-def split_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(H, W, 3)`` RGB -> luma ``(H, W)`` and chroma ``(H, W, 2)``, float32."""
-    rgb = np.asarray(rgb, dtype=np.float32)
-    y = np.empty(rgb.shape[:2], np.float32)
-    cbcr = np.empty((*rgb.shape[:2], 2), np.float32)
-    for r0, r1 in _row_bands(*rgb.shape[:2]):
-        _split_band(rgb[r0:r1], y[r0:r1], cbcr[r0:r1])
-    return y, cbcr
-
-
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    y, cbcr = split_ycbcr(rgb)
-    return np.concatenate([y[..., None], cbcr], axis=-1)
-
-
-def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Luma ``(H, W)`` and chroma ``(H, W, 2)`` -> RGB ``(H, W, 3)`` float32 clipped to
-    ``[0, 1]``, into ``out`` when given (which must not overlap ``y`` or ``cbcr``)."""
-    y = np.asarray(y, dtype=np.float32)
-    if out is None:
-        out = np.empty((*y.shape, 3), np.float32)
-    for r0, r1 in _row_bands(*y.shape):
-        _rgb_band(y[r0:r1], cbcr[r0:r1], out[r0:r1])
-    return out
-
-
-def _split_band(rgb: np.ndarray, y: np.ndarray, cbcr: np.ndarray) -> None:
-    t = _luma_into(rgb, y)
-    for c, (src, k) in enumerate(((rgb[..., 2], 0.564), (rgb[..., 0], 0.713))):
-        np.subtract(src, y, out=t)
-        t *= np.float32(k)
-        np.add(t, np.float32(0.5), out=cbcr[..., c])
-
-
-def _rgb_band(y: np.ndarray, cbcr: np.ndarray, out: np.ndarray) -> None:
-    cb = np.subtract(cbcr[..., 0], np.float32(0.5), dtype=np.float32)
-    cr = np.subtract(cbcr[..., 1], np.float32(0.5), dtype=np.float32)
-    t = np.multiply(cr, np.float32(1.403))
-    np.add(y, t, out=out[..., 0])  # r = y + 1.403 cr
-    np.multiply(cb, np.float32(0.344), out=t)
-    np.subtract(y, t, out=out[..., 1])
-    np.multiply(cr, np.float32(0.714), out=t)
-    out[..., 1] -= t  # g = y - 0.344 cb - 0.714 cr
-    np.multiply(cb, np.float32(1.773), out=t)
-    np.add(y, t, out=out[..., 2])  # b = y + 1.773 cb
-    np.clip(out, 0, 1, out=out)
-
-
-def _luma_into(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """BT.601 luma of float32 RGB into ``y``, as ``(0.299 r + 0.587 g) + 0.114 b``;
-    returns the scratch array it used, for the caller to reuse."""
-    np.multiply(rgb[..., 0], np.float32(0.299), out=y)
-    t = np.multiply(rgb[..., 1], np.float32(0.587))
-    y += t
-    np.multiply(rgb[..., 2], np.float32(0.114), out=t)
-    y += t
-    return t
-
-
-def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
-    """``[r0, r1)`` row ranges of about ``BAND_PIXELS`` pixels covering ``height`` rows."""
-    rows = max(1, BAND_PIXELS // max(1, width))
-    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
 
 
 class Enhancer:
@@ -349,7 +127,7 @@ class Enhancer:
             self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
                                            name)
         tile = DEFAULT_TILE if tile is None else int(tile)
-        self.tile = 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
+        self.tile = tile_side(tile)
         self.fp16 = self.device.type == "cuda" and precision != "f32"
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
@@ -357,7 +135,8 @@ class Enhancer:
         # NCHW module path at 512x512, same float32 results to ~1e-7). CUDA keeps the
         # module path under fp16 autocast, where cuDNN does the fusing.
         self.fast = self.device.type == "cpu"
-        self.net = net.to(self.device).to(memory_format=self.memory_format).eval()
+        net = net.to(self.device)  # torch's stubs lack Module.to(memory_format=...):
+        self.net = net.to(memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         if self.fp16:
             torch.backends.cudnn.benchmark = True
         self._macs_unit = gmacs_per_exit(self.net, MULTIPLE, MULTIPLE)
@@ -420,20 +199,19 @@ class Enhancer:
                 out-of-memory is retried with smaller tiles, which later calls then keep;
                 exits reported to ``on_exit`` before it are then reported again.)
         """
-        mode = check_mode(mode)
+        mode = parse_exit_mode(mode)
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
         tile = self.tile if self.tile and (h > self.tile or w > self.tile) else 0
+        hooks = Hooks(on_exit, progress, cancel)
         retries = 0
         while True:
             try:
                 if tile:
-                    result = self._enhance_tiled(img, mode, tile, on_exit, progress, cancel,
-                                                 prior)
+                    result = tiled.enhance_tiled(self, img, mode, tile, hooks, prior)
                 else:
-                    result = self._enhance_whole(img, mode, on_exit, progress, cancel,
-                                                 keep_session, prior)
+                    result = whole.enhance_whole(self, img, mode, hooks, keep_session, prior)
                 break
             except torch.OutOfMemoryError as exc:
                 # Only the message leaves this block: the traceback holds the failed
@@ -462,13 +240,13 @@ class Enhancer:
         if session is None:
             raise RBQEError("this result kept no network state; enhance again with mode='all'")
         t0 = time.perf_counter()
+        hooks = Hooks(on_exit, cancel=cancel)
         while session.run.exits_done < up_to:
-            _check_cancel(cancel)
-            e = self._next_exit(session.run, session.prep, session.walk)
+            hooks.check_cancel()
+            e = whole.next_exit(self, session.run, session.x, session.img, session.walk)
             e.decision = self._decision(session.walk.signals, result)
             result.exits.append(e)
-            if on_exit:
-                on_exit(e)
+            hooks.exit_done(e)
         if session.run.exits_done >= NUM_EXITS:
             result._session = None
         if result.mode == "all":  # the decision may need exits auto had not reached
@@ -483,7 +261,7 @@ class Enhancer:
         gc.collect()  # the failed attempt's tensors, should a reference cycle hold them
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        smaller = max(MIN_TILE, side // 2 // MULTIPLE * MULTIPLE)
+        smaller = halved_tile(side)
         what = f"{side}-pixel tiles" if tiled else "the whole image"
         if smaller >= side:
             raise RBQEError(
@@ -495,55 +273,44 @@ class Enhancer:
                     self.device.type.upper(), what, smaller, error)
         return smaller
 
-    # -- whole image -------------------------------------------------------------------
-    @torch.inference_mode()
-    def _enhance_whole(self, img, mode, on_exit, progress, cancel, keep_session,
-                       prior) -> EnhanceResult:
-        prep = self._prepare(img)
-        state = _Walk(EcaStats(mode="record"))
-        run = self.backend.start(prep.x, state.stats, fast=self.fast)
-        result = self._result(mode, img, prior)
-        last = last_exit(mode)
-        for k in range(1, last + 1):
-            _check_cancel(cancel)
-            if progress:
-                progress("exit", k - 1, last)
-            e = self._next_exit(run, prep, state)
-            e.decision = self._decision(state.signals, result)
-            result.exits.append(e)
-            if on_exit:
-                on_exit(e)
-            if mode == "auto" and e.decision.stop:
-                break
-        result.chosen, result.decision = self._decide(state.signals, result)
-        if progress:
-            progress("exit", last, last)
-        if keep_session and run.exits_done < NUM_EXITS:
-            result._session = _Session(run, prep, state)
-        return result
+    # -- the steps both paths share ------------------------------------------------------
+    def _prepare_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(h, w, C)`` pixels -> the padded ``(1, C_model, hp, wp)`` network input on the
+        device: luma for a luma model, grey repeated for an RGB model."""
+        if self.channels == 1:
+            net_in = luma_of(pixels)[None]
+        else:
+            if pixels.shape[2] == 1:
+                pixels = np.repeat(pixels, 3, axis=2)
+            net_in = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        x = torch.from_numpy(net_in)[None]
+        return pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
 
-    @torch.inference_mode()
-    def _next_exit(self, run: Run, prep: _Prepared, state: _Walk) -> ExitResult:
-        t0 = time.perf_counter()
+    def _stage(self, run: Run) -> torch.Tensor:
+        """The next exit's raw output (``advance`` would skip its head)."""
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            out = run.next_exit()
-        out = out[..., : prep.h, : prep.w].float().clamp_(0, 1)
+            return run.next_exit()
+
+    def _stage_and_score(self, run: Run, state: Walk, crop: tuple[int, int] | None = None
+                         ) -> tuple[torch.Tensor, ExitSignals, float, float]:
+        """Runs the next exit of ``run`` and scores it into ``state``: the output (cropped
+        to ``crop`` rows and columns when given, float32 clamped to ``[0, 1]``), its
+        signals, and the network and scoring times in ms."""
+        t0 = time.perf_counter()
+        out = self._stage(run)
+        if crop is not None:
+            out = out[..., : crop[0], : crop[1]]
+        out = out.float().clamp_(0, 1)
         self._sync()
         t1 = time.perf_counter()
-        if state.prev_luma is None:
-            state.prev_luma = self._luma_of(prep.x[..., : prep.h, : prep.w].float())
         signals = self._signals(run.exits_done, out, state)
-        t2 = time.perf_counter()
-        k = run.exits_done
-        hp, wp = prep.x.shape[-2:]
-        return ExitResult(k, self._finish(out, prep), signals.score, (t1 - t0) * 1000,
-                          (t2 - t1) * 1000, self.gmacs(hp, wp)[k - 1], signals)
+        return out, signals, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
 
-    def _signals(self, k: int, out: torch.Tensor, state: _Walk) -> ExitSignals:
+    def _signals(self, k: int, out: torch.Tensor, state: Walk) -> ExitSignals:
         """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
         y = self._luma_of(out)
         a = iqa.assess(y)
-        change = 0.0 if state.prev_luma is None else float((y - state.prev_luma).abs().mean()) * 255
+        change = float((y - state.prev_luma).abs().mean()) * 255
         state.prev_luma = y
         key = f"0_{k}"
         eca = None
@@ -554,180 +321,42 @@ class Enhancer:
         state.signals.append(s)
         return s
 
-    # -- tiles ---------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _enhance_tiled(self, img, mode, tile, on_exit, progress, cancel, prior) -> EnhanceResult:
-        h, w = img.shape[:2]
-        tiles = _tiles(h, w, tile, TILE_OVERLAP)
-        boxes = [b for b, _, _ in tiles]
-        result = self._result(mode, img, prior)
-        result.tiled, result.tiles = True, len(boxes)
-        stats = EcaStats(mode="record")
-        samples = _spread(len(boxes), SAMPLE_TILES)
-        sample_boxes = [_centre_crop(boxes[i], SAMPLE_SIDE) for i in samples]
-        last = last_exit(mode)
-        n_steps = len(samples) + len(boxes)
-
-        # 1. Sample tiles walk the exits; their mean score decides, their ECA means are kept.
-        sample_scores: list[list[float]] = [[] for _ in range(NUM_EXITS)]
-        sample_ms = [0.0] * NUM_EXITS
-        chosen = last
-        runs, walks = [], []
-        for n, box in enumerate(sample_boxes):
-            _check_cancel(cancel)
-            if progress:
-                progress("sample", n, n_steps)
-            x = self._tile_input(img, box)
-            runs.append(self.backend.start(x, stats, fast=self.fast))
-            # Each sample's own walk keeps its previous luma; all share the ECA record.
-            # Samples are scored padded, as they always were (the assessor's threshold was
-            # calibrated so).
-            walks.append(_Walk(stats, self._luma_of(x.float())))
-        sampled: list[ExitSignals] = []
-        decisions: list[Decision] = []
-        for k in range(1, last + 1):
-            for run, state in zip(runs, walks):
-                _check_cancel(cancel)
-                t0 = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                    out = run.next_exit().float().clamp_(0, 1)
-                self._sync()
-                sample_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                sample_scores[k - 1].append(self._signals(k, out, state).score)
-            sampled.append(ExitSignals.mean([state.signals[-1] for state in walks]))
-            # The ECA means over all the samples (each walk saw those of the samples before).
-            sampled[-1].eca = walks[-1].signals[-1].eca
-            decisions.append(self._decision(sampled, result))
-            if mode == "auto" and decisions[-1].stop:
-                chosen = k
-                break
-        del runs, walks, out
-        exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [chosen]
-        if isinstance(mode, int):
-            exits_wanted = [mode]
-
-        # 2. Every tile to the exit(s) wanted, all with the same ECA means, blended
-        # straight into the output frames.
-        stats.mode = "fixed"
-        frames = {k: self._output_frame(img) for k in exits_wanted}
-        acc = {k: f[..., : self.net.config.out_channels] for k, f in frames.items()}
-        stage_ms = [0.0] * NUM_EXITS
-        for n, (box, wy, wx) in enumerate(tiles):
-            _check_cancel(cancel)
-            if progress:
-                progress("tile", len(samples) + n, n_steps)
-            run = self.backend.start(self._tile_input(img, box), stats, fast=self.fast)
-            y0, y1, x0, x1 = box
-            for k in range(1, max(exits_wanted) + 1):
-                t0 = time.perf_counter()
-                if k not in acc:  # an exit on the way: its nodes, not its output head
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                        run.advance()
-                    stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-                    continue
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-                    out = run.next_exit()
-                tile_out = out[0, :, : y1 - y0, : x1 - x0].float().clamp_(0, 1)
-                acc[k][y0:y1, x0:x1] += (tile_out.permute(1, 2, 0).cpu().numpy()
-                                         * _blend_weight(wy, wx))
-                self._sync()
-                stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-            del run, out, tile_out
-        del acc
-        if progress:
-            progress("tile", n_steps, n_steps)
-
-        # 3. Assemble. Each assembled exit is scored on the whole image; the sample walk's
-        # cost is counted in every exit's time and MACs since it was spent to get there.
-        walked = sum(1 for sc in sample_scores if sc)
-        overhead_macs = sum(self.gmacs(*_padded(b))[walked - 1] for b in sample_boxes)
-        overhead_ms = sum(sample_ms)
-        for k in exits_wanted:
-            image = self._finish_frame(frames.pop(k), img)
-            t1 = time.perf_counter()
-            full = _score_frame(image)
-            iqa_ms = (time.perf_counter() - t1) * 1000
-            macs = sum(self.gmacs(*_padded(b))[k - 1] for b in boxes) + overhead_macs
-            # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
-            net_ms = stage_ms[k - 1] if mode == "all" else sum(stage_ms[:k])
-            e = ExitResult(k, image, full, net_ms + (overhead_ms if k == exits_wanted[0]
-                                                     else 0.0), iqa_ms, macs,
-                           sampled[k - 1] if k <= len(sampled) else None,
-                           decisions[k - 1] if k <= len(decisions) else None)
-            result.exits.append(e)
-            if on_exit:
-                on_exit(e)
-        result.chosen, result.decision = self._decide(sampled, result)
-        assert mode != "auto" or result.chosen == chosen
-        result.full_score = result.exit_result(result.chosen).score
-        result.sampled_scores = [float(np.mean(sc)) for sc in sample_scores if sc]
-        return result
-
-    def _tile_input(self, img: np.ndarray, box: Box) -> torch.Tensor:
-        """The padded network input of one tile, converted from the input pixels."""
-        y0, y1, x0, x1 = box
-        x = torch.from_numpy(self._net_input(img[y0:y1, x0:x1]))[None]
-        return _pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
-
-    def _output_frame(self, img: np.ndarray) -> np.ndarray:
-        """A zeroed frame with the layout of a luma model's RGB result (or an RGB
-        model's), whose first ``out_channels`` planes accumulate the blended tiles."""
+    def _output_frame(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A frame with the layout of the network output's finished result (3 planes for
+        a luma model on RGB, or for an RGB model), holding ``out`` (the network output,
+        ``(H, W, out_channels)``) in its first planes; zeros to blend tiles into when
+        ``out`` is None."""
         channels = max(img.shape[2], self.net.config.out_channels)
-        return np.zeros((*img.shape[:2], channels), np.float32)
+        if out is not None and out.shape[2] == channels:
+            return np.ascontiguousarray(out, dtype=np.float32)
+        frame = np.zeros((*img.shape[:2], channels), np.float32)
+        if out is not None:
+            frame[..., : out.shape[2]] = out
+        return frame
 
-    def _finish_frame(self, frame: np.ndarray, img: np.ndarray) -> np.ndarray:
-        """The blended network output in ``frame`` -> the result, band by band: RGB from
-        the output luma and the input's chroma, or grey from an RGB model's output."""
+    def _finish(self, frame: np.ndarray, img: np.ndarray) -> np.ndarray:
+        """The network output in ``frame`` (see :meth:`_output_frame`) -> the result, band
+        by band: RGB from the output luma and the input's chroma, or grey from an RGB
+        model's output."""
+        h, w = img.shape[:2]
         if self.channels == 1 and img.shape[2] == 3:
-            for r0, r1 in _row_bands(*img.shape[:2]):
+            for r0, r1 in row_bands(h, w, color.BAND_PIXELS):
                 y_in = np.empty((r1 - r0, img.shape[1]), np.float32)
                 cbcr = np.empty((*y_in.shape, 2), np.float32)
-                _split_band(img[r0:r1], y_in, cbcr)
+                split_band(img[r0:r1], y_in, cbcr)
                 y = frame[r0:r1, :, 0].copy()  # the output's R plane is written over it
-                _rgb_band(y, cbcr, frame[r0:r1])
+                rgb_band(y, cbcr, frame[r0:r1])
             return frame
         if self.channels == 3 and img.shape[2] == 1:
             gray = np.empty((*img.shape[:2], 1), np.float32)
-            for r0, r1 in _row_bands(*img.shape[:2]):
-                np.clip(_luma_np(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
+            for r0, r1 in row_bands(h, w, color.BAND_PIXELS):
+                np.clip(luma_of(frame[r0:r1]), 0, 1, out=gray[r0:r1, :, 0])
             return gray
         return frame
 
     # -- helpers -----------------------------------------------------------------------
-    def _prepare(self, img: np.ndarray) -> _Prepared:
-        h, w, c = img.shape
-        chroma = None
-        if self.channels == 1 and c == 3:
-            y, chroma = split_ycbcr(img)
-            net_in = y[None]
-        else:
-            net_in = self._net_input(img)
-        x = torch.from_numpy(net_in)[None]
-        x = _pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
-        return _Prepared(x, h, w, chroma, self.channels == 3 and c == 1)
-
-    def _net_input(self, pixels: np.ndarray) -> np.ndarray:
-        """``(h, w, C)`` pixels -> ``(C_model, h, w)`` float32 network input: luma for a
-        luma model, grey repeated for an RGB model."""
-        if self.channels == 1:
-            return _luma_np(pixels)[None]
-        if pixels.shape[2] == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
-
     def _luma_of(self, out: torch.Tensor) -> torch.Tensor:
         return out if out.shape[1] == 1 else iqa.luma(out)
-
-    def _finish(self, out: torch.Tensor, prep: _Prepared) -> np.ndarray:
-        arr = out[0].permute(1, 2, 0).cpu().numpy()
-        return self._finish_array(arr, prep)
-
-    def _finish_array(self, arr: np.ndarray, prep: _Prepared) -> np.ndarray:
-        if prep.chroma is not None:
-            return ycbcr_to_rgb(arr[..., 0], prep.chroma)
-        if prep.out_gray:
-            return np.clip(_luma_np(arr), 0, 1)[..., None].astype(np.float32)
-        return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _result(self, mode: ExitMode, img: np.ndarray, prior: JpegPrior | None) -> EnhanceResult:
         h, w = img.shape[:2]
@@ -741,14 +370,8 @@ class Enhancer:
 
     def _decide(self, signals: list[ExitSignals], result: EnhanceResult
                 ) -> tuple[int, Decision]:
-        """The exit the result reports and why: the forced one, or where auto stops (for
-        ``all``, where it would have)."""
-        mode = result.mode
-        if isinstance(mode, int):
-            return mode, Decision(True, mode, "forced", {"exit": mode},
-                                  f"exit {mode} was asked for")
-        d = walk(self.policy, signals, result.prior, result.gray_input)
-        return (d.exit if d.stop else NUM_EXITS), d
+        """The exit the result reports and why (:func:`rbqe.exit_policy.choose`)."""
+        return choose(self.policy, result.mode, signals, result.prior, result.gray_input)
 
     def passes(self, exit_: int, score: float) -> bool:
         """Whether the assessor rule may stop at exit ``exit_`` with this IQA score (an
@@ -761,11 +384,6 @@ class Enhancer:
             torch.cuda.synchronize(self.device)
 
 
-def _check_cancel(cancel: CancelCheck | None) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled("cancelled")
-
-
 def _as_hwc(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 2:
@@ -775,107 +393,3 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"empty image {img.shape}")
     return img
-
-
-def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
-    if not (ph or pw):
-        return x
-    # Reflection continues the picture without a hard edge; it needs pad < size, so tiny
-    # images fall back to repeating the border.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def _luma_np(arr: np.ndarray) -> np.ndarray:
-    """``(h, w)`` float32 luma of ``(h, w, 1 or 3)`` pixels."""
-    if arr.shape[-1] == 1:
-        return np.ascontiguousarray(arr[..., 0], dtype=np.float32)
-    y = np.empty(arr.shape[:2], np.float32)
-    _luma_into(arr, y)
-    return y
-
-
-def _score_frame(image: np.ndarray) -> float:
-    """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
-    h, w = image.shape[:2]
-    return iqa.score_rows(lambda r0, r1: _luma_np(image[r0:r1]), h, w)
-
-
-def _axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.ndarray]]:
-    """Split ``0..n`` into overlapping segments ``(start, end, weight)``.
-
-    Starts are multiples of 8 so every tile keeps the JPEG block grid where it was. Each
-    weight ramps up from an inner tile edge over ``overlap`` pixels; the weights are then
-    divided by their sum along the axis, so they sum to one everywhere (the 2-D weights
-    are products, so they do too) and blending needs no full-size weight buffer.
-    """
-    if n <= tile:
-        return [(0, n, np.ones(n, np.float32))]
-    count = int(np.ceil((n - overlap) / (tile - overlap)))
-    # As few segments as the tile allows, but no longer than needed to overlap by
-    # ``overlap``, rounded up to the network's multiple of 32: 24 MP at tile 1024 runs
-    # the network on 1.17x its pixels instead of 1.53x with full-size tiles.
-    need = -(-(n + (count - 1) * overlap) // count)  # ceil
-    length = min(tile, -(-need // MULTIPLE) * MULTIPLE)
-    step = (n - length) / (count - 1)
-    # The last start is rounded up, not down, so that no segment is longer than ``length``.
-    last = -(-(n - length) // 8) * 8
-    starts = sorted({round(i * step) // 8 * 8 for i in range(count - 1)} | {last})
-    ends = [min(s + length, n) for s in starts]
-    ends[-1] = n
-    raw = []
-    total = np.zeros(n, np.float64)
-    for i, (s0, s1) in enumerate(zip(starts, ends)):
-        pos = np.arange(s0, s1, dtype=np.float64) + 0.5
-        wgt = np.ones(s1 - s0)
-        if i > 0:
-            wgt = np.minimum(wgt, (pos - s0) / overlap)
-        if i + 1 < len(starts):
-            wgt = np.minimum(wgt, (s1 - pos) / overlap)
-        wgt = np.clip(wgt, 1e-3, 1)
-        raw.append(wgt)
-        total[s0:s1] += wgt
-    return [(s0, s1, (wgt / total[s0:s1]).astype(np.float32))
-            for s0, s1, wgt in zip(starts, ends, raw)]
-
-
-def _tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[Box, np.ndarray, np.ndarray]]:
-    """Tiles ``((y0, y1, x0, x1), wy, wx)`` covering an ``h x w`` image, with the row and
-    column blend weights; :func:`_blend_weight` makes the tile's 2-D weight when it is
-    blended (all of them at once were 0.5 GB for 100 MP)."""
-    return [((y0, y1, x0, x1), wy, wx)
-            for y0, y1, wy in _axis_segments(h, tile, overlap)
-            for x0, x1, wx in _axis_segments(w, tile, overlap)]
-
-
-def _blend_weight(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
-    """A tile's ``(th, tw, 1)`` blend weight from its row and column weights."""
-    return (wy[:, None] * wx[None, :])[..., None]
-
-
-def _padded(box: Box) -> tuple[int, int]:
-    y0, y1, x0, x1 = box
-    return (-(-(y1 - y0) // MULTIPLE) * MULTIPLE, -(-(x1 - x0) // MULTIPLE) * MULTIPLE)
-
-
-def _centre_crop(box: Box, side: int) -> tuple[int, int, int, int]:
-    """The centred ``side x side`` part of ``box`` (all of a shorter side), starts kept on
-    the 8-pixel JPEG grid."""
-    y0, y1, x0, x1 = box
-
-    def axis(a0: int, a1: int) -> tuple[int, int]:
-        if a1 - a0 <= side:
-            return a0, a1
-        s = a0 + ((a1 - a0 - side) // 2) // 8 * 8
-        return s, s + side
-
-    return (*axis(y0, y1), *axis(x0, x1))
-
-
-def _spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)``."""
-    if n <= k:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})

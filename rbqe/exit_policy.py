@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from rbqe.model import NUM_EXITS
+from rbqe.arch import NUM_EXITS
 
 ExitMode = str | int  # "auto", "all" or 1..NUM_EXITS
+EXIT_MODES = ("auto", "all", *(str(k) for k in range(1, NUM_EXITS + 1)))  # as typed
 RULES = ("assessor", "gate", "fixed")
 ECA_CHANNELS = 32  # channel means of the newest decoder node the gate reads (width 32)
 # The gate's inputs, in order. "change" is the mean absolute luma change (8-bit units)
@@ -48,13 +49,14 @@ PAPER_THRESHOLD = 0.855  # the paper's JPEG threshold, the assessor rule's defau
 
 
 # -- exit modes -------------------------------------------------------------------------------
-def check_mode(mode: ExitMode) -> ExitMode:
-    """``"auto"``, ``"all"`` or an exit 1..5 (digits accepted); else ValueError."""
+def parse_exit_mode(mode: ExitMode) -> ExitMode:
+    """The one exit-mode parser (engine, CLI, app): ``"auto"``, ``"all"``, or an exit
+    1..5 given as a number or its digits (``"3"`` -> 3); else ValueError."""
     if isinstance(mode, str) and mode.isdigit():
         mode = int(mode)
     if mode in ("auto", "all") or (isinstance(mode, int) and 1 <= mode <= NUM_EXITS):
         return mode
-    raise ValueError(f"exit mode must be auto, all or 1..{NUM_EXITS}, got {mode!r}")
+    raise ValueError(f"exit mode must be auto, all or 1-{NUM_EXITS}, not {mode!r}")
 
 
 def last_exit(mode: ExitMode) -> int:
@@ -132,12 +134,13 @@ class ExitSignals:
     def mean(signals: Sequence[ExitSignals]) -> ExitSignals:
         """The average of the same exit's signals over several sample tiles."""
         ecas = [s.eca for s in signals if s.eca is not None]
-        return ExitSignals(
-            signals[0].exit,
-            *(float(np.mean([getattr(s, f) for s in signals]))
-              for f in ("score", "blockiness", "blur", "smooth_share", "change")),
-            eca=np.mean(ecas, axis=0) if ecas else None,
-        )
+
+        def mean(name: str) -> float:
+            return float(np.mean([getattr(s, name) for s in signals]))
+
+        return ExitSignals(signals[0].exit, mean("score"), mean("blockiness"), mean("blur"),
+                           mean("smooth_share"), mean("change"),
+                           eca=np.mean(ecas, axis=0) if ecas else None)
 
 
 def features(walked: Sequence[ExitSignals], prior: JpegPrior | None, gray: bool) -> np.ndarray:
@@ -256,7 +259,7 @@ class ExitPolicy:
         if self.rule == "assessor":
             t = float(self.params["threshold"])
             ok = s.score >= t
-            values = {"score": round(s.score, 4), "threshold": t}
+            values: dict[str, Any] = {"score": round(s.score, 4), "threshold": t}
             if ok:
                 return Decision(True, k, "assessor", values,
                                 f"{jpeg}the quality score {s.score:.3f} reached {t:.3f}")
@@ -360,6 +363,24 @@ def walk(policy: ExitPolicy, signals: Sequence[ExitSignals], prior: JpegPrior | 
             return d
     assert d is not None, "no exit walked"
     return d
+
+
+def choose(policy: ExitPolicy, mode: ExitMode, signals: Sequence[ExitSignals],
+           prior: JpegPrior | None = None, gray: bool = False) -> tuple[int, Decision]:
+    """The exit a result reports for ``mode``, and why: a forced exit as asked; else the
+    exit where auto's :func:`walk` stops on ``signals`` (for ``all``: where it would have),
+    or the last exit when it never does."""
+    if isinstance(mode, int):
+        return mode, Decision(True, mode, "forced", {"exit": mode},
+                              f"exit {mode} was asked for")
+    d = walk(policy, signals, prior, gray)
+    return (d.exit if d.stop else NUM_EXITS), d
+
+
+def ends_walk(mode: ExitMode, decision: Decision) -> bool:
+    """Whether the walk over the exits ends at this decision: under ``auto`` when the
+    policy stops; a forced exit and ``all`` walk to their last exit."""
+    return mode == "auto" and decision.stop
 
 
 def may_stop(exit_: int, score: float, threshold: float, min_exit: int = 1) -> bool:

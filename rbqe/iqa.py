@@ -38,6 +38,9 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from rbqe import color
+from rbqe.bands import row_bands
+
 __all__ = ["luma", "score", "score_rows", "score_torch", "tchebichef_basis"]
 
 SSM_THRESHOLD = 0.004  # smooth/textured split
@@ -64,8 +67,8 @@ def _basis_cached(n: int) -> np.ndarray:
         v = [x**degree for x in xs]
         for r in rows:
             rr = sum((a * a for a in r), Fraction(0))
-            coef = sum((a * b for a, b in zip(v, r)), Fraction(0)) / rr
-            v = [a - coef * b for a, b in zip(v, r)]
+            coef = sum((a * b for a, b in zip(v, r, strict=True)), Fraction(0)) / rr
+            v = [a - coef * b for a, b in zip(v, r, strict=True)]
         rows.append(v)
     # Monic in x at every step, so the leading coefficient is already positive.
     out = np.empty((n, n), dtype=np.float64)
@@ -157,10 +160,9 @@ def _bands(height: int, width: int, block: int) -> list[tuple[int, int]]:
     """Row ranges ``[r0, r1)`` of whole block rows (rows ``block//2 + k*block``) holding
     about ``BAND_PIXELS`` pixels each, to score a large image band by band."""
     o = block // 2
-    n_rows = height // block - 1
-    per_band = max(1, BAND_PIXELS // (width * block))
-    return [(o + k * block, o + min(k + per_band, n_rows) * block)
-            for k in range(0, n_rows, per_band)]
+    n_rows = height // block - 1  # in blocks
+    return [(o + a * block, o + b * block)
+            for a, b in row_bands(n_rows, width * block, BAND_PIXELS)]
 
 
 @torch.no_grad()
@@ -422,5 +424,4 @@ def luma(rgb: torch.Tensor) -> torch.Tensor:
     """
     if rgb.dim() != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) RGB, got {tuple(rgb.shape)}")
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
+    return color.luma(rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3])

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_EXITS = 5
-MULTIPLE = 2**NUM_EXITS  # five stride-2 downsamplings
+from rbqe.arch import MULTIPLE, NUM_EXITS  # noqa: F401  (importable from here too)
+from rbqe.bands import row_bands
 
 
 @dataclass(frozen=True)
@@ -407,8 +407,7 @@ class FastProgressiveRun(ProgressiveRun):
     @staticmethod
     def _stripes(h: int, w: int) -> list[tuple[int, int]]:
         """Output row ranges ``(r0, r1)`` of the stripes of an ``h x w`` map."""
-        rows = max(MIN_STRIPE_ROWS, STRIPE_PIXELS // max(w, 1)) // 2 * 2
-        return [(r0, min(h, r0 + rows)) for r0 in range(0, h, rows)]
+        return row_bands(h, w, STRIPE_PIXELS, step=2, min_rows=MIN_STRIPE_ROWS)
 
     def _block(self, mods: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         for m in mods:

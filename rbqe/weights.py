@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from rbqe.errors import WeightsError
 from rbqe.exit_policy import PAPER_THRESHOLD, ExitPolicy, PolicySet, check_min_exit
+from rbqe.io.atomic import atomic_write, remove_stale_temps
 from rbqe.model import ModelConfig, RBQENet
 
 ARCHITECTURE = "rbqe-unetpp"
@@ -146,15 +146,12 @@ def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_T
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    remove_stale_temps(path.parent)  # what a killed save here left, as a batch does
+
+    def write(fh: IO[bytes]) -> None:  # serialised inside: a kill leaves rbqe's temp name
+        fh.write(save(tensors, metadata=meta))
+
+    atomic_write(path, write, mode=0o644)  # weights are meant to be shared
     return path
 
 

@@ -13,6 +13,7 @@ from rbqe_studio.compare_panel import ComparePanel
 from rbqe_studio.exits import INPUT
 from rbqe_studio.queue_panel import QueuePanel
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE
+from rbqe.arch import NUM_EXITS
 
 Key = str | QKeySequence.StandardKey
 Command = Callable[[], object]
@@ -110,7 +111,7 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     _add(win, v, "Next image", lambda: queue.step(1), ("Right", "PgDown", "J"))
     _add(win, v, "Previous image", lambda: queue.step(-1), ("Left", "PgUp", "K"))
     v.addSeparator()
-    for k in range(6):
+    for k in range(NUM_EXITS + 1):  # the input (0) and every exit
         _add(win, v, "Show input" if k == INPUT else f"Show exit {k}",
              lambda k=k: cp.pick(k, "b"), (str(k),))
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
 from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
 from rbqe_studio.jobs import ViewData
@@ -55,9 +56,9 @@ class InfoPanel(QScrollArea):
                                   "Tiling"]))
 
         lay.addWidget(_section("Per stage"))
-        self.table = QTableWidget(5, 4)
+        self.table = QTableWidget(NUM_EXITS, 4)
         self.table.setHorizontalHeaderLabels(["Stage", "IQA", "Score", "GMAC"])
-        self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, 6)])
+        self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, NUM_EXITS + 1)])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -65,7 +66,7 @@ class InfoPanel(QScrollArea):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(24)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setFixedHeight(24 * 5 + self.table.horizontalHeader().sizeHint().height() + 4)
+        self.table.setFixedHeight(24 * NUM_EXITS + self.table.horizontalHeader().sizeHint().height() + 4)
         lay.addWidget(self.table)
 
         lay.addWidget(_section("Time"))
@@ -102,7 +103,7 @@ class InfoPanel(QScrollArea):
         self._clear_table()
 
     def _clear_table(self) -> None:
-        for row in range(5):
+        for row in range(NUM_EXITS):
             for col in range(4):
                 self.table.setItem(row, col, QTableWidgetItem("–"))
 

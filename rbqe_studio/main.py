@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication
 from rbqe_studio import theme
 from rbqe_studio.logs import install_excepthook, setup_logging
 from rbqe_studio.settings import APPLICATION, ORGANIZATION
+from rbqe.exit_policy import EXIT_MODES, parse_exit_mode
 
 log = logging.getLogger(__name__)
 SCREENSHOT_SIZE = (1480, 920)
@@ -34,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--weights", help="model weights (.safetensors); default: RBQE_WEIGHTS or "
                    "the weights shipped with rbqe")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (saved as the device setting)")
-    p.add_argument("--exit", dest="exit_mode", choices=["auto", "all", "1", "2", "3", "4", "5"],
+    p.add_argument("--exit", dest="exit_mode", choices=EXIT_MODES,
                    help="exit mode for this session (all: compute all five exits)")
     p.add_argument("--screenshot", metavar="OUT.png",
                    help="process the first image, save a grab of the window, quit")
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         window.settings_panel.refresh()
         window.setting_changed("device")
     if args.exit_mode:
-        mode = args.exit_mode
-        window.session.mode_override = int(mode) if mode.isdigit() else mode
+        window.session.mode_override = parse_exit_mode(args.exit_mode)
         window.update_threshold()
     if args.screenshot:
         window.session.background = False

@@ -248,7 +248,7 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
-            self.show_message(f"{data.path.name}: exit {r.chosen} of 5, score "
+            self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
                               f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(r.total_ms)}")
         self._update_actions()
 

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only the functions below touch Qt: the dataclass loads none
     from PySide6.QtCore import QByteArray, QSettings
 
+from rbqe.exit_policy import EXIT_MODES as ALL_EXIT_MODES
+from rbqe.exit_policy import ExitMode, parse_exit_mode
+
 ORGANIZATION = "RBQE"
 APPLICATION = "RBQE Studio"
 
-EXIT_MODES = ("auto", "1", "2", "3", "4", "5")
+EXIT_MODES = tuple(m for m in ALL_EXIT_MODES if m != "all")  # a setting forces no "all"
 BACKENDS = ("auto", "torch", "openvino")  # rbqe.backends.BACKENDS, without importing torch
 MODELS = ("rgb", "y")  # keys of rbqe.weights.SHIPPED_MODELS
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -82,9 +85,9 @@ class AppSettings:
             self.suffix = self.suffix.replace("/", "").replace("\\", "")
 
     @property
-    def mode(self) -> str | int:
+    def mode(self) -> ExitMode:
         """The exit mode as :meth:`rbqe.engine.Enhancer.enhance` takes it."""
-        return "auto" if self.exit_mode == "auto" else int(self.exit_mode)
+        return parse_exit_mode(self.exit_mode)
 
 
 def _coerce(value: object, default: object) -> object:

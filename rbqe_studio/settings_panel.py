@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from rbqe_studio.settings import AppSettings
+from rbqe.arch import NUM_EXITS
 
 
 def cuda_devices() -> list[tuple[str, str]]:
@@ -96,7 +97,7 @@ class SettingsPanel(QWidget):
         self.model.setToolTip("The shipped models; weights/MODEL_CARD.md compares them")
         self.mode = QComboBox()
         self.mode.addItem("Auto (stop at the threshold)", "auto")
-        for k in range(1, 6):
+        for k in range(1, NUM_EXITS + 1):
             self.mode.addItem(f"Always exit {k}", str(k))
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)

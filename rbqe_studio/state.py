@@ -6,7 +6,6 @@ an ETA is estimated) are tested as plain Python.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from rbqe.batch import ItemReport
+
+from rbqe.io import path_key  # the one identity rule: the queue agrees with the batch lister
 
 WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
 BLOCKED = "blocked"  # waits for a usable model (missing weights, unusable device)
@@ -42,10 +43,6 @@ class QueueItem:
         self.status, self.error = WAITING, ""
         self.exit = self.score = self.time_ms = None
         self.report = None
-
-
-def path_key(path: Path) -> str:
-    return os.path.normcase(os.path.abspath(path))
 
 
 class Queue:

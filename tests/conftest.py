@@ -1,53 +1,30 @@
 """Shared fixtures: a tiny saved model and a small JPEG-compressed test picture.
 
-Kept minimal on purpose; module-specific fixtures live in their test files.
+Kept minimal on purpose: what they build is :mod:`tests.helpers`'s; module-specific
+fixtures live in their test files.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
-
-
-def tiny_net(channels: int = 1, seed: int = 0) -> RBQENet:
-    """A random width-8 RBQE network (about 1/16 of the paper's MACs), in eval mode."""
-    torch.manual_seed(seed)
-    return RBQENet(ModelConfig(channels, channels, 8)).eval()
-
-
-def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
-    """A smooth, textured RGB uint8 picture: gradients, a few discs and mild noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.stack([xx / max(width, 1), yy / max(height, 1),
-                    0.5 + 0.25 * np.sin(xx / 7.0) * np.cos(yy / 5.0)], axis=-1)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(3, 20)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0.1, 0.9, 3)
-    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
-def jpeg_compress(rgb: np.ndarray, quality: int = 20) -> np.ndarray:
-    """``rgb`` (uint8) through a JPEG round trip: real blocking artefacts."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert(Image.fromarray(rgb).mode))
+from tests.helpers import jpeg_compress, jpeg_pixels, photo, save_tiny_weights, tiny_net
 
 
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
-    """``RBQENet(ModelConfig(1, 1, 8))`` saved as safetensors in ``tmp_path``."""
-    return save_weights(tiny_net(1), tmp_path / "tiny.safetensors")
+    """The tiny luma model (:func:`tests.helpers.tiny_net`) saved in ``tmp_path``."""
+    return save_tiny_weights(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """The tiny luma model saved once per test module."""
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 @pytest.fixture
@@ -80,10 +57,9 @@ def make_net():
 
 @pytest.fixture
 def make_jpeg():
-    """Factory ``make_jpeg(height, width, seed=0, quality=20)``: uint8 RGB after JPEG."""
-    def make(height: int, width: int, seed: int = 0, quality: int = 20) -> np.ndarray:
-        return jpeg_compress(photo(height, width, seed=seed), quality)
-    return make
+    """Factory ``make_jpeg(height, width, seed=0, quality=20)``: the uint8 RGB *pixels*
+    after JPEG (:func:`tests.helpers.jpeg_pixels`; a JPEG *file*: ``write_jpeg``)."""
+    return jpeg_pixels
 
 
 @pytest.fixture(autouse=True, scope="session")

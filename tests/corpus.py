@@ -21,6 +21,22 @@ from PIL import Image, ImageCms
 MAKE = "RBQE Test Camera"
 MODEL = "Corpus-1"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The corpus cases no reader can take -> the cause rbqe.io gives after "<file>: " (one
+# table for the io tests, which load them, and the robustness tests, which batch them).
+EXPECTED_ERROR = {
+    "jpeg_truncated": "truncated or corrupt image data",
+    "png_truncated": "truncated or corrupt image data",
+    "png16_truncated": "truncated or corrupt image data",
+    "empty": "empty file (0 bytes)",
+    "text_as_jpg": "not an image file (unrecognised format)",
+    "stray_text": "not an image file (unrecognised format)",
+    "bomb": (
+        "image is 30000 x 30000 = 900 megapixels, over the limit of 200 megapixels "
+        "(raise with --max-pixels)"
+    ),
+    "header_100mp": ("truncated or corrupt image data (header declares 10000 x 10000 but the "
+                     "file holds only 16 bytes of pixel data)"),  # refused before decoding
+}
 
 
 @functools.cache

@@ -17,9 +17,10 @@ import torch
 from rbqe.backends import TorchBackend, make_backend, openvino_installed
 from rbqe.backends.cache import weights_hash
 from rbqe.backends.stages import Stage, stage_io
-from rbqe.engine import TILE_OVERLAP, Enhancer, _tiles
+from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
 from rbqe.model import NUM_EXITS, EcaStats
+from rbqe.tiling import TILE_OVERLAP, tiles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
@@ -167,7 +168,7 @@ def test_openvino_tiled_matches_untiled_without_seams(net, gray_jpeg, k):
                         precision="f32").enhance(gray_jpeg, k).image
     tiled = Enhancer(net=net, device="cpu", tile=128, backend="openvino", precision="f32")
     res = tiled.enhance(gray_jpeg, k)
-    assert res.tiled and res.tiles == len(_tiles(288, 320, 128, TILE_OVERLAP))
+    assert res.tiled and res.tiles == len(tiles(288, 320, 128, TILE_OVERLAP))
     assert psnr(res.image, ov_whole) >= 40
     # The shared ECA statistics went through the fixed stages: torch gets the same tiles.
     torch_tiled = Enhancer(net=net, device="cpu", tile=128, backend="torch").enhance(

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from clirun import run_cli
 from corpus import pattern, sha256
 from PIL import Image
@@ -35,8 +34,6 @@ from PIL import Image
 from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.io import OUTPUT_LOG, STALE_TEMP_AGE_S, estimate_jpeg_quality
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
 
 TEMP_RE = re.compile(r"^\.rbqe-.*\.part$")  # rbqe.io's atomic-write temp files
 STOP_NOTICE = "rbqe: stopping after the current stage (Ctrl-C again to abort)"
@@ -45,13 +42,6 @@ STOP_NOTICE = "rbqe: stopping after the current stage (Ctrl-C again to abort)"
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
-                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 def enhance(weights: Path, *args: str | Path) -> tuple[int, str, dict | None]:

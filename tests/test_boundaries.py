@@ -30,3 +30,11 @@ def test_importing_the_library_loads_no_qt() -> None:
             "print(any(m.startswith('PySide6') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_exit_mode_parser_loads_no_torch() -> None:
+    # The app's settings and command line parse exit modes before the engine is needed.
+    code = ("import sys, rbqe.exit_policy, rbqe.arch; "
+            "print(any(m.split('.')[0] == 'torch' for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

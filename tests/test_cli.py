@@ -130,6 +130,26 @@ def test_report_auto_and_all(capsys, weights_env, inputs, tmp_path):
     assert len(entry["times_ms"]["stages"]) == 5 and 1 <= entry["exit"] <= 5
 
 
+def test_a_tiled_image_reports_every_exit_it_computed(capsys, weights_env, make_jpeg,
+                                                       tmp_path):
+    # Issue 13, 6d: under auto (and a forced exit) a tiled image recorded only the chosen
+    # exit's score, an untiled one every exit it walked. Both now record exits 1..chosen:
+    # the tiled image's earlier exits with the sample tiles' mean score.
+    src = tmp_path / "big.jpg"
+    Image.fromarray(make_jpeg(200, 260, seed=4)).save(src, "JPEG", quality=20)
+    for extra in (["--threshold", "0", "--min-exit", "3"], ["--exit", "3"]):
+        entries = {}
+        for tile in ("128", "0"):
+            report = tmp_path / f"r{tile}.json"
+            code, _, err = run(capsys, "enhance", src, "-o", tmp_path / f"o{tile}{extra[1]}",
+                               "--tile", tile, "--report", report, *extra)
+            assert code == 0, err
+            (entries[tile],) = json.loads(report.read_text())["images"]
+        assert entries["128"]["exit"] == entries["0"]["exit"] == 3
+        assert list(entries["128"]["scores"]) == list(entries["0"]["scores"]) == ["1", "2", "3"]
+        assert all(0 <= s <= 1 for s in entries["128"]["scores"].values())
+
+
 def test_bad_files_fail_one_line_each_and_the_rest_is_done(capsys, weights_env, inputs,
                                                           tmp_path):
     bad = tmp_path / "bad"

@@ -12,14 +12,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from corpus import pattern
 from PIL import Image
 
 from rbqe.errors import ImageReadError, show_path
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
     """A small RGB test picture (uint8)."""
     return pattern(height, width, 3, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
-                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 def save(path: Path, seed: int = 0) -> Path:

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from clirun import run_cli
 from rbqe.batch import BatchOptions
 from rbqe.io import OUTPUT_LOG
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
+from tests.helpers import save_tiny_weights
 
 
 def _jpeg_photo(height: int, width: int, seed: int) -> np.ndarray:
@@ -58,8 +56,7 @@ def corpus(tmp_path_factory):
     rgba = np.dstack([_jpeg_photo(32, 40, seed=8), np.full((32, 40), 200, np.uint8)])
     Image.fromarray(rgba).save(src / "alpha.png")
     (src / "bad.jpg").write_bytes(b"not a jpeg at all")
-    torch.manual_seed(0)
-    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)).eval(), root / "tiny.safetensors")
+    weights = save_tiny_weights(root / "tiny.safetensors")
     rc, err = run_cli(["enhance", str(src), "-o", str(root / "local"), "--weights", str(weights),
                        "--report", str(root / "local.json")])
     assert rc == 1 and "bad.jpg" in err

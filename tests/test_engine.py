@@ -12,20 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from rbqe.engine import (
-    MIN_TILE,
-    TILE_OVERLAP,
-    Enhancer,
-    _axis_segments,
-    _blend_weight,
-    _pad_to_multiple,
-    _tiles,
-    rgb_to_ycbcr,
-    split_ycbcr,
-    ycbcr_to_rgb,
-)
+from rbqe import iqa
+from rbqe.bands import row_bands
+from rbqe.color import luma_of, split_ycbcr, ycbcr_to_rgb
+from rbqe.engine import Enhancer
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
+from rbqe.tiling import (
+    MIN_TILE,
+    TILE_OVERLAP,
+    axis_segments,
+    blend_weight,
+    pad_to_multiple,
+    padded_box,
+    padded_size,
+    tiles,
+)
 
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
@@ -210,10 +212,32 @@ def test_luma_model_keeps_chroma(net, jpeg_image):
     # Compare where no channel was clipped: there only the conversion rounding remains.
     inside = np.all((out > 1e-4) & (out < 1 - 1e-4), axis=2)
     assert inside.mean() > 0.9
-    cin, cout = rgb_to_ycbcr(jpeg_image)[..., 1:], rgb_to_ycbcr(out)[..., 1:]
+    (yin, cin), (yout, cout) = split_ycbcr(jpeg_image), split_ycbcr(out)
     assert np.abs(cin - cout)[inside].max() < 2e-3
     # ... while the luma did change.
-    assert np.abs(rgb_to_ycbcr(jpeg_image)[..., 0] - rgb_to_ycbcr(out)[..., 0]).max() > 1e-3
+    assert np.abs(yin - yout).max() > 1e-3
+
+
+def test_one_luma_for_numpy_torch_and_saving():
+    # Every luma in the package is rbqe.color.luma: the engine's numpy frames, the IQA's
+    # tensors and the saver's fold give the same float32 bits (pinned so that a rewrite of
+    # one of them cannot drift the outputs).
+    rng = np.random.default_rng(11)
+    rgb = rng.random((37, 29, 3), dtype=np.float32)
+    r, g, b = (rgb[..., c] for c in range(3))
+    y = luma_of(rgb)
+    assert y.dtype == np.float32
+    expected = np.float32(0.299) * r + np.float32(0.587) * g
+    expected += np.float32(0.114) * b
+    np.testing.assert_array_equal(y, expected)
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+    np.testing.assert_array_equal(iqa.luma(t)[0, 0].numpy(), y)
+    from rbqe.io.pixels import _fit_channels
+
+    np.testing.assert_array_equal(_fit_channels(rgb.astype(np.float64), 1)[..., 0], y)
+    # float64 (the training metrics) and a gray image's own channel
+    assert luma_of(rgb, np.float64).dtype == np.float64
+    np.testing.assert_array_equal(luma_of(rgb[..., :1]), rgb[..., 0])
 
 
 def test_gray_stays_gray(net, gray):
@@ -245,19 +269,19 @@ def _assemble_per_tile_eca(net, img: np.ndarray, tile: int, k: int) -> np.ndarra
     src = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
     acc = np.zeros((h, w, 1), np.float32)
     with torch.no_grad():
-        for (y0, y1, x0, x1), wy, wx in _tiles(h, w, tile, TILE_OVERLAP):
-            run = net.start(_pad_to_multiple(src[..., y0:y1, x0:x1]), fast=True)
+        for (y0, y1, x0, x1), wy, wx in tiles(h, w, tile, TILE_OVERLAP):
+            run = net.start(pad_to_multiple(src[..., y0:y1, x0:x1]), fast=True)
             for _ in range(k):
                 out = run.next_exit()
             acc[y0:y1, x0:x1] += (out[0, :, : y1 - y0, : x1 - x0].clamp(0, 1).permute(1, 2, 0)
-                                  .numpy() * _blend_weight(wy, wx))
+                                  .numpy() * blend_weight(wy, wx))
     return acc
 
 
 def _boundary_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
     """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
     mask = np.zeros((h, w), bool)
-    for y0, y1, x0, x1 in (b for b, _, _ in _tiles(h, w, tile, TILE_OVERLAP)):
+    for y0, y1, x0, x1 in (b for b, _, _ in tiles(h, w, tile, TILE_OVERLAP)):
         for y in (y0, y1):
             if 0 < y < h:
                 mask[max(0, y - band):y + band, x0:x1] = True
@@ -274,7 +298,7 @@ def test_tiled_matches_untiled_without_seams(make_net, make_jpeg, k):
     whole = enhancer(net, tile=0).enhance(img, k).image
     tiled_res = enhancer(net, tile=128).enhance(img, k)
     assert tiled_res.tiled and tiled_res.chosen == k
-    assert tiled_res.tiles == len(_tiles(288, 320, 128, TILE_OVERLAP)) == 16
+    assert tiled_res.tiles == len(tiles(288, 320, 128, TILE_OVERLAP)) == 16
     tiled = tiled_res.image
     assert tiled.shape == whole.shape
     shared = psnr(tiled, whole)
@@ -365,7 +389,7 @@ def test_bad_min_exit_in_a_weights_file_is_one_clear_error(net, tmp_path):
      (6000, 1024, 64), (1025, 1024, 64)],
 )
 def test_blend_weights_are_a_partition_of_unity(n, tile, overlap):
-    segs = _axis_segments(n, tile, overlap)
+    segs = axis_segments(n, tile, overlap)
     total = np.zeros(n, np.float64)
     for s0, s1, wgt in segs:
         assert 0 <= s0 < s1 <= n and s1 - s0 <= tile and s0 % 8 == 0
@@ -378,8 +402,8 @@ def test_blend_weights_are_a_partition_of_unity(n, tile, overlap):
 def test_blend_weights_2d():
     h, w = 300, 260
     total = np.zeros((h, w, 1), np.float64)
-    for (y0, y1, x0, x1), wy, wx in _tiles(h, w, 128, TILE_OVERLAP):
-        wgt = _blend_weight(wy, wx)
+    for (y0, y1, x0, x1), wy, wx in tiles(h, w, 128, TILE_OVERLAP):
+        wgt = blend_weight(wy, wx)
         assert wgt.shape == (y1 - y0, x1 - x0, 1)
         total[y0:y1, x0:x1] += wgt
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
@@ -405,6 +429,23 @@ def test_plain_path_on_other_devices_is_the_module_path(net, gray, monkeypatch):
         np.testing.assert_allclose(a.image, b.image, atol=1e-5)
 
 
+def test_tiled_scores_cover_every_exit_computed(net, make_jpeg):
+    # The whole-image path scores each exit it walks; a tiled image walks them on its
+    # sample tiles and assembles only the chosen one: EnhanceResult.scores has both.
+    img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
+    e = enhancer(net, tile=128, threshold=0.0, min_exit=3)
+    for mode in ("auto", 3):
+        res = e.enhance(img, mode)
+        assert res.tiled and res.chosen == 3 and [x.exit for x in res.exits] == [3]
+        assert list(res.scores) == [1, 2, 3]
+        assert [res.scores[k] for k in (1, 2)] == res.sampled_scores[:2]
+        assert res.scores[3] == res.full_score == res.exits[0].score
+    every = e.enhance(img, "all")
+    assert every.scores == {x.exit: x.score for x in every.exits}  # all assembled
+    whole = enhancer(net, tile=0, threshold=0.0, min_exit=3).enhance(img)
+    assert whole.scores == {x.exit: x.score for x in whole.exits} and list(whole.scores) == [1, 2, 3]
+
+
 def test_tile_size_is_reported(net, make_jpeg):
     img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
     assert enhancer(net, tile=128).enhance(img, 1).tile_size == 128
@@ -413,11 +454,24 @@ def test_tile_size_is_reported(net, make_jpeg):
 
 
 # -- memory -----------------------------------------------------------------------------------
+def test_row_bands_and_padded_sides():
+    # The one row-band helper (colour, IQA, saving, the fast model path) and the one
+    # pad-to-MULTIPLE rule (engine, tiles, report).
+    assert row_bands(10, 4, 12) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert row_bands(0, 4, 12) == [] and row_bands(3, 100, 10) == [(0, 1), (1, 2), (2, 3)]
+    assert row_bands(100, 1000, 32 * 1024, step=2, min_rows=16) == [
+        (0, 32), (32, 64), (64, 96), (96, 100)]
+    assert row_bands(40, 10_000, 32 * 1024, step=2, min_rows=16) == [(0, 16), (16, 32), (32, 40)]
+    assert [padded_size(n) for n in (1, 31, 32, 33, 96)] == [32, 32, 32, 64, 96]
+    assert padded_box((8, 40, 0, 100)) == (32, 128)
+    assert tuple(pad_to_multiple(torch.zeros(1, 1, 33, 64)).shape[-2:]) == (64, 64)
+
+
 def test_colour_conversions_in_bands_match_one_band(jpeg_image, monkeypatch):
     img = np.ascontiguousarray(np.tile(jpeg_image, (3, 2, 1)))  # 288 x 160
     y, cbcr = split_ycbcr(img)
     rgb = ycbcr_to_rgb(y, cbcr)
-    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 1000)  # a few rows per band
+    monkeypatch.setattr("rbqe.color.BAND_PIXELS", 1000)  # a few rows per band
     y2, cbcr2 = split_ycbcr(img)
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(cbcr2, cbcr)
@@ -436,7 +490,7 @@ def test_tiled_result_is_the_same_in_bands(make_net, make_jpeg, monkeypatch, cha
     if gray_input:
         img = np.ascontiguousarray(img.mean(axis=2, keepdims=True))
     one = enhancer(net, tile=128).enhance(img, "all")
-    monkeypatch.setattr("rbqe.engine.BAND_PIXELS", 700)
+    monkeypatch.setattr("rbqe.color.BAND_PIXELS", 700)
     monkeypatch.setattr("rbqe.iqa.BAND_PIXELS", 700)
     many = enhancer(net, tile=128).enhance(img, "all")
     assert one.image.shape == (*img.shape[:2], 1 if gray_input else 3)

@@ -18,13 +18,17 @@ from rbqe import iqa
 from rbqe.engine import Enhancer
 from rbqe.errors import WeightsError
 from rbqe.exit_policy import (
+    EXIT_MODES,
     FEATURES,
     ExitPolicy,
     ExitSignals,
     JpegPrior,
     PolicySet,
     auto_exit,
+    choose,
+    ends_walk,
     features,
+    parse_exit_mode,
     walk,
 )
 from rbqe.io import load_image
@@ -32,7 +36,7 @@ from rbqe.model import NUM_EXITS
 from rbqe.train import gate
 from rbqe.weights import PACKAGE_WEIGHTS, read_info, save_weights, set_policy, set_threshold
 from tests.clirun import run_cli
-from tests.conftest import jpeg_compress, photo, tiny_net
+from tests.helpers import jpeg_compress, photo, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +105,37 @@ def test_assessor_rule_walks_like_auto_exit():
         t, m = float(rng.uniform(0.2, 0.9)), int(rng.integers(1, 6))
         d = walk(ExitPolicy.assessor(t, m), _signals(scores))
         assert d.stop and d.exit == auto_exit(scores, t, m)
+
+
+def test_one_exit_mode_parser_for_the_engine_and_the_cli():
+    from rbqe.cli import build_parser
+
+    assert [parse_exit_mode(m) for m in EXIT_MODES] == ["auto", "all", 1, 2, 3, 4, 5]
+    assert [parse_exit_mode(k) for k in range(1, NUM_EXITS + 1)] == [1, 2, 3, 4, 5]
+    for bad in (0, 6, "6", "best", "1.5", "", None):
+        with pytest.raises(ValueError, match="exit mode must be auto, all or 1-5"):
+            parse_exit_mode(bad)
+    cli = build_parser()
+    for text, mode in (("auto", "auto"), ("all", "all"), ("4", 4)):
+        assert cli.parse_args(["enhance", "x", "-o", "y", "--exit", text]).exit_mode == mode
+
+
+def test_choose_reports_the_forced_exit_or_where_auto_stops():
+    policy = ExitPolicy.assessor(0.5, 2)
+    signals = _signals([0.9, 0.6, 0.7, 0.2, 0.1])
+    # auto and all: the first exit from min_exit on whose score reaches the threshold
+    for mode in ("auto", "all"):
+        exit_, d = choose(policy, mode, signals)
+        assert exit_ == 2 and d.stop and d.exit == 2
+    assert ends_walk("auto", d) and not ends_walk("all", d) and not ends_walk(2, d)
+    exit_, d = choose(policy, 4, signals[:4])
+    assert exit_ == 4 and d.signal == "forced" and d.text == "exit 4 was asked for"
+    # never reached: the last exit, which ends the walk; signals that end before it (the
+    # forced exits the walk was given) leave the last decision, not a stop
+    high = ExitPolicy.assessor(0.95, 1)
+    assert choose(high, "auto", signals)[0] == NUM_EXITS
+    exit_, d = choose(high, "all", signals[:3])
+    assert exit_ == NUM_EXITS and d.exit == 3 and not d.stop
 
 
 def test_gate_stops_when_the_predicted_gain_falls_below_tau_and_says_why():

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from corpus import (
+    EXPECTED_ERROR,
     MAKE,
     MODEL,
     build_corpus,
@@ -48,6 +50,7 @@ from rbqe.io import (
     lists_folder,
     load_image,
     output_path_for,
+    path_key,
     plan_outputs,
     record_output,
     remove_stale_temps,
@@ -80,18 +83,6 @@ READABLE = [
     "bmp",
     "tiff",
 ]
-BROKEN = {
-    "jpeg_truncated": "truncated or corrupt image data",
-    "png_truncated": "truncated or corrupt image data",
-    "png16_truncated": "truncated or corrupt image data",
-    "empty": "empty file (0 bytes)",
-    "text_as_jpg": "not an image file (unrecognised format)",
-    "stray_text": "not an image file (unrecognised format)",
-    "bomb": (
-        "image is 30000 x 30000 = 900 megapixels, over the limit of 200 megapixels "
-        "(raise with --max-pixels)"
-    ),
-}
 
 
 @pytest.fixture
@@ -161,13 +152,13 @@ def test_every_readable_case_loads_and_round_trips(corpus, tmp_path: Path, name:
         np.testing.assert_array_equal(back.alpha, src.alpha)
 
 
-@pytest.mark.parametrize("name", sorted(BROKEN))
+@pytest.mark.parametrize("name", sorted(EXPECTED_ERROR))
 def test_bad_files_give_one_clear_line(corpus, name: str) -> None:
     with pytest.raises(ImageReadError) as info:
         load_image(corpus[name])
     err = info.value
-    assert err.reason == BROKEN[name]
-    assert str(err) == f"{corpus[name]}: {BROKEN[name]}"
+    assert err.reason == EXPECTED_ERROR[name]
+    assert str(err) == f"{corpus[name]}: {EXPECTED_ERROR[name]}"
     assert "\n" not in str(err)
 
 
@@ -686,6 +677,70 @@ def test_plan_outputs_never_targets_an_input(tmp_path: Path, caplog) -> None:
     nested = sub / "d.jpg"
     plan = plan_outputs([(nested, folder)], tmp_path / "out")
     assert plan[nested][None] == tmp_path / "out" / "sub" / "d.png"
+
+
+# -- path identity ----------------------------------------------------------------------------
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_path_key_follows_symlinks(tmp_path: Path, monkeypatch) -> None:
+    photo = _touch(tmp_path / "real" / "Photo.jpg")
+    (tmp_path / "link.jpg").symlink_to(photo)
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    same = [photo, tmp_path / "link.jpg", tmp_path / "linked" / "Photo.jpg",
+            tmp_path / "real" / ".." / "real" / "Photo.jpg"]
+    assert len({path_key(p) for p in same}) == 1
+    monkeypatch.chdir(tmp_path)
+    assert path_key("real/Photo.jpg") == path_key(photo)
+    assert path_key(tmp_path / "linked") == path_key(tmp_path / "real")
+    assert path_key(tmp_path / "real" / "missing.jpg") != path_key(photo)
+
+
+def test_path_key_keeps_case_apart_where_the_file_system_does(tmp_path: Path) -> None:
+    from rbqe.io.identity import folds_case
+
+    lower = _touch(tmp_path / "sensitive" / "photo.jpg")
+    upper = tmp_path / "sensitive" / "PHOTO.jpg"
+    if folds_case(lower.parent):  # a case-insensitive temp folder (macOS, Windows)
+        assert path_key(upper) == path_key(lower)
+        return
+    _touch(upper)
+    assert lower.stat().st_ino != upper.stat().st_ino  # two files, as the test expects
+    assert path_key(upper) != path_key(lower)
+    assert {f.name for f, _ in list_images([lower.parent])} == {"photo.jpg", "PHOTO.jpg"}
+
+
+def test_path_key_folds_case_where_the_file_system_does(tmp_path: Path) -> None:
+    # A folder answers like a case-insensitive file system when the swapped-case name
+    # finds the same file; here a symlink plays that part (no such mount in a test).
+    from rbqe.io.identity import folds_case
+
+    folder = tmp_path / "Insensitive"
+    photo = _touch(folder / "photo.jpg")
+    (folder / "PHOTO.JPG").symlink_to(photo)
+    assert folds_case(folder)
+    assert path_key(folder / "Photo.JPG") == path_key(photo)  # any case, one key
+    assert path_key(folder / "new" / "A.png") == path_key(folder / "new" / "a.png")
+    plain = _touch(tmp_path / "plain" / "photo.jpg").parent
+    assert not folds_case(plain) or sys.platform in ("win32", "darwin")
+
+
+def test_excluded_folder_differing_in_case_is_still_listed(tmp_path: Path) -> None:
+    # Exclusion is identity: on a case-sensitive file system "Out" is not "out".
+    from rbqe.io.identity import folds_case
+
+    root = tmp_path / "in"
+    Image.new("RGB", (8, 8)).save(_touch(root / "out" / "a.png"))
+    Image.new("RGB", (8, 8)).save(_touch(root / "Out" / "b.png"))
+    if folds_case(root):
+        pytest.skip("a case-insensitive temp folder")
+    listed = [f.name for f, _ in list_images([root], recursive=True, exclude=[root / "Out"])]
+    assert listed == ["a.png"]
+    assert lists_folder(root / "out", [root], recursive=True, exclude=[root / "Out"])
+    assert not lists_folder(root / "Out", [root], recursive=True, exclude=[root / "Out"])
 
 
 def test_list_images(corpus, tmp_path: Path) -> None:

@@ -7,13 +7,21 @@ not about what trained weights do.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from rbqe import model
-from rbqe.engine import Enhancer, _pad_to_multiple
+from rbqe.engine import Enhancer
+from rbqe.io import STALE_TEMP_AGE_S, is_temp_file, remove_stale_temps
 from rbqe.model import (
     MULTIPLE,
     NUM_EXITS,
@@ -25,6 +33,7 @@ from rbqe.model import (
     count_parameters,
     gmacs_per_exit,
 )
+from rbqe.tiling import pad_to_multiple
 from rbqe.weights import load_weights, save_weights
 
 # One torch thread (a busy box), and the fast path even on the small test images.
@@ -66,13 +75,13 @@ def test_odd_sizes_through_the_engine(net, hw):
 
 def test_padding_reflects_or_replicates():
     x = torch.arange(33 * 17, dtype=torch.float32).reshape(1, 1, 33, 17)
-    p = _pad_to_multiple(x)
+    p = pad_to_multiple(x)
     assert p.shape == (1, 1, 64, 32)
     assert torch.equal(p[..., :33, :17], x)
     assert torch.equal(p[..., 33, :17], x[..., 31, :])  # reflection, no repeated edge row
-    one = _pad_to_multiple(torch.full((1, 1, 1, 1), 0.25))  # too small to reflect
+    one = pad_to_multiple(torch.full((1, 1, 1, 1), 0.25))  # too small to reflect
     assert one.shape == (1, 1, 32, 32) and torch.all(one == 0.25)
-    tiny = _pad_to_multiple(torch.rand(1, 1, 7, 9))
+    tiny = pad_to_multiple(torch.rand(1, 1, 7, 9))
     assert torch.equal(tiny[..., 20, :9], tiny[..., 6, :9])  # replicated last row
 
 
@@ -201,6 +210,40 @@ def test_saved_weights_load_bit_exactly(net, tmp_path):
     with torch.no_grad():
         for a, b in zip(net(x), loaded(x)):
             assert torch.equal(a, b)
+
+
+_KILLED_SAVE = """
+import os, signal, sys
+import rbqe.weights
+from tests.helpers import tiny_net
+def replace(src, dst):  # the data is written to the temp file, not yet renamed into place
+    os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+rbqe.weights.save_weights(tiny_net(1), sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_killed_weights_save_leaves_a_temp_that_is_cleaned_like_an_outputs(net, tmp_path):
+    # save_weights used a '.'-prefixed mkstemp name that remove_stale_temps never matched,
+    # so a kill mid-save left it for ever. It now writes through rbqe.io.atomic.
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    target = tmp_path / "w.safetensors"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(target)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (temp,) = tmp_path.iterdir()
+    assert not target.exists() and is_temp_file(temp)  # the batch lister leaves it out
+    assert remove_stale_temps(tmp_path) == []  # fresh: it might be a live writer's
+    age = time.time() - STALE_TEMP_AGE_S - 5
+    os.utime(temp, (age, age))
+    # The next save into the folder removes it (its writer is dead: no lock), as the next
+    # batch does in an output folder.
+    saved = save_weights(net, tmp_path / "other.safetensors")
+    assert list(tmp_path.iterdir()) == [saved]
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o644  # weights are meant to be shared
+    assert load_weights(saved)[0].config == net.config
 
 
 # -- size and cost ---------------------------------------------------------------------------

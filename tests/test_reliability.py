@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from clirun import run_cli
 from corpus import pattern
 from PIL import Image, UnidentifiedImageError
@@ -24,8 +23,6 @@ from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageReadError, ImageWriteError
 from rbqe.io import OUTPUT_LOG, list_images, load_image, plan_outputs
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,13 +349,6 @@ def test_interlaced_and_well_compressed_pngs_still_load(tmp_path: Path) -> None:
 # -- 13: an output folder that cannot be written --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_weights(RBQENet(ModelConfig(1, 1, 8)),
-                        tmp_path_factory.mktemp("w") / "tiny.safetensors")
-
-
 @pytest.fixture
 def three(tmp_path: Path) -> Path:
     for k in range(3):
@@ -398,7 +388,7 @@ def test_unwritable_output_folder_stops_before_any_work(weights, three, locked_f
 
 def test_full_disk_stops_the_batch_after_the_first_write(weights, three, tmp_path,
                                                          monkeypatch) -> None:
-    # A full disk cannot be made in a test; the write fails as _atomic_write's does then.
+    # A full disk cannot be made in a test; the write fails as atomic_write's does then.
     def disk_full(target, *a, **k):
         error = ImageWriteError(target, "disk full")
         error.errno = errno.ENOSPC

@@ -18,6 +18,7 @@ from rbqe.train.curve import read_log
 from rbqe.train.loop import TrainConfig, Trainer, lr_at, stored_config
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
+from tests.helpers import save_tiny_weights
 
 
 def _photo(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
@@ -285,8 +286,7 @@ def _write_clean(folder: Path) -> Path:
 
 
 def test_eval_on_two_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    torch.manual_seed(0)
-    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "w.safetensors")
+    weights = save_tiny_weights(tmp_path / "w.safetensors")
     clean = _write_clean(tmp_path / "clean")
     out_json, out_png = tmp_path / "eval.json", tmp_path / "eval.png"
     code = main(["eval", str(clean), "--qf", "10", "50", "--weights", str(weights),
@@ -305,9 +305,7 @@ def test_eval_on_two_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "w.safetensors",
-                           threshold=0.123)
+    weights = save_tiny_weights(tmp_path / "w.safetensors", threshold=0.123)
     clean = _write_clean(tmp_path / "clean")
     assert main(["calibrate", str(clean), "--qf", "10", "40", "--weights", str(weights),
                  "--device", "cpu", "--json", str(tmp_path / "cal.json")]) == 0

@@ -122,7 +122,7 @@ class OpenVINOBackend:
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(stage, example, check_trace=False)
             model = ov.convert_model(traced, example_input=example)
-        model.reshape({port: _dynamic(t) for port, t in zip(model.inputs, example)})
+        model.reshape({port: _dynamic(t) for port, t in zip(model.inputs, example, strict=True)})
         xml.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=xml.parent))
         try:
@@ -189,10 +189,10 @@ class OpenVINORun:
         request = self.backend.stage(k, fixed).create_infer_request()
         out = request.infer(inputs, share_inputs=True, share_outputs=True).to_tuple()
         n = len(io.nodes_out)
-        self.nodes.update(zip(io.nodes_out, out[1 : 1 + n]))
+        self.nodes.update(zip(io.nodes_out, out[1 : 1 + n], strict=True))
         self._requests.append(request)  # owns the memory of the nodes above
         if stats is not None and not fixed:
-            for key, pooled in zip(io.eca, out[1 + n :]):
+            for key, pooled in zip(io.eca, out[1 + n :], strict=True):
                 stats.exchange(key, torch.from_numpy(np.array(pooled)))
         # A copy: the request's memory is released after the last exit.
         image = torch.from_numpy(np.array(out[0])) if want_image else None

@@ -46,7 +46,7 @@ def stage_io(k: int) -> StageIO:
     if not 1 <= k <= NUM_EXITS:
         raise ValueError(f"stage must be 1..{NUM_EXITS}, got {k}")
     nodes_in = tuple((i, c) for i in range(k) for c in range(k - i)) if k > 1 else ()
-    made = ((0, 0),) if k == 1 else ()
+    made: tuple[tuple[int, int], ...] = ((0, 0),) if k == 1 else ()
     made += ((k, 0), *((k - j, j) for j in range(1, k + 1)))
     nodes_out = made if k < NUM_EXITS else ()
     return StageIO(nodes_in, nodes_out, tuple(f"{k - j}_{j}" for j in range(1, k + 1)))
@@ -83,9 +83,9 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         io = self.io
         n = len(io.nodes_in)
-        stats = _GraphStats(dict(zip(io.eca, tensors[n:])) if self.fixed else None)
+        stats = _GraphStats(dict(zip(io.eca, tensors[n:], strict=True)) if self.fixed else None)
         run = ProgressiveRun(self.net, x, stats)  # type: ignore[arg-type]
-        run.nodes = dict(zip(io.nodes_in, tensors[:n]))
+        run.nodes = dict(zip(io.nodes_in, tensors[:n], strict=True))
         run.exits_done = self.k - 1
         image = run.next_exit()
         outs = [image, *(run.nodes[node] for node in io.nodes_out)]

@@ -50,6 +50,7 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.pixels`: float/integer conversion and band-wise quantisation.
 * :mod:`rbqe.io.png`: hand-made PNG chunks, 16-bit and streaming PNG encoders.
 * :mod:`rbqe.io.atomic`: atomic writes via locked temp files; stale temp cleanup.
+* :mod:`rbqe.io.identity`: :func:`path_key`, when two paths are the same file.
 * :mod:`rbqe.io.naming`: :func:`output_path_for`, :func:`plan_outputs`.
 * :mod:`rbqe.io.listing`: :func:`list_images`, :func:`lists_folder`.
 * :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`.
@@ -64,6 +65,7 @@ from rbqe.io.atomic import (
 )
 from rbqe.io.diagnostics import logger as logger
 from rbqe.io.formats import AVIF_AVAILABLE, HEIF_AVAILABLE, SUPPORTED_SUFFIXES, is_image_file
+from rbqe.io.identity import path_key
 from rbqe.io.listing import list_images, lists_folder
 from rbqe.io.metadata import estimate_jpeg_quality
 from rbqe.io.naming import output_path_for, plan_outputs
@@ -87,6 +89,7 @@ __all__ = [
     "lists_folder",
     "load_image",
     "output_path_for",
+    "path_key",
     "plan_outputs",
     "record_output",
     "remove_stale_temps",

@@ -1,6 +1,10 @@
 """Atomic writes through hidden, locked ``.rbqe-*.part`` temp files beside the target,
 and the cleanup of the temp files that a killed run left behind.
 
+The one atomic write of the package: images, reports, weights, checkpoints and records
+all go through :func:`atomic_write`, so every temp file a kill can leave has the name
+:func:`remove_stale_temps` looks for.
+
 A writer holds an exclusive ``flock`` on its temp file while writing it; the cleanup
 (:func:`remove_stale_temps`) leaves alone any temp file that is locked or recent."""
 
@@ -55,13 +59,20 @@ def _lock_temp(fd: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *,
+                 mode: int | None = None) -> None:
     """Writes via ``write(fh)`` to a temp file beside ``target``, then renames it into place.
 
     The temp file lives in the target folder so the final ``os.replace`` is an atomic
     rename on the same file system; an existing ``target`` is either fully replaced or
-    left as it was. On any failure (including KeyboardInterrupt) the temp file is removed.
+    left as it was. On any failure (including KeyboardInterrupt) the temp file is removed;
+    a kill leaves it for :func:`remove_stale_temps`.
+
+    Args:
+        mode: The file mode to give ``target``; default an existing target's own, else
+            what a new output gets (``0666 & ~umask``).
     """
+    target = Path(target)
     tmp_name = None
     try:
         with tempfile.NamedTemporaryFile(
@@ -72,10 +83,11 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
-        try:
-            mode = stat.S_IMODE(target.stat().st_mode)
-        except OSError:
-            mode = _new_file_mode()
+        if mode is None:
+            try:
+                mode = stat.S_IMODE(target.stat().st_mode)
+            except OSError:
+                mode = _new_file_mode()
         with contextlib.suppress(OSError):
             os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
@@ -94,16 +106,24 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
                 os.close(fd)
 
 
-def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``target`` atomically through ``write(fh)`` (see :func:`_atomic_write`)."""
-    _atomic_write(Path(target), write)
-
-
-def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
-    """Writes ``data`` to ``target`` atomically, with the file mode an output gets."""
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes, *,
+                       mode: int | None = None) -> None:
+    """Writes ``data`` to ``target`` atomically (creating its folder), with the file mode
+    an output gets unless ``mode`` is given."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target, lambda fh: fh.write(data))
+    atomic_write(target, lambda fh: fh.write(data), mode=mode)
+
+
+def probe_writable(folder: str | os.PathLike[str]) -> None:
+    """Creates ``folder`` and proves that a new file can be made in it; raises OSError.
+
+    The probe has the temp files' name, so a kill right here leaves nothing that a
+    later run would not clean up."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from PIL import Image
 
@@ -70,7 +71,7 @@ def _os_reason(exc: OSError) -> str:
 _native_lock = threading.Lock()
 _native_depth = 0
 _native_saved: int | None = None
-_native_sink: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
+_native_sink: IO[bytes] | None = None
 
 
 @contextlib.contextmanager

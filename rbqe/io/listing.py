@@ -11,7 +11,8 @@ from pathlib import Path
 from rbqe.io.atomic import is_temp_file
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.formats import _AVIF_SUFFIXES, _HEIF_SUFFIXES, is_image_file
-from rbqe.io.naming import _file_key, _path_key, _sort_key
+from rbqe.io.identity import path_key
+from rbqe.io.naming import _sort_key
 from rbqe.io.output_log import _drop_earlier_outputs
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
@@ -50,7 +51,7 @@ def list_images(
         sorted by path; ``root`` is the scanned folder the file was found in, or None for
         files named directly.
     """
-    excluded = {_path_key(Path(e)) for e in exclude}
+    excluded = {path_key(Path(e)) for e in exclude}
     if on_error is None:
         def on_error(folder: Path, reason: str) -> None:
             logger.warning("cannot scan %s: %s", folder, reason)
@@ -66,7 +67,7 @@ def list_images(
             if identity in seen:
                 return
             seen.add(identity)
-        found.setdefault(_file_key(f), (f, root))
+        found.setdefault(path_key(f), (f, root))
 
     for raw in paths:
         p = Path(raw)
@@ -84,7 +85,7 @@ def list_images(
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if recursive and not d.startswith(".") and _path_key(here / d) not in excluded
+                if recursive and not d.startswith(".") and path_key(here / d) not in excluded
             )
             for name in filenames:
                 f = here / name
@@ -145,20 +146,20 @@ def lists_folder(
     The folder of a file named directly counts too: a re-run with a shell wildcard
     (``rbqe enhance photos/* -o photos``) names the outputs there as well.
     """
-    target = _path_key(Path(folder))
-    excluded = {_path_key(Path(e)) for e in exclude}
+    target = path_key(Path(folder))
+    excluded = {path_key(Path(e)) for e in exclude}
     for raw in paths:
         p = Path(raw)
         if _is_dir(p):
-            if _walks_into(_path_key(p), target, recursive, excluded):
+            if _walks_into(path_key(p), target, recursive, excluded):
                 return True
-        elif _path_key(p.parent) == target:
+        elif path_key(p.parent) == target:
             return True
     return False
 
 
 def _walks_into(root: str, target: str, recursive: bool, excluded: set[str]) -> bool:
-    """Whether scanning folder ``root`` reaches ``target`` (both :func:`_path_key` values)."""
+    """Whether scanning folder ``root`` reaches ``target`` (both :func:`path_key` values)."""
     if target == root:
         return True
     prefix = root if root.endswith(os.sep) else root + os.sep

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from rbqe.io.formats import _FORMAT_ALIASES, _FORMAT_EXT
+from rbqe.io.identity import path_key
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
@@ -84,9 +85,10 @@ def output_path_for(
     return Path(out_dir) / _relative_folder(inp, root) / name
 
 
-def _path_key(path: Path) -> str:
-    # Case-folded so that names differing only in case count as the same file, as they
-    # do on macOS and Windows file systems.
+def _name_key(path: Path) -> str:
+    """How planned output names are kept apart: the resolved path case-folded on every
+    file system, so that outputs never differ only in case (a folder of them can be
+    copied anywhere). Stricter than identity (:func:`rbqe.io.path_key`) on purpose."""
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):
@@ -95,13 +97,9 @@ def _path_key(path: Path) -> str:
 
 
 def _file_key(path: Path) -> str:
-    """A file's resolved path, case kept: names differing in case are distinct inputs
-    (on a case-insensitive file system :func:`list_images` also compares inodes)."""
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):
-        resolved = path.absolute()
-    return str(resolved)
+    """Which input an output was made from: the input's identity (:func:`rbqe.io.path_key`;
+    names differing only in case are distinct inputs on a case-sensitive file system)."""
+    return path_key(path)
 
 
 def _sort_key(item: tuple[Path, Path | None]) -> tuple[str, str]:
@@ -156,13 +154,13 @@ def plan_outputs(
     for file, root in inputs:
         unique.setdefault(Path(file), Path(root) if root is not None else None)
     items = sorted(unique.items(), key=_sort_key)
-    input_keys = {_path_key(f) for f, _ in items}
+    input_keys = {_name_key(f) for f, _ in items}
     out = Path(out_dir)
 
     folders = {f: out / _relative_folder(f, root) for f, root in items}
-    clash = Counter((_path_key(folders[f]), f.stem.casefold()) for f, _ in items)
+    clash = Counter((_name_key(folders[f]), f.stem.casefold()) for f, _ in items)
 
-    owner = {_path_key(o): _file_key(src) for o, src in (written or {}).items()}
+    owner = {_name_key(o): _file_key(src) for o, src in (written or {}).items()}
 
     def free(keys: Iterable[str], me: str) -> bool:
         return not any(k in taken or k in input_keys or owner.get(k, me) != me for k in keys)
@@ -174,7 +172,7 @@ def plan_outputs(
         kept = _written_stem(f, folders[f], suffix, tags, ext, written or {})
         if kept is not None:
             paths = {t: folders[f] / _output_name(kept, suffix, t, ext) for t in tags}
-            keys = {t: _path_key(q) for t, q in paths.items()}
+            keys = {t: _name_key(q) for t, q in paths.items()}
             if free(keys.values(), _file_key(f)):
                 taken.update(keys.values())
                 plan[f] = paths
@@ -184,12 +182,12 @@ def plan_outputs(
         folder = folders[f]
         ext = _output_ext(fmt, f)
         stem = f.stem
-        if clash[(_path_key(folder), stem.casefold())] > 1 and f.suffix:
+        if clash[(_name_key(folder), stem.casefold())] > 1 and f.suffix:
             stem = f"{stem}_{f.suffix.lstrip('.').lower()}"
         base, n, guarded = stem, 1, False
         while True:
             paths = {t: folder / _output_name(stem, suffix, t, ext) for t in tags}
-            keys = {t: _path_key(q) for t, q in paths.items()}
+            keys = {t: _name_key(q) for t, q in paths.items()}
             if not guarded and any(k in input_keys for k in keys.values()):
                 logger.warning("%s: output name equals an input file; adding '_rbqe'", f)
                 base = stem = f"{base}_rbqe"
@@ -213,11 +211,11 @@ def _written_stem(f: Path, folder: Path, suffix: str, tags: list[str | None], ex
     extension, ``_rbqe`` or a number): an output written under another suffix, format or
     exit mode is not today's name.
     """
-    me, here = _file_key(f), _path_key(folder)
+    me, here = _file_key(f), _name_key(folder)
     ext_part = f"(?:_{re.escape(f.suffix.lstrip('.').lower())})?" if f.suffix else ""
     grammar = re.compile(re.escape(f.stem) + ext_part + r"(?:_rbqe)?(?:_[0-9]+)?")
     for out in sorted(o for o, src in written.items() if _file_key(src) == me):
-        if _path_key(out.parent) != here:
+        if _name_key(out.parent) != here:
             continue
         for tag in tags:
             tail = _output_name("", suffix, tag, ext)

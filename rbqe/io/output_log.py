@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rbqe.io.diagnostics import _os_reason
-from rbqe.io.naming import _file_key
+from rbqe.io.identity import path_key
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
@@ -104,7 +104,7 @@ def _drop_earlier_outputs(
             logs[f.parent] = _read_output_log(f.parent)
         source = logs[f.parent].get(f.name)
         if source is not None:
-            source_of[key] = _file_key(source)
+            source_of[key] = path_key(source)
     earlier = {k for k in source_of if _traces_to_input(k, source_of, found)}
     if earlier:
         logger.info("leaving out %d earlier output(s) of rbqe (noted in %s)",

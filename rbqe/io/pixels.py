@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from rbqe.bands import row_bands
+from rbqe.color import luma_of
+
 MODES = ("L", "LA", "RGB", "RGBA")
 
 
@@ -24,12 +27,6 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
 _SAVE_BAND_PIXELS = 1 << 18
 
 
-def _row_bands(height: int, row_size: int) -> list[tuple[int, int]]:
-    """``[r0, r1)`` ranges of about ``_SAVE_BAND_PIXELS`` values covering ``height`` rows."""
-    rows = max(1, _SAVE_BAND_PIXELS // max(1, row_size))
-    return [(r0, min(height, r0 + rows)) for r0 in range(0, height, rows)]
-
-
 def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float [0, 1] to uint8/uint16 by clip(x * max + 0.5) then floor (round half up),
     band by band into a new array."""
@@ -37,7 +34,7 @@ def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     if x.ndim < 2:
         return _quantize_band(x, bit_depth)
     out = np.empty(x.shape, np.uint8 if bit_depth == 8 else np.uint16)
-    for r0, r1 in _row_bands(len(x), x[0].size):
+    for r0, r1 in row_bands(len(x), x[0].size, _SAVE_BAND_PIXELS):
         out[r0:r1] = _quantize_band(x[r0:r1], bit_depth)
     return out
 
@@ -76,9 +73,8 @@ def _fit_channels(pix: np.ndarray, want: int) -> np.ndarray:
         return pix
     if want == 1 and channels == 3:
         # Models may run in RGB on grey input; fold back with the same ITU-R 601 luma
-        # weights Pillow uses for 'L', which is exact when the three channels are equal.
-        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return (pix.astype(np.float32) @ weights)[..., None]
+        # weights Pillow uses for 'L'.
+        return luma_of(pix, np.float32)[..., None]
     if want == 3 and channels == 1:
         return np.repeat(pix, 3, axis=2)
     raise ValueError(f"pixels have {channels} channels; expected {want}")
@@ -111,7 +107,7 @@ class _OutputPixels:
 
     def bands(self) -> list[tuple[int, int]]:
         height, width, channels = self.shape
-        return _row_bands(height, width * max(channels, self.pix.shape[2]))
+        return row_bands(height, width * max(channels, self.pix.shape[2]), _SAVE_BAND_PIXELS)
 
     def rows(self, r0: int, r1: int) -> np.ndarray:
         """Rows ``r0:r1`` as ``(rows, W, channels [+ 1])`` integers."""
@@ -124,7 +120,7 @@ class _OutputPixels:
         return ints
 
     def whole(self) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
+        out: np.ndarray = np.empty(self.shape, self.dtype)
         for r0, r1 in self.bands():
             out[r0:r1] = self.rows(r0, r1)
         return out

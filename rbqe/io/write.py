@@ -14,7 +14,7 @@ import numpy as np
 from PIL import features
 
 from rbqe.errors import ImageWriteError
-from rbqe.io.atomic import _atomic_write
+from rbqe.io.atomic import atomic_write
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, without_gps
@@ -170,7 +170,7 @@ def save_image(
         raise ImageWriteError(p, f"cannot create output folder: {_os_reason(exc)}") from None
     try:
         with _logged_warnings(p):
-            _atomic_write(p, write)
+            atomic_write(p, write)
     except ImageWriteError:
         raise
     except OSError as exc:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rbqe.arch import NUM_EXITS
 from rbqe.errors import UsageError
 
 DEFAULT_QF = [10, 20, 30, 40, 50]
@@ -69,7 +70,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
     e.add_argument("--weights", type=Path)
     e.add_argument("--threshold", type=float)
-    e.add_argument("--min-exit", type=int, choices=range(1, 6), metavar="1..5",
+    e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
+                   metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from the weights)")
     e.add_argument("--device", default="auto")
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
@@ -234,12 +236,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 def format_table(table: dict[str, Any]) -> str:
     """A plain-text table: per QF the input PSNR and the gain of each exit and of auto."""
-    head = (f"{'QF':>4} {'input':>7} " + " ".join(f"{'exit' + str(k):>7}" for k in range(1, 6))
+    exits = range(1, NUM_EXITS + 1)
+    head = (f"{'QF':>4} {'input':>7} " + " ".join(f"{'exit' + str(k):>7}" for k in exits)
             + f" {'auto':>7} {'SSIM':>6} {'PSNR-B':>7}  {'auto exits':<16} {'GMACs':>11}")
     lines = [head, "-" * len(head)]
     for q, e in table.items():
-        gains = " ".join(f"{e['exits'][str(k)]['d_psnr']:+7.2f}" for k in range(1, 6))
-        hist = "/".join(str(e["auto"]["histogram"][str(k)]) for k in range(1, 6))
+        gains = " ".join(f"{e['exits'][str(k)]['d_psnr']:+7.2f}" for k in exits)
+        hist = "/".join(str(e["auto"]["histogram"][str(k)]) for k in exits)
         lines.append(
             f"{q:>4} {e['input']['psnr']:7.2f} {gains} {e['auto']['d_psnr']:+7.2f} "
             f"{e['auto']['d_ssim']:+6.3f} {e['auto']['d_psnrb']:+7.2f}  {hist:<16} "

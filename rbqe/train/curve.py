@@ -42,17 +42,17 @@ def plot_curve(logs: Sequence[Path], out: Path) -> None:
     fig, axes = plt.subplots(1, len(qualities), figsize=(3.2 * len(qualities), 3.4),
                              sharex=True, squeeze=False)
     colours = plt.get_cmap("viridis")
-    for ax, q in zip(axes[0], qualities):
+    for ax, q in zip(axes[0], qualities, strict=True):
         rows = [e for e in entries if q in e["val_gain_db"]]
         x = [e["patches"] / 1e6 for e in rows]
         for k in range(NUM_EXITS):
             colour = colours(k / (NUM_EXITS - 1))
             ax.plot(x, [e["val_gain_db"][q][k] for e in rows], "-o", ms=2.5, color=colour,
                     label=f"exit {k + 1}")
-            raw = [(xi, e["val_gain_db_raw"][q][k]) for xi, e in zip(x, rows)
+            raw = [(xi, e["val_gain_db_raw"][q][k]) for xi, e in zip(x, rows, strict=True)
                    if "val_gain_db_raw" in e]
             if raw:
-                ax.plot(*zip(*raw), ":", color=colour, lw=1)
+                ax.plot(*zip(*raw, strict=True), ":", color=colour, lw=1)
         ax.set_title(f"QF {q}")
         ax.set_xlabel("patches seen (M)")
         ax.grid(alpha=0.3)

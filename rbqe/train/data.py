@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rbqe.arch import MULTIPLE, NUM_EXITS
+from rbqe.color import luma_of
 from rbqe.errors import UsageError
 
 # QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
@@ -27,8 +29,7 @@ GRAY_SHARE = 0.2  # RGB model: patches made gray (gray photos exist; they must s
 
 def to_luma(rgb: np.ndarray) -> np.ndarray:
     """BT.601 full-range luma of an 8-bit RGB image, as float32 in [0, 255]."""
-    rgb = rgb.astype(np.float32)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return luma_of(rgb, np.float32)
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
@@ -100,7 +101,7 @@ class PatchSampler:
         for _ in range(self.batch):
             img = self.images[int(rng.integers(len(self.images)))]
             h, w = img.shape[:2]
-            p = min(self.patch, h, w) // 32 * 32
+            p = min(self.patch, h, w) // MULTIPLE * MULTIPLE
             top, left = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
             crop = img[top : top + p, left : left + p]
             crop = np.rot90(crop, int(rng.integers(4)))
@@ -171,10 +172,10 @@ EXIT_WEIGHTINGS: dict[str, tuple[np.ndarray, np.ndarray]] = {
 
 
 def exit_weights(qualities: np.ndarray, weighting: str = "paper") -> np.ndarray:
-    """``(B,)`` qualities -> ``(B, 5)`` per-exit loss weights under ``weighting``."""
+    """``(B,)`` qualities -> ``(B, NUM_EXITS)`` per-exit loss weights under ``weighting``."""
     if weighting not in EXIT_WEIGHTINGS:
         raise UsageError(f"exit weighting must be one of {sorted(EXIT_WEIGHTINGS)}, "
                          f"got {weighting!r}")
     qf, rows = EXIT_WEIGHTINGS[weighting]
     q = np.clip(qualities.astype(np.float32), qf[0], qf[-1])
-    return np.stack([np.interp(q, qf, rows[:, e]) for e in range(rows.shape[1])], axis=1)
+    return np.stack([np.interp(q, qf, rows[:, e]) for e in range(NUM_EXITS)], axis=1)

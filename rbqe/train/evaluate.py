@@ -124,8 +124,9 @@ def summarize(records: Sequence[Record], threshold: float,
             m["gmacs"] = float(np.mean([r.gmacs[e] for r in rs]))
             entry["exits"][str(e + 1)] = _round(_with_gains(m, base))
         chosen = [auto_exit(r.scores, threshold, min_exit) for r in rs]
-        m = {k: _mean([r.exits[c - 1].get(k) for r, c in zip(rs, chosen)]) for k in keys}
-        m["gmacs"] = float(np.mean([r.gmacs[c - 1] for r, c in zip(rs, chosen)]))
+        walked = list(zip(rs, chosen, strict=True))
+        m = {k: _mean([r.exits[c - 1].get(k) for r, c in walked]) for k in keys}
+        m["gmacs"] = float(np.mean([r.gmacs[c - 1] for r, c in walked]))
         auto = _with_gains(m, base)
         auto["histogram"] = {str(k): chosen.count(k) for k in range(1, NUM_EXITS + 1)}
         auto["gmacs_exit5"] = float(np.mean([r.gmacs[-1] for r in rs]))
@@ -246,7 +247,7 @@ def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.1) -> di
     exit5_macs = float(np.mean([r.gmacs[-1] for r in records]))
     oracle = [int(np.argmax([e["psnr"] for e in r.exits])) + 1 for r in records]
     oracle_gain = float(np.mean([r.exits[o - 1]["psnr"] - r.base["psnr"]
-                                 for r, o in zip(records, oracle)]))
+                                 for r, o in zip(records, oracle, strict=True)]))
     chosen = [auto_exit(r.scores, best["threshold"], best["min_exit"]) for r in records]
     return {
         "rule": f"cheapest (earliest exit, threshold) with, at every QF, mean dPSNR >= "
@@ -261,8 +262,10 @@ def choose_threshold(records: Sequence[Record], tolerance_db: float = 0.1) -> di
         "gmacs_ratio": best["gmacs"] / exit5_macs,
         "auto_histogram": {str(k): chosen.count(k) for k in range(1, NUM_EXITS + 1)},
         "oracle_d_psnr": oracle_gain,
-        "oracle_gmacs": float(np.mean([r.gmacs[o - 1] for r, o in zip(records, oracle)])),
-        "auto_matches_oracle": float(np.mean([a == o for a, o in zip(chosen, oracle)])),
+        "oracle_gmacs": float(np.mean([r.gmacs[o - 1]
+                                       for r, o in zip(records, oracle, strict=True)])),
+        "auto_matches_oracle": float(np.mean([a == o
+                                              for a, o in zip(chosen, oracle, strict=True)])),
         "worst_group_qf_loss": best["worst_group_qf_loss"],
         "cross_check": cross_check(table, tolerance_db),
         "sweep": rows,

@@ -34,7 +34,7 @@ from PIL import Image
 
 from rbqe.engine import Enhancer
 from rbqe.exit_policy import FEATURES, ExitPolicy, JpegPrior, features
-from rbqe.io.atomic import _atomic_write
+from rbqe.io.atomic import atomic_write
 from rbqe.model import NUM_EXITS
 from rbqe.train.evaluate import read_clean
 from rbqe.train.metrics import psnr, to_uint8
@@ -62,7 +62,7 @@ class GateRecords:
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: np.savez(f, meta=json.dumps(meta), **self.__dict__))
+        atomic_write(path, lambda f: np.savez(f, meta=json.dumps(meta), **self.__dict__))
 
     @classmethod
     def load(cls, path: Path) -> tuple[GateRecords, dict[str, Any]]:

@@ -29,7 +29,7 @@ import torch
 
 from rbqe.errors import WeightsError
 from rbqe.io.atomic import atomic_write
-from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
+from rbqe.model import MULTIPLE, NUM_EXITS, ModelConfig, RBQENet
 from rbqe.train.data import (
     GRAY_SHARE,
     LIGHT_SHARE,
@@ -238,7 +238,7 @@ class Trainer:
         out = []
         for i in sorted(pick):
             img = imgs[i]
-            h, w = (img.shape[0] // 32) * 32, (img.shape[1] // 32) * 32
+            h, w = img.shape[0] // MULTIPLE * MULTIPLE, img.shape[1] // MULTIPLE * MULTIPLE
             img = img[:h, :w]
             out.append(np.round(to_luma(img)).astype(np.uint8) if self.cfg.channels == 1 else img)
         return out

@@ -12,6 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from rbqe.color import luma_of
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB over all pixels and channels (peak 255)."""
@@ -65,8 +67,7 @@ def psnr_b(reference: np.ndarray, test: np.ndarray) -> float:
 
 def y_channel(rgb: np.ndarray) -> np.ndarray:
     """BT.601 full-range luma of 8-bit RGB, rounded to 8-bit values."""
-    rgb = rgb.astype(np.float64)
-    return np.round(0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
+    return np.round(luma_of(rgb, np.float64))
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

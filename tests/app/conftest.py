@@ -11,29 +11,21 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings
 
-from rbqe.engine import Enhancer
-from rbqe.model import ModelConfig, RBQENet
-
-
-def tiny_enhancer(*_args: object) -> Enhancer:
-    """A random 8-channel luma model on the CPU, no tiling: fast and deterministic."""
-    torch.manual_seed(0)
-    return Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0)
+from tests.helpers import tiny_enhancer, write_jpeg
 
 
 @pytest.fixture
 def factory():
-    return tiny_enhancer
+    """The app's enhancer factory (it is given the engine spec): the tiny luma model."""
+    return lambda *_spec: tiny_enhancer()
 
 
 @pytest.fixture
@@ -41,27 +33,16 @@ def store(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
-def make_jpeg(path: Path, size: tuple[int, int] = (64, 48), quality: int = 20,
-              seed: int = 0) -> Path:
-    """A smooth random picture saved as a low-quality JPEG (blocky, as users' files are)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.stack([np.sin(6 * xx + seed), np.cos(5 * yy), np.sin(4 * (xx + yy))], -1)
-    img = (base * 0.4 + 0.5 + rng.normal(0, 0.05, (h, w, 3))).clip(0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((img * 255).astype(np.uint8)).save(path, quality=quality)
-    return path
-
-
 @pytest.fixture
 def jpeg():
-    return make_jpeg
+    """Factory ``jpeg(path, size=(64, 48), quality=20, seed=0)``: writes a JPEG *file*
+    (:func:`tests.helpers.write_jpeg`; JPEG *pixels*: the ``make_jpeg`` fixture)."""
+    return write_jpeg
 
 
 @pytest.fixture
 def images(tmp_path: Path) -> list[Path]:
-    return [make_jpeg(tmp_path / "in" / f"photo{i}.jpg", seed=i) for i in range(3)]
+    return [write_jpeg(tmp_path / "in" / f"photo{i}.jpg", seed=i) for i in range(3)]
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import numpy as np
 from PIL import Image
 
 from rbqe_studio.main import SCREENSHOT_SIZE, parse_args
-from rbqe.model import ModelConfig, RBQENet
-from rbqe.weights import save_weights
+from tests.helpers import save_tiny_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +27,7 @@ def env_for(tmp_path: Path, weights: Path) -> dict[str, str]:
 
 
 def test_screenshot_contract(tmp_path: Path, jpeg) -> None:
-    weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "tiny.safetensors")
+    weights = save_tiny_weights(tmp_path / "tiny.safetensors")
     first = jpeg(tmp_path / "img.jpg", size=(96, 72))
     second = jpeg(tmp_path / "another.jpg", size=(64, 48), seed=3)
     out = tmp_path / "shots" / "out.png"

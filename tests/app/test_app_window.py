@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -16,7 +15,7 @@ from rbqe_studio.state import DONE, FAILED
 from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
-from rbqe.model import ModelConfig, RBQENet
+from tests.helpers import tiny_enhancer
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 
@@ -86,8 +85,7 @@ def test_weights_with_an_earliest_exit_show_it(qtbot, store, images) -> None:
     from rbqe_studio.main_window import MainWindow
 
     def factory(_spec):
-        torch.manual_seed(0)
-        enh = Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0, min_exit=3)
+        enh = tiny_enhancer(min_exit=3)
         enh.info.threshold = 0.0  # every score passes: only min_exit holds auto back
         return enh
 

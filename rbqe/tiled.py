@@ -1,0 +1,202 @@
+"""The engine's tiled path: an image larger than one tile, in three phases.
+
+How the exit is chosen when an image is tiled
+---------------------------------------------
+A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
+tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
+*sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
+walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
+mean of their signals (scores, block statistics, change between exits) and their ECA means.
+The samples also record the ECA blocks' pooled channel means; every tile is
+then computed to the chosen exit with those shared means, so that all tiles use the same
+attention gates and no seam appears where two tiles would have pooled different
+statistics. The chosen exit's score is finally measured on the whole assembled image and
+reported beside the sampled ones (:attr:`rbqe.results.EnhanceResult.scores` has both).
+
+Memory of a tiled image
+-----------------------
+Besides the network's working set (one tile), a tiled image costs the caller's input and
+one output frame per exit returned, and little else: each tile's network input is
+converted from the input pixels when the tile runs, the tiles are blended straight into
+the output frame (into its luma plane for a luma model), chroma is recomputed from the
+input in bands of rows at the end, and the assembled image is scored band by band
+(:func:`rbqe.iqa.score_rows`). A 100 MP RGB photo so needs about two float32 frames.
+
+The phases drive an :class:`rbqe.engine.Enhancer` through the steps the whole-image
+path uses too (input preparation, stage and score, finishing).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from rbqe import iqa
+from rbqe.arch import NUM_EXITS
+from rbqe.color import luma_of
+from rbqe.exit_policy import Decision, ExitMode, ExitSignals, JpegPrior, ends_walk, last_exit
+from rbqe.model import EcaStats
+from rbqe.results import EnhanceResult, ExitResult, Hooks, Walk
+from rbqe.tiling import TILE_OVERLAP, Box, Tile, blend_weight, padded_box, sample_boxes, tiles
+
+if TYPE_CHECKING:
+    from rbqe.engine import Enhancer
+
+
+@dataclass
+class _Sampled:
+    """What the sample tiles' walk over the exits found."""
+
+    chosen: int  # where auto stops (the mode's last exit otherwise)
+    signals: list[ExitSignals] = field(default_factory=list)  # their mean, per exit walked
+    decisions: list[Decision] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # their mean score, per exit walked
+    ms: float = 0.0  # network time of the walk
+
+
+@torch.inference_mode()
+def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hooks: Hooks,
+                  prior: JpegPrior | None) -> EnhanceResult:
+    """:meth:`rbqe.engine.Enhancer.enhance` of an image cut into ``tile``-pixel tiles."""
+    h, w = img.shape[:2]
+    grid = tiles(h, w, tile, TILE_OVERLAP)
+    boxes = [b for b, _, _ in grid]
+    samples = sample_boxes(boxes)
+    result = enh._result(mode, img, prior)
+    result.tiled, result.tiles = True, len(boxes)
+    steps = _Steps(hooks, len(samples) + len(boxes))
+    stats = EcaStats(mode="record")
+
+    # 1. Sample tiles walk the exits; their mean signals decide, their ECA means are kept.
+    sampled = _walk_samples(enh, img, samples, stats, result, steps)
+    exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [sampled.chosen]
+    if isinstance(mode, int):
+        exits_wanted = [mode]
+
+    # 2. Every tile to the exit(s) wanted, all with the same ECA means, blended straight
+    # into the output frames.
+    stats.mode = "fixed"
+    frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, len(samples))
+
+    # 3. Assemble: each exit wanted finished and scored on the whole image.
+    _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
+    result.chosen, result.decision = enh._decide(sampled.signals, result)
+    assert mode != "auto" or result.chosen == sampled.chosen
+    result.full_score = result.exit_result(result.chosen).score
+    result.sampled_scores = sampled.scores
+    return result
+
+
+@dataclass
+class _Steps:
+    """Progress and cancelling over the samples, then the tiles."""
+
+    hooks: Hooks
+    total: int
+
+    def at(self, stage: str, done: int) -> None:
+        self.hooks.step(stage, done, self.total)
+
+
+def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: EcaStats,
+                  result: EnhanceResult, steps: _Steps) -> _Sampled:
+    """Phase 1: the sample tiles walk the exits side by side, recording their ECA means
+    into ``stats``, until the policy stops on their mean signals (or the mode's last
+    exit)."""
+    mode = result.mode
+    runs, walks = [], []
+    for n, (y0, y1, x0, x1) in enumerate(samples):
+        steps.at("sample", n)
+        x = enh._prepare_input(img[y0:y1, x0:x1])
+        runs.append(enh.backend.start(x, stats, fast=enh.fast))
+        # Each sample's own walk keeps its previous luma; all share the ECA record.
+        # Samples are scored padded, as they always were (the assessor's threshold was
+        # calibrated so).
+        walks.append(Walk(stats, enh._luma_of(x.float())))
+    sampled = _Sampled(chosen=last_exit(mode))
+    for k in range(1, last_exit(mode) + 1):
+        scores = []
+        for run, state in zip(runs, walks, strict=True):
+            steps.hooks.check_cancel()
+            _, signals, net_ms, _ = enh._stage_and_score(run, state)
+            sampled.ms += net_ms
+            scores.append(signals.score)
+        mean = ExitSignals.mean([state.signals[-1] for state in walks])
+        # The ECA means over all the samples (each walk saw those of the samples before).
+        mean.eca = walks[-1].signals[-1].eca
+        sampled.signals.append(mean)
+        sampled.scores.append(float(np.mean(scores)))
+        sampled.decisions.append(enh._decision(sampled.signals, result))
+        if ends_walk(mode, sampled.decisions[-1]):
+            sampled.chosen = k
+            break
+    return sampled
+
+
+def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats,
+               exits_wanted: list[int], steps: _Steps, first_step: int
+               ) -> tuple[dict[int, np.ndarray], list[float]]:
+    """Phase 2: every tile to the deepest exit wanted with the fixed ECA means in
+    ``stats``, its outputs blended into one frame per exit wanted. Returns the frames and
+    the network time per stage."""
+    frames = {k: enh._output_frame(img) for k in exits_wanted}
+    acc = {k: f[..., : enh.net.config.out_channels] for k, f in frames.items()}
+    stage_ms = [0.0] * NUM_EXITS
+    for n, (box, wy, wx) in enumerate(grid):
+        steps.at("tile", first_step + n)
+        y0, y1, x0, x1 = box
+        run = enh.backend.start(enh._prepare_input(img[y0:y1, x0:x1]), stats, fast=enh.fast)
+        for k in range(1, max(exits_wanted) + 1):
+            t0 = time.perf_counter()
+            if k not in acc:  # an exit on the way: its nodes, not its output head
+                with torch.autocast("cuda", dtype=torch.float16, enabled=enh.fp16):
+                    run.advance()
+                stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
+                continue
+            out = enh._stage(run)
+            tile_out = out[0, :, : y1 - y0, : x1 - x0].float().clamp_(0, 1)
+            acc[k][y0:y1, x0:x1] += (tile_out.permute(1, 2, 0).cpu().numpy()
+                                     * blend_weight(wy, wx))
+            enh._sync()
+            stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
+        # Before the next tile starts: two tiles' network states alive at once would
+        # double the working set.
+        del run, out, tile_out
+    steps.hooks.report("tile", steps.total, steps.total)
+    return frames, stage_ms
+
+
+def _assemble(enh: Enhancer, img: np.ndarray, frames: dict[int, np.ndarray],
+              stage_ms: list[float], boxes: list[Box], samples: list[Box],
+              sampled: _Sampled, result: EnhanceResult, hooks: Hooks) -> None:
+    """Phase 3: each frame finished into its exit's image and scored on the whole image.
+    The sample walk's cost is counted in every exit's time and MACs, since it was spent
+    to get there."""
+    walked = len(sampled.signals)
+    overhead_macs = sum(enh.gmacs(*padded_box(b))[walked - 1] for b in samples)
+    exits_wanted = list(frames)
+    for k in exits_wanted:
+        image = enh._finish(frames.pop(k), img)
+        t1 = time.perf_counter()
+        full = _score_frame(image)
+        iqa_ms = (time.perf_counter() - t1) * 1000
+        macs = sum(enh.gmacs(*padded_box(b))[k - 1] for b in boxes) + overhead_macs
+        # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
+        net_ms = stage_ms[k - 1] if result.mode == "all" else sum(stage_ms[:k])
+        if k == exits_wanted[0]:
+            net_ms += sampled.ms
+        e = ExitResult(k, image, full, net_ms, iqa_ms, macs,
+                       sampled.signals[k - 1] if k <= walked else None,
+                       sampled.decisions[k - 1] if k <= walked else None)
+        result.exits.append(e)
+        hooks.exit_done(e)
+
+
+def _score_frame(image: np.ndarray) -> float:
+    """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
+    h, w = image.shape[:2]
+    return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w)

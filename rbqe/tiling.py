@@ -1,0 +1,141 @@
+"""Tile geometry: how a large image is cut into overlapping tiles, how the tiles blend,
+which of them sample the exits, and how sides are padded to the network's ``MULTIPLE``.
+
+Pure geometry: no network, no device. The tiled path of :mod:`rbqe.engine` runs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rbqe.arch import MULTIPLE
+
+Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
+Tile = tuple[Box, np.ndarray, np.ndarray]  # a box and its row and column blend weights
+DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
+TILE_OVERLAP = 64
+SAMPLE_TILES = 4
+# Sample tiles walk the exits side by side, so all their network states are alive at
+# once: four full 1024-pixel tiles held ~4.4 GB at exit 5. Each sample is therefore a
+# centred crop of at most this side (four 512x512 crops: ~1 GB at exit 5).
+SAMPLE_SIDE = 512
+MIN_TILE = 256  # an out-of-memory retry halves the tile down to this side, then gives up
+
+
+# -- sides padded to the network's multiple --------------------------------------------------
+def padded_size(n: int) -> int:
+    """``n`` rounded up to a multiple of ``MULTIPLE``: the side the network runs on."""
+    return -(-n // MULTIPLE) * MULTIPLE
+
+
+def padded_box(box: Box) -> tuple[int, int]:
+    """The padded ``(height, width)`` the network runs ``box`` at."""
+    y0, y1, x0, x1 = box
+    return padded_size(y1 - y0), padded_size(x1 - x0)
+
+
+def pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
+    """``(..., H, W)`` padded at the bottom and right to sides of :func:`padded_size`."""
+    h, w = x.shape[-2:]
+    ph, pw = padded_size(h) - h, padded_size(w) - w
+    if not (ph or pw):
+        return x
+    # Reflection continues the picture without a hard edge; it needs pad < size, so tiny
+    # images fall back to repeating the border.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def tile_side(tile: int) -> int:
+    """A requested tile side as the engine uses it: 0 (never tile) for ``tile <= 0``, else
+    rounded down to a multiple of ``MULTIPLE``, at least ``4 * MULTIPLE``."""
+    return 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
+
+
+def halved_tile(side: int) -> int:
+    """The tile side an out-of-memory retry uses after ``side``: half of it on the
+    ``MULTIPLE`` grid, at least ``MIN_TILE`` (so not smaller when ``side`` is there)."""
+    return max(MIN_TILE, side // 2 // MULTIPLE * MULTIPLE)
+
+
+# -- the tile grid and its blend weights -----------------------------------------------------
+def axis_segments(n: int, tile: int, overlap: int) -> list[tuple[int, int, np.ndarray]]:
+    """Split ``0..n`` into overlapping segments ``(start, end, weight)``.
+
+    Starts are multiples of 8 so every tile keeps the JPEG block grid where it was. Each
+    weight ramps up from an inner tile edge over ``overlap`` pixels; the weights are then
+    divided by their sum along the axis, so they sum to one everywhere (the 2-D weights
+    are products, so they do too) and blending needs no full-size weight buffer.
+    """
+    if n <= tile:
+        return [(0, n, np.ones(n, np.float32))]
+    count = int(np.ceil((n - overlap) / (tile - overlap)))
+    # As few segments as the tile allows, but no longer than needed to overlap by
+    # ``overlap``, rounded up to the network's multiple of 32: 24 MP at tile 1024 runs
+    # the network on 1.17x its pixels instead of 1.53x with full-size tiles.
+    need = -(-(n + (count - 1) * overlap) // count)  # ceil
+    length = min(tile, padded_size(need))
+    step = (n - length) / (count - 1)
+    # The last start is rounded up, not down, so that no segment is longer than ``length``.
+    last = -(-(n - length) // 8) * 8
+    starts = sorted({round(i * step) // 8 * 8 for i in range(count - 1)} | {last})
+    ends = [min(s + length, n) for s in starts]
+    ends[-1] = n
+    raw = []
+    total = np.zeros(n, np.float64)
+    for i, (s0, s1) in enumerate(zip(starts, ends, strict=True)):
+        pos = np.arange(s0, s1, dtype=np.float64) + 0.5
+        wgt = np.ones(s1 - s0)
+        if i > 0:
+            wgt = np.minimum(wgt, (pos - s0) / overlap)
+        if i + 1 < len(starts):
+            wgt = np.minimum(wgt, (s1 - pos) / overlap)
+        wgt = np.clip(wgt, 1e-3, 1)
+        raw.append(wgt)
+        total[s0:s1] += wgt
+    return [(s0, s1, (wgt / total[s0:s1]).astype(np.float32))
+            for s0, s1, wgt in zip(starts, ends, raw, strict=True)]
+
+
+def tiles(h: int, w: int, tile: int, overlap: int = TILE_OVERLAP) -> list[Tile]:
+    """Tiles ``((y0, y1, x0, x1), wy, wx)`` covering an ``h x w`` image, with the row and
+    column blend weights; :func:`blend_weight` makes the tile's 2-D weight when it is
+    blended (all of them at once were 0.5 GB for 100 MP)."""
+    return [((y0, y1, x0, x1), wy, wx)
+            for y0, y1, wy in axis_segments(h, tile, overlap)
+            for x0, x1, wx in axis_segments(w, tile, overlap)]
+
+
+def blend_weight(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """A tile's ``(th, tw, 1)`` blend weight from its row and column weights."""
+    return (wy[:, None] * wx[None, :])[..., None]
+
+
+# -- the sample tiles -------------------------------------------------------------------------
+def sample_boxes(boxes: list[Box]) -> list[Box]:
+    """The sample tiles that walk the exits for a tiled image: ``SAMPLE_TILES`` of the
+    ``boxes`` spread over the grid, each cut to its centred ``SAMPLE_SIDE`` square."""
+    return [centre_crop(boxes[i], SAMPLE_SIDE) for i in spread(len(boxes), SAMPLE_TILES)]
+
+
+def centre_crop(box: Box, side: int) -> Box:
+    """The centred ``side x side`` part of ``box`` (all of a shorter side), starts kept on
+    the 8-pixel JPEG grid."""
+    y0, y1, x0, x1 = box
+
+    def axis(a0: int, a1: int) -> tuple[int, int]:
+        if a1 - a0 <= side:
+            return a0, a1
+        s = a0 + ((a1 - a0 - side) // 2) // 8 * 8
+        return s, s + side
+
+    return (*axis(y0, y1), *axis(x0, x1))
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)``."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})

@@ -1,0 +1,78 @@
+"""What tests build, in one place: the tiny random network (as a module, saved weights or
+an Enhancer), synthetic photos, their JPEG pixels and JPEG files.
+
+Plain functions, importable from any test (``from tests.helpers import tiny_net``); the
+conftest files wrap some of them as fixtures.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rbqe.engine import Enhancer
+from rbqe.model import ModelConfig, RBQENet
+from rbqe.weights import save_weights
+
+
+def tiny_net(channels: int = 1, seed: int = 0) -> RBQENet:
+    """A random width-8 RBQE network (about 1/16 of the paper's MACs), in eval mode."""
+    torch.manual_seed(seed)
+    return RBQENet(ModelConfig(channels, channels, 8)).eval()
+
+
+def save_tiny_weights(path: Path, channels: int = 1, seed: int = 0, **kwargs: Any) -> Path:
+    """:func:`tiny_net` saved as safetensors at ``path`` (``kwargs``: :func:`save_weights`'s)."""
+    return save_weights(tiny_net(channels, seed), path, **kwargs)
+
+
+def tiny_enhancer(**kwargs: Any) -> Enhancer:
+    """An :class:`Enhancer` over :func:`tiny_net` (luma) on the CPU, untiled unless
+    ``tile`` is given: fast and deterministic."""
+    kwargs.setdefault("tile", 0)
+    return Enhancer(net=tiny_net(1), device="cpu", **kwargs)
+
+
+def photo(height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """A smooth, textured RGB uint8 picture: gradients, a few discs and mild noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / max(width, 1), yy / max(height, 1),
+                    0.5 + 0.25 * np.sin(xx / 7.0) * np.cos(yy / 5.0)], axis=-1)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(3, 20)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0.1, 0.9, 3)
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def jpeg_compress(rgb: np.ndarray, quality: int = 20) -> np.ndarray:
+    """``rgb`` (uint8) through a JPEG round trip: real blocking artefacts."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert(Image.fromarray(rgb).mode))
+
+
+def jpeg_pixels(height: int, width: int, seed: int = 0, quality: int = 20) -> np.ndarray:
+    """The pixels (uint8 RGB) of a :func:`photo` after JPEG at ``quality``."""
+    return jpeg_compress(photo(height, width, seed=seed), quality)
+
+
+def write_jpeg(path: Path, size: tuple[int, int] = (64, 48), quality: int = 20,
+               seed: int = 0) -> Path:
+    """A smooth random picture saved as a low-quality JPEG file at ``path`` (blocky, as
+    users' files are); ``size`` is ``(width, height)``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([np.sin(6 * xx + seed), np.cos(5 * yy), np.sin(4 * (xx + yy))], -1)
+    img = (base * 0.4 + 0.5 + rng.normal(0, 0.05, (h, w, 3))).clip(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path, quality=quality)
+    return path
