@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rbqe.engine import EnhanceResult
-from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, check_mode, walk
+from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, parse_exit_mode, walk
 from rbqe.model import NUM_EXITS
 
 MoreExits = Callable[[int], None]  # compute the exits after the last one, up to this one
@@ -31,7 +31,7 @@ def rechoose(result: EnhanceResult, policy: ExitPolicy, mode: ExitMode, more: Mo
     Raises:
         ValueError: ``result`` lacks the signals of an exit (tiled, or read from files).
     """
-    mode = check_mode(mode)
+    mode = parse_exit_mode(mode)
     result.mode, result.policy = mode, policy
     result.threshold, result.min_exit = policy.threshold, policy.min_exit  # type: ignore[assignment]
     _redecide(result, policy)

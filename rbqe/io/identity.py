@@ -80,6 +80,6 @@ def _cased_entry(folder: str) -> str | None:
 def _existing_folder(path: Path) -> Path:
     """``path`` if it is a folder, else its nearest existing ancestor folder."""
     for p in (path, *path.parents):
-        if p.is_dir():
+        if os.path.isdir(p):  # False, not PermissionError, inside a folder we cannot enter
             return p
     return Path(path.anchor or ".")
