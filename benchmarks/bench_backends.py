@@ -3,8 +3,8 @@
 Prints, in one run, on this machine's CPU:
 
 1. Per-exit network latency at 512x512 (``--full``: also 2048x1536), progressive, for
-   torch (the fused oneDNN fast path), OpenVINO f32 and, where the CPU has native bf16,
-   OpenVINO bf16: stage ms and cumulative ms.
+   torch (the fused oneDNN fast path, f32 and, where the CPU has native bf16, bf16),
+   OpenVINO f32 and, with native bf16, OpenVINO bf16: stage ms and cumulative ms.
 2. The cost of going progressive: time(all five exits) / time(exit 5 alone), both with
    the network only; exit 5 alone is, for torch, four ``advance()`` and one head, for
    OpenVINO the whole exit-5 network exported as one graph. Target <= 1.10.
@@ -13,7 +13,8 @@ Prints, in one run, on this machine's CPU:
 4. Dynamic vs static shapes: the OpenVINO stages with dynamic height/width against the
    same stages compiled for the exact 512x512 shape.
 5. Agreement with torch fp32: max |diff| and PSNR per exit, and which exit auto takes.
-6. ``--full``: 12 MP images/min through ``Enhancer`` (auto, default tiling) per backend.
+6. ``--full``: 12 MP images/min through ``Enhancer`` (exit auto, default tiling) per
+   backend and precision, and under ``--backend auto`` (measured choice).
 
 With a CUDA device (``--gpu``, runs instead of 1-6): fp16 throughput in MP/s for exit 5
 and auto at 512x512 (batched, and through the engine) and at 12 MP tiled, the
@@ -190,7 +191,13 @@ class StaticRun:
 def cpu(args: argparse.Namespace, net: RBQENet) -> None:
     from rbqe.backends.torch import TorchBackend
 
+    from rbqe.fastpath import native_bf16
+
     backends: dict[str, object] = {"torch fast path f32": TorchBackend(net)}
+    if native_bf16():
+        backends["torch fast path bf16"] = TorchBackend(net, "bf16")
+    else:
+        print("no native bf16 on this CPU (AVX512-BF16 or AMX): torch bf16 not run")
     bf16 = False
     if openvino_installed():
         import openvino as ov
@@ -212,7 +219,7 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
         else:
             print("no native bf16 on this CPU: OpenVINO bf16 not run (auto precision = f32)")
         if args.prepare:  # exports only, so that a timed run does not pay for them
-            for b in list(backends.values())[1:]:
+            for b in [b for n, b in backends.items() if n.startswith("openvino")]:
                 openvino_exit5(b, b.precision, args.threads)  # type: ignore[attr-defined]
             return
     else:
@@ -250,22 +257,25 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
                     run.advance()
                 run.next_exit()
 
-        def torch_all(b=backends["torch fast path f32"]) -> None:
+        def torch_all(b) -> None:
             with torch.inference_mode():
-                run = b.start(xl, fast=True)  # type: ignore[attr-defined]
+                run = b.start(xl, fast=True)
                 for _ in range(NUM_EXITS):
                     run.next_exit()
 
-        def torch_exit5(b=backends["torch fast path f32"]) -> None:
+        def torch_exit5(b) -> None:
             with torch.inference_mode():
-                run = b.start(xl, fast=True)  # type: ignore[attr-defined]
+                run = b.start(xl, fast=True)
                 for _ in range(NUM_EXITS - 1):
                     run.advance()
                 run.next_exit()
 
         fns["eager exit 5"] = eager
-        fns["torch all five"] = torch_all
-        fns["torch exit 5"] = torch_exit5
+        for name, b in backends.items():
+            if name.startswith("torch"):
+                tag = "torch" if name.endswith("f32") else "torch bf16"
+                fns[f"{tag} all five"] = lambda b=b: torch_all(b)
+                fns[f"{tag} exit 5"] = lambda b=b: torch_exit5(b)
         for name, b in backends.items():
             if not name.startswith("openvino"):
                 continue
@@ -291,8 +301,13 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
             return (f"{both[a][0] / both[b][0]:.3f} wall, "
                     f"{both[a][1] / both[b][1]:.3f} cpu")
 
-        print(f"  torch all five / torch exit 5: {ratio('torch all five', 'torch exit 5')}"
-              " (target <= 1.10)")
+        for tag in ("torch", "torch bf16"):
+            if f"{tag} all five" in both:
+                print(f"  {tag} all five / {tag} exit 5: "
+                      f"{ratio(f'{tag} all five', f'{tag} exit 5')} (target <= 1.10)")
+        if "torch bf16 all five" in both:
+            print(f"  torch bf16 all five / torch all five: "
+                  f"{ratio('torch bf16 all five', 'torch all five')}")
         for name in backends:
             if name.startswith("openvino"):
                 print(f"  {name} all five stages / one exit-5 graph: "
@@ -328,15 +343,18 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
 
     if args.full:
         twelve = photo(3000, 4000, 3)
-        for name in ("torch", "openvino"):
-            if name == "openvino" and not openvino_installed():
-                continue
-            enh = Enhancer(args.weights or PACKAGE_WEIGHTS, device="cpu", backend=name)
+        runs = [("torch", "f32")] + ([("torch", "bf16")] if native_bf16() else [])
+        runs += [("openvino", "auto")] if openvino_installed() else []
+        runs += [("auto", "auto")]
+        for name, precision in runs:
+            enh = Enhancer(args.weights or PACKAGE_WEIGHTS, device="cpu", backend=name,
+                           precision=precision)
             enh.enhance(photo(512, 512, 3), 1)  # warm-up
             t0 = time.perf_counter()
             res = enh.enhance(twelve, "auto")
             s = time.perf_counter() - t0
-            print(f"\n12 MP (4000x3000) auto, {name} ({enh.backend.precision}): {s:.1f} s, "
+            print(f"\n12 MP (4000x3000) exit auto, --backend {name} "
+                  f"({enh.backend.name} {enh.backend.precision}): {s:.1f} s, "
                   f"exit {res.chosen}, {res.tiles} tiles -> {60 / s:.2f} images/min "
                   "(target >= 6)")
 

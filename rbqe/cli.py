@@ -92,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
     e.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto",
-                   help="who runs the network (default auto: OpenVINO on the CPU when "
-                        "installed, else torch)")
+                   help="who runs the network (default auto: on the CPU the fastest of "
+                        "torch and OpenVINO, timed once per computer; torch on a GPU)")
     e.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto",
-                   help="network precision (default auto: bf16 with OpenVINO on CPUs with "
-                        "native bf16, fp16 on CUDA, else f32)")
+                   help="network precision (default auto: bf16 on CPUs with native bf16 if "
+                        "it times faster, fp16 on CUDA, else f32)")
     e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     e.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
@@ -162,6 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _cpu_backend_info(net: Any) -> dict[str, Any]:
+    """This CPU, and what ``--backend auto`` chose on it (measured on first use)."""
+    from rbqe.backends import openvino_installed, recorded_auto_choice
+    from rbqe.backends.choose import choice_path, cpu_model
+    from rbqe.fastpath import native_bf16
+
+    choice = recorded_auto_choice(net)
+    return {"cpu": cpu_model(), "native_bf16": native_bf16(),
+            "openvino_installed": openvino_installed(),
+            "auto": choice if choice is not None else "not measured yet: chosen on first use",
+            "choice_file": str(choice_path())}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
     from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
@@ -191,6 +204,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                              for name, p in info.policies.policies.items()},
             },
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
+            "cpu_backend": _cpu_backend_info(net),
         })
     else:
         out.update({"weights": None, "error": missing_weights_message(path)})

@@ -131,7 +131,7 @@ class Enhancer:
         self.fp16 = self.device.type == "cuda" and precision != "f32"
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
-        # CPU: the fused, striped oneDNN path of rbqe.model.FastProgressiveRun (5x the plain
+        # CPU: the fused, striped oneDNN path of rbqe.fastpath.FastProgressiveRun (5x the plain
         # NCHW module path at 512x512, same float32 results to ~1e-7). CUDA keeps the
         # module path under fp16 autocast, where cuDNN does the fusing.
         self.fast = self.device.type == "cpu"

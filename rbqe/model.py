@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rbqe.arch import MULTIPLE, NUM_EXITS  # noqa: F401  (importable from here too)
-from rbqe.bands import row_bands
 
 
 @dataclass(frozen=True)
@@ -202,15 +201,21 @@ class RBQENet(nn.Module):
                 head[1].weight.mul_(0.1)
 
     def start(
-        self, x: torch.Tensor, stats: EcaStats | None = None, *, fast: bool = False
+        self, x: torch.Tensor, stats: EcaStats | None = None, *, fast: bool = False,
+        dtype: torch.dtype = torch.float32,
     ) -> ProgressiveRun:
         """Begin a progressive run on ``x``.
 
-        ``fast=True`` asks for the CPU inference path (:class:`FastProgressiveRun`); it is
-        used only where it applies (see :func:`fast_path_ok`), otherwise the plain one.
+        ``fast=True`` asks for the CPU inference path (:class:`rbqe.fastpath.FastProgressiveRun`,
+        computing in ``dtype``: float32, or bfloat16 on a CPU with native bf16); it is used
+        only where it applies (see :func:`rbqe.fastpath.fast_path_ok`), otherwise the plain
+        path in float32.
         """
-        if fast and fast_path_ok(x):
-            return FastProgressiveRun(self, x, stats)
+        if fast:
+            from rbqe.fastpath import FastProgressiveRun, fast_path_ok  # it imports this module
+
+            if fast_path_ok(x):
+                return FastProgressiveRun(self, x, stats, dtype=dtype)
         return ProgressiveRun(self, x, stats)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -284,218 +289,6 @@ class ProgressiveRun:
         self.exits_done = k
         if k == NUM_EXITS:
             self.nodes.clear()  # nothing left to reuse
-
-
-# -- CPU inference path ---------------------------------------------------------------------
-# Measured on the 2-core dev box, one thread, CPU time, 512x512, random width-32 weights
-# (benchmarks/bench_engine.py has the whole-network figures). All five exits: plain NCHW
-# module path 5.5 s, channels_last 3.3 s, this path 1.0 s. In order of gain:
-# * Row stripes. The separable convs are memory-bound, and a full-resolution 32-channel
-#   map (32 MB at 512x512) is more than the caches. A decoder node is computed in
-#   horizontal stripes of ~32k pixels (rows of a channels_last tensor are contiguous, so a
-#   stripe is a view) with the 2 rows of context its two 3x3 depthwise convs need; the
-#   intermediates stay in cache and their memory is reused instead of being freshly
-#   allocated (page faults: 2.2 s -> 1.2 s for the whole net at 512x512 with the next
-#   items). The upsampled input of a node is likewise made per stripe, never whole.
-# * No concatenation: the first separable conv of a decoder node is linear and its
-#   depthwise part per channel, so over ``cat(skips, up)`` it is the sum over the
-#   32-channel parts of ``pointwise_p(depthwise_p(part_p))``, accumulated by oneDNN's fused
-#   add: no (j+1)x32-channel copy. One 6-part 512x256 node in 64-row stripes: 83 ms,
-#   against 111 ms concatenating the depthwise outputs and 226 ms concatenating the inputs.
-# * ECA gate folded into the depthwise weights (batch 1): ``dw(x * g) = (w * g) * x + b``
-#   per channel, which removes the gate's multiply pass over the widest tensor (17 % of a
-#   training step). Node means are kept, so a node pools only its new upsampled part.
-# * oneDNN convolutions with ReLU / the residual add fused (``mkldnn._convolution_pointwise``,
-#   as torch.compile's CPU backend emits them): no separate ReLU pass, and 1x1 convs go to
-#   oneDNN too (PyTorch sends them to im2col + GEMM when single-threaded).
-# Measured and not used: bf16 autocast (this CPU has no AVX512-BF16: oneDNN refuses bf16
-# convs, the fallback ran 6.6x slower, PSNR 59-68 dB vs fp32), torch.jit.freeze +
-# optimize_for_inference (1.12x), torch.compile (1.8x, 66 s compile per input shape),
-# dense 3x3 in place of depthwise+pointwise (9x the MACs, slower), NCHW (depthwise 2.8x
-# slower). Results equal the module path to float32 rounding (~2e-7 on unit-range data).
-STRIPE_PIXELS = 32 * 1024  # pixels per stripe (rows * width); ~64 rows at 512 wide
-MIN_STRIPE_ROWS = 16  # a stripe recomputes 2 rows of context on each side
-# Below this many pixels the fast path's extra op calls (one per 32-channel part) cost
-# more than they save: at 64x64 it took 21 ms against 13 ms (width 8, one thread); from
-# 128x128 on it wins (30 vs 37 ms; width 32: 67 vs 111 ms).
-FAST_MIN_PIXELS = 128 * 128
-_MKL_OPS: tuple | None = None
-
-
-def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
-    global _MKL_OPS
-    if _MKL_OPS is None:
-        _MKL_OPS = (torch.ops.mkldnn._convolution_pointwise.default,
-                    torch.ops.mkldnn._convolution_pointwise.binary,
-                    torch.ops.mkldnn._convolution_transpose_pointwise.default)
-    return _MKL_OPS
-
-
-def fast_path_ok(x: torch.Tensor) -> bool:
-    """Whether :class:`FastProgressiveRun` applies and pays: CPU float32, batch 1, no
-    autograd, at least :data:`FAST_MIN_PIXELS` pixels."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.shape[0] == 1 and x.shape[-2] * x.shape[-1] >= FAST_MIN_PIXELS
-            and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled("cpu"))
-
-
-_OWN = object()  # "the module's own weight/bias" (None is a valid bias: no bias)
-
-
-def _conv(x: torch.Tensor, conv: nn.Conv2d, relu: bool, weight: object = _OWN,
-          bias: object = _OWN, add: torch.Tensor | None = None,
-          rows: tuple[bool, bool] | None = None) -> torch.Tensor:
-    """``conv(x)`` (+ ``add``) (then ReLU) in one oneDNN call; ``x`` channels_last.
-
-    ``rows``, for a row stripe: whether its first / last row is the image's top / bottom.
-    Only there is the conv zero-padded vertically; elsewhere the stripe's extra rows are
-    the context and the output is one row shorter on that side.
-    """
-    pointwise, binary, _ = _mkl_ops()
-    w = conv.weight if weight is _OWN else weight
-    b = conv.bias if bias is _OWN else bias
-    pad = list(conv.padding)
-    top = bottom = True
-    if rows is not None and pad[0]:
-        top, bottom = rows
-        pad[0] = 1 if top or bottom else 0  # padding is symmetric: crop the extra row below
-    stride, dil = list(conv.stride), list(conv.dilation)
-    groups = x.shape[1] if conv.groups > 1 else 1  # depthwise parts: groups == channels
-    if add is None:
-        y = pointwise(x, w, b, pad, stride, dil, groups, "relu" if relu else "none", [], None)
-    else:
-        y = binary(x, add, w, b, pad, stride, dil, groups, "add", None,
-                   "relu" if relu else None, [], None)
-    if top != bottom:  # one-sided: drop the row computed against the zero padding
-        y = y[:, :, 1:] if bottom else y[:, :, :-1]
-    return y
-
-
-def _rows_out(a0: int, a1: int, h: int) -> tuple[int, int]:
-    """Image rows that a 3x3 ``_conv(..., rows=(a0 == 0, a1 == h))`` of rows ``a0:a1`` gives."""
-    return (a0 if a0 == 0 else a0 + 1, a1 if a1 == h else a1 - 1)
-
-
-def _crop_rows(t: torch.Tensor, have: tuple[int, int], r0: int, r1: int) -> torch.Tensor:
-    """Rows ``r0:r1`` (image coordinates) of ``t``, which holds rows ``have[0]:have[1]``."""
-    if have == (r0, r1):
-        return t
-    return t[:, :, r0 - have[0] : r1 - have[0]]
-
-
-class FastProgressiveRun(ProgressiveRun):
-    """Inference-only :class:`ProgressiveRun` for CPU float32 batch 1 (see the notes above).
-
-    Reads the module's parameters at every call, so it always follows the live weights.
-    The ECA statistics (``stats``) are exchanged exactly as in the plain path.
-    """
-
-    def __init__(self, net: RBQENet, x: torch.Tensor, stats: EcaStats | None) -> None:
-        if x.stride(1) != 1:  # channels_last; for C == 1 .contiguous() would keep NCHW strides
-            x = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last).copy_(x)
-        super().__init__(net, x, stats)
-        self.means: dict[tuple[int, int], torch.Tensor] = {}
-
-    def _mean(self, i: int, c: int) -> torch.Tensor:
-        m = self.means.get((i, c))
-        if m is None:
-            m = self.means[i, c] = self.nodes[i, c].mean(dim=(2, 3))
-        return m
-
-    @staticmethod
-    def _stripes(h: int, w: int) -> list[tuple[int, int]]:
-        """Output row ranges ``(r0, r1)`` of the stripes of an ``h x w`` map."""
-        return row_bands(h, w, STRIPE_PIXELS, step=2, min_rows=MIN_STRIPE_ROWS)
-
-    def _block(self, mods: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        for m in mods:
-            if isinstance(m, nn.Conv2d):
-                x = _conv(x, m, True)  # every conv of InBlock/DownBlock is followed by ReLU
-        return x
-
-    def _up_node(self, i: int, j: int) -> torch.Tensor:
-        block: UpBlock = self.net.up[f"{i}_{j}"]  # type: ignore[assignment]
-        _, _, transpose = _mkl_ops()
-        t = block.up
-        lower = self.nodes[i + 1, j - 1]
-
-        def upsample(r0: int, r1: int) -> torch.Tensor:
-            # Rows r0:r1 (even) of relu(convT(lower)): a 2x2 stride-2 kernel maps lower row
-            # r to rows 2r and 2r + 1 only, so a stripe needs no context.
-            return transpose(lower[:, :, r0 // 2 : r1 // 2], t.weight, t.bias,
-                             list(t.padding), list(t.output_padding), list(t.stride),
-                             list(t.dilation), t.groups, "relu", [], None)
-
-        h, w = 2 * lower.shape[2], 2 * lower.shape[3]
-        stripes = self._stripes(h, w)
-        if len(stripes) == 1:
-            up = upsample(0, h)
-            up_mean = up.mean(dim=(2, 3))
-        else:
-            # Striped, the upsampled part is never stored whole: its mean is pooled stripe
-            # by stripe here, and each stripe is computed again where it is used (a cheap
-            # conv, against a full-resolution map written, faulted in and read back).
-            up = None
-            up_mean = sum(upsample(r0, r1).sum(dim=(2, 3)) for r0, r1 in stripes) / (h * w)
-        pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up_mean], 1)
-        if self.stats is not None:
-            pooled = self.stats.exchange(f"{i}_{j}", pooled)
-        gate = torch.sigmoid(block.eca.conv(pooled.unsqueeze(1))).reshape(-1)
-        dw, pw = block.conv1[0], block.conv1[1]
-        dw_w = dw.weight * gate[:, None, None, None]
-        skips = [self.nodes[i, c] for c in range(j)]
-        width = lower.shape[1]
-        out = None if len(stripes) == 1 else torch.empty(
-            (1, width, h, w), dtype=lower.dtype, memory_format=torch.channels_last)
-        total = None
-        for r0, r1 in stripes:
-            # Two 3x3 convs in a row: the stripe reads 2 rows of context on each side.
-            a0, a1 = max(0, r0 - 2), min(h, r1 + 2)
-            acc = None
-            parts = [s[:, :, a0:a1] for s in skips]
-            parts.append(up if up is not None else upsample(a0, a1))
-            for n, part in enumerate(parts):
-                sl = slice(n * width, (n + 1) * width)
-                d = _conv(part, dw, False, dw_w[sl], dw.bias[sl], rows=(a0 == 0, a1 == h))
-                acc = _conv(d, pw, n == j, pw.weight[:, sl],
-                            pw.bias if acc is None else None, add=acc)
-            acc = _crop_rows(acc, _rows_out(a0, a1, h), max(0, r0 - 1), min(h, r1 + 1))
-            d = _conv(acc, block.conv2[0], False, rows=(r0 == 0, r1 == h))
-            d = _crop_rows(d, _rows_out(max(0, r0 - 1), min(h, r1 + 1), h), r0, r1)
-            y = _conv(d, block.conv2[1], True)
-            total = y.sum(dim=(2, 3)) if total is None else total + y.sum(dim=(2, 3))
-            if out is None:
-                out = y
-            else:
-                out[:, :, r0:r1].copy_(y)
-        assert out is not None and total is not None
-        self.means[i, j] = total / (h * w)
-        return out
-
-    def _output(self, k: int) -> torch.Tensor:
-        head = self.net.heads[k - 1]
-        node = self.nodes[0, k]
-        x = self.x[:, : head[1].out_channels]
-        if not x.is_contiguous(memory_format=torch.channels_last):  # in_channels > out
-            x = x.contiguous(memory_format=torch.channels_last)
-        _, _, h, w = node.shape
-        stripes = self._stripes(h, w)
-        if len(stripes) == 1:
-            return _conv(_conv(node, head[0], False), head[1], False, add=x)
-        out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
-        for r0, r1 in stripes:
-            a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-            d = _conv(node[:, :, a0:a1], head[0], False, rows=(a0 == 0, a1 == h))
-            d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
-            out[:, :, r0:r1] = _conv(d, head[1], False, add=x[:, :, r0:r1])  # x + residual
-        return out
-
-    def _done(self, k: int) -> None:
-        super()._done(k)
-        if k == NUM_EXITS:
-            self.means.clear()
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -87,10 +87,12 @@ class SettingsPanel(QWidget):
         for value, label in cuda_devices():
             self.device.addItem(label, value)
         self.backend = QComboBox()
-        self.backend.addItem("Automatic (OpenVINO on the CPU if installed)", "auto")
+        self.backend.addItem("Automatic (the fastest on this computer)", "auto")
         self.backend.addItem("PyTorch", "torch")
         self.backend.addItem("OpenVINO (CPU)", "openvino")
-        self.backend.setToolTip("Who runs the network; OpenVINO needs the openvino extra")
+        self.backend.setToolTip("Who runs the network. Automatic times PyTorch and OpenVINO "
+                                "once on this computer and keeps the faster; OpenVINO needs "
+                                "the openvino extra")
         self.model = QComboBox()
         self.model.addItem("Colour (RGB) — removes colour blocks too", "rgb")
         self.model.addItem("Luma only (Y) — better on grayscale photos", "y")

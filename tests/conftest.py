@@ -46,7 +46,7 @@ def one_thread():
 @pytest.fixture
 def fast_everywhere(monkeypatch):
     """The CPU fast path also for images below ``FAST_MIN_PIXELS`` (small test images)."""
-    monkeypatch.setattr("rbqe.model.FAST_MIN_PIXELS", 0)
+    monkeypatch.setattr("rbqe.fastpath.FAST_MIN_PIXELS", 0)
 
 
 @pytest.fixture

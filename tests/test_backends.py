@@ -87,21 +87,125 @@ def test_bad_backend_choices_are_one_clear_error(net, monkeypatch):
         make_backend("tensorrt", net, CPU)
     with pytest.raises(RBQEError, match="precision must be one of"):
         make_backend("torch", net, CPU, precision="int8")
-    with pytest.raises(RBQEError, match="bf16 needs the OpenVINO backend"):
-        make_backend("torch", net, CPU, precision="bf16")
     with pytest.raises(RBQEError, match="runs on the CPU"):
         make_backend("openvino", net, torch.device("cuda"))
+    with pytest.raises(RBQEError, match="bf16 is for the CPU"):
+        make_backend("torch", net, torch.device("cuda"), precision="bf16")
+    monkeypatch.setattr("rbqe.backends.native_bf16", lambda: False)
+    with pytest.raises(RBQEError, match="this CPU has no native bf16"):
+        make_backend("torch", net, CPU, precision="bf16")
     monkeypatch.setattr("rbqe.backends.openvino_installed", lambda: False)
     with pytest.raises(RBQEError, match=r"pip install 'rbqe-studio\[openvino\]'"):
         make_backend("openvino", net, CPU)
     assert make_backend("auto", net, CPU).name == "torch"  # not installed: torch, no error
 
 
+def test_torch_precision_follows_the_cpu(net, monkeypatch):
+    for native in (False, True):
+        monkeypatch.setattr("rbqe.backends.native_bf16", lambda native=native: native)
+        assert make_backend("torch", net, CPU).precision == ("bf16" if native else "f32")
+        assert make_backend("torch", net, CPU, precision="f32").precision == "f32"
+        # A network in memory (training, calibration) stays float32 unless asked.
+        assert make_backend("torch", net, CPU, in_memory=True).precision == "f32"
+    assert make_backend("torch", net, CPU, precision="bf16").precision == "bf16"
+    assert make_backend("auto", net, torch.device("cuda")).precision == "fp16"
+    assert make_backend("auto", net, torch.device("cuda"), precision="f32").precision == "f32"
+
+
+@pytest.fixture
+def timed(monkeypatch, tmp_path):
+    """``auto`` measuring with fixed times (ms per candidate label) into a fresh cache;
+    returns the list of labels timed, in order."""
+    monkeypatch.setenv("RBQE_CACHE_DIR", str(tmp_path))
+    ms = {"torch f32": 900.0, "torch bf16": 400.0, "openvino auto": 300.0,
+          "openvino f32": 1200.0, "openvino bf16": 300.0}
+    calls: list[str] = []
+
+    def fake_time(backend, x):
+        label = f"{backend.name} {backend.precision}"
+        calls.append(label)
+        return ms[label] / 1000
+
+    monkeypatch.setattr("rbqe.backends.choose.all_exits_once", fake_time)
+    monkeypatch.setattr("rbqe.backends.openvino_installed", lambda: True)
+    monkeypatch.setattr("rbqe.backends.native_bf16", lambda: True)
+
+    class FakeOpenVINO:  # no export: the choice logic is under test, not OpenVINO
+        name = "openvino"
+
+        def __init__(self, net, precision):
+            self.precision = "bf16" if precision == "auto" else precision
+
+    monkeypatch.setattr("rbqe.backends._openvino", lambda net, p: FakeOpenVINO(net, p))
+    return calls
+
+
+def test_auto_measures_once_and_remembers_the_fastest(net, timed, tmp_path):
+    from rbqe.backends.choose import CHOICE_FILE
+
+    backend = make_backend("auto", net, CPU)
+    assert (backend.name, backend.precision) == ("openvino", "bf16")
+    # Each warmed up once, then three rounds taken in turns.
+    assert timed == ["torch f32", "torch bf16", "openvino bf16"] * 4
+    entries = json.loads((tmp_path / CHOICE_FILE).read_text())
+    (key, entry), = entries.items()
+    assert "threads" in key and "candidates torch f32, torch bf16, openvino auto" in key
+    assert entry["backend"] == "openvino" and entry["ms"]["torch bf16"] == 400.0
+    timed.clear()
+    backend = make_backend("auto", net, CPU)  # read back, not measured again
+    assert (backend.name, backend.precision) == ("openvino", "bf16") and timed == []
+    # Asking for f32 is another set of candidates: measured on its own.
+    backend = make_backend("auto", net, CPU, precision="f32")
+    assert (backend.name, backend.precision) == ("torch", "f32")
+    assert timed == ["torch f32", "openvino f32"] * 4
+
+
+def test_auto_skips_a_candidate_that_fails(net, timed, monkeypatch, caplog):
+    def broken(net, precision):
+        raise RBQEError("the OpenVINO backend failed to build its stages: no stages today")
+
+    monkeypatch.setattr("rbqe.backends._openvino", broken)
+    with caplog.at_level(logging.WARNING):
+        backend = make_backend("auto", net, CPU)
+    assert (backend.name, backend.precision) == ("torch", "bf16")
+    assert "no stages today" in caplog.text
+    assert "timing torch f32, torch bf16, openvino auto" in caplog.text
+    # A corrupt choice file is measured over, not an error.
+    from rbqe.backends.choose import choice_path
+
+    choice_path().write_text("{not json")
+    timed.clear()
+    assert make_backend("auto", net, CPU).precision == "bf16" and timed
+
+
+def test_the_probe_times_all_five_exits_in_turns(net):
+    from rbqe.backends.choose import probe_image, time_candidates
+
+    runs: list[tuple[str, object]] = []
+
+    def counting(name):
+        backend = TorchBackend(net)
+        start = backend.start
+
+        def start_counted(x, stats=None, *, fast=False):
+            run = start(x, stats, fast=fast)
+            runs.append((name, run))
+            return run
+
+        backend.start = start_counted
+        return backend
+
+    x = probe_image(1, side=64)
+    assert x.shape == (1, 1, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+    best = time_candidates({"a": counting("a"), "b": counting("b")}, x, runs=2)
+    assert set(best) == {"a", "b"} and all(0 < t < 60 for t in best.values())
+    assert [name for name, _ in runs] == ["a", "b", "a", "b", "a", "b"]
+    assert all(run.exits_done == NUM_EXITS for _, run in runs)
+
+
 # -- OpenVINO ----------------------------------------------------------------------------------
 @needs_openvino
-def test_auto_picks_openvino_on_the_cpu_and_falls_back_to_torch(net, monkeypatch, caplog):
-    assert make_backend("auto", net, CPU).name == "openvino"
-
+def test_auto_falls_back_to_torch_when_openvino_fails(net, monkeypatch, caplog):
     def broken(*a, **kw):
         raise RuntimeError("no stages today")
 
@@ -216,7 +320,7 @@ def test_bf16_is_close_to_fp32_where_the_cpu_has_it(net, gray_jpeg):
 
 
 # -- command line ------------------------------------------------------------------------------
-def test_cli_backend_and_precision(tiny_weights, make_jpeg, tmp_path):
+def test_cli_backend_and_precision(tiny_weights, make_jpeg, tmp_path, monkeypatch):
     from PIL import Image
 
     from tests.clirun import run_cli
@@ -225,10 +329,10 @@ def test_cli_backend_and_precision(tiny_weights, make_jpeg, tmp_path):
     Image.fromarray(make_jpeg(64, 64)).save(src)
     common = ["enhance", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights),
               "--device", "cpu"]
+    monkeypatch.setattr("rbqe.backends.native_bf16", lambda: False)
     rc, err = run_cli([*common, "--backend", "torch", "--precision", "bf16"])
-    assert rc == 2 and err.strip() == ("rbqe: error: --precision bf16 needs the OpenVINO "
-                                       "backend (torch's bf16 measured slower than f32 on "
-                                       "CPUs without native bf16)")
+    assert rc == 2 and err.strip() == ("rbqe: error: --precision bf16: this CPU has no native "
+                                       "bf16 (AVX512-BF16 or AMX); use --precision f32 or auto")
     report = tmp_path / "r.json"
     rc, err = run_cli([*common, "--backend", "torch", "--report", str(report)])
     assert rc == 0, err

@@ -17,7 +17,8 @@ from rbqe.bands import row_bands
 from rbqe.color import luma_of, split_ycbcr, ycbcr_to_rgb
 from rbqe.engine import Enhancer
 from rbqe.errors import Cancelled, RBQEError
-from rbqe.model import NUM_EXITS, FastProgressiveRun, ProgressiveRun
+from rbqe.fastpath import FastProgressiveRun
+from rbqe.model import NUM_EXITS, ProgressiveRun
 from rbqe.tiling import (
     MIN_TILE,
     TILE_OVERLAP,

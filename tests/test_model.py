@@ -19,14 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from rbqe import model
 from rbqe.engine import Enhancer
 from rbqe.io import STALE_TEMP_AGE_S, is_temp_file, remove_stale_temps
 from rbqe.model import (
     MULTIPLE,
     NUM_EXITS,
     EcaStats,
-    FastProgressiveRun,
     ModelConfig,
     ProgressiveRun,
     RBQENet,
@@ -129,38 +127,6 @@ def test_progressive_caches_and_frees_nodes(net):
         for _ in range(3):
             run.next_exit()
         assert run.nodes == {}
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_fast_path_matches_module_path(make_net, channels, monkeypatch):
-    net = make_net(channels, seed=5)
-    x = torch.rand(1, channels, 96, 64)
-    with torch.no_grad():
-        ref = net(x)
-        run = net.start(x, fast=True)
-        assert isinstance(run, FastProgressiveRun)
-        fast = [run.next_exit() for _ in range(NUM_EXITS)]
-        # Stripes (normally ~32k pixels) forced small: 16-row stripes with a short last one.
-        monkeypatch.setattr(model, "STRIPE_PIXELS", 18 * 64)
-        striped_run = net.start(x, fast=True)
-        striped = [striped_run.next_exit() for _ in range(NUM_EXITS)]
-    for a, b, c in zip(ref, fast, striped):
-        assert b.shape == a.shape
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
-        torch.testing.assert_close(c, a, rtol=0, atol=1e-5)
-
-
-def test_fast_path_only_where_it_applies(net, monkeypatch):
-    x = torch.rand(1, 1, 32, 32)
-    assert type(net.start(x, fast=True)) is ProgressiveRun  # autograd on: training path
-    with torch.no_grad():
-        assert type(net.start(x)) is ProgressiveRun
-        assert type(net.start(torch.rand(2, 1, 32, 32), fast=True)) is ProgressiveRun
-        assert type(net.start(x.double(), fast=True)) is ProgressiveRun
-        assert type(net.start(x, fast=True)) is FastProgressiveRun
-        monkeypatch.setattr(model, "FAST_MIN_PIXELS", 128 * 128)  # the shipped setting
-        assert type(net.start(x, fast=True)) is ProgressiveRun  # too small to pay
-        assert type(net.start(torch.rand(1, 1, 128, 128), fast=True)) is FastProgressiveRun
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -74,6 +74,7 @@ def add_parsers(sub: Any) -> None:
                    metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from the weights)")
     e.add_argument("--device", default="auto")
+    _add_backend_args(e)
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
     e.add_argument("--limit", type=int, default=0, help="use only the first N images")
     e.add_argument("--json", type=Path, help="write the full table as JSON")
@@ -105,6 +106,7 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
     c.add_argument("--weights", type=Path)
     c.add_argument("--device", default="auto")
+    _add_backend_args(c)
     c.add_argument("--gray", action="store_true")
     c.add_argument("--limit", type=int, default=0)
     c.add_argument("--tolerance", type=float,
@@ -115,6 +117,16 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--dry-run", action="store_true", help="do not write the exit rule")
     c.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="use measurements saved by 'rbqe eval --save-records' (same weights)")
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    # Measurements default to the reference network (torch, float32), not to what
+    # 'enhance --backend auto' picks on this machine, so that figures compare across CPUs;
+    # name a backend and precision to measure those (e.g. the PSNR cost of bf16).
+    p.add_argument("--backend", choices=["auto", "torch", "openvino"], default="torch",
+                   help="who runs the network (default torch: the reference)")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16"], default="f32",
+                   help="network precision (default f32: the reference)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,7 +197,8 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     # eval's "auto" column is the assessor rule (the gate is measured by
     # 'rbqe calibrate --policy gate', which gives it the JPEG tables).
     enhancer = Enhancer(args.weights, device=args.device, threshold=threshold,
-                        min_exit=min_exit, tile=0, policy="assessor")
+                        min_exit=min_exit, tile=0, policy="assessor",
+                        backend=args.backend, precision=args.precision)
     if args.records:
         wanted = set(args.qf)
         return enhancer, [r for f in args.records for r in load_records(f) if r.qf in wanted]
@@ -216,6 +229,7 @@ def _eval(args: argparse.Namespace) -> int:
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,
         "device": str(enhancer.device),
+        "backend": f"{enhancer.backend.name} {enhancer.backend.precision}",
         "protocol": "libjpeg (OpenCV) at quality q, 4:2:0 for colour; 8-bit outputs; "
                     "PSNR/SSIM/PSNR-B with no border crop; gray channel for gray images, "
                     "RGB and BT.601 Y for colour",
@@ -292,7 +306,8 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
     tolerance = 0.05 if args.tolerance is None else args.tolerance
     if not args.train:
         raise SystemExit("rbqe: error: --policy gate needs --train DIR (train photos, not val)")
-    enhancer = Enhancer(args.weights, device=args.device, tile=0, policy="assessor")
+    enhancer = Enhancer(args.weights, device=args.device, tile=0, policy="assessor",
+                        backend=args.backend, precision=args.precision)
     train_paths = list_clean_images(args.train)
     if args.train_limit and len(train_paths) > args.train_limit:
         step = len(train_paths) / args.train_limit  # spread over all folders

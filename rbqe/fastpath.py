@@ -1,0 +1,265 @@
+"""The CPU inference path: :class:`FastProgressiveRun`, a progressive run made of fused,
+row-striped oneDNN calls, in float32 or in bfloat16 where the CPU has native bf16.
+
+:meth:`rbqe.model.RBQENet.start` picks it where :func:`fast_path_ok` says it applies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rbqe.bands import row_bands
+from rbqe.model import NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, UpBlock
+
+# Measured on the 2-core dev box, one thread, CPU time, 512x512, random width-32 weights
+# (benchmarks/bench_engine.py has the whole-network figures). All five exits: plain NCHW
+# module path 5.5 s, channels_last 3.3 s, this path 1.0 s. In order of gain:
+# * Row stripes. The separable convs are memory-bound, and a full-resolution 32-channel
+#   map (32 MB at 512x512) is more than the caches. A decoder node is computed in
+#   horizontal stripes of ~32k pixels (rows of a channels_last tensor are contiguous, so a
+#   stripe is a view) with the 2 rows of context its two 3x3 depthwise convs need; the
+#   intermediates stay in cache and their memory is reused instead of being freshly
+#   allocated (page faults: 2.2 s -> 1.2 s for the whole net at 512x512 with the next
+#   items). The upsampled input of a node is likewise made per stripe, never whole.
+# * No concatenation: the first separable conv of a decoder node is linear and its
+#   depthwise part per channel, so over ``cat(skips, up)`` it is the sum over the
+#   32-channel parts of ``pointwise_p(depthwise_p(part_p))``, accumulated by oneDNN's fused
+#   add: no (j+1)x32-channel copy. One 6-part 512x256 node in 64-row stripes: 83 ms,
+#   against 111 ms concatenating the depthwise outputs and 226 ms concatenating the inputs.
+# * ECA gate folded into the depthwise weights (batch 1): ``dw(x * g) = (w * g) * x + b``
+#   per channel, which removes the gate's multiply pass over the widest tensor (17 % of a
+#   training step). Node means are kept, so a node pools only its new upsampled part.
+# * oneDNN convolutions with ReLU / the residual add fused (``mkldnn._convolution_pointwise``,
+#   as torch.compile's CPU backend emits them): no separate ReLU pass, and 1x1 convs go to
+#   oneDNN too (PyTorch sends them to im2col + GEMM when single-threaded).
+# * bfloat16 (``dtype=torch.bfloat16``) on a CPU with native bf16 (AVX512-BF16 or AMX):
+#   the node maps, which are what the memory-bound separable convs stream, are half the
+#   bytes, and oneDNN has native bf16 kernels. All five exits at 512x512, 2 threads, an
+#   AMD EPYC with AVX512-BF16: 462 ms against 972 ms in float32. What decides the output's
+#   precision stays float32: the ECA means and gates, and the residual added to the
+#   float32 input (a bf16 image would be quantised to 1/512 near white). Without native
+#   bf16 oneDNN emulates it: 6.6x slower on an AVX2 CPU, so it is never chosen there.
+# Measured and not used: bf16 autocast (on the AVX2 CPU oneDNN refused bf16 convs and the
+# fallback ran 6.6x slower, PSNR 59-68 dB vs fp32), torch.jit.freeze +
+# optimize_for_inference (1.12x), torch.compile (1.8x, 66 s compile per input shape),
+# dense 3x3 in place of depthwise+pointwise (9x the MACs, slower), NCHW (depthwise 2.8x
+# slower). Results equal the module path to float32 rounding (~2e-7 on unit-range data).
+STRIPE_PIXELS = 32 * 1024  # pixels per stripe (rows * width); ~64 rows at 512 wide
+MIN_STRIPE_ROWS = 16  # a stripe recomputes 2 rows of context on each side
+# Below this many pixels the fast path's extra op calls (one per 32-channel part) cost
+# more than they save: at 64x64 it took 21 ms against 13 ms (width 8, one thread); from
+# 128x128 on it wins (30 vs 37 ms; width 32: 67 vs 111 ms).
+FAST_MIN_PIXELS = 128 * 128
+_MKL_OPS: tuple | None = None
+
+
+def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
+    global _MKL_OPS
+    if _MKL_OPS is None:
+        _MKL_OPS = (torch.ops.mkldnn._convolution_pointwise.default,
+                    torch.ops.mkldnn._convolution_pointwise.binary,
+                    torch.ops.mkldnn._convolution_transpose_pointwise.default)
+    return _MKL_OPS
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX) in oneDNN."""
+    cpu = getattr(torch, "cpu", None)  # the probes are private torch API: absent -> False
+    probes = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported",
+                                              "_is_amx_tile_supported")]
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                and any(p is not None and p() for p in probes))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_path_ok(x: torch.Tensor) -> bool:
+    """Whether :class:`FastProgressiveRun` applies and pays: CPU float32, batch 1, no
+    autograd, at least :data:`FAST_MIN_PIXELS` pixels."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.shape[0] == 1 and x.shape[-2] * x.shape[-1] >= FAST_MIN_PIXELS
+            and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled("cpu"))
+
+
+_OWN = object()  # "the module's own weight/bias" (None is a valid bias: no bias)
+
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d, relu: bool, weight: object = _OWN,
+          bias: object = _OWN, add: torch.Tensor | None = None,
+          rows: tuple[bool, bool] | None = None) -> torch.Tensor:
+    """``conv(x)`` (+ ``add``) (then ReLU) in one oneDNN call; ``x`` channels_last.
+
+    ``rows``, for a row stripe: whether its first / last row is the image's top / bottom.
+    Only there is the conv zero-padded vertically; elsewhere the stripe's extra rows are
+    the context and the output is one row shorter on that side.
+    """
+    pointwise, binary, _ = _mkl_ops()
+    w = conv.weight if weight is _OWN else weight
+    b = conv.bias if bias is _OWN else bias
+    if w.dtype != x.dtype:  # the bf16 path: parameters are cast per call (they are small)
+        w = w.to(x.dtype)
+        b = None if b is None else b.to(x.dtype)
+    pad = list(conv.padding)
+    top = bottom = True
+    if rows is not None and pad[0]:
+        top, bottom = rows
+        pad[0] = 1 if top or bottom else 0  # padding is symmetric: crop the extra row below
+    stride, dil = list(conv.stride), list(conv.dilation)
+    groups = x.shape[1] if conv.groups > 1 else 1  # depthwise parts: groups == channels
+    if add is None:
+        y = pointwise(x, w, b, pad, stride, dil, groups, "relu" if relu else "none", [], None)
+    else:
+        y = binary(x, add, w, b, pad, stride, dil, groups, "add", None,
+                   "relu" if relu else None, [], None)
+    if top != bottom:  # one-sided: drop the row computed against the zero padding
+        y = y[:, :, 1:] if bottom else y[:, :, :-1]
+    return y
+
+
+def _rows_out(a0: int, a1: int, h: int) -> tuple[int, int]:
+    """Image rows that a 3x3 ``_conv(..., rows=(a0 == 0, a1 == h))`` of rows ``a0:a1`` gives."""
+    return (a0 if a0 == 0 else a0 + 1, a1 if a1 == h else a1 - 1)
+
+
+def _crop_rows(t: torch.Tensor, have: tuple[int, int], r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` (image coordinates) of ``t``, which holds rows ``have[0]:have[1]``."""
+    if have == (r0, r1):
+        return t
+    return t[:, :, r0 - have[0] : r1 - have[0]]
+
+
+class FastProgressiveRun(ProgressiveRun):
+    """Inference-only :class:`ProgressiveRun` for a CPU float32 batch of 1 (see the notes
+    above); the nodes are computed in ``dtype`` (float32 or bfloat16), the exits come back
+    in float32.
+
+    Reads the module's parameters at every call, so it always follows the live weights.
+    The ECA statistics (``stats``) are exchanged exactly as in the plain path.
+    """
+
+    def __init__(self, net: RBQENet, x: torch.Tensor, stats: EcaStats | None, *,
+                 dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"the CPU fast path runs float32 or bfloat16, not {dtype}")
+        n, c, h, w = x.shape
+        if x.stride() != (h * w * c, 1, w * c, c):
+            # Exactly channels_last, or oneDNN quietly answers in NCHW (1.9x slower): for
+            # C == 1 or a batch stride left over from x[None], .contiguous() is not enough.
+            x = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last).copy_(x)
+        super().__init__(net, x, stats)
+        self.dtype = dtype
+        self.means: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _mean(self, i: int, c: int) -> torch.Tensor:
+        m = self.means.get((i, c))
+        if m is None:
+            m = self.means[i, c] = self.nodes[i, c].mean(dim=(2, 3), dtype=torch.float32)
+        return m
+
+    @staticmethod
+    def _stripes(h: int, w: int) -> list[tuple[int, int]]:
+        """Output row ranges ``(r0, r1)`` of the stripes of an ``h x w`` map."""
+        return row_bands(h, w, STRIPE_PIXELS, step=2, min_rows=MIN_STRIPE_ROWS)
+
+    def _block(self, mods: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)  # the input, for the first block; a no-op after
+        for m in mods:
+            if isinstance(m, nn.Conv2d):
+                x = _conv(x, m, True)  # every conv of InBlock/DownBlock is followed by ReLU
+        return x
+
+    def _up_node(self, i: int, j: int) -> torch.Tensor:
+        block: UpBlock = self.net.up[f"{i}_{j}"]  # type: ignore[assignment]
+        _, _, transpose = _mkl_ops()
+        t = block.up
+        lower = self.nodes[i + 1, j - 1]
+
+        def upsample(r0: int, r1: int) -> torch.Tensor:
+            # Rows r0:r1 (even) of relu(convT(lower)): a 2x2 stride-2 kernel maps lower row
+            # r to rows 2r and 2r + 1 only, so a stripe needs no context.
+            return transpose(lower[:, :, r0 // 2 : r1 // 2], t.weight.to(lower.dtype),
+                             t.bias.to(lower.dtype),
+                             list(t.padding), list(t.output_padding), list(t.stride),
+                             list(t.dilation), t.groups, "relu", [], None)
+
+        h, w = 2 * lower.shape[2], 2 * lower.shape[3]
+        stripes = self._stripes(h, w)
+        if len(stripes) == 1:
+            up = upsample(0, h)
+            up_mean = up.mean(dim=(2, 3), dtype=torch.float32)
+        else:
+            # Striped, the upsampled part is never stored whole: its mean is pooled stripe
+            # by stripe here, and each stripe is computed again where it is used (a cheap
+            # conv, against a full-resolution map written, faulted in and read back).
+            up = None
+            up_mean = sum(upsample(r0, r1).sum(dim=(2, 3), dtype=torch.float32)
+                          for r0, r1 in stripes) / (h * w)
+        pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up_mean], 1)
+        if self.stats is not None:
+            pooled = self.stats.exchange(f"{i}_{j}", pooled)
+        gate = torch.sigmoid(block.eca.conv(pooled.unsqueeze(1))).reshape(-1)
+        dw, pw = block.conv1[0], block.conv1[1]
+        dw_w = dw.weight * gate[:, None, None, None]
+        skips = [self.nodes[i, c] for c in range(j)]
+        width = lower.shape[1]
+        out = None if len(stripes) == 1 else torch.empty(
+            (1, width, h, w), dtype=lower.dtype, memory_format=torch.channels_last)
+        total = None
+        for r0, r1 in stripes:
+            # Two 3x3 convs in a row: the stripe reads 2 rows of context on each side.
+            a0, a1 = max(0, r0 - 2), min(h, r1 + 2)
+            acc = None
+            parts = [s[:, :, a0:a1] for s in skips]
+            parts.append(up if up is not None else upsample(a0, a1))
+            for n, part in enumerate(parts):
+                sl = slice(n * width, (n + 1) * width)
+                d = _conv(part, dw, False, dw_w[sl], dw.bias[sl], rows=(a0 == 0, a1 == h))
+                acc = _conv(d, pw, n == j, pw.weight[:, sl],
+                            pw.bias if acc is None else None, add=acc)
+            acc = _crop_rows(acc, _rows_out(a0, a1, h), max(0, r0 - 1), min(h, r1 + 1))
+            d = _conv(acc, block.conv2[0], False, rows=(r0 == 0, r1 == h))
+            d = _crop_rows(d, _rows_out(max(0, r0 - 1), min(h, r1 + 1), h), r0, r1)
+            y = _conv(d, block.conv2[1], True)
+            y_sum = y.sum(dim=(2, 3), dtype=torch.float32)
+            total = y_sum if total is None else total + y_sum
+            if out is None:
+                out = y
+            else:
+                out[:, :, r0:r1].copy_(y)
+        assert out is not None and total is not None
+        self.means[i, j] = total / (h * w)
+        return out
+
+    def _output(self, k: int) -> torch.Tensor:
+        head = self.net.heads[k - 1]
+        node = self.nodes[0, k]
+        x = self.x[:, : head[1].out_channels]
+        if not x.is_contiguous(memory_format=torch.channels_last):  # in_channels > out
+            x = x.contiguous(memory_format=torch.channels_last)
+        _, _, h, w = node.shape
+        stripes = self._stripes(h, w)
+        if len(stripes) == 1:
+            return self._add_residual(head[1], _conv(node, head[0], False), x)
+        out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
+        for r0, r1 in stripes:
+            a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
+            d = _conv(node[:, :, a0:a1], head[0], False, rows=(a0 == 0, a1 == h))
+            d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
+            out[:, :, r0:r1] = self._add_residual(head[1], d, x[:, :, r0:r1])
+        return out
+
+    def _add_residual(self, conv: nn.Conv2d, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x + conv(d)`` in float32: fused for float32, else the residual is cast up."""
+        if self.dtype == torch.float32:
+            return _conv(d, conv, False, add=x)
+        return x + _conv(d, conv, False).float()
+
+    def _done(self, k: int) -> None:
+        super()._done(k)
+        if k == NUM_EXITS:
+            self.means.clear()
