@@ -327,8 +327,8 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
             ref_scores = [float(iqa.score_torch(iqa.luma(r.clamp(0, 1)) if c == 3 else
                                                 r.clamp(0, 1))) for r in ref]
             for name, b in backends.items():
-                run = b.start(xl, fast=True)  # type: ignore[attr-defined]
-                with torch.inference_mode():
+                with torch.inference_mode():  # before start(): the fast path needs no autograd
+                    run = b.start(xl, fast=True)  # type: ignore[attr-defined]
                     outs = [run.next_exit() for _ in range(NUM_EXITS)]
                 diffs = [float((o - r).abs().max()) for o, r in zip(outs, ref)]
                 ps = [psnr(o, r) for o, r in zip(outs, ref)]

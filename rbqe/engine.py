@@ -92,9 +92,10 @@ class Enhancer:
         tile: Tile side in pixels (multiple of 32); images larger than one tile are tiled.
             ``0`` disables tiling.
         net: An already built network (tests, calibration); skips loading.
-        backend: ``auto``, ``torch`` or ``openvino`` (see :func:`rbqe.backends.make_backend`).
-        precision: ``auto``, ``f32`` or ``bf16`` (OpenVINO only); ``f32`` also turns off
-            fp16 on CUDA.
+        backend: ``auto``, ``torch`` or ``openvino`` (see :func:`rbqe.backends.make_backend`;
+            ``auto`` on the CPU times the candidates once per machine).
+        precision: ``auto``, ``f32`` or ``bf16`` (the CPU, where it has native bf16);
+            ``f32`` also turns off fp16 on CUDA.
     """
 
     def __init__(
