@@ -93,6 +93,7 @@ class ItemReport:
     size: tuple[int, int] | None = None
     error: str | None = None
     exit_reason: dict[str, Any] | None = None
+    tile_exits: dict[str, Any] | None = None  # rbqe.results.TileExits.to_json()
     write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +109,8 @@ class ItemReport:
         }
         if self.exit_reason is not None:
             entry["exit_reason"] = self.exit_reason
+        if self.tile_exits is not None:
+            entry["tile_exits"] = self.tile_exits
         if self.error is not None:
             entry["error"] = self.error
         return entry
@@ -141,6 +144,16 @@ class BatchSummary:
             if i.status == "ok" and i.exit:
                 hist[i.exit] += 1
         return hist
+
+    @property
+    def tile_exit_histogram(self) -> dict[int, int] | None:
+        """Tiles per exit over the images whose tiles chose their own exits; None when
+        there are none."""
+        per_tile = [i.tile_exits for i in self.items if i.status == "ok" and i.tile_exits]
+        if not per_tile:
+            return None
+        return {k: sum(t["histogram"][str(k)] for t in per_tile)
+                for k in range(1, NUM_EXITS + 1)}
 
     @property
     def avg_ms(self) -> float:
@@ -454,13 +467,14 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
         gmacs_exit5=enhancer.gmacs(hp, wp)[-1],
         size=(w, h),
         exit_reason=result.exit_reason,
+        tile_exits=None if result.tile_exits is None else result.tile_exits.to_json(),
     )
 
 
 def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
     """The ``--report`` document."""
     info = enhancer.info
-    return {
+    report = {
         "device": str(enhancer.device),
         "backend": enhancer.backend.name,
         "precision": enhancer.backend.precision,
@@ -468,6 +482,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,
         "policy": enhancer.policy.to_json() | {"description": enhancer.policy.describe()},
+        "tile_exits": enhancer.tile_exits,
         "images": [i.to_json() for i in summary.items],
         "summary": {
             "processed": summary.processed,
@@ -482,3 +497,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
                                else round(summary.saved_fraction, 4)),
         },
     }
+    tiles = summary.tile_exit_histogram
+    if tiles is not None:  # only with tiled images that chose per tile: old readers unchanged
+        report["summary"]["tile_exit_histogram"] = {str(k): v for k, v in tiles.items()}
+    return report

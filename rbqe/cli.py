@@ -22,6 +22,7 @@ from rbqe import __version__
 from rbqe.arch import NUM_EXITS
 from rbqe.errors import show_path
 from rbqe.exit_policy import parse_exit_mode
+from rbqe.tile_exits import DEFAULT_TILE_EXITS, TILE_EXITS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
+    e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
+                   help="how auto chooses the exit of an image larger than one tile: "
+                        "per-tile (each tile stops where it needs to) or shared (one exit "
+                        f"for the whole picture, from sample tiles); default "
+                        f"{DEFAULT_TILE_EXITS}")
     e.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto",
                    help="who runs the network (default auto: on the CPU the fastest of "
                         "torch and OpenVINO, timed once per computer; torch on a GPU)")
@@ -255,6 +261,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile,
+                           tile_exits=args.tile_exits,
                            policy=None if args.policy == "default" else args.policy,
                            backend=args.backend, precision=args.precision)
     # The Ray engine loads the model on its workers (and checks the weights on its own).

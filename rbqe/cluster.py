@@ -400,7 +400,8 @@ def run_ray_batch(
                            "precision": ", ".join(p for _, p in backends) or None,
                            "weights": str(local.info.path) if local.info.path else None,
                            "threshold": local.threshold, "min_exit": local.min_exit,
-                           "policy": policy.to_json() | {"description": policy.describe()}},
+                           "policy": policy.to_json() | {"description": policy.describe()},
+                           "tile_exits": local.tile_exits},
                           summary.to_json())
         except OSError as exc:  # the outputs are done; the front end reports this
             summary.report_error = _report_problem(report or Path(), exc)
@@ -470,4 +471,4 @@ def _item_from_json(entry: dict[str, Any]) -> ItemReport:
         outputs={k: Path(v) for k, v in entry["outputs"].items()},
         exit=entry["exit"], scores=entry["scores"], times_ms=entry["times_ms"],
         gmacs=entry["gmacs"], size=tuple(entry["size"]) if entry["size"] else None,
-        error=entry.get("error"))
+        error=entry.get("error"), tile_exits=entry.get("tile_exits"))

@@ -50,6 +50,7 @@ from rbqe.exit_policy import (
 )
 from rbqe.model import RBQENet, gmacs_per_exit
 from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
+from rbqe.tile_exits import DEFAULT_TILE_EXITS, check_tile_exits
 from rbqe.tiling import DEFAULT_TILE, MIN_TILE, halved_tile, pad_to_multiple, tile_side
 from rbqe.weights import (
     WeightsInfo,
@@ -96,6 +97,10 @@ class Enhancer:
             ``auto`` on the CPU times the candidates once per machine).
         precision: ``auto``, ``f32`` or ``bf16`` (the CPU, where it has native bf16);
             ``f32`` also turns off fp16 on CUDA.
+        tile_exits: How auto chooses the exit of a tiled image: ``per-tile`` (each tile
+            stops on its own signals, :mod:`rbqe.tile_exits`) or ``shared`` (one exit for
+            the whole picture, from sample tiles); forced exits and ``all`` are the same in
+            both.
     """
 
     def __init__(
@@ -110,8 +115,10 @@ class Enhancer:
         policy: ExitPolicy | str | None = None,
         backend: str = "auto",
         precision: str = "auto",
+        tile_exits: str = DEFAULT_TILE_EXITS,
     ) -> None:
         self.device = pick_device(device)
+        self.tile_exits = check_tile_exits(tile_exits)
         in_memory = net is not None
         if net is None:
             path = Path(weights) if weights else default_weights_path()

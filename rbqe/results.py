@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ class ExitResult:
         score: IQA score of this exit (for a tiled image: of the assembled image).
         time_ms: Network time of this stage alone.
         iqa_ms: Time spent scoring it.
-        gmacs: Cumulative GMACs to reach this exit.
+        gmacs: Cumulative GMACs to reach this exit (for a tiled image with per-tile exits:
+            the GMACs spent, each tile to its own exit, the sample tiles' walk included).
         signals: What the exit policy reads at this exit (for a tiled image: the sample
             tiles' mean; None for exits computed only for the whole picture).
     """
@@ -44,12 +46,61 @@ class ExitResult:
 
 
 @dataclass
+class TileExits:
+    """Which exit each tile of a tiled image got (auto with per-tile exits), and what that
+    cost against the alternatives. GMACs include the sample tiles' walk, which each
+    alternative needs too (to the exit it computes).
+
+    Attributes:
+        exits: Each tile's exit, in grid order (row of tiles by row, left to right).
+        grid: ``(rows, columns)`` of tiles.
+        floor: The earliest exit a tile could stop at (:func:`rbqe.tile_exits.floor_exit`).
+        reasons: What decided each tile's exit (a :attr:`rbqe.exit_policy.Decision.signal`).
+        gmacs: Spent: every tile to its own exit, and the sample tiles to exit 5.
+        gmacs_shared: The shared mode: every tile (and sample) to the whole-picture
+            decision.
+        gmacs_exit5: Every tile to exit 5 (``--exit 5``).
+    """
+
+    exits: list[int]
+    grid: tuple[int, int]
+    floor: int
+    reasons: list[str]
+    gmacs: float
+    gmacs_shared: float
+    gmacs_exit5: float
+
+    @property
+    def histogram(self) -> dict[int, int]:
+        """How many tiles stopped at each exit 1..5."""
+        return {k: self.exits.count(k) for k in range(1, NUM_EXITS + 1)}
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's ``tile_exits`` entry."""
+        return {
+            "histogram": {str(k): v for k, v in self.histogram.items()},
+            "exits": [self.exits[r * self.grid[1]:(r + 1) * self.grid[1]]
+                      for r in range(self.grid[0])],
+            "floor": self.floor,
+            "reasons": {r: self.reasons.count(r) for r in sorted(set(self.reasons))},
+            "gmacs": round(self.gmacs, 3),
+            "gmacs_shared": round(self.gmacs_shared, 3),
+            "gmacs_exit5": round(self.gmacs_exit5, 3),
+            "saved_vs_exit5": round(1 - self.gmacs / self.gmacs_exit5, 4),
+            "saved_vs_shared": round(1 - self.gmacs / self.gmacs_shared, 4),
+        }
+
+
+@dataclass
 class EnhanceResult:
     """What :meth:`rbqe.engine.Enhancer.enhance` returns.
 
     Attributes:
         exits: Computed exits, in order.
-        chosen: The exit auto chose (or the forced one).
+        chosen: The exit auto chose (or the forced one). For a tiled image under auto it
+            is the sample tiles' decision for the whole picture in either tile-exits mode;
+            with per-tile exits, that exit's image holds each tile at its own exit
+            (:attr:`tile_exits`).
         threshold: Threshold used.
         mode: The exit mode asked for.
         device: Torch device string.
@@ -67,6 +118,8 @@ class EnhanceResult:
         decision: Why auto stopped where it did (for ``all``: where it would stop; for a
             forced exit: why it is that exit); :attr:`exit_reason` is its JSON.
         prior: The input file's JPEG tables, when given.
+        tile_exits: Each tile's exit and the compute spent, for a tiled image under auto
+            with per-tile exits; None otherwise.
     """
 
     exits: list[ExitResult]
@@ -87,6 +140,7 @@ class EnhanceResult:
     decision: Decision | None = None
     prior: JpegPrior | None = None
     gray_input: bool = False
+    tile_exits: TileExits | None = None
     _session: Session | None = field(default=None, repr=False)
 
     @property

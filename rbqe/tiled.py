@@ -13,6 +13,11 @@ attention gates and no seam appears where two tiles would have pooled different
 statistics. The chosen exit's score is finally measured on the whole assembled image and
 reported beside the sampled ones (:attr:`rbqe.results.EnhanceResult.scores` has both).
 
+That is the ``shared`` mode. Under auto with per-tile exits (the Enhancer's
+``tile_exits``), the samples' decision is still the result's exit, but each tile then
+walks the exits and stops on its own signals (:mod:`rbqe.tile_exits`), and
+:attr:`rbqe.results.EnhanceResult.tile_exits` says which exit each tile got.
+
 Memory of a tiled image
 -----------------------
 Besides the network's working set (one tile), a tiled image costs the caller's input and
@@ -35,12 +40,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rbqe import iqa
+from rbqe import iqa, tile_exits
 from rbqe.arch import NUM_EXITS
+from rbqe.backends import Run
 from rbqe.color import luma_of
 from rbqe.exit_policy import Decision, ExitMode, ExitSignals, JpegPrior, ends_walk, last_exit
 from rbqe.model import EcaStats
-from rbqe.results import EnhanceResult, ExitResult, Hooks, Walk
+from rbqe.results import EnhanceResult, ExitResult, Hooks, TileExits, Walk
+from rbqe.tile_exits import TileWalk, floor_exit, walk_tiles
 from rbqe.tiling import TILE_OVERLAP, Box, Tile, blend_weight, padded_box, sample_boxes, tiles
 
 if TYPE_CHECKING:
@@ -56,6 +63,7 @@ class _Sampled:
     decisions: list[Decision] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # their mean score, per exit walked
     ms: float = 0.0  # network time of the walk
+    computed: int = 0  # the deepest exit whose nodes (and ECA means) the samples computed
 
 
 @torch.inference_mode()
@@ -70,20 +78,31 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     result.tiled, result.tiles = True, len(boxes)
     steps = _Steps(hooks, len(samples) + len(boxes))
     stats = EcaStats(mode="record")
+    per_tile = mode == "auto" and enh.tile_exits == "per-tile"
 
     # 1. Sample tiles walk the exits; their mean signals decide, their ECA means are kept.
-    sampled = _walk_samples(enh, img, samples, stats, result, steps)
-    exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [sampled.chosen]
-    if isinstance(mode, int):
-        exits_wanted = [mode]
+    # For per-tile exits their nodes go on to exit 5: a tile may need the means of any node.
+    sampled = _walk_samples(enh, img, samples, stats, result, steps,
+                            through=NUM_EXITS if per_tile else 0)
 
     # 2. Every tile to the exit(s) wanted, all with the same ECA means, blended straight
     # into the output frames.
     stats.mode = "fixed"
-    frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, len(samples))
-
-    # 3. Assemble: each exit wanted finished and scored on the whole image.
-    _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
+    if per_tile:
+        floor = floor_exit(enh.min_exit, sampled.chosen, tile_exits.FLOOR_DROP)
+        frame, walked = walk_tiles(enh, img, grid, stats, floor, result,
+                                   lambda n: steps.at("tile", len(samples) + n))
+        hooks.report("tile", steps.total, steps.total)
+        _assemble_per_tile(enh, img, frame, walked, grid, samples, sampled, floor, result,
+                           hooks)
+    else:
+        exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [sampled.chosen]
+        if isinstance(mode, int):
+            exits_wanted = [mode]
+        frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps,
+                                      len(samples))
+        # 3. Assemble: each exit wanted finished and scored on the whole image.
+        _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
     result.chosen, result.decision = enh._decide(sampled.signals, result)
     assert mode != "auto" or result.chosen == sampled.chosen
     result.full_score = result.exit_result(result.chosen).score
@@ -103,10 +122,11 @@ class _Steps:
 
 
 def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: EcaStats,
-                  result: EnhanceResult, steps: _Steps) -> _Sampled:
+                  result: EnhanceResult, steps: _Steps, through: int = 0) -> _Sampled:
     """Phase 1: the sample tiles walk the exits side by side, recording their ECA means
     into ``stats``, until the policy stops on their mean signals (or the mode's last
-    exit)."""
+    exit); then their nodes alone (no output, no score) on to exit ``through``, for the
+    ECA means of later nodes."""
     mode = result.mode
     runs, walks = [], []
     for n, (y0, y1, x0, x1) in enumerate(samples):
@@ -134,7 +154,24 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
         if ends_walk(mode, sampled.decisions[-1]):
             sampled.chosen = k
             break
+    sampled.computed = len(sampled.signals)
+    if through > sampled.computed:
+        sampled.ms += _walk_on(enh, runs, through, steps.hooks)
+        sampled.computed = through
     return sampled
+
+
+def _walk_on(enh: Enhancer, runs: list[Run], through: int, hooks: Hooks) -> float:
+    """The sample ``runs``' nodes on to exit ``through`` (recording their ECA means), one
+    run after the other, so that only one grows at a time; returns the network ms."""
+    t0 = time.perf_counter()
+    for run in runs:
+        while run.exits_done < through:
+            hooks.check_cancel()
+            with torch.autocast("cuda", dtype=torch.float16, enabled=enh.fp16):
+                run.advance()
+    enh._sync()
+    return (time.perf_counter() - t0) * 1000
 
 
 def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats,
@@ -176,24 +213,60 @@ def _assemble(enh: Enhancer, img: np.ndarray, frames: dict[int, np.ndarray],
     """Phase 3: each frame finished into its exit's image and scored on the whole image.
     The sample walk's cost is counted in every exit's time and MACs, since it was spent
     to get there."""
-    walked = len(sampled.signals)
-    overhead_macs = sum(enh.gmacs(*padded_box(b))[walked - 1] for b in samples)
+    overhead_macs = _sample_macs(enh, samples, sampled.computed)
     exits_wanted = list(frames)
     for k in exits_wanted:
-        image = enh._finish(frames.pop(k), img)
-        t1 = time.perf_counter()
-        full = _score_frame(image)
-        iqa_ms = (time.perf_counter() - t1) * 1000
-        macs = sum(enh.gmacs(*padded_box(b))[k - 1] for b in boxes) + overhead_macs
+        macs = _tile_macs(enh, boxes, [k] * len(boxes)) + overhead_macs
         # One exit wanted: every tile ran stages 1..k for it (like its cumulative MACs).
         net_ms = stage_ms[k - 1] if result.mode == "all" else sum(stage_ms[:k])
         if k == exits_wanted[0]:
             net_ms += sampled.ms
-        e = ExitResult(k, image, full, net_ms, iqa_ms, macs,
-                       sampled.signals[k - 1] if k <= walked else None,
-                       sampled.decisions[k - 1] if k <= walked else None)
-        result.exits.append(e)
-        hooks.exit_done(e)
+        _finish_exit(enh, img, frames.pop(k), k, net_ms, 0.0, macs, sampled, result, hooks)
+
+
+def _assemble_per_tile(enh: Enhancer, img: np.ndarray, frame: np.ndarray, walked: TileWalk,
+                       grid: list[Tile], samples: list[Box], sampled: _Sampled, floor: int,
+                       result: EnhanceResult, hooks: Hooks) -> None:
+    """Phase 3 with per-tile exits: the one frame finished and scored as the chosen
+    exit's image, and :attr:`EnhanceResult.tile_exits` filled in."""
+    boxes = [b for b, _, _ in grid]
+    k = sampled.chosen
+    spent = _tile_macs(enh, boxes, walked.exits) + _sample_macs(enh, samples, sampled.computed)
+    rows = len({b[0] for b in boxes})
+    result.tile_exits = TileExits(
+        walked.exits, (rows, len(boxes) // rows), floor, walked.reasons, spent,
+        _tile_macs(enh, boxes, [k] * len(boxes)) + _sample_macs(enh, samples, k),
+        _tile_macs(enh, boxes, [NUM_EXITS] * len(boxes)) + _sample_macs(enh, samples,
+                                                                         NUM_EXITS))
+    _finish_exit(enh, img, frame, k, sum(walked.stage_ms) + sampled.ms, walked.iqa_ms,
+                 spent, sampled, result, hooks)
+
+
+def _finish_exit(enh: Enhancer, img: np.ndarray, frame: np.ndarray, k: int, net_ms: float,
+                 iqa_ms: float, macs: float, sampled: _Sampled, result: EnhanceResult,
+                 hooks: Hooks) -> None:
+    """The assembled ``frame`` finished, scored on the whole image and added to
+    ``result`` as exit ``k`` (with the samples' signals and decision there, if walked)."""
+    image = enh._finish(frame, img)
+    t1 = time.perf_counter()
+    full = _score_frame(image)
+    iqa_ms += (time.perf_counter() - t1) * 1000
+    walked = len(sampled.signals)
+    e = ExitResult(k, image, full, net_ms, iqa_ms, macs,
+                   sampled.signals[k - 1] if k <= walked else None,
+                   sampled.decisions[k - 1] if k <= walked else None)
+    result.exits.append(e)
+    hooks.exit_done(e)
+
+
+def _tile_macs(enh: Enhancer, boxes: list[Box], exits: list[int]) -> float:
+    """GMACs of running each of ``boxes`` to its exit in ``exits``."""
+    return sum(enh.gmacs(*padded_box(b))[k - 1] for b, k in zip(boxes, exits, strict=True))
+
+
+def _sample_macs(enh: Enhancer, samples: list[Box], walked: int) -> float:
+    """GMACs of the sample tiles' walk to exit ``walked``."""
+    return _tile_macs(enh, samples, [walked] * len(samples))
 
 
 def _score_frame(image: np.ndarray) -> float:

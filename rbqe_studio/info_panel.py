@@ -146,7 +146,7 @@ class InfoPanel(QScrollArea):
                      if r.mode in ("auto", "all") else f"{r.threshold:.3f}")
         self.set("Mode", str(mode))
         self.set("Device", r.device)
-        self.set("Tiling", f"{r.tiles} tiles" if r.tiled else "whole image")
+        self.set("Tiling", tiling_text(r))
         if view.saved:  # read from a batch's outputs: what the batch reported, no timings
             files = ", ".join(p.name for p in view.saved.values())
             self.set("Threshold", "as the batch ran")
@@ -173,6 +173,16 @@ class InfoPanel(QScrollArea):
 
 def _ms(ms: float) -> str:
     return "–" if math.isnan(ms) else fmt_ms(ms)
+
+
+def tiling_text(r: EnhanceResult) -> str:
+    """How the picture was cut, and, with per-tile exits, how many tiles took each exit."""
+    if not r.tiled:
+        return "whole image"
+    if r.tile_exits is None:
+        return f"{r.tiles} tiles"
+    counts = ", ".join(f"{n} at exit {k}" for k, n in r.tile_exits.histogram.items() if n)
+    return f"{r.tiles} tiles, each to its own exit: {counts}"
 
 
 def why_text(r: EnhanceResult) -> str:
