@@ -17,6 +17,7 @@ from PIL import Image
 
 from rbqe.engine import Enhancer
 from rbqe.model import ModelConfig, RBQENet
+from rbqe.tiling import TILE_OVERLAP, tiles
 from rbqe.weights import save_weights
 
 
@@ -76,3 +77,16 @@ def write_jpeg(path: Path, size: tuple[int, int] = (64, 48), quality: int = 20,
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((img * 255).astype(np.uint8)).save(path, quality=quality)
     return path
+
+
+def tile_edge_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
+    """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
+    mask = np.zeros((h, w), bool)
+    for y0, y1, x0, x1 in (b for b, _, _ in tiles(h, w, tile, TILE_OVERLAP)):
+        for y in (y0, y1):
+            if 0 < y < h:
+                mask[max(0, y - band):y + band, x0:x1] = True
+        for x in (x0, x1):
+            if 0 < x < w:
+                mask[y0:y1, max(0, x - band):x + band] = True
+    return mask

@@ -279,19 +279,6 @@ def _assemble_per_tile_eca(net, img: np.ndarray, tile: int, k: int) -> np.ndarra
     return acc
 
 
-def _boundary_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
-    """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
-    mask = np.zeros((h, w), bool)
-    for y0, y1, x0, x1 in (b for b, _, _ in tiles(h, w, tile, TILE_OVERLAP)):
-        for y in (y0, y1):
-            if 0 < y < h:
-                mask[max(0, y - band):y + band, x0:x1] = True
-        for x in (x0, x1):
-            if 0 < x < w:
-                mask[y0:y1, max(0, x - band):x + band] = True
-    return mask
-
-
 @pytest.mark.parametrize("k", [2, 5])
 def test_tiled_matches_untiled_without_seams(make_net, make_jpeg, k):
     net = make_net(1, seed=7)
@@ -309,7 +296,7 @@ def test_tiled_matches_untiled_without_seams(make_net, make_jpeg, k):
     assert shared >= 40
     assert shared >= own - 0.5  # sharing the statistics never costs accuracy
     err = np.abs(tiled - whole)[..., 0]
-    edge = _boundary_mask(*img.shape[:2], 128)
+    edge = tile_edge_mask(*img.shape[:2], 128)
     assert edge.any() and (~edge).any()
     # No visible seam: the error along tile edges is not much above the error elsewhere.
     assert err[edge].mean() <= 3 * err[~edge].mean() + 1e-4

@@ -127,19 +127,6 @@ def test_forced_exits_and_all_do_not_depend_on_tile_exits(make_net, make_jpeg):
             np.testing.assert_array_equal(ea.image, eb.image)
 
 
-def _edge_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
-    """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
-    mask = np.zeros((h, w), bool)
-    for y0, y1, x0, x1 in (b for b, _, _ in tiles(h, w, tile, TILE_OVERLAP)):
-        for y in (y0, y1):
-            if 0 < y < h:
-                mask[max(0, y - band):y + band, x0:x1] = True
-        for x in (x0, x1):
-            if 0 < x < w:
-                mask[y0:y1, max(0, x - band):x + band] = True
-    return mask
-
-
 def test_the_floor_keeps_tiles_from_stopping_before_the_samples(make_net, monkeypatch):
     # Mostly noise: the samples' mean asks for exit 4, the smooth quarter for exit 1.
     net = make_net(1, seed=7)
@@ -170,7 +157,7 @@ def test_neighbours_at_different_exits_blend_without_a_seam(make_net, monkeypatc
         expected[y0:y1, x0:x1] += whole.exit_result(k).image[y0:y1, x0:x1] * blend_weight(wy, wx)
     assert psnr(res.image, expected) >= 40
     err = np.abs(res.image - expected)[..., 0]
-    edge = _edge_mask(288, 320, 128)
+    edge = tile_edge_mask(288, 320, 128)
     assert err[edge].mean() <= 3 * err[~edge].mean() + 1e-4
     assert err.max() < 0.05
 
