@@ -7,7 +7,7 @@ tiles as before, which gives the whole-picture decision (still reported as the r
 exit) and records the ECA blocks' pooled channel means, and then computes their nodes on
 to exit 5 (no outputs, no scores), so that the means of every node are known. That costs
 the samples' exits after the decision whether a tile needs them or not: about 1% of exit
-5's MACs on a 12 MP picture, 4% at 3 MP. Keeping the samples' states alive instead, to go
+5's MACs on a 12 MP picture, 3% at 3 MP (docs/bench/tile_exits.txt). Keeping the samples' states alive instead, to go
 on only when a tile asks, held ~0.7 GB more (four 512x512 crops at exit 3, torch f32)
 beside the tile's own. Then each tile walks exits 1, 2, ... with those
 shared means (every tile's attention gates stay the same, as in the shared mode), scored
