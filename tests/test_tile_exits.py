@@ -13,6 +13,7 @@ import json
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,6 +227,23 @@ def test_the_report_says_which_exit_each_tile_got(capsys, tiny_weights, monkeypa
     assert "tile_exit_histogram" not in shared["summary"]
     # The exit is still the whole-picture decision, in both modes.
     assert [e["exit"] for e in per_tile["images"]] == [e["exit"] for e in shared["images"]]
+
+
+def test_the_ray_summary_counts_tiles_like_the_local_one():
+    from rbqe.batch import BatchSummary, ItemReport
+    from rbqe.cluster import RaySummary
+
+    hist = {"1": 0, "2": 1, "3": 4, "4": 1, "5": 0}
+    items = [ItemReport(Path("a.jpg"), "ok", exit=3, gmacs=1.0, gmacs_exit5=2.0,
+                        tile_exits={"histogram": hist}),
+             ItemReport(Path("b.jpg"), "ok", exit=3, gmacs=1.0, gmacs_exit5=2.0)]
+    ray = RaySummary()
+    for item in items:
+        ray.add(item.to_json(), (item.gmacs, item.gmacs_exit5))
+    local = BatchSummary(items, 0.0)
+    assert ray.to_json()["tile_exit_histogram"] == hist
+    assert local.tile_exit_histogram == {int(k): v for k, v in hist.items()}
+    assert "tile_exit_histogram" not in RaySummary().to_json()
 
 
 def test_the_cli_refuses_an_unknown_tile_exits_mode(capsys, tmp_path):
