@@ -474,7 +474,7 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
 def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
     """The ``--report`` document."""
     info = enhancer.info
-    report = {
+    report: dict[str, Any] = {
         "device": str(enhancer.device),
         "backend": enhancer.backend.name,
         "precision": enhancer.backend.precision,

@@ -97,6 +97,7 @@ class RaySummary:
     gmacs_exit5: float = 0.0
     exit_histogram: dict[int, int] = field(
         default_factory=lambda: {k: 0 for k in range(1, NUM_EXITS + 1)})
+    tile_exit_histogram: dict[int, int] | None = None  # tiles per exit, per-tile images only
     devices: set[str] = field(default_factory=set)
     backends: set[tuple[str, str]] = field(default_factory=set)  # (backend, precision)
     report_error: str | None = None
@@ -111,6 +112,11 @@ class RaySummary:
                 self.exit_histogram[entry["exit"]] += 1
             self.gmacs += gmacs[0] or 0.0
             self.gmacs_exit5 += gmacs[1] or 0.0
+            if entry.get("tile_exits"):
+                hist = self.tile_exit_histogram or {k: 0 for k in range(1, NUM_EXITS + 1)}
+                for k, n in entry["tile_exits"]["histogram"].items():
+                    hist[int(k)] += n
+                self.tile_exit_histogram = hist
         elif status == "failed":
             self.failed += 1
         else:
@@ -122,7 +128,7 @@ class RaySummary:
 
     def to_json(self) -> dict[str, Any]:
         """The report's ``summary`` (same keys as :func:`rbqe.batch.report_json`)."""
-        return {
+        summary: dict[str, Any] = {
             "processed": self.processed,
             "failed": self.failed,
             "skipped": self.skipped,
@@ -133,6 +139,10 @@ class RaySummary:
             "gmacs_exit5": round(self.gmacs_exit5, 3),
             "saved_fraction": round(self.saved_fraction, 4),
         }
+        if self.tile_exit_histogram is not None:
+            summary["tile_exit_histogram"] = {str(k): v
+                                              for k, v in self.tile_exit_histogram.items()}
+        return summary
 
 
 class _ReportStream:

@@ -1,26 +1,30 @@
 """Per-tile exits of a tiled image: each tile walks the exits and stops on its own signals.
 
 The window-based cascade idea: a large photo is rarely damaged evenly (sky, text,
-foliage), so late exits are spent only on the tiles that need them. Under ``auto`` with
-``tile_exits="per-tile"`` (:data:`TILE_EXITS`), :mod:`rbqe.tiled` first walks its sample
-tiles as before, which gives the whole-picture decision (still reported as the result's
-exit) and records the ECA blocks' pooled channel means, and then computes their nodes on
-to exit 5 (no outputs, no scores), so that the means of every node are known. That costs
-the samples' exits after the decision whether a tile needs them or not: about 1% of exit
-5's MACs on a 12 MP picture, 4% at 3 MP. Keeping the samples' states alive instead, to go
-on only when a tile asks, held ~0.7 GB more (four 512x512 crops at exit 3, torch f32)
-beside the tile's own. Then each tile walks exits 1, 2, ... with those
-shared means (every tile's attention gates stay the same, as in the shared mode), scored
-on its own output, and the same :class:`rbqe.exit_policy.ExitPolicy` decides on the
-tile's own signals: its assessor score and block statistics, the change between its
-exits, the file's JPEG tables. The ECA channel means the gate reads are the shared ones
-(what the network applied; the OpenVINO backend's fixed-statistics stages do not return a
-tile's own). The tile's output at its exit is blended into the one output frame; tiles
-overlap by :data:`rbqe.tiling.TILE_OVERLAP` pixels, so two neighbours at different exits
-cross-fade over that band (``benchmarks/bench_tile_exits.py`` measures that no seam shows).
+foliage), so late exits are spent only on the tiles that need them.
 
-Memory stays that of the shared mode: one tile's network state at a time, and its output
-at the exit walked last (which is the previous exit's luma for the change signal).
+Under ``auto`` with ``tile_exits="per-tile"`` (:data:`TILE_EXITS`), :mod:`rbqe.tiled`
+first walks its sample tiles as in the shared mode: they give the whole-picture decision
+(still the result's exit) and record the ECA blocks' pooled channel means. Their nodes
+then go on to exit 5 (no outputs, no scores), so that the means of every node are known
+whatever exit a tile needs: about 1 % of exit 5's MACs on a 12 MP picture, 3 % at 3 MP
+(docs/bench/tile_exits.txt). Keeping the samples' states alive instead, to go on only
+when a tile asks, held ~0.7 GB more beside the tile's own (four 512x512 crops at exit 3,
+torch f32).
+
+Then each tile walks exits 1, 2, ... with those shared means (every tile's attention
+gates are the same, as in the shared mode), scored on its own output, and the same
+:class:`rbqe.exit_policy.ExitPolicy` decides on the tile's own signals: its assessor
+score and block statistics, the change between its exits, the file's JPEG tables. The
+ECA channel means the gate reads are the shared ones (what the network applied; the
+OpenVINO backend's fixed-statistics stages do not return a tile's own). A tile never
+stops before :func:`floor_exit`. Its output at its exit is blended into the one output
+frame; tiles overlap by :data:`rbqe.tiling.TILE_OVERLAP` pixels, so two neighbours at
+different exits cross-fade over that band (``benchmarks/bench_tile_exits.py`` measured
+no seam).
+
+Memory: one tile's network state at a time, and its output at the exit walked last, as
+in the shared mode; the samples' walk to exit 5 goes one sample at a time.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
     from rbqe.engine import Enhancer
 
 TILE_EXITS = ("per-tile", "shared")  # how auto chooses the exit of a tiled image
-DEFAULT_TILE_EXITS = "shared"  # per-tile measured slower for little gain: see docs/bench/tile_exits.txt
+DEFAULT_TILE_EXITS = "per-tile"
 # A tile never stops more than this many exits before the sample tiles' decision for the
 # whole picture (nor before the policy's own min_exit). None: no floor but the policy's.
 # 0, measured on the BSDS500 val mosaics of benchmarks/bench_tile_exits.py

@@ -29,6 +29,7 @@ from rbqe.tiling import (
     padded_size,
     tiles,
 )
+from tests.helpers import tile_edge_mask
 
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")

@@ -13,6 +13,7 @@ import json
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,15 +26,13 @@ from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
 from rbqe.tile_exits import floor_exit
 from rbqe.tiling import TILE_OVERLAP, blend_weight, sample_boxes, tiles
 from rbqe.weights import PACKAGE_WEIGHTS
-from tests.helpers import jpeg_compress, photo
+from tests.helpers import jpeg_compress, photo, tile_edge_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 
 
 def enhancer(net, **kw) -> Enhancer:
-    """Tiled at 128 px, per-tile exits unless told (the default is shared)."""
     kw.setdefault("tile", 128)
-    kw.setdefault("tile_exits", "per-tile")
     return Enhancer(net=net, device="cpu", **kw)
 
 
@@ -86,8 +85,7 @@ def test_shipped_policy_gives_the_damaged_half_later_exits():
     right = jpeg_compress(photo(256, 384, seed=2), 90)
     img = np.concatenate([left, right], axis=1).astype(np.float32) / 255
     enh = Enhancer(PACKAGE_WEIGHTS, device="cpu", backend="torch", tile=256)
-    assert enh.tile_exits == "shared"  # the default
-    enh.tile_exits = "per-tile"
+    assert enh.tile_exits == "per-tile"  # the default
     res = enh.enhance(img)
     te = res.tile_exits
     assert te is not None and te.grid == (1, 4) and len(te.exits) == res.tiles == 4
@@ -216,6 +214,23 @@ def test_the_report_says_which_exit_each_tile_got(capsys, tiny_weights, monkeypa
     assert "tile_exit_histogram" not in shared["summary"]
     # The exit is still the whole-picture decision, in both modes.
     assert [e["exit"] for e in per_tile["images"]] == [e["exit"] for e in shared["images"]]
+
+
+def test_the_ray_summary_counts_tiles_like_the_local_one():
+    from rbqe.batch import BatchSummary, ItemReport
+    from rbqe.cluster import RaySummary
+
+    hist = {"1": 0, "2": 1, "3": 4, "4": 1, "5": 0}
+    items = [ItemReport(Path("a.jpg"), "ok", exit=3, gmacs=1.0, gmacs_exit5=2.0,
+                        tile_exits={"histogram": hist}),
+             ItemReport(Path("b.jpg"), "ok", exit=3, gmacs=1.0, gmacs_exit5=2.0)]
+    ray = RaySummary()
+    for item in items:
+        ray.add(item.to_json(), (item.gmacs, item.gmacs_exit5))
+    local = BatchSummary(items, 0.0)
+    assert ray.to_json()["tile_exit_histogram"] == hist
+    assert local.tile_exit_histogram == {int(k): v for k, v in hist.items()}
+    assert "tile_exit_histogram" not in RaySummary().to_json()
 
 
 def test_the_cli_refuses_an_unknown_tile_exits_mode(capsys, tmp_path):

@@ -11,11 +11,11 @@ from tests.helpers import jpeg_pixels, tiny_enhancer
 
 def test_tiling_text_counts_the_tiles_at_each_exit() -> None:
     img = jpeg_pixels(200, 260, seed=4).astype(np.float32) / 255
-    per_tile = tiny_enhancer(tile=128, tile_exits="per-tile").enhance(img)
+    per_tile = tiny_enhancer(tile=128).enhance(img)  # per-tile: the default
     assert per_tile.tile_exits is not None
     counts = {k: n for k, n in per_tile.tile_exits.histogram.items() if n}
     assert tiling_text(per_tile) == (f"{per_tile.tiles} tiles, each to its own exit: "
                                      + ", ".join(f"{n} at exit {k}" for k, n in counts.items()))
-    shared = tiny_enhancer(tile=128).enhance(img)  # shared: the default
+    shared = tiny_enhancer(tile=128, tile_exits="shared").enhance(img)
     assert tiling_text(shared) == f"{shared.tiles} tiles"
     assert tiling_text(tiny_enhancer().enhance(img[:64, :64])) == "whole image"
