@@ -158,7 +158,7 @@ def fastest(net: RBQENet, candidates: list[Candidate],
             except Exception as exc:  # noqa: BLE001 - e.g. OpenVINO's cache removed
                 log.warning("the stored backend choice (%s) failed, measuring again: %s",
                             chosen.label, exc)
-    log.warning("first run on this computer: timing %s to pick the fastest (once)",
+    log.info("first run on this computer: timing %s to pick the fastest (once)",
                 ", ".join(c.label for c in candidates))
     x = probe_image(net.config.in_channels)
     built: dict[Candidate, Backend] = {}
@@ -185,6 +185,6 @@ def fastest(net: RBQENet, candidates: list[Candidate],
                       f"fastest of {PROBE_RUNS} runs, ms",
              "ms": ms, "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     store_choice(key, entry, cache_dir)
-    log.warning("backend: %s (all five exits at %d px: %s)", entry["runs_at"], x.shape[-1],
+    log.info("backend: %s (all five exits at %d px: %s)", entry["runs_at"], x.shape[-1],
                 ", ".join(f"{k} {v} ms" for k, v in ms.items() if v is not None))
     return backend, entry
