@@ -296,36 +296,38 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def gmacs_per_exit(net: RBQENet, height: int = 512, width: int = 512) -> list[float]:
-    """Cumulative GMACs to reach each exit on an ``height x width`` input.
+    """Cumulative GMACs to reach each exit on an ``height x width`` input, each exit's
+    output head included (a walk through the exits computes every one).
 
-    Conv MACs scale exactly with the pixel count, so this counts them once on a small
-    probe of the same aspect class and scales; ECA and pointwise adds are ignored.
+    Counted from the layers' shapes, not by running the net: the node code computes some
+    convs without calling their modules (the gated separable conv is a batched matmul),
+    which forward hooks miss. ECA, activations and pointwise adds are ignored.
     """
-    probe = MULTIPLE * 2
-    macs = 0
+    px = height * width
+    per_px = [0.0] * NUM_EXITS  # MACs per input pixel added by each exit
+    per_px[0] = _macs_per_px(net.inc, 0)
+    for k in range(1, NUM_EXITS + 1):
+        down = list(net.down[k - 1])  # X[k-1][0] -> X[k][0]: 2 convs at scale k-1, 1 stride-2
+        per_px[k - 1] += _macs_per_px(down[:-2], k - 1) + _macs_per_px(down[-2:], k)
+        for j in range(1, k + 1):
+            per_px[k - 1] += _macs_per_px(net.up[f"{k - j}_{j}"], k - j)
+        per_px[k - 1] += _macs_per_px(net.heads[k - 1], 0)
+    out, total = [], 0.0
+    for m in per_px:
+        total += m
+        out.append(total * px / 1e9)
+    return out
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            macs += output.numel() * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.ConvTranspose2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            macs += inputs[0].numel() * module.out_channels * k
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        param = next(net.parameters())
-        x = torch.zeros(1, net.config.in_channels, probe, probe, dtype=param.dtype,
-                        device=param.device)
-        run = net.start(x)
-        out = []
-        with torch.no_grad():
-            for _ in range(NUM_EXITS):
-                run.next_exit()
-                out.append(macs * (height * width) / (probe * probe) / 1e9)
-        return out
-    finally:
-        for h in handles:
-            h.remove()
+def _macs_per_px(layers: nn.Module | list[nn.Module], scale: int) -> float:
+    """MACs per input pixel of the convs in ``layers``, whose outputs are at ``scale``
+    (a side of 1/2**scale of the input's)."""
+    macs = 0.0
+    for m in (sub for layer in (layers if isinstance(layers, list) else [layers])
+              for sub in layer.modules()):
+        if isinstance(m, nn.Conv2d):
+            macs += m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.ConvTranspose2d):  # per output pixel: in x out x k*k / stride^2
+            macs += (m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                     / (m.stride[0] * m.stride[1]))
+    return macs / 4**scale
