@@ -6,6 +6,9 @@ row-striped oneDNN calls, in float32 or in bfloat16 where the CPU has native bf1
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 from torch import nn
 
@@ -51,7 +54,16 @@ MIN_STRIPE_ROWS = 16  # a stripe recomputes 2 rows of context on each side
 # more than they save: at 64x64 it took 21 ms against 13 ms (width 8, one thread); from
 # 128x128 on it wins (30 vs 37 ms; width 32: 67 vs 111 ms).
 FAST_MIN_PIXELS = 128 * 128
+# glibc hands allocations over 32 MB (its adaptive ceiling) to mmap and gives freed heap
+# top back to the kernel, so the stripe buffers and node maps of every node were faulted
+# in afresh. All five exits at 512x512, 2 threads, min of 5, three alternating processes
+# each (with the per-run weight casts below): bf16 419-465 ms -> 306-390 ms, float32
+# 699-731 -> 532-661 ms, for a peak RSS of 682-697 MB against 600-625 MB. Maps above
+# MMAP_THRESHOLD still go to mmap and back to the kernel.
+MMAP_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 512 << 20
 _MKL_OPS: tuple | None = None
+_HEAP_SET = False
 
 
 def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
@@ -61,6 +73,21 @@ def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
                     torch.ops.mkldnn._convolution_pointwise.binary,
                     torch.ops.mkldnn._convolution_transpose_pointwise.default)
     return _MKL_OPS
+
+
+def reuse_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse (once per process; elsewhere a no-op)."""
+    global _HEAP_SET
+    if _HEAP_SET or not sys.platform.startswith("linux"):
+        return
+    _HEAP_SET = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, MMAP_THRESHOLD)
+    mallopt(m_trim_threshold, TRIM_THRESHOLD)
 
 
 def native_bf16() -> bool:
@@ -101,9 +128,6 @@ def _conv(x: torch.Tensor, conv: nn.Conv2d, relu: bool, weight: object = _OWN,
     pointwise, binary, _ = _mkl_ops()
     w = conv.weight if weight is _OWN else weight
     b = conv.bias if bias is _OWN else bias
-    if w.dtype != x.dtype:  # the bf16 path: parameters are cast per call (they are small)
-        w = w.to(x.dtype)
-        b = None if b is None else b.to(x.dtype)
     pad = list(conv.padding)
     top = bottom = True
     if rows is not None and pad[0]:
@@ -138,8 +162,10 @@ class FastProgressiveRun(ProgressiveRun):
     above); the nodes are computed in ``dtype`` (float32 or bfloat16), the exits come back
     in float32.
 
-    Reads the module's parameters at every call, so it always follows the live weights.
-    The ECA statistics (``stats``) are exchanged exactly as in the plain path.
+    Reads the module's parameters when it starts, so each run follows the live weights
+    (in bf16, cast once per run: per call, the ~1,400 small casts of a 512x512 walk cost
+    about 5 % of it). The ECA statistics (``stats``) are exchanged exactly as in the plain
+    path.
     """
 
     def __init__(self, net: RBQENet, x: torch.Tensor, stats: EcaStats | None, *,
@@ -152,8 +178,19 @@ class FastProgressiveRun(ProgressiveRun):
             # C == 1 or a batch stride left over from x[None], .contiguous() is not enough.
             x = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last).copy_(x)
         super().__init__(net, x, stats)
+        reuse_freed_memory()
         self.dtype = dtype
         self.means: dict[tuple[int, int], torch.Tensor] = {}
+        self._casts: dict[int, torch.Tensor] = {}
+
+    def _p(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """Parameter ``t`` in the run's dtype, cast once per run."""
+        if t is None or t.dtype == self.dtype:
+            return t
+        c = self._casts.get(id(t))
+        if c is None:
+            c = self._casts[id(t)] = t.detach().to(self.dtype)
+        return c
 
     def _mean(self, i: int, c: int) -> torch.Tensor:
         m = self.means.get((i, c))
@@ -170,20 +207,21 @@ class FastProgressiveRun(ProgressiveRun):
         x = x.to(self.dtype)  # the input, for the first block; a no-op after
         for m in mods:
             if isinstance(m, nn.Conv2d):
-                x = _conv(x, m, True)  # every conv of InBlock/DownBlock is followed by ReLU
+                # every conv of InBlock/DownBlock is followed by ReLU
+                x = _conv(x, m, True, self._p(m.weight), self._p(m.bias))
         return x
 
     def _up_node(self, i: int, j: int) -> torch.Tensor:
         block: UpBlock = self.net.up[f"{i}_{j}"]  # type: ignore[assignment]
         _, _, transpose = _mkl_ops()
         t = block.up
+        t_w, t_b = self._p(t.weight), self._p(t.bias)
         lower = self.nodes[i + 1, j - 1]
 
         def upsample(r0: int, r1: int) -> torch.Tensor:
             # Rows r0:r1 (even) of relu(convT(lower)): a 2x2 stride-2 kernel maps lower row
             # r to rows 2r and 2r + 1 only, so a stripe needs no context.
-            return transpose(lower[:, :, r0 // 2 : r1 // 2], t.weight.to(lower.dtype),
-                             t.bias.to(lower.dtype),
+            return transpose(lower[:, :, r0 // 2 : r1 // 2], t_w, t_b,
                              list(t.padding), list(t.output_padding), list(t.stride),
                              list(t.dilation), t.groups, "relu", [], None)
 
@@ -204,7 +242,10 @@ class FastProgressiveRun(ProgressiveRun):
             pooled = self.stats.exchange(f"{i}_{j}", pooled)
         gate = torch.sigmoid(block.eca.conv(pooled.unsqueeze(1))).reshape(-1)
         dw, pw = block.conv1[0], block.conv1[1]
-        dw_w = dw.weight * gate[:, None, None, None]
+        dw_w = (dw.weight * gate[:, None, None, None]).to(self.dtype)
+        dw_b, pw_w, pw_b = self._p(dw.bias), self._p(pw.weight), self._p(pw.bias)
+        c2_dw, c2_pw = block.conv2[0], block.conv2[1]
+        c2 = [self._p(t) for t in (c2_dw.weight, c2_dw.bias, c2_pw.weight, c2_pw.bias)]
         skips = [self.nodes[i, c] for c in range(j)]
         width = lower.shape[1]
         out = None if len(stripes) == 1 else torch.empty(
@@ -218,13 +259,12 @@ class FastProgressiveRun(ProgressiveRun):
             parts.append(up if up is not None else upsample(a0, a1))
             for n, part in enumerate(parts):
                 sl = slice(n * width, (n + 1) * width)
-                d = _conv(part, dw, False, dw_w[sl], dw.bias[sl], rows=(a0 == 0, a1 == h))
-                acc = _conv(d, pw, n == j, pw.weight[:, sl],
-                            pw.bias if acc is None else None, add=acc)
+                d = _conv(part, dw, False, dw_w[sl], dw_b[sl], rows=(a0 == 0, a1 == h))
+                acc = _conv(d, pw, n == j, pw_w[:, sl], pw_b if acc is None else None, add=acc)
             acc = _crop_rows(acc, _rows_out(a0, a1, h), max(0, r0 - 1), min(h, r1 + 1))
-            d = _conv(acc, block.conv2[0], False, rows=(r0 == 0, r1 == h))
+            d = _conv(acc, c2_dw, False, c2[0], c2[1], rows=(r0 == 0, r1 == h))
             d = _crop_rows(d, _rows_out(max(0, r0 - 1), min(h, r1 + 1), h), r0, r1)
-            y = _conv(d, block.conv2[1], True)
+            y = _conv(d, c2_pw, True, c2[2], c2[3])
             y_sum = y.sum(dim=(2, 3), dtype=torch.float32)
             total = y_sum if total is None else total + y_sum
             if out is None:
@@ -244,20 +284,24 @@ class FastProgressiveRun(ProgressiveRun):
         _, _, h, w = node.shape
         stripes = self._stripes(h, w)
         if len(stripes) == 1:
-            return self._add_residual(head[1], _conv(node, head[0], False), x)
+            return self._add_residual(head[1], self._head_dw(head[0], node), x)
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
         for r0, r1 in stripes:
             a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-            d = _conv(node[:, :, a0:a1], head[0], False, rows=(a0 == 0, a1 == h))
+            d = self._head_dw(head[0], node[:, :, a0:a1], rows=(a0 == 0, a1 == h))
             d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
             out[:, :, r0:r1] = self._add_residual(head[1], d, x[:, :, r0:r1])
         return out
+
+    def _head_dw(self, conv: nn.Conv2d, node: torch.Tensor,
+                 rows: tuple[bool, bool] | None = None) -> torch.Tensor:
+        return _conv(node, conv, False, self._p(conv.weight), self._p(conv.bias), rows=rows)
 
     def _add_residual(self, conv: nn.Conv2d, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``x + conv(d)`` in float32: fused for float32, else the residual is cast up."""
         if self.dtype == torch.float32:
             return _conv(d, conv, False, add=x)
-        return x + _conv(d, conv, False).float()
+        return x + _conv(d, conv, False, self._p(conv.weight), self._p(conv.bias)).float()
 
     def _done(self, k: int) -> None:
         super()._done(k)
