@@ -6,13 +6,11 @@ row-striped oneDNN calls, in float32 or in bfloat16 where the CPU has native bf1
 
 from __future__ import annotations
 
-import ctypes
-import sys
-
 import torch
 from torch import nn
 
 from rbqe.bands import row_bands
+from rbqe.heap import reuse_freed_memory
 from rbqe.model import NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, UpBlock
 
 # Measured on the 2-core dev box, one thread, CPU time, 512x512, random width-32 weights
@@ -54,16 +52,7 @@ MIN_STRIPE_ROWS = 16  # a stripe recomputes 2 rows of context on each side
 # more than they save: at 64x64 it took 21 ms against 13 ms (width 8, one thread); from
 # 128x128 on it wins (30 vs 37 ms; width 32: 67 vs 111 ms).
 FAST_MIN_PIXELS = 128 * 128
-# glibc hands allocations over 32 MB (its adaptive ceiling) to mmap and gives freed heap
-# top back to the kernel, so the stripe buffers and node maps of every node were faulted
-# in afresh. All five exits at 512x512, 2 threads, min of 5, three alternating processes
-# each (with the per-run weight casts below): bf16 419-465 ms -> 306-390 ms, float32
-# 699-731 -> 532-661 ms, for a peak RSS of 682-697 MB against 600-625 MB. Maps above
-# MMAP_THRESHOLD still go to mmap and back to the kernel.
-MMAP_THRESHOLD = 64 << 20
-TRIM_THRESHOLD = 512 << 20
 _MKL_OPS: tuple | None = None
-_HEAP_SET = False
 
 
 def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
@@ -73,21 +62,6 @@ def _mkl_ops() -> tuple:  # looked up lazily: builds without oneDNN lack the ops
                     torch.ops.mkldnn._convolution_pointwise.binary,
                     torch.ops.mkldnn._convolution_transpose_pointwise.default)
     return _MKL_OPS
-
-
-def reuse_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse (once per process; elsewhere a no-op)."""
-    global _HEAP_SET
-    if _HEAP_SET or not sys.platform.startswith("linux"):
-        return
-    _HEAP_SET = True
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, MMAP_THRESHOLD)
-    mallopt(m_trim_threshold, TRIM_THRESHOLD)
 
 
 def native_bf16() -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rbqe.errors import WeightsError
+from rbqe.heap import reuse_freed_memory
 from rbqe.io.atomic import atomic_write
 from rbqe.model import MULTIPLE, NUM_EXITS, ModelConfig, RBQENet
 from rbqe.train.data import (
@@ -126,6 +127,8 @@ class Trainer:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: autotune once
+        else:
+            reuse_freed_memory()  # ~15 % of a CPU step was page faults (rbqe.heap)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
