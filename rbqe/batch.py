@@ -41,7 +41,6 @@ from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.output_log import written_outputs
 from rbqe.model import NUM_EXITS
-from rbqe.tiling import padded_size
 
 log = logging.getLogger(__name__)
 
@@ -449,8 +448,6 @@ def _key(tag: str | None, k: int | None = None) -> str:
 def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path],
                      total_ms: float, enhancer: Enhancer) -> ItemReport:
     """Build the report entry of one enhanced image."""
-    w, h = result.size
-    hp, wp = padded_size(h), padded_size(w)
     return ItemReport(
         path,
         "ok",
@@ -464,8 +461,8 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
             "total": round(total_ms, 2),
         },
         gmacs=max(e.gmacs for e in result.exits),
-        gmacs_exit5=enhancer.gmacs(hp, wp)[-1],
-        size=(w, h),
+        gmacs_exit5=result.gmacs_exit5,
+        size=result.size,
         exit_reason=result.exit_reason,
         tile_exits=None if result.tile_exits is None else result.tile_exits.to_json(),
     )

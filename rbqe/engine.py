@@ -51,7 +51,14 @@ from rbqe.exit_policy import (
 from rbqe.model import RBQENet, gmacs_per_exit
 from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
 from rbqe.tile_exits import DEFAULT_TILE_EXITS, check_tile_exits
-from rbqe.tiling import DEFAULT_TILE, MIN_TILE, halved_tile, pad_to_multiple, tile_side
+from rbqe.tiling import (
+    DEFAULT_TILE,
+    MIN_TILE,
+    halved_tile,
+    pad_to_multiple,
+    padded_size,
+    tile_side,
+)
 from rbqe.weights import (
     WeightsInfo,
     default_weights_path,
@@ -370,7 +377,8 @@ class Enhancer:
         h, w = img.shape[:2]
         return EnhanceResult([], NUM_EXITS, self.threshold, mode, str(self.device), (w, h),
                              min_exit=self.min_exit, policy=self.policy, prior=prior,
-                             gray_input=img.shape[2] == 1)
+                             gray_input=img.shape[2] == 1,
+                             gmacs_exit5=self.gmacs(padded_size(h), padded_size(w))[-1])
 
     def _decision(self, signals: list[ExitSignals], result: EnhanceResult) -> Decision:
         """The policy's verdict at the last exit of ``signals``."""

@@ -120,6 +120,9 @@ class EnhanceResult:
         prior: The input file's JPEG tables, when given.
         tile_exits: Each tile's exit and the compute spent, for a tiled image under auto
             with per-tile exits; None otherwise.
+        gmacs_exit5: What ``--exit 5`` costs for this image, run the same way (tiled:
+            every tile, overlaps included, and the sample tiles to exit 5): the baseline
+            that compute saved is measured against.
     """
 
     exits: list[ExitResult]
@@ -141,6 +144,7 @@ class EnhanceResult:
     prior: JpegPrior | None = None
     gray_input: bool = False
     tile_exits: TileExits | None = None
+    gmacs_exit5: float = 0.0
     _session: Session | None = field(default=None, repr=False)
 
     @property

@@ -76,6 +76,8 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     samples = sample_boxes(boxes)
     result = enh._result(mode, img, prior)
     result.tiled, result.tiles = True, len(boxes)
+    result.gmacs_exit5 = (_tile_macs(enh, boxes, [NUM_EXITS] * len(boxes))
+                          + _sample_macs(enh, samples, NUM_EXITS))
     steps = _Steps(hooks, len(samples) + len(boxes))
     stats = EcaStats(mode="record")
     per_tile = mode == "auto" and enh.tile_exits == "per-tile"
@@ -236,8 +238,7 @@ def _assemble_per_tile(enh: Enhancer, img: np.ndarray, frame: np.ndarray, walked
     result.tile_exits = TileExits(
         walked.exits, (rows, len(boxes) // rows), floor, walked.reasons, spent,
         _tile_macs(enh, boxes, [k] * len(boxes)) + _sample_macs(enh, samples, k),
-        _tile_macs(enh, boxes, [NUM_EXITS] * len(boxes)) + _sample_macs(enh, samples,
-                                                                         NUM_EXITS))
+        result.gmacs_exit5)
     _finish_exit(enh, img, frame, k, sum(walked.stage_ms) + sampled.ms, walked.iqa_ms,
                  spent, sampled, result, hooks)
 

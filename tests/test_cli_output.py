@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from corpus import pattern
 from PIL import Image
 
@@ -77,6 +78,25 @@ def test_exit_all_has_no_saved_fraction(weights, tmp_path) -> None:
                 "--report", tmp_path / "a.json")
     assert auto.returncode == 0, auto.stderr
     assert 0 <= json.loads((tmp_path / "a.json").read_text())["summary"]["saved_fraction"] < 1
+
+
+def test_saved_fraction_is_against_exit_5_run_the_same_way(weights, tmp_path) -> None:
+    # The baseline is what --exit 5 costs for the image as it is processed: tiled, it
+    # includes the tiles' overlaps and the sample tiles. Against the untiled cost, a
+    # tiled --exit 5 showed a negative saving.
+    src = tmp_path / "p.jpg"
+    Image.fromarray(photo(300, 280, seed=3)).save(src, quality=30)
+    baseline = {}
+    for tile in ("0", "256"):
+        report = tmp_path / f"r{tile}.json"
+        out = rbqe("enhance", src, "-o", tmp_path / f"out{tile}", "--weights", weights,
+                   "--exit", "5", "--tile", tile, "--report", report)
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(report.read_text())["summary"]
+        assert summary["gmacs"] == pytest.approx(summary["gmacs_exit5"])
+        assert summary["saved_fraction"] == pytest.approx(0, abs=1e-4)
+        baseline[tile] = summary["gmacs_exit5"]
+    assert baseline["256"] > baseline["0"]  # overlaps and samples cost extra
 
 
 def test_a_newline_in_a_file_name_is_shown_escaped(weights, tmp_path) -> None:
