@@ -12,6 +12,11 @@ import numpy as np
 from rbqe.io.metadata import _EXIF_PREFIX
 from rbqe.io.pixels import _OutputPixels
 
+# zlib level of every PNG we write. 3, not Pillow's 6: a 12 MP photo in 1.6 s instead of
+# 4.6 s, 1 % larger (level 1: 1.2 s, 3.5 % larger); at 6 the save took a fifth of a 12 MP
+# image's whole time on a 2-core CPU.
+PNG_COMPRESS_LEVEL = 3
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,7 +64,7 @@ def _encode_png16(arr: np.ndarray, color_type: int, chunks: list[bytes]) -> byte
             _PNG_SIGNATURE,
             _png_chunk(b"IHDR", ihdr),
             *chunks,
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)),
             _png_chunk(b"IEND", b""),
         ]
     )
@@ -75,7 +80,7 @@ def _write_png_stream(fh: IO[bytes], pixels: _OutputPixels, chunks: list[bytes])
     ihdr = struct.pack(">IIBBBBB", width, height, pixels.depth, _PNG_COLOR_TYPES[channels],
                        0, 0, 0)
     fh.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + b"".join(chunks))
-    deflate = zlib.compressobj(6)
+    deflate = zlib.compressobj(PNG_COMPRESS_LEVEL)
     bpp = channels * pixels.depth // 8  # bytes per pixel
     prior = np.zeros(width * bpp, np.uint8)  # the row above the first: zeros
     for r0, r1 in pixels.bands():

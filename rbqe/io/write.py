@@ -20,6 +20,7 @@ from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, without_gps
 from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
 from rbqe.io.png import (
+    PNG_COMPRESS_LEVEL,
     _encode_png16,
     _png_insert_after_ihdr,
     _png_metadata_chunks,
@@ -229,6 +230,8 @@ def _make_writer(
         kwargs["quality"] = quality
     if fmt_name == "WEBP" and channels == 4:
         kwargs["exact"] = True  # keep colour under transparent pixels
+    if fmt_name == "PNG":
+        kwargs["compress_level"] = PNG_COMPRESS_LEVEL
     if fmt_name == "TIFF" and features.check("libtiff"):
         kwargs["compression"] = "tiff_lzw"  # lossless and widely readable
 
