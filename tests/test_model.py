@@ -26,7 +26,6 @@ from rbqe.model import (
     NUM_EXITS,
     EcaStats,
     ModelConfig,
-    ProgressiveRun,
     RBQENet,
     count_parameters,
     gmacs_per_exit,

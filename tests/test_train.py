@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rbqe.cli import main
+from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
-from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
 from rbqe.train.curve import read_log
+from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
 from rbqe.train.loop import TrainConfig, Trainer, lr_at, stored_config
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
@@ -302,6 +302,37 @@ def test_eval_on_two_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert q10["auto"]["gmacs"] <= q10["auto"]["gmacs_exit5"] + 1e-9
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "QF" in capsys.readouterr().out
+
+
+def test_eval_auto_is_the_weights_default_policy(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # The auto column is what 'rbqe enhance' would choose: the weights' default policy.
+    from rbqe.exit_policy import ExitPolicy
+    from rbqe.weights import set_policy
+
+    weights = save_tiny_weights(tmp_path / "w.safetensors", threshold=0.0)  # assessor: exit 1
+    set_policy(weights, "fixed", ExitPolicy.fixed(4), default=True)
+    clean = _write_clean(tmp_path / "clean")
+    common = ["--qf", "10", "--weights", str(weights), "--device", "cpu"]
+
+    def auto(*extra: str) -> dict:
+        out = tmp_path / "e.json"
+        assert main(["eval", str(clean), *common, "--json", str(out), *extra]) == 0
+        doc = json.loads(out.read_text())
+        return doc["policy"], doc["per_qf"]["10"]["auto"]["histogram"]
+
+    records = tmp_path / "rec.json"
+    policy, hist = auto("--save-records", str(records))
+    assert "exit 4" in policy and hist == {"1": 0, "2": 0, "3": 0, "4": 2, "5": 0}
+    assert auto("--policy", "assessor")[1]["1"] == 2
+    # Saved records re-summarise under the policy that made them, and under the assessor
+    # (at any threshold, from the saved scores) ...
+    assert auto("--records", str(records))[1]["4"] == 2
+    assert auto("--records", str(records), "--policy", "assessor")[1]["1"] == 2
+    # ... but another policy cannot be re-decided from them.
+    set_policy(weights, "fixed", ExitPolicy.fixed(2), default=True)
+    assert main(["eval", str(clean), *common, "--records", str(records)]) == EXIT_USAGE
+    assert "not made under 'fixed: always exit 2'" in capsys.readouterr().err
 
 
 def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:

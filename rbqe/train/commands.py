@@ -69,10 +69,14 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("dirs", nargs="+", metavar="DIR")
     e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
     e.add_argument("--weights", type=Path)
-    e.add_argument("--threshold", type=float)
+    e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
+                   help="how the auto column chooses: the weights' default policy (what "
+                        "'rbqe enhance' uses), the assessor's threshold, or the learned gate")
+    e.add_argument("--threshold", type=float,
+                   help="IQA exit threshold: the assessor rule with it")
     e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
                    metavar=f"1..{NUM_EXITS}",
-                   help="earliest exit auto may stop at (default: from the weights)")
+                   help="the assessor rule from this exit on (default: from the weights)")
     e.add_argument("--device", default="auto")
     _add_backend_args(e)
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
@@ -188,20 +192,25 @@ def _train_curve(args: argparse.Namespace) -> int:
 
 
 def _records(args: argparse.Namespace, threshold: float | None = None,
-             min_exit: int | None = None) -> tuple[Any, list[Any]]:
+             min_exit: int | None = None, policy: str = "assessor") -> tuple[Any, list[Any]]:
     from tqdm import tqdm
 
     from rbqe.engine import Enhancer
     from rbqe.train.evaluate import collect, list_clean_images, load_records
 
-    # eval's "auto" column is the assessor rule (the gate is measured by
-    # 'rbqe calibrate --policy gate', which gives it the JPEG tables).
     enhancer = Enhancer(args.weights, device=args.device, threshold=threshold,
-                        min_exit=min_exit, tile=0, policy="assessor",
+                        min_exit=min_exit, tile=0,
+                        policy=None if policy == "default" else policy,
                         backend=args.backend, precision=args.precision)
     if args.records:
         wanted = set(args.qf)
-        return enhancer, [r for f in args.records for r in load_records(f) if r.qf in wanted]
+        records = [r for f in args.records for r in load_records(f) if r.qf in wanted]
+        rule = enhancer.policy.describe()
+        if enhancer.policy.rule != "assessor" and any(r.policy != rule for r in records):
+            # Only the assessor can be re-decided from saved scores.
+            raise UsageError(f"the records were not made under '{rule}': run again "
+                             "without --records, or re-summarise with --policy assessor")
+        return enhancer, records
     paths = list_clean_images(args.dirs)
     if args.limit:
         paths = paths[: args.limit]
@@ -220,12 +229,13 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
 def _eval(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import plot_gain_vs_macs, save_records, summarize
 
-    enhancer, records = _records(args, args.threshold, args.min_exit)
+    enhancer, records = _records(args, args.threshold, args.min_exit, args.policy)
     if args.save_records:
         save_records(records, args.save_records)
     table = summarize(records, enhancer.threshold, enhancer.min_exit)
     doc = {
         "weights": str(enhancer.info.path) if enhancer.info.path else None,
+        "policy": enhancer.policy.describe(),
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,
         "device": str(enhancer.device),
@@ -237,8 +247,7 @@ def _eval(args: argparse.Namespace) -> int:
         "images": len({r.image for r in records}),
         "per_qf": table,
     }
-    print(f"auto: stops at the first exit >= {enhancer.min_exit} whose IQA score >= "
-          f"{enhancer.threshold:.4f}")
+    print(f"auto: {enhancer.policy.describe()}")
     print(format_table(table))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,19 @@ batches an uninterrupted one would have seen.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.color import luma_of
 from rbqe.errors import UsageError
+from rbqe.exit_policy import JpegPrior
 
 # QF 10-50 is the paper's range; 55-95 is what real photos mostly carry. The mix keeps
 # most of the capacity on heavy compression while teaching the net not to over-smooth
@@ -46,6 +49,21 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
     if colour:
         return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def jpeg_roundtrip_with_tables(img: np.ndarray, quality: int) -> tuple[np.ndarray, JpegPrior]:
+    """:func:`jpeg_roundtrip`, with the file's quantisation tables as Pillow reads them
+    (what :func:`rbqe.io.load_image` gives the exit policy for a user's JPEG)."""
+    colour = img.ndim == 3
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if colour else img,
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
+    with Image.open(io.BytesIO(buf.tobytes())) as im:
+        prior = JpegPrior.from_tables(im.quantization, quality)
+    assert prior is not None
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    return (dec[..., ::-1] if colour else dec), prior
 
 
 def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> list[np.ndarray]:

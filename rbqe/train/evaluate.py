@@ -7,8 +7,10 @@ whole image with no border crop. Gray images (or ``gray=True``) are measured on 
 channel; colour images on RGB and on BT.601 Y.
 
 Every image is run once through all five exits. Because exits are progressive, the
-output of ``auto`` at a threshold is exactly the output of the first exit whose score
-passes it, so one pass per image serves every threshold.
+output of ``auto`` is exactly the output of the exit it chooses. The run gives the exit
+policy the file's JPEG tables, as ``rbqe enhance`` does for a user's JPEG, and records the
+exit the policy chose; under the assessor rule one pass also serves every other threshold
+(auto at a threshold is the first exit whose score passes it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rbqe.engine import Enhancer
 from rbqe.exit_policy import auto_exit
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
-from rbqe.train.data import jpeg_roundtrip
+from rbqe.train.data import jpeg_roundtrip_with_tables
 from rbqe.train.metrics import psnr, psnr_b, ssim, to_uint8, y_channel
 
 
@@ -41,6 +43,8 @@ class Record:
     exits: list[dict[str, float]]
     scores: list[float]
     gmacs: list[float]
+    chosen: int | None = None  # auto's exit under ``policy`` (None: records made before)
+    policy: str | None = None  # ExitPolicy.describe() of the policy that chose it
 
 
 def save_records(records: Sequence[Record], path: Path) -> None:
@@ -92,9 +96,9 @@ def collect(
     for path in paths:
         clean, color = read_clean(path, gray)
         for q in qualities:
-            comp = jpeg_roundtrip(clean, q)
+            comp, prior = jpeg_roundtrip_with_tables(clean, q)
             x = comp.astype(np.float32) / 255.0
-            result = enhancer.enhance(x, "all")
+            result = enhancer.enhance(x, "all", prior=prior)
             exits = []
             for e in result.exits:
                 out = to_uint8(e.image)
@@ -102,16 +106,21 @@ def collect(
                 exits.append(_metrics(clean, out, color))
             records.append(Record(path.name, int(q), color, _metrics(clean, comp, color), exits,
                                   [e.score for e in result.exits],
-                                  [e.gmacs for e in result.exits]))
+                                  [e.gmacs for e in result.exits], result.chosen,
+                                  enhancer.policy.describe()))
             done += 1
             if on_step:
                 on_step(done, total)
     return records
 
 
-def summarize(records: Sequence[Record], threshold: float,
+def summarize(records: Sequence[Record], threshold: float | None,
               min_exit: int = 1) -> dict[str, Any]:
-    """Per quality: mean metrics of the input, of each exit, and of auto, with gains."""
+    """Per quality: mean metrics of the input, of each exit, and of auto, with gains.
+
+    Auto is the assessor rule at ``threshold`` from ``min_exit``; with ``threshold`` None,
+    the exit each record's policy chose when it was made.
+    """
     out: dict[str, Any] = {}
     for q in sorted({r.qf for r in records}):
         rs = [r for r in records if r.qf == q]
@@ -123,7 +132,8 @@ def summarize(records: Sequence[Record], threshold: float,
             m = {k: _mean([r.exits[e].get(k) for r in rs]) for k in keys}
             m["gmacs"] = float(np.mean([r.gmacs[e] for r in rs]))
             entry["exits"][str(e + 1)] = _round(_with_gains(m, base))
-        chosen = [auto_exit(r.scores, threshold, min_exit) for r in rs]
+        chosen = [auto_exit(r.scores, threshold, min_exit) if threshold is not None
+                  else r.chosen for r in rs]
         walked = list(zip(rs, chosen, strict=True))
         m = {k: _mean([r.exits[c - 1].get(k) for r, c in walked]) for k in keys}
         m["gmacs"] = float(np.mean([r.gmacs[c - 1] for r, c in walked]))

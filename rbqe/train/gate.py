@@ -20,7 +20,6 @@ views.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -28,14 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from rbqe.engine import Enhancer
 from rbqe.exit_policy import FEATURES, ExitPolicy, JpegPrior, features
 from rbqe.io.atomic import atomic_write
 from rbqe.model import NUM_EXITS
+from rbqe.train.data import jpeg_roundtrip_with_tables
 from rbqe.train.evaluate import read_clean
 from rbqe.train.metrics import psnr, to_uint8
 
@@ -82,22 +80,8 @@ class GateRecords:
 
 def _ijg_prior(quality: int, gray: bool = False) -> JpegPrior:
     """The tables libjpeg writes at ``quality`` (read back from a tiny encode)."""
-    return _encode(np.zeros((8, 8) if gray else (8, 8, 3), np.uint8), quality)[1]
-
-
-def _encode(img: np.ndarray, quality: int) -> tuple[np.ndarray, JpegPrior]:
-    """libjpeg (OpenCV) round trip at ``quality``, as :func:`rbqe.train.data.jpeg_roundtrip`,
-    with the file's tables as Pillow reads them."""
-    colour = img.ndim == 3
-    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if colour else img,
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
-    with Image.open(io.BytesIO(buf.tobytes())) as im:
-        prior = JpegPrior.from_tables(im.quantization, quality)
-    assert prior is not None
-    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
-    return (dec[..., ::-1] if colour else dec), prior
+    blank = np.zeros((8, 8) if gray else (8, 8, 3), np.uint8)
+    return jpeg_roundtrip_with_tables(blank, quality)[1]
 
 
 def _crop(img: np.ndarray, side: int) -> np.ndarray:
@@ -120,7 +104,7 @@ def collect(enhancer: Enhancer, paths: Sequence[Path], qualities: Sequence[int],
         clean, _ = read_clean(path, gray=bool(gray_every) and i % gray_every == gray_every - 1)
         clean = _crop(clean, crop)
         for q in qualities:
-            comp, prior = _encode(clean, q)
+            comp, prior = jpeg_roundtrip_with_tables(clean, q)
             gray = comp.ndim == 2
             result = enhancer.enhance(comp.astype(np.float32) / 255.0, "all", prior=prior)
             signals = [e.signals for e in result.exits]

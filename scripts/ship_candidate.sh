@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Measure candidate RGB weights the way the model card measures the shipped ones, so that
+# the two can be compared table by table before anything is shipped (issue 10, "Ship").
+#
+#   scripts/ship_candidate.sh CANDIDATE.safetensors OUTDIR [LIMIT]
+#
+# 1. Fits the learned gate on train photos and chooses its operating point on val
+#    (the model card's calibrate command), written into OUTDIR/rbqe_jpeg.safetensors.
+# 2. Evaluates that file on val: BSDS500-val gray at QF 10-90 (records kept), McMaster
+#    colour at QF 10-50 and 90, BSDS500-val colour at QF 10/30/50 (first 40 photos).
+# 3. Prints the comparison against the shipped weights' saved records.
+# LIMIT (optional) caps every photo set: a rehearsal, e.g. 2. Nothing here touches the
+# shipped weights; copying OUTDIR/rbqe_jpeg.safetensors over them is a separate step.
+set -euo pipefail
+cand=${1:?usage: scripts/ship_candidate.sh CANDIDATE.safetensors OUTDIR [LIMIT]}
+out=${2:?usage: scripts/ship_candidate.sh CANDIDATE.safetensors OUTDIR [LIMIT]}
+limit=${3:-}
+data=${DATA:-../shared/datasets}
+py=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+rbqe() { "$py" -m rbqe.cli "$@"; }
+lim() { [ -n "$limit" ] && echo "--limit $limit" || echo "--limit $1"; }
+
+mkdir -p "$out"
+w="$out/rbqe_jpeg.safetensors"
+cp "$cand" "$w"
+qfs=(10 20 30 40 50 60 70 80 90)
+
+echo "== gate: fit on train, operating point on val"
+rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
+    --train "$data/train" --train-limit "${limit:-60}" --crop 192 --qf "${qfs[@]}" \
+    --records-dir "$out/gate" --json "$out/gate_calibration.json" \
+    --plot "$out/gate_frontier.png" --make-default
+
+echo "== BSDS500-val gray, QF 10-90"
+rbqe eval "$data/val/bsds500_val" $(lim 100) --gray --qf "${qfs[@]}" --weights "$w" \
+    --save-records "$out/gray_records.json" --json "$out/gray.json" | tee "$out/gray.txt"
+
+echo "== McMaster colour, QF 10-50 and 90"
+rbqe eval "$data/val/mcmaster" $(lim 18) --qf 10 20 30 40 50 90 --weights "$w" \
+    --json "$out/mcmaster.json" | tee "$out/mcmaster.txt"
+
+echo "== BSDS500-val colour (first 40), QF 10/30/50"
+rbqe eval "$data/val/bsds500_val" $(lim 40) --qf 10 30 50 --weights "$w" \
+    --json "$out/colour40.json" | tee "$out/colour40.txt"
+
+echo "== against the shipped weights (gray, exit 5 and auto per QF)"
+"$py" scripts/compare_eval.py docs/eval/rgb_gray_q10-50.json docs/eval/rgb_gray_q60-90.json \
+    --candidate "$out/gray.json" | tee "$out/compare.txt"
