@@ -21,6 +21,14 @@ from rbqe.tiling import TILE_OVERLAP, tiles
 from rbqe.weights import save_weights
 
 
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1] (arrays or tensors), in float64; inf if equal."""
+    a, b = (np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, np.float64)
+            for t in (a, b))
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
 def tiny_net(channels: int = 1, seed: int = 0) -> RBQENet:
     """A random width-8 RBQE network (about 1/16 of the paper's MACs), in eval mode."""
     torch.manual_seed(seed)

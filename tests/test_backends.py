@@ -21,15 +21,11 @@ from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
 from rbqe.model import NUM_EXITS, EcaStats
 from rbqe.tiling import TILE_OVERLAP, tiles
+from tests.helpers import psnr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
 CPU = torch.device("cpu")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture

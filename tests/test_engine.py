@@ -29,7 +29,7 @@ from rbqe.tiling import (
     padded_size,
     tiles,
 )
-from tests.helpers import tile_edge_mask
+from tests.helpers import psnr, tile_edge_mask
 
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
@@ -38,11 +38,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 def enhancer(net, **kw) -> Enhancer:
     kw.setdefault("tile", 0)
     return Enhancer(net=net, device="cpu", **kw)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture

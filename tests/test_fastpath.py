@@ -3,22 +3,17 @@ float32 where the CPU has native bf16, and when it applies."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from rbqe import fastpath
 from rbqe.fastpath import FastProgressiveRun, native_bf16
 from rbqe.model import NUM_EXITS, ProgressiveRun
+from tests.helpers import psnr
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 needs_bf16 = pytest.mark.skipif(not native_bf16(),
                                 reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)).double() ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def photo_like(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -103,7 +98,7 @@ def test_bf16_is_close_to_float32(make_net, striped, monkeypatch):
         got = all_exits(net, x, dtype=torch.bfloat16)
     for a, b in zip(ref, got, strict=True):
         assert b.dtype == torch.float32 and b.shape == a.shape
-        assert psnr(a, b) >= 50
+        assert psnr(a.clamp(0, 1), b.clamp(0, 1)) >= 50
 
 
 @needs_bf16

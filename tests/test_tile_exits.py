@@ -26,7 +26,7 @@ from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
 from rbqe.tile_exits import floor_exit
 from rbqe.tiling import TILE_OVERLAP, blend_weight, sample_boxes, tiles
 from rbqe.weights import PACKAGE_WEIGHTS
-from tests.helpers import jpeg_compress, photo, tile_edge_mask
+from tests.helpers import jpeg_compress, photo, psnr, tile_edge_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 
@@ -34,11 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 def enhancer(net, **kw) -> Enhancer:
     kw.setdefault("tile", 128)
     return Enhancer(net=net, device="cpu", **kw)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @dataclass(frozen=True)
