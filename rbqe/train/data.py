@@ -41,29 +41,31 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
     Args:
         img: ``(H, W)`` gray or ``(H, W, 3)`` RGB uint8. Colour uses 4:2:0 chroma.
     """
-    colour = img.ndim == 3
-    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if colour else img,
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
-    if colour:
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return _jpeg_decode(_jpeg_encode(img, quality), img.ndim == 3)
 
 
 def jpeg_roundtrip_with_tables(img: np.ndarray, quality: int) -> tuple[np.ndarray, JpegPrior]:
     """:func:`jpeg_roundtrip`, with the file's quantisation tables as Pillow reads them
     (what :func:`rbqe.io.load_image` gives the exit policy for a user's JPEG)."""
-    colour = img.ndim == 3
-    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if colour else img,
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
+    buf = _jpeg_encode(img, quality)
     with Image.open(io.BytesIO(buf.tobytes())) as im:
         prior = JpegPrior.from_tables(im.quantization, quality)
     assert prior is not None
-    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
-    return (dec[..., ::-1] if colour else dec), prior
+    return _jpeg_decode(buf, img.ndim == 3), prior
+
+
+def _jpeg_encode(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img[..., ::-1] if img.ndim == 3 else img,
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"libjpeg could not encode a {img.shape} image at quality {quality}")
+    return buf
+
+
+def _jpeg_decode(buf: np.ndarray, colour: bool) -> np.ndarray:
+    if colour:
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
 
 def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> list[np.ndarray]:
