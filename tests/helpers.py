@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from rbqe.engine import Enhancer
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.tiling import TILE_OVERLAP, tiles
 from rbqe.weights import save_weights
 
@@ -98,3 +98,34 @@ def tile_edge_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
             if 0 < x < w:
                 mask[y0:y1, max(0, x - band):x + band] = True
     return mask
+
+
+def hooked_gmacs(net: RBQENet, side: int) -> list[float]:
+    """GMACs per exit counted by forward hooks on a walk: every conv a module call runs.
+
+    The engine's count once worked this way; it misses convs computed without a module
+    call (the gated separable conv), so the tests compare against it with those put back,
+    and docs/bench/tile_exits_recount.py uses it to reproduce the old figures."""
+    macs = 0
+
+    def hook(module, inputs, output):
+        nonlocal macs
+        k = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            macs += inputs[0].numel() * module.out_channels * k
+        else:
+            macs += output.numel() * (module.in_channels // module.groups) * k
+
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    out = []
+    try:
+        with torch.no_grad():
+            run = net.start(torch.zeros(1, net.config.in_channels, side, side))
+            for _ in range(NUM_EXITS):
+                run.next_exit()
+                out.append(macs / 1e9)
+    finally:
+        for h in handles:
+            h.remove()
+    return out

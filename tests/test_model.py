@@ -32,6 +32,7 @@ from rbqe.model import (
 )
 from rbqe.tiling import pad_to_multiple
 from rbqe.weights import load_weights, save_weights
+from tests.helpers import hooked_gmacs
 
 # One torch thread (a busy box), and the fast path even on the small test images.
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
@@ -229,33 +230,6 @@ def test_gmacs_per_exit_increase_and_scale(net):
     assert 5 < paper[0] < paper[-1] < 40  # tens of GMACs at 512x512 for width 32
 
 
-def _hooked_gmacs(net: RBQENet, side: int) -> list[float]:
-    """GMACs per exit counted by forward hooks on a plain (module-calling) walk."""
-    macs = 0
-
-    def hook(module, inputs, output):
-        nonlocal macs
-        k = module.kernel_size[0] * module.kernel_size[1]
-        if isinstance(module, torch.nn.ConvTranspose2d):
-            macs += inputs[0].numel() * module.out_channels * k
-        else:
-            macs += output.numel() * (module.in_channels // module.groups) * k
-
-    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    handles = [m.register_forward_hook(hook) for m in convs]
-    out = []
-    try:
-        with torch.no_grad():
-            run = net.start(torch.zeros(1, net.config.in_channels, side, side))
-            for _ in range(NUM_EXITS):
-                run.next_exit()
-                out.append(macs / 1e9)
-    finally:
-        for h in handles:
-            h.remove()
-    return out
-
-
 def test_gmacs_per_exit_counts_every_conv_the_walk_runs(monkeypatch):
     # The decoder's gated separable conv is a batched matmul that forward hooks cannot
     # see (an earlier hook-based count missed a third of the net). With the plain conv
@@ -269,7 +243,7 @@ def test_gmacs_per_exit_counts_every_conv_the_walk_runs(monkeypatch):
     counted = [gmacs_per_exit(net, 64, 64) for net in nets]  # the shipped code path
     monkeypatch.setattr(model, "_gated_separable", plain)
     for net, count in zip(nets, counted, strict=True):
-        assert count == pytest.approx(_hooked_gmacs(net, 64), rel=1e-9)
+        assert count == pytest.approx(hooked_gmacs(net, 64), rel=1e-9)
 
 
 # -- ECA statistics ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ count, and every tile of those grids pads to the same size, so each row's GMACs 
 from its exit histogram, the grid and the sample tiles alone. This script checks that the
 old count reproduces every printed figure, then prints the same rows with the new count.
 
-    python docs/bench/tile_exits_recount.py docs/bench/tile_exits.txt
+    PYTHONPATH=. python docs/bench/tile_exits_recount.py docs/bench/tile_exits.txt
 """
 
 from __future__ import annotations
@@ -16,42 +16,17 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 from rbqe.arch import NUM_EXITS
 from rbqe.model import gmacs_per_exit
 from rbqe.tiling import padded_box, sample_boxes, tiles
 from rbqe.weights import default_weights_path, load_weights
+from tests.helpers import hooked_gmacs  # the count as it was: forward hooks
 
 HEADER = re.compile(r"^(\d+)x(\d+) mosaics")
 ROW = re.compile(r"^QF (\S+) mosaic (\d+) floor (\S+): (\d+) tiles, shared exit (\d), "
                  r"per-tile exits \[([^\]]*)\]")
 MACS = re.compile(r"GMACs per-tile (\d+) = ([\d.]+)% of exit 5 \((\d+)\), [\d.]+% of shared "
                   r"\((\d+), ([\d.]+)% of exit 5\)")
-
-
-def hooked_gmacs(net: torch.nn.Module, side: int) -> list[float]:
-    """The count as it was: forward hooks on the convs during a walk."""
-    macs, out = 0, []
-
-    def hook(module, inputs, output):
-        nonlocal macs
-        k = module.kernel_size[0] * module.kernel_size[1]
-        if isinstance(module, torch.nn.ConvTranspose2d):
-            macs += inputs[0].numel() * module.out_channels * k
-        else:
-            macs += output.numel() * (module.in_channels // module.groups) * k
-
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    with torch.no_grad():
-        run = net.start(torch.zeros(1, net.config.in_channels, side, side))
-        for _ in range(NUM_EXITS):
-            run.next_exit()
-            out.append(macs / 1e9)
-    for h in handles:
-        h.remove()
-    return out
 
 
 def row_gmacs(unit: list[float], h: int, w: int, hist: dict[int, int], shared: int) -> dict:
