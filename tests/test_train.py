@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -238,6 +239,33 @@ def test_cli_resume_takes_the_recipe_from_the_state(
     assert stored["step"] == 4 and stored["exit_weighting"] == "balanced"
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
+
+
+def test_a_cooldown_branch_decays_to_lr_min_and_stops(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(data / f"p{i}.png"), img[..., ::-1])
+    main_state, branch = tmp_path / "state", tmp_path / "branch"
+    args = ["--threads", "1", "--checkpoint-every", "1e9"]
+    assert main(["train", "--out", str(main_state), *args, "--data", str(data), "--width", "8",
+                 "--patch", "64", "--batch", "2", "--lr", "3e-4", "--steps", "60"]) == 0
+    branch.mkdir()
+    shutil.copy(main_state / "checkpoint.pt", branch / "checkpoint.pt")
+    # The branch is stopped half-way, then resumed without --cooldown: it keeps its start.
+    assert main(["train", "--out", str(branch), *args, "--cooldown", "8", "--steps", "64"]) == 0
+    assert (stored_config(branch)["step"], stored_config(branch)["cooldown_from"]) == (64, 60)
+    assert main(["train", "--out", str(branch), *args]) == 0
+    stored = stored_config(branch)
+    assert (stored["step"], stored["cooldown_steps"], stored["cooldown_from"]) == (68, 8, 60)
+    cfg = TrainConfig(**{k: v for k, v in stored.items() if k != "step"})
+    assert lr_at(cfg, 60) == pytest.approx(3e-4)
+    assert lr_at(cfg, 64) == pytest.approx((3e-4 + cfg.lr_min) / 2)
+    assert lr_at(cfg, 68) == lr_at(cfg, 100) == pytest.approx(cfg.lr_min)
+    # The main state is where it was, still at its constant rate.
+    assert stored_config(main_state)["step"] == 60
+    assert stored_config(main_state)["cooldown_steps"] == 0
 
 
 def test_a_new_run_needs_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,6 +33,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--lr", type=float, help="peak Adam learning rate (default 1e-3)")
     t.add_argument("--schedule", choices=("constant", "cosine"),
                    help="constant after warm-up (default; extendable) or cosine to --steps")
+    t.add_argument("--cooldown", type=int, dest="cooldown_steps", metavar="STEPS",
+                   help="a cool-down branch for shipping: decay the rate linearly to 1e-5 "
+                        "over the next STEPS steps, then stop. Run it on a copy of the "
+                        "state (cp DIR/checkpoint.pt BRANCH/), not on the main one")
     t.add_argument("--ema-decay", type=float, metavar="D",
                    help="EMA of the weights for validation and export (default 0.999; 0 = off)")
     t.add_argument("--loss", choices=["mse", "charbonnier"], help="default mse")
@@ -144,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 _RECIPE = {"channels": 1, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
            "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
-           "val_images": 12, "exit_weighting": "paper"}
+           "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
+           "cooldown_from": -1}
 
 
 def _train(args: argparse.Namespace) -> int:

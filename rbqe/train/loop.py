@@ -10,6 +10,11 @@ therefore a constant learning rate after a short warm-up, with an exponential mo
 average of the weights for validation and export; the EMA gives most of what a final
 decay would without ending the schedule. ``schedule="cosine"`` keeps the old fixed-length
 decay for one-off runs.
+
+Weights to ship can come from a *cool-down branch* (``cooldown_steps``): a copy of the
+state that decays the learning rate linearly to ``lr_min`` over that many steps and
+stops, while the main state goes on at its constant rate (the warm-up, stable, decay
+schedule, whose decay can be branched off at any point).
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of the weights, validated and exported; 0 = none
     init_patches: int = 0  # patches the --init weights had already seen (for the log)
     exit_weighting: str = "paper"  # per-exit loss weights by quality (data.EXIT_WEIGHTINGS)
+    # > 0: a cool-down branch: from step ``cooldown_from`` (the step it started at, set
+    # then and kept in the checkpoint) the rate falls linearly to ``lr_min`` over this
+    # many steps, and the run stops there.
+    cooldown_steps: int = 0
+    cooldown_from: int = -1
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -101,10 +111,14 @@ RATE_FROM = 20  # steps of a run left out when its speed is measured for a time 
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Short linear warm-up, then constant or cosine decay to ``lr_min``."""
+    """Short linear warm-up, then constant or cosine decay to ``lr_min``; in a cool-down
+    branch, linear decay to ``lr_min`` from where it started."""
     warm = WARMUP_STEPS
     if step < warm:
         return cfg.lr * (step + 1) / warm
+    if cfg.cooldown_steps > 0 and cfg.cooldown_from >= 0:
+        t = min(1.0, max(0, step - cfg.cooldown_from) / cfg.cooldown_steps)
+        return cfg.lr + (cfg.lr_min - cfg.lr) * t
     if cfg.schedule == "constant":
         return cfg.lr
     t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
@@ -153,6 +167,10 @@ class Trainer:
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
             self._resume()
+        if cfg.cooldown_steps > 0:
+            if cfg.cooldown_from < 0:  # the branch starts here; a resume keeps its start
+                cfg.cooldown_from = self.step
+            cfg.steps = min(cfg.steps, cfg.cooldown_from + cfg.cooldown_steps)
 
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
