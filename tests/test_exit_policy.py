@@ -34,7 +34,13 @@ from rbqe.exit_policy import (
 from rbqe.io import load_image
 from rbqe.model import NUM_EXITS
 from rbqe.train import gate
-from rbqe.weights import PACKAGE_WEIGHTS, read_info, save_weights, set_policy, set_threshold
+from rbqe.weights import (
+    SHIPPED_MODELS,
+    read_info,
+    save_weights,
+    set_policy,
+    set_threshold,
+)
 from tests.clirun import run_cli
 from tests.helpers import jpeg_compress, photo, tiny_net
 
@@ -299,14 +305,16 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2))
 
 
-@pytest.mark.skipif(not PACKAGE_WEIGHTS.is_file(), reason="no shipped weights")
+@pytest.mark.parametrize("model", sorted(SHIPPED_MODELS))
 @pytest.mark.parametrize("name", sorted(PolicySet.from_meta({}).policies) + ["gate", "default"])
-def test_blind_inputs_lose_at_most_0_1_db_against_exit_5(tmp_path, name):
-    info = read_info(PACKAGE_WEIGHTS)
+def test_blind_inputs_lose_at_most_0_1_db_against_exit_5(tmp_path, name, model):
+    weights = SHIPPED_MODELS[model]
+    if not weights.is_file():
+        pytest.skip(f"no shipped weights {weights.name}")
+    info = read_info(weights)
     if name == "gate" and "gate" not in info.policies.policies:
-        pytest.skip("the shipped weights carry no gate (rbqe calibrate --policy gate)")
-    enh = Enhancer(PACKAGE_WEIGHTS, device="cpu", tile=0,
-                   policy=None if name == "default" else name)
+        pytest.skip(f"{weights.name} carries no gate (rbqe calibrate --policy gate)")
+    enh = Enhancer(weights, device="cpu", tile=0, policy=None if name == "default" else name)
     losses: dict[str, list[float]] = {}
     for seed in range(3):
         for case, (path, clean) in _blind_cases(tmp_path, seed).items():

@@ -6,11 +6,13 @@ from tests.test_exit_policy import _blind_cases, _psnr
 from rbqe.engine import Enhancer
 from rbqe.exit_policy import JpegPrior
 from rbqe.io import load_image
-from rbqe.weights import PACKAGE_WEIGHTS
+from rbqe.weights import SHIPPED_MODELS
+# usage: python docs/eval/gate/blind_cases.py [rgb|y]   (default rgb)
+weights = SHIPPED_MODELS[sys.argv[1] if len(sys.argv) > 1 else 'rgb']
 import tempfile
 tmp=Path(tempfile.mkdtemp())
 for name in ("assessor","gate"):
-    enh=Enhancer(PACKAGE_WEIGHTS,device="cpu",tile=0,policy=name)
+    enh=Enhancer(weights,device="cpu",tile=0,policy=name)
     out={}
     for seed in range(3):
         for case,(path,clean) in _blind_cases(tmp,seed).items():
