@@ -263,6 +263,11 @@ def test_a_cooldown_branch_decays_to_lr_min_and_stops(
     assert lr_at(cfg, 60) == pytest.approx(3e-4)
     assert lr_at(cfg, 64) == pytest.approx((3e-4 + cfg.lr_min) / 2)
     assert lr_at(cfg, 68) == lr_at(cfg, 100) == pytest.approx(cfg.lr_min)
+    # --cooldown 0 makes the branch a constant-rate run again; a later branch starts anew.
+    assert main(["train", "--out", str(branch), *args, "--cooldown", "0", "--steps", "70"]) == 0
+    assert (stored_config(branch)["step"], stored_config(branch)["cooldown_from"]) == (70, -1)
+    assert main(["train", "--out", str(branch), *args, "--cooldown", "2"]) == 0
+    assert (stored_config(branch)["step"], stored_config(branch)["cooldown_from"]) == (72, 70)
     # The main state is where it was, still at its constant rate.
     assert stored_config(main_state)["step"] == 60
     assert stored_config(main_state)["cooldown_steps"] == 0

@@ -36,7 +36,8 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--cooldown", type=int, dest="cooldown_steps", metavar="STEPS",
                    help="a cool-down branch for shipping: decay the rate linearly to 1e-5 "
                         "over the next STEPS steps, then stop. Run it on a copy of the "
-                        "state (cp DIR/checkpoint.pt BRANCH/), not on the main one")
+                        "state (cp DIR/checkpoint.pt BRANCH/), not on the main one; "
+                        "--cooldown 0 makes a branch a constant-rate run again")
     t.add_argument("--ema-decay", type=float, metavar="D",
                    help="EMA of the weights for validation and export (default 0.999; 0 = off)")
     t.add_argument("--loss", choices=["mse", "charbonnier"], help="default mse")

@@ -171,6 +171,8 @@ class Trainer:
             if cfg.cooldown_from < 0:  # the branch starts here; a resume keeps its start
                 cfg.cooldown_from = self.step
             cfg.steps = min(cfg.steps, cfg.cooldown_from + cfg.cooldown_steps)
+        else:  # a constant-rate run again (--cooldown 0): a later branch starts afresh
+            cfg.cooldown_from = -1
 
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
