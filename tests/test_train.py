@@ -16,7 +16,8 @@ from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.curve import read_log
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
-from rbqe.train.loop import TrainConfig, Trainer, lr_at, stored_config
+from rbqe.train.loop import (RELATIVE_FLOOR, TrainConfig, Trainer, lr_at, mse,
+                             relative_weights, stored_config)
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
 from tests.helpers import save_tiny_weights
@@ -234,9 +235,12 @@ def test_cli_resume_takes_the_recipe_from_the_state(
     assert main([*args, "--data", str(data), "--width", "8", "--patch", "64", "--batch", "2",
                  "--lr", "3e-4", "--channels", "3", "--steps", "2"]) == 0
     assert stored_config(out)["exit_weighting"] == "paper"
-    assert main([*args, "--steps", "4", "--exit-weighting", "balanced"]) == 0  # no --data...
+    assert main([*args, "--steps", "4", "--exit-weighting", "balanced",
+                 "--relative-exits", "2"]) == 0  # no --data...
+    assert main([*args, "--steps", "5"]) == 0
     stored = stored_config(out)
-    assert stored["step"] == 4 and stored["exit_weighting"] == "balanced"
+    assert stored["step"] == 5 and stored["exit_weighting"] == "balanced"
+    assert stored["relative_exits"] == 2
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
 
@@ -271,6 +275,37 @@ def test_a_cooldown_branch_decays_to_lr_min_and_stops(
     # The main state is where it was, still at its constant rate.
     assert stored_config(main_state)["step"] == 60
     assert stored_config(main_state)["cooldown_steps"] == 0
+
+
+def test_relative_weights_follow_the_input_error() -> None:
+    y = torch.rand(4, 3, 8, 8)
+    err = torch.tensor([0.1, 0.05, 0.01, 0.0])  # the last patch is lossless
+    x = y + err[:, None, None, None]
+    w = relative_weights(x, y)
+    assert float(w.mean()) == pytest.approx(1.0)
+    inv = 1.0 / torch.clamp(err**2, min=RELATIVE_FLOOR)
+    assert torch.allclose(w, inv / inv.mean())
+    # A lighter JPEG's patch counts more; the lossless one only up to the floor.
+    assert w[0] < w[1] < w[2] < w[3]
+    assert float(w[3] / w[2]) == pytest.approx(0.01**2 / RELATIVE_FLOOR, rel=1e-5)
+
+
+def test_relative_exits_reweigh_only_the_early_exits(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
+                         light_share=0.5).batch_at(0)
+    x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+    w = torch.as_tensor(exit_weights(batch[2], "paper"))
+    cfg = _cfg(tmp_path, 1)
+    cfg.channels, cfg.relative_exits = 3, 2
+    tr = Trainer(cfg, images)
+    with torch.no_grad():
+        per_exit = torch.stack([mse(o, y) for o in tr.net(x)], dim=1)  # (B, 5)
+    rel = relative_weights(x, y)
+    expected = {k: ((torch.cat([per_exit[:, :k] * rel[:, None], per_exit[:, k:]], 1) * w)
+                    .sum(1).mean() / w.sum(1).mean()).item() for k in (0, 2)}
+    assert tr.train_step(batch) == pytest.approx(expected[2], rel=1e-4)
+    assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
 
 
 def test_a_new_run_needs_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,9 @@ def add_parsers(sub: Any) -> None:
                    help="per-exit loss weights by quality: the paper's table (default), or "
                         "balanced (exit 5 weighted >= 1 up to QF 50, early exits favoured "
                         "at QF 70-90)")
+    t.add_argument("--relative-exits", type=int, choices=range(6), metavar="N",
+                   help="exits 1..N weigh each patch by 1 / its input's MSE (mean 1), so "
+                        "light JPEGs count as much as heavy ones there (default 0: off)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -150,7 +153,7 @@ _RECIPE = {"channels": 1, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "lo
            "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
-           "cooldown_from": -1}
+           "cooldown_from": -1, "relative_exits": 0}
 
 
 def _train(args: argparse.Namespace) -> int:

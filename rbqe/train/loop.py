@@ -89,6 +89,8 @@ class TrainConfig:
     # many steps, and the run stops there.
     cooldown_steps: int = 0
     cooldown_from: int = -1
+    # > 0: exits 1..N weigh each patch by its input's error (see relative_weights).
+    relative_exits: int = 0
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -103,6 +105,24 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     is L1-optimal while the net cannot yet predict the error's sign); MSE trains at once.
     """
     return ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
+
+
+# Input error below ~48 dB counts as 48 dB, so that a nearly lossless patch cannot take
+# over a batch.
+RELATIVE_FLOOR = (1.0 / 255.0) ** 2
+
+
+def relative_weights(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` per-patch weights proportional to 1 / MSE(input, target), mean 1.
+
+    Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
+    weighs ~1/60 of a QF 10 patch, so the early exits never learn to leave light JPEGs
+    alone (exit 1 lost 3 dB on gray QF 95). Weighing by the input's error makes each
+    patch count by its relative error, as PSNR gain does; the mean stays 1, so the
+    exit's share of the total loss does not change.
+    """
+    inv = 1.0 / mse(x, y).detach().clamp_min(RELATIVE_FLOOR)
+    return inv / inv.mean()
 
 
 WARMUP_STEPS = 50
@@ -238,6 +258,10 @@ class Trainer:
             outs = self.net(x)
         loss_fn = mse if self.cfg.loss == "mse" else charbonnier
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
+        if self.cfg.relative_exits:
+            k = self.cfg.relative_exits
+            rel = relative_weights(x, y)[:, None]
+            losses = torch.cat([losses[:, :k] * rel, losses[:, k:]], dim=1)
         loss = (losses * w).sum(1).mean() / w.sum(1).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
