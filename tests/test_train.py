@@ -16,8 +16,15 @@ from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.curve import read_log
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
-from rbqe.train.loop import (RELATIVE_FLOOR, TrainConfig, Trainer, lr_at, mse,
-                             relative_weights, stored_config)
+from rbqe.train.loop import (
+    RELATIVE_FLOOR,
+    TrainConfig,
+    Trainer,
+    lr_at,
+    mse,
+    relative_weights,
+    stored_config,
+)
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
 from tests.helpers import save_tiny_weights
