@@ -118,8 +118,8 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
     weighs ~1/60 of a QF 10 patch, so the early exits never learn to leave light JPEGs
     alone (exit 1 lost 3 dB on gray QF 95). Weighing by the input's error makes each
-    patch count by its relative error, as PSNR gain does; the mean stays 1, so the
-    exit's share of the total loss does not change.
+    patch count by its relative error, as PSNR gain does. The weights average 1 over the
+    batch, so a batch whose inputs all have the same error is weighed as before.
     """
     inv = 1.0 / mse(x, y).detach().clamp_min(RELATIVE_FLOOR)
     return inv / inv.mean()
