@@ -12,7 +12,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ("rbqe_jpeg.safetensors", "rbqe_jpeg_y.safetensors", "MODEL_CARD.md")
+SHIPPED = ("rbqe_jpeg.safetensors", "MODEL_CARD.md")
 
 
 class BuildPyWithWeights(build_py):

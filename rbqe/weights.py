@@ -100,11 +100,10 @@ class WeightsInfo:
             raise WeightsError(f"{self.path or 'these weights'}: {exc.args[0]}") from None
 
 
-# The models we ship, by the name the app's settings store (weights/MODEL_CARD.md).
-SHIPPED_MODELS = {
-    "rgb": PACKAGE_WEIGHTS,
-    "y": PACKAGE_WEIGHTS.with_name("rbqe_jpeg_y.safetensors"),
-}
+# The models we ship, by name (weights/MODEL_CARD.md): since 2026-12-03 only the RGB one.
+# A 1-channel (Y) weights file, such as an earlier release's rbqe_jpeg_y.safetensors,
+# still loads from --weights, RBQE_WEIGHTS or the app's weights file.
+SHIPPED_MODELS = {"rgb": PACKAGE_WEIGHTS}
 
 
 def default_weights_path() -> Path:

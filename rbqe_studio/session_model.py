@@ -24,7 +24,7 @@ from rbqe.batch import ItemReport
 from rbqe.engine import ExitResult
 from rbqe.io import list_images
 from rbqe.model import NUM_EXITS
-from rbqe.weights import SHIPPED_MODELS
+from rbqe.weights import PACKAGE_WEIGHTS
 from rbqe_studio.jobs import (
     Choice,
     ContinueJob,
@@ -72,7 +72,7 @@ from rbqe_studio.state import (
 log = logging.getLogger(__name__)
 
 CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
-ENGINE_SETTINGS = ("model", "weights_file", "device", "backend")
+ENGINE_SETTINGS = ("weights_file", "device", "backend")
 CHOICE_SETTINGS = ("exit_mode", "threshold")
 
 
@@ -133,7 +133,7 @@ class SessionModel:
 
     def _weights(self) -> str:
         s = self.settings
-        return self.fixed_weights or s.weights_file or str(SHIPPED_MODELS[s.model])
+        return self.fixed_weights or s.weights_file or str(PACKAGE_WEIGHTS)
 
     # -- commands --------------------------------------------------------------------
     def add_paths(self, paths: Iterable[str | Path], recursive: bool = False) -> list[Event]:
@@ -231,7 +231,7 @@ class SessionModel:
     def setting_changed(self, name: str) -> list[Event]:
         """What a changed setting means for the session (the window has stored it)."""
         events: list[Event] = []
-        if name in ("model", "weights_file"):
+        if name == "weights_file":
             self.weights = self._weights()
             events.append(WeightsChanged(self.weights))
         if name in ENGINE_SETTINGS:

@@ -22,7 +22,6 @@ APPLICATION = "RBQE Studio"
 
 EXIT_MODES = tuple(m for m in ALL_EXIT_MODES if m != "all")  # a setting forces no "all"
 BACKENDS = ("auto", "torch", "openvino")  # rbqe.backends.BACKENDS, without importing torch
-MODELS = ("rgb", "y")  # keys of rbqe.weights.SHIPPED_MODELS
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 
 
@@ -33,9 +32,8 @@ class AppSettings:
     Attributes:
         device: ``auto``, ``cpu`` or ``cuda:N``.
         backend: ``auto``, ``torch`` or ``openvino`` (see :mod:`rbqe.backends`).
-        model: Which shipped model: ``rgb`` (colour, the default) or ``y`` (luma only).
-            ``weights_file``, ``--weights`` and ``RBQE_WEIGHTS`` win over it.
-        weights_file: A weights file the user chose in the app ("" for a shipped model).
+        weights_file: A weights file the user chose in the app ("" for the shipped model);
+            ``--weights`` and ``RBQE_WEIGHTS`` win over it.
         exit_mode: ``auto`` or a forced exit ``"1"``..``"5"``.
         threshold: Quality threshold; None means "the weights' own threshold".
         output_format: ``png``, ``jpeg`` or ``webp``.
@@ -51,7 +49,6 @@ class AppSettings:
 
     device: str = "auto"
     backend: str = "auto"
-    model: str = "rgb"
     weights_file: str = ""
     exit_mode: str = "auto"
     threshold: float | None = None
@@ -72,8 +69,6 @@ class AppSettings:
         """Bring out-of-range values (from an old or hand-edited ini) back into range."""
         if self.backend not in BACKENDS:
             self.backend = "auto"
-        if self.model not in MODELS:
-            self.model = "rgb"
         if self.exit_mode not in EXIT_MODES:
             self.exit_mode = "auto"
         if self.output_format not in OUTPUT_FORMATS:

@@ -93,10 +93,13 @@ class SettingsPanel(QWidget):
         self.backend.setToolTip("Who runs the network. Automatic times PyTorch and OpenVINO "
                                 "once on this computer and keeps the faster; OpenVINO needs "
                                 "the openvino extra")
+        # One model ships; this row shows only while a weights file is used instead
+        # (chosen from the banner, or fixed by --weights / RBQE_WEIGHTS), and leads back
+        # to the shipped model.
+        self.fixed_weights = ""
         self.model = QComboBox()
-        self.model.addItem("Colour (RGB) — removes colour blocks too", "rgb")
-        self.model.addItem("Luma only (Y) — better on grayscale photos", "y")
-        self.model.setToolTip("The shipped models; weights/MODEL_CARD.md compares them")
+        self.model.addItem("Shipped (RGB)", "shipped")
+        self.model.setToolTip("Back to the shipped model (weights/MODEL_CARD.md)")
         self.mode = QComboBox()
         self.mode.addItem("Auto (stop at the threshold)", "auto")
         for k in range(1, NUM_EXITS + 1):
@@ -128,7 +131,7 @@ class SettingsPanel(QWidget):
         self.strip_gps.setToolTip("Outputs keep the camera, date and other EXIF, but not "
                                   "where the photo was taken (rbqe enhance --strip-gps)")
 
-        proc = QFormLayout()
+        proc = self.proc = QFormLayout()
         proc.addRow("Device", self.device)
         proc.addRow("Backend", self.backend)
         proc.addRow("Model", self.model)
@@ -181,25 +184,19 @@ class SettingsPanel(QWidget):
         self.changed.emit(name)
 
     def _on_model(self) -> None:
-        """A shipped model chosen: it replaces a weights file chosen earlier."""
-        value = self.model.currentData()
-        if value == "file":
-            return
-        if self.settings.weights_file:
-            self.settings.weights_file = ""
-            self.settings.model = value
-            self.refresh()
-            self.changed.emit("weights_file")
-        else:
-            self._set("model", value)
+        """The shipped model chosen again: the weights file chosen earlier is forgotten."""
+        if self.model.currentData() == "shipped":
+            self._set("weights_file", "")
 
     def choose_weights_file(self, path: str) -> None:
         self._set("weights_file", path)
 
     def lock_model(self, weights: str) -> None:
         """Weights named on the command line (or by RBQE_WEIGHTS) win over the choice."""
+        self.fixed_weights = weights
         self.model.setEnabled(False)
         self.model.setToolTip(f"Fixed by --weights / RBQE_WEIGHTS: {weights}")
+        self.refresh()
 
     def set_weights_threshold(self, threshold: float, min_exit: int = 1) -> None:
         self.weights_threshold = threshold
@@ -223,9 +220,10 @@ class SettingsPanel(QWidget):
             index = self.device.count() - 1
         self.device.setCurrentIndex(index)
         self.backend.setCurrentIndex(max(0, self.backend.findData(s.backend)))
+        weights = self.fixed_weights or s.weights_file
         file_row = self.model.findData("file")
-        if s.weights_file:
-            label = f"File: {Path(s.weights_file).name}"
+        if weights:
+            label = f"File: {Path(weights).name}"
             if file_row < 0:
                 self.model.addItem(label, "file")
                 file_row = self.model.count() - 1
@@ -234,7 +232,8 @@ class SettingsPanel(QWidget):
         else:
             if file_row >= 0:
                 self.model.removeItem(file_row)
-            self.model.setCurrentIndex(max(0, self.model.findData(s.model)))
+            self.model.setCurrentIndex(0)
+        self.proc.setRowVisible(self.model, bool(weights))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         value = self.effective_threshold()
         self.threshold.setValue(value if value is not None else 0.855)

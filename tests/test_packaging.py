@@ -1,4 +1,4 @@
-"""What an installed rbqe-studio needs: the shipped models inside the wheel, a clear
+"""What an installed rbqe-studio needs: the shipped model inside the wheel, a clear
 line when the GUI's extra or Qt's X11 libraries are missing, and RBQE_WEIGHTS named
 when no model is found."""
 
@@ -40,7 +40,10 @@ def test_wheel_carries_the_shipped_models(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("rbqe_studio-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        for shipped in ("rbqe_jpeg.safetensors", "rbqe_jpeg_y.safetensors", "MODEL_CARD.md"):
+        models = {path.name for path in SHIPPED_MODELS.values()}
+        assert {n for n in names if n.endswith(".safetensors")} == {
+            f"rbqe/_shipped/{name}" for name in models}  # no retired model comes along
+        for shipped in (*sorted(models), "MODEL_CARD.md"):
             member = f"rbqe/_shipped/{shipped}"
             assert member in names
             assert zf.read(member) == (ROOT / "weights" / shipped).read_bytes()

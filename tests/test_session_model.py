@@ -21,6 +21,7 @@ from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.exit_policy import ExitPolicy
 from rbqe.io import load_image
 from rbqe.model import ModelConfig, RBQENet
+from rbqe.weights import PACKAGE_WEIGHTS
 from rbqe_studio import session_model as sm
 from rbqe_studio.choice import rechoose
 from rbqe_studio.jobs import (
@@ -183,11 +184,22 @@ def test_engine_settings_rebuild_and_unblock(model, tmp_path) -> None:
     events = model.on_engine_failed(job.gen, "no weights file at w.safetensors")
     assert kinds(events) == ["ItemChanged", "ViewBusy", "EngineError"]
     assert item.status == BLOCKED and model.engine_broken
-    model.settings.model = "y"
-    events = model.setting_changed("model")
+    model.settings.weights_file = str(tmp_path / "chosen.safetensors")
+    events = model.setting_changed("weights_file")
     assert isinstance(events[0], sm.WeightsChanged)
     assert item.status == RUNNING and not model.engine_broken
     assert model.jobs[-1].spec.weights == str(tmp_path / "w.safetensors")  # --weights wins
+
+
+def test_the_shipped_model_unless_a_weights_file_is_chosen(tmp_path) -> None:
+    m = sm.SessionModel(AppSettings(), [].append)
+    assert m.weights == str(PACKAGE_WEIGHTS)
+    m.settings.weights_file = str(tmp_path / "mine.safetensors")
+    assert m.setting_changed("weights_file")[0] == sm.WeightsChanged(m.settings.weights_file)
+    assert m.weights == m.settings.weights_file
+    m.settings.weights_file = ""
+    m.setting_changed("weights_file")
+    assert m.weights == str(PACKAGE_WEIGHTS)
 
 
 def test_failures_and_saves_are_reported(model, tmp_path) -> None:

@@ -200,8 +200,7 @@ def test_a_weights_file_chosen_in_the_banner_fixes_a_missing_model(qtbot, store,
 
     torch.manual_seed(0)
     weights = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "mine.safetensors")
-    monkeypatch.setattr("rbqe_studio.session_model.SHIPPED_MODELS",
-                        {"rgb": tmp_path / "gone.safetensors", "y": tmp_path / "gone.safetensors"})
+    monkeypatch.setattr("rbqe_studio.session_model.PACKAGE_WEIGHTS", tmp_path / "gone.safetensors")
     monkeypatch.delenv("RBQE_WEIGHTS", raising=False)
     win = MainWindow(store)
     qtbot.addWidget(win)
@@ -217,10 +216,12 @@ def test_a_weights_file_chosen_in_the_banner_fixes_a_missing_model(qtbot, store,
         win.banner.button.click()
     assert item.status == "done" and not win.banner.isVisible()
     assert win.settings.weights_file == str(weights)
-    assert win.settings_panel.model.currentText() == "File: mine.safetensors"
-    panel = win.settings_panel  # a shipped model again: the file is forgotten
-    panel.model.setCurrentIndex(panel.model.findData("y"))
+    panel = win.settings_panel  # the Model row shows the file, and leads back
+    assert panel.model.isVisibleTo(panel) and panel.model.isEnabled()
+    assert panel.model.currentText() == "File: mine.safetensors"
+    panel.model.setCurrentIndex(panel.model.findData("shipped"))  # the file is forgotten
     assert win.settings.weights_file == "" and win.session.weights.endswith("gone.safetensors")
+    assert not panel.model.isVisibleTo(panel) and panel.model.findData("file") < 0
     win.close()
 
 

@@ -58,6 +58,15 @@ def test_settings_round_trip_through_ini(tmp_path: Path) -> None:
     assert bytes(load_state(again, "geometry")) == b"\x01\x02"
 
 
+def test_settings_from_a_release_with_two_models_load(tmp_path: Path) -> None:
+    # Until 2026-12-03 a Y model shipped too, chosen with settings/model; that key is
+    # ignored now (the one shipped model is used), and the others still load.
+    ini = tmp_path / "old.ini"
+    ini.write_text("[settings]\nmodel=y\nweights_file=\nquality=80\n")
+    s = load_settings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert s == AppSettings(quality=80)
+
+
 def test_settings_repair_bad_values(tmp_path: Path) -> None:
     store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     for key, value in (("exit_mode", "9"), ("quality", "500"), ("threshold", "abc"),

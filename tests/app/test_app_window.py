@@ -330,36 +330,34 @@ def test_stale_results_are_dropped_when_switching_images(qtbot, window, tmp_path
     assert window.compare.data.path == fast  # still showing what the user chose
 
 
-def test_choosing_the_model_switches_weights_and_threshold(qtbot, store, monkeypatch) -> None:
+def test_the_shipped_model_loads_and_an_old_model_setting_is_ignored(qtbot, store,
+                                                                     monkeypatch) -> None:
+    """One model ships; a settings file from a release that shipped two (model=y) loads
+    without error and the shipped RGB model is used."""
+    from rbqe.weights import PACKAGE_WEIGHTS, read_info
     from rbqe_studio.main_window import MainWindow
-    from rbqe.weights import SHIPPED_MODELS, read_info
 
     monkeypatch.delenv("RBQE_WEIGHTS", raising=False)
-    built: list[str | None] = []
+    store.setValue("settings/model", "y")
+    store.setValue("settings/exit_mode", "3")
+    store.sync()
 
-    def factory(spec):  # records which weights the session would build an engine from
-        built.append(spec.weights)
+    def factory(spec):
         raise RBQEError("not needed here")
 
     win = MainWindow(store, factory)
     qtbot.addWidget(win)
     panel = win.settings_panel
-    assert win.session.weights == str(SHIPPED_MODELS["rgb"])
-    assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["rgb"]).threshold)
-
-    panel.model.setCurrentIndex(panel.model.findData("y"))
-    assert win.settings.model == "y"
-    assert win.session.weights == str(SHIPPED_MODELS["y"])
-    assert win.batch.engine()[0].weights == str(SHIPPED_MODELS["y"])  # batch and view agree
-    assert panel.effective_threshold() == pytest.approx(read_info(SHIPPED_MODELS["y"]).threshold)
-    assert panel.weights_min_exit == read_info(SHIPPED_MODELS["y"]).min_exit
+    assert win.settings.exit_mode == "3"  # the rest of the old file still counts
+    assert win.session.weights == str(PACKAGE_WEIGHTS)
+    assert win.batch.engine()[0].weights == str(PACKAGE_WEIGHTS)  # batch and view agree
+    info = read_info(PACKAGE_WEIGHTS)
+    assert info.config.in_channels == 3
+    assert panel.effective_threshold() == pytest.approx(info.threshold)
+    assert panel.weights_min_exit == info.min_exit
+    assert not panel.model.isVisibleTo(panel)  # nothing to choose: no Model row
     assert not win.banner.isVisible()
     win.close()
-
-    again = MainWindow(store, factory)  # the choice is remembered
-    qtbot.addWidget(again)
-    assert again.settings.model == "y" and again.session.weights == str(SHIPPED_MODELS["y"])
-    again.close()
 
 
 def test_weights_on_the_command_line_fix_the_model(qtbot, store, tmp_path) -> None:
@@ -367,7 +365,9 @@ def test_weights_on_the_command_line_fix_the_model(qtbot, store, tmp_path) -> No
 
     win = MainWindow(store, weights=str(tmp_path / "mine.safetensors"), check_weights=False)
     qtbot.addWidget(win)
-    assert not win.settings_panel.model.isEnabled()
-    assert "mine.safetensors" in win.settings_panel.model.toolTip()
+    panel = win.settings_panel
+    assert panel.model.isVisibleTo(panel) and not panel.model.isEnabled()
+    assert panel.model.currentText() == "File: mine.safetensors"
+    assert "mine.safetensors" in panel.model.toolTip()
     assert win.session.weights == str(tmp_path / "mine.safetensors")
     win.close()
