@@ -48,8 +48,8 @@ def images() -> list[np.ndarray]:
 
 
 def _cfg(tmp_path: Path, steps: int) -> TrainConfig:
-    return TrainConfig(train_dirs=[], out_dir=str(tmp_path / "run"), width=8, patch=64,
-                       batch=2, steps=steps, threads=1, checkpoint_every_s=1e9, seed=3)
+    return TrainConfig(train_dirs=[], out_dir=str(tmp_path / "run"), channels=1, width=8,
+                       patch=64, batch=2, steps=steps, threads=1, checkpoint_every_s=1e9, seed=3)
 
 
 def test_batches_depend_only_on_seed_and_step(images: list[np.ndarray]) -> None:
@@ -240,7 +240,7 @@ def test_cli_resume_takes_the_recipe_from_the_state(
     out = tmp_path / "state"
     args = ["train", "--out", str(out), "--threads", "1", "--checkpoint-every", "1e9"]
     assert main([*args, "--data", str(data), "--width", "8", "--patch", "64", "--batch", "2",
-                 "--lr", "3e-4", "--channels", "3", "--steps", "2"]) == 0
+                 "--lr", "3e-4", "--steps", "2"]) == 0  # RGB, the shipped model, by default
     assert stored_config(out)["exit_weighting"] == "paper"
     assert main([*args, "--steps", "4", "--exit-weighting", "balanced",
                  "--relative-exits", "2"]) == 0  # no --data...

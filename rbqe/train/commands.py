@@ -24,7 +24,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--data", nargs="+", metavar="DIR", help="clean training photos")
     t.add_argument("--val", nargs="*", metavar="DIR", help="validation photos")
     t.add_argument("--out", type=Path, default=Path("runs/rbqe"), help="run folder (resumes)")
-    t.add_argument("--channels", type=int, choices=[1, 3], help="1 = Y, 3 = RGB (default 1)")
+    t.add_argument("--channels", type=int, choices=[1, 3], help="3 = RGB, the shipped model (default); 1 = Y (luma only)")
     t.add_argument("--width", type=int, help="base channels (default 32)")
     t.add_argument("--steps", type=int,
                    help="stop at this total step (default: no limit but the time budget)")
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
 # Options a resumed run takes from its stored state unless given again, with the
 # defaults of a new run. (TrainConfig field -> default.)
-_RECIPE = {"channels": 1, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
+_RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
            "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,

@@ -55,7 +55,7 @@ class TrainConfig:
     train_dirs: list[str]
     out_dir: str = "runs/rbqe"
     val_dirs: list[str] = field(default_factory=list)
-    channels: int = 1
+    channels: int = 3
     width: int = 32
     patch: int = 96
     batch: int = 16

@@ -6,9 +6,10 @@ from tests.test_exit_policy import _blind_cases, _psnr
 from rbqe.engine import Enhancer
 from rbqe.exit_policy import JpegPrior
 from rbqe.io import load_image
-from rbqe.weights import SHIPPED_MODELS
-# usage: python docs/eval/gate/blind_cases.py [rgb|y]   (default rgb)
-weights = SHIPPED_MODELS[sys.argv[1] if len(sys.argv) > 1 else 'rgb']
+from rbqe.weights import PACKAGE_WEIGHTS
+# usage: python docs/eval/gate/blind_cases.py [WEIGHTS]   (default: the shipped model;
+# the retired Y model's figures came from its file, now in git history)
+weights = Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE_WEIGHTS
 import tempfile
 tmp=Path(tempfile.mkdtemp())
 for name in ("assessor","gate"):
