@@ -20,6 +20,7 @@ from rbqe.train.loop import (
     RELATIVE_FLOOR,
     TrainConfig,
     Trainer,
+    charbonnier,
     lr_at,
     mse,
     relative_weights,
@@ -295,6 +296,19 @@ def test_relative_weights_follow_the_input_error() -> None:
     # A lighter JPEG's patch counts more; the lossless one only up to the floor.
     assert w[0] < w[1] < w[2] < w[3]
     assert float(w[3] / w[2]) == pytest.approx(0.01**2 / RELATIVE_FLOOR, rel=1e-5)
+
+
+def test_relative_weights_follow_the_loss_in_use() -> None:
+    # Under Charbonnier (about L1) a patch's loss grows with its error, not its square, so
+    # the relative weight of a twice-as-damaged input is 1/2, not 1/4.
+    y = torch.rand(3, 3, 8, 8)
+    err = torch.tensor([0.1, 0.05, 0.0])
+    x = y + err[:, None, None, None]
+    w = relative_weights(x, y, charbonnier)
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert float(w[1] / w[0]) == pytest.approx(2.0, rel=1e-3)
+    edge = charbonnier(torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5), torch.zeros(1, 1, 1, 1))
+    assert float(w[2] / w[1]) == pytest.approx(float(charbonnier(x[1:2], y[1:2]) / edge), rel=1e-4)
 
 
 def test_relative_exits_reweigh_only_the_early_exits(

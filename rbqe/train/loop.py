@@ -111,17 +111,22 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # over a batch.
 RELATIVE_FLOOR = (1.0 / 255.0) ** 2
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-def relative_weights(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` per-patch weights proportional to 1 / MSE(input, target), mean 1.
+
+def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) -> torch.Tensor:
+    """``(B,)`` per-patch weights proportional to 1 / the input's own loss, mean 1.
 
     Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
     weighs ~1/60 of a QF 10 patch, so the early exits never learn to leave light JPEGs
-    alone (exit 1 lost 3 dB on gray QF 95). Weighing by the input's error makes each
-    patch count by its relative error, as PSNR gain does. The weights average 1 over the
-    batch, so a batch whose inputs all have the same error is weighed as before.
+    alone (exit 1 lost 3 dB on gray QF 95). Weighing by the input's loss (1 / MSE under
+    MSE, about 1 / mean |error| under Charbonnier) makes each patch count by its relative
+    error, as PSNR gain does. The weights average 1 over the batch, so a batch whose
+    inputs all have the same error is weighed as before.
     """
-    inv = 1.0 / mse(x, y).detach().clamp_min(RELATIVE_FLOOR)
+    edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5, device=x.device)
+    floor = float(loss_fn(edge, torch.zeros_like(edge)))  # the loss of a 48 dB input
+    inv = 1.0 / loss_fn(x, y).detach().clamp_min(floor)
     return inv / inv.mean()
 
 
@@ -260,7 +265,7 @@ class Trainer:
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
         if self.cfg.relative_exits:
             k = self.cfg.relative_exits
-            rel = relative_weights(x, y)[:, None]
+            rel = relative_weights(x, y, loss_fn)[:, None]
             losses = torch.cat([losses[:, :k] * rel, losses[:, k:]], dim=1)
         loss = (losses * w).sum(1).mean() / w.sum(1).mean()
         self.opt.zero_grad(set_to_none=True)
