@@ -25,6 +25,7 @@ from rbqe.train.loop import (
     mse,
     relative_weights,
     stored_config,
+    train,
 )
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
@@ -327,6 +328,40 @@ def test_relative_exits_reweigh_only_the_early_exits(
                     .sum(1).mean() / w.sum(1).mean()).item() for k in (0, 2)}
     assert tr.train_step(batch) == pytest.approx(expected[2], rel=1e-4)
     assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
+
+
+def test_two_ranks_take_the_steps_one_process_takes(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    val = tmp_path / "val"
+    val.mkdir()
+    cv2.imwrite(str(val / "v.png"), images[0][:64, :64, ::-1])
+    runs = {}
+    for procs in (1, 2):
+        cfg = _cfg(tmp_path / str(procs), 3)
+        cfg.batch, cfg.relative_exits, cfg.exit_weighting, cfg.procs = 4, 2, "balanced", procs
+        cfg.val_dirs, cfg.val_qualities, cfg.val_every = [str(val)], [20], 3
+        runs[procs] = train(cfg, images=images)
+    one, two = runs[1], runs[2]
+    assert two.step == 3 and stored_config(two.out)["step"] == 3
+    start = Trainer(_cfg(tmp_path / "start", 3), images).net.state_dict()
+    a, b = one.net.state_dict(), two.net.state_dict()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    apart = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-4 and apart < 1e-3 * moved  # the same updates, to rounding
+    # Rank 0 alone logged: the start and step 3, with the whole batch's loss.
+    log_one, log_two = (read_log(r.out / "train_log.jsonl") for r in (one, two))
+    assert [e["step"] for e in log_two] == [0, 3]
+    assert log_two[1]["loss"] == pytest.approx(log_one[1]["loss"], rel=1e-4)
+    assert log_two[1]["val_gain_db"]["20"] == pytest.approx(log_one[1]["val_gain_db"]["20"],
+                                                            abs=2e-3)
+    assert (two.out / "ema.safetensors").is_file()
+
+
+def test_ranks_are_for_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--out", str(tmp_path / "x"), "--data", str(tmp_path)]
+    assert main([*args, "--procs", "0"]) == 2
+    assert main([*args, "--procs", "2", "--device", "cuda"]) == 2
+    assert "--procs" in capsys.readouterr().err
 
 
 def test_a_new_run_needs_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

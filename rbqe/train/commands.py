@@ -24,7 +24,8 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--data", nargs="+", metavar="DIR", help="clean training photos")
     t.add_argument("--val", nargs="*", metavar="DIR", help="validation photos")
     t.add_argument("--out", type=Path, default=Path("runs/rbqe"), help="run folder (resumes)")
-    t.add_argument("--channels", type=int, choices=[1, 3], help="3 = RGB, the shipped model (default); 1 = Y (luma only)")
+    t.add_argument("--channels", type=int, choices=[1, 3],
+                   help="3 = RGB, the shipped model (default); 1 = Y (luma only)")
     t.add_argument("--width", type=int, help="base channels (default 32)")
     t.add_argument("--steps", type=int,
                    help="stop at this total step (default: no limit but the time budget)")
@@ -49,7 +50,12 @@ def add_parsers(sub: Any) -> None:
                         "on other CPUs it is several times slower)")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--val-every", type=int, help="steps between validations (default 250)")
-    t.add_argument("--workers", type=int, default=0, help="batch-making processes")
+    t.add_argument("--workers", type=int, default=0, help="batch-making processes (per rank)")
+    t.add_argument("--procs", type=int, default=1, metavar="N",
+                   help="CPU data parallelism: N processes share each batch, each with "
+                        "--threads threads (default: the cores shared out). On a 2-core "
+                        "CPU --procs 2 made 1.0-1.15x the steps/s of one process at batch "
+                        "32 and 1.9x at batch 64")
     t.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from these weights")
     t.add_argument("--init-patches", type=int, default=0, metavar="N",
                    help="patches the --init weights already saw (for the cumulative log)")
@@ -172,6 +178,9 @@ def _train(args: argparse.Namespace) -> int:
     if "train_dirs" not in recipe:
         raise UsageError("rbqe train: --data is required for a new run "
                          f"(no training state in {args.out})")
+    if args.procs < 1 or (args.procs > 1 and args.device != "cpu"):
+        raise UsageError("rbqe train: --procs N (N >= 1) shares CPU training between N "
+                         f"processes; got --procs {args.procs} --device {args.device}")
     for name in ("light_share", "gray_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:
@@ -180,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out_dir=str(args.out), steps=args.steps or MAX_STEPS, device=args.device, threads=args.threads,
         bf16=args.bf16, channels_last=not args.no_channels_last,
-        checkpoint_every_s=args.checkpoint_every, workers=args.workers,
+        checkpoint_every_s=args.checkpoint_every, workers=args.workers, procs=args.procs,
         init_weights=str(args.init or ""), init_patches=args.init_patches,
         time_budget_s=args.time_budget, **recipe,
     )

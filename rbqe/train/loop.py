@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from rbqe.errors import WeightsError
 from rbqe.heap import reuse_freed_memory
@@ -45,6 +46,7 @@ from rbqe.train.data import (
     load_folder_images,
     to_luma,
 )
+from rbqe.train.parallel import rank_and_world, train_parallel
 from rbqe.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class TrainConfig:
     val_images: int = 12
     val_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     workers: int = 0  # processes making batches (0 = in the training process)
+    procs: int = 1  # CPU data parallelism: ranks sharing each batch (rbqe.train.parallel)
     init_weights: str = ""  # start a new run from these weights instead of He init
     # > 0: after the warm-up, size ``steps`` so that the run ends about this many seconds
     # after it started (the cosine schedule needs its length up front). Fixed once and
@@ -161,6 +164,9 @@ def _ema_model(net: RBQENet, decay: float) -> torch.optim.swa_utils.AveragedMode
 class Trainer:
     def __init__(self, cfg: TrainConfig, images: list[np.ndarray] | None = None) -> None:
         self.cfg = cfg
+        # Rank 0 leads: it alone validates, logs, checkpoints and exports.
+        self.rank, self.world = rank_and_world()
+        self.lead = self.rank == 0
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
@@ -180,7 +186,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-        self.ema = _ema_model(self.net, cfg.ema_decay) if cfg.ema_decay else None
+        self.ema = _ema_model(self.net, cfg.ema_decay) if cfg.ema_decay and self.lead else None
         self.step = 0
         self.patches = cfg.init_patches  # cumulative, across phases and batch sizes
         self.best_val = -math.inf
@@ -188,7 +194,7 @@ class Trainer:
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
         self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
                                     cfg.light_share, cfg.gray_share)
-        self.val_set = self._load_val() if cfg.val_dirs else []
+        self.val_set = self._load_val() if cfg.val_dirs and self.lead else []
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
             self._resume()
@@ -198,6 +204,8 @@ class Trainer:
             cfg.steps = min(cfg.steps, cfg.cooldown_from + cfg.cooldown_steps)
         else:  # a constant-rate run again (--cooldown 0): a later branch starts afresh
             cfg.cooldown_from = -1
+        if self.world > 1:  # every rank starts from rank 0's weights
+            _collective(list(self.net.parameters()), lambda flat: dist.broadcast(flat, 0))
 
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
@@ -253,29 +261,40 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------
     def train_step(self, batch: tuple[np.ndarray, ...] | None = None) -> float:
         x_np, y_np, q_np = batch if batch is not None else self.sampler.batch_at(self.step)
-        x = torch.as_tensor(x_np).to(self.device).contiguous(memory_format=self.memory_format)
+        x = torch.as_tensor(x_np).to(self.device)
         y = torch.as_tensor(y_np).to(self.device)
         w = torch.from_numpy(exit_weights(np.asarray(q_np), self.cfg.exit_weighting)).to(self.device)
+        loss_fn = mse if self.cfg.loss == "mse" else charbonnier
+        k = self.cfg.relative_exits
+        # Weights and their normaliser come from the whole batch, so that the ranks'
+        # slices add up to exactly the one-process loss.
+        rel = relative_weights(x, y, loss_fn)[:, None] if k else None
+        norm = len(x) * w.sum(1).mean()
+        mine = slice(self.rank * len(x) // self.world, (self.rank + 1) * len(x) // self.world)
+        x, y, w = x[mine].contiguous(memory_format=self.memory_format), y[mine], w[mine]
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.cfg, self.step)
         self.net.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
-        loss_fn = mse if self.cfg.loss == "mse" else charbonnier
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
-        if self.cfg.relative_exits:
-            k = self.cfg.relative_exits
-            rel = relative_weights(x, y, loss_fn)[:, None]
-            losses = torch.cat([losses[:, :k] * rel, losses[:, k:]], dim=1)
-        loss = (losses * w).sum(1).mean() / w.sum(1).mean()
+        if rel is not None:
+            losses = torch.cat([losses[:, :k] * rel[mine], losses[:, k:]], dim=1)
+        loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:  # the ranks' slices add up to the batch: sum their gradients
+            _collective([p.grad for p in self.net.parameters() if p.grad is not None],
+                        dist.all_reduce)
         self.opt.step()
         if self.ema is not None:
             self.ema.update_parameters(self.net)
         self.step += 1
         self.patches += len(x_np)
-        return float(loss.detach())
+        loss = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(loss)  # the whole batch's loss, for the log
+        return float(loss)
 
     @property
     def eval_net(self) -> RBQENet:
@@ -326,6 +345,8 @@ class Trainer:
         thread calls it), then checkpoint and export ``last`` (and ``ema``) weights."""
         with _stop_on_sigterm(self):
             self._loop(on_line)
+        if not self.lead:
+            return
         self.save_checkpoint()
         meta = {"step": str(self.step), "patches": str(self.patches)}
         save_weights(self.net, self.out / "last.safetensors", extra=meta)
@@ -343,9 +364,10 @@ class Trainer:
             self._validate_and_log(None, 0.0, on_line)  # where the curve starts
         budget_set = not (cfg.time_budget_s and fixed_length) or self.step >= WARMUP_STEPS
         t_rate = t0
-        while self.step < cfg.steps and not self._stop.is_set():
-            if (cfg.time_budget_s and not fixed_length
-                    and time.monotonic() - t0 >= cfg.time_budget_s):
+        while True:
+            over = (cfg.time_budget_s and not fixed_length
+                    and time.monotonic() - t0 >= cfg.time_budget_s)
+            if not self._agree(self.step < cfg.steps and not self._stop.is_set() and not over):
                 break
             loss = self.train_step(next(batches))
             if self.step - s0 == RATE_FROM:  # the first steps pay for start-up
@@ -370,9 +392,19 @@ class Trainer:
             if self.val_set and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 self._validate_and_log(ema_loss, rate, on_line)
                 t_last_ckpt = time.monotonic()
-            elif now - t_last_ckpt > cfg.checkpoint_every_s:
+            elif self.lead and now - t_last_ckpt > cfg.checkpoint_every_s:
                 self.save_checkpoint()
                 t_last_ckpt = time.monotonic()
+
+    def _agree(self, go: bool) -> bool:
+        """Whether to take another step, as rank 0 decides (its stop signal, time budget
+        and ``steps``, which the ranks adopt); alone, ``go`` itself."""
+        if self.world == 1:
+            return go
+        said = torch.tensor([int(go), self.cfg.steps], dtype=torch.int64)
+        dist.broadcast(said, 0)
+        self.cfg.steps = int(said[1])
+        return bool(said[0])
 
     def _validate_and_log(self, loss: float | None, rate: float,
                           on_line: Callable[[str], None] | None) -> None:
@@ -457,6 +489,18 @@ class _stop_on_sigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+@torch.no_grad()
+def _collective(tensors: list[torch.Tensor], op: Callable[[torch.Tensor], object]) -> None:
+    """Run a collective ``op`` on ``tensors`` in place, as one flat buffer (one message
+    instead of one per layer; the copies also drop channels_last strides gloo can't take)."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    op(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view(t.shape))
+        offset += t.numel()
+
+
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     arr = img.astype(np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -475,6 +519,9 @@ def _hms(seconds: float) -> str:
 
 def train(cfg: TrainConfig, on_line: Callable[[str], None] | None = None,
           images: Sequence[np.ndarray] | None = None) -> Trainer:
-    trainer = Trainer(cfg, list(images) if images is not None else None)
+    imgs = list(images) if images is not None else None
+    if cfg.procs > 1:
+        return train_parallel(cfg, on_line, imgs)
+    trainer = Trainer(cfg, imgs)
     trainer.run(on_line)
     return trainer
