@@ -409,11 +409,16 @@ class Trainer:
     def _validate_and_log(self, loss: float | None, rate: float,
                           on_line: Callable[[str], None] | None) -> None:
         """Validate (the EMA and the raw weights), append to the log, keep the best."""
-        gains = self.validate()
-        entry: dict[str, object] = {"step": self.step, "patches": self.patches, "loss": loss,
-                                    "val_gain_db": gains}
-        if self.ema is not None and loss is not None:  # what the EMA buys (none at start)
-            entry["val_gain_db_raw"] = self.validate(self.net)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads * self.world)  # the other ranks wait meanwhile
+        try:
+            gains = self.validate()
+            entry: dict[str, object] = {"step": self.step, "patches": self.patches,
+                                        "loss": loss, "val_gain_db": gains}
+            if self.ema is not None and loss is not None:  # what the EMA buys (none at start)
+                entry["val_gain_db_raw"] = self.validate(self.net)
+        finally:
+            torch.set_num_threads(threads)
         entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
                       "lr": lr_at(self.cfg, self.step), "time": time.time()})
         with open(self.out / "train_log.jsonl", "a") as f:
