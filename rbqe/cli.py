@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rbqe.io.diagnostics import keep_python_stderr
+
+    keep_python_stderr()  # before logging takes sys.stderr: decoders borrow fd 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     from rbqe.errors import RBQEError

@@ -20,10 +20,11 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
+from rbqe.exit_policy import EXIT_MODES, parse_exit_mode
+from rbqe.io.diagnostics import keep_python_stderr
 from rbqe_studio import theme
 from rbqe_studio.logs import install_excepthook, setup_logging
 from rbqe_studio.settings import APPLICATION, ORGANIZATION
-from rbqe.exit_policy import EXIT_MODES, parse_exit_mode
 
 log = logging.getLogger(__name__)
 SCREENSHOT_SIZE = (1480, 920)
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     QApplication.setDesktopFileName("rbqe-studio")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
+    keep_python_stderr()  # before the log's stderr handler: decoders borrow fd 2
     log_file = setup_logging()
     log.info("RBQE Studio starting; log file %s", log_file)
 

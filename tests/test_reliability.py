@@ -634,3 +634,30 @@ def test_strip_gps_keeps_camera_and_drops_location(weights, tmp_path: Path) -> N
             assert exif[0x010F] == "RBQE Camera"
             assert exif.get_ifd(0x8769)[0x829A] == exposure
             assert bool(exif.get_ifd(0x8825)) is has_gps
+
+
+def test_lines_written_while_a_decoder_borrows_fd_2_still_reach_stderr(tmp_path: Path) -> None:
+    # A prefetch thread decodes the next image (fd 2 routed to a temp file) while the main
+    # thread prints a progress line or the Ctrl-C notice: those must stay on stderr.
+    script = (
+        "import sys, threading\n"
+        "from pathlib import Path\n"
+        "from rbqe.io.diagnostics import _native_messages, keep_python_stderr\n"
+        "keep_python_stderr()\n"
+        "inside, done = threading.Event(), threading.Event()\n"
+        "def decode():\n"
+        "    with _native_messages(Path('next.jpg')):\n"
+        "        inside.set()\n"
+        "        done.wait(30)\n"
+        "t = threading.Thread(target=decode)\n"
+        "t.start()\n"
+        "inside.wait(30)\n"
+        "print('rbqe: [1/2] a.jpg: exit 3', file=sys.stderr)\n"
+        "done.set()\n"
+        "t.join()\n"
+        "print('rbqe: after', file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == ["rbqe: [1/2] a.jpg: exit 3", "rbqe: after"]

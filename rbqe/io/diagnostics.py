@@ -68,6 +68,27 @@ def _os_reason(exc: OSError) -> str:
     return f"I/O error: {exc.strerror or exc}"
 
 
+def keep_python_stderr() -> None:
+    """Gives ``sys.stderr`` a file descriptor of its own, a copy of fd 2.
+
+    While a decoder runs (often on a prefetch thread), :func:`_native_messages` points fd 2
+    at a temp file. Python's own lines written meanwhile from another thread or a signal
+    handler (a progress line, the Ctrl-C notice) went there too and were never shown. With
+    its own descriptor, ``sys.stderr`` keeps writing to the terminal or log the user sees.
+    Call once at start, before logging handlers take hold of ``sys.stderr``.
+    """
+    err = sys.stderr
+    try:
+        if err is None or err.fileno() != 2:
+            return  # already moved, captured (pytest), or no console (a GUI on Windows)
+        err.flush()
+        fd = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        return
+    sys.stderr = open(fd, "w", encoding=err.encoding, errors=err.errors,  # noqa: SIM115
+                      buffering=1)
+
+
 _native_lock = threading.Lock()
 _native_depth = 0
 _native_saved: int | None = None
