@@ -214,7 +214,8 @@ class EnhanceWorker:
     """
 
     def __init__(self, enhancer_kwargs: dict[str, Any], options: BatchOptions,
-                 threads: int) -> None:
+                 threads: int, stop: Any = None) -> None:
+        import ray
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -224,10 +225,22 @@ class EnhanceWorker:
         self.options = options
         self.enhancer = Enhancer(**enhancer_kwargs)
         self.device = str(self.enhancer.device)
+        self.stop, self.stopped = stop, False  # the driver's _StopFlag (a cancel)
+        self.actor = ray.get_runtime_context().get_actor_id() or str(os.getpid())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.enhance_one(json.loads(str(text))) for text in batch["item"]]
-        return {"row": np.array(rows, dtype=object)}
+        # An empty row: an image left alone because the run is stopping.
+        rows = ["" if self._stopping() else self.enhance_one(json.loads(str(text)))
+                for text in batch["item"]]
+        return {"row": np.array(rows, dtype=object),
+                "actor": np.array([self.actor] * len(rows), dtype=object)}
+
+    def _stopping(self) -> bool:
+        if not self.stopped and self.stop is not None:
+            import ray
+
+            self.stopped = bool(ray.get(self.stop.is_set.remote()))
+        return self.stopped
 
     def enhance_one(self, item: dict[str, Any]) -> str:
         path, shown = item["input"]
@@ -349,8 +362,8 @@ def run_ray_batch(
         report: Where to write the JSON report (rows in completion order).
         events: ``on_start(total)`` and ``on_item_done(index, item)`` are called on the
             driver; ``index`` counts rows as they arrive.
-        cancel: Polled between rows; when true, the run stops, the workers are released
-            and the rows so far are reported with ``cancelled`` set.
+        cancel: Polled between rows; when true, the workers finish the image in hand and
+            leave the rest, and the rows so far are reported with ``cancelled`` set.
         worker: The actor class (a subclass of :class:`EnhanceWorker`; tests use one
             that kills its own process).
 
@@ -420,6 +433,19 @@ def run_ray_batch(
     return summary
 
 
+class _StopFlag:
+    """A Ray actor the driver sets on a cancel; workers read it before each image."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
 def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                 options: BatchOptions, opts: RayOptions,
                 work: list[str], files: list[tuple[Path, Path | None]], summary: RaySummary,
@@ -441,10 +467,12 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
         # images over the pool and a dead actor costs one batch.
         ds = ray.data.from_items([{"item": w} for w in work],
                                  override_num_blocks=blocks)
+        stop = ray.remote(num_cpus=0)(_StopFlag).remote()
         mapped = ds.map_batches(
             worker,
             fn_constructor_kwargs={"enhancer_kwargs": enhancer_kwargs, "options": options,
-                                   "threads": int(max(1, opts.cpus_per_worker))},
+                                   "threads": int(max(1, opts.cpus_per_worker)),
+                                   "stop": stop},
             batch_size=batch,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=size),
@@ -454,18 +482,28 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
             # actor pools (max_restarts=-1, max_task_retries=-1); tests/test_cluster.py
             # kills one to hold this.
         )
+        # A cancel stops gracefully, like the local engine's: the workers finish the image
+        # in hand and leave the rest. Once every actor has left one alone, none is writing,
+        # and the pool can be shut down without leaving a temp file or losing a row.
+        stopping, idle = False, set()
         try:
             for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-                for text in out["row"]:
+                for text, actor in zip(out["row"], out["actor"], strict=True):
+                    if not text:
+                        idle.add(str(actor))
+                        continue
                     row = json.loads(str(text))
                     summary.devices.add(row["device"])
                     summary.backends.add(tuple(row["backend"]))
                     emit(row["entry"], tuple(row["gmacs"]), None)
-                if cancel is not None and cancel():
-                    return True
+                if not stopping and cancel is not None and cancel():
+                    stopping = True
+                    stop.set.remote()
+                if stopping and len(idle) >= size:
+                    break
         except ray.exceptions.RayError as exc:  # e.g. a worker that cannot load the model
             raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
-    return False
+    return bool(idle)  # some images were left: cancelled (not when the last ones finished)
 
 
 def _last_line(exc: BaseException) -> str:
