@@ -577,6 +577,9 @@ def test_sigkill_leaves_no_partial_output_and_rerun_completes(weights, tmp_path)
     temps = _check_no_partial_outputs(out, temps_allowed=True)
     done = _finals(out)
     assert 1 <= len(done) < N_KILL
+    for name in temps:  # "fresh" must not hinge on how long the killed run took
+        if "claim_" not in name:
+            _age(out / name, 0)
     _rerun_completes(weights, src, out, done)
     # A leftover temp file (only if the kill hit a write) is ignored by the re-run; it is
     # too fresh to be removed yet (see the next test for that). The kill also leaves the
@@ -621,6 +624,7 @@ def test_sigkill_between_write_and_rename_leaves_only_a_hidden_temp(weights, tmp
     temps = [n for n in hidden if "claim_" not in n]
     assert len(temps) == 1  # p1's complete data, never renamed to p1.png
     assert len(hidden) == 2  # and p1's claim, which the re-run takes over and removes
+    _age(out / temps[0], 0)  # fresh for the next run, however slow this machine is
     rc, err, doc = enhance(weights, src, "-o", out, "--exit", "1")
     assert rc == 0, err
     assert statuses(doc) == {"p0.jpg": "skipped", "p1.jpg": "ok", "p2.jpg": "ok"}
@@ -628,6 +632,7 @@ def test_sigkill_between_write_and_rename_leaves_only_a_hidden_temp(weights, tmp
     assert all(complete_image(p) for p in _finals(out))
     # The temp is not an input, not even named directly, and is kept while fresh: it
     # might belong to a run still writing into the same folder.
+    _age(out / temps[0], 0)
     rc, err, doc = enhance(weights, src, out / temps[0], "-o", out, "--exit", "1")
     assert rc == 0 and set(statuses(doc)) == {"p0.jpg", "p1.jpg", "p2.jpg"}, err
     assert hidden_files(out) == temps

@@ -270,12 +270,18 @@ def test_real_subprocess(tiny_weights, inputs, tmp_path):
 
 
 def test_python_m_rbqe_into_a_closed_pipe_is_quiet(weights_env):
-    # `python -m rbqe info | true`: the reader is gone before rbqe writes (it takes a
-    # second to start); no BrokenPipe traceback, and the exit status says it failed.
-    proc = subprocess.run(
-        f"'{sys.executable}' -m rbqe info | true; echo \"${{PIPESTATUS[0]}}\"",
-        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
-        check=False, env={**os.environ, "RBQE_WEIGHTS": str(weights_env)},
-    )
-    assert proc.stdout.strip() == "1"
+    # `python -m rbqe info | true`: the reader is gone before rbqe writes; no BrokenPipe
+    # traceback, and the exit status says it failed. The read end is closed before the
+    # process starts, so no race with a `true` that might still be running.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rbqe", "info"], stdout=w, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+            env={**os.environ, "RBQE_WEIGHTS": str(weights_env)},
+        )
+    finally:
+        os.close(w)
+    assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -4,7 +4,6 @@ says (issue 13, items 5-7 and 14)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
@@ -34,13 +33,11 @@ def save(path: Path, seed: int = 0) -> Path:
 
 def rbqe(*args: str | Path, umask: int | None = None) -> subprocess.CompletedProcess:
     """A real ``rbqe`` process whose stderr is a pipe, as in a script or a service."""
-    def set_umask() -> None:
-        if umask is not None:
-            os.umask(umask)
-
+    # umask= (not a preexec_fn, which can deadlock in a forked multi-threaded process);
+    # -1 leaves the umask alone.
     return subprocess.run([sys.executable, "-m", "rbqe.cli", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600,
-                          preexec_fn=set_umask)
+                          umask=-1 if umask is None else umask)
 
 
 def test_a_pipe_gets_one_progress_line_per_image_in_input_order(weights, tmp_path) -> None:

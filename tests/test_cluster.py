@@ -69,6 +69,7 @@ def corpus(tmp_path_factory):
 # torch f32, a score still differed in its 6th decimal between the local run and a worker
 # (not yet explained); OpenVINO f32, what "auto" always took before it measured, agrees.
 PINNED = ("--backend", "openvino" if openvino_installed() else "torch", "--precision", "f32")
+PINNED_KWARGS = {"backend": PINNED[1], "precision": "f32"}  # the same, for run_ray_batch
 
 
 def _ray_run(corpus, out: str, *extra: str) -> tuple[int, str, dict]:
@@ -158,7 +159,7 @@ def test_killed_worker_loses_no_image_and_reports_none_twice(ray_local, corpus):
             return row
 
     inputs = [p for p in sorted(src.iterdir()) if p.name != "bad.jpg"]
-    summary = run_ray_batch({"weights": str(weights), "device": "cpu"}, inputs,
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu", **PINNED_KWARGS}, inputs,
                             BatchOptions(out_dir=out), RayOptions(workers=1, batch_size=3),
                             report=root / "killed.json", worker=DiesOnce)
     killed = int(log.with_suffix(".killed").read_text())
@@ -198,14 +199,31 @@ def test_without_ray_one_clear_error(tmp_path, tiny_weights, monkeypatch):
 
 def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corpus):
     from rbqe.batch import BatchEvents
-    from rbqe.cluster import run_ray_batch
+    from rbqe.cluster import EnhanceWorker, run_ray_batch
 
     root, src, weights = corpus
     out, seen = root / "cancelled", []
-    summary = run_ray_batch({"weights": str(weights), "device": "cpu"}, [src],
+    first_done = root / "cancel.first"
+
+    class WaitsForTheCancel(EnhanceWorker):
+        """After the first image anywhere, holds each later one until the stop flag is set,
+        so that the cancel always finds images left (the tiny model would otherwise finish
+        all seven before the driver sees the first row)."""
+
+        def __call__(self, batch):
+            import time
+
+            deadline = time.monotonic() + 120
+            while first_done.exists() and not self._stopping() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rows = super().__call__(batch)
+            first_done.touch()
+            return rows
+
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu", **PINNED_KWARGS}, [src],
                             BatchOptions(out_dir=out), report=root / "cancelled.json",
                             events=BatchEvents(on_item_done=lambda i, item: seen.append(item)),
-                            cancel=lambda: len(seen) >= 1)
+                            cancel=lambda: len(seen) >= 1, worker=WaitsForTheCancel)
     report = json.loads((root / "cancelled.json").read_text())
     assert summary.cancelled and report["summary"]["cancelled"] is True
     assert 1 <= len(report["images"]) < 7
