@@ -226,6 +226,7 @@ class EnhanceWorker:
         self.enhancer = Enhancer(**enhancer_kwargs)
         self.device = str(self.enhancer.device)
         self.stop, self.stopped = stop, False  # the driver's _StopFlag (a cancel)
+        self.looked = 0.0  # when the flag was last read
         self.actor = ray.get_runtime_context().get_actor_id() or str(os.getpid())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -236,10 +237,12 @@ class EnhanceWorker:
                 "actor": np.array([self.actor] * len(rows), dtype=object)}
 
     def _stopping(self) -> bool:
-        if not self.stopped and self.stop is not None:
+        # At most once a second per worker: one flag actor serves the whole pool.
+        if not self.stopped and self.stop is not None and time.monotonic() - self.looked >= 1:
             import ray
 
             self.stopped = bool(ray.get(self.stop.is_set.remote()))
+            self.looked = time.monotonic()
         return self.stopped
 
     def enhance_one(self, item: dict[str, Any]) -> str:
