@@ -506,6 +506,8 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                     break
         except ray.exceptions.RayError as exc:  # e.g. a worker that cannot load the model
             raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
+        finally:  # a driver that joined a running Ray keeps it: leave no actor behind
+            ray.kill(stop)
     return bool(idle)  # some images were left: cancelled (not when the last ones finished)
 
 
