@@ -143,7 +143,7 @@ def openvino_exit5(backend, precision: str, threads: int):  # -> ov.CompiledMode
                                                      check_trace=False), example_input=(x,))
         model.reshape({model.inputs[0]: ov.PartialShape([1, x.shape[1], -1, -1])})
         ov.save_model(model, xml, compress_to_fp16=False)
-    return ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+    return backend.core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": precision,
                                                    "INFERENCE_NUM_THREADS": threads,
                                                    "PERFORMANCE_HINT": "LATENCY"})
 
@@ -202,9 +202,9 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
     if openvino_installed():
         import openvino as ov
 
-        from rbqe.backends.openvino import OpenVINOBackend, bf16_supported
+        from rbqe.backends.openvino import OpenVINOBackend, bf16_supported, shared_core
 
-        core = ov.Core()
+        core = shared_core()
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         print(f"OpenVINO {ov.get_version()}: {core.get_property('CPU', 'FULL_DEVICE_NAME')}; "
               f"OPTIMIZATION_CAPABILITIES {caps}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,11 +218,9 @@ def test_auto_falls_back_to_torch_when_openvino_fails(net, monkeypatch, caplog):
 
 @needs_openvino
 def test_precision_follows_what_openvino_reports_for_the_cpu(net):
-    import openvino as ov
+    from rbqe.backends.openvino import bf16_supported, resolve_precision, shared_core
 
-    from rbqe.backends.openvino import bf16_supported, resolve_precision
-
-    core = ov.Core()
+    core = shared_core()
     has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert bf16_supported(core) == has_bf16
     assert resolve_precision(core, "auto") == ("bf16" if has_bf16 else "f32")
@@ -302,11 +303,9 @@ def test_compiled_stages_are_cached_by_weights_hash(net, make_net, monkeypatch, 
 
 @needs_openvino
 def test_bf16_is_close_to_fp32_where_the_cpu_has_it(net, gray_jpeg):
-    import openvino as ov
+    from rbqe.backends.openvino import bf16_supported, shared_core
 
-    from rbqe.backends.openvino import bf16_supported
-
-    if not bf16_supported(ov.Core()):
+    if not bf16_supported(shared_core()):
         pytest.skip("this CPU has no native bf16 (OpenVINO reports no BF16 capability)")
     ref = Enhancer(net=net, device="cpu", tile=0, backend="torch").enhance(gray_jpeg, "all")
     got = Enhancer(net=net, device="cpu", tile=0, backend="openvino",
@@ -334,3 +333,31 @@ def test_cli_backend_and_precision(tiny_weights, make_jpeg, tmp_path, monkeypatc
     assert rc == 0, err
     data = json.loads(report.read_text())
     assert (data["backend"], data["precision"]) == ("torch", "f32")
+
+
+# A backend made on one thread and freed on another (the garbage collector runs wherever it
+# is triggered), then a Ctrl-C on the first: with a Core per backend, OpenVINO's CPU plugin
+# unmapped the alternate signal stack it had given the first thread, and the signal killed
+# the process (SIGSEGV; the app's tests met it).
+_FREED_ON_ANOTHER_THREAD = """
+import os, signal, threading
+from rbqe.backends.openvino import OpenVINOBackend
+from tests.helpers import tiny_net
+seen = []
+signal.signal(signal.SIGINT, lambda *a: seen.append("handled"))
+backends = [OpenVINOBackend(tiny_net(1, seed=7), precision="f32")]
+freer = threading.Thread(target=backends.clear)
+freer.start()
+freer.join()
+os.kill(os.getpid(), signal.SIGINT)
+print(seen)
+"""
+
+
+@needs_openvino
+def test_a_signal_after_a_backend_is_freed_on_another_thread_is_handled():
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _FREED_ON_ANOTHER_THREAD], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "['handled']"

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,28 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the stage graphs change, so old cache entries are not read
 TRACE_SIZE = 64  # the example input the stages are traced with (any multiple of 32)
+
+
+_core: ov.Core | None = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> ov.Core:
+    """The process's one ``ov.Core``, made on first use and never released.
+
+    OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack of its
+    own (for AMX state) and unmaps that stack when the plugin is destroyed; if that happens
+    on another thread (Python's garbage collector runs wherever it is triggered), the
+    loading thread keeps pointing at the unmapped stack and the next signal it takes (the
+    user's Ctrl-C, whose Python handler runs on the alternate stack) kills the process with
+    SIGSEGV. One Core that lives as long as the process never unloads the plugin. It also
+    saves loading the plugin again for every backend.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
 
 
 def bf16_supported(core: ov.Core) -> bool:
@@ -72,7 +95,7 @@ class OpenVINOBackend:
 
     def __init__(self, net: RBQENet, *, precision: str = "auto", threads: int | None = None,
                  cache_dir: Path | None = None) -> None:
-        self.core = ov.Core()
+        self.core = shared_core()
         self.precision = resolve_precision(self.core, precision)
         self.net = net
         self.config = net.config
