@@ -204,14 +204,18 @@ def test_the_probe_times_all_five_exits_in_turns(net):
 
 # -- OpenVINO ----------------------------------------------------------------------------------
 @needs_openvino
-def test_auto_falls_back_to_torch_when_openvino_fails(net, monkeypatch, caplog):
+def test_auto_falls_back_to_torch_when_openvino_fails(net, monkeypatch, caplog, tmp_path):
     def broken(*a, **kw):
         raise RuntimeError("no stages today")
 
+    # The torch-only choice measured here must not be what later tests' "auto" reads back
+    # from the session's cache (cache_root() reads the variable on every call).
+    monkeypatch.setenv("RBQE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("rbqe.backends.openvino.OpenVINOBackend.__init__", broken)
     with caplog.at_level(logging.WARNING):
         assert make_backend("auto", net, CPU).name == "torch"
     assert "no stages today" in caplog.text
+    assert (tmp_path / "backend_choice.json").is_file()  # stored in this test's cache only
     with pytest.raises(RBQEError, match="failed to build its stages: no stages today"):
         make_backend("openvino", net, CPU)
 
