@@ -662,3 +662,45 @@ def test_lines_written_while_a_decoder_borrows_fd_2_still_reach_stderr(tmp_path:
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines() == ["rbqe: [1/2] a.jpg: exit 3", "rbqe: after"]
 
+
+def test_warnings_of_threads_that_load_at_once_stay_with_their_own_file(caplog) -> None:
+    # The app's viewer and batch threads load at once. A decoder warning in one thread,
+    # after the other thread's block has ended, is still logged for its own file (not
+    # raised, as the suite's filterwarnings=error would), and the filters come back as
+    # they were once both blocks are done.
+    import logging
+    import threading
+    import warnings
+
+    from rbqe.io.diagnostics import _logged_warnings
+
+    filters, shown = list(warnings.filters), warnings.showwarning
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def a() -> None:
+        with _logged_warnings(Path("a.tif")):
+            a_in.set()
+            b_in.wait(30)
+        a_out.set()
+
+    def b() -> None:
+        try:
+            a_in.wait(30)
+            with _logged_warnings(Path("b.tif")):
+                b_in.set()
+                a_out.wait(30)  # a's block has ended; b's is still open
+                warnings.warn("Corrupt EXIF data.", UserWarning, stacklevel=1)
+        except BaseException as exc:  # a warning turned error would land here
+            errors.append(exc)
+
+    with caplog.at_level(logging.INFO, logger="rbqe.io"):
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "b.tif: Corrupt EXIF data.")]
+    assert warnings.filters == filters and warnings.showwarning is shown

@@ -14,11 +14,27 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from PIL import Image
 
 logger = logging.getLogger("rbqe.io")  # every module of the package logs under this one name
+
+
+_warn_lock = threading.Lock()
+_warn_depth = 0
+_warn_saved: Any = None  # the catch_warnings of the outermost block, any thread
+_warn_shown: Any = None  # warnings.showwarning as it was before that block
+_warn_local = threading.local()  # .stack: this thread's open blocks' lists
+
+
+def _collect_warning(message: Warning | str, category: type[Warning], filename: str,
+                     lineno: int, file: Any = None, line: str | None = None) -> None:
+    stack = getattr(_warn_local, "stack", None)
+    if stack:
+        stack[-1].append((message, category))
+    elif _warn_shown is not None:  # a thread outside any block: shown as it would have been
+        _warn_shown(message, category, filename, lineno, file, line)
 
 
 @contextlib.contextmanager
@@ -30,23 +46,42 @@ def _logged_warnings(path: Path) -> Iterator[None]:
     distinct message is logged once (Pillow repeats some, e.g. "Corrupt EXIF data" from
     both the header and the EXIF pass), and only at INFO when the block fails: the
     error raised for the file is then its one line.
+
+    The warnings filters are process-wide, so threads that load at once (the app's viewer
+    and batch, a prefetch) share one set-up, like :func:`_native_messages` does: each
+    thread's warnings go to its own block, and the last block out restores the filters.
     """
+    global _warn_depth, _warn_saved, _warn_shown
+    with _warn_lock:
+        if _warn_depth == 0:
+            _warn_saved, _warn_shown = warnings.catch_warnings(), warnings.showwarning
+            _warn_saved.__enter__()
+            warnings.simplefilter("always")
+            warnings.showwarning = _collect_warning
+        _warn_depth += 1
+    caught: list[tuple[Warning | str, type[Warning]]] = []
+    stack = _warn_local.__dict__.setdefault("stack", [])
+    stack.append(caught)
     failed = False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            seen: set[str] = set()
-            for item in caught:
-                text = str(item.message).strip()
-                if issubclass(item.category, Image.DecompressionBombWarning) or text in seen:
-                    continue  # our own size check already covers bombs
-                seen.add(text)
-                logger.log(logging.INFO if failed else logging.WARNING, "%s: %s", path, text)
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        stack.pop()
+        with _warn_lock:
+            _warn_depth -= 1
+            if _warn_depth == 0:
+                _warn_saved.__exit__(None, None, None)
+                _warn_saved = _warn_shown = None
+        seen: set[str] = set()
+        for message, category in caught:
+            text = str(message).strip()
+            if issubclass(category, Image.DecompressionBombWarning) or text in seen:
+                continue  # our own size check already covers bombs
+            seen.add(text)
+            logger.log(logging.INFO if failed else logging.WARNING, "%s: %s", path, text)
 
 
 def _os_reason(exc: OSError) -> str:
