@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication
 from rbqe.exit_policy import EXIT_MODES, parse_exit_mode
 from rbqe.io.diagnostics import keep_python_stderr
 from rbqe_studio import theme
+from rbqe_studio.collector import collect_on_gui_thread
 from rbqe_studio.logs import install_excepthook, setup_logging
 from rbqe_studio.settings import APPLICATION, ORGANIZATION
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     keep_python_stderr()  # before the log's stderr handler: decoders borrow fd 2
+    collect_on_gui_thread(app)  # Qt objects must not be freed on the worker threads
     log_file = setup_logging()
     log.info("RBQE Studio starting; log file %s", log_file)
 

@@ -22,6 +22,16 @@ from PySide6.QtCore import QSettings
 from tests.helpers import tiny_enhancer, write_jpeg
 
 
+@pytest.fixture(autouse=True, scope="module")
+def gui_thread_collection(qapp):
+    """As in the app (``rbqe_studio.main``): garbage is collected on the GUI thread only."""
+    from rbqe_studio.collector import collect_on_gui_thread
+
+    collector = collect_on_gui_thread(qapp)
+    yield collector
+    collector.stop()
+
+
 @pytest.fixture
 def factory():
     """The app's enhancer factory (it is given the engine spec): the tiny luma model."""
