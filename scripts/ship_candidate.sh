@@ -11,8 +11,10 @@
 #    QF 10/30/50 (first 40 photos). QF 95 only on McMaster: the BSDS500 photos are
 #    themselves quality-95 JPEGs, so re-saving them at 95 is nearly lossless (61 dB) and
 #    any change the network makes reads as a loss.
-# 3. Prints the comparison against the shipped weights' gray eval (BASE, default the
+# 3. Recalibrates the assessor rule on the gray records (the gate stays the default).
+# 4. Prints the comparison against the shipped weights' gray eval (BASE, default the
 #    one the model card's current release section cites).
+# TOLERANCE (optional) is the gate's worst-QF loss limit in dB (calibrate's --tolerance).
 # LIMIT (optional) caps every photo set: a rehearsal, e.g. 2. Nothing here touches the
 # shipped weights; copying OUTDIR/rbqe_jpeg.safetensors over them is a separate step.
 set -euo pipefail
@@ -35,11 +37,12 @@ echo "== gate: fit on train, operating point on val"
 rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
     --train "$data/train" --train-limit "${limit:-60}" --crop 192 --qf "${qfs[@]}" \
     --records-dir "$out/gate" --json "$out/gate_calibration.json" \
-    --plot "$out/gate_frontier.png" --make-default
+    --plot "$out/gate_frontier.png" --make-default ${TOLERANCE:+--tolerance "$TOLERANCE"}
 
 echo "== BSDS500-val gray, QF 10-90"
 rbqe eval "$data/val/bsds500_val" $(lim 100) --gray --qf "${qfs[@]}" --weights "$w" \
-    --save-records "$out/gray_records.json" --json "$out/gray.json" | tee "$out/gray.txt"
+    --save-records "$out/gray_records.json" --json "$out/gray.json" \
+    --plot "$out/gray_gain_vs_gmacs.png" | tee "$out/gray.txt"
 
 # Issue 10: no exit worse than the input up to QF 95.
 echo "== McMaster colour, QF 10-50, 90 and 95; McMaster gray, QF 90 and 95"
@@ -54,3 +57,8 @@ rbqe eval "$data/val/bsds500_val" $(lim 40) --qf 10 30 50 --weights "$w" \
 
 echo "== against the shipped weights (gray, exit 5 and auto per QF)"
 "$py" scripts/compare_eval.py "${base[@]}" --candidate "$out/gray.json" | tee "$out/compare.txt"
+
+echo "== the assessor rule, recalibrated on the gray records (the gate stays the default)"
+rbqe calibrate "$data/val/bsds500_val" $(lim 100) --gray --qf "${qfs[@]}" --weights "$w" \
+    --records "$out/gray_records.json" --json "$out/assessor_calibration.json" \
+    --plot "$out/assessor_calibration.png"
