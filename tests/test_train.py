@@ -330,6 +330,42 @@ def test_relative_exits_reweigh_only_the_early_exits(
     assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
 
 
+def test_relative_weights_to_a_power_lie_between_plain_and_relative() -> None:
+    y = torch.rand(3, 3, 8, 8)
+    err = torch.tensor([0.1, 0.05, 0.01])
+    x = y + err[:, None, None, None]
+    full, half = relative_weights(x, y), relative_weights(x, y, power=0.5)
+    assert float(half.mean()) == pytest.approx(1.0)
+    inv = err**-2.0
+    assert torch.allclose(half, inv**0.5 / (inv**0.5).mean())
+    assert torch.allclose(relative_weights(x, y, power=0.0), torch.ones(3))
+    assert float(half[2] / half[0]) == pytest.approx(float(full[2] / full[0]) ** 0.5, rel=1e-5)
+
+
+def test_relative_late_power_reweighs_the_later_exits(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
+                         light_share=0.5).batch_at(0)
+
+    def first_loss(exits: int, power: float) -> float:
+        cfg = _cfg(tmp_path / f"{exits}-{power}", 1)
+        cfg.channels, cfg.relative_exits, cfg.relative_late_power = 3, exits, power
+        return Trainer(cfg, images).train_step(batch)  # the same seed: the same network
+
+    as_all_exits = first_loss(5, 0.0)
+    assert first_loss(2, 1.0) == pytest.approx(as_all_exits, rel=1e-5)
+    plain_late = first_loss(2, 0.0)
+    halfway = first_loss(2, 0.5)
+    assert halfway != pytest.approx(plain_late, rel=1e-3)
+    assert halfway != pytest.approx(as_all_exits, rel=1e-3)
+
+
+def test_a_negative_late_power_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
+                 "--relative-late-power", "-1"]) == 2
+    assert "--relative-late-power must be >= 0" in capsys.readouterr().err
+
+
 def test_two_ranks_take_the_steps_one_process_takes(
         tmp_path: Path, images: list[np.ndarray]) -> None:
     val = tmp_path / "val"

@@ -73,6 +73,9 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--relative-exits", type=int, choices=range(6), metavar="N",
                    help="exits 1..N weigh each patch by 1 / its input's MSE (mean 1), so "
                         "light JPEGs count as much as heavy ones there (default 0: off)")
+    t.add_argument("--relative-late-power", type=float, metavar="P",
+                   help="the exits after N weigh each patch by that relative weight to the "
+                        "power P (mean 1): 0 plain MSE (default), 1 as exits 1..N do")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -159,7 +162,7 @@ _RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "lo
            "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
-           "cooldown_from": -1, "relative_exits": 0}
+           "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -181,6 +184,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.procs < 1 or (args.procs > 1 and args.device != "cpu"):
         raise UsageError("rbqe train: --procs N (N >= 1) shares CPU training between N "
                          f"processes; got --procs {args.procs} --device {args.device}")
+    if recipe.get("relative_late_power", 0.0) < 0:
+        raise UsageError("rbqe train: --relative-late-power must be >= 0, got "
+                         f"{recipe['relative_late_power']}")
     for name in ("light_share", "gray_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:

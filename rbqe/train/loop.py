@@ -94,6 +94,10 @@ class TrainConfig:
     cooldown_from: int = -1
     # > 0: exits 1..N weigh each patch by its input's error (see relative_weights).
     relative_exits: int = 0
+    # > 0: the later exits (N+1..5) weigh each patch by that relative weight raised to
+    # this power (1: as exits 1..N do; 0: plain MSE). Between the two, light JPEGs count
+    # more without heavy ones counting much less.
+    relative_late_power: float = 0.0
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -117,8 +121,10 @@ RELATIVE_FLOOR = (1.0 / 255.0) ** 2
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) -> torch.Tensor:
-    """``(B,)`` per-patch weights proportional to 1 / the input's own loss, mean 1.
+def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
+                     power: float = 1.0) -> torch.Tensor:
+    """``(B,)`` per-patch weights proportional to (1 / the input's own loss) ** ``power``,
+    mean 1.
 
     Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
     weighs ~1/60 of a QF 10 patch, so the early exits never learn to leave light JPEGs
@@ -129,7 +135,7 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) ->
     """
     edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5, device=x.device)
     floor = float(loss_fn(edge, torch.zeros_like(edge)))  # the loss of a 48 dB input
-    inv = 1.0 / loss_fn(x, y).detach().clamp_min(floor)
+    inv = (1.0 / loss_fn(x, y).detach().clamp_min(floor)) ** power
     return inv / inv.mean()
 
 
@@ -269,6 +275,8 @@ class Trainer:
         # Weights and their normaliser come from the whole batch, so that the ranks'
         # slices add up to exactly the one-process loss.
         rel = relative_weights(x, y, loss_fn)[:, None] if k else None
+        late_power = self.cfg.relative_late_power
+        late = relative_weights(x, y, loss_fn, late_power)[:, None] if late_power else None
         norm = len(x) * w.sum(1).mean()
         mine = slice(self.rank * len(x) // self.world, (self.rank + 1) * len(x) // self.world)
         x, y, w = x[mine].contiguous(memory_format=self.memory_format), y[mine], w[mine]
@@ -278,8 +286,10 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
-        if rel is not None:
-            losses = torch.cat([losses[:, :k] * rel[mine], losses[:, k:]], dim=1)
+        if rel is not None or late is not None:
+            early = losses[:, :k] * rel[mine] if rel is not None else losses[:, :k]
+            rest = losses[:, k:] * late[mine] if late is not None else losses[:, k:]
+            losses = torch.cat([early, rest], dim=1)
         loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
