@@ -330,18 +330,6 @@ def test_relative_exits_reweigh_only_the_early_exits(
     assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
 
 
-def test_relative_weights_to_a_power_lie_between_plain_and_relative() -> None:
-    y = torch.rand(3, 3, 8, 8)
-    err = torch.tensor([0.1, 0.05, 0.01])
-    x = y + err[:, None, None, None]
-    full, half = relative_weights(x, y), relative_weights(x, y, power=0.5)
-    assert float(half.mean()) == pytest.approx(1.0)
-    inv = err**-2.0
-    assert torch.allclose(half, inv**0.5 / (inv**0.5).mean())
-    assert torch.allclose(relative_weights(x, y, power=0.0), torch.ones(3))
-    assert float(half[2] / half[0]) == pytest.approx(float(full[2] / full[0]) ** 0.5, rel=1e-5)
-
-
 def test_relative_late_power_reweighs_the_later_exits(
         tmp_path: Path, images: list[np.ndarray]) -> None:
     batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
@@ -354,9 +342,20 @@ def test_relative_late_power_reweighs_the_later_exits(
 
     as_all_exits = first_loss(5, 0.0)
     assert first_loss(2, 1.0) == pytest.approx(as_all_exits, rel=1e-5)
-    plain_late = first_loss(2, 0.0)
+    # Power 0.5: exits 3-5 weigh each patch by sqrt(1 / its input's MSE), mean 1.
+    x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+    w = torch.as_tensor(exit_weights(batch[2], "paper"))
+    cfg = _cfg(tmp_path / "fresh", 1)
+    cfg.channels = 3
+    with torch.no_grad():
+        per_exit = torch.stack([mse(o, y) for o in Trainer(cfg, images).net(x)], dim=1)
+    rel = relative_weights(x, y)
+    half = rel.sqrt() / rel.sqrt().mean()
+    scaled = torch.cat([per_exit[:, :2] * rel[:, None], per_exit[:, 2:] * half[:, None]], 1)
+    expected = ((scaled * w).sum(1).mean() / w.sum(1).mean()).item()
     halfway = first_loss(2, 0.5)
-    assert halfway != pytest.approx(plain_late, rel=1e-3)
+    assert halfway == pytest.approx(expected, rel=1e-4)
+    assert halfway != pytest.approx(first_loss(2, 0.0), rel=1e-3)
     assert halfway != pytest.approx(as_all_exits, rel=1e-3)
 
 

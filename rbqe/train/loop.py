@@ -121,10 +121,8 @@ RELATIVE_FLOOR = (1.0 / 255.0) ** 2
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
-                     power: float = 1.0) -> torch.Tensor:
-    """``(B,)`` per-patch weights proportional to (1 / the input's own loss) ** ``power``,
-    mean 1.
+def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) -> torch.Tensor:
+    """``(B,)`` per-patch weights proportional to 1 / the input's own loss, mean 1.
 
     Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
     weighs ~1/60 of a QF 10 patch, so the early exits never learn to leave light JPEGs
@@ -135,7 +133,7 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
     """
     edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5, device=x.device)
     floor = float(loss_fn(edge, torch.zeros_like(edge)))  # the loss of a 48 dB input
-    inv = (1.0 / loss_fn(x, y).detach().clamp_min(floor)) ** power
+    inv = 1.0 / loss_fn(x, y).detach().clamp_min(floor)
     return inv / inv.mean()
 
 
@@ -271,13 +269,15 @@ class Trainer:
         y = torch.as_tensor(y_np).to(self.device)
         w = torch.from_numpy(exit_weights(np.asarray(q_np), self.cfg.exit_weighting)).to(self.device)
         loss_fn = mse if self.cfg.loss == "mse" else charbonnier
-        k = self.cfg.relative_exits
+        k, late_power = self.cfg.relative_exits, self.cfg.relative_late_power
         # Weights and their normaliser come from the whole batch, so that the ranks'
-        # slices add up to exactly the one-process loss.
-        rel = relative_weights(x, y, loss_fn)[:, None] if k else None
-        late_power = self.cfg.relative_late_power
-        late = relative_weights(x, y, loss_fn, late_power)[:, None] if late_power else None
+        # slices add up to exactly the one-process loss. The normaliser is the exit
+        # weights' alone: the relative weights average 1.
         norm = len(x) * w.sum(1).mean()
+        if k or late_power:
+            rel = relative_weights(x, y, loss_fn)[:, None]
+            late = rel ** late_power  # (1/loss) ** p, up to a constant
+            w = torch.cat([w[:, :k] * rel, w[:, k:] * (late / late.mean())], dim=1)
         mine = slice(self.rank * len(x) // self.world, (self.rank + 1) * len(x) // self.world)
         x, y, w = x[mine].contiguous(memory_format=self.memory_format), y[mine], w[mine]
         for group in self.opt.param_groups:
@@ -286,10 +286,6 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
-        if rel is not None or late is not None:
-            early = losses[:, :k] * rel[mine] if rel is not None else losses[:, :k]
-            rest = losses[:, k:] * late[mine] if late is not None else losses[:, k:]
-            losses = torch.cat([early, rest], dim=1)
         loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
