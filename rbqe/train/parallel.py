@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
 
 # Long enough for rank 0 to validate or load a large photo folder between two steps.
 TIMEOUT = datetime.timedelta(minutes=30)
+HOST = "127.0.0.1"
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -58,12 +58,15 @@ def train_parallel(cfg: TrainConfig, on_line: Callable[[str], None] | None,
         raise ValueError("procs > 1 is data parallelism for CPU training; "
                          "a GPU runs one process")
     cfg = replace(cfg, threads=per_rank_threads(cfg))
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    followers = mp.start_processes(_follow, args=(cfg, address, images), nprocs=cfg.procs - 1,
-                                   join=False, start_method="spawn")
+    # Rank 0's store binds an ephemeral port and holds it, so no other process can take
+    # the port between choosing it and listening on it (as one freed and re-bound could).
+    store = dist.TCPStore(HOST, 0, world_size=cfg.procs, is_master=True, timeout=TIMEOUT,
+                          wait_for_workers=False)
+    followers = mp.start_processes(_follow, args=(cfg, store.port, images),
+                                   nprocs=cfg.procs - 1, join=False, start_method="spawn")
     try:
-        dist.init_process_group("gloo", init_method=address, rank=0,
-                                world_size=cfg.procs, timeout=TIMEOUT)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=cfg.procs,
+                                timeout=TIMEOUT)
         try:
             trainer = Trainer(cfg, images)
             trainer.run(on_line)
@@ -78,21 +81,17 @@ def train_parallel(cfg: TrainConfig, on_line: Callable[[str], None] | None,
     return trainer
 
 
-def _follow(index: int, cfg: TrainConfig, address: str,
+def _follow(index: int, cfg: TrainConfig, port: int,
             images: list[np.ndarray] | None) -> None:
     from rbqe.train.loop import Trainer
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # rank 0 decides when to stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    dist.init_process_group("gloo", init_method=address, rank=index + 1,
-                            world_size=cfg.procs, timeout=TIMEOUT)
+    store = dist.TCPStore(HOST, port, world_size=cfg.procs, is_master=False, timeout=TIMEOUT)
+    dist.init_process_group("gloo", store=store, rank=index + 1, world_size=cfg.procs,
+                            timeout=TIMEOUT)
     try:
         Trainer(cfg, images).run(None)
     finally:
         dist.destroy_process_group()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
