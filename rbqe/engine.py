@@ -306,11 +306,13 @@ class Enhancer:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             return run.next_exit()
 
-    def _stage_and_score(self, run: Run, state: Walk, crop: tuple[int, int] | None = None
+    def _stage_and_score(self, run: Run, state: Walk, crop: tuple[int, int] | None = None,
+                         *, assess: bool = True
                          ) -> tuple[torch.Tensor, ExitSignals, float, float]:
         """Runs the next exit of ``run`` and scores it into ``state``: the output (cropped
         to ``crop`` rows and columns when given, float32 clamped to ``[0, 1]``), its
-        signals, and the network and scoring times in ms."""
+        signals, and the network and scoring times in ms. Without ``assess`` the
+        assessor's score and block statistics are NaN (only the change is measured)."""
         t0 = time.perf_counter()
         out = self._stage(run)
         if crop is not None:
@@ -318,13 +320,15 @@ class Enhancer:
         out = out.float().clamp_(0, 1)
         self._sync()
         t1 = time.perf_counter()
-        signals = self._signals(run.exits_done, out, state)
+        signals = self._signals(run.exits_done, out, state, assess)
         return out, signals, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
 
-    def _signals(self, k: int, out: torch.Tensor, state: Walk) -> ExitSignals:
+    def _signals(self, k: int, out: torch.Tensor, state: Walk, assess: bool = True
+                 ) -> ExitSignals:
         """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
         y = self._luma_of(out)
-        a = iqa.assess(y)
+        nan = float("nan")
+        a = iqa.assess(y) if assess else iqa.Assessment(nan, nan, nan, nan)
         change = float((y - state.prev_luma).abs().mean()) * 255
         state.prev_luma = y
         key = f"0_{k}"

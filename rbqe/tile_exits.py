@@ -103,12 +103,17 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         # the scores, as for an untiled image.
         state = Walk(stats, enh._luma_of(x[..., : crop[0], : crop[1]].float()))
         for k in range(1, NUM_EXITS + 1):
-            out, _, net_ms, iqa_ms = enh._stage_and_score(run, state, crop)
+            # Below the floor the policy is not asked, and the gate's features at the
+            # floor read only the change between those exits: the assessor (~30 ms per
+            # megapixel and exit) is skipped there.
+            asked = k >= floor
+            out, _, net_ms, iqa_ms = enh._stage_and_score(run, state, crop, assess=asked)
             walked.stage_ms[k - 1] += net_ms
             walked.iqa_ms += iqa_ms
-            decision = enh._decision(state.signals, result)
-            if decision.stop and k >= floor:
-                break
+            if asked:
+                decision = enh._decision(state.signals, result)
+                if decision.stop:
+                    break
         t0 = time.perf_counter()
         acc[y0:y1, x0:x1] += out[0].permute(1, 2, 0).cpu().numpy() * blend_weight(wy, wx)
         walked.stage_ms[k - 1] += (time.perf_counter() - t0) * 1000

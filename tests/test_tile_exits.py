@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rbqe import iqa
 from rbqe.cli import main
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
@@ -137,6 +138,34 @@ def test_the_floor_keeps_tiles_from_stopping_before_the_samples(make_net, monkey
     free = enh.enhance(img).tile_exits
     assert free is not None and free.floor == 1 and set(free.exits) == {1, 4}
     assert free.gmacs < res.tile_exits.gmacs
+
+
+def test_below_the_floor_a_tile_is_neither_asked_nor_assessed(make_net, monkeypatch):
+    # The samples ask for exit 4, so every tile's floor is 4: its exits 1-3 are computed
+    # for the change signal only, and the policy first hears of the tile at exit 4.
+    net = make_net(1, seed=7)
+    img = half_smooth(288, 512)[:, 128:]
+    enh = enhancer(net, policy=split_policy())
+    asked: list[ExitSignals] = []  # the last exit's signals at each verdict, in order
+    real_decision = enh._decision
+    monkeypatch.setattr(enh, "_decision",
+                        lambda signals, result: asked.append(signals[-1])
+                        or real_decision(signals, result))
+    assessed = []
+    real_assess = iqa.assess
+    monkeypatch.setattr("rbqe.engine.iqa.assess",
+                        lambda y: assessed.append(tuple(y.shape)) or real_assess(y))
+    res = enh.enhance(img)
+    assert res.tile_exits is not None and res.tile_exits.floor == 4
+    n = len(res.tile_exits.exits)
+    assert set(res.tile_exits.exits) == {4}
+    # The samples' verdicts come first; then one per tile, at its floor, on real scores.
+    assert [s.exit for s in asked[-n:]] == [4] * n
+    assert all(np.isfinite([s.score, s.blockiness, s.blur, s.change]).all() for s in asked)
+    # A tile is assessed once (at exit 4), not at every exit it walked.
+    tile_shapes = {(1, 1, y1 - y0, x1 - x0) for (y0, y1, x0, x1), _, _ in tiles(288, 384, 128)}
+    tile_assessments = sum(shape in tile_shapes for shape in assessed)
+    assert n <= tile_assessments < 2 * n
 
 
 def test_neighbours_at_different_exits_blend_without_a_seam(make_net, monkeypatch):
