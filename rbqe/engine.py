@@ -327,8 +327,7 @@ class Enhancer:
                  ) -> ExitSignals:
         """Scores exit ``k``'s output and gathers the policy's signals into ``state``."""
         y = self._luma_of(out)
-        nan = float("nan")
-        a = iqa.assess(y) if assess else iqa.Assessment(nan, nan, nan, nan)
+        a = iqa.assess(y) if assess else iqa.Assessment(np.nan, np.nan, np.nan, np.nan)
         change = float((y - state.prev_luma).abs().mean()) * 255
         state.prev_luma = y
         key = f"0_{k}"

@@ -18,7 +18,8 @@ gates are the same, as in the shared mode), scored on its own output, and the sa
 score and block statistics, the change between its exits, the file's JPEG tables. The
 ECA channel means the gate reads are the shared ones (what the network applied; the
 OpenVINO backend's fixed-statistics stages do not return a tile's own). A tile never
-stops before :func:`floor_exit`. Its output at its exit is blended into the one output
+stops before :func:`floor_exit`, so the policy is first asked there; below it only the
+change between exits is measured (the assessor is skipped). Its output at its exit is blended into the one output
 frame; tiles overlap by :data:`rbqe.tiling.TILE_OVERLAP` pixels, so two neighbours at
 different exits cross-fade over that band (``benchmarks/bench_tile_exits.py`` measured
 no seam).
@@ -104,7 +105,7 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         state = Walk(stats, enh._luma_of(x[..., : crop[0], : crop[1]].float()))
         for k in range(1, NUM_EXITS + 1):
             # Below the floor the policy is not asked, and the gate's features at the
-            # floor read only the change between those exits: the assessor (~30 ms per
+            # floor read only the change between those exits: the assessor (~35 ms per
             # megapixel and exit) is skipped there.
             asked = k >= floor
             out, _, net_ms, iqa_ms = enh._stage_and_score(run, state, crop, assess=asked)
