@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
-    e.add_argument("--tile", type=_positive_int, help="tile side in pixels (0 = never tile)")
+    e.add_argument("--tile", type=_positive_int,
+                   help="tile side in pixels (0 = never tile; default 1024, 512 under OpenVINO)")
     e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
                    help="how auto chooses the exit of an image larger than one tile: "
                         "per-tile (each tile stops where it needs to) or shared (one exit "

@@ -23,7 +23,7 @@ from rbqe.backends.stages import Stage, stage_io
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
 from rbqe.model import NUM_EXITS, EcaStats
-from rbqe.tiling import TILE_OVERLAP, tiles
+from rbqe.tiling import DEFAULT_TILE, OPENVINO_TILE, TILE_OVERLAP, tiles
 from tests.helpers import psnr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -279,6 +279,18 @@ def test_openvino_tiled_matches_untiled_without_seams(net, gray_jpeg, k):
     torch_tiled = Enhancer(net=net, device="cpu", tile=128, backend="torch").enhance(
         gray_jpeg, k).image
     assert np.abs(res.image - torch_tiled).max() <= 1e-4
+
+
+@needs_openvino
+def test_openvino_tiles_smaller_by_default_unless_asked(net):
+    # Its stages keep their intermediate tensors: a 1024 px tile peaked near 11 GB.
+    assert Enhancer(net=net, device="cpu", backend="openvino", precision="f32").tile \
+        == OPENVINO_TILE < DEFAULT_TILE
+    assert Enhancer(net=net, device="cpu", tile=1024, backend="openvino",
+                    precision="f32").tile == 1024
+    assert Enhancer(net=net, device="cpu", tile=0, backend="openvino",
+                    precision="f32").tile == 0
+    assert Enhancer(net=net, device="cpu", backend="torch").tile == DEFAULT_TILE
 
 
 @needs_openvino
