@@ -142,8 +142,6 @@ class Enhancer:
             name = "assessor" if self.policy.rule == "assessor" else self.policy.rule
             self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
                                            name)
-        asked_tile = tile
-        self.tile = tile_side(DEFAULT_TILE if tile is None else int(tile))
         self.fp16 = self.device.type == "cuda" and precision != "f32"
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
@@ -159,8 +157,8 @@ class Enhancer:
         # Who runs the stages: torch (this net) or OpenVINO (its exported stage graphs).
         self.backend = make_backend(backend, self.net, self.device, precision=precision,
                                     in_memory=in_memory)
-        if asked_tile is None and self.backend.name == "openvino":
-            self.tile = tile_side(OPENVINO_TILE)
+        default_tile = OPENVINO_TILE if self.backend.name == "openvino" else DEFAULT_TILE
+        self.tile = tile_side(default_tile if tile is None else int(tile))
 
     @property
     def threshold(self) -> float | None:
