@@ -57,7 +57,7 @@ def _cfg(tmp_path: Path, steps: int) -> TrainConfig:
 def test_batches_depend_only_on_seed_and_step(images: list[np.ndarray]) -> None:
     s = PatchSampler(images, channels=1, patch=64, batch=3, seed=1)
     a, b = s.batch_at(7), s.batch_at(7)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     x, y, q = a
     assert x.shape == y.shape == (3, 1, 64, 64)
     assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
@@ -202,6 +202,36 @@ def test_the_ema_follows_the_weights_and_is_what_validation_sees(
     ema_file = load_weights(tmp_path / "run" / "ema.safetensors")[0].state_dict()
     assert torch.equal(ema_file[key], t.eval_net.state_dict()[key].contiguous())
     assert read_info(tmp_path / "run" / "ema.safetensors").extra["patches"] == str(3 * cfg.batch)
+
+
+def test_a_slow_ema_added_to_a_running_state_starts_from_its_ema(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    key = "heads.0.1.weight"
+    first = _cfg(tmp_path, 4)
+    first.ema_decay = 0.5
+    t = Trainer(first, images)
+    t.run()
+    ema_at_stop = t.eval_net.state_dict()[key].clone()
+    assert not (tmp_path / "run" / "ema_slow.safetensors").exists()  # off by default
+
+    again = _cfg(tmp_path, 4)
+    again.ema_decay, again.ema_slow_decay = 0.5, 0.99
+    t = Trainer(again, images)
+    assert t.ema_slow is not None
+    assert torch.equal(t.ema_slow.module.state_dict()[key], ema_at_stop)
+    again.steps = 7
+    t.run()
+    fast, slow = t.eval_net.state_dict()[key], t.ema_slow.module.state_dict()[key]
+    raw = t.net.state_dict()[key]
+    # Three steps on, the slow average has barely left where it started; the fast one
+    # (decay 0.5) has all but caught up with the weights.
+    assert (slow - ema_at_stop).abs().max() < (fast - ema_at_stop).abs().max()
+    assert (fast - raw).abs().max() < (slow - raw).abs().max()
+    exported = load_weights(tmp_path / "run" / "ema_slow.safetensors")[0].state_dict()
+    assert torch.equal(exported[key], slow.contiguous())
+    # The checkpoint keeps it: a resume carries on from it, not from the fast EMA.
+    t = Trainer(again, images)
+    assert torch.equal(t.ema_slow.module.state_dict()[key], slow)
 
 
 def test_patches_accumulate_across_phases_of_different_batch(

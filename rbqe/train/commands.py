@@ -41,6 +41,10 @@ def add_parsers(sub: Any) -> None:
                         "--cooldown 0 makes a branch a constant-rate run again")
     t.add_argument("--ema-decay", type=float, metavar="D",
                    help="EMA of the weights for validation and export (default 0.999; 0 = off)")
+    t.add_argument("--ema-slow-decay", type=float, metavar="D",
+                   help="a second, slower EMA beside it (e.g. 0.9998), validated too and "
+                        "exported as ema_slow.safetensors; it starts from the first EMA "
+                        "when added to a running state (default 0 = off)")
     t.add_argument("--loss", choices=["mse", "charbonnier"], help="default mse")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", default="cpu")
@@ -159,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
 # Options a resumed run takes from its stored state unless given again, with the
 # defaults of a new run. (TrainConfig field -> default.)
 _RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "loss": "mse",
-           "seed": 0, "schedule": "constant", "ema_decay": 0.999, "val_every": 250,
+           "seed": 0, "schedule": "constant", "ema_decay": 0.999, "ema_slow_decay": 0.0,
+           "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
            "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0}

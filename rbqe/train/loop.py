@@ -85,6 +85,9 @@ class TrainConfig:
     gray_share: float = GRAY_SHARE  # RGB model: fraction of patches made gray
     schedule: str = "constant"  # "constant" (extendable) or "cosine" (fixed length)
     ema_decay: float = 0.999  # EMA of the weights, validated and exported; 0 = none
+    # > 0: a second, slower EMA beside it (exported as ema_slow.safetensors). It starts
+    # from the first EMA when a state without one resumes, so it is useful at once.
+    ema_slow_decay: float = 0.0
     init_patches: int = 0  # patches the --init weights had already seen (for the log)
     exit_weighting: str = "paper"  # per-exit loss weights by quality (data.EXIT_WEIGHTINGS)
     # > 0: a cool-down branch: from step ``cooldown_from`` (the step it started at, set
@@ -191,6 +194,8 @@ class Trainer:
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
         self.ema = _ema_model(self.net, cfg.ema_decay) if cfg.ema_decay and self.lead else None
+        self.ema_slow = (_ema_model(self.net, cfg.ema_slow_decay)
+                         if cfg.ema_slow_decay and self.lead else None)
         self.step = 0
         self.patches = cfg.init_patches  # cumulative, across phases and batch sizes
         self.best_val = -math.inf
@@ -235,6 +240,8 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.ema_slow is not None:
+            state["ema_slow"] = self.ema_slow.state_dict()
         atomic_write(self.ckpt, lambda fh: torch.save(state, fh))
 
     def _resume(self) -> None:
@@ -256,6 +263,11 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             else:
                 self.ema = _ema_model(self.net, self.cfg.ema_decay)
+        if self.ema_slow is not None:
+            # Same structure as the first EMA: a state without a slow one starts it there.
+            slow = state.get("ema_slow", state.get("ema"))
+            if slow is not None:
+                self.ema_slow.load_state_dict(slow)
         if self.cfg.time_budget_s and self.cfg.schedule == "cosine":
             self.cfg.steps = int(stored.get("steps", self.cfg.steps))  # fixed by the budget
         self.best_val = float(state["best_val"])
@@ -293,8 +305,9 @@ class Trainer:
             _collective([p.grad for p in self.net.parameters() if p.grad is not None],
                         dist.all_reduce)
         self.opt.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.net)
+        for avg in (self.ema, self.ema_slow):
+            if avg is not None:
+                avg.update_parameters(self.net)
         self.step += 1
         self.patches += len(x_np)
         loss = loss.detach()
@@ -358,6 +371,8 @@ class Trainer:
         save_weights(self.net, self.out / "last.safetensors", extra=meta)
         if self.ema is not None:
             save_weights(self.ema.module, self.out / "ema.safetensors", extra=meta)
+        if self.ema_slow is not None:
+            save_weights(self.ema_slow.module, self.out / "ema_slow.safetensors", extra=meta)
 
     def _loop(self, on_line: Callable[[str], None] | None) -> None:
         cfg = self.cfg
@@ -423,6 +438,8 @@ class Trainer:
                                         "loss": loss, "val_gain_db": gains}
             if self.ema is not None and loss is not None:  # what the EMA buys (none at start)
                 entry["val_gain_db_raw"] = self.validate(self.net)
+            if self.ema_slow is not None and loss is not None:
+                entry["val_gain_db_slow"] = self.validate(self.ema_slow.module)
         finally:
             torch.set_num_threads(threads)
         entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
