@@ -119,6 +119,21 @@ def _conv(x: torch.Tensor, conv: nn.Conv2d, relu: bool, weight: object = _OWN,
     return y
 
 
+def _channel_sums(t: torch.Tensor) -> torch.Tensor:
+    """Per-channel sums ``(N, C)`` in float32 of a channels_last map.
+
+    ``t.sum(dtype=float32)`` on a bf16 map first casts all of it to a float32 copy (a
+    512x512 node: 12-15 ms for the cast, 0.2-0.4 ms summed in bf16). Here each image row
+    is summed in bf16 (accumulated in float32 inside the kernel, rounded once per row),
+    then the rows in float32: relative error ~1e-4, far below that of the bf16 map itself.
+    Exit 5 at 512x512, bf16, 2 threads, min of 10 interleaved runs: 196 -> 159 ms; the
+    output moved by at most 7e-4 (78.6 dB PSNR between the two).
+    """
+    if t.dtype == torch.float32:
+        return t.sum(dim=(2, 3))
+    return t.permute(0, 2, 3, 1).sum(dim=2).float().sum(dim=1)
+
+
 def _rows_out(a0: int, a1: int, h: int) -> tuple[int, int]:
     """Image rows that a 3x3 ``_conv(..., rows=(a0 == 0, a1 == h))`` of rows ``a0:a1`` gives."""
     return (a0 if a0 == 0 else a0 + 1, a1 if a1 == h else a1 - 1)
@@ -169,7 +184,8 @@ class FastProgressiveRun(ProgressiveRun):
     def _mean(self, i: int, c: int) -> torch.Tensor:
         m = self.means.get((i, c))
         if m is None:
-            m = self.means[i, c] = self.nodes[i, c].mean(dim=(2, 3), dtype=torch.float32)
+            node = self.nodes[i, c]
+            m = self.means[i, c] = _channel_sums(node) / (node.shape[2] * node.shape[3])
         return m
 
     @staticmethod
@@ -203,13 +219,13 @@ class FastProgressiveRun(ProgressiveRun):
         stripes = self._stripes(h, w)
         if len(stripes) == 1:
             up = upsample(0, h)
-            up_mean = up.mean(dim=(2, 3), dtype=torch.float32)
+            up_mean = _channel_sums(up) / (h * w)
         else:
             # Striped, the upsampled part is never stored whole: its mean is pooled stripe
             # by stripe here, and each stripe is computed again where it is used (a cheap
             # conv, against a full-resolution map written, faulted in and read back).
             up = None
-            up_mean = sum(upsample(r0, r1).sum(dim=(2, 3), dtype=torch.float32)
+            up_mean = sum(_channel_sums(upsample(r0, r1))
                           for r0, r1 in stripes) / (h * w)
         pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up_mean], 1)
         if self.stats is not None:
@@ -239,7 +255,7 @@ class FastProgressiveRun(ProgressiveRun):
             d = _conv(acc, c2_dw, False, c2[0], c2[1], rows=(r0 == 0, r1 == h))
             d = _crop_rows(d, _rows_out(max(0, r0 - 1), min(h, r1 + 1), h), r0, r1)
             y = _conv(d, c2_pw, True, c2[2], c2[3])
-            y_sum = y.sum(dim=(2, 3), dtype=torch.float32)
+            y_sum = _channel_sums(y)
             total = y_sum if total is None else total + y_sum
             if out is None:
                 out = y

@@ -118,3 +118,17 @@ def test_bf16_keeps_the_input_exact_and_the_means_float32(make_net):
         assert any(n.dtype == torch.bfloat16 for n in run.nodes.values())
     for out in outs:
         assert torch.equal(out, x)
+
+
+def test_channel_sums_of_a_bf16_map_are_float32_and_close_to_exact():
+    # A ReLU-like map of 64 rows of 512: the sums of its bf16 values, taken row by row in
+    # bf16, must stay within 1e-3 (relative) of the exact sums of the same values.
+    g = torch.Generator().manual_seed(7)
+    t = torch.randn(1, 32, 64, 512, generator=g).relu().add_(0.5)
+    t = t.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    got = fastpath._channel_sums(t)
+    exact = t.double().sum(dim=(2, 3))
+    assert got.dtype == torch.float32 and got.shape == (1, 32)
+    assert ((got.double() - exact).abs() / exact).max() < 1e-3
+    f32 = t.float().contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fastpath._channel_sums(f32).double(), exact, rtol=1e-6)
