@@ -1,9 +1,11 @@
 """The exit policy's cost against exit 1's network time (issue 11's bar: each under 3 %).
 
-    python benchmarks/bench_policy.py [--size 512] [--repeat 5] [--threads N]
+    python benchmarks/bench_policy.py [--size 512] [--repeat 5] [--threads N] [--precision P]
 
 Prints, at one image size, best of ``--repeat`` (wall and process CPU time):
-* exit 1's network time (the progressive run's first stage, output head included);
+* exit 1's network time (the progressive run's first stage, output head included), in
+  the precision ``--precision auto`` gives on the CPU (bf16 where it is native): the faster
+  the network, the larger the policy's share;
 * the assessor: the Tchebichef score with its block statistics (``iqa.assess``), as the
   engine runs it after every exit;
 * the rest of the gate's signals: the luma of the output and the mean change from the
@@ -24,6 +26,7 @@ import torch
 
 from rbqe import iqa
 from rbqe.exit_policy import FEATURES, ExitPolicy, ExitSignals
+from rbqe.fastpath import native_bf16
 from rbqe.model import NUM_EXITS, EcaStats, ModelConfig, RBQENet, gmacs_per_exit
 from rbqe.weights import PACKAGE_WEIGHTS, load_weights
 
@@ -45,7 +48,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto",
+                    help="exit 1's precision (auto: bf16 where the CPU has it natively)")
     args = ap.parse_args()
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
+    dtype = torch.bfloat16 if bf16 else torch.float32
     if args.threads:
         torch.set_num_threads(args.threads)
     net = load_weights(PACKAGE_WEIGHTS)[0] if PACKAGE_WEIGHTS.is_file() else RBQENet(
@@ -58,7 +65,7 @@ def main() -> None:
     @torch.inference_mode()
     def exit1() -> None:
         stats = EcaStats(mode="record")
-        run = net.start(x, stats, fast=True)
+        run = net.start(x, stats, fast=True, dtype=dtype)
         state["out"] = run.next_exit().float().clamp_(0, 1)
         state["stats"] = stats
 
@@ -95,7 +102,8 @@ def main() -> None:
                 ("gate prediction", best(predict, args.repeat))]
     load = open("/proc/loadavg").read().split()[0] if __import__("os").path.exists(
         "/proc/loadavg") else "?"
-    print(f"{s}x{s}, {c}-channel model, torch {torch.__version__}, "
+    print(f"{s}x{s}, {c}-channel model, exit 1 in {'bf16' if bf16 else 'f32'}, "
+          f"torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {load}")
     base_wall, base_cpu = rows[0][1]
     for name, (wall, cpu) in rows:
