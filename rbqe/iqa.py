@@ -334,12 +334,16 @@ def _block_terms(
     m = m_raw * (inv_norm[..., None] * dc_off)
     mb = mb_raw * (inv_norm_b[..., None] * dc_off)
 
-    ssm = (m * m).sum(dim=-1)  # sum(M^2) - M00^2
+    m2 = m * m
+    ssm = m2.sum(dim=-1)  # sum(M^2) - M00^2
     textured = valid & (ssm > SSM_THRESHOLD)
     smooth = valid & ~textured
 
+    # sim = (2 M Mb + C) / (M^2 + Mb^2 + C), in place: this is the assessor's widest
+    # arithmetic, and fresh (N, b*b) temporaries cost as much as the arithmetic.
     c = STABILITY_C
-    sim = (2 * m * mb + c) / (m * m + mb * mb + c)
+    sim = (m * mb).mul_(2).add_(c)
+    sim.div_(m2.addcmul_(mb, mb).add_(c))
     blur = 1 - sim.mean(dim=-1)
 
     m_abs = m.abs().reshape(*m.shape[:-1], block, block)
