@@ -40,6 +40,51 @@ class ModelConfig:
     width: int = 32
 
 
+def channel_sums(t: torch.Tensor) -> torch.Tensor:
+    """Per-channel sums ``(N, C)`` in float32 of an ``(N, C, H, W)`` map.
+
+    On the CPU ``t.sum(dtype=float32)`` (and ``mean``) of a bf16 map first casts all of it
+    to a float32 copy (a 512x512 node: 12-15 ms for the cast, 0.2-0.4 ms summed in bf16).
+    There each image row is summed in bf16 (accumulated in float32 inside the kernel,
+    rounded once per row), then the rows in float32: relative error ~1e-4, far below that
+    of the bf16 map itself. Exit 5 at 512x512, bf16, 2 threads, min of 10 interleaved
+    runs: 196 -> 159 ms; the output moved by at most 7e-4 (78.6 dB between the two).
+    """
+    if t.dtype == torch.float32 or t.device.type != "cpu":
+        return t.sum(dim=(2, 3), dtype=torch.float32)
+    return t.permute(0, 2, 3, 1).sum(dim=2).float().sum(dim=1)
+
+
+class _ChannelMean(torch.autograd.Function):
+    """``channel_sums(x) / (H * W)``, whose backward hands back ``grad / (H * W)``
+    broadcast (a stride-0 view) instead of a full-size tensor.
+
+    In a bf16 CPU training step (batch 32 of 64 px) the ECA pooling of the concatenated
+    node inputs through ``mean`` cost a float32 copy of each input in the forward and a
+    full-size division in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        n, c, h, w = x.shape
+        ctx.shape, ctx.dtype = (n, c, h, w), x.dtype
+        return channel_sums(x) / (h * w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        n, c, h, w = ctx.shape
+        return (grad / (h * w)).to(ctx.dtype)[:, :, None, None].expand(n, c, h, w)
+
+
+def channel_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel means ``(N, C)`` in float32 of ``x``: :class:`_ChannelMean` where a
+    backward may follow or the map is not float32, else plain ``mean`` (which a traced
+    export keeps as one op for any input size)."""
+    if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
+        return x.mean(dim=(2, 3))
+    return _ChannelMean.apply(x)
+
+
 class ECA(nn.Module):
     """Efficient channel attention (Wang et al., CVPR 2020).
 
@@ -53,7 +98,7 @@ class ECA(nn.Module):
 
     def gate(self, x: torch.Tensor, stats: EcaStats | None = None, key: str = "") -> torch.Tensor:
         """The per-image channel gate ``(N, C)`` for ``x``."""
-        pooled = x.mean(dim=(2, 3))  # (N, C)
+        pooled = channel_mean(x)  # (N, C), float32
         if stats is not None:
             pooled = stats.exchange(key, pooled)
         return torch.sigmoid(self.conv(pooled.unsqueeze(1))).squeeze(1)

@@ -27,6 +27,7 @@ from rbqe.model import (
     EcaStats,
     ModelConfig,
     RBQENet,
+    channel_mean,
     count_parameters,
     gmacs_per_exit,
 )
@@ -164,6 +165,27 @@ def test_training_forward_backward_still_works(net):
     loss = sum(o.square().mean() for o in outs)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channel_mean_and_its_gradient_match_mean(dtype):
+    # The ECA pooling's own mean: float32 out whatever the map's dtype, and the gradient
+    # of plain mean (given back as a broadcast view rather than a full tensor).
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 8, 32, 48, generator=g).to(dtype).to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref_x = x.detach().double().requires_grad_(True)
+    weights = torch.rand(2, 8, generator=g, dtype=torch.float64)
+    got = channel_mean(x)
+    ref = ref_x.mean(dim=(2, 3))
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.double(), ref, rtol=1e-3 if dtype == torch.bfloat16 else 1e-6)
+    (got.double() * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert x.grad is not None and x.grad.dtype == dtype and x.grad.shape == x.shape
+    assert torch.allclose(x.grad.double(), ref_x.grad, rtol=1e-2, atol=0)
+    with torch.no_grad():  # inference in float32: plain mean, as a traced export keeps it
+        assert torch.equal(channel_mean(x.detach().float()), x.detach().float().mean(dim=(2, 3)))
 
 
 def test_saved_weights_load_bit_exactly(net, tmp_path):
