@@ -11,7 +11,15 @@ from torch import nn
 
 from rbqe.bands import row_bands
 from rbqe.heap import reuse_freed_memory
-from rbqe.model import NUM_EXITS, EcaStats, ProgressiveRun, RBQENet, UpBlock, channel_sums
+from rbqe.model import (
+    NUM_EXITS,
+    EcaStats,
+    ProgressiveRun,
+    RBQENet,
+    UpBlock,
+    channel_mean,
+    channel_sums,
+)
 
 # Measured on the 2-core dev box, one thread, CPU time, 512x512, random width-32 weights
 # (benchmarks/bench_engine.py has the whole-network figures). All five exits: plain NCHW
@@ -169,8 +177,7 @@ class FastProgressiveRun(ProgressiveRun):
     def _mean(self, i: int, c: int) -> torch.Tensor:
         m = self.means.get((i, c))
         if m is None:
-            node = self.nodes[i, c]
-            m = self.means[i, c] = channel_sums(node) / (node.shape[2] * node.shape[3])
+            m = self.means[i, c] = channel_mean(self.nodes[i, c])
         return m
 
     @staticmethod
@@ -201,7 +208,7 @@ class FastProgressiveRun(ProgressiveRun):
         # freed memory is reused (rbqe.heap).
         up = transpose(lower, t_w, t_b, list(t.padding), list(t.output_padding),
                        list(t.stride), list(t.dilation), t.groups, "relu", [], None)
-        up_mean = channel_sums(up) / (h * w)
+        up_mean = channel_mean(up)
         pooled = torch.cat([*(self._mean(i, c) for c in range(j)), up_mean], 1)
         if self.stats is not None:
             pooled = self.stats.exchange(f"{i}_{j}", pooled)
