@@ -9,11 +9,11 @@ from PySide6.QtCore import QSize
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu
 
+from rbqe.arch import NUM_EXITS
 from rbqe_studio.compare_panel import ComparePanel
 from rbqe_studio.exits import INPUT
 from rbqe_studio.queue_panel import QueuePanel
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE
-from rbqe.arch import NUM_EXITS
 
 Key = str | QKeySequence.StandardKey
 Command = Callable[[], object]

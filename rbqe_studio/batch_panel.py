@@ -25,12 +25,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe.batch import BatchOptions
+from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
 from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
-from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
 from rbqe_studio.worker import WorkerHost
-from rbqe.batch import BatchOptions
 
 EngineChoice = Callable[[], tuple[EngineSpec, PolicyChoice]]
 

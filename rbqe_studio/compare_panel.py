@@ -19,12 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe.arch import NUM_EXITS
+from rbqe.engine import ExitResult
 from rbqe_studio.convert import Picture
 from rbqe_studio.exits import INPUT, ExitStrip
 from rbqe_studio.jobs import ViewData
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
-from rbqe.arch import NUM_EXITS
-from rbqe.engine import ExitResult
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, NUM_EXITS + 1)]
 

@@ -51,7 +51,7 @@ def to_qimage(pixels: np.ndarray) -> QImage:
     band = max(1, (1 << 22) // max(1, w * c))
     for y0 in range(0, h, band):
         u8 = to_uint8(arr[y0 : y0 + band]) if arr.dtype != np.uint8 else arr[y0 : y0 + band]
-        for dst, src in zip(color_at, order):
+        for dst, src in zip(color_at, order, strict=True):
             bgra[y0 : y0 + band, :, dst] = u8[..., src]
     bgra[..., alpha_at] = 255
     return image

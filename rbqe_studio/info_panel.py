@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 
 from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
-from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
 from rbqe_studio.jobs import ViewData
+from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
 
 
 def _section(title: str) -> QLabel:

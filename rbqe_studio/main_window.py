@@ -30,6 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rbqe.errors import RBQEError
+from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
+from rbqe.model import NUM_EXITS
 from rbqe_studio import dialogs
 from rbqe_studio import settings as settings_mod
 from rbqe_studio.actions import Commands, build_actions
@@ -47,9 +50,6 @@ from rbqe_studio.settings_panel import SettingsPanel
 from rbqe_studio.state import FAILED, QueueItem, elide_middle, fmt_ms
 from rbqe_studio.window_state import Layout, restore_window, save_window, weights_problem
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
-from rbqe.errors import RBQEError
-from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
-from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
 SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")

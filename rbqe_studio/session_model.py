@@ -218,7 +218,7 @@ class SessionModel:
             return []
         if not view.can_rechoose:
             return self.reprocess_current()
-        for gen, old in list(self._aux.items()):
+        for old in list(self._aux.values()):
             if isinstance(old, RechooseJob) and old.view is view:
                 old.cancel.set()  # the newest choice wins; its job runs after this one
         self._make_room()

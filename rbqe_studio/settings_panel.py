@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rbqe_studio.settings import AppSettings
 from rbqe.arch import NUM_EXITS
+from rbqe_studio.settings import AppSettings
 
 
 def cuda_devices() -> list[tuple[str, str]]:

@@ -67,10 +67,10 @@ def test_chained_stages_equal_the_progressive_run(net, fixed):
             out = Stage(net, k, fixed)(x, *(nodes[n] for n in io.nodes_in), *extra)
             assert torch.equal(out[0], ref[k - 1])
             n = len(io.nodes_out)
-            nodes.update(zip(io.nodes_out, out[1 : 1 + n]))
+            nodes.update(zip(io.nodes_out, out[1 : 1 + n], strict=True))
             if not fixed:  # record stages return the pooled means the run recorded
                 assert len(out) == 1 + n + len(io.eca)
-                for key, pooled in zip(io.eca, out[1 + n :]):
+                for key, pooled in zip(io.eca, out[1 + n :], strict=True):
                     torch.testing.assert_close(pooled, means[key], rtol=0, atol=1e-7)
 
 
@@ -242,7 +242,7 @@ def test_openvino_f32_matches_torch_fp32(net, make_jpeg, size):
     ov_enh = Enhancer(net=net, device="cpu", tile=0, backend="openvino", precision="f32")
     assert ov_enh.backend.name == "openvino" and ov_enh.backend.precision == "f32"
     got = ov_enh.enhance(img, "all")
-    for a, b in zip(ref.exits, got.exits):
+    for a, b in zip(ref.exits, got.exits, strict=True):
         assert np.abs(a.image - b.image).max() <= 1e-4
         assert a.score == pytest.approx(b.score, abs=1e-5)
     assert got.chosen == ref.chosen
@@ -262,7 +262,7 @@ def test_openvino_continues_from_a_kept_session(net, gray_jpeg):
     first = enh.enhance(gray_jpeg, 2, keep_session=True)
     enh.continue_exits(first)
     assert [e.exit for e in first.exits] == [1, 2, 3, 4, 5]
-    for a, b in zip(first.exits, whole.exits):
+    for a, b in zip(first.exits, whole.exits, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
 
 
@@ -326,7 +326,7 @@ def test_bf16_is_close_to_fp32_where_the_cpu_has_it(net, gray_jpeg):
     ref = Enhancer(net=net, device="cpu", tile=0, backend="torch").enhance(gray_jpeg, "all")
     got = Enhancer(net=net, device="cpu", tile=0, backend="openvino",
                    precision="bf16").enhance(gray_jpeg, "all")
-    for a, b in zip(ref.exits, got.exits):
+    for a, b in zip(ref.exits, got.exits, strict=True):
         assert psnr(a.image, b.image) >= 50
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import run_cli
 from PIL import Image
 
-from clirun import run_cli
 from rbqe.backends import openvino_installed
 from rbqe.batch import BatchOptions
 from rbqe.io import OUTPUT_LOG

@@ -97,7 +97,7 @@ def test_all_gives_five_exits_identical_to_forced(net, gray):
     every = e.enhance(gray, "all")
     assert [x.exit for x in every.exits] == [1, 2, 3, 4, 5]
     forced = e.enhance(gray, 3)
-    for a, b in zip(every.exits[:3], forced.exits):
+    for a, b in zip(every.exits[:3], forced.exits, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         assert a.score == b.score
 
@@ -126,7 +126,7 @@ def test_continue_after_auto_reuses_cached_state(net, gray, monkeypatch):
     assert res.chosen == 1  # continuing adds exits; the auto choice stands
 
     every = e.enhance(gray, "all")
-    for a, b in zip(res.exits, every.exits):
+    for a, b in zip(res.exits, every.exits, strict=True):
         assert a.exit == b.exit
         np.testing.assert_array_equal(a.image, b.image)
         assert a.score == pytest.approx(b.score, abs=1e-7)
@@ -410,7 +410,7 @@ def test_plain_path_on_other_devices_is_the_module_path(net, gray, monkeypatch):
     monkeypatch.setattr(ProgressiveRun, "__init__", spy)
     plain = e.enhance(gray, 5)
     assert started == [ProgressiveRun]
-    for a, b in zip(fast.exits, plain.exits):
+    for a, b in zip(fast.exits, plain.exits, strict=True):
         np.testing.assert_allclose(a.image, b.image, atol=1e-5)
 
 
@@ -479,7 +479,7 @@ def test_tiled_result_is_the_same_in_bands(make_net, make_jpeg, monkeypatch, cha
     monkeypatch.setattr("rbqe.iqa.BAND_PIXELS", 700)
     many = enhancer(net, tile=128).enhance(img, "all")
     assert one.image.shape == (*img.shape[:2], 1 if gray_input else 3)
-    for a, b in zip(one.exits, many.exits):
+    for a, b in zip(one.exits, many.exits, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         assert b.score == pytest.approx(a.score, abs=1e-7)
 
@@ -539,7 +539,7 @@ def test_out_of_memory_untiled_switches_to_tiling(net, make_jpeg, monkeypatch):
     assert res.oom_retries == 1 and res.tiled and res.tile_size == MIN_TILE == 256
     assert not res.can_continue
     expected = enhancer(net, tile=256).enhance(img, "all")
-    for a, b in zip(res.exits, expected.exits):
+    for a, b in zip(res.exits, expected.exits, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
     assert res.chosen == expected.chosen
 

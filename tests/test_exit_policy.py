@@ -49,7 +49,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _signals(scores, change=(3.0, 1.0, 0.5, 0.2, 0.1)) -> list[ExitSignals]:
     return [ExitSignals(k + 1, s, change=c, eca=np.full(8, 0.1 * k))
-            for k, (s, c) in enumerate(zip(scores, change))]
+            for k, (s, c) in enumerate(zip(scores, change, strict=False))]
 
 
 def _gate(coef_on: str, weight: float, tau: float, min_exit: int = 1) -> ExitPolicy:

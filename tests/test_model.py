@@ -110,7 +110,7 @@ def test_progressive_equals_one_pass_and_reference(net):
             progressive.append(run.next_exit())
             assert run.exits_done == k
     assert len(one_pass) == len(progressive) == NUM_EXITS
-    for a, b, c in zip(one_pass, progressive, ref):
+    for a, b, c in zip(one_pass, progressive, ref, strict=True):
         assert a.shape == (2, 1, 64, 96)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         torch.testing.assert_close(a, c, rtol=0, atol=1e-6)
@@ -196,7 +196,7 @@ def test_saved_weights_load_bit_exactly(net, tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
-        for a, b in zip(net(x), loaded(x)):
+        for a, b in zip(net(x), loaded(x), strict=True):
             assert torch.equal(a, b)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from clirun import run_cli
 
-from rbqe_studio import launch
 from rbqe.weights import SHIPPED_MODELS, shipped_weights_dir
+from rbqe_studio import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -583,7 +583,7 @@ def test_each_bad_file_gives_exactly_one_line(weights, tmp_path: Path) -> None:
     lines = out.stderr.splitlines()
     assert lines[-1] == "rbqe: 0 enhanced, 0 skipped, 4 failed of 4"
     assert len(lines) == 5, out.stderr
-    for f, line in zip(files, lines):
+    for f, line in zip(files, lines[:-1], strict=True):
         assert line.startswith(f"rbqe: error: {f}: truncated or corrupt image data")
 
 

@@ -233,6 +233,7 @@ def _check_tiff(tags: Mapping[int, Any], size: int) -> str | None:
     if uncompressed and counts and sum(counts) < raw:
         return (f"truncated or corrupt image data (header declares {declared} but the file "
                 f"holds only {sum(counts)} bytes of pixel data)")
-    if any(o + c > size for o, c in zip(offsets, counts)):
+    # strict=False: a corrupt file's two tables may differ in length; judge the pairs.
+    if any(o + c > size for o, c in zip(offsets, counts, strict=False)):
         return "truncated or corrupt image data"  # a strip runs past the end of the file
     return None

@@ -9,12 +9,12 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
+from rbqe.engine import Enhancer
+from rbqe.errors import RBQEError
 from rbqe_studio.exits import INPUT
 from rbqe_studio.queue_panel import status_text
 from rbqe_studio.state import DONE, FAILED
 from rbqe_studio.viewer import SIDE, SPLIT, TOGGLE
-from rbqe.engine import Enhancer
-from rbqe.errors import RBQEError
 from tests.helpers import tiny_enhancer
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
