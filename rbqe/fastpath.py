@@ -6,6 +6,8 @@ row-striped oneDNN calls, in float32 or in bfloat16 where the CPU has native bf1
 
 from __future__ import annotations
 
+from typing import cast, overload
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from rbqe.model import (
     EcaStats,
     ProgressiveRun,
     RBQENet,
+    SeparableConv,
     UpBlock,
     channel_mean,
     channel_sums,
@@ -165,6 +168,11 @@ class FastProgressiveRun(ProgressiveRun):
         self.means: dict[tuple[int, int], torch.Tensor] = {}
         self._casts: dict[int, torch.Tensor] = {}
 
+    @overload
+    def _p(self, t: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def _p(self, t: None) -> None: ...
+
     def _p(self, t: torch.Tensor | None) -> torch.Tensor | None:
         """Parameter ``t`` in the run's dtype, cast once per run."""
         if t is None or t.dtype == self.dtype:
@@ -213,10 +221,11 @@ class FastProgressiveRun(ProgressiveRun):
         if self.stats is not None:
             pooled = self.stats.exchange(f"{i}_{j}", pooled)
         gate = torch.sigmoid(block.eca.conv(pooled.unsqueeze(1))).reshape(-1)
-        dw, pw = block.conv1[0], block.conv1[1]
+        dw, pw = block.conv1.depthwise, block.conv1.pointwise
         dw_w = (dw.weight * gate[:, None, None, None]).to(self.dtype)
         dw_b, pw_w, pw_b = self._p(dw.bias), self._p(pw.weight), self._p(pw.bias)
-        c2_dw, c2_pw = block.conv2[0], block.conv2[1]
+        assert dw_b is not None  # SeparableConv's convs have biases
+        c2_dw, c2_pw = block.conv2.depthwise, block.conv2.pointwise
         c2 = [self._p(t) for t in (c2_dw.weight, c2_dw.bias, c2_pw.weight, c2_pw.bias)]
         skips = [self.nodes[i, c] for c in range(j)]
         width = lower.shape[1]
@@ -232,6 +241,7 @@ class FastProgressiveRun(ProgressiveRun):
                 sl = slice(n * width, (n + 1) * width)
                 d = _conv(part, dw, False, dw_w[sl], dw_b[sl], rows=(a0 == 0, a1 == h))
                 acc = _conv(d, pw, n == j, pw_w[:, sl], pw_b if acc is None else None, add=acc)
+            assert acc is not None  # parts holds at least up
             acc = _crop_rows(acc, _rows_out(a0, a1, h), max(0, r0 - 1), min(h, r1 + 1))
             d = _conv(acc, c2_dw, False, c2[0], c2[1], rows=(r0 == 0, r1 == h))
             d = _crop_rows(d, _rows_out(max(0, r0 - 1), min(h, r1 + 1), h), r0, r1)
@@ -247,21 +257,22 @@ class FastProgressiveRun(ProgressiveRun):
         return out
 
     def _output(self, k: int) -> torch.Tensor:
-        head = self.net.heads[k - 1]
+        head = cast(SeparableConv, self.net.heads[k - 1])
+        dw, pw = head.depthwise, head.pointwise
         node = self.nodes[0, k]
-        x = self.x[:, : head[1].out_channels]
+        x = self.x[:, : pw.out_channels]
         if not x.is_contiguous(memory_format=torch.channels_last):  # in_channels > out
             x = x.contiguous(memory_format=torch.channels_last)
         _, _, h, w = node.shape
         stripes = self._stripes(h, w)
         if len(stripes) == 1:
-            return self._add_residual(head[1], self._head_dw(head[0], node), x)
+            return self._add_residual(pw, self._head_dw(dw, node), x)
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
         for r0, r1 in stripes:
             a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-            d = self._head_dw(head[0], node[:, :, a0:a1], rows=(a0 == 0, a1 == h))
+            d = self._head_dw(dw, node[:, :, a0:a1], rows=(a0 == 0, a1 == h))
             d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
-            out[:, :, r0:r1] = self._add_residual(head[1], d, x[:, :, r0:r1])
+            out[:, :, r0:r1] = self._add_residual(pw, d, x[:, :, r0:r1])
         return out
 
     def _head_dw(self, conv: nn.Conv2d, node: torch.Tensor,

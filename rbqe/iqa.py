@@ -34,6 +34,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import numpy as np
 import torch
@@ -262,7 +263,8 @@ class _BlockSums:
     """
 
     def __init__(self) -> None:
-        self.blockiness = self.smooth = self.blur = self.textured = 0
+        # The int 0 until the first band is added (0 + its sums is its sums): tensors from then on.
+        self.blockiness = self.smooth = self.blur = self.textured = cast(torch.Tensor, 0)
         self.device = torch.device("cpu")
 
     def add(self, rows: torch.Tensor, block: int) -> None:

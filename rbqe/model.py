@@ -17,6 +17,7 @@ Contract: input ``(N, C, H, W)`` in ``[0, 1]`` with ``H`` and ``W`` multiples of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,15 @@ class SeparableConv(nn.Sequential):
             nn.Conv2d(cin, cout, 1),
         )
 
+    # Typed views of the two convs (indexing a Sequential is typed Module).
+    @property
+    def depthwise(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self[0])
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        return cast(nn.Conv2d, self[1])
+
 
 class InBlock(nn.Sequential):
     def __init__(self, cin: int, width: int) -> None:
@@ -197,7 +207,8 @@ def _gated_separable(conv: SeparableConv, x: torch.Tensor, gate: torch.Tensor) -
     backward over the concatenated skips were 15 % of the time (measured with
     torch.profiler, batch 10 at 96 px); the matmul also replaces the 1x1 conv.
     """
-    dw, pw = conv[0], conv[1]
+    dw, pw = conv.depthwise, conv.pointwise
+    assert dw.bias is not None and pw.bias is not None  # SeparableConv's convs have biases
     n, c, h, w = x.shape
     z = F.conv2d(x, dw.weight, None, padding=1, groups=c)
     weight = pw.weight[:, :, 0, 0]  # (Cout, Cin)
@@ -243,7 +254,7 @@ class RBQENet(nn.Module):
                     nn.init.zeros_(m.bias)
         with torch.no_grad():
             for head in self.heads:
-                head[1].weight.mul_(0.1)
+                cast(SeparableConv, head).pointwise.weight.mul_(0.1)
 
     def start(
         self, x: torch.Tensor, stats: EcaStats | None = None, *, fast: bool = False,
@@ -303,7 +314,7 @@ class ProgressiveRun:
         net, nodes = self.net, self.nodes
         if k == 1:
             nodes[0, 0] = self._block(net.inc, self.x)
-        nodes[k, 0] = self._block(net.down[k - 1], nodes[k - 1, 0])
+        nodes[k, 0] = self._block(cast(DownBlock, net.down[k - 1]), nodes[k - 1, 0])
         for j in range(1, k + 1):
             nodes[k - j, j] = self._up_node(k - j, j)
             if k == NUM_EXITS:
@@ -352,7 +363,8 @@ def gmacs_per_exit(net: RBQENet, height: int = 512, width: int = 512) -> list[fl
     per_px = [0.0] * NUM_EXITS  # MACs per input pixel added by each exit
     per_px[0] = _macs_per_px(net.inc, 0)
     for k in range(1, NUM_EXITS + 1):
-        down = list(net.down[k - 1])  # X[k-1][0] -> X[k][0]: 2 convs at scale k-1, 1 stride-2
+        # X[k-1][0] -> X[k][0]: 2 convs at scale k-1, 1 stride-2
+        down = list(cast(DownBlock, net.down[k - 1]))
         per_px[k - 1] += _macs_per_px(down[:-2], k - 1) + _macs_per_px(down[-2:], k)
         for j in range(1, k + 1):
             per_px[k - 1] += _macs_per_px(net.up[f"{k - j}_{j}"], k - j)

@@ -88,7 +88,8 @@ def _write_png_stream(fh: IO[bytes], pixels: _OutputPixels, chunks: list[bytes])
         if pixels.depth == 16:
             ints = ints.astype(">u2")  # PNG stores 16-bit samples big-endian
         raw = np.ascontiguousarray(ints).view(np.uint8).reshape(r1 - r0, width * bpp)
-        data = deflate.compress(_png_filter(raw, prior, bpp))
+        # ndarray is a buffer; numpy's stubs declare __buffer__ only for Python >= 3.12
+        data = deflate.compress(_png_filter(raw, prior, bpp))  # type: ignore[arg-type]
         if data:
             fh.write(_png_chunk(b"IDAT", data))
         prior = raw[-1]

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -36,6 +36,9 @@ from rbqe.io.jpeg_data import jpeg_data_ends_early
 from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
+
+if TYPE_CHECKING:
+    from PIL.JpegImagePlugin import JpegImageFile
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
@@ -455,6 +458,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
 
 def _quant_tables(im: Image.Image) -> dict[int, tuple[int, ...]] | None:
     try:
-        return {int(k): tuple(int(v) for v in t) for k, t in im.quantization.items()}
+        tables = cast("JpegImageFile", im).quantization  # other formats: AttributeError
+        return {int(k): tuple(int(v) for v in t) for k, t in tables.items()}
     except (AttributeError, TypeError, ValueError):
         return None

@@ -176,9 +176,9 @@ def _train(args: argparse.Namespace) -> int:
     given = {"train_dirs": args.data, "val_dirs": args.val}
     given.update({k: getattr(args, k) for k in _RECIPE if hasattr(args, k)})
     stored = stored_config(args.out)
-    recipe = {}
+    recipe: dict[str, Any] = {}
     for key, default in _RECIPE.items():
-        value = given.get(key)
+        value: Any = given.get(key)
         if value is None:
             value = stored.get(key, default)
         if value is not None:

@@ -63,9 +63,9 @@ def _jpeg_encode(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _jpeg_decode(buf: np.ndarray, colour: bool) -> np.ndarray:
-    if colour:
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    assert img is not None  # buf is what libjpeg just encoded
+    return img[..., ::-1] if colour else img
 
 
 def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -78,7 +78,10 @@ def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
         raise ValueError(f"{path}: cannot read image")
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     if gray or (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
-        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), False
+        gray_img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray_img is None:  # read in colour a moment ago: changed or gone since
+            raise ValueError(f"{path}: cannot read image")
+        return gray_img, False
     return rgb, True
 
 
@@ -133,7 +136,7 @@ def summarize(records: Sequence[Record], threshold: float | None,
             m["gmacs"] = float(np.mean([r.gmacs[e] for r in rs]))
             entry["exits"][str(e + 1)] = _round(_with_gains(m, base))
         chosen = [auto_exit(r.scores, threshold, min_exit) if threshold is not None
-                  else r.chosen for r in rs]
+                  else cast(int, r.chosen) for r in rs]
         walked = list(zip(rs, chosen, strict=True))
         m = {k: _mean([r.exits[c - 1].get(k) for r, c in walked]) for k in keys}
         m["gmacs"] = float(np.mean([r.gmacs[c - 1] for r, c in walked]))

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -168,6 +170,10 @@ def _ema_model(net: RBQENet, decay: float) -> torch.optim.swa_utils.AveragedMode
     return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=avg, use_buffers=True)
 
 
+def _ema_net(avg: torch.optim.swa_utils.AveragedModel) -> RBQENet:
+    return cast(RBQENet, avg.module)  # the copy of the net that _ema_model averages
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, images: list[np.ndarray] | None = None) -> None:
         self.cfg = cfg
@@ -189,7 +195,8 @@ class Trainer:
             self._init_from(Path(cfg.init_weights))
         self.net = self.net.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.net = self.net.to(memory_format=self.memory_format)
+        # Module.to takes memory_format at runtime; torch's overloads leave it out
+        self.net = self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
@@ -318,7 +325,7 @@ class Trainer:
     @property
     def eval_net(self) -> RBQENet:
         """The weights to validate and export: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else self.net
+        return _ema_net(self.ema) if self.ema is not None else self.net
 
     # -- validation --------------------------------------------------------------------
     def _load_val(self) -> list[np.ndarray]:
@@ -370,9 +377,9 @@ class Trainer:
         meta = {"step": str(self.step), "patches": str(self.patches)}
         save_weights(self.net, self.out / "last.safetensors", extra=meta)
         if self.ema is not None:
-            save_weights(self.ema.module, self.out / "ema.safetensors", extra=meta)
+            save_weights(_ema_net(self.ema), self.out / "ema.safetensors", extra=meta)
         if self.ema_slow is not None:
-            save_weights(self.ema_slow.module, self.out / "ema_slow.safetensors", extra=meta)
+            save_weights(_ema_net(self.ema_slow), self.out / "ema_slow.safetensors", extra=meta)
 
     def _loop(self, on_line: Callable[[str], None] | None) -> None:
         cfg = self.cfg
@@ -439,7 +446,7 @@ class Trainer:
             if self.ema is not None and loss is not None:  # what the EMA buys (none at start)
                 entry["val_gain_db_raw"] = self.validate(self.net)
             if self.ema_slow is not None and loss is not None:
-                entry["val_gain_db_slow"] = self.validate(self.ema_slow.module)
+                entry["val_gain_db_slow"] = self.validate(_ema_net(self.ema_slow))
         finally:
             torch.set_num_threads(threads)
         entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
@@ -506,7 +513,8 @@ class _stop_on_sigterm:
     background run or a timed-out GPU job still leaves its checkpoint and weights)."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer, self.previous = trainer, None
+        self.trainer = trainer
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
