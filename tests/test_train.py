@@ -275,11 +275,11 @@ def test_cli_resume_takes_the_recipe_from_the_state(
                  "--lr", "3e-4", "--steps", "2"]) == 0  # RGB, the shipped model, by default
     assert stored_config(out)["exit_weighting"] == "paper"
     assert main([*args, "--steps", "4", "--exit-weighting", "balanced",
-                 "--relative-exits", "2"]) == 0  # no --data...
+                 "--relative-exits", "2", "--relative-cap", "4"]) == 0  # no --data...
     assert main([*args, "--steps", "5"]) == 0
     stored = stored_config(out)
     assert stored["step"] == 5 and stored["exit_weighting"] == "balanced"
-    assert stored["relative_exits"] == 2
+    assert (stored["relative_exits"], stored["relative_cap"]) == (2, 4.0)
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
 
@@ -342,6 +342,31 @@ def test_relative_weights_follow_the_loss_in_use() -> None:
     assert float(w[2] / w[1]) == pytest.approx(float(charbonnier(x[1:2], y[1:2]) / edge), rel=1e-4)
 
 
+def test_a_relative_cap_bounds_the_largest_weight() -> None:
+    y = torch.rand(6, 3, 8, 8)
+    # Five heavy JPEGs and one light one, which alone takes most of the uncapped weight.
+    err = torch.tensor([0.1, 0.1, 0.08, 0.08, 0.05, 0.005])
+    x = y + err[:, None, None, None]
+    free, capped = relative_weights(x, y), relative_weights(x, y, cap=2.0)
+    assert float(free[5] / free.sum()) > 0.9
+    assert float(capped.mean()) == pytest.approx(1.0)
+    # Clipped at 2 then scaled back to mean 1: the light patch's share falls to
+    # 2 / (2 + the others' sum); the others keep their ratios to one another.
+    others = free[:5]
+    assert float(capped[5] / capped.sum()) == pytest.approx(2.0 / (2.0 + float(others.sum())),
+                                                           rel=1e-5)
+    assert torch.allclose(capped[:5] / capped[0], others / others[0])
+    assert torch.equal(relative_weights(x, y, cap=0.0), free)  # 0: off
+    # A cap above every weight changes nothing.
+    assert torch.allclose(relative_weights(x, y, cap=float(free.max()) + 1), free)
+
+
+def test_a_relative_cap_below_one_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
+                 "--relative-cap", "0.5"]) == 2
+    assert "--relative-cap must be 0 (off) or >= 1" in capsys.readouterr().err
+
+
 def test_relative_exits_reweigh_only_the_early_exits(
         tmp_path: Path, images: list[np.ndarray]) -> None:
     batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
@@ -358,6 +383,14 @@ def test_relative_exits_reweigh_only_the_early_exits(
                     .sum(1).mean() / w.sum(1).mean()).item() for k in (0, 2)}
     assert tr.train_step(batch) == pytest.approx(expected[2], rel=1e-4)
     assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
+    # With a cap the trainer weighs by the capped weights.
+    cfg = _cfg(tmp_path / "capped", 1)
+    cfg.channels, cfg.relative_exits, cfg.relative_cap = 3, 2, 1.5
+    capped = relative_weights(x, y, cap=1.5)
+    assert not torch.allclose(capped, rel)
+    want = ((torch.cat([per_exit[:, :2] * capped[:, None], per_exit[:, 2:]], 1) * w)
+            .sum(1).mean() / w.sum(1).mean()).item()
+    assert Trainer(cfg, images).train_step(batch) == pytest.approx(want, rel=1e-4)
 
 
 def test_relative_late_power_reweighs_the_later_exits(

@@ -80,6 +80,9 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--relative-late-power", type=float, metavar="P",
                    help="the exits after N weigh each patch by that relative weight to the "
                         "power P (mean 1): 0 plain MSE (default), 1 as exits 1..N do")
+    t.add_argument("--relative-cap", type=float, metavar="C",
+                   help="no relative weight above C times the batch's mean (then scaled "
+                        "back to mean 1); default 0: no cap")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -167,7 +170,8 @@ _RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "lo
            "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
-           "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0}
+           "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0,
+           "relative_cap": 0.0}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -192,6 +196,9 @@ def _train(args: argparse.Namespace) -> int:
     if recipe.get("relative_late_power", 0.0) < 0:
         raise UsageError("rbqe train: --relative-late-power must be >= 0, got "
                          f"{recipe['relative_late_power']}")
+    cap = recipe.get("relative_cap", 0.0)
+    if cap != 0 and cap < 1:  # the weights average 1: a cap below that flattens them all
+        raise UsageError(f"rbqe train: --relative-cap must be 0 (off) or >= 1, got {cap}")
     for name in ("light_share", "gray_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:

@@ -103,6 +103,9 @@ class TrainConfig:
     # this power (1: as exits 1..N do; 0: plain MSE). Between the two, light JPEGs count
     # more without heavy ones counting much less.
     relative_late_power: float = 0.0
+    # > 0: no relative weight above this many times the batch's mean (then scaled back to
+    # mean 1), so that one light JPEG cannot carry most of the early exits' loss.
+    relative_cap: float = 0.0
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -126,7 +129,8 @@ RELATIVE_FLOOR = (1.0 / 255.0) ** 2
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) -> torch.Tensor:
+def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
+                     cap: float = 0.0) -> torch.Tensor:
     """``(B,)`` per-patch weights proportional to 1 / the input's own loss, mean 1.
 
     Under plain MSE a QF 95 patch, whose input is already within ~1/255 of its target,
@@ -135,11 +139,19 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse) ->
     MSE, about 1 / mean |error| under Charbonnier) makes each patch count by its relative
     error, as PSNR gain does. The weights average 1 over the batch, so a batch whose
     inputs all have the same error is weighed as before.
+
+    ``cap`` > 0 clips the weights at ``cap`` (after the first scaling to mean 1) and
+    scales them back to mean 1: in a batch of 32 at the recipe's quality mix the largest
+    weight alone otherwise carries a median 21 % of the early exits' loss (p90 39 %).
     """
     edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5, device=x.device)
     floor = float(loss_fn(edge, torch.zeros_like(edge)))  # the loss of a 48 dB input
     inv = 1.0 / loss_fn(x, y).detach().clamp_min(floor)
-    return inv / inv.mean()
+    w = inv / inv.mean()
+    if cap > 0:
+        w = w.clamp_max(cap)
+        w = w / w.mean()
+    return w
 
 
 WARMUP_STEPS = 50
@@ -294,7 +306,7 @@ class Trainer:
         # weights' alone: the relative weights average 1.
         norm = len(x) * w.sum(1).mean()
         if k or late_power:
-            rel = relative_weights(x, y, loss_fn)[:, None]
+            rel = relative_weights(x, y, loss_fn, self.cfg.relative_cap)[:, None]
             late = rel ** late_power  # (1/loss) ** p, up to a constant
             w = torch.cat([w[:, :k] * rel, w[:, k:] * (late / late.mean())], dim=1)
         mine = slice(self.rank * len(x) // self.world, (self.rank + 1) * len(x) // self.world)
