@@ -3,13 +3,14 @@ seeded per step): quick-val differences, branch minus main line, EMA weights.
 
     python docs/train/relative_cap/compare.py MAIN_LOG.jsonl BRANCH_LOG.jsonl [FROM_STEP]
 """
-import json
 import sys
+from pathlib import Path
+
+from rbqe.train.curve import read_log
 
 
 def validations(path: str) -> dict[int, dict]:
-    rows = (json.loads(line) for line in open(path))
-    return {r["step"]: r for r in rows if "val_gain_db" in r}
+    return {r["step"]: r for r in read_log(Path(path)) if "val_gain_db" in r}
 
 
 main, branch = validations(sys.argv[1]), validations(sys.argv[2])
