@@ -1,15 +1,16 @@
-"""Pack the training photos (and all val photos) for a GPU session: under 64 MiB.
+"""Pack training photos (and the quick-val photos) for a GPU session, sized to what travels.
 
     python scripts/pack_gpu_data.py [--src ../shared/datasets] [--out runs/gpu_data]
-                                    [--quality 90] [--val-images 8]
+                                    [--quality 90] [--val-images 8] [--max-mib M]
 
 Only the project's working tree travels to a lent GPU machine, 64 MiB in all with the
-repository (about 11 MiB), so the photos go as JPEG with 4:4:4 chroma: the BSDS500
-files (already q95) are copied byte for byte, the PNG and q97 Debian photos re-saved at
-``--quality`` (90 packs train + 8 val photos into ~48 MiB; 95 needs ~58 MiB). The
-originals carry mild compression already (see the datasets' README); q90 4:4:4 adds far
-less than the QF 10-95 artefacts the network learns to remove. The full val evaluation
-runs where the photos are, on the weights the session brings back. ``runs/`` is ignored by
+repository's tracked files (about 33 MiB in 2026-12, the training checkpoint included), so
+the photos go as JPEG with 4:4:4 chroma. The PNG and q97 Debian photos are re-saved at
+``--quality`` (q90 4:4:4 adds far less than the QF 10-95 artefacts the network learns to
+remove; the originals carry mild compression already, see the datasets' README). BSDS500
+files (already q95) are copied byte for byte, as many as fit, spread evenly over the
+sorted list. ``--max-mib`` defaults to 64 MiB less the tracked files less 1 MiB. The full
+val evaluation runs here, on the weights the session brings back. ``runs/`` is ignored by
 git: the photos are carried (``run``'s ``carry``), never committed.
 """
 
@@ -17,27 +18,38 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from rbqe.io import is_image_file
+from rbqe.train.data import quick_val_pick
+
+MIB = 2**20
 
 
-def pack(src: Path, dst: Path, quality: int, limit: int = 0) -> int:
-    total = 0
-    paths = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p))
-    for path in paths[:limit] if limit else paths:
-        out = (dst / path.relative_to(src)).with_suffix(".jpg")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as img:
-            keep = img.format == "JPEG" and any(p.startswith("bsds500") for p in path.parts)
-            if keep:
-                shutil.copyfile(path, out)
-            else:
-                img.convert("RGB").save(out, quality=quality, subsampling=0)
-        total += out.stat().st_size
-    return total
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def resave(path: Path, out: Path, quality: int) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(path) as img:
+        img.convert("RGB").save(out.with_suffix(".jpg"), quality=quality, subsampling=0)
+    return out.with_suffix(".jpg").stat().st_size
+
+
+def copy(path: Path, out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, out)
+    return out.stat().st_size
+
+
+def tracked_bytes() -> int:
+    names = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True).stdout
+    return sum(Path(n).stat().st_size for n in names.decode().split("\0") if n and Path(n).exists())
 
 
 def main() -> None:
@@ -46,12 +58,36 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/gpu_data"))
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--val-images", type=int, default=8)
+    p.add_argument("--max-mib", type=float, default=0.0)
+    p.add_argument("--sources", nargs="+", default=[], metavar="NAME",
+                   help="only these train/ subfolders (default: all)")
     args = p.parse_args()
+    limit = int(args.max_mib * MIB) if args.max_mib else 64 * MIB - tracked_bytes() - MIB
     shutil.rmtree(args.out, ignore_errors=True)
-    size = (pack(args.src / "train", args.out / "train", args.quality)
-            + pack(args.src / "val" / "bsds500_val", args.out / "val", args.quality,
-                   args.val_images))
-    print(f"{args.out}: {size / 2**20:.1f} MiB")
+    train, val = args.src / "train", args.src / "val" / "bsds500_val"
+    # The photos the committed run's quick validation uses, so that its curve goes on.
+    vals = images(val)
+    size = sum(copy(vals[i], args.out / "val" / vals[i].name)
+               for i in quick_val_pick(len(vals), args.val_images))
+    bsds = [q for q in images(train) if q.relative_to(train).parts[0] == "bsds500"]
+    others = [q for q in images(train) if q not in bsds
+              and (not args.sources or q.relative_to(train).parts[0] in args.sources)]
+    if args.sources and "bsds500" not in args.sources:
+        bsds = []
+    size += sum(resave(q, args.out / "train" / q.relative_to(train), args.quality)
+                for q in others)
+    # BSDS500 last, evenly spread, until the limit: the other sources are the scarcer ones.
+    mean = sum(q.stat().st_size for q in bsds) / max(len(bsds), 1)
+    count = min(len(bsds), max(0, int((limit - size) / mean)))
+    kept = 0
+    for i in np.linspace(0, len(bsds) - 1, count).round().astype(int) if count else []:
+        nbytes = bsds[i].stat().st_size
+        if size + nbytes > limit:
+            break
+        size += copy(bsds[i], args.out / "train" / bsds[i].relative_to(train))
+        kept += 1
+    print(f"{args.out}: {size / MIB:.1f} MiB (limit {limit / MIB:.1f}); "
+          f"BSDS500 {kept}/{len(bsds)}, others re-saved at q{args.quality} 4:4:4")
 
 
 if __name__ == "__main__":

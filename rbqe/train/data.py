@@ -84,6 +84,13 @@ def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> lis
     return images
 
 
+def quick_val_pick(count: int, size: int) -> list[int]:
+    """Indices (sorted) of the ``size`` photos of ``count`` that quick validation uses: a
+    fixed draw, so that runs on other machines can carry the same few photos."""
+    pick = np.random.default_rng(1234).choice(count, size=min(size, count), replace=False)
+    return sorted(int(i) for i in pick)
+
+
 def sample_quality(rng: np.random.Generator, light_share: float = LIGHT_SHARE) -> int:
     lo, hi = LIGHT_QF if rng.random() < light_share else HEAVY_QF
     return int(rng.integers(lo, hi + 1))

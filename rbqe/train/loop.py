@@ -46,6 +46,7 @@ from rbqe.train.data import (
     exit_weights,
     jpeg_roundtrip,
     load_folder_images,
+    quick_val_pick,
     to_luma,
 )
 from rbqe.train.parallel import rank_and_world, train_parallel
@@ -344,10 +345,8 @@ class Trainer:
     # -- validation --------------------------------------------------------------------
     def _load_val(self) -> list[np.ndarray]:
         imgs = load_folder_images(self.cfg.val_dirs)
-        rng = np.random.default_rng(1234)
-        pick = rng.choice(len(imgs), size=min(self.cfg.val_images, len(imgs)), replace=False)
         out = []
-        for i in sorted(pick):
+        for i in quick_val_pick(len(imgs), self.cfg.val_images):
             img = imgs[i]
             h, w = img.shape[0] // MULTIPLE * MULTIPLE, img.shape[1] // MULTIPLE * MULTIPLE
             img = img[:h, :w]
