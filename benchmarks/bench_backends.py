@@ -16,9 +16,7 @@ Prints, in one run, on this machine's CPU:
 6. ``--full``: 12 MP images/min through ``Enhancer`` (exit auto, default tiling) per
    backend and precision, and under ``--backend auto`` (measured choice).
 
-With a CUDA device (``--gpu``, runs instead of 1-6): fp16 throughput in MP/s for exit 5
-and auto at 512x512 (batched, and through the engine) and at 12 MP tiled, the
-out-of-memory retry (forced: memory capped, a huge tile), then ``pytest -m gpu``.
+CUDA has its own script, ``benchmarks/bench_gpu.py``.
 
 Timing: best of ``--repeat`` interleaved runs after a warm-up; wall ms. Weights: the
 shipped RGB model unless ``--weights``.
@@ -27,7 +25,6 @@ Usage::
 
     python benchmarks/bench_backends.py --threads 2          # CPU, 512x512 (~2 min)
     python benchmarks/bench_backends.py --threads 2 --full   # + 2048x1536 and 12 MP
-    python benchmarks/bench_backends.py --gpu                # on a CUDA machine
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ import contextlib
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -359,83 +355,6 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
                   "(target >= 6)")
 
 
-# -- CUDA --------------------------------------------------------------------------------------
-def gpu(args: argparse.Namespace, net: RBQENet) -> None:
-    dev = torch.device("cuda")
-    print(f"CUDA: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
-    torch.backends.cudnn.benchmark = True
-    g = net.to(dev).to(memory_format=torch.channels_last).eval()
-    c = net.config.in_channels
-    weights = args.weights or PACKAGE_WEIGHTS
-
-    def sync() -> None:
-        torch.cuda.synchronize(dev)
-
-    for batch in (1, 8, 32):
-        x = as_input(photo(512, 512, c)).repeat(batch, 1, 1, 1).to(dev)
-        x = x.contiguous(memory_format=torch.channels_last)
-
-        @torch.inference_mode()
-        def exit5() -> None:
-            with torch.autocast("cuda", dtype=torch.float16):
-                run = g.start(x)
-                for _ in range(NUM_EXITS - 1):
-                    run.advance()
-                run.next_exit()
-            sync()
-
-        @torch.inference_mode()
-        def walk_all() -> None:  # auto's worst case: every exit computed and scored
-            with torch.autocast("cuda", dtype=torch.float16):
-                run = g.start(x)
-                for _ in range(NUM_EXITS):
-                    out = run.next_exit().float().clamp_(0, 1)
-                    iqa.score_torch(iqa.luma(out) if c == 3 else out)
-            sync()
-
-        t = best_of({"exit5": exit5, "all": walk_all}, args.repeat)
-        mp = batch * 512 * 512 / 1e6
-        print(f"512x512 batch {batch:>2} fp16: exit 5 {mp / t['exit5'] * 1000:8.1f} MP/s, "
-              f"all five + IQA {mp / t['all'] * 1000:8.1f} MP/s")
-
-    enh = Enhancer(weights, device="cuda")
-    img = photo(512, 512, 3)
-    for mode in ("auto", 5):
-        enh.enhance(img, mode)
-        t0 = time.perf_counter()
-        n = 20
-        for _ in range(n):
-            res = enh.enhance(img, mode)
-        s = time.perf_counter() - t0
-        print(f"engine 512x512 {mode}: {n * 0.262144 / s:.1f} MP/s (exit {res.chosen})")
-    twelve = photo(3000, 4000, 3)
-    for mode in ("auto", 5):
-        enh.enhance(twelve, mode)
-        t0 = time.perf_counter()
-        res = enh.enhance(twelve, mode)
-        s = time.perf_counter() - t0
-        print(f"engine 12 MP tiled {mode}: {12 / s:.1f} MP/s, {60 / s:.1f} images/min "
-              f"(exit {res.chosen}, {res.tiles} tiles of {res.tile_size}) (target auto >= 100 MP/s)")
-
-    # Out-of-memory retry, forced: memory capped to ~4 GB and one huge tile.
-    total = torch.cuda.get_device_properties(dev).total_memory
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 4 * 2**30 / total), dev)
-    try:
-        big = Enhancer(weights, device="cuda", tile=8192)
-        t0 = time.perf_counter()
-        res = big.enhance(twelve, 5)
-        print(f"OOM retry: {res.oom_retries} retries, tile {res.tile_size}, "
-              f"{time.perf_counter() - t0:.1f} s, exit {res.chosen}")
-    except Exception as exc:  # noqa: BLE001 - report, then go on to the tests
-        print(f"OOM retry FAILED: {type(exc).__name__}: {exc}")
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, dev)
-    print("\npytest -m gpu:")
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", str(ROOT / "tests")],
-                   check=False, cwd=ROOT)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="CPU threads, torch and OpenVINO")
@@ -445,7 +364,6 @@ def main() -> None:
                    help="only export the OpenVINO graphs into the cache, then stop")
     p.add_argument("--no-stages", dest="stages", action="store_false",
                    help="skip the per-exit table (a busy machine: the rest in less time)")
-    p.add_argument("--gpu", action="store_true", help="the CUDA benchmark instead")
     p.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -454,12 +372,7 @@ def main() -> None:
     print(f"bench_backends: {platform.processor() or platform.machine()}, {os.cpu_count()} "
           f"CPUs, torch {torch.__version__}, weights {args.weights or PACKAGE_WEIGHTS} "
           f"({net.config}); load average {load:.1f}")
-    if args.gpu:
-        if not torch.cuda.is_available():
-            sys.exit("--gpu: no CUDA device here")
-        gpu(args, net)
-    else:
-        cpu(args, net)
+    cpu(args, net)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ ripples, hard-edged shapes, grain) JPEG-compressed by OpenCV at QF 20 and read b
 1. Engine throughput (MP/s, pixels in to pixels out) at 512x512 for ``auto`` (and the exit
    auto chose) and exit 5. The engine takes one image per call, so also the network alone
    (no IQA, colour or copies) at batch 1, 8 and 32: to exit 5 and to auto's exit.
-2. Engine throughput on a 12 MP image (4000x3000), default tiling, auto and exit 5.
+2. Engine throughput on a 12 MP image (4000x3000), default tiling, auto and exit 5
+   (``--big-tiles 1024 2048 0``: at each of those tile sides, 0 = untiled).
 3. Peak CUDA memory (``torch.cuda.max_memory_allocated``) of each of those: of the timed
    calls, and of the first call (with cudnn's autotuning of new shapes).
 4. The out-of-memory retry on a 2048x1536 image run untiled: forced by capping the
@@ -249,6 +250,9 @@ def main() -> None:
     p.add_argument("--inner", type=int, default=0, help="calls per 512x512 sample (10; quick 1)")
     p.add_argument("--case-s", type=float, default=6.0,
                    help="stop repeating a figure after its samples took this long")
+    p.add_argument("--big-tiles", type=int, nargs="+", default=[], metavar="SIDE",
+                   help="tile sides to time the 12 MP image with (0 = untiled; default: "
+                        "the engine's default tile): how large a tile CUDA should default to")
     args = p.parse_args()
     logging.basicConfig(format="  (log) %(message)s", stream=sys.stdout)
     t_start = time.perf_counter()
@@ -288,10 +292,12 @@ def main() -> None:
         guarded("oom", lambda: oom_case(rep, args.weights, args.device, backend,
                                         jpeg_input(*oom_size, 20, tmp)[0]))
         big_img, big_prior = jpeg_input(*big, 20, tmp)
-        enh_big = enh if big_tile == enh.tile else Enhancer(
-            args.weights, device=args.device, backend=backend, tile=big_tile)
-        guarded("engine", lambda: engine_case(rep, enh_big, f"{big[1]}x{big[0]} tiled",
-                                              big_img, big_prior, args, 1))
+        for tile in args.big_tiles or [big_tile]:
+            enh_big = enh if tile == enh.tile else Enhancer(
+                args.weights, device=args.device, backend=backend, tile=tile)
+            label = f"{big[1]}x{big[0]} " + (f"tile {tile}" if tile else "untiled")
+            guarded("engine", lambda e=enh_big, label=label: engine_case(
+                rep, e, label, big_img, big_prior, args, 1))
 
     e = [r for r in rep.data["engine"] if "error" not in r]
     n = [r for r in rep.data["network"] if "error" not in r]
