@@ -35,13 +35,19 @@ if [ "$device" = cpu ]; then  # a rehearsal: the stored batch, one batch-maker
 else  # issue 10's CUDA levers: large batch and patches, bf16, many batch-making processes
     run_args=(--batch 256 --patch 128 --bf16 --workers 14 --val-every 500)
 fi
+# GPU load every 5 s beside training: whether the batch-makers keep the GPU busy.
+if command -v nvidia-smi > /dev/null; then
+    nvidia-smi dmon -s um -d 5 >> "$out/gpu.txt" 2>&1 &
+    dmon=$!
+fi
 rbqe train --out "$state" --device "$device" --data "$data/train" --val "$data/val" \
     --time-budget "$budget" --checkpoint-every 60 "${run_args[@]}" 2>&1 | tee "$out/train.log"
+[ -n "${dmon:-}" ] && kill "$dmon"
 # Flatten to the files that come back; the slow EMA and last weights are in the checkpoint.
 mv "$state/checkpoint.pt" "$state/train_log.jsonl" "$state/ema.safetensors" "$out/" && rm -rf "$state"
 
 quick=(); [ "$device" = cpu ] && quick=(--quick)
-timeout 150 "$py" benchmarks/bench_gpu.py --device "$device" "${quick[@]}" \
+timeout 150 "$py" benchmarks/bench_gpu.py --device "$device" "${quick[@]}" --big-tiles 1024 2048 0 \
     --json "$out/bench_gpu.json" > "$out/bench_gpu.log" 2>&1
 echo "bench_gpu exit $?" >> "$out/bench_gpu.log"
 if [ "$device" != cpu ]; then
