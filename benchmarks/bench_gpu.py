@@ -10,6 +10,8 @@ ripples, hard-edged shapes, grain) JPEG-compressed by OpenCV at QF 20 and read b
    (no IQA, colour or copies) at batch 1, 8 and 32: to exit 5 and to auto's exit.
 2. Engine throughput on a 12 MP image (4000x3000), default tiling, auto and exit 5
    (``--big-tiles 1024 2048 0``: at each of those tile sides, 0 = untiled).
+   Each engine row splits the last call's time into the network's stages, the assessor
+   and the rest (uploads, copies to the host, colour, finishing, blending).
 3. Peak CUDA memory (``torch.cuda.max_memory_allocated``) of each of those: of the timed
    calls, and of the first call (with cudnn's autotuning of new shapes).
 4. The out-of-memory retry on a 2048x1536 image run untiled: forced by capping the
@@ -160,8 +162,15 @@ def engine_case(rep: Report, enh: Enhancer, label: str, img: np.ndarray,
         res = last[-1]
         chosen = res.chosen if mode == "auto" else chosen
         hist = res.tile_exits.histogram if res.tile_exits else None
+        # Where the last call's time went: the network's stages, the assessor (and the
+        # policy's signals), and the rest (input upload, output copies to the host,
+        # colour and finishing, tiling's blend), from the engine's own timers.
+        net_ms = sum(e.time_ms for e in res.exits)
+        iqa_ms = sum(e.iqa_ms for e in res.exits)
+        split = {"net_ms": net_ms, "iqa_ms": iqa_ms,
+                 "other_ms": res.total_ms - net_ms - iqa_ms}
         rep.add("engine", {"case": label, "mode": mode, "exit": res.chosen, "tiles": res.tiles,
-                           "tile": res.tile_size, "tile_exits": hist, **t,
+                           "tile": res.tile_size, "tile_exits": hist, **t, **split,
                            "mp_s": mp / t["best_ms"] * 1000,
                            "mp_s_median": mp / t["median_ms"] * 1000})
     return chosen
@@ -304,9 +313,10 @@ def main() -> None:
     o = rep.data["oom"] or {}
     table(f"Engine, {meta['device_name']} {meta['precision']}, JPEG QF 20 input, per call",
           ["image", "mode", "exit", "tiles", "best ms", "median ms", "MP/s", "peak MB",
-           "1st call peak MB"],
+           "1st call peak MB", "net / IQA / other ms"],
           [[r["case"], r["mode"], r["exit"], r["tiles"], r["best_ms"], r["median_ms"],
-            r["mp_s"], r["peak_mb"] or "-", r["peak_first_mb"] or "-"] for r in e])
+            r["mp_s"], r["peak_mb"] or "-", r["peak_first_mb"] or "-",
+            f"{r['net_ms']:.1f} / {r['iqa_ms']:.1f} / {r['other_ms']:.1f}"] for r in e])
     table("Network only (no IQA, colour or copies)",
           ["input", "batch", "to exit", "best ms", "MP/s", "peak MB"],
           [[r["case"][13:], r["batch"], r["to_exit"], r["best_ms"], r["mp_s"],
