@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.curve import read_log
-from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip
+from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, quick_val_pick
 from rbqe.train.loop import (
     RELATIVE_FLOOR,
     TrainConfig,
@@ -653,3 +654,25 @@ def test_shipped_weights_raise_psnr_on_blocky_jpeg() -> None:
     out = enh.enhance(jpeg.astype(np.float32) / 255, 5).image[..., 0]
     out8 = np.clip(np.floor(out * 255 + 0.5), 0, 255).astype(np.uint8)
     assert psnr(gray, out8) > psnr(gray, jpeg) + 0.3
+
+
+def test_quick_val_takes_the_photos_a_carried_subset_holds(tmp_path: Path,
+                                                           images: list[np.ndarray]) -> None:
+    """A run elsewhere (a lent GPU) validates on only the photos ``quick_val_pick`` names,
+    copied from the full folder (scripts/pack_gpu_data.py): the same numbers as here."""
+    full, subset = tmp_path / "val", tmp_path / "carried"
+    full.mkdir()
+    subset.mkdir()
+    photos = [_photo(s, 64, 96) for s in range(7)]
+    for i, img in enumerate(photos):
+        cv2.imwrite(str(full / f"v{i}.png"), img[..., ::-1])
+    picked = quick_val_pick(len(photos), 3)
+    assert picked == sorted(set(picked)) and len(picked) == 3 and picked == quick_val_pick(7, 3)
+    for i in picked:
+        shutil.copyfile(full / f"v{i}.png", subset / f"v{i}.png")
+    cfg = _cfg(tmp_path, 1)
+    here = Trainer(replace(cfg, val_dirs=[str(full)], val_images=3), images)._load_val()
+    there = Trainer(replace(cfg, val_dirs=[str(subset)], val_images=3), images)._load_val()
+    assert len(here) == len(there) == 3
+    for a, b in zip(here, there, strict=True):
+        np.testing.assert_array_equal(a, b)
