@@ -16,9 +16,10 @@ Why q95 and no Debian by default: on 2026-12-04 an H200 run on a q90 pack (Wikip
 Debian re-saved at q90, 187 BSDS500) gained 0.012 dB at QF 10 on the full val but lost
 0.058 dB at QF 90, as if it had learned to keep q90's own artefacts: a target that is
 itself a q90 JPEG teaches that light JPEGs are clean. Wikipedia at q95 costs 8 MiB and
-leaves room for ~330 BSDS500 photos. The full
-val evaluation runs here, on the weights the session brings back. ``runs/`` is ignored by
-git: the photos are carried (``run``'s ``carry``), never committed.
+leaves room for ~330 BSDS500 photos.
+
+The full val evaluation runs here, on the weights the session brings back. ``runs/`` is
+ignored by git: the photos are carried (``run``'s ``carry``), never committed.
 """
 
 from __future__ import annotations
@@ -76,15 +77,13 @@ def main() -> None:
     vals = images(val)
     size = sum(copy(vals[i], args.out / "val" / vals[i].name)
                for i in quick_val_pick(len(vals), args.val_images))
-    bsds = [q for q in images(train) if q.relative_to(train).parts[0] == "bsds500"]
-    others = [q for q in images(train)
-              if q not in bsds and q.relative_to(train).parts[0] in args.sources]
-    if "bsds500" not in args.sources:
-        bsds = []
+    chosen = [q for q in images(train) if q.relative_to(train).parts[0] in args.sources]
+    bsds = [q for q in chosen if q.relative_to(train).parts[0] == "bsds500"]
+    others = [q for q in chosen if q not in bsds]
     size += sum(resave(q, args.out / "train" / q.relative_to(train), args.quality)
                 for q in others)
     # BSDS500 last, evenly spread, until the limit: the other sources are the scarcer ones.
-    mean = sum(q.stat().st_size for q in bsds) / max(len(bsds), 1)
+    mean = sum(q.stat().st_size for q in bsds) / len(bsds) if bsds else 1.0
     count = min(len(bsds), max(0, int((limit - size) / mean)))
     kept = 0
     for i in np.linspace(0, len(bsds) - 1, count).round().astype(int) if count else []:
