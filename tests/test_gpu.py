@@ -12,16 +12,12 @@ import torch
 
 from rbqe.engine import Enhancer
 from rbqe.train.loop import TrainConfig, Trainer
-from tests.helpers import jpeg_pixels, photo
+from tests.helpers import jpeg_pixels, photo, psnr
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "rbqe_jpeg.safetensors"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
 
 
 def test_fp16_exits_match_cpu_fp32() -> None:
