@@ -17,10 +17,11 @@ SIGINT, so that stopping the run never leaves a rank waiting for a peer mid-step
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -67,11 +68,9 @@ def train_parallel(cfg: TrainConfig, on_line: Callable[[str], None] | None,
     try:
         dist.init_process_group("gloo", store=store, rank=0, world_size=cfg.procs,
                                 timeout=TIMEOUT)
-        try:
+        with _membership():
             trainer = Trainer(cfg, images)
             trainer.run(on_line)
-        finally:
-            dist.destroy_process_group()
     except BaseException:
         for proc in followers.processes:  # nobody is left to lead them
             proc.kill()
@@ -90,8 +89,22 @@ def _follow(index: int, cfg: TrainConfig, port: int,
     store = dist.TCPStore(HOST, port, world_size=cfg.procs, is_master=False, timeout=TIMEOUT)
     dist.init_process_group("gloo", store=store, rank=index + 1, world_size=cfg.procs,
                             timeout=TIMEOUT)
-    try:
+    with _membership():
         Trainer(cfg, images).run(None)
-    finally:
+
+
+@contextlib.contextmanager
+def _membership() -> Iterator[None]:
+    """Leave the process group when the body ends. After a clean run every rank first
+    waits for the others at a barrier: a rank that tore its connections down while rank 0
+    was still exporting could abort in gloo's threads (seen once in CI: a follower killed
+    by SIGABRT, "terminate called without an active exception"). After an error nobody
+    waits, since a peer may never come."""
+    try:
+        yield
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.barrier()
+    dist.destroy_process_group()
 
