@@ -7,9 +7,12 @@ ripples, hard-edged shapes, grain) JPEG-compressed by OpenCV at QF 20 and read b
 
 1. Engine throughput (MP/s, pixels in to pixels out) at 512x512 for ``auto`` (and the exit
    auto chose) and exit 5. The engine takes one image per call, so also the network alone
-   (no IQA, colour or copies) at batch 1, 8 and 32: to exit 5 and to auto's exit.
+   (no IQA, colour or copies) at batch 1, 8 and 32: to exit 5 and to auto's exit; and
+   ``Enhancer.enhance_many`` on 8 and 32 different photos (JPEG QF 10-90) against
+   ``enhance`` of each in turn: what batching gives a folder of small pictures.
 2. Engine throughput on a 12 MP image (4000x3000), default tiling, auto and exit 5
-   (``--big-tiles 1024 2048 0``: at each of those tile sides, 0 = untiled).
+   (``--big-tiles 1024 2048 0``: at each of those tile sides, 0 = untiled); under auto
+   the tiles walk ``tile_batch`` at a time (:attr:`rbqe.engine.Enhancer.tile_batch`).
    Each engine row splits the last call's time into the network's stages, the assessor
    and the rest (uploads, copies to the host, colour, finishing, blending).
 3. Peak CUDA memory (``torch.cuda.max_memory_allocated``) of each of those: of the timed
@@ -70,7 +73,8 @@ class Report:
 
     def __init__(self, path: Path | None, meta: dict[str, Any]) -> None:
         self.path, self.t0 = path, time.perf_counter()
-        self.data: dict[str, Any] = {"meta": meta, "engine": [], "network": [], "oom": None}
+        self.data: dict[str, Any] = {"meta": meta, "engine": [], "batch": [], "network": [],
+                                      "oom": None}
         self.save()
 
     def add(self, section: str, row: dict[str, Any]) -> None:
@@ -170,10 +174,50 @@ def engine_case(rep: Report, enh: Enhancer, label: str, img: np.ndarray,
         split = {"net_ms": net_ms, "iqa_ms": iqa_ms,
                  "other_ms": res.total_ms - net_ms - iqa_ms}
         rep.add("engine", {"case": label, "mode": mode, "exit": res.chosen, "tiles": res.tiles,
-                           "tile": res.tile_size, "tile_exits": hist, **t, **split,
+                           "tile": res.tile_size, "tile_batch": enh.tile_batch,
+                           "tile_exits": hist, **t, **split,
                            "mp_s": mp / t["best_ms"] * 1000,
                            "mp_s_median": mp / t["median_ms"] * 1000})
     return chosen
+
+
+def batch_case(rep: Report, enh: Enhancer, size: tuple[int, int], sizes: tuple[int, ...],
+               folder: str, args: argparse.Namespace) -> None:
+    """Times ``enh.enhance_many`` on B different photos (seeds, JPEG QF 10-90: each may
+    stop at its own exit) against ``enh.enhance`` of each, in auto and exit 5."""
+    qfs = (10, 20, 30, 50, 70, 90)
+    photos = []
+    for i in range(max(sizes)):
+        path = os.path.join(folder, f"batch_{i}.jpg")
+        cv2.imwrite(path, cv2.cvtColor(scene(*size, seed=i + 1), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, qfs[i % len(qfs)]])
+        src = load_image(path, max_pixels=None)
+        photos.append((src.pixels, JpegPrior.of(src)))
+    mp = size[0] * size[1] / 1e6
+    for b in sizes:
+        imgs, priors = [p for p, _ in photos[:b]], [q for _, q in photos[:b]]
+        for mode in ("auto", 5):
+            for way in ("enhance_many", "one by one"):
+                t, results = _time_batch(enh, imgs, priors, mode, way, args)
+                hist = np.bincount([r.chosen for r in results], minlength=NUM_EXITS + 1)[1:]
+                rep.add("batch", {"case": f"{size[1]}x{size[0]} x{b}", "way": way,
+                                  "mode": mode, "exits": hist.tolist(), **t,
+                                  "mp_s": b * mp / t["best_ms"] * 1000})
+
+
+def _time_batch(enh: Enhancer, imgs: list[np.ndarray], priors: list[JpegPrior | None],
+                mode: ExitMode, way: str, args: argparse.Namespace
+                ) -> tuple[dict[str, Any], list[Any]]:
+    """:func:`timed` of one way through ``imgs``, and the last call's results."""
+    last: list[Any] = []
+
+    def call() -> None:
+        if way == "enhance_many":
+            last[:] = enh.enhance_many(imgs, mode, priors=priors, batch=len(imgs))
+        else:
+            last[:] = [enh.enhance(i, mode, prior=q) for i, q in zip(imgs, priors, strict=True)]
+
+    return timed(call, enh.device, args.repeat, 1, args.case_s), last
 
 
 def network_case(rep: Report, enh: Enhancer, img: np.ndarray, auto_exit: int,
@@ -298,6 +342,7 @@ def main() -> None:
         auto = guarded("engine", lambda: engine_case(
             rep, enh, f"{small[1]}x{small[0]} untiled", img, prior, args, inner))
         guarded("network", lambda: network_case(rep, enh, img, auto or NUM_EXITS, batches, args))
+        guarded("batch", lambda: batch_case(rep, enh, small, batches[1:], tmp, args))
         guarded("oom", lambda: oom_case(rep, args.weights, args.device, backend,
                                         jpeg_input(*oom_size, 20, tmp)[0]))
         big_img, big_prior = jpeg_input(*big, 20, tmp)
@@ -317,6 +362,10 @@ def main() -> None:
           [[r["case"], r["mode"], r["exit"], r["tiles"], r["best_ms"], r["median_ms"],
             r["mp_s"], r["peak_mb"] or "-", r["peak_first_mb"] or "-",
             f"{r['net_ms']:.1f} / {r['iqa_ms']:.1f} / {r['other_ms']:.1f}"] for r in e])
+    table("Batches of different photos (JPEG QF 10-90), per batch",
+          ["photos", "way", "mode", "exits 1-5", "best ms", "median ms", "MP/s", "peak MB"],
+          [[r["case"], r["way"], r["mode"], r["exits"], r["best_ms"], r["median_ms"],
+            r["mp_s"], r["peak_mb"] or "-"] for r in rep.data["batch"] if "error" not in r])
     table("Network only (no IQA, colour or copies)",
           ["input", "batch", "to exit", "best ms", "MP/s", "peak MB"],
           [[r["case"][13:], r["batch"], r["to_exit"], r["best_ms"], r["mp_s"],

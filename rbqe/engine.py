@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rbqe import color, iqa, tiled, whole
+from rbqe import batched, color, iqa, tiled, whole
 from rbqe.arch import MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
 from rbqe.bands import row_bands
@@ -69,6 +69,12 @@ from rbqe.weights import (
 
 __all__ = ["EnhanceResult", "Enhancer", "ExitResult", "pick_device"]
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 8  # images or tiles walking together where batching pays (a GPU)
+# CUDA memory of one tile's walk per pixel, for how many tiles fit at once: a 1024x1024
+# tile walked to exit 5 peaked at 779 MB under fp16 on the H200 (weights and cuDNN's
+# workspace included; docs/bench/gpu_h200_2026-12-04.txt).
+CUDA_BYTES_PER_PIXEL = 800
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -159,6 +165,9 @@ class Enhancer:
                                     in_memory=in_memory)
         default_tile = OPENVINO_TILE if self.backend.name == "openvino" else DEFAULT_TILE
         self.tile = tile_side(default_tile if tile is None else int(tile))
+        # Where :attr:`batches`: how many images (enhance_many) or tiles walk together at
+        # most; 1 after a batch ran out of device memory.
+        self.max_batch = MAX_BATCH
 
     @property
     def threshold(self) -> float | None:
@@ -233,7 +242,13 @@ class Enhancer:
                 # Only the message leaves this block: the traceback holds the failed
                 # attempt's tensors, and is dropped with ``exc`` at its end.
                 error = str(exc).split("\n", 1)[0]
-            tile = self._after_out_of_memory(tile or max(h, w), bool(tile), error)
+            if tile and self._batches_tiles(mode):  # first the same tiles, one at a time
+                self._free_device()
+                log.warning("out of %s memory with %d tiles at once; retrying one tile at "
+                            "a time (%s)", self.device.type.upper(), self.tile_batch, error)
+                self.max_batch = 1
+            else:
+                tile = self._after_out_of_memory(tile or max(h, w), bool(tile), error)
             retries += 1
         if retries:
             # The device will not have more memory for the next image of a batch: keep
@@ -242,6 +257,83 @@ class Enhancer:
         result.tile_size, result.oom_retries = tile, retries
         result.total_ms = (time.perf_counter() - t0) * 1000
         return result
+
+    def enhance_many(
+        self,
+        images: list[np.ndarray],
+        mode: ExitMode = "auto",
+        *,
+        priors: list[JpegPrior | None] | None = None,
+        batch: int | None = None,
+    ) -> list[EnhanceResult]:
+        """Enhance several images; the same results as :meth:`enhance` of each, in order.
+
+        Where batching pays (the torch backend off the CPU fast path: a GPU), images of one
+        shape that fit in one tile walk the exits together, ``batch`` (default
+        :attr:`max_batch`) at a time (:mod:`rbqe.batched`); each still gets its own exit.
+        The rest, and a batch that runs out of device memory, go one by one through
+        :meth:`enhance`.
+        """
+        mode = parse_exit_mode(mode)
+        batch = self.max_batch if batch is None else batch
+        imgs = [_as_hwc(image) for image in images]
+        priors = list(priors) if priors is not None else [None] * len(imgs)
+        if len(priors) != len(imgs):
+            raise ValueError(f"{len(priors)} priors for {len(imgs)} images")
+        results: list[EnhanceResult | None] = [None] * len(imgs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(imgs):
+            fits = not self.tile or max(img.shape[:2]) <= self.tile
+            if self.batches and fits and batch > 1:
+                groups.setdefault(img.shape, []).append(i)
+            else:
+                results[i] = self.enhance(img, mode, prior=priors[i])
+        for members in groups.values():
+            for start in range(0, len(members), batch):
+                part = members[start : start + batch]
+                for i, result in zip(part, self._enhance_part(imgs, part, mode, priors),
+                                     strict=True):
+                    results[i] = result
+        return [r for r in results if r is not None]
+
+    @property
+    def batches(self) -> bool:
+        """Whether images (:meth:`enhance_many`) and tiles walk the exits in batches: on
+        the torch module path (a GPU), where batch 1 leaves most of the device idle. The
+        CPU's fast path and OpenVINO run one at a time."""
+        return self.backend.name == "torch" and not self.fast
+
+    @property
+    def tile_batch(self) -> int:
+        """How many tiles of a tiled image walk together: 1 unless :attr:`batches`; on
+        CUDA as many as half the free device memory holds, at most :attr:`max_batch`."""
+        if not self.batches:
+            return 1
+        n = self.max_batch
+        if self.device.type == "cuda" and self.tile:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            n = min(n, int(free // 2 // (CUDA_BYTES_PER_PIXEL * self.tile * self.tile)))
+        return max(1, n)
+
+    def _batches_tiles(self, mode: ExitMode) -> bool:
+        """Whether a tiled image in ``mode`` walks its tiles in batches (per-tile exits
+        under auto; the shared mode runs one tile at a time)."""
+        return mode == "auto" and self.tile_exits == "per-tile" and self.tile_batch > 1
+
+    def _enhance_part(self, imgs: list[np.ndarray], part: list[int], mode: ExitMode,
+                      priors: list[JpegPrior | None]) -> list[EnhanceResult]:
+        """One batch of same-shape images; one by one if the device runs out of memory."""
+        if len(part) > 1:
+            try:
+                return batched.enhance_batch(self, [imgs[i] for i in part], mode,
+                                             [priors[i] for i in part])
+            except torch.OutOfMemoryError as exc:
+                error = str(exc).split("\n", 1)[0]
+            self._free_device()
+            log.warning("out of %s memory with a batch of %d images; going on one by one "
+                        "(%s)", self.device.type.upper(), len(part), error)
+            self.max_batch = 1
+        return [self.enhance(imgs[i], mode, prior=priors[i]) for i in part]
 
     def continue_exits(
         self,
@@ -274,9 +366,7 @@ class Enhancer:
         """Frees the device's cached memory and returns the tile side to retry with:
         half of ``side`` (a tile, or an untiled image's longer side), at least
         ``MIN_TILE``; raises :class:`RBQEError` when that is no smaller."""
-        gc.collect()  # the failed attempt's tensors, should a reference cycle hold them
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self._free_device()
         smaller = halved_tile(side)
         what = f"{side}-pixel tiles" if tiled else "the whole image"
         if smaller >= side:
@@ -398,6 +488,13 @@ class Enhancer:
         assessor policy's own threshold and earliest exit)."""
         threshold = self.threshold
         return threshold is not None and may_stop(exit_, score, threshold, self.min_exit)
+
+    def _free_device(self) -> None:
+        """After an out-of-memory error: the failed attempt's tensors, should a reference
+        cycle hold them, and the device's cached blocks."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

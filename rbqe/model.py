@@ -337,6 +337,13 @@ class ProgressiveRun:
             for c in range(j):
                 self.nodes.pop((i, c), None)
 
+    def keep(self, rows: list[int]) -> None:
+        """Go on with these batch ``rows`` only (in this order): images that have left
+        a batched walk stop costing the later exits."""
+        index = torch.tensor(rows, device=self.x.device)
+        self.x = self.x.index_select(0, index)
+        self.nodes = {key: t.index_select(0, index) for key, t in self.nodes.items()}
+
     def _output(self, k: int) -> torch.Tensor:
         residual = self.net.heads[k - 1](self.nodes[0, k])
         return self.x[:, : residual.shape[1]] + residual

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from rbqe.arch import NUM_EXITS
 from rbqe.errors import RBQEError
-from rbqe.model import EcaStats
+from rbqe.model import EcaStats, ProgressiveRun
 from rbqe.results import EnhanceResult, Walk
-from rbqe.tiling import Tile, blend_weight
+from rbqe.tiling import Tile, blend_weight, padded_box
 
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
@@ -90,37 +91,90 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
     """Every tile of ``grid`` to its own exit (the first at or after ``floor`` where the
     policy stops on the tile's signals), with the fixed ECA means in ``stats``; their
     outputs blended into one frame (:meth:`rbqe.engine.Enhancer._output_frame`).
-    ``on_tile(n)`` is called before tile ``n`` (progress, cancelling)."""
+    ``on_tile(n)`` is called before tile ``n`` (progress, cancelling).
+
+    Tiles of one padded shape walk together, :attr:`rbqe.engine.Enhancer.tile_batch` at a
+    time (a GPU; one at a time elsewhere), each deciding on its own signals and leaving
+    the run when it stops (as :mod:`rbqe.batched` does for whole images). The blending
+    happens on the network's device, and the frame comes to the host once."""
     frame = enh._output_frame(img)
-    acc = frame[..., : enh.net.config.out_channels]
+    planes = enh.net.config.out_channels
+    # On the CPU the tiles are blended straight into the frame; a GPU blends into a
+    # device copy of its network planes (12 MP: 48 MB per plane), brought back once.
+    acc = (torch.from_numpy(frame[..., :planes]) if enh.device.type == "cpu"
+           else torch.zeros(frame.shape[:2] + (planes,), device=enh.device))
     walked = TileWalk()
-    for n, (box, wy, wx) in enumerate(grid):
-        on_tile(n)
-        y0, y1, x0, x1 = box
-        crop = (y1 - y0, x1 - x0)
-        x = enh._prepare_input(img[y0:y1, x0:x1])
-        run = enh.backend.start(x, stats, fast=enh.fast)
-        # The walk reads the shared means as its ECA signal; the padding is left out of
-        # the scores, as for an untiled image.
-        state = Walk(stats, enh._luma_of(x[..., : crop[0], : crop[1]].float()))
-        for k in range(1, NUM_EXITS + 1):
-            # Below the floor the policy is not asked, and the gate's features at the
-            # floor read only the change between those exits: the assessor (~35 ms per
-            # megapixel and exit) is skipped there.
-            asked = k >= floor
-            out, _, net_ms, iqa_ms = enh._stage_and_score(run, state, crop, assess=asked)
-            walked.stage_ms[k - 1] += net_ms
-            walked.iqa_ms += iqa_ms
-            if asked:
-                decision = enh._decision(state.signals, result)
-                if decision.stop:
-                    break
+    exits: dict[int, tuple[int, str]] = {}
+    for group in _same_shape_groups(grid, enh.tile_batch):
+        for n in group:
+            on_tile(n)
+        for row, k, why in _walk_group(enh, img, [grid[n] for n in group], stats, floor,
+                                       result, acc, walked):
+            exits[group[row]] = (k, why)
+    walked.exits = [exits[n][0] for n in range(len(grid))]
+    walked.reasons = [exits[n][1] for n in range(len(grid))]
+    if enh.device.type != "cpu":
         t0 = time.perf_counter()
-        acc[y0:y1, x0:x1] += out[0].permute(1, 2, 0).cpu().numpy() * blend_weight(wy, wx)
-        walked.stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-        walked.exits.append(k)
-        walked.reasons.append(decision.signal)
-        # Before the next tile starts: two tiles' network states alive at once would
-        # double the working set.
-        del run, out, state
+        frame[..., :planes] = acc.cpu().numpy()
+        walked.stage_ms[max(walked.exits) - 1] += (time.perf_counter() - t0) * 1000
     return frame, walked
+
+
+def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaStats,
+                floor: int, result: EnhanceResult, acc: torch.Tensor, walked: TileWalk
+                ) -> list[tuple[int, int, str]]:
+    """Tiles of one padded shape on one run, each blended into ``acc`` at its exit;
+    returns ``(index in tiles, exit, deciding signal)`` for each of them."""
+    stopped = []
+    crops = [(y1 - y0, x1 - x0) for (y0, y1, x0, x1), _, _ in tiles]
+    xs = [enh._prepare_input(img[y0:y1, x0:x1]) for (y0, y1, x0, x1), _, _ in tiles]
+    run = enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats, fast=enh.fast)
+    # Each walk reads the shared means as its ECA signal; the padding is left out of the
+    # scores, as for an untiled image.
+    states = [Walk(stats, enh._luma_of(x[..., :ch, :cw].float()))
+              for x, (ch, cw) in zip(xs, crops, strict=True)]
+    del xs
+    walking = list(range(len(tiles)))  # the tiles (rows of the group) in the run's rows
+    for k in range(1, NUM_EXITS + 1):
+        t0 = time.perf_counter()
+        out = enh._stage(run).float().clamp_(0, 1)
+        enh._sync()
+        walked.stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
+        # Below the floor the policy is not asked, and the gate's features at the floor
+        # read only the change between those exits: the assessor (~35 ms per megapixel
+        # and exit) is skipped there.
+        asked = k >= floor
+        stay = []
+        for row, t in enumerate(walking):
+            ch, cw = crops[t]
+            t1 = time.perf_counter()
+            enh._signals(k, out[row : row + 1, :, :ch, :cw], states[t], assess=asked)
+            walked.iqa_ms += (time.perf_counter() - t1) * 1000
+            decision = enh._decision(states[t].signals, result) if asked else None
+            if k < NUM_EXITS and not (decision and decision.stop):
+                stay.append(row)
+                continue
+            t2 = time.perf_counter()
+            (y0, y1, x0, x1), wy, wx = tiles[t]
+            weight = torch.from_numpy(blend_weight(wy, wx)).to(acc.device)
+            acc[y0:y1, x0:x1] += out[row, :, :ch, :cw].permute(1, 2, 0) * weight
+            walked.stage_ms[k - 1] += (time.perf_counter() - t2) * 1000
+            stopped.append((t, k, decision.signal if decision else ""))
+        if not stay:
+            break
+        if len(stay) < len(walking):  # only a batch (the torch module path) gets here
+            assert isinstance(run, ProgressiveRun)
+            run.keep(stay)
+            walking = [walking[row] for row in stay]
+    return stopped
+
+
+def _same_shape_groups(grid: list[Tile], batch: int) -> list[list[int]]:
+    """Tile indices in groups of at most ``batch`` with one padded shape, in grid order
+    as far as the shapes allow."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for n, (box, _, _) in enumerate(grid):
+        by_shape.setdefault(padded_box(box), []).append(n)
+    groups = [members[i : i + batch] for members in by_shape.values()
+              for i in range(0, len(members), max(1, batch))]
+    return sorted(groups, key=lambda g: g[0])

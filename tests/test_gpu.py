@@ -31,6 +31,23 @@ def test_fp16_exits_match_cpu_fp32() -> None:
     assert gpu.chosen == cpu.chosen
 
 
+def test_batched_walks_match_one_at_a_time() -> None:
+    """enhance_many's batch and a tiled image's tiles walking together, in fp16."""
+    enh = Enhancer(SHIPPED, device="cuda")
+    assert enh.batches and enh.tile_batch > 1
+    imgs = [jpeg_pixels(256, 320, seed=s, quality=q).astype(np.float32) / 255
+            for s, q in enumerate((10, 30, 60, 90, 95))]
+    alone = [enh.enhance(i) for i in imgs]
+    for a, b in zip(alone, enh.enhance_many(imgs), strict=True):
+        assert b.chosen == a.chosen and psnr(a.image, b.image) >= 50
+    big = jpeg_pixels(1200, 2100, seed=7, quality=25).astype(np.float32) / 255
+    together = enh.enhance(big)
+    enh.max_batch = 1
+    one = enh.enhance(big)
+    assert together.tile_exits.exits == one.tile_exits.exits
+    assert psnr(together.image, one.image) >= 50
+
+
 def test_real_out_of_memory_retries_with_tiles() -> None:
     """A per-process cap makes an untiled 12 MP image run out of device memory for real;
     the engine must retry with tiles and give the tiled run's result."""

@@ -1,0 +1,187 @@
+"""Batched walks on the torch module path (a GPU's; here the CPU's with its fast path off):
+Enhancer.enhance_many's same-size images on one run (rbqe/batched.py), and a tiled image's
+tiles walking together (rbqe/tile_exits.py), give each image and tile what it gets alone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from rbqe import batched
+from rbqe.engine import Enhancer
+from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
+from tests.helpers import jpeg_pixels, psnr, tiny_net
+
+# Assessor scores of these pictures under tiny_net(1) sit around 0.88-0.96 and differ per
+# exit, so this threshold sends them to different exits (asserted below).
+THRESHOLD = 0.92
+QUALITIES = [10, 95, 30, 60, 90]
+
+
+@pytest.fixture
+def pictures() -> list[np.ndarray]:
+    return [jpeg_pixels(96, 80, seed=s, quality=q).astype(np.float32) / 255
+            for s, q in enumerate(QUALITIES)]
+
+
+def _module_path_enhancer(**kw) -> Enhancer:
+    """The CPU torch backend off its fast path: the path a GPU batches on."""
+    enh = Enhancer(net=tiny_net(1), device="cpu", tile=0, backend="torch",
+                   threshold=THRESHOLD, **kw)
+    enh.fast = False
+    assert enh.batches
+    return enh
+
+
+def _same(alone, together) -> None:
+    assert together.chosen == alone.chosen
+    assert together.decision == alone.decision
+    assert [e.exit for e in together.exits] == [e.exit for e in alone.exits]
+    for a, b in zip(alone.exits, together.exits, strict=True):
+        assert b.score == pytest.approx(a.score, abs=1e-5)
+        assert b.signals.change == pytest.approx(a.signals.change, abs=1e-4)
+        if a.signals.eca is not None:  # each image's own ECA means, not the batch's
+            np.testing.assert_allclose(b.signals.eca, a.signals.eca, atol=1e-5)
+        assert psnr(a.image, b.image) > 60
+        assert b.gmacs == pytest.approx(a.gmacs)
+
+
+@pytest.mark.parametrize("mode", ["auto", "all", 4])
+def test_a_batch_gives_each_image_its_own_walk(pictures, mode, one_thread) -> None:
+    enh = _module_path_enhancer()
+    alone = [enh.enhance(p, mode) for p in pictures]
+    together = enh.enhance_many(pictures, mode, batch=8)
+    if mode == "auto":  # the images leave the run at different exits
+        assert len({r.chosen for r in alone}) >= 3
+    for a, b in zip(alone, together, strict=True):
+        _same(a, b)
+
+
+def test_images_leave_the_run_when_their_policy_stops(pictures, monkeypatch, one_thread) -> None:
+    rows = []
+    keep = torch.Tensor.index_select
+
+    def counting(t: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+        rows.append(len(index))
+        return keep(t, dim, index)
+
+    enh = _module_path_enhancer()
+    chosen = [enh.enhance(p).chosen for p in pictures]
+    monkeypatch.setattr(torch.Tensor, "index_select", counting)
+    enh.enhance_many(pictures)
+    # After exit k, only the images whose exit is later go on.
+    later = sorted({sum(c > k for c in chosen) for k in range(1, max(chosen))}, reverse=True)
+    assert sorted(set(rows), reverse=True) == [n for n in later if n < len(pictures)]
+
+
+def test_shapes_batch_sizes_and_order(one_thread) -> None:
+    enh = _module_path_enhancer()
+    shapes = [(64, 96), (96, 64), (64, 96), (64, 96), (96, 64), (64, 96)]
+    imgs = [jpeg_pixels(h, w, seed=i, quality=15 + 10 * i).astype(np.float32) / 255
+            for i, (h, w) in enumerate(shapes)]
+    imgs[1] = imgs[1][..., :1]  # grey among colour: its own group
+    alone = [enh.enhance(p) for p in imgs]
+    for batch in (1, 2, 8):
+        together = enh.enhance_many(imgs, batch=batch)
+        assert [r.size for r in together] == [r.size for r in alone]
+        for a, b in zip(alone, together, strict=True):
+            _same(a, b)
+
+
+def test_images_larger_than_a_tile_and_the_cpu_fast_path_go_one_by_one(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(batched, "enhance_batch", lambda *a: calls.append(a) or [])
+    big = [jpeg_pixels(160, 160, seed=i).astype(np.float32) / 255 for i in range(2)]
+    tiled = _module_path_enhancer()
+    tiled.tile = 128
+    assert all(r.tiled for r in tiled.enhance_many(big))
+    fast = Enhancer(net=tiny_net(1), device="cpu", tile=0, backend="torch")
+    assert not fast.batches
+    assert len(fast.enhance_many(big)) == 2
+    assert calls == []
+
+
+def test_out_of_memory_in_a_batch_goes_on_one_by_one(pictures, monkeypatch, caplog) -> None:
+    def oom(*_args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB\nmore")
+
+    enh = _module_path_enhancer()
+    alone = [enh.enhance(p) for p in pictures]
+    monkeypatch.setattr(batched, "enhance_batch", oom)
+    with caplog.at_level(logging.WARNING, logger="rbqe.engine"):
+        together = enh.enhance_many(pictures)
+    assert "batch of 5 images; going on one by one (CUDA out of memory." in caplog.text
+    for a, b in zip(alone, together, strict=True):
+        _same(a, b)
+
+
+def test_priors_must_match_the_images(pictures) -> None:
+    with pytest.raises(ValueError, match="2 priors for 5 images"):
+        _module_path_enhancer().enhance_many(pictures, priors=[None, None])
+
+
+# -- tiles of a tiled image, walking together (rbqe/tile_exits.py) ---------------------
+
+
+@dataclass(frozen=True)
+class SmoothStopsEarly(ExitPolicy):
+    """Splits tiles: exit 1 where most blocks are smooth, else exit 4."""
+
+    def decide(self, walked: Sequence[ExitSignals], prior: JpegPrior | None = None,
+               gray: bool = False) -> Decision:
+        s = walked[-1]
+        want = 1 if s.smooth_share > 0.5 else 4
+        return Decision(s.exit >= want, s.exit, "test", {"want": want}, "")
+
+
+def _half_smooth(h: int, w: int) -> np.ndarray:
+    img = np.empty((h, w, 1), np.float32)
+    img[:, : w // 2, 0] = np.linspace(0.3, 0.6, w // 2)[None, :]
+    img[:, w // 2 :, 0] = np.random.default_rng(3).random((h, w - w // 2))
+    return img
+
+
+def _tiled(max_batch: int) -> Enhancer:
+    enh = Enhancer(net=tiny_net(1), device="cpu", tile=128, backend="torch",
+                   policy=SmoothStopsEarly("assessor", {"threshold": 0.0, "min_exit": 1}))
+    enh.fast, enh.max_batch = False, max_batch
+    assert enh.tile_batch == max_batch
+    return enh
+
+
+def test_tiles_walk_in_batches_to_their_own_exits(monkeypatch, one_thread) -> None:
+    monkeypatch.setattr("rbqe.tile_exits.FLOOR_DROP", None)  # let the smooth half stop early
+    img = _half_smooth(300, 520)  # edge tiles of other shapes too
+    alone, together = (_tiled(b).enhance(img) for b in (1, 4))
+    assert alone.tile_exits is not None and together.tile_exits is not None
+    assert set(alone.tile_exits.exits) == {1, 4}
+    assert together.tile_exits.exits == alone.tile_exits.exits
+    assert together.tile_exits.reasons == alone.tile_exits.reasons
+    assert psnr(alone.image, together.image) > 60
+    assert together.tile_exits.gmacs == pytest.approx(alone.tile_exits.gmacs)
+
+
+def test_out_of_memory_with_tiles_in_batches_retries_one_at_a_time(monkeypatch, caplog,
+                                                                    one_thread) -> None:
+    monkeypatch.setattr("rbqe.tile_exits.FLOOR_DROP", None)
+    enh = _tiled(4)
+    img = _half_smooth(300, 520)
+    start = enh.net.start
+
+    def small_device(x, *args, **kwargs):
+        if x.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3 GiB")
+        return start(x, *args, **kwargs)
+
+    monkeypatch.setattr(enh.net, "start", small_device)
+    with caplog.at_level(logging.WARNING, logger="rbqe.engine"):
+        res = enh.enhance(img)
+    assert "with 4 tiles at once; retrying one tile at a time" in caplog.text
+    assert res.oom_retries == 1 and res.tile_size == 128 and enh.max_batch == 1
+    assert res.tile_exits is not None
+    assert res.tile_exits.exits == _tiled(1).enhance(img).tile_exits.exits
