@@ -16,6 +16,7 @@ its own results again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -29,6 +30,7 @@ from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
 from rbqe.exit_policy import ExitMode, JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
+    LoadedImage,
     list_images,
     load_image,
     output_path_for,
@@ -312,32 +314,44 @@ def run_batch(
         if ev.on_item_done:
             ev.on_item_done(index, failed)
     cancelled = False
-    for index, (path, _root) in enumerate(files, start=len(items)):
+    # Where batching pays (a GPU), images walk the exits max_batch at a time.
+    step = enhancer.max_batch if enhancer.batches else 1
+    numbered = list(enumerate(files, start=len(items)))
+    for first in range(0, len(numbered), step):
         if cancel is not None and cancel():
             cancelled = True
             break
-        if ev.on_item_start:
-            ev.on_item_start(index, path)
-        try:
-            item = _process_one(enhancer, _Job(path, plan[path], options, protect, noted,
-                                               index, ev, cancel))
-        except Cancelled:
-            cancelled = True
-            break
-        items.append(item)
-        if item.write_errno in _FOLDER_ERRNOS:
-            stopped = (f"{out_dir}: cannot write to the output folder "
-                       f"({_os_reason(OSError(item.write_errno, ''))}); batch stopped")
+        jobs = []
+        for index, (path, _root) in numbered[first : first + step]:
+            if ev.on_item_start:
+                ev.on_item_start(index, path)
+            jobs.append(_Job(path, plan[path], options, protect, noted, index, ev, cancel))
+        if len(jobs) > 1:
+            done, cancelled = _process_group(enhancer, jobs)
+        else:
+            try:
+                done, cancelled = {0: _process_one(enhancer, jobs[0])}, False
+            except Cancelled:
+                done, cancelled = {}, True
+        folder_error = None
+        for n in sorted(done):
+            item = done[n]
+            items.append(item)
+            if item.write_errno in _FOLDER_ERRNOS:
+                folder_error = folder_error or item.write_errno
+            elif item.status == "failed":
+                # INFO, not ERROR: the failure is in the summary and front ends show it
+                # (the CLI prints it once on stderr); an ERROR record here printed it twice.
+                log.info("failed: %s", item.error)
             if ev.on_item_done:
-                ev.on_item_done(index, item)
+                ev.on_item_done(jobs[n].index, item)
+        if folder_error is not None:
+            stopped = (f"{out_dir}: cannot write to the output folder "
+                       f"({_os_reason(OSError(folder_error, ''))}); batch stopped")
             return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
                                 total, options.mode)
-        if item.status == "failed":
-            # INFO, not ERROR: the failure is in the summary and front ends show it
-            # (the CLI prints it once on stderr); an ERROR record here printed it twice.
-            log.info("failed: %s", item.error)
-        if ev.on_item_done:
-            ev.on_item_done(index, item)
+        if cancelled:
+            break
     return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, total,
                         options.mode)
 
@@ -391,51 +405,131 @@ def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
 def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
     """Enhances one claimed image; None when its outputs exist (written by the claim's
     previous holder) and are not to be overwritten."""
-    path, options, index, ev, cancel, todo = (job.path, job.options, job.index, job.ev,
-                                              job.cancel, job.todo)
-    wanted = dict(job.targets)
-    if todo is None:
-        todo = pending_outputs(wanted, options)
+    todo = _todo(job)
     if not todo:
         return None
     t0 = time.perf_counter()
     try:
-        src = load_image(path, max_pixels=options.max_pixels)
+        src = load_image(job.path, max_pixels=job.options.max_pixels)
+        return _enhance_loaded(enhancer, job, src, todo, t0)
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001  (each cause is one line: _failure)
+        return _failure(job.path, exc)
+
+
+def _todo(job: _Job) -> dict[str | None, Path]:
+    return pending_outputs(dict(job.targets), job.options) if job.todo is None else job.todo
+
+
+def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
+                    todo: dict[str | None, Path], t0: float,
+                    result: EnhanceResult | None = None) -> ItemReport:
+    """Enhances a loaded image (unless its ``result`` is given) and writes ``todo``."""
+    index, ev, cancel = job.index, job.ev, job.cancel
+    if result is None:
         exit_cb, progress_cb = ev.on_exit, ev.on_progress
         on_exit = (lambda e: exit_cb(index, e)) if exit_cb else None
         on_progress = (lambda s, d, t: progress_cb(index, s, d, t)) if progress_cb else None
-        result = enhancer.enhance(src.pixels, options.mode, on_exit=on_exit,
+        result = enhancer.enhance(src.pixels, job.options.mode, on_exit=on_exit,
                                   progress=on_progress, cancel=cancel,
                                   prior=JpegPrior.of(src))
-        outputs: dict[str, Path] = {}
-        for tag, target in wanted.items():
-            k = result.chosen if tag is None else int(tag[4:])
-            if tag in todo:
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
-                if target.parent in job.noted:
-                    record_output(target, path)  # before writing: a kill can come any time
-                save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
-                          quality=options.quality, keep_metadata=options.keep_metadata,
-                          strip_gps=options.strip_gps, protect=job.protect)
-            outputs[_key(tag, k)] = target
-    except Cancelled:
-        raise
-    except ImageWriteError as exc:
+    elif ev.on_exit:  # computed in a batch: its exits are reported now
+        for e in result.exits:
+            ev.on_exit(index, e)
+    options = job.options
+    outputs: dict[str, Path] = {}
+    for tag, target in job.targets.items():
+        k = result.chosen if tag is None else int(tag[4:])
+        if tag in todo:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            if target.parent in job.noted:
+                record_output(target, job.path)  # before writing: a kill can come any time
+            save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
+                      quality=options.quality, keep_metadata=options.keep_metadata,
+                      strip_gps=options.strip_gps, protect=job.protect)
+        outputs[_key(tag, k)] = target
+    total = (time.perf_counter() - t0) * 1000
+    return item_from_result(job.path, result, outputs, total, enhancer)
+
+
+def _failure(path: Path, exc: Exception) -> ItemReport:
+    """The report entry of an image whose reading, enhancing or writing raised ``exc``."""
+    if isinstance(exc, ImageWriteError):
         failed = ItemReport(path, "failed", error=str(exc))
         failed.write_errno = exc.errno
         return failed
-    except RBQEError as exc:
+    if isinstance(exc, RBQEError):
         return ItemReport(path, "failed", error=str(exc))
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         return ItemReport(path, "failed", error=f"{path}: out of memory (try a smaller --tile)")
-    except Exception as exc:  # a bug must not end the batch; report it on one line
-        # The traceback goes to the log at INFO (shown by 'rbqe -v'), not to the user's
-        # stderr: the batch reports the failure on one line like any other.
-        log.info("unexpected error on %s", path, exc_info=True)
-        return ItemReport(path, "failed", error=f"{path}: internal error: {type(exc).__name__}: {exc}")
-    total = (time.perf_counter() - t0) * 1000
-    return item_from_result(path, result, outputs, total, enhancer)
+    # A bug must not end the batch; report it on one line. The traceback goes to the log
+    # at INFO (shown by 'rbqe -v'), not to the user's stderr: the batch reports the
+    # failure on one line like any other.
+    log.info("unexpected error on %s", path, exc_info=exc)
+    return ItemReport(path, "failed", error=f"{path}: internal error: {type(exc).__name__}: {exc}")
+
+
+def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, ItemReport], bool]:
+    """:func:`_process_one` of each job, the images of one size enhanced together
+    (:meth:`rbqe.engine.Enhancer.enhance_many`): where :attr:`Enhancer.batches` (a GPU).
+    Returns the reports of the jobs done, by their place in ``jobs``, and whether a cancel
+    stopped them (the jobs without a report were not finished).
+
+    Only images that fit in one tile wait for the others (at most ``len(jobs)`` of them,
+    a megapixel or so each); a larger one is enhanced and written as soon as it is read.
+    """
+    waiting: list[tuple[int, LoadedImage, dict[str | None, Path], float]] = []
+    done: dict[int, ItemReport] = {}
+    with contextlib.ExitStack() as claims:
+        try:
+            for n, job in enumerate(jobs):
+                skipped = skipped_item(job.path, job.targets, job.options.mode)
+                if (job.todo is None and not job.options.overwrite
+                        and all(p.exists() for p in job.targets.values())):
+                    done[n] = skipped
+                    continue
+                if not claims.enter_context(claim_output(next(iter(job.targets.values())))):
+                    log.info("skipped %s: another rbqe process is making it", job.path)
+                    done[n] = skipped
+                    continue
+                todo, t0 = _todo(job), time.perf_counter()
+                if not todo:
+                    done[n] = skipped
+                    continue
+                try:
+                    src = load_image(job.path, max_pixels=job.options.max_pixels)
+                    if enhancer.tile and max(src.pixels.shape[:2]) > enhancer.tile:
+                        done[n] = _enhance_loaded(enhancer, job, src, todo, t0)
+                    else:
+                        waiting.append((n, src, todo, t0))
+                except Cancelled:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    done[n] = _failure(job.path, exc)
+            results: list[EnhanceResult | None] = [None] * len(waiting)
+            try:
+                results = list(enhancer.enhance_many(
+                    [src.pixels for _, src, _, _ in waiting], jobs[0].options.mode,
+                    priors=[JpegPrior.of(src) for _, src, _, _ in waiting]))
+            except Exception:  # noqa: BLE001  (each image on its own names its cause)
+                log.info("a batch of %d images failed; going on one by one", len(waiting),
+                         exc_info=True)
+            while waiting:
+                n, src, todo, t0 = waiting.pop(0)
+                result = results.pop(0)
+                try:
+                    done[n] = _enhance_loaded(enhancer, jobs[n], src, todo, t0, result)
+                except Cancelled:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    done[n] = _failure(jobs[n].path, exc)
+                if done[n].write_errno in _FOLDER_ERRNOS:
+                    break  # the output folder is full or read-only: the batch stops
+        except Cancelled:
+            return done, True
+    return done, False
 
 
 def _key(tag: str | None, k: int | None = None) -> str:

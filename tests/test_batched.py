@@ -4,18 +4,23 @@ tiles walking together (rbqe/tile_exits.py), give each image and tile what it ge
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rbqe import batched
+from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
+from rbqe.errors import ImageWriteError
 from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
-from tests.helpers import jpeg_pixels, psnr, tiny_net
+from tests.helpers import jpeg_pixels, psnr, tiny_net, write_jpeg
 
 # Assessor scores of these pictures under tiny_net(1) sit around 0.88-0.96 and differ per
 # exit, so this threshold sends them to different exits (asserted below).
@@ -31,8 +36,8 @@ def pictures() -> list[np.ndarray]:
 
 def _module_path_enhancer(**kw) -> Enhancer:
     """The CPU torch backend off its fast path: the path a GPU batches on."""
-    enh = Enhancer(net=tiny_net(1), device="cpu", tile=0, backend="torch",
-                   threshold=THRESHOLD, **kw)
+    kw.setdefault("tile", 0)
+    enh = Enhancer(net=tiny_net(1), device="cpu", backend="torch", threshold=THRESHOLD, **kw)
     enh.fast = False
     assert enh.batches
     return enh
@@ -185,3 +190,76 @@ def test_out_of_memory_with_tiles_in_batches_retries_one_at_a_time(monkeypatch, 
     assert res.oom_retries == 1 and res.tile_size == 128 and enh.max_batch == 1
     assert res.tile_exits is not None
     assert res.tile_exits.exits == _tiled(1).enhance(img).tile_exits.exits
+
+
+# -- run_batch in groups (rbqe/batch.py) -----------------------------------------------
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    for i, (size, q) in enumerate([((80, 64), 10), ((80, 64), 90), ((64, 80), 30),
+                                   ((80, 64), 50), ((200, 150), 20), ((80, 64), 70)]):
+        write_jpeg(folder / f"p{i}.jpg", size, quality=q, seed=i)
+    (folder / "p3b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    return folder
+
+
+def _grouped(max_batch: int) -> Enhancer:
+    enh = _module_path_enhancer(tile=128)  # p4 is larger than a tile: enhanced alone
+    enh.max_batch = max_batch
+    return enh
+
+
+def test_a_folder_in_groups_gives_what_one_by_one_gives(tmp_path, one_thread) -> None:
+    folder = _folder(tmp_path)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "p1.png").write_bytes(b"the user's own file")  # kept: skipped
+    events: dict[int, list[str]] = {}
+    ev = BatchEvents(on_item_start=lambda i, p: events.setdefault(i, []).append("start"),
+                     on_exit=lambda i, e: events[i].append(f"exit{e.exit}"),
+                     on_item_done=lambda i, item: events[i].append(item.status))
+    one = run_batch(_grouped(1), [folder], BatchOptions(out_dir=tmp_path / "a"))
+    grouped = run_batch(_grouped(4), [folder], BatchOptions(out_dir=tmp_path / "b"),
+                        events=ev)
+    assert [i.input.name for i in grouped.items] == [i.input.name for i in one.items]
+    assert [i.status for i in grouped.items] == [
+        "ok", "skipped", "ok", "ok", "failed", "ok", "ok"]
+    assert [i.status for i in one.items] == ["ok"] * 4 + ["failed", "ok", "ok"]
+    assert grouped.items[4].error == one.items[4].error and "p3b.jpg" in grouped.items[4].error
+    for a, b in zip(one.items, grouped.items, strict=True):
+        if b.status == "ok":
+            assert b.exit == a.exit and b.exit_reason == a.exit_reason
+            assert b.scores == pytest.approx(a.scores, abs=1e-5)
+            assert psnr(np.asarray(Image.open(a.outputs[str(a.exit)])) / 255.0,
+                        np.asarray(Image.open(b.outputs[str(b.exit)])) / 255.0) > 45
+    assert (tmp_path / "b" / "p1.png").read_bytes() == b"the user's own file"
+    for i, seen in events.items():  # every image: started, its exits, then done
+        assert seen[0] == "start" and seen[-1] in ("ok", "skipped", "failed"), (i, seen)
+        assert all(s.startswith("exit") for s in seen[1:-1])
+    assert events[0][1:-1] == [f"exit{k}" for k in range(1, grouped.items[0].exit + 1)]
+
+
+def test_a_cancel_in_a_group_reports_what_was_written(tmp_path, one_thread) -> None:
+    folder = _folder(tmp_path)
+    out = tmp_path / "out"
+    summary = run_batch(_grouped(8), [folder], BatchOptions(out_dir=out),
+                        cancel=lambda: len(list(out.glob("*.png"))) >= 2)
+    assert summary.cancelled
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert sorted(i.outputs["auto" if i.exit is None else str(i.exit)].name
+                  for i in summary.items if i.status == "ok") == written
+
+
+def test_a_full_disk_stops_a_group(tmp_path, monkeypatch) -> None:
+    def disk_full(target, *a, **k):
+        error = ImageWriteError(target, "disk full")
+        error.errno = errno.ENOSPC
+        raise error
+
+    monkeypatch.setattr("rbqe.batch.save_like", disk_full)
+    folder = tmp_path / "in"
+    for i in range(5):
+        write_jpeg(folder / f"p{i}.jpg", (64, 64), seed=i)
+    summary = run_batch(_grouped(8), [folder], BatchOptions(out_dir=tmp_path / "out"))
+    assert [i.status for i in summary.items] == ["failed"]
+    assert summary.stopped and "disk full" in summary.stopped
