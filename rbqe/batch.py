@@ -281,6 +281,20 @@ def process_item(
                                        todo=todo))
 
 
+def process_items(
+    enhancer: Enhancer,
+    items: Sequence[tuple[Path, dict[str | None, Path], dict[str | None, Path], set[Path]]],
+    options: BatchOptions,
+) -> list[ItemReport]:
+    """:func:`process_item` of each ``(path, targets, todo, noted)``, in order; where
+    :attr:`Enhancer.batches` (a GPU), the images of one size enhanced together."""
+    jobs = [_Job(path, targets, options, [], set(noted), todo=todo)
+            for path, targets, todo, noted in items]
+    done = _process_group(enhancer, jobs)[0] if enhancer.batches and len(jobs) > 1 else {}
+    # One by one: without batching, and any left after the output folder failed.
+    return [done[n] if n in done else _process_one(enhancer, job) for n, job in enumerate(jobs)]
+
+
 def run_batch(
     enhancer: Enhancer,
     inputs: Sequence[str | Path],

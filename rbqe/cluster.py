@@ -5,7 +5,8 @@ output names, the same-folder rules) and reports inputs whose outputs all exist 
 ``skipped`` without sending them anywhere. The rest become a Ray Data dataset, one row
 per image, mapped by :class:`EnhanceWorker`, an actor that loads the
 :class:`~rbqe.engine.Enhancer` once and enhances, writes (atomically, through
-:func:`rbqe.batch.process_item`) and returns one report row per image. The driver
+:func:`rbqe.batch.process_items`; on a GPU the images of one size in a Ray batch walk
+the exits together) and returns one report row per image. The driver
 streams those rows into the report as they arrive, so its memory does not grow with
 the report.
 
@@ -45,7 +46,7 @@ from rbqe.batch import (
     ItemReport,
     pending_outputs,
     plan_batch,
-    process_item,
+    process_items,
     skipped_item,
 )
 from rbqe.engine import Enhancer
@@ -231,8 +232,11 @@ class EnhanceWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # An empty row: an image left alone because the run is stopping.
-        rows = ["" if self._stopping() else self.enhance_one(json.loads(str(text)))
-                for text in batch["item"]]
+        items = [json.loads(str(text)) for text in batch["item"]]
+        if self.enhancer.batches:  # a GPU: the batch's images of one size walk together
+            rows = [""] * len(items) if self._stopping() else self.enhance_many(items)
+        else:
+            rows = ["" if self._stopping() else self.enhance_one(item) for item in items]
         return {"row": np.array(rows, dtype=object),
                 "actor": np.array([self.actor] * len(rows), dtype=object)}
 
@@ -246,11 +250,21 @@ class EnhanceWorker:
         return self.stopped
 
     def enhance_one(self, item: dict[str, Any]) -> str:
+        return self.enhance_many([item])[0]
+
+    def enhance_many(self, items: list[dict[str, Any]]) -> list[str]:
+        """The report rows of planned images (:func:`rbqe.batch.process_items`)."""
+        planned = []
+        for item in items:
+            targets = {_tag(t): Path(p) for t, p, _ in item["targets"]}
+            todo = {t: p for t, p in targets.items() if _untag(t) in item["todo"]}
+            planned.append((Path(item["input"][0]), targets, todo,
+                            {Path(f) for f in item["noted"]}))
+        reports = process_items(self.enhancer, planned, self.options)
+        return [self._row(item, report) for item, report in zip(items, reports, strict=True)]
+
+    def _row(self, item: dict[str, Any], report: ItemReport) -> str:
         path, shown = item["input"]
-        targets = {_tag(t): Path(p) for t, p, _ in item["targets"]}
-        todo = {t: p for t, p in targets.items() if _untag(t) in item["todo"]}
-        report = process_item(self.enhancer, Path(path), targets, self.options,
-                              todo=todo, noted={Path(f) for f in item["noted"]})
         # The report shows paths as the driver's planning named them, like the local engine.
         entry = report.to_json()
         entry["input"] = shown

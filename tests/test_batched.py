@@ -16,7 +16,14 @@ import torch
 from PIL import Image
 
 from rbqe import batched
-from rbqe.batch import BatchEvents, BatchOptions, run_batch
+from rbqe.batch import (
+    BatchEvents,
+    BatchOptions,
+    pending_outputs,
+    plan_batch,
+    process_items,
+    run_batch,
+)
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageWriteError
 from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
@@ -263,3 +270,19 @@ def test_a_full_disk_stops_a_group(tmp_path, monkeypatch) -> None:
     summary = run_batch(_grouped(8), [folder], BatchOptions(out_dir=tmp_path / "out"))
     assert [i.status for i in summary.items] == ["failed"]
     assert summary.stopped and "disk full" in summary.stopped
+
+
+def test_process_items_groups_for_the_cluster_workers(tmp_path, one_thread) -> None:
+    folder = _folder(tmp_path)
+    plans = {}
+    for out in ("a", "b"):
+        plan = plan_batch([folder], BatchOptions(out_dir=tmp_path / out))
+        plans[out] = [(path, plan.targets[path], pending_outputs(plan.targets[path],
+                                                                 BatchOptions(tmp_path / out)),
+                       plan.noted) for path, _ in plan.files]
+    one = process_items(_grouped(1), plans["a"], BatchOptions(out_dir=tmp_path / "a"))
+    grouped = process_items(_grouped(8), plans["b"], BatchOptions(out_dir=tmp_path / "b"))
+    assert [i.status for i in grouped] == [i.status for i in one]
+    assert [i.exit for i in grouped] == [i.exit for i in one]
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.png")) == sorted(
+        p.name for p in (tmp_path / "a").glob("*.png"))
