@@ -8,6 +8,8 @@ conftest files wrap some of them as fixtures.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 from PIL import Image
 
 from rbqe.engine import Enhancer
+from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.tiling import TILE_OVERLAP, tiles
 from rbqe.weights import save_weights
@@ -129,3 +132,14 @@ def hooked_gmacs(net: RBQENet, side: int) -> list[float]:
         for h in handles:
             h.remove()
     return out
+
+
+@dataclass(frozen=True)
+class SmoothStopsEarly(ExitPolicy):
+    """A test policy that splits tiles: exit 1 where most blocks are smooth, else exit 4."""
+
+    def decide(self, walked: Sequence[ExitSignals], prior: JpegPrior | None = None,
+               gray: bool = False) -> Decision:
+        s = walked[-1]
+        want = 1 if s.smooth_share > 0.5 else 4
+        return Decision(s.exit >= want, s.exit, "test", {"want": want}, "")

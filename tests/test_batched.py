@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,7 @@ from rbqe.batch import (
 )
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageWriteError
-from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
-from tests.helpers import jpeg_pixels, psnr, tiny_net, write_jpeg
+from tests.helpers import SmoothStopsEarly, jpeg_pixels, psnr, tiny_net, write_jpeg
 
 # Assessor scores of these pictures under tiny_net(1) sit around 0.88-0.96 and differ per
 # exit, so this threshold sends them to different exits (asserted below).
@@ -138,17 +135,6 @@ def test_priors_must_match_the_images(pictures) -> None:
 
 
 # -- tiles of a tiled image, walking together (rbqe/tile_exits.py) ---------------------
-
-
-@dataclass(frozen=True)
-class SmoothStopsEarly(ExitPolicy):
-    """Splits tiles: exit 1 where most blocks are smooth, else exit 4."""
-
-    def decide(self, walked: Sequence[ExitSignals], prior: JpegPrior | None = None,
-               gray: bool = False) -> Decision:
-        s = walked[-1]
-        want = 1 if s.smooth_share > 0.5 else 4
-        return Decision(s.exit >= want, s.exit, "test", {"want": want}, "")
 
 
 def _half_smooth(h: int, w: int) -> np.ndarray:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +21,11 @@ from rbqe import iqa
 from rbqe.cli import main
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
-from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
+from rbqe.exit_policy import ExitPolicy, ExitSignals
 from rbqe.tile_exits import floor_exit
 from rbqe.tiling import TILE_OVERLAP, blend_weight, sample_boxes, tiles
 from rbqe.weights import PACKAGE_WEIGHTS
-from tests.helpers import jpeg_compress, photo, psnr, tile_edge_mask
+from tests.helpers import SmoothStopsEarly, jpeg_compress, photo, psnr, tile_edge_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 
@@ -35,17 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 def enhancer(net, **kw) -> Enhancer:
     kw.setdefault("tile", 128)
     return Enhancer(net=net, device="cpu", **kw)
-
-
-@dataclass(frozen=True)
-class SmoothStopsEarly(ExitPolicy):
-    """A test policy that splits tiles: exit 1 where most blocks are smooth, else exit 4."""
-
-    def decide(self, walked: Sequence[ExitSignals], prior: JpegPrior | None = None,
-               gray: bool = False) -> Decision:
-        s = walked[-1]
-        want = 1 if s.smooth_share > 0.5 else 4
-        return Decision(s.exit >= want, s.exit, "test", {"want": want}, "")
 
 
 def split_policy() -> SmoothStopsEarly:
