@@ -401,19 +401,27 @@ class _Job:
 
 
 def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
-    path, targets, options = job.path, job.targets, job.options
-    skipped = skipped_item(path, targets, options.mode)
+    with contextlib.ExitStack() as claims:
+        return _skip_or_claim(job, claims) or _enhance_one(enhancer, job) or _skipped(job)
+
+
+def _skipped(job: _Job) -> ItemReport:
+    return skipped_item(job.path, job.targets, job.options.mode)
+
+
+def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None:
+    """The job's ``skipped`` report when its outputs all exist or another rbqe process
+    holds its claim; else None, with the claim held until ``claims`` closes."""
     # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
-    if job.todo is None and not options.overwrite and all(p.exists()
-                                                          for p in targets.values()):
-        return skipped
+    if (job.todo is None and not job.options.overwrite
+            and all(p.exists() for p in job.targets.values())):
+        return _skipped(job)
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
-    with claim_output(next(iter(targets.values()))) as mine:
-        if not mine:
-            log.info("skipped %s: another rbqe process is making it", path)
-            return skipped
-        return _enhance_one(enhancer, job) or skipped
+    if not claims.enter_context(claim_output(next(iter(job.targets.values())))):
+        log.info("skipped %s: another rbqe process is making it", job.path)
+        return _skipped(job)
+    return None
 
 
 def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
@@ -499,19 +507,12 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
     with contextlib.ExitStack() as claims:
         try:
             for n, job in enumerate(jobs):
-                skipped = skipped_item(job.path, job.targets, job.options.mode)
-                if (job.todo is None and not job.options.overwrite
-                        and all(p.exists() for p in job.targets.values())):
-                    done[n] = skipped
-                    continue
-                if not claims.enter_context(claim_output(next(iter(job.targets.values())))):
-                    log.info("skipped %s: another rbqe process is making it", job.path)
-                    done[n] = skipped
-                    continue
-                todo, t0 = _todo(job), time.perf_counter()
+                skipped = _skip_or_claim(job, claims)
+                todo = {} if skipped else _todo(job)
                 if not todo:
-                    done[n] = skipped
+                    done[n] = skipped or _skipped(job)
                     continue
+                t0 = time.perf_counter()
                 try:
                     src = load_image(job.path, max_pixels=job.options.max_pixels)
                     if enhancer.tile and max(src.pixels.shape[:2]) > enhancer.tile:
