@@ -389,7 +389,7 @@ def score(y: np.ndarray | torch.Tensor, block: int = 8) -> float:
 @torch.no_grad()
 def score_rows(
     rows: Callable[[int, int], np.ndarray | torch.Tensor], height: int, width: int,
-    block: int = 8,
+    block: int = 8, device: torch.device | str | None = None,
 ) -> float:
     """RBQE quality score of one luma image read in bands of rows, for images too large
     to hold as a float luma frame (the engine scores its assembled 100 MP outputs so).
@@ -400,6 +400,8 @@ def score_rows(
         height: Image height.
         width: Image width.
         block: Block size: 8 for JPEG, 4 for HEVC.
+        device: Where the bands are scored (default: where ``rows`` gives them). A GPU
+            scores a 12 MP image in milliseconds; the CPU took 0.36 s on the 2-core VM.
 
     Returns:
         The score of :func:`score_torch` on the whole image, in float32: the same
@@ -411,7 +413,7 @@ def score_rows(
         return 1.0
     sums = _BlockSums()
     for r0, r1 in _bands(height, width, block):
-        band = torch.as_tensor(rows(r0, r1)).to(torch.float32)
+        band = torch.as_tensor(rows(r0, r1)).to(device, torch.float32)
         if band.shape != (r1 - r0, width):
             raise ValueError(f"rows({r0}, {r1}) gave shape {tuple(band.shape)}, "
                              f"expected {(r1 - r0, width)}")

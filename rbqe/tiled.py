@@ -250,7 +250,7 @@ def _finish_exit(enh: Enhancer, img: np.ndarray, frame: np.ndarray, k: int, net_
     ``result`` as exit ``k`` (with the samples' signals and decision there, if walked)."""
     image = enh._finish(frame, img)
     t1 = time.perf_counter()
-    full = _score_frame(image)
+    full = _score_frame(image, enh.device)
     iqa_ms += (time.perf_counter() - t1) * 1000
     walked = len(sampled.signals)
     e = ExitResult(k, image, full, net_ms, iqa_ms, macs,
@@ -270,7 +270,7 @@ def _sample_macs(enh: Enhancer, samples: list[Box], walked: int) -> float:
     return _tile_macs(enh, samples, [walked] * len(samples))
 
 
-def _score_frame(image: np.ndarray) -> float:
+def _score_frame(image: np.ndarray, device: torch.device) -> float:
     """IQA score of an assembled ``(H, W, C)`` result, its luma made band by band."""
     h, w = image.shape[:2]
-    return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w)
+    return iqa.score_rows(lambda r0, r1: luma_of(image[r0:r1]), h, w, device=device)

@@ -400,6 +400,15 @@ def test_cuda_fp16_autocast_matches_cpu() -> None:
     assert float(got) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_scores_host_bands() -> None:
+    img = as_unit(GENERATED["jpeg_q10"][0])
+    expected = score_rows(lambda r0, r1: img[r0:r1], *img.shape)
+    got = score_rows(lambda r0, r1: img[r0:r1], *img.shape, device="cuda")
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
 def test_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         score_torch(torch.rand(1, 3, 32, 32))
