@@ -242,7 +242,7 @@ class Enhancer:
                 # Only the message leaves this block: the traceback holds the failed
                 # attempt's tensors, and is dropped with ``exc`` at its end.
                 error = str(exc).split("\n", 1)[0]
-            if tile and self._batches_tiles(mode):  # first the same tiles, one at a time
+            if tile and self.tile_batch > 1:  # first the same tiles, one at a time
                 self._free_device()
                 log.warning("out of %s memory with %d tiles at once; retrying one tile at "
                             "a time (%s)", self.device.type.upper(), self.tile_batch, error)
@@ -314,11 +314,6 @@ class Enhancer:
             free, _ = torch.cuda.mem_get_info(self.device)
             n = min(n, int(free // 2 // (CUDA_BYTES_PER_PIXEL * self.tile * self.tile)))
         return max(1, n)
-
-    def _batches_tiles(self, mode: ExitMode) -> bool:
-        """Whether a tiled image in ``mode`` walks its tiles in batches (per-tile exits
-        under auto; the shared mode runs one tile at a time)."""
-        return mode == "auto" and self.tile_exits == "per-tile" and self.tile_batch > 1
 
     def _enhance_part(self, imgs: list[np.ndarray], part: list[int], mode: ExitMode,
                       priors: list[JpegPrior | None]) -> list[EnhanceResult]:

@@ -42,7 +42,7 @@ from rbqe.arch import NUM_EXITS
 from rbqe.errors import RBQEError
 from rbqe.model import EcaStats, ProgressiveRun
 from rbqe.results import EnhanceResult, Walk
-from rbqe.tiling import Tile, blend_weight, padded_box
+from rbqe.tiling import Tile, blend_weight, same_shape_groups
 
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
@@ -105,7 +105,7 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
            else torch.zeros(frame.shape[:2] + (planes,), device=enh.device))
     walked = TileWalk()
     exits: dict[int, tuple[int, str]] = {}
-    for group in _same_shape_groups(grid, enh.tile_batch):
+    for group in same_shape_groups([box for box, _, _ in grid], enh.tile_batch):
         for n in group:
             on_tile(n)
         for row, k, why in _walk_group(enh, img, [grid[n] for n in group], stats, floor,
@@ -167,14 +167,3 @@ def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaSta
             run.keep(stay)
             walking = [walking[row] for row in stay]
     return stopped
-
-
-def _same_shape_groups(grid: list[Tile], batch: int) -> list[list[int]]:
-    """Tile indices in groups of at most ``batch`` with one padded shape, in grid order
-    as far as the shapes allow."""
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for n, (box, _, _) in enumerate(grid):
-        by_shape.setdefault(padded_box(box), []).append(n)
-    groups = [members[i : i + batch] for members in by_shape.values()
-              for i in range(0, len(members), max(1, batch))]
-    return sorted(groups, key=lambda g: g[0])

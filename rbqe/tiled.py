@@ -48,7 +48,16 @@ from rbqe.exit_policy import Decision, ExitMode, ExitSignals, JpegPrior, ends_wa
 from rbqe.model import EcaStats
 from rbqe.results import EnhanceResult, ExitResult, Hooks, TileExits, Walk
 from rbqe.tile_exits import TileWalk, floor_exit, walk_tiles
-from rbqe.tiling import TILE_OVERLAP, Box, Tile, blend_weight, padded_box, sample_boxes, tiles
+from rbqe.tiling import (
+    TILE_OVERLAP,
+    Box,
+    Tile,
+    blend_weight,
+    padded_box,
+    same_shape_groups,
+    sample_boxes,
+    tiles,
+)
 
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
@@ -130,35 +139,42 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
     exit); then their nodes alone (no output, no score) on to exit ``through``, for the
     ECA means of later nodes."""
     mode = result.mode
-    runs, walks = [], []
-    for n, (y0, y1, x0, x1) in enumerate(samples):
-        steps.at("sample", n)
-        x = enh._prepare_input(img[y0:y1, x0:x1])
-        runs.append(enh.backend.start(x, stats, fast=enh.fast))
-        # Each sample's own walk keeps its previous luma; all share the ECA record.
-        # Samples are scored padded, as they always were (the assessor's threshold was
-        # calibrated so).
-        walks.append(Walk(stats, enh._luma_of(x.float())))
+    runs: list[tuple[Run, list[int]]] = []  # a run per group of samples of one shape
+    walks: dict[int, Walk] = {}
+    for group in same_shape_groups(samples, enh.tile_batch):
+        xs = []
+        for n in group:
+            steps.at("sample", n)
+            y0, y1, x0, x1 = samples[n]
+            xs.append(enh._prepare_input(img[y0:y1, x0:x1]))
+            # Each sample's own walk keeps its previous luma; all share the ECA record.
+            # Samples are scored padded, as they always were (the assessor's threshold
+            # was calibrated so).
+            walks[n] = Walk(stats, enh._luma_of(xs[-1].float()))
+        runs.append((enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats,
+                                       fast=enh.fast), group))
     sampled = _Sampled(chosen=last_exit(mode))
     for k in range(1, last_exit(mode) + 1):
-        scores = []
-        for run, state in zip(runs, walks, strict=True):
+        for run, group in runs:
             steps.hooks.check_cancel()
-            _, signals, net_ms, _ = enh._stage_and_score(run, state)
-            sampled.ms += net_ms
-            scores.append(signals.score)
-        mean = ExitSignals.mean([state.signals[-1] for state in walks])
+            t0 = time.perf_counter()
+            out = enh._stage(run).float().clamp_(0, 1)
+            enh._sync()
+            sampled.ms += (time.perf_counter() - t0) * 1000
+            for row, n in enumerate(group):
+                newest = enh._signals(k, out[row : row + 1], walks[n])
+        mean = ExitSignals.mean([walks[n].signals[-1] for n in range(len(samples))])
         # The ECA means over all the samples (each walk saw those of the samples before).
-        mean.eca = walks[-1].signals[-1].eca
+        mean.eca = newest.eca
         sampled.signals.append(mean)
-        sampled.scores.append(float(np.mean(scores)))
+        sampled.scores.append(float(np.mean([w.signals[-1].score for w in walks.values()])))
         sampled.decisions.append(enh._decision(sampled.signals, result))
         if ends_walk(mode, sampled.decisions[-1]):
             sampled.chosen = k
             break
     sampled.computed = len(sampled.signals)
     if through > sampled.computed:
-        sampled.ms += _walk_on(enh, runs, through, steps.hooks)
+        sampled.ms += _walk_on(enh, [run for run, _ in runs], through, steps.hooks)
         sampled.computed = through
     return sampled
 
@@ -185,10 +201,16 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
     frames = {k: enh._output_frame(img) for k in exits_wanted}
     acc = {k: f[..., : enh.net.config.out_channels] for k, f in frames.items()}
     stage_ms = [0.0] * NUM_EXITS
-    for n, (box, wy, wx) in enumerate(grid):
-        steps.at("tile", first_step + n)
-        y0, y1, x0, x1 = box
-        run = enh.backend.start(enh._prepare_input(img[y0:y1, x0:x1]), stats, fast=enh.fast)
+    # Tiles of one padded shape run together where batching pays (a GPU); one at a time
+    # elsewhere. Two groups' network states are never alive at once.
+    for group in same_shape_groups([box for box, _, _ in grid], enh.tile_batch):
+        xs = []
+        for n in group:
+            steps.at("tile", first_step + n)
+            y0, y1, x0, x1 = grid[n][0]
+            xs.append(enh._prepare_input(img[y0:y1, x0:x1]))
+        run = enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats, fast=enh.fast)
+        del xs
         for k in range(1, max(exits_wanted) + 1):
             t0 = time.perf_counter()
             if k not in acc:  # an exit on the way: its nodes, not its output head
@@ -196,15 +218,13 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
                     run.advance()
                 stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
                 continue
-            out = enh._stage(run)
-            tile_out = out[0, :, : y1 - y0, : x1 - x0].float().clamp_(0, 1)
-            acc[k][y0:y1, x0:x1] += (tile_out.permute(1, 2, 0).cpu().numpy()
-                                     * blend_weight(wy, wx))
-            enh._sync()
+            out = enh._stage(run).float().clamp_(0, 1).cpu().numpy()  # one copy per group
+            for row, n in enumerate(group):
+                (y0, y1, x0, x1), wy, wx = grid[n]
+                tile_out = out[row, :, : y1 - y0, : x1 - x0].transpose(1, 2, 0)
+                acc[k][y0:y1, x0:x1] += tile_out * blend_weight(wy, wx)
             stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
-        # Before the next tile starts: two tiles' network states alive at once would
-        # double the working set.
-        del run, out, tile_out
+        del run
     steps.hooks.report("tile", steps.total, steps.total)
     return frames, stage_ms
 

@@ -117,6 +117,17 @@ def blend_weight(wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
     return (wy[:, None] * wx[None, :])[..., None]
 
 
+def same_shape_groups(boxes: list[Box], batch: int) -> list[list[int]]:
+    """Indices of ``boxes`` in groups of at most ``batch`` with one padded shape (that
+    can run as one network batch), in order as far as the shapes allow."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for n, box in enumerate(boxes):
+        by_shape.setdefault(padded_box(box), []).append(n)
+    groups = [members[i : i + batch] for members in by_shape.values()
+              for i in range(0, len(members), max(1, batch))]
+    return sorted(groups, key=lambda g: g[0])
+
+
 # -- the sample tiles -------------------------------------------------------------------------
 def sample_boxes(boxes: list[Box]) -> list[Box]:
     """The sample tiles that walk the exits for a tiled image: ``SAMPLE_TILES`` of the

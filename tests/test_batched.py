@@ -162,6 +162,20 @@ def test_tiles_walk_in_batches_to_their_own_exits(monkeypatch, one_thread) -> No
     assert together.tile_exits.reasons == alone.tile_exits.reasons
     assert psnr(alone.image, together.image) > 60
     assert together.tile_exits.gmacs == pytest.approx(alone.tile_exits.gmacs)
+    # The sample tiles walked together too: the same whole-picture decision and scores.
+    assert together.chosen == alone.chosen and together.decision == alone.decision
+    assert together.sampled_scores == pytest.approx(alone.sampled_scores, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", [3, "all"])
+def test_tiles_of_forced_exits_run_in_batches(mode, one_thread) -> None:
+    img = _half_smooth(300, 520)
+    alone, together = (_tiled(b).enhance(img, mode) for b in (1, 4))
+    assert [e.exit for e in together.exits] == [e.exit for e in alone.exits]
+    for a, b in zip(alone.exits, together.exits, strict=True):
+        assert psnr(a.image, b.image) > 60
+        assert b.score == pytest.approx(a.score, abs=1e-5)
+    assert together.chosen == alone.chosen
 
 
 def test_out_of_memory_with_tiles_in_batches_retries_one_at_a_time(monkeypatch, caplog,
