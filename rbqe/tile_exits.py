@@ -24,8 +24,9 @@ frame; tiles overlap by :data:`rbqe.tiling.TILE_OVERLAP` pixels, so two neighbou
 different exits cross-fade over that band (``benchmarks/bench_tile_exits.py`` measured
 no seam).
 
-Memory: one tile's network state at a time, and its output at the exit walked last, as
-in the shared mode; the samples' walk to exit 5 goes one sample at a time.
+Memory: one tile's network state at a time (on a GPU, one group of ``tile_batch`` tiles
+of one shape), and its output at the exit walked last, as in the shared mode; the
+samples' walk to exit 5 goes one run at a time.
 """
 
 from __future__ import annotations

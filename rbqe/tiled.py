@@ -20,8 +20,10 @@ walks the exits and stops on its own signals (:mod:`rbqe.tile_exits`), and
 
 Memory of a tiled image
 -----------------------
-Besides the network's working set (one tile), a tiled image costs the caller's input and
-one output frame per exit returned, and little else: each tile's network input is
+Besides the network's working set (one tile; on a GPU, :attr:`rbqe.engine.Enhancer.
+tile_batch` tiles of one shape, sized to half its free memory), a tiled image costs the
+caller's input and one output frame per exit returned, and little else (a GPU blends
+per-tile exits into a device copy of the frame's network planes): each tile's network input is
 converted from the input pixels when the tile runs, the tiles are blended straight into
 the output frame (into its luma plane for a luma model), chroma is recomputed from the
 input in bands of rows at the end, and the assembled image is scored band by band
