@@ -52,18 +52,17 @@ def enhance_batch(enh: Enhancer, imgs: list[np.ndarray], mode: ExitMode,
     t_start = time.perf_counter()
     h, w = imgs[0].shape[:2]
     xs = [enh._prepare_input(img) for img in imgs]
-    x = torch.cat(xs).contiguous(memory_format=enh.memory_format)
     walks = [Walk(EcaStats(mode="record"), enh._luma_of(xi[..., :h, :w].float())) for xi in xs]
-    del xs
     row_stats = RowStats(list(walks))
-    run = enh.backend.start(x, row_stats, fast=False)
+    run = enh._start(xs, row_stats, fast=False)
+    gmacs = enh.gmacs(*xs[0].shape[-2:])
+    del xs
     assert isinstance(run, ProgressiveRun)  # the torch backend's module path: it can keep()
     results = [enh._result(mode, img, prior) for img, prior in zip(imgs, priors, strict=True)]
-    gmacs = enh.gmacs(*x.shape[-2:])
     walking = list(range(len(imgs)))  # the images (indices) in the run's rows
     for k in range(1, last_exit(mode) + 1):
         t0 = time.perf_counter()
-        out = enh._stage(run)[..., :h, :w].float().clamp_(0, 1)
+        out = enh._stage(run, (h, w))
         host = out.permute(0, 2, 3, 1).cpu().numpy()  # one copy for all the rows
         net_ms = (time.perf_counter() - t0) * 1000 / len(walking)
         stay = []

@@ -48,7 +48,7 @@ from rbqe.exit_policy import (
     may_stop,
     parse_exit_mode,
 )
-from rbqe.model import RBQENet, gmacs_per_exit
+from rbqe.model import EcaStats, RBQENet, gmacs_per_exit
 from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
 from rbqe.tile_exits import DEFAULT_TILE_EXITS, check_tile_exits
 from rbqe.tiling import (
@@ -387,10 +387,28 @@ class Enhancer:
         x = torch.from_numpy(net_in)[None]
         return pad_to_multiple(x).to(self.device).contiguous(memory_format=self.memory_format)
 
-    def _stage(self, run: Run) -> torch.Tensor:
-        """The next exit's raw output (``advance`` would skip its head)."""
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
-            return run.next_exit()
+    def _start(self, xs: list[torch.Tensor], stats: EcaStats, fast: bool | None = None
+               ) -> Run:
+        """One run for the inputs ``xs`` (of one padded shape) stacked as its rows; the
+        engine's fast path unless ``fast`` says otherwise."""
+        x = xs[0] if len(xs) == 1 else torch.cat(xs).contiguous(memory_format=self.memory_format)
+        return self.backend.start(x, stats, fast=self.fast if fast is None else fast)
+
+    def _autocast(self) -> torch.autocast:
+        """fp16 autocast for the network on CUDA when enabled (off elsewhere)."""
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16)
+
+    def _stage(self, run: Run, crop: tuple[int, int] | None = None) -> torch.Tensor:
+        """The next exit's output, every row of ``run`` (cropped to ``crop`` rows and
+        columns when given), float32 clamped to ``[0, 1]``; the device is synchronised,
+        so the time up to here is the network's (``advance`` would skip the head)."""
+        with self._autocast():
+            out = run.next_exit()
+        if crop is not None:
+            out = out[..., : crop[0], : crop[1]]
+        out = out.float().clamp_(0, 1)
+        self._sync()
+        return out
 
     def _stage_and_score(self, run: Run, state: Walk, crop: tuple[int, int] | None = None,
                          *, assess: bool = True
@@ -400,11 +418,7 @@ class Enhancer:
         signals, and the network and scoring times in ms. Without ``assess`` the
         assessor's score and block statistics are NaN (only the change is measured)."""
         t0 = time.perf_counter()
-        out = self._stage(run)
-        if crop is not None:
-            out = out[..., : crop[0], : crop[1]]
-        out = out.float().clamp_(0, 1)
-        self._sync()
+        out = self._stage(run, crop)
         t1 = time.perf_counter()
         signals = self._signals(run.exits_done, out, state, assess)
         return out, signals, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000

@@ -129,7 +129,7 @@ def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaSta
     stopped = []
     crops = [(y1 - y0, x1 - x0) for (y0, y1, x0, x1), _, _ in tiles]
     xs = [enh._prepare_input(img[y0:y1, x0:x1]) for (y0, y1, x0, x1), _, _ in tiles]
-    run = enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats, fast=enh.fast)
+    run = enh._start(xs, stats)
     # Each walk reads the shared means as its ECA signal; the padding is left out of the
     # scores, as for an untiled image.
     states = [Walk(stats, enh._luma_of(x[..., :ch, :cw].float()))
@@ -138,8 +138,7 @@ def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaSta
     walking = list(range(len(tiles)))  # the tiles (rows of the group) in the run's rows
     for k in range(1, NUM_EXITS + 1):
         t0 = time.perf_counter()
-        out = enh._stage(run).float().clamp_(0, 1)
-        enh._sync()
+        out = enh._stage(run)
         walked.stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
         # Below the floor the policy is not asked, and the gate's features at the floor
         # read only the change between those exits: the assessor (~35 ms per megapixel

@@ -153,15 +153,13 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
             # Samples are scored padded, as they always were (the assessor's threshold
             # was calibrated so).
             walks[n] = Walk(stats, enh._luma_of(xs[-1].float()))
-        runs.append((enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats,
-                                       fast=enh.fast), group))
+        runs.append((enh._start(xs, stats), group))
     sampled = _Sampled(chosen=last_exit(mode))
     for k in range(1, last_exit(mode) + 1):
         for run, group in runs:
             steps.hooks.check_cancel()
             t0 = time.perf_counter()
-            out = enh._stage(run).float().clamp_(0, 1)
-            enh._sync()
+            out = enh._stage(run)
             sampled.ms += (time.perf_counter() - t0) * 1000
             for row, n in enumerate(group):
                 newest = enh._signals(k, out[row : row + 1], walks[n])
@@ -188,7 +186,7 @@ def _walk_on(enh: Enhancer, runs: list[Run], through: int, hooks: Hooks) -> floa
     for run in runs:
         while run.exits_done < through:
             hooks.check_cancel()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=enh.fp16):
+            with enh._autocast():
                 run.advance()
     enh._sync()
     return (time.perf_counter() - t0) * 1000
@@ -211,16 +209,16 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
             steps.at("tile", first_step + n)
             y0, y1, x0, x1 = grid[n][0]
             xs.append(enh._prepare_input(img[y0:y1, x0:x1]))
-        run = enh.backend.start(torch.cat(xs) if len(xs) > 1 else xs[0], stats, fast=enh.fast)
+        run = enh._start(xs, stats)
         del xs
         for k in range(1, max(exits_wanted) + 1):
             t0 = time.perf_counter()
             if k not in acc:  # an exit on the way: its nodes, not its output head
-                with torch.autocast("cuda", dtype=torch.float16, enabled=enh.fp16):
+                with enh._autocast():
                     run.advance()
                 stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
                 continue
-            out = enh._stage(run).float().clamp_(0, 1).cpu().numpy()  # one copy per group
+            out = enh._stage(run).cpu().numpy()  # one copy per group
             for row, n in enumerate(group):
                 (y0, y1, x0, x1), wy, wx = grid[n]
                 tile_out = out[row, :, : y1 - y0, : x1 - x0].transpose(1, 2, 0)

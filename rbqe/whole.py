@@ -31,7 +31,7 @@ def enhance_whole(enh: Enhancer, img: np.ndarray, mode: ExitMode, hooks: Hooks,
     h, w = img.shape[:2]
     x = enh._prepare_input(img)
     state = Walk(EcaStats(mode="record"), enh._luma_of(x[..., :h, :w].float()))
-    run = enh.backend.start(x, state.stats, fast=enh.fast)
+    run = enh._start([x], state.stats)
     result = enh._result(mode, img, prior)
     last = last_exit(mode)
     for k in range(1, last + 1):
