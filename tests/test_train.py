@@ -27,6 +27,7 @@ from rbqe.train.loop import (
     relative_weights,
     stored_config,
     train,
+    with_no_harm,
 )
 from rbqe.train.metrics import psnr, psnr_b, ssim
 from rbqe.weights import load_weights, read_info, save_weights
@@ -276,11 +277,11 @@ def test_cli_resume_takes_the_recipe_from_the_state(
                  "--lr", "3e-4", "--steps", "2"]) == 0  # RGB, the shipped model, by default
     assert stored_config(out)["exit_weighting"] == "paper"
     assert main([*args, "--steps", "4", "--exit-weighting", "balanced",
-                 "--relative-exits", "2", "--relative-cap", "4"]) == 0  # no --data...
+                 "--relative-exits", "2", "--relative-cap", "4", "--no-harm", "2"]) == 0
     assert main([*args, "--steps", "5"]) == 0
     stored = stored_config(out)
     assert stored["step"] == 5 and stored["exit_weighting"] == "balanced"
-    assert (stored["relative_exits"], stored["relative_cap"]) == (2, 4.0)
+    assert (stored["relative_exits"], stored["relative_cap"], stored["no_harm"]) == (2, 4.0, 2.0)
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
 
@@ -366,6 +367,40 @@ def test_a_relative_cap_below_one_is_a_usage_error(tmp_path: Path, capsys) -> No
     assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
                  "--relative-cap", "0.5"]) == 2
     assert "--relative-cap must be 0 (off) or >= 1" in capsys.readouterr().err
+
+
+def test_no_harm_counts_only_the_excess_over_the_input_more() -> None:
+    losses = torch.tensor([[0.5, 1.0, 2.0], [0.1, 0.2, 0.3]], requires_grad=True)
+    input_loss = torch.tensor([1.0, 0.25])
+    out = with_no_harm(losses, input_loss, 3.0)
+    # Row 0: exit 3 is 1.0 above its input (counted 1 + 3 times); exit 2 ties. Row 1: exit
+    # 3 is 0.05 above.
+    assert torch.allclose(out, torch.tensor([[0.5, 1.0, 5.0], [0.1, 0.2, 0.45]]))
+    out.sum().backward()
+    assert torch.allclose(losses.grad, torch.tensor([[1.0, 1.0, 4.0], [1.0, 1.0, 4.0]]))
+    assert with_no_harm(losses, input_loss, 0.0) is losses  # 0: off
+
+
+def test_the_trainer_adds_the_no_harm_excess(tmp_path: Path, images: list[np.ndarray]) -> None:
+    batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
+                         light_share=1.0).batch_at(0)
+    x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+    w = torch.as_tensor(exit_weights(batch[2], "paper"))
+    cfg = _cfg(tmp_path, 1)
+    cfg.channels, cfg.no_harm = 3, 4.0
+    tr = Trainer(cfg, images)
+    with torch.no_grad():
+        per_exit = torch.stack([mse(o, y) for o in tr.net(x)], dim=1)  # (B, 5)
+    excess = torch.relu(per_exit - mse(x, y)[:, None])
+    assert float(excess.sum()) > 0  # light JPEGs: a fresh net's exits are worse somewhere
+    want = (((per_exit + 4.0 * excess) * w).sum(1).mean() / w.sum(1).mean()).item()
+    assert tr.train_step(batch) == pytest.approx(want, rel=1e-4)
+
+
+def test_a_negative_no_harm_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
+                 "--no-harm", "-1"]) == 2
+    assert "--no-harm must be >= 0" in capsys.readouterr().err
 
 
 def test_relative_exits_reweigh_only_the_early_exits(

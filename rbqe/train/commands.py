@@ -83,6 +83,9 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--relative-cap", type=float, metavar="C",
                    help="no relative weight above C times the batch's mean (then scaled "
                         "back to mean 1); default 0: no cap")
+    t.add_argument("--no-harm", type=float, metavar="F",
+                   help="where an exit's output is worse than its input, count the excess "
+                        "loss 1 + F times (no exit worse than the input); default 0: off")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -171,7 +174,7 @@ _RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "lo
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
            "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0,
-           "relative_cap": 0.0}
+           "relative_cap": 0.0, "no_harm": 0.0}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -199,6 +202,8 @@ def _train(args: argparse.Namespace) -> int:
     cap = recipe.get("relative_cap", 0.0)
     if cap != 0 and cap < 1:  # the weights average 1: a cap below that flattens them all
         raise UsageError(f"rbqe train: --relative-cap must be 0 (off) or >= 1, got {cap}")
+    if recipe.get("no_harm", 0.0) < 0:
+        raise UsageError(f"rbqe train: --no-harm must be >= 0, got {recipe['no_harm']}")
     for name in ("light_share", "gray_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:

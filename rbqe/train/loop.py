@@ -108,6 +108,9 @@ class TrainConfig:
     # mean 1), so that one patch with a small input error (a light JPEG, or smooth
     # content) cannot carry most of the early exits' loss. Measured at 4: exit 5 unchanged.
     relative_cap: float = 0.0
+    # > 0: where an exit's output is worse than its input (a larger loss against the
+    # target), the excess counts (1 + no_harm) times (see with_no_harm).
+    no_harm: float = 0.0
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -155,6 +158,18 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
         w = w.clamp_max(cap)
         w = w / w.mean()
     return w
+
+
+def with_no_harm(losses: torch.Tensor, input_loss: torch.Tensor, factor: float
+                 ) -> torch.Tensor:
+    """Per-patch, per-exit ``losses`` ``(B, 5)`` with the part above the input's own loss
+    ``(B,)`` counted ``1 + factor`` times: issue 10 asks that no exit be worse than its
+    input at any quality, and at QF 95 exit 1 was (it takes fine texture for compression
+    noise). Exits better than their input are unchanged, so are their gradients."""
+    if factor <= 0:
+        return losses
+    excess = torch.relu(losses - input_loss.detach()[:, None])
+    return losses + factor * excess
 
 
 WARMUP_STEPS = 50
@@ -320,6 +335,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
+        losses = with_no_harm(losses, loss_fn(x, y), self.cfg.no_harm)
         loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
