@@ -22,7 +22,7 @@ from rbqe.model import ModelConfig, RBQENet
 from rbqe.tiling import pad_to_multiple
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, load_folder_images
 from rbqe.train.evaluate import list_clean_images, read_clean
-from rbqe.train.loop import RELATIVE_FLOOR, relative_weights
+from rbqe.train.loop import RELATIVE_FLOOR, mse, relative_weights
 from rbqe.train.metrics import psnr, to_uint8
 
 LAMBDAS = (0.0, 0.003, 0.01, 0.03, 0.1)
@@ -38,10 +38,6 @@ net.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items
                      if k.startswith("module.")})
 net.eval()
 batches = int(sys.argv[2]) if len(sys.argv) > 2 else 150
-
-
-def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ((a - b) ** 2).mean(dim=(1, 2, 3))
 
 
 def x01(x: torch.Tensor) -> torch.Tensor:
