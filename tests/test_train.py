@@ -24,6 +24,7 @@ from rbqe.train.loop import (
     charbonnier,
     lr_at,
     mse,
+    relative_floor,
     relative_weights,
     stored_config,
     train,
@@ -277,11 +278,13 @@ def test_cli_resume_takes_the_recipe_from_the_state(
                  "--lr", "3e-4", "--steps", "2"]) == 0  # RGB, the shipped model, by default
     assert stored_config(out)["exit_weighting"] == "paper"
     assert main([*args, "--steps", "4", "--exit-weighting", "balanced",
-                 "--relative-exits", "2", "--relative-cap", "4", "--no-harm", "2"]) == 0
+                 "--relative-exits", "2", "--relative-cap", "4", "--no-harm", "2",
+                 "--no-harm-exits", "1"]) == 0
     assert main([*args, "--steps", "5"]) == 0
     stored = stored_config(out)
     assert stored["step"] == 5 and stored["exit_weighting"] == "balanced"
-    assert (stored["relative_exits"], stored["relative_cap"], stored["no_harm"]) == (2, 4.0, 2.0)
+    assert (stored["relative_exits"], stored["relative_cap"]) == (2, 4.0)
+    assert (stored["no_harm"], stored["no_harm_exits"]) == (2.0, 1)
     assert (stored["width"], stored["batch"], stored["lr"], stored["channels"]) == (8, 2, 3e-4, 3)
     assert stored["train_dirs"] == [str(data)]
 
@@ -379,6 +382,14 @@ def test_no_harm_counts_only_the_excess_over_the_input_more() -> None:
     out.sum().backward()
     assert torch.allclose(losses.grad, torch.tensor([[1.0, 1.0, 4.0], [1.0, 1.0, 4.0]]))
     assert with_no_harm(losses, input_loss, 0.0) is losses  # 0: off
+    # An input better than the floor counts as the floor: row 1's exit 3 (0.3) is within
+    # it now, row 0's input is above it.
+    floored = with_no_harm(losses.detach(), input_loss, 3.0, floor=0.35)
+    assert torch.allclose(floored, torch.tensor([[0.5, 1.0, 5.0], [0.1, 0.2, 0.3]]))
+    # On the first two exits only: exit 3 keeps its plain loss.
+    assert torch.allclose(with_no_harm(losses.detach(), input_loss, 3.0, exits=2), losses)
+    assert torch.allclose(with_no_harm(losses.detach(), torch.tensor([0.2, 0.05]), 3.0, exits=2),
+                          torch.tensor([[1.4, 3.4, 2.0], [0.25, 0.65, 0.3]]))
 
 
 def test_the_trainer_adds_the_no_harm_excess(tmp_path: Path, images: list[np.ndarray]) -> None:
@@ -391,7 +402,7 @@ def test_the_trainer_adds_the_no_harm_excess(tmp_path: Path, images: list[np.nda
     tr = Trainer(cfg, images)
     with torch.no_grad():
         per_exit = torch.stack([mse(o, y) for o in tr.net(x)], dim=1)  # (B, 5)
-    excess = torch.relu(per_exit - mse(x, y)[:, None])
+    excess = torch.relu(per_exit - mse(x, y).clamp_min(relative_floor())[:, None])
     assert float(excess.sum()) > 0  # light JPEGs: a fresh net's exits are worse somewhere
     want = (((per_exit + 4.0 * excess) * w).sum(1).mean() / w.sum(1).mean()).item()
     assert tr.train_step(batch) == pytest.approx(want, rel=1e-4)

@@ -86,6 +86,8 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--no-harm", type=float, metavar="F",
                    help="where an exit's output is worse than its input, count the excess "
                         "loss 1 + F times (no exit worse than the input); default 0: off")
+    t.add_argument("--no-harm-exits", type=int, choices=range(1, 6), metavar="N",
+                   help="--no-harm on exits 1..N only (default 5: all)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
@@ -174,7 +176,7 @@ _RECIPE = {"channels": 3, "width": 32, "patch": 96, "batch": 10, "lr": 1e-3, "lo
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
            "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0,
-           "relative_cap": 0.0, "no_harm": 0.0}
+           "relative_cap": 0.0, "no_harm": 0.0, "no_harm_exits": 5}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -111,6 +111,7 @@ class TrainConfig:
     # > 0: where an exit's output is worse than its input (a larger loss against the
     # target), the excess counts (1 + no_harm) times (see with_no_harm).
     no_harm: float = 0.0
+    no_harm_exits: int = 5  # ... on exits 1..this one only
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -134,6 +135,12 @@ RELATIVE_FLOOR = (1.0 / 255.0) ** 2
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def relative_floor(loss_fn: LossFn = mse) -> float:
+    """The loss of a 48 dB input (:data:`RELATIVE_FLOOR`) under ``loss_fn``."""
+    edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5)
+    return float(loss_fn(edge, torch.zeros_like(edge)))
+
+
 def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
                      cap: float = 0.0) -> torch.Tensor:
     """``(B,)`` per-patch weights proportional to 1 / the input's own loss, mean 1.
@@ -150,9 +157,7 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
     weight alone otherwise carries a median 25 % of the early exits' loss (p90 41 %;
     docs/train/relative_cap/batch_weights.py).
     """
-    edge = torch.full((1, 1, 1, 1), RELATIVE_FLOOR ** 0.5, device=x.device)
-    floor = float(loss_fn(edge, torch.zeros_like(edge)))  # the loss of a 48 dB input
-    inv = 1.0 / loss_fn(x, y).detach().clamp_min(floor)
+    inv = 1.0 / loss_fn(x, y).detach().clamp_min(relative_floor(loss_fn))
     w = inv / inv.mean()
     if cap > 0:
         w = w.clamp_max(cap)
@@ -160,16 +165,21 @@ def relative_weights(x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn = mse,
     return w
 
 
-def with_no_harm(losses: torch.Tensor, input_loss: torch.Tensor, factor: float
-                 ) -> torch.Tensor:
+def with_no_harm(losses: torch.Tensor, input_loss: torch.Tensor, factor: float,
+                 floor: float = 0.0, exits: int = 5) -> torch.Tensor:
     """Per-patch, per-exit ``losses`` ``(B, 5)`` with the part above the input's own loss
     ``(B,)`` counted ``1 + factor`` times: issue 10 asks that no exit be worse than its
     input at any quality, and at QF 95 exit 1 was (it takes fine texture for compression
-    noise). Exits better than their input are unchanged, so are their gradients."""
+    noise). Exits better than their input are unchanged, so are their gradients; so are
+    the exits after ``exits``.
+
+    An input better than ~48 dB counts as 48 dB (``floor``, the loss of such an input):
+    re-saves of the training photos that are themselves JPEGs are often nearly lossless,
+    and any change at all to those would count as harm."""
     if factor <= 0:
         return losses
-    excess = torch.relu(losses - input_loss.detach()[:, None])
-    return losses + factor * excess
+    excess = torch.relu(losses[:, :exits] - input_loss.detach().clamp_min(floor)[:, None])
+    return torch.cat([losses[:, :exits] + factor * excess, losses[:, exits:]], dim=1)
 
 
 WARMUP_STEPS = 50
@@ -335,7 +345,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
-        losses = with_no_harm(losses, loss_fn(x, y), self.cfg.no_harm)
+        losses = with_no_harm(losses, loss_fn(x, y), self.cfg.no_harm, relative_floor(loss_fn),
+                              self.cfg.no_harm_exits)
         loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
