@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,6 +209,26 @@ def test_the_ema_follows_the_weights_and_is_what_validation_sees(
     assert read_info(tmp_path / "run" / "ema.safetensors").extra["patches"] == str(3 * cfg.batch)
 
 
+def test_export_ema_writes_what_a_finished_run_exports(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    """scripts/export_ema.py takes the EMA out of a checkpoint, e.g. of a run still going."""
+    cfg = _cfg(tmp_path, 3)
+    cfg.ema_decay, cfg.ema_slow_decay = 0.5, 0.9
+    Trainer(cfg, images).run()
+    run = tmp_path / "run"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_ema.py"
+    for flag, finished in (([], "ema"), (["--slow"], "ema_slow")):
+        out = tmp_path / f"{finished}_exported.safetensors"
+        subprocess.run([sys.executable, str(script), str(run / "checkpoint.pt"), str(out),
+                        *flag], check=True, capture_output=True)
+        got, info = load_weights(out)
+        want = load_weights(run / f"{finished}.safetensors")[0].state_dict()
+        assert all(torch.equal(v, want[k]) for k, v in got.state_dict().items())
+        assert (info.extra["step"], info.extra["patches"]) == ("3", str(3 * cfg.batch))
+    assert not torch.equal(load_weights(tmp_path / "ema_exported.safetensors")[0].heads[0][1].weight,
+                           load_weights(tmp_path / "ema_slow_exported.safetensors")[0].heads[0][1].weight)
+
+
 def test_a_slow_ema_added_to_a_running_state_starts_from_its_ema(
         tmp_path: Path, images: list[np.ndarray]) -> None:
     key = "heads.0.1.weight"
@@ -392,20 +414,38 @@ def test_no_harm_counts_only_the_excess_over_the_input_more() -> None:
                           torch.tensor([[1.4, 3.4, 2.0], [0.25, 0.65, 0.3]]))
 
 
-def test_the_trainer_adds_the_no_harm_excess(tmp_path: Path, images: list[np.ndarray]) -> None:
+def _first_step(tmp_path: Path, images: list[np.ndarray], light_share: float
+                ) -> tuple[tuple[np.ndarray, ...], torch.Tensor, torch.Tensor, torch.Tensor,
+                           torch.Tensor]:
+    """A batch, its inputs and targets, its exit weights, and the per-exit losses ``(B, 5)``
+    of a fresh RGB net on it (every Trainer of ``_cfg`` starts from that same net)."""
     batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
-                         light_share=1.0).batch_at(0)
+                         light_share=light_share).batch_at(0)
     x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-    w = torch.as_tensor(exit_weights(batch[2], "paper"))
-    cfg = _cfg(tmp_path, 1)
-    cfg.channels, cfg.no_harm = 3, 4.0
-    tr = Trainer(cfg, images)
+    cfg = _cfg(tmp_path / "fresh", 1)
+    cfg.channels = 3
     with torch.no_grad():
-        per_exit = torch.stack([mse(o, y) for o in tr.net(x)], dim=1)  # (B, 5)
+        per_exit = torch.stack([mse(o, y) for o in Trainer(cfg, images).net(x)], dim=1)
+    return batch, x, y, torch.as_tensor(exit_weights(batch[2], "paper")), per_exit
+
+
+def _batch_loss(per_exit: torch.Tensor, w: torch.Tensor) -> float:
+    """The trainer's loss from weighted per-exit losses: normalised by the exit weights."""
+    return ((per_exit * w).sum(1).mean() / w.sum(1).mean()).item()
+
+
+def test_the_trainer_adds_the_no_harm_excess(tmp_path: Path, images: list[np.ndarray]) -> None:
+    batch, x, y, w, per_exit = _first_step(tmp_path, images, light_share=1.0)
     excess = torch.relu(per_exit - mse(x, y).clamp_min(relative_floor())[:, None])
-    assert float(excess.sum()) > 0  # light JPEGs: a fresh net's exits are worse somewhere
-    want = (((per_exit + 4.0 * excess) * w).sum(1).mean() / w.sum(1).mean()).item()
-    assert tr.train_step(batch) == pytest.approx(want, rel=1e-4)
+    assert float(excess[:, 0].sum()) > 0  # light JPEGs: a fresh net's exit 1 is worse somewhere
+    for exits in (5, 1):
+        cfg = _cfg(tmp_path / str(exits), 1)
+        cfg.channels, cfg.no_harm, cfg.no_harm_exits = 3, 4.0, exits
+        counted = torch.cat([per_exit[:, :exits] + 4.0 * excess[:, :exits],
+                             per_exit[:, exits:]], 1)
+        step = Trainer(cfg, images).train_step(batch)
+        assert step == pytest.approx(_batch_loss(counted, w), rel=1e-4)
+        assert step > _batch_loss(per_exit, w)
 
 
 def test_a_negative_no_harm_is_a_usage_error(tmp_path: Path, capsys) -> None:
@@ -416,34 +456,26 @@ def test_a_negative_no_harm_is_a_usage_error(tmp_path: Path, capsys) -> None:
 
 def test_relative_exits_reweigh_only_the_early_exits(
         tmp_path: Path, images: list[np.ndarray]) -> None:
-    batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
-                         light_share=0.5).batch_at(0)
-    x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-    w = torch.as_tensor(exit_weights(batch[2], "paper"))
+    batch, x, y, w, per_exit = _first_step(tmp_path, images, light_share=0.5)
     cfg = _cfg(tmp_path, 1)
     cfg.channels, cfg.relative_exits = 3, 2
-    tr = Trainer(cfg, images)
-    with torch.no_grad():
-        per_exit = torch.stack([mse(o, y) for o in tr.net(x)], dim=1)  # (B, 5)
     rel = relative_weights(x, y)
-    expected = {k: ((torch.cat([per_exit[:, :k] * rel[:, None], per_exit[:, k:]], 1) * w)
-                    .sum(1).mean() / w.sum(1).mean()).item() for k in (0, 2)}
-    assert tr.train_step(batch) == pytest.approx(expected[2], rel=1e-4)
+    expected = {k: _batch_loss(torch.cat([per_exit[:, :k] * rel[:, None], per_exit[:, k:]], 1),
+                               w) for k in (0, 2)}
+    assert Trainer(cfg, images).train_step(batch) == pytest.approx(expected[2], rel=1e-4)
     assert expected[2] != pytest.approx(expected[0], rel=1e-3)  # the weighting did something
     # With a cap the trainer weighs by the capped weights.
     cfg = _cfg(tmp_path / "capped", 1)
     cfg.channels, cfg.relative_exits, cfg.relative_cap = 3, 2, 1.5
     capped = relative_weights(x, y, cap=1.5)
     assert not torch.allclose(capped, rel)
-    want = ((torch.cat([per_exit[:, :2] * capped[:, None], per_exit[:, 2:]], 1) * w)
-            .sum(1).mean() / w.sum(1).mean()).item()
+    want = _batch_loss(torch.cat([per_exit[:, :2] * capped[:, None], per_exit[:, 2:]], 1), w)
     assert Trainer(cfg, images).train_step(batch) == pytest.approx(want, rel=1e-4)
 
 
 def test_relative_late_power_reweighs_the_later_exits(
         tmp_path: Path, images: list[np.ndarray]) -> None:
-    batch = PatchSampler(images, channels=3, patch=64, batch=4, seed=3,
-                         light_share=0.5).batch_at(0)
+    batch, x, y, w, per_exit = _first_step(tmp_path, images, light_share=0.5)
 
     def first_loss(exits: int, power: float) -> float:
         cfg = _cfg(tmp_path / f"{exits}-{power}", 1)
@@ -453,16 +485,10 @@ def test_relative_late_power_reweighs_the_later_exits(
     as_all_exits = first_loss(5, 0.0)
     assert first_loss(2, 1.0) == pytest.approx(as_all_exits, rel=1e-5)
     # Power 0.5: exits 3-5 weigh each patch by sqrt(1 / its input's MSE), mean 1.
-    x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-    w = torch.as_tensor(exit_weights(batch[2], "paper"))
-    cfg = _cfg(tmp_path / "fresh", 1)
-    cfg.channels = 3
-    with torch.no_grad():
-        per_exit = torch.stack([mse(o, y) for o in Trainer(cfg, images).net(x)], dim=1)
     rel = relative_weights(x, y)
     half = rel.sqrt() / rel.sqrt().mean()
     scaled = torch.cat([per_exit[:, :2] * rel[:, None], per_exit[:, 2:] * half[:, None]], 1)
-    expected = ((scaled * w).sum(1).mean() / w.sum(1).mean()).item()
+    expected = _batch_loss(scaled, w)
     halfway = first_loss(2, 0.5)
     assert halfway == pytest.approx(expected, rel=1e-4)
     assert halfway != pytest.approx(first_loss(2, 0.0), rel=1e-3)
