@@ -8,7 +8,8 @@ import argparse
 
 import torch
 
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.errors import UsageError
+from rbqe.train.loop import checkpoint_ema
 from rbqe.weights import save_weights
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -18,13 +19,9 @@ parser.add_argument("--slow", action="store_true", help="the slow EMA (ema_slow)
 args = parser.parse_args()
 
 state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-recipe = state["config"]
-key = "ema_slow" if args.slow else "ema"
-if key not in state:
-    parser.error(f"{args.checkpoint} holds no {key} weights")
-net = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], recipe["width"]))
-# An AveragedModel's state: the network's tensors under "module.", plus its counter.
-net.load_state_dict({k.removeprefix("module."): v for k, v in state[key].items()
-                     if k.startswith("module.")})
+try:
+    net = checkpoint_ema(state, slow=args.slow)
+except UsageError as e:
+    parser.error(f"{args.checkpoint}: {e}")
 meta = {"step": str(state["step"]), "patches": str(state["patches"])}
 print(save_weights(net, args.out, extra=meta), f"step {meta['step']}, {meta['patches']} patches")

@@ -227,6 +227,15 @@ def test_export_ema_writes_what_a_finished_run_exports(
         assert (info.extra["step"], info.extra["patches"]) == ("3", str(3 * cfg.batch))
     assert not torch.equal(load_weights(tmp_path / "ema_exported.safetensors")[0].heads[0][1].weight,
                            load_weights(tmp_path / "ema_slow_exported.safetensors")[0].heads[0][1].weight)
+    # A state without a slow EMA: one clear error, nothing written.
+    plain = _cfg(tmp_path / "plain", 1)
+    Trainer(plain, images).run()
+    out = tmp_path / "none.safetensors"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "plain" / "run" /
+                                                           "checkpoint.pt"), str(out), "--slow"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "holds no ema_slow weights" in done.stderr
+    assert not out.exists()
 
 
 def test_a_slow_ema_added_to_a_running_state_starts_from_its_ema(

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rbqe.errors import WeightsError
+from rbqe.errors import UsageError, WeightsError
 from rbqe.heap import reuse_freed_memory
 from rbqe.io.atomic import atomic_write
 from rbqe.model import MULTIPLE, NUM_EXITS, ModelConfig, RBQENet
@@ -212,6 +212,20 @@ def _ema_model(net: RBQENet, decay: float) -> torch.optim.swa_utils.AveragedMode
 
 def _ema_net(avg: torch.optim.swa_utils.AveragedModel) -> RBQENet:
     return cast(RBQENet, avg.module)  # the copy of the net that _ema_model averages
+
+
+def checkpoint_ema(state: dict[str, Any], slow: bool = False) -> RBQENet:
+    """The EMA (or slow EMA) network of a loaded training checkpoint, e.g. of a run still
+    going on; :class:`UsageError` if the state holds none."""
+    key = "ema_slow" if slow else "ema"
+    if key not in state:
+        raise UsageError(f"the training state holds no {key} weights")
+    recipe = state["config"]
+    net = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], recipe["width"]))
+    # An AveragedModel's state: the network's tensors under "module.", plus its counter.
+    net.load_state_dict({k.removeprefix("module."): v for k, v in state[key].items()
+                         if k.startswith("module.")})
+    return net
 
 
 class Trainer:

@@ -18,11 +18,10 @@ import time
 import numpy as np
 import torch
 
-from rbqe.model import ModelConfig, RBQENet
 from rbqe.tiling import pad_to_multiple
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, load_folder_images
 from rbqe.train.evaluate import list_clean_images, read_clean
-from rbqe.train.loop import RELATIVE_FLOOR, mse, relative_weights
+from rbqe.train.loop import RELATIVE_FLOOR, checkpoint_ema, mse, relative_weights
 from rbqe.train.metrics import psnr, to_uint8
 
 LAMBDAS = (0.0, 0.003, 0.01, 0.03, 0.1)
@@ -33,10 +32,7 @@ LUMA = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
 
 torch.manual_seed(0)
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
-net = RBQENet(ModelConfig(3, 3, 32))
-net.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items()
-                     if k.startswith("module.")})
-net.eval()
+net = checkpoint_ema(state).eval()
 batches = int(sys.argv[2]) if len(sys.argv) > 2 else 150
 
 
