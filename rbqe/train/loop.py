@@ -359,8 +359,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             outs = self.net(x)
         losses = torch.stack([loss_fn(o, y) for o in outs], dim=1)  # (B, 5)
-        losses = with_no_harm(losses, loss_fn(x, y), self.cfg.no_harm, relative_floor(loss_fn),
-                              self.cfg.no_harm_exits)
+        if self.cfg.no_harm > 0:  # the input's own loss only when the term is on
+            losses = with_no_harm(losses, loss_fn(x, y), self.cfg.no_harm,
+                                  relative_floor(loss_fn), self.cfg.no_harm_exits)
         loss = (losses * w).sum() / norm  # this rank's share of the batch's loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
