@@ -238,6 +238,31 @@ def test_export_ema_writes_what_a_finished_run_exports(
     assert not out.exists()
 
 
+def test_average_weights_is_the_weighted_mean_of_its_inputs(tmp_path: Path) -> None:
+    """scripts/average_weights.py: shares normalised to 1, sources recorded, one clear
+    error for networks of different shapes."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    torch.manual_seed(0)
+    nets = [RBQENet(ModelConfig(1, 1, 8)) for _ in range(2)]
+    paths = [save_weights(net, tmp_path / f"{i}.safetensors", extra={"step": str(10 * i)})
+             for i, net in enumerate(nets)]
+    out = tmp_path / "soup.safetensors"
+    subprocess.run([sys.executable, str(script), str(out), f"{paths[0]}:1", f"{paths[1]}:3"],
+                   check=True, capture_output=True)
+    got, info = load_weights(out)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    for key, value in got.state_dict().items():
+        assert torch.allclose(value, 0.25 * a[key] + 0.75 * b[key], atol=1e-6)
+    sources = json.loads(info.extra["averaged_from"])
+    assert [(s["share"], s["step"]) for s in sources] == [(0.25, "0"), (0.75, "10")]
+    other = save_weights(RBQENet(ModelConfig(1, 1, 16)), tmp_path / "wide.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    done = subprocess.run([sys.executable, str(script), str(bad), str(paths[0]), str(other)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "wide.safetensors: network" in done.stderr
+    assert not bad.exists()
+
+
 def test_a_slow_ema_added_to_a_running_state_starts_from_its_ema(
         tmp_path: Path, images: list[np.ndarray]) -> None:
     key = "heads.0.1.weight"
