@@ -11,6 +11,7 @@ does not fit another) and records its sources, so refit before shipping.
 """
 import argparse
 
+from rbqe.errors import WeightsError
 from rbqe.weights import load_weights, save_weights
 
 
@@ -33,14 +34,17 @@ parser.add_argument("inputs", nargs="+", type=source, metavar="PATH[:WEIGHT]")
 args = parser.parse_args()
 
 total = sum(share for _, share in args.inputs)
-nets = [(load_weights(path), share / total) for path, share in args.inputs]
+try:
+    nets = [(load_weights(path), share / total) for path, share in args.inputs]
+except WeightsError as e:  # it names the file and the cause
+    parser.error(str(e))
 (first, first_info), _ = nets[0]
 for (_, info), _ in nets[1:]:
     if info.config != first_info.config:
         parser.error(f"{info.path}: network {info.config} differs from "
                      f"{first_info.path}'s {first_info.config}")
-avg = {k: sum(net.state_dict()[k] * share for (net, _), share in nets)
-       for k in first.state_dict()}
+tensors = [(net.state_dict(), share) for (net, _), share in nets]
+avg = {k: sum(sd[k] * share for sd, share in tensors) for k in tensors[0][0]}
 first.load_state_dict(avg)
 meta = {"averaged_from": [{"path": str(info.path), "share": round(share, 6),
                            "step": info.extra.get("step"), "patches": info.extra.get("patches")}

@@ -261,6 +261,10 @@ def test_average_weights_is_the_weighted_mean_of_its_inputs(tmp_path: Path) -> N
                           capture_output=True, text=True)
     assert done.returncode == 2 and "wide.safetensors: network" in done.stderr
     assert not bad.exists()
+    done = subprocess.run([sys.executable, str(script), str(bad), str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "none: weights file not found" in done.stderr
+    assert "Traceback" not in done.stderr and not bad.exists()
 
 
 def test_a_slow_ema_added_to_a_running_state_starts_from_its_ema(
