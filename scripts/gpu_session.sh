@@ -15,7 +15,7 @@
 # Back here: copy checkpoint.pt and train_log.jsonl into weights/training/ and resume with
 # the CPU recipe given explicitly (the state now stores the CUDA one and runs/gpu_data):
 #   rbqe train --out weights/training --data ../shared/datasets/train \
-#       --val ../shared/datasets/val/bsds500_val --batch 32 --patch 64 --device cpu ...
+#       --val ../shared/datasets/val/bsds500_val --batch 8 --patch 128 --device cpu ...
 set -uo pipefail
 budget=${1:?usage: OUT=DIR scripts/gpu_session.sh BUDGET_S [cuda|cpu]}
 device=${2:-cuda}
