@@ -17,7 +17,7 @@ import torch
 from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
-from rbqe.train.curve import read_log
+from rbqe.train.curve import read_log, with_pixels
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, quick_val_pick
 from rbqe.train.loop import (
     RELATIVE_FLOOR,
@@ -580,12 +580,26 @@ def test_a_new_run_needs_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_train_curve_plots_the_log(tmp_path: Path) -> None:
     log = tmp_path / "train_log.jsonl"
-    rows = [{"step": s, "patches": 1000 * s, "val_gain_db": {"10": [0.1 * s] * 5, "90": [0.0] * 5},
+    rows = [{"step": s, "patches": 1000 * s, "patch": 64 if s < 3 else 128,
+             "val_gain_db": {"10": [0.1 * s] * 5, "90": [0.0] * 5},
              "val_gain_db_raw": {"10": [0.1] * 5, "90": [0.0] * 5}} for s in (1, 2, 3)]
     log.write_text("\n".join(json.dumps(r) for r in [{"step": 0, "val_gain_db": {}}, *rows]))
     assert [e["step"] for e in read_log(log)] == [1, 2, 3]  # entries without patches skipped
     assert main(["train-curve", str(log), "--plot", str(tmp_path / "c.png")]) == 0
     assert cv2.imread(str(tmp_path / "c.png")).shape[1] > 500
+    assert main(["train-curve", str(log), "--plot", str(tmp_path / "p.png"), "--x", "patches"]) == 0
+    assert (tmp_path / "p.png").is_file()
+
+
+def test_pixels_seen_follow_each_records_patch_size() -> None:
+    rows = [{"step": 1, "patches": 100, "patch": 64}, {"step": 2, "patches": 150, "patch": 64},
+            {"step": 3, "patches": 160, "patch": 128}]
+    assert [e["pixels"] for e in with_pixels(rows)] == [
+        100 * 64**2, 150 * 64**2, 150 * 64**2 + 10 * 128**2]
+    # what the log's first record had counted before it began, at another size
+    assert with_pixels(rows, before_patch=128)[0]["pixels"] == 100 * 128**2
+    with pytest.raises(ValueError, match="step 9"):
+        with_pixels([{"step": 9, "patches": 5}])
 
 
 def test_training_lowers_the_loss(tmp_path: Path, images: list[np.ndarray]) -> None:

@@ -90,9 +90,14 @@ def add_parsers(sub: Any) -> None:
                    help="--no-harm on exits 1..N only (default 5: all)")
     t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
 
-    p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs patches")
+    p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs pixels seen")
     p.add_argument("logs", nargs="+", type=Path, metavar="LOG.jsonl")
     p.add_argument("--plot", type=Path, required=True, metavar="F.png")
+    p.add_argument("--x", choices=("pixels", "patches"), default="pixels",
+                   help="x-axis: pixels seen (each record's patch size; default) or patches")
+    p.add_argument("--before-patch", type=int, metavar="PX",
+                   help="size of the patches counted before the log's first record "
+                        "(default: the first record's own)")
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
     e.add_argument("dirs", nargs="+", metavar="DIR")
@@ -229,7 +234,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_curve(args: argparse.Namespace) -> int:
     from rbqe.train.curve import plot_curve
 
-    plot_curve(args.logs, args.plot)
+    plot_curve(args.logs, args.plot, x=args.x, before_patch=args.before_patch)
     print(f"rbqe: wrote {args.plot}", file=sys.stderr)
     return 0
 

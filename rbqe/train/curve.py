@@ -1,7 +1,9 @@
-"""The training curve: validation gain per exit against the patches seen so far.
+"""The training curve: validation gain per exit against the pixels seen so far.
 
 Reads the ``train_log.jsonl`` files that :mod:`rbqe.train.loop` appends to (one entry per
-validation), so anyone can see whether more training still pays.
+validation), so anyone can see whether more training still pays. The log counts patches,
+but the patch size changed along the way (96, 64 and 128 px), so the default x-axis
+integrates each record's ``patch`` size into pixels seen.
 """
 
 from __future__ import annotations
@@ -24,18 +26,45 @@ def read_log(path: Path) -> list[dict]:
     return entries
 
 
-def plot_curve(logs: Sequence[Path], out: Path) -> None:
-    """One panel per validation QF: gain (dB) of each exit against patches seen.
+def with_pixels(entries: Sequence[dict], before_patch: int | None = None) -> list[dict]:
+    """Entries with ``pixels``: the pixels seen up to each one, from its patch count.
+
+    Patches counted since the previous entry are taken at this entry's ``patch`` size (the
+    recipe is logged with each validation). ``before_patch`` is the size of the patches the
+    first entry had already counted (training that happened before this log began); by
+    default the first entry's own size.
+    """
+    out: list[dict] = []
+    pixels, last_patches = 0.0, 0
+    for k, entry in enumerate(entries):
+        size = entry.get("patch")
+        if size is None:
+            raise ValueError(f"log entry at step {entry.get('step')} has no patch size")
+        first_size = before_patch if k == 0 and before_patch else size
+        pixels += (entry["patches"] - last_patches) * first_size ** 2
+        last_patches = entry["patches"]
+        out.append({**entry, "pixels": pixels})
+    return out
+
+
+def plot_curve(logs: Sequence[Path], out: Path, x: str = "pixels",
+               before_patch: int | None = None) -> None:
+    """One panel per validation QF: gain (dB) of each exit against pixels (or patches) seen.
 
     Solid lines are the validated (EMA) weights; dotted lines, where logged, the raw ones.
+    Each log is integrated from its own first record (see :func:`with_pixels`).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = sorted((e for log in logs for e in read_log(Path(log))),
-                     key=lambda e: e["patches"])
+    if x not in ("pixels", "patches"):
+        raise ValueError(f"x must be 'pixels' or 'patches', not {x!r}")
+    per_log = [read_log(Path(log)) for log in logs]
+    if x == "pixels":
+        per_log = [with_pixels(entries, before_patch) for entries in per_log]
+    entries = sorted((e for log_entries in per_log for e in log_entries), key=lambda e: e[x])
     if not entries:
         raise ValueError(f"no entries with a patch count in {', '.join(map(str, logs))}")
     qualities = list(entries[-1]["val_gain_db"])
@@ -44,17 +73,17 @@ def plot_curve(logs: Sequence[Path], out: Path) -> None:
     colours = plt.get_cmap("viridis")
     for ax, q in zip(axes[0], qualities, strict=True):
         rows = [e for e in entries if q in e["val_gain_db"]]
-        x = [e["patches"] / 1e6 for e in rows]
+        xs = [e[x] / (1e9 if x == "pixels" else 1e6) for e in rows]
         for k in range(NUM_EXITS):
             colour = colours(k / (NUM_EXITS - 1))
-            ax.plot(x, [e["val_gain_db"][q][k] for e in rows], "-o", ms=2.5, color=colour,
+            ax.plot(xs, [e["val_gain_db"][q][k] for e in rows], "-o", ms=2.5, color=colour,
                     label=f"exit {k + 1}")
-            raw = [(xi, e["val_gain_db_raw"][q][k]) for xi, e in zip(x, rows, strict=True)
+            raw = [(xi, e["val_gain_db_raw"][q][k]) for xi, e in zip(xs, rows, strict=True)
                    if "val_gain_db_raw" in e]
             if raw:
                 ax.plot(*zip(*raw, strict=True), ":", color=colour, lw=1)
         ax.set_title(f"QF {q}")
-        ax.set_xlabel("patches seen (M)")
+        ax.set_xlabel("pixels seen (G)" if x == "pixels" else "patches seen (M)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("val ΔPSNR (dB)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
