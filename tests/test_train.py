@@ -115,6 +115,14 @@ def test_balanced_weighting_keeps_exit_5_and_favours_early_exits_when_light() ->
         exit_weights(np.array([10]), "uniform")
 
 
+def test_late_weighting_is_balanced_with_more_exit_5_when_heavy() -> None:
+    q = np.arange(10, 96)
+    late, balanced = exit_weights(q, "late"), exit_weights(q, "balanced")
+    assert (late[:, :4] == balanced[:, :4]).all()
+    assert late[0, 4] == 1.5 * balanced[0, 4] and late[20, 4] == 1.5 * balanced[20, 4]
+    assert (late[40:, 4] == balanced[40:, 4]).all()  # QF 50 and lighter: unchanged
+
+
 def test_resume_continues_bit_exactly(tmp_path: Path, images: list[np.ndarray]) -> None:
     straight = Trainer(_cfg(tmp_path / "a", 4), images)
     straight.run()

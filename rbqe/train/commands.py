@@ -70,10 +70,11 @@ def add_parsers(sub: Any) -> None:
                         "(default 0.25; 0 = the paper's range only)")
     t.add_argument("--gray-share", type=float, metavar="FRACTION",
                    help="RGB model: share of patches turned gray (default 0.2)")
-    t.add_argument("--exit-weighting", choices=["paper", "balanced"],
+    t.add_argument("--exit-weighting", choices=["paper", "balanced", "late"],
                    help="per-exit loss weights by quality: the paper's table (default), or "
                         "balanced (exit 5 weighted >= 1 up to QF 50, early exits favoured "
-                        "at QF 70-90)")
+                        "at QF 70-90), or late (balanced with exit 5 weighted 1.5x at QF "
+                        "10-30)")
     t.add_argument("--relative-exits", type=int, choices=range(6), metavar="N",
                    help="exits 1..N weigh each patch by 1 / its input's MSE (mean 1), so "
                         "light JPEGs count as much as heavy ones there (default 0: off)")

@@ -167,7 +167,8 @@ class PatchSampler:
 # 30-50, and on val exit 5 then ends up below exit 4 there. "balanced" keeps every exit at
 # weight >= 1 where it is the natural exit (exit 5 everywhere up to QF 50, so later exits
 # stay at least as good as earlier ones) and moves the early-exit emphasis to QF 70-90,
-# the range phones and the web produce. Qualities in between are interpolated.
+# the range phones and the web produce. Qualities in between are interpolated. One row per
+# quality, one column per exit.
 EXIT_WEIGHTINGS: dict[str, tuple[np.ndarray, np.ndarray]] = {
     "paper": (
         np.array([10, 20, 30, 40, 50], dtype=np.float32),
@@ -188,6 +189,22 @@ EXIT_WEIGHTINGS: dict[str, tuple[np.ndarray, np.ndarray]] = {
             [
                 [0.5, 0.5, 1, 1, 2],
                 [0.5, 1, 1, 1, 1.5],
+                [1, 1, 1, 1, 1],
+                [1.5, 1.5, 1, 1, 1],
+                [2, 1.5, 1, 1, 1],
+            ],
+            dtype=np.float32,
+        ),
+    ),
+    # "balanced" with exit 5 weighed 1.5x at QF 10-30: the net is at its capacity (its
+    # gain on training photos equals val's), so this moves shared capacity to the exit
+    # that heavy JPEGs leave from (an A/B of the nineteenth session).
+    "late": (
+        np.array([10, 30, 50, 70, 90], dtype=np.float32),
+        np.array(
+            [
+                [0.5, 0.5, 1, 1, 3],
+                [0.5, 1, 1, 1, 2.25],
                 [1, 1, 1, 1, 1],
                 [1.5, 1.5, 1, 1, 1],
                 [2, 1.5, 1, 1, 1],
