@@ -253,6 +253,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     from rbqe.batch import BatchEvents, BatchOptions, BatchSummary, report_json, run_batch
     from rbqe.engine import Enhancer
+    from rbqe.io import SUPPORTED_SUFFIXES
 
     if not args.verbose:
         _quiet_opencv()
@@ -262,6 +263,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                                    ("--batch-size", args.batch_size != 1)) if given]
     if args.engine == "local" and ray_only:
         _eprint(f"rbqe: error: {', '.join(ray_only)} only apply with --engine ray")
+        return EXIT_USAGE
+    out = Path(args.out)
+    if not out.exists() and out.suffix.lower() in SUPPORTED_SUFFIXES:
+        # `-o result.png` would otherwise make a folder of that name: say so before any work.
+        _eprint(f"rbqe: error: -o {show_path(out)}: -o takes a folder (results keep their "
+                f"input's name inside it), not an image file name")
         return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile,

@@ -197,6 +197,13 @@ def test_missing_weights_plain_message_exit_2(capsys, monkeypatch, inputs, tmp_p
     assert code == 2 and str(missing) in err
 
 
+def test_an_image_file_name_as_out_folder_is_refused(capsys, inputs, tmp_path):
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "result.png")
+    assert code == 2 and "-o takes a folder" in err and "result.png" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "result.png").exists()  # nothing made, no folder of that name
+
+
 def test_weights_option_beats_env(capsys, monkeypatch, tiny_weights, inputs, tmp_path):
     monkeypatch.setenv("RBQE_WEIGHTS", str(tmp_path / "missing.safetensors"))
     code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out",
