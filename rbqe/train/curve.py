@@ -40,8 +40,8 @@ def with_pixels(entries: Sequence[dict], before_patch: int | None = None) -> lis
         size = entry.get("patch")
         if size is None:
             raise ValueError(f"log entry at step {entry.get('step')} has no patch size")
-        first_size = before_patch if k == 0 and before_patch else size
-        pixels += (entry["patches"] - last_patches) * first_size ** 2
+        counted_at = before_patch if k == 0 and before_patch else size
+        pixels += (entry["patches"] - last_patches) * counted_at ** 2
         last_patches = entry["patches"]
         out.append({**entry, "pixels": pixels})
     return out
