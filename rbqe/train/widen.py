@@ -1,0 +1,147 @@
+"""Widen a trained network (more channels at every node) without starting over.
+
+The width-32 net stopped gaining on val while its training gain matched its val gain
+(docs/train, nineteenth session): it is at its capacity. A wider net trained from scratch
+would need the 5M+ patches again; widening keeps what was learnt (Net2Net, Chen et al.,
+ICLR 2016, in its zero-init form):
+
+- a new channel's *incoming* weights are random (He init, as a fresh net's), so it
+  computes a feature from the first step on;
+- its *outgoing* weights are zero, so nothing the old channels compute changes. Its
+  gradient is not zero (the feature is), so training recruits it.
+
+Each node's new channels go after its old ones. Every conv then sees its old inputs with
+their old weights, except in one place: ECA's 1-D conv slides over the concatenated
+channel means, so an old channel next to a node boundary gets a new neighbour (whose mean
+is not its old neighbour's). That moves the output a little; :func:`widen_state` leaves
+the measuring to the caller (scripts/widen_state.py prints it).
+
+Adam's moments widen the same way: the mean at the new entries is zero, the mean square
+that of the tensor's old entries (with a zero mean square, and Adam's bias correction long
+since 1 at this step, every new weight would move by 3-6x the learning rate in each of
+its first hundred steps). The step, schedule and EMA go on. The EMAs get the same new channels as the model, so they average one network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from rbqe.model import ModelConfig, RBQENet
+
+
+def _channel_map(old: int, new: int, old_width: int, new_width: int) -> torch.Tensor:
+    """Where each of ``old`` channels lands in a dimension of ``new``: the dimension holds
+    ``old // old_width`` nodes side by side (a concatenation) and each keeps its channels
+    at the start of its wider block. A dimension that did not grow maps to itself."""
+    if old == new:
+        return torch.arange(old)
+    blocks = old // old_width
+    if blocks * old_width != old or blocks * new_width != new:
+        raise ValueError(f"a dimension of {old} channels cannot grow to {new} "
+                         f"(widths {old_width} -> {new_width})")
+    c = torch.arange(old)
+    return (c // old_width) * new_width + c % old_width
+
+
+def _roles(net: RBQENet) -> dict[str, tuple[int, int]]:
+    """``{weight name: (output dim, input dim)}`` of every conv in ``net``."""
+    roles = {}
+    for name, m in net.named_modules():
+        if isinstance(m, nn.ConvTranspose2d):  # weight (in, out, kh, kw)
+            roles[f"{name}.weight"] = (1, 0)
+        elif isinstance(m, nn.Conv2d):  # weight (out, in / groups, kh, kw)
+            roles[f"{name}.weight"] = (0, 1)
+    return roles
+
+
+def widen_weights(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor],
+                  roles: dict[str, tuple[int, int]], old_width: int, new_width: int
+                  ) -> dict[str, torch.Tensor]:
+    """A wide state dict: ``old``'s values at their places in ``fresh`` (a newly
+    initialised wide net's state dict, which supplies the new channels' incoming
+    weights), zero where a new channel feeds an old one."""
+    out = {}
+    for name, f in fresh.items():
+        o = old[name].to(f.dtype)
+        if name in roles:  # a conv weight
+            d_out, d_in = roles[name]
+            rows = _channel_map(o.shape[d_out], f.shape[d_out], old_width, new_width)
+            cols = _channel_map(o.shape[d_in], f.shape[d_in], old_width, new_width)
+            w = f.clone().movedim((d_out, d_in), (0, 1))
+            w[rows] = 0  # an old output channel reads only its old inputs ...
+            w[rows[:, None], cols[None, :]] = o.movedim((d_out, d_in), (0, 1))  # ... as before
+            out[name] = w.movedim((0, 1), (d_out, d_in)).contiguous()
+        elif f.dim() == 1:  # a bias: new channels start at zero
+            w = torch.zeros_like(f)
+            w[_channel_map(o.shape[0], f.shape[0], old_width, new_width)] = o
+            out[name] = w
+        else:  # ECA's 1-D conv: not per channel
+            out[name] = o.clone()
+    return out
+
+
+def _widen_moment(old: torch.Tensor, like: torch.Tensor, name: str,
+                  roles: dict[str, tuple[int, int]], old_width: int, new_width: int,
+                  fill: float = 0.0) -> torch.Tensor:
+    """An optimiser moment of parameter ``name`` at its wide shape: old entries kept, new
+    ones ``fill``."""
+    w = torch.full(like.shape, fill, dtype=old.dtype, device=old.device)
+    if name in roles:
+        d_out, d_in = roles[name]
+        rows = _channel_map(old.shape[d_out], like.shape[d_out], old_width, new_width)
+        cols = _channel_map(old.shape[d_in], like.shape[d_in], old_width, new_width)
+        w.movedim((d_out, d_in), (0, 1))[rows[:, None], cols[None, :]] = old.movedim(
+            (d_out, d_in), (0, 1))
+    elif like.dim() == 1:
+        w[_channel_map(old.shape[0], like.shape[0], old_width, new_width)] = old
+    else:
+        w.copy_(old)
+    return w
+
+
+def widen_net(net: RBQENet, new_width: int, seed: int = 0) -> RBQENet:
+    """A ``new_width`` copy of ``net`` that computes the same output (up to the ECA
+    neighbours described above)."""
+    cfg = net.config
+    torch.manual_seed(seed)
+    wide = RBQENet(ModelConfig(cfg.in_channels, cfg.out_channels, new_width))
+    wide.load_state_dict(widen_weights(net.state_dict(), wide.state_dict(), _roles(wide),
+                                       cfg.width, new_width))
+    return wide
+
+
+def widen_state(state: dict[str, Any], new_width: int, seed: int = 0) -> dict[str, Any]:
+    """A training state (``rbqe train``'s checkpoint) whose model, EMAs and Adam moments
+    are ``new_width`` wide; step, patches, schedule and RNG go on."""
+    recipe = state["config"]
+    old_width = int(recipe["width"])
+    if new_width <= old_width:
+        raise ValueError(f"width {new_width} is not wider than the state's {old_width}")
+    torch.manual_seed(seed)
+    wide = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], new_width))
+    fresh, roles = wide.state_dict(), _roles(wide)
+    out = dict(state)
+    out["model"] = widen_weights(state["model"], fresh, roles, old_width, new_width)
+    for key in ("ema", "ema_slow"):
+        if key in state:  # an AveragedModel's state: the net under "module.", a counter
+            avg = state[key]
+            net_sd = {k.removeprefix("module."): v for k, v in avg.items()
+                      if k.startswith("module.")}
+            widened = widen_weights(net_sd, fresh, roles, old_width, new_width)
+            out[key] = {**{k: v for k, v in avg.items() if not k.startswith("module.")},
+                        **{f"module.{k}": v for k, v in widened.items()}}
+    names = [n for n, _ in wide.named_parameters()]  # Adam keys its state by this order
+    opt = {"param_groups": state["opt"]["param_groups"], "state": {}}
+    for index, moments in state["opt"]["state"].items():
+        name = names[index]
+        opt["state"][index] = {
+            k: (_widen_moment(v, fresh[name], name, roles, old_width, new_width,
+                              float(v.mean()) if k == "exp_avg_sq" else 0.0)
+                if k in ("exp_avg", "exp_avg_sq") else v)
+            for k, v in moments.items()}
+    out["opt"] = opt
+    out["config"] = {**recipe, "width": new_width}
+    return out
