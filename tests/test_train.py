@@ -17,7 +17,7 @@ import torch
 from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
-from rbqe.train.curve import read_log, with_pixels
+from rbqe.train.curve import read_log, width_changes, with_pixels
 from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, quick_val_pick
 from rbqe.train.loop import (
     RELATIVE_FLOOR,
@@ -568,6 +568,7 @@ def test_two_ranks_take_the_steps_one_process_takes(
     # Rank 0 alone logged: the start and step 3, with the whole batch's loss.
     log_one, log_two = (read_log(r.out / "train_log.jsonl") for r in (one, two))
     assert [e["step"] for e in log_two] == [0, 3]
+    assert [e["width"] for e in log_two] == [8, 8]  # for the curve's widening marks
     assert log_two[1]["loss"] == pytest.approx(log_one[1]["loss"], rel=1e-4)
     assert log_two[1]["val_gain_db"]["20"] == pytest.approx(log_one[1]["val_gain_db"]["20"],
                                                             abs=2e-3)
@@ -597,6 +598,18 @@ def test_train_curve_plots_the_log(tmp_path: Path) -> None:
     assert cv2.imread(str(tmp_path / "c.png")).shape[1] > 500
     assert main(["train-curve", str(log), "--plot", str(tmp_path / "p.png"), "--x", "patches"]) == 0
     assert (tmp_path / "p.png").is_file()
+
+
+def test_width_changes_are_found_and_marked(tmp_path: Path) -> None:
+    rows = [{"step": 1, "patches": 10, "patch": 64},  # an old record: no width logged
+            {"step": 2, "patches": 20, "patch": 64, "width": 32},
+            {"step": 3, "patches": 30, "patch": 64, "width": 40},
+            {"step": 4, "patches": 40, "patch": 64, "width": 40}]
+    assert [(e["step"], a, b) for e, a, b in width_changes(rows)] == [(3, 32, 40)]
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("\n".join(json.dumps({**r, "val_gain_db": {"10": [0.1] * 5}}) for r in rows))
+    assert main(["train-curve", str(log), "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").is_file()
 
 
 def test_pixels_seen_follow_each_records_patch_size() -> None:

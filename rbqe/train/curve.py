@@ -47,11 +47,26 @@ def with_pixels(entries: Sequence[dict], before_patch: int | None = None) -> lis
     return out
 
 
+def width_changes(entries: Sequence[dict]) -> list[tuple[dict, int, int]]:
+    """``(entry, old width, new width)`` for each entry (in order) whose network is wider or
+    narrower than the previous entry's; entries that do not log a width are skipped."""
+    changes, last = [], None
+    for entry in entries:
+        width = entry.get("width")
+        if width is None:
+            continue
+        if last is not None and width != last:
+            changes.append((entry, last, width))
+        last = width
+    return changes
+
+
 def plot_curve(logs: Sequence[Path], out: Path, x: str = "pixels",
                before_patch: int | None = None) -> None:
     """One panel per validation QF: gain (dB) of each exit against pixels (or patches) seen.
 
     Solid lines are the validated (EMA) weights; dotted lines, where logged, the raw ones.
+    A dashed vertical line marks where the network was widened (:func:`width_changes`).
     Each log is integrated from its own first record (see :func:`with_pixels`).
     """
     import matplotlib
@@ -71,9 +86,10 @@ def plot_curve(logs: Sequence[Path], out: Path, x: str = "pixels",
     fig, axes = plt.subplots(1, len(qualities), figsize=(3.2 * len(qualities), 3.4),
                              sharex=True, squeeze=False)
     colours = plt.get_cmap("viridis")
+    unit = 1e9 if x == "pixels" else 1e6
     for ax, q in zip(axes[0], qualities, strict=True):
         rows = [e for e in entries if q in e["val_gain_db"]]
-        xs = [e[x] / (1e9 if x == "pixels" else 1e6) for e in rows]
+        xs = [e[x] / unit for e in rows]
         for k in range(NUM_EXITS):
             colour = colours(k / (NUM_EXITS - 1))
             ax.plot(xs, [e["val_gain_db"][q][k] for e in rows], "-o", ms=2.5, color=colour,
@@ -82,6 +98,11 @@ def plot_curve(logs: Sequence[Path], out: Path, x: str = "pixels",
                    if "val_gain_db_raw" in e]
             if raw:
                 ax.plot(*zip(*raw, strict=True), ":", color=colour, lw=1)
+        for entry, old, new in width_changes(rows):
+            ax.axvline(entry[x] / unit, color="0.4", ls="--", lw=1)
+            ax.annotate(f"width {old}\u2192{new}", (entry[x] / unit, 0.02), fontsize=7,
+                        xycoords=("data", "axes fraction"), rotation=90, ha="right",
+                        va="bottom", color="0.3")
         ax.set_title(f"QF {q}")
         ax.set_xlabel("pixels seen (G)" if x == "pixels" else "patches seen (M)")
         ax.grid(alpha=0.3)

@@ -505,7 +505,8 @@ class Trainer:
         finally:
             torch.set_num_threads(threads)
         entry.update({"steps_per_s": rate, "batch": self.cfg.batch, "patch": self.cfg.patch,
-                      "lr": lr_at(self.cfg, self.step), "time": time.time()})
+                      "width": self.cfg.width, "lr": lr_at(self.cfg, self.step),
+                      "time": time.time()})
         with open(self.out / "train_log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
         if on_line:
