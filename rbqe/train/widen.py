@@ -57,6 +57,23 @@ def _roles(net: RBQENet) -> dict[str, tuple[int, int]]:
     return roles
 
 
+def _place(old: torch.Tensor, into: torch.Tensor, name: str,
+           roles: dict[str, tuple[int, int]], old_width: int, new_width: int) -> torch.Tensor:
+    """``into`` (a tensor of parameter ``name``'s wide shape) with ``old``'s entries written
+    at their places (each node's old channels first in its wider block)."""
+    if name in roles:  # a conv weight: old channels on both its channel dims
+        d_out, d_in = roles[name]
+        rows = _channel_map(old.shape[d_out], into.shape[d_out], old_width, new_width)
+        cols = _channel_map(old.shape[d_in], into.shape[d_in], old_width, new_width)
+        into.movedim((d_out, d_in), (0, 1))[rows[:, None], cols[None, :]] = old.movedim(
+            (d_out, d_in), (0, 1))
+    elif into.dim() == 1:  # a bias
+        into[_channel_map(old.shape[0], into.shape[0], old_width, new_width)] = old
+    else:  # ECA's 1-D conv: not per channel
+        into.copy_(old)
+    return into
+
+
 def widen_weights(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor],
                   roles: dict[str, tuple[int, int]], old_width: int, new_width: int
                   ) -> dict[str, torch.Tensor]:
@@ -65,41 +82,15 @@ def widen_weights(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor],
     weights), zero where a new channel feeds an old one."""
     out = {}
     for name, f in fresh.items():
-        o = old[name].to(f.dtype)
-        if name in roles:  # a conv weight
-            d_out, d_in = roles[name]
-            rows = _channel_map(o.shape[d_out], f.shape[d_out], old_width, new_width)
-            cols = _channel_map(o.shape[d_in], f.shape[d_in], old_width, new_width)
-            w = f.clone().movedim((d_out, d_in), (0, 1))
-            w[rows] = 0  # an old output channel reads only its old inputs ...
-            w[rows[:, None], cols[None, :]] = o.movedim((d_out, d_in), (0, 1))  # ... as before
-            out[name] = w.movedim((0, 1), (d_out, d_in)).contiguous()
-        elif f.dim() == 1:  # a bias: new channels start at zero
-            w = torch.zeros_like(f)
-            w[_channel_map(o.shape[0], f.shape[0], old_width, new_width)] = o
-            out[name] = w
-        else:  # ECA's 1-D conv: not per channel
-            out[name] = o.clone()
+        if name in roles:
+            w = f.clone()
+            d_out, _ = roles[name]
+            rows = _channel_map(old[name].shape[d_out], f.shape[d_out], old_width, new_width)
+            w.movedim(d_out, 0)[rows] = 0  # an old output channel reads its old inputs only
+        else:
+            w = torch.zeros_like(f)  # biases: new channels start at zero
+        out[name] = _place(old[name].to(f.dtype), w, name, roles, old_width, new_width)
     return out
-
-
-def _widen_moment(old: torch.Tensor, like: torch.Tensor, name: str,
-                  roles: dict[str, tuple[int, int]], old_width: int, new_width: int,
-                  fill: float = 0.0) -> torch.Tensor:
-    """An optimiser moment of parameter ``name`` at its wide shape: old entries kept, new
-    ones ``fill``."""
-    w = torch.full(like.shape, fill, dtype=old.dtype, device=old.device)
-    if name in roles:
-        d_out, d_in = roles[name]
-        rows = _channel_map(old.shape[d_out], like.shape[d_out], old_width, new_width)
-        cols = _channel_map(old.shape[d_in], like.shape[d_in], old_width, new_width)
-        w.movedim((d_out, d_in), (0, 1))[rows[:, None], cols[None, :]] = old.movedim(
-            (d_out, d_in), (0, 1))
-    elif like.dim() == 1:
-        w[_channel_map(old.shape[0], like.shape[0], old_width, new_width)] = old
-    else:
-        w.copy_(old)
-    return w
 
 
 def widen_net(net: RBQENet, new_width: int, seed: int = 0) -> RBQENet:
@@ -138,8 +129,9 @@ def widen_state(state: dict[str, Any], new_width: int, seed: int = 0) -> dict[st
     for index, moments in state["opt"]["state"].items():
         name = names[index]
         opt["state"][index] = {
-            k: (_widen_moment(v, fresh[name], name, roles, old_width, new_width,
-                              float(v.mean()) if k == "exp_avg_sq" else 0.0)
+            k: (_place(v, torch.full_like(fresh[name], float(v.mean()) if k == "exp_avg_sq"
+                                          else 0.0, dtype=v.dtype, device=v.device),
+                       name, roles, old_width, new_width)
                 if k in ("exp_avg", "exp_avg_sq") else v)
             for k, v in moments.items()}
     out["opt"] = opt
