@@ -86,7 +86,8 @@ def test_a_widened_training_state_resumes_and_goes_on(tmp_path: Path) -> None:
                        wide_state["model"]["inc.0.weight"][8:])
     assert torch.equal(wide_state["ema_slow"]["module.inc.0.weight"][8:],
                        wide_state["model"]["inc.0.weight"][8:])
-    # Adam's moments: old entries kept, new means zero, new mean squares the old average
+    # Adam's moments: old entries kept, new means zero; the mean square is the old entries'
+    # average where an old channel reads a new one, zero for the new channels' own weights
     names = [n for n, _ in RBQENet(ModelConfig(1, 1, 12)).named_parameters()]
     i = names.index("inc.2.weight")
     old_sq = state["opt"]["state"][i]["exp_avg_sq"]
@@ -94,7 +95,10 @@ def test_a_widened_training_state_resumes_and_goes_on(tmp_path: Path) -> None:
     assert new["exp_avg"].shape == (12, 12, 3, 3)
     assert torch.equal(new["exp_avg_sq"][:8, :8], old_sq)
     assert new["exp_avg"][8:].abs().sum() == 0
-    assert torch.allclose(new["exp_avg_sq"][8:], old_sq.mean().expand(4, 12, 3, 3))
+    assert torch.allclose(new["exp_avg_sq"][:8, 8:], old_sq.mean().expand(8, 4, 3, 3))
+    assert new["exp_avg_sq"][8:].abs().sum() == 0
+    bias = wide_state["opt"]["state"][names.index("inc.2.bias")]["exp_avg_sq"]
+    assert bias[8:].abs().sum() == 0 and bias[:8].abs().sum() > 0
 
     (tmp_path / "wide").mkdir()
     torch.save(wide_state, tmp_path / "wide" / "checkpoint.pt")
