@@ -41,7 +41,8 @@ if args.val:
         with torch.no_grad():
             a, b = old_net(x)[-1], new_net(x)[-1]
         mse = float(((a - b) ** 2).mean())
-        print(f"photo {i}: exit 5, widened vs old: {10 * np.log10(1 / mse):.1f} dB, "
+        psnr = f"{10 * np.log10(1 / mse):.1f} dB" if mse > 0 else "identical"
+        print(f"photo {i}: exit 5, widened vs old: {psnr}, "
               f"max |diff| {float((a - b).abs().max()):.4f}")
 target.parent.mkdir(parents=True, exist_ok=True)
 atomic_write(target, lambda fh: torch.save(wide, fh))

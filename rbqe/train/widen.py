@@ -25,8 +25,9 @@ how fast each new entry moves, since Adam divides by its root:
   outgoing weights, zero at first: it starts at zero, as Adam starts any new parameter.
   Started at the old mean instead (the first widening, of the state at step 157,567),
   they moved half as far as the old weights did (RMS change 1.35e-3 over the next 1,664
-  steps; the old weights 2.65e-3 over 1,854 from the nearest stored state). At zero, with the bias correction long since 1 at this step, they
-  move by up to 3-6x the rate for their first hundred steps, while nothing reads them yet.
+  steps; the old weights 2.65e-3 over 1,854 from the nearest stored state). At zero,
+  with the bias correction long since 1 at this step, they move by up to 3-6x the rate
+  for their first hundred steps, while nothing reads them yet.
 
 The step, schedule and EMA go on. The EMAs get the same new channels as the model, so
 they average one network.
