@@ -155,7 +155,7 @@ def static_stages(backend, shape: tuple[int, int]):  # -> list[ov.CompiledModel]
         ports = list(model.inputs)  # x, then the nodes of stage_io(k).nodes_in
         shapes = {ports[0]: ov.PartialShape([1, ports[0].get_partial_shape()[1].get_length(),
                                              h, w])}
-        for port, (i, _) in zip(ports[1:], stage_io(k).nodes_in):
+        for port, (i, _) in zip(ports[1:], stage_io(k).nodes_in, strict=True):
             c = port.get_partial_shape()[1].get_length()
             shapes[port] = ov.PartialShape([1, c, h >> i, w >> i])
         model.reshape(shapes)
@@ -177,7 +177,7 @@ class StaticRun:
         req = self.compiled[self.k].create_infer_request()
         out = req.infer([self.x, *(self.nodes[n] for n in io.nodes_in)], share_inputs=True,
                         share_outputs=True).to_tuple()
-        self.nodes.update(zip(io.nodes_out, out[1: 1 + len(io.nodes_out)]))
+        self.nodes.update(zip(io.nodes_out, out[1: 1 + len(io.nodes_out)], strict=True))
         self.keep.append(req)
         self.k += 1
         return np.array(out[0])
@@ -186,7 +186,6 @@ class StaticRun:
 # -- CPU ---------------------------------------------------------------------------------------
 def cpu(args: argparse.Namespace, net: RBQENet) -> None:
     from rbqe.backends.torch import TorchBackend
-
     from rbqe.fastpath import native_bf16
 
     backends: dict[str, object] = {"torch fast path f32": TorchBackend(net)}
@@ -235,7 +234,7 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
         with torch.inference_mode() if args.stages else contextlib.nullcontext():
             for name, b in backends.items() if args.stages else ():
                 per_stage[name] = stage_times(
-                    lambda b=b: b.start(xl, fast=True), args.repeat)  # type: ignore[attr-defined]
+                    lambda b=b, xl=xl: b.start(xl, fast=True), args.repeat)  # type: ignore[attr-defined]
         if per_stage:
             print(f"{'exit':>4}  " + "  ".join(f"{n:>24}" for n in backends))
         cums = {n: np.cumsum(v) for n, v in per_stage.items()}
@@ -246,20 +245,20 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
         # Progressive overhead and speed-up over naive eager, one interleaved run.
         fns: dict[str, Callable[[], object]] = {}
 
-        def eager() -> None:
+        def eager(x: torch.Tensor = x) -> None:
             with torch.no_grad():
                 run = ProgressiveRun(plain, x, None)
                 for _ in range(NUM_EXITS - 1):
                     run.advance()
                 run.next_exit()
 
-        def torch_all(b) -> None:
+        def torch_all(b, xl: torch.Tensor = xl) -> None:
             with torch.inference_mode():
                 run = b.start(xl, fast=True)
                 for _ in range(NUM_EXITS):
                     run.next_exit()
 
-        def torch_exit5(b) -> None:
+        def torch_exit5(b, xl: torch.Tensor = xl) -> None:
             with torch.inference_mode():
                 run = b.start(xl, fast=True)
                 for _ in range(NUM_EXITS - 1):
@@ -278,12 +277,12 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
             prec = b.precision  # type: ignore[attr-defined]
             one = openvino_exit5(b, prec, args.threads)
             xn = x.numpy()
-            fns[f"{name} all five"] = lambda b=b: [r.next_exit() for r in [b.start(x)]
+            fns[f"{name} all five"] = lambda b=b, x=x: [r.next_exit() for r in [b.start(x)]
                                                    for _ in range(NUM_EXITS)]
             fns[f"{name} exit 5 (one graph)"] = lambda one=one, xn=xn: one(xn)
             if (h, w) == (512, 512) and prec == "f32":
                 stat = static_stages(b, (h, w))
-                fns[f"{name} all five, static shape"] = lambda stat=stat: [
+                fns[f"{name} all five, static shape"] = lambda stat=stat, x=x: [
                     r.next_exit() for r in [StaticRun(stat, x)] for _ in range(NUM_EXITS)]
         both = best_of(fns, args.repeat)
         ew, ec = both["eager exit 5"]
@@ -293,7 +292,7 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
             print(f"  {name:<44} {w_ms:>9,.1f} wall {c_ms:>9,.1f} cpu   "
                   f"eager/this {ew / w_ms:5.2f}x wall, {ec / c_ms:5.2f}x cpu")
 
-        def ratio(a: str, b: str) -> str:
+        def ratio(a: str, b: str, both: dict = both) -> str:
             return (f"{both[a][0] / both[b][0]:.3f} wall, "
                     f"{both[a][1] / both[b][1]:.3f} cpu")
 
@@ -326,8 +325,8 @@ def cpu(args: argparse.Namespace, net: RBQENet) -> None:
                 with torch.inference_mode():  # before start(): the fast path needs no autograd
                     run = b.start(xl, fast=True)  # type: ignore[attr-defined]
                     outs = [run.next_exit() for _ in range(NUM_EXITS)]
-                diffs = [float((o - r).abs().max()) for o, r in zip(outs, ref)]
-                ps = [psnr(o, r) for o, r in zip(outs, ref)]
+                diffs = [float((o - r).abs().max()) for o, r in zip(outs, ref, strict=True)]
+                ps = [psnr(o, r) for o, r in zip(outs, ref, strict=True)]
                 scores = [float(iqa.score_torch(iqa.luma(o.clamp(0, 1)) if c == 3 else
                                                 o.clamp(0, 1))) for o in outs]
                 thr = float(np.median(ref_scores))  # a threshold that splits the exits

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrbqe batch benchmark: {result['ok']}/{result['images']} photos of "
           f"{width}x{height} ({mp:.1f} MP), exit {result['mode']}, {result['weights']}, "
           f"tile {result['tile']}, {result['torch_threads']} torch threads, CPU")
-    for entry, wall in zip(result["per_image"], result["per_image_s"]):
+    for entry, wall in zip(result["per_image"], result["per_image_s"], strict=True):
         stages = ", ".join(f"{s / 1000:.1f}" for s in entry["stages_ms"] or [])
         print(f"  {entry['file']}: {wall:.1f} s (exit {entry['exit']}; stages {stages} s; "
               f"{entry['gmacs']:.0f} GMACs)")

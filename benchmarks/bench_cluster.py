@@ -100,7 +100,7 @@ def run_ray(inputs: Path, out: Path, weights: Path, workers: int, threads: int,
     for line in log.read_text().splitlines():
         pid, start, end = line.split()
         calls.setdefault(pid, []).append((float(start), float(end)))
-    gaps = [b[0] - a[1] for c in calls.values() for a, b in zip(sorted(c), sorted(c)[1:])]
+    gaps = [b[0] - a[1] for c in calls.values() for a, b in zip(sorted(c), sorted(c)[1:], strict=False)]
     fig["startup_s"] = round(sum(min(c)[0] - t0 for c in calls.values()) / len(calls), 2)
     fig["gap_between_tasks_ms"] = round(sum(gaps) / len(gaps) * 1000, 1) if gaps else None
     fig["tail_after_last_task_s"] = round(t0 + wall - max(max(c)[1] for c in calls.values()), 2)

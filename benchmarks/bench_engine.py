@@ -53,11 +53,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rbqe import iqa
-from rbqe.engine import Enhancer
-from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
-from rbqe.tiling import pad_to_multiple
-from rbqe.weights import PACKAGE_WEIGHTS, load_weights
+from rbqe import iqa  # noqa: E402 (after the sys.path line)
+from rbqe.engine import Enhancer  # noqa: E402
+from rbqe.model import NUM_EXITS, ModelConfig, RBQENet  # noqa: E402
+from rbqe.tiling import pad_to_multiple  # noqa: E402
+from rbqe.weights import PACKAGE_WEIGHTS, load_weights  # noqa: E402
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
     print(line)
     for n, r in enumerate(cells):
         print("  ".join(c.rjust(w) if n and i else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))))
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         if n == 0:
             print(line)
     print(line)

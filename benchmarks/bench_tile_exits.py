@@ -280,7 +280,8 @@ def main() -> None:
                            gm_shared=te.gmacs_shared, gm5=te.gmacs_exit5,
                            t_pt=t_pt, c_pt=c_pt, psnr_pt=psnr(pt.image, ref),
                            frontier=on_frontier(te.gmacs, list(zip(forced_gm,
-                                                                   forced.values()))),
+                                                                   forced.values(),
+                                                                   strict=True))),
                            vs_forced={k: psnr(pt.image, every.exit_result(k).image)
                                       for k in sorted(set(te.exits))},
                            mixed=len(mixed_edges), edges=len(found))

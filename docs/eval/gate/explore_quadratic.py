@@ -1,37 +1,73 @@
 import numpy as np
-from rbqe.train import gate
+
 from rbqe.exit_policy import FEATURES
-tr,_=gate.GateRecords.load('docs/eval/gate/train.npz'); va,_=gate.GateRecords.load('docs/eval/gate/val.npz')
-base=[FEATURES.index(n) for n in ("score","blockiness","blur","smooth_share","change","change1","q_luma","q_chroma")]
+from rbqe.train import gate
+
+tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
+va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
+base = [FEATURES.index(n) for n in ("score", "blockiness", "blur", "smooth_share", "change",
+                                    "change1", "q_luma", "q_chroma")]
+
+
 def expand(x):  # add squares and pairwise products of the base features
-    b=x[...,base]; 
-    prods=[b[...,i]*b[...,j] for i in range(len(base)) for j in range(i,len(base))]
-    return np.concatenate([x,np.stack(prods,-1)],-1)
-class R: pass
+    b = x[..., base]
+    prods = [b[..., i] * b[..., j] for i in range(len(base)) for j in range(i, len(base))]
+    return np.concatenate([x, np.stack(prods, -1)], -1)
+
+
 def fit_quad(recs, ridge):
-    p={"mean":[],"scale":[],"coef":[],"bias":[]}
-    tgt=recs.psnr[:,-1:]-recs.psnr[:,:-1]
+    """Ridge regression per exit 1-4 on the expanded features, of the clipped gain of exit 5."""
+    p = {"mean": [], "scale": [], "coef": [], "bias": []}
+    tgt = recs.psnr[:, -1:] - recs.psnr[:, :-1]
     for k in range(4):
-        x=np.concatenate([expand(recs.view(v)[:,k]) for v in gate.VIEWS]); y=np.tile(np.clip(tgt[:,k],-0.2,1.0),3)
-        mu,sd=x.mean(0),x.std(0); sd[sd<1e-9]=1; z=(x-mu)/sd; b=y.mean()
-        c=np.linalg.solve(z.T@z+ridge*np.eye(z.shape[1]),z.T@(y-b))
-        p["mean"].append(mu);p["scale"].append(sd);p["coef"].append(c);p["bias"].append(b)
+        x = np.concatenate([expand(recs.view(v)[:, k]) for v in gate.VIEWS])
+        y = np.tile(np.clip(tgt[:, k], -0.2, 1.0), 3)
+        mu, sd = x.mean(0), x.std(0)
+        sd[sd < 1e-9] = 1
+        z = (x - mu) / sd
+        b = y.mean()
+        c = np.linalg.solve(z.T @ z + ridge * np.eye(z.shape[1]), z.T @ (y - b))
+        p["mean"].append(mu)
+        p["scale"].append(sd)
+        p["coef"].append(c)
+        p["bias"].append(b)
     return p
-def pred(p,x): return np.stack([((expand(x[:,k])-p["mean"][k])/p["scale"][k])@p["coef"][k]+p["bias"][k] for k in range(4)],1)
-def evaluate(predf,name):
-    preds={v:predf(va.view(v)) for v in gate.VIEWS}; best=None
-    for m in range(1,5):
+
+
+def pred(p, x):
+    return np.stack([((expand(x[:, k]) - p["mean"][k]) / p["scale"][k]) @ p["coef"][k]
+                     + p["bias"][k] for k in range(4)], 1)
+
+
+def evaluate(predf, name):
+    """The cheapest (tau, min_exit) on val within the loss limits, and the correlations."""
+    preds = {v: predf(va.view(v)) for v in gate.VIEWS}
+    best = None
+    for m in range(1, 5):
         for tau in gate.TAU_GRID:
-            views={v:gate.measure(va,gate.gate_exits(preds[v],tau,m)) for v in gate.VIEWS}
-            if views['tables']['worst_qf_loss_db']>0.05: continue
-            if max(views[v]['worst_qf_loss_db'] for v in ('blind','lying'))>0.1: continue
-            if best is None or views['tables']['macs']<best[0]: best=(round(views['tables']['macs'],4),tau,m,{v:round(views[v]['macs'],3) for v in views}, views['tables']['histogram'])
-    g=va.psnr[:,-1:]-va.psnr[:,:-1]; p=preds['tables']
-    print(name,[round(np.corrcoef(p[:,k],g[:,k])[0,1],3) for k in range(4)],best)
-for r in (1,10,100):
-    p=fit_quad(tr,r); evaluate(lambda x: pred(p,x), f'quad ridge {r}')
+            views = {v: gate.measure(va, gate.gate_exits(preds[v], tau, m)) for v in gate.VIEWS}
+            if views['tables']['worst_qf_loss_db'] > 0.05:
+                continue
+            if max(views[v]['worst_qf_loss_db'] for v in ('blind', 'lying')) > 0.1:
+                continue
+            if best is None or views['tables']['macs'] < best[0]:
+                best = (round(views['tables']['macs'], 4), tau, m,
+                        {v: round(views[v]['macs'], 3) for v in views},
+                        views['tables']['histogram'])
+    g = va.psnr[:, -1:] - va.psnr[:, :-1]
+    p = preds['tables']
+    print(name, [round(np.corrcoef(p[:, k], g[:, k])[0, 1], 3) for k in range(4)], best)
+
+
+for r in (1, 10, 100):
+    p = fit_quad(tr, r)
+    evaluate(lambda x, p=p: pred(p, x), f'quad ridge {r}')
 # clipped linear
-for r in (3,30):
-    tr2=gate.GateRecords(**{k:getattr(tr,k) for k in tr.__dataclass_fields__}); 
-    tr2.psnr=tr.psnr.copy(); g=tr.psnr[:,-1:]-tr.psnr[:,:-1]; tr2.psnr[:,:-1]=tr.psnr[:,-1:]-np.clip(g,-0.2,1.0)
-    p=gate.fit(tr2,r); evaluate(lambda x: gate.predictions(p,x), f'linear clipped ridge {r}')
+for r in (3, 30):
+    tr2 = gate.GateRecords(**{k: getattr(tr, k) for k in tr.__dataclass_fields__})
+    # train on the gains clipped to [-0.2, 1.0] dB: exit 5's PSNR less the clipped gain
+    tr2.psnr = tr.psnr.copy()
+    g = tr.psnr[:, -1:] - tr.psnr[:, :-1]
+    tr2.psnr[:, :-1] = tr.psnr[:, -1:] - np.clip(g, -0.2, 1.0)
+    p = gate.fit(tr2, r)
+    evaluate(lambda x, p=p: gate.predictions(p, x), f'linear clipped ridge {r}')
