@@ -1,11 +1,14 @@
+"""Exit gate: a small MLP per exit instead of the ridge regression (not shipped).
+
+    python docs/eval/gate/explore_mlp.py
+"""
 import numpy as np
 import torch
+from explore_common import evaluate, tr
 
 from rbqe.train import gate
 
 torch.set_num_threads(1)
-tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
-va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
 
 
 def fit_mlp(recs, hidden=16, wd=1e-3, steps=1500, clip=(-0.2, 1.5), seed=0):
@@ -36,26 +39,6 @@ def pred(models, x):
     with torch.no_grad():
         return np.stack([net(torch.tensor((x[:, k] - mu) / sd, dtype=torch.float32))[:, 0].numpy()
                          for k, (mu, sd, net) in enumerate(models)], 1)
-
-
-def evaluate(predf, name):
-    """The cheapest (tau, min_exit) on val within the loss limits, and the correlations."""
-    preds = {v: predf(va.view(v)) for v in gate.VIEWS}
-    best = None
-    for m in range(1, 5):
-        for tau in gate.TAU_GRID:
-            views = {v: gate.measure(va, gate.gate_exits(preds[v], tau, m)) for v in gate.VIEWS}
-            if views['tables']['worst_qf_loss_db'] > 0.05:
-                continue
-            if max(views[v]['worst_qf_loss_db'] for v in ('blind', 'lying')) > 0.1:
-                continue
-            if best is None or views['tables']['macs'] < best[0]:
-                best = (views['tables']['macs'], tau, m,
-                        {v: round(views[v]['macs'], 3) for v in views},
-                        views['tables']['histogram'])
-    g = va.psnr[:, -1:] - va.psnr[:, :-1]
-    p = preds['tables']
-    print(name, [round(np.corrcoef(p[:, k], g[:, k])[0, 1], 3) for k in range(4)], best)
 
 
 for clip in ((-0.2, 1.5), (-0.2, 0.5)):

@@ -1,10 +1,14 @@
+"""Exit gate: squares and products of the non-ECA features, and a ridge fitted on clipped
+gains (not shipped).
+
+    python docs/eval/gate/explore_quadratic.py
+"""
 import numpy as np
+from explore_common import evaluate, tr
 
 from rbqe.exit_policy import FEATURES
 from rbqe.train import gate
 
-tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
-va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
 base = [FEATURES.index(n) for n in ("score", "blockiness", "blur", "smooth_share", "change",
                                     "change1", "q_luma", "q_chroma")]
 
@@ -37,26 +41,6 @@ def fit_quad(recs, ridge):
 def pred(p, x):
     return np.stack([((expand(x[:, k]) - p["mean"][k]) / p["scale"][k]) @ p["coef"][k]
                      + p["bias"][k] for k in range(4)], 1)
-
-
-def evaluate(predf, name):
-    """The cheapest (tau, min_exit) on val within the loss limits, and the correlations."""
-    preds = {v: predf(va.view(v)) for v in gate.VIEWS}
-    best = None
-    for m in range(1, 5):
-        for tau in gate.TAU_GRID:
-            views = {v: gate.measure(va, gate.gate_exits(preds[v], tau, m)) for v in gate.VIEWS}
-            if views['tables']['worst_qf_loss_db'] > 0.05:
-                continue
-            if max(views[v]['worst_qf_loss_db'] for v in ('blind', 'lying')) > 0.1:
-                continue
-            if best is None or views['tables']['macs'] < best[0]:
-                best = (round(views['tables']['macs'], 4), tau, m,
-                        {v: round(views[v]['macs'], 3) for v in views},
-                        views['tables']['histogram'])
-    g = va.psnr[:, -1:] - va.psnr[:, :-1]
-    p = preds['tables']
-    print(name, [round(np.corrcoef(p[:, k], g[:, k])[0, 1], 3) for k in range(4)], best)
 
 
 for r in (1, 10, 100):

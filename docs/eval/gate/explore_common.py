@@ -1,0 +1,35 @@
+"""What the gate explorations share: the records and the operating-point search.
+
+Run the explore_*.py scripts from the repository root, e.g.
+``python docs/eval/gate/explore_mlp.py``; they read the records in docs/eval/gate/*.npz.
+"""
+import numpy as np
+
+from rbqe.train import gate
+
+tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
+va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
+
+
+def evaluate(predf, name):
+    """Print the cheapest (MACs, tau, min_exit, MACs per view, exit histogram) on val within
+    the loss limits, and the correlations of the predicted with the true gain per exit.
+
+    ``predf`` maps one view's features to predicted gains of exit 5 over exits 1-4.
+    """
+    preds = {v: predf(va.view(v)) for v in gate.VIEWS}
+    best = None
+    for m in range(1, 5):
+        for tau in gate.TAU_GRID:
+            views = {v: gate.measure(va, gate.gate_exits(preds[v], tau, m)) for v in gate.VIEWS}
+            if views['tables']['worst_qf_loss_db'] > 0.05:
+                continue
+            if max(views[v]['worst_qf_loss_db'] for v in ('blind', 'lying')) > 0.1:
+                continue
+            if best is None or views['tables']['macs'] < best[0]:
+                best = (round(views['tables']['macs'], 4), tau, m,
+                        {v: round(views[v]['macs'], 3) for v in views},
+                        views['tables']['histogram'])
+    g = va.psnr[:, -1:] - va.psnr[:, :-1]
+    p = preds['tables']
+    print(name, [round(np.corrcoef(p[:, k], g[:, k])[0, 1], 3) for k in range(4)], best)
