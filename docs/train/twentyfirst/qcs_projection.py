@@ -12,19 +12,15 @@ With RESAVE_QF each JPEG is decoded and saved again at that quality, and the pro
 uses the second file's tables (a blind case: the tables do not describe the damage).
 """
 
-import io
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from rbqe.engine import Enhancer  # noqa: E402
-from rbqe.exit_policy import JpegPrior  # noqa: E402
 from rbqe.train.data import jpeg_roundtrip_with_tables  # noqa: E402
 from rbqe.train.evaluate import list_clean_images, read_clean  # noqa: E402
 from rbqe.train.metrics import psnr, to_uint8  # noqa: E402
@@ -63,15 +59,6 @@ def project(out: np.ndarray, decoded: np.ndarray, table: tuple[int, ...]) -> tup
     return res, float(np.mean(clipped != c))
 
 
-def resaved(decoded: np.ndarray, quality: int) -> tuple[np.ndarray, JpegPrior]:
-    """``decoded`` saved again as a JPEG at ``quality``: its pixels and its tables."""
-    buf = cv2.imencode(".jpg", decoded, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
-    with Image.open(io.BytesIO(buf.tobytes())) as im:
-        prior = JpegPrior.from_tables(im.quantization, quality)
-    assert prior is not None
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), prior
-
-
 def main() -> None:
     weights = None if sys.argv[1] == "-" else sys.argv[1]
     count, qualities = int(sys.argv[2]), [int(q) for q in sys.argv[3].split(",")]
@@ -83,8 +70,8 @@ def main() -> None:
         clean, _ = read_clean(path, True)
         for q in qualities:
             comp, prior = jpeg_roundtrip_with_tables(clean, q)
-            if resave:
-                comp, prior = resaved(comp, resave)
+            if resave:  # the decoded JPEG saved again: its pixels and its tables
+                comp, prior = jpeg_roundtrip_with_tables(comp, resave)
             result = enhancer.enhance(comp.astype(np.float32) / 255.0, "all", prior=prior)
             base = psnr(clean, comp)
             for e, ex in enumerate(result.exits):
