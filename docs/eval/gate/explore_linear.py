@@ -1,15 +1,8 @@
 import numpy as np
+from explore_common import gains, tr, va
 
 from rbqe.exit_policy import FEATURES
 from rbqe.train import gate
-
-tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
-va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
-
-
-def gains(r):  # what exit 5 gains over each earlier exit
-    return r.psnr[:, -1:] - r.psnr[:, :-1]
-
 
 # correlation of the ridge fit's predictions with the gains, on val and on train
 for ridge in (0.3, 3, 30):

@@ -4,7 +4,7 @@
 """
 import numpy as np
 import torch
-from explore_common import evaluate, tr
+from explore_common import evaluate, gains, tr
 
 from rbqe.train import gate
 
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 def fit_mlp(recs, hidden=16, wd=1e-3, steps=1500, clip=(-0.2, 1.5), seed=0):
     """One small MLP per exit 1-4, predicting the (clipped) gain of exit 5 over it."""
     torch.manual_seed(seed)
-    tgt = recs.psnr[:, -1:] - recs.psnr[:, :-1]
+    tgt = gains(recs)
     models = []
     for k in range(4):
         x = np.concatenate([recs.view(v)[:, k] for v in gate.VIEWS])

@@ -4,7 +4,7 @@ gains (not shipped).
     python docs/eval/gate/explore_quadratic.py
 """
 import numpy as np
-from explore_common import evaluate, tr
+from explore_common import evaluate, gains, tr
 
 from rbqe.exit_policy import FEATURES
 from rbqe.train import gate
@@ -22,7 +22,7 @@ def expand(x):  # add squares and pairwise products of the base features
 def fit_quad(recs, ridge):
     """Ridge regression per exit 1-4 on the expanded features, of the clipped gain of exit 5."""
     p = {"mean": [], "scale": [], "coef": [], "bias": []}
-    tgt = recs.psnr[:, -1:] - recs.psnr[:, :-1]
+    tgt = gains(recs)
     for k in range(4):
         x = np.concatenate([expand(recs.view(v)[:, k]) for v in gate.VIEWS])
         y = np.tile(np.clip(tgt[:, k], -0.2, 1.0), 3)
@@ -51,7 +51,7 @@ for r in (3, 30):
     tr2 = gate.GateRecords(**{k: getattr(tr, k) for k in tr.__dataclass_fields__})
     # train on the gains clipped to [-0.2, 1.0] dB: exit 5's PSNR less the clipped gain
     tr2.psnr = tr.psnr.copy()
-    g = tr.psnr[:, -1:] - tr.psnr[:, :-1]
+    g = gains(tr)
     tr2.psnr[:, :-1] = tr.psnr[:, -1:] - np.clip(g, -0.2, 1.0)
     p = gate.fit(tr2, r)
     evaluate(lambda x, p=p: gate.predictions(p, x), f'linear clipped ridge {r}')
