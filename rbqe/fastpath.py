@@ -18,6 +18,7 @@ from rbqe.model import (
     EcaStats,
     ProgressiveRun,
     RBQENet,
+    RefineBlock,
     SeparableConv,
     UpBlock,
     channel_mean,
@@ -260,6 +261,8 @@ class FastProgressiveRun(ProgressiveRun):
         head = cast(SeparableConv, self.net.heads[k - 1])
         dw, pw = head.depthwise, head.pointwise
         node = self.nodes[0, k]
+        if k == NUM_EXITS:
+            node = self._refine(node)
         x = self.x[:, : pw.out_channels]
         if not x.is_contiguous(memory_format=torch.channels_last):  # in_channels > out
             x = x.contiguous(memory_format=torch.channels_last)
@@ -274,6 +277,14 @@ class FastProgressiveRun(ProgressiveRun):
             d = _crop_rows(d, _rows_out(a0, a1, h), r0, r1)
             out[:, :, r0:r1] = self._add_residual(pw, d, x[:, :, r0:r1])
         return out
+
+    def _refine(self, node: torch.Tensor) -> torch.Tensor:
+        """Exit 5's refine blocks (dense convs, compute-bound: whole maps, no stripes)."""
+        for block in self.net.refine:
+            c1, c2 = cast(RefineBlock, block).conv1, cast(RefineBlock, block).conv2
+            h = _conv(node, c1, True, self._p(c1.weight), self._p(c1.bias))
+            node = _conv(h, c2, False, self._p(c2.weight), self._p(c2.bias), add=node)
+        return node
 
     def _head_dw(self, conv: nn.Conv2d, node: torch.Tensor,
                  rows: tuple[bool, bool] | None = None) -> torch.Tensor:

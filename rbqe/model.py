@@ -34,11 +34,14 @@ class ModelConfig:
         in_channels: 1 for luma (Y of YCbCr, as the paper), 3 for RGB.
         out_channels: Usually equal to ``in_channels``.
         width: Base channel count (32 in the paper).
+        refine: Residual blocks of dense 3x3 convs on exit 5's full-resolution node,
+            before its output head (:class:`RefineBlock`); 0 in the paper.
     """
 
     in_channels: int = 1
     out_channels: int = 1
     width: int = 32
+    refine: int = 0
 
 
 def channel_sums(t: torch.Tensor) -> torch.Tensor:
@@ -174,6 +177,25 @@ class DownBlock(nn.Sequential):
         )
 
 
+class RefineBlock(nn.Module):
+    """``x + conv2(relu(conv1(x)))``, two dense 3x3 convs at full resolution.
+
+    The output heads are linear (a separable conv), so exit 5's image is a linear map of
+    its last node. These blocks add nonlinear capacity where only exit 5 pays for it, in
+    the dense convs that run near the CPU's compute peak (the separable decoder convs are
+    memory-bound). ``conv2`` starts at zero, so a block added to a trained net leaves its
+    outputs unchanged.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 class UpBlock(nn.Module):
     """Transposed conv on the lower node, concat with dense skips, ECA, two separable convs."""
 
@@ -240,6 +262,7 @@ class RBQENet(nn.Module):
              for i in [k - j]}
         )
         self.heads = nn.ModuleList(SeparableConv(w, config.out_channels) for _ in range(NUM_EXITS))
+        self.refine = nn.Sequential(*(RefineBlock(w) for _ in range(config.refine)))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -255,6 +278,8 @@ class RBQENet(nn.Module):
         with torch.no_grad():
             for head in self.heads:
                 cast(SeparableConv, head).pointwise.weight.mul_(0.1)
+            for block in self.refine:
+                nn.init.zeros_(cast(RefineBlock, block).conv2.weight)
 
     def start(
         self, x: torch.Tensor, stats: EcaStats | None = None, *, fast: bool = False,
@@ -345,7 +370,10 @@ class ProgressiveRun:
         self.nodes = {key: t.index_select(0, index) for key, t in self.nodes.items()}
 
     def _output(self, k: int) -> torch.Tensor:
-        residual = self.net.heads[k - 1](self.nodes[0, k])
+        node = self.nodes[0, k]
+        if k == NUM_EXITS:
+            node = self.net.refine(node)
+        residual = self.net.heads[k - 1](node)
         return self.x[:, : residual.shape[1]] + residual
 
     def _done(self, k: int) -> None:
@@ -376,6 +404,7 @@ def gmacs_per_exit(net: RBQENet, height: int = 512, width: int = 512) -> list[fl
         for j in range(1, k + 1):
             per_px[k - 1] += _macs_per_px(net.up[f"{k - j}_{j}"], k - j)
         per_px[k - 1] += _macs_per_px(net.heads[k - 1], 0)
+    per_px[-1] += _macs_per_px(net.refine, 0)
     out, total = [], 0.0
     for m in per_px:
         total += m

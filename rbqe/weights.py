@@ -141,6 +141,8 @@ def save_weights(net: RBQENet, path: str | Path, *, threshold: float = DEFAULT_T
         "min_exit": str(assessor.min_exit),
         "exit_policy": policies.to_meta(),
     }
+    if cfg.refine:  # absent means 0: files from before the option still describe their net
+        meta["refine"] = str(cfg.refine)
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in net.state_dict().items()}
@@ -169,12 +171,13 @@ def read_info(path: str | Path) -> WeightsInfo:
             f"{path}: architecture {meta.get('architecture')!r} is not {ARCHITECTURE!r}"
         )
     try:
-        cfg = ModelConfig(int(meta["in_channels"]), int(meta["out_channels"]), int(meta["width"]))
+        cfg = ModelConfig(int(meta["in_channels"]), int(meta["out_channels"]), int(meta["width"]),
+                          int(meta.get("refine", "0")))
         policies = PolicySet.from_meta(meta)
     except (KeyError, ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise WeightsError(f"{path}: bad metadata ({exc})") from None
-    known = {"format", "architecture", "in_channels", "out_channels", "width", "threshold",
-             "min_exit", "exit_policy"}
+    known = {"format", "architecture", "in_channels", "out_channels", "width", "refine",
+             "threshold", "min_exit", "exit_policy"}
     extra = {k: v for k, v in meta.items() if k not in known}
     return WeightsInfo(path, cfg, policies, extra)
 

@@ -62,6 +62,7 @@ class TrainConfig:
     val_dirs: list[str] = field(default_factory=list)
     channels: int = 3
     width: int = 32
+    refine: int = 0  # exit 5's refine blocks (ModelConfig.refine; scripts/add_refine.py)
     patch: int = 96
     batch: int = 16
     steps: int = 20000
@@ -221,7 +222,8 @@ def checkpoint_ema(state: dict[str, Any], slow: bool = False) -> RBQENet:
     if key not in state:
         raise UsageError(f"the training state holds no {key} weights")
     recipe = state["config"]
-    net = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], recipe["width"]))
+    net = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], recipe["width"],
+                              recipe.get("refine", 0)))
     # An AveragedModel's state: the network's tensors under "module.", plus its counter.
     net.load_state_dict({k.removeprefix("module."): v for k, v in state[key].items()
                          if k.startswith("module.")})
@@ -244,7 +246,7 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
-        self.net = RBQENet(ModelConfig(cfg.channels, cfg.channels, cfg.width))
+        self.net = RBQENet(ModelConfig(cfg.channels, cfg.channels, cfg.width, cfg.refine))
         if cfg.init_weights:
             self._init_from(Path(cfg.init_weights))
         self.net = self.net.to(self.device)
@@ -281,7 +283,8 @@ class Trainer:
         from rbqe.weights import load_weights
 
         net, _ = load_weights(path)
-        if (net.config.in_channels, net.config.width) != (self.cfg.channels, self.cfg.width):
+        if ((net.config.in_channels, net.config.width, net.config.refine)
+                != (self.cfg.channels, self.cfg.width, self.cfg.refine)):
             raise WeightsError(f"{path}: {net.config.in_channels}-channel width-"
                                f"{net.config.width} weights cannot start a "
                                f"{self.cfg.channels}-channel width-{self.cfg.width} run")
@@ -309,11 +312,12 @@ class Trainer:
         # Our own checkpoint, written by this code: weights_only keeps pickles out.
         state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
         stored = state["config"]
-        shape = (stored.get("channels"), stored.get("width"))
-        if shape != (self.cfg.channels, self.cfg.width):
+        shape = (stored.get("channels"), stored.get("width"), stored.get("refine", 0))
+        if shape != (self.cfg.channels, self.cfg.width, self.cfg.refine):
             raise WeightsError(f"{self.ckpt}: a {shape[0]}-channel width-{shape[1]} training "
-                               f"state cannot resume as {self.cfg.channels}-channel "
-                               f"width-{self.cfg.width}")
+                               f"state with {shape[2]} refine blocks cannot resume as "
+                               f"{self.cfg.channels}-channel width-{self.cfg.width} with "
+                               f"{self.cfg.refine}")
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
