@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rbqe.backends.choose import machine_key
 from rbqe.backends.stages import Stage, stage_io
 from rbqe.engine import Enhancer
 from rbqe.fastpath import FastProgressiveRun
@@ -138,3 +139,10 @@ def test_the_script_adds_blocks_once(tmp_path):
                       weights_only=True)["config"]["refine"] == 2
     again = subprocess.run(args, capture_output=True, text=True)
     assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_a_backend_choice_is_not_reused_across_refine_blocks():
+    torch.manual_seed(0)
+    plain, refined = RBQENet(ModelConfig(1, 1, 8)), RBQENet(ModelConfig(1, 1, 8, 1))
+    assert "refine" not in machine_key(plain, [])  # the keys stored so far still match
+    assert machine_key(refined, []) != machine_key(plain, [])

@@ -69,8 +69,11 @@ def machine_key(net: RBQENet, candidates: list[Candidate]) -> str:
 
         versions.append(f"openvino {ov.get_version().split('-')[0]}")
     cfg = net.config
+    shape = f"net {cfg.in_channels}-{cfg.width}-{cfg.out_channels}"
+    if cfg.refine:  # (only then: the keys users' caches hold stay valid)
+        shape += f" refine {cfg.refine}"
     return " | ".join([cpu_model(), f"{os.cpu_count()} cpus", f"{torch.get_num_threads()} threads",
-                       *versions, f"net {cfg.in_channels}-{cfg.width}-{cfg.out_channels}",
+                       *versions, shape,
                        "candidates " + ", ".join(c.label for c in candidates)])
 
 
