@@ -202,6 +202,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "in_channels": info.config.in_channels,
                 "out_channels": info.config.out_channels,
                 "width": info.config.width,
+                "refine_blocks": info.config.refine,
                 "parameters": count_parameters(net),
             },
             "threshold": info.threshold,

@@ -3,6 +3,7 @@ without its outputs moving, trains on, and every path that runs a network runs t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ import torch
 
 from rbqe.backends.choose import machine_key
 from rbqe.backends.stages import Stage, stage_io
+from rbqe.cli import main
 from rbqe.engine import Enhancer
 from rbqe.fastpath import FastProgressiveRun
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet, _macs_per_px, gmacs_per_exit
@@ -99,6 +101,18 @@ def test_weights_keep_their_blocks_and_old_files_have_none(tmp_path):
     np.testing.assert_array_equal(a, b)
     plain = save_weights(RBQENet(ModelConfig(1, 1, 8)), tmp_path / "p.safetensors")
     assert read_info(plain).config.refine == 0  # no "refine" key written, none read
+
+
+def test_info_shows_the_blocks_and_what_they_cost(tmp_path, capsys):
+    docs = {}
+    for blocks in (0, 1):
+        torch.manual_seed(0)
+        path = save_weights(RBQENet(ModelConfig(1, 1, 8, blocks)), tmp_path / f"{blocks}.safetensors")
+        assert main(["info", "--weights", str(path)]) == 0
+        docs[blocks] = json.loads(capsys.readouterr().out)
+    assert [d["architecture"]["refine_blocks"] for d in docs.values()] == [0, 1]
+    plain, refined = docs[0]["gmacs_512"], docs[1]["gmacs_512"]
+    assert plain[:4] == refined[:4] and refined[4] > plain[4]
 
 
 def test_a_state_gains_blocks_resumes_and_trains_them(tmp_path):
