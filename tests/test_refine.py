@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from rbqe.backends import openvino_installed
 from rbqe.backends.choose import machine_key
 from rbqe.backends.stages import Stage, stage_io
 from rbqe.cli import main
@@ -87,6 +88,18 @@ def test_stage_5_graph_runs_the_blocks():
             out = Stage(net, k, False)(x, *(nodes[n] for n in io.nodes_in))
             nodes.update(zip(io.nodes_out, out[1 : 1 + len(io.nodes_out)], strict=True))
     assert torch.equal(out[0], ref[-1])
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
+def test_the_openvino_backend_runs_the_blocks(make_jpeg):
+    net = refined_net()
+    img = (make_jpeg(96, 128, seed=2).mean(axis=2, keepdims=True) / 255).astype(np.float32)
+    ref = Enhancer(net=net, device="cpu", tile=0, backend="torch").enhance(img, "all")
+    ov = Enhancer(net=net, device="cpu", tile=0, backend="openvino", precision="f32")
+    assert ov.backend.name == "openvino"
+    got = ov.enhance(img, "all")
+    for a, b in zip(ref.exits, got.exits, strict=True):
+        assert np.abs(a.image - b.image).max() <= 1e-4
 
 
 def test_weights_keep_their_blocks_and_old_files_have_none(tmp_path):
