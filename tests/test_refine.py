@@ -18,6 +18,7 @@ from rbqe.backends.choose import machine_key
 from rbqe.backends.stages import Stage, stage_io
 from rbqe.cli import main
 from rbqe.engine import Enhancer
+from rbqe.errors import WeightsError
 from rbqe.fastpath import FastProgressiveRun
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet, _macs_per_px, gmacs_per_exit
 from rbqe.train.loop import TrainConfig, Trainer, checkpoint_ema
@@ -149,7 +150,7 @@ def test_a_state_gains_blocks_resumes_and_trains_them(tmp_path):
     resumed.run()
     assert resumed.step == 6
     assert resumed.net.refine[0].conv2.weight.abs().sum() > 0  # the zero conv is learning
-    with pytest.raises(Exception, match="refine blocks"):  # a plain run cannot resume it
+    with pytest.raises(WeightsError, match="width-8 with 1 refine block training state cannot resume as 1-channel width-8$"):
         Trainer(replace(cfg, refine=0), [_photo(0)])
     with pytest.raises(ValueError, match="already has 1"):
         add_refine(refined, 1)

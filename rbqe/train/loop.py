@@ -230,6 +230,12 @@ def checkpoint_ema(state: dict[str, Any], slow: bool = False) -> RBQENet:
     return net
 
 
+def _shape(channels: object, width: object, refine: object) -> str:
+    """A network's shape in words, for the errors of a state or weights that do not fit."""
+    blocks = f" with {refine} refine block{'s' * (refine != 1)}" if refine else ""
+    return f"{channels}-channel width-{width}{blocks}"
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, images: list[np.ndarray] | None = None) -> None:
         self.cfg = cfg
@@ -279,15 +285,16 @@ class Trainer:
         if self.world > 1:  # every rank starts from rank 0's weights
             _collective(list(self.net.parameters()), lambda flat: dist.broadcast(flat, 0))
 
+    def _shape(self) -> str:
+        return _shape(self.cfg.channels, self.cfg.width, self.cfg.refine)
+
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
 
         net, _ = load_weights(path)
-        if ((net.config.in_channels, net.config.width, net.config.refine)
-                != (self.cfg.channels, self.cfg.width, self.cfg.refine)):
-            raise WeightsError(f"{path}: {net.config.in_channels}-channel width-"
-                               f"{net.config.width} weights cannot start a "
-                               f"{self.cfg.channels}-channel width-{self.cfg.width} run")
+        given = _shape(net.config.in_channels, net.config.width, net.config.refine)
+        if given != self._shape():
+            raise WeightsError(f"{path}: {given} weights cannot start a {self._shape()} run")
         self.net.load_state_dict(net.state_dict())
         log.info("initialised from %s", path)
 
@@ -312,12 +319,10 @@ class Trainer:
         # Our own checkpoint, written by this code: weights_only keeps pickles out.
         state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
         stored = state["config"]
-        shape = (stored.get("channels"), stored.get("width"), stored.get("refine", 0))
-        if shape != (self.cfg.channels, self.cfg.width, self.cfg.refine):
-            raise WeightsError(f"{self.ckpt}: a {shape[0]}-channel width-{shape[1]} training "
-                               f"state with {shape[2]} refine blocks cannot resume as "
-                               f"{self.cfg.channels}-channel width-{self.cfg.width} with "
-                               f"{self.cfg.refine}")
+        shape = _shape(stored.get("channels"), stored.get("width"), stored.get("refine", 0))
+        if shape != self._shape():
+            raise WeightsError(f"{self.ckpt}: a {shape} training state cannot resume as "
+                               f"{self._shape()}")
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
