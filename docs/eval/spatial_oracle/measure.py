@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from rbqe.arch import NUM_EXITS  # noqa: E402
 from rbqe.engine import Enhancer  # noqa: E402
-from rbqe.model import ModelConfig, RBQENet, _macs_per_px  # noqa: E402
+from rbqe.model import RBQENet, _macs_per_px, gmacs_per_exit  # noqa: E402
 from rbqe.train.data import jpeg_roundtrip_with_tables  # noqa: E402
 from rbqe.train.evaluate import list_clean_images, read_clean  # noqa: E402
 from rbqe.train.metrics import to_uint8  # noqa: E402
@@ -77,8 +77,11 @@ def record(enhancer: Enhancer, limit: int) -> dict[str, np.ndarray]:
         print(path.name, file=sys.stderr, flush=True)
     # BSDS500 photos are 481x321 or 321x481: pad every grid to one shape to stack them.
     rmax, cmax = max(s.shape[1] for s in sse), max(s.shape[2] for s in sse)
-    pad = lambda a: np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, rmax - a.shape[-2]),  # noqa: E731
-                                                          (0, cmax - a.shape[-1])])
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, rmax - a.shape[-2]),
+                                                    (0, cmax - a.shape[-1])])
+
     return {"sse": np.stack([pad(s) for s in sse]), "area": np.stack([pad(a) for a in area]),
             "qf": np.asarray(qf)}
 
@@ -91,23 +94,16 @@ def coarsen(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(*a.shape[:-2], R, f, C, f).sum(axis=(-3, -1))
 
 
-def exit_costs(width: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def exit_costs(net: RBQENet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per exit, as fractions of exit 5's MACs: the whole cost, the part that must run on
     the whole image and the part that can run per block (see the module docstring)."""
-    net = RBQENet(ModelConfig(channels, channels, width))
-    whole, block = np.zeros(NUM_EXITS), np.zeros(NUM_EXITS)
-    for k in range(1, NUM_EXITS + 1):
-        down = list(net.down[k - 1])
-        total = (_macs_per_px(down[:-2], k - 1) + _macs_per_px(down[-2:], k)
-                 + sum(_macs_per_px(net.up[f"{k - j}_{j}"], k - j) for j in range(1, k + 1))
-                 + _macs_per_px(net.heads[k - 1], 0))
-        if k == 1:
-            whole[0] = total + _macs_per_px(net.inc, 0)
-            continue
-        block[k - 1] = _macs_per_px(net.up[f"0_{k}"], 0) + _macs_per_px(net.heads[k - 1], 0)
-        whole[k - 1] = total - block[k - 1]
-    scale = (whole + block).sum()
-    return np.cumsum(whole + block) / scale, whole / scale, block / scale
+    full = np.asarray(gmacs_per_exit(net, 1, 1))  # cumulative, per input pixel (x 1e9)
+    block = np.array([0.0] + [_macs_per_px(net.up[f"0_{k}"], 0)
+                              + _macs_per_px(net.heads[k - 1], 0)
+                              for k in range(2, NUM_EXITS + 1)]) / 1e9
+    block[-1] += _macs_per_px(net.refine, 0) / 1e9  # exit 5's refine blocks: full resolution
+    whole = np.diff(full, prepend=0.0) - block
+    return full / full[-1], whole / full[-1], block / full[-1]
 
 
 def unit_choice(sse: np.ndarray, area: np.ndarray, lam: float, costs: tuple,
@@ -180,9 +176,8 @@ def main() -> None:
         data = record(enhancer, args.limit)
         if args.cache:
             np.savez_compressed(args.cache, **data)
-    config = (enhancer or Enhancer(None, device="cpu", backend="torch",
-                                   precision="f32")).net.config
-    costs = exit_costs(config.width, config.in_channels)
+    net = (enhancer or Enhancer(None, device="cpu", backend="torch", precision="f32")).net
+    costs = exit_costs(net)
     print(f"{len(data['qf'])} photo-QF pairs, gray val, QF {QUALITIES[0]}-{QUALITIES[-1]}; "
           f"mean loss <= {args.tolerance} dB against exit 5 at every QF")
     print("exit MACs / exit 5: " + " ".join(f"{c:.3f}" for c in costs[0]))
