@@ -37,10 +37,10 @@ def refined_net(channels: int = 1, blocks: int = 1, seed: int = 0) -> RBQENet:
     return net
 
 
-def _trained_state(tmp_path: Path, **kw) -> dict:
+def _trained_state(tmp_path: Path) -> dict:
     cfg = TrainConfig(train_dirs=[], out_dir=str(tmp_path / "plain"), channels=1, width=8,
                       patch=64, batch=2, steps=3, threads=1, checkpoint_every_s=1e9, seed=3,
-                      ema_slow_decay=0.99, **kw)
+                      ema_slow_decay=0.99)
     Trainer(cfg, [_photo(s) for s in range(3)]).run()
     return torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
 

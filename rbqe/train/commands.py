@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
 # Options a resumed run takes from its stored state unless given again, with the
 # defaults of a new run. (TrainConfig field -> default.)
 _RECIPE = {"channels": 3, "width": 32, "refine": 0, "patch": 96, "batch": 10, "lr": 1e-3,
-           "loss": "mse", "seed": 0, "schedule": "constant", "ema_decay": 0.999, "ema_slow_decay": 0.0,
+           "loss": "mse", "seed": 0, "schedule": "constant", "ema_decay": 0.999,
+           "ema_slow_decay": 0.0,
            "val_every": 250,
            "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,

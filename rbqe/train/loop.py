@@ -230,7 +230,7 @@ def checkpoint_ema(state: dict[str, Any], slow: bool = False) -> RBQENet:
     return net
 
 
-def _shape(channels: object, width: object, refine: object) -> str:
+def describe_shape(channels: object, width: object, refine: object = 0) -> str:
     """A network's shape in words, for the errors of a state or weights that do not fit."""
     blocks = f" with {refine} refine block{'s' * (refine != 1)}" if refine else ""
     return f"{channels}-channel width-{width}{blocks}"
@@ -286,13 +286,13 @@ class Trainer:
             _collective(list(self.net.parameters()), lambda flat: dist.broadcast(flat, 0))
 
     def _shape(self) -> str:
-        return _shape(self.cfg.channels, self.cfg.width, self.cfg.refine)
+        return describe_shape(self.cfg.channels, self.cfg.width, self.cfg.refine)
 
     def _init_from(self, path: Path) -> None:
         from rbqe.weights import load_weights
 
         net, _ = load_weights(path)
-        given = _shape(net.config.in_channels, net.config.width, net.config.refine)
+        given = describe_shape(net.config.in_channels, net.config.width, net.config.refine)
         if given != self._shape():
             raise WeightsError(f"{path}: {given} weights cannot start a {self._shape()} run")
         self.net.load_state_dict(net.state_dict())
@@ -319,7 +319,8 @@ class Trainer:
         # Our own checkpoint, written by this code: weights_only keeps pickles out.
         state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
         stored = state["config"]
-        shape = _shape(stored.get("channels"), stored.get("width"), stored.get("refine", 0))
+        shape = describe_shape(stored.get("channels"), stored.get("width"),
+                               stored.get("refine", 0))
         if shape != self._shape():
             raise WeightsError(f"{self.ckpt}: a {shape} training state cannot resume as "
                                f"{self._shape()}")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rbqe.model import ModelConfig, RBQENet
+from rbqe.train.loop import describe_shape
 
 PREFIX = "refine."
 
@@ -36,7 +37,7 @@ def add_refine(state: dict[str, Any], blocks: int, seed: int = 0) -> dict[str, A
     net = RBQENet(ModelConfig(cfg["channels"], cfg["channels"], cfg["width"], blocks))
     new = {k: v for k, v in net.state_dict().items() if k.startswith(PREFIX)}
     if set(net.state_dict()) - set(new) != set(state["model"]):
-        raise ValueError(f"not the state of a {cfg['channels']}-channel width-{cfg['width']} "
+        raise ValueError(f"not the state of a {describe_shape(cfg['channels'], cfg['width'])} "
                          "network")
     out = copy.deepcopy(state)
     out["model"].update(new)
