@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -18,7 +19,13 @@ from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
 from rbqe.model import ModelConfig, RBQENet
 from rbqe.train.curve import read_log, width_changes, with_pixels
-from rbqe.train.data import PatchSampler, exit_weights, jpeg_roundtrip, quick_val_pick
+from rbqe.train.data import (
+    SOURCE_GRID,
+    PatchSampler,
+    exit_weights,
+    jpeg_roundtrip,
+    quick_val_pick,
+)
 from rbqe.train.loop import (
     RELATIVE_FLOOR,
     TrainConfig,
@@ -87,6 +94,35 @@ def test_gray_share_sets_the_gray_patches(images: list[np.ndarray]) -> None:
 
     assert gray_fraction(1.0) == 1.0
     assert gray_fraction(0.0) == 0.0  # the generated photos are colour
+
+
+def test_aligned_share_puts_crops_on_the_photos_jpeg_grid() -> None:
+    # Each pixel holds its place in its 16x16 cell, so a crop's first row tells where the
+    # crop started and whether it was turned a quarter.
+    rows, cols = np.mgrid[:200, :264]
+    cell = ((rows % SOURCE_GRID) * SOURCE_GRID + cols % SOURCE_GRID).astype(np.uint8)
+    photo = np.repeat(cell[..., None], 3, axis=2)
+
+    def on_grid(share: float) -> list[bool]:
+        sampler = PatchSampler([photo], 3, 64, 16, seed=5, gray_share=0.0, aligned_share=share)
+        y = np.round(sampler.batch_at(0)[1][:, 0] * 255).astype(int)
+        corner, step = y[:, 0, 0], y[:, 0, 1] - y[:, 0, 0]
+        return [c in (0, 15, 240, 255) and abs(d) == 1 for c, d in zip(corner, step, strict=True)]
+
+    assert all(on_grid(1.0))  # on the grid, and never a quarter turn (columns stay columns)
+    assert not all(on_grid(0.0))
+
+
+def test_aligned_share_zero_keeps_the_earlier_batches(images: list[np.ndarray]) -> None:
+    # No draw is made for it at 0, so a run resumed from an older state sees the batches
+    # it would have seen before the option existed. The checksum is of the crops and
+    # qualities that the sampler made before it (commit f8d1247).
+    _, y, q = PatchSampler(images, 3, 64, 4, seed=3).batch_at(11)
+    crops = np.round(y * 255).astype(np.uint8).tobytes()
+    assert hashlib.sha256(crops).hexdigest()[:16] == "6fa9edfe8362e06d"
+    assert q.tolist() == [27, 87, 42, 50]
+    _, y_aligned, _ = PatchSampler(images, 3, 64, 4, seed=3, aligned_share=0.5).batch_at(11)
+    assert not np.array_equal(y, y_aligned)
 
 
 def test_light_share_out_of_range_is_a_usage_error(tmp_path: Path,

@@ -70,6 +70,9 @@ def add_parsers(sub: Any) -> None:
                         "(default 0.25; 0 = the paper's range only)")
     t.add_argument("--gray-share", type=float, metavar="FRACTION",
                    help="RGB model: share of patches turned gray (default 0.2)")
+    t.add_argument("--aligned-share", type=float, metavar="FRACTION",
+                   help="share of crops on the photo's own 16-pixel JPEG grid, so that a "
+                        "re-saved JPEG's double compression is trained too (default 0)")
     t.add_argument("--exit-weighting", choices=["paper", "balanced", "late"],
                    help="per-exit loss weights by quality: the paper's table (default), or "
                         "balanced (exit 5 weighted >= 1 up to QF 50, early exits favoured "
@@ -180,7 +183,8 @@ _RECIPE = {"channels": 3, "width": 32, "refine": 0, "patch": 96, "batch": 10, "l
            "loss": "mse", "seed": 0, "schedule": "constant", "ema_decay": 0.999,
            "ema_slow_decay": 0.0,
            "val_every": 250,
-           "light_share": None, "gray_share": None, "train_dirs": None, "val_dirs": [],
+           "light_share": None, "gray_share": None, "aligned_share": None,
+           "train_dirs": None, "val_dirs": [],
            "val_images": 12, "exit_weighting": "paper", "cooldown_steps": 0,
            "cooldown_from": -1, "relative_exits": 0, "relative_late_power": 0.0,
            "relative_cap": 0.0, "no_harm": 0.0, "no_harm_exits": 5}
@@ -213,7 +217,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"rbqe train: --relative-cap must be 0 (off) or >= 1, got {cap}")
     if recipe.get("no_harm", 0.0) < 0:
         raise UsageError(f"rbqe train: --no-harm must be >= 0, got {recipe['no_harm']}")
-    for name in ("light_share", "gray_share"):
+    for name in ("light_share", "gray_share", "aligned_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:
             flag = "--" + name.replace("_", "-")

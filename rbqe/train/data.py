@@ -28,6 +28,12 @@ HEAVY_QF = (10, 50)
 LIGHT_QF = (51, 95)
 LIGHT_SHARE = 0.25
 GRAY_SHARE = 0.2  # RGB model: patches made gray (gray photos exist; they must stay gray)
+# Most training photos are JPEGs themselves (quality 95-97). A photo re-saved as it is keeps
+# its 8x8 grid (16x16 for 4:2:0 chroma), so its second compression requantises the first
+# one's coefficients; a random crop misses that grid 63 times in 64. Crops on the grid
+# (with half turns and flips only: a quarter turn would transpose the first JPEG's
+# quantisation table) teach that case too.
+SOURCE_GRID = 16
 
 
 def to_luma(rgb: np.ndarray) -> np.ndarray:
@@ -111,6 +117,8 @@ class PatchSampler:
         light_share: Fraction of patches compressed at QF 51-95 (the rest at 10-50);
             0 trains on the paper's range only.
         gray_share: RGB model only: fraction of patches turned gray before compression.
+        aligned_share: Fraction of crops on the photo's own JPEG grid (``SOURCE_GRID``);
+            0 (no draw at all) keeps the batches of runs from before it existed.
     """
 
     images: list[np.ndarray]
@@ -120,6 +128,7 @@ class PatchSampler:
     seed: int = 0
     light_share: float = LIGHT_SHARE
     gray_share: float = GRAY_SHARE
+    aligned_share: float = 0.0
 
     def batch_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(inputs, targets, qualities)``: ``(B, C, P, P)`` float32 in [0,1] and ``(B,)``."""
@@ -129,9 +138,16 @@ class PatchSampler:
             img = self.images[int(rng.integers(len(self.images)))]
             h, w = img.shape[:2]
             p = min(self.patch, h, w) // MULTIPLE * MULTIPLE
-            top, left = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+            if self.aligned_share > 0 and rng.random() < self.aligned_share:
+                g = SOURCE_GRID
+                top = int(rng.integers((h - p) // g + 1)) * g
+                left = int(rng.integers((w - p) // g + 1)) * g
+                turns = 2 * int(rng.integers(2))
+            else:
+                top, left = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+                turns = int(rng.integers(4))
             crop = img[top : top + p, left : left + p]
-            crop = np.rot90(crop, int(rng.integers(4)))
+            crop = np.rot90(crop, turns)
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             crop = np.ascontiguousarray(crop)

@@ -87,6 +87,7 @@ class TrainConfig:
     time_budget_s: float = 0.0
     light_share: float = LIGHT_SHARE  # fraction of patches at QF 51-95
     gray_share: float = GRAY_SHARE  # RGB model: fraction of patches made gray
+    aligned_share: float = 0.0  # fraction of crops on the photo's JPEG grid (PatchSampler)
     schedule: str = "constant"  # "constant" (extendable) or "cosine" (fixed length)
     ema_decay: float = 0.999  # EMA of the weights, validated and exported; 0 = none
     # > 0: a second, slower EMA beside it (exported as ema_slow.safetensors). It starts
@@ -271,7 +272,7 @@ class Trainer:
         self._stop = threading.Event()
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
         self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
-                                    cfg.light_share, cfg.gray_share)
+                                    cfg.light_share, cfg.gray_share, cfg.aligned_share)
         self.val_set = self._load_val() if cfg.val_dirs and self.lead else []
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
