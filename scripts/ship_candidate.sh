@@ -31,7 +31,7 @@ mkdir -p "$out"
 w="$out/rbqe_jpeg.safetensors"
 cp "$cand" "$w"
 qfs=(10 20 30 40 50 60 70 80 90)
-read -r -a base <<< "${BASE:-docs/eval/rgb_5290k/gray.json}"
+read -r -a base <<< "${BASE:-docs/eval/rgb_5450k/gray.json}"
 
 echo "== gate: fit on train, operating point on val"
 rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
