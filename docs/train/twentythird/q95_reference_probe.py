@@ -58,10 +58,11 @@ def main() -> None:
             for truth, ref in zip(truths, stand_ins, strict=True):
                 comp, _ = jpeg_roundtrip_with_tables(ref, q)
                 exits = enhancer.enhance(comp.astype(np.float32) / 255.0, "all").exits
+                base_ref, base_truth = psnr(ref, comp), psnr(truth, comp)
                 for e, out in enumerate(exits):
                     img = to_uint8(np.squeeze(out.image))
-                    vs_ref[e] += psnr(ref, img) - psnr(ref, comp)
-                    vs_truth[e] += psnr(truth, img) - psnr(truth, comp)
+                    vs_ref[e] += psnr(ref, img) - base_ref
+                    vs_truth[e] += psnr(truth, img) - base_truth
             n = len(paths)
             print(f"{'shipped' if name == '-' else name}  QF {q}")
             print("  against the q95 stand-in: " + " ".join(f"{v / n:+.4f}" for v in vs_ref))
