@@ -10,11 +10,8 @@ for run in 1 2 3; do
     python3 - "$w" "$s" "$e" <<'PY'
 import json, sys
 w, s, e = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-r = json.load(open('/tmp/m12_r.json'))
-items = r.get('images') or r.get('results') or r
-ex = []
-for it in items if isinstance(items, list) else []:
-    ex.append(it.get('tile_exits', {}).get('histogram') or it.get('exit'))
+images = json.load(open('/tmp/m12_r.json'))['images']
+ex = [it.get('tile_exits', {}).get('histogram') or it['exit'] for it in images]
 print(f"{w.split('/')[-1]}: {e-s:.1f} s for 3 -> {180/(e-s):.2f} images/min; exits {ex}")
 PY
   done
