@@ -105,13 +105,27 @@ def _gaussian_kernel() -> np.ndarray:
     return g / g.sum()
 
 
-@functools.lru_cache(maxsize=16)
-def _operators_np(block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Linear maps on a row-major flattened block, in float64.
+@dataclass(frozen=True)
+class _Operators:
+    """Linear maps on a row-major flattened ``b x b`` block (``n = b*b`` entries).
 
-    Returns ``(W, u)``: ``W`` is ``(2*b*b, b*b)``, stacking the moment map ``kron(T, T)``
-    over the map ``kron(T, T) @ Blur``; ``u = kron(T, T) @ Blur @ 1`` (``(b*b,)``).
+    Attributes:
+        moments: ``(n, n)``: ``P @ moments`` are the moments ``kron(T, T) @ P``, with the
+            DC column zeroed (M00 of the normalised, mean-free block is 0).
+        both: ``(n, 2n)``: ``moments`` beside the moments of the blurred block,
+            ``kron(T, T) @ Blur`` (DC kept: the blurred block's norm needs it).
+        blur_of_one: ``(n,)``: the blurred moments of an all-ones block,
+            ``kron(T, T) @ Blur @ 1``.
     """
+
+    moments: torch.Tensor
+    both: torch.Tensor
+    blur_of_one: torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _operators_np(block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:class:`_Operators`' arrays in float64."""
     t = tchebichef_basis(block)
     k = np.kron(t, t)
     # Blur as a matrix: a block-local 3x3 correlation with zero padding (the MATLAB code
@@ -128,33 +142,26 @@ def _operators_np(block: int) -> tuple[np.ndarray, np.ndarray]:
                     if 0 <= ii < block and 0 <= jj < block:
                         blur[i * block + j, ii * block + jj] = g[di + r, dj + r]
     kb = k @ blur
-    return np.concatenate([k, kb]), kb.sum(axis=1)
+    moments = k.T.copy()
+    moments[:, 0] = 0
+    return moments, np.concatenate([moments, kb.T], axis=1), kb.sum(axis=1)
 
 
 @functools.lru_cache(maxsize=32)
-def _operators(
-    block: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    w, u = _operators_np(block)
-    return (
-        torch.as_tensor(w.T, dtype=dtype, device=device).contiguous(),
-        torch.as_tensor(u, dtype=dtype, device=device),
-    )
+def _operators(block: int, device: torch.device, dtype: torch.dtype) -> _Operators:
+    return _Operators(*(torch.as_tensor(a, dtype=dtype, device=device).contiguous()
+                        for a in _operators_np(block)))
 
 
 def _blocks(rows: torch.Tensor, block: int) -> torch.Tensor:
-    """``(B, 1, nh*block, W)`` rows that start on a block row -> ``(B, N, block*block)``
-    blocks, row-major; columns start half a block in."""
+    """``(B, 1, nh*block, W)`` rows that start on a block row -> a ``(B, nh, nw, block,
+    block)`` view of their blocks; columns start half a block in."""
     b = rows.shape[0]
     nh = rows.shape[-2] // block
     nw = rows.shape[-1] // block - 1
     o = block // 2
     crop = rows[:, 0, :, o : o + nw * block]
-    return (
-        crop.reshape(b, nh, block, nw, block)
-        .permute(0, 1, 3, 2, 4)
-        .reshape(b, nh * nw, block * block)
-    )
+    return crop.reshape(b, nh, block, nw, block).permute(0, 1, 3, 2, 4)
 
 
 def _bands(height: int, width: int, block: int) -> list[tuple[int, int]]:
@@ -257,9 +264,8 @@ def _score(y: torch.Tensor, block: int, squeeze: bool) -> torch.Tensor:
 class _BlockSums:
     """Running per-image sums and counts of the two block classes, over bands of rows.
 
-    Sums are kept in float64 on the CPU: one band gives exactly the float32 mean of scoring
-    it at once (a float32 quotient rounded from float64 is the float32 quotient), many
-    bands add up with no more rounding than one.
+    Each block's terms are float32 (the compute dtype); their sums are float64 on the CPU,
+    so bands add up to what one band gives, to float64 rounding.
     """
 
     def __init__(self) -> None:
@@ -268,17 +274,12 @@ class _BlockSums:
         self.device = torch.device("cpu")
 
     def add(self, rows: torch.Tensor, block: int) -> None:
-        blockiness, smooth, blur, textured = _block_terms(_blocks(rows, block), block)
         self.device = rows.device
-
-        def total(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            kept = torch.where(mask, values, torch.zeros_like(values)).sum(dim=-1)
-            return kept.cpu().double()
-
-        self.blockiness = self.blockiness + total(blockiness, smooth)
-        self.blur = self.blur + total(blur, textured)
-        self.smooth = self.smooth + smooth.sum(dim=-1).cpu()
-        self.textured = self.textured + textured.sum(dim=-1).cpu()
+        sums = _block_terms(_blocks(rows, block), block)
+        self.blockiness = self.blockiness + sums[0]
+        self.smooth = self.smooth + sums[1]
+        self.blur = self.blur + sums[2]
+        self.textured = self.textured + sums[3]
 
     def score(self, dtype: torch.dtype) -> torch.Tensor:
         def mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -305,55 +306,75 @@ class _BlockSums:
 def _block_terms(
     p: torch.Tensor, block: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per block of ``p`` ``(B, N, block*block)``: blockiness, smooth mask, blur, textured
-    mask, each ``(B, N)``."""
-    w_t, u = _operators(block, p.device, p.dtype)
+    """Per image of the blocks ``p`` ``(B, nh, nw, block, block)`` (any strides): the sum
+    of blockiness over its smooth blocks, their count, the sum of blur over its textured
+    blocks, their count; ``(B,)`` each, float64 on the CPU.
 
-    # Subtract a per-block constant (the first pixel) before the moment map: constants only
-    # change M00 (rows k > 0 of T sum to 0), and M00 is set to 0 below anyway. This keeps
-    # float32 rounding relative to the block's contrast rather than its brightness (without
-    # it float32 misses the golden values by up to 9e-3; with it, by 1e-7), and a flat
-    # block gives exactly zero moments. Blur does not preserve constants (zero padding
-    # darkens the rim), so the blurred moments add back offset * (K @ Blur @ 1).
-    offset = p[..., :1]
-    pc = p - offset
-    sumsq = (p * p).sum(dim=-1)  # ||P||^2, all positive terms
-    valid = sumsq > 0  # an all-zero block has no normalisation (NaN in MATLAB): skip it
+    Each class is computed on its own blocks only: blockiness needs the moments, blur the
+    moments and the blurred moments. Sorting the blocks first costs a gather and saves the
+    blurred moments of smooth blocks and the blockiness of textured ones.
+    """
+    batch, count, n = p.shape[0], p.shape[1] * p.shape[2], block * block
+    ops = _operators(block, p.device, p.dtype)
     tiny = torch.finfo(p.dtype).tiny
-    inv_norm = torch.rsqrt(sumsq.clamp_min(tiny))
-
-    n = block * block
-    moments = pc @ w_t  # (B, N, 2n)
-    m_raw = moments[..., :n]
-    mb_raw = moments[..., n:] + offset * u
-    # ||Blur P|| from its moments (T orthonormal), before dropping the DC term.
-    inv_norm_b = torch.rsqrt((mb_raw * mb_raw).sum(dim=-1).clamp_min(tiny))
-
-    # Normalised and mean-free, the block has M00 == 0; the MATLAB code keeps ~1e-17 of
-    # rounding there, which changes nothing at 1e-6.
-    dc_off = torch.ones(n, dtype=p.dtype, device=p.device)
-    dc_off[0] = 0
-    m = m_raw * (inv_norm[..., None] * dc_off)
-    mb = mb_raw * (inv_norm_b[..., None] * dc_off)
-
-    m2 = m * m
-    ssm = m2.sum(dim=-1)  # sum(M^2) - M00^2
-    textured = valid & (ssm > SSM_THRESHOLD)
-    smooth = valid & ~textured
-
-    # sim = (2 M Mb + C) / (M^2 + Mb^2 + C), in place: this is the assessor's widest
-    # arithmetic, and fresh (N, b*b) temporaries cost as much as the arithmetic.
     c = STABILITY_C
-    sim = (m * mb).mul_(2).add_(c)
-    sim.div_(m2.addcmul_(mb, mb).add_(c))
+
+    # Subtract a per-block constant (the first pixel) before any sum of squares or moment
+    # map: constants only change M00, which is zeroed anyway. This keeps float32 rounding
+    # relative to the block's contrast rather than its brightness (without it float32
+    # misses the golden values by up to 9e-3; with it, by 1e-7).
+    # One pass gathers the blocks (a strided view of the rows) and centres them.
+    pc = torch.empty((batch, p.shape[1], p.shape[2], block, block), dtype=p.dtype,
+                     device=p.device)
+    torch.sub(p, p[..., :1, :1], out=pc)
+    pc = pc.view(batch * count, n)
+    offset = p[..., 0, 0].reshape(batch * count, 1)
+    # SSM is the energy of the normalised, mean-free block (T is orthonormal), so the split
+    # needs no moments: the block's variance over its power (mean square).
+    mean_c = pc.sum(dim=-1).div_(n)
+    var = (pc * pc).sum(dim=-1).div_(n).sub_(mean_c * mean_c).clamp_min_(0)
+    mean = mean_c + offset[:, 0]
+    power = var + mean * mean  # ||P||^2 / n
+    valid = power > 0  # an all-zero block has no normalisation (NaN in MATLAB): skip it
+    textured = valid & (var > SSM_THRESHOLD * power)
+    smooth = valid & ~textured
+    inv_norm = torch.rsqrt(power.clamp_min(tiny) * n)
+
+    # Smooth blocks: blockiness from |M|. The norm is a per-block factor, so it scales the
+    # three sums rather than the moments.
+    rows_s = smooth.nonzero().squeeze(1)
+    m_abs = (pc.index_select(0, rows_s) @ ops.moments).abs_().view(-1, block, block)
+    scale = inv_norm.index_select(0, rows_s)
+    denom = m_abs.sum(dim=(-2, -1)).mul_(scale).add_(c)  # sum|M| - |M00| + C, M00 being 0
+    q_v = (m_abs[:, -1, :].sum(dim=-1).mul_(scale) / denom).clamp_max(Q_MAX)
+    q_h = (m_abs[:, :, -1].sum(dim=-1).mul_(scale) / denom).clamp_max(Q_MAX)
+    blockiness = torch.log1p(-(q_v + q_h) / 2) / math.log1p(-Q_MAX)
+
+    # Textured blocks: blur = 1 - mean((2 M Mb + C) / (M^2 + Mb^2 + C)).
+    rows_t = textured.nonzero().squeeze(1)
+    both = pc.index_select(0, rows_t) @ ops.both
+    m = both[:, :n] * inv_norm.index_select(0, rows_t)[:, None]
+    # Blur does not preserve constants (zero padding darkens the rim), so the blurred
+    # moments add back offset * (K @ Blur @ 1); their norm is ||Blur P||, DC included.
+    mb = torch.addcmul(both[:, n:], offset.index_select(0, rows_t), ops.blur_of_one)
+    mb.div_(torch.linalg.vector_norm(mb, dim=-1).clamp_min(tiny)[:, None])
+    mb[:, 0] = 0
+    # Fused and in place: this is the assessor's widest arithmetic, and each pass over the
+    # (N, b*b) moments costs about as much as the arithmetic in it.
+    c_t = torch.tensor(c, dtype=p.dtype, device=p.device)
+    sim = torch.addcmul(c_t, m, mb, value=2)
+    sim.div_(torch.addcmul(c_t, m, m).addcmul_(mb, mb))
     blur = 1 - sim.mean(dim=-1)
 
-    m_abs = m.abs().reshape(*m.shape[:-1], block, block)
-    denom = m_abs.sum(dim=(-2, -1)) + c  # sum|M| - |M00| + C, M00 being 0
-    q_v = (m_abs[..., -1, :].sum(dim=-1) / denom).clamp_max(Q_MAX)
-    q_h = (m_abs[..., :, -1].sum(dim=-1) / denom).clamp_max(Q_MAX)
-    blockiness = torch.log1p(-(q_v + q_h) / 2) / math.log1p(-Q_MAX)
-    return blockiness, smooth, blur, textured
+    def per_image(values: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Summed in float64 on the CPU (MPS has no float64): bands of rows then add up to
+        # what one band gives, whatever the order.
+        values = values.to("cpu", torch.float64)
+        image = torch.div(rows.cpu(), count, rounding_mode="floor")
+        total = values.new_zeros(batch).index_add_(0, image, values)
+        return total, torch.bincount(image, minlength=batch).double()
+
+    return (*per_image(blockiness, rows_s), *per_image(blur, rows_t))
 
 
 def score(y: np.ndarray | torch.Tensor, block: int = 8) -> float:
