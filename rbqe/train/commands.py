@@ -51,7 +51,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (CUDA, and CPUs with AVX512-BF16 or AMX: about 2x; "
-                        "on other CPUs it is several times slower)")
+                        "refused on other CPUs, where it is emulated, ~16x slower)")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--val-every", type=int, help="steps between validations (default 250)")
     t.add_argument("--workers", type=int, default=0, help="batch-making processes (per rank)")
@@ -222,6 +222,14 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"rbqe train: {flag} must be in [0, 1], got {value}")
+    if args.bf16 and args.device == "cpu":
+        from rbqe.fastpath import native_bf16
+        if not native_bf16():
+            # autocast would emulate bf16: on a 2-core AVX2 EPYC 0.02 steps/s against f32's
+            # 0.33 (2026-12-05), while native bf16 runs about 2x faster than f32.
+            raise UsageError("rbqe train: --bf16: this CPU has no native bf16 (AVX512-BF16 "
+                             "or AMX), so autocast would emulate it, about 16x slower than "
+                             "f32 here; leave --bf16 out")
     cfg = TrainConfig(
         out_dir=str(args.out), steps=args.steps or MAX_STEPS, device=args.device, threads=args.threads,
         bf16=args.bf16, channels_last=not args.no_channels_last,
