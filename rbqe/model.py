@@ -304,6 +304,14 @@ class RBQENet(nn.Module):
         return [run.next_exit() for _ in range(NUM_EXITS)]
 
 
+def seeded_net(config: ModelConfig, seed: int) -> RBQENet:
+    """A fresh network initialised from ``seed``, leaving torch's global RNG as it was
+    (a caller's sampling must not change because it built a network)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return RBQENet(config)
+
+
 class ProgressiveRun:
     """Computes exits one at a time, caching nodes so later exits reuse them.
 

@@ -156,6 +156,20 @@ def test_a_state_gains_blocks_resumes_and_trains_them(tmp_path):
         add_refine(refined, 1)
 
 
+def test_new_blocks_come_from_their_seed_and_leave_the_global_rng_alone(tmp_path):
+    state = _trained_state(tmp_path)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    one = add_refine(state, 1, seed=5)
+    assert torch.equal(torch.rand(4), expected)  # the caller's random stream goes on as before
+    two = add_refine(state, 1, seed=5)
+    other = add_refine(state, 1, seed=6)
+    name = "refine.0.conv1.weight"
+    assert torch.equal(one["model"][name], two["model"][name])
+    assert not torch.equal(one["model"][name], other["model"][name])
+
+
 def test_the_script_adds_blocks_once(tmp_path):
     _trained_state(tmp_path)
     script = Path(__file__).resolve().parents[1] / "scripts" / "add_refine.py"

@@ -17,9 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
-
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.model import ModelConfig, seeded_net
 from rbqe.train.loop import describe_shape
 
 PREFIX = "refine."
@@ -33,8 +31,7 @@ def add_refine(state: dict[str, Any], blocks: int, seed: int = 0) -> dict[str, A
         raise ValueError(f"the state already has {cfg['refine']} refine blocks")
     if blocks < 1:
         raise ValueError(f"blocks must be >= 1, got {blocks}")
-    torch.manual_seed(seed)
-    net = RBQENet(ModelConfig(cfg["channels"], cfg["channels"], cfg["width"], blocks))
+    net = seeded_net(ModelConfig(cfg["channels"], cfg["channels"], cfg["width"], blocks), seed)
     new = {k: v for k, v in net.state_dict().items() if k.startswith(PREFIX)}
     if set(net.state_dict()) - set(new) != set(state["model"]):
         raise ValueError(f"not the state of a {describe_shape(cfg['channels'], cfg['width'])} "

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.model import ModelConfig, RBQENet, seeded_net
 
 
 def _channel_map(old: int, new: int, old_width: int, new_width: int) -> torch.Tensor:
@@ -120,8 +120,7 @@ def widen_net(net: RBQENet, new_width: int, seed: int = 0) -> RBQENet:
     """A ``new_width`` copy of ``net`` that computes the same output (up to the ECA
     neighbours described above)."""
     cfg = net.config
-    torch.manual_seed(seed)
-    wide = RBQENet(ModelConfig(cfg.in_channels, cfg.out_channels, new_width))
+    wide = seeded_net(ModelConfig(cfg.in_channels, cfg.out_channels, new_width), seed)
     wide.load_state_dict(widen_weights(net.state_dict(), wide.state_dict(), _roles(wide),
                                        cfg.width, new_width))
     return wide
@@ -134,8 +133,7 @@ def widen_state(state: dict[str, Any], new_width: int, seed: int = 0) -> dict[st
     old_width = int(recipe["width"])
     if new_width <= old_width:
         raise ValueError(f"width {new_width} is not wider than the state's {old_width}")
-    torch.manual_seed(seed)
-    wide = RBQENet(ModelConfig(recipe["channels"], recipe["channels"], new_width))
+    wide = seeded_net(ModelConfig(recipe["channels"], recipe["channels"], new_width), seed)
     fresh, roles = wide.state_dict(), _roles(wide)
     out = dict(state)
     out["model"] = widen_weights(state["model"], fresh, roles, old_width, new_width)
