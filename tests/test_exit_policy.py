@@ -222,6 +222,23 @@ def test_gate_fit_learns_the_gain_from_the_features():
     assert oracle["worst_qf_loss_db"] <= 0.05 and oracle["macs"] <= table["gate (tables)"]["macs"]
 
 
+def test_gate_fit_clips_the_gains_it_learns_from():
+    # A photo that gains 5 dB pulls the fit as one that gains the clip's top, no more.
+    rng = np.random.default_rng(2)
+    n = 90
+    x = rng.normal(size=(n, NUM_EXITS, len(FEATURES)))
+    psnr = np.tile(30 + 0.05 * np.arange(NUM_EXITS), (n, 1))
+    recs = gate.GateRecords(x, psnr, np.tile([1.0, 2, 3, 4, 5], (n, 1)), psnr[:, 0] - 1,
+                            np.repeat([10, 50, 90], n // 3), np.zeros(n, bool),
+                            np.array([f"p{i}" for i in range(n)]))
+    at_top, outlier = (gate.GateRecords(**vars(recs)) for _ in range(2))
+    at_top.psnr, outlier.psnr = psnr.copy(), psnr.copy()
+    at_top.psnr[0, :-1] = psnr[0, -1] - gate.GAIN_CLIP[1]
+    outlier.psnr[0, :-1] = psnr[0, -1] - 5.0
+    assert gate.fit(at_top, clip=gate.GAIN_CLIP) == gate.fit(outlier, clip=gate.GAIN_CLIP)
+    assert gate.fit(at_top) != gate.fit(outlier)
+
+
 def test_calibrate_gate_end_to_end_and_the_report_says_why(tmp_path, capsys):
     train, val = tmp_path / "train", tmp_path / "val"
     for folder, seeds in ((train, range(4)), (val, range(10, 13))):

@@ -1,14 +1,19 @@
 """What the gate explorations share: the records and the operating-point search.
 
 Run the explore_*.py scripts from the repository root, e.g.
-``python docs/eval/gate/explore_mlp.py``; they read the records in docs/eval/gate/*.npz.
+``python docs/eval/gate/explore_mlp.py``; they read the records in docs/eval/gate/*.npz, or
+in the folder ``GATE_RECORDS`` names.
 """
+import os
+
 import numpy as np
 
 from rbqe.train import gate
 
-tr, _ = gate.GateRecords.load('docs/eval/gate/train.npz')
-va, _ = gate.GateRecords.load('docs/eval/gate/val.npz')
+# GATE_RECORDS: another weights' records, e.g. docs/eval/rgb_5450k/gate.
+RECORDS = os.environ.get('GATE_RECORDS', 'docs/eval/gate')
+tr, _ = gate.GateRecords.load(f'{RECORDS}/train.npz')
+va, _ = gate.GateRecords.load(f'{RECORDS}/val.npz')
 
 
 def gains(recs):
