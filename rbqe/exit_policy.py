@@ -190,7 +190,8 @@ class ExitPolicy:
         rule: One of :data:`RULES`.
         params: ``assessor``: ``threshold``, ``min_exit``. ``gate``: ``tau`` (dB),
             ``min_exit``, ``features`` (names), and per exit 1..4 ``mean``, ``scale``,
-            ``coef`` (lists) and ``bias``. ``fixed``: ``exit``.
+            ``coef`` (lists) and ``bias``; optionally ``taus``, a threshold per exit 1..4
+            that overrides ``tau`` (which older readers still use). ``fixed``: ``exit``.
         provenance: Free-form: how and on what the parameters were chosen.
     """
 
@@ -204,7 +205,9 @@ class ExitPolicy:
         if self.rule == "gate":
             if list(self.params.get("features", [])) != list(FEATURES):
                 raise ValueError("the gate was fitted on other features than this version reads")
-            for key in ("mean", "scale", "coef", "bias"):
+            for key in ("mean", "scale", "coef", "bias", "taus"):
+                if key == "taus" and key not in self.params:
+                    continue
                 if len(self.params.get(key, [])) != NUM_EXITS - 1:
                     raise ValueError(f"gate parameter {key!r} needs one entry per exit 1..4")
         if self.rule == "fixed":
@@ -229,6 +232,21 @@ class ExitPolicy:
     def threshold(self) -> float | None:
         t = self.params.get("threshold")
         return None if t is None else float(t)
+
+    @property
+    def taus(self) -> list[float]:
+        """The gate's threshold (dB) at each exit 1..4."""
+        if "taus" in self.params:
+            return [float(t) for t in self.params["taus"]]
+        return [float(self.params["tau"])] * (NUM_EXITS - 1)
+
+    def _tau_words(self) -> str:
+        """The gate's threshold(s) from its first exit on, e.g. "0.07 dB (exit 3), 0.11 dB
+        (exit 4)"; one figure when they are all the same."""
+        taus = self.taus[self.min_exit - 1:]
+        if len(set(taus)) <= 1:
+            return f"{taus[0] if taus else self.taus[-1]:g} dB"
+        return ", ".join(f"{t:g} dB (exit {k})" for k, t in enumerate(taus, self.min_exit))
 
     def needs_signals(self) -> bool:
         """Whether the gate's features must be gathered while walking the exits."""
@@ -268,11 +286,11 @@ class ExitPolicy:
                                 f"{jpeg}no exit's quality score reached {t:.3f}")
             return Decision(False, k, "assessor", values,
                             f"quality score {s.score:.3f} is below {t:.3f}")
-        tau = float(self.params["tau"])
         if k >= NUM_EXITS:
-            return Decision(True, k, "last exit", {"tau_db": tau},
-                            f"{jpeg}the gate predicted at least {tau:g} dB more at every "
-                            f"earlier exit")
+            return Decision(True, k, "last exit", {"tau_db": self.taus[-1]},
+                            f"{jpeg}the gate predicted at least {self._tau_words()} more at "
+                            f"every earlier exit")
+        tau = self.taus[k - 1]
         gain = self.predict_gain(walked, prior, gray)
         values = {"predicted_gain_db": round(gain, 4), "tau_db": tau,
                   "jpeg_quality": prior.quality if prior else None, "score": round(s.score, 4)}
@@ -298,8 +316,8 @@ class ExitPolicy:
             return f"assessor: {start}stop when the quality score >= {self.threshold:.3f}"
         if self.rule == "gate":
             start = f"from exit {self.min_exit} on, " if self.min_exit > 1 else ""
-            return (f"learned gate: {start}stop when it predicts < "
-                    f"{float(self.params['tau']):g} dB more from going on")
+            return (f"learned gate: {start}stop when it predicts < {self._tau_words()} "
+                    f"more from going on")
         return f"fixed: always exit {self.params['exit']}"
 
 

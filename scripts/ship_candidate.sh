@@ -6,7 +6,8 @@
 #
 # 1. Fits the learned gate on train photos and chooses its operating point on val
 #    (the model card's calibrate command), written into OUTDIR/rbqe_jpeg.safetensors.
-# 2. Evaluates that file on val: BSDS500-val gray at QF 10-90 (records kept), McMaster
+# 2. Evaluates that file on val: BSDS500-val gray at QF 10-90 (records kept, the gate's
+#    features too, so that gates can be measured on whole photos later), McMaster
 #    colour at QF 10-50, 90 and 95, McMaster gray at QF 90 and 95, BSDS500-val colour at
 #    QF 10/30/50 (first 40 photos). QF 95 only on McMaster: the BSDS500 photos are
 #    themselves quality-95 JPEGs, so re-saving them at 95 is nearly lossless (61 dB) and
@@ -41,7 +42,8 @@ rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
 
 echo "== BSDS500-val gray, QF 10-90"
 rbqe eval "$data/val/bsds500_val" $(lim 100) --gray --qf "${qfs[@]}" --weights "$w" \
-    --save-records "$out/gray_records.json" --json "$out/gray.json" \
+    --save-records "$out/gray_records.json" --save-gate-records "$out/gray_gate_records.npz" \
+    --json "$out/gray.json" \
     --plot "$out/gray_gain_vs_gmacs.png" | tee "$out/gray.txt"
 
 # Issue 10: no exit worse than the input up to QF 95.

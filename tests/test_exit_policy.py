@@ -157,6 +157,53 @@ def test_gate_stops_when_the_predicted_gain_falls_below_tau_and_says_why():
     assert (last.exit, last.signal) == (5, "last exit")
 
 
+def test_gate_thresholds_per_exit_override_the_one_tau_and_are_said():
+    # Predicted gains 3.0, 1.0, 0.5, 0.2 at exits 1-4; one tau of 0.3 from exit 3 stops at
+    # exit 4 (0.5 >= 0.3, 0.2 < 0.3).
+    one = _gate("change", 1.0, tau=0.3, min_exit=3)
+    assert one.taus == [0.3] * 4 and walk(one, _signals([0.5] * 5)).exit == 4
+
+    def per(*taus: float) -> ExitPolicy:
+        return ExitPolicy(one.rule, {**one.params, "taus": list(taus)})
+
+    d = walk(per(0.3, 0.3, 0.6, 0.1), _signals([0.5] * 5))
+    assert (d.exit, d.signal, d.values["tau_db"]) == (3, "gate", 0.6)
+    assert "predicts < 0.6 dB more" in d.text
+    last = walk(per(0.3, 0.3, 0.3, 0.1), _signals([0.5] * 5))
+    assert (last.exit, last.signal) == (5, "last exit")
+    assert "at least 0.3 dB (exit 3), 0.1 dB (exit 4) more" in last.text
+    assert per(9, 9, 0.3, 0.1).describe() == (
+        "learned gate: from exit 3 on, stop when it predicts < 0.3 dB (exit 3), 0.1 dB "
+        "(exit 4) more from going on")
+    assert one.describe().endswith("predicts < 0.3 dB more from going on")
+    with pytest.raises(ValueError, match="taus"):
+        per(0.3, 0.6)
+
+
+def test_per_exit_thresholds_never_cost_more_than_one_and_keep_the_limits():
+    rng = np.random.default_rng(4)
+    n = 360
+    x = rng.normal(size=(n, NUM_EXITS, len(FEATURES)))
+    col = FEATURES.index("change1")
+    # Most of the gain comes at exit 4 for some images, at exit 5 for others.
+    late = (x[:, 0, col] > 0).astype(float)
+    psnr = np.stack([30 + 0.3 * (k >= 3) * (1 - late) + 0.3 * (k >= 4) * late
+                     + 0.02 * k for k in range(NUM_EXITS)], 1)
+    psnr += rng.normal(scale=0.02, size=psnr.shape)
+    recs = gate.GateRecords(x, psnr, np.tile([1.0, 2, 3, 4, 5], (n, 1)), psnr[:, 0] - 1,
+                            np.repeat([10, 50, 90], n // 3), np.zeros(n, bool),
+                            np.array([f"p{i}" for i in range(n)]))
+    params = gate.fit(recs, ridge=0.1)
+    one = gate.choose_operating_point(params, recs, 0.05, 0.5, per_exit=False)
+    per = gate.choose_operating_point(params, recs, 0.05, 0.5, per_exit=True)
+    assert one["taus"] == [one["tau"]] * 4
+    assert per["views"]["tables"]["macs"] <= one["views"]["tables"]["macs"]
+    assert per["views"]["tables"]["worst_qf_loss_db"] <= 0.05
+    assert max(per["views"][v]["worst_qf_loss_db"] for v in ("blind", "lying")) <= 0.5
+    chosen = gate.gate_exits(gate.predictions(params, recs.x), per["taus"], per["min_exit"])
+    assert gate.measure(recs, chosen)["macs"] == pytest.approx(per["views"]["tables"]["macs"])
+
+
 def test_jpeg_prior_reads_the_files_own_tables(tmp_path):
     for q, mode in ((20, "RGB"), (90, "L")):
         path = tmp_path / f"q{q}.jpg"
@@ -278,6 +325,13 @@ def test_calibrate_gate_end_to_end_and_the_report_says_why(tmp_path, capsys):
     rc, out = _info(weights, capsys)
     assert out["exit_policy"]["default"] == "gate"
     assert "learned gate" in out["exit_policy"]["policies"]["gate"]["description"]
+    # One threshold unless asked for one per exit (then stored beside it).
+    assert "taus" not in info.policy.params
+    rc, err = run_cli([*args, "--tau-per-exit"])
+    assert rc == 0, err
+    gate_policy = read_info(weights).policy
+    assert len(gate_policy.params["taus"]) == NUM_EXITS - 1
+    assert gate_policy.params["tau"] == doc["policy"]["params"]["tau"]
 
 
 def _info(weights: Path, capsys) -> tuple[int, dict]:

@@ -17,7 +17,7 @@ import torch
 
 from rbqe.cli import EXIT_USAGE, main
 from rbqe.errors import UsageError, WeightsError
-from rbqe.model import ModelConfig, RBQENet
+from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.train.curve import read_log, width_changes, with_pixels
 from rbqe.train.data import (
     SOURCE_GRID,
@@ -751,6 +751,31 @@ def test_eval_auto_is_the_weights_default_policy(tmp_path: Path,
     set_policy(weights, "fixed", ExitPolicy.fixed(2), default=True)
     assert main(["eval", str(clean), *common, "--records", str(records)]) == EXIT_USAGE
     assert "not made under 'fixed: always exit 2'" in capsys.readouterr().err
+
+
+def test_eval_keeps_the_gates_features_for_measuring_gates_without_a_rerun(
+        tmp_path: Path) -> None:
+    from rbqe.exit_policy import FEATURES
+    from rbqe.train import gate
+
+    weights = save_tiny_weights(tmp_path / "w.safetensors")
+    clean = _write_clean(tmp_path / "clean")
+    rec_json, rec_npz = tmp_path / "r.json", tmp_path / "g.npz"
+    assert main(["eval", str(clean), "--qf", "10", "50", "--weights", str(weights),
+                 "--device", "cpu", "--save-records", str(rec_json),
+                 "--save-gate-records", str(rec_npz)]) == 0
+    recs, meta = gate.GateRecords.load(rec_npz)
+    assert meta["source"] == "rbqe eval" and meta["qualities"] == [10, 50]
+    assert recs.x.shape == (4, NUM_EXITS, len(FEATURES))
+    saved = json.loads(rec_json.read_text())
+    assert "features" not in saved[0]  # the JSON stays as it was
+    np.testing.assert_allclose(recs.psnr, [[e["psnr"] for e in r["exits"]] for r in saved])
+    assert recs.qf.tolist() == [r["qf"] for r in saved]
+    assert recs.gray.tolist() == [not r["color"] for r in saved]
+    # The features are those the engine's own walk computes (the JPEG tables included).
+    assert set(recs.x[:, 0, FEATURES.index("has_tables")]) == {1.0}
+    assert main(["eval", str(clean), "--weights", str(weights), "--records", str(rec_json),
+                 "--save-gate-records", str(tmp_path / "x.npz")]) == EXIT_USAGE
 
 
 def test_calibrate_writes_a_threshold_the_cli_uses(tmp_path: Path) -> None:

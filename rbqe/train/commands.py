@@ -123,6 +123,10 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
     e.add_argument("--save-records", type=Path, metavar="FILE",
                    help="keep per-image measurements (for calibrate --records)")
+    e.add_argument("--save-gate-records", type=Path, metavar="FILE.npz",
+                   help="keep every exit's PSNR and the gate's features per image, in the "
+                        "gate's record format, so that gates can be measured on these "
+                        "photos without a rerun")
     e.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="summarise saved measurements instead of running the network")
 
@@ -143,6 +147,8 @@ def add_parsers(sub: Any) -> None:
                    help="gate: where records are saved and reused (default runs/gate)")
     c.add_argument("--blind-tolerance", type=float, default=0.1,
                    help="gate: worst-QF loss allowed without tables or with lying ones")
+    c.add_argument("--tau-per-exit", action="store_true",
+                   help="gate: refine the one threshold into one per exit")
     c.add_argument("--make-default", action="store_true",
                    help="gate: make the fitted gate the weights' default policy")
     c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
@@ -282,6 +288,7 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
                file=sys.stderr)
     try:
         records = collect(enhancer, paths, args.qf, gray=args.gray,
+                          features=bool(getattr(args, "save_gate_records", None)),
                           on_step=lambda d, t: bar.update(1))
     finally:
         bar.close()
@@ -291,9 +298,18 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
 def _eval(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import plot_gain_vs_macs, save_records, summarize
 
+    if args.save_gate_records and args.records:
+        raise UsageError("--save-gate-records needs a run of the network, not --records")
     enhancer, records = _records(args, args.threshold, args.min_exit, args.policy)
     if args.save_records:
         save_records(records, args.save_records)
+    if args.save_gate_records:
+        from rbqe.train import gate
+
+        gate.from_eval_records(records).save(args.save_gate_records, {
+            "source": "rbqe eval", "weights": str(enhancer.info.path),
+            "photos": len({r.image for r in records}), "qualities": list(args.qf),
+            "crop": 0, "gray": args.gray})
     table = summarize(records, enhancer.threshold, enhancer.min_exit)
     doc = {
         "weights": str(enhancer.info.path) if enhancer.info.path else None,
@@ -401,8 +417,11 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
     train = records("train", train_paths, args.crop)
     val = records("val", val_paths, args.crop)
     params = gate.fit(train)
-    point = gate.choose_operating_point(params, val, tolerance, args.blind_tolerance)
-    policy = ExitPolicy("gate", {**params, "tau": point["tau"], "min_exit": point["min_exit"]}, {
+    point = gate.choose_operating_point(params, val, tolerance, args.blind_tolerance,
+                                        per_exit=args.tau_per_exit)
+    taus = {"taus": point["taus"]} if args.tau_per_exit else {}
+    policy = ExitPolicy("gate", {**params, "tau": point["tau"], **taus,
+                                 "min_exit": point["min_exit"]}, {
         "source": "rbqe calibrate --policy gate",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "fitted_on": f"{len(train_paths)} train photos x QF {args.qf} (crop {args.crop})",
@@ -410,7 +429,7 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
         "tolerance_db": tolerance, "blind_tolerance_db": args.blind_tolerance,
     })
     table = gate.compare(val, policy, enhancer.info.assessor, tolerance)
-    print(f"gate: tau {point['tau']:+.3f} dB from exit {point['min_exit']}")
+    print(f"gate: {policy.describe()}")
     print(gate.format_table(table))
     doc = {"policy": policy.to_json(), "table": table}
     if args.json:

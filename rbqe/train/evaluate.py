@@ -24,8 +24,8 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from rbqe.engine import Enhancer
-from rbqe.exit_policy import auto_exit
+from rbqe.engine import Enhancer, EnhanceResult
+from rbqe.exit_policy import ExitSignals, JpegPrior, auto_exit, features
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip_with_tables
@@ -45,11 +45,15 @@ class Record:
     gmacs: list[float]
     chosen: int | None = None  # auto's exit under ``policy`` (None: records made before)
     policy: str | None = None  # ExitPolicy.describe() of the policy that chose it
+    # The gate's features at each exit (collect(..., features=True)); kept out of the JSON
+    # (~40 numbers per exit): rbqe.train.gate.from_eval_records stores them compactly.
+    features: list[list[float]] | None = None
 
 
 def save_records(records: Sequence[Record], path: Path) -> None:
     """Keep the per-image measurements, so calibration and re-summaries need no rerun."""
-    path.write_text(json.dumps([asdict(r) for r in records]))
+    path.write_text(json.dumps([{k: v for k, v in asdict(r).items() if k != "features"}
+                                for r in records]))
 
 
 def load_records(path: Path) -> list[Record]:
@@ -85,15 +89,27 @@ def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
     return rgb, True
 
 
+def _features(result: EnhanceResult, prior: JpegPrior) -> list[list[float]]:
+    """The gate's features at each exit, as the policy computes them while walking."""
+    signals = [e.signals for e in result.exits]
+    if any(s is None for s in signals):
+        raise ValueError("the gate's features need every exit's signals (an untiled run)")
+    walked = cast(list[ExitSignals], signals)
+    return [features(walked[:k], prior, result.gray_input).tolist()
+            for k in range(1, NUM_EXITS + 1)]
+
+
 def collect(
     enhancer: Enhancer,
     paths: Sequence[Path],
     qualities: Sequence[int],
     *,
     gray: bool = False,
+    features: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> list[Record]:
-    """Run every image at every quality through all exits and measure."""
+    """Run every image at every quality through all exits and measure; with ``features``,
+    keep the gate's features at each exit too (:attr:`Record.features`)."""
     records: list[Record] = []
     total, done = len(paths) * len(qualities), 0
     for path in paths:
@@ -110,7 +126,8 @@ def collect(
             records.append(Record(path.name, int(q), color, _metrics(clean, comp, color), exits,
                                   [e.score for e in result.exits],
                                   [e.gmacs for e in result.exits], result.chosen,
-                                  enhancer.policy.describe()))
+                                  enhancer.policy.describe(),
+                                  _features(result, prior) if features else None))
             done += 1
             if on_step:
                 on_step(done, total)
