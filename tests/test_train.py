@@ -772,7 +772,14 @@ def test_eval_keeps_the_gates_features_for_measuring_gates_without_a_rerun(
     np.testing.assert_allclose(recs.psnr, [[e["psnr"] for e in r["exits"]] for r in saved])
     assert recs.qf.tolist() == [r["qf"] for r in saved]
     assert recs.gray.tolist() == [not r["color"] for r in saved]
-    # The features are those the engine's own walk computes (the JPEG tables included).
+    # The features are those the calibration's records hold for the same whole photos.
+    from rbqe.engine import Enhancer
+    from rbqe.train.evaluate import list_clean_images
+
+    enh = Enhancer(weights, device="cpu", tile=0, backend="torch", precision="f32")
+    same = gate.collect(enh, list_clean_images([clean]), [10, 50], gray_every=0, crop=0)
+    np.testing.assert_allclose(recs.x, same.x, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(recs.psnr, same.psnr)
     assert set(recs.x[:, 0, FEATURES.index("has_tables")]) == {1.0}
     assert main(["eval", str(clean), "--weights", str(weights), "--records", str(rec_json),
                  "--save-gate-records", str(tmp_path / "x.npz")]) == EXIT_USAGE
