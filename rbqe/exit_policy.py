@@ -205,9 +205,8 @@ class ExitPolicy:
         if self.rule == "gate":
             if list(self.params.get("features", [])) != list(FEATURES):
                 raise ValueError("the gate was fitted on other features than this version reads")
-            for key in ("mean", "scale", "coef", "bias", "taus"):
-                if key == "taus" and key not in self.params:
-                    continue
+            optional = ("taus",) if "taus" in self.params else ()
+            for key in ("mean", "scale", "coef", "bias", *optional):
                 if len(self.params.get(key, [])) != NUM_EXITS - 1:
                     raise ValueError(f"gate parameter {key!r} needs one entry per exit 1..4")
         if self.rule == "fixed":

@@ -89,7 +89,7 @@ def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
     return rgb, True
 
 
-def _features(result: EnhanceResult, prior: JpegPrior) -> list[list[float]]:
+def exit_features(result: EnhanceResult, prior: JpegPrior | None) -> list[list[float]]:
     """The gate's features at each exit, as the policy computes them while walking."""
     signals = [e.signals for e in result.exits]
     if any(s is None for s in signals):
@@ -127,7 +127,7 @@ def collect(
                                   [e.score for e in result.exits],
                                   [e.gmacs for e in result.exits], result.chosen,
                                   enhancer.policy.describe(),
-                                  _features(result, prior) if features else None))
+                                  exit_features(result, prior) if features else None))
             done += 1
             if on_step:
                 on_step(done, total)

@@ -25,16 +25,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from rbqe.engine import Enhancer
-from rbqe.exit_policy import FEATURES, ExitPolicy, ExitSignals, JpegPrior, features
+from rbqe.exit_policy import FEATURES, ExitPolicy, JpegPrior
 from rbqe.io.atomic import atomic_write
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip_with_tables
-from rbqe.train.evaluate import Record, read_clean
+from rbqe.train.evaluate import Record, exit_features, read_clean
 from rbqe.train.metrics import psnr, to_uint8
 
 VIEWS = ("tables", "blind", "lying")
@@ -116,10 +116,8 @@ def collect(enhancer: Enhancer, paths: Sequence[Path], qualities: Sequence[int],
             comp, prior = jpeg_roundtrip_with_tables(clean, q)
             gray = comp.ndim == 2
             result = enhancer.enhance(comp.astype(np.float32) / 255.0, "all", prior=prior)
-            # untiled (tile=0): every exit has its signals
-            signals = cast(list[ExitSignals], [e.signals for e in result.exits])
             outs = [to_uint8(e.image) for e in result.exits]
-            rows["x"].append([features(signals[:k], prior, gray) for k in range(1, NUM_EXITS + 1)])
+            rows["x"].append(exit_features(result, prior))
             rows["psnr"].append([psnr(clean, o[..., 0] if gray else o) for o in outs])
             rows["gmacs"].append([e.gmacs for e in result.exits])
             rows["base"].append(psnr(clean, comp))
