@@ -11,13 +11,9 @@ with the MACs against exit 5, the worst quality's loss and the share of the orac
 saving (the oracle at the same tolerance on the same records).
 """
 import numpy as np
-from explore_common import tr, va
+from explore_common import subset, tr, va
 
 from rbqe.train import gate
-
-
-def subset(recs, mask):
-    return gate.GateRecords(**{k: getattr(recs, k)[mask] for k in recs.__dataclass_fields__})
 
 
 def share_of_oracle(recs, macs, tolerance):

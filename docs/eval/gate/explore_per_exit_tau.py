@@ -16,16 +16,12 @@ and 0.05 dB, in a 2-fold check over those photos.
 import os
 
 import numpy as np
-from explore_common import tr, va
+from explore_common import subset, tr, va
 
 from rbqe.train import gate
 
 TOL = 0.045  # the release's tolerance (calibrate --tolerance)
 whole = gate.GateRecords.load(os.environ["WHOLE"])[0] if os.environ.get("WHOLE") else None
-
-
-def subset(recs, mask):
-    return gate.GateRecords(**{k: getattr(recs, k)[mask] for k in recs.__dataclass_fields__})
 
 
 def on(recs, params, point, tol=TOL):
