@@ -6,6 +6,8 @@
 #
 # 1. Fits the learned gate on train photos and chooses its operating point on val
 #    (the model card's calibrate command), written into OUTDIR/rbqe_jpeg.safetensors.
+#    240 train photos: at 60 (the releases up to 5.45M) which photos were drawn moved the
+#    gate's MACs by ~2 points (docs/eval/gate_train_size).
 # 2. Evaluates that file on val: BSDS500-val gray at QF 10-90 (records kept, the gate's
 #    features too, so that gates can be measured on whole photos later), McMaster
 #    colour at QF 10-50, 90 and 95, McMaster gray at QF 90 and 95, BSDS500-val colour at
@@ -36,7 +38,7 @@ read -r -a base <<< "${BASE:-docs/eval/rgb_5450k/gray.json}"
 
 echo "== gate: fit on train, operating point on val"
 rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
-    --train "$data/train" --train-limit "${limit:-60}" --crop 192 --qf "${qfs[@]}" \
+    --train "$data/train" --train-limit "${limit:-240}" --crop 192 --qf "${qfs[@]}" \
     --records-dir "$out/gate" --json "$out/gate_calibration.json" \
     --plot "$out/gate_frontier.png" --make-default ${TOLERANCE:+--tolerance "$TOLERANCE"}
 

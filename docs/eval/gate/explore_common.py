@@ -12,6 +12,7 @@ from rbqe.train import gate
 
 # GATE_RECORDS: another weights' records, e.g. docs/eval/rgb_5450k/gate.
 RECORDS = os.environ.get('GATE_RECORDS', 'docs/eval/gate')
+TOL = 0.045  # the release's tolerance (calibrate --tolerance)
 tr, _ = gate.GateRecords.load(f'{RECORDS}/train.npz')
 va, _ = gate.GateRecords.load(f'{RECORDS}/val.npz')
 
@@ -48,3 +49,17 @@ def evaluate(predf, name):
 def subset(recs, mask):
     """The records where ``mask`` holds (e.g. one half of the val photos)."""
     return gate.GateRecords(**{k: getattr(recs, k)[mask] for k in recs.__dataclass_fields__})
+
+
+def on(recs, params, point, tol=TOL):
+    """The gate at ``point`` measured on ``recs`` (the file's tables); the oracle's share at
+    ``tol``."""
+    pred = gate.predictions(params, recs.view("tables"))
+    m = gate.measure(recs, gate.gate_exits(pred, point["taus"], point["min_exit"]))
+    orc = gate.measure(recs, gate.oracle(recs, tol))["macs"]
+    m["share"] = (1 - m["macs"]) / (1 - orc)
+    return m
+
+
+def line(m):
+    return f"{m['macs']:.1%} ({m['share']:.0%} of the oracle's saving), worst QF {m['worst_qf_loss_db']:.3f} dB"

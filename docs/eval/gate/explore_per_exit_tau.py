@@ -16,26 +16,11 @@ and 0.05 dB, in a 2-fold check over those photos.
 import os
 
 import numpy as np
-from explore_common import subset, tr, va
+from explore_common import TOL, line, on, subset, tr, va
 
 from rbqe.train import gate
 
-TOL = 0.045  # the release's tolerance (calibrate --tolerance)
 whole = gate.GateRecords.load(os.environ["WHOLE"])[0] if os.environ.get("WHOLE") else None
-
-
-def on(recs, params, point, tol=TOL):
-    """The gate at ``point`` measured on ``recs`` (the file's tables); the oracle's share at
-    ``tol``."""
-    pred = gate.predictions(params, recs.view("tables"))
-    m = gate.measure(recs, gate.gate_exits(pred, point["taus"], point["min_exit"]))
-    orc = gate.measure(recs, gate.oracle(recs, tol))["macs"]
-    m["share"] = (1 - m["macs"]) / (1 - orc)
-    return m
-
-
-def line(m):
-    return f"{m['macs']:.1%} ({m['share']:.0%} of the oracle's saving), worst QF {m['worst_qf_loss_db']:.3f} dB"
 
 
 names = np.unique(va.names)
