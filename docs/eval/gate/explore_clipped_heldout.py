@@ -10,8 +10,7 @@ tolerance: the operating point chosen on all val records (the shipped procedure)
 with the MACs against exit 5, the worst quality's loss and the share of the oracle's
 saving (the oracle at the same tolerance on the same records).
 """
-import numpy as np
-from explore_common import subset, tr, va
+from explore_common import tr, two_folds, va
 
 from rbqe.train import gate
 
@@ -21,9 +20,7 @@ def share_of_oracle(recs, macs, tolerance):
     return (1 - macs) / (1 - best)
 
 
-names = np.unique(va.names)
-half = np.isin(va.names, names[::2])
-folds = [(subset(va, half), subset(va, ~half)), (subset(va, ~half), subset(va, half))]
+folds = two_folds(va)
 fits = {"plain ridge 3 (shipped)": gate.fit(tr)}
 for hi in (0.5, 1.0):
     for ridge in (3.0, 30.0):

@@ -51,6 +51,15 @@ def subset(recs, mask):
     return gate.GateRecords(**{k: getattr(recs, k)[mask] for k in recs.__dataclass_fields__})
 
 
+def two_folds(recs):
+    """A 2-fold split over the photos (every other one by name): ``[(a, b), (b, a)]``, the
+    records to choose an operating point on and those to measure it on."""
+    names = np.unique(recs.names)
+    half = np.isin(recs.names, names[::2])
+    a, b = subset(recs, half), subset(recs, ~half)
+    return [(a, b), (b, a)]
+
+
 def on(recs, params, point, tol=TOL):
     """The gate at ``point`` measured on ``recs`` (the file's tables); the oracle's share at
     ``tol``."""

@@ -16,16 +16,14 @@ and 0.05 dB, in a 2-fold check over those photos.
 import os
 
 import numpy as np
-from explore_common import TOL, line, on, subset, tr, va
+from explore_common import TOL, line, on, tr, two_folds, va
 
 from rbqe.train import gate
 
 whole = gate.GateRecords.load(os.environ["WHOLE"])[0] if os.environ.get("WHOLE") else None
 
 
-names = np.unique(va.names)
-half = np.isin(va.names, names[::2])
-folds = [(subset(va, half), subset(va, ~half)), (subset(va, ~half), subset(va, half))]
+folds = two_folds(va)
 fits = {"plain": gate.fit(tr), "clipped [-0.2, 0.5]": gate.fit(tr, clip=gate.GAIN_CLIP)}
 print(f"tolerance {TOL} dB (blind and lying views 0.1); oracle on each set at {TOL} dB")
 for fname, params in fits.items():
@@ -54,10 +52,7 @@ if whole is not None:
         print(f"whole photos, fixed exit {k}: {f['macs']:.1%}, worst QF {f['worst_qf_loss_db']:.3f} dB")
     print("\noperating point chosen on whole photos: all of them | 2-fold held out "
           "(MACs, share of the oracle's saving, worst QF loss)")
-    wnames = np.unique(whole.names)
-    whalf = np.isin(whole.names, wnames[::2])
-    wfolds = [(subset(whole, whalf), subset(whole, ~whalf)),
-              (subset(whole, ~whalf), subset(whole, whalf))]
+    wfolds = two_folds(whole)
     for tol in (0.045, 0.05):
         for fname, params in fits.items():
             for per_exit in (False, True):

@@ -14,7 +14,7 @@ photos (``WHOLE``), which no choice has seen.
 import os
 
 import numpy as np
-from explore_common import TOL, line, on, subset, tr, va
+from explore_common import TOL, gains, line, on, subset, tr, two_folds, va
 
 from rbqe.train import gate
 
@@ -28,9 +28,7 @@ def photos(recs, step):
     return subset(recs, np.isin(recs.names, names[::step]))
 
 
-names = np.unique(va.names)
-half = np.isin(va.names, names[::2])
-folds = [(subset(va, half), subset(va, ~half)), (subset(va, ~half), subset(va, half))]
+folds = two_folds(va)
 fits = {f"release's train records ({len(np.unique(tr.names))} photos)": tr}
 for step in (4, 2, 1):
     sub = photos(big, step)
@@ -50,6 +48,6 @@ for fname, recs in fits.items():
         m = on(whole, params, point)
         print(f"  whole photos:    {line(m)}, exits {'/'.join(map(str, m['histogram']))}")
     pred = gate.predictions(params, va.view("tables"))
-    gain = va.psnr[:, -1:] - va.psnr[:, :-1]
+    gain = gains(va)
     print("  val crops, correlation of predicted and true gain at exits 1-4: "
           + " ".join(f"{np.corrcoef(pred[:, k], gain[:, k])[0, 1]:.3f}" for k in range(4)))
