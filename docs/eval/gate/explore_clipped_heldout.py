@@ -10,15 +10,9 @@ tolerance: the operating point chosen on all val records (the shipped procedure)
 with the MACs against exit 5, the worst quality's loss and the share of the oracle's
 saving (the oracle at the same tolerance on the same records).
 """
-from explore_common import tr, two_folds, va
+from explore_common import line, on, tr, two_folds, va
 
 from rbqe.train import gate
-
-
-def share_of_oracle(recs, macs, tolerance):
-    best = gate.measure(recs, gate.oracle(recs, tolerance))["macs"]
-    return (1 - macs) / (1 - best)
-
 
 folds = two_folds(va)
 fits = {"plain ridge 3 (shipped)": gate.fit(tr)}
@@ -29,13 +23,9 @@ for tol in (0.045, 0.05):
     print(f"tolerance {tol} dB (blind and lying views: 0.1)")
     for name, params in fits.items():
         op = gate.choose_operating_point(params, va, tol, 0.1)
-        t = op["views"]["tables"]
         held = []
         for choose_on, check_on in folds:
-            o = gate.choose_operating_point(params, choose_on, tol, 0.1)
-            pred = gate.predictions(params, check_on.view("tables"))
-            m = gate.measure(check_on, gate.gate_exits(pred, o["tau"], o["min_exit"]))
+            m = on(check_on, params, gate.choose_operating_point(params, choose_on, tol, 0.1), tol)
             held.append(f"{m['macs']:.1%} / {m['worst_qf_loss_db']:.3f} dB")
-        print(f"  {name:<28} all val: {t['macs']:.1%} ({share_of_oracle(va, t['macs'], tol):.0%}"
-              f" of the oracle's saving), worst QF {t['worst_qf_loss_db']:.3f} dB, tau "
-              f"{op['tau']}, from exit {op['min_exit']} | held out: {'; '.join(held)}")
+        print(f"  {name:<28} all val: {line(on(va, params, op, tol))}, tau {op['tau']}, from "
+              f"exit {op['min_exit']} | held out: {'; '.join(held)}")

@@ -51,11 +51,15 @@ def subset(recs, mask):
     return gate.GateRecords(**{k: getattr(recs, k)[mask] for k in recs.__dataclass_fields__})
 
 
+def every_nth_photo(recs, step):
+    """Where the record is of every ``step``-th photo by name (a mask over ``recs``)."""
+    return np.isin(recs.names, np.unique(recs.names)[::step])
+
+
 def two_folds(recs):
     """A 2-fold split over the photos (every other one by name): ``[(a, b), (b, a)]``, the
     records to choose an operating point on and those to measure it on."""
-    names = np.unique(recs.names)
-    half = np.isin(recs.names, names[::2])
+    half = every_nth_photo(recs, 2)
     a, b = subset(recs, half), subset(recs, ~half)
     return [(a, b), (b, a)]
 

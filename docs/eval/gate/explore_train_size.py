@@ -14,7 +14,7 @@ photos (``WHOLE``), which no choice has seen.
 import os
 
 import numpy as np
-from explore_common import TOL, gains, line, on, subset, tr, two_folds, va
+from explore_common import TOL, every_nth_photo, gains, line, on, subset, tr, two_folds, va
 
 from rbqe.train import gate
 
@@ -22,16 +22,10 @@ big = gate.GateRecords.load(os.environ["BIG"])[0]
 whole = gate.GateRecords.load(os.environ["WHOLE"])[0] if os.environ.get("WHOLE") else None
 
 
-def photos(recs, step):
-    """Every ``step``-th photo's records."""
-    names = np.unique(recs.names)
-    return subset(recs, np.isin(recs.names, names[::step]))
-
-
 folds = two_folds(va)
 fits = {f"release's train records ({len(np.unique(tr.names))} photos)": tr}
 for step in (4, 2, 1):
-    sub = photos(big, step)
+    sub = subset(big, every_nth_photo(big, step))
     fits[f"BIG, every {step}. photo ({len(np.unique(sub.names))} photos)"] = sub
 print(f"tolerance {TOL} dB (blind and lying views 0.1); oracle on each set at {TOL} dB")
 for fname, recs in fits.items():
