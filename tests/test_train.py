@@ -159,6 +159,15 @@ def test_late_weighting_is_balanced_with_more_exit_5_when_heavy() -> None:
     assert (late[40:, 4] == balanced[40:, 4]).all()  # QF 50 and lighter: unchanged
 
 
+def test_light_weighting_is_balanced_with_more_late_exits_when_light() -> None:
+    q = np.arange(10, 96)
+    light, balanced = exit_weights(q, "light"), exit_weights(q, "balanced")
+    assert (light[:, :2] == balanced[:, :2]).all()  # exits 1-2 as balanced everywhere
+    assert (light[: 50 - 10 + 1] == balanced[: 50 - 10 + 1]).all()  # QF 10-50 unchanged
+    assert light[70 - 10, 2:].tolist() == [2, 2, 2] and light[80 - 10, 2:].tolist() == [3, 3, 3]
+    assert light[90 - 10 :, 2:].tolist() == [[4, 4, 4]] * 6  # QF 90-95 keep the QF 90 row
+
+
 def test_resume_continues_bit_exactly(tmp_path: Path, images: list[np.ndarray]) -> None:
     straight = Trainer(_cfg(tmp_path / "a", 4), images)
     straight.run()

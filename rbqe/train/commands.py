@@ -73,11 +73,12 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--aligned-share", type=float, metavar="FRACTION",
                    help="share of crops on the photo's own 16-pixel JPEG grid, so that a "
                         "re-saved JPEG's double compression is trained too (default 0)")
-    t.add_argument("--exit-weighting", choices=["paper", "balanced", "late"],
+    t.add_argument("--exit-weighting", choices=["paper", "balanced", "late", "light"],
                    help="per-exit loss weights by quality: the paper's table (default), or "
                         "balanced (exit 5 weighted >= 1 up to QF 50, early exits favoured "
-                        "at QF 70-90), or late (balanced with exit 5 weighted 1.5x at QF "
-                        "10-30)")
+                        "at QF 70-90), late (balanced with exit 5 weighted 1.5x at QF "
+                        "10-30) or light (balanced with exits 3-5 weighted 2x at QF 70, 4x "
+                        "at QF 90-95)")
     t.add_argument("--relative-exits", type=int, choices=range(6), metavar="N",
                    help="exits 1..N weigh each patch by 1 / its input's MSE (mean 1), so "
                         "light JPEGs count as much as heavy ones there (default 0: off)")
