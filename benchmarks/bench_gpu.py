@@ -253,12 +253,15 @@ def oom_case(rep: Report, weights: Path, dev: str, backend: str, img: np.ndarray
     d, trigger, res, err = full.device, "", None, None
     untiled = full.enhance(img, 5)
     if d.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(d)  # a warm run: no cudnn autotuning workspaces
+        # An index, not torch.device("cuda"): on the H200 (torch 2.11) one of these calls
+        # refused the index-less device ("Expected a torch.device with a specified index").
+        idx = d.index if d.index is not None else torch.cuda.current_device()
+        torch.cuda.reset_peak_memory_stats(idx)  # a warm run: no cudnn autotuning workspaces
         full.enhance(img, 5)
-        need = torch.cuda.max_memory_allocated(d)
+        need = torch.cuda.max_memory_allocated(idx)
         torch.cuda.empty_cache()
-        total = torch.cuda.get_device_properties(d).total_memory
-        torch.cuda.set_per_process_memory_fraction(need / 2 / total)  # current device
+        total = torch.cuda.get_device_properties(idx).total_memory
+        torch.cuda.set_per_process_memory_fraction(need / 2 / total, idx)
         trigger = (f"memory cap: set_per_process_memory_fraction at {need / 2**21:,.0f} MB "
                    f"(half the untiled run's {need / 2**20:,.0f} MB peak)")
         try:
@@ -266,7 +269,7 @@ def oom_case(rep: Report, weights: Path, dev: str, backend: str, img: np.ndarray
         except Exception as exc:  # noqa: BLE001 - reported, then the fallback
             err = f"{type(exc).__name__}: {str(exc)[:200]}"
         finally:
-            torch.cuda.set_per_process_memory_fraction(1.0)
+            torch.cuda.set_per_process_memory_fraction(1.0, idx)
             torch.cuda.empty_cache()
     if res is None or not res.oom_retries:
         real, calls = whole.enhance_whole, [0]
