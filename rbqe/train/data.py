@@ -232,7 +232,8 @@ def _light_weighting() -> tuple[np.ndarray, np.ndarray]:
     """"balanced" with exits 3-5 weighed 2x at QF 70 and 4x at QF 90 (and above). Under plain
     MSE a QF 90 patch's error is ~1/16 of a QF 10 one's (13 against 207 on 128 px train
     crops), so exits 3-5 spent under 1 % of their loss on QF 80-95 and drifted there; this
-    raises that share to a few per cent, where the heavy patches barely notice it."""
+    raises that share to a few per cent. An A/B of the twenty-seventh session (1,745 steps
+    from 181,125): every exit lower at QF 80-90 on the gray val, QF 10 level; not adopted."""
     qf, rows = EXIT_WEIGHTINGS["balanced"]
     rows = rows.copy()
     rows[qf == 70, 2:] *= 2
