@@ -215,33 +215,28 @@ EXIT_WEIGHTINGS: dict[str, tuple[np.ndarray, np.ndarray]] = {
 }
 
 
-def _late_weighting() -> tuple[np.ndarray, np.ndarray]:
-    """"balanced" with exit 5 weighed 1.5x at QF 10 and 30: the net is at its capacity (its
-    gain on training photos equals val's), so this moves shared capacity to the exit that
-    heavy JPEGs leave from (an A/B of the nineteenth session; not adopted)."""
+def _balanced_scaled(scale: dict[int, tuple[slice, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """"balanced" with the cells of row QF ``q`` and exits ``scale[q][0]`` multiplied by
+    ``scale[q][1]``."""
     qf, rows = EXIT_WEIGHTINGS["balanced"]
     rows = rows.copy()
-    rows[(qf == 10) | (qf == 30), NUM_EXITS - 1] *= 1.5
+    for q, (exits, factor) in scale.items():
+        rows[qf == q, exits] *= factor
     return qf, rows
 
 
-EXIT_WEIGHTINGS["late"] = _late_weighting()
-
-
-def _light_weighting() -> tuple[np.ndarray, np.ndarray]:
-    """"balanced" with exits 3-5 weighed 2x at QF 70 and 4x at QF 90 (and above). Under plain
-    MSE a QF 90 patch's error is ~1/16 of a QF 10 one's (13 against 207 on 128 px train
-    crops), so exits 3-5 spent under 1 % of their loss on QF 80-95 and drifted there; this
-    raises that share to a few per cent. An A/B of the twenty-seventh session (1,745 steps
-    from 181,125): every exit lower at QF 80-90 on the gray val, QF 10 level; not adopted."""
-    qf, rows = EXIT_WEIGHTINGS["balanced"]
-    rows = rows.copy()
-    rows[qf == 70, 2:] *= 2
-    rows[qf == 90, 2:] *= 4
-    return qf, rows
-
-
-EXIT_WEIGHTINGS["light"] = _light_weighting()
+# "late": exit 5 weighed 1.5x at QF 10 and 30: the net is at its capacity (its gain on
+# training photos equals val's), so this moves shared capacity to the exit that heavy JPEGs
+# leave from (an A/B of the nineteenth session; not adopted).
+EXIT_WEIGHTINGS["late"] = _balanced_scaled({10: (slice(NUM_EXITS - 1, None), 1.5),
+                                            30: (slice(NUM_EXITS - 1, None), 1.5)})
+# "light": exits 3-5 weighed 2x at QF 70 and 4x at QF 90 (and above). Under plain MSE a QF 90
+# patch's error is ~1/16 of a QF 10 one's (13 against 207 on 128 px train crops), so exits
+# 3-5 spent under 1 % of their loss on QF 80-95 and drifted there; this raises that share
+# to a few per cent. An A/B of the twenty-seventh session (1,745 steps from 181,125): every
+# exit lower at QF 80-90 on the gray val, QF 10 level; not adopted.
+EXIT_WEIGHTINGS["light"] = _balanced_scaled({70: (slice(2, None), 2.0),
+                                             90: (slice(2, None), 4.0)})
 
 
 def exit_weights(qualities: np.ndarray, weighting: str = "paper") -> np.ndarray:
