@@ -2,7 +2,9 @@
 
 A bad file never stops a batch: it becomes a ``failed`` item with the same one-line
 message the CLI prints. Outputs that already exist are skipped unless ``overwrite``,
-so an interrupted batch resumes where it stopped. Writes are atomic (see
+so an interrupted batch resumes where it stopped; a file in an output's place that is not
+that result (a user's own file, or another exit of the photo from an earlier run) is
+neither taken for done nor replaced: the image fails with the reason. Writes are atomic (see
 :func:`rbqe.io.save_like`), so a cancel or a kill never leaves a partial output; the
 temp file a kill can leave behind is removed by a later run (see
 :func:`rbqe.io.remove_stale_temps`).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +44,8 @@ from rbqe.io import (
 )
 from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
-from rbqe.io.output_log import written_outputs
+from rbqe.io.identity import path_key
+from rbqe.io.output_log import OutputNotes, written_outputs
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -217,6 +221,7 @@ class BatchPlan:
     protect: list[Path]
     noted: set[Path]
     unscanned: list[ItemReport] = field(default_factory=list)
+    notes: OutputNotes = field(default_factory=OutputNotes)
 
     @property
     def total(self) -> int:
@@ -255,7 +260,54 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
 def pending_outputs(targets: dict[str | None, Path],
                     options: BatchOptions) -> dict[str | None, Path]:
     """The outputs of one input still to write: all with ``overwrite``, else the missing."""
-    return {tag: p for tag, p in targets.items() if options.overwrite or not p.exists()}
+    # os.path.exists: Path.exists raises on a name too long for the file system, which
+    # must fail that one image when it is written, not the batch here.
+    return {tag: p for tag, p in targets.items() if options.overwrite or not os.path.exists(p)}
+
+
+def existing_conflict(path: Path, targets: dict[str | None, Path], options: BatchOptions,
+                      notes: OutputNotes) -> ItemReport | None:
+    """A failed report entry when a file stands where one of ``path``'s outputs goes and
+    is not that result (see :func:`_not_this_result`), without ``overwrite``; else None.
+
+    Such a file used to be taken for done, and named in the report as this run's result.
+    It is still left as it is.
+    """
+    if options.overwrite:
+        return None
+    for tag, target in targets.items():
+        if not os.path.lexists(target):
+            continue
+        why = _not_this_result(target, path, result_name(tag, options.mode), notes)
+        if why:
+            return ItemReport(path, "failed", error=(
+                f"{path}: {target} already exists and {why}; it is left as it is "
+                f"(--overwrite replaces it, or choose another output folder)"))
+    return None
+
+
+def result_name(tag: str | None, mode: ExitMode) -> str:
+    """Which result an output holds, as the output log notes it: ``"auto"``, ``"3"``, or
+    the exit tag of ``--exit all`` (``"exit3"``)."""
+    return tag if tag is not None else str(mode)
+
+
+def _not_this_result(target: Path, source: Path, result: str, notes: OutputNotes) -> str | None:
+    """Why ``target`` is not ``source``'s ``result`` by the output log, or None when it is
+    (or when an older note cannot say, as before results were noted)."""
+    noted = notes.get(target)
+    if noted is None:
+        return "was not made by rbqe"
+    if os.path.exists(noted.source) and path_key(noted.source) != path_key(source):
+        return f"was made from {noted.source}"
+    if noted.result is not None and noted.result != result:
+        return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
+    return None
+
+
+def _describe_result(result: str) -> str:
+    k = result.removeprefix("exit")
+    return "the auto result" if result == "auto" else f"exit {k}"
 
 
 def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) -> ItemReport:
@@ -339,7 +391,8 @@ def run_batch(
         for index, (path, _root) in numbered[first : first + step]:
             if ev.on_item_start:
                 ev.on_item_start(index, path)
-            jobs.append(_Job(path, plan[path], options, protect, noted, index, ev, cancel))
+            jobs.append(_Job(path, plan[path], options, protect, noted, index, ev, cancel,
+                             notes=batch_plan.notes))
         if len(jobs) > 1:
             done, cancelled = _process_group(enhancer, jobs)
         else:
@@ -398,6 +451,7 @@ class _Job:
     ev: BatchEvents = field(default_factory=BatchEvents)
     cancel: Callable[[], bool] | None = None
     todo: dict[str | None, Path] | None = None  # the outputs to write; None: the missing
+    notes: OutputNotes = field(default_factory=OutputNotes)  # the output logs, read once
 
 
 def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
@@ -410,12 +464,17 @@ def _skipped(job: _Job) -> ItemReport:
 
 
 def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None:
-    """The job's ``skipped`` report when its outputs all exist or another rbqe process
-    holds its claim; else None, with the claim held until ``claims`` closes."""
+    """The job's report when it is not to be enhanced here: ``skipped`` when its outputs
+    all exist or another rbqe process holds its claim, ``failed`` when a file that is not
+    its result stands in an output's place (:func:`existing_conflict`); else None, with
+    the claim held until ``claims`` closes."""
     # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
-    if (job.todo is None and not job.options.overwrite
-            and all(p.exists() for p in job.targets.values())):
-        return _skipped(job)
+    if job.todo is None and not job.options.overwrite:
+        conflict = existing_conflict(job.path, job.targets, job.options, job.notes)
+        if conflict is not None:
+            return conflict
+        if all(os.path.exists(p) for p in job.targets.values()):
+            return _skipped(job)
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
     if not claims.enter_context(claim_output(next(iter(job.targets.values())))):
@@ -467,7 +526,8 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
             if target.parent in job.noted:
-                record_output(target, job.path)  # before writing: a kill can come any time
+                # before writing: a kill can come any time
+                record_output(target, job.path, result_name(tag, options.mode))
             save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
                       quality=options.quality, keep_metadata=options.keep_metadata,
                       strip_gps=options.strip_gps, protect=job.protect)

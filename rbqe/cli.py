@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,10 +20,9 @@ from types import FrameType
 from typing import Any
 
 from rbqe import __version__
-from rbqe.arch import NUM_EXITS
+from rbqe.arch import DEFAULT_TILE_EXITS, MULTIPLE, NUM_EXITS, TILE_EXITS
 from rbqe.errors import show_path
 from rbqe.exit_policy import parse_exit_mode
-from rbqe.tile_exits import DEFAULT_TILE_EXITS, TILE_EXITS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -34,10 +34,17 @@ def _exit_mode(value: str) -> str | int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+def _tile(value: str) -> int:
+    """--tile: 0 (never tile) or a side the engine can use; it used to turn 1-127 into 128
+    without a word (and five times the work of a normal tile)."""
+    smallest = 4 * MULTIPLE  # rbqe.tiling.tile_side's floor
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels, not {value!r}") from None
+    if n != 0 and n < smallest:
+        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or at least {smallest} "
+                                         f"pixels, not {n}")
     return n
 
 
@@ -60,6 +67,18 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
 _count = _int_in(1)
 # Checked here: an out-of-range value would otherwise fail every image at save time.
 _quality = _int_in(1, 100)
+
+
+def _megapixels(value: str) -> float:
+    """--max-pixels: a finite number >= 0 (0 = no limit), else one clear line; NaN and
+    negatives used to turn the decompression-bomb guard off without a word."""
+    try:
+        mp = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of megapixels, not {value!r}") from None
+    if not math.isfinite(mp) or mp < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 megapixels (0 = no limit), not {value}")
+    return mp
 
 
 def _suffix(value: str) -> str:
@@ -91,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=f"1..{NUM_EXITS}",
                    help="earliest exit auto may stop at (default: from weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
-    e.add_argument("--tile", type=_positive_int,
-                   help="tile side in pixels (0 = never tile; default 1024, 512 under OpenVINO)")
+    e.add_argument("--tile", type=_tile,
+                   help=f"tile side in pixels, at least {4 * MULTIPLE} and rounded down to a "
+                        f"multiple of {MULTIPLE} (0 = never tile; default 1024, 512 under "
+                        f"OpenVINO)")
     e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
                    help="how auto chooses the exit of an image larger than one tile: "
                         "per-tile (each tile stops where it needs to) or shared (one exit "
@@ -116,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
     e.add_argument("--strip-gps", action="store_true",
                    help="copy EXIF without the GPS location (camera, date etc. are kept)")
-    e.add_argument("--max-pixels", type=float, default=200.0, metavar="MEGAPIXELS",
-                   help="refuse images larger than this (decompression bombs; default 200)")
+    e.add_argument("--max-pixels", type=_megapixels, default=200.0, metavar="MEGAPIXELS",
+                   help="refuse images larger than this (decompression bombs; default 200; "
+                        "0 = no limit)")
     c = e.add_argument_group("cluster (--engine ray, needs the [cluster] extra)")
     c.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: a Ray cluster or local instance")
@@ -271,6 +293,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _eprint(f"rbqe: error: -o {show_path(out)}: -o takes a folder (results keep their "
                 f"input's name inside it), not an image file name")
         return EXIT_USAGE
+    problem = _report_problem(args.report, out, args.inputs) if args.report else None
+    if problem:
+        _eprint(f"rbqe: error: --report {show_path(args.report)}: {problem}")
+        return EXIT_USAGE
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile,
                            tile_exits=args.tile_exits,
@@ -361,6 +387,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
     if summary.stopped:
         _eprint(f"rbqe: error: {summary.stopped}")
+    if n == 0:
+        _eprint(_nothing_found(args.inputs, args.recursive))
     return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
 
 
@@ -388,7 +416,7 @@ class _ProgressLines:
     def line(self, item: Any) -> str:
         self.done += 1
         elapsed = time.perf_counter() - self.t0
-        what = {"ok": f"exit {item.exit}", "skipped": "skipped (output exists)",
+        what = {"ok": _exit_words(item), "skipped": "skipped (output exists)",
                 "failed": "failed"}.get(item.status, item.status)
         text = f"rbqe: [{self.done}/{self.total}] {show_path(item.input)}: {what}"
         left = self.total - self.done
@@ -398,8 +426,72 @@ class _ProgressLines:
         return text
 
 
+def _exit_words(item: Any) -> str:
+    """``exit 3``, or for per-tile exits where the tiles went elsewhere than the sample
+    tiles' decision (the report's ``exit``), where they went: ``exit 3 (tiles: 21 at 4)``."""
+    words = f"exit {item.exit}"
+    histogram = (item.tile_exits or {}).get("histogram") or {}
+    counts = {int(k): n for k, n in histogram.items() if n}
+    if counts and set(counts) != {item.exit}:
+        words += " (tiles: " + ", ".join(f"{n} at {k}" for k, n in sorted(counts.items())) + ")"
+    return words
+
+
 def _eprint(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def _nothing_found(inputs: Sequence[str], recursive: bool) -> str:
+    """The line for a run that found no image, with the likely reason."""
+    folders = [Path(p) for p in inputs if Path(p).is_dir()]
+    if not recursive and any(_has_subfolder(f) for f in folders):
+        return "rbqe: no images found; their sub-folders were not scanned (add -r)"
+    return "rbqe: no images found in the inputs"
+
+
+def _has_subfolder(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(e.is_dir() and not e.name.startswith(".") for e in entries)
+    except OSError:
+        return False
+
+
+def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | None:
+    """Why the JSON report must not go to ``report``, or None; checked before any image is
+    enhanced. ``--report IMG_1.jpg IMG_2.jpg`` takes the first photo for the report's
+    name: it used to be written over. And a report that cannot be written used to be
+    found out only after hours of work. Creates the report's folder (as ``-o`` does)."""
+    from rbqe.io import SUPPORTED_SUFFIXES
+    from rbqe.io.atomic import probe_writable
+    from rbqe.io.diagnostics import _os_reason
+    from rbqe.io.identity import path_key
+
+    if report.suffix.lower() in SUPPORTED_SUFFIXES:
+        return "that is an image's name, and the report is JSON (say --report report.json)"
+    if report.is_dir() or path_key(report) == path_key(out):
+        return "is a folder; give a file name inside it (report.json)"
+    if report.exists():
+        if path_key(report) in {path_key(p) for p in inputs}:
+            return "is one of the inputs"
+        if not _holds_json(report):
+            return ("exists and is not a JSON report; rbqe does not write over it "
+                    "(remove it, or choose another name)")
+    try:
+        probe_writable(report.parent)
+    except OSError as exc:
+        return f"cannot write in {show_path(report.parent)}: {_os_reason(exc)}"
+    return None
+
+
+def _holds_json(path: Path) -> bool:
+    """Whether ``path`` is empty or starts like a JSON document (an earlier report)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256).lstrip()
+    except OSError:
+        return False
+    return not head or head[:1] in (b"{", b"[")
 
 
 def _write_json(path: Path, data: Any) -> None:

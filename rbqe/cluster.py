@@ -44,6 +44,7 @@ from rbqe.batch import (
     BatchEvents,
     BatchOptions,
     ItemReport,
+    existing_conflict,
     pending_outputs,
     plan_batch,
     process_items,
@@ -420,9 +421,10 @@ def run_ray_batch(
         work: list[str] = []
         for path, _root in plan.files:
             targets = plan.targets[path]
-            todo = pending_outputs(targets, options)
+            conflict = existing_conflict(path, targets, options, plan.notes)
+            todo = {} if conflict else pending_outputs(targets, options)
             if not todo:
-                item = skipped_item(path, targets, options.mode)
+                item = conflict or skipped_item(path, targets, options.mode)
                 emit(item.to_json(), (None, None), item)
             else:
                 work.append(_work_item(path, targets, todo, plan.noted))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rbqe import batched, color, iqa, tiled, whole
-from rbqe.arch import MULTIPLE, NUM_EXITS
+from rbqe.arch import DEFAULT_TILE_EXITS, MULTIPLE, NUM_EXITS
 from rbqe.backends import Run, make_backend
 from rbqe.bands import row_bands
 from rbqe.color import luma_of, rgb_band, split_band
@@ -50,7 +50,7 @@ from rbqe.exit_policy import (
 )
 from rbqe.model import EcaStats, RBQENet, gmacs_per_exit
 from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
-from rbqe.tile_exits import DEFAULT_TILE_EXITS, check_tile_exits
+from rbqe.tile_exits import check_tile_exits
 from rbqe.tiling import (
     DEFAULT_TILE,
     MIN_TILE,
@@ -80,7 +80,11 @@ CUDA_BYTES_PER_PIXEL = 800
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present, else Apple MPS, else CPU; an explicit name wins."""
     if name != "auto":
-        dev = torch.device(name)
+        try:
+            dev = torch.device(name)
+        except RuntimeError:  # torch's message lists every device type it was built with
+            raise RBQEError(f"device {name!r} is not a device name: use auto, cpu, cuda, "
+                            f"cuda:N or mps") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RBQEError(f"device {name!r} requested but CUDA is not available")
         if dev.type == "mps" and not torch.backends.mps.is_available():

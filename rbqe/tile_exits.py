@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rbqe.arch import NUM_EXITS
+from rbqe.arch import NUM_EXITS, TILE_EXITS
 from rbqe.errors import RBQEError
 from rbqe.model import EcaStats, ProgressiveRun
 from rbqe.results import EnhanceResult, Walk
@@ -48,8 +48,6 @@ from rbqe.tiling import Tile, blend_weight, same_shape_groups
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
 
-TILE_EXITS = ("per-tile", "shared")  # how auto chooses the exit of a tiled image
-DEFAULT_TILE_EXITS = "per-tile"
 # A tile never stops more than this many exits before the sample tiles' decision for the
 # whole picture (nor before the policy's own min_exit). None: no floor but the policy's.
 # 0, measured on the BSDS500 val mosaics of benchmarks/bench_tile_exits.py

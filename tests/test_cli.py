@@ -222,22 +222,35 @@ def test_never_writes_over_an_input(capsys, weights_env, inputs):
 
 
 def test_existing_outputs_skipped_unless_overwrite(capsys, weights_env, inputs, tmp_path):
+    """rbqe's own outputs are skipped on a re-run (a batch resumes); a file of the user's
+    in an output's place, or another exit of the photo, is neither taken for done nor
+    replaced: that image fails, naming the file and why."""
     out, report = tmp_path / "out", tmp_path / "r.json"
     out.mkdir()
     (out / "a.png").write_bytes(b"keep me")
     code, _, err = run(capsys, "enhance", inputs["a"], inputs["g"], "-o", out,
                        "--report", report)
-    assert code == 0, err
+    assert code == 1, err
     assert (out / "a.png").read_bytes() == b"keep me"
-    statuses = {Path(i["input"]).name: i["status"] for i in
-                json.loads(report.read_text())["images"]}
-    assert statuses == {"a.jpg": "skipped", "g.jpg": "ok"}
-    assert "1 skipped" in err
+    images = {Path(i["input"]).name: i for i in json.loads(report.read_text())["images"]}
+    assert {k: i["status"] for k, i in images.items()} == {"a.jpg": "failed", "g.jpg": "ok"}
+    assert "a.png already exists and was not made by rbqe" in images["a.jpg"]["error"]
+    assert "outputs" not in images["a.jpg"] or not images["a.jpg"]["outputs"]
+
+    code, _, err = run(capsys, "enhance", inputs["g"], "-o", out, "--report", report)
+    assert code == 0 and "1 skipped" in err, err  # g.png is rbqe's auto result of g.jpg
+
+    g_png = sha(out / "g.png")
+    code, _, err = run(capsys, "enhance", inputs["g"], "-o", out, "--exit", "2")
+    assert code == 1 and "holds the auto result of this photo" in err, err
+    assert sha(out / "g.png") == g_png
 
     code, _, err = run(capsys, "enhance", inputs["a"], "-o", out, "--overwrite")
     assert code == 0, err
     with Image.open(out / "a.png") as im:
         assert im.mode == "RGB" and im.size == (64, 48)
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", out)
+    assert code == 0 and "1 skipped" in err, err
 
 
 def test_info_json(capsys, weights_env):

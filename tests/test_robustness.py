@@ -20,6 +20,7 @@ The 100-megapixel test is ``slow``; it prints its peak RSS and time (``-s`` show
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -477,13 +478,30 @@ def test_missing_weights_is_one_line_and_exit_2(corpus, tmp_path) -> None:
     assert "RBQE_WEIGHTS" in err
 
 
-def test_unwritable_report_is_one_line_and_exit_1(corpus, weights, tmp_path) -> None:
+def test_report_to_a_folder_is_refused_before_any_work(corpus, weights, tmp_path) -> None:
     (tmp_path / "taken").mkdir()
     rc, err = run_cli(["enhance", str(corpus["png_gray"]), "-o", str(tmp_path / "out"),
                        "--weights", str(weights["random"]), "--report", str(tmp_path / "taken")])
+    assert rc == 2
+    assert stderr_lines(err) == [f"rbqe: error: --report {tmp_path / 'taken'}: is a folder; "
+                                 f"give a file name inside it (report.json)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_failing_after_the_batch_is_one_line_and_exit_1(corpus, weights, tmp_path,
+                                                                monkeypatch) -> None:
+    # The disk fills or the folder goes away during a long batch: the images are kept.
+    def full_disk(path: Path, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("rbqe.cli._write_json", full_disk)
+    report = tmp_path / "r.json"
+    rc, err = run_cli(["enhance", str(corpus["png_gray"]), "-o", str(tmp_path / "out"),
+                       "--weights", str(weights["random"]), "--report", str(report)])
     assert rc == 1
     lines = stderr_lines(err)
-    assert len(lines) == 2 and lines[0].startswith(f"rbqe: error: {tmp_path / 'taken'}: ")
+    assert len(lines) == 2 and lines[0] == (f"rbqe: error: {report}: cannot write report: "
+                                            f"No space left on device")
     assert "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [OUTPUT_LOG, "gray.png"]
 

@@ -100,7 +100,11 @@ def list_images(
                 except OSError:  # a folder we may list but not enter (r without x)
                     regular = True  # load_image then names the file and the reason
                 if not regular:
-                    logger.debug("skipping %s: not a regular file", f)
+                    if os.path.islink(f) and not os.path.exists(f):  # its target moved
+                        logger.warning("skipping %s: a link to %s, which does not exist", f,
+                                       os.readlink(f))
+                    else:
+                        logger.debug("skipping %s: not a regular file", f)
                     continue
                 scanned.append(f)
         for f in sorted(scanned, key=lambda q: _sort_key((q, None))):

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.identity import path_key
@@ -27,8 +27,19 @@ re-run keeps each written name with its source (:func:`written_outputs`, issue 1
 """
 
 
-def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
-    """Notes in ``output``'s folder that it is rbqe's enhancement of ``source``.
+class Noted(NamedTuple):
+    """What the output log says of one output: its source, and which result it holds
+    (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``; None in notes
+    written before results were noted)."""
+
+    source: Path
+    result: str | None
+
+
+def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
+                  result: str | None = None) -> None:
+    """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
+    ``result`` of it: see :class:`Noted`).
 
     Call it before writing the output, so that a kill between the write and the note
     cannot leave an unrecorded output behind. Best effort: a failure is logged, not
@@ -38,8 +49,12 @@ def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]
     """
     out, src = Path(output), Path(source)
     folder = out.parent
-    line = json.dumps({"output": out.name, "source": _relative_to(src, folder)},
-                      ensure_ascii=False) + "\n"
+    entry = {"output": out.name, "source": _relative_to(src, folder)}
+    if result is not None:
+        entry["result"] = result
+    # ASCII: a name that is not UTF-8 (an old Latin-1 disk's "caf\xe9.jpg") reaches Python
+    # as a lone surrogate, which JSON escapes and reads back as the same name.
+    line = json.dumps(entry) + "\n"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
@@ -60,22 +75,37 @@ def _relative_to(path: Path, folder: Path) -> str:
         return str(path.absolute())
 
 
-def _read_output_log(folder: Path) -> dict[str, Path]:
-    """``{output name: source path}`` from ``folder``'s :data:`OUTPUT_LOG` ({} if none)."""
+def _read_output_log(folder: Path) -> dict[str, Noted]:
+    """``{output name: what is noted of it}`` from ``folder``'s :data:`OUTPUT_LOG` ({} if
+    none)."""
     try:
         text = (folder / OUTPUT_LOG).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {}
-    entries: dict[str, Path] = {}
+    entries: dict[str, Noted] = {}
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            name, source = entry["output"], entry["source"]
-        except (ValueError, TypeError, KeyError):
+            name, source, result = entry["output"], entry["source"], entry.get("result")
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue  # a torn or foreign line
         if isinstance(name, str) and isinstance(source, str):
-            entries[name] = folder / source
+            entries[name] = Noted(folder / source, result if isinstance(result, str) else None)
     return entries
+
+
+class OutputNotes:
+    """The output logs of a batch's folders, read once each, and again when a name is
+    not found (another rbqe process may have noted it since)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, dict[str, Noted]] = {}
+
+    def get(self, output: Path) -> Noted | None:
+        entries = self._folders.get(output.parent)
+        if entries is None or output.name not in entries:
+            entries = self._folders[output.parent] = _read_output_log(output.parent)
+        return entries.get(output.name)
 
 
 def written_outputs(folders: Iterable[Path]) -> dict[Path, Path]:
@@ -86,7 +116,7 @@ def written_outputs(folders: Iterable[Path]) -> dict[Path, Path]:
     """
     found: dict[Path, Path] = {}
     for folder in folders:
-        for name, source in _read_output_log(folder).items():
+        for name, (source, _) in _read_output_log(folder).items():
             out = folder / name
             if os.path.isfile(out) and os.path.exists(source):
                 found[out] = source
@@ -97,14 +127,14 @@ def _drop_earlier_outputs(
     found: dict[str, tuple[Path, Path | None]],
 ) -> dict[str, tuple[Path, Path | None]]:
     """Leaves out files that rbqe made from another file of ``found`` (see :data:`OUTPUT_LOG`)."""
-    logs: dict[Path, dict[str, Path]] = {}
+    logs: dict[Path, dict[str, Noted]] = {}
     source_of: dict[str, str] = {}
     for key, (f, _) in found.items():
         if f.parent not in logs:
             logs[f.parent] = _read_output_log(f.parent)
-        source = logs[f.parent].get(f.name)
-        if source is not None:
-            source_of[key] = path_key(source)
+        noted = logs[f.parent].get(f.name)
+        if noted is not None:
+            source_of[key] = path_key(noted.source)
     earlier = {k for k in source_of if _traces_to_input(k, source_of, found)}
     if earlier:
         logger.info("leaving out %d earlier output(s) of rbqe (noted in %s)",

@@ -1,0 +1,160 @@
+"""The CLI's guards against a user's slips: each is refused in one line before any work,
+or fails only the one image it concerns, and nothing the user owns is written over.
+
+In-process through :func:`rbqe.cli.main`, with the tiny random model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rbqe.cli import main
+from rbqe.io import OUTPUT_LOG
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run(capsys, *args: str | Path) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def photos(tmp_path, make_jpeg, tiny_weights, monkeypatch) -> list[Path]:
+    """Two small JPEGs, IMG_1.jpg and IMG_2.jpg, in ``tmp_path``; the tiny model."""
+    monkeypatch.setenv("RBQE_WEIGHTS", str(tiny_weights))
+    files = []
+    for n in (1, 2):
+        f = tmp_path / f"IMG_{n}.jpg"
+        Image.fromarray(make_jpeg(40, 48, seed=n)).save(f, "JPEG", quality=30)
+        files.append(f)
+    return files
+
+
+def test_report_given_a_photos_name_is_refused_and_the_photo_kept(capsys, photos, tmp_path):
+    # `--report IMG_1.jpg IMG_2.jpg`: argparse takes the first photo for the report.
+    before = photos[0].read_bytes()
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", photos[0], photos[1])
+    assert code == 2 and "--report" in err and "image's name" in err, err
+    assert photos[0].read_bytes() == before
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_report_refuses_a_file_that_is_not_a_report(capsys, photos, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", notes, photos[1])
+    assert code == 2 and "is not a JSON report" in err, err
+    assert notes.read_text() == "my notes"
+    # The output folder is no report either, though it does not exist yet.
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", tmp_path / "out",
+                    photos[1])
+    assert code == 2 and "is a folder" in err, err
+
+
+def test_report_replaces_an_earlier_report(capsys, photos, tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text('{"images": []}\n')
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--report",
+                    report, photos[1])
+    assert code == 0, err
+    assert len(json.loads(report.read_text())["images"]) == 1
+
+
+def test_report_that_cannot_be_written_is_refused_before_the_batch(capsys, photos, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report",
+                    blocker / "r.json", photos[1])
+    assert code == 2 and "cannot write in" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_folder_is_created(capsys, photos, tmp_path):
+    report = tmp_path / "reports" / "r.json"
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--report",
+                    report, photos[1])
+    assert code == 0 and report.is_file(), err
+
+
+@pytest.mark.parametrize("value, words", [("inf", ">= 0 megapixels"), ("nan", ">= 0"),
+                                          ("-1", ">= 0"), ("lots", "number of megapixels")])
+def test_max_pixels_must_be_a_limit(capsys, photos, tmp_path, value, words):
+    with pytest.raises(SystemExit) as stop:
+        main(["enhance", "-o", str(tmp_path / "out"), "--max-pixels", value, str(photos[1])])
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_max_pixels_zero_is_no_limit(capsys, photos, tmp_path):
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--max-pixels",
+                    "0", photos[1])
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("tile", ["1", "7", "127", "-5"])
+def test_tile_below_the_smallest_is_refused(capsys, photos, tmp_path, tile):
+    with pytest.raises(SystemExit) as stop:
+        main(["enhance", "-o", str(tmp_path / "out"), "--tile", tile, str(photos[1])])
+    assert stop.value.code == 2 and "at least 128 pixels" in capsys.readouterr().err
+
+
+def test_unknown_device_is_one_line(capsys, photos, tmp_path):
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--device", "banana", photos[1])
+    assert code == 2 and "'banana' is not a device name" in err, err
+    assert "Traceback" not in err
+
+
+def test_name_too_long_fails_that_image_only(capsys, photos, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    long_name = src / ("n" * 245 + ".jpg")  # fits; with the suffix and .png it does not
+    long_name.write_bytes(photos[0].read_bytes())
+    (src / "short.jpg").write_bytes(photos[1].read_bytes())
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", src, "-o", tmp_path / "out", "--exit", "1",
+                    "--suffix", "_enhanced", "--report", report)
+    assert code == 1 and "file name too long" in err, err
+    statuses = sorted(i["status"] for i in json.loads(report.read_text())["images"])
+    assert statuses == ["failed", "ok"]
+    assert (tmp_path / "out" / "short_enhanced.png").is_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="byte names: a Linux file system")
+def test_a_name_that_is_not_utf8_is_enhanced_and_noted(capsys, photos, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    latin1 = os.fsdecode(b"caf\xe9.jpg")  # an old disk's Latin-1 name
+    (src / latin1).write_bytes(photos[0].read_bytes())
+    out = tmp_path / "out"
+    code, err = run(capsys, "enhance", src, "-o", out, "--exit", "1")
+    assert code == 0, err
+    assert os.fsencode(out / os.fsdecode(b"caf\xe9.png")).endswith(b"caf\xe9.png")
+    assert (out / os.fsdecode(b"caf\xe9.png")).is_file()
+    code, err = run(capsys, "enhance", src, "-o", out, "--exit", "1")  # noted: skipped
+    assert code == 0 and "1 skipped" in err, err
+    assert (out / OUTPUT_LOG).read_bytes().isascii()
+
+
+def test_no_images_found_says_why(capsys, photos, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "2019").mkdir(parents=True)
+    (folder / "2019" / "a.jpg").write_bytes(photos[0].read_bytes())
+    code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out")
+    assert code == 0 and "sub-folders were not scanned (add -r)" in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
+def test_broken_link_in_a_folder_is_named(capsys, photos, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photos[0].read_bytes())
+    os.symlink(tmp_path / "moved.jpg", folder / "gone.jpg")
+    code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out", "--exit", "1")
+    assert code == 0, err
+    assert any("gone.jpg: a link to" in r.getMessage() for r in caplog.records)
