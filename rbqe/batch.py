@@ -99,6 +99,7 @@ class ItemReport:
     error: str | None = None
     exit_reason: dict[str, Any] | None = None
     tile_exits: dict[str, Any] | None = None  # rbqe.results.TileExits.to_json()
+    warnings: list[str] = field(default_factory=list)  # rbqe.io.LoadedImage.warnings
     write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +119,8 @@ class ItemReport:
             entry["tile_exits"] = self.tile_exits
         if self.error is not None:
             entry["error"] = self.error
+        if self.warnings:
+            entry["warnings"] = list(self.warnings)
         return entry
 
 
@@ -533,7 +536,9 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
                       strip_gps=options.strip_gps, protect=job.protect)
         outputs[_key(tag, k)] = target
     total = (time.perf_counter() - t0) * 1000
-    return item_from_result(job.path, result, outputs, total, enhancer)
+    item = item_from_result(job.path, result, outputs, total, enhancer)
+    item.warnings = list(src.warnings)  # e.g. only the first page of a TIFF enhanced
+    return item
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:

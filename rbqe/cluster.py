@@ -540,4 +540,5 @@ def _item_from_json(entry: dict[str, Any]) -> ItemReport:
         outputs={k: Path(v) for k, v in entry["outputs"].items()},
         exit=entry["exit"], scores=entry["scores"], times_ms=entry["times_ms"],
         gmacs=entry["gmacs"], size=tuple(entry["size"]) if entry["size"] else None,
-        error=entry.get("error"), tile_exits=entry.get("tile_exits"))
+        error=entry.get("error"), tile_exits=entry.get("tile_exits"),
+        warnings=entry.get("warnings", []))

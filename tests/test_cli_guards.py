@@ -158,3 +158,17 @@ def test_broken_link_in_a_folder_is_named(capsys, photos, tmp_path, caplog):
     code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out", "--exit", "1")
     assert code == 0, err
     assert any("gone.jpg: a link to" in r.getMessage() for r in caplog.records)
+
+
+def test_a_multi_page_tiff_is_reported_with_its_warning(capsys, photos, tmp_path):
+    pages = [Image.open(p).convert("RGB") for p in photos]
+    tiff = tmp_path / "scan.tif"
+    pages[0].save(tiff, save_all=True, append_images=pages[1:])
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", tiff, "-o", tmp_path / "out", "--exit", "1",
+                    "--report", report)
+    assert code == 0, err
+    (entry,) = json.loads(report.read_text())["images"]
+    assert entry["status"] == "ok"
+    assert entry["warnings"] == ["only the first of 2 pages is enhanced (multi-page TIFF); "
+                                 "the output has that page only"]

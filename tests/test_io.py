@@ -477,6 +477,77 @@ def test_pillow_globals_cannot_weaken_checks(corpus, monkeypatch) -> None:
     assert Image.MAX_IMAGE_PIXELS == 10
 
 
+def _pictures(count: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("pages.tif", "only the first of 3 pages is enhanced (multi-page TIFF); "
+                  "the output has that page only"),
+    ("anim.gif", "only the first of 3 frames is enhanced (animated GIF); "
+                 "the output has that frame only"),
+    ("anim.webp", "only the first of 3 frames is enhanced (animated WebP); "
+                  "the output has that frame only"),
+])
+def test_multi_frame_input_warns_that_only_the_first_is_read(
+        tmp_path: Path, caplog, name: str, expected: str) -> None:
+    first, *rest = _pictures(3)
+    path = tmp_path / name
+    first.save(path, save_all=True, append_images=rest)
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        src = load_image(path)
+    assert src.warnings == [expected]
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: {expected}"]
+    assert src.size == (32, 24)
+
+
+def test_phone_mpo_and_single_frames_do_not_warn(tmp_path: Path, caplog) -> None:
+    first, depth_map = _pictures(2)
+    first.save(tmp_path / "phone.jpg", "MPO", save_all=True, append_images=[depth_map])
+    first.save(tmp_path / "plain.jpg")
+    first.save(tmp_path / "still.gif")
+    with Image.open(tmp_path / "phone.jpg") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        for name in ("phone.jpg", "plain.jpg", "still.gif"):
+            assert load_image(tmp_path / name).warnings == []
+    assert not caplog.records
+
+
+def _jpeg_bytes(**options) -> bytes:
+    buf = io.BytesIO()
+    _pictures(1)[0].resize((64, 48)).save(buf, "JPEG", quality=85, **options)
+    assert buf.getvalue().endswith(b"\xff\xd9")
+    return buf.getvalue()
+
+
+def test_jpeg_missing_only_its_end_marker_loads(tmp_path: Path) -> None:
+    data = _jpeg_bytes()
+    (tmp_path / "full.jpg").write_bytes(data)
+    (tmp_path / "no_eoi.jpg").write_bytes(data[:-2])
+    full, recovered = load_image(tmp_path / "full.jpg"), load_image(tmp_path / "no_eoi.jpg")
+    np.testing.assert_array_equal(recovered.pixels, full.pixels)
+    assert recovered.jpeg_quality == full.jpeg_quality == 85
+
+
+@pytest.mark.parametrize(("cut", "options"), [
+    (lambda n: n // 2, {}),  # half the scan data gone
+    (lambda n: n - 3, {}),  # the end marker and the last byte of scan data
+    # Progressive: a file cut between two scans decodes cleanly, so a missing end marker
+    # cannot be told from lost scans; such files stay refused.
+    (lambda n: n - 2, {"progressive": True}),
+])
+def test_jpeg_cut_inside_its_scan_data_is_still_refused(tmp_path: Path, cut, options) -> None:
+    data = _jpeg_bytes(**options)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: cut(len(data))])
+    with pytest.raises(ImageReadError) as info:
+        load_image(path)
+    assert info.value.reason == "truncated or corrupt image data"
+
+
 def test_heic_without_plugin_gives_install_hint(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(rio.read, "HEIF_AVAILABLE", False)
     path = tmp_path / "phone.heic"

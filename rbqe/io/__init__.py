@@ -34,9 +34,14 @@ Decisions worth knowing:
   to 8 bit for them.
 * **JPEG has no alpha**: saving an image with alpha as JPEG drops the alpha channel and
   logs a warning. WebP has no grey mode, so grey is written as RGB there.
-* ``keep_metadata=False`` drops EXIF (camera data, GPS...) but keeps the ICC profile,
-  because the profile defines what the pixel values mean: dropping it would shift the
-  colours of e.g. Display-P3 phone photos.
+* ``keep_metadata=False`` drops EXIF (camera data, GPS...), XMP and the comment but
+  keeps the ICC profile, because the profile defines what the pixel values mean:
+  dropping it would shift the colours of e.g. Display-P3 phone photos. The resolution
+  (DPI) is kept for the same reason. ``strip_gps`` drops XMP whole if it holds GPS.
+* **Several pages or frames** (multi-page TIFF, animated GIF/WebP/PNG): only the first
+  is read, and :attr:`LoadedImage.warnings` says so. Phones' MPO JPEGs are exempt.
+* **A JPEG lacking only its end marker** is decoded with the marker supplied; one whose
+  scan data is cut is refused like any truncated file (progressive ones included).
 
 Modules of this package (everything public is re-exported here, so import from
 ``rbqe.io``):
@@ -44,7 +49,8 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.read`: :func:`load_image`, :class:`LoadedImage`, sniffing, bomb limit.
 * :mod:`rbqe.io.headers`: declared sizes checked against the file before decoding.
 * :mod:`rbqe.io.jpeg_data`: whether a JPEG's coded data covers its whole frame.
-* :mod:`rbqe.io.metadata`: EXIF orientation and carried-over EXIF, JPEG quality.
+* :mod:`rbqe.io.metadata`: EXIF orientation and carried-over EXIF, XMP, comment, DPI,
+  JPEG quality.
 * :mod:`rbqe.io.formats`: supported suffixes, optional HEIC/AVIF codecs, output formats.
 * :mod:`rbqe.io.write`: :func:`save_image`, :func:`save_like` and the encoder choice.
 * :mod:`rbqe.io.pixels`: float/integer conversion and band-wise quantisation.

@@ -88,7 +88,7 @@ def _os_reason(exc: OSError) -> str:
     """A short reason for an OS error, without the path (the caller adds it)."""
     reasons = {
         errno.ENOENT: "file not found",
-        errno.ENOTDIR: "file not found",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
         errno.EACCES: "permission denied",
         errno.EPERM: "permission denied",
         errno.EISDIR: "is a directory, not a file",

@@ -1,4 +1,5 @@
-"""Does a JPEG's coded data cover the whole frame its header declares?
+"""Does a JPEG's coded data cover the whole frame its header declares? And reading a
+JPEG that lacks only its end marker as if the marker were there.
 
 libjpeg treats data that ends early as a warning: it fills the missing blocks with a
 flat colour, and Pillow silences its warnings, so a file whose frame header was enlarged
@@ -9,7 +10,10 @@ captured tells us (the IDCT is skipped; the Huffman data is still read to the en
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,16 +23,97 @@ from rbqe.io.diagnostics import _native_text
 _SHORT_DATA = ("premature end of data segment", "premature end of jpeg file")
 
 
+def _quick_decode(path: Path, tail: bytes = b"") -> tuple[bool, bool]:
+    """Decodes the file (plus ``tail``) at 1/8 scale; returns (decoded, ran short)."""
+    import cv2
+
+    size = path.stat().st_size
+    buf = np.empty(size + len(tail), dtype=np.uint8)  # one copy of the file, no more
+    with open(path, "rb") as fh:
+        got = fh.readinto(buf.data[:size])
+    buf[got : got + len(tail)] = np.frombuffer(tail, dtype=np.uint8)
+    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
+    with _native_text(path) as said:
+        decoded = cv2.imdecode(buf[: got + len(tail)], flags) is not None
+    return decoded, any(s in line.lower() for line in said for s in _SHORT_DATA)
+
+
 def jpeg_data_ends_early(path: Path) -> bool:
     """True if libjpeg runs out of coded data before it has decoded every block.
 
     False also when OpenCV cannot decode the file at all: Pillow's decode, which follows,
     then reports the file in its own words.
     """
-    import cv2
+    return _quick_decode(path)[1]
 
-    buf = np.fromfile(path, dtype=np.uint8)
-    flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
-    with _native_text(path) as said:
-        cv2.imdecode(buf, flags)
-    return any(s in line.lower() for line in said for s in _SHORT_DATA)
+
+def jpeg_data_complete(path: Path, tail: bytes = b"") -> bool:
+    """True if the file followed by ``tail`` decodes, and its coded data covers the frame.
+
+    Stricter than ``not jpeg_data_ends_early``: a file OpenCV cannot decode is not known
+    to be complete. With ``tail`` the JPEG end marker, this tells a file that lacks only
+    that marker (complete) from one cut inside its scan data (libjpeg then meets the
+    marker before the last block and warns).
+    """
+    decoded, short = _quick_decode(path, tail)
+    return decoded and not short
+
+
+_JPEG_EOI = b"\xff\xd9"
+
+
+def jpeg_lacks_only_eoi(path: Path) -> bool:
+    """True if the file does not end with the end marker (FF D9), yet with the marker
+    appended its coded data covers the whole frame: nothing but the marker is lost."""
+    with open(path, "rb") as fh:
+        fh.seek(-2, os.SEEK_END)
+        if fh.read(2) == _JPEG_EOI:
+            return False
+    return jpeg_data_complete(path, _JPEG_EOI)
+
+
+class _WithEoi(io.RawIOBase):
+    """A file read as if the JPEG end marker (FF D9) followed its last byte."""
+
+    def __init__(self, fh: io.BufferedReader, size: int) -> None:
+        self._fh, self._size, self._pos = fh, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size + 2}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        if self._pos < self._size:
+            self._fh.seek(self._pos)
+            n = self._fh.readinto(view[: self._size - self._pos]) or 0
+        else:
+            tail = _JPEG_EOI[self._pos - self._size :][: len(view)]
+            n = len(tail)
+            view[:n] = tail
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def open_with_eoi(path: Path) -> io.BufferedReader:
+    """Opens ``path`` for reading with the JPEG end marker appended.
+
+    The data streams from the file (no copy of it is held), so a decode from this costs
+    no more memory than one from the file itself.
+    """
+    fh = open(path, "rb")  # closed when the returned reader is
+    return io.BufferedReader(_WithEoi(fh, os.fstat(fh.fileno()).st_size))

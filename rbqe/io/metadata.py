@@ -1,12 +1,15 @@
 """Metadata of a source image: EXIF orientation (applied to the pixels, then reset to 1
-in the kept EXIF), the EXIF bytes to carry over, and the JPEG quality estimate."""
+in the kept EXIF), the EXIF bytes to carry over, XMP, comment and resolution, and the
+JPEG quality estimate."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -157,6 +160,55 @@ def _orientation_and_exif(im: Image.Image, path: Path) -> tuple[int, bytes | Non
     if len(exif):
         return orientation, _normalise_exif(exif, path)
     return orientation, None
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray)) and value:
+        return bytes(value)
+    return None
+
+
+def read_xmp(im: Image.Image) -> bytes | None:
+    """The XMP packet of an opened image (JPEG APP1, PNG iTXt, WebP, TIFF tag 700), or None."""
+    # Pillow puts it under "xmp" for every format; PNG's iTXt also keeps its own keyword.
+    return _as_bytes(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"))
+
+
+def read_comment(im: Image.Image) -> bytes | None:
+    """A JPEG COM or GIF comment, or a PNG "Comment" text, as bytes; None if absent."""
+    return _as_bytes(im.info.get("comment") or im.info.get("Comment"))
+
+
+_X_RESOLUTION = 0x011A
+
+
+def read_dpi(im: Image.Image) -> tuple[float, float] | None:
+    """The resolution in dots per inch (JFIF, pHYs, TIFF/EXIF resolution tags), or None."""
+    dpi = im.info.get("dpi")
+    if not isinstance(dpi, (tuple, list)) or len(dpi) != 2:
+        return None
+    try:
+        x, y = float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2):
+        # Without a JFIF density Pillow reads EXIF's resolution, and makes up 72 dpi
+        # when EXIF has none: that guess is not the file's.
+        try:
+            if _X_RESOLUTION not in im.getexif():
+                return None
+        except Exception:  # noqa: BLE001 - unreadable EXIF: no trustworthy resolution
+            return None
+    return x, y
+
+
+def xmp_has_gps(xmp: bytes | None) -> bool:
+    """Whether an XMP packet holds EXIF GPS properties (``exif:GPSLatitude``...)."""
+    return xmp is not None and b"exif:GPS" in xmp
 
 
 # Standard IJG (libjpeg) luminance table, natural (row-major) order, which is also the

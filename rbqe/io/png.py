@@ -19,6 +19,8 @@ PNG_COMPRESS_LEVEL = 3
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword Adobe's XMP specification gives
+
 
 def _png_ihdr(head: bytes) -> tuple[int, int] | None:
     """Returns (bit depth, colour type) from a PNG header, or None."""
@@ -32,12 +34,28 @@ def _png_chunk(ctype: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", crc)
 
 
-def _png_metadata_chunks(icc: bytes | None, exif: bytes | None) -> list[bytes]:
+def _png_itxt(keyword: str, text: str) -> bytes:
+    # keyword, NUL, uncompressed (0, 0), no language tag, no translated keyword, UTF-8 text
+    data = keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")
+    return _png_chunk(b"iTXt", data)
+
+
+def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: str | None = None,
+                         comment: str | None = None,
+                         dpi: tuple[float, float] | None = None) -> list[bytes]:
+    """The metadata chunks Pillow would write, for the PNGs encoded here."""
     chunks = []
     if icc:
         chunks.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
         chunks.append(_png_chunk(b"eXIf", exif.removeprefix(_EXIF_PREFIX)))
+    if dpi:
+        per_metre = (int(d / 0.0254 + 0.5) for d in dpi)  # as Pillow rounds it
+        chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    if xmp:
+        chunks.append(_png_itxt(PNG_XMP_KEY, xmp))
+    if comment:
+        chunks.append(_png_itxt("Comment", comment))
     return chunks
 
 

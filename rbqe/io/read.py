@@ -14,7 +14,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,8 +32,15 @@ from rbqe.io.formats import (
     HEIF_AVAILABLE,
 )
 from rbqe.io.headers import implausible_header
-from rbqe.io.jpeg_data import jpeg_data_ends_early
-from rbqe.io.metadata import _orient, _orientation_and_exif, estimate_jpeg_quality
+from rbqe.io.jpeg_data import jpeg_data_ends_early, jpeg_lacks_only_eoi, open_with_eoi
+from rbqe.io.metadata import (
+    _orient,
+    _orientation_and_exif,
+    estimate_jpeg_quality,
+    read_comment,
+    read_dpi,
+    read_xmp,
+)
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
 
@@ -65,6 +72,11 @@ class LoadedImage:
         jpeg_quality: Estimated JPEG quality (1-100) for JPEG sources, else None.
         quant_tables: A JPEG's quantisation tables (Pillow's ``quantization``: table
             number -> 64 steps in natural order), else None; the exit policy reads them.
+        xmp: The XMP packet (UTF-8 XML bytes: rights, captions, keywords...), or None.
+        comment: A JPEG COM / GIF comment or PNG ``Comment`` text, as bytes, or None.
+        dpi: Resolution ``(x, y)`` in dots per inch, or None when the file gives none.
+        warnings: Things the user should know about this input, one sentence each
+            (e.g. that only the first page of a multi-page TIFF is read); also logged.
     """
 
     path: Path
@@ -77,6 +89,10 @@ class LoadedImage:
     exif: bytes | None
     jpeg_quality: int | None
     quant_tables: dict[int, tuple[int, ...]] | None = None
+    xmp: bytes | None = None
+    comment: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -87,10 +103,6 @@ class LoadedImage:
     def has_alpha(self) -> bool:
         """Whether the image carries an alpha channel."""
         return self.alpha is not None
-
-
-
-
 
 
 _pillow_lock = threading.Lock()
@@ -350,6 +362,60 @@ def _pil_arrays(
     return arr, alpha, out_mode, icc
 
 
+# How each format calls its further pictures, for the warning that only the first is read.
+_MULTI_KINDS = {
+    "TIFF": ("pages", "page", "multi-page TIFF"),
+    "GIF": ("frames", "frame", "animated GIF"),
+    "WEBP": ("frames", "frame", "animated WebP"),
+    "PNG": ("frames", "frame", "animated PNG"),
+}
+
+
+def _frames_warning(im: Image.Image) -> str | None:
+    """A user-facing warning when ``im`` holds several pages or frames, else None.
+
+    Phones' multi-picture JPEGs (Pillow's ``'MPO'``) are exempt: the further pictures are
+    depth maps or previews of the first, not content of their own.
+    """
+    if im.format == "MPO":
+        return None
+    try:
+        count = int(getattr(im, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - a broken later frame: the first decides, below
+        with contextlib.suppress(Exception):
+            im.seek(0)  # n_frames leaves the image on the frame that failed
+        return None
+    if count <= 1:
+        return None
+    many, one, kind = _MULTI_KINDS.get(
+        str(im.format), ("frames", "frame", f"multi-frame {im.format}")
+    )
+    return f"only the first of {count} {many} is enhanced ({kind}); the output has that {one} only"
+
+
+def _decode(im: Image.Image, p: Path, fmt: str) -> Image.Image:
+    """Decodes ``im`` fully now, so that truncation surfaces here; returns the image.
+
+    A JPEG that lacks only its end marker (common for files recovered from memory cards
+    and from old scanners) is decoded again with the marker supplied: Pillow would call it
+    truncated, though every block is there. The header checks have run by then.
+    """
+    try:
+        with _native_messages(p):  # libtiff prints to fd 2 without the file name
+            im.load()
+        return im
+    except OSError:
+        # Progressive JPEGs are left out: one cut between two scans decodes without a
+        # warning (as a blurrier picture), so a lost end marker and lost scans look alike.
+        if fmt != "JPEG" or im.info.get("progressive") or not jpeg_lacks_only_eoi(p):
+            raise
+    logger.info("%s: JPEG end marker (FF D9) missing; decoding with it supplied", p)
+    with open_with_eoi(p) as stream, _native_messages(p):
+        fixed = Image.open(stream, formats=["JPEG"])
+        fixed.load()
+    return fixed
+
+
 def load_image(
     path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:
@@ -410,6 +476,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         implausible = implausible_header(p, kind, getattr(im, "tag_v2", None))
         if implausible:
             raise ImageReadError(p, implausible)
+        frames_warning = _frames_warning(im)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         if fmt == "JPEG" and jpeg_data_ends_early(p):
             # Pillow would decode the real rows and fill the rest with grey, silently.
@@ -422,10 +489,9 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
             else:
-                with _native_messages(p):  # libtiff prints to fd 2 without the file name
-                    im.load()  # force the full decode now so truncation surfaces here
-                ints, alpha, mode, icc = _pil_arrays(im, p, icc)
+                ints, alpha, mode, icc = _pil_arrays(_decode(im, p, fmt), p, icc)
             orientation, exif = _orientation_and_exif(im, p)
+            xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
         except ImageReadError:
             raise
         except Image.DecompressionBombError:  # only if a plugin checks frames itself
@@ -438,6 +504,9 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
+    warnings = [frames_warning] if frames_warning else []
+    for text in warnings:
+        logger.warning("%s: %s", p, text)
     bit_depth = 16 if ints.dtype == np.uint16 else 8
     if orientation != 1:
         ints = _orient(ints, orientation)
@@ -453,6 +522,10 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         exif=exif,
         jpeg_quality=quality,
         quant_tables=tables,
+        xmp=xmp,
+        comment=comment,
+        dpi=dpi,
+        warnings=warnings,
     )
 
 

@@ -4,23 +4,26 @@ of :mod:`rbqe.io.png`); files are written via :mod:`rbqe.io.atomic`."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import features
+from PIL import PngImagePlugin, features
 
 from rbqe.errors import ImageWriteError
 from rbqe.io.atomic import atomic_write
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
-from rbqe.io.metadata import _normalise_exif, without_gps
+from rbqe.io.metadata import _normalise_exif, without_gps, xmp_has_gps
 from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
 from rbqe.io.png import (
     PNG_COMPRESS_LEVEL,
+    PNG_XMP_KEY,
     _encode_png16,
     _png_insert_after_ihdr,
     _png_metadata_chunks,
@@ -31,6 +34,74 @@ from rbqe.io.read import LoadedImage
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
 _JPEG_MAX_EXIF = 65533  # an APP1 segment cannot hold more; Pillow raises beyond it
+_JPEG_MAX_XMP = 65533 - 29  # the same, less the XMP namespace header
+_JPEG_MAX_COMMENT = 65533  # a COM segment likewise
+_TIFF_XMP = 700  # the TIFF tag that holds XMP
+
+
+@dataclass(frozen=True)
+class _Extra:
+    """XMP, comment and resolution to write, already filtered by the user's options."""
+
+    xmp: bytes | None = None
+    comment: bytes | None = None
+    dpi: tuple[float, float] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.xmp or self.comment or self.dpi)
+
+    def xmp_text(self) -> str | None:
+        """The XMP as text for PNG's iTXt chunk (XMP is UTF-8 by its specification)."""
+        try:
+            return self.xmp.decode("utf-8") if self.xmp else None
+        except UnicodeDecodeError:
+            return None
+
+    def comment_text(self) -> str | None:
+        """The comment as text; old JPEG comments are often Latin-1, not UTF-8."""
+        if not self.comment:
+            return None
+        try:
+            return self.comment.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.comment.decode("latin-1")
+
+
+def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
+    """Leaves out what ``fmt_name`` cannot hold, saying so when it is the data's size."""
+    xmp, comment, dpi = extra.xmp, extra.comment, extra.dpi
+    if fmt_name == "JPEG":
+        if xmp and len(xmp) > _JPEG_MAX_XMP:
+            logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
+            xmp = None
+        if comment and len(comment) > _JPEG_MAX_COMMENT:
+            logger.warning("%s: comment too large for JPEG (%d bytes); dropped", p, len(comment))
+            comment = None
+        if dpi and not all(1 <= round(d) <= 65535 for d in dpi):  # JFIF's 16-bit density
+            dpi = None
+    return _Extra(xmp, comment, dpi)
+
+
+def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
+    """Pillow ``save`` arguments that write ``extra`` in ``fmt_name``."""
+    kwargs: dict[str, Any] = {}
+    if extra.dpi and fmt_name in ("PNG", "JPEG", "TIFF", "BMP"):
+        kwargs["dpi"] = extra.dpi
+    if extra.xmp and fmt_name in ("JPEG", "WEBP"):
+        kwargs["xmp"] = extra.xmp
+    if extra.comment and fmt_name == "JPEG":
+        kwargs["comment"] = extra.comment
+    if extra.xmp and fmt_name == "TIFF":
+        kwargs["tiffinfo"] = {_TIFF_XMP: extra.xmp}
+    if fmt_name == "PNG" and (extra.xmp or extra.comment):
+        info = PngImagePlugin.PngInfo()
+        xmp, comment = extra.xmp_text(), extra.comment_text()
+        if xmp:
+            info.add_itxt(PNG_XMP_KEY, xmp)
+        if comment:
+            info.add_itxt("Comment", comment)  # a keyword the PNG specification defines
+        kwargs["pnginfo"] = info
+    return kwargs
 
 
 # PNGs of at least this many pixels are encoded band by band (_write_png_stream): Pillow
@@ -75,6 +146,9 @@ def save_image(
     quality: int = 95,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    xmp: bytes | None = None,
+    comment: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
     keep_metadata: bool = True,
     protect: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
@@ -94,8 +168,12 @@ def save_image(
         quality: JPEG/WebP quality 1-100.
         icc_profile: ICC profile to embed (PNG, JPEG, WebP, 8-bit/grey TIFF).
         exif: EXIF bytes to embed (PNG, JPEG, WebP); Orientation is forced to 1.
-        keep_metadata: False drops EXIF; the ICC profile is still written because it
-            defines the colours.
+        xmp: XMP packet to embed (PNG, JPEG, WebP, 8-bit/grey TIFF).
+        comment: Comment to embed (JPEG COM segment, PNG ``Comment`` text).
+        dpi: Resolution in dots per inch (PNG, JPEG, 8-bit/grey TIFF, BMP).
+        keep_metadata: False drops EXIF, XMP and the comment (they can hold a location
+            and personal data); the ICC profile and the resolution are still written
+            because they describe the pixels.
         protect: Paths that must not be overwritten (the batch's inputs).
 
     Returns:
@@ -161,10 +239,13 @@ def save_image(
         logger.warning("%s: EXIF block too large for JPEG (%d bytes); dropped", p, len(exif_bytes))
         exif_bytes = None
 
-    write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes)
+    extra = _Extra(xmp if keep_metadata else None, comment if keep_metadata else None, dpi)
+    extra = _extra_for(p, fmt_name, extra)
+
+    write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes, extra)
 
     try:
-        if p.is_dir():
+        if os.path.isdir(p):  # Path.is_dir raises on a name too long: _os_reason says so below
             raise ImageWriteError(p, "is a directory")
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -193,23 +274,26 @@ def _make_writer(
     quality: int,
     icc: bytes | None,
     exif: bytes | None,
+    extra: _Extra = _Extra(),
 ) -> Callable[[IO[bytes]], None]:
     """Returns a function that encodes ``pixels`` into a file object."""
     height, width, channels = pixels.shape
     depth = pixels.depth
+    png_chunks = functools.partial(_png_metadata_chunks, icc, exif, extra.xmp_text(),
+                                   extra.comment_text(), extra.dpi)
     if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
-        chunks = _png_metadata_chunks(icc, exif)
+        chunks = png_chunks()
         return lambda fh: _write_png_stream(fh, pixels, chunks)
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
         # the small encoder above. Metadata chunks are spliced into PNGs by hand.
-        if fmt_name == "TIFF" and (icc or exif):
+        if fmt_name == "TIFF" and (icc or exif or extra):
             logger.info("%s: metadata is not written to 16-bit colour TIFF", p)
 
         def write16(fh: IO[bytes]) -> None:
             ints = pixels.whole()
             if fmt_name == "PNG":
-                chunks = _png_metadata_chunks(icc, exif)
+                chunks = png_chunks()
                 if channels == 2:
                     data = _encode_png16(ints, 4, chunks)
                 else:
@@ -221,7 +305,7 @@ def _make_writer(
         return write16
 
     # Pillow path: 8-bit anything, or 16-bit grey as 'I;16'.
-    kwargs: dict[str, Any] = {}
+    kwargs = _extra_kwargs(fmt_name, extra)
     if fmt_name in ("PNG", "JPEG", "WEBP", "TIFF") and icc:
         kwargs["icc_profile"] = icc
     if fmt_name in ("PNG", "JPEG", "WEBP") and exif:
@@ -262,8 +346,11 @@ def save_like(
         src: The image the pixels came from.
         fmt: Output format, None for the suffix of ``path``.
         quality: JPEG/WebP quality.
-        keep_metadata: Whether to write EXIF (ICC is always kept).
-        strip_gps: Leave the GPS location out of the EXIF written.
+        keep_metadata: Whether to write EXIF, XMP and the comment (ICC and the
+            resolution are always kept).
+        strip_gps: Leave the GPS location out of the EXIF written. XMP that holds GPS
+            properties (``exif:GPS...``) is left out whole: picking the location out of
+            the XML is not worth the risk of leaving a copy of it behind.
         protect: Further paths that must not be overwritten.
 
     Returns:
@@ -273,6 +360,10 @@ def save_like(
         ImageWriteError: If writing fails or is refused.
     """
     exif = without_gps(src.exif, src.path) if strip_gps and keep_metadata else src.exif
+    xmp = src.xmp
+    if strip_gps and xmp_has_gps(xmp):
+        logger.info("%s: XMP holds a GPS location; left out of the output", src.path)
+        xmp = None
     return save_image(
         path,
         pixels,
@@ -283,6 +374,9 @@ def save_like(
         quality=quality,
         icc_profile=src.icc_profile,
         exif=exif,
+        xmp=xmp,
+        comment=src.comment,
+        dpi=src.dpi,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
     )

@@ -1,0 +1,97 @@
+"""XMP, comment and resolution: read from the source, written by save_like where the
+output format can hold them, and dropped as --strip-metadata and --strip-gps ask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rbqe.io import load_image, save_image, save_like
+
+RIGHTS = b"<dc:rights>(c) 2024 Town Archive, all rights reserved</dc:rights>"
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+       b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+       b'xmlns:dc="http://purl.org/dc/elements/1.1/">' + RIGHTS +
+       b"</rdf:Description></rdf:RDF></x:xmpmeta>")
+XMP_GPS = XMP.replace(b"<rdf:Description ", b'<rdf:Description exif:GPSLatitude="48,51.4N" ')
+COMMENT = b"scanned from glass plate 17"
+
+
+def _source(tmp_path: Path, xmp: bytes = XMP, name: str = "scan.jpg") -> Path:
+    path = tmp_path / name
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90, xmp=xmp, comment=COMMENT, dpi=(600, 600))
+    return path
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value  # PNG text comes as str
+
+
+def _metadata(path: Path) -> tuple[bytes | None, bytes | None, tuple[float, float] | None]:
+    """(XMP, comment, dpi) as Pillow reads them back from an output."""
+    with Image.open(path) as im:
+        xmp = im.info.get("xmp")
+        comment = im.info.get("comment") or im.info.get("Comment")
+        dpi = im.info.get("dpi")
+    return _as_bytes(xmp), _as_bytes(comment), tuple(round(d) for d in dpi) if dpi else None
+
+
+def test_xmp_comment_and_dpi_are_read(tmp_path: Path) -> None:
+    src = load_image(_source(tmp_path))
+    assert src.xmp == XMP and src.comment == COMMENT and src.dpi == (600, 600)
+
+
+# WebP has no comment or resolution; JPEG, PNG and TIFF (at 8 bit) hold all three.
+@pytest.mark.parametrize(("suffix", "expected"), [
+    ("jpg", (XMP, COMMENT, (600, 600))),
+    ("png", (XMP, COMMENT, (600, 600))),
+    ("webp", (XMP, None, None)),
+    ("tif", (XMP, None, (600, 600))),
+])
+def test_save_like_carries_xmp_comment_and_dpi(tmp_path: Path, suffix: str, expected) -> None:
+    src = load_image(_source(tmp_path))
+    out = save_like(tmp_path / f"out.{suffix}", src.pixels, src)
+    assert _metadata(out) == expected
+    assert load_image(out).xmp == XMP  # and reads back as it was
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp"])
+def test_strip_metadata_drops_xmp_and_comment_keeps_dpi(tmp_path: Path, suffix: str) -> None:
+    src = load_image(_source(tmp_path))
+    out = save_like(tmp_path / f"out.{suffix}", src.pixels, src, keep_metadata=False)
+    xmp, comment, dpi = _metadata(out)
+    assert xmp is None and comment is None
+    assert dpi == (None if suffix == "webp" else (600, 600))
+
+
+def test_strip_gps_drops_xmp_holding_a_location_only(tmp_path: Path) -> None:
+    with_gps = load_image(_source(tmp_path, XMP_GPS))
+    out = save_like(tmp_path / "gps.jpg", with_gps.pixels, with_gps, strip_gps=True)
+    assert _metadata(out) == (None, COMMENT, (600, 600))
+    out = save_like(tmp_path / "kept.jpg", with_gps.pixels, with_gps)  # not asked: kept
+    assert _metadata(out)[0] == XMP_GPS
+    plain = load_image(_source(tmp_path, name="plain_scan.jpg"))  # no location to strip
+    out = save_like(tmp_path / "plain.jpg", plain.pixels, plain, strip_gps=True)
+    assert _metadata(out)[0] == XMP
+
+
+@pytest.mark.parametrize("mode", ["RGB", "LA"])
+def test_16bit_png_carries_xmp_comment_and_dpi(tmp_path: Path, mode: str) -> None:
+    # 16-bit colour PNGs are encoded without Pillow: their chunks are written by hand.
+    channels = 3 if mode == "RGB" else 1
+    pixels = np.linspace(0, 1, 8 * 8 * channels, dtype=np.float32).reshape(8, 8, channels)
+    out = save_image(tmp_path / "deep.png", pixels, mode=mode, bit_depth=16,
+                     alpha=np.full((8, 8), 65535, np.uint16) if mode == "LA" else None,
+                     xmp=XMP, comment=COMMENT, dpi=(300.0, 300.0))
+    assert _metadata(out) == (XMP, COMMENT, (300, 300))
+
+
+def test_jpeg_without_a_resolution_gets_none_made_up(tmp_path: Path) -> None:
+    # Pillow reports 72 dpi for a JPEG whose EXIF has no resolution; that is not the file's.
+    path = tmp_path / "no_dpi.jpg"
+    Image.new("RGB", (8, 8)).save(path, exif=Image.Exif().tobytes())
+    assert load_image(path).dpi is None
