@@ -30,6 +30,7 @@ from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
 from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
+from rbqe_studio.widgets import ElidedLabel
 from rbqe_studio.worker import WorkerHost
 
 EngineChoice = Callable[[], tuple[EngineSpec, PolicyChoice]]
@@ -68,7 +69,10 @@ def summary_html(outcome: BatchOutcome) -> str:
             f"<span style='color:#4c9be8'>{'█' * round(16 * n / most)}</span></td></tr>"
             for k, n in sorted(hist.items()))
         parts.append(f"<p><b>Exits chosen</b></p><table cellspacing='2'>{rows}</table>")
-        parts.append(f"<p>Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per image</p>")
+        # Cancelled: say how many the time is for, not only "per image".
+        done = f"{ok} of {outcome.total} images done · " if outcome.cancelled else ""
+        parts.append(f"<p>{done}Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per "
+                     "image</p>")
         if s.gmacs_exit5 and s.saved_fraction is not None:  # None when every exit ran
             parts.append(f"<p>Compute: {s.gmacs:.1f} GMAC, <b>{100 * s.saved_fraction:.0f}% "
                          f"saved</b> against always running exit 5 ({s.gmacs_exit5:.1f} GMAC)"
@@ -86,6 +90,7 @@ class BatchPanel(QWidget):
     open_results = Signal(list)  # list[ItemReport]
     show_folder = Signal(object)  # Path of the output folder
     running_changed = Signal(bool)
+    cancelling = Signal()  # the user asked to stop; the current image finishes first
     message = Signal(str)
     finished = Signal(object)  # BatchOutcome
 
@@ -113,14 +118,14 @@ class BatchPanel(QWidget):
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
         self.bar.setFormat("%v / %m")
-        self.current = QLabel("Idle")
+        self.current = ElidedLabel("Idle")  # a long name or message must not widen the window
         self.current.setObjectName("muted")
         self.eta = QLabel("")
         self.eta.setObjectName("muted")
         self.summary = QTextBrowser()
         self.summary.setOpenLinks(False)
         self.summary.setPlaceholderText("The summary appears here when a batch ends.")
-        self.open_button = QPushButton("Open results in viewer")
+        self.open_button = QPushButton("Open in viewer")
         self.open_button.setToolTip("Queue the images with their saved outputs (nothing is "
                                     "computed again)")
         self.open_button.setEnabled(False)
@@ -179,6 +184,10 @@ class BatchPanel(QWidget):
     def running(self) -> bool:
         return self.job is not None
 
+    @property
+    def is_cancelling(self) -> bool:
+        return self.job is not None and self.job.cancel.is_set()
+
     def refresh(self) -> None:
         s = self.settings
         self.input.set_text(s.batch_input)
@@ -220,14 +229,19 @@ class BatchPanel(QWidget):
         return True
 
     def stop(self) -> None:
-        if self.job is not None:
+        if self.job is not None and not self.is_cancelling:
             self.host.cancel(self.job.gen)
             self.current.setText("Cancelling… (finishing the current stage)")
+            self.eta.setText("")  # no time left to estimate: it stops
             self.cancel.setEnabled(False)
+            self.cancelling.emit()
 
     def _set_running(self, on: bool) -> None:
         self.start.setEnabled(not on)
         self.cancel.setEnabled(on)
+        # The batch was started with these: changing them while it runs would not count.
+        for w in (self.input, self.output, self.recursive, self.overwrite):
+            w.setEnabled(not on)
         self.running_changed.emit(on)
 
     def _mine(self, gen: int) -> bool:
@@ -242,7 +256,7 @@ class BatchPanel(QWidget):
                 self.current.setText("No images found in the input folder.")
 
     def _on_item_started(self, gen: int, index: int, path: Path) -> None:
-        if self._mine(gen):
+        if self._mine(gen) and not self.is_cancelling:
             self.current.setText(elide_middle(Path(path).name, 48))
             self.current.setToolTip(str(path))
 
@@ -250,13 +264,13 @@ class BatchPanel(QWidget):
         if self._mine(gen):
             self._done += 1
             self.bar.setValue(self._done)
-            if self._eta is not None:
+            if self._eta is not None and not self.is_cancelling:
                 self._eta.done = self._done
                 left = self._eta.remaining_s(time.monotonic())
                 self.eta.setText(f"about {fmt_duration(left)} left" if left else "")
 
     def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
-        if self._mine(gen) and stage == "exit" and done < total:
+        if self._mine(gen) and stage == "exit" and done < total and not self.is_cancelling:
             name = self.current.toolTip() and Path(self.current.toolTip()).name
             self.current.setText(f"{elide_middle(name or '', 40)} · exit {done + 1}")
 

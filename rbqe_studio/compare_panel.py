@@ -11,9 +11,10 @@ from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
-    QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSplitter,
+    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -43,10 +44,11 @@ class ComparePanel(QWidget):
         self.busy = False
         self.note = ""  # why the B side is empty (no model), instead of "Enhancing…"
 
-        bar = QWidget()
+        # A tool bar, not a row of widgets: when the centre is narrow, what does not fit
+        # moves into its » menu instead of setting a minimum width for the whole window.
+        bar = self.bar = QToolBar()
         bar.setObjectName("compareBar")
-        row = QHBoxLayout(bar)
-        row.setContentsMargins(8, 4, 8, 4)
+        bar.setMovable(False)
         self.mode_buttons: dict[str, QToolButton] = {}
         for mode, text, tip in ((SPLIT, "Split", "Split view with a draggable line (S)"),
                                 (SIDE, "Side by side", "Two panes, one zoom (D)"),
@@ -59,19 +61,21 @@ class ComparePanel(QWidget):
             button.setCheckable(True)
             button.clicked.connect(lambda _=False, m=mode: self.view.set_mode(m))
             self.mode_buttons[mode] = button
-            row.addWidget(button)
-        row.addSpacing(8)
+            bar.addWidget(button)
+        bar.addSeparator()
         self.combo_a, self.combo_b = QComboBox(), QComboBox()
         for label, combo in (("A", self.combo_a), ("B", self.combo_b)):
             combo.addItems(NAMES)
             combo.setMinimumContentsLength(6)
             tag = QLabel(label)
             tag.setObjectName("sideA" if label == "A" else "sideB")
-            row.addWidget(tag)
-            row.addWidget(combo)
+            bar.addWidget(tag)
+            bar.addWidget(combo)
         self.combo_a.activated.connect(lambda i: self.pick(i, "a"))
         self.combo_b.activated.connect(lambda i: self.pick(i, "b"))
-        row.addStretch(1)
+        spring = QWidget()
+        spring.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spring)
         self.zoom_label = QLabel("")
         self.zoom_label.setObjectName("muted")
         self.zoom_label.setMinimumWidth(56)
@@ -83,9 +87,9 @@ class ComparePanel(QWidget):
         one.setToolTip("Actual pixels (Ctrl+1)")
         fit.clicked.connect(self.view.fit)
         one.clicked.connect(self.view.actual_size)
-        row.addWidget(self.zoom_label)
-        row.addWidget(fit)
-        row.addWidget(one)
+        bar.addWidget(self.zoom_label)
+        bar.addWidget(fit)
+        bar.addWidget(one)
 
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(self.view)
@@ -100,7 +104,7 @@ class ComparePanel(QWidget):
         lay.addWidget(self.splitter, 1)
 
         self.strip.picked.connect(self.pick)
-        self.view.zoom_changed.connect(lambda s: self.zoom_label.setText(f"{100 * s:.0f}%"))
+        self.view.zoom_changed.connect(self._show_zoom)
         self.view.mode_changed.connect(self._sync_mode_buttons)
         self._sync_mode_buttons(self.view.mode)
         self._refresh_combos()
@@ -113,7 +117,14 @@ class ComparePanel(QWidget):
         self._user_a = self._user_b = False
         self.strip.clear()
         self.view.set_pictures(None, "", None, "")
+        self.zoom_label.setText("")  # no picture, no zoom (not the previous image's)
         self._refresh_combos()
+
+    def show_unreadable(self, message: str) -> None:
+        """The viewed file could not be read: say so in the view and on the input card."""
+        self.clear()
+        self.strip.set_unreadable()
+        self.view.set_message(message)
 
     def show_loaded(self, data: ViewData) -> None:
         self.clear()
@@ -219,6 +230,11 @@ class ComparePanel(QWidget):
                     item = model.item(i)
                     item.setEnabled(i == INPUT or i in self.exits)
                 combo.setCurrentIndex(value)
+
+    def _show_zoom(self, scale: float) -> None:
+        """Zoom as the user sees it: screen pixels per image pixel (1:1 is 100 %, also on
+        a high-DPI screen, where ``scale`` counts device-independent pixels)."""
+        self.zoom_label.setText(f"{100 * scale * self.view.devicePixelRatioF():.0f}%")
 
     def _sync_mode_buttons(self, mode: str) -> None:
         for m, button in self.mode_buttons.items():

@@ -8,10 +8,16 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from rbqe.io import SUPPORTED_SUFFIXES
 
+# How people name the formats, by suffix; JPEG is the headline, not in this list.
+FORMAT_NAMES = {".png": "PNG", ".webp": "WebP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+                ".gif": "GIF", ".avif": "AVIF", ".heic": "HEIC", ".heif": "HEIC"}
+
 
 def formats_text() -> str:
-    names = sorted({s.lstrip(".").upper() for s in SUPPORTED_SUFFIXES} - {"JPEG", "TIF"})
-    return ", ".join(names)
+    """The other formats read, e.g. "PNG, WebP, TIFF and BMP"."""
+    names = sorted({FORMAT_NAMES.get(s, s.lstrip(".").upper()) for s in SUPPORTED_SUFFIXES
+                    if s not in (".jpg", ".jpeg")})
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 class DropZone(QWidget):

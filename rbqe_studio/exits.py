@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from rbqe.exit_policy import Decision, may_stop
 from rbqe.model import NUM_EXITS
 from rbqe_studio.state import fmt_gmacs, fmt_ms
+from rbqe_studio.widgets import ElidedLabel
 
 INPUT = 0
 ACCENT = QColor("#4c9be8")
@@ -42,7 +43,8 @@ GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")
 A_COLOR = QColor("#e8a33d")
 B_COLOR = QColor("#4c9be8")
-CARD_HEIGHT = 178
+CARD_HEIGHT = 190
+CARD_MIN_WIDTH = 108  # six cards and their gaps fit a 1280-px window; narrower, the row scrolls
 
 
 @dataclass
@@ -51,9 +53,33 @@ class CardData:
     thumb: QImage | None = None
     lines: tuple[str, ...] = ()
     score: float | None = None
-    state: str = "empty"  # empty | running | ready | skipped
+    state: str = "empty"  # empty | running | ready | skipped | unreadable
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
+    reason: str = ""  # the chosen card's: why auto stopped there, in a few words
+
+
+def card_reason(d: Decision) -> str:
+    """Why auto ended its walk at this exit, short enough for a card (the tooltip and the
+    Info panel say it in full)."""
+    v = d.values
+    if d.signal == "gate":
+        return f"stopped: gate predicts < {v['tau_db']:g} dB more"
+    if d.signal == "assessor":
+        return f"stopped: score ≥ {v['threshold']:.3f}"
+    if d.signal == "last exit":
+        if "threshold" in v:
+            return f"went on: no score reached {v['threshold']:.3f}"
+        return "went on: the gate saw more to gain"
+    if d.signal == "fixed":
+        return "the weights always take this exit"
+    return d.short
+
+
+def passes_rule(d: Decision) -> bool:
+    """Whether the exit rule itself said "good enough" here: reaching exit 5, or an exit
+    auto may not stop at, is not a pass, even though the walk ends there."""
+    return d.stop and d.signal in ("gate", "assessor", "fixed")
 
 
 def fit_text(fm: QFontMetrics, text: str, box: QRectF) -> str:
@@ -79,7 +105,7 @@ class ExitCard(QWidget):
         self.chosen_by_auto = True  # the chosen card's badge: AUTO, or FORCED for exit k
         self.side = ""  # "a", "b" or "ab"
         self._hover = False
-        self.setMinimumSize(QSize(112, CARD_HEIGHT))
+        self.setMinimumSize(QSize(CARD_MIN_WIDTH, CARD_HEIGHT))
         self.setMaximumSize(QSize(240, CARD_HEIGHT))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -107,6 +133,14 @@ class ExitCard(QWidget):
         if a_side or e.button() == Qt.MouseButton.LeftButton:
             self.picked.emit(self.index, "a" if a_side else "b")
 
+    def score_passes(self) -> bool:
+        """Whether the score is drawn green: the exit rule said "good enough" here."""
+        d = self.data
+        if d.decision is not None:  # whatever the policy (assessor or learned gate)
+            return passes_rule(d.decision)
+        return (d.score is not None and self.threshold is not None
+                and may_stop(self.index, d.score, self.threshold, self.min_exit))
+
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -117,7 +151,8 @@ class ExitCard(QWidget):
         p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
         p.drawRoundedRect(r, 8, 8)
 
-        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 84)
+        # The thumbnail leaves room below for up to three lines of the chosen card's reason.
+        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 112)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#141518"))
         p.drawRoundedRect(thumb, 5, 5)
@@ -130,7 +165,8 @@ class ExitCard(QWidget):
             p.drawImage(target, img)
         else:
             p.setPen(QColor(255, 255, 255, 110))
-            text = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)"}
+            text = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)",
+                    "unreadable": "could not be read"}
             p.drawText(thumb, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
                        text.get(d.state, "not computed"))
 
@@ -141,27 +177,25 @@ class ExitCard(QWidget):
         p.setFont(title)
         p.setPen(QColor("#f0f0f0") if d.state == "ready" else QColor(255, 255, 255, 120))
         y = thumb.bottom() + 6
-        p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
+        p.drawText(QRectF(r.left() + 8, y, r.width() - 16, 20),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
         if d.score is not None:
-            if d.decision is not None:  # whatever the policy (assessor or learned gate)
-                ok = d.decision.stop
-            else:
-                ok = self.threshold is not None and may_stop(self.index, d.score,
-                                                             self.threshold, self.min_exit)
-            p.setPen(GOOD if ok else WEAK)
-            p.drawText(QRectF(r.left() + 10, y, r.width() - 20, 20),
+            p.setPen(GOOD if self.score_passes() else WEAK)
+            p.drawText(QRectF(r.left() + 8, y, r.width() - 16, 20),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                        f"{d.score:.3f}")
         small = QFont(base)
         small.setPointSizeF(max(7.0, base.pointSizeF() - 1))
         p.setFont(small)
         p.setPen(QColor(255, 255, 255, 170))
-        for i, line in enumerate(d.lines[:2]):
+        lines = [*d.lines[:2], d.reason] if d.reason else list(d.lines[:2])
+        for i, line in enumerate(lines):
             top = y + 21 + i * 16
             # The last line (the chosen card's reason) may wrap onto the room below it.
-            box = QRectF(r.left() + 10, top, r.width() - 20,
-                         (r.bottom() - 3 - top) if i == len(d.lines[:2]) - 1 else 16)
+            box = QRectF(r.left() + 8, top, r.width() - 16,
+                         (r.bottom() - 3 - top) if i == len(lines) - 1 else 16)
+            if d.reason and i == 2:
+                p.setPen(ACCENT.lighter(135))
             p.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
                        | Qt.TextFlag.TextWordWrap, fit_text(p.fontMetrics(), line, box))
         p.end()
@@ -207,9 +241,10 @@ class ExitStrip(QWidget):
         self.setObjectName("exitStrip")
         title = QLabel("Exit levels")
         title.setObjectName("panelTitle")
-        self.threshold_label = QLabel("Threshold –")
+        # Elided, so that a long rule or mode cannot widen the window.
+        self.threshold_label = ElidedLabel("Exit rule: loading…")
         self.threshold_label.setObjectName("threshold")
-        self.mode_label = QLabel("")
+        self.mode_label = ElidedLabel("")
         self.mode_label.setObjectName("muted")
         self.compute_button = QPushButton("Compute all exits")
         self.compute_button.setToolTip("Continue from the cached network stages to exit 5")
@@ -228,7 +263,7 @@ class ExitStrip(QWidget):
         row_widget.setObjectName("cardRow")
         row = QHBoxLayout(row_widget)
         row.setContentsMargins(0, 0, 0, 0)
-        row.setSpacing(8)
+        row.setSpacing(6)
         for card in self.cards:
             card.picked.connect(self.picked)
             row.addWidget(card)
@@ -240,7 +275,7 @@ class ExitStrip(QWidget):
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFixedHeight(CARD_HEIGHT + 16)  # room for a scroll bar when narrow
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(10, 8, 10, 8)
+        lay.setContentsMargins(8, 8, 8, 8)
         lay.setSpacing(6)
         lay.addLayout(head)
         lay.addWidget(scroll)
@@ -257,6 +292,11 @@ class ExitStrip(QWidget):
 
     def set_input(self, thumb: QImage, lines: tuple[str, ...]) -> None:
         self.cards[INPUT].set_data(CardData("Input", thumb, lines, state="ready"))
+
+    def set_unreadable(self) -> None:
+        """The input file could not be read: nothing to show, and nothing will be."""
+        self.clear()
+        self.cards[INPUT].set_data(CardData("Input", state="unreadable"))
 
     def set_exit(self, k: int, thumb: QImage, score: float, cum_ms: float, gmacs: float,
                  decision: Decision | None = None) -> None:
@@ -286,9 +326,8 @@ class ExitStrip(QWidget):
             card.data.chosen = card.index == k
             card.chosen_by_auto = auto
             d = card.data.decision
-            if auto and card.index == k and d is not None and card.data.lines:
-                # The chosen card says why auto stopped there, in a few words.
-                card.data.lines = (card.data.lines[0], d.short)
+            # The chosen card says why auto stopped there, in a few words.
+            card.data.reason = card_reason(d) if auto and card.index == k and d else ""
             if card.data.state in ("empty", "skipped"):  # a new choice redraws these
                 card.data.state = "skipped" if auto and k is not None and card.index > k \
                     else "empty"
@@ -305,9 +344,9 @@ class ExitStrip(QWidget):
             card.min_exit = min_exit
             card.update()
 
-    def set_policy(self, description: str) -> None:
+    def set_policy(self, description: str, title: str = "Learned exit gate") -> None:
         """The weights' learned gate decides: say so instead of a threshold."""
-        self.threshold_label.setText("Learned exit gate")
+        self.threshold_label.setText(title)
         self.threshold_label.setToolTip(
             f"Auto mode: {description}. It reads the quality scores, how much each exit "
             "changed the picture and, for a JPEG, the file's quantisation tables. Set a "
@@ -317,8 +356,18 @@ class ExitStrip(QWidget):
             card.threshold = None
             card.update()
 
+    def set_rule_loading(self) -> None:
+        """The weights' exit rule is not known yet: say so rather than guess."""
+        self.threshold_label.setText("Exit rule: loading…")
+        self.threshold_label.setToolTip("The exit rule comes with the model weights; it "
+                                        "shows here once they are read")
+        for card in self.cards:
+            card.threshold = None
+            card.update()
+
     def set_mode_text(self, text: str) -> None:
         self.mode_label.setText(text)
+        self.mode_label.setToolTip(text)
 
     def set_sides(self, a: int, b: int) -> None:
         for card in self.cards:

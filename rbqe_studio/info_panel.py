@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -20,7 +21,7 @@ from PySide6.QtWidgets import (
 from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
 from rbqe_studio.jobs import ViewData
-from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_size
+from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_size
 
 
 def _section(title: str) -> QLabel:
@@ -42,7 +43,8 @@ class InfoPanel(QScrollArea):
         self.fields: dict[str, QLabel] = {}
 
         lay.addWidget(_section("Image"))
-        lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality"]))
+        lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality",
+                                  "Note"]))
         note = QLabel("JPEG quality is estimated from the file's quantisation tables; the "
                       "learned exit gate reads the tables themselves as a prior (a file "
                       "re-saved at a higher quality can hide how hard it was compressed, so "
@@ -56,8 +58,10 @@ class InfoPanel(QScrollArea):
                                   "Tiling"]))
 
         lay.addWidget(_section("Per stage"))
-        self.table = QTableWidget(NUM_EXITS, 4)
-        self.table.setHorizontalHeaderLabels(["Stage", "IQA", "Score", "GMAC"])
+        # Each exit's own stage: its network time, score and compute. The assessor's time
+        # is in "Time" below (a fourth column did not fit the panel: "12.5 s" read "12.5…").
+        self.table = QTableWidget(NUM_EXITS, 3)
+        self.table.setHorizontalHeaderLabels(["Time", "Score", "GMAC"])
         self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, NUM_EXITS + 1)])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -70,7 +74,7 @@ class InfoPanel(QScrollArea):
         lay.addWidget(self.table)
 
         lay.addWidget(_section("Time"))
-        lay.addLayout(self._form(["Network", "IQA", "Total"]))
+        lay.addLayout(self._form(["Network", "IQA", "Total", "Computed"]))
         lay.addWidget(_section("Engine"))
         lay.addLayout(self._form(["Weights", "Engine device"]))
         lay.addStretch(1)
@@ -104,8 +108,15 @@ class InfoPanel(QScrollArea):
 
     def _clear_table(self) -> None:
         for row in range(NUM_EXITS):
-            for col in range(4):
+            for col in range(self.table.columnCount()):
                 self.table.setItem(row, col, QTableWidgetItem("–"))
+
+    def show_failed(self, path: Path, reason: str) -> None:
+        """A file that could not be read: its name, and why, where the result would be."""
+        self.clear()
+        self.set("File", path.name)
+        self.fields["File"].setToolTip(str(path))
+        self.set("Chosen exit", f"none: {reason}")
 
     def set_engine(self, info: dict) -> None:
         self.set("Weights", str(info.get("weights", "–")))
@@ -121,8 +132,13 @@ class InfoPanel(QScrollArea):
         self.set("Format", f"{src.format}, {src.bit_depth}-bit")
         colour = {"L": "Grey", "LA": "Grey + alpha", "RGB": "RGB", "RGBA": "RGB + alpha"}
         self.set("Colour", colour.get(src.mode, src.mode))
-        meta = [n for n, v in (("EXIF", src.exif), ("ICC profile", src.icc_profile)) if v]
+        meta = [n for n, v in (("EXIF", src.exif), ("XMP", src.xmp), ("comment", src.comment),
+                               ("ICC profile", src.icc_profile)) if v]
+        if src.dpi:
+            meta.append(f"{src.dpi[0]:g} dpi")
         self.set("Metadata", ", ".join(meta) if meta else "none")
+        # What the reader warned of (only a TIFF's first page, say): "–" when nothing.
+        self.set("Note", " ".join(w[0].upper() + w[1:] + "." for w in src.warnings) or "–")
         q = src.jpeg_quality
         self.set("JPEG quality", f"≈ {q}  (estimate)" if q is not None else "not a JPEG")
 
@@ -156,23 +172,36 @@ class InfoPanel(QScrollArea):
         self._clear_table()
         for e in r.exits:
             row = e.exit - 1
-            for col, text in enumerate((_ms(e.time_ms), _ms(e.iqa_ms), f"{e.score:.3f}",
+            for col, text in enumerate((_ms(e.time_ms), f"{e.score:.3f}",
                                         "–" if math.isnan(e.gmacs) else f"{e.gmacs:.1f}")):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
         if view.saved:
-            for name in ("Network", "IQA", "Total"):
+            for name in ("Network", "IQA", "Total", "Computed"):
                 self.set(name, "–")
             return
-        net = sum(e.time_ms for e in r.exits)
-        self.set("Network", fmt_ms(net))
-        self.set("IQA", fmt_ms(r.iqa_ms))
-        self.set("Total", f"{fmt_ms(r.total_ms)} · {fmt_gmacs(max(e.gmacs for e in r.exits))}")
+        self._show_cost(r)
+
+    def _show_cost(self, r: EnhanceResult) -> None:
+        """What the chosen exit cost; and, when more exits were computed than it needed
+        (a forced exit after "compute all"), what was spent in all."""
+        upto = [e for e in r.exits if e.exit <= r.chosen]
+        ms, gmacs = chosen_cost(r)
+        self.set("Network", fmt_ms(sum(e.time_ms for e in upto)))
+        self.set("IQA", fmt_ms(sum(e.iqa_ms for e in upto)))
+        self.set("Total", f"{fmt_ms(ms)} · {fmt_gmacs(gmacs)} (to exit {r.chosen})")
+        n = len(r.exits)
+        self.set("Computed", f"exits 1–{max(e.exit for e in r.exits)}: {fmt_ms(r.total_ms)} · "
+                 f"{fmt_gmacs(max(e.gmacs for e in r.exits))}" if n > len(upto)
+                 else "only what the chosen exit needed")
 
 
 def _ms(ms: float) -> str:
-    return "–" if math.isnan(ms) else fmt_ms(ms)
+    """A stage's time for the table's narrow cells: "305 ms", "12.5 s"."""
+    if math.isnan(ms):
+        return "–"
+    return f"{ms / 1000:.1f} s" if 10_000 <= ms < 60_000 else fmt_ms(ms)
 
 
 def tiling_text(r: EnhanceResult) -> str:

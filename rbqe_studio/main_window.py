@@ -47,7 +47,7 @@ from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
 from rbqe_studio.session import Session
 from rbqe_studio.settings_panel import SettingsPanel
-from rbqe_studio.state import FAILED, QueueItem, elide_middle, fmt_ms
+from rbqe_studio.state import FAILED, QueueItem, chosen_cost, elide_middle, fmt_ms
 from rbqe_studio.window_state import Layout, restore_window, save_window, weights_problem
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
@@ -64,7 +64,9 @@ class MainWindow(QMainWindow):
         self.store = store
         self.settings = settings_mod.load_settings(store)
         self._fixed_weights = weights or os.environ.get("RBQE_WEIGHTS") or None
-        self._weights_policy = ""  # the weights' default exit policy, described (engine info)
+        # The weights' default exit policy, described: from their metadata at start-up
+        # (check_weights) or the engine's info; "" until then.
+        self._weights_policy = ""
         self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -88,7 +90,8 @@ class MainWindow(QMainWindow):
         for w in (self.queue, self.stack, self.tabs):
             self.splitter.addWidget(w)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([250, 900, 330])
+        # At the default 1280 px the centre keeps room for all six exit cards.
+        self.splitter.setSizes([230, 900, 310])
         self.splitter.setCollapsible(1, False)
         central = QWidget()
         central.setObjectName("central")
@@ -160,8 +163,10 @@ class MainWindow(QMainWindow):
         cp.sides_changed.connect(lambda *_: self._update_actions())
         self.settings_panel.changed.connect(self.setting_changed)
         self.banner.choose_weights.connect(self.choose_weights_file)
+        self.banner.open_settings.connect(lambda: self.tabs.setCurrentWidget(self.settings_panel))
         self.batch.message.connect(lambda text: self.show_message(text, error=True))
         self.batch.running_changed.connect(self._on_batch_running)
+        self.batch.cancelling.connect(self._on_batch_cancelling)
         self.batch.finished.connect(self._on_batch_finished)
         self.batch.open_results.connect(self.open_batch_results)
         self.batch.show_folder.connect(self.show_in_folder)
@@ -201,7 +206,12 @@ class MainWindow(QMainWindow):
     def open_batch_results(self, reports: list) -> None:
         """Queue a batch's images; the viewer reads their saved outputs (no new run)."""
         self.stack.setCurrentWidget(self.compare)
+        known = len(self.session.queue)
         self.session.open_batch_results(reports)
+        if reports and len(self.session.queue) == known:
+            # Nothing new was queued: say so, or the click seems to do nothing.
+            self.show_message(f"The batch's {len(reports)} image{'s' * (len(reports) != 1)} "
+                              "are already in the queue; showing the first")
 
     def clear_queue(self) -> None:
         self.session.remove_all()
@@ -248,16 +258,19 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
+            ms, _ = chosen_cost(r)
             self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
-                              f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(r.total_ms)}")
+                              f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(ms)}")
         self._update_actions()
 
     def _on_view_failed(self, message: str) -> None:
-        self.compare.clear()
         item = self.session.current
         name = item.path.name if item is not None else "this image"
         reason = short_error(item) if item is not None else message
-        self.compare.view.set_message(f"Could not process {name}\n{reason}")
+        self.compare.show_unreadable(f"Could not process {name}\n{reason}")
+        if item is not None:
+            self.info.show_failed(item.path, reason)
+            self.setWindowTitle(f"{name} – RBQE Studio")
         self.show_message(message, error=True)
         self._update_actions()
 
@@ -282,7 +295,8 @@ class MainWindow(QMainWindow):
         self.info.set_engine(info)
         backend = f" ({info['backend']})" if info.get("backend") else ""
         self.device_label.setText(f"Device: {info['device']}{backend}")
-        self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1))
+        self.settings_panel.set_weights_threshold(info["threshold"], info.get("min_exit", 1),
+                                                  str(info.get("rule", "")))
         self._weights_policy = str(info.get("policy", ""))
         self.update_threshold()
         self.banner.show_problem("")
@@ -292,12 +306,20 @@ class MainWindow(QMainWindow):
         # A missing or broken weights file is said with its fix; anything else (device,
         # backend) with the settings that can change it.
         problem, _ = weights_problem(self.session.weights)
-        problem = problem or (f"The model could not be loaded: {message}. Try another "
-                              "device or backend in Settings.")
-        self.banner.show_problem(problem)
-        self.compare.set_unavailable("Not enhanced: no usable model (see above)")
+        if problem:
+            self.banner.show_problem(problem, Banner.CHOOSE_WEIGHTS)
+            short = "no usable model"
+        else:
+            device = self.settings.device
+            problem = (f"The model could not run on device {device!r} with backend "
+                       f"{self.settings.backend!r}: {message}. Choose another device or "
+                       "backend in Settings.")
+            self.banner.show_problem(problem, Banner.OPEN_SETTINGS)
+            self.device_label.setText(f"Device: {device} (not usable)")
+            short = f"device {device} not usable"
+        self.compare.set_unavailable(f"Not enhanced: {short} (see above)")
         log.warning("%s", message)
-        self.show_message("Not enhanced: no usable model; the bar above says how to fix it",
+        self.show_message(f"Not enhanced: {short}; the bar above says how to fix it",
                           error=True)
         self.status.setToolTip(problem)
 
@@ -320,10 +342,14 @@ class MainWindow(QMainWindow):
 
     def _on_batch_running(self, running: bool) -> None:
         self.session.background = not running  # the batch gets the CPU; the view still works
-        self.acts.cancel_batch.setEnabled(running)
+        self._update_actions()
         if running:
             self.tabs.setCurrentWidget(self.batch)
             self.show_message(f"Batch running into {self.settings.output_dir}…")
+
+    def _on_batch_cancelling(self) -> None:
+        self._update_actions()
+        self.show_message("Cancelling the batch (finishing the current image)…")
 
     def _on_batch_finished(self, outcome: BatchOutcome) -> None:
         self.show_message(summary_line(outcome))  # replaces the batch's earlier messages
@@ -346,19 +372,26 @@ class MainWindow(QMainWindow):
         if not self._check_weights:
             return
         problem, info = weights_problem(self.session.weights)
-        if info is not None:
-            self.settings_panel.set_weights_threshold(info.threshold, info.min_exit)
-        self.banner.show_problem(problem)
+        if info is not None:  # the metadata says the exit rule: no need to wait for torch
+            self.settings_panel.set_weights_threshold(info.threshold, info.min_exit,
+                                                      info.policy.rule)
+            self._weights_policy = info.policy.describe()
+        self.banner.show_problem(problem, Banner.CHOOSE_WEIGHTS)
 
     # -- actions -----------------------------------------------------------------------
     def update_threshold(self) -> None:
-        t = self.settings_panel.effective_threshold()
+        """The strip's header names the rule auto uses: the weights' own (learned gate,
+        threshold) or the user's threshold; until the weights are read, "loading"."""
+        panel, strip = self.settings_panel, self.compare.strip
+        rule, t = panel.auto_rule(), panel.effective_threshold()
         source = "custom" if self.settings.threshold is not None else "from the weights"
-        if self.settings.threshold is None and self._weights_policy.startswith("learned gate"):
-            # The weights' default policy is the learned gate: no threshold applies.
-            self.compare.strip.set_policy(self._weights_policy)
-        elif t is not None:
-            self.compare.strip.set_threshold(t, source, self.settings_panel.weights_min_exit)
+        if rule == "assessor" and t is not None:
+            strip.set_threshold(t, source, panel.weights_min_exit)
+        elif rule in ("gate", "fixed"):
+            strip.set_policy(self._weights_policy,
+                             "Learned exit gate" if rule == "gate" else "Fixed exit")
+        else:
+            strip.set_rule_loading()
         mode = self.session.mode
         self.compare.strip.set_mode_text(
             f"Mode: auto ({source})" if mode == "auto" else
@@ -371,11 +404,13 @@ class MainWindow(QMainWindow):
         self.acts.save.setEnabled(has)
         self.acts.save_all.setEnabled(has)
         self.acts.compute_all.setEnabled(has and n < 5)
-        self.acts.redo.setEnabled(self.session.current is not None)
         current = self.session.current
+        # Also for a failed file: the user may have repaired it (or finished copying it),
+        # and Process again reads it afresh.
+        self.acts.redo.setEnabled(current is not None)
         self.acts.show_in_folder.setEnabled(current is not None and bool(current.outputs))
         self.compare.strip.compute_button.setEnabled(has and n < 5)
-        self.acts.cancel_batch.setEnabled(self.batch.running)
+        self.acts.cancel_batch.setEnabled(self.batch.running and not self.batch.is_cancelling)
 
     def _save_dialog(self, suggested: Path) -> str:
         ext = suggested.suffix

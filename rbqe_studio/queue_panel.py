@@ -19,9 +19,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rbqe_studio.state import BLOCKED, DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+from rbqe_studio.state import BLOCKED, DEVICE, DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+from rbqe_studio.widgets import ElidedLabel
 
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
+NAME_ROLE = Qt.ItemDataRole.UserRole + 2  # the name shown: with its folder when names clash
 STATUS_COLORS = {
     WAITING: QColor("#7d838c"),
     RUNNING: QColor("#4c9be8"),
@@ -46,7 +48,8 @@ def status_text(item: QueueItem) -> str:
     elif item.status == FAILED:
         text = f"Failed: {short_error(item)}"
     elif item.status == BLOCKED:
-        text = "Not enhanced: no model"
+        text = ("Not enhanced: device not usable (see Settings)" if item.blocked_by == DEVICE
+                else "Not enhanced: no model")
     elif item.exit is None:
         text = "Done · output exists (skipped)" if item.outputs else "Done"
     else:
@@ -66,11 +69,21 @@ def tooltip_text(item: QueueItem) -> str:
     return "\n".join(lines)
 
 
+def display_names(items: list[QueueItem]) -> list[str]:
+    """Each item's name, with its folder in front where two items share a name (two
+    "broken.jpg" from different folders must be told apart)."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.name] = seen.get(item.name, 0) + 1
+    return [f"{item.path.parent.name}/{item.name}" if seen[item.name] > 1 else item.name
+            for item in items]
+
+
 def row_texts(item: QueueItem, bold: QFontMetrics, fm: QFontMetrics,
-              width: int) -> tuple[str, str]:
+              width: int, name: str | None = None) -> tuple[str, str]:
     """The name (elided in the middle) and status line (elided at the end) of a row
     ``width`` pixels wide: what is cut gets "…", and the row's tooltip has it whole."""
-    return (bold.elidedText(item.name, Qt.TextElideMode.ElideMiddle, width),
+    return (bold.elidedText(name or item.name, Qt.TextElideMode.ElideMiddle, width),
             fm.elidedText(status_text(item), Qt.TextElideMode.ElideRight, width))
 
 
@@ -98,7 +111,7 @@ class _Delegate(QStyledItemDelegate):
         width = r.width() - 36
         bold = QFont(option.font)
         bold.setBold(True)
-        name, line = row_texts(item, QFontMetrics(bold), fm, width)
+        name, line = row_texts(item, QFontMetrics(bold), fm, width, index.data(NAME_ROLE))
         p.setFont(bold)
         p.setPen(QColor("#eeeeee"))
         p.drawText(QRect(text_left, r.top() + 6, width, fm.height()),
@@ -137,7 +150,7 @@ class QueuePanel(QWidget):
         self.setObjectName("queuePanel")
         self.title = QLabel("Queue")
         self.title.setObjectName("panelTitle")
-        self.counts = QLabel("")
+        self.counts = ElidedLabel("")  # a long count must not widen the window
         self.counts.setObjectName("muted")
         self.list = _List()
         self.list.setItemDelegate(_Delegate(self.list))
@@ -154,6 +167,7 @@ class QueuePanel(QWidget):
         self.clear_button.setText("Clear")
         self.clear_button.setToolTip("Remove all images from the queue")
         self.clear_button.clicked.connect(self.clear_requested)
+        self.clear_button.setEnabled(False)  # nothing to clear yet
         head = QHBoxLayout()
         head.addWidget(self.title)
         head.addStretch(1)
@@ -176,6 +190,7 @@ class QueuePanel(QWidget):
             row.setToolTip(tooltip_text(item))
             self.list.addItem(row)
             self._rows[id(item)] = row
+        self._update_names()
         self._update_counts()
 
     def update_item(self, item: QueueItem) -> None:
@@ -209,8 +224,16 @@ class QueuePanel(QWidget):
     def _on_current(self, row: QListWidgetItem | None, _prev: object) -> None:
         self.current_changed.emit(row.data(ITEM_ROLE) if row is not None else None)
 
+    def _items(self) -> list[QueueItem]:
+        return [self.list.item(i).data(ITEM_ROLE) for i in range(self.list.count())]
+
+    def _update_names(self) -> None:
+        for i, name in enumerate(display_names(self._items())):
+            self.list.item(i).setData(NAME_ROLE, name)
+
     def _update_counts(self) -> None:
-        items = [self.list.item(i).data(ITEM_ROLE) for i in range(self.list.count())]
+        items = self._items()
+        self.clear_button.setEnabled(bool(items))
         done = sum(i.status == DONE for i in items)
         failed = sum(i.status == FAILED for i in items)
         text = f"{done}/{len(items)} done" if items else ""

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from rbqe.batch import ItemReport
 from rbqe.engine import ExitResult
+from rbqe.errors import RBQEError
 from rbqe.io import list_images
 from rbqe.model import NUM_EXITS
-from rbqe.weights import PACKAGE_WEIGHTS
+from rbqe.weights import PACKAGE_WEIGHTS, read_info
 from rbqe_studio.jobs import (
     Choice,
     ContinueJob,
@@ -59,13 +60,16 @@ from rbqe_studio.session_events import (
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.state import (
     BLOCKED,
+    DEVICE,
     DONE,
     FAILED,
+    MODEL,
     RUNNING,
     WAITING,
     Queue,
     QueueItem,
     ResultCache,
+    chosen_cost,
     path_key,
 )
 
@@ -74,6 +78,16 @@ log = logging.getLogger(__name__)
 CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
 ENGINE_SETTINGS = ("weights_file", "device", "backend")
 CHOICE_SETTINGS = ("exit_mode", "threshold")
+
+
+def engine_blame(weights: str) -> str:
+    """Why a model could not be built: MODEL when its weights file is missing or
+    unusable (metadata only, cheap), else DEVICE (the device or backend failed)."""
+    try:
+        read_info(weights)
+    except RBQEError:
+        return MODEL
+    return DEVICE
 
 
 @dataclass
@@ -306,7 +320,9 @@ class SessionModel:
         self.queue.clear()
         self.cache.clear()
         self.current, self.view, self._view_gen = None, None, 0
-        return []
+        # Nothing feeds the view any more, and the cancelled jobs' ends are dropped: the
+        # view is not busy from now on (or the progress bar would stay up for ever).
+        return [ViewBusy(False)]
 
     def _cancel_all(self) -> None:
         if self._running is not None:
@@ -416,7 +432,7 @@ class SessionModel:
         item.status, item.error = DONE, ""
         item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
         if not view.saved:  # read back from a batch: its report has the time
-            item.time_ms = r.total_ms
+            item.time_ms = chosen_cost(r)[0]
 
     def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
         assert job.view is not None
@@ -478,6 +494,7 @@ class SessionModel:
         run = self._mine(gen)
         if run is not None:
             run.item.status, run.item.error = BLOCKED, message
+            run.item.blocked_by = engine_blame(self.weights)
             events.append(ItemChanged(run.item))
             self._running = None
         return events + [ViewBusy(False), EngineError(message)]

@@ -40,6 +40,19 @@ def cuda_devices() -> list[tuple[str, str]]:
         return []
 
 
+def compact(combo: QComboBox, chars: int = 12) -> QComboBox:
+    """``combo`` sized by ``chars`` characters, not by its longest item (which is elided),
+    so that a long label cannot widen the panel and with it the window."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
+# What each exit rule of the weights means for the Auto item and the threshold note.
+AUTO_TEXT = {"": "Auto (the weights' rule: loading…)", "assessor": "Auto (stop at the threshold)",
+             "gate": "Auto (learned exit gate)", "fixed": "Auto (the weights' fixed exit)"}
+
+
 class FolderField(QWidget):
     """A line edit with a Browse… button."""
 
@@ -80,6 +93,7 @@ class SettingsPanel(QWidget):
         self.settings = settings
         self.weights_threshold: float | None = None
         self.weights_min_exit = 1  # the earliest exit auto may stop at, from the weights
+        self.weights_rule = ""  # the weights' default exit rule ("": not known yet)
 
         self.device = QComboBox()
         self.device.addItem("Automatic (GPU if available)", "auto")
@@ -99,25 +113,32 @@ class SettingsPanel(QWidget):
         self.fixed_weights = ""
         self.model = QComboBox()
         self.model.addItem("Shipped (RGB)", "shipped")
+        for combo in (self.device, self.backend, self.model):
+            compact(combo)
         self.model.setToolTip("Back to the shipped model (weights/MODEL_CARD.md)")
-        self.mode = QComboBox()
-        self.mode.addItem("Auto (stop at the threshold)", "auto")
+        self.mode = compact(QComboBox())
+        self.mode.addItem(AUTO_TEXT[""], "auto")
         for k in range(1, NUM_EXITS + 1):
             self.mode.addItem(f"Always exit {k}", str(k))
+        # Under a learned gate (or a fixed exit) the threshold is an opt-in override.
+        self.use_threshold = QCheckBox("Use a score threshold")
+        self.use_threshold.setToolTip("Auto then stops at the first exit whose quality score "
+                                      "reaches the threshold below, not where the weights' "
+                                      "own rule would")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setDecimals(3)
         self.threshold.setSingleStep(0.005)
         self.threshold.setKeyboardTracking(False)
         self.reset = QPushButton("Reset")
-        self.reset.setToolTip("Use the threshold stored with the weights")
+        self.reset.setToolTip("Use the weights' own exit rule")
         self.threshold_note = QLabel("")
         self.threshold_note.setObjectName("muted")
         # Wrapped, so that a longer note ("custom (weights: …)") cannot widen the panel
         # and shift the splitter while the threshold is edited.
         self.threshold_note.setWordWrap(True)
 
-        self.format = QComboBox()
+        self.format = compact(QComboBox(), 6)
         for value, label in (("png", "PNG (lossless)"), ("jpeg", "JPEG"), ("webp", "WebP")):
             self.format.addItem(label, value)
         self.quality = QSpinBox()
@@ -126,7 +147,10 @@ class SettingsPanel(QWidget):
         self.suffix = QLineEdit()
         self.suffix.setPlaceholderText("none")
         self.output = FolderField("Output folder")
-        self.keep_metadata = QCheckBox("Keep metadata (EXIF and ICC profile)")
+        self.keep_metadata = QCheckBox("Keep metadata (EXIF, XMP)")
+        self.keep_metadata.setToolTip("Outputs keep the input's EXIF, XMP (rights, captions, "
+                                      "keywords) and comment. The ICC colour profile and the "
+                                      "resolution are always kept: they describe the pixels")
         self.strip_gps = QCheckBox("Remove GPS location")
         self.strip_gps.setToolTip("Outputs keep the camera, date and other EXIF, but not "
                                   "where the photo was taken (rbqe enhance --strip-gps)")
@@ -136,16 +160,15 @@ class SettingsPanel(QWidget):
         proc.addRow("Backend", self.backend)
         proc.addRow("Model", self.model)
         proc.addRow("Exit mode", self.mode)
+        proc.addRow("", self.use_threshold)
         row = QHBoxLayout()
         row.addWidget(self.threshold, 1)
         row.addWidget(self.reset)
         proc.addRow("Threshold", row)
         proc.addRow("", self.threshold_note)
         out = QFormLayout()
-        fmt_row = QHBoxLayout()
-        fmt_row.addWidget(self.format, 1)
-        fmt_row.addWidget(self.quality)
-        out.addRow("Format", fmt_row)
+        out.addRow("Format", self.format)
+        out.addRow("", self.quality)  # two rows: side by side they widen the panel
         out.addRow("File suffix", self.suffix)
         out.addRow("Folder", self.output)
         out.addRow("", self.keep_metadata)
@@ -165,6 +188,8 @@ class SettingsPanel(QWidget):
             lambda: self._set("backend", self.backend.currentData()))
         self.model.currentIndexChanged.connect(self._on_model)
         self.mode.currentIndexChanged.connect(lambda: self._set("exit_mode", self.mode.currentData()))
+        self.use_threshold.toggled.connect(
+            lambda on: self._set("threshold", round(self.threshold.value(), 3) if on else None))
         self.threshold.valueChanged.connect(lambda v: self._set("threshold", round(v, 3)))
         self.reset.clicked.connect(lambda: self._set("threshold", None))
         self.format.currentIndexChanged.connect(
@@ -198,10 +223,35 @@ class SettingsPanel(QWidget):
         self.model.setToolTip(f"Fixed by --weights / RBQE_WEIGHTS: {weights}")
         self.refresh()
 
-    def set_weights_threshold(self, threshold: float, min_exit: int = 1) -> None:
+    def set_weights_threshold(self, threshold: float, min_exit: int = 1,
+                              rule: str | None = None) -> None:
+        """The weights' assessor threshold and earliest exit, and their default exit rule
+        (None: unchanged)."""
         self.weights_threshold = threshold
         self.weights_min_exit = min_exit
+        if rule is not None:
+            self.weights_rule = rule
         self.refresh()
+
+    def auto_rule(self) -> str:
+        """The rule auto mode uses: a custom threshold means the quality score."""
+        return "assessor" if self.settings.threshold is not None else self.weights_rule
+
+    def _threshold_note(self) -> str:
+        s = self.settings
+        # The earliest exit comes with the weights; the threshold applies from there on.
+        start = f"; auto stops from exit {self.weights_min_exit} on" \
+            if self.weights_min_exit > 1 else ""
+        if s.threshold is None:
+            return {"": "the weights' exit rule: loading…",
+                    "assessor": f"from the weights{start}",
+                    "gate": "not used: the weights' learned gate decides",
+                    }.get(self.weights_rule, "not used by the weights' exit rule")
+        if self.weights_threshold is not None and self.weights_rule in ("", "assessor"):
+            return f"custom (weights: {self.weights_threshold:.3f}){start}"
+        if self.weights_rule not in ("", "assessor"):
+            return f"custom: auto uses the quality score, not the weights' rule{start}"
+        return f"custom{start}"
 
     def effective_threshold(self) -> float | None:
         s = self.settings
@@ -211,7 +261,7 @@ class SettingsPanel(QWidget):
         """Show the settings' current values without emitting changes."""
         s = self.settings
         blockers = [QSignalBlocker(w) for w in (self.device, self.backend, self.model, self.mode,
-                                                self.threshold,
+                                                self.threshold, self.use_threshold,
                                                 self.format, self.quality, self.suffix,
                                                 self.keep_metadata, self.strip_gps)]
         index = self.device.findData(s.device)
@@ -235,18 +285,17 @@ class SettingsPanel(QWidget):
             self.model.setCurrentIndex(0)
         self.proc.setRowVisible(self.model, bool(weights))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
+        self.mode.setItemText(0, AUTO_TEXT.get(self.auto_rule(), "Auto"))
         value = self.effective_threshold()
         self.threshold.setValue(value if value is not None else 0.855)
-        # The earliest exit comes with the weights; the threshold applies from there on.
-        start = f"; auto stops from exit {self.weights_min_exit} on" if self.weights_min_exit > 1 else ""
-        if s.threshold is None:
-            self.threshold_note.setText(f"from the weights{start}")
-        elif self.weights_threshold is not None:
-            self.threshold_note.setText(f"custom (weights: {self.weights_threshold:.3f}){start}")
-        else:
-            self.threshold_note.setText(f"custom{start}")
+        self.threshold_note.setText(self._threshold_note())
         self.reset.setEnabled(s.threshold is not None)
-        self.threshold.setEnabled(s.exit_mode == "auto")
+        override = self.weights_rule not in ("", "assessor")  # the threshold is opt-in
+        self.proc.setRowVisible(self.use_threshold, override)
+        self.use_threshold.setChecked(s.threshold is not None)
+        self.use_threshold.setEnabled(s.exit_mode == "auto")
+        self.threshold.setEnabled(s.exit_mode == "auto" and (not override or
+                                                            s.threshold is not None))
         self.format.setCurrentIndex(max(0, self.format.findData(s.output_format)))
         self.quality.setValue(s.quality)
         self.quality.setEnabled(s.output_format != "png")

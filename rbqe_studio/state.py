@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from rbqe.batch import ItemReport
+    from rbqe.engine import EnhanceResult
 
 from rbqe.io import path_key  # the one identity rule: the queue agrees with the batch lister
 
 WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
 BLOCKED = "blocked"  # waits for a usable model (missing weights, unusable device)
+MODEL, DEVICE = "model", "device"  # what blocks it: the weights file, or the device/backend
 
 
 @dataclass
@@ -33,6 +35,7 @@ class QueueItem:
     time_ms: float | None = None
     outputs: list[Path] = field(default_factory=list)  # files written for it (batch, saves)
     report: ItemReport | None = None  # from a batch: the viewer loads its saved outputs
+    blocked_by: str = ""  # BLOCKED: MODEL or DEVICE
 
     @property
     def name(self) -> str:
@@ -43,6 +46,7 @@ class QueueItem:
         self.status, self.error = WAITING, ""
         self.exit = self.score = self.time_ms = None
         self.report = None
+        self.blocked_by = ""
 
 
 class Queue:
@@ -185,6 +189,16 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{m} min {s:02d} s"
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min"
+
+
+def chosen_cost(r: EnhanceResult) -> tuple[float, float]:
+    """What the chosen exit cost (ms, GMAC): the time up to it, not that of the exits
+    computed beyond it (a forced exit 2 after "compute all" cost exit 1 and 2 only)."""
+    upto = [e for e in r.exits if e.exit <= r.chosen]
+    gmacs = max(e.gmacs for e in upto)
+    if len(upto) == len(r.exits):
+        return r.total_ms, gmacs  # everything computed was needed: the whole run
+    return sum(e.time_ms + e.iqa_ms for e in upto), gmacs
 
 
 def fmt_gmacs(g: float | None) -> str:

@@ -12,6 +12,7 @@ from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 ACCENT = "#4c9be8"
+DISABLED = "#62676e"  # text of what cannot be used now
 RES = (Path(__file__).resolve().parent / "resources").as_posix()
 
 STYLE = f"""
@@ -22,6 +23,10 @@ QToolBar QToolButton {{ padding: 4px 9px; border-radius: 5px; color: #dfe3e8; }}
 QToolBar QToolButton:hover {{ background: #2c3036; }}
 QToolBar QToolButton:checked {{ background: #2f4863; color: white; }}
 QToolButton:checked {{ background: #2f4863; color: white; border-color: {ACCENT}; }}
+QToolBar#compareBar {{ padding: 2px 4px; spacing: 2px; }}
+QToolBar#compareBar QToolButton {{ padding: 3px 7px; }}
+QToolBar#compareBar QToolButton#qt_toolbar_ext_button {{ padding: 0; min-width: 16px;
+    background: #2c3036; border-radius: 4px; qproperty-icon: url({RES}/down.svg); }}
 QToolBar QToolButton:disabled {{ color: #5d636b; }}
 QToolBar QLabel {{ color: #a5abb3; padding: 0 4px; }}
 QStatusBar {{ background: #202328; color: #b7bcc3; border-top: 1px solid #2c3036; }}
@@ -57,6 +62,11 @@ QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox {{ background: #16181b; color: #e
     border: 1px solid #3a3f46; border-radius: 5px; padding: 3px 6px; min-height: 20px; }}
 QLineEdit:focus, QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus {{
     border-color: {ACCENT}; }}
+QLineEdit:disabled, QComboBox:disabled, QSpinBox:disabled, QDoubleSpinBox:disabled {{
+    color: {DISABLED}; background: #1d1f23; border-color: #2c3036; }}
+QCheckBox:disabled, QLabel:disabled, QToolButton:disabled {{ color: {DISABLED}; }}
+QCheckBox::indicator:disabled {{ border-color: #3a3f46; background: #1d1f23; }}
+QCheckBox::indicator:checked:disabled {{ background: #2f4863; border-color: #2f4863; }}
 QProgressBar {{ background: #16181b; border: 1px solid #3a3f46; border-radius: 5px;
                 text-align: center; color: #e6e6e6; min-height: 18px; }}
 QProgressBar::chunk {{ background: {ACCENT}; border-radius: 4px; }}

@@ -99,7 +99,8 @@ class Worker(QObject):
                                     "weights": str(info.path) if info.path else "built-in test model",
                                     "threshold": float(info.threshold),
                                     "min_exit": int(self._enhancer.min_exit),
-                                    "policy": info.policy.describe()})
+                                    "policy": info.policy.describe(),
+                                    "rule": info.policy.rule})
         # The job carries the policy: a custom threshold means the assessor rule with it,
         # none the weights' default policy (which may be the learned gate).
         return with_policy(self._enhancer, job.policy.resolve(self._enhancer.info))

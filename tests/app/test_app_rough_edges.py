@@ -340,5 +340,5 @@ def test_chosen_card_reason_wraps_or_elides_with_the_whole_in_the_tooltip(qtbot,
         window.open_paths([images[0]])
     r = blocker.args[0].result
     card = window.compare.strip.cards[r.chosen]
-    assert card.data.lines[-1] == r.decision.short
+    assert card.data.reason.startswith(("stopped:", "went on:"))
     assert r.decision.text[1:] in card.toolTip()

@@ -1,0 +1,301 @@
+"""Defects a reviewer met driving the app: window width, the exit rule shown, costs,
+errors, locked forms and the small words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QApplication, QLineEdit, QScrollArea
+
+from rbqe.engine import Enhancer
+from rbqe.errors import RBQEError
+from rbqe.exit_policy import FEATURES, Decision, ExitPolicy
+from rbqe.weights import set_policy
+from rbqe_studio.queue_panel import status_text
+from rbqe_studio.state import DONE, FAILED, chosen_cost, fmt_ms
+from tests.helpers import save_tiny_weights, tiny_enhancer
+
+TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
+NARROW = 1000  # a 1366-px laptop screen, with room to spare
+
+
+def finish(qtbot, window, paths) -> object:
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.open_paths(paths)
+    return blocker.args[0]
+
+
+def gate_weights(path: Path) -> Path:
+    """Tiny weights whose default exit rule is a learned gate (it always goes on)."""
+    save_tiny_weights(path, threshold=0.3, min_exit=3)
+    n = len(FEATURES)
+    gate = ExitPolicy("gate", {"features": list(FEATURES), "tau": 0.065, "min_exit": 3,
+                               "mean": [[0.0] * n] * 4, "scale": [[1.0] * n] * 4,
+                               "coef": [[0.0] * n] * 4, "bias": [9.0] * 4})
+    set_policy(path, "gate", gate, default=True)
+    return path
+
+
+# -- 1, 2: width -------------------------------------------------------------------------
+def test_the_window_stays_narrow_and_never_grows_by_itself(qtbot, window, images,
+                                                           tmp_path) -> None:
+    window.resize(NARROW, 700)
+    assert window.minimumSizeHint().width() <= NARROW
+    finish(qtbot, window, [images[0]])
+    assert window.minimumSizeHint().width() <= NARROW
+    window.settings_panel.set_weights_threshold(0.855, 3)  # longer words in the strip
+    panel = window.batch
+    panel.input.set_text(str(images[0].parent))
+    panel.output.set_text(str(tmp_path / "out"))
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.outcome is not None, timeout=TIMEOUT)
+    for tab in (window.info, window.settings_panel, window.batch):
+        window.tabs.setCurrentWidget(tab)
+        QApplication.processEvents()
+        assert window.minimumSizeHint().width() <= NARROW
+        assert window.width() == NARROW
+
+
+def test_all_six_cards_fit_at_the_default_width(qtbot, window, images) -> None:
+    window.resize(1280, 800)
+    qtbot.waitUntil(lambda: window.width() == 1280)
+    finish(qtbot, window, [images[0]])
+    scroll = window.compare.strip.findChild(QScrollArea, "cardScroll")
+    QApplication.processEvents()
+    assert scroll.horizontalScrollBar().maximum() == 0
+    assert all(card.width() >= card.minimumWidth() for card in window.compare.strip.cards)
+
+
+# -- 3, 4: the exit rule -------------------------------------------------------------------
+def test_a_learned_gate_is_described_from_the_start(qtbot, store, images, tmp_path) -> None:
+    from rbqe_studio.main_window import MainWindow
+
+    weights = gate_weights(tmp_path / "gate.safetensors")
+    win = MainWindow(store, lambda spec: Enhancer(spec.weights, device="cpu", tile=0),
+                     weights=str(weights))
+    qtbot.addWidget(win)
+    strip, panel = win.compare.strip, win.settings_panel
+    # Before the engine loads: read from the metadata, never a threshold rule.
+    assert strip.threshold_label.text() == "Learned exit gate"
+    assert "learned exit gate" in panel.mode.itemText(0)
+    assert not panel.threshold.isEnabled() and "not used" in panel.threshold_note.text()
+    assert panel.use_threshold.isVisibleTo(panel) and not panel.use_threshold.isChecked()
+    r = finish(qtbot, win, [images[0]]).result
+    assert strip.threshold_label.text() == "Learned exit gate" and r.chosen == 5
+    card = strip.cards[5]  # the chosen card: why, in words, and still its cost
+    assert card.data.reason == "went on: the gate saw more to gain"
+    assert card.data.lines[1].endswith("GMAC")
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
+        panel.use_threshold.setChecked(True)  # opt in to the score threshold
+    assert strip.threshold_label.text().startswith("Threshold 0.300")
+    assert panel.threshold.isEnabled() and "stop at the threshold" in panel.mode.itemText(0)
+    win.close()
+
+
+def test_the_rule_is_loading_not_guessed_before_the_engine_says(qtbot, window,
+                                                                images) -> None:
+    assert window.compare.strip.threshold_label.text() == "Exit rule: loading…"
+    finish(qtbot, window, [images[0]])  # the tiny model: the assessor rule
+    assert window.compare.strip.threshold_label.text().startswith("Threshold")
+
+
+def test_the_chosen_card_says_why_and_keeps_its_gmac(qtbot, window, images) -> None:
+    window.settings_panel.threshold.setValue(0.0)  # exit 1 reaches it
+    r = finish(qtbot, window, [images[0]]).result
+    card = window.compare.strip.cards[r.chosen]
+    assert card.data.reason == "stopped: score ≥ 0.000"
+    assert card.data.lines[0].startswith("Σ") and card.data.lines[1].endswith("GMAC")
+
+
+def test_score_colours_follow_the_rule(qtbot) -> None:
+    """Exit 5 ends the walk when no score reached the threshold: not a pass (not green)."""
+    from rbqe_studio.exits import CardData, ExitCard
+
+    card = ExitCard(5)
+    qtbot.addWidget(card)
+    last = Decision(True, 5, "last exit", {"score": 0.77, "threshold": 0.99}, "…")
+    card.set_data(CardData("Exit 5", score=0.77, state="ready", decision=last))
+    assert not card.score_passes()
+    reached = Decision(True, 3, "assessor", {"score": 0.87, "threshold": 0.85}, "…")
+    card.set_data(CardData("Exit 3", score=0.87, state="ready", decision=reached))
+    assert card.score_passes()
+
+
+# -- 5, 6, 7: progress, device errors, costs ---------------------------------------------
+def test_clear_while_an_image_runs_hides_the_progress(qtbot, window, tmp_path, jpeg) -> None:
+    big = jpeg(tmp_path / "big.jpg", size=(512, 384))
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_busy, timeout=TIMEOUT):
+        window.open_paths([big])
+    assert window.progress.isVisible()
+    window.clear_queue()
+    assert not window.progress.isVisible()
+    assert not window.queue.clear_button.isEnabled()  # nothing left to clear
+
+
+def test_a_device_error_is_not_called_a_missing_model(qtbot, store, images) -> None:
+    from rbqe_studio.main_window import MainWindow
+
+    def factory(spec):
+        if spec.device == "cuda:3":
+            raise RBQEError("device 'cuda:3' requested but CUDA is not available")
+        return tiny_enhancer()
+
+    store.setValue("settings/device", "cuda:3")
+    win = MainWindow(store, factory, check_weights=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.session.engine_error, timeout=TIMEOUT):
+        win.open_paths([images[0]])
+    item = win.session.queue.items[0]
+    qtbot.waitUntil(lambda: item.status == "blocked", timeout=TIMEOUT)
+    assert "device" in status_text(item) and "no model" not in status_text(item)
+    assert win.banner.settings_button.isVisible() and not win.banner.button.isVisible()
+    assert "cuda:3" in win.banner.text() and "cuda:3" in win.device_label.text()
+    assert "no usable model" not in win.status.text()
+    win.banner.settings_button.click()
+    assert win.tabs.currentWidget() is win.settings_panel
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
+        panel = win.settings_panel
+        panel.device.setCurrentIndex(panel.device.findData("cpu"))
+    assert not win.banner.isVisible() and item.status == DONE
+    assert "cpu" in win.device_label.text()
+    win.close()
+
+
+def test_a_forced_exit_reports_what_it_cost(qtbot, window, images) -> None:
+    window.session.mode_override = "all"
+    finish(qtbot, window, [images[0]])
+    panel = window.settings_panel
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        panel.mode.setCurrentIndex(panel.mode.findData("2"))
+    r = blocker.args[0].result
+    ms, gmacs = chosen_cost(r)
+    assert r.chosen == 2 and len(r.exits) == 5 and ms < r.total_ms
+    assert gmacs == r.exit_result(2).gmacs
+    item = window.session.queue.items[0]
+    assert item.time_ms == ms and fmt_ms(ms) in status_text(item)
+    assert fmt_ms(ms) in window.status.text() and fmt_ms(r.total_ms) not in window.status.text()
+    assert window.info.fields["Total"].text().startswith(fmt_ms(ms))
+    assert fmt_ms(r.total_ms) in window.info.fields["Computed"].text()
+
+
+# -- 8, 9: disabled fields, the batch form -------------------------------------------------
+def test_disabled_fields_look_disabled(qtbot) -> None:
+    from rbqe_studio.theme import STYLE
+
+    edit = QLineEdit("some/folder")
+    edit.setStyleSheet(STYLE)
+    qtbot.addWidget(edit)
+    edit.resize(160, 30)
+    enabled = edit.grab().toImage()
+    edit.setEnabled(False)
+    assert edit.grab().toImage() != enabled
+
+
+def test_the_batch_form_locks_while_running_and_cancel_says_so(qtbot, window, tmp_path,
+                                                               jpeg) -> None:
+    src = tmp_path / "many"
+    for i in range(8):
+        jpeg(src / f"p{i}.jpg", size=(96, 64), seed=i)
+    panel = window.batch
+    panel.input.set_text(str(src))
+    panel.output.set_text(str(tmp_path / "out"))
+    assert panel.run()
+    fields = (panel.input, panel.output, panel.recursive, panel.overwrite)
+    assert not any(w.isEnabled() for w in fields)
+    qtbot.waitUntil(lambda: panel.bar.maximum() == 8, timeout=TIMEOUT)
+    window.acts.cancel_batch.trigger()
+    assert panel.current.text().startswith("Cancelling") and panel.eta.text() == ""
+    assert not window.acts.cancel_batch.isEnabled() and not panel.cancel.isEnabled()
+    assert "Cancelling" in window.status.text()
+    qtbot.waitUntil(lambda: panel.outcome is not None, timeout=TIMEOUT)
+    assert all(w.isEnabled() for w in fields)
+    if panel.outcome.cancelled and panel.outcome.summary is not None:
+        done = panel.outcome.summary.processed
+        if done:
+            assert f"{done} of 8 images done" in panel.summary.toPlainText()
+
+
+# -- 11, 12, 13: zoom, unreadable files, small words ---------------------------------------
+def test_zoom_reads_100_percent_at_1to1_on_a_high_dpi_screen(qtbot, window, images,
+                                                             monkeypatch) -> None:
+    finish(qtbot, window, [images[0]])
+    view = window.compare.view
+    monkeypatch.setattr(view, "devicePixelRatioF", lambda: 2.0)
+    view.actual_size()
+    assert window.compare.zoom_label.text() == "100%"
+
+
+def test_an_unreadable_file_is_named_and_can_be_read_again_once_repaired(
+        qtbot, window, images, tmp_path) -> None:
+    finish(qtbot, window, [images[0]])
+    window.compare.view.zoom(2.0)
+    bad = tmp_path / "in" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with qtbot.waitSignal(window.session.view_failed, timeout=TIMEOUT):
+        window.open_paths([bad])
+    assert window.session.current.status == FAILED
+    assert window.info.fields["File"].text() == "broken.jpg"
+    assert window.compare.zoom_label.text() == ""  # not the previous image's zoom
+    assert window.compare.strip.cards[0].data.state == "unreadable"
+    bad.write_bytes(images[0].read_bytes())  # the user repairs it, then Process again
+    assert window.acts.redo.isEnabled()
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.acts.redo.trigger()
+    assert window.session.current.status != FAILED
+
+
+def test_same_names_show_their_folder_and_formats_read_well(qtbot, window, jpeg,
+                                                            tmp_path) -> None:
+    from rbqe_studio.drop_zone import formats_text
+    from rbqe_studio.queue_panel import NAME_ROLE
+
+    a = jpeg(tmp_path / "one" / "photo.jpg")
+    b = jpeg(tmp_path / "two" / "photo.jpg", seed=1)
+    window.session.add_paths([a, b])
+    names = [window.queue.list.item(i).data(NAME_ROLE) for i in range(2)]
+    assert names == ["one/photo.jpg", "two/photo.jpg"]
+    text = formats_text()
+    assert "JPG" not in text and "JPEG" not in text and "PNG" in text and " and " in text
+
+
+def test_opening_batch_results_already_queued_says_so(qtbot, window, images, tmp_path) -> None:
+    panel = window.batch
+    panel.input.set_text(str(images[0].parent))
+    panel.output.set_text(str(tmp_path / "out"))
+    window.open_paths(images)
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.outcome is not None, timeout=TIMEOUT)
+    panel.open_button.click()
+    assert "already in the queue" in window.status.text()
+
+
+@pytest.mark.parametrize("rule", ["gate", "assessor"])
+def test_reason_words(rule) -> None:
+    from rbqe_studio.exits import card_reason
+
+    if rule == "gate":
+        d = Decision(True, 3, "gate", {"tau_db": 0.065, "predicted_gain_db": 0.01}, "…")
+        assert card_reason(d) == "stopped: gate predicts < 0.065 dB more"
+    else:
+        d = Decision(True, 5, "last exit", {"score": 0.7, "threshold": 0.99}, "…")
+        assert card_reason(d) == "went on: no score reached 0.990"
+
+
+
+def test_info_lists_the_metadata_and_what_the_reader_warned_of(qtbot, window, tmp_path
+                                                               ) -> None:
+    from PIL import Image
+
+    from tests.helpers import jpeg_pixels
+
+    pages = [Image.fromarray(jpeg_pixels(40, 48, seed=n)) for n in (1, 2, 3)]
+    tiff = tmp_path / "scan.tif"
+    pages[0].save(tiff, save_all=True, append_images=pages[1:], dpi=(300, 300))
+    finish(qtbot, window, [tiff])
+    assert "300 dpi" in window.info.fields["Metadata"].text()
+    assert window.info.fields["Note"].text() == (
+        "Only the first of 3 pages is enhanced (multi-page TIFF); the output has that page "
+        "only.")
