@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import time
@@ -45,7 +46,13 @@ from rbqe.io import (
 from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.identity import path_key
-from rbqe.io.output_log import OutputNotes, written_outputs
+from rbqe.io.output_log import (
+    OUTPUT_LOG,
+    OutputNotes,
+    probe_output_log,
+    retract_output,
+    written_outputs,
+)
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -101,6 +108,7 @@ class ItemReport:
     tile_exits: dict[str, Any] | None = None  # rbqe.results.TileExits.to_json()
     warnings: list[str] = field(default_factory=list)  # rbqe.io.LoadedImage.warnings
     write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
+    write_path: Path | None = field(default=None, repr=False)  # the output it failed on
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -301,6 +309,8 @@ def _not_this_result(target: Path, source: Path, result: str, notes: OutputNotes
     noted = notes.get(target)
     if noted is None:
         return "was not made by rbqe"
+    if not noted.stands_for(target):
+        return "is not the file rbqe wrote there (it was replaced or edited since)"
     if os.path.exists(noted.source) and path_key(noted.source) != path_key(source):
         return f"was made from {noted.source}"
     if noted.result is not None and noted.result != result:
@@ -407,7 +417,7 @@ def run_batch(
         for n in sorted(done):
             item = done[n]
             items.append(item)
-            if item.write_errno in _FOLDER_ERRNOS:
+            if item.write_errno in _FOLDER_ERRNOS or _folder_refuses(item):
                 folder_error = folder_error or item.write_errno
             elif item.status == "failed":
                 # INFO, not ERROR: the failure is in the summary and front ends show it
@@ -426,6 +436,18 @@ def run_batch(
                         options.mode)
 
 
+def _folder_refuses(item: ItemReport) -> bool:
+    """Whether a permission error writing ``item``'s output is its folder's (made read-only
+    during the batch: every image would fail in turn) rather than one file's."""
+    if item.write_errno not in (errno.EACCES, errno.EPERM) or item.write_path is None:
+        return False
+    try:
+        probe_writable(item.write_path.parent)
+    except OSError:
+        return True
+    return False
+
+
 def check_output_folder(out_dir: Path) -> None:
     """Creates ``out_dir`` and proves it writable, before any image is enhanced.
 
@@ -438,6 +460,11 @@ def check_output_folder(out_dir: Path) -> None:
         probe_writable(out_dir)
     except OSError as exc:
         raise OutputFolderError(out_dir, f"cannot write to the output folder: "
+                                f"{_os_reason(exc)}") from None
+    try:  # an output that cannot be noted could not be told from a user's file later
+        probe_output_log(out_dir)
+    except OSError as exc:
+        raise OutputFolderError(out_dir, f"cannot note outputs in {OUTPUT_LOG} there: "
                                 f"{_os_reason(exc)}") from None
 
 
@@ -471,12 +498,14 @@ def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None
     all exist or another rbqe process holds its claim, ``failed`` when a file that is not
     its result stands in an output's place (:func:`existing_conflict`); else None, with
     the claim held until ``claims`` closes."""
-    # A planned ``todo`` (the Ray engine's retried batch) is done whatever exists now.
-    if job.todo is None and not job.options.overwrite:
-        conflict = existing_conflict(job.path, job.targets, job.options, job.notes)
+    if not job.options.overwrite:
+        # A planned ``todo`` (the Ray engine's): only its outputs are looked at, as the
+        # driver planned; a file that appeared at one since is judged like any other.
+        looked_at = job.targets if job.todo is None else job.todo
+        conflict = existing_conflict(job.path, looked_at, job.options, job.notes)
         if conflict is not None:
             return conflict
-        if all(os.path.exists(p) for p in job.targets.values()):
+        if job.todo is None and all(os.path.exists(p) for p in job.targets.values()):
             return _skipped(job)
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
@@ -503,6 +532,9 @@ def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
 
 
 def _todo(job: _Job) -> dict[str | None, Path]:
+    """The outputs to write now that the claim is held: the missing ones (another rbqe
+    process may have written some meanwhile), or the planned ``todo`` (a Ray batch
+    retried after its worker died writes them again, over that worker's own outputs)."""
     return pending_outputs(dict(job.targets), job.options) if job.todo is None else job.todo
 
 
@@ -528,12 +560,11 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
         if tag in todo:
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
-            if target.parent in job.noted:
-                # before writing: a kill can come any time
-                record_output(target, job.path, result_name(tag, options.mode))
-            save_like(target, result.exit_result(k).image, src, fmt=options.fmt,
-                      quality=options.quality, keep_metadata=options.keep_metadata,
-                      strip_gps=options.strip_gps, protect=job.protect)
+            save = functools.partial(
+                save_like, target, result.exit_result(k).image, src, fmt=options.fmt,
+                quality=options.quality, keep_metadata=options.keep_metadata,
+                strip_gps=options.strip_gps, protect=job.protect)
+            _write_output(job, target, result_name(tag, options.mode), save)
         outputs[_key(tag, k)] = target
     total = (time.perf_counter() - t0) * 1000
     item = item_from_result(job.path, result, outputs, total, enhancer)
@@ -541,11 +572,48 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
     return item
 
 
+def _write_output(job: _Job, target: Path, result: str, save: Callable[..., object]) -> None:
+    """``save(replace=...)`` the output at ``target``, its note in the output log kept true.
+
+    A file at ``target`` is replaced only with ``overwrite``, or for a planned ``todo``
+    when the output log says it is this very output (a dead Ray worker's). Noted before
+    the write (a kill can come any time: an output must never be left unnoted) and again
+    with its size once written. If the write fails, the note is taken back, or the
+    earlier note of the file still there is restored: a note must not stand for a file
+    rbqe did not write (a user's later file of that name).
+    """
+    earlier = job.notes.get(target) if os.path.lexists(target) else None
+    own = (earlier is not None and earlier.stands_for(target) and earlier.result == result
+           and path_key(earlier.source) == path_key(job.path))
+    replace = job.options.overwrite or (job.todo is not None and own)
+    if target.parent not in job.noted:
+        save(replace=replace)
+        return
+    try:
+        record_output(target, job.path, result)
+    except OSError as exc:
+        error = ImageWriteError(target, f"cannot note this output in its folder's "
+                                        f"{OUTPUT_LOG}: {_os_reason(exc)}")
+        error.errno = exc.errno
+        raise error from None
+    try:
+        save(replace=replace)
+    except BaseException:
+        if earlier is not None and earlier.stands_for(target):
+            with contextlib.suppress(OSError):
+                record_output(target, earlier.source, earlier.result, size=earlier.size)
+        else:
+            retract_output(target, job.path)
+        raise
+    with contextlib.suppress(OSError):  # the note without a size still stands for it
+        record_output(target, job.path, result, size=os.path.getsize(target))
+
+
 def _failure(path: Path, exc: Exception) -> ItemReport:
     """The report entry of an image whose reading, enhancing or writing raised ``exc``."""
     if isinstance(exc, ImageWriteError):
         failed = ItemReport(path, "failed", error=str(exc))
-        failed.write_errno = exc.errno
+        failed.write_errno, failed.write_path = exc.errno, Path(exc.path)
         return failed
     if isinstance(exc, RBQEError):
         return ItemReport(path, "failed", error=str(exc))
@@ -660,6 +728,10 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
             "failed": summary.failed,
             "skipped": summary.skipped,
             "cancelled": summary.cancelled,
+            # A batch that stopped early must not read as complete: how many images it
+            # had, and why it stopped (the output folder failed: a full disk, say).
+            "total": summary.total if summary.total is not None else len(summary.items),
+            "stopped": summary.stopped,
             "exit_histogram": {str(k): v for k, v in summary.exit_histogram.items()},
             "total_ms": round(summary.total_ms, 1),
             "gmacs": round(summary.gmacs, 3),

@@ -135,6 +135,8 @@ class RaySummary:
             "failed": self.failed,
             "skipped": self.skipped,
             "cancelled": self.cancelled,
+            "total": self.total,
+            "stopped": None,  # the Ray engine does not stop early (a failed row each)
             "exit_histogram": {str(k): v for k, v in self.exit_histogram.items()},
             "total_ms": round(self.total_ms, 1),
             "gmacs": round(self.gmacs, 3),

@@ -175,7 +175,8 @@ def test_report_lists_failures_with_the_stderr_line_and_exit_codes(weights, tmp_
                           "rbqe: 1 enhanced, 0 skipped, 2 failed of 3"]
     assert doc["summary"] | {"total_ms": 0, "gmacs": 0, "gmacs_exit5": 0,
                              "saved_fraction": 0, "exit_histogram": {}} == {
-        "processed": 1, "failed": 2, "skipped": 0, "cancelled": False, "total_ms": 0,
+        "processed": 1, "failed": 2, "skipped": 0, "cancelled": False, "total": 3,
+        "stopped": None, "total_ms": 0,
         "gmacs": 0, "gmacs_exit5": 0, "saved_fraction": 0, "exit_histogram": {}}
     assert tree(out) == ["good.png"]
 

@@ -54,6 +54,7 @@ from rbqe.io import (
     plan_outputs,
     record_output,
     remove_stale_temps,
+    retract_output,
     save_image,
     save_like,
 )
@@ -876,12 +877,17 @@ def test_noted_outputs_are_left_out_while_their_source_is_listed(tmp_path: Path)
     assert names(moved) == ["a.jpg", "loop1.png", "loop2.png", "orphan.png"]
 
 
-def test_noting_an_output_is_best_effort(tmp_path: Path, caplog) -> None:
+def test_an_output_that_cannot_be_noted_is_an_error_its_retraction_best_effort(
+        tmp_path: Path, caplog) -> None:
+    # Unnoted, an output could not be told from a user's file on a re-run: the batch
+    # must not write it (rbqe.batch turns the OSError into that image's failure).
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+    with pytest.raises(OSError):
         record_output(blocked / "x.png", tmp_path / "x.jpg")
-    assert "a re-run may take it for an input" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        retract_output(blocked / "x.png", tmp_path / "x.jpg")
+    assert "cannot take back its note" in caplog.text
 
 
 def test_lists_folder_follows_list_images(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ from rbqe.io.identity import path_key
 from rbqe.io.listing import list_images, lists_folder
 from rbqe.io.metadata import estimate_jpeg_quality
 from rbqe.io.naming import output_path_for, plan_outputs
-from rbqe.io.output_log import OUTPUT_LOG, record_output
+from rbqe.io.output_log import OUTPUT_LOG, record_output, retract_output
 from rbqe.io.pixels import MODES as MODES
 from rbqe.io.read import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from rbqe.io.write import save_image, save_like
@@ -98,6 +98,7 @@ __all__ = [
     "path_key",
     "plan_outputs",
     "record_output",
+    "retract_output",
     "remove_stale_temps",
     "save_image",
     "save_like",

@@ -11,6 +11,7 @@ A writer holds an exclusive ``flock`` on its temp file while writing it; the cle
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -60,7 +61,7 @@ def _lock_temp(fd: int) -> None:
 
 
 def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *,
-                 mode: int | None = None) -> None:
+                 mode: int | None = None, replace: bool = True) -> None:
     """Writes via ``write(fh)`` to a temp file beside ``target``, then renames it into place.
 
     The temp file lives in the target folder so the final ``os.replace`` is an atomic
@@ -71,6 +72,8 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], ob
     Args:
         mode: The file mode to give ``target``; default an existing target's own, else
             what a new output gets (``0666 & ~umask``).
+        replace: False: never replace a ``target`` that exists when the write is done
+            (one that appeared while the data was made): :class:`FileExistsError`.
     """
     target = Path(target)
     tmp_name = None
@@ -90,7 +93,7 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], ob
                 mode = _new_file_mode()
         with contextlib.suppress(OSError):
             os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
+        _move_into_place(tmp_name, target, replace)
     except BaseException:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
@@ -104,6 +107,24 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], ob
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _move_into_place(tmp_name: str, target: Path, replace: bool) -> None:
+    """Renames the finished temp file to ``target``; without ``replace``, as a hard link
+    (which fails on an existing name, atomically), then drops the temp name."""
+    if replace:
+        os.replace(tmp_name, target)
+        return
+    try:
+        os.link(tmp_name, target)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system (FAT, some network shares)
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "File exists", str(target)) from None
+        os.replace(tmp_name, target)
+        return
+    os.unlink(tmp_name)
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes, *,

@@ -19,53 +19,93 @@ OUTPUT_LOG = ".rbqe-outputs.jsonl"
 """Hidden file in an output folder listing the outputs rbqe wrote there, and of what.
 
 Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
-``photo.png`` beside ``photo.jpg``, so each output is noted here before it is written,
-one JSON line ``{"output": NAME, "source": PATH}`` with the source relative to the
-folder. Where outputs go where inputs are scanned (``-o`` the input folder),
+``photo.png`` beside ``photo.jpg``, so each output is noted here: before it is written,
+one JSON line ``{"output": NAME, "source": PATH, "result": R}`` with the source relative
+to the folder; once written, the same with its ``"size"`` in bytes; if the write failed,
+``"retracted": true``. The last line for a name counts. A note with a size stands only
+for a file of that size (one replaced or edited since is no longer rbqe's), and a
+retracted one for nothing: a failed write leaves no note that a user's later file of
+that name could be taken for. Where outputs go where inputs are scanned (``-o`` the input folder),
 :func:`list_images` with ``skip_outputs`` then leaves these files out; everywhere, a
 re-run keeps each written name with its source (:func:`written_outputs`, issue 13).
 """
 
 
 class Noted(NamedTuple):
-    """What the output log says of one output: its source, and which result it holds
+    """What the output log says of one output: its source, which result it holds
     (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``; None in notes
-    written before results were noted)."""
+    written before results were noted), and its size once written (None: noted before
+    the write, or before sizes were noted)."""
 
     source: Path
     result: str | None
+    size: int | None = None
+
+    def stands_for(self, output: str | os.PathLike[str]) -> bool:
+        """Whether the file now at ``output`` is the one noted (by its size, when known)."""
+        if self.size is None:
+            return True
+        try:
+            return os.path.getsize(output) == self.size
+        except OSError:
+            return False
 
 
 def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
-                  result: str | None = None) -> None:
+                  result: str | None = None, *, size: int | None = None) -> None:
     """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
-    ``result`` of it: see :class:`Noted`).
+    ``result`` of it: see :class:`Noted`); with ``size``, that it has been written.
 
-    Call it before writing the output, so that a kill between the write and the note
-    cannot leave an unrecorded output behind. Best effort: a failure is logged, not
-    raised, as it only costs the recognition of this output on a re-run. Entries are
-    only appended (the last one for a name counts), so each call costs the same however
-    big the folder is.
+    Call it before writing the output (without ``size``), so that a kill between the
+    write and the note cannot leave an unrecorded output behind, and again once it is
+    written (with its size); see :func:`retract_output` for a write that failed. Entries
+    are only appended, so each call costs the same however big the folder is.
+
+    Raises:
+        OSError: The note cannot be written. The output must then not be written either:
+            a re-run could not tell it from a file of the user's.
     """
     out, src = Path(output), Path(source)
-    folder = out.parent
-    entry = {"output": out.name, "source": _relative_to(src, folder)}
+    entry: dict[str, Any] = {"output": out.name, "source": _relative_to(src, out.parent)}
     if result is not None:
         entry["result"] = result
-    # ASCII: a name that is not UTF-8 (an old Latin-1 disk's "caf\xe9.jpg") reaches Python
-    # as a lone surrogate, which JSON escapes and reads back as the same name.
-    line = json.dumps(entry) + "\n"
+    if size is not None:
+        entry["size"] = size
+    _append(out.parent, entry)
+
+
+def retract_output(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
+    """Takes back the note of an output whose write failed. Best effort: a failure is
+    logged (the note then stands for a file that does not exist)."""
+    out = Path(output)
+    entry = {"output": out.name, "source": _relative_to(Path(source), out.parent),
+             "retracted": True}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
-        fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
+        _append(out.parent, entry)
     except OSError as exc:
-        logger.warning("%s: cannot note this output in %s (%s); a re-run may take it for "
-                       "an input", out, OUTPUT_LOG, _os_reason(exc))
+        logger.warning("%s: cannot take back its note in %s (%s)", out, OUTPUT_LOG,
+                       _os_reason(exc))
+
+
+def _append(folder: Path, entry: dict[str, Any]) -> None:
+    # ASCII: a name that is not UTF-8 (an old Latin-1 disk's "caf\xe9.jpg") reaches Python
+    # as a lone surrogate, which JSON escapes and reads back as the same name. The line
+    # starts with a newline: after a write torn by a full disk, the next note still
+    # begins a line of its own (blank and torn lines are skipped when read).
+    line = "\n" + json.dumps(entry) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
+    fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def probe_output_log(folder: Path) -> None:
+    """Proves that notes can be added to ``folder``'s log (creating it); raises OSError."""
+    fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    os.close(fd)
 
 
 def _relative_to(path: Path, folder: Path) -> str:
@@ -86,11 +126,17 @@ def _read_output_log(folder: Path) -> dict[str, Noted]:
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            name, source, result = entry["output"], entry["source"], entry.get("result")
+            name, source = entry["output"], entry["source"]
+            result, size = entry.get("result"), entry.get("size")
         except (ValueError, TypeError, KeyError, AttributeError):
-            continue  # a torn or foreign line
-        if isinstance(name, str) and isinstance(source, str):
-            entries[name] = Noted(folder / source, result if isinstance(result, str) else None)
+            continue  # a blank, torn or foreign line
+        if not (isinstance(name, str) and isinstance(source, str)):
+            continue
+        if entry.get("retracted"):
+            entries.pop(name, None)
+            continue
+        entries[name] = Noted(folder / source, result if isinstance(result, str) else None,
+                              size if isinstance(size, int) else None)
     return entries
 
 
@@ -116,10 +162,10 @@ def written_outputs(folders: Iterable[Path]) -> dict[Path, Path]:
     """
     found: dict[Path, Path] = {}
     for folder in folders:
-        for name, (source, _) in _read_output_log(folder).items():
+        for name, noted in _read_output_log(folder).items():
             out = folder / name
-            if os.path.isfile(out) and os.path.exists(source):
-                found[out] = source
+            if os.path.isfile(out) and os.path.exists(noted.source) and noted.stands_for(out):
+                found[out] = noted.source
     return found
 
 
@@ -133,7 +179,7 @@ def _drop_earlier_outputs(
         if f.parent not in logs:
             logs[f.parent] = _read_output_log(f.parent)
         noted = logs[f.parent].get(f.name)
-        if noted is not None:
+        if noted is not None and noted.stands_for(f):
             source_of[key] = path_key(noted.source)
     earlier = {k for k in source_of if _traces_to_input(k, source_of, found)}
     if earlier:

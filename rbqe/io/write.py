@@ -151,6 +151,7 @@ def save_image(
     dpi: tuple[float, float] | None = None,
     keep_metadata: bool = True,
     protect: Iterable[str | os.PathLike[str]] = (),
+    replace: bool = True,
 ) -> Path:
     """Writes an image atomically, never over a protected (input) file.
 
@@ -175,6 +176,9 @@ def save_image(
             and personal data); the ICC profile and the resolution are still written
             because they describe the pixels.
         protect: Paths that must not be overwritten (the batch's inputs).
+        replace: False: fail rather than replace a file that is at ``path`` when the
+            image is written (a batch without ``--overwrite``: a file may appear there
+            while the image is enhanced).
 
     Returns:
         The path written.
@@ -252,9 +256,12 @@ def save_image(
         raise ImageWriteError(p, f"cannot create output folder: {_os_reason(exc)}") from None
     try:
         with _logged_warnings(p):
-            atomic_write(p, write)
+            atomic_write(p, write, replace=replace)
     except ImageWriteError:
         raise
+    except FileExistsError:
+        raise ImageWriteError(p, "a file of that name appeared while the image was made; it "
+                                 "is left as it is (--overwrite replaces it)") from None
     except OSError as exc:
         error = ImageWriteError(p, _os_reason(exc) if exc.errno else f"could not write: {exc}")
         error.errno = exc.errno
@@ -335,6 +342,7 @@ def save_like(
     keep_metadata: bool = True,
     strip_gps: bool = False,
     protect: Iterable[str | os.PathLike[str]] = (),
+    replace: bool = True,
 ) -> Path:
     """Saves ``pixels`` with the mode, depth, alpha and metadata of ``src``.
 
@@ -352,6 +360,7 @@ def save_like(
             properties (``exif:GPS...``) is left out whole: picking the location out of
             the XML is not worth the risk of leaving a copy of it behind.
         protect: Further paths that must not be overwritten.
+        replace: False: never replace a file at ``path`` (see :func:`save_image`).
 
     Returns:
         The path written.
@@ -379,4 +388,5 @@ def save_like(
         dpi=src.dpi,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
+        replace=replace,
     )

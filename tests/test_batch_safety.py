@@ -1,0 +1,161 @@
+"""What a batch must never do to a user's files when writes fail or files move under it:
+the output log's notes stay true, a file that appears at an output's name is not written
+over, and a batch that stops says so in its report.
+
+Through :func:`rbqe.batch.run_batch` and :func:`rbqe.batch.process_item` (the Ray
+engine's per-image step), with the tiny random model; failures are made by patching the
+image writer, so no real disk needs to fill.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rbqe.batch import BatchEvents, BatchOptions, plan_batch, process_item, run_batch
+from rbqe.engine import Enhancer
+from rbqe.errors import ImageWriteError, OutputFolderError
+from rbqe.io import OUTPUT_LOG
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def enhancer(weights) -> Enhancer:
+    return Enhancer(weights, device="cpu")
+
+
+@pytest.fixture
+def three(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        (tmp_path / "in").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "in" / f"p{i}.jpg", quality=30)
+    return tmp_path / "in"
+
+
+def users_photo(path: Path) -> bytes:
+    Image.new("RGB", (10, 10), (200, 0, 0)).save(path)
+    return path.read_bytes()
+
+
+def fail_writes_of(monkeypatch, name: str, code: int = errno.EIO) -> None:
+    """Image writes to ``name`` fail with ``code`` (others are written as usual)."""
+    import rbqe.batch
+
+    real = rbqe.batch.save_like
+
+    def save_like(path, *args, **kwargs):
+        if Path(path).name == name:
+            error = ImageWriteError(path, "I/O error: simulated")
+            error.errno = code
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rbqe.batch, "save_like", save_like)
+
+
+def test_a_failed_write_leaves_no_note_a_users_later_file_could_be_taken_for(
+        enhancer, three, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    fail_writes_of(monkeypatch, "p1.png")
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    assert [i.status for i in summary.items] == ["ok", "failed", "ok"]
+    monkeypatch.undo()
+
+    mine = users_photo(out / "p1.png")  # the user puts a photo of theirs there
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    p1 = summary.items[1]
+    assert p1.status == "failed" and "was not made by rbqe" in p1.error
+    assert (out / "p1.png").read_bytes() == mine
+    assert [i.status for i in summary.items][::2] == ["skipped", "skipped"]
+
+
+def test_a_failed_overwrite_keeps_the_earlier_outputs_note(enhancer, three, tmp_path,
+                                                           monkeypatch) -> None:
+    out = tmp_path / "out"
+    run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    fail_writes_of(monkeypatch, "p0.png")
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, overwrite=True))
+    assert summary.items[0].status == "failed"
+    monkeypatch.undo()
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    assert [i.status for i in summary.items] == ["skipped"] * 3  # still rbqe's own
+
+
+def test_an_edited_output_is_not_taken_for_rbqes(enhancer, three, tmp_path) -> None:
+    out = tmp_path / "out"
+    run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    edited = users_photo(out / "p2.png")  # edited in place by another program
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    assert summary.items[2].status == "failed"
+    assert "replaced or edited since" in summary.items[2].error
+    assert (out / "p2.png").read_bytes() == edited
+
+
+def test_a_file_that_appears_while_the_image_is_made_is_not_written_over(
+        enhancer, three, tmp_path) -> None:
+    out = tmp_path / "out"
+    appeared: list[bytes] = []
+
+    def on_exit(index: int, e) -> None:  # during the enhancement of p0
+        if index == 0 and not appeared:
+            appeared.append(users_photo(out / "p0.png"))
+
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out),
+                        events=BatchEvents(on_exit=on_exit))
+    p0 = summary.items[0]
+    assert p0.status == "failed" and "appeared while the image was made" in p0.error
+    assert (out / "p0.png").read_bytes() == appeared[0]
+    assert [i.status for i in summary.items[1:]] == ["ok", "ok"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_planned_image_finds_what_appeared_since(enhancer, three, tmp_path) -> None:
+    # The Ray engine's worker step: planned on the driver, run later elsewhere.
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out)
+    plan = plan_batch([three], options)
+    path = plan.files[0][0]
+    targets = plan.targets[path]
+    out.mkdir()
+    mine = users_photo(targets[None])
+    item = process_item(enhancer, path, targets, options, todo=dict(targets),
+                        noted=plan.noted)
+    assert item.status == "failed" and "was not made by rbqe" in item.error
+    assert targets[None].read_bytes() == mine
+
+
+def test_a_torn_note_does_not_swallow_the_next(enhancer, three, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / OUTPUT_LOG).write_text('{"output": "p9.png", "sourc')  # a full disk tore it
+    run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    assert [i.status for i in summary.items] == ["skipped"] * 3
+
+
+def test_an_output_log_that_cannot_be_written_stops_the_batch_first(enhancer, three,
+                                                                    tmp_path) -> None:
+    out = tmp_path / "out"
+    (out / OUTPUT_LOG).mkdir(parents=True)  # not a file
+    with pytest.raises(OutputFolderError, match=f"cannot note outputs in {OUTPUT_LOG}"):
+        run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    assert [p.name for p in out.iterdir()] == [OUTPUT_LOG]
+
+
+def test_a_batch_stopped_by_a_full_disk_says_so_in_its_report(
+        enhancer, three, tmp_path, monkeypatch) -> None:
+    from rbqe.batch import report_json
+
+    fail_writes_of(monkeypatch, "p1.png", errno.ENOSPC)
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=tmp_path / "out"))
+    doc = json.loads(json.dumps(report_json(enhancer, summary)))
+    assert doc["summary"]["total"] == 3 and len(doc["images"]) == 2
+    assert "disk full" in doc["summary"]["stopped"]
