@@ -58,7 +58,7 @@ from rbqe.model import NUM_EXITS
 log = logging.getLogger(__name__)
 
 # Write errors that concern the whole output folder, not one image: the batch stops.
-_FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -107,7 +107,7 @@ class ItemReport:
     exit_reason: dict[str, Any] | None = None
     tile_exits: dict[str, Any] | None = None  # rbqe.results.TileExits.to_json()
     warnings: list[str] = field(default_factory=list)  # rbqe.io.LoadedImage.warnings
-    write_errno: int | None = field(default=None, repr=False)  # see _FOLDER_ERRNOS
+    write_errno: int | None = field(default=None, repr=False)  # see FOLDER_ERRNOS
     write_path: Path | None = field(default=None, repr=False)  # the output it failed on
 
     def to_json(self) -> dict[str, Any]:
@@ -417,7 +417,7 @@ def run_batch(
         for n in sorted(done):
             item = done[n]
             items.append(item)
-            if item.write_errno in _FOLDER_ERRNOS or _folder_refuses(item):
+            if item.write_errno in FOLDER_ERRNOS or _folder_refuses(item, out_dir):
                 folder_error = folder_error or item.write_errno
             elif item.status == "failed":
                 # INFO, not ERROR: the failure is in the summary and front ends show it
@@ -436,13 +436,15 @@ def run_batch(
                         options.mode)
 
 
-def _folder_refuses(item: ItemReport) -> bool:
-    """Whether a permission error writing ``item``'s output is its folder's (made read-only
-    during the batch: every image would fail in turn) rather than one file's."""
-    if item.write_errno not in (errno.EACCES, errno.EPERM) or item.write_path is None:
+def _folder_refuses(item: ItemReport, out_dir: Path) -> bool:
+    """Whether a permission error writing ``item``'s output is the output folder's (made
+    read-only during the batch: every image would fail in turn) rather than one file's.
+    Only ``out_dir`` itself: one read-only sub-folder of a ``-r`` batch stops nothing."""
+    if (item.write_errno not in (errno.EACCES, errno.EPERM) or item.write_path is None
+            or path_key(item.write_path.parent) != path_key(out_dir)):
         return False
     try:
-        probe_writable(item.write_path.parent)
+        probe_writable(out_dir)
     except OSError:
         return True
     return False
@@ -498,10 +500,10 @@ def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None
     all exist or another rbqe process holds its claim, ``failed`` when a file that is not
     its result stands in an output's place (:func:`existing_conflict`); else None, with
     the claim held until ``claims`` closes."""
+    # A planned ``todo`` (the Ray engine's): only its outputs are looked at, as the
+    # driver planned; a file that appeared at one since is judged like any other.
+    looked_at = job.targets if job.todo is None else job.todo
     if not job.options.overwrite:
-        # A planned ``todo`` (the Ray engine's): only its outputs are looked at, as the
-        # driver planned; a file that appeared at one since is judged like any other.
-        looked_at = job.targets if job.todo is None else job.todo
         conflict = existing_conflict(job.path, looked_at, job.options, job.notes)
         if conflict is not None:
             return conflict
@@ -512,7 +514,8 @@ def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None
     if not claims.enter_context(claim_output(next(iter(job.targets.values())))):
         log.info("skipped %s: another rbqe process is making it", job.path)
         return _skipped(job)
-    return None
+    # Again with the claim held: a file may have appeared in the meantime.
+    return existing_conflict(job.path, looked_at, job.options, job.notes)
 
 
 def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
@@ -590,7 +593,7 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
         save(replace=replace)
         return
     try:
-        record_output(target, job.path, result)
+        token = record_output(target, job.path, result)
     except OSError as exc:
         error = ImageWriteError(target, f"cannot note this output in its folder's "
                                         f"{OUTPUT_LOG}: {_os_reason(exc)}")
@@ -599,14 +602,15 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
     try:
         save(replace=replace)
     except BaseException:
-        if earlier is not None and earlier.stands_for(target):
+        if earlier is not None and earlier.size is not None and earlier.stands_for(target):
             with contextlib.suppress(OSError):
-                record_output(target, earlier.source, earlier.result, size=earlier.size)
+                record_output(target, earlier.source, earlier.result, size=earlier.size,
+                              token=earlier.token)
         else:
-            retract_output(target, job.path)
+            retract_output(target, job.path, token)
         raise
-    with contextlib.suppress(OSError):  # the note without a size still stands for it
-        record_output(target, job.path, result, size=os.path.getsize(target))
+    with contextlib.suppress(OSError):  # the note made before still stands for it
+        record_output(target, job.path, result, size=os.path.getsize(target), token=token)
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:
@@ -673,7 +677,8 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                     raise
                 except Exception as exc:  # noqa: BLE001
                     done[n] = _failure(jobs[n].path, exc)
-                if done[n].write_errno in _FOLDER_ERRNOS:
+                if (done[n].write_errno in FOLDER_ERRNOS
+                        or _folder_refuses(done[n], Path(jobs[n].options.out_dir))):
                     break  # the output folder is full or read-only: the batch stops
         except Cancelled:
             return done, True

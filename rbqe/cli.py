@@ -469,9 +469,12 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
 
     if report.suffix.lower() in SUPPORTED_SUFFIXES:
         return "that is an image's name, and the report is JSON (say --report report.json)"
-    if report.is_dir() or path_key(report) == path_key(out):
+    if report.name.startswith(".rbqe-"):  # the output log, a temp or a claim
+        return "that name is rbqe's own bookkeeping; choose another (report.json)"
+    # os.path, not Path: Path.is_dir raises on a name too long for the file system.
+    if os.path.isdir(report) or path_key(report) == path_key(out):
         return "is a folder; give a file name inside it (report.json)"
-    if report.exists():
+    if os.path.exists(report):
         if path_key(report) in {path_key(p) for p in inputs}:
             return "is one of the inputs"
         if not _holds_json(report):
@@ -481,6 +484,13 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
         probe_writable(report.parent)
     except OSError as exc:
         return f"cannot write in {show_path(report.parent)}: {_os_reason(exc)}"
+    if not os.path.exists(report):
+        try:  # the name itself (too long for the file system, say)
+            with open(report, "x"):
+                pass
+            os.unlink(report)
+        except OSError as exc:
+            return f"cannot be written: {_os_reason(exc)}"
     return None
 
 

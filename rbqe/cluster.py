@@ -41,6 +41,7 @@ from typing import IO, Any
 import numpy as np
 
 from rbqe.batch import (
+    FOLDER_ERRNOS,
     BatchEvents,
     BatchOptions,
     ItemReport,
@@ -53,6 +54,7 @@ from rbqe.batch import (
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
 from rbqe.io.atomic import atomic_write, probe_writable
+from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ class RaySummary:
     devices: set[str] = field(default_factory=set)
     backends: set[tuple[str, str]] = field(default_factory=set)  # (backend, precision)
     report_error: str | None = None
-    stopped: str | None = None  # the local engine's "batch stopped" reason; Ray never stops early
+    stopped: str | None = None  # why the batch stopped early (the output folder failed)
 
     def add(self, entry: dict[str, Any], gmacs: tuple[float | None, float | None]) -> None:
         """Counts one report row; ``gmacs`` is (spent, exit 5's), unrounded."""
@@ -136,7 +138,7 @@ class RaySummary:
             "skipped": self.skipped,
             "cancelled": self.cancelled,
             "total": self.total,
-            "stopped": None,  # the Ray engine does not stop early (a failed row each)
+            "stopped": self.stopped,
             "exit_histogram": {str(k): v for k, v in self.exit_histogram.items()},
             "total_ms": round(self.total_ms, 1),
             "gmacs": round(self.gmacs, 3),
@@ -274,8 +276,10 @@ class EnhanceWorker:
         as_shown = {p: s for _, p, s in item["targets"]}
         entry["outputs"] = {k: as_shown.get(v, v) for k, v in entry["outputs"].items()}
         if "error" in entry:
-            entry["error"] = entry["error"].replace(path, shown)
+            for planned, named in [(path, shown), *as_shown.items()]:
+                entry["error"] = entry["error"].replace(planned, named)
         return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
+                           "write_errno": report.write_errno,
                            "device": self.device,
                            "backend": [self.enhancer.backend.name,
                                        self.enhancer.backend.precision]})
@@ -517,7 +521,12 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                     summary.devices.add(row["device"])
                     summary.backends.add(tuple(row["backend"]))
                     emit(row["entry"], tuple(row["gmacs"]), None)
-                if not stopping and cancel is not None and cancel():
+                    if row.get("write_errno") in FOLDER_ERRNOS and summary.stopped is None:
+                        # A full disk fails every image in turn: stop, as the local engine.
+                        reason = _os_reason(OSError(row["write_errno"], ""))
+                        summary.stopped = (f"{options.out_dir}: cannot write to the output "
+                                           f"folder ({reason}); batch stopped")
+                if not stopping and ((cancel is not None and cancel()) or summary.stopped):
                     stopping = True
                     stop.set.remote()
                 if stopping and len(idle) >= size:
@@ -526,7 +535,9 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
             raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
         finally:  # a driver that joined a running Ray keeps it: leave no actor behind
             ray.kill(stop)
-    return bool(idle)  # some images were left: cancelled (not when the last ones finished)
+    # Some images were left: cancelled (not when the last ones finished, nor when the
+    # output folder stopped the batch: that is said in ``stopped``).
+    return bool(idle) and summary.stopped is None
 
 
 def _last_line(exc: BaseException) -> str:

@@ -40,9 +40,11 @@ def summary_line(outcome: BatchOutcome) -> str:
     """The batch's end in one line, for the status bar."""
     reports = outcome.items
     counts = {k: sum(r.status == k for r in reports) for k in ("ok", "failed", "skipped")}
-    what = "Batch cancelled" if outcome.cancelled else "Batch finished"
+    stopped = outcome.summary.stopped if outcome.summary is not None else None
+    what = ("Batch stopped" if stopped else "Batch cancelled" if outcome.cancelled
+            else "Batch finished")
     return (f"{what}: {counts['ok']} processed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped")
+            f"{counts['skipped']} skipped" + (f" ({stopped})" if stopped else ""))
 
 
 def summary_html(outcome: BatchOutcome) -> str:
@@ -52,7 +54,12 @@ def summary_html(outcome: BatchOutcome) -> str:
     ok = sum(r.status == "ok" for r in reports)
     failed = [r for r in reports if r.status == "failed"]
     skipped = sum(r.status == "skipped" for r in reports)
-    if outcome.cancelled:
+    why = s.stopped if s is not None else None
+    if why:  # the output folder failed (a full disk, made read-only): said, not hidden
+        parts = [f"<h3>Batch stopped</h3><p>Stopped after {len(reports)} of "
+                 f"{outcome.total} images: {html.escape(why)}. Nothing partial was "
+                 f"written; run it again once the folder can be written.</p>"]
+    elif outcome.cancelled:
         stopped = (f"<h3>Batch cancelled</h3><p>Stopped after {len(reports)} of "
                    f"{outcome.total} images; nothing partial was written.</p>")
         parts = [stopped]
@@ -90,7 +97,7 @@ class BatchPanel(QWidget):
     open_results = Signal(list)  # list[ItemReport]
     show_folder = Signal(object)  # Path of the output folder
     running_changed = Signal(bool)
-    cancelling = Signal()  # the user asked to stop; the current image finishes first
+    cancelling = Signal()  # the user asked to stop; the current stage finishes first
     message = Signal(str)
     finished = Signal(object)  # BatchOutcome
 

@@ -210,8 +210,10 @@ class MainWindow(QMainWindow):
         self.session.open_batch_results(reports)
         if reports and len(self.session.queue) == known:
             # Nothing new was queued: say so, or the click seems to do nothing.
-            self.show_message(f"The batch's {len(reports)} image{'s' * (len(reports) != 1)} "
-                              "are already in the queue; showing the first")
+            n = len(reports)
+            self.show_message("The batch's image is already in the queue; showing it" if n == 1
+                              else f"The batch's {n} images are already in the queue; "
+                                   f"showing the first")
 
     def clear_queue(self) -> None:
         self.session.remove_all()
@@ -349,7 +351,7 @@ class MainWindow(QMainWindow):
 
     def _on_batch_cancelling(self) -> None:
         self._update_actions()
-        self.show_message("Cancelling the batch (finishing the current image)…")
+        self.show_message("Cancelling the batch (finishing the current stage)…")
 
     def _on_batch_finished(self, outcome: BatchOutcome) -> None:
         self.show_message(summary_line(outcome))  # replaces the batch's earlier messages

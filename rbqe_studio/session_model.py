@@ -25,7 +25,7 @@ from rbqe.engine import ExitResult
 from rbqe.errors import RBQEError
 from rbqe.io import list_images
 from rbqe.model import NUM_EXITS
-from rbqe.weights import PACKAGE_WEIGHTS, read_info
+from rbqe.weights import PACKAGE_WEIGHTS, load_weights
 from rbqe_studio.jobs import (
     Choice,
     ContinueJob,
@@ -82,9 +82,10 @@ CHOICE_SETTINGS = ("exit_mode", "threshold")
 
 def engine_blame(weights: str) -> str:
     """Why a model could not be built: MODEL when its weights file is missing or
-    unusable (metadata only, cheap), else DEVICE (the device or backend failed)."""
+    unusable (its tensors too: a file whose metadata reads well may not load; a few MB,
+    on the CPU, only after a failure), else DEVICE (the device or backend failed)."""
     try:
-        read_info(weights)
+        load_weights(weights)
     except RBQEError:
         return MODEL
     return DEVICE

@@ -159,3 +159,59 @@ def test_a_batch_stopped_by_a_full_disk_says_so_in_its_report(
     doc = json.loads(json.dumps(report_json(enhancer, summary)))
     assert doc["summary"]["total"] == 3 and len(doc["images"]) == 2
     assert "disk full" in doc["summary"]["stopped"]
+
+
+def test_a_retraction_takes_back_only_its_own_writers_note(tmp_path) -> None:
+    # Where files cannot be locked, two rbqe processes may write one output: the loser's
+    # retraction must not erase the winner's note of the file it did write.
+    from rbqe.io.output_log import OutputNotes, record_output, retract_output
+
+    out, src = tmp_path / "p.png", tmp_path / "p.jpg"
+    loser = record_output(out, src, "auto")
+    winner = record_output(out, src, "auto")
+    out.write_bytes(b"the winner's output")
+    record_output(out, src, "auto", size=out.stat().st_size, token=winner)
+    retract_output(out, src, loser)
+    noted = OutputNotes().get(out)
+    assert noted is not None and noted.size == out.stat().st_size and noted.stands_for(out)
+    retract_output(out, src, winner)  # its own writer's retraction does take it back
+    assert OutputNotes().get(out) is None
+
+
+def test_a_note_made_before_its_write_stands_only_for_a_file_made_soon_after(
+        tmp_path) -> None:
+    # A kill between the note and the write leaves a note without a size: a user's file
+    # of that name, days later, is not rbqe's.
+    import os
+
+    from rbqe.io.output_log import PENDING_WINDOW_S, OutputNotes, record_output
+
+    out = tmp_path / "p.png"
+    record_output(out, tmp_path / "p.jpg", "auto")
+    out.write_bytes(b"made at once")
+    assert OutputNotes().get(out).stands_for(out)
+    later = out.stat().st_mtime + 2 * PENDING_WINDOW_S
+    os.utime(out, (later, later))
+    assert not OutputNotes().get(out).stands_for(out)
+
+
+def test_a_file_that_appears_before_the_claim_is_won_is_not_taken_for_done(
+        enhancer, three, tmp_path, monkeypatch) -> None:
+    import contextlib
+
+    import rbqe.batch
+
+    out = tmp_path / "out"
+    real = rbqe.batch.claim_output
+
+    @contextlib.contextmanager
+    def claim(target):  # the user's file lands between the first look and the claim
+        if target.name == "p1.png":
+            users_photo(target)
+        with real(target) as won:
+            yield won
+
+    monkeypatch.setattr(rbqe.batch, "claim_output", claim)
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
+    p1 = summary.items[1]
+    assert p1.status == "failed" and "was not made by rbqe" in p1.error

@@ -236,6 +236,56 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
         assert np.array_equal(_pixels(out / name), _pixels(root / "local" / name)), name
 
 
+def test_a_full_disk_stops_the_ray_batch_as_the_local_one(ray_local, corpus):
+    from rbqe.cluster import EnhanceWorker, RayOptions, run_ray_batch
+
+    root, src, weights = corpus
+    out = root / "full"
+
+    first_done = root / "full.first"
+
+    class DiskFull(EnhanceWorker):
+        """Every image write fails as on a full disk (patched in the worker's process).
+        After the first, each image waits for the stop flag (the tiny model would
+        otherwise finish all before the driver reads the first row)."""
+
+        def __call__(self, batch):
+            import time
+
+            # Short: Ray may hand the driver a row only once the next task is done.
+            deadline = time.monotonic() + 10
+            while first_done.exists() and not self._stopping() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rows = super().__call__(batch)
+            first_done.touch()
+            return rows
+
+        def enhance_many(self, items):
+            import errno
+
+            import rbqe.batch
+            from rbqe.errors import ImageWriteError
+
+            def full(path, *args, **kwargs):
+                error = ImageWriteError(path, "disk full")
+                error.errno = errno.ENOSPC
+                raise error
+
+            rbqe.batch.save_like = full
+            return super().enhance_many(items)
+
+    inputs = [p for p in sorted(src.iterdir()) if p.name != "bad.jpg"]
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu", **PINNED_KWARGS}, inputs,
+                            BatchOptions(out_dir=out), RayOptions(workers=1, batch_size=1),
+                            report=root / "full.json", worker=DiskFull)
+    report = json.loads((root / "full.json").read_text())
+    assert summary.stopped and "(disk full); batch stopped" in summary.stopped
+    assert report["summary"]["stopped"] == summary.stopped and not summary.cancelled
+    assert report["summary"]["total"] == len(inputs) > len(report["images"]) >= 1
+    assert {r["status"] for r in report["images"]} == {"failed"}
+    assert [p.name for p in out.iterdir() if p.name != OUTPUT_LOG] == []  # nothing partial
+
+
 def test_ray_flags_need_the_ray_engine(tmp_path):
     rc, err = run_cli(["enhance", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "4"])
     assert rc == 2 and "--workers only apply with --engine ray" in err

@@ -886,7 +886,7 @@ def test_an_output_that_cannot_be_noted_is_an_error_its_retraction_best_effort(
     with pytest.raises(OSError):
         record_output(blocked / "x.png", tmp_path / "x.jpg")
     with caplog.at_level(logging.WARNING, logger="rbqe.io"):
-        retract_output(blocked / "x.png", tmp_path / "x.jpg")
+        retract_output(blocked / "x.png", tmp_path / "x.jpg", "a1b2")
     assert "cannot take back its note" in caplog.text
 
 

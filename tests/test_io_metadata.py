@@ -95,3 +95,15 @@ def test_jpeg_without_a_resolution_gets_none_made_up(tmp_path: Path) -> None:
     path = tmp_path / "no_dpi.jpg"
     Image.new("RGB", (8, 8)).save(path, exif=Image.Exif().tobytes())
     assert load_image(path).dpi is None
+
+
+@pytest.mark.parametrize("xmp", [
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmlns:e="http://ns.adobe.com/'
+    b'exif/1.0/" e:GPSLatitude="48,51.5N"/></x:xmpmeta>',  # EXIF's namespace, another prefix
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmlns:drone-dji="http://www.dji'
+    b'.com/drone-dji/1.0/" drone-dji:GpsLatitude="48.858"/></x:xmpmeta>',  # a maker's own
+])
+def test_strip_gps_drops_any_xmp_location(tmp_path: Path, xmp: bytes) -> None:
+    from rbqe.io.metadata import xmp_has_gps
+
+    assert xmp_has_gps(xmp) and not xmp_has_gps(XMP)

@@ -207,8 +207,13 @@ def read_dpi(im: Image.Image) -> tuple[float, float] | None:
 
 
 def xmp_has_gps(xmp: bytes | None) -> bool:
-    """Whether an XMP packet holds EXIF GPS properties (``exif:GPSLatitude``...)."""
-    return xmp is not None and b"exif:GPS" in xmp
+    """Whether an XMP packet may hold a location: any "gps", in any case, anywhere in it.
+
+    Wide on purpose: EXIF's ``exif:GPSLatitude`` may be bound to any prefix
+    (``e:GPSLatitude``), and makers add their own (DJI's ``drone-dji:GpsLatitude``).
+    A caption that merely says "GPS" costs its XMP; a location that stays is a leak.
+    """
+    return xmp is not None and b"gps" in xmp.lower()
 
 
 # Standard IJG (libjpeg) luminance table, natural (row-major) order, which is also the

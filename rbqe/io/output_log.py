@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,66 +22,91 @@ OUTPUT_LOG = ".rbqe-outputs.jsonl"
 
 Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
 ``photo.png`` beside ``photo.jpg``, so each output is noted here: before it is written,
-one JSON line ``{"output": NAME, "source": PATH, "result": R}`` with the source relative
-to the folder; once written, the same with its ``"size"`` in bytes; if the write failed,
-``"retracted": true``. The last line for a name counts. A note with a size stands only
-for a file of that size (one replaced or edited since is no longer rbqe's), and a
-retracted one for nothing: a failed write leaves no note that a user's later file of
-that name could be taken for. Where outputs go where inputs are scanned (``-o`` the input folder),
-:func:`list_images` with ``skip_outputs`` then leaves these files out; everywhere, a
-re-run keeps each written name with its source (:func:`written_outputs`, issue 13).
+one JSON line ``{"output": NAME, "source": PATH, "result": R, "token": T, "time": S}``
+with the source relative to the folder; once written, the same with its ``"size"`` in
+bytes instead of the time; if the write failed, ``{..., "retracted": T}``. The last line
+for a name counts (a retraction only if it is its own writer's). A written note stands
+only for a file of its size (one replaced or edited since is no longer rbqe's), one made
+before the write only for a file changed soon after it, and a retracted one for nothing:
+a failed write leaves no note that a user's later file of that name could be taken for.
+Where outputs go where inputs are scanned (``-o`` the input folder), :func:`list_images`
+with ``skip_outputs`` then leaves these files out; everywhere, a re-run keeps each
+written name with its source (:func:`written_outputs`, issue 13).
 """
+
+
+# A note made before its write stands for a file changed within this long of it: the
+# write follows the note at once (encoding a big image takes seconds, not minutes).
+PENDING_WINDOW_S = 600.0
 
 
 class Noted(NamedTuple):
     """What the output log says of one output: its source, which result it holds
-    (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``; None in notes
-    written before results were noted), and its size once written (None: noted before
-    the write, or before sizes were noted)."""
+    (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``), its size once
+    written, when a note made before the write was made, and the writer's token (None:
+    not in the note, as in notes of older versions)."""
 
     source: Path
     result: str | None
     size: int | None = None
+    time: float | None = None
+    token: str | None = None
 
     def stands_for(self, output: str | os.PathLike[str]) -> bool:
-        """Whether the file now at ``output`` is the one noted (by its size, when known)."""
-        if self.size is None:
-            return True
+        """Whether the file now at ``output`` is the one noted: of the noted size, or, for
+        a note made before the write (a kill can come between the two), changed soon
+        after it; any file for an older version's note, which says neither."""
         try:
-            return os.path.getsize(output) == self.size
+            st = os.stat(output)
         except OSError:
             return False
+        if self.size is not None:
+            return st.st_size == self.size
+        if self.time is not None:
+            return self.time - 2 <= st.st_mtime <= self.time + PENDING_WINDOW_S
+        return True
 
 
 def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
-                  result: str | None = None, *, size: int | None = None) -> None:
+                  result: str | None = None, *, size: int | None = None,
+                  token: str | None = None) -> str:
     """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
     ``result`` of it: see :class:`Noted`); with ``size``, that it has been written.
+    Returns the note's token (a new one unless given), which names this writer's notes.
 
     Call it before writing the output (without ``size``), so that a kill between the
     write and the note cannot leave an unrecorded output behind, and again once it is
-    written (with its size); see :func:`retract_output` for a write that failed. Entries
-    are only appended, so each call costs the same however big the folder is.
+    written (with its size and the token); see :func:`retract_output` for a write that
+    failed. Entries are only appended, so each call costs the same however big the
+    folder is.
 
     Raises:
         OSError: The note cannot be written. The output must then not be written either:
             a re-run could not tell it from a file of the user's.
     """
     out, src = Path(output), Path(source)
-    entry: dict[str, Any] = {"output": out.name, "source": _relative_to(src, out.parent)}
+    token = token or secrets.token_hex(8)
+    entry: dict[str, Any] = {"output": out.name, "source": _relative_to(src, out.parent),
+                             "token": token}
     if result is not None:
         entry["result"] = result
     if size is not None:
         entry["size"] = size
+    else:
+        entry["time"] = round(time.time(), 3)
     _append(out.parent, entry)
+    return token
 
 
-def retract_output(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
-    """Takes back the note of an output whose write failed. Best effort: a failure is
-    logged (the note then stands for a file that does not exist)."""
+def retract_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
+                   token: str) -> None:
+    """Takes back the note of ``token``'s write, which failed: unless another writer has
+    noted the name since (a second rbqe where files cannot be locked), whose note then
+    stands. Best effort: a failure is logged (the note then stands for a file changed
+    within :data:`PENDING_WINDOW_S` of it)."""
     out = Path(output)
     entry = {"output": out.name, "source": _relative_to(Path(source), out.parent),
-             "retracted": True}
+             "retracted": token}
     try:
         _append(out.parent, entry)
     except OSError as exc:
@@ -132,11 +159,16 @@ def _read_output_log(folder: Path) -> dict[str, Noted]:
             continue  # a blank, torn or foreign line
         if not (isinstance(name, str) and isinstance(source, str)):
             continue
-        if entry.get("retracted"):
-            entries.pop(name, None)
+        retracted = entry.get("retracted")
+        if retracted:
+            if name in entries and entries[name].token == retracted:
+                del entries[name]
             continue
+        when, token = entry.get("time"), entry.get("token")
         entries[name] = Noted(folder / source, result if isinstance(result, str) else None,
-                              size if isinstance(size, int) else None)
+                              size if isinstance(size, int) else None,
+                              float(when) if isinstance(when, (int, float)) else None,
+                              token if isinstance(token, str) else None)
     return entries
 
 

@@ -79,6 +79,11 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
             comment = None
         if dpi and not all(1 <= round(d) <= 65535 for d in dpi):  # JFIF's 16-bit density
             dpi = None
+    # PNG and BMP store pixels per metre in 32 bits; a file's absurd resolution must not
+    # cost its image (it failed to encode).
+    if dpi and not all(0 < d < 1e7 for d in dpi):
+        logger.info("%s: resolution %s dpi out of range; not written", p, dpi)
+        dpi = None
     return _Extra(xmp, comment, dpi)
 
 
@@ -356,9 +361,9 @@ def save_like(
         quality: JPEG/WebP quality.
         keep_metadata: Whether to write EXIF, XMP and the comment (ICC and the
             resolution are always kept).
-        strip_gps: Leave the GPS location out of the EXIF written. XMP that holds GPS
-            properties (``exif:GPS...``) is left out whole: picking the location out of
-            the XML is not worth the risk of leaving a copy of it behind.
+        strip_gps: Leave the GPS location out of the EXIF written. XMP that may hold one
+            (any "gps" in it: :func:`xmp_has_gps`) is left out whole: picking the
+            location out of the XML is not worth the risk of leaving a copy behind.
         protect: Further paths that must not be overwritten.
         replace: False: never replace a file at ``path`` (see :func:`save_image`).
 

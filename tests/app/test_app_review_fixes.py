@@ -299,3 +299,19 @@ def test_info_lists_the_metadata_and_what_the_reader_warned_of(qtbot, window, tm
     assert window.info.fields["Note"].text() == (
         "Only the first of 3 pages is enhanced (multi-page TIFF); the output has that page "
         "only.")
+
+
+def test_a_batch_stopped_by_its_folder_says_why() -> None:
+    from rbqe.batch import BatchSummary, ItemReport
+    from rbqe_studio.batch_panel import summary_html, summary_line
+    from rbqe_studio.jobs import BatchOutcome
+
+    done = [ItemReport(Path("a.jpg"), "ok", exit=3, times_ms={"total": 5.0}),
+            ItemReport(Path("b.jpg"), "failed", error="out/b.png: disk full")]
+    why = "out: cannot write to the output folder (disk full); batch stopped"
+    outcome = BatchOutcome(BatchSummary(done, 10.0, False, why, 5), done, False, 5)
+    assert summary_line(outcome).startswith("Batch stopped: 1 processed, 1 failed")
+    assert why in summary_line(outcome)
+    page = summary_html(outcome)
+    assert "Batch stopped" in page and "Stopped after 2 of 5 images" in page
+    assert "Batch finished" not in page
