@@ -586,8 +586,7 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
     rbqe did not write (a user's later file of that name).
     """
     earlier = job.notes.get(target) if os.path.lexists(target) else None
-    own = (earlier is not None and earlier.stands_for(target) and earlier.result == result
-           and path_key(earlier.source) == path_key(job.path))
+    own = earlier is not None and _not_this_result(target, job.path, result, job.notes) is None
     replace = job.options.overwrite or (job.todo is not None and own)
     if target.parent not in job.noted:
         save(replace=replace)
