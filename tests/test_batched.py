@@ -220,7 +220,7 @@ def _grouped(max_batch: int) -> Enhancer:
 def test_a_folder_in_groups_gives_what_one_by_one_gives(tmp_path, one_thread) -> None:
     folder = _folder(tmp_path)
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "p1.png").write_bytes(b"the user's own file")  # kept: skipped
+    (tmp_path / "b" / "p1.png").write_bytes(b"the user's own file")  # kept: p1 fails
     events: dict[int, list[str]] = {}
     ev = BatchEvents(on_item_start=lambda i, p: events.setdefault(i, []).append("start"),
                      on_exit=lambda i, e: events[i].append(f"exit{e.exit}"),
@@ -230,7 +230,8 @@ def test_a_folder_in_groups_gives_what_one_by_one_gives(tmp_path, one_thread) ->
                         events=ev)
     assert [i.input.name for i in grouped.items] == [i.input.name for i in one.items]
     assert [i.status for i in grouped.items] == [
-        "ok", "skipped", "ok", "ok", "failed", "ok", "ok"]
+        "ok", "failed", "ok", "ok", "failed", "ok", "ok"]
+    assert "p1.png already exists and was not made by rbqe" in grouped.items[1].error
     assert [i.status for i in one.items] == ["ok"] * 4 + ["failed", "ok", "ok"]
     assert grouped.items[4].error == one.items[4].error and "p3b.jpg" in grouped.items[4].error
     for a, b in zip(one.items, grouped.items, strict=True):
