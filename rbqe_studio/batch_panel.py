@@ -116,8 +116,9 @@ class BatchPanel(QWidget):
         self.recursive = QCheckBox("Include sub-folders")
         self.output = FolderField("Output folder")
         self.overwrite = QCheckBox("Replace existing outputs")
-        self.overwrite.setToolTip("Off: images whose output already exists are skipped, so an "
-                                  "interrupted batch resumes where it stopped")
+        self.overwrite.setToolTip("Off: images whose output rbqe already made are skipped, so "
+                                  "an interrupted batch resumes where it stopped; a file of "
+                                  "yours of that name is left as it is")
         self.start = QPushButton("Start batch")
         self.start.setObjectName("primary")
         self.cancel = QPushButton("Cancel")
@@ -154,7 +155,7 @@ class BatchPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 12)
         intro = QLabel("Enhance every image of a folder into another folder. Images whose "
-                       "output already exists are skipped.")
+                       "output rbqe already made are skipped.")
         intro.setObjectName("muted")
         intro.setWordWrap(True)
         lay.addWidget(intro)
