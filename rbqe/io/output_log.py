@@ -122,7 +122,7 @@ def _append(folder: Path, entry: dict[str, Any]) -> None:
     line = "\n" + json.dumps(entry) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     # One small O_APPEND write per entry, so that concurrent runs do not mix lines.
-    fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = _open_for_notes(folder)
     try:
         os.write(fd, line.encode("ascii"))
     finally:
@@ -131,8 +131,11 @@ def _append(folder: Path, entry: dict[str, Any]) -> None:
 
 def probe_output_log(folder: Path) -> None:
     """Proves that notes can be added to ``folder``'s log (creating it); raises OSError."""
-    fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    os.close(fd)
+    os.close(_open_for_notes(folder))
+
+
+def _open_for_notes(folder: Path) -> int:
+    return os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
 
 def _relative_to(path: Path, folder: Path) -> str:
