@@ -43,8 +43,16 @@ def summary_line(outcome: BatchOutcome) -> str:
     stopped = outcome.summary.stopped if outcome.summary is not None else None
     what = ("Batch stopped" if stopped else "Batch cancelled" if outcome.cancelled
             else "Batch finished")
+    left = unfinished(outcome)
     return (f"{what}: {counts['ok']} processed, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped" + (f" ({stopped})" if stopped else ""))
+            f"{counts['skipped']} skipped" + (f", {left} not done" if left else "")
+            + (f" ({stopped})" if stopped else ""))
+
+
+def unfinished(outcome: BatchOutcome) -> int:
+    """Images a cancelled or stopped batch did not finish: the one it was working on
+    (nothing of it was written) and those it never reached."""
+    return max(0, outcome.total - len(outcome.items))
 
 
 def summary_html(outcome: BatchOutcome) -> str:
@@ -66,8 +74,10 @@ def summary_html(outcome: BatchOutcome) -> str:
     else:
         n = outcome.total
         parts = [f"<h3>Batch finished</h3><p>{n} image{'s' * (n != 1)} in the folder.</p>"]
+    left = unfinished(outcome)
     parts.append(f"<p><b>{ok}</b> processed · <b>{len(failed)}</b> failed · <b>{skipped}</b> "
-                 "skipped (output already there)</p>")
+                 "skipped (output already there)"
+                 + (f" · <b>{left}</b> not done" if left else "") + "</p>")
     if s is not None and ok:
         hist = s.exit_histogram
         most = max(hist.values()) or 1
@@ -76,10 +86,17 @@ def summary_html(outcome: BatchOutcome) -> str:
             f"<span style='color:#4c9be8'>{'█' * round(16 * n / most)}</span></td></tr>"
             for k, n in sorted(hist.items()))
         parts.append(f"<p><b>Exits chosen</b></p><table cellspacing='2'>{rows}</table>")
-        # Cancelled: say how many the time is for, not only "per image".
-        done = f"{ok} of {outcome.total} images done · " if outcome.cancelled else ""
-        parts.append(f"<p>{done}Total {fmt_ms(s.total_ms)} · average {fmt_ms(s.avg_ms)} per "
-                     "image</p>")
+        # The total is the batch's wall clock (the model's loading, and on a cancel the
+        # work on the image it dropped, included); the average is over processed images
+        # only: say both, so the two never seem to disagree.
+        total, avg = (fmt_ms(t).replace(" ", "&nbsp;") for t in (s.total_ms, s.avg_ms))
+        if left:
+            until = "the stop" if why else "the cancel"
+            parts.append(f"<p>Time: {total} in all, up to {until} (work on an unfinished "
+                         f"image included)<br>Average: {avg} per processed image ({ok} of "
+                         f"{outcome.total} images done)</p>")
+        else:
+            parts.append(f"<p>Time: {total} in all · average {avg} per processed image</p>")
         if s.gmacs_exit5 and s.saved_fraction is not None:  # None when every exit ran
             parts.append(f"<p>Compute: {s.gmacs:.1f} GMAC, <b>{100 * s.saved_fraction:.0f}% "
                          f"saved</b> against always running exit 5 ({s.gmacs_exit5:.1f} GMAC)"

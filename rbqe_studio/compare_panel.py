@@ -117,7 +117,7 @@ class ComparePanel(QWidget):
         self._user_a = self._user_b = False
         self.strip.clear()
         self.view.set_pictures(None, "", None, "")
-        self.zoom_label.setText("")  # no picture, no zoom (not the previous image's)
+        self._show_zoom()
         self._refresh_combos()
 
     def show_unreadable(self, message: str) -> None:
@@ -125,6 +125,7 @@ class ComparePanel(QWidget):
         self.clear()
         self.strip.set_unreadable()
         self.view.set_message(message)
+        self._show_zoom()
 
     def show_loaded(self, data: ViewData) -> None:
         self.clear()
@@ -217,6 +218,7 @@ class ComparePanel(QWidget):
             b_pic, b_label = None, self.note or "Enhancing…"
         self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
                                f"B · {b_label}" if b_pic is not None else b_label)
+        self._show_zoom()  # a picture of the old one's size arrives without a zoom change
         self.strip.set_sides(self.a, self.b)
         self._refresh_combos()
         self.sides_changed.emit(self.a, self.b)
@@ -231,10 +233,17 @@ class ComparePanel(QWidget):
                     item.setEnabled(i == INPUT or i in self.exits)
                 combo.setCurrentIndex(value)
 
-    def _show_zoom(self, scale: float) -> None:
+    def _show_zoom(self, *_scale: float) -> None:
         """Zoom as the user sees it: screen pixels per image pixel (1:1 is 100 %, also on
-        a high-DPI screen, where ``scale`` counts device-independent pixels)."""
-        self.zoom_label.setText(f"{100 * scale * self.view.devicePixelRatioF():.0f}%")
+        a high-DPI screen, where the view's scale counts device-independent pixels).
+
+        Blank while no picture is shown (none yet, or a file that could not be read): the
+        view keeps the last image's zoom, and any resize re-announces it.
+        """
+        view = self.view
+        shown = not view.message and (view.a is not None or view.b is not None)
+        self.zoom_label.setText(f"{100 * view.state.scale * view.devicePixelRatioF():.0f}%"
+                                if shown else "")
 
     def _sync_mode_buttons(self, mode: str) -> None:
         for m, button in self.mode_buttons.items():

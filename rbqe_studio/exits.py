@@ -44,6 +44,7 @@ WEAK = QColor("#e0a948")
 A_COLOR = QColor("#e8a33d")
 B_COLOR = QColor("#4c9be8")
 CARD_HEIGHT = 190
+HEAD_SPACING = 14  # between the strip header's title, rule, mode and button
 CARD_MIN_WIDTH = 108  # six cards and their gaps fit a 1280-px window; narrower, the row scrolls
 
 
@@ -246,17 +247,27 @@ class ExitStrip(QWidget):
         self.threshold_label.setObjectName("threshold")
         self.mode_label = ElidedLabel("")
         self.mode_label.setObjectName("muted")
+        # Takes what the rule leaves: the rule is the one that must read in full.
+        self.mode_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.compute_button = QPushButton("Compute all exits")
         self.compute_button.setToolTip("Continue from the cached network stages to exit 5")
         self.compute_button.clicked.connect(self.compute_all)
         self.compute_button.setEnabled(False)
-        head = QHBoxLayout()
-        head.setSpacing(14)
+        self.title = title
+        # The rule and mode sit beside the title when they fit, else on a line of their
+        # own below it (see _place_rule): a narrow window once cut the rule to "L…".
+        self.rule_box = QWidget()
+        rule_row = QHBoxLayout(self.rule_box)
+        rule_row.setContentsMargins(0, 0, 0, 0)
+        rule_row.setSpacing(HEAD_SPACING)
+        rule_row.addWidget(self.threshold_label)
+        rule_row.addWidget(self.mode_label, 1)
+        self.head = head = QHBoxLayout()
+        head.setSpacing(HEAD_SPACING)
         head.addWidget(title)
-        head.addWidget(self.threshold_label)
-        head.addWidget(self.mode_label)
-        head.addStretch(1)
+        head.addWidget(self.rule_box, 1)
         head.addWidget(self.compute_button)
+        self.below = QHBoxLayout()  # holds the rule box when the header is narrow
 
         self.cards = [ExitCard(i) for i in range(NUM_EXITS + 1)]
         row_widget = QWidget()
@@ -278,10 +289,44 @@ class ExitStrip(QWidget):
         lay.setContentsMargins(8, 8, 8, 8)
         lay.setSpacing(6)
         lay.addLayout(head)
+        lay.addLayout(self.below)
         lay.addWidget(scroll)
         self.setMinimumHeight(self.sizeHint().height())
+        self.rule_below = False
         self.chosen: int | None = None
         self.computed: list[int] = []  # exits in the order they arrived
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_rule()
+
+    def _place_rule(self) -> None:
+        """Put the rule (and mode) beside the title when the header has room for the
+        title, the whole rule and the button; else on their own line, where the rule
+        reads in full (the mode, muted, may be cut: its tooltip has it)."""
+        margins = self.layout().contentsMargins()
+        room = self.width() - margins.left() - margins.right()
+        need = (self.title.sizeHint().width() + self.threshold_label.sizeHint().width()
+                + self.compute_button.sizeHint().width() + 2 * HEAD_SPACING)
+        if self.mode_label.text():
+            need += HEAD_SPACING + self.mode_label.sizeHint().width()
+        below = room < need
+        if below == self.rule_below:
+            return
+        self.rule_below = below
+        if below:
+            self.head.removeWidget(self.rule_box)
+            self.head.insertStretch(1, 1)  # keeps the button at the right
+            self.below.addWidget(self.rule_box)
+        else:
+            self.below.removeWidget(self.rule_box)
+            self.head.takeAt(1)  # the stretch
+            self.head.insertWidget(1, self.rule_box, 1)
+        # One line taller or shorter: the splitter must give the strip that room (the
+        # layout's cached size is stale until it is invalidated).
+        lay = self.layout()
+        lay.invalidate()
+        self.setMinimumHeight(lay.sizeHint().height())
 
     def clear(self) -> None:
         self.chosen = None
@@ -343,6 +388,7 @@ class ExitStrip(QWidget):
             card.threshold = threshold
             card.min_exit = min_exit
             card.update()
+        self._place_rule()
 
     def set_policy(self, description: str, title: str = "Learned exit gate") -> None:
         """The weights' learned gate decides: say so instead of a threshold."""
@@ -355,6 +401,7 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.threshold = None
             card.update()
+        self._place_rule()
 
     def set_rule_loading(self) -> None:
         """The weights' exit rule is not known yet: say so rather than guess."""
@@ -364,10 +411,12 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.threshold = None
             card.update()
+        self._place_rule()
 
     def set_mode_text(self, text: str) -> None:
         self.mode_label.setText(text)
         self.mode_label.setToolTip(text)
+        self._place_rule()
 
     def set_sides(self, a: int, b: int) -> None:
         for card in self.cards:

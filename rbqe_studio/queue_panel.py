@@ -150,8 +150,11 @@ class QueuePanel(QWidget):
         self.setObjectName("queuePanel")
         self.title = QLabel("Queue")
         self.title.setObjectName("panelTitle")
-        self.counts = ElidedLabel("")  # a long count must not widen the window
+        # On its own line under the title: beside it and the Clear button, "1/2 done ·
+        # 1 failed" was cut at the default width. Elided, so no count widens the window.
+        self.counts = ElidedLabel("")
         self.counts.setObjectName("muted")
+        self.counts.hide()  # shown once there are images to count
         self.list = _List()
         self.list.setItemDelegate(_Delegate(self.list))
         self.list.setMouseTracking(True)
@@ -171,7 +174,6 @@ class QueuePanel(QWidget):
         head = QHBoxLayout()
         head.addWidget(self.title)
         head.addStretch(1)
-        head.addWidget(self.counts)
         head.addWidget(self.clear_button)
         buttons = QHBoxLayout()
         buttons.addWidget(files)
@@ -179,6 +181,7 @@ class QueuePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 8, 8, 8)
         lay.addLayout(head)
+        lay.addWidget(self.counts)
         lay.addWidget(self.list, 1)
         lay.addLayout(buttons)
         self._rows: dict[int, QListWidgetItem] = {}
@@ -240,3 +243,4 @@ class QueuePanel(QWidget):
         if failed:
             text += f" · {failed} failed"
         self.counts.setText(text)
+        self.counts.setVisible(bool(text))
