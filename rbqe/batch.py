@@ -39,7 +39,6 @@ from rbqe.io import (
     load_image,
     output_path_for,
     plan_outputs,
-    record_output,
     remove_stale_temps,
     save_like,
 )
@@ -49,8 +48,9 @@ from rbqe.io.identity import path_key
 from rbqe.io.output_log import (
     OUTPUT_LOG,
     OutputNotes,
+    not_this_result,
     probe_output_log,
-    retract_output,
+    write_noted,
     written_outputs,
 )
 from rbqe.model import NUM_EXITS
@@ -279,7 +279,8 @@ def pending_outputs(targets: dict[str | None, Path],
 def existing_conflict(path: Path, targets: dict[str | None, Path], options: BatchOptions,
                       notes: OutputNotes) -> ItemReport | None:
     """A failed report entry when a file stands where one of ``path``'s outputs goes and
-    is not that result (see :func:`_not_this_result`), without ``overwrite``; else None.
+    is not that result (see :func:`rbqe.io.output_log.not_this_result`), without
+    ``overwrite``; else None.
 
     Such a file used to be taken for done, and named in the report as this run's result.
     It is still left as it is.
@@ -289,7 +290,7 @@ def existing_conflict(path: Path, targets: dict[str | None, Path], options: Batc
     for tag, target in targets.items():
         if not os.path.lexists(target):
             continue
-        why = _not_this_result(target, path, result_name(tag, options.mode), notes)
+        why = not_this_result(target, path, result_name(tag, options.mode), notes)
         if why:
             return ItemReport(path, "failed", error=(
                 f"{path}: {target} already exists and {why}; it is left as it is "
@@ -301,26 +302,6 @@ def result_name(tag: str | None, mode: ExitMode) -> str:
     """Which result an output holds, as the output log notes it: ``"auto"``, ``"3"``, or
     the exit tag of ``--exit all`` (``"exit3"``)."""
     return tag if tag is not None else str(mode)
-
-
-def _not_this_result(target: Path, source: Path, result: str, notes: OutputNotes) -> str | None:
-    """Why ``target`` is not ``source``'s ``result`` by the output log, or None when it is
-    (or when an older note cannot say, as before results were noted)."""
-    noted = notes.get(target)
-    if noted is None:
-        return "was not made by rbqe"
-    if not noted.stands_for(target):
-        return "is not the file rbqe wrote there (it was replaced or edited since)"
-    if os.path.exists(noted.source) and path_key(noted.source) != path_key(source):
-        return f"was made from {noted.source}"
-    if noted.result is not None and noted.result != result:
-        return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
-    return None
-
-
-def _describe_result(result: str) -> str:
-    k = result.removeprefix("exit")
-    return "the auto result" if result == "auto" else f"exit {k}"
 
 
 def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) -> ItemReport:
@@ -579,37 +560,17 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
     """``save(replace=...)`` the output at ``target``, its note in the output log kept true.
 
     A file at ``target`` is replaced only with ``overwrite``, or for a planned ``todo``
-    when the output log says it is this very output (a dead Ray worker's). Noted before
-    the write (a kill can come any time: an output must never be left unnoted) and again
-    with its size once written. If the write fails, the note is taken back, or the
-    earlier note of the file still there is restored: a note must not stand for a file
-    rbqe did not write (a user's later file of that name).
+    when the output log says it is this very output (a dead Ray worker's). Where the
+    folder's outputs are noted, through :func:`rbqe.io.output_log.write_noted`: noted
+    before the write and again once written, the note taken back if the write fails.
     """
     earlier = job.notes.get(target) if os.path.lexists(target) else None
-    own = earlier is not None and _not_this_result(target, job.path, result, job.notes) is None
+    own = earlier is not None and not_this_result(target, job.path, result, job.notes) is None
     replace = job.options.overwrite or (job.todo is not None and own)
     if target.parent not in job.noted:
         save(replace=replace)
         return
-    try:
-        token = record_output(target, job.path, result)
-    except OSError as exc:
-        error = ImageWriteError(target, f"cannot note this output in its folder's "
-                                        f"{OUTPUT_LOG}: {_os_reason(exc)}")
-        error.errno = exc.errno
-        raise error from None
-    try:
-        save(replace=replace)
-    except BaseException:
-        if earlier is not None and earlier.size is not None and earlier.stands_for(target):
-            with contextlib.suppress(OSError):
-                record_output(target, earlier.source, earlier.result, size=earlier.size,
-                              token=earlier.token)
-        else:
-            retract_output(target, job.path, token)
-        raise
-    with contextlib.suppress(OSError):  # the note made before still stands for it
-        record_output(target, job.path, result, size=os.path.getsize(target), token=token)
+    write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier)
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:

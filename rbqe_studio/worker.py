@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ from rbqe.batch import BatchEvents, ItemReport, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior
-from rbqe.io import load_image, output_path_for, save_like
+from rbqe.io import (
+    OutputNotes,
+    load_image,
+    output_path_for,
+    retract_output,
+    save_like,
+    write_noted,
+)
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Picture
 from rbqe_studio.jobs import (
@@ -37,6 +45,7 @@ from rbqe_studio.jobs import (
     SaveJob,
     ViewData,
 )
+from rbqe_studio.saving import may_replace, refuse_others, result_held
 
 log = logging.getLogger(__name__)
 
@@ -220,26 +229,58 @@ class Worker(QObject):
         return view
 
     def _save(self, job: SaveJob) -> list[Path]:
+        """Writes the exits, each noted in its folder's output log (:mod:`rbqe_studio.saving`).
+
+        Save all (no ``targets``) first makes sure it replaces no file that is not its
+        own; a single Save writes the name the user chose (the dialog asked).
+        """
         view = job.view
         assert view is not None and view.result is not None
         have = {e.exit for e in view.result.exits}
         if any(k not in have for k in job.exits):
             self._more_exits(job, view, self.enhancer(job), max(job.exits))
+        notes = OutputNotes()
+        planned: list[tuple[int, Path, str | None]] = []
+        for k in job.exits:
+            target = job.targets.get(k) or output_path_for(
+                view.path, job.folder or view.path.parent, suffix=job.suffix,
+                exit_tag=f"exit{k}", fmt=job.fmt)
+            planned.append((k, target, result_held(view, k, target, notes)))
+        # A name the user chose in the file dialog (which asked before replacing) is
+        # written as it is; names of ours may replace only our own files.
+        refuse_others(view.path, [(t, r) for k, t, r in planned if k not in job.targets],
+                      notes)
         written = []
-        for n, k in enumerate(job.exits):
+        for n, (k, target, result) in enumerate(planned):
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             self.progress.emit(job.gen, "save", n, len(job.exits))
-            target = job.targets.get(k)
-            fmt = None if target is not None else job.fmt  # a chosen name sets the format
-            if target is None:
-                target = output_path_for(view.path, job.folder or view.path.parent,
-                                         suffix=job.suffix, exit_tag=f"exit{k}", fmt=job.fmt)
-            written.append(save_like(target, view.result.exit_result(k).image, view.loaded,
-                                     fmt=fmt, quality=job.quality,
-                                     keep_metadata=job.keep_metadata,
-                                     strip_gps=job.strip_gps))
+            replace = k in job.targets or may_replace(target, view.path, result, notes)
+            written.append(self._save_one(job, view, k, target, result, notes,
+                                          replace=replace))
         return written
+
+    @staticmethod
+    def _save_one(job: SaveJob, view: ViewData, k: int, target: Path, result: str | None,
+                  notes: OutputNotes, *, replace: bool) -> Path:
+        """Saves exit ``k`` at ``target``, noted as ``result`` (None: not noted, and an
+        earlier note of the name taken back, so that it cannot vouch for this file)."""
+        assert view.result is not None
+        earlier = notes.get(target) if os.path.lexists(target) else None
+
+        def save() -> Path:
+            assert view.result is not None
+            return save_like(target, view.result.exit_result(k).image, view.loaded,
+                             fmt=None if k in job.targets else job.fmt,  # a chosen name sets it
+                             quality=job.quality, keep_metadata=job.keep_metadata,
+                             strip_gps=job.strip_gps, replace=replace)
+
+        if result is not None:
+            return write_noted(target, view.path, result, save, earlier=earlier)
+        path = save()
+        if earlier is not None and earlier.token is not None:
+            retract_output(target, earlier.source, earlier.token)
+        return path
 
     def _batch(self, job: BatchJob) -> BatchOutcome:
         assert job.options is not None

@@ -59,7 +59,8 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.identity`: :func:`path_key`, when two paths are the same file.
 * :mod:`rbqe.io.naming`: :func:`output_path_for`, :func:`plan_outputs`.
 * :mod:`rbqe.io.listing`: :func:`list_images`, :func:`lists_folder`.
-* :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`.
+* :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`,
+  :func:`write_noted` (an output written with its note kept true), :func:`not_this_result`.
 * :mod:`rbqe.io.diagnostics`: error reasons, warnings to log records, the logger.
 """
 
@@ -75,7 +76,15 @@ from rbqe.io.identity import path_key
 from rbqe.io.listing import list_images, lists_folder
 from rbqe.io.metadata import estimate_jpeg_quality
 from rbqe.io.naming import output_path_for, plan_outputs
-from rbqe.io.output_log import OUTPUT_LOG, record_output, retract_output
+from rbqe.io.output_log import (
+    OUTPUT_LOG,
+    Noted,
+    OutputNotes,
+    not_this_result,
+    record_output,
+    retract_output,
+    write_noted,
+)
 from rbqe.io.pixels import MODES as MODES
 from rbqe.io.read import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from rbqe.io.write import save_image, save_like
@@ -88,12 +97,15 @@ __all__ = [
     "STALE_TEMP_AGE_S",
     "SUPPORTED_SUFFIXES",
     "LoadedImage",
+    "Noted",
+    "OutputNotes",
     "estimate_jpeg_quality",
     "is_image_file",
     "is_temp_file",
     "list_images",
     "lists_folder",
     "load_image",
+    "not_this_result",
     "output_path_for",
     "path_key",
     "plan_outputs",
@@ -103,4 +115,5 @@ __all__ = [
     "save_image",
     "save_like",
     "write_bytes_atomic",
+    "write_noted",
 ]

@@ -3,15 +3,17 @@ outputs and of what, so that a re-run does not take its own results for inputs."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+from rbqe.errors import ImageWriteError
 from rbqe.io.diagnostics import _os_reason
 from rbqe.io.identity import path_key
 
@@ -21,9 +23,10 @@ OUTPUT_LOG = ".rbqe-outputs.jsonl"
 """Hidden file in an output folder listing the outputs rbqe wrote there, and of what.
 
 Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
-``photo.png`` beside ``photo.jpg``, so each output is noted here: before it is written,
-one JSON line ``{"output": NAME, "source": PATH, "result": R, "token": T, "time": S}``
-with the source relative to the folder; once written, the same with its ``"size"`` in
+``photo.png`` beside ``photo.jpg``, so each output (the batch's, and the app's saves) is
+noted here, through :func:`write_noted`: before it is written, one JSON line
+``{"output": NAME, "source": PATH, "result": R, "token": T, "time": S}`` with the
+source relative to the folder; once written, the same with its ``"size"`` in
 bytes instead of the time; if the write failed, ``{..., "retracted": T}``. The last line
 for a name counts (a retraction only if it is its own writer's). A written note stands
 only for a file of its size (one replaced or edited since is no longer rbqe's), one made
@@ -112,6 +115,72 @@ def retract_output(output: str | os.PathLike[str], source: str | os.PathLike[str
     except OSError as exc:
         logger.warning("%s: cannot take back its note in %s (%s)", out, OUTPUT_LOG,
                        _os_reason(exc))
+
+
+T = TypeVar("T")
+
+
+def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], result: str,
+                write: Callable[[], T], *, earlier: Noted | None = None) -> T:
+    """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``), its note in
+    the output log kept true; returns what ``write`` returns. The one way outputs are
+    noted: the CLI's batch and the app's saves both write through it.
+
+    Noted before the write (a kill can come any time: an output must never be left
+    unnoted) and again with its size once written. If the write fails, the note is taken
+    back, or ``earlier`` (the note of the file at ``output`` before, if any) is restored:
+    a note must not stand for a file rbqe did not write (a user's later file of that name).
+
+    Raises:
+        ImageWriteError: The note cannot be written (the output is then not written), or
+            what ``write`` raises.
+    """
+    out = Path(output)
+    try:
+        token = record_output(out, source, result)
+    except OSError as exc:
+        error = ImageWriteError(out, f"cannot note this output in its folder's "
+                                     f"{OUTPUT_LOG}: {_os_reason(exc)}")
+        error.errno = exc.errno
+        raise error from None
+    try:
+        written = write()
+    except BaseException:
+        if earlier is not None and earlier.size is not None and earlier.stands_for(out):
+            with contextlib.suppress(OSError):
+                record_output(out, earlier.source, earlier.result, size=earlier.size,
+                              token=earlier.token)
+        else:
+            retract_output(out, source, token)
+        raise
+    with contextlib.suppress(OSError):  # the note made before still stands for it
+        record_output(out, source, result, size=os.path.getsize(out), token=token)
+    return written
+
+
+def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes) -> str | None:
+    """Why the file at ``output`` is not ``source``'s ``result`` (see :class:`Noted`) by
+    the output log, or None when it is (or when an older note cannot say, as before
+    results were noted). The reason reads after "<output> already exists and ...".
+
+    A batch takes a file for done only when this is None. Lenient where a batch may be:
+    a note whose source is gone stands for any source. Replacing a file needs more.
+    """
+    noted = notes.get(output)
+    if noted is None:
+        return "was not made by rbqe"
+    if not noted.stands_for(output):
+        return "is not the file rbqe wrote there (it was replaced or edited since)"
+    if os.path.exists(noted.source) and path_key(noted.source) != path_key(source):
+        return f"was made from {noted.source}"
+    if noted.result is not None and noted.result != result:
+        return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
+    return None
+
+
+def _describe_result(result: str) -> str:
+    k = result.removeprefix("exit")
+    return "the auto result" if result == "auto" else f"exit {k}"
 
 
 def _append(folder: Path, entry: dict[str, Any]) -> None:

@@ -196,7 +196,7 @@ def test_save_result_and_all_exits(qtbot, window, images, tmp_path, monkeypatch)
         window.acts.save_all.trigger()
     assert len(blocker.args[0]) == 5
     assert sorted(p.name for p in folder.iterdir()) == \
-        [f"photo0_rbqe.exit{k}.png" for k in range(1, 6)]
+        [".rbqe-outputs.jsonl", *(f"photo0_rbqe.exit{k}.png" for k in range(1, 6))]
 
 
 def test_settings_and_layout_persist(qtbot, store, factory, window) -> None:

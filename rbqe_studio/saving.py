@@ -1,0 +1,93 @@
+"""What the app's saves note in the output log, and which files they may replace.
+
+The app writes its outputs where the CLI's batch may later write too, so it notes them
+in the same log (:data:`rbqe.io.OUTPUT_LOG`, through :func:`rbqe.io.write_noted`), as the
+result the batch would call them (:func:`rbqe.batch.result_name`): a later batch into
+the folder then takes an app-saved file that holds its result for done, leaves it out of
+its inputs, and keeps its name with its photo. The log records which photo and which
+exit a file holds, and its size; the format only through the name's extension, and
+nothing of quality or metadata (the batch's notes do not either).
+
+Save all never replaces a file unless the log says rbqe saved it there from the same
+photo as the same result (a user's own file, or rbqe's from another photo, stays as it
+is and the save fails naming it). A single Save writes the name the user chose in the
+file dialog, which has already asked before replacing. Plain Python, no Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rbqe.errors import RBQEError
+from rbqe.io import OutputNotes, not_this_result, path_key
+from rbqe_studio.jobs import ViewData
+
+# Outputs read back from these hold the pixels the batch wrote; the others (JPEG, WebP)
+# hold a lossy copy of them, which the app cannot claim is that result.
+_LOSSLESS = {".png", ".tif", ".tiff", ".bmp"}
+
+
+def result_held(view: ViewData, k: int, target: Path, notes: OutputNotes) -> str | None:
+    """What the log notes of ``view``'s exit ``k`` saved at ``target``, in the batch's
+    words (``"auto"``, ``"3"`` or ``"exit3"``); None where the app cannot truly say.
+
+    * A tiled image's auto result under per-tile exits is a blend of the tiles' exits,
+      not exit ``k``: ``"auto"``.
+    * Exit ``k`` itself: ``"exit{k}"`` under a name of ``--exit all``'s form
+      (``photo_rbqe.exit3.png``, as Save all names it), else ``"{k}"`` (a forced exit:
+      the pixels are the same).
+    * An exit read back from a batch's output holds what that output's note says, if
+      it was lossless and is still the file noted; else None.
+    """
+    result = view.result
+    assert result is not None
+    if k in view.saved:
+        held = _noted_result(view.saved[k], view.path, notes)
+        if held is None or held == "auto":
+            return held
+    elif result.tile_exits is not None and k == result.chosen:
+        return "auto"
+    tag = f"exit{k}"
+    return tag if target.stem.endswith(f".{tag}") else str(k)
+
+
+def _noted_result(saved: Path, source: Path, notes: OutputNotes) -> str | None:
+    """The result the log notes for the batch output ``saved`` of ``source``, if
+    lossless and still the file noted."""
+    noted = notes.get(saved)
+    if (saved.suffix.lower() not in _LOSSLESS or noted is None or noted.result is None
+            or not noted.stands_for(saved) or path_key(noted.source) != path_key(source)):
+        return None
+    return noted.result
+
+
+def may_replace(target: Path, source: Path, result: str | None, notes: OutputNotes) -> bool:
+    """Whether the file at ``target`` is rbqe's ``result`` of ``source`` by the log, so
+    that saving that result again may replace it. Stricter than a batch's "done"
+    (:func:`rbqe.io.not_this_result`): an older note that names no result, or one whose
+    photo is gone, does not count."""
+    noted = notes.get(target)
+    return (result is not None and noted is not None and noted.result == result
+            and noted.stands_for(target) and path_key(noted.source) == path_key(source))
+
+
+def refuse_others(source: Path, planned: list[tuple[Path, str | None]],
+                  notes: OutputNotes) -> None:
+    """Raises if a file stands at one of Save all's ``planned`` ``(target, result)``
+    names that it may not replace (:func:`may_replace`), before anything is written.
+
+    Raises:
+        RBQEError: Naming the first such file, why it is not replaced, and how many more.
+    """
+    taken = [(t, r) for t, r in planned
+             if os.path.lexists(t) and not may_replace(t, source, r, notes)]
+    if not taken:
+        return
+    target, result = taken[0]
+    why = (not_this_result(target, source, result, notes) if result is not None else None)
+    more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+    raise RBQEError(f"{target} already exists{more} and "
+                    f"{why or 'rbqe cannot tell it is this result of this photo'}; "
+                    f"it is left as it is and nothing was saved (choose another folder, "
+                    f"or move that file away)")

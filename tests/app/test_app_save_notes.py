@@ -1,0 +1,173 @@
+"""The app's saves are noted in the folder's output log, as the CLI's outputs are: a
+later batch into that folder knows them for rbqe's, and Save all never replaces a file
+that rbqe did not make there from this photo with this result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from rbqe.batch import BatchOptions, run_batch
+from rbqe.io import OutputNotes, record_output
+from rbqe_studio.jobs import ViewData
+from rbqe_studio.saving import result_held
+from tests.helpers import tiny_enhancer
+
+TIMEOUT = 120_000
+
+
+def view(qtbot, window, path: Path, mode: object = "all") -> None:
+    window.session.mode_override = mode
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([path])
+
+
+def save_all(qtbot, window, folder: Path, monkeypatch) -> list[Path]:
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save_all.trigger()
+    return list(blocker.args[0])
+
+
+def save_fails(qtbot, window) -> str:
+    """Triggers Save all, which must fail; returns the error message shown."""
+    with qtbot.waitSignal(window.session.message, timeout=TIMEOUT,
+                          check_params_cb=lambda text, error: error) as blocker:
+        window.acts.save_all.trigger()
+    return str(blocker.args[0])
+
+
+def test_a_batch_skips_what_save_all_made(qtbot, window, images, tmp_path,
+                                          monkeypatch) -> None:
+    """The defect: the app's outputs were not noted, so a CLI batch into that folder
+    failed the photo ("was not made by rbqe")."""
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    saved = save_all(qtbot, window, folder, monkeypatch)
+    assert [p.name for p in saved] == [f"photo0_rbqe.exit{k}.png" for k in range(1, 6)]
+    notes = OutputNotes()
+    for k, p in enumerate(saved, start=1):
+        noted = notes.get(p)
+        assert noted is not None and noted.result == f"exit{k}"
+        assert noted.source == folder / "../in/photo0.jpg" and noted.stands_for(p)
+
+    options = BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")
+    summary = run_batch(tiny_enhancer(), [images[0]], options)
+    (item,) = summary.items
+    assert item.status == "skipped", item.error
+    assert sorted(item.outputs) == ["1", "2", "3", "4", "5"]
+
+    # Another result at those names (a forced exit 3 would be photo0_rbqe.png: not
+    # these) is still told apart: the auto result of --suffix _rbqe.exit3 is not exit3.
+    auto = BatchOptions(out_dir=folder, mode="auto", suffix="_rbqe.exit3")
+    (item,) = run_batch(tiny_enhancer(), [images[0]], auto).items
+    assert item.status == "failed" and "holds exit 3 of this photo" in str(item.error)
+
+
+def test_save_all_leaves_a_users_file_alone(qtbot, window, images, tmp_path,
+                                           monkeypatch) -> None:
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    mine = folder / "photo0_rbqe.exit3.png"
+    mine.write_bytes(b"my own drawing")
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    message = save_fails(qtbot, window)
+    assert "photo0_rbqe.exit3.png" in message and "not made by rbqe" in message
+    assert mine.read_bytes() == b"my own drawing"
+    assert sorted(p.name for p in folder.iterdir()) == [mine.name]  # nothing half-saved
+
+
+def test_save_all_again_replaces_its_own_files(qtbot, window, images, tmp_path,
+                                               monkeypatch) -> None:
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    first = save_all(qtbot, window, folder, monkeypatch)
+    again = save_all(qtbot, window, folder, monkeypatch)
+    assert again == first and all(p.is_file() for p in again)
+    # rbqe's output of another photo at one of the names is not replaced.
+    other = folder / "photo0_rbqe.exit2.png"
+    other.write_bytes(b"photo1's exit 2")
+    record_output(other, images[1], "exit2", size=other.stat().st_size)
+    message = save_fails(qtbot, window)
+    assert "photo0_rbqe.exit2.png" in message and "was made from" in message
+    assert "photo1.jpg" in message
+    assert other.read_bytes() == b"photo1's exit 2"
+
+
+def test_save_notes_the_forced_exit_a_batch_would_name(qtbot, window, images, tmp_path,
+                                                       monkeypatch) -> None:
+    """A single Save writes the name the user chose (the dialog asked before replacing)
+    and notes it: exit 3 under a name that is not --exit all's is a forced exit 3."""
+    view(qtbot, window, images[0], mode=3)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(folder / suggested.name))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    (saved,) = blocker.args[0]
+    assert saved.name == "photo0_rbqe_exit3.png"
+    noted = OutputNotes().get(saved)
+    assert noted is not None and noted.result == "3" and noted.stands_for(saved)
+    forced = BatchOptions(out_dir=folder, mode=3, suffix="_rbqe_exit3")
+    (item,) = run_batch(tiny_enhancer(), [images[0]], forced).items
+    assert item.status == "skipped", item.error
+
+
+def test_what_a_saved_exit_holds(tmp_path) -> None:
+    """The names the log gives: a per-tile blend is the auto result; an exit read back
+    from a batch's output holds what that output's note says, if it was lossless."""
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(b"jpeg")
+    result = SimpleNamespace(tile_exits=None, chosen=3)
+    plain = ViewData(src, None, None, None, result=result)  # type: ignore[arg-type]
+    notes = OutputNotes()
+    assert result_held(plain, 3, tmp_path / "photo_rbqe.exit3.png", notes) == "exit3"
+    assert result_held(plain, 3, tmp_path / "photo_rbqe_exit3.png", notes) == "3"
+    assert result_held(plain, 2, tmp_path / "photo.exit3.png", notes) == "2"
+    tiled = ViewData(src, None, None, None,  # type: ignore[arg-type]
+                     result=SimpleNamespace(tile_exits=object(), chosen=3))
+    assert result_held(tiled, 3, tmp_path / "photo.exit3.png", notes) == "auto"
+    assert result_held(tiled, 5, tmp_path / "photo.exit5.png", notes) == "exit5"
+
+    read = {}
+    for name, noted in (("a.png", "auto"), ("b.png", "exit3"), ("c.jpg", "3"), ("d.png", None)):
+        read[name] = tmp_path / "batch" / name
+        read[name].parent.mkdir(exist_ok=True)
+        read[name].write_bytes(b"pixels")
+        if noted is not None:
+            record_output(read[name], src, noted, size=6)
+    for name, held in (("a.png", "auto"), ("b.png", "exit3"), ("c.jpg", None), ("d.png", None)):
+        back = ViewData(src, None, None, None, result=result,  # type: ignore[arg-type]
+                        saved={3: read[name]})
+        assert result_held(back, 3, tmp_path / "photo.exit3.png", OutputNotes()) == held
+
+
+def test_a_failed_save_takes_its_note_back(qtbot, window, images, tmp_path,
+                                           monkeypatch) -> None:
+    import rbqe_studio.worker as worker
+    from rbqe.errors import ImageWriteError
+
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    real = worker.save_like
+
+    def failing(path, *args, **kwargs):
+        if Path(path).name.endswith(".exit3.png"):
+            raise ImageWriteError(path, "disk says no")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "save_like", failing)
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    assert "disk says no" in save_fails(qtbot, window)
+    notes = OutputNotes()
+    assert notes.get(folder / "photo0_rbqe.exit3.png") is None  # taken back
+    assert notes.get(folder / "photo0_rbqe.exit2.png").result == "exit2"  # written before
+    # A user's file that appears there later is not taken for rbqe's.
+    (folder / "photo0_rbqe.exit3.png").write_bytes(b"mine")
+    (item,) = run_batch(tiny_enhancer(), [images[0]],
+                        BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")).items
+    assert item.status == "failed" and "not made by rbqe" in str(item.error)
