@@ -396,7 +396,8 @@ class MainWindow(QMainWindow):
             strip.set_rule_loading()
         mode = self.session.mode
         self.compare.strip.set_mode_text(
-            f"Mode: auto ({source})" if mode == "auto" else
+            ("Mode: auto, your threshold" if source == "custom" else "Mode: auto")
+            if mode == "auto" else
             "Mode: all exits" if mode == "all" else f"Mode: forced exit {mode}")
 
     def _update_actions(self) -> None:

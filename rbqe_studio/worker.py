@@ -275,8 +275,11 @@ class Worker(QObject):
                              quality=job.quality, keep_metadata=job.keep_metadata,
                              strip_gps=job.strip_gps, replace=replace)
 
-        if result is not None:
-            return write_noted(target, view.path, result, save, earlier=earlier)
+        if result is not None:  # the save matters more than its note: a folder's log
+            # that cannot be written leaves the file unnoted (a later batch then calls it
+            # someone else's) rather than unsaved
+            return write_noted(target, view.path, result, save, earlier=earlier,
+                               must_note=False)
         path = save()
         if earlier is not None and earlier.token is not None:
             retract_output(target, earlier.source, earlier.token)

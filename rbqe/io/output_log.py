@@ -121,7 +121,8 @@ T = TypeVar("T")
 
 
 def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], result: str,
-                write: Callable[[], T], *, earlier: Noted | None = None) -> T:
+                write: Callable[[], T], *, earlier: Noted | None = None,
+                must_note: bool = True) -> T:
     """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``), its note in
     the output log kept true; returns what ``write`` returns. The one way outputs are
     noted: the CLI's batch and the app's saves both write through it.
@@ -130,15 +131,21 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     unnoted) and again with its size once written. If the write fails, the note is taken
     back, or ``earlier`` (the note of the file at ``output`` before, if any) is restored:
     a note must not stand for a file rbqe did not write (a user's later file of that name).
+    With ``must_note`` False a log that cannot be written does not stop the write: the
+    output is then unnoted, which only makes a later batch call it someone else's.
 
     Raises:
-        ImageWriteError: The note cannot be written (the output is then not written), or
-            what ``write`` raises.
+        ImageWriteError: The note cannot be written and ``must_note`` (the output is then
+            not written), or what ``write`` raises.
     """
     out = Path(output)
     try:
         token = record_output(out, source, result)
     except OSError as exc:
+        if not must_note:
+            logger.warning("%s: not noted in its folder's %s (%s)", out, OUTPUT_LOG,
+                        _os_reason(exc))
+            return write()
         error = ImageWriteError(out, f"cannot note this output in its folder's "
                                      f"{OUTPUT_LOG}: {_os_reason(exc)}")
         error.errno = exc.errno

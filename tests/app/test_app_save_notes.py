@@ -171,3 +171,18 @@ def test_a_failed_save_takes_its_note_back(qtbot, window, images, tmp_path,
     (item,) = run_batch(tiny_enhancer(), [images[0]],
                         BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")).items
     assert item.status == "failed" and "not made by rbqe" in str(item.error)
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_a_save(qtbot, window, images, tmp_path,
+                                                           monkeypatch) -> None:
+    """The save matters more than its note: where the folder's log cannot be written
+    (here a folder stands at its name), Save all still writes every exit, unnoted (a
+    later batch would call them someone else's, which is safe)."""
+    from rbqe.io import OUTPUT_LOG
+
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    (folder / OUTPUT_LOG).mkdir(parents=True)
+    saved = save_all(qtbot, window, folder, monkeypatch)
+    assert [p.name for p in saved] == [f"photo0_rbqe.exit{k}.png" for k in range(1, 6)]
+    assert all(p.stat().st_size > 0 for p in saved)
