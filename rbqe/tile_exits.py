@@ -85,12 +85,15 @@ class TileWalk:
 
 
 def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats,
-               floor: int, result: EnhanceResult, on_tile: Callable[[int], None]
+               floor: int, result: EnhanceResult, on_tile: Callable[[int], None],
+               check_cancel: Callable[[], None] = lambda: None
                ) -> tuple[np.ndarray, TileWalk]:
     """Every tile of ``grid`` to its own exit (the first at or after ``floor`` where the
     policy stops on the tile's signals), with the fixed ECA means in ``stats``; their
     outputs blended into one frame (:meth:`rbqe.engine.Enhancer._output_frame`).
-    ``on_tile(n)`` is called before tile ``n`` (progress, cancelling).
+    ``on_tile(n)`` is called before tile ``n`` (progress, cancelling), ``check_cancel``
+    between a tile's exits (a 1024-pixel tile to exit 5 takes seconds to a minute on a
+    CPU: a cancel waits for one exit, not the whole tile).
 
     Tiles of one padded shape walk together, :attr:`rbqe.engine.Enhancer.tile_batch` at a
     time (a GPU; one at a time elsewhere), each deciding on its own signals and leaving
@@ -108,7 +111,7 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         for n in group:
             on_tile(n)
         for row, k, why in _walk_group(enh, img, [grid[n] for n in group], stats, floor,
-                                       result, acc, walked):
+                                       result, acc, walked, check_cancel):
             exits[group[row]] = (k, why)
     walked.exits = [exits[n][0] for n in range(len(grid))]
     walked.reasons = [exits[n][1] for n in range(len(grid))]
@@ -120,8 +123,8 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
 
 
 def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaStats,
-                floor: int, result: EnhanceResult, acc: torch.Tensor, walked: TileWalk
-                ) -> list[tuple[int, int, str]]:
+                floor: int, result: EnhanceResult, acc: torch.Tensor, walked: TileWalk,
+                check_cancel: Callable[[], None]) -> list[tuple[int, int, str]]:
     """Tiles of one padded shape on one run, each blended into ``acc`` at its exit;
     returns ``(index in tiles, exit, deciding signal)`` for each of them."""
     stopped = []
@@ -135,6 +138,8 @@ def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaSta
     del xs
     walking = list(range(len(tiles)))  # the tiles (rows of the group) in the run's rows
     for k in range(1, NUM_EXITS + 1):
+        if k > 1:
+            check_cancel()
         t0 = time.perf_counter()
         out = enh._stage(run)
         walked.stage_ms[k - 1] += (time.perf_counter() - t0) * 1000

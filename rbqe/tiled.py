@@ -89,7 +89,10 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     result.tiled, result.tiles = True, len(boxes)
     result.gmacs_exit5 = (_tile_macs(enh, boxes, [NUM_EXITS] * len(boxes))
                           + _sample_macs(enh, samples, NUM_EXITS))
-    steps = _Steps(hooks, len(samples) + len(boxes))
+    # Progress counts the sample walk's exits, then the tiles: the walk of a 12 MP photo
+    # takes as long as a few tiles, and was one silent step.
+    walk = last_exit(mode)
+    steps = _Steps(hooks, walk + len(boxes))
     stats = EcaStats(mode="record")
     per_tile = mode == "auto" and enh.tile_exits == "per-tile"
 
@@ -104,7 +107,7 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     if per_tile:
         floor = floor_exit(enh.min_exit, sampled.chosen, tile_exits.FLOOR_DROP)
         frame, walked = walk_tiles(enh, img, grid, stats, floor, result,
-                                   lambda n: steps.at("tile", len(samples) + n))
+                                   lambda n: steps.at("tile", walk + n), hooks.check_cancel)
         hooks.report("tile", steps.total, steps.total)
         _assemble_per_tile(enh, img, frame, walked, grid, samples, sampled, floor, result,
                            hooks)
@@ -112,8 +115,7 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
         exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [sampled.chosen]
         if isinstance(mode, int):
             exits_wanted = [mode]
-        frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps,
-                                      len(samples))
+        frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, walk)
         # 3. Assemble: each exit wanted finished and scored on the whole image.
         _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
     result.chosen, result.decision = enh._decide(sampled.signals, result)
@@ -125,7 +127,7 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
 
 @dataclass
 class _Steps:
-    """Progress and cancelling over the samples, then the tiles."""
+    """Progress and cancelling over the sample walk's exits, then the tiles."""
 
     hooks: Hooks
     total: int
@@ -139,14 +141,13 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
     """Phase 1: the sample tiles walk the exits side by side, recording their ECA means
     into ``stats``, until the policy stops on their mean signals (or the mode's last
     exit); then their nodes alone (no output, no score) on to exit ``through``, for the
-    ECA means of later nodes."""
+    ECA means of later nodes. A step of progress per exit walked."""
     mode = result.mode
     runs: list[tuple[Run, list[int]]] = []  # a run per group of samples of one shape
     walks: dict[int, Walk] = {}
     for group in same_shape_groups(samples, enh.tile_batch):
         xs = []
         for n in group:
-            steps.at("sample", n)
             y0, y1, x0, x1 = samples[n]
             xs.append(enh._prepare_input(img[y0:y1, x0:x1]))
             # Each sample's own walk keeps its previous luma; all share the ECA record.
@@ -156,6 +157,7 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
         runs.append((enh._start(xs, stats), group))
     sampled = _Sampled(chosen=last_exit(mode))
     for k in range(1, last_exit(mode) + 1):
+        steps.at("sample", k - 1)
         for run, group in runs:
             steps.hooks.check_cancel()
             t0 = time.perf_counter()
@@ -174,18 +176,22 @@ def _walk_samples(enh: Enhancer, img: np.ndarray, samples: list[Box], stats: Eca
             break
     sampled.computed = len(sampled.signals)
     if through > sampled.computed:
-        sampled.ms += _walk_on(enh, [run for run, _ in runs], through, steps.hooks)
+        sampled.ms += _walk_on(enh, [run for run, _ in runs], through, steps,
+                               sampled.computed)
         sampled.computed = through
     return sampled
 
 
-def _walk_on(enh: Enhancer, runs: list[Run], through: int, hooks: Hooks) -> float:
+def _walk_on(enh: Enhancer, runs: list[Run], through: int, steps: _Steps, walked: int
+             ) -> float:
     """The sample ``runs``' nodes on to exit ``through`` (recording their ECA means), one
-    run after the other, so that only one grows at a time; returns the network ms."""
+    run after the other, so that only one grows at a time; returns the network ms. The
+    progress steps from ``walked`` to ``through`` are shared out over the runs."""
     t0 = time.perf_counter()
-    for run in runs:
+    for n, run in enumerate(runs):
+        steps.at("sample", walked + (through - walked) * n // len(runs))
         while run.exits_done < through:
-            hooks.check_cancel()
+            steps.hooks.check_cancel()
             with enh._autocast():
                 run.advance()
     enh._sync()
@@ -212,6 +218,8 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         run = enh._start(xs, stats)
         del xs
         for k in range(1, max(exits_wanted) + 1):
+            if k > 1:
+                steps.hooks.check_cancel()
             t0 = time.perf_counter()
             if k not in acc:  # an exit on the way: its nodes, not its output head
                 with enh._autocast():

@@ -33,6 +33,7 @@ class Commands:
     quit: Command
     compute_all: Command
     redo: Command
+    stop: Command
     start_batch: Command
     cancel_batch: Command
     shortcuts: Command
@@ -50,6 +51,7 @@ class Actions:
     show_in_folder: QAction
     compute_all: QAction
     redo: QAction
+    stop: QAction
     cancel_batch: QAction
     toggle: QAction
     difference: QAction
@@ -120,6 +122,8 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
                        "Continue to exit 5 from the cached stages")
     redo = _add(win, p, "Process again", cmd.redo, ("Ctrl+R",),
                 "Run the viewed image again")
+    stop = _add(win, p, "Stop", cmd.stop, ("Esc",),
+                "Stop enhancing the viewed image (Process again runs it from the start)")
     p.addSeparator()
     _add(win, p, "Start batch", cmd.start_batch, ("Ctrl+B",))
     cancel_batch = _add(win, p, "Cancel batch", cmd.cancel_batch, ("Ctrl+.",))
@@ -131,10 +135,10 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     tb.setObjectName("mainToolbar")
     tb.setMovable(False)
     tb.setIconSize(QSize(16, 16))
-    for act in (open_, open_folder, None, save, save_all, None, compute_all, redo):
+    for act in (open_, open_folder, None, save, save_all, None, compute_all, redo, stop):
         if act is None:
             tb.addSeparator()
         else:
             tb.addAction(act)
     return Actions(open_, open_folder, save, save_all, show_in_folder, compute_all, redo,
-                   cancel_batch, toggle, difference)
+                   stop, cancel_batch, toggle, difference)

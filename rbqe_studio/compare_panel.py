@@ -158,7 +158,7 @@ class ComparePanel(QWidget):
         for e in r.exits:  # all of them: a new choice also changes each exit's verdict
             self.add_exit(e, data)
         self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
-        self._clear_running()
+        self.clear_running()
         if not self._user_b:
             self.b = r.chosen
         self._apply()
@@ -173,11 +173,13 @@ class ComparePanel(QWidget):
         if busy:
             self.note = ""
         if not busy:
-            self._clear_running()
+            self.clear_running()
         elif self.exits:
             self.strip.set_running(max(self.exits) + 1)
 
-    def _clear_running(self) -> None:
+    def clear_running(self) -> None:
+        """No card says "computing…" (a tiled image's exits come all at the end: exit 1
+        said it for the whole run)."""
         for card in self.strip.cards[1:]:
             if card.data.state == "running":
                 card.set_data(type(card.data)(card.data.title))

@@ -150,12 +150,18 @@ def _rgb_bytes(image: QImage) -> np.ndarray:
     return buf[:, : 4 * image.width()].reshape(h, image.width(), 4)
 
 
+def mismatch(a: Picture, b: Picture) -> str:
+    """Why ``a`` and ``b`` cannot be compared pixel by pixel ("" when they can)."""
+    return "" if a.size == b.size else \
+        f"cannot compare {a.width}x{a.height} with {b.width}x{b.height}"
+
+
 def difference(a: Picture, b: Picture, gain: int = DIFF_GAIN) -> tuple[Picture, int]:
     """The heat map of ``|a − b| * gain`` (the larger channel difference of each pixel)
     and the largest difference found, in 8-bit levels. Works in bands of rows, so a
     24-megapixel pair needs no full-size temporaries besides the result."""
-    if a.size != b.size:
-        raise ValueError(f"cannot compare {a.width}x{a.height} with {b.width}x{b.height}")
+    if why := mismatch(a, b):
+        raise ValueError(why)
     qa, qb = (p.levels[0].convertToFormat(QImage.Format.Format_RGB32) for p in (a, b))
     pa, pb = _rgb_bytes(qa), _rgb_bytes(qb)
     h, w = pa.shape[:2]

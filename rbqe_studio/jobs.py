@@ -65,6 +65,8 @@ class ViewData:
     """Everything the window shows for one image.
 
     Attributes:
+        result: What the network made; its exits' images are kept quantised to the
+            source's depth (uint8 or uint16, :func:`rbqe.io.quantize`), as they are saved.
         choice: The mode and policy ``result.chosen`` was chosen under (None: not yet).
         saved: Exit -> file, when the exits were read from saved outputs (a batch's)
             instead of computed; their timings are then unknown.

@@ -47,7 +47,14 @@ from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
 from rbqe_studio.session import Session
 from rbqe_studio.settings_panel import SettingsPanel
-from rbqe_studio.state import FAILED, QueueItem, chosen_cost, elide_middle, fmt_ms
+from rbqe_studio.state import (
+    FAILED,
+    QueueItem,
+    chosen_cost,
+    elide_middle,
+    fmt_ms,
+    tiled_progress_text,
+)
 from rbqe_studio.window_state import Layout, restore_window, save_window, weights_problem
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
@@ -119,8 +126,9 @@ class MainWindow(QMainWindow):
         self.acts = build_actions(self, Commands(
             self.open_files_dialog, self.open_folder_dialog, self.save_result,
             self.save_all_exits, self.show_outputs, self.open_log_folder, self.close,
-            self.session.compute_all, self.session.reprocess_current, self.start_batch,
-            self.batch.stop, self.show_shortcuts, self.about), self.compare, self.queue)
+            self.session.compute_all, self.session.reprocess_current, self.session.stop,
+            self.start_batch, self.batch.stop, self.show_shortcuts, self.about),
+            self.compare, self.queue)
         self._connect()
         self.layout_state = Layout(self, {"main_splitter": self.splitter,
                                           "center_splitter": self.compare.splitter},
@@ -278,12 +286,16 @@ class MainWindow(QMainWindow):
 
     def _on_busy(self, busy: bool) -> None:
         self.compare.set_busy(busy)
+        current = self.session.current
+        if not busy and current is not None and current.stopped:
+            self.compare.set_unavailable("Stopped · Process again (Ctrl+R) enhances it")
+            self.show_message(f"Stopped {current.name}")
         self.progress.setVisible(busy)
         if busy:
             self.progress.setRange(0, 0)
         self._update_actions()
 
-    def _on_progress(self, stage: str, done: int, total: int) -> None:
+    def _on_progress(self, stage: str, done: int, total: int, left_s: float | None) -> None:
         if total > 0:
             self.progress.setRange(0, total)
             self.progress.setValue(done)
@@ -291,7 +303,8 @@ class MainWindow(QMainWindow):
             self.status.setText(f"Computing exit {done + 1}…")
             self.compare.strip.set_running(done + 1)
         elif stage in ("sample", "tile"):
-            self.status.setText(f"Large image: {stage} pass {done + 1} of {total}…")
+            self.status.setText(tiled_progress_text(stage, done, total, left_s))
+            self.compare.clear_running()
 
     def _on_engine_info(self, info: dict) -> None:
         self.info.set_engine(info)
@@ -411,6 +424,7 @@ class MainWindow(QMainWindow):
         # Also for a failed file: the user may have repaired it (or finished copying it),
         # and Process again reads it afresh.
         self.acts.redo.setEnabled(current is not None)
+        self.acts.stop.setEnabled(self.session.view_running)
         self.acts.show_in_folder.setEnabled(current is not None and bool(current.outputs))
         self.compare.strip.compute_button.setEnabled(has and n < 5)
         self.acts.cancel_batch.setEnabled(self.batch.running and not self.batch.is_cancelling)

@@ -42,9 +42,9 @@ def short_error(item: QueueItem) -> str:
 def status_text(item: QueueItem) -> str:
     """The row's second line, on one line (a message's newlines become spaces)."""
     if item.status == WAITING:
-        text = "Waiting"
+        text = "Stopped" if item.stopped else "Waiting"
     elif item.status == RUNNING:
-        text = "Running…"
+        text = "Running…" if item.progress is None else f"Running… {item.progress:.0%}"
     elif item.status == FAILED:
         text = f"Failed: {short_error(item)}"
     elif item.status == BLOCKED:

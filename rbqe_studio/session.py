@@ -30,7 +30,7 @@ class Session(QObject):
     view_finished = Signal(object)  # ViewData with its result
     view_failed = Signal(str)
     view_busy = Signal(bool)
-    progress = Signal(str, int, int)
+    progress = Signal(str, int, int, object)  # stage, done, total, seconds left or None
     engine_info = Signal(dict)
     engine_error = Signal(str)
     message = Signal(str, bool)  # something to tell the user, one line; is it an error
@@ -63,7 +63,7 @@ class Session(QObject):
             ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
             ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
             ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),
-            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total),
+            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total, e.left_s),
             ev.EngineInfo: lambda e: self.engine_info.emit(e.info),
             ev.EngineError: lambda e: self.engine_error.emit(e.message),
             ev.Message: lambda e: self.message.emit(e.text, e.error),
@@ -173,6 +173,13 @@ class Session(QObject):
 
     def reprocess_current(self) -> None:
         self._emit(self.model.reprocess_current())
+
+    @property
+    def view_running(self) -> bool:
+        return self.model.view_running
+
+    def stop(self) -> None:
+        self._emit(self.model.stop())
 
     def engine_changed(self) -> None:
         self._emit(self.model.engine_changed())

@@ -62,6 +62,7 @@ class Progress:
     stage: str
     done: int
     total: int
+    left_s: float | None = None  # a tiled image's time left, once a tile has run
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ from rbqe_studio.state import (
     Queue,
     QueueItem,
     ResultCache,
+    TilePace,
     chosen_cost,
     path_key,
 )
@@ -128,6 +129,7 @@ class SessionModel:
         self._running: Running | None = None
         self._aux: dict[int, ContinueJob | RechooseJob | SaveJob] = {}
         self._view_gen = 0
+        self.pace = TilePace()
 
     # -- what jobs are made with -------------------------------------------------------
     @property
@@ -173,6 +175,7 @@ class SessionModel:
         self._view_gen = 0
         if item is None:
             return []
+        item.stopped = False  # stopped while viewed; viewed again, it runs
         cached = self.cache.get(path_key(item.path))
         if cached is not None and cached.result is not None:
             self.view = cached
@@ -207,6 +210,29 @@ class SessionModel:
         item.reset()
         self.view, self._view_gen = None, 0
         return [ItemChanged(item), *self._pump()]
+
+    @property
+    def view_running(self) -> bool:
+        """Whether a job that makes the viewed image's exits runs (or waits to)."""
+        run = self._running
+        return (run is not None and run.item is self.current) or any(
+            isinstance(j, (ContinueJob, RechooseJob)) and j.view is self.view
+            for j in self._aux.values())
+
+    def stop(self) -> list[Event]:
+        """Stop computing the viewed image, after the step under way (a tile's exit, at
+        most). The background leaves it alone; it runs again when the user asks (Process
+        again, or viewing it anew). Other images go on."""
+        if not self.view_running:
+            return []
+        run = self._running
+        if run is not None and run.item is self.current:
+            run.job.cancel.set()
+            run.item.stopped = True
+        for job in self._aux.values():
+            if isinstance(job, (ContinueJob, RechooseJob)) and job.view is self.view:
+                job.cancel.set()
+        return [Message("Stopping after the current step…")]
 
     def engine_changed(self) -> list[Event]:
         """Device, backend or weights changed: forget the broken state and try again."""
@@ -342,7 +368,7 @@ class SessionModel:
             return []
         item = self.current
         if item is not None and (self.view is None or self.view.result is None) and \
-                item.status in (WAITING, DONE, BLOCKED):
+                item.status in (WAITING, DONE, BLOCKED) and not item.stopped:
             if self.engine_broken and self.view is not None and item.report is None:
                 return []  # its input is on screen; the model is what is missing
             target: QueueItem | None = item
@@ -362,7 +388,7 @@ class SessionModel:
             job = ProcessJob(spec=self.spec, policy=self.policy, path=target.path,
                              mode=self.mode)
         self._running = Running(job, target, target.status)
-        target.status = RUNNING
+        target.status, target.progress = RUNNING, None
         events: list[Event] = [ItemChanged(target)]
         if target is self.current:
             self._view_gen = job.gen
@@ -395,7 +421,14 @@ class SessionModel:
         return [ExitReady(e, view)] if gen == self._view_gen else []
 
     def on_progress(self, gen: int, stage: str, done: int, total: int) -> list[Event]:
-        return [Progress(stage, done, total)] if gen == self._view_gen else []
+        events: list[Event] = []
+        run = self._mine(gen)
+        if run is not None and total > 0:  # the queue row says how far, in the background too
+            run.item.progress = done / total
+            events.append(ItemChanged(run.item))
+        if gen == self._view_gen:
+            events.append(Progress(stage, done, total, self.pace.left_s(gen, stage, done, total)))
+        return events
 
     def on_finished(self, gen: int, payload: object) -> list[Event]:
         aux = self._aux.pop(gen, None)

@@ -6,8 +6,9 @@ an ETA is estimated) are tested as plain Python.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -36,6 +37,8 @@ class QueueItem:
     outputs: list[Path] = field(default_factory=list)  # files written for it (batch, saves)
     report: ItemReport | None = None  # from a batch: the viewer loads its saved outputs
     blocked_by: str = ""  # BLOCKED: MODEL or DEVICE
+    progress: float | None = None  # RUNNING: the fraction done, once the worker says
+    stopped: bool = False  # the user stopped it: not run in the background
 
     @property
     def name(self) -> str:
@@ -47,6 +50,8 @@ class QueueItem:
         self.exit = self.score = self.time_ms = None
         self.report = None
         self.blocked_by = ""
+        self.progress = None
+        self.stopped = False
 
 
 class Queue:
@@ -87,7 +92,7 @@ class Queue:
         n = len(self.items)
         for i in range(n):
             item = self.items[(start + i) % n]
-            if item.status == WAITING:
+            if item.status == WAITING and not item.stopped:
                 return item
         return None
 
@@ -168,6 +173,29 @@ class Eta:
         return max(0.0, per_item * (self.total - self.done))
 
 
+class TilePace:
+    """Time left of a tiled image, from the pace of its tiles so far (the sample walk
+    before them runs at another pace). One job at a time: a new ``gen`` starts afresh."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._gen = 0
+        self._first = 0  # steps done when its first tile started
+        self._eta: Eta | None = None
+
+    def left_s(self, gen: int, stage: str, done: int, total: int) -> float | None:
+        """Seconds left after progress ``(stage, done, total)`` of job ``gen``; None
+        until a tile has run (or outside the tiles)."""
+        if stage != "tile" or done >= total:
+            return None
+        if gen != self._gen or self._eta is None:
+            self._gen, self._first = gen, done
+            self._eta = Eta(total - done, self.clock())
+            return None
+        self._eta.done = done - self._first
+        return self._eta.remaining_s(self.clock())
+
+
 def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "–"
@@ -189,6 +217,18 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{m} min {s:02d} s"
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min"
+
+
+def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None) -> str:
+    """The status line of a tiled image: which phase, how far, and, once tiles have run,
+    about how long is left (``done`` counts the sample walk's exits, then the tiles)."""
+    if stage == "tile" and done >= total:
+        return "Large image: putting the tiles together and scoring the result…"
+    share = f"{done / total:.0%}" if total > 0 else "0%"
+    if stage == "sample":
+        return f"Large image: trying the exits on sample tiles · {share}"
+    left = f" · about {fmt_duration(max(left_s, 1.0))} left" if left_s is not None else ""
+    return f"Large image: enhancing tile by tile · {share}{left}"
 
 
 def chosen_cost(r: EnhanceResult) -> tuple[float, float]:

@@ -4,13 +4,16 @@ One :class:`ViewState` (scale and the image point at the pane centre) drives eve
 so panes cannot drift apart: a wheel or drag in any pane changes the shared state and all
 panes repaint. Painting draws only the visible rectangle of the pyramid level that
 matches the zoom (see :class:`rbqe_studio.convert.Picture`); no image is copied per repaint.
+The difference heat map is made on a pool thread (a second or more for 24 megapixels), and
+dropped if the pictures changed meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -23,8 +26,10 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from rbqe_studio.convert import DIFF_GAIN, Picture, difference
+from rbqe_studio.convert import DIFF_GAIN, Picture, difference, mismatch
 from rbqe_studio.viewstate import ViewState, clamp
+
+log = logging.getLogger(__name__)
 
 ZOOM_STEP = 1.25
 SPLIT, SIDE, TOGGLE, DIFF = "split", "side", "toggle", "diff"
@@ -233,6 +238,33 @@ class ImagePane(QWidget):
         super().resizeEvent(event)
 
 
+Made = tuple[Picture, Picture, Picture | None, str]  # a, b, their heat map, its label
+
+
+class _Diff(QObject):
+    """Carries a heat map made on a pool thread back to the GUI thread (queued).
+
+    A child of its view, so the view's deletion deletes it; a heat map finished after
+    that has nowhere to go and is dropped."""
+
+    made = Signal(object)  # Made
+
+    def start(self, a: Picture, b: Picture) -> None:
+        QThreadPool.globalInstance().start(lambda: self._make(a, b))
+
+    def _make(self, a: Picture, b: Picture) -> None:  # on a pool thread
+        try:
+            heat, largest = difference(a, b)
+            made = (a, b, heat, f"|A − B| × {DIFF_GAIN} · largest {largest}/255")
+        except Exception as exc:  # said in the view, not lost in the pool
+            log.exception("could not make the difference view")
+            made = (a, b, None, f"Difference: could not be made ({type(exc).__name__})")
+        try:
+            self.made.emit(made)
+        except RuntimeError:  # the view (and this object) were deleted meanwhile
+            pass
+
+
 class CompareView(QWidget):
     """Before/after comparison with four layouts (split, side by side, one pane that
     flips, the difference heat map) and a hold-to-see-A toggle."""
@@ -258,7 +290,10 @@ class CompareView(QWidget):
         self.b: Picture | None = None
         self.a_label = self.b_label = ""
         self.message = ""
-        self._diff: tuple[Picture, Picture, Picture, str] | None = None  # a, b, heat, label
+        self._diff: Made | None = None  # a, b, heat, label
+        self._diff_asked: tuple[Picture, Picture] | None = None  # the pair being made
+        self._differ = _Diff(self)
+        self._differ.made.connect(self._diff_made)
         self.state.changed.connect(lambda: self.zoom_changed.emit(self.state.scale))
         self._layout_panes()
 
@@ -293,19 +328,32 @@ class CompareView(QWidget):
                 self.state.fit(self.pane_size)
 
     def diff_picture(self) -> tuple[Picture | None, str]:
-        """The heat map of |A − B| and its label, made once per pair of pictures."""
+        """The heat map of |A − B| and its label, made once per pair of pictures, off the
+        GUI thread: until it is ready, no picture and a label that says so."""
         a, b = self.a, self.b
         if a is None or b is None:
             return a or b, "Difference: needs a picture on each side"
         if a is b:
             return None, "Difference: A and B are the same picture"
-        if self._diff is None or self._diff[0] is not a or self._diff[1] is not b:
-            try:
-                heat, largest = difference(a, b)
-            except ValueError as exc:
-                return None, f"Difference: {exc}"
-            self._diff = (a, b, heat, f"|A − B| × {DIFF_GAIN} · largest {largest}/255")
-        return self._diff[2], self._diff[3]
+        if why := mismatch(a, b):
+            return None, f"Difference: {why}"
+        if self._diff is not None and self._diff[0] is a and self._diff[1] is b:
+            return self._diff[2], self._diff[3]
+        if self._diff_asked is None or self._diff_asked[0] is not a or \
+                self._diff_asked[1] is not b:
+            self._diff_asked = (a, b)
+            self._differ.start(a, b)
+        return None, "Difference: computing…"
+
+    def _diff_made(self, made: Made) -> None:
+        a, b = made[0], made[1]
+        if self._diff_asked is not None and self._diff_asked[0] is a and \
+                self._diff_asked[1] is b:
+            self._diff_asked = None
+        if a is self.a and b is self.b:  # else the pair changed meanwhile: dropped
+            self._diff = made
+            if self.mode == DIFF:
+                self._layout_panes()
 
     def toggle_ab(self) -> None:
         """Flip between A and B (switches to toggle mode first)."""

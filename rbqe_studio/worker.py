@@ -26,6 +26,7 @@ from rbqe.io import (
     OutputNotes,
     load_image,
     output_path_for,
+    quantize,
     retract_output,
     save_like,
     write_noted,
@@ -157,6 +158,9 @@ class Worker(QObject):
             pic = Picture.from_array(e.image)
             view.pictures[e.exit] = pic
             view.thumbs[e.exit] = pic.thumbnail(THUMB)
+            # Kept at the depth it is saved at, which writes the same file: a 24 MP exit
+            # is 72 MB as uint8, 288 MB as float32 (five of them with "all exits").
+            e.image = quantize(e.image, view.loaded.bit_depth)
             self.exit_computed.emit(job.gen, e, view)
         return on_exit
 

@@ -200,6 +200,41 @@ def test_progress_order_tiled(net, make_jpeg):
     assert total == n_sample + res.tiles
 
 
+def test_tiled_progress_steps_through_the_sample_walk(net, make_jpeg):
+    """The sample tiles' walk (minutes for a 12 MP photo on a CPU) reports a step per exit
+    walked, between its network stages; it was one silent step after four quick ones."""
+    img = make_jpeg(256, 200, seed=2).astype(np.float32) / 255
+    enh = enhancer(net, tile=128, threshold=1.01)  # scores are <= 1: walks to exit 5
+    order: list[object] = []
+    stage = enh._stage
+    enh._stage = lambda *a, **kw: (order.append("net"), stage(*a, **kw))[1]
+    res = enh.enhance(img, progress=lambda *a: order.append(a))
+    steps = [x for x in order if isinstance(x, tuple)]
+    walk = [d for s, d, _ in steps if s == "sample"]
+    assert walk == list(range(NUM_EXITS))
+    first_tile = order.index(("tile", NUM_EXITS, NUM_EXITS + res.tiles))
+    for a, b in zip(order[:first_tile], order[1:first_tile], strict=False):
+        assert not (isinstance(a, tuple) and isinstance(b, tuple))  # a stage between
+
+
+def test_a_cancel_stops_a_tile_between_its_exits(net, make_jpeg):
+    """A 1024-pixel tile to exit 5 takes up to a minute on a loaded CPU: a cancel waits
+    for one of its exits, not for the whole tile."""
+    img = make_jpeg(256, 200, seed=2).astype(np.float32) / 255
+    enh = enhancer(net, tile=128, threshold=1.01)  # every tile walks to exit 5
+    asked: list[int] = []  # network stages run since the cancel
+    stage = enh._stage
+    enh._stage = lambda *a, **kw: (asked and asked.append(1), stage(*a, **kw))[1]
+
+    def progress(stage_name: str, done: int, total: int) -> None:
+        if stage_name == "tile" and not asked:
+            asked.append(0)  # cancelled as the first tile starts
+
+    with pytest.raises(Cancelled):
+        enh.enhance(img, progress=progress, cancel=lambda: bool(asked))
+    assert sum(asked) == 1  # the first tile's exit 1, then it stopped
+
+
 # -- colour -----------------------------------------------------------------------------------
 def test_luma_model_keeps_chroma(net, jpeg_image):
     res = enhancer(net).enhance(jpeg_image, 5)

@@ -86,6 +86,7 @@ from rbqe.io.output_log import (
     write_noted,
 )
 from rbqe.io.pixels import MODES as MODES
+from rbqe.io.pixels import quantize
 from rbqe.io.read import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from rbqe.io.write import save_image, save_like
 
@@ -109,6 +110,7 @@ __all__ = [
     "output_path_for",
     "path_key",
     "plan_outputs",
+    "quantize",
     "record_output",
     "retract_output",
     "remove_stale_temps",

@@ -39,6 +39,13 @@ def _quantize(x: np.ndarray, bit_depth: int) -> np.ndarray:
     return out
 
 
+def quantize(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """``(H, W[, C])`` float in ``[0, 1]`` as uint8 (``bit_depth`` 8) or uint16 (16), rounded
+    as saving rounds them: :func:`rbqe.io.save_image` writes the same file from either.
+    A quarter (or half) of float32's memory, for results kept to be saved later."""
+    return _quantize(pixels, bit_depth)
+
+
 def _quantize_band(x: np.ndarray, bit_depth: int) -> np.ndarray:
     if x.dtype == np.uint8 or x.dtype == np.uint16:
         x = _to_float(x)

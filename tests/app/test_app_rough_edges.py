@@ -245,6 +245,7 @@ def test_difference_view_shows_what_changed(qtbot, window, images) -> None:
     window.acts.difference.trigger()
     assert cp.view.mode == DIFF and cp.mode_buttons[DIFF].isChecked()
     pane = cp.view.panes[0]
+    qtbot.waitUntil(lambda: pane.a is not None)  # made on a pool thread
     assert pane.a_label.startswith(f"|A − B| × {DIFF_GAIN}")
     a = qimage_to_array(cp.data.input_pic.levels[0]).astype(int)
     b = qimage_to_array(cp.data.pictures[4].levels[0]).astype(int)
