@@ -149,7 +149,7 @@ class BatchPanel(QWidget):
         self.eta.setObjectName("muted")
         self.summary = QTextBrowser()
         self.summary.setOpenLinks(False)
-        self.summary.setPlaceholderText("The summary appears here when a batch ends.")
+        self.summary.setPlaceholderText("Each batch's summary shows here.")
         self.open_button = QPushButton("Open in viewer")
         self.open_button.setToolTip("Queue the images with their saved outputs (nothing is "
                                     "computed again)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QFormLayout,
+    QGridLayout,
     QHeaderView,
     QLabel,
     QScrollArea,
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
 from rbqe_studio.jobs import ViewData
-from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_size
+from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
 
 
 def _section(title: str) -> QLabel:
@@ -81,21 +81,24 @@ class InfoPanel(QScrollArea):
         self.setWidget(body)
         self.clear()
 
-    def _form(self, names: list[str]) -> QFormLayout:
-        form = QFormLayout()
-        form.setHorizontalSpacing(12)
-        form.setVerticalSpacing(4)
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        for name in names:
+    def _form(self, names: list[str]) -> QGridLayout:
+        # A grid, not a QFormLayout: a form laid its wrapped values out at a stale height
+        # once the panel's scroll bar came (the "why" and "threshold" lines were cut).
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(4)
+        grid.setColumnStretch(1, 1)
+        for row, name in enumerate(names):
             value = QLabel("–")
             value.setWordWrap(True)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             key = QLabel(name)
             key.setObjectName("muted")
-            form.addRow(key, value)
+            top = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+            grid.addWidget(key, row, 0, top)
+            grid.addWidget(value, row, 1, Qt.AlignmentFlag.AlignTop)
             self.fields[name] = value
-        return form
+        return grid
 
     def set(self, name: str, text: str) -> None:
         self.fields[name].setText(text)
@@ -172,7 +175,7 @@ class InfoPanel(QScrollArea):
         self._clear_table()
         for e in r.exits:
             row = e.exit - 1
-            for col, text in enumerate((_ms(e.time_ms), f"{e.score:.3f}",
+            for col, text in enumerate((fmt_ms_short(e.time_ms), f"{e.score:.3f}",
                                         "–" if math.isnan(e.gmacs) else f"{e.gmacs:.1f}")):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -195,13 +198,6 @@ class InfoPanel(QScrollArea):
         self.set("Computed", f"exits 1–{max(e.exit for e in r.exits)}: {fmt_ms(r.total_ms)} · "
                  f"{fmt_gmacs(max(e.gmacs for e in r.exits))}" if n > len(upto)
                  else "only what the chosen exit needed")
-
-
-def _ms(ms: float) -> str:
-    """A stage's time for the table's narrow cells: "305 ms", "12.5 s"."""
-    if math.isnan(ms):
-        return "–"
-    return f"{ms / 1000:.1f} s" if 10_000 <= ms < 60_000 else fmt_ms(ms)
 
 
 def tiling_text(r: EnhanceResult) -> str:

@@ -19,7 +19,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rbqe_studio.state import BLOCKED, DEVICE, DONE, FAILED, RUNNING, WAITING, QueueItem, fmt_ms
+from rbqe_studio.state import (
+    BLOCKED,
+    DEVICE,
+    DONE,
+    FAILED,
+    RUNNING,
+    WAITING,
+    QueueItem,
+    fmt_ms_short,
+)
 from rbqe_studio.widgets import ElidedLabel
 
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -54,7 +63,7 @@ def status_text(item: QueueItem) -> str:
         text = "Done · output exists (skipped)" if item.outputs else "Done"
     else:
         score = f" · score {item.score:.3f}" if item.score is not None else ""
-        text = f"Exit {item.exit}{score} · {fmt_ms(item.time_ms)}"
+        text = f"Exit {item.exit}{score} · {fmt_ms_short(item.time_ms)}"
         if item.report is not None:
             text += " · from the batch"
     return " ".join(text.split())

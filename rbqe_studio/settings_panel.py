@@ -49,8 +49,8 @@ def compact(combo: QComboBox, chars: int = 12) -> QComboBox:
 
 
 # What each exit rule of the weights means for the Auto item and the threshold note.
-AUTO_TEXT = {"": "Auto (the weights' rule: loading…)", "assessor": "Auto (stop at the threshold)",
-             "gate": "Auto (learned exit gate)", "fixed": "Auto (the weights' fixed exit)"}
+AUTO_TEXT = {"": "Auto (loading…)", "assessor": "Auto (stop at the threshold)",
+             "gate": "Auto (learned exit gate)", "fixed": "Auto (the weights' exit)"}
 
 
 class FolderField(QWidget):
@@ -58,11 +58,12 @@ class FolderField(QWidget):
 
     changed = Signal(str)
 
-    def __init__(self, caption: str, parent: QWidget | None = None) -> None:
+    def __init__(self, caption: str, parent: QWidget | None = None,
+                 placeholder: str = "Choose a folder…") -> None:
         super().__init__(parent)
         self.caption = caption
         self.edit = QLineEdit()
-        self.edit.setPlaceholderText("Choose a folder…")
+        self.edit.setPlaceholderText(placeholder)
         self.edit.editingFinished.connect(lambda: self.changed.emit(self.edit.text().strip()))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -101,7 +102,7 @@ class SettingsPanel(QWidget):
         for value, label in cuda_devices():
             self.device.addItem(label, value)
         self.backend = QComboBox()
-        self.backend.addItem("Automatic (the fastest on this computer)", "auto")
+        self.backend.addItem("Automatic (fastest here)", "auto")
         self.backend.addItem("PyTorch", "torch")
         self.backend.addItem("OpenVINO (CPU)", "openvino")
         self.backend.setToolTip("Who runs the network. Automatic times PyTorch and OpenVINO "
@@ -146,7 +147,10 @@ class SettingsPanel(QWidget):
         self.quality.setPrefix("quality ")
         self.suffix = QLineEdit()
         self.suffix.setPlaceholderText("none")
-        self.output = FolderField("Output folder")
+        # Empty: save dialogs open in the image's own folder (a batch asks for one).
+        self.output = FolderField("Output folder", placeholder="image's folder")
+        self.output.edit.setToolTip("Where Save dialogs open and batches write; when empty, "
+                                    "Save opens in the image's own folder")
         self.keep_metadata = QCheckBox("Keep metadata (EXIF, XMP)")
         self.keep_metadata.setToolTip("Outputs keep the input's EXIF, XMP (rights, captions, "
                                       "keywords) and comment. The ICC colour profile and the "

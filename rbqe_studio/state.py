@@ -6,6 +6,7 @@ an ETA is estimated) are tested as plain Python.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -204,6 +205,18 @@ def fmt_ms(ms: float | None) -> str:
     if ms < 60_000:
         return f"{ms / 1000:.2f} s"
     return fmt_duration(ms / 1000)
+
+
+def fmt_ms_short(ms: float | None) -> str:
+    """A time for narrow places (the per-stage table, a queue row): "305 ms", "1.50 s",
+    "12.5 s", "184 s", "21 min" ("1 min 04 s" was cut there)."""
+    if ms is None or math.isnan(ms):
+        return "–"
+    if ms < 10_000:
+        return fmt_ms(ms)
+    if ms < 100_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 1000:.0f} s" if ms < 1_000_000 else f"{ms / 60_000:.0f} min"
 
 
 def fmt_duration(seconds: float | None) -> str:

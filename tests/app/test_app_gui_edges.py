@@ -3,14 +3,28 @@ stale zoom beside a file that could not be read, a cancelled batch's figures."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QLabel, QScrollArea
+from PySide6.QtGui import QFont, QFontMetrics
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QLabel,
+    QLineEdit,
+    QScrollArea,
+    QStyle,
+    QStyleOptionComboBox,
+    QStyleOptionFrame,
+)
 
 from rbqe.batch import BatchSummary, ItemReport
 from rbqe_studio.batch_panel import summary_html, summary_line
 from rbqe_studio.jobs import BatchOutcome
+from rbqe_studio.queue_panel import row_texts, status_text
+from rbqe_studio.settings_panel import AUTO_TEXT
+from rbqe_studio.state import fmt_ms_short
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 MIN_WIDTH = 882  # the window's narrowest, themed
@@ -143,3 +157,104 @@ def test_a_finished_batch_reads_the_same_way() -> None:
     assert "not done" not in text and "up to" not in text
     assert "Time: 12.00&nbsp;s in all · average 5.00&nbsp;s per processed image" in text
     assert summary_line(outcome) == "Batch finished: 2 processed, 0 failed, 0 skipped"
+
+
+# -- 5: a big photo's result in the Info panel and the queue ------------------------------
+def long_result(view):
+    """``view``'s result as a 12 MP photo's reads: stages of a minute, a long reason."""
+    r = view.result
+    for e in r.exits:
+        e.time_ms = 64_000 + 1000 * e.exit
+    r.decision = dataclasses.replace(
+        r.decision, text="JPEG quality ≈ 15 and the gate predicts < 0.065 dB more from "
+                         "going on (+0.04 dB)")
+    r.threshold = None  # "– (the learned gate decides)": two lines in the panel
+    return r
+
+
+def cell_reads_in_full(table, row: int, col: int) -> bool:
+    item = table.item(row, col)
+    return table.fontMetrics().horizontalAdvance(item.text()) + 8 <= table.columnWidth(col)
+
+
+@pytest.mark.parametrize("width", (MIN_WIDTH, 1280))
+def test_a_big_photos_result_reads_in_full_in_the_info_panel(qtbot, themed, window, images,
+                                                             width) -> None:
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    settle(qtbot, window, width)
+    view = window.session.view
+    long_result(view)
+    window.info.show_result(view)  # new words in a panel already laid out
+    for _ in range(3):
+        QApplication.processEvents()
+        qtbot.wait(20)
+    info = window.info
+    assert info.verticalScrollBar().isVisible()  # what made the form lay out stale heights
+    for name, label in info.fields.items():
+        assert label.height() >= label.heightForWidth(label.width()), (
+            f"{name}: {label.text()!r} cut at {window.width()} px")
+    assert info.fields["Why this exit"].text().endswith("(+0.04 dB).")
+    for row in range(len(view.result.exits)):
+        assert info.table.item(row, 0).text() == f"{65 + row}.0 s"
+        assert cell_reads_in_full(info.table, row, 0), info.table.item(row, 0).text()
+
+
+def test_a_big_photos_queue_row_keeps_its_time(qtbot, themed, window, images) -> None:
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    settle(qtbot, window, 1280)
+    item = window.session.queue.items[0]
+    item.time_ms = 64_000.0
+    lst = window.queue.list
+    rect = lst.visualItemRect(lst.item(0))
+    fm = lst.fontMetrics()
+    bold = QFont(lst.font())
+    bold.setBold(True)
+    _, line = row_texts(item, QFontMetrics(bold), fm, rect.width() - 36)
+    assert line == status_text(item) and line.endswith("· 64.0 s"), line
+
+
+def test_short_times_for_narrow_places() -> None:
+    assert [fmt_ms_short(ms) for ms in (305, 1500, 12_480, 64_000, 184_400, 1_260_000)] == \
+        ["305 ms", "1.50 s", "12.5 s", "64.0 s", "184 s", "21 min"]
+    assert fmt_ms_short(float("nan")) == fmt_ms_short(None) == "–"
+
+
+# -- 6: the side panel's own words at the widths people use -------------------------------
+def combo_reads_in_full(combo: QComboBox) -> bool:
+    opt = QStyleOptionComboBox()
+    combo.initStyleOption(opt)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    return combo.fontMetrics().horizontalAdvance(combo.currentText()) <= field.width()
+
+
+def placeholder_reads_in_full(edit: QLineEdit) -> bool:
+    opt = QStyleOptionFrame()
+    edit.initStyleOption(opt)  # the theme's padding is the style's, not the contents rect's
+    rect = edit.style().subElementRect(QStyle.SubElement.SE_LineEditContents, opt, edit)
+    margins = edit.textMargins()
+    room = rect.width() - margins.left() - margins.right() - 4  # QLineEdit's own 2 px a side
+    return edit.fontMetrics().horizontalAdvance(edit.placeholderText()) <= room
+
+
+@pytest.mark.parametrize("width", (MIN_WIDTH, 1280))
+def test_the_settings_and_batch_tabs_read_in_full(qtbot, themed, window, width) -> None:
+    panel, batch = window.settings_panel, window.batch
+    for tab in (panel, batch):
+        window.tabs.setCurrentWidget(tab)
+        settle(qtbot, window, width)
+    for combo in (panel.device, panel.backend, panel.mode, panel.format):
+        for i in range(combo.count()):
+            combo.setCurrentIndex(i)
+            assert combo_reads_in_full(combo), f"{combo.currentText()!r} at {width} px"
+    panel.mode.setCurrentIndex(0)
+    for rule, text in AUTO_TEXT.items():  # the Auto item says the weights' rule once known
+        panel.mode.setItemText(0, text)
+        assert combo_reads_in_full(panel.mode), f"{rule or 'loading'}: {text!r} at {width} px"
+    for edit in (panel.output.edit, batch.input.edit, batch.output.edit):
+        assert placeholder_reads_in_full(edit), f"{edit.placeholderText()!r} at {width} px"
+    summary = batch.summary
+    room = summary.viewport().width() - 2 * summary.document().documentMargin()
+    assert summary.fontMetrics().horizontalAdvance(summary.placeholderText()) <= room
