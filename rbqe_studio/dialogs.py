@@ -1,6 +1,9 @@
-"""The window's small message boxes: keyboard shortcuts, about, quit during a batch."""
+"""The window's small message boxes: keyboard shortcuts, about, quit during a batch,
+replace files on Save all."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QMenu, QMenuBar, QMessageBox, QWidget
@@ -45,3 +48,22 @@ def confirm_quit(parent: QWidget, done: int, total: int) -> bool:
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def confirm_replace(parent: QWidget, folder: Path, files: list[Path]) -> bool:
+    """Asked by Save all before it replaces files rbqe did not save there as this
+    result (a user's own, or another photo's); the default answer keeps them."""
+    names = "\n".join(f"    {p.name}" for p in files[:6])
+    if len(files) > 6:
+        names += f"\n    and {len(files) - 6} more"
+    box = QMessageBox(QMessageBox.Icon.Warning, "Replace files?",
+                      f"{len(files)} file{'s' if len(files) > 1 else ''} in {folder} "
+                      f"already exist{'' if len(files) > 1 else 's'} and "
+                      f"{'are' if len(files) > 1 else 'is'} not this photo's saved "
+                      f"result:\n\n{names}\n\nReplace "
+                      f"{'them' if len(files) > 1 else 'it'}?",
+                      QMessageBox.StandardButton.Cancel, parent)
+    replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is replace

@@ -154,6 +154,7 @@ class SaveJob(Job):
     exits: list[int] = field(default_factory=list)
     targets: dict[int, Path] = field(default_factory=dict)  # exit -> file (single save)
     folder: Path | None = None  # save every exit here (save all)
+    agreed: frozenset[Path] = frozenset()  # other files the user agreed to replace
     suffix: str = ""
     fmt: str = "png"
     quality: int = 95

@@ -461,8 +461,18 @@ class MainWindow(QMainWindow):
             return
         folder = self._folder_dialog("Save all exits to",
                                      self.settings.output_dir or str(data.path.parent))
-        if folder:
-            self.session.save(list(range(1, NUM_EXITS + 1)), folder=Path(folder))
+        if not folder:
+            return
+        exits = list(range(1, NUM_EXITS + 1))
+        others = self.session.others_at(exits, Path(folder))
+        if others and not self._confirm_replace(Path(folder), others):
+            self.show_message(f"Nothing saved: {len(others)} file"
+                              f"{'s' if len(others) > 1 else ''} in {folder} kept")
+            return
+        self.session.save(exits, folder=Path(folder), agreed=frozenset(others))
+
+    def _confirm_replace(self, folder: Path, files: list[Path]) -> bool:
+        return dialogs.confirm_replace(self, folder, files)
 
     def start_batch(self) -> None:
         self.tabs.setCurrentWidget(self.batch)

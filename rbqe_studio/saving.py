@@ -8,10 +8,12 @@ its inputs, and keeps its name with its photo. The log records which photo and w
 exit a file holds, and its size; the format only through the name's extension, and
 nothing of quality or metadata (the batch's notes do not either).
 
-Save all never replaces a file unless the log says rbqe saved it there from the same
-photo as the same result (a user's own file, or rbqe's from another photo, stays as it
-is and the save fails naming it). A single Save writes the name the user chose in the
-file dialog, which has already asked before replacing. Plain Python, no Qt.
+Save all replaces a file without asking only where the log says rbqe saved it there from
+the same photo as the same result. Any other file at one of its names (a user's own, or
+rbqe's from another photo) is replaced only if the user said so when asked
+(:func:`others`, before the save); one that appears after the question stays as it is and
+the save fails naming it. A single Save writes the name the user chose in the file
+dialog, which has already asked before replacing. Plain Python, no Qt.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import os
 from pathlib import Path
 
 from rbqe.errors import RBQEError
-from rbqe.io import OutputNotes, not_this_result, path_key
-from rbqe_studio.jobs import ViewData
+from rbqe.io import OutputNotes, not_this_result, output_path_for, path_key
+from rbqe_studio.jobs import SaveJob, ViewData
+
+# A save's plan: (exit, file, the result the log will call it, or None).
+Plan = list[tuple[int, Path, str | None]]
 
 # Outputs read back from these hold the pixels the batch wrote; the others (JPEG, WebP)
 # hold a lossy copy of them, which the app cannot claim is that result.
@@ -72,16 +77,40 @@ def may_replace(target: Path, source: Path, result: str | None, notes: OutputNot
             and noted.stands_for(target) and path_key(noted.source) == path_key(source))
 
 
+def plan(job: SaveJob, notes: OutputNotes) -> Plan:
+    """Where ``job`` writes each of its exits, and what the log will call each."""
+    view = job.view
+    assert view is not None
+    planned: Plan = []
+    for k in job.exits:
+        target = job.targets.get(k) or output_path_for(
+            view.path, job.folder or view.path.parent, suffix=job.suffix,
+            exit_tag=f"exit{k}", fmt=job.fmt)
+        planned.append((k, target, result_held(view, k, target, notes)))
+    return planned
+
+
+def others(job: SaveJob, notes: OutputNotes) -> list[Path]:
+    """The files Save all's ``job`` would replace that are not rbqe's same result of its
+    photo (:func:`may_replace`): what to ask the user about first. Names the user chose
+    in a file dialog are not counted (the dialog asked)."""
+    assert job.view is not None
+    return [t for k, t, r in plan(job, notes)
+            if k not in job.targets and os.path.lexists(t)
+            and not may_replace(t, job.view.path, r, notes)]
+
+
 def refuse_others(source: Path, planned: list[tuple[Path, str | None]],
-                  notes: OutputNotes) -> None:
+                  notes: OutputNotes, agreed: frozenset[Path] = frozenset()) -> None:
     """Raises if a file stands at one of Save all's ``planned`` ``(target, result)``
-    names that it may not replace (:func:`may_replace`), before anything is written.
+    names that it may not replace (:func:`may_replace`) and that the user did not agree
+    to replace (``agreed``), before anything is written.
 
     Raises:
         RBQEError: Naming the first such file, why it is not replaced, and how many more.
     """
     taken = [(t, r) for t, r in planned
-             if os.path.lexists(t) and not may_replace(t, source, r, notes)]
+             if os.path.lexists(t) and t not in agreed and not may_replace(t, source, r, notes)]
     if not taken:
         return
     target, result = taken[0]

@@ -194,8 +194,11 @@ class Session(QObject):
         return bool(self._emit(self.model.compute_all()))
 
     def save(self, exits: list[int], targets: dict[int, Path] | None = None,
-             folder: Path | None = None) -> bool:
-        return bool(self._emit(self.model.save(exits, targets, folder)))
+             folder: Path | None = None, agreed: frozenset[Path] = frozenset()) -> bool:
+        return bool(self._emit(self.model.save(exits, targets, folder, agreed)))
+
+    def others_at(self, exits: list[int], folder: Path) -> list[Path]:
+        return self.model.others_at(exits, folder)
 
     def open_batch_results(self, reports: Sequence[ItemReport]) -> None:
         self._emit(self.model.open_batch_results(reports))

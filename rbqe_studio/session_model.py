@@ -23,9 +23,10 @@ from pathlib import Path
 from rbqe.batch import ItemReport
 from rbqe.engine import ExitResult
 from rbqe.errors import RBQEError
-from rbqe.io import list_images
+from rbqe.io import OutputNotes, list_images
 from rbqe.model import NUM_EXITS
 from rbqe.weights import PACKAGE_WEIGHTS, load_weights
+from rbqe_studio import saving
 from rbqe_studio.jobs import (
     Choice,
     ContinueJob,
@@ -297,16 +298,31 @@ class SessionModel:
         self.submit(job)
         return [ViewBusy(True)]
 
-    def save(self, exits: list[int], targets: dict[int, Path] | None = None,
-             folder: Path | None = None) -> list[Event]:
+    def save_job(self, exits: list[int], targets: dict[int, Path] | None = None,
+                 folder: Path | None = None, agreed: frozenset[Path] = frozenset()
+                 ) -> SaveJob | None:
+        """The job that saves the viewed image's ``exits`` (None: no result to save)."""
         view = self.view
         if view is None or view.result is None:
-            return []
+            return None
         s = self.settings
-        job = SaveJob(spec=self.spec, policy=self.policy, view=view, exits=exits,
-                      targets=targets or {}, folder=folder, suffix=s.suffix,
-                      fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
-                      strip_gps=s.strip_gps)
+        return SaveJob(spec=self.spec, policy=self.policy, view=view, exits=exits,
+                       targets=targets or {}, folder=folder, agreed=agreed, suffix=s.suffix,
+                       fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
+                       strip_gps=s.strip_gps)
+
+    def others_at(self, exits: list[int], folder: Path) -> list[Path]:
+        """The files that saving ``exits`` into ``folder`` would replace and that are not
+        rbqe's same result of the viewed photo (:func:`rbqe_studio.saving.others`)."""
+        job = self.save_job(exits, folder=folder)
+        return [] if job is None else saving.others(job, OutputNotes())
+
+    def save(self, exits: list[int], targets: dict[int, Path] | None = None,
+             folder: Path | None = None, agreed: frozenset[Path] = frozenset()
+             ) -> list[Event]:
+        job = self.save_job(exits, targets, folder, agreed)
+        if job is None:
+            return []
         self._make_room()
         self._aux[job.gen] = job
         self.submit(job)

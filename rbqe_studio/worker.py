@@ -25,7 +25,6 @@ from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior
 from rbqe.io import (
     OutputNotes,
     load_image,
-    output_path_for,
     quantize,
     retract_output,
     save_like,
@@ -46,7 +45,7 @@ from rbqe_studio.jobs import (
     SaveJob,
     ViewData,
 )
-from rbqe_studio.saving import may_replace, refuse_others, result_held
+from rbqe_studio.saving import may_replace, plan, refuse_others
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,8 @@ class Worker(QObject):
         """Writes the exits, each noted in its folder's output log (:mod:`rbqe_studio.saving`).
 
         Save all (no ``targets``) first makes sure it replaces no file that is not its
-        own; a single Save writes the name the user chose (the dialog asked).
+        own or agreed to (``job.agreed``); a single Save writes the name the user chose
+        (the dialog asked).
         """
         view = job.view
         assert view is not None and view.result is not None
@@ -244,22 +244,19 @@ class Worker(QObject):
         if any(k not in have for k in job.exits):
             self._more_exits(job, view, self.enhancer(job), max(job.exits))
         notes = OutputNotes()
-        planned: list[tuple[int, Path, str | None]] = []
-        for k in job.exits:
-            target = job.targets.get(k) or output_path_for(
-                view.path, job.folder or view.path.parent, suffix=job.suffix,
-                exit_tag=f"exit{k}", fmt=job.fmt)
-            planned.append((k, target, result_held(view, k, target, notes)))
+        planned = plan(job, notes)
         # A name the user chose in the file dialog (which asked before replacing) is
-        # written as it is; names of ours may replace only our own files.
+        # written as it is; names of ours replace only our own files, or those the user
+        # agreed to replace when asked.
         refuse_others(view.path, [(t, r) for k, t, r in planned if k not in job.targets],
-                      notes)
+                      notes, job.agreed)
         written = []
         for n, (k, target, result) in enumerate(planned):
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             self.progress.emit(job.gen, "save", n, len(job.exits))
-            replace = k in job.targets or may_replace(target, view.path, result, notes)
+            replace = (k in job.targets or target in job.agreed
+                       or may_replace(target, view.path, result, notes))
             written.append(self._save_one(job, view, k, target, result, notes,
                                           replace=replace))
         return written

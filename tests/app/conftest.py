@@ -65,6 +65,7 @@ def window(qtbot, store, factory):
     torch.set_num_threads(1)
     win = MainWindow(store, factory, check_weights=False)
     win._confirm_quit = lambda: True  # closing during a batch asks; tests that ask say so
+    win._confirm_replace = lambda folder, files: False  # Save all's question: keep them
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()

@@ -1,6 +1,6 @@
 """The app's saves are noted in the folder's output log, as the CLI's outputs are: a
-later batch into that folder knows them for rbqe's, and Save all never replaces a file
-that rbqe did not make there from this photo with this result."""
+later batch into that folder knows them for rbqe's, and Save all replaces a file that
+rbqe did not make there from this photo with this result only when the user says so."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def save_fails(qtbot, window) -> str:
     return str(blocker.args[0])
 
 
+def answer(window, monkeypatch, replace: bool) -> list[list[Path]]:
+    """Save all's question answered ``replace``; returns what each question listed."""
+    asked: list[list[Path]] = []
+
+    def confirm(folder: Path, files: list[Path]) -> bool:
+        asked.append(files)
+        return replace
+
+    monkeypatch.setattr(window, "_confirm_replace", confirm)
+    return asked
+
+
 def test_a_batch_skips_what_save_all_made(qtbot, window, images, tmp_path,
                                           monkeypatch) -> None:
     """The defect: the app's outputs were not noted, so a CLI batch into that folder
@@ -65,18 +77,56 @@ def test_a_batch_skips_what_save_all_made(qtbot, window, images, tmp_path,
     assert item.status == "failed" and "holds exit 3 of this photo" in str(item.error)
 
 
-def test_save_all_leaves_a_users_file_alone(qtbot, window, images, tmp_path,
-                                           monkeypatch) -> None:
+def test_save_all_asks_before_it_replaces_a_users_file(qtbot, window, images, tmp_path,
+                                                      monkeypatch) -> None:
+    """It refused with a message (choose another folder, or move that file away); now it
+    asks, and keeps the file unless the user says Replace."""
     view(qtbot, window, images[0])
     folder = tmp_path / "out"
     folder.mkdir()
     mine = folder / "photo0_rbqe.exit3.png"
     mine.write_bytes(b"my own drawing")
     monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
-    message = save_fails(qtbot, window)
-    assert "photo0_rbqe.exit3.png" in message and "not made by rbqe" in message
+    asked = answer(window, monkeypatch, replace=False)
+    window.acts.save_all.trigger()
+    assert asked == [[mine]]
+    assert "Nothing saved" in window.status.text() and "kept" in window.status.text()
     assert mine.read_bytes() == b"my own drawing"
     assert sorted(p.name for p in folder.iterdir()) == [mine.name]  # nothing half-saved
+
+    asked = answer(window, monkeypatch, replace=True)
+    saved = save_all(qtbot, window, folder, monkeypatch)
+    assert asked == [[mine]] and mine in saved and len(saved) == 5
+    assert mine.read_bytes() != b"my own drawing"
+    noted = OutputNotes().get(mine)  # now rbqe's exit 3 of this photo, as a batch reads it
+    assert noted is not None and noted.result == "exit3" and noted.stands_for(mine)
+    asked = answer(window, monkeypatch, replace=True)
+    again = save_all(qtbot, window, folder, monkeypatch)
+    assert again == saved and asked == []  # its own files now: no question
+
+
+def test_a_file_that_appears_after_the_question_is_not_replaced(qtbot, window, images,
+                                                                tmp_path, monkeypatch) -> None:
+    """The user agreed to replace the files listed; one that appears at another of the
+    names after the question is not among them: the save fails naming it, writes nothing."""
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    mine = folder / "photo0_rbqe.exit3.png"
+    mine.write_bytes(b"my own drawing")
+    late = folder / "photo0_rbqe.exit5.png"
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+
+    def confirm(where: Path, files: list[Path]) -> bool:
+        late.write_bytes(b"saved by another program meanwhile")
+        return True
+
+    monkeypatch.setattr(window, "_confirm_replace", confirm)
+    message = save_fails(qtbot, window)
+    assert "photo0_rbqe.exit5.png" in message and "not made by rbqe" in message
+    assert mine.read_bytes() == b"my own drawing"
+    assert late.read_bytes() == b"saved by another program meanwhile"
+    assert sorted(p.name for p in folder.iterdir()) == [mine.name, late.name]
 
 
 def test_save_all_again_replaces_its_own_files(qtbot, window, images, tmp_path,
@@ -91,10 +141,9 @@ def test_save_all_again_replaces_its_own_files(qtbot, window, images, tmp_path,
     other = folder / "photo0_rbqe.exit2.png"
     other.write_bytes(b"photo1's exit 2")
     record_output(other, images[1], "exit2", size=other.stat().st_size)
-    message = save_fails(qtbot, window)
-    assert "photo0_rbqe.exit2.png" in message and "was made from" in message
-    assert "photo1.jpg" in message
-    assert other.read_bytes() == b"photo1's exit 2"
+    asked = answer(window, monkeypatch, replace=False)  # asked, and kept
+    window.acts.save_all.trigger()
+    assert asked == [[other]] and other.read_bytes() == b"photo1's exit 2"
 
 
 def test_save_notes_the_forced_exit_a_batch_would_name(qtbot, window, images, tmp_path,
