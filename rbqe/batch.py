@@ -19,6 +19,7 @@ its own results again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -43,11 +44,12 @@ from rbqe.io import (
     save_like,
 )
 from rbqe.io.atomic import claim_output, probe_writable
-from rbqe.io.diagnostics import _os_reason
+from rbqe.io.diagnostics import _os_reason, said_while
 from rbqe.io.identity import path_key
 from rbqe.io.output_log import (
     OUTPUT_LOG,
     OutputNotes,
+    made_with,
     not_this_result,
     probe_output_log,
     write_noted,
@@ -76,6 +78,8 @@ class BatchOptions:
         keep_metadata: Write EXIF/ICC back.
         strip_gps: Leave the GPS location out of the EXIF written back.
         max_pixels: Decompression-bomb limit.
+        rule: Auto's exit rule (:meth:`rbqe.exit_policy.ExitPolicy.describe`), noted with
+            auto outputs; the batch fills it in from its enhancer.
     """
 
     out_dir: Path
@@ -88,6 +92,14 @@ class BatchOptions:
     keep_metadata: bool = True
     strip_gps: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    rule: str | None = None  # auto's exit rule, in words: filled in from the enhancer
+
+    def made(self, result: str) -> dict[str, Any]:
+        """What decides the bytes of the output holding ``result`` besides its source, as
+        the output log notes it (:func:`rbqe.io.made_with`)."""
+        return made_with(keep_metadata=self.keep_metadata, strip_gps=self.strip_gps,
+                         fmt=self.fmt, quality=self.quality,
+                         rule=self.rule if result == "auto" else None)
 
 
 @dataclass
@@ -290,7 +302,8 @@ def existing_conflict(path: Path, targets: dict[str | None, Path], options: Batc
     for tag, target in targets.items():
         if not os.path.lexists(target):
             continue
-        why = not_this_result(target, path, result_name(tag, options.mode), notes)
+        result = result_name(tag, options.mode)
+        why = not_this_result(target, path, result, notes, options.made(result))
         if why:
             return ItemReport(path, "failed", error=(
                 f"{path}: {target} already exists and {why}; it is left as it is "
@@ -310,6 +323,12 @@ def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) ->
     return ItemReport(path, "skipped", outputs={_key(t, forced): p for t, p in targets.items()})
 
 
+def with_rule(options: BatchOptions, enhancer: Enhancer) -> BatchOptions:
+    """``options`` with auto's exit rule, in words, from ``enhancer`` (if not given)."""
+    return options if options.rule is not None else \
+        dataclasses.replace(options, rule=enhancer.policy.describe())
+
+
 def process_item(
     enhancer: Enhancer,
     path: Path,
@@ -323,8 +342,8 @@ def process_item(
     """Enhances one planned input (see :func:`plan_batch`), for engines that run items
     elsewhere (:mod:`rbqe.cluster`). ``todo`` (default :func:`pending_outputs`) names the
     outputs to write; the others in ``targets`` are only reported."""
-    return _process_one(enhancer, _Job(path, targets, options, list(protect), set(noted),
-                                       todo=todo))
+    return _process_one(enhancer, _Job(path, targets, with_rule(options, enhancer),
+                                       list(protect), set(noted), todo=todo))
 
 
 def process_items(
@@ -334,6 +353,7 @@ def process_items(
 ) -> list[ItemReport]:
     """:func:`process_item` of each ``(path, targets, todo, noted)``, in order; where
     :attr:`Enhancer.batches` (a GPU), the images of one size enhanced together."""
+    options = with_rule(options, enhancer)
     jobs = [_Job(path, targets, options, [], set(noted), todo=todo)
             for path, targets, todo, noted in items]
     done = _process_group(enhancer, jobs)[0] if enhancer.batches and len(jobs) > 1 else {}
@@ -357,6 +377,7 @@ def run_batch(
     """
     ev = events or BatchEvents()
     t0 = time.perf_counter()
+    options = with_rule(options, enhancer)
     out_dir = Path(options.out_dir)
     check_output_folder(out_dir)
     batch_plan = plan_batch(inputs, options)
@@ -539,20 +560,22 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
             ev.on_exit(index, e)
     options = job.options
     outputs: dict[str, Path] = {}
-    for tag, target in job.targets.items():
-        k = result.chosen if tag is None else int(tag[4:])
-        if tag in todo:
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled")
-            save = functools.partial(
-                save_like, target, result.exit_result(k).image, src, fmt=options.fmt,
-                quality=options.quality, keep_metadata=options.keep_metadata,
-                strip_gps=options.strip_gps, protect=job.protect)
-            _write_output(job, target, result_name(tag, options.mode), save)
-        outputs[_key(tag, k)] = target
+    with said_while() as writing:  # e.g. a JPEG output drops the alpha channel
+        for tag, target in job.targets.items():
+            k = result.chosen if tag is None else int(tag[4:])
+            if tag in todo:
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                save = functools.partial(
+                    save_like, target, result.exit_result(k).image, src, fmt=options.fmt,
+                    quality=options.quality, keep_metadata=options.keep_metadata,
+                    strip_gps=options.strip_gps, protect=job.protect)
+                _write_output(job, target, result_name(tag, options.mode), save)
+            outputs[_key(tag, k)] = target
     total = (time.perf_counter() - t0) * 1000
     item = item_from_result(job.path, result, outputs, total, enhancer)
-    item.warnings = list(src.warnings)  # e.g. only the first page of a TIFF enhanced
+    # e.g. only the first page of a TIFF enhanced; then what writing it warned of
+    item.warnings = [*src.warnings, *dict.fromkeys(writing)]
     return item
 
 
@@ -564,13 +587,16 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
     folder's outputs are noted, through :func:`rbqe.io.output_log.write_noted`: noted
     before the write and again once written, the note taken back if the write fails.
     """
+    made = job.options.made(result)
     earlier = job.notes.get(target) if os.path.lexists(target) else None
-    own = earlier is not None and not_this_result(target, job.path, result, job.notes) is None
+    own = earlier is not None and not_this_result(target, job.path, result, job.notes,
+                                                  made) is None
     replace = job.options.overwrite or (job.todo is not None and own)
     if target.parent not in job.noted:
         save(replace=replace)
         return
-    write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier)
+    write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier,
+                made=made)
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:
@@ -685,7 +711,7 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
         "weights": str(info.path) if info.path else None,
         "threshold": enhancer.threshold,
         "min_exit": enhancer.min_exit,
-        "policy": enhancer.policy.to_json() | {"description": enhancer.policy.describe()},
+        "policy": enhancer.policy.summary(),
         "tile_exits": enhancer.tile_exits,
         "images": [i.to_json() for i in summary.items],
         "summary": {

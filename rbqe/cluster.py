@@ -50,6 +50,7 @@ from rbqe.batch import (
     plan_batch,
     process_items,
     skipped_item,
+    with_rule,
 )
 from rbqe.engine import Enhancer
 from rbqe.errors import RBQEError
@@ -405,6 +406,7 @@ def run_ray_batch(
     # (torch: an OpenVINO export here would cost a minute the workers pay anyway)
     local = Enhancer(**{**enhancer_kwargs, "device": "cpu", "backend": "torch",
                         "precision": "auto"})
+    options = with_rule(options, local)
     plan = plan_batch(inputs, options)
     summary = RaySummary(total=plan.total)
     stream = _ReportStream(report)
@@ -448,7 +450,7 @@ def run_ray_batch(
                            "precision": ", ".join(p for _, p in backends) or None,
                            "weights": str(local.info.path) if local.info.path else None,
                            "threshold": local.threshold, "min_exit": local.min_exit,
-                           "policy": policy.to_json() | {"description": policy.describe()},
+                           "policy": policy.summary(),
                            "tile_exits": local.tile_exits},
                           summary.to_json())
         except OSError as exc:  # the outputs are done; the front end reports this

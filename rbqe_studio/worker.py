@@ -25,6 +25,7 @@ from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior
 from rbqe.io import (
     OutputNotes,
     load_image,
+    made_with,
     quantize,
     retract_output,
     save_like,
@@ -279,8 +280,13 @@ class Worker(QObject):
         if result is not None:  # the save matters more than its note: a folder's log
             # that cannot be written leaves the file unnoted (a later batch then calls it
             # someone else's) rather than unsaved
+            policy = view.result.policy
+            made = made_with(keep_metadata=job.keep_metadata, strip_gps=job.strip_gps,
+                             fmt=target.suffix if k in job.targets else job.fmt,
+                             quality=job.quality,
+                             rule=policy.describe() if result == "auto" and policy else None)
             return write_noted(target, view.path, result, save, earlier=earlier,
-                               must_note=False)
+                               must_note=False, made=made)
         path = save()
         if earlier is not None and earlier.token is not None:
             retract_output(target, earlier.source, earlier.token)

@@ -60,7 +60,8 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.naming`: :func:`output_path_for`, :func:`plan_outputs`.
 * :mod:`rbqe.io.listing`: :func:`list_images`, :func:`lists_folder`.
 * :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`,
-  :func:`write_noted` (an output written with its note kept true), :func:`not_this_result`.
+  :func:`write_noted` (an output written with its note kept true), :func:`made_with`,
+  :func:`not_this_result`.
 * :mod:`rbqe.io.diagnostics`: error reasons, warnings to log records, the logger.
 """
 
@@ -80,6 +81,7 @@ from rbqe.io.output_log import (
     OUTPUT_LOG,
     Noted,
     OutputNotes,
+    made_with,
     not_this_result,
     record_output,
     retract_output,
@@ -106,6 +108,7 @@ __all__ = [
     "list_images",
     "lists_folder",
     "load_image",
+    "made_with",
     "not_this_result",
     "output_path_for",
     "path_key",

@@ -25,9 +25,10 @@ OUTPUT_LOG = ".rbqe-outputs.jsonl"
 Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a user's own
 ``photo.png`` beside ``photo.jpg``, so each output (the batch's, and the app's saves) is
 noted here, through :func:`write_noted`: before it is written, one JSON line
-``{"output": NAME, "source": PATH, "result": R, "token": T, "time": S}`` with the
-source relative to the folder; once written, the same with its ``"size"`` in
-bytes instead of the time; if the write failed, ``{..., "retracted": T}``. The last line
+``{"output": NAME, "source": PATH, "result": R, "made": M, "token": T, "time": S}``
+with the source relative to the folder and ``M`` what else decided its bytes
+(:func:`made_with`); once written, the same with its ``"size"`` in bytes instead of the
+time; if the write failed, ``{..., "retracted": T}``. The last line
 for a name counts (a retraction only if it is its own writer's). A written note stands
 only for a file of its size (one replaced or edited since is no longer rbqe's), one made
 before the write only for a file changed soon after it, and a retracted one for nothing:
@@ -46,14 +47,15 @@ PENDING_WINDOW_S = 600.0
 class Noted(NamedTuple):
     """What the output log says of one output: its source, which result it holds
     (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``), its size once
-    written, when a note made before the write was made, and the writer's token (None:
-    not in the note, as in notes of older versions)."""
+    written, when a note made before the write was made, the writer's token and what else
+    decided its bytes (None: not in the note, as in notes of older versions)."""
 
     source: Path
     result: str | None
     size: int | None = None
     time: float | None = None
     token: str | None = None
+    made: dict[str, Any] | None = None  # see made_with; None in older versions' notes
 
     def stands_for(self, output: str | os.PathLike[str]) -> bool:
         """Whether the file now at ``output`` is the one noted: of the noted size, or, for
@@ -72,7 +74,7 @@ class Noted(NamedTuple):
 
 def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
                   result: str | None = None, *, size: int | None = None,
-                  token: str | None = None) -> str:
+                  token: str | None = None, made: dict[str, Any] | None = None) -> str:
     """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
     ``result`` of it: see :class:`Noted`); with ``size``, that it has been written.
     Returns the note's token (a new one unless given), which names this writer's notes.
@@ -93,6 +95,8 @@ def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]
                              "token": token}
     if result is not None:
         entry["result"] = result
+    if made is not None:
+        entry["made"] = made
     if size is not None:
         entry["size"] = size
     else:
@@ -122,9 +126,9 @@ T = TypeVar("T")
 
 def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], result: str,
                 write: Callable[[], T], *, earlier: Noted | None = None,
-                must_note: bool = True) -> T:
-    """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``), its note in
-    the output log kept true; returns what ``write`` returns. The one way outputs are
+                must_note: bool = True, made: dict[str, Any] | None = None) -> T:
+    """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``, ``made`` as
+    :func:`made_with` says), its note in the output log kept true; returns what ``write`` returns. The one way outputs are
     noted: the CLI's batch and the app's saves both write through it.
 
     Noted before the write (a kill can come any time: an output must never be left
@@ -140,7 +144,7 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     """
     out = Path(output)
     try:
-        token = record_output(out, source, result)
+        token = record_output(out, source, result, made=made)
     except OSError as exc:
         if not must_note:
             logger.warning("%s: not noted in its folder's %s (%s)", out, OUTPUT_LOG,
@@ -156,19 +160,67 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
         if earlier is not None and earlier.size is not None and earlier.stands_for(out):
             with contextlib.suppress(OSError):
                 record_output(out, earlier.source, earlier.result, size=earlier.size,
-                              token=earlier.token)
+                              token=earlier.token, made=earlier.made)
         else:
             retract_output(out, source, token)
         raise
     with contextlib.suppress(OSError):  # the note made before still stands for it
-        record_output(out, source, result, size=os.path.getsize(out), token=token)
+        record_output(out, source, result, size=os.path.getsize(out), token=token,
+                      made=made)
     return written
 
 
-def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes) -> str | None:
-    """Why the file at ``output`` is not ``source``'s ``result`` (see :class:`Noted`) by
-    the output log, or None when it is (or when an older note cannot say, as before
-    results were noted). The reason reads after "<output> already exists and ...".
+LOSSY_FORMATS = frozenset({"jpeg", "jpg", "jpe", "webp"})
+
+
+def made_with(*, keep_metadata: bool, strip_gps: bool, fmt: str, quality: int,
+              rule: str | None = None) -> dict[str, Any]:
+    """What decides an output's bytes besides its source and result, as its note keeps
+    it: the metadata written back (``keep``, ``strip-gps`` or ``strip``), the quality of a
+    lossy ``fmt``, and for an auto result the exit ``rule`` that chose its exit (one line,
+    :meth:`rbqe.exit_policy.ExitPolicy.describe`). A re-run asking for other settings
+    then does not take the file for done (:func:`not_this_result`): one run to remove
+    GPS locations from outputs of another must not report them done."""
+    made: dict[str, Any] = {"metadata": ("strip" if not keep_metadata
+                                         else "strip-gps" if strip_gps else "keep")}
+    if fmt.lower().lstrip(".") in LOSSY_FORMATS:
+        made["quality"] = int(quality)
+    if rule is not None:
+        made["rule"] = rule
+    return made
+
+
+_METADATA_WORDS = {"keep": "its metadata kept", "strip-gps": "its GPS location removed",
+                   "strip": "its metadata left out"}
+
+
+def _made_otherwise(noted: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    """Why an output noted as ``noted`` (:func:`made_with`) is not what ``wanted`` asks
+    for; None when it is, or when a note cannot say. An older note, which says nothing,
+    passes, except where this run strips metadata: it cannot vouch for that."""
+    if noted is None:
+        if wanted.get("metadata", "keep") != "keep":
+            return ("was written by an older rbqe, which did not note whether it kept the "
+                    "metadata this run leaves out")
+        return None
+    was, now = noted.get("metadata"), wanted.get("metadata")
+    if was != now and was in _METADATA_WORDS and now in _METADATA_WORDS:
+        return f"was written with {_METADATA_WORDS[was]} (this run: {_METADATA_WORDS[now]})"
+    was, now = noted.get("quality"), wanted.get("quality")
+    if was is not None and now is not None and was != now:
+        return f"was written at quality {was} (this run: {now})"
+    was, now = noted.get("rule"), wanted.get("rule")
+    if was is not None and now is not None and was != now:
+        return f"holds the exit chosen by another rule ({was}; this run: {now})"
+    return None
+
+
+def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,
+                    made: dict[str, Any] | None = None) -> str | None:
+    """Why the file at ``output`` is not ``source``'s ``result`` (see :class:`Noted`),
+    ``made`` as :func:`made_with` says (if given), by the output log, or None when it is
+    (or when an older note cannot say, as before results were noted). The reason reads
+    after "<output> already exists and ...".
 
     A batch takes a file for done only when this is None. Lenient where a batch may be:
     a note whose source is gone stands for any source. Replacing a file needs more.
@@ -182,7 +234,7 @@ def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes)
         return f"was made from {noted.source}"
     if noted.result is not None and noted.result != result:
         return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
-    return None
+    return _made_otherwise(noted.made, made) if made is not None else None
 
 
 def _describe_result(result: str) -> str:
@@ -243,11 +295,12 @@ def _read_output_log(folder: Path) -> dict[str, Noted]:
             if name in entries and entries[name].token == retracted:
                 del entries[name]
             continue
-        when, token = entry.get("time"), entry.get("token")
+        when, token, made = entry.get("time"), entry.get("token"), entry.get("made")
         entries[name] = Noted(folder / source, result if isinstance(result, str) else None,
                               size if isinstance(size, int) else None,
                               float(when) if isinstance(when, (int, float)) else None,
-                              token if isinstance(token, str) else None)
+                              token if isinstance(token, str) else None,
+                              made if isinstance(made, dict) else None)
     return entries
 
 
