@@ -25,6 +25,7 @@ from rbqe.errors import show_path
 from rbqe.exit_policy import parse_exit_mode
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _exit_mode(value: str) -> str | int:
@@ -105,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how auto chooses the exit: the weights' default policy, the "
                         "assessor's threshold, or the learned gate (see 'rbqe info')")
     e.add_argument("--threshold", type=float,
-                   help="IQA exit threshold: use the assessor rule with it")
+                   help="use the assessor rule: auto stops at the first exit whose quality "
+                        "score reaches this (0-1), instead of the weights' default rule")
     e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
                    metavar=f"1..{NUM_EXITS}",
-                   help="earliest exit auto may stop at (default: from weights)")
+                   help="use the assessor rule, stopping no earlier than this exit "
+                        "(default threshold and exit: from the weights)")
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     e.add_argument("--tile", type=_tile,
                    help=f"tile side in pixels, at least {4 * MULTIPLE} and rounded down to a "
@@ -131,10 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-r", "--recursive", action="store_true", help="also scan sub-folders")
     e.add_argument("--format", dest="fmt", choices=["png", "jpeg", "webp"], default="png",
                    help="output format (default: lossless png)")
-    e.add_argument("--quality", type=_quality, default=95,
+    e.add_argument("--quality", type=_quality,
                    help="JPEG/WebP quality 1-100 (default 95)")
     e.add_argument("--suffix", type=_suffix, default="", help="appended to output file names")
-    e.add_argument("--strip-metadata", action="store_true", help="do not copy EXIF to outputs")
+    e.add_argument("--strip-metadata", action="store_true",
+                   help="leave EXIF, XMP and the comment out of outputs (the ICC colour "
+                        "profile and the resolution are kept: they describe the pixels)")
     e.add_argument("--strip-gps", action="store_true",
                    help="copy EXIF without the GPS location (camera, date etc. are kept)")
     e.add_argument("--max-pixels", type=_megapixels, default=200.0, metavar="MEGAPIXELS",
@@ -153,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per Ray task (default 1)")
 
     i = sub.add_parser("info", help="print version, device and weights as JSON")
-    i.add_argument("--weights", type=Path)
-    i.add_argument("--device", default="auto")
+    i.add_argument("--weights", type=Path, help="weights file (default: the shipped one, "
+                                                "or RBQE_WEIGHTS)")
+    i.add_argument("--device", default="auto",
+                   help="auto|cpu|cuda|cuda:N|mps: the device to report (default auto)")
 
     from rbqe.train import commands  # training tools live apart; they add their parsers
 
@@ -167,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rbqe.io.diagnostics import keep_python_stderr
 
     keep_python_stderr()  # before logging takes sys.stderr: decoders borrow fd 2
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LineFormatter())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
+                        handlers=[handler])
     from rbqe.errors import RBQEError
 
     try:
@@ -186,12 +195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Second Ctrl-C (or one outside a batch): stop at once, one line, no traceback.
         # Outputs are written atomically, so nothing partial is left under a final name.
         print("\nrbqe: aborted", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`rbqe info | head -1`): stop quietly, as Unix tools do.
         # stdout points at /dev/null so that the interpreter's final flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+
+
+class _LineFormatter(logging.Formatter):
+    """``rbqe: warning: ...``, like the tool's other lines (``rbqe: error: ...``)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return f"rbqe: {record.levelname.lower()}: {record.message}"
 
 
 def _cpu_backend_info(net: Any) -> dict[str, Any]:
@@ -227,14 +243,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "refine_blocks": info.config.refine,
                 "parameters": count_parameters(net),
             },
-            "threshold": info.threshold,
-            "min_exit": info.min_exit,
+            # The rules auto can use (the assessor's threshold is in its params); top-level
+            # "threshold" and "min_exit" read as if auto used them under the gate.
             "exit_policy": {
                 "default": info.policies.default,
-                "policies": {name: {"description": p.describe(), "rule": p.rule,
-                                    "provenance": p.provenance,
-                                    **({} if p.rule == "gate" else {"params": p.params})}
-                             for name, p in info.policies.policies.items()},
+                "policies": {name: p.summary() for name, p in info.policies.policies.items()},
             },
             "gmacs_512": [round(g, 3) for g in gmacs_per_exit(net, 512, 512)],
             "cpu_backend": _cpu_backend_info(net),
@@ -287,6 +300,15 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if args.engine == "local" and ray_only:
         _eprint(f"rbqe: error: {', '.join(ray_only)} only apply with --engine ray")
         return EXIT_USAGE
+    assessor_only = [f for f, given in (("--threshold", args.threshold is not None),
+                                        ("--min-exit", args.min_exit is not None)) if given]
+    if args.policy == "gate" and assessor_only:
+        # They used to replace the gate without a word (the report then said "assessor").
+        _eprint(f"rbqe: error: {' and '.join(assessor_only)} set the assessor rule, so they "
+                f"cannot be used with --policy gate (leave out one or the other)")
+        return EXIT_USAGE
+    if args.quality is not None and args.fmt == "png":
+        _eprint("rbqe: note: --quality applies to --format jpeg or webp; png is lossless")
     out = Path(args.out)
     if not out.exists() and out.suffix.lower() in SUPPORTED_SUFFIXES:
         # `-o result.png` would otherwise make a folder of that name: say so before any work.
@@ -306,7 +328,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     enhancer = Enhancer(**enhancer_kwargs) if args.engine == "local" else None
     options = BatchOptions(
         out_dir=Path(args.out), mode=args.exit_mode, recursive=args.recursive,
-        overwrite=args.overwrite, fmt=args.fmt, quality=args.quality, suffix=args.suffix,
+        overwrite=args.overwrite, fmt=args.fmt,
+        quality=95 if args.quality is None else args.quality, suffix=args.suffix,
         keep_metadata=not args.strip_metadata, strip_gps=args.strip_gps,
         max_pixels=int(args.max_pixels * 1e6) if args.max_pixels > 0 else None,
     )
@@ -381,7 +404,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                     f"{exc.strerror or exc}")
     if aborted:
         _eprint("\nrbqe: aborted")
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
     n = summary.total if summary.total is not None else len(summary.items)
     _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
             f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
@@ -389,7 +412,9 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _eprint(f"rbqe: error: {summary.stopped}")
     if n == 0:
         _eprint(_nothing_found(args.inputs, args.recursive))
-    return EXIT_FAILED if summary.failed or summary.cancelled or report_failed else EXIT_OK
+    if summary.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if summary.failed or report_failed else EXIT_OK
 
 
 def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], options: Any,
@@ -428,7 +453,10 @@ class _ProgressLines:
 
 def _exit_words(item: Any) -> str:
     """``exit 3``, or for per-tile exits where the tiles went elsewhere than the sample
-    tiles' decision (the report's ``exit``), where they went: ``exit 3 (tiles: 21 at 4)``."""
+    tiles' decision (the report's ``exit``), where they went: ``exit 3 (tiles: 21 at 4)``;
+    under ``--exit all``, ``exits 1-5 written (auto: exit 3)``."""
+    if len(item.outputs) > 1:  # every exit written: "exit 3" read as if only one was
+        return f"exits 1-{len(item.outputs)} written (auto: exit {item.exit})"
     words = f"exit {item.exit}"
     histogram = (item.tile_exits or {}).get("histogram") or {}
     counts = {int(k): n for k, n in histogram.items() if n}

@@ -308,6 +308,19 @@ class ExitPolicy:
     def from_json(cls, data: Mapping[str, Any]) -> ExitPolicy:
         return cls(str(data["rule"]), dict(data["params"]), dict(data.get("provenance", {})))
 
+    def summary(self) -> dict[str, Any]:
+        """The policy as a report and ``rbqe info`` show it: rule, description, provenance
+        and its small parameters (a gate's thousands of fitted numbers stay in the
+        weights file: they made every one-image report 18 KB)."""
+        def small(v: Any) -> bool:
+            return isinstance(v, (int, float, str, bool)) or (
+                isinstance(v, (list, tuple)) and len(v) <= NUM_EXITS
+                and all(isinstance(x, (int, float)) for x in v))
+
+        return {"rule": self.rule, "description": self.describe(),
+                "params": {k: v for k, v in self.params.items() if small(v)},
+                "provenance": self.provenance}
+
     def describe(self) -> str:
         """One line for people: the rule and its parameters."""
         if self.rule == "assessor":

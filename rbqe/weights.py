@@ -113,7 +113,12 @@ def default_weights_path() -> Path:
 
 
 def missing_weights_message(path: str | Path) -> str:
-    """The one line a user sees when the weights file is absent, with what fixes it."""
+    """The one line a user sees when the weights file is absent, with what fixes it (and,
+    when the name came from ``$RBQE_WEIGHTS``, that it did: it is what to correct)."""
+    env = os.environ.get("RBQE_WEIGHTS")
+    if env and Path(env) == Path(path):
+        return (f"no weights file at {path}, which RBQE_WEIGHTS names: correct or unset "
+                "RBQE_WEIGHTS (unset, the shipped model is used), or pass --weights FILE")
     return (f"no weights file at {path}: pass --weights FILE or set RBQE_WEIGHTS=FILE "
             "(a model trained with 'rbqe train'), or reinstall rbqe-studio for the shipped one")
 

@@ -472,7 +472,7 @@ def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path
     monkeypatch.setattr(Enhancer, "enhance", enhance_and_press_ctrl_c_twice)
     previous = signal.getsignal(signal.SIGINT)
     rc, err, doc = enhance(weights, three, "-o", tmp_path / "out")
-    assert rc == 1
+    assert rc == 130  # 128 + SIGINT
     assert lines(err) == [STOP_NOTICE, "rbqe: aborted"]
     assert signal.getsignal(signal.SIGINT) is previous  # handler restored
     # The report still records what was done before the abort (issue 13).
@@ -552,7 +552,7 @@ def test_sigint_stops_after_the_current_stage_and_rerun_completes(weights, tmp_p
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=1800)
     err = (tmp_path / "stderr.txt").read_text()
-    assert rc == 1, err
+    assert rc == 130, err  # 128 + SIGINT
     done = _finals(out)
     assert at_signal <= len(done) <= at_signal + 1  # at most the image being saved
     assert len(done) < N_KILL, "the batch finished before the signal: make it slower"

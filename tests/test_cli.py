@@ -257,7 +257,11 @@ def test_info_json(capsys, weights_env):
     code, stdout, _ = run(capsys, "info")
     assert code == 0
     doc = json.loads(stdout)
-    assert {"version", "device", "weights", "architecture", "threshold", "gmacs_512"} <= set(doc)
+    assert {"version", "device", "weights", "architecture", "exit_policy", "gmacs_512"} <= set(doc)
+    assert "threshold" not in doc  # the assessor's, not auto's under another default rule
+    policy = doc["exit_policy"]
+    assessor = policy["policies"]["assessor"]
+    assert isinstance(assessor["params"]["threshold"], float) and policy["default"]
     assert doc["weights"] == str(weights_env) and doc["device"] == "cpu"
     assert doc["architecture"]["width"] == 8 and doc["architecture"]["in_channels"] == 1
     g = doc["gmacs_512"]

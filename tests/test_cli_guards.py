@@ -172,3 +172,63 @@ def test_a_multi_page_tiff_is_reported_with_its_warning(capsys, photos, tmp_path
     assert entry["status"] == "ok"
     assert entry["warnings"] == ["only the first of 2 pages is enhanced (multi-page TIFF); "
                                  "the output has that page only"]
+
+
+# -- from a new user's review of the CLI ---------------------------------------------------
+def test_the_assessors_options_are_refused_beside_policy_gate(capsys, photos, tmp_path):
+    """They used to replace the learned gate without a word (the report said "assessor")."""
+    for extra in (["--threshold", "0.5"], ["--min-exit", "1"]):
+        code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out",
+                        "--policy", "gate", *extra)
+        assert code == 2 and f"{extra[0]} set the assessor rule" in err, err
+        assert "--policy gate" in err and not (tmp_path / "out").exists()
+
+
+def test_quality_with_png_output_says_it_does_not_apply(capsys, photos, tmp_path):
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "png", "--quality", "40")
+    assert code == 0 and "--quality applies to --format jpeg or webp" in err, err
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "jpg", "--quality", "40",
+                    "--format", "jpeg")
+    assert code == 0 and "--quality applies" not in err, err
+
+
+def test_a_wrong_rbqe_weights_is_named_as_the_cause(capsys, photos, tmp_path, monkeypatch):
+    missing = tmp_path / "nonexist.safetensors"
+    monkeypatch.setenv("RBQE_WEIGHTS", str(missing))
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out")
+    assert code == 2 and f"{missing}, which RBQE_WEIGHTS names" in err, err
+    assert "set RBQE_WEIGHTS=FILE" not in err  # it is set: the advice was to do it again
+
+
+def test_a_report_keeps_the_policy_small(capsys, photos, tmp_path):
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out", "--report", report)
+    assert code == 0, err
+    policy = json.loads(report.read_text())["policy"]
+    assert {"rule", "description", "params", "provenance"} <= set(policy)
+    assert all(not isinstance(v, (list, dict)) or len(v) <= 5 for v in policy["params"].values())
+
+
+def test_what_writing_an_output_warns_of_is_in_the_report(capsys, tmp_path, make_jpeg,
+                                                         tiny_weights, monkeypatch):
+    """A JPEG output of a transparent PNG drops the alpha, of a 16-bit PNG the depth: the
+    lines went to stderr only (the report had no "warnings"), the depth not even there."""
+    monkeypatch.setenv("RBQE_WEIGHTS", str(tiny_weights))
+    src = tmp_path / "in"
+    src.mkdir()
+    rgba = Image.fromarray(make_jpeg(32, 40, seed=3)).convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(src / "alpha.png")
+    deep = (make_jpeg(32, 40, seed=4)[..., 0].astype("uint16") * 257)
+    Image.fromarray(deep).save(src / "deep.png")
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", src, "-o", tmp_path / "out", "--format", "jpeg",
+                    "--report", report)
+    assert code == 0, err
+    rows = {Path(e["input"]).name: e for e in json.loads(report.read_text())["images"]}
+    assert rows["alpha.png"]["warnings"] == [
+        f"{tmp_path / 'out' / 'alpha.jpg'}: JPEG cannot store transparency; the alpha "
+        f"channel is dropped"]
+    assert rows["deep.png"]["warnings"] == [
+        f"{tmp_path / 'out' / 'deep.jpg'}: JPEG is 8-bit only; the 16-bit image is written "
+        f"at 8 bits"]

@@ -106,3 +106,26 @@ def test_a_newline_in_a_file_name_is_shown_escaped(weights, tmp_path) -> None:
     assert out.stderr.splitlines() == [
         f"rbqe: error: {tmp_path}/two\\nlines.jpg: not an image file (unrecognised format)",
         "rbqe: 0 enhanced, 0 skipped, 1 failed of 1"]
+
+
+def test_exit_all_says_every_exit_was_written(weights, tmp_path) -> None:
+    """It said "exit 3" for a run that wrote five files."""
+    src = save(tmp_path / "p.jpg")
+    out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights, "--exit", "all",
+               "--report", tmp_path / "r.json")
+    assert out.returncode == 0, out.stderr
+    chosen = json.loads((tmp_path / "r.json").read_text())["images"][0]["exit"]
+    assert out.stderr.splitlines()[0] == f"rbqe: [1/1] {src}: exits 1-5 written (auto: exit {chosen})"
+
+
+def test_warnings_read_like_the_tools_other_lines(weights, tmp_path) -> None:
+    """"WARNING: ..." beside "rbqe: error: ..." lines: now "rbqe: warning: ..."."""
+    src = tmp_path / "alpha.png"
+    rgba = Image.fromarray(photo(32, 40)).convert("RGBA")
+    rgba.putalpha(100)
+    rgba.save(src)
+    out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights, "--format", "jpeg")
+    assert out.returncode == 0, out.stderr
+    assert (f"rbqe: warning: {tmp_path / 'out' / 'alpha.jpg'}: JPEG cannot store "
+            f"transparency; the alpha channel is dropped") in out.stderr.splitlines()
+    assert "WARNING" not in out.stderr

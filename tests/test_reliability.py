@@ -562,7 +562,7 @@ def test_native_decoder_messages_do_not_reach_stderr(weights, tmp_path: Path) ->
     verbose = subprocess.run([sys.executable, "-m", "rbqe.cli", "-v", "enhance", str(files[0]),
                               "-o", str(tmp_path / "out"), "--weights", str(weights)],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert f"INFO: {files[0]}: the decoder said: libpng error: " in verbose.stderr
+    assert f"rbqe: info: {files[0]}: the decoder said: libpng error: " in verbose.stderr
 
 
 def test_each_bad_file_gives_exactly_one_line(weights, tmp_path: Path) -> None:

@@ -38,6 +38,27 @@ def _collect_warning(message: Warning | str, category: type[Warning], filename: 
 
 
 @contextlib.contextmanager
+def said_while() -> Iterator[list[str]]:
+    """The warnings :data:`logger` logs in this thread within the block, as a list of
+    their lines (still logged as ever): what a batch's report keeps of writing an
+    output (a JPEG cannot store the alpha channel, an 8-bit format a 16-bit image)."""
+    said: list[str] = []
+    thread = threading.get_ident()
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == thread:
+                said.append(record.getMessage())
+
+    handler = _Keep(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
 def _logged_warnings(path: Path) -> Iterator[None]:
     """Turns library warnings (corrupt EXIF, odd chunks...) into log records.
 

@@ -214,7 +214,8 @@ def save_image(
     # Format capabilities decide the effective mode and depth.
     depth = bit_depth if fmt_name in ("PNG", "TIFF") else 8
     if depth != bit_depth:
-        logger.info("%s: %s is 8-bit only; rounding 16-bit data to 8 bit", p, fmt_name)
+        logger.warning("%s: %s is 8-bit only; the 16-bit image is written at 8 bits", p,
+                       fmt_name)
     out_mode = mode
     if fmt_name == "JPEG" and mode in ("LA", "RGBA"):
         out_mode = mode[:-1]
