@@ -225,13 +225,19 @@ def _cpu_backend_info(net: Any) -> dict[str, Any]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
+    from rbqe.errors import RBQEError
     from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
     from rbqe.weights import default_weights_path, missing_weights_message, read_info
 
     path = args.weights or default_weights_path()
     out: dict[str, Any] = {"version": __version__, "device": str(pick_device(args.device))}
-    if path.is_file():
-        info = read_info(path)
+    info = None
+    try:
+        info = read_info(path) if path.is_file() else None
+        error = None if info is not None else missing_weights_message(path)
+    except RBQEError as exc:  # a file that is not weights: said as a missing one is
+        error = str(exc)
+    if info is not None:
         net = RBQENet(info.config)
         out.update({
             "weights": str(path),
@@ -253,9 +259,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "cpu_backend": _cpu_backend_info(net),
         })
     else:
-        out.update({"weights": None, "error": missing_weights_message(path)})
+        out.update({"weights": None, "error": error})
     print(json.dumps(out, indent=2))
-    return EXIT_OK if path.is_file() else EXIT_USAGE
+    return EXIT_OK if info is not None else EXIT_USAGE
 
 
 class _Interrupt:
@@ -406,12 +412,14 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _eprint("\nrbqe: aborted")
         return EXIT_INTERRUPTED
     n = summary.total if summary.total is not None else len(summary.items)
-    _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
-            f"{summary.failed} failed of {n}" + (" (interrupted)" if summary.cancelled else ""))
+    if n == 0:  # "0 enhanced, 0 skipped, 0 failed of 0" said nothing more
+        _eprint(_nothing_found(args.inputs, args.recursive))
+    else:
+        _eprint(f"rbqe: {summary.processed} enhanced, {summary.skipped} skipped, "
+                f"{summary.failed} failed of {n}"
+                + (" (interrupted)" if summary.cancelled else ""))
     if summary.stopped:
         _eprint(f"rbqe: error: {summary.stopped}")
-    if n == 0:
-        _eprint(_nothing_found(args.inputs, args.recursive))
     if summary.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed or report_failed else EXIT_OK

@@ -147,6 +147,7 @@ def test_no_images_found_says_why(capsys, photos, tmp_path):
     (folder / "2019" / "a.jpg").write_bytes(photos[0].read_bytes())
     code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out")
     assert code == 0 and "sub-folders were not scanned (add -r)" in err, err
+    assert "of 0" not in err  # no "0 enhanced, 0 skipped, 0 failed of 0" before it
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
@@ -232,3 +233,13 @@ def test_what_writing_an_output_warns_of_is_in_the_report(capsys, tmp_path, make
     assert rows["deep.png"]["warnings"] == [
         f"{tmp_path / 'out' / 'deep.jpg'}: JPEG is 8-bit only; the 16-bit image is written "
         f"at 8 bits"]
+
+
+def test_info_on_a_file_that_is_not_weights_answers_in_json(capsys, tmp_path):
+    """A missing file got JSON with "error" on stdout, a garbage one a stderr line only."""
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not weights at all")
+    code = main(["info", "--weights", str(garbage)])
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert code == 2 and doc["weights"] is None and str(garbage) in doc["error"]
