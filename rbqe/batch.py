@@ -78,8 +78,8 @@ class BatchOptions:
         keep_metadata: Write EXIF/ICC back.
         strip_gps: Leave the GPS location out of the EXIF written back.
         max_pixels: Decompression-bomb limit.
-        rule: Auto's exit rule (:meth:`rbqe.exit_policy.ExitPolicy.describe`), noted with
-            auto outputs; the batch fills it in from its enhancer.
+        rule: Auto's exit rule (:meth:`rbqe.exit_policy.ExitPolicy.words_beside`), noted
+            with auto outputs; the batch fills it in from its enhancer.
     """
 
     out_dir: Path
@@ -325,8 +325,8 @@ def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) ->
 
 def with_rule(options: BatchOptions, enhancer: Enhancer) -> BatchOptions:
     """``options`` with auto's exit rule, in words, from ``enhancer`` (if not given)."""
-    return options if options.rule is not None else \
-        dataclasses.replace(options, rule=enhancer.policy.describe())
+    return options if options.rule is not None else dataclasses.replace(
+        options, rule=enhancer.policy.words_beside(enhancer.info.policy))
 
 
 def process_item(

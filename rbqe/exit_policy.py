@@ -321,6 +321,12 @@ class ExitPolicy:
                 "params": {k: v for k, v in self.params.items() if small(v)},
                 "provenance": self.provenance}
 
+    def words_beside(self, default: ExitPolicy) -> str:
+        """This rule as an output's note keeps it (:func:`rbqe.io.made_with`): "the
+        weights' default" when it is ``default`` (so that new weights, whose default
+        differs, still find a batch's earlier outputs done), else :meth:`describe`."""
+        return "the weights' default" if self == default else self.describe()
+
     def describe(self) -> str:
         """One line for people: the rule and its parameters."""
         if self.rule == "assessor":

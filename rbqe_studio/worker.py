@@ -262,8 +262,7 @@ class Worker(QObject):
                                           replace=replace))
         return written
 
-    @staticmethod
-    def _save_one(job: SaveJob, view: ViewData, k: int, target: Path, result: str | None,
+    def _save_one(self, job: SaveJob, view: ViewData, k: int, target: Path, result: str | None,
                   notes: OutputNotes, *, replace: bool) -> Path:
         """Saves exit ``k`` at ``target``, noted as ``result`` (None: not noted, and an
         earlier note of the name taken back, so that it cannot vouch for this file)."""
@@ -281,10 +280,11 @@ class Worker(QObject):
             # that cannot be written leaves the file unnoted (a later batch then calls it
             # someone else's) rather than unsaved
             policy = view.result.policy
+            rule = (policy.words_beside(self.enhancer(job).info.policy)
+                    if result == "auto" and policy else None)
             made = made_with(keep_metadata=job.keep_metadata, strip_gps=job.strip_gps,
                              fmt=target.suffix if k in job.targets else job.fmt,
-                             quality=job.quality,
-                             rule=policy.describe() if result == "auto" and policy else None)
+                             quality=job.quality, rule=rule)
             return write_noted(target, view.path, result, save, earlier=earlier,
                                must_note=False, made=made)
         path = save()

@@ -114,3 +114,16 @@ def test_made_with_names_what_decides_the_bytes() -> None:
         {"metadata": "strip", "quality": 80, "rule": "learned gate"}
     assert made_with(keep_metadata=True, strip_gps=True, fmt=".webp", quality=70) == \
         {"metadata": "strip-gps", "quality": 70}
+
+
+def test_the_weights_default_rule_is_noted_as_such(weights, tagged, tmp_path) -> None:
+    """New weights bring a new default rule: a batch resumed with them, asking for no
+    rule of its own, still finds its earlier outputs done; one asking for a rule does not."""
+    out = tmp_path / "out"
+    assert enhance(weights, tagged, out)[0] == 0
+    noted = OutputNotes().get(out / "tagged.png")
+    assert noted is not None and noted.made is not None
+    assert noted.made["rule"] == "the weights' default"
+    rc, err, row = enhance(weights, tagged, out, "--threshold", "0.9")
+    assert row["status"] == "failed" and "(the weights' default; this run: assessor" in \
+        row["error"]

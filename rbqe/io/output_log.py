@@ -178,7 +178,7 @@ def made_with(*, keep_metadata: bool, strip_gps: bool, fmt: str, quality: int,
     """What decides an output's bytes besides its source and result, as its note keeps
     it: the metadata written back (``keep``, ``strip-gps`` or ``strip``), the quality of a
     lossy ``fmt``, and for an auto result the exit ``rule`` that chose its exit (one line,
-    :meth:`rbqe.exit_policy.ExitPolicy.describe`). A re-run asking for other settings
+    :meth:`rbqe.exit_policy.ExitPolicy.words_beside`). A re-run asking for other settings
     then does not take the file for done (:func:`not_this_result`): one run to remove
     GPS locations from outputs of another must not report them done."""
     made: dict[str, Any] = {"metadata": ("strip" if not keep_metadata
