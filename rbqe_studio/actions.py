@@ -107,7 +107,9 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     v.addSeparator()
     _add(win, v, "Zoom to fit", view.fit, ("F", "Ctrl+0"))
     _add(win, v, "Zoom 1:1", view.actual_size, ("Ctrl+1",))
-    _add(win, v, "Zoom in", lambda: view.zoom(1.25), (QKeySequence.StandardKey.ZoomIn,))
+    # Ctrl+= too: "+" is Shift+= on most layouts, so Ctrl++ needs three keys.
+    _add(win, v, "Zoom in", lambda: view.zoom(1.25),
+         (QKeySequence.StandardKey.ZoomIn, "Ctrl+="))
     _add(win, v, "Zoom out", lambda: view.zoom(0.8), (QKeySequence.StandardKey.ZoomOut,))
     v.addSeparator()
     _add(win, v, "Next image", lambda: queue.step(1), ("Right", "PgDown", "J"))

@@ -128,6 +128,7 @@ class BatchPanel(QWidget):
         self.outcome: BatchOutcome | None = None
         self._eta: Eta | None = None
         self._done = 0
+        self.clock = time.monotonic  # the time-left estimate's (a test's own clock)
 
         self.input = FolderField("Input folder")
         self.recursive = QCheckBox("Include sub-folders")
@@ -276,7 +277,8 @@ class BatchPanel(QWidget):
         if self._mine(gen):
             self.bar.setRange(0, max(1, total))
             self.bar.setValue(0)
-            self._eta = Eta(total, time.monotonic())
+            self._eta = Eta(total, self.clock())
+            self._eta.paced = 0
             if total == 0:
                 self.current.setText("No images found in the input folder.")
 
@@ -291,7 +293,9 @@ class BatchPanel(QWidget):
             self.bar.setValue(self._done)
             if self._eta is not None and not self.is_cancelling:
                 self._eta.done = self._done
-                left = self._eta.remaining_s(time.monotonic())
+                if getattr(item, "status", "ok") == "ok":  # failed, skipped: no pace
+                    self._eta.paced = (self._eta.paced or 0) + 1
+                left = self._eta.remaining_s(self.clock())
                 self.eta.setText(f"about {fmt_duration(left)} left" if left else "")
 
     def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:

@@ -32,8 +32,10 @@ def about(parent: QWidget) -> None:
     box = QMessageBox(QMessageBox.Icon.Information, "About RBQE Studio",
                       "RBQE Studio repairs JPEG-compressed photos with an early-exit "
                       "network: five exits of growing depth, and each image leaves at "
-                      "the first exit whose blind quality score reaches the threshold "
-                      "(from the earliest exit the model's calibration allows).",
+                      "the first exit its exit rule judges good enough. The shipped "
+                      "model's rule is a learned gate, which predicts how much going on "
+                      "would still gain; Settings can use the blind quality score "
+                      "against a threshold instead.",
                       QMessageBox.StandardButton.Ok, parent)
     box.setModal(False)
     box.show()

@@ -62,6 +62,11 @@ class InfoPanel(QScrollArea):
         # is in "Time" below (a fourth column did not fit the panel: "12.5 s" read "12.5…").
         self.table = QTableWidget(NUM_EXITS, 3)
         self.table.setHorizontalHeaderLabels(["Time", "Score", "GMAC"])
+        score = self.table.horizontalHeaderItem(1)
+        score.setToolTip("The assessor's blind quality score (0-1; higher: fewer visible "
+                         "blocks and less blur). It decides only under a score threshold: "
+                         "the learned gate decides on the gain it predicts, so its exit "
+                         "need not score highest")
         self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, NUM_EXITS + 1)])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -74,7 +79,7 @@ class InfoPanel(QScrollArea):
         lay.addWidget(self.table)
 
         lay.addWidget(_section("Time"))
-        lay.addLayout(self._form(["Network", "IQA", "Total", "Computed"]))
+        lay.addLayout(self._form(["Network", "IQA", "Other", "Total", "Computed"]))
         lay.addWidget(_section("Engine"))
         lay.addLayout(self._form(["Weights", "Engine device"]))
         lay.addStretch(1)
@@ -181,7 +186,7 @@ class InfoPanel(QScrollArea):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
         if view.saved:
-            for name in ("Network", "IQA", "Total", "Computed"):
+            for name in ("Network", "IQA", "Other", "Total", "Computed"):
                 self.set(name, "–")
             return
         self._show_cost(r)
@@ -191,8 +196,13 @@ class InfoPanel(QScrollArea):
         (a forced exit after "compute all"), what was spent in all."""
         upto = [e for e in r.exits if e.exit <= r.chosen]
         ms, gmacs = chosen_cost(r)
-        self.set("Network", fmt_ms(sum(e.time_ms for e in upto)))
-        self.set("IQA", fmt_ms(sum(e.iqa_ms for e in upto)))
+        network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
+        self.set("Network", fmt_ms(network))
+        self.set("IQA", fmt_ms(iqa))
+        # The rest of the run (the input made ready, the output finished): the exit cards'
+        # sums are network and IQA only, and the total read as if it disagreed with them.
+        other = ms - network - iqa
+        self.set("Other", f"{fmt_ms(other)} (input and output)" if other >= 1 else "–")
         self.set("Total", f"{fmt_ms(ms)} · {fmt_gmacs(gmacs)} (to exit {r.chosen})")
         n = len(r.exits)
         self.set("Computed", f"exits 1–{max(e.exit for e in r.exits)}: {fmt_ms(r.total_ms)} · "

@@ -155,6 +155,7 @@ class SaveJob(Job):
     targets: dict[int, Path] = field(default_factory=dict)  # exit -> file (single save)
     folder: Path | None = None  # save every exit here (save all)
     agreed: frozenset[Path] = frozenset()  # other files the user agreed to replace
+    had: int = 0  # exits the view had when asked: more when done, and it computed them
     suffix: str = ""
     fmt: str = "png"
     quality: int = 95

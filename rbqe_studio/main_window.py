@@ -193,7 +193,14 @@ class MainWindow(QMainWindow):
             self.queue.select(added[0])  # show what was just opened, not the old image
             self.show_message(f"Added {len(added)} image{'s' * (len(added) != 1)}")
         elif paths:
-            self.show_message("No new images found there", error=False)
+            queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
+            if queued:  # opened again: shown, rather than "No new images found there"
+                self.stack.setCurrentWidget(self.compare)
+                self.queue.select(queued[0])
+                self.show_message(f"{queued[0].name} is already in the queue" if
+                                  len(queued) == 1 else "These images are already in the queue")
+            else:
+                self.show_message("No new images found there", error=False)
         return len(added)
 
     def open_files_dialog(self) -> None:
@@ -268,9 +275,15 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
-            ms, _ = chosen_cost(r)
+            item = self.session.queue.get(data.path)
+            # Read back from a batch's outputs: nothing was timed here ("0 ms" it said);
+            # the batch's report has the time, as the queue row shows.
+            ms = (item.time_ms if item is not None else None) if data.saved \
+                else chosen_cost(r)[0]
+            when = f", {fmt_ms(ms)}" + (" in the batch" if data.saved else "") \
+                if ms is not None else ""
             self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
-                              f"{r.exit_result(r.chosen).score:.3f}, {fmt_ms(ms)}")
+                              f"{r.exit_result(r.chosen).score:.3f}{when}")
         self._update_actions()
 
     def _on_view_failed(self, message: str) -> None:
@@ -419,14 +432,16 @@ class MainWindow(QMainWindow):
         n = len(data.result.exits) if has else 0
         self.acts.save.setEnabled(has)
         self.acts.save_all.setEnabled(has)
-        self.acts.compute_all.setEnabled(has and n < 5)
+        # Not while the viewed image's exits are being made (it looked as if it did nothing)
+        more = has and n < 5 and not self.session.view_running
+        self.acts.compute_all.setEnabled(more)
         current = self.session.current
         # Also for a failed file: the user may have repaired it (or finished copying it),
         # and Process again reads it afresh.
         self.acts.redo.setEnabled(current is not None)
         self.acts.stop.setEnabled(self.session.view_running)
         self.acts.show_in_folder.setEnabled(current is not None and bool(current.outputs))
-        self.compare.strip.compute_button.setEnabled(has and n < 5)
+        self.compare.strip.compute_button.setEnabled(more)
         self.acts.cancel_batch.setEnabled(self.batch.running and not self.batch.is_cancelling)
 
     def _save_dialog(self, suggested: Path) -> str:
@@ -448,8 +463,9 @@ class MainWindow(QMainWindow):
         k = self.compare.b if self.compare.b != INPUT else data.result.chosen
         s = self.settings
         folder = s.output_dir or str(data.path.parent)
-        # The name says which exit it is: photo_rbqe_exit3.png.
-        suggested = output_path_for(data.path, folder, suffix=f"{s.suffix}_exit{k}",
+        # The name says which exit it is, as Save all and the CLI's --exit all name it:
+        # photo_rbqe.exit3.png (three ways of naming exits were two too many).
+        suggested = output_path_for(data.path, folder, suffix=s.suffix, exit_tag=f"exit{k}",
                                     fmt=s.output_format)
         path = self._save_dialog(suggested)
         if path:

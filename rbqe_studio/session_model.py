@@ -15,6 +15,8 @@ hand-made reports. :class:`rbqe_studio.session.Session` adapts it to Qt signals.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +133,9 @@ class SessionModel:
         self._aux: dict[int, ContinueJob | RechooseJob | SaveJob] = {}
         self._view_gen = 0
         self.pace = TilePace()
+        # Process again: the image's result before it, shown again if the user stops the
+        # new run (it was thrown away at once: Stop then left a blank "Stopped" image).
+        self._before: tuple[QueueItem, QueueItem, ViewData] | None = None
 
     # -- what jobs are made with -------------------------------------------------------
     @property
@@ -205,12 +210,37 @@ class SessionModel:
         item = self.current
         if item is None:
             return []
-        self.cache.pop(path_key(item.path))
+        shown = self.cache.pop(path_key(item.path))
+        if shown is not None and shown.result is not None and item.status == DONE:
+            self._before = (item, copy.copy(item), shown)
         if self._running is not None and self._running.item is item:
             self._running.job.cancel.set()
         item.reset()
         self.view, self._view_gen = None, 0
         return [ItemChanged(item), *self._pump()]
+
+    def _forget_before(self, item: QueueItem) -> None:
+        if self._before is not None and self._before[0] is item:
+            self._before = None
+
+    def _restore_before(self, item: QueueItem) -> list[Event]:
+        """``item``'s result from before Process again, back on screen after the user
+        stopped the new run; [] when there is none."""
+        before, self._before = self._before, None
+        if before is None or before[0] is not item:
+            return []
+        _, fields, view = before
+        for f in dataclasses.fields(item):
+            setattr(item, f.name, getattr(fields, f.name))
+        self.cache.put(path_key(item.path), view, view.cost)
+        events: list[Event] = [ItemChanged(item)]
+        if item is self.current:
+            assert view.result is not None
+            self.view, self._view_gen = view, 0
+            events += [ViewLoaded(view), *(ExitReady(e, view) for e in view.result.exits),
+                       ViewFinished(view), Message(f"Stopped: {item.name} keeps its earlier "
+                                                   f"result")]
+        return events
 
     @property
     def view_running(self) -> bool:
@@ -296,7 +326,9 @@ class SessionModel:
         self._aux[job.gen] = job
         self._view_gen = job.gen
         self.submit(job)
-        return [ViewBusy(True)]
+        first = len(view.result.exits) + 1
+        which = f"exit {first}" if first == NUM_EXITS else f"exits {first}–{NUM_EXITS}"
+        return [ViewBusy(True), Message(f"Computing {which} of {view.path.name}…")]
 
     def save_job(self, exits: list[int], targets: dict[int, Path] | None = None,
                  folder: Path | None = None, agreed: frozenset[Path] = frozenset()
@@ -307,6 +339,7 @@ class SessionModel:
             return None
         s = self.settings
         return SaveJob(spec=self.spec, policy=self.policy, view=view, exits=exits,
+                       had=len(view.result.exits),
                        targets=targets or {}, folder=folder, agreed=agreed, suffix=s.suffix,
                        fmt=s.output_format, quality=s.quality, keep_metadata=s.keep_metadata,
                        strip_gps=s.strip_gps)
@@ -360,6 +393,7 @@ class SessionModel:
 
     def remove_all(self) -> list[Event]:
         self._cancel_all()
+        self._before = None
         self.queue.clear()
         self.cache.clear()
         self.current, self.view, self._view_gen = None, None, 0
@@ -467,6 +501,7 @@ class SessionModel:
             return []
         assert isinstance(payload, ViewData) and payload.result is not None
         item = run.item
+        self._forget_before(item)
         self._mark_done(item, payload)
         events = [ItemChanged(item)]
         self.cache.put(path_key(item.path), payload, payload.cost)
@@ -485,12 +520,18 @@ class SessionModel:
             item.time_ms = chosen_cost(r)[0]
 
     def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
-        assert job.view is not None
-        item = self.queue.get(job.view.path)
+        view = job.view
+        assert view is not None and view.result is not None
+        events: list[Event] = [Saved(paths)]
+        item = self.queue.get(view.path)
         if item is not None:
             item.outputs = [*item.outputs, *(p for p in paths if p not in item.outputs)]
-            return [Saved(paths), ItemChanged(item)]
-        return [Saved(paths)]
+            events.append(ItemChanged(item))
+        if len(view.result.exits) > job.had:  # Save all computed the exits it lacked
+            self.cache.update_cost(path_key(view.path), view.cost)
+            if view is self.view:  # shown, as Compute all would (the cards said "not needed")
+                events.append(ViewFinished(view))
+        return events
 
     def on_failed(self, gen: int, message: str) -> list[Event]:
         aux = self._aux.pop(gen, None)
@@ -511,6 +552,7 @@ class SessionModel:
             if gen == self._view_gen:
                 self.view, self._view_gen = None, 0
             return events + self._job_done()
+        self._forget_before(item)  # the file changed since: its new state stands
         item.status, item.error = FAILED, message
         events = [ItemChanged(item)]
         if gen == self._view_gen:
@@ -529,7 +571,7 @@ class SessionModel:
         events: list[Event] = [ItemChanged(item)]
         if gen == self._view_gen:
             events.append(ViewBusy(False))
-        return events + self._job_done()
+        return events + self._restore_before(item) + self._job_done()
 
     def on_engine_ready(self, info: dict) -> list[Event]:
         self.engine_broken = False

@@ -161,16 +161,22 @@ class ResultCache(Generic[K, V]):
 
 
 class Eta:
-    """Remaining-time estimate from the average time per finished item."""
+    """Remaining-time estimate from the average time per finished item.
+
+    ``paced`` (None: all of ``done``) counts the finished items that set the pace: a
+    batch's failed and skipped files take no time, and counted in, a first broken file
+    made it say "about 0 s left" through the next photo's ten seconds."""
 
     def __init__(self, total: int, started: float) -> None:
         self.total, self.started = total, started
         self.done = 0
+        self.paced: int | None = None
 
     def remaining_s(self, now: float) -> float | None:
-        if self.done <= 0 or self.total <= 0:
+        paced = self.done if self.paced is None else self.paced
+        if paced <= 0 or self.total <= 0:
             return None
-        per_item = (now - self.started) / self.done
+        per_item = (now - self.started) / paced
         return max(0.0, per_item * (self.total - self.done))
 
 
@@ -233,15 +239,16 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None) -> str:
-    """The status line of a tiled image: which phase, how far, and, once tiles have run,
+    """The status line of a tiled image (larger than one tile: a 1600 x 200 panorama is
+    one, hence not "Large image"): which phase, how far, and, once tiles have run,
     about how long is left (``done`` counts the sample walk's exits, then the tiles)."""
     if stage == "tile" and done >= total:
-        return "Large image: putting the tiles together and scoring the result…"
+        return "Tiled image: putting the tiles together and scoring the result…"
     share = f"{done / total:.0%}" if total > 0 else "0%"
     if stage == "sample":
-        return f"Large image: trying the exits on sample tiles · {share}"
+        return f"Tiled image: trying the exits on sample tiles · {share}"
     left = f" · about {fmt_duration(max(left_s, 1.0))} left" if left_s is not None else ""
-    return f"Large image: enhancing tile by tile · {share}{left}"
+    return f"Tiled image: enhancing tile by tile · {share}{left}"
 
 
 def chosen_cost(r: EnhanceResult) -> tuple[float, float]:

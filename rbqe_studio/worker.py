@@ -327,6 +327,10 @@ def result_from_report(report: ItemReport, view: ViewData,
     not known (NaN): nothing was computed here."""
     nan = float("nan")
     h, w = view.loaded.pixels.shape[:2]
+    reason = report.exit_reason
+    decision = None if reason is None else Decision(
+        True, int(reason["exit"]), str(reason["signal"]), dict(reason.get("values", {})),
+        str(reason["text"]))
     exits = []
     for k in sorted(images):
         image = images[k]
@@ -334,12 +338,12 @@ def result_from_report(report: ItemReport, view: ViewData,
             raise RBQEError(f"{report.outputs.get(str(k))}: the saved output is "
                             f"{image.shape[1]} x {image.shape[0]}, the input {w} x {h}")
         score = report.scores.get(str(k), nan)
-        exits.append(ExitResult(k, image, score, nan, nan, report.gmacs if k == report.exit
-                                else nan))
-    reason = report.exit_reason
-    decision = None if reason is None else Decision(
-        True, int(reason["exit"]), str(reason["signal"]), dict(reason.get("values", {})),
-        str(reason["text"]))
+        # The chosen exit carries the batch's verdict, as a computed one does: its card
+        # then colours the score by the rule (it was orange where the app drew green).
+        exits.append(ExitResult(k, image, score, nan, nan,
+                                report.gmacs if k == report.exit else nan, None,
+                                decision if decision is not None and k == decision.exit
+                                else None))
     forced = decision is not None and decision.signal == "forced"
     chosen = report.exit if report.exit in images else max(images)
     return EnhanceResult(exits, chosen, nan, chosen if forced else "auto", "saved file",

@@ -87,9 +87,9 @@ def test_a_tiled_image_says_how_far_it_is_and_about_how_long_is_left(qtbot, stor
     tiles = [s for s in seen if s[0] == "tile"]
     walk = seen[1 : len(seen) - len(tiles)]  # a step per exit the sample tiles walked
     assert len(walk) > 1 and {s[0] for s in walk} == {"sample"} and tiles[0][1] == NUM_EXITS
-    assert all(s[3].startswith("Large image: trying the exits") for s in seen if
+    assert all(s[3].startswith("Tiled image: trying the exits") for s in seen if
                s[0] == "sample")
-    assert all(s[3].startswith("Large image: enhancing tile by tile · ") for s in tiles[:-1])
+    assert all(s[3].startswith("Tiled image: enhancing tile by tile · ") for s in tiles[:-1])
     assert any(s[3].endswith(" left") for s in tiles[:-1])  # once a tile has run
     assert tiles[-1][1] == tiles[-1][2] and "putting the tiles together" in tiles[-1][3]
     assert not running
@@ -155,4 +155,36 @@ def test_stop_ends_the_viewed_images_run_and_the_background_leaves_it(qtbot, sto
     with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
         win.acts.redo.trigger()  # Process again
     assert item.status == DONE and not item.stopped
+    win.close()
+
+
+def test_stopping_process_again_keeps_the_earlier_result(qtbot, store, jpeg, tmp_path) -> None:
+    """Process again threw the finished result away at once; stopping the new run then
+    left a blank "Stopped" image, Save disabled, though the result had been good."""
+    from rbqe_studio.main_window import MainWindow
+    from rbqe_studio.queue_panel import status_text
+    from rbqe_studio.state import DONE
+
+    win = MainWindow(store, lambda _spec: tiny_enhancer(tile=128), check_weights=False)
+    qtbot.addWidget(win)
+    big = jpeg(tmp_path / "big.jpg", size=(256, 200))
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT) as first:
+        win.open_paths([big])
+    item = win.session.current
+    before = (item.exit, item.score, item.time_ms)
+    shown = first.args[0]
+
+    def stop_at_first_tile(stage: str, *_: object) -> None:
+        if stage == "tile" and win.acts.stop.isEnabled():
+            win.acts.stop.trigger()
+
+    win.session.progress.connect(stop_at_first_tile)
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT) as again:
+        win.acts.redo.trigger()  # Process again, stopped at its first tile
+    win.session.progress.disconnect(stop_at_first_tile)
+    assert again.args[0] is shown and win.session.view is shown
+    assert item.status == DONE and (item.exit, item.score, item.time_ms) == before
+    assert status_text(item).startswith(f"Exit {item.exit}")
+    assert win.acts.save.isEnabled() and win.compare.view.b is not None
+    assert "keeps its earlier result" in win.status.text()
     win.close()

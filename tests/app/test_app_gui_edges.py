@@ -4,6 +4,7 @@ stale zoom beside a file that could not be read, a cancelled batch's figures."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,58 @@ def test_the_settings_and_batch_tabs_read_in_full(qtbot, themed, window, width) 
     summary = batch.summary
     room = summary.viewport().width() - 2 * summary.document().documentMargin()
     assert summary.fontMetrics().horizontalAdvance(summary.placeholderText()) <= room
+
+
+# -- 7: a batch's time left when files fail -------------------------------------------------
+def test_a_failed_file_does_not_set_the_batchs_pace(qtbot, window) -> None:
+    """A broken first file (done in no time) made the panel say "about 0 s left" through
+    the next photo's ten seconds."""
+    from types import SimpleNamespace
+
+    panel = window.batch
+    clock = [100.0]
+    panel.clock = lambda: clock[0]
+    panel.job = SimpleNamespace(gen=77, cancel=threading.Event())
+    try:
+        panel._on_started(77, 3)
+        clock[0] += 0.01
+        panel._on_item_done(77, 0, SimpleNamespace(status="failed"))
+        assert panel.eta.text() == ""  # no pace yet: no figure rather than "0 s"
+        clock[0] += 10.0
+        panel._on_item_done(77, 1, SimpleNamespace(status="ok"))
+        assert panel.eta.text() == "about 10 s left"  # one photo left, ten seconds each
+    finally:
+        panel.job = None
+
+
+# -- 8: opening an image that is already queued --------------------------------------------
+def test_opening_a_queued_image_again_shows_it(qtbot, window, images) -> None:
+    """It said "No new images found there" and left another image on screen."""
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths(images[:2])
+    assert window.session.current.path == images[0]
+    assert window.open_paths([images[1]]) == 0
+    assert window.session.current.path == images[1]
+    assert window.status.text() == f"{images[1].name} is already in the queue"
+
+
+# -- 9: the Info panel's times add up --------------------------------------------------------
+def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> None:
+    """The exit card said "Σ 11.53 s" (network and IQA), Info and the status bar 11.76 s:
+    the rest of the run (the input made ready, the output finished) was nowhere."""
+    from rbqe_studio.state import chosen_cost, fmt_ms
+
+    window.session.mode_override = "all"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
+        window.open_paths([images[0]])
+    r = done.args[0].result
+    ms, _ = chosen_cost(r)
+    upto = [e for e in r.exits if e.exit <= r.chosen]
+    network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
+    fields = window.info.fields
+    assert fields["Network"].text() == fmt_ms(network) and fields["IQA"].text() == fmt_ms(iqa)
+    other = ms - network - iqa
+    assert other >= 0
+    assert fields["Other"].text() == (f"{fmt_ms(other)} (input and output)" if other >= 1
+                                      else "–")
+    assert fields["Total"].text().startswith(fmt_ms(ms))

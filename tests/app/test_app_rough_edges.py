@@ -61,7 +61,7 @@ def test_save_result_suggests_a_name_with_the_exit(qtbot, window, images, monkey
     seen: list[Path] = []
     monkeypatch.setattr(window, "_save_dialog", lambda suggested: seen.append(suggested))
     window.acts.save.trigger()
-    assert [p.name for p in seen] == ["photo0_rbqe_exit2.png"]
+    assert [p.name for p in seen] == ["photo0_rbqe.exit2.png"]
 
 
 def test_help_lists_the_shortcuts(qtbot, window) -> None:
@@ -140,9 +140,9 @@ def test_save_names_the_exit_and_says_where_with_a_link(qtbot, window, images, t
     with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
         window.acts.save.trigger()
     (saved,) = blocker.args[0]
-    assert saved.name == "photo0_rbqe_exit3.png" and saved.is_file()
+    assert saved.name == "photo0_rbqe.exit3.png" and saved.is_file()
     text = re.sub("<[^>]+>", "", window.status.text())  # what is shown, less the link
-    assert "photo0_rbqe_exit3.png" in text and text.endswith("Show in folder")
+    assert "photo0_rbqe.exit3.png" in text and text.endswith("Show in folder")
     assert str(deep) not in text and "…" in text  # the folder is elided, not the name
     assert str(saved) in window.status.toolTip()
     opened: list = []

@@ -149,7 +149,8 @@ def test_save_all_again_replaces_its_own_files(qtbot, window, images, tmp_path,
 def test_save_notes_the_forced_exit_a_batch_would_name(qtbot, window, images, tmp_path,
                                                        monkeypatch) -> None:
     """A single Save writes the name the user chose (the dialog asked before replacing)
-    and notes it: exit 3 under a name that is not --exit all's is a forced exit 3."""
+    and notes it: exit 3 under the suggested name is --exit all's exit 3, under a name
+    that is not --exit all's a forced exit 3."""
     view(qtbot, window, images[0], mode=3)
     folder = tmp_path / "out"
     folder.mkdir()
@@ -157,12 +158,19 @@ def test_save_notes_the_forced_exit_a_batch_would_name(qtbot, window, images, tm
     with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
         window.acts.save.trigger()
     (saved,) = blocker.args[0]
-    assert saved.name == "photo0_rbqe_exit3.png"
+    assert saved.name == "photo0_rbqe.exit3.png"  # as Save all and --exit all name it
     noted = OutputNotes().get(saved)
-    assert noted is not None and noted.result == "3" and noted.stands_for(saved)
-    forced = BatchOptions(out_dir=folder, mode=3, suffix="_rbqe_exit3")
-    (item,) = run_batch(tiny_enhancer(), [images[0]], forced).items
-    assert item.status == "skipped", item.error
+    assert noted is not None and noted.result == "exit3" and noted.stands_for(saved)
+    every = BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")
+    (item,) = run_batch(tiny_enhancer(), [images[0]], every).items
+    assert item.status == "ok" and OutputNotes().get(saved).size == saved.stat().st_size
+    assert item.outputs["3"] == saved  # taken for its exit 3, not made again
+
+    own = folder / "mine.png"  # a name of the user's own: a forced exit 3
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(own))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT):
+        window.acts.save.trigger()
+    assert OutputNotes().get(own).result == "3"
 
 
 def test_what_a_saved_exit_holds(tmp_path) -> None:
@@ -235,3 +243,20 @@ def test_a_log_that_cannot_be_written_does_not_stop_a_save(qtbot, window, images
     saved = save_all(qtbot, window, folder, monkeypatch)
     assert [p.name for p in saved] == [f"photo0_rbqe.exit{k}.png" for k in range(1, 6)]
     assert all(p.stat().st_size > 0 for p in saved)
+
+
+def test_exits_save_all_computed_are_shown(qtbot, window, images, tmp_path,
+                                           monkeypatch) -> None:
+    """Save all computed exit 5 to write it, but its card kept saying "not needed (auto
+    stopped earlier)" and Compute all stayed greyed out: the exit could not be seen."""
+    view(qtbot, window, images[0], mode="auto")
+    result = window.session.view.result
+    assert len(result.exits) < 5  # auto stopped early
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        save_all(qtbot, window, folder, monkeypatch)
+    assert len(window.session.view.result.exits) == 5
+    cards = window.compare.strip.cards
+    assert [c.data.state for c in cards[1:]] == ["ready"] * 5
+    assert not window.acts.compute_all.isEnabled()

@@ -156,6 +156,10 @@ def test_forced_mode_and_compute_all_continue_from_cache(qtbot, window, images,
     assert window.acts.compute_all.isEnabled()
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
         window.compare.strip.compute_button.click()
+        # While it runs: said, and not offered again (it looked as if it did nothing).
+        assert window.status.text() == f"Computing exits 3–5 of {images[0].name}…"
+        assert not window.acts.compute_all.isEnabled()
+        assert not window.compare.strip.compute_button.isEnabled()
     assert [e.exit for e in blocker.args[0].result.exits] == [1, 2, 3, 4, 5]
     assert calls == {"enhance": 1, "continue": 1}  # continued, not recomputed
     assert window.compare.strip.computed == [1, 2, 3, 4, 5]
