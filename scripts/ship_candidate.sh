@@ -20,12 +20,16 @@
 # TOLERANCE (optional) is the gate's worst-QF loss limit in dB (calibrate's --tolerance).
 # LIMIT (optional) caps every photo set: a rehearsal, e.g. 2. Nothing here touches the
 # shipped weights; copying OUTDIR/rbqe_jpeg.safetensors over them is a separate step.
+# Run it from the repository root. Environment: PYTHON (default .venv/bin/python when
+# there is one, else python3), DATA (default ../shared/datasets), BASE (the eval JSON to
+# compare with), TOLERANCE.
 set -euo pipefail
 cand=${1:?usage: scripts/ship_candidate.sh CANDIDATE.safetensors OUTDIR [LIMIT]}
 out=${2:?usage: scripts/ship_candidate.sh CANDIDATE.safetensors OUTDIR [LIMIT]}
 limit=${3:-}
 data=${DATA:-../shared/datasets}
-py=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+py=${PYTHON:-python3}  # python3 alone lacked the project's packages unless a venv was active
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 rbqe() { "$py" -m rbqe.cli "$@"; }
 lim() { [ -n "$limit" ] && echo "--limit $limit" || echo "--limit $1"; }

@@ -776,7 +776,7 @@ def test_eval_keeps_the_gates_features_for_measuring_gates_without_a_rerun(
     recs, meta = gate.GateRecords.load(rec_npz)
     assert meta["source"] == "rbqe eval" and meta["qualities"] == [10, 50]
     assert recs.x.shape == (4, NUM_EXITS, len(FEATURES))
-    saved = json.loads(rec_json.read_text())
+    saved = json.loads(rec_json.read_text())["records"]
     assert "features" not in saved[0]  # the JSON stays as it was
     np.testing.assert_allclose(recs.psnr, [[e["psnr"] for e in r["exits"]] for r in saved])
     assert recs.qf.tolist() == [r["qf"] for r in saved]
@@ -912,3 +912,201 @@ def test_quick_val_takes_the_photos_a_carried_subset_holds(tmp_path: Path,
     assert len(here) == len(there) == 3
     for a, b in zip(here, there, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_saves_a_run_with_batch_workers(
+        tmp_path: Path, images: list[np.ndarray], sig: str) -> None:
+    """docker stop, systemd or ``kill -- -PGID`` send SIGTERM to every process: the batch
+    workers died first and the run crashed on "DataLoader worker ... is killed by signal:
+    Terminated", leaving no state (the committed recipe runs with --workers 1). A
+    terminal's Ctrl-C (SIGINT to the group) aborted, losing the steps since the last
+    checkpoint: now it stops and saves as SIGTERM does."""
+    import os
+    import signal
+    import time
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(data / f"p{i}.png"), img[..., ::-1])
+    out = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rbqe.cli", "train", "--out", str(out), "--data", str(data),
+             "--width", "8", "--patch", "64", "--batch", "2", "--threads", "1", "--workers",
+             "1", "--steps", "100000", "--checkpoint-every", "1e9"],
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "step 10 " not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        os.killpg(proc.pid, getattr(signal, sig))
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert rc == 0 and "Traceback" not in text, text
+    step = stored_config(out)["step"]
+    assert step >= 10 and (out / "last.safetensors").is_file()
+    assert f"rbqe train: stopped at step {step}; the training state is in" in text
+
+
+def test_a_cosine_run_resumed_without_its_budget_keeps_its_length(
+        tmp_path: Path, images: list[np.ndarray]) -> None:
+    """Resumed without --time-budget, a cosine run restarted at the peak rate with a
+    10-million-step schedule, and saved it: later resumes could not get it back."""
+    from rbqe.train.loop import MAX_STEPS, lr_at
+
+    first = _cfg(tmp_path, 80)
+    first.schedule = "cosine"
+    t = Trainer(first, images)
+    orig = t.train_step
+
+    def step_then_stop(batch: object = None) -> float:
+        loss = orig(batch)
+        if t.step == 70:
+            t.stop()
+        return loss
+
+    t.train_step = step_then_stop  # type: ignore[method-assign]
+    t.run()
+    late = lr_at(t.cfg, 70)
+    assert late < 0.3 * first.lr  # well into its decay
+    again = _cfg(tmp_path, MAX_STEPS)  # no --steps, no --time-budget
+    again.schedule = "cosine"
+    resumed = Trainer(again, images)
+    assert resumed.step == 70 and resumed.cfg.steps == 80
+    assert lr_at(resumed.cfg, 70) == late
+    resumed.run()
+    assert resumed.step == 80 and stored_config(tmp_path / "run")["steps"] == 80
+
+
+def test_patch_must_fit_the_photos_and_the_grid(tmp_path: Path, images: list[np.ndarray],
+                                                capsys) -> None:
+    """--patch 100 trained 96 px crops logged as 100; 16 failed inside OpenCV; one larger
+    than a photo failed with "all input arrays must have the same shape"."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, img in enumerate(images):  # 96 x 128
+        cv2.imwrite(str(data / f"p{i}.png"), img[..., ::-1])
+    base = ["train", "--out", str(tmp_path / "run"), "--data", str(data), "--width", "8",
+            "--batch", "2", "--steps", "1", "--threads", "1"]
+    for bad in ("100", "16", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--patch", bad])
+        assert exit_.value.code == 2
+        assert "--patch" in capsys.readouterr().err
+    assert main([*base, "--patch", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "--patch 128 is larger than 3 of the 3 training photos (the smallest is 128 x 96)" \
+        in err and "--patch 96 or less" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_eval_records_name_their_weights_and_their_folders_are_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--save-records into a new folder failed after the whole measurement, with a
+    traceback and no table; --records with other --weights printed the recorded figures
+    under the new weights' name."""
+    weights = save_tiny_weights(tmp_path / "w.safetensors")
+    other = save_tiny_weights(tmp_path / "other.safetensors", seed=7)
+    clean = _write_clean(tmp_path / "clean")
+    records = tmp_path / "new" / "deeper" / "rec.json"
+    plot = tmp_path / "plots" / "e.png"
+    common = ["--qf", "10", "--device", "cpu"]
+    assert main(["eval", str(clean), *common, "--weights", str(weights), "--save-records",
+                 str(records), "--plot", str(plot)]) == 0
+    assert records.is_file() and plot.is_file()
+    assert json.loads(records.read_text())["weights"]["path"] == str(weights)
+    capsys.readouterr()
+    assert main(["eval", str(clean), *common, "--weights", str(weights), "--records",
+                 str(records)]) == 0
+    assert main(["eval", str(clean), *common, "--weights", str(other), "--records",
+                 str(records)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"these records were made with {weights}, not with {other}" in err
+
+
+def test_a_branchs_log_carries_on_from_its_main_log(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A cool-down branch's log was counted from 0 at its own patch size: drawn far to
+    the right of the main line (91 G against 35 G pixels), joined to it as one line."""
+    from rbqe.train.curve import branch_start
+
+    main_rows = [{"step": 1, "patches": 100, "patch": 64}, {"step": 2, "patches": 200,
+                                                             "patch": 64}]
+    branch_rows = [{"step": 2, "patches": 200, "patch": 128},
+                   {"step": 3, "patches": 250, "patch": 128}]
+    main_px = with_pixels(main_rows)
+    start = branch_start([main_px], branch_rows[0]["patches"])
+    assert start == (200 * 64**2, 200)
+    assert [e["pixels"] for e in with_pixels(branch_rows, start=start)] == [
+        200 * 64**2, 200 * 64**2 + 50 * 128**2]
+    gains = {"val_gain_db": {"10": [0.1] * 5}}
+    (tmp_path / "main").mkdir()
+    (tmp_path / "branch").mkdir()
+    for folder, rows in (("main", main_rows), ("branch", branch_rows)):
+        (tmp_path / folder / "train_log.jsonl").write_text(
+            "\n".join(json.dumps({**r, **gains}) for r in rows))
+    logs = [str(tmp_path / f / "train_log.jsonl") for f in ("main", "branch")]
+    assert main(["train-curve", *logs, "--plot", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext.png").is_file()
+    assert f"wrote {tmp_path / 'noext.png'}" in capsys.readouterr().err  # said "noext"
+    # A log that is missing, empty or not a log: one line, no traceback.
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x80\x02\xff\xfe binary")
+    for bad in ("missing.jsonl", "empty.jsonl", "checkpoint.pt"):
+        assert main(["train-curve", str(tmp_path / bad), "--plot", str(tmp_path / "x.png")]) \
+            == 2
+        assert bad in capsys.readouterr().err
+
+
+def test_calibrate_writes_only_the_weights_it_is_given(tmp_path: Path, monkeypatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --weights it rewrote the shipped weights file (or RBQE_WEIGHTS's), which
+    neither the usage line nor the help said."""
+    weights = save_tiny_weights(tmp_path / "w.safetensors")
+    monkeypatch.setenv("RBQE_WEIGHTS", str(weights))
+    before = weights.read_bytes()
+    clean = _write_clean(tmp_path / "clean")
+    assert main(["calibrate", str(clean), "--qf", "10", "--device", "cpu"]) == EXIT_USAGE
+    assert "name the file with --weights FILE" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+    assert main(["calibrate", str(clean), "--qf", "10", "--device", "cpu", "--dry-run"]) == 0
+    assert weights.read_bytes() == before
+
+
+def test_compare_eval_refuses_unlike_sides_and_says_worse_in_its_status(tmp_path: Path) -> None:
+    """3 colour photos against 100 gray ones were compared without a word; "worse" exited
+    0; no QF in common was an IndexError."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_eval.py"
+
+    def doc(images: int, gray: bool, gain: float, qfs=(10, 90)) -> dict:
+        entry = {"exits": {str(k): {"d_psnr": gain} for k in range(1, 6)},
+                 "auto": {"d_psnr": gain, "gmacs": 1.0, "gmacs_exit5": 2.0}}
+        return {"images": images, "gray": gray, "per_qf": {str(q): entry for q in qfs}}
+
+    files = {}
+    for name, d in (("base", doc(100, True, 1.2)), ("better", doc(100, True, 1.3)),
+                    ("worse", doc(100, True, 1.1)), ("colour", doc(3, False, 1.3)),
+                    ("other_qf", doc(100, True, 1.3, qfs=(50,)))):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(d))
+
+    def run(cand: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(files["base"]), "--candidate",
+                               str(files[cand]), *extra], capture_output=True, text=True,
+                              check=False)
+
+    assert run("better").returncode == 0
+    worse = run("worse")
+    assert worse.returncode == 1 and "worse: QF 10 exit 5 -0.100" in worse.stdout
+    unlike = run("colour")
+    assert unlike.returncode == 2 and "measured differently" in unlike.stderr
+    assert run("colour", "--anyway").returncode == 0
+    none = run("other_qf")
+    assert none.returncode == 2 and "no QF in common" in none.stderr

@@ -14,6 +14,19 @@ from rbqe.errors import UsageError
 DEFAULT_QF = [10, 20, 30, 40, 50]
 
 
+def _patch(value: str) -> int:
+    """--patch: a multiple of 32 from 32 on. 100 trained 96 px crops logged as 100 (the
+    curve then counted the pixels wrong); 16 failed deep in OpenCV."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of pixels, not {value!r}") from None
+    if n < 32 or n % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 from 32 on, not {n}")
+    return n
+
+
 def add_parsers(sub: Any) -> None:
     t = sub.add_parser(
         "train", help="train RBQE weights on folders of clean photos (resumes --out)",
@@ -29,7 +42,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--width", type=int, help="base channels (default 32)")
     t.add_argument("--steps", type=int,
                    help="stop at this total step (default: no limit but the time budget)")
-    t.add_argument("--patch", type=int, help="crop size, a multiple of 32 (default 96)")
+    t.add_argument("--patch", type=_patch, help="crop size, a multiple of 32 (default 96)")
     t.add_argument("--batch", type=int, help="patches per step (default 10)")
     t.add_argument("--lr", type=float, help="peak Adam learning rate (default 1e-3)")
     t.add_argument("--schedule", choices=("constant", "cosine"),
@@ -54,17 +67,21 @@ def add_parsers(sub: Any) -> None:
                         "refused on other CPUs, where it is emulated, ~16x slower)")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--val-every", type=int, help="steps between validations (default 250)")
-    t.add_argument("--workers", type=int, default=0, help="batch-making processes (per rank)")
+    t.add_argument("--workers", type=int, default=0,
+                   help="batch-making processes per rank (default 0; like --procs and "
+                        "--threads, a choice for this machine, not kept for a resume)")
     t.add_argument("--procs", type=int, default=1, metavar="N",
-                   help="CPU data parallelism: N processes share each batch, each with "
-                        "--threads threads (default: the cores shared out). On a 2-core "
+                   help="CPU data parallelism: N processes share each batch (default 1), "
+                        "each with --threads threads (default: the cores shared out "
+                        "between them). On a 2-core "
                         "CPU --procs 2 made 1.0-1.15x the steps/s of one process at batch "
                         "32 and 1.9x at batch 64")
     t.add_argument("--init", type=Path, metavar="WEIGHTS", help="start from these weights")
     t.add_argument("--init-patches", type=int, default=0, metavar="N",
                    help="patches the --init weights already saw (for the cumulative log)")
     t.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
-                   help="stop after about this long (cosine: size the schedule to it)")
+                   help="stop after about this long, in wall-clock seconds (a paused "
+                        "run's pause counts; cosine: size the schedule to it)")
     t.add_argument("--light-share", type=float, metavar="FRACTION",
                    help="share of patches compressed at QF 51-95, the rest at QF 10-50 "
                         "(default 0.25; 0 = the paper's range only)")
@@ -153,7 +170,10 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--make-default", action="store_true",
                    help="gate: make the fitted gate the weights' default policy")
     c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
-    c.add_argument("--weights", type=Path)
+    c.add_argument("--weights", type=Path,
+                   help="the weights to measure, into which the fitted exit rule is written "
+                        "(required unless --dry-run: the shipped file is changed only when "
+                        "named)")
     c.add_argument("--device", default="auto")
     _add_backend_args(c)
     c.add_argument("--gray", action="store_true")
@@ -211,30 +231,30 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None:
             recipe[key] = [str(d) for d in value] if key.endswith("_dirs") else value
     if "train_dirs" not in recipe:
-        raise UsageError("rbqe train: --data is required for a new run "
+        raise UsageError("--data is required for a new run "
                          f"(no training state in {args.out})")
     if args.procs < 1 or (args.procs > 1 and args.device != "cpu"):
-        raise UsageError("rbqe train: --procs N (N >= 1) shares CPU training between N "
+        raise UsageError("--procs N (N >= 1) shares CPU training between N "
                          f"processes; got --procs {args.procs} --device {args.device}")
     if recipe.get("relative_late_power", 0.0) < 0:
-        raise UsageError("rbqe train: --relative-late-power must be >= 0, got "
+        raise UsageError("--relative-late-power must be >= 0, got "
                          f"{recipe['relative_late_power']}")
     cap = recipe.get("relative_cap", 0.0)
     if cap != 0 and cap < 1:  # the weights average 1: a cap below that flattens them all
-        raise UsageError(f"rbqe train: --relative-cap must be 0 (off) or >= 1, got {cap}")
+        raise UsageError(f"--relative-cap must be 0 (off) or >= 1, got {cap}")
     if recipe.get("no_harm", 0.0) < 0:
-        raise UsageError(f"rbqe train: --no-harm must be >= 0, got {recipe['no_harm']}")
+        raise UsageError(f"--no-harm must be >= 0, got {recipe['no_harm']}")
     for name in ("light_share", "gray_share", "aligned_share"):
         value = recipe.get(name)
         if value is not None and not 0.0 <= value <= 1.0:
             flag = "--" + name.replace("_", "-")
-            raise UsageError(f"rbqe train: {flag} must be in [0, 1], got {value}")
+            raise UsageError(f"{flag} must be in [0, 1], got {value}")
     if args.bf16 and args.device == "cpu":
         from rbqe.fastpath import native_bf16
         if not native_bf16():
             # autocast would emulate bf16: on a 2-core AVX2 EPYC 0.02 steps/s against f32's
             # 0.33 (2026-12-05), while native bf16 runs about 2x faster than f32.
-            raise UsageError("rbqe train: --bf16: this CPU has no native bf16 (AVX512-BF16 "
+            raise UsageError("--bf16: this CPU has no native bf16 (AVX512-BF16 "
                              "or AMX), so autocast would emulate it, about 16x slower than "
                              "f32 here; leave --bf16 out")
     cfg = TrainConfig(
@@ -248,15 +268,24 @@ def _train(args: argparse.Namespace) -> int:
         print(f"rbqe train: resuming {args.out} (step {stored.get('step', '?')})",
               file=sys.stderr)
     train(cfg, on_line=lambda line: print(line, file=sys.stderr, flush=True))
-    print(json.dumps({"out": str(args.out), "best": str(Path(args.out) / "best.safetensors")}))
+    # What was written, and only that: "best" was named even where no file existed
+    # (no --val), or held the untrained step-0 weights.
+    out = Path(args.out)
+    step = stored_config(out).get("step")
+    print(f"rbqe train: stopped at step {step}; the training state is in "
+          f"{out / 'checkpoint.pt'} (resume: rbqe train --out {out})", file=sys.stderr)
+    written = {name: str(out / f) for name, f in (
+        ("checkpoint", "checkpoint.pt"), ("last", "last.safetensors"),
+        ("ema", "ema.safetensors"), ("best_val", "best.safetensors")) if (out / f).is_file()}
+    print(json.dumps({"out": str(out), "step": step, **written}))
     return 0
 
 
 def _train_curve(args: argparse.Namespace) -> int:
     from rbqe.train.curve import plot_curve
 
-    plot_curve(args.logs, args.plot, x=args.x, before_patch=args.before_patch)
-    print(f"rbqe: wrote {args.plot}", file=sys.stderr)
+    written = plot_curve(args.logs, args.plot, x=args.x, before_patch=args.before_patch)
+    print(f"rbqe: wrote {written}", file=sys.stderr)
     return 0
 
 
@@ -265,13 +294,23 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     from tqdm import tqdm
 
     from rbqe.engine import Enhancer
-    from rbqe.train.evaluate import collect, list_clean_images, load_records
+    from rbqe.train.evaluate import collect, list_clean_images, load_records, records_weights
 
     enhancer = Enhancer(args.weights, device=args.device, threshold=threshold,
                         min_exit=min_exit, tile=0,
                         policy=None if policy == "default" else policy,
                         backend=args.backend, precision=args.precision)
     if args.records:
+        from rbqe.backends.cache import weights_hash
+
+        mine = weights_hash(enhancer.net)
+        for f in args.records:
+            made_by = records_weights(f)
+            if made_by is not None and made_by.get("hash") != mine:
+                # They used to be reported as these weights' figures.
+                raise UsageError(f"{f}: these records were made with {made_by.get('path')}, "
+                                 f"not with {enhancer.info.path}; run again without "
+                                 "--records, or give the weights that made them")
         wanted = set(args.qf)
         records = [r for f in args.records for r in load_records(f) if r.qf in wanted]
         rule = enhancer.policy.describe()
@@ -296,14 +335,39 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     return enhancer, records
 
 
+def _prepare_outputs(*paths: Path | None) -> None:
+    """Makes the folders of the files a command will write, and checks it can write
+    there, before it measures anything.
+
+    Raises:
+        UsageError: Naming the file whose folder cannot be made or written.
+    """
+    import os
+
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot make its folder ({exc.strerror or exc})") from None
+        if not os.access(path.parent, os.W_OK):
+            raise UsageError(f"{path}: cannot write in {path.parent}")
+
+
 def _eval(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import plot_gain_vs_macs, save_records, summarize
 
     if args.save_gate_records and args.records:
         raise UsageError("--save-gate-records needs a run of the network, not --records")
+    # Before the measurement (minutes): a missing folder failed only after it.
+    _prepare_outputs(args.save_records, args.save_gate_records, args.json, args.plot)
     enhancer, records = _records(args, args.threshold, args.min_exit, args.policy)
     if args.save_records:
-        save_records(records, args.save_records)
+        from rbqe.backends.cache import weights_hash
+
+        save_records(records, args.save_records,
+                     {"path": str(enhancer.info.path), "hash": weights_hash(enhancer.net)})
     if args.save_gate_records:
         from rbqe.train import gate
 
@@ -357,6 +421,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     from rbqe.train.evaluate import choose_threshold, plot_sweep
     from rbqe.weights import default_weights_path, set_threshold
 
+    if args.weights is None and not args.dry_run:
+        # It wrote the shipped weights file (or RBQE_WEIGHTS's) without a word.
+        raise UsageError("calibrate writes the fitted exit rule into the weights: name "
+                         "the file with --weights FILE (or measure only, with --dry-run)")
+    _prepare_outputs(args.json, args.plot)
     if args.policy == "gate":
         return _calibrate_gate(args)
     args.tolerance = 0.1 if args.tolerance is None else args.tolerance

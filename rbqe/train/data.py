@@ -74,8 +74,10 @@ def _jpeg_decode(buf: np.ndarray, colour: bool) -> np.ndarray:
     return img[..., ::-1] if colour else img
 
 
-def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> list[np.ndarray]:
-    """Read every image directly inside (or below) ``folders`` as RGB uint8."""
+def load_folder_images(folders: Sequence[str | Path], min_side: int = 64,
+                       what: str = "training") -> list[np.ndarray]:
+    """Read every image directly inside (or below) ``folders`` as RGB uint8; ``what``
+    names them in the error (``--val``'s said "no training images")."""
     images = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
@@ -86,7 +88,12 @@ def load_folder_images(folders: Sequence[str | Path], min_side: int = 64) -> lis
                 continue
             images.append(np.ascontiguousarray(bgr[..., ::-1]))
     if not images:
-        raise UsageError(f"no training images found in {', '.join(map(str, folders))}")
+        where = ", ".join(map(str, folders))
+        missing = [str(f) for f in folders if not Path(f).is_dir()]
+        # A resumed run's folders are stored as given: relative to where it started.
+        hint = (f" ({', '.join(missing)}: no such folder here, in {Path.cwd()})"
+                if missing else "")
+        raise UsageError(f"no {what} images found in {where}{hint}")
     return images
 
 

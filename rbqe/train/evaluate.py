@@ -50,14 +50,28 @@ class Record:
     features: list[list[float]] | None = None
 
 
-def save_records(records: Sequence[Record], path: Path) -> None:
-    """Keep the per-image measurements, so calibration and re-summaries need no rerun."""
-    path.write_text(json.dumps([{k: v for k, v in asdict(r).items() if k != "features"}
-                                for r in records]))
+def save_records(records: Sequence[Record], path: Path,
+                 weights: dict[str, str] | None = None) -> None:
+    """Keep the per-image measurements, so calibration and re-summaries need no rerun;
+    with ``weights`` (``path`` and ``hash``: :func:`rbqe.backends.cache.weights_hash`),
+    which network made them, so that a re-summary under other weights is refused."""
+    rows = [{k: v for k, v in asdict(r).items() if k != "features"} for r in records]
+    path.write_text(json.dumps(rows if weights is None else
+                               {"weights": weights, "records": rows}))
 
 
 def load_records(path: Path) -> list[Record]:
-    return [Record(**r) for r in json.loads(Path(path).read_text())]
+    """The records :func:`save_records` kept (either form: a bare list from before the
+    weights were noted)."""
+    doc = json.loads(Path(path).read_text())
+    rows = doc["records"] if isinstance(doc, dict) else doc
+    return [Record(**r) for r in rows]
+
+
+def records_weights(path: Path) -> dict[str, str] | None:
+    """Which weights made the records at ``path`` (None: not noted, an older file)."""
+    doc = json.loads(Path(path).read_text())
+    return doc.get("weights") if isinstance(doc, dict) else None
 
 
 def list_clean_images(dirs: Sequence[str | Path]) -> list[Path]:

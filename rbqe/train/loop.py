@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -271,6 +272,7 @@ class Trainer:
         self.best_val = -math.inf
         self._stop = threading.Event()
         imgs = images if images is not None else load_folder_images(cfg.train_dirs)
+        _check_patch(imgs, cfg.patch)
         self.sampler = PatchSampler(imgs, cfg.channels, cfg.patch, cfg.batch, cfg.seed,
                                     cfg.light_share, cfg.gray_share, cfg.aligned_share)
         self.val_set = self._load_val() if cfg.val_dirs and self.lead else []
@@ -340,8 +342,13 @@ class Trainer:
             slow = state.get("ema_slow", state.get("ema"))
             if slow is not None:
                 self.ema_slow.load_state_dict(slow)
-        if self.cfg.time_budget_s and self.cfg.schedule == "cosine":
-            self.cfg.steps = int(stored.get("steps", self.cfg.steps))  # fixed by the budget
+        fixed = int(stored.get("steps", MAX_STEPS))
+        if self.cfg.schedule == "cosine" and fixed < MAX_STEPS and (
+                self.cfg.time_budget_s or self.cfg.steps >= MAX_STEPS):
+            # A cosine run's length was fixed when it started (by its budget or --steps):
+            # kept unless --steps is given anew. Resumed without --time-budget it used to
+            # restart at the peak rate with a 10-million-step schedule, saved as such.
+            self.cfg.steps = fixed
         self.best_val = float(state["best_val"])
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it
         log.info("resumed from %s at step %d", self.ckpt, self.step)
@@ -397,7 +404,7 @@ class Trainer:
 
     # -- validation --------------------------------------------------------------------
     def _load_val(self) -> list[np.ndarray]:
-        imgs = load_folder_images(self.cfg.val_dirs)
+        imgs = load_folder_images(self.cfg.val_dirs, what="validation")
         out = []
         for i in quick_val_pick(len(imgs), self.cfg.val_images):
             img = imgs[i]
@@ -551,8 +558,34 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             _StepBatches(self.sampler, self.step, max(self.cfg.steps, MAX_STEPS)),
             batch_size=None, num_workers=self.cfg.workers, prefetch_factor=4,
-            pin_memory=self.device.type == "cuda")
+            pin_memory=self.device.type == "cuda", worker_init_fn=_leave_sigterm_to_main)
         yield from loader
+
+
+def _leave_sigterm_to_main(_worker: int) -> None:
+    """A batch worker ignores SIGTERM (and SIGINT): the main process stops the run and
+    ends its workers.
+    A SIGTERM to the whole group (docker stop, systemd, ``kill -- -PGID``) killed the
+    workers first, and the main process died on "DataLoader worker ... is killed by
+    signal: Terminated" before it could save the state (as the --procs ranks do)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the same
+
+
+def _check_patch(images: list[np.ndarray], patch: int) -> None:
+    """Every training photo must hold a ``patch`` crop: a batch stacks crops of one size
+    (a smaller photo failed it with "all input arrays must have the same shape").
+
+    Raises:
+        UsageError: Saying how many photos are too small, the smallest, and what fits.
+    """
+    small = [img.shape[:2] for img in images if min(img.shape[:2]) < patch]
+    if small:
+        h, w = min(small, key=min)
+        fits = min(h, w) // 32 * 32
+        raise UsageError(f"--patch {patch} is larger than {len(small)} of the "
+                         f"{len(images)} training photos (the smallest is {w} x {h}); use "
+                         f"--patch {fits} or less, or leave those photos out")
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -577,19 +610,30 @@ def stored_config(out_dir: str | Path) -> dict[str, object]:
 
 class _stop_on_sigterm:
     """While active in the main thread, SIGTERM stops the trainer cleanly (a killed
-    background run or a timed-out GPU job still leaves its checkpoint and weights)."""
+    background run or a timed-out GPU job still leaves its checkpoint and weights), and
+    so does a first Ctrl-C (it used to abort, losing everything since the last
+    checkpoint); a second Ctrl-C aborts at once."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
+        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+
+    def _interrupt(self, *_: object) -> None:
+        if self.trainer._stop.is_set():
+            raise KeyboardInterrupt
+        print("\nrbqe train: stopping after this step and saving the state (Ctrl-C again "
+              "to abort without saving)", file=sys.stderr, flush=True)
+        self.trainer.stop()
 
     def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.trainer.stop())
+            self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM,
+                                                          lambda *_: self.trainer.stop())
+            self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @torch.no_grad()
