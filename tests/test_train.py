@@ -1110,3 +1110,31 @@ def test_compare_eval_refuses_unlike_sides_and_says_worse_in_its_status(tmp_path
     assert run("colour", "--anyway").returncode == 0
     none = run("other_qf")
     assert none.returncode == 2 and "no QF in common" in none.stderr
+
+
+def test_the_progress_rate_leaves_validation_out(tmp_path: Path, images: list[np.ndarray],
+                                                 monkeypatch) -> None:
+    """"0.45 steps/s" was shown where training ran at 3: the rate averaged in the time
+    spent validating (and the steps' ETA with it)."""
+    import time as time_mod
+
+    cfg = _cfg(tmp_path, 20)
+    t = Trainer(cfg, images)
+    t.val_set = [object()]  # validate every 10 steps, slowly
+    cfg.val_every = 10
+
+    def slow_validation(loss: object, rate: float, on_line: object) -> None:
+        time_mod.sleep(5.0)
+
+    monkeypatch.setattr(t, "_validate_and_log", slow_validation)
+    (t.out / "train_log.jsonl").parent.mkdir(parents=True, exist_ok=True)
+    (t.out / "train_log.jsonl").write_text("")  # not a fresh run: no step-0 validation
+    lines: list[str] = []
+    start = time_mod.monotonic()
+    t._loop(lines.append)
+    wall = time_mod.monotonic() - start
+    last = [ln for ln in lines if ln.startswith("step 20 ")][0]
+    shown = float(last.split(" steps/s")[0].split()[-1])
+    # At step 20 the old rate was 20 / (training + the step-10 validation), at most
+    # 20 / (wall - 5) (the step-20 validation came after); without it, clearly more.
+    assert shown > 1.05 * 20 / (wall - 5), (shown, wall)
