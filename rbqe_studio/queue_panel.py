@@ -66,6 +66,8 @@ def status_text(item: QueueItem) -> str:
         text = f"Exit {item.exit}{score} · {fmt_ms_short(item.time_ms)}"
         if item.report is not None:
             text += " · from the batch"
+        elif item.stale:
+            text += " · earlier mode"
     return " ".join(text.split())
 
 
@@ -74,6 +76,9 @@ def tooltip_text(item: QueueItem) -> str:
     lines = [str(item.path), status_text(item)]
     if item.status == BLOCKED and item.error:
         lines.append(item.error)
+    if item.stale:
+        lines.append("Done under the earlier exit mode or threshold; viewing it applies "
+                     "the current one")
     lines += [f"Output: {p}" for p in item.outputs]
     return "\n".join(lines)
 

@@ -312,7 +312,22 @@ class SessionModel:
             if name == "exit_mode":
                 self.mode_override = None  # the user's choice beats --exit
             events.append(ChoiceChanged(self.choice))
+            events += self._mark_stale()
             events += self.apply_choice()
+        return events
+
+    def _mark_stale(self) -> list[Event]:
+        """Rows of images done under another choice say so: their exit is that choice's
+        until they are viewed (they kept the old mode's exit without a word)."""
+        events: list[Event] = []
+        for item in self.queue.items:
+            if item is self.current or item.status != DONE or item.report is not None:
+                continue
+            cached = self.cache.peek(path_key(item.path))
+            stale = cached is None or cached.choice != self.choice
+            if stale != item.stale:
+                item.stale = stale
+                events.append(ItemChanged(item))
         return events
 
     def compute_all(self) -> list[Event]:
@@ -514,7 +529,7 @@ class SessionModel:
     def _mark_done(item: QueueItem, view: ViewData) -> None:
         r = view.result
         assert r is not None
-        item.status, item.error = DONE, ""
+        item.status, item.error, item.stale = DONE, "", False
         item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
         if not view.saved:  # read back from a batch: its report has the time
             item.time_ms = chosen_cost(r)[0]

@@ -40,6 +40,8 @@ class QueueItem:
     blocked_by: str = ""  # BLOCKED: MODEL or DEVICE
     progress: float | None = None  # RUNNING: the fraction done, once the worker says
     stopped: bool = False  # the user stopped it: not run in the background
+    # DONE under an earlier exit mode or threshold: its exit is that mode's until viewed
+    stale: bool = False
 
     @property
     def name(self) -> str:
@@ -53,6 +55,7 @@ class QueueItem:
         self.blocked_by = ""
         self.progress = None
         self.stopped = False
+        self.stale = False
 
 
 class Queue:
@@ -127,6 +130,11 @@ class ResultCache(Generic[K, V]):
     @property
     def total(self) -> float:
         return sum(cost for _, cost in self._entries.values())
+
+    def peek(self, key: K) -> V | None:
+        """The entry, without making it the most recently used."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
 
     def get(self, key: K) -> V | None:
         if key not in self._entries:

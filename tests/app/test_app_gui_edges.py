@@ -314,3 +314,27 @@ def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> Non
     assert fields["Other"].text() == (f"{fmt_ms(other)} (input and output)" if other >= 1
                                       else "–")
     assert fields["Total"].text().startswith(fmt_ms(ms))
+
+
+# -- 10: rows done under an earlier mode ---------------------------------------------------
+def test_rows_done_under_an_earlier_mode_say_so_until_viewed(qtbot, window, images) -> None:
+    """Images not on screen kept the old mode's exit in their rows without a word (a
+    photo said "Exit 4" until viewed, then "Exit 2")."""
+    from rbqe_studio.queue_panel import status_text
+    from rbqe_studio.state import DONE
+
+    window.session.background = True
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths(images[:2])
+    other = window.session.queue.items[1]
+    qtbot.waitUntil(lambda: other.status == DONE, timeout=TIMEOUT)
+    assert not status_text(other).endswith("earlier mode")
+    panel = window.settings_panel
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        panel.mode.setCurrentIndex(panel.mode.findData("2"))
+    assert status_text(other).endswith(" · earlier mode")
+    assert not window.session.current.stale  # the viewed one is chosen again at once
+    window.queue.select(other)  # shown at once as cached, then chosen again
+    qtbot.waitUntil(lambda: not other.stale, timeout=TIMEOUT)
+    assert other.exit == 2
+    assert not status_text(other).endswith("earlier mode")
