@@ -220,7 +220,7 @@ def test_failures_and_saves_are_reported(model, tmp_path) -> None:
     events = model.on_finished(save.gen, [tmp_path / "out.png"])
     assert kinds(events) == ["Saved", "ItemChanged"]
     assert item.outputs == [tmp_path / "out.png"]  # for "Show in folder"
-    assert kinds(model.compute_all()) == ["ViewBusy"]
+    assert kinds(model.compute_all()) == ["ViewBusy", "Message"]  # "Computing exits …"
     assert isinstance(model.jobs[-1], ContinueJob)
 
 
