@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = e.add_argument_group("cluster (--engine ray, needs the [cluster] extra)")
     c.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: a Ray cluster or local instance")
-    c.add_argument("--address", help="Ray cluster to join: auto or ray://HOST:PORT "
-                   "(default: start a local instance)")
+    c.add_argument("--address", help="Ray cluster to join: auto, or ray://HOST:PORT (Ray "
+                   "Client: pip install 'ray[client]') (default: start a local instance)")
     c.add_argument("--workers", type=_count, help="Ray workers, each loading the model once "
                    "(default: all CPUs, or GPUs / --gpus-per-worker)")
     c.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
@@ -398,9 +398,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old)
         if bar is not None:
             bar.close()
-    if enhancer is None and summary.report_error:  # the Ray engine writes its own report
+    # The Ray engine writes its own report; after a second Ctrl-C the summary is the
+    # local one made here, which has no report_error (that was an AttributeError).
+    report_error = getattr(summary, "report_error", None) if enhancer is None else None
+    if report_error:
         report_failed = True
-        _eprint(f"rbqe: error: {summary.report_error}")
+        _eprint(f"rbqe: error: {report_error}")
     if args.report and enhancer is not None:
         try:
             _write_json(args.report, report_json(enhancer, summary))

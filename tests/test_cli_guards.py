@@ -243,3 +243,17 @@ def test_info_on_a_file_that_is_not_weights_answers_in_json(capsys, tmp_path):
     out = capsys.readouterr().out
     doc = json.loads(out)
     assert code == 2 and doc["weights"] is None and str(garbage) in doc["error"]
+
+
+def test_a_second_ctrl_c_under_the_ray_engine_aborts_in_one_line(capsys, photos, tmp_path,
+                                                                  monkeypatch):
+    """It ended in "AttributeError: 'BatchSummary' object has no attribute
+    'report_error'" (exit 1): the abort's summary is made locally, not by the Ray engine."""
+    import rbqe.cli as cli
+
+    def second_ctrl_c(*_args, **_kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_ray", second_ctrl_c)
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out", "--engine", "ray")
+    assert code == 130 and "rbqe: aborted" in err and "Traceback" not in err, err
