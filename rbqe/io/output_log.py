@@ -128,8 +128,9 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
                 write: Callable[[], T], *, earlier: Noted | None = None,
                 must_note: bool = True, made: dict[str, Any] | None = None) -> T:
     """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``, ``made`` as
-    :func:`made_with` says), its note in the output log kept true; returns what ``write`` returns. The one way outputs are
-    noted: the CLI's batch and the app's saves both write through it.
+    :func:`made_with` says), its note in the output log kept true; returns what ``write``
+    returns. The one way outputs are noted: the CLI's batch and the app's saves both
+    write through it.
 
     Noted before the write (a kill can come any time: an output must never be left
     unnoted) and again with its size once written. If the write fails, the note is taken
