@@ -393,7 +393,6 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"auto: {enhancer.policy.describe()}")
     print(format_table(table))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
     if args.plot:
         plot_gain_vs_macs(table, args.plot, "rbqe eval")
@@ -434,7 +433,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     summary = {k: v for k, v in cal.items() if k != "sweep"}
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(cal, indent=2))
     if args.plot:
         plot_sweep(cal, args.plot)
@@ -503,7 +501,6 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
     print(gate.format_table(table))
     doc = {"policy": policy.to_json(), "table": table}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
     if args.plot:
         gate.plot_frontier(val, params, table, args.plot)
