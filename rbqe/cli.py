@@ -1,7 +1,7 @@
 """The ``rbqe`` command line.
 
-Exit codes: 0 all succeeded, 1 some inputs failed (or the run was interrupted),
-2 usage errors (argparse) and setup errors such as a missing weights file.
+Exit codes: 0 all succeeded, 1 some inputs failed, 2 usage errors (argparse) and setup
+errors such as a missing weights file, 130 stopped with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -70,6 +70,18 @@ _count = _int_in(1)
 _quality = _int_in(1, 100)
 
 
+def _score(value: str) -> float:
+    """--threshold: an assessor score, 0-1. Outside that range it would force exit 5 (or
+    the first exit allowed) on every image, most likely a typo (30 for 0.30)."""
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a score 0-1, not {value!r}") from None
+    if not 0.0 <= t <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a score 0-1, not {value}")
+    return t
+
+
 def _megapixels(value: str) -> float:
     """--max-pixels: a finite number >= 0 (0 = no limit), else one clear line; NaN and
     negatives used to turn the decompression-bomb guard off without a word."""
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
                    help="how auto chooses the exit: the weights' default policy, the "
                         "assessor's threshold, or the learned gate (see 'rbqe info')")
-    e.add_argument("--threshold", type=float,
+    e.add_argument("--threshold", type=_score,
                    help="use the assessor rule: auto stops at the first exit whose quality "
                         "score reaches this (0-1), instead of the weights' default rule")
     e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
@@ -130,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "it times faster, fp16 on CUDA, else f32)")
     e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    e.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
+    e.add_argument("--weights", type=Path, help="weights file (default: $RBQE_WEIGHTS if set, else the shipped one)")
     e.add_argument("-r", "--recursive", action="store_true", help="also scan sub-folders")
     e.add_argument("--format", dest="fmt", choices=["png", "jpeg", "webp"], default="png",
                    help="output format (default: lossless png)")
@@ -158,14 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per Ray task (default 1)")
 
     i = sub.add_parser("info", help="print version, device and weights as JSON")
-    i.add_argument("--weights", type=Path, help="weights file (default: the shipped one, "
-                                                "or RBQE_WEIGHTS)")
+    i.add_argument("--weights", type=Path, help="weights file (default: $RBQE_WEIGHTS if "
+                                                "set, else the shipped one)")
     i.add_argument("--device", default="auto",
                    help="auto|cpu|cuda|cuda:N|mps: the device to report (default auto)")
 
     from rbqe.train import commands  # training tools live apart; they add their parsers
 
     commands.add_parsers(sub)
+    # -v also after the command (`rbqe enhance ... -v`), where users put it; SUPPRESS
+    # keeps a -v given before the command when the subcommand has none.
+    for parser in sub.choices.values():
+        parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                            help="log details to stderr")
     return p
 
 
@@ -223,6 +240,22 @@ def _cpu_backend_info(net: Any) -> dict[str, Any]:
             "choice_file": str(choice_path())}
 
 
+def _file_identity(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """Which weights these are, to check against the model card: the file's SHA-256 and
+    size, and the training step and patches its metadata records (where it does)."""
+    import hashlib
+
+    h = hashlib.sha256()  # hashlib.file_digest is Python 3.11+
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    out: dict[str, Any] = {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+    for key in ("step", "patches"):
+        if meta.get(key, "").isdigit():
+            out[f"training_{key}"] = int(meta[key])
+    return out
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
     from rbqe.errors import RBQEError
@@ -241,6 +274,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         net = RBQENet(info.config)
         out.update({
             "weights": str(path),
+            "weights_file": _file_identity(path, info.extra),
             "architecture": {
                 "name": "rbqe-unetpp",
                 "in_channels": info.config.in_channels,

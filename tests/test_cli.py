@@ -266,6 +266,10 @@ def test_info_json(capsys, weights_env):
     assert doc["architecture"]["width"] == 8 and doc["architecture"]["in_channels"] == 1
     g = doc["gmacs_512"]
     assert len(g) == 5 and all(b > a > 0 for a, b in itertools.pairwise(g))
+    # Which file, to check against a model card: its hash and size.
+    data = Path(weights_env).read_bytes()
+    assert doc["weights_file"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert doc["weights_file"]["bytes"] == len(data)
 
 
 def test_info_without_weights(capsys, monkeypatch, tmp_path):

@@ -257,3 +257,36 @@ def test_a_second_ctrl_c_under_the_ray_engine_aborts_in_one_line(capsys, photos,
     monkeypatch.setattr(cli, "_run_ray", second_ctrl_c)
     code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out", "--engine", "ray")
     assert code == 130 and "rbqe: aborted" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["30", "-0.1", "nan"])
+def test_a_threshold_outside_the_scores_range_is_refused(capsys, photos, tmp_path, value):
+    # 30 for 0.30 used to run, sending every image to exit 5 without a word.
+    with pytest.raises(SystemExit) as exc:
+        main(["enhance", str(photos[0]), "-o", str(tmp_path / "out"), "--threshold", value])
+    assert exc.value.code == 2 and "must be a score 0-1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_verbose_is_taken_after_the_command_too(capsys, photos, tmp_path):
+    # `rbqe enhance ... -v` used to be "unrecognized arguments: -v".
+    from rbqe.cli import build_parser
+
+    def verbose(*argv: str) -> bool:
+        return build_parser().parse_args(list(argv)).verbose
+
+    photo, out = str(photos[0]), str(tmp_path / "out")
+    assert verbose("enhance", photo, "-o", out, "-v")
+    assert verbose("-v", "enhance", photo, "-o", out)  # before it, as before
+    assert not verbose("enhance", photo, "-o", out)
+    assert verbose("eval", out, "--verbose") and verbose("info", "-v")
+    code, err = run(capsys, "enhance", photo, "-o", out, "-v")
+    assert code == 0, err
+
+
+def test_plot_without_matplotlib_is_refused_before_measuring(capsys, photos, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    code, err = run(capsys, "eval", tmp_path, "--qf", "10", "--plot", tmp_path / "p.png")
+    assert code == 2 and "--plot needs matplotlib" in err, err
+    assert not (tmp_path / "p.png").exists()

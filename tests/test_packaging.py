@@ -4,6 +4,7 @@ when no model is found."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -23,6 +24,15 @@ def test_source_checkout_uses_the_top_level_weights() -> None:
     # No rbqe/_shipped/ in a checkout: the weights/ folder is the source of truth.
     assert shipped_weights_dir() == ROOT / "weights"
     assert all(path.is_file() for path in SHIPPED_MODELS.values())
+
+
+def test_the_model_card_names_the_shipped_file() -> None:
+    # The card's hash and size are those of the file that ships: new weights without a
+    # new card (or the other way round) fail here.
+    card = (ROOT / "weights" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    data = SHIPPED_MODELS["rgb"].read_bytes()
+    assert f"| SHA-256 | `{hashlib.sha256(data).hexdigest()}` |" in card
+    assert f"| Size | {len(data):,} bytes |" in card
 
 
 def test_wheel_carries_the_shipped_models(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ def add_parsers(sub: Any) -> None:
                     "committed run for an hour.")
     t.add_argument("--data", nargs="+", metavar="DIR", help="clean training photos")
     t.add_argument("--val", nargs="*", metavar="DIR", help="validation photos")
-    t.add_argument("--out", type=Path, default=Path("runs/rbqe"), help="run folder (resumes)")
+    t.add_argument("--out", type=Path, default=Path("runs/rbqe"),
+                   help="run folder, resumed if it holds a training state (default runs/rbqe)")
     t.add_argument("--channels", type=int, choices=[1, 3],
                    help="3 = RGB, the shipped model (default); 1 = Y (luma only)")
     t.add_argument("--width", type=int, help="base channels (default 32)")
@@ -60,7 +61,8 @@ def add_parsers(sub: Any) -> None:
                         "when added to a running state (default 0 = off)")
     t.add_argument("--loss", choices=["mse", "charbonnier"], help="default mse")
     t.add_argument("--seed", type=int)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--device", default="auto",
+                   help="auto|cpu|cuda|cuda:N|mps (default auto: a GPU when there is one)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (CUDA, and CPUs with AVX512-BF16 or AMX: about 2x; "
@@ -81,7 +83,8 @@ def add_parsers(sub: Any) -> None:
                    help="patches the --init weights already saw (for the cumulative log)")
     t.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
                    help="stop after about this long, in wall-clock seconds (a paused "
-                        "run's pause counts; cosine: size the schedule to it)")
+                        "run's pause counts; cosine: size the schedule to it; default 0: "
+                        "no limit)")
     t.add_argument("--light-share", type=float, metavar="FRACTION",
                    help="share of patches compressed at QF 51-95, the rest at QF 10-50 "
                         "(default 0.25; 0 = the paper's range only)")
@@ -110,7 +113,8 @@ def add_parsers(sub: Any) -> None:
                         "loss 1 + F times (no exit worse than the input); default 0: off")
     t.add_argument("--no-harm-exits", type=int, choices=range(1, 6), metavar="N",
                    help="--no-harm on exits 1..N only (default 5: all)")
-    t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS")
+    t.add_argument("--checkpoint-every", type=float, default=120.0, metavar="SECONDS",
+                   help="save the training state this often (default 120)")
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs pixels seen")
     p.add_argument("logs", nargs="+", type=Path, metavar="LOG.jsonl")
@@ -123,8 +127,10 @@ def add_parsers(sub: Any) -> None:
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
     e.add_argument("dirs", nargs="+", metavar="DIR")
-    e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
-    e.add_argument("--weights", type=Path)
+    e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF,
+                   help=f"JPEG qualities (default {' '.join(map(str, DEFAULT_QF))})")
+    e.add_argument("--weights", type=Path,
+                   help="weights file (default: $RBQE_WEIGHTS if set, else the shipped one)")
     e.add_argument("--policy", choices=["default", "assessor", "gate"], default="default",
                    help="how the auto column chooses: the weights' default policy (what "
                         "'rbqe enhance' uses), the assessor's threshold, or the learned gate")
@@ -133,7 +139,7 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
                    metavar=f"1..{NUM_EXITS}",
                    help="the assessor rule from this exit on (default: from the weights)")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     _add_backend_args(e)
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
     e.add_argument("--limit", type=int, default=0, help="use only the first N images")
@@ -154,7 +160,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("dirs", nargs="+", metavar="DIR", help="val photos")
     c.add_argument("--policy", choices=["assessor", "gate"], default="assessor",
                    help="assessor: earliest exit + IQA threshold; gate: train the learned "
-                        "gate on --train photos, choose its operating point on DIR")
+                        "gate on --train photos, choose its operating point on DIR "
+                        "(default assessor)")
     c.add_argument("--train", nargs="+", type=Path, default=[], metavar="DIR",
                    help="gate: train photos (never val)")
     c.add_argument("--train-limit", type=int, default=80,
@@ -164,17 +171,19 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--records-dir", type=Path, default=Path("runs/gate"),
                    help="gate: where records are saved and reused (default runs/gate)")
     c.add_argument("--blind-tolerance", type=float, default=0.1,
-                   help="gate: worst-QF loss allowed without tables or with lying ones")
+                   help="gate: worst-QF loss in dB allowed without tables or with lying "
+                        "ones (default 0.1)")
     c.add_argument("--tau-per-exit", action="store_true",
                    help="gate: refine the one threshold into one per exit")
     c.add_argument("--make-default", action="store_true",
                    help="gate: make the fitted gate the weights' default policy")
-    c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF)
+    c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF,
+                   help=f"JPEG qualities (default {' '.join(map(str, DEFAULT_QF))})")
     c.add_argument("--weights", type=Path,
                    help="the weights to measure, into which the fitted exit rule is written "
                         "(required unless --dry-run: the shipped file is changed only when "
                         "named)")
-    c.add_argument("--device", default="auto")
+    c.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     _add_backend_args(c)
     c.add_argument("--gray", action="store_true")
     c.add_argument("--limit", type=int, default=0)
@@ -201,6 +210,10 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     commands = {"train": _train, "train-curve": _train_curve, "eval": _eval,
                 "calibrate": _calibrate}
+    if getattr(args, "plot", None):  # before minutes of measuring, not after them
+        from rbqe.train.plotting import pyplot
+
+        pyplot()
     return commands[args.command](args)
 
 
@@ -233,6 +246,9 @@ def _train(args: argparse.Namespace) -> int:
     if "train_dirs" not in recipe:
         raise UsageError("--data is required for a new run "
                          f"(no training state in {args.out})")
+    from rbqe.engine import pick_device
+
+    args.device = str(pick_device(args.device))  # auto: a GPU when there is one
     if args.procs < 1 or (args.procs > 1 and args.device != "cpu"):
         raise UsageError("--procs N (N >= 1) shares CPU training between N "
                          f"processes; got --procs {args.procs} --device {args.device}")

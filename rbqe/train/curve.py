@@ -102,10 +102,9 @@ def plot_curve(logs: Sequence[Path], out: Path, x: str = "pixels",
     cool-down, dashed), a later log carrying on from where it left the earlier ones
     (:func:`branch_start`).
     """
-    import matplotlib
+    from rbqe.train.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     if x not in ("pixels", "patches"):

@@ -336,10 +336,9 @@ def cross_check(table: _Table, tolerance_db: float) -> list[dict[str, Any]]:
 
 def plot_gain_vs_macs(summary: dict[str, Any], path: Path, title: str) -> None:
     """dPSNR against average GMACs: one curve of exits per quality, auto as a star."""
-    import matplotlib
+    from rbqe.train.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for q, entry in summary.items():
@@ -359,10 +358,9 @@ def plot_gain_vs_macs(summary: dict[str, Any], path: Path, title: str) -> None:
 
 
 def plot_sweep(cal: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from rbqe.train.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for m in range(1, NUM_EXITS):

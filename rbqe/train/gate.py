@@ -371,10 +371,9 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
 def plot_frontier(val: GateRecords, params: dict[str, Any], table: dict[str, dict[str, Any]],
                   path: Path) -> None:
     """Mean loss against MACs: the gate's tau sweep, the fixed exits and each policy."""
-    import matplotlib
+    from rbqe.train.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     pred = predictions(params, val.view("tables"))
