@@ -265,8 +265,11 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
         error = f"{folder}: cannot read this folder: {reason}"
         unscanned.append(ItemReport(folder, "failed", error=error))
 
-    files = list_images(paths, recursive=options.recursive, exclude=[out_dir],
-                        skip_outputs=True, on_error=cannot_scan)
+    # An output folder inside the input tree is scanned like any folder: the user's
+    # photos in it are inputs (they used to be left out without a word), and rbqe's own
+    # outputs there are left out by their notes in the output log (skip_outputs).
+    files = list_images(paths, recursive=options.recursive, skip_outputs=True,
+                        on_error=cannot_scan)
     tags = _tags(options.mode)
     # Outputs of earlier runs keep their names (a b.png input added beside an enhanced
     # b.jpg must not rename b.jpg's b.png), so every output is noted where it is written.

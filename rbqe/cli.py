@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -550,8 +551,8 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
     if os.path.exists(report):
         if path_key(report) in {path_key(p) for p in inputs}:
             return "is one of the inputs"
-        if not _holds_json(report):
-            return ("exists and is not a JSON report; rbqe does not write over it "
+        if not _is_report(report):
+            return ("exists and is not an rbqe JSON report; rbqe does not write over it "
                     "(remove it, or choose another name)")
     try:
         probe_writable(report.parent)
@@ -567,14 +568,16 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
     return None
 
 
-def _holds_json(path: Path) -> bool:
-    """Whether ``path`` is empty or starts like a JSON document (an earlier report)."""
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is empty or an earlier rbqe report: both engines write
+    ``{"device": ...`` first. Any JSON used to pass, so a catalogue's ``photos.json`` or
+    a ``package.json`` given to --report was replaced without a word."""
     try:
         with open(path, "rb") as f:
-            head = f.read(256).lstrip()
+            head = f.read(256)
     except OSError:
         return False
-    return not head or head[:1] in (b"{", b"[")
+    return not head.strip() or re.match(rb'\s*\{\s*"device"\s*:', head) is not None
 
 
 def _write_json(path: Path, data: Any) -> None:

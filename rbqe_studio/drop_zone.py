@@ -16,7 +16,7 @@ FORMAT_NAMES = {".png": "PNG", ".webp": "WebP", ".tif": "TIFF", ".tiff": "TIFF",
 def formats_text() -> str:
     """The other formats read, e.g. "PNG, WebP, TIFF and BMP"."""
     names = sorted({FORMAT_NAMES.get(s, s.lstrip(".").upper()) for s in SUPPORTED_SUFFIXES
-                    if s not in (".jpg", ".jpeg")})
+                    if s not in (".jpg", ".jpeg", ".jfif", ".jpe")})
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 

@@ -311,7 +311,8 @@ def test_exit_all_into_the_input_folder_then_other_modes(weights, tmp_path) -> N
         ["p.jpg", *exits, "p_s.png", "p.png", OUTPUT_LOG])
 
 
-def test_output_folder_inside_the_input_is_not_rescanned(weights, tmp_path) -> None:
+def test_output_folder_inside_the_input_holds_no_input_but_the_users(weights,
+                                                                     tmp_path) -> None:
     src = tmp_path / "in"
     photo(src / "a.jpg", 16, 1)
     photo(src / "sub" / "b.jpg", 16, 2)
@@ -322,10 +323,30 @@ def test_output_folder_inside_the_input_is_not_rescanned(weights, tmp_path) -> N
     assert rc == 0, err
     assert rc == 0 and statuses(doc) == {"a.jpg": "skipped", "b.jpg": "skipped"}
     assert tree(out) == ["a.png", "sub/b.png"]
-    # Even with an image of the user's in it, the output folder is not an input.
+    # A photo of the user's in it is an input like any other (it used to be left out
+    # without a word); rbqe's outputs there are not.
     photo(out / "mine.jpg", 16, 3)
     rc, err, doc = enhance(weights, src, "-r", "-o", out)
-    assert rc == 0 and statuses(doc) == {"a.jpg": "skipped", "b.jpg": "skipped"}, err
+    assert rc == 0, err
+    assert statuses(doc) == {"a.jpg": "skipped", "b.jpg": "skipped", "mine.jpg": "ok"}
+    rc, err, doc = enhance(weights, src, "-r", "-o", out)
+    assert rc == 0 and set(statuses(doc).values()) == {"skipped"}, err
+    assert tree(out) == ["a.png", "enhanced/mine.png", "mine.jpg", "sub/b.png"]
+
+
+def test_a_sub_folder_of_photos_as_the_output_folder_keeps_its_photos(weights,
+                                                                      tmp_path) -> None:
+    # `-o photos/sub` with photos in sub: they used to vanish from the batch, and an
+    # earlier output made from one of them (in another output folder) was then taken
+    # for a photo of the user's and enhanced again.
+    src = tmp_path / "photos"
+    photo(src / "top.jpg", 16, 1)
+    photo(src / "sub" / "inner.jpg", 16, 2)
+    rc, err, doc = enhance(weights, src, "-r", "-o", src / "enh")
+    assert rc == 0 and len(doc["images"]) == 2, err
+    rc, err, doc = enhance(weights, src, "-r", "-o", src / "sub")
+    assert rc == 0, err
+    assert statuses(doc) == {"top.jpg": "ok", "inner.jpg": "ok"}
 
 
 def test_exit_all_writes_one_file_per_exit(weights, tmp_path) -> None:

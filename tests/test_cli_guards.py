@@ -50,8 +50,15 @@ def test_report_refuses_a_file_that_is_not_a_report(capsys, photos, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
     code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", notes, photos[1])
-    assert code == 2 and "is not a JSON report" in err, err
+    assert code == 2 and "is not an rbqe JSON report" in err, err
     assert notes.read_text() == "my notes"
+    # JSON that is not rbqe's report (a catalogue, a package.json) is kept too.
+    catalogue = tmp_path / "photos.json"
+    catalogue.write_text('{"album": "Holidays", "photos": []}')
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", catalogue, photos[1])
+    assert code == 2 and "is not an rbqe JSON report" in err, err
+    assert catalogue.read_text() == '{"album": "Holidays", "photos": []}'
+    assert not (tmp_path / "out").exists()
     # The output folder is no report either, though it does not exist yet.
     code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", tmp_path / "out",
                     photos[1])
@@ -60,11 +67,14 @@ def test_report_refuses_a_file_that_is_not_a_report(capsys, photos, tmp_path):
 
 def test_report_replaces_an_earlier_report(capsys, photos, tmp_path):
     report = tmp_path / "r.json"
-    report.write_text('{"images": []}\n')
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--report",
+                    report, photos[0])
+    assert code == 0, err
     code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--report",
                     report, photos[1])
     assert code == 0, err
-    assert len(json.loads(report.read_text())["images"]) == 1
+    (row,) = json.loads(report.read_text())["images"]
+    assert row["input"] == str(photos[1])
 
 
 def test_report_that_cannot_be_written_is_refused_before_the_batch(capsys, photos, tmp_path):
@@ -151,14 +161,30 @@ def test_no_images_found_says_why(capsys, photos, tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="symlinks")
-def test_broken_link_in_a_folder_is_named(capsys, photos, tmp_path, caplog):
+def test_broken_link_in_a_folder_fails_naming_its_target(capsys, photos, tmp_path):
+    # A dangling link is mostly a photo gone missing (a drive not mounted): it used to be
+    # a warning only, with rc 0 and no row in the report.
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(photos[0].read_bytes())
     os.symlink(tmp_path / "moved.jpg", folder / "gone.jpg")
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out", "--exit", "1",
+                    "--report", report)
+    assert code == 1, err
+    assert "gone.jpg: a link to" in err and "moved.jpg, which does not exist" in err
+    rows = {Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["images"]}
+    assert rows == {"a.jpg": "ok", "gone.jpg": "failed"}
+
+
+def test_jfif_and_jpe_files_in_a_folder_are_enhanced(capsys, photos, tmp_path):
+    # What Windows and browsers name web JPEGs; a folder scan used to pass them by.
+    folder = tmp_path / "web"
+    folder.mkdir()
+    for name in ("a.jfif", "b.jpe", "c.JPG"):
+        (folder / name).write_bytes(photos[0].read_bytes())
     code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out", "--exit", "1")
-    assert code == 0, err
-    assert any("gone.jpg: a link to" in r.getMessage() for r in caplog.records)
+    assert code == 0 and "3 enhanced" in err, err
 
 
 def test_a_multi_page_tiff_is_reported_with_its_warning(capsys, photos, tmp_path):

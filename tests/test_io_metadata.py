@@ -45,6 +45,21 @@ def test_xmp_comment_and_dpi_are_read(tmp_path: Path) -> None:
     assert src.xmp == XMP and src.comment == COMMENT and src.dpi == (600, 600)
 
 
+def test_a_tiff_without_resolution_gets_none_made_up(tmp_path: Path) -> None:
+    # Pillow reports (1, 1) dpi for a TIFF without resolution tags (as OpenCV and Pillow
+    # write them): carried over, a print program would size a 160 px scan at 160 inches.
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "bare.tif")
+    Image.fromarray(pixels).save(tmp_path / "dpi.tif", dpi=(300, 300))
+    bare = load_image(tmp_path / "bare.tif")
+    assert bare.dpi is None
+    assert load_image(tmp_path / "dpi.tif").dpi == (300, 300)
+    out = save_like(tmp_path / "out.jpg", bare.pixels, bare)
+    with Image.open(out) as im:
+        assert im.info.get("jfif_density") in (None, (1, 1)) and \
+            im.info.get("jfif_unit", 0) == 0  # no unit: an aspect ratio, not a resolution
+
+
 # WebP has no comment or resolution; JPEG, PNG and TIFF (at 8 bit) hold all three.
 @pytest.mark.parametrize(("suffix", "expected"), [
     ("jpg", (XMP, COMMENT, (600, 600))),

@@ -14,7 +14,9 @@ from rbqe.errors import ImageWriteError
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
-_BASE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# .jfif and .jpe: JPEGs as Windows and browsers save them from the web.
+_BASE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff",
+                            ".webp", ".gif"})
 _HEIF_SUFFIXES = frozenset({".heic", ".heif"})
 _AVIF_SUFFIXES = frozenset({".avif"})
 _HEIF_MISSING = "HEIC support is not installed (pip install 'rbqe-studio[heif]')"

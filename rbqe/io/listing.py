@@ -56,18 +56,26 @@ def list_images(
         def on_error(folder: Path, reason: str) -> None:
             logger.warning("cannot scan %s: %s", folder, reason)
     found: dict[str, tuple[Path, Path | None]] = {}
-    seen: set[tuple[int, int]] = set()
+    seen: dict[tuple[int, int], str] = {}  # file identity -> its key in found
     unavailable = 0
 
     def add(f: Path, root: Path | None) -> None:
-        # The same file twice (named twice, or via a link) is listed once; names that
+        # The same file twice (named twice, or via a link) is listed once, under its own
+        # name rather than a link's (whose output would outlive the link); names that
         # differ only in case are distinct files on a case-sensitive file system.
         identity = _file_identity(f)
+        key = path_key(f)
         if identity is not None:
-            if identity in seen:
-                return
-            seen.add(identity)
-        found.setdefault(path_key(f), (f, root))
+            earlier = seen.get(identity)
+            if earlier is not None:
+                kept = found[earlier][0]
+                if not (kept.is_symlink() and not f.is_symlink()):
+                    logger.info("%s: the same file as %s, listed once", f, kept)
+                    return
+                logger.info("%s: the same file as %s, listed once", kept, f)
+                del found[earlier]
+            seen[identity] = key
+        found.setdefault(key, (f, root))
 
     for raw in paths:
         p = Path(raw)
@@ -100,9 +108,11 @@ def list_images(
                 except OSError:  # a folder we may list but not enter (r without x)
                     regular = True  # load_image then names the file and the reason
                 if not regular:
-                    if os.path.islink(f) and not os.path.exists(f):  # its target moved
-                        logger.warning("skipping %s: a link to %s, which does not exist", f,
-                                       os.readlink(f))
+                    if os.path.islink(f) and not os.path.exists(f):
+                        # Listed, so that it fails naming its target: a dangling link
+                        # in an archive is mostly a photo gone missing (a drive not
+                        # mounted), which a batch must not report as done.
+                        scanned.append(f)
                     else:
                         logger.debug("skipping %s: not a regular file", f)
                     continue

@@ -195,6 +195,8 @@ def read_dpi(im: Image.Image) -> tuple[float, float] | None:
         return None
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         return None
+    if im.format == "TIFF" and _X_RESOLUTION not in getattr(im, "tag_v2", {}):
+        return None  # Pillow reports (1, 1) for a TIFF without resolution tags
     if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2):
         # Without a JFIF density Pillow reads EXIF's resolution, and makes up 72 dpi
         # when EXIF has none: that guess is not the file's.

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from rbqe.errors import ImageReadError
-from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason
+from rbqe.errors import ImageReadError, show_path
+from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason, said_while
 from rbqe.io.formats import (
     _AVIF_MISSING,
     _AVIF_SUFFIXES,
@@ -160,7 +160,8 @@ def _read_head(path: Path) -> bytes:
     except OSError as exc:
         with contextlib.suppress(OSError):  # EACCES again, in a folder we may not enter
             if path.is_symlink():
-                raise ImageReadError(path, "broken symbolic link") from None
+                raise ImageReadError(path, f"a link to {show_path(os.readlink(path))}, "
+                                           "which does not exist") from None
         raise ImageReadError(path, _os_reason(exc)) from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(path, "is a directory, not an image file")
@@ -440,8 +441,17 @@ def load_image(
     head = _read_head(p)
     kind = _sniff(head)
     try:
-        with _strict_pillow(), _logged_warnings(p):
-            return _load(p, head, kind, max_pixels)
+        with said_while() as said:
+            with _strict_pillow(), _logged_warnings(p):
+                loaded = _load(p, head, kind, max_pixels)
+        # What reading warned of, on stderr, goes with the image too (a CMYK profile
+        # that could not be used, corrupt EXIF): the report's warnings had only some.
+        prefix = f"{p}: "
+        for line in said:
+            text = line.removeprefix(prefix)
+            if text not in loaded.warnings:
+                loaded.warnings.append(text)
+        return loaded
     except ImageReadError:
         raise
     except MemoryError:
