@@ -38,6 +38,8 @@ class Commands:
     cancel_batch: Command
     shortcuts: Command
     about: Command
+    settings: Command
+    show_exit: Callable[[int], object]  # number keys: 0 the input, 1-5 an exit, on B
 
 
 @dataclass
@@ -89,6 +91,12 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     show_in_folder = _add(win, f, "Show in folder", cmd.show_in_folder, ("Ctrl+Shift+F",),
                           "Open the folder of this image's latest output")
     f.addSeparator()
+    # The platform's key (Cmd+, on macOS), or Ctrl+, where it has none (Linux, Windows).
+    has_key = bool(QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences))
+    settings = _add(win, f, "Settings…", cmd.settings,
+                    (QKeySequence.StandardKey.Preferences,) if has_key else ("Ctrl+,",),
+                    "Show the Settings tab")
+    settings.setMenuRole(QAction.MenuRole.PreferencesRole)
     _add(win, f, "Open log folder", cmd.open_log_folder)
     # Ctrl+Q (Cmd+Q on macOS) spelled out: StandardKey.Quit is empty on Windows and on
     # some Linux platforms, where the menu then had no key at all.
@@ -108,16 +116,16 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     _add(win, v, "Zoom to fit", view.fit, ("F", "Ctrl+0"))
     _add(win, v, "Zoom 1:1", view.actual_size, ("Ctrl+1",))
     # Ctrl+= too: "+" is Shift+= on most layouts, so Ctrl++ needs three keys.
-    _add(win, v, "Zoom in", lambda: view.zoom(1.25),
+    _add(win, v, "Zoom in", lambda: view.zoom_step(1),
          (QKeySequence.StandardKey.ZoomIn, "Ctrl+="))
-    _add(win, v, "Zoom out", lambda: view.zoom(0.8), (QKeySequence.StandardKey.ZoomOut,))
+    _add(win, v, "Zoom out", lambda: view.zoom_step(-1), (QKeySequence.StandardKey.ZoomOut,))
     v.addSeparator()
     _add(win, v, "Next image", lambda: queue.step(1), ("Right", "PgDown", "J"))
     _add(win, v, "Previous image", lambda: queue.step(-1), ("Left", "PgUp", "K"))
     v.addSeparator()
     for k in range(NUM_EXITS + 1):  # the input (0) and every exit
         _add(win, v, "Show input" if k == INPUT else f"Show exit {k}",
-             lambda k=k: cp.pick(k, "b"), (str(k),))
+             lambda k=k: cmd.show_exit(k), (str(k),))
 
     p = mb.addMenu("&Process")
     compute_all = _add(win, p, "Compute all exits", cmd.compute_all, ("Ctrl+E",),

@@ -6,18 +6,97 @@ native format, so drawing never converts) plus a pyramid of halved copies for zo
 views. Everything here is safe to call from a worker thread (QImage, unlike QPixmap, is
 not tied to the GUI thread), so a 24-megapixel image is converted off the GUI thread and
 the view only draws the visible part of the right pyramid level.
+
+On the way, a :class:`Display` makes the pixels ready for the screen: converted to sRGB
+from the image's embedded ICC profile, and shown over a checkerboard where the image is
+transparent. The same for an image's input and every exit, so that A/B comparisons stay
+fair; saved files never go through it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import sys
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+from PIL import Image, ImageCms
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QImage
 
+log = logging.getLogger(__name__)
+
 MIN_LEVEL_SIDE = 256  # stop halving once the longer side is this small
+CHECKER = (150, 110)  # light and dark grey squares behind transparent pixels
+CHECKER_SQUARES = 64  # about this many squares along the longer side (8 px at least)
+
+
+@cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@dataclass(frozen=True)
+class Display:
+    """How one image's pixels are made ready for the screen (display only).
+
+    Attributes:
+        transform: LittleCMS transform from the embedded profile to sRGB, or None: the
+            pixels are shown as they are (no profile, an sRGB one, a grey image, or a
+            profile that could not be read).
+        profile: The description of the profile converted from ("" when none is).
+        unreadable: The image has a profile that could not be read.
+        alpha: ``(H, W)`` alpha (uint8 or uint16) to show the image over a checkerboard
+            with, or None (opaque).
+        square: Side of the checkerboard's squares, in image pixels.
+    """
+
+    transform: ImageCms.ImageCmsTransform | None = None
+    profile: str = ""
+    unreadable: bool = False
+    alpha: np.ndarray | None = None
+    square: int = 8
+
+    @classmethod
+    def of(cls, icc: bytes | None, channels: int, alpha: np.ndarray | None,
+           name: str = "image") -> Display:
+        """The display of an image with ``channels`` colour channels, its embedded ICC
+        profile and its alpha; the transform is built here, once per image, on the
+        worker thread that loads it. A profile that cannot be read is logged once and
+        the pixels are shown as they are."""
+        square = max(8, max(alpha.shape) // CHECKER_SQUARES) if alpha is not None else 8
+        if not icc or channels != 3:
+            return cls(alpha=alpha, square=square)
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            profile = ImageCms.getProfileDescription(source).strip() or "unnamed"
+            if "srgb" in profile.lower():  # already what the screen is taken to be
+                return cls(alpha=alpha, square=square)
+            transform = ImageCms.buildTransform(
+                source, _srgb(), "RGB", "RGB",
+                renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+            log.warning("%s: its ICC profile could not be read (%s); shown without colour "
+                        "conversion", name, exc)
+            return cls(unreadable=True, alpha=alpha, square=square)
+        return cls(transform, profile, alpha=alpha, square=square)
+
+    def apply(self, rows: np.ndarray, y0: int) -> np.ndarray:
+        """``rows`` of the image from row ``y0`` on, ``(h, W, C)`` uint8, for the screen."""
+        if self.transform is not None:
+            converted = self.transform.apply(Image.fromarray(np.ascontiguousarray(rows), "RGB"))
+            rows = np.asarray(converted)
+        if self.alpha is None:
+            return rows
+        alpha = self.alpha[y0 : y0 + rows.shape[0]]
+        a = (alpha.astype(np.float32) / np.iinfo(alpha.dtype).max)[..., None]
+        ys = np.arange(y0, y0 + rows.shape[0])[:, None] // self.square
+        xs = np.arange(rows.shape[1])[None, :] // self.square
+        board = np.where((ys + xs) % 2 == 0, *CHECKER).astype(np.float32)[..., None]
+        return (rows * a + board * (1.0 - a) + 0.5).astype(np.uint8)
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -26,8 +105,9 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def to_qimage(pixels: np.ndarray) -> QImage:
-    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in ``[0, 1]`` -> RGB32 QImage.
+def to_qimage(pixels: np.ndarray, display: Display | None = None) -> QImage:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in ``[0, 1]`` -> RGB32 QImage,
+    made ready for the screen by ``display`` (None: as they are).
 
     The returned image owns its memory. Conversion runs in bands of rows so a
     24-megapixel image needs no full-size float temporaries.
@@ -51,6 +131,8 @@ def to_qimage(pixels: np.ndarray) -> QImage:
     band = max(1, (1 << 22) // max(1, w * c))
     for y0 in range(0, h, band):
         u8 = to_uint8(arr[y0 : y0 + band]) if arr.dtype != np.uint8 else arr[y0 : y0 + band]
+        if display is not None:
+            u8 = display.apply(u8, y0)
         for dst, src in zip(color_at, order, strict=True):
             bgra[y0 : y0 + band, :, dst] = u8[..., src]
     bgra[..., alpha_at] = 255
@@ -84,8 +166,8 @@ class Picture:
             self.levels.append(level)
 
     @classmethod
-    def from_array(cls, pixels: np.ndarray) -> Picture:
-        return cls(to_qimage(pixels))
+    def from_array(cls, pixels: np.ndarray, display: Display | None = None) -> Picture:
+        return cls(to_qimage(pixels, display))
 
     @property
     def width(self) -> int:

@@ -19,10 +19,16 @@ def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
             if keys:
                 rows.append(f"<tr><td>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
                             f"<td><b>{keys}</b></td></tr>")
-    rows.append("<tr><td>Peek at A (hold)&nbsp;&nbsp;</td><td><b>Space</b></td></tr>")
+    for what, keys in (("Peek at A (hold)", "Space"),
+                       ("Pan a zoomed image", "Arrows, Shift+Arrows")):
+        rows.append(f"<tr><td>{what}&nbsp;&nbsp;</td><td><b>{keys}</b></td></tr>")
     box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
                       f"<table cellspacing='3'>{''.join(rows)}</table>",
                       QMessageBox.StandardButton.Ok, parent)
+    # Beneath the table: a paragraph in it made the box wrap the table's rows.
+    box.setInformativeText("Arrows pan once the image is clicked and larger than its "
+                           "pane; else Left and Right change the image. A focused button, "
+                           "tab bar or field keeps its own keys.")
     box.setModal(False)
     box.show()
     return box

@@ -20,14 +20,10 @@ from PySide6.QtWidgets import (
 
 from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
+from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
 from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
-
-
-def _section(title: str) -> QLabel:
-    label = QLabel(title)
-    label.setObjectName("sectionTitle")
-    return label
+from rbqe_studio.widgets import section_title
 
 
 class InfoPanel(QScrollArea):
@@ -42,22 +38,24 @@ class InfoPanel(QScrollArea):
         lay.setSpacing(6)
         self.fields: dict[str, QLabel] = {}
 
-        lay.addWidget(_section("Image"))
+        lay.addWidget(section_title("Image"))
         lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality",
                                   "Note"]))
-        note = QLabel("JPEG quality is estimated from the file's quantisation tables; the "
-                      "learned exit gate reads the tables themselves as a prior (a file "
-                      "re-saved at a higher quality can hide how hard it was compressed, so "
-                      "the gate also looks at the pixels).")
+        # Shown for JPEGs only (beside "not a JPEG" it explained nothing).
+        note = self.jpeg_note = QLabel(
+            "JPEG quality is estimated from the file's quantisation tables; the learned "
+            "exit gate reads the tables themselves as a prior (a file re-saved at a higher "
+            "quality can hide how hard it was compressed, so the gate also looks at the "
+            "pixels).")
         note.setObjectName("muted")
         note.setWordWrap(True)
         lay.addWidget(note)
 
-        lay.addWidget(_section("Result"))
+        lay.addWidget(section_title("Result"))
         lay.addLayout(self._form(["Chosen exit", "Why this exit", "Threshold", "Mode", "Device",
                                   "Tiling"]))
 
-        lay.addWidget(_section("Per stage"))
+        lay.addWidget(section_title("Per stage"))
         # Each exit's own stage: its network time, score and compute. The assessor's time
         # is in "Time" below (a fourth column did not fit the panel: "12.5 s" read "12.5…").
         self.table = QTableWidget(NUM_EXITS, 3)
@@ -78,9 +76,9 @@ class InfoPanel(QScrollArea):
         self.table.setFixedHeight(24 * NUM_EXITS + self.table.horizontalHeader().sizeHint().height() + 4)
         lay.addWidget(self.table)
 
-        lay.addWidget(_section("Time"))
+        lay.addWidget(section_title("Time"))
         lay.addLayout(self._form(["Network", "IQA", "Other", "Total", "Computed"]))
-        lay.addWidget(_section("Engine"))
+        lay.addWidget(section_title("Engine"))
         lay.addLayout(self._form(["Weights", "Engine device"]))
         lay.addStretch(1)
         self.setWidget(body)
@@ -112,6 +110,7 @@ class InfoPanel(QScrollArea):
         for name, label in self.fields.items():
             if name not in ("Weights", "Engine device"):
                 label.setText("–")
+        self.jpeg_note.hide()
         self._clear_table()
 
     def _clear_table(self) -> None:
@@ -139,7 +138,7 @@ class InfoPanel(QScrollArea):
         self.set("Size", fmt_size(w, h))
         self.set("Format", f"{src.format}, {src.bit_depth}-bit")
         colour = {"L": "Grey", "LA": "Grey + alpha", "RGB": "RGB", "RGBA": "RGB + alpha"}
-        self.set("Colour", colour.get(src.mode, src.mode))
+        self.set("Colour", colour.get(src.mode, src.mode) + shown_text(view.display))
         meta = [n for n, v in (("EXIF", src.exif), ("XMP", src.xmp), ("comment", src.comment),
                                ("ICC profile", src.icc_profile)) if v]
         if src.dpi:
@@ -149,6 +148,7 @@ class InfoPanel(QScrollArea):
         self.set("Note", " ".join(w[0].upper() + w[1:] + "." for w in src.warnings) or "–")
         q = src.jpeg_quality
         self.set("JPEG quality", f"≈ {q}  (estimate)" if q is not None else "not a JPEG")
+        self.jpeg_note.setVisible(q is not None)
 
     def show_result(self, view: ViewData) -> None:
         r = view.result
@@ -208,6 +208,21 @@ class InfoPanel(QScrollArea):
         self.set("Computed", f"exits 1–{max(e.exit for e in r.exits)}: {fmt_ms(r.total_ms)} · "
                  f"{fmt_gmacs(max(e.gmacs for e in r.exits))}" if n > len(upto)
                  else "only what the chosen exit needed")
+
+
+def shown_text(display: Display | None) -> str:
+    """How the viewer shows the image, when not as its pixels are (saved files are not
+    changed): after the colour mode, "" when nothing is to be said."""
+    if display is None:
+        return ""
+    notes = []
+    if display.transform is not None:
+        notes.append(f"shown converted from its colour profile ({display.profile}) to sRGB")
+    elif display.unreadable:
+        notes.append("its colour profile could not be read: shown unconverted")
+    if display.alpha is not None:
+        notes.append("transparency shown over a checkerboard")
+    return "".join(f"; {n}" for n in notes)
 
 
 def tiling_text(r: EnhanceResult) -> str:

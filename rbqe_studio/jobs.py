@@ -22,7 +22,7 @@ from rbqe.weights import WeightsInfo
 if TYPE_CHECKING:
     from PySide6.QtGui import QImage
 
-    from rbqe_studio.convert import Picture
+    from rbqe_studio.convert import Display, Picture
 
 _gens = itertools.count(1)
 
@@ -70,6 +70,8 @@ class ViewData:
         choice: The mode and policy ``result.chosen`` was chosen under (None: not yet).
         saved: Exit -> file, when the exits were read from saved outputs (a batch's)
             instead of computed; their timings are then unknown.
+        display: How the input and every exit are made ready for the screen (colour
+            profile, transparency); None: shown as they are.
     """
 
     path: Path
@@ -81,6 +83,7 @@ class ViewData:
     thumbs: dict[int, QImage] = field(default_factory=dict)
     choice: Choice | None = None
     saved: dict[int, Path] = field(default_factory=dict)
+    display: Display | None = None
 
     @property
     def cost(self) -> float:

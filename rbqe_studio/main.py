@@ -1,12 +1,6 @@
-"""Entry point of RBQE Studio (``rbqe-studio`` and ``python -m rbqe_studio``).
-
-``rbqe-studio [IMAGE|FOLDER ...]`` opens the window with those images queued.
-
-``rbqe-studio --screenshot OUT.png [--exit all] IMAGE ...`` opens the images, processes
-the first (with ``--exit all``: all five exits), waits until it is done, saves a grab of
-the whole main window to OUT.png and quits with status 0 (1 if processing failed, 3 when
-``--timeout`` ran out; the grab is saved in every case). It uses default settings and
-never touches the user's saved ones. It runs headless with ``QT_QPA_PLATFORM=offscreen``.
+"""Entry point of RBQE Studio (``rbqe-studio`` and ``python -m rbqe_studio``): the
+QApplication and the window; the command line is read by :mod:`rbqe_studio.launch`,
+which says what it does.
 """
 
 from __future__ import annotations
@@ -20,10 +14,11 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from rbqe.exit_policy import EXIT_MODES, parse_exit_mode
+from rbqe.exit_policy import parse_exit_mode
 from rbqe.io.diagnostics import keep_python_stderr
 from rbqe_studio import theme
 from rbqe_studio.collector import collect_on_gui_thread
+from rbqe_studio.launch import chooses_style, parse_args
 from rbqe_studio.logs import install_excepthook, setup_logging
 from rbqe_studio.settings import APPLICATION, ORGANIZATION
 
@@ -31,30 +26,17 @@ log = logging.getLogger(__name__)
 SCREENSHOT_SIZE = (1480, 920)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="rbqe-studio", description=__doc__.splitlines()[0])
-    p.add_argument("paths", nargs="*", help="images or folders to open")
-    p.add_argument("--weights", help="model weights (.safetensors); default: RBQE_WEIGHTS or "
-                   "the weights shipped with rbqe")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (saved as the device setting)")
-    p.add_argument("--exit", dest="exit_mode", choices=EXIT_MODES,
-                   help="exit mode for this session (all: compute all five exits)")
-    p.add_argument("--screenshot", metavar="OUT.png",
-                   help="process the first image, save a grab of the window, quit")
-    p.add_argument("--timeout", type=float, default=0.0,
-                   help="--screenshot: give up after this many seconds (default: wait)")
-    p.add_argument("--settings", metavar="FILE.ini",
-                   help="read and write settings in this ini file instead of the user's")
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the app as ``args`` (:func:`rbqe_studio.launch.parse_args`) say."""
     QApplication.setOrganizationName(ORGANIZATION)
     QApplication.setApplicationName(APPLICATION)
     QApplication.setApplicationDisplayName(APPLICATION)
     QApplication.setDesktopFileName("rbqe-studio")
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = QApplication.instance() or QApplication(sys.argv[:1] + args.qt_options)
     assert isinstance(app, QApplication)
     keep_python_stderr()  # before the log's stderr handler: decoders borrow fd 2
     collect_on_gui_thread(app)  # Qt objects must not be freed on the worker threads
@@ -64,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from rbqe_studio.icons import app_icon
     from rbqe_studio.main_window import MainWindow
 
-    theme.apply(app)
+    theme.apply(app, keep_style=chooses_style(args.qt_options))
     app.setWindowIcon(app_icon())
     tmp = tempfile.TemporaryDirectory(prefix="rbqe-studio-") if args.screenshot else None
     if args.settings:

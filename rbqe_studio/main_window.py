@@ -14,18 +14,18 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDragLeaveEvent,
     QDropEvent,
+    QKeyEvent,
+    QKeySequence,
 )
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
     QLabel,
-    QLineEdit,
     QMainWindow,
     QProgressBar,
     QSplitter,
     QStackedWidget,
     QTabWidget,
-    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -43,6 +43,7 @@ from rbqe_studio.drop_zone import DropZone
 from rbqe_studio.exits import INPUT
 from rbqe_studio.info_panel import InfoPanel
 from rbqe_studio.jobs import BatchOutcome, ViewData
+from rbqe_studio.keys import keeps_key, press_button
 from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
 from rbqe_studio.session import Session
@@ -127,7 +128,8 @@ class MainWindow(QMainWindow):
             self.open_files_dialog, self.open_folder_dialog, self.save_result,
             self.save_all_exits, self.show_outputs, self.open_log_folder, self.close,
             self.session.compute_all, self.session.reprocess_current, self.session.stop,
-            self.start_batch, self.batch.stop, self.show_shortcuts, self.about),
+            self.start_batch, self.batch.stop, self.show_shortcuts, self.about,
+            self.show_settings, self.show_exit),
             self.compare, self.queue)
         self._connect()
         self.layout_state = Layout(self, {"main_splitter": self.splitter,
@@ -171,7 +173,7 @@ class MainWindow(QMainWindow):
         cp.sides_changed.connect(lambda *_: self._update_actions())
         self.settings_panel.changed.connect(self.setting_changed)
         self.banner.choose_weights.connect(self.choose_weights_file)
-        self.banner.open_settings.connect(lambda: self.tabs.setCurrentWidget(self.settings_panel))
+        self.banner.open_settings.connect(self.show_settings)
         self.batch.message.connect(lambda text: self.show_message(text, error=True))
         self.batch.running_changed.connect(self._on_batch_running)
         self.batch.cancelling.connect(self._on_batch_cancelling)
@@ -494,6 +496,25 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.batch)
         self.batch.run()
 
+    def show_settings(self) -> None:
+        """The Settings tab, in view (its side panel too, if it was dragged shut)."""
+        sizes = self.splitter.sizes()
+        if sizes[2] == 0:
+            self.splitter.setSizes([sizes[0], max(0, sizes[1] - 310), 310])
+        self.tabs.setCurrentWidget(self.settings_panel)
+
+    def show_exit(self, k: int) -> None:
+        """A number key: exit ``k`` (0: the input) on the B side, or why it is not there."""
+        cp = self.compare
+        if k == INPUT or k in cp.exits or cp.data is None:
+            cp.pick(k, "b")
+            return
+        keys = self.acts.compute_all.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        self.show_message(
+            f"Exit {k} is not computed yet; once this image is done, Compute all exits "
+            f"({keys}) computes the rest" if self.session.view_running else
+            f"Exit {k} is not computed: Compute all exits ({keys}) computes it")
+
     def open_log_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
 
@@ -525,11 +546,19 @@ class MainWindow(QMainWindow):
 
     # -- keys, weights, persistence ------------------------------------------------------
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        kind = event.type()
+        """The focused widget keeps its own keys (:mod:`rbqe_studio.keys`); the rest
+        go to the window's shortcuts, and a held Space peeks at A."""
+        if not isinstance(event, QKeyEvent) or not self.isActiveWindow():
+            return super().eventFilter(obj, event)
+        kind, focus = event.type(), QApplication.focusWidget()
+        if kind == QEvent.Type.ShortcutOverride and keeps_key(focus, event):
+            event.accept()  # Qt then sends the key to the widget, not to a shortcut
+            return True
+        if kind == QEvent.Type.KeyPress and press_button(focus, event):
+            return True
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and \
                 event.key() == Qt.Key.Key_Space and not event.isAutoRepeat() and \
-                self.isActiveWindow() and not isinstance(
-                    QApplication.focusWidget(), (QLineEdit, QTextEdit)):
+                not keeps_key(focus, event):
             self.compare.view.set_hold(kind == QEvent.Type.KeyPress)
             return True
         return super().eventFilter(obj, event)

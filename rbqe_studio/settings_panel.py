@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from rbqe.arch import NUM_EXITS
 from rbqe_studio.settings import AppSettings
+from rbqe_studio.widgets import section_title
 
 
 def cuda_devices() -> list[tuple[str, str]]:
@@ -159,31 +160,30 @@ class SettingsPanel(QWidget):
         self.strip_gps.setToolTip("Outputs keep the camera, date and other EXIF, but not "
                                   "where the photo was taken (rbqe enhance --strip-gps)")
 
-        proc = self.proc = QFormLayout()
-        proc.addRow("Device", self.device)
-        proc.addRow("Backend", self.backend)
-        proc.addRow("Model", self.model)
-        proc.addRow("Exit mode", self.mode)
-        proc.addRow("", self.use_threshold)
+        # One form for both sections, their titles spanning it: two forms sized their
+        # label columns apart ("Exit mode", "File suffix"), and the fields did not align.
+        form = self.form = QFormLayout()
+        form.addRow(section_title("Processing"))
+        form.addRow("Device", self.device)
+        form.addRow("Backend", self.backend)
+        form.addRow("Model", self.model)
+        form.addRow("Exit mode", self.mode)
+        form.addRow("", self.use_threshold)
         row = QHBoxLayout()
         row.addWidget(self.threshold, 1)
         row.addWidget(self.reset)
-        proc.addRow("Threshold", row)
-        proc.addRow("", self.threshold_note)
-        out = QFormLayout()
-        out.addRow("Format", self.format)
-        out.addRow("", self.quality)  # two rows: side by side they widen the panel
-        out.addRow("File suffix", self.suffix)
-        out.addRow("Folder", self.output)
-        out.addRow("", self.keep_metadata)
-        out.addRow("", self.strip_gps)
+        form.addRow("Threshold", row)
+        form.addRow("", self.threshold_note)
+        form.addRow(section_title("Output"))
+        form.addRow("Format", self.format)
+        form.addRow("", self.quality)  # two rows: side by side they widen the panel
+        form.addRow("File suffix", self.suffix)
+        form.addRow("Folder", self.output)
+        form.addRow("", self.keep_metadata)
+        form.addRow("", self.strip_gps)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 12)
-        for title, form in (("Processing", proc), ("Output", out)):
-            label = QLabel(title)
-            label.setObjectName("sectionTitle")
-            lay.addWidget(label)
-            lay.addLayout(form)
+        lay.addLayout(form)
         lay.addStretch(1)
 
         self.refresh()
@@ -287,7 +287,7 @@ class SettingsPanel(QWidget):
             if file_row >= 0:
                 self.model.removeItem(file_row)
             self.model.setCurrentIndex(0)
-        self.proc.setRowVisible(self.model, bool(weights))
+        self.form.setRowVisible(self.model, bool(weights))
         self.mode.setCurrentIndex(max(0, self.mode.findData(s.exit_mode)))
         self.mode.setItemText(0, AUTO_TEXT.get(self.auto_rule(), "Auto"))
         value = self.effective_threshold()
@@ -295,7 +295,7 @@ class SettingsPanel(QWidget):
         self.threshold_note.setText(self._threshold_note())
         self.reset.setEnabled(s.threshold is not None)
         override = self.weights_rule not in ("", "assessor")  # the threshold is opt-in
-        self.proc.setRowVisible(self.use_threshold, override)
+        self.form.setRowVisible(self.use_threshold, override)
         self.use_threshold.setChecked(s.threshold is not None)
         self.use_threshold.setEnabled(s.exit_mode == "auto")
         self.threshold.setEnabled(s.exit_mode == "auto" and (not override or

@@ -12,6 +12,7 @@ from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 ACCENT = "#4c9be8"
+FOCUS_ON_ACCENT = "#cfe4fa"  # the focus edge of what is already filled with the accent
 DISABLED = "#62676e"  # text of what cannot be used now
 RES = (Path(__file__).resolve().parent / "resources").as_posix()
 
@@ -19,15 +20,17 @@ STYLE = f"""
 QMainWindow, QWidget#central {{ background: #1b1d21; }}
 QToolBar {{ background: #202328; border: none; border-bottom: 1px solid #2c3036;
            padding: 4px 6px; spacing: 4px; }}
-QToolBar QToolButton {{ padding: 4px 9px; border-radius: 5px; color: #dfe3e8; }}
+QToolBar QToolButton {{ padding: 3px 8px; border: 1px solid transparent; border-radius: 5px;
+                        color: #dfe3e8; }}
 QToolBar QToolButton:hover {{ background: #2c3036; }}
-QToolBar QToolButton:checked {{ background: #2f4863; color: white; }}
+QToolBar QToolButton:checked {{ background: #2f4863; color: white; border-color: #2f4863; }}
 QToolButton:checked {{ background: #2f4863; color: white; border-color: {ACCENT}; }}
 QToolBar#compareBar {{ padding: 2px 4px; spacing: 2px; }}
-QToolBar#compareBar QToolButton {{ padding: 3px 7px; }}
+QToolBar#compareBar QToolButton {{ padding: 2px 6px; }}
 QToolBar#compareBar QToolButton#qt_toolbar_ext_button {{ padding: 0; min-width: 16px;
     background: #2c3036; border-radius: 4px; qproperty-icon: url({RES}/down.svg); }}
 QToolBar QToolButton:disabled {{ color: #5d636b; }}
+QToolBar QToolButton:focus {{ border-color: {ACCENT}; }}
 QToolBar QLabel {{ color: #a5abb3; padding: 0 4px; }}
 QStatusBar {{ background: #202328; color: #b7bcc3; border-top: 1px solid #2c3036; }}
 QStatusBar QLabel {{ color: #b7bcc3; padding: 0 6px; }}
@@ -37,6 +40,7 @@ QTabWidget::pane {{ border: none; background: #202328; }}
 QTabBar::tab {{ background: #1b1d21; color: #a5abb3; padding: 7px 16px; border: none;
                border-bottom: 2px solid transparent; }}
 QTabBar::tab:selected {{ color: #f0f0f0; border-bottom: 2px solid {ACCENT}; background: #202328; }}
+QTabBar::tab:selected:focus {{ background: #2a3d52; color: white; }}
 QWidget#queuePanel, QWidget#infoBody, QTabWidget QWidget {{ background: #202328; }}
 QScrollArea#cardScroll, QWidget#cardRow {{ background: transparent; }}
 QWidget#exitStrip {{ background: #1e2024; border-top: 1px solid #2c3036; }}
@@ -50,13 +54,16 @@ QLabel#bannerText {{ color: #ffd9a8; }}
 QListWidget, QTextBrowser, QTableWidget {{ background: #1b1d21; border: 1px solid #2c3036;
                                            border-radius: 6px; color: #e6e6e6; }}
 QTableWidget {{ gridline-color: #2c3036; }}
+QListWidget:focus, QTextBrowser:focus {{ border-color: {ACCENT}; }}
 QHeaderView::section {{ background: #24272c; color: #a5abb3; border: none; padding: 3px 6px; }}
 QPushButton {{ background: #2c3036; color: #e6e6e6; border: 1px solid #3a3f46;
                border-radius: 5px; padding: 5px 12px; }}
 QPushButton:hover {{ background: #343941; }}
+QPushButton:focus {{ border-color: {ACCENT}; }}
 QPushButton:disabled {{ color: #62676e; background: #24272b; border-color: #2c3036; }}
 QPushButton#primary {{ background: {ACCENT}; border-color: {ACCENT}; color: white;
                        font-weight: bold; }}
+QPushButton#primary:focus {{ border-color: {FOCUS_ON_ACCENT}; }}
 QPushButton#primary:disabled {{ background: #2f4863; border-color: #2f4863; color: #9bb4cc; }}
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox {{ background: #16181b; color: #e6e6e6;
     border: 1px solid #3a3f46; border-radius: 5px; padding: 3px 6px; min-height: 20px; }}
@@ -73,9 +80,11 @@ QProgressBar::chunk {{ background: {ACCENT}; border-radius: 4px; }}
 QCheckBox {{ spacing: 8px; }}
 QCheckBox::indicator {{ width: 14px; height: 14px; border: 1px solid #5a606a;
                         border-radius: 3px; background: #16181b; }}
-QCheckBox::indicator:hover {{ border-color: {ACCENT}; }}
+QCheckBox::indicator:hover, QCheckBox::indicator:focus {{ border-color: {ACCENT}; }}
+QCheckBox:focus {{ color: white; }}
 QCheckBox::indicator:checked {{ background: {ACCENT}; border-color: {ACCENT};
                                 image: url({RES}/check.svg); }}
+QCheckBox::indicator:checked:focus {{ border-color: {FOCUS_ON_ACCENT}; }}
 QAbstractSpinBox {{ padding-right: 18px; }}
 QAbstractSpinBox::up-button, QAbstractSpinBox::down-button {{ subcontrol-origin: border;
     width: 16px; border: none; border-left: 1px solid #3a3f46; background: #24272c; }}
@@ -98,8 +107,11 @@ QToolTip {{ background: #2c3036; color: #f0f0f0; border: 1px solid #3a3f46; padd
 """
 
 
-def apply(app: QApplication) -> None:
-    app.setStyle("Fusion")
+def apply(app: QApplication, keep_style: bool = False) -> None:
+    """The theme on ``app``; ``keep_style``: on the style the user chose (``-style``)
+    instead of Fusion."""
+    if not keep_style:
+        app.setStyle("Fusion")
     pal = QPalette()
     colors = {
         QPalette.ColorRole.Window: "#1b1d21",

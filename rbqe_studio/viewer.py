@@ -18,20 +18,29 @@ from PySide6.QtGui import (
     QColor,
     QFont,
     QImage,
+    QKeyEvent,
     QMouseEvent,
     QPainter,
     QPaintEvent,
     QPen,
+    QTransform,
     QWheelEvent,
 )
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from rbqe_studio.convert import DIFF_GAIN, Picture, difference, mismatch
-from rbqe_studio.viewstate import ViewState, clamp
+from rbqe_studio.theme import ACCENT
+from rbqe_studio.viewstate import ViewState, clamp, next_zoom, snapped
 
 log = logging.getLogger(__name__)
 
-ZOOM_STEP = 1.25
+ZOOM_STEP = 1.25  # the mouse wheel's factor per notch (the keys step through ZOOM_LEVELS)
+# Arrow keys pan a picture larger than its pane by an eighth of the pane (with Shift, by
+# half); the move is the picture's: Right brings more of its right side into view.
+PAN_KEYS: dict[int, tuple[int, int]] = {
+    Qt.Key.Key_Left: (1, 0), Qt.Key.Key_Right: (-1, 0), Qt.Key.Key_Up: (0, 1),
+    Qt.Key.Key_Down: (0, -1)}
+PAN_PART, PAN_PART_SHIFT = 1 / 8, 1 / 2
 SPLIT, SIDE, TOGGLE, DIFF = "split", "side", "toggle", "diff"
 MODES = (SPLIT, SIDE, TOGGLE, DIFF)
 BACKGROUND = QColor("#15171a")
@@ -88,31 +97,40 @@ class ImagePane(QWidget):
             self._split_line(p, x)
             self._label(p, self.a_label, left=True)
             self._label(p, self.b_label, left=False)
+        if self.hasFocus():  # where the arrow keys pan (and keyboard users are)
+            p.setPen(QPen(QColor(ACCENT), 1))
+            p.drawRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5))
         p.end()
 
-    def plan(self, pic: Picture, clip: QRectF) -> tuple[QImage, QRectF, QRectF] | None:
+    def plan(self, pic: Picture, clip: QRectF, device: QTransform | None = None
+             ) -> tuple[QImage, QRectF, QRectF] | None:
         """What to draw for ``pic`` inside ``clip``: (pyramid level, source, target).
 
         The source is only the visible part of the level that matches the zoom, widened
-        to whole pixels so that the source-to-target mapping stays exact.
+        to whole pixels so that the source-to-target mapping stays exact. The picture's
+        corner is put on a whole pixel of the ``device`` painted on (the painter's device
+        transform; by default a pixmap of this pane), the same for every pane and side.
         """
         s = self.state
         pane = self.view_size()
-        top_left = s.to_image(clip.topLeft(), pane)
-        bottom_right = s.to_image(clip.bottomRight(), pane)
-        level, ls = pic.level_for(s.scale * self.devicePixelRatioF())
+        dpr = self.devicePixelRatioF()
+        origin = s.to_widget(QPointF(0, 0), pane)
+        shift = snapped(origin, device or QTransform.fromScale(dpr, dpr)) - origin
+        top_left = s.to_image(clip.topLeft() - shift, pane)
+        bottom_right = s.to_image(clip.bottomRight() - shift, pane)
+        level, ls = pic.level_for(s.scale * dpr)
         x0 = max(0, math.floor(top_left.x() * ls))
         y0 = max(0, math.floor(top_left.y() * ls))
         x1 = min(level.width(), math.ceil(bottom_right.x() * ls))
         y1 = min(level.height(), math.ceil(bottom_right.y() * ls))
         if x1 <= x0 or y1 <= y0:
             return None
-        tl = s.to_widget(QPointF(x0 / ls, y0 / ls), pane)
-        br = s.to_widget(QPointF(x1 / ls, y1 / ls), pane)
+        tl = s.to_widget(QPointF(x0 / ls, y0 / ls), pane) + shift
+        br = s.to_widget(QPointF(x1 / ls, y1 / ls), pane) + shift
         return level, QRectF(x0, y0, x1 - x0, y1 - y0), QRectF(tl, br)
 
     def _draw(self, p: QPainter, pic: Picture, clip: QRectF) -> None:
-        plan = self.plan(pic, clip)
+        plan = self.plan(pic, clip, p.deviceTransform())
         if plan is None:
             return
         level, source, target = plan
@@ -231,6 +249,26 @@ class ImagePane(QWidget):
         if steps:
             self.state.zoom_by(ZOOM_STEP**steps, self.view_size(), e.position())
         e.accept()
+
+    # -- keys --------------------------------------------------------------------------
+    def pans_with(self, key: int) -> bool:
+        """Whether ``key`` pans the picture: an arrow along which the picture overflows
+        the pane (where it fits, Left and Right stay the window's previous/next image)."""
+        move = PAN_KEYS.get(key)
+        if move is None or self.a is None or self.message:
+            return False
+        wide, tall = self.state.overflows(self.view_size())
+        return wide if move[0] else tall
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:
+        if not self.pans_with(e.key()):
+            super().keyPressEvent(e)
+            return
+        dx, dy = PAN_KEYS[e.key()]
+        shift = e.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        part = PAN_PART_SHIFT if shift else PAN_PART
+        pane = self.view_size()
+        self.state.pan(dx * part * pane.width(), dy * part * pane.height())
 
     def resizeEvent(self, event) -> None:
         if self.state.fitting and not self.isHidden() and not self.size().isEmpty():
@@ -375,6 +413,13 @@ class CompareView(QWidget):
 
     def zoom(self, factor: float) -> None:
         self.state.zoom_by(factor, self.pane_size)
+
+    def zoom_step(self, direction: int) -> None:
+        """Zoom in (``direction`` > 0) or out to the next of the zoom levels, counted in
+        device pixels so that 200 % means two screen pixels per image pixel."""
+        dpr = self.devicePixelRatioF()
+        self.state.set_scale(next_zoom(self.state.scale * dpr, direction) / dpr,
+                             self.pane_size)
 
     def _remember_split(self) -> None:
         if self.mode == SPLIT and self.panes[0].split is not None:

@@ -8,8 +8,14 @@ the pane; every pane maps with the same two numbers, so panes cannot drift apart
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QPointF, QSize, Signal
+from PySide6.QtGui import QTransform
 
 MIN_SCALE, MAX_SCALE = 0.01, 64.0
+# Zoom in / out step through these screen pixels per image pixel (device pixels, so 100 %
+# stays 1:1 on a high-DPI screen): whole multiples and their reciprocals, so that 200 %
+# and 300 % are reached, where every image pixel covers the same number of screen pixels.
+ZOOM_LEVELS = tuple(sorted({z for m in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+                            for z in (m, 1 / m)}))
 
 
 class ViewState(QObject):
@@ -72,9 +78,36 @@ class ViewState(QObject):
         self._clamp_center()
         self.changed.emit()
 
+    def overflows(self, pane: QSize) -> tuple[bool, bool]:
+        """Whether the picture is wider, and taller, than ``pane`` at this zoom: the ways
+        it can be panned."""
+        return (self.image_size.width() * self.scale > pane.width() + 0.5,
+                self.image_size.height() * self.scale > pane.height() + 0.5)
+
     def _clamp_center(self) -> None:
         self.center = QPointF(clamp(self.center.x(), 0, self.image_size.width()),
                               clamp(self.center.y(), 0, self.image_size.height()))
+
+
+def next_zoom(current: float, direction: int) -> float:
+    """The zoom of :data:`ZOOM_LEVELS` after ``current`` (device px per image px) going in
+    (``direction`` > 0) or out; ``current`` itself when there is none that way."""
+    if direction > 0:
+        return next((z for z in ZOOM_LEVELS if z > current * 1.001), current)
+    return next((z for z in reversed(ZOOM_LEVELS) if z < current / 1.001), current)
+
+
+def snapped(point: QPointF, device: QTransform) -> QPointF:
+    """``point`` (widget px) moved onto the nearest whole pixel of the device that
+    ``device`` maps it to (the window's backing store, a grab's pixmap).
+
+    A picture drawn from there at an integer zoom gives each of its pixels the same
+    number of device pixels; drawn from half a device pixel (an odd pane width, a 150 %
+    screen), one column or row came out a pixel wider.
+    """
+    d = device.map(point)
+    inverse, _invertible = device.inverted()
+    return inverse.map(QPointF(round(d.x()), round(d.y())))
 
 
 def clamp(v: float, lo: float, hi: float) -> float:

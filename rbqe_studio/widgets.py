@@ -7,6 +7,13 @@ from PySide6.QtGui import QPainter, QPaintEvent
 from PySide6.QtWidgets import QLabel
 
 
+def section_title(title: str) -> QLabel:
+    """The bold, underlined title of a panel's section (``sectionTitle`` in the theme)."""
+    label = QLabel(title)
+    label.setObjectName("sectionTitle")
+    return label
+
+
 class ElidedLabel(QLabel):
     """A one-line label that may shrink below its text's width: the text is then cut
     with "…" instead of widening its panel (and with it the window)."""

@@ -32,7 +32,7 @@ from rbqe.io import (
     write_noted,
 )
 from rbqe_studio.choice import rechoose
-from rbqe_studio.convert import Picture
+from rbqe_studio.convert import Display, Picture
 from rbqe_studio.jobs import (
     BatchJob,
     BatchOutcome,
@@ -155,7 +155,7 @@ class Worker(QObject):
     # -- jobs ------------------------------------------------------------------------
     def _exit_cb(self, job: Job, view: ViewData) -> Callable[[ExitResult], None]:
         def on_exit(e: ExitResult) -> None:
-            pic = Picture.from_array(e.image)
+            pic = Picture.from_array(e.image, view.display)  # shown as the input is
             view.pictures[e.exit] = pic
             view.thumbs[e.exit] = pic.thumbnail(THUMB)
             # Kept at the depth it is saved at, which writes the same file: a 24 MP exit
@@ -169,8 +169,10 @@ class Worker(QObject):
         loaded = load_image(job.path, max_pixels=job.max_pixels)
         if job.cancel.is_set():
             raise Cancelled("cancelled")
-        pic = Picture.from_array(loaded.pixels)
-        view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB))
+        display = Display.of(loaded.icc_profile, loaded.pixels.shape[2], loaded.alpha,
+                             job.path.name)
+        pic = Picture.from_array(loaded.pixels, display)
+        view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB), display=display)
         self.loaded.emit(job.gen, view)  # the input is shown even if the model is missing
         return view
 

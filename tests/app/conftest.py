@@ -33,6 +33,22 @@ def gui_thread_collection(qapp):
 
 
 @pytest.fixture
+def themed(qapp):
+    """The app's own theme (its bold 11 pt rule, its paddings), as users see it; undone
+    after the test so other tests keep the plain style."""
+    from rbqe_studio import theme
+
+    saved = qapp.style().name(), qapp.palette(), qapp.font(), qapp.styleSheet()
+    theme.apply(qapp)
+    yield
+    style, palette, font, sheet = saved
+    qapp.setStyleSheet(sheet)
+    qapp.setStyle(style)
+    qapp.setPalette(palette)
+    qapp.setFont(font)
+
+
+@pytest.fixture
 def factory():
     """The app's enhancer factory (it is given the engine spec): the tiny luma model."""
     return lambda *_spec: tiny_enhancer()

@@ -32,22 +32,6 @@ MIN_WIDTH = 882  # the window's narrowest, themed
 WIDTHS = (MIN_WIDTH, 900, 1280, 1366)
 
 
-@pytest.fixture
-def themed(qapp):
-    """The app's own theme (its bold 11 pt rule, its paddings), as users see it; undone
-    after the test so other tests keep the plain style."""
-    from rbqe_studio import theme
-
-    saved = qapp.style().name(), qapp.palette(), qapp.font(), qapp.styleSheet()
-    theme.apply(qapp)
-    yield
-    style, palette, font, sheet = saved
-    qapp.setStyleSheet(sheet)
-    qapp.setStyle(style)
-    qapp.setPalette(palette)
-    qapp.setFont(font)
-
-
 def settle(qtbot, window, width: int) -> None:
     window.resize(max(width, window.minimumSizeHint().width()), 700)
     qtbot.waitUntil(lambda: window.width() >= width)
