@@ -17,7 +17,9 @@ Tile = tuple[Box, np.ndarray, np.ndarray]  # a box and its row and column blend 
 DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
 # The OpenVINO backend's default instead: its dynamic-shape stages keep their intermediate
 # tensors, so one run through all five exits peaked at 10.9 GB (f32) / 7.9 GB (bf16) on a
-# 1024x1024 tile and 3.0 / 2.2 GB on a 512x512 one (torch bf16: 0.8 GB at 1024).
+# 1024x1024 tile and 3.0 / 2.2 GB on a 512x512 one (torch bf16: 0.8 GB at 1024); a whole
+# `rbqe enhance` of a 1024x1024 JPEG: 11.1 / 8.1 GB as one tile, 3.7 / 2.6 GB tiled at 512,
+# torch bf16 1.1 GB (docs/bench/amx/memory_1024.txt).
 OPENVINO_TILE = 512
 TILE_OVERLAP = 64
 SAMPLE_TILES = 4
