@@ -132,3 +132,28 @@ def test_channel_sums_of_a_bf16_map_are_float32_and_close_to_exact():
     assert ((got.double() - exact).abs() / exact).max() < 1e-3
     f32 = t.float().contiguous(memory_format=torch.channels_last)
     assert torch.allclose(channel_sums(f32).double(), exact, rtol=1e-6)
+
+
+def _cache_dir(root, entries):
+    """A sysfs-like cpu0/cache folder: (level, type, size) per index."""
+    for i, (level, kind, size) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    return root
+
+
+def test_stripes_grow_with_the_level_2_cache(tmp_path):
+    xeon = _cache_dir(tmp_path / "xeon", [(1, "Data", "48K"), (1, "Instruction", "64K"),
+                                          (2, "Unified", "2048K"), (3, "Unified", "491520K")])
+    epyc = _cache_dir(tmp_path / "epyc", [(1, "Data", "32K"), (2, "Unified", "512K")])
+    assert fastpath.l2_cache_bytes(xeon) == 2 << 20
+    assert fastpath.l2_cache_bytes(epyc) == 512 << 10
+    assert fastpath.l2_cache_bytes(tmp_path / "none") is None
+    # The 512 KB VMs keep the stripes they were tuned with; larger caches get larger ones.
+    assert fastpath.stripe_pixels(512 << 10) == 32 * 1024
+    assert fastpath.stripe_pixels(None) == 32 * 1024
+    assert fastpath.stripe_pixels(2 << 20) == 128 * 1024
+    assert fastpath.stripe_pixels(64 << 20) == 256 * 1024
