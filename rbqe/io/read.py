@@ -37,6 +37,7 @@ from rbqe.io.metadata import (
     _orient,
     _orientation_and_exif,
     estimate_jpeg_quality,
+    full_chroma_warning,
     read_comment,
     read_dpi,
     read_xmp,
@@ -495,6 +496,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
+        chroma_warning = full_chroma_warning(im, quality) if fmt == "JPEG" else None
         try:
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
@@ -514,7 +516,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
-    warnings = [frames_warning] if frames_warning else []
+    warnings = [w for w in (frames_warning, chroma_warning) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
     bit_depth = 16 if ints.dtype == np.uint16 else 8
