@@ -557,7 +557,7 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
         on_progress = (lambda s, d, t: progress_cb(index, s, d, t)) if progress_cb else None
         result = enhancer.enhance(src.pixels, job.options.mode, on_exit=on_exit,
                                   progress=on_progress, cancel=cancel,
-                                  prior=JpegPrior.of(src))
+                                  prior=JpegPrior.of(src), full_precision=src.bit_depth == 16)
     elif ev.on_exit:  # computed in a batch: its exits are reported now
         for e in result.exits:
             ev.on_exit(index, e)
@@ -641,7 +641,9 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                 t0 = time.perf_counter()
                 try:
                     src = load_image(job.path, max_pixels=job.options.max_pixels)
-                    if enhancer.tile and max(src.pixels.shape[:2]) > enhancer.tile:
+                    # Tiled images, and 16-bit ones (in float32), go on their own.
+                    if (enhancer.tile and max(src.pixels.shape[:2]) > enhancer.tile) or \
+                            src.bit_depth == 16:
                         done[n] = _enhance_loaded(enhancer, job, src, todo, t0)
                     else:
                         waiting.append((n, src, todo, t0))

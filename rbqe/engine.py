@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +154,7 @@ class Enhancer:
             self.info.policies = PolicySet({**self.info.policies.policies, name: self.policy},
                                            name)
         self.fp16 = self.device.type == "cuda" and precision != "f32"
+        self._precise = threading.local()  # enhance(full_precision=...), per thread
         # channels_last measured ~2x faster for this net's small-channel convs on CPU.
         self.memory_format = torch.channels_last
         # CPU: the fused, striped oneDNN path of rbqe.fastpath.FastProgressiveRun (5x the plain
@@ -207,6 +209,7 @@ class Enhancer:
         cancel: CancelCheck | None = None,
         keep_session: bool = False,
         prior: JpegPrior | None = None,
+        full_precision: bool = False,
     ) -> EnhanceResult:
         """Enhance one image.
 
@@ -222,6 +225,10 @@ class Enhancer:
                 compute later exits without starting over (costs memory).
             prior: The input file's JPEG quantisation tables, which the gate policy reads
                 (:func:`rbqe.io.jpeg_prior`); None for a file without them.
+            full_precision: Run the torch network in float32 whatever the precision (no
+                bf16, no CUDA fp16): for a 16-bit image, whose levels bf16 would round to
+                about 8 bits (0.30 of an 8-bit level RMS on a 16-bit gradient, f32 0.21).
+                OpenVINO's stages keep the precision they were compiled in.
 
         Raises:
             RBQEError: Out of device memory even with ``MIN_TILE`` tiles. (A smaller
@@ -234,6 +241,26 @@ class Enhancer:
         t0 = time.perf_counter()
         tile = self.tile if self.tile and (h > self.tile or w > self.tile) else 0
         hooks = Hooks(on_exit, progress, cancel)
+        self._precise.on = full_precision  # per thread: _start and _autocast read it
+        try:
+            result, tile, retries = self._enhance_retrying(img, mode, tile, hooks,
+                                                           keep_session, prior)
+        finally:
+            self._precise.on = False
+        if retries:
+            # The device will not have more memory for the next image of a batch: keep
+            # the tile that worked instead of failing and retrying on every photo.
+            self.tile = tile
+        result.tile_size, result.oom_retries = tile, retries
+        result.total_ms = (time.perf_counter() - t0) * 1000
+        return result
+
+    def _enhance_retrying(self, img: np.ndarray, mode: ExitMode, tile: int, hooks: Hooks,
+                          keep_session: bool, prior: JpegPrior | None
+                          ) -> tuple[EnhanceResult, int, int]:
+        """:meth:`enhance`'s work, retried with less memory after running out of it;
+        returns the result, the tile that worked and the number of retries."""
+        h, w = img.shape[:2]
         retries = 0
         while True:
             try:
@@ -241,7 +268,7 @@ class Enhancer:
                     result = tiled.enhance_tiled(self, img, mode, tile, hooks, prior)
                 else:
                     result = whole.enhance_whole(self, img, mode, hooks, keep_session, prior)
-                break
+                return result, tile, retries
             except torch.OutOfMemoryError as exc:
                 # Only the message leaves this block: the traceback holds the failed
                 # attempt's tensors, and is dropped with ``exc`` at its end.
@@ -254,13 +281,6 @@ class Enhancer:
             else:
                 tile = self._after_out_of_memory(tile or max(h, w), bool(tile), error)
             retries += 1
-        if retries:
-            # The device will not have more memory for the next image of a batch: keep
-            # the tile that worked instead of failing and retrying on every photo.
-            self.tile = tile
-        result.tile_size, result.oom_retries = tile, retries
-        result.total_ms = (time.perf_counter() - t0) * 1000
-        return result
 
     def enhance_many(
         self,
@@ -396,11 +416,18 @@ class Enhancer:
         """One run for the inputs ``xs`` (of one padded shape) stacked as its rows; the
         engine's fast path unless ``fast`` says otherwise."""
         x = xs[0] if len(xs) == 1 else torch.cat(xs).contiguous(memory_format=self.memory_format)
-        return self.backend.start(x, stats, fast=self.fast if fast is None else fast)
+        return self.backend.start(x, stats, fast=self.fast if fast is None else fast,
+                                  full_precision=self._full_precision())
+
+    def _full_precision(self) -> bool:
+        """Whether this thread's current :meth:`enhance` asked for float32."""
+        return getattr(self._precise, "on", False)
 
     def _autocast(self) -> torch.autocast:
-        """fp16 autocast for the network on CUDA when enabled (off elsewhere)."""
-        return torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16)
+        """fp16 autocast for the network on CUDA when enabled (off elsewhere, and for an
+        image enhanced in full precision)."""
+        return torch.autocast("cuda", dtype=torch.float16,
+                              enabled=self.fp16 and not self._full_precision())
 
     def _stage(self, run: Run, crop: tuple[int, int] | None = None) -> torch.Tensor:
         """The next exit's output, every row of ``run`` (cropped to ``crop`` rows and

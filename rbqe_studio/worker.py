@@ -182,7 +182,8 @@ class Worker(QObject):
         view.result = enh.enhance(
             view.loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
             progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
-            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded))
+            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
+            full_precision=view.loaded.bit_depth == 16)
         view.choice = Choice(job.mode, job.policy)
         return view
 
@@ -218,7 +219,8 @@ class Worker(QObject):
         fresh = enh.enhance(view.loaded.pixels, "all" if up_to >= 5 else up_to,
                             cancel=job.cancel.is_set,
                             progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
-                            prior=JpegPrior.of(view.loaded))
+                            prior=JpegPrior.of(view.loaded),
+                            full_precision=view.loaded.bit_depth == 16)
         for e in fresh.exits:
             if e.exit not in done and e.exit <= up_to:
                 result.exits.append(e)

@@ -26,6 +26,7 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clirun import run_cli
 from corpus import pattern, sha256
@@ -728,3 +729,27 @@ def test_progress_bar_with_count_and_eta_on_a_tty(weights, tmp_path) -> None:
     assert f"rbqe: error: {src / 'q.jpg'}: not an image file (unrecognised format)" in tty
     assert tty.rstrip().endswith("rbqe: 3 enhanced, 0 skipped, 1 failed of 4")
     assert "Traceback" not in tty
+
+
+def test_a_16_bit_photo_is_enhanced_in_full_precision(weights, tmp_path, monkeypatch) -> None:
+    # bf16 rounds a 16-bit image's levels to about 8 bits: such inputs run in float32.
+    from rbqe.backends.torch import TorchBackend
+
+    asked: dict[str, bool] = {}
+    real_start = TorchBackend.start
+
+    def spy(self, x, stats=None, *, fast=False, full_precision=False):
+        asked[str(tuple(x.shape))] = full_precision
+        return real_start(self, x, stats, fast=fast, full_precision=full_precision)
+
+    monkeypatch.setattr(TorchBackend, "start", spy)
+    src = tmp_path / "in"
+    src.mkdir()
+    deep = (np.random.default_rng(0).random((40, 48)) * 65535).astype(np.uint16)
+    Image.fromarray(deep).save(src / "scan16.png")
+    photo(src / "photo8.jpg", 32, 1)
+    rc, err, doc = enhance(weights, src, "-o", tmp_path / "out", "--exit", "1",
+                           "--backend", "torch")
+    assert rc == 0, err
+    assert asked["(1, 1, 64, 64)"] is True, asked  # the 40x48 PNG, padded
+    assert asked["(1, 1, 32, 32)"] is False, asked  # the JPEG

@@ -606,3 +606,27 @@ def test_other_errors_are_not_retried(net, gray, monkeypatch):
     monkeypatch.setattr(enh.net, "start", broken)
     with pytest.raises(RuntimeError, match="not a memory problem"):
         enh.enhance(gray)
+
+
+def test_full_precision_runs_float32_whatever_the_precision(net, gray, monkeypatch):
+    # A 16-bit image in bf16 came out only 8-bit precise; enhance(full_precision=True)
+    # asks the backend for float32, and only for that call (tiled or not).
+    enh = enhancer(net)
+    enh.backend._dtype = torch.bfloat16  # as on a CPU with native bf16
+    asked = []
+    real_start = enh.net.start
+
+    def spy(x, stats=None, **kw):
+        asked.append(kw["dtype"])
+        return real_start(x, stats, **{**kw, "dtype": torch.float32})  # runs anywhere
+
+    monkeypatch.setattr(enh.net, "start", spy)
+    enh.enhance(gray, 3, full_precision=True)
+    assert set(asked) == {torch.float32}
+    asked.clear()
+    enh.enhance(gray, 3)
+    assert set(asked) == {torch.bfloat16}
+    asked.clear()
+    enh.tile = 128  # the tiled path too
+    enh.enhance(np.tile(gray, (3, 3)), 3, full_precision=True)
+    assert asked and set(asked) == {torch.float32}

@@ -43,7 +43,7 @@ class Backend(Protocol):
     precision: str
 
     def start(self, x: torch.Tensor, stats: EcaStats | None = None, *,
-              fast: bool = False) -> Run: ...
+              fast: bool = False, full_precision: bool = False) -> Run: ...
 
 
 def openvino_installed() -> bool:

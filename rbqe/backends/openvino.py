@@ -113,8 +113,10 @@ class OpenVINOBackend:
             self.stage(k, fixed=False)
 
     def start(self, x: torch.Tensor, stats: EcaStats | None = None, *,
-              fast: bool = False) -> OpenVINORun:
-        """A progressive run on ``x`` ``(1, C, H, W)``; ``fast`` (torch's) is ignored."""
+              fast: bool = False, full_precision: bool = False) -> OpenVINORun:
+        """A progressive run on ``x`` ``(1, C, H, W)``; ``fast`` (torch's) is ignored, and so
+        is ``full_precision``: the stages are compiled in one precision (--precision f32
+        compiles them in float32)."""
         return OpenVINORun(self, x, stats)
 
     def stage(self, k: int, fixed: bool) -> ov.CompiledModel:

@@ -24,6 +24,8 @@ class TorchBackend:
         self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def start(self, x: torch.Tensor, stats: EcaStats | None = None, *,
-              fast: bool = False) -> ProgressiveRun:
-        """A progressive run on ``x``; ``fast`` asks for the CPU fast path where it applies."""
-        return self.net.start(x, stats, fast=fast, dtype=self._dtype)
+              fast: bool = False, full_precision: bool = False) -> ProgressiveRun:
+        """A progressive run on ``x``; ``fast`` asks for the CPU fast path where it applies,
+        ``full_precision`` for float32 whatever the precision (a 16-bit image's)."""
+        dtype = torch.float32 if full_precision else self._dtype
+        return self.net.start(x, stats, fast=fast, dtype=dtype)
