@@ -55,6 +55,7 @@ from rbqe.io.output_log import (
     write_noted,
     written_outputs,
 )
+from rbqe.jpeg_constraint import consistent
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
@@ -570,7 +571,8 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
                 save = functools.partial(
-                    save_like, target, result.exit_result(k).image, src, fmt=options.fmt,
+                    save_like, target, consistent(result.exit_result(k).image, src),
+                    src, fmt=options.fmt,
                     quality=options.quality, keep_metadata=options.keep_metadata,
                     strip_gps=options.strip_gps, protect=job.protect)
                 _write_output(job, target, result_name(tag, options.mode), save)

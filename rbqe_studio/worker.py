@@ -31,6 +31,7 @@ from rbqe.io import (
     save_like,
     write_noted,
 )
+from rbqe.jpeg_constraint import consistent
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Display, Picture
 from rbqe_studio.jobs import (
@@ -155,6 +156,7 @@ class Worker(QObject):
     # -- jobs ------------------------------------------------------------------------
     def _exit_cb(self, job: Job, view: ViewData) -> Callable[[ExitResult], None]:
         def on_exit(e: ExitResult) -> None:
+            e.image = consistent(e.image, view.loaded)  # a 4:4:4 JPEG's: as saved
             pic = Picture.from_array(e.image, view.display)  # shown as the input is
             view.pictures[e.exit] = pic
             view.thumbs[e.exit] = pic.thumbnail(THUMB)

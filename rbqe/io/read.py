@@ -38,6 +38,7 @@ from rbqe.io.metadata import (
     _orientation_and_exif,
     estimate_jpeg_quality,
     full_chroma_warning,
+    jpeg_444_tables,
     read_comment,
     read_dpi,
     read_xmp,
@@ -78,6 +79,9 @@ class LoadedImage:
         dpi: Resolution ``(x, y)`` in dots per inch, or None when the file gives none.
         warnings: Things the user should know about this input, one sentence each
             (e.g. that only the first page of a multi-page TIFF is read); also logged.
+        jpeg_444_tables: The Y, Cb and Cr quantisation tables of a YCbCr JPEG saved
+            without chroma subsampling whose pixels keep its block grid (not rotated),
+            to which outputs are made consistent (:mod:`rbqe.jpeg_constraint`); else None.
     """
 
     path: Path
@@ -94,6 +98,7 @@ class LoadedImage:
     comment: bytes | None = None
     dpi: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
+    jpeg_444_tables: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -496,13 +501,17 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         icc = im.info.get("icc_profile") or None
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
-        chroma_warning = full_chroma_warning(im, quality) if fmt == "JPEG" else None
+        tables_444 = jpeg_444_tables(im) if fmt == "JPEG" else None
         try:
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
             else:
                 ints, alpha, mode, icc = _pil_arrays(_decode(im, p, fmt), p, icc)
             orientation, exif = _orientation_and_exif(im, p)
+            if orientation != 1:  # the pixels no longer keep the file's block grid
+                tables_444 = None
+            chroma_warning = full_chroma_warning(im, quality) \
+                if fmt == "JPEG" and tables_444 is None else None
             xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
         except ImageReadError:
             raise
@@ -538,6 +547,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         comment=comment,
         dpi=dpi,
         warnings=warnings,
+        jpeg_444_tables=tables_444,
     )
 
 
