@@ -28,27 +28,36 @@ _DCT = np.array([[np.sqrt((1 if u == 0 else 2) / BLOCK) * np.cos((2 * x + 1) * u
 _TO_YCC = np.array([[0.299, 0.587, 0.114],
                     [-0.168736, -0.331264, 0.5],
                     [0.5, -0.418688, -0.081312]], np.float32)
+# The 2-D DCT of a block as one 64x64 matrix on its 64 pixels (row-major): one large
+# matrix product per band instead of two tiny ones per block (12 MP, 2 cores: 1.09 -> 0.87 s).
+_DCT2 = np.kron(_DCT, _DCT)
 _TO_RGB = np.linalg.inv(_TO_YCC).astype(np.float32)
 _CENTRE = np.array([0.0, 128.0, 128.0], np.float32)
 
 
-def _blocks(plane: np.ndarray) -> np.ndarray:
-    """``(h, w)`` with h, w multiples of 8 -> ``(h/8, w/8, 8, 8)`` blocks (a view)."""
+def _rows_of_blocks(plane: np.ndarray) -> np.ndarray:
+    """``(h, w)`` with h, w multiples of 8 -> ``(h/8 * w/8, 64)``: a block per row."""
     h, w = plane.shape
-    return plane.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).swapaxes(1, 2)
+    return plane.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).swapaxes(1, 2).reshape(-1, 64)
+
+
+def _plane_of_blocks(rows: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The inverse of :func:`_rows_of_blocks`."""
+    return rows.reshape(h // BLOCK, w // BLOCK, BLOCK, BLOCK).swapaxes(1, 2).reshape(h, w)
 
 
 def _project_band(out: np.ndarray, inp: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """``out`` (h, w, 3, 0-255 RGB, h and w multiples of 8) with its YCbCr blocks' DCT
-    coefficients clamped to within half a step of ``inp``'s; ``steps`` (3, 8, 8)."""
+    coefficients clamped to within half a step of ``inp``'s; ``steps`` (3, 64)."""
+    h, w = out.shape[:2]
     yo = out @ _TO_YCC.T + _CENTRE - 128.0  # level-shifted, as the encoder's DCT sees it
     yi = inp @ _TO_YCC.T + _CENTRE - 128.0
     for c in range(3):
         q = steps[c]
-        kept = np.round((_DCT @ _blocks(np.ascontiguousarray(yi[..., c])) @ _DCT.T) / q)
-        coef = _DCT @ _blocks(np.ascontiguousarray(yo[..., c])) @ _DCT.T
+        kept = np.round(_rows_of_blocks(yi[..., c]) @ _DCT2.T / q)
+        coef = _rows_of_blocks(yo[..., c]) @ _DCT2.T
         coef = np.clip(coef, (kept - 0.5) * q, (kept + 0.5) * q)
-        yo[..., c] = (_DCT.T @ coef @ _DCT).swapaxes(1, 2).reshape(yo.shape[:2])
+        yo[..., c] = _plane_of_blocks(coef @ _DCT2, h, w)
     return (yo + 128.0 - _CENTRE) @ _TO_RGB.T
 
 
@@ -65,7 +74,7 @@ def consistent(image: np.ndarray, loaded: Any) -> np.ndarray:
     w8 = image.shape[1] // BLOCK * BLOCK
     if not h8 or not w8:
         return image
-    steps = np.array(tables, np.float32).reshape(3, BLOCK, BLOCK)
+    steps = np.array(tables, np.float32).reshape(3, BLOCK * BLOCK)
     out = np.array(image, np.float32)  # a copy: exits are shared with their callers
     src = np.asarray(loaded.pixels)
     for y0 in range(0, h8, BAND_ROWS):
