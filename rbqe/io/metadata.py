@@ -244,19 +244,23 @@ def _ijg_tables() -> np.ndarray:
 FULL_CHROMA_HARM_QUALITY = 80
 
 
+def _is_444(pil_image: Image.Image) -> bool:
+    """Whether ``pil_image`` is a colour JPEG saved without chroma subsampling (4:4:4)."""
+    from PIL import JpegImagePlugin
+
+    if pil_image.mode != "RGB":
+        return False
+    try:
+        return bool(JpegImagePlugin.get_sampling(pil_image) == 0)
+    except (AttributeError, TypeError, IndexError):  # not what Pillow's JPEG plugin made
+        return False
+
+
 def full_chroma_warning(pil_image: Image.Image, quality: int | None) -> str | None:
     """A warning for a colour JPEG saved at high quality without chroma subsampling
     (4:4:4), whose colour the network softens, where the output cannot be made consistent
     with the file (:mod:`rbqe.jpeg_constraint`: a rotated one); None otherwise."""
-    from PIL import JpegImagePlugin
-
-    if quality is None or quality < FULL_CHROMA_HARM_QUALITY or pil_image.mode != "RGB":
-        return None
-    try:
-        sampling = JpegImagePlugin.get_sampling(pil_image)
-    except (AttributeError, TypeError, IndexError):  # not what Pillow's JPEG plugin made
-        return None
-    if sampling != 0:
+    if quality is None or quality < FULL_CHROMA_HARM_QUALITY or not _is_444(pil_image):
         return None
     return (f"a JPEG of quality ≈ {quality} without chroma subsampling (4:4:4): the network "
             "was trained on 4:2:0 JPEGs and softens its colour, so the result may be "
@@ -266,13 +270,9 @@ def full_chroma_warning(pil_image: Image.Image, quality: int | None) -> str | No
 def jpeg_444_tables(pil_image: Image.Image) -> tuple[tuple[int, ...], ...] | None:
     """The Y, Cb and Cr quantisation tables (natural order) of a YCbCr JPEG saved without
     chroma subsampling, for :mod:`rbqe.jpeg_constraint`; None for any other image."""
-    from PIL import JpegImagePlugin
-
-    if pil_image.mode != "RGB" or pil_image.info.get("adobe_transform") == 0:
+    if not _is_444(pil_image) or pil_image.info.get("adobe_transform") == 0:
         return None  # (Adobe transform 0: the file stores RGB, not YCbCr)
     try:
-        if JpegImagePlugin.get_sampling(pil_image) != 0:
-            return None
         layers = pil_image.layer  # (component id, h, v, table number) per component
         tables = pil_image.quantization
         found = tuple(tuple(int(v) for v in tables[layer[3]]) for layer in layers)
