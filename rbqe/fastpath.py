@@ -31,8 +31,8 @@ from rbqe.model import (
 # module path 5.5 s, channels_last 3.3 s, this path 1.0 s. In order of gain:
 # * Row stripes. The separable convs are memory-bound, and a full-resolution 32-channel
 #   map (32 MB at 512x512) is more than the caches. A decoder node is computed in
-#   horizontal stripes of ~32k pixels (rows of a channels_last tensor are contiguous, so a
-#   stripe is a view) with the 2 rows of context its two 3x3 depthwise convs need; the
+#   horizontal stripes (sized to the caches: stripe_pixels; rows of a channels_last tensor
+#   are contiguous, so a stripe is a view) with the 2 rows of context its two 3x3 depthwise convs need; the
 #   intermediates stay in cache and their memory is reused instead of being freshly
 #   allocated (page faults: 2.2 s -> 1.2 s for the whole net at 512x512 with the next
 #   items). (The upsampled input of a node is made whole: see _up_node.)
@@ -79,19 +79,32 @@ def l2_cache_bytes(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> in
     return None
 
 
-def stripe_pixels(l2: int | None) -> int:
-    """Pixels per stripe (rows * width) for a core with ``l2`` bytes of level-2 cache.
+def stripe_pixels(l2: int | None, image_pixels: int, bytes_per_pixel: int) -> int:
+    """Pixels per stripe of the node maps of a run on ``image_pixels`` (its input, a whole
+    image or a tile), whose full-resolution maps hold ``bytes_per_pixel`` (channels x
+    element size), on a core with ``l2`` bytes of level-2 cache (None: not told).
 
     32k (~64 rows at 512 wide) was measured best with the 512 KB L2 of the AMD EPYC VMs
-    and stays theirs. An Intel Xeon with 2 MB of L2 (AMX, 2026-12-06) ran exit 3 of a
-    1024-pixel tile in bf16 20 % faster with 128k than with 32k (555 against 697 ms; f32:
-    1,144 against 1,165 ms), and 12 MP photos 16 % faster (25.7-25.9 s for three against
-    30.0-30.8 s): the stripe grows with the cache, up to 256k.
+    and stays theirs. An Intel Xeon with 2 MB of L2 (and 480 MB of L3; AMX, 2026-12-06) ran
+    exit 3 of a 1024-pixel tile in bf16 20 % faster with 128k than with 32k (555 against
+    697 ms; f32: 1,144 against 1,165 ms), and 12 MP photos 16 % faster (25.7-25.9 s for
+    three against 30.0-30.8 s): the stripe grows with the cache, up to 256k. There an
+    input whose full-resolution map is at most 16 MB (512x512 in bf16) is worked without
+    stripes, so without stripe copies: exit 5 at 512x512 in bf16, best of 3 interleaved,
+    32k 186 ms, 128k 155, 256k 143, whole 139 (f32, 32 MB maps: 128k 341, whole 333, no
+    gain), for a peak RSS of 733 against 509 MB, below a 1024-pixel tile's ~1 GB. A 24 MP
+    photo's four 512-pixel sample tiles are worked so too: through exit 5 in 20.9-21.1 s
+    against 21.2-21.6, peaking at 1.96-2.21 GB against 1.89-1.90. Whole maps of up to
+    32 MB inside 1024-pixel tiles too peaked at 2.3 GB (freed maps of mixed sizes kept by
+    the heap) for 20.3 s, and 64 MB f32 stripes (at the heap's mmap threshold,
+    :mod:`rbqe.heap`) ran 28 % slower than 48 MB ones.
     """
+    if (l2 or 0) >= 2 << 20 and image_pixels * bytes_per_pixel <= 16 << 20:
+        return image_pixels
     return max(32 * 1024, min(256 * 1024, (l2 or 0) // 16))
 
 
-STRIPE_PIXELS = stripe_pixels(l2_cache_bytes())
+L2_BYTES = l2_cache_bytes()
 # Below this many pixels the fast path's extra op calls (one per 32-channel part) cost
 # more than they save: at 64x64 it took 21 ms against 13 ms (width 8, one thread); from
 # 128x128 on it wins (30 vs 37 ms; width 32: 67 vs 111 ms).
@@ -221,10 +234,12 @@ class FastProgressiveRun(ProgressiveRun):
             m = self.means[i, c] = channel_mean(self.nodes[i, c])
         return m
 
-    @staticmethod
-    def _stripes(h: int, w: int) -> list[tuple[int, int]]:
-        """Output row ranges ``(r0, r1)`` of the stripes of an ``h x w`` map."""
-        return row_bands(h, w, STRIPE_PIXELS, step=2, min_rows=MIN_STRIPE_ROWS)
+    def _stripes(self, h: int, w: int, channels: int) -> list[tuple[int, int]]:
+        """Output row ranges ``(r0, r1)`` of the stripes of an ``h x w`` map of ``channels``
+        (as many as the run's full-resolution maps)."""
+        image_pixels = self.x.shape[-2] * self.x.shape[-1]
+        pixels = stripe_pixels(L2_BYTES, image_pixels, channels * self.dtype.itemsize)
+        return row_bands(h, w, pixels, step=2, min_rows=MIN_STRIPE_ROWS)
 
     def _block(self, mods: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype)  # the input, for the first block; a no-op after
@@ -242,7 +257,7 @@ class FastProgressiveRun(ProgressiveRun):
         lower = self.nodes[i + 1, j - 1]
 
         h, w = 2 * lower.shape[2], 2 * lower.shape[3]
-        stripes = self._stripes(h, w)
+        stripes = self._stripes(h, w, lower.shape[1])
         # relu(convT(lower)), made whole once: its mean gates the node before any stripe
         # is computed. Made per stripe instead (twice: for the mean, then for the stripe)
         # it was 8-12 % slower for exit 5 at 512x512 and no faster at 1024x1024, once
@@ -298,8 +313,8 @@ class FastProgressiveRun(ProgressiveRun):
         x = self.x[:, : pw.out_channels]
         if not x.is_contiguous(memory_format=torch.channels_last):  # in_channels > out
             x = x.contiguous(memory_format=torch.channels_last)
-        _, _, h, w = node.shape
-        stripes = self._stripes(h, w)
+        _, channels, h, w = node.shape
+        stripes = self._stripes(h, w, channels)
         if len(stripes) == 1:
             return self._add_residual(pw, self._head_dw(dw, node), x)
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)

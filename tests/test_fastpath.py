@@ -43,8 +43,9 @@ def test_fast_path_matches_module_path(make_net, channels, monkeypatch):
         run = net.start(x, fast=True)
         assert isinstance(run, FastProgressiveRun)
         fast = [run.next_exit() for _ in range(NUM_EXITS)]
-        # Stripes (normally ~32k pixels) forced small: 16-row stripes with a short last one.
-        monkeypatch.setattr(fastpath, "STRIPE_PIXELS", 18 * 64)
+        # Stripes (normally 32k pixels or more) forced small: 16-row stripes with a short
+        # last one.
+        monkeypatch.setattr(fastpath, "stripe_pixels", lambda l2, image_pixels, bytes_per_pixel: 18 * 64)
         striped_run = net.start(x, fast=True)
         striped = [striped_run.next_exit() for _ in range(NUM_EXITS)]
     for a, b, c in zip(ref, fast, striped, strict=True):
@@ -92,7 +93,7 @@ def test_bf16_is_close_to_float32(make_net, striped, monkeypatch):
     net = make_net(3, seed=2)
     x = photo_like(3, 96, 128, seed=4)
     if striped:
-        monkeypatch.setattr(fastpath, "STRIPE_PIXELS", 16 * 128)
+        monkeypatch.setattr(fastpath, "stripe_pixels", lambda l2, image_pixels, bytes_per_pixel: 16 * 128)
     with torch.no_grad():
         ref = all_exits(net, x)
         got = all_exits(net, x, dtype=torch.bfloat16)
@@ -152,8 +153,14 @@ def test_stripes_grow_with_the_level_2_cache(tmp_path):
     assert fastpath.l2_cache_bytes(xeon) == 2 << 20
     assert fastpath.l2_cache_bytes(epyc) == 512 << 10
     assert fastpath.l2_cache_bytes(tmp_path / "none") is None
-    # The 512 KB VMs keep the stripes they were tuned with; larger caches get larger ones.
-    assert fastpath.stripe_pixels(512 << 10) == 32 * 1024
-    assert fastpath.stripe_pixels(None) == 32 * 1024
-    assert fastpath.stripe_pixels(2 << 20) == 128 * 1024
-    assert fastpath.stripe_pixels(64 << 20) == 256 * 1024
+    # The 512 KB VMs keep the stripes they were tuned with; larger caches get larger ones,
+    # and from 2 MB on an input whose full-resolution map is at most 16 MB has no stripes.
+    tile, photo = 1024 * 1024, 512 * 512  # input pixels
+    bf16, f32 = 32 * 2, 32 * 4  # bytes per pixel of a width-32 map
+    assert fastpath.stripe_pixels(512 << 10, photo, bf16) == 32 * 1024
+    assert fastpath.stripe_pixels(None, photo, bf16) == 32 * 1024
+    assert fastpath.stripe_pixels(1 << 20, photo, bf16) == 64 * 1024
+    assert fastpath.stripe_pixels(2 << 20, tile, bf16) == 128 * 1024
+    assert fastpath.stripe_pixels(64 << 20, tile, f32) == 256 * 1024
+    assert fastpath.stripe_pixels(2 << 20, photo, bf16) == photo  # 16 MB: whole
+    assert fastpath.stripe_pixels(2 << 20, photo, f32) == 128 * 1024  # 32 MB: stripes
