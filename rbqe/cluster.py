@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -322,10 +323,55 @@ def _import_ray() -> Any:
     return ray
 
 
+REACH_TIMEOUT_S = 10.0
+
+
+def unreachable(address: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a Ray ``address`` of the form HOST:PORT or ray://HOST:PORT,
+    or None (also for ``auto`` and other forms, which are left to Ray).
+
+    Ray itself retries an address where nothing listens for as long as one waits (over
+    5 minutes, printing a warning every 30 s), so the port is tried first.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"no host is called {host}"
+    except TimeoutError:
+        return f"nothing answered within {timeout:g} s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()  # connection refused, no route to host...
+
+
+def _worker_fits(ray: Any, opts: RayOptions) -> None:
+    """Raises :class:`ClusterError` when no live node has the CPUs and GPUs one worker
+    takes: Ray would wait for such a node for ever."""
+    need = {"CPU": opts.cpus_per_worker, "GPU": opts.gpus_per_worker}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(res.get(k, 0) >= v for k, v in need.items()) for res in nodes):
+        return
+    def amount(res: dict[str, float]) -> str:
+        return " and ".join(f"{res.get(k, 0):g} {k}{'' if res.get(k, 0) == 1 else 's'}"
+                            for k in ("CPU", "GPU"))
+
+    have = "; ".join(amount(res) for res in nodes) or "none"
+    raise ClusterError(f"no node of the Ray cluster can hold a worker, which takes "
+                       f"{amount(need)} (--gpus-per-worker); its nodes have: {have}")
+
+
 @contextlib.contextmanager
 def _connected(ray: Any, opts: RayOptions) -> Iterator[bool]:
     """Joins ``opts.address`` or starts a local instance, unless this process already
     has one (then it is left running). Yields whether this call started it."""
+    problem = opts.address and unreachable(opts.address)
+    if problem:
+        raise ClusterError(f"cannot join the Ray cluster at {opts.address}: {problem} (is "
+                           "`ray start --head` running there? its port is 6379, or 10001 "
+                           "for ray://)")
     if ray.is_initialized():
         yield False
         return
@@ -481,6 +527,7 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
     """Maps ``work`` on a pool of :class:`EnhanceWorker`; returns whether it was cancelled."""
     ray = _import_ray()
     with _connected(ray, opts):
+        _worker_fits(ray, opts)
         check_storage(ray, opts, options.out_dir, files[0][0] if files else None)
         with warnings.catch_warnings():  # Ray 2.60's own defaults trip its deprecations
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +291,36 @@ def test_a_full_disk_stops_the_ray_batch_as_the_local_one(ray_local, corpus):
 def test_ray_flags_need_the_ray_engine(tmp_path):
     rc, err = run_cli(["enhance", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "4"])
     assert rc == 2 and "--workers only apply with --engine ray" in err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free once the socket closes: nothing listens there
+
+
+def test_an_address_where_nothing_listens_is_one_error_not_a_hang(corpus):
+    from rbqe.cluster import ClusterError, RayOptions, run_ray_batch, unreachable
+
+    _ray()
+    port = _closed_port()
+    t0 = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ClusterError, match=f"at {address}: connection refused"):
+            run_ray_batch({"weights": str(corpus[2]), "device": "cpu"}, [corpus[1]],
+                          BatchOptions(out_dir=corpus[0] / "never"), RayOptions(address=address))
+    assert time.monotonic() - t0 < 30  # Ray alone retried for over 5 minutes
+    assert not (corpus[0] / "never").exists()
+    assert unreachable("no-such-host.invalid:6379") == "no host is called no-such-host.invalid"
+    assert unreachable("auto") is None  # left to Ray, which says at once when none runs
+
+
+def test_a_worker_no_node_can_hold_is_one_error_not_a_wait(ray_local, corpus):
+    from rbqe.cluster import ClusterError, RayOptions, run_ray_batch
+
+    for opts in (RayOptions(gpus_per_worker=1), RayOptions(cpus_per_worker=8)):
+        with pytest.raises(ClusterError, match="no node of the Ray cluster can hold a worker.*"
+                                               "its nodes have: 2 CPUs and 0 GPUs$"):
+            run_ray_batch({"weights": str(corpus[2]), "device": "cpu"}, [corpus[1]],
+                          BatchOptions(out_dir=corpus[0] / "never"), opts)
+    assert not (corpus[0] / "never").exists()
