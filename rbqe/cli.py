@@ -241,27 +241,11 @@ def _cpu_backend_info(net: Any) -> dict[str, Any]:
             "choice_file": str(choice_path())}
 
 
-def _file_identity(path: Path, meta: dict[str, str]) -> dict[str, Any]:
-    """Which weights these are, to check against the model card: the file's SHA-256 and
-    size, and the training step and patches its metadata records (where it does)."""
-    import hashlib
-
-    h = hashlib.sha256()  # hashlib.file_digest is Python 3.11+
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    out: dict[str, Any] = {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
-    for key in ("step", "patches"):
-        if meta.get(key, "").isdigit():
-            out[f"training_{key}"] = int(meta[key])
-    return out
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from rbqe.engine import pick_device
     from rbqe.errors import RBQEError
     from rbqe.model import RBQENet, count_parameters, gmacs_per_exit
-    from rbqe.weights import default_weights_path, missing_weights_message, read_info
+    from rbqe.weights import default_weights_path, file_identity, missing_weights_message, read_info
 
     path = args.weights or default_weights_path()
     out: dict[str, Any] = {"version": __version__, "device": str(pick_device(args.device))}
@@ -275,7 +259,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         net = RBQENet(info.config)
         out.update({
             "weights": str(path),
-            "weights_file": _file_identity(path, info.extra),
+            "weights_file": file_identity(info),
             "architecture": {
                 "name": "rbqe-unetpp",
                 "in_channels": info.config.in_channels,

@@ -187,6 +187,24 @@ def read_info(path: str | Path) -> WeightsInfo:
     return WeightsInfo(path, cfg, policies, extra)
 
 
+def file_identity(info: WeightsInfo) -> dict[str, Any]:
+    """Which weights these are, to check against the model card: the file's SHA-256 and
+    size, and the training step and patches its metadata records (where it does)."""
+    import hashlib
+
+    assert info.path is not None
+    path = Path(info.path)
+    h = hashlib.sha256()  # hashlib.file_digest is Python 3.11+
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    out: dict[str, Any] = {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+    for key in ("step", "patches"):
+        if info.extra.get(key, "").isdigit():
+            out[f"training_{key}"] = int(info.extra[key])
+    return out
+
+
 def load_weights(path: str | Path) -> tuple[RBQENet, WeightsInfo]:
     """Build the network described by the file and load its tensors, checking keys and shapes."""
     info = read_info(path)

@@ -316,3 +316,96 @@ def test_plot_without_matplotlib_is_refused_before_measuring(capsys, photos, tmp
     code, err = run(capsys, "eval", tmp_path, "--qf", "10", "--plot", tmp_path / "p.png")
     assert code == 2 and "--plot needs matplotlib" in err, err
     assert not (tmp_path / "p.png").exists()
+
+
+def _measured(monkeypatch) -> list[str]:
+    """Records each image the evaluation reads, so a test sees that nothing was measured."""
+    from rbqe.train import evaluate
+
+    seen: list[str] = []
+    real = evaluate.read_clean
+
+    def spy(path, gray):
+        seen.append(str(path))
+        return real(path, gray)
+
+    monkeypatch.setattr(evaluate, "read_clean", spy)
+    return seen
+
+
+@pytest.mark.parametrize("flag, target, words", [
+    ("--json", "folder", "is a folder"),
+    ("--plot", "folder", "is a folder"),
+    ("--json", "under_a_file", "cannot write in"),
+    ("--plot", "notes.txt", "name the plot .png, .pdf or .svg"),
+])
+def test_eval_outputs_are_checked_before_measuring(capsys, photos, tmp_path, monkeypatch,
+                                                   flag, target, words):
+    # They failed with a traceback after the measurement (minutes on real photos).
+    seen = _measured(monkeypatch)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x")
+    path = {"folder": tmp_path / "folder", "under_a_file": tmp_path / "afile" / "t.json",
+            "notes.txt": tmp_path / "notes.txt"}[target]
+    code, err = run(capsys, "eval", photos[0], "--qf", "10", flag, path)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert seen == []
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--qf", "101"], "a JPEG quality is 1-100, not 101"),
+    (["--qf", "0"], "a JPEG quality is 1-100, not 0"),
+    (["--limit", "-3"], "must be 0 (all) or more, not -3"),
+])
+def test_eval_values_out_of_range_are_usage_errors(capsys, photos, argv, words):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", str(photos[0]), *argv])
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_eval_of_a_file_that_is_not_an_image_is_one_line(capsys, photos, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    code, err = run(capsys, "eval", notes, "--qf", "10")
+    assert code != 0 and "notes.txt: cannot read it as an image" in err, err
+    assert "Traceback" not in err
+
+
+def test_calibrate_guards(capsys, photos, tmp_path, monkeypatch):
+    seen = _measured(monkeypatch)
+    code, err = run(capsys, "calibrate", photos[0], "--dry-run", "--tolerance", "-1")
+    assert code == 2 and "--tolerance is a loss in dB, 0 or more" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    records = tmp_path / "records"
+    code, err = run(capsys, "calibrate", photos[0], "--dry-run", "--policy", "gate",
+                    "--train", empty, "--records-dir", records)
+    # It measured the val photos, saved empty train records, then failed in the fit.
+    assert code == 2 and f"--train: no images in {empty}" in err, err
+    code, err = run(capsys, "calibrate", photos[0], "--dry-run", "--policy", "gate")
+    assert code == 2 and "--policy gate needs --train DIR" in err, err
+    assert seen == [] and not records.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch", "0"], "--batch must be 1 or more, not 0"),
+    (["--lr", "-1"], "--lr must be above 0, not -1.0"),
+    (["--out", "afile/run"], "cannot write in"),
+])
+def test_train_values_and_out_folder_are_checked_first(capsys, photos, tmp_path, argv, words):
+    (tmp_path / "afile").write_text("x")
+    argv = [a.replace("afile", str(tmp_path / "afile")) for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "run")]
+    code, err = run(capsys, "train", "--data", tmp_path, "--steps", "1", "--device", "cpu",
+                    *out, *argv)
+    assert code == 2 and words in err and "Traceback" not in err, err
+
+
+def test_train_curve_plot_to_a_folder_is_refused(capsys, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"step": 1, "patches": 10, "val_gain_db": {"10": [0.1] * 5}})
+                   + "\n")
+    (tmp_path / "plots").mkdir()
+    code, err = run(capsys, "train-curve", log, "--plot", tmp_path / "plots")
+    assert code == 2 and "is a folder" in err, err
+    assert not (tmp_path / "plots.png").exists()  # it wrote one beside the folder

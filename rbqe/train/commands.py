@@ -12,6 +12,7 @@ from rbqe.arch import NUM_EXITS
 from rbqe.errors import UsageError
 
 DEFAULT_QF = [10, 20, 30, 40, 50]
+PLOT_SUFFIXES = ("", ".png", ".pdf", ".svg")  # no suffix: PNG
 
 
 def _patch(value: str) -> int:
@@ -24,6 +25,28 @@ def _patch(value: str) -> int:
             f"must be a whole number of pixels, not {value!r}") from None
     if n < 32 or n % 32:
         raise argparse.ArgumentTypeError(f"must be a multiple of 32 from 32 on, not {n}")
+    return n
+
+
+def _quality(value: str) -> int:
+    """--qf: a JPEG quality, 1-100 (101 ran as 100 under the label 101)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"a JPEG quality is 1-100, not {n}")
+    return n
+
+
+def _limit(value: str) -> int:
+    """--limit: a number of images, 0 for all (-3 took all but the last 3)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, not {n}")
     return n
 
 
@@ -127,7 +150,7 @@ def add_parsers(sub: Any) -> None:
 
     e = sub.add_parser("eval", help="measure PSNR/SSIM/PSNR-B per exit and auto on clean photos")
     e.add_argument("dirs", nargs="+", metavar="DIR")
-    e.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF,
+    e.add_argument("--qf", nargs="+", type=_quality, default=DEFAULT_QF,
                    help=f"JPEG qualities (default {' '.join(map(str, DEFAULT_QF))})")
     e.add_argument("--weights", type=Path,
                    help="weights file (default: $RBQE_WEIGHTS if set, else the shipped one)")
@@ -142,7 +165,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     _add_backend_args(e)
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
-    e.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    e.add_argument("--limit", type=_limit, default=0, metavar="N",
+                   help="use only the first N images (default 0: all)")
     e.add_argument("--json", type=Path, help="write the full table as JSON")
     e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
     e.add_argument("--save-records", type=Path, metavar="FILE",
@@ -177,7 +201,7 @@ def add_parsers(sub: Any) -> None:
                    help="gate: refine the one threshold into one per exit")
     c.add_argument("--make-default", action="store_true",
                    help="gate: make the fitted gate the weights' default policy")
-    c.add_argument("--qf", nargs="+", type=int, default=DEFAULT_QF,
+    c.add_argument("--qf", nargs="+", type=_quality, default=DEFAULT_QF,
                    help=f"JPEG qualities (default {' '.join(map(str, DEFAULT_QF))})")
     c.add_argument("--weights", type=Path,
                    help="the weights to measure, into which the fitted exit rule is written "
@@ -185,13 +209,14 @@ def add_parsers(sub: Any) -> None:
                         "named)")
     c.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     _add_backend_args(c)
-    c.add_argument("--gray", action="store_true")
-    c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--gray", action="store_true", help="convert images to grayscale first")
+    c.add_argument("--limit", type=_limit, default=0, metavar="N",
+                   help="use only the first N val images (default 0: all)")
     c.add_argument("--tolerance", type=float,
                    help="dB below exit 5 allowed at every QF (default 0.1 for the assessor, "
                         "0.05 for the gate)")
-    c.add_argument("--plot", type=Path)
-    c.add_argument("--json", type=Path)
+    c.add_argument("--plot", type=Path, help="write the policies' frontier plot (PNG)")
+    c.add_argument("--json", type=Path, help="write the fitted rule and its table as JSON")
     c.add_argument("--dry-run", action="store_true", help="do not write the exit rule")
     c.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="use measurements saved by 'rbqe eval --save-records' (same weights)")
@@ -214,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
         from rbqe.train.plotting import pyplot
 
         pyplot()
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(f"--plot {args.plot}: name the plot .png, .pdf or .svg")
     return commands[args.command](args)
 
 
@@ -252,6 +279,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.procs < 1 or (args.procs > 1 and args.device != "cpu"):
         raise UsageError("--procs N (N >= 1) shares CPU training between N "
                          f"processes; got --procs {args.procs} --device {args.device}")
+    if recipe["batch"] < 1:
+        raise UsageError(f"--batch must be 1 or more, not {recipe['batch']}")
+    if not recipe["lr"] > 0:
+        raise UsageError(f"--lr must be above 0, not {recipe['lr']}")
+    _prepare_outputs(args.out / "checkpoint.pt")
     if recipe.get("relative_late_power", 0.0) < 0:
         raise UsageError("--relative-late-power must be >= 0, got "
                          f"{recipe['relative_late_power']}")
@@ -300,6 +332,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_curve(args: argparse.Namespace) -> int:
     from rbqe.train.curve import plot_curve
 
+    _prepare_outputs(args.plot)  # (a folder given got a .png beside it)
     written = plot_curve(args.logs, args.plot, x=args.x, before_patch=args.before_patch)
     print(f"rbqe: wrote {written}", file=sys.stderr)
     return 0
@@ -352,23 +385,31 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
 
 
 def _prepare_outputs(*paths: Path | None) -> None:
-    """Makes the folders of the files a command will write, and checks it can write
-    there, before it measures anything.
+    """Makes the folders of the files a command will write, and proves it can write there
+    (a file made and removed: permissions alone passed /proc), before it measures anything.
 
     Raises:
-        UsageError: Naming the file whose folder cannot be made or written.
+        UsageError: Naming the file that is a folder, or whose folder cannot be made or
+            written.
     """
-    import os
+    from rbqe.io.atomic import probe_writable
 
     for path in paths:
         if path is None:
             continue
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder; give a file name")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            probe_writable(path.parent)
         except OSError as exc:
-            raise UsageError(f"{path}: cannot make its folder ({exc.strerror or exc})") from None
-        if not os.access(path.parent, os.W_OK):
-            raise UsageError(f"{path}: cannot write in {path.parent}")
+            raise UsageError(f"{path}: cannot write in {path.parent} "
+                             f"({(exc.strerror or str(exc)).lower()})") from None
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    from rbqe.io.atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -409,7 +450,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"auto: {enhancer.policy.describe()}")
     print(format_table(table))
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=2))
+        _write_json(args.json, doc)
     if args.plot:
         plot_gain_vs_macs(table, args.plot, "rbqe eval")
     return 0
@@ -440,6 +481,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         # It wrote the shipped weights file (or RBQE_WEIGHTS's) without a word.
         raise UsageError("calibrate writes the fitted exit rule into the weights: name "
                          "the file with --weights FILE (or measure only, with --dry-run)")
+    if args.tolerance is not None and args.tolerance < 0:
+        raise UsageError(f"--tolerance is a loss in dB, 0 or more, not {args.tolerance}")
     _prepare_outputs(args.json, args.plot)
     if args.policy == "gate":
         return _calibrate_gate(args)
@@ -449,7 +492,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     summary = {k: v for k, v in cal.items() if k != "sweep"}
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(cal, indent=2))
+        _write_json(args.json, cal)
     if args.plot:
         plot_sweep(cal, args.plot)
     if not args.dry_run:
@@ -476,7 +519,7 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
 
     tolerance = 0.05 if args.tolerance is None else args.tolerance
     if not args.train:
-        raise SystemExit("rbqe: error: --policy gate needs --train DIR (train photos, not val)")
+        raise UsageError("--policy gate needs --train DIR (train photos, not val)")
     enhancer = Enhancer(args.weights, device=args.device, tile=0, policy="assessor",
                         backend=args.backend, precision=args.precision)
     train_paths = list_clean_images(args.train)
@@ -484,9 +527,12 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
         step = len(train_paths) / args.train_limit  # spread over all folders
         train_paths = [train_paths[int(i * step)] for i in range(args.train_limit)]
     val_paths = list_clean_images(args.dirs)[: args.limit or None]
+    for flag, paths, dirs in (("--train", train_paths, args.train), ("DIR", val_paths, args.dirs)):
+        if not paths:  # (an empty train set saved empty records, then failed to fit)
+            raise UsageError(f"{flag}: no images in {' '.join(map(str, dirs))}")
     overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in val_paths}
     if overlap:
-        raise SystemExit(f"rbqe: error: {len(overlap)} photos are in both --train and DIR")
+        raise UsageError(f"{len(overlap)} photos are in both --train and DIR")
 
     def records(name: str, paths: list[Path], crop: int) -> gate.GateRecords:
         bar = tqdm(total=len(paths) * len(args.qf), unit="run", desc=name,
@@ -517,7 +563,7 @@ def _calibrate_gate(args: argparse.Namespace) -> int:
     print(gate.format_table(table))
     doc = {"policy": policy.to_json(), "table": table}
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=2))
+        _write_json(args.json, doc)
     if args.plot:
         gate.plot_frontier(val, params, table, args.plot)
     if not args.dry_run:

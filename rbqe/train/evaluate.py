@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from rbqe.engine import Enhancer, EnhanceResult
+from rbqe.errors import ImageReadError
 from rbqe.exit_policy import ExitSignals, JpegPrior, auto_exit, features
 from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
@@ -92,13 +93,13 @@ def _metrics(clean: np.ndarray, test: np.ndarray, color: bool) -> dict[str, floa
 def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
     """8-bit gray ``(H, W)`` or RGB ``(H, W, 3)``; a colour file with equal channels is gray."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: cannot read image")
+    if bgr is None:  # one line naming the file, not a traceback minutes into a measurement
+        raise ImageReadError(path, "cannot read it as an image")
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     if gray or (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
         gray_img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray_img is None:  # read in colour a moment ago: changed or gone since
-            raise ValueError(f"{path}: cannot read image")
+            raise ImageReadError(path, "cannot read it as an image")
         return gray_img, False
     return rgb, True
 

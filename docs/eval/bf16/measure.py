@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from rbqe.arch import NUM_EXITS  # noqa: E402
 from rbqe.fastpath import FastProgressiveRun, native_bf16  # noqa: E402
 from rbqe.tiling import pad_to_multiple  # noqa: E402
 from rbqe.train.evaluate import list_clean_images  # noqa: E402
-from rbqe.weights import default_weights_path, load_weights  # noqa: E402
+from rbqe.weights import default_weights_path, file_identity, load_weights  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,11 +57,17 @@ def main() -> None:
     if not native_bf16():
         raise SystemExit("this CPU has no native bf16 (AVX512-BF16 or AMX)")
     torch.set_num_threads(args.threads)
-    net, _ = load_weights(args.weights)
+    net, info = load_weights(args.weights)
     net.eval()
     paths = list_clean_images([args.dir])[: args.limit]
-    print(f"{len(paths)} photos from {args.dir}, weights {args.weights}; bf16 minus f32, "
-          "dB: mean (worst photo) per exit")
+    # Which weights, not only where they were: the shipped file's path stays the same
+    # from one release to the next.
+    ident = file_identity(info)
+    made = ", ".join(f"{k.removeprefix('training_')} {v:,}" for k, v in ident.items()
+                     if k.startswith("training_"))
+    print(f"{len(paths)} photos from {args.dir}, weights {args.weights} (SHA-256 "
+          f"{ident['sha256'][:16]}...{', ' + made if made else ''}; measured "
+          f"{date.today().isoformat()}); bf16 minus f32, dB: mean (worst photo) per exit")
     print(f"{'QF':>4} {'f32 exit 5 gain':>16} " + " ".join(f"{'exit ' + str(e):>17}"
                                                           for e in range(1, NUM_EXITS + 1)))
     worst = 0.0
