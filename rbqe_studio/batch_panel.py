@@ -30,7 +30,7 @@ from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
 from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
-from rbqe_studio.widgets import ElidedLabel
+from rbqe_studio.widgets import ButtonRow, ElidedLabel
 from rbqe_studio.worker import WorkerHost
 
 EngineChoice = Callable[[], tuple[EngineSpec, PolicyChoice]]
@@ -160,6 +160,8 @@ class BatchPanel(QWidget):
         self.folder_button.setEnabled(False)
 
         form = QFormLayout()
+        # A narrow panel puts a wide field under its label, not beside it.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         form.addRow("Input", self.input)
         form.addRow("", self.recursive)
         form.addRow("Output", self.output)
@@ -182,10 +184,8 @@ class BatchPanel(QWidget):
         lay.addWidget(self.bar)
         lay.addLayout(status)
         lay.addWidget(self.summary, 1)
-        results = QHBoxLayout()
-        results.addWidget(self.open_button, 1)
-        results.addWidget(self.folder_button)
-        lay.addLayout(results)
+        # Stacked in a narrow panel, which side by side they kept 276 px wide.
+        lay.addWidget(ButtonRow((self.open_button, 1), (self.folder_button, 0)))
 
         self.refresh()
         self.input.changed.connect(self._store)

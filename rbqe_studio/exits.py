@@ -278,7 +278,7 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.picked.connect(self.picked)
             row.addWidget(card)
-        scroll = QScrollArea()
+        self.scroll = scroll = QScrollArea()
         scroll.setObjectName("cardScroll")
         scroll.setWidget(row_widget)
         scroll.setWidgetResizable(True)
@@ -349,8 +349,9 @@ class ExitStrip(QWidget):
             self.computed.append(k)
         card = self.cards[k]
         # Read from a saved output (a batch's): nothing was timed here.
+        # Σ: up to this exit, all stages (the Info panel's table has each stage's own).
         lines = ("from the saved file",) if math.isnan(cum_ms) else (f"Σ {fmt_ms(cum_ms)}",
-                                                                    fmt_gmacs(gmacs))
+                                                                    f"Σ {fmt_gmacs(gmacs)}")
         card.set_data(CardData(f"Exit {k}", thumb, lines, score, "ready", k == self.chosen,
                                decision))
         # Why auto would (or would not) stop here, in words, on hover.
@@ -377,6 +378,8 @@ class ExitStrip(QWidget):
                 card.data.state = "skipped" if auto and k is not None and card.index > k \
                     else "empty"
             card.update()
+        if k is not None:  # a narrow window scrolls the row: the chosen card in view
+            self.scroll.ensureWidgetVisible(self.cards[k], 8, 0)
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:
         start = f" · from exit {min_exit}" if min_exit > 1 else ""
@@ -398,6 +401,18 @@ class ExitStrip(QWidget):
             "changed the picture and, for a JPEG, the file's quantisation tables. Set a "
             "threshold in Settings to use the quality score alone. Hover an exit to see why "
             "auto would stop there or go on.")
+        for card in self.cards:
+            card.threshold = None
+            card.update()
+        self._place_rule()
+
+    def set_forced(self, k: int) -> None:
+        """A forced exit: no rule decides, so none is named (a threshold in bold read as if
+        it still applied)."""
+        self.threshold_label.setText(f"Forced exit {k}")
+        self.threshold_label.setToolTip(f"Settings → Exit mode: always exit {k}. The exit "
+                                        "rule (the weights' own or a score threshold) "
+                                        "decides in auto mode only")
         for card in self.cards:
             card.threshold = None
             card.update()

@@ -23,7 +23,7 @@ from rbqe.engine import EnhanceResult
 from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
 from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
-from rbqe_studio.widgets import section_title
+from rbqe_studio.widgets import ElidedLabel, section_title
 
 
 class InfoPanel(QScrollArea):
@@ -37,10 +37,11 @@ class InfoPanel(QScrollArea):
         lay.setContentsMargins(12, 10, 12, 12)
         lay.setSpacing(6)
         self.fields: dict[str, QLabel] = {}
+        self.keys: dict[str, QLabel] = {}
 
         lay.addWidget(section_title("Image"))
         lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality",
-                                  "Note"]))
+                                  "Note"], elided=("File",)))
         # Shown for JPEGs only (beside "not a JPEG" it explained nothing).
         note = self.jpeg_note = QLabel(
             "JPEG quality is estimated from the file's quantisation tables; the learned "
@@ -56,10 +57,16 @@ class InfoPanel(QScrollArea):
                                   "Tiling"]))
 
         lay.addWidget(section_title("Per stage"))
-        # Each exit's own stage: its network time, score and compute. The assessor's time
-        # is in "Time" below (a fourth column did not fit the panel: "12.5 s" read "12.5…").
+        # Each exit's own stage: its time, score and compute, all per stage (the exit
+        # cards' Σ figures are cumulative: these summed up to the exit).
         self.table = QTableWidget(NUM_EXITS, 3)
         self.table.setHorizontalHeaderLabels(["Time", "Score", "GMAC"])
+        self.table.horizontalHeaderItem(0).setToolTip(
+            "This stage alone: its network time and its scoring (the exit cards' Σ is "
+            "cumulative: the stages up to the exit)")
+        self.table.horizontalHeaderItem(2).setToolTip(
+            "This stage alone, in billions of multiply-adds (the exit cards' Σ is "
+            "cumulative: the stages up to the exit)")
         score = self.table.horizontalHeaderItem(1)
         score.setToolTip("The assessor's blind quality score (0-1; higher: fewer visible "
                          "blocks and less blur). It decides only under a score threshold: "
@@ -79,12 +86,16 @@ class InfoPanel(QScrollArea):
         lay.addWidget(section_title("Time"))
         lay.addLayout(self._form(["Network", "IQA", "Other", "Total", "Computed"]))
         lay.addWidget(section_title("Engine"))
-        lay.addLayout(self._form(["Weights", "Engine device"]))
+        lay.addLayout(self._form(["Weights", "Engine device"], elided=("Weights",)))
         lay.addStretch(1)
         self.setWidget(body)
         self.clear()
 
-    def _form(self, names: list[str]) -> QGridLayout:
+    def _form(self, names: list[str], elided: tuple[str, ...] = ()) -> QGridLayout:
+        """The rows ``names``; those ``elided`` (a file's name, a path) are cut in the
+        middle, whole in their tooltip: a long name without spaces cannot wrap, and
+        made the whole panel scroll sideways (zero-width spaces to break it at would
+        have been copied with it)."""
         # A grid, not a QFormLayout: a form laid its wrapped values out at a stale height
         # once the panel's scroll bar came (the "why" and "threshold" lines were cut).
         grid = QGridLayout()
@@ -92,24 +103,47 @@ class InfoPanel(QScrollArea):
         grid.setVerticalSpacing(4)
         grid.setColumnStretch(1, 1)
         for row, name in enumerate(names):
-            value = QLabel("–")
-            value.setWordWrap(True)
-            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            if name in elided:
+                value: QLabel = ElidedLabel("–", middle=True)
+            else:
+                value = QLabel("–")
+                value.setWordWrap(True)
+                value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             key = QLabel(name)
             key.setObjectName("muted")
             top = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
             grid.addWidget(key, row, 0, top)
             grid.addWidget(value, row, 1, Qt.AlignmentFlag.AlignTop)
             self.fields[name] = value
+            self.keys[name] = key
         return grid
+
+    def roomy_width(self) -> int:
+        """The narrowest width at which the per-stage table's cells read in full (as
+        wide as "999 ms", its widest, each)."""
+        margins = self.widget().layout().contentsMargins()
+        cell = self.table.fontMetrics().horizontalAdvance("999 ms") + 8
+        return (self.table.verticalHeader().sizeHint().width()
+                + self.table.columnCount() * cell + 2 * self.table.frameWidth()
+                + margins.left() + margins.right() + self.verticalScrollBar().sizeHint().width())
 
     def set(self, name: str, text: str) -> None:
         self.fields[name].setText(text)
+        if name in ("Device", "Engine device"):
+            self._show_engine_device()
+
+    def _show_engine_device(self) -> None:
+        """The engine's device only where it is not the result's (said twice, it read
+        as if the two could differ)."""
+        same = self.fields["Device"].text() == self.fields["Engine device"].text()
+        for widget in (self.keys["Engine device"], self.fields["Engine device"]):
+            widget.setVisible(not same)
 
     def clear(self) -> None:
         for name, label in self.fields.items():
             if name not in ("Weights", "Engine device"):
                 label.setText("–")
+        self._show_engine_device()
         self.jpeg_note.hide()
         self._clear_table()
 
@@ -127,6 +161,7 @@ class InfoPanel(QScrollArea):
 
     def set_engine(self, info: dict) -> None:
         self.set("Weights", str(info.get("weights", "–")))
+        self.fields["Weights"].setToolTip(str(info.get("weights", "")))
         self.set("Engine device", str(info.get("device", "–")))
 
     def show_input(self, view: ViewData) -> None:
@@ -178,10 +213,12 @@ class InfoPanel(QScrollArea):
             self.set("Device", "–")
             self.set("Tiling", "–")
         self._clear_table()
+        stages = stage_gmacs(r)
         for e in r.exits:
             row = e.exit - 1
-            for col, text in enumerate((fmt_ms_short(e.time_ms), f"{e.score:.3f}",
-                                        "–" if math.isnan(e.gmacs) else f"{e.gmacs:.1f}")):
+            gmacs = stages[e.exit]
+            for col, text in enumerate((fmt_ms_short(e.time_ms + e.iqa_ms), f"{e.score:.3f}",
+                                        "–" if math.isnan(gmacs) else f"{gmacs:.1f}")):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
@@ -189,13 +226,13 @@ class InfoPanel(QScrollArea):
             for name in ("Network", "IQA", "Other", "Total", "Computed"):
                 self.set(name, "–")
             return
-        self._show_cost(r)
+        self._show_cost(r, view.other_ms)
 
-    def _show_cost(self, r: EnhanceResult) -> None:
+    def _show_cost(self, r: EnhanceResult, other: float | None) -> None:
         """What the chosen exit cost; and, when more exits were computed than it needed
         (a forced exit after "compute all"), what was spent in all."""
         upto = [e for e in r.exits if e.exit <= r.chosen]
-        ms, gmacs = chosen_cost(r)
+        ms, gmacs = chosen_cost(r, other)
         network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
         self.set("Network", fmt_ms(network))
         self.set("IQA", fmt_ms(iqa))
@@ -223,6 +260,15 @@ def shown_text(display: Display | None) -> str:
     if display.alpha is not None:
         notes.append("transparency shown over a checkerboard")
     return "".join(f"; {n}" for n in notes)
+
+
+def stage_gmacs(r: EnhanceResult) -> dict[int, float]:
+    """Each computed exit's own stage's GMACs (the result's are cumulative); NaN where
+    not known: read from a saved output, or not more than the exit before it (a tiled
+    image's chosen exit counts each tile to its own exit)."""
+    total = {e.exit: e.gmacs for e in r.exits}
+    own = {k: g - total.get(k - 1, 0.0 if k == 1 else math.nan) for k, g in total.items()}
+    return {k: g if g >= 0 else math.nan for k, g in own.items()}
 
 
 def tiling_text(r: EnhanceResult) -> str:

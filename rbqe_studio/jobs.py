@@ -72,6 +72,9 @@ class ViewData:
             instead of computed; their timings are then unknown.
         display: How the input and every exit are made ready for the screen (colour
             profile, transparency); None: shown as they are.
+        other_ms: The first run's time besides its exits (:func:`rbqe_studio.state.
+            other_ms`), kept for :func:`~rbqe_studio.state.chosen_cost`: later exits
+            add to the result's total (None: not computed here).
     """
 
     path: Path
@@ -84,6 +87,7 @@ class ViewData:
     choice: Choice | None = None
     saved: dict[int, Path] = field(default_factory=dict)
     display: Display | None = None
+    other_ms: float | None = None
 
     @property
     def cost(self) -> float:

@@ -16,6 +16,7 @@ from PySide6.QtGui import (
     QDropEvent,
     QKeyEvent,
     QKeySequence,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -56,7 +57,13 @@ from rbqe_studio.state import (
     fmt_ms,
     tiled_progress_text,
 )
-from rbqe_studio.window_state import Layout, restore_window, save_window, weights_problem
+from rbqe_studio.window_state import (
+    Layout,
+    restore_window,
+    save_window,
+    side_widths,
+    weights_problem,
+)
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
 log = logging.getLogger(__name__)
@@ -98,8 +105,6 @@ class MainWindow(QMainWindow):
         for w in (self.queue, self.stack, self.tabs):
             self.splitter.addWidget(w)
         self.splitter.setStretchFactor(1, 1)
-        # At the default 1280 px the centre keeps room for all six exit cards.
-        self.splitter.setSizes([230, 900, 310])
         self.splitter.setCollapsible(1, False)
         central = QWidget()
         central.setObjectName("central")
@@ -135,6 +140,9 @@ class MainWindow(QMainWindow):
         self.layout_state = Layout(self, {"main_splitter": self.splitter,
                                           "center_splitter": self.compare.splitter},
                                    self.tabs, {"center_splitter": [600, 250]})
+        # No split stored: the first show fits one to the window's width (fixed widths
+        # left a 900-px window's photo a third of it).
+        self._fit_panels = settings_mod.load_state(store, "main_splitter") is None
         restore_window(store, self.layout_state)
         if self._fixed_weights:
             self.settings_panel.lock_model(self._fixed_weights)
@@ -143,6 +151,28 @@ class MainWindow(QMainWindow):
         self.update_threshold()
         self._update_actions()
         QApplication.instance().installEventFilter(self)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._fit_panels:
+            self._fit_panels = False
+            self.layout().activate()  # the splitter at the window's width, not its last
+            total = self.splitter.width()
+            # At 1280 px: the queue with its buttons side by side, the tabs 310 px and
+            # the centre room for all six exit cards, as before.
+            queue, tabs = side_widths(
+                total, (self.queue.minimumSizeHint().width(), self.queue.roomy_width()),
+                (self._tabs_narrowest(), 310))
+            self.splitter.setSizes([queue, total - queue - tabs, tabs])
+
+    def _tabs_narrowest(self) -> int:
+        """The side tabs' narrowest first width: their pages' narrowest, and wide enough
+        for the Info panel's per-stage table to read in full."""
+        tabs = self.tabs
+        pages = max(max(page.minimumWidth(), page.minimumSizeHint().width())
+                    for page in map(tabs.widget, range(tabs.count())))
+        frame = tabs.minimumSizeHint().width() - pages
+        return max(pages, self.info.roomy_width()) + frame
 
     # -- wiring ----------------------------------------------------------------------
     def _connect(self) -> None:
@@ -237,6 +267,7 @@ class MainWindow(QMainWindow):
         self.queue.clear()
         self.compare.clear()
         self.info.clear()
+        self.settings_panel.set_scores([])
         self.stack.setCurrentWidget(self.drop_zone)
         self.setWindowTitle("RBQE Studio")
         self.show_message("")
@@ -262,6 +293,7 @@ class MainWindow(QMainWindow):
     def _on_current(self, item: QueueItem | None) -> None:
         self.compare.clear()
         self.info.clear()
+        self.settings_panel.set_scores([])
         self.session.select(item)
         if item is not None and item.status == FAILED:
             self._on_view_failed(item.error)
@@ -277,11 +309,12 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
+            self.settings_panel.set_scores([e.score for e in r.exits])
             item = self.session.queue.get(data.path)
             # Read back from a batch's outputs: nothing was timed here ("0 ms" it said);
             # the batch's report has the time, as the queue row shows.
             ms = (item.time_ms if item is not None else None) if data.saved \
-                else chosen_cost(r)[0]
+                else chosen_cost(r, data.other_ms)[0]
             when = f", {fmt_ms(ms)}" + (" in the batch" if data.saved else "") \
                 if ms is not None else ""
             self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
@@ -411,22 +444,24 @@ class MainWindow(QMainWindow):
     # -- actions -----------------------------------------------------------------------
     def update_threshold(self) -> None:
         """The strip's header names the rule auto uses: the weights' own (learned gate,
-        threshold) or the user's threshold; until the weights are read, "loading"."""
+        threshold) or the user's threshold; until the weights are read, "loading"; in a
+        forced-exit mode, the forced exit (no rule applies)."""
         panel, strip = self.settings_panel, self.compare.strip
         rule, t = panel.auto_rule(), panel.effective_threshold()
         source = "custom" if self.settings.threshold is not None else "from the weights"
-        if rule == "assessor" and t is not None:
+        mode = self.session.mode
+        if isinstance(mode, int):
+            strip.set_forced(mode)
+        elif rule == "assessor" and t is not None:
             strip.set_threshold(t, source, panel.weights_min_exit)
         elif rule in ("gate", "fixed"):
             strip.set_policy(self._weights_policy,
                              "Learned exit gate" if rule == "gate" else "Fixed exit")
         else:
             strip.set_rule_loading()
-        mode = self.session.mode
         self.compare.strip.set_mode_text(
             ("Mode: auto, your threshold" if source == "custom" else "Mode: auto")
-            if mode == "auto" else
-            "Mode: all exits" if mode == "all" else f"Mode: forced exit {mode}")
+            if mode == "auto" else "Mode: all exits" if mode == "all" else "")
 
     def _update_actions(self) -> None:
         data = self.session.view

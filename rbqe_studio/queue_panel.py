@@ -29,7 +29,7 @@ from rbqe_studio.state import (
     QueueItem,
     fmt_ms_short,
 )
-from rbqe_studio.widgets import ElidedLabel
+from rbqe_studio.widgets import ButtonRow, ElidedLabel
 
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
 NAME_ROLE = Qt.ItemDataRole.UserRole + 2  # the name shown: with its folder when names clash
@@ -48,8 +48,9 @@ def short_error(item: QueueItem) -> str:
     return item.error.removeprefix(prefix)
 
 
-def status_text(item: QueueItem) -> str:
-    """The row's second line, on one line (a message's newlines become spaces)."""
+def status_text(item: QueueItem, short: int = 0) -> str:
+    """The row's second line, on one line (a message's newlines become spaces); for a
+    narrow row, ``short`` 1 drops the word "score", 2 the score."""
     if item.status == WAITING:
         text = "Stopped" if item.stopped else "Waiting"
     elif item.status == RUNNING:
@@ -62,7 +63,8 @@ def status_text(item: QueueItem) -> str:
     elif item.exit is None:
         text = "Done · output exists (skipped)" if item.outputs else "Done"
     else:
-        score = f" · score {item.score:.3f}" if item.score is not None else ""
+        word = "score " if short == 0 else ""
+        score = f" · {word}{item.score:.3f}" if item.score is not None and short < 2 else ""
         text = f"Exit {item.exit}{score} · {fmt_ms_short(item.time_ms)}"
         if item.report is not None:
             text += " · from the batch"
@@ -95,10 +97,17 @@ def display_names(items: list[QueueItem]) -> list[str]:
 
 def row_texts(item: QueueItem, bold: QFontMetrics, fm: QFontMetrics,
               width: int, name: str | None = None) -> tuple[str, str]:
-    """The name (elided in the middle) and status line (elided at the end) of a row
-    ``width`` pixels wide: what is cut gets "…", and the row's tooltip has it whole."""
+    """The name and status line of a row ``width`` pixels wide, both elided in the
+    middle: what is cut gets "…", and the row's tooltip has it whole. (The status line's
+    end is its time, or "earlier mode", "from the batch": cut at the end, a narrow
+    queue lost just those.) A status too wide first drops its word "score", then the
+    score."""
+    status = status_text(item)
+    for short in (1, 2):
+        if fm.horizontalAdvance(status) > width:
+            status = status_text(item, short)
     return (bold.elidedText(name or item.name, Qt.TextElideMode.ElideMiddle, width),
-            fm.elidedText(status_text(item), Qt.TextElideMode.ElideRight, width))
+            fm.elidedText(status, Qt.TextElideMode.ElideMiddle, width))
 
 
 class _Delegate(QStyledItemDelegate):
@@ -189,16 +198,21 @@ class QueuePanel(QWidget):
         head.addWidget(self.title)
         head.addStretch(1)
         head.addWidget(self.clear_button)
-        buttons = QHBoxLayout()
-        buttons.addWidget(files)
-        buttons.addWidget(folder)
+        # Stacked in a narrow panel: side by side they kept the queue 243 px wide, and a
+        # 900-px window's photo small.
+        self.buttons = buttons = ButtonRow((files, 1), (folder, 1))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 8, 8, 8)
         lay.addLayout(head)
         lay.addWidget(self.counts)
         lay.addWidget(self.list, 1)
-        lay.addLayout(buttons)
+        lay.addWidget(buttons)
         self._rows: dict[int, QListWidgetItem] = {}
+
+    def roomy_width(self) -> int:
+        """The narrowest width with its buttons side by side."""
+        margins = self.layout().contentsMargins()
+        return self.buttons.side_by_side_width() + margins.left() + margins.right()
 
     def add_items(self, items: list[QueueItem]) -> None:
         for item in items:

@@ -532,7 +532,7 @@ class SessionModel:
         item.status, item.error, item.stale = DONE, "", False
         item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
         if not view.saved:  # read back from a batch: its report has the time
-            item.time_ms = chosen_cost(r)[0]
+            item.time_ms = chosen_cost(r, view.other_ms)[0]
 
     def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
         view = job.view

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QRect, QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,7 +21,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QStyle,
+    QStyleOptionComboBox,
     QVBoxLayout,
     QWidget,
 )
@@ -47,6 +51,18 @@ def compact(combo: QComboBox, chars: int = 12) -> QComboBox:
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(chars)
     return combo
+
+
+def full_width(combo: QComboBox) -> int:
+    """How wide ``combo`` must be for its longest item to read in full."""
+    opt = QStyleOptionComboBox()
+    combo.initStyleOption(opt)
+    opt.rect = QRect(0, 0, 1000, combo.height())
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo)
+    text = max(combo.fontMetrics().horizontalAdvance(combo.itemText(i))
+               for i in range(combo.count()))
+    return text + 1000 - field.width()
 
 
 # What each exit rule of the weights means for the Auto item and the threshold note.
@@ -87,11 +103,16 @@ class FolderField(QWidget):
             self.changed.emit(folder)
 
 
-class SettingsPanel(QWidget):
+class SettingsPanel(QScrollArea):
+    """Scrolls when the window is too low for it (its narrow form is a tall one)."""
+
     changed = Signal(str)  # field name
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.settings = settings
         self.weights_threshold: float | None = None
         self.weights_min_exit = 1  # the earliest exit auto may stop at, from the weights
@@ -139,6 +160,11 @@ class SettingsPanel(QWidget):
         # Wrapped, so that a longer note ("custom (weights: …)") cannot widen the panel
         # and shift the splitter while the threshold is edited.
         self.threshold_note.setWordWrap(True)
+        # The viewed photo's scores: a threshold below all of them stops at the earliest
+        # exit auto may take, one above all of them goes on to exit 5.
+        self.score_range = QLabel("")
+        self.score_range.setObjectName("muted")
+        self.score_range.setWordWrap(True)
 
         self.format = compact(QComboBox(), 6)
         for value, label in (("png", "PNG (lossless)"), ("jpeg", "JPEG"), ("webp", "WebP")):
@@ -174,6 +200,7 @@ class SettingsPanel(QWidget):
         row.addWidget(self.reset)
         form.addRow("Threshold", row)
         form.addRow("", self.threshold_note)
+        form.addRow("", self.score_range)
         form.addRow(section_title("Output"))
         form.addRow("Format", self.format)
         form.addRow("", self.quality)  # two rows: side by side they widen the panel
@@ -181,12 +208,24 @@ class SettingsPanel(QWidget):
         form.addRow("Folder", self.output)
         form.addRow("", self.keep_metadata)
         form.addRow("", self.strip_gps)
-        lay = QVBoxLayout(self)
+        body = QWidget()
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(12, 10, 12, 12)
         lay.addLayout(form)
         lay.addStretch(1)
+        self.setWidget(body)
+        # Too narrow for the labels beside the fields, the labels go above them
+        # (resizeEvent); never narrower than that form, which does not scroll sideways.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        lay.invalidate()  # its cached size is the form's before
+        narrowest = body.minimumSizeHint().width()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        lay.invalidate()
+        self.beside_min = body.minimumSizeHint().width()
+        self.setMinimumWidth(narrowest + self.verticalScrollBar().sizeHint().width())
 
         self.refresh()
+        self.set_scores([])
         self.device.currentIndexChanged.connect(lambda: self._set("device", self.device.currentData()))
         self.backend.currentIndexChanged.connect(
             lambda: self._set("backend", self.backend.currentData()))
@@ -203,6 +242,25 @@ class SettingsPanel(QWidget):
         self.output.changed.connect(lambda t: self._set("output_dir", t))
         self.keep_metadata.toggled.connect(lambda on: self._set("keep_metadata", on))
         self.strip_gps.toggled.connect(lambda on: self._set("strip_gps", on))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        wrap = QFormLayout.RowWrapPolicy.DontWrapRows if self.fits_beside(
+            self.viewport().width()) else QFormLayout.RowWrapPolicy.WrapAllRows
+        if self.form.rowWrapPolicy() != wrap:
+            self.form.setRowWrapPolicy(wrap)
+        super().resizeEvent(event)
+
+    def fits_beside(self, width: int) -> bool:
+        """Whether the form ``width`` px wide has room for its labels beside the fields,
+        with the choices of each setting read in full (cut, they read as other words)."""
+        form, margins = self.form, self.widget().layout().contentsMargins()
+        labels = (form.itemAt(row, QFormLayout.ItemRole.LabelRole) for row in range(
+            form.rowCount()))
+        label = max(item.sizeHint().width() for item in labels if item is not None)
+        field = width - margins.left() - margins.right() - label - form.horizontalSpacing()
+        return width >= self.beside_min and all(
+            full_width(combo) <= field for combo in (self.device, self.backend, self.mode,
+                                                     self.format))
 
     def _set(self, name: str, value: object) -> None:
         if getattr(self.settings, name) == value:
@@ -236,6 +294,14 @@ class SettingsPanel(QWidget):
         if rule is not None:
             self.weights_rule = rule
         self.refresh()
+
+    def set_scores(self, scores: list[float]) -> None:
+        """The viewed photo's exits' scores, in exit order (none: no photo done)."""
+        n = len(scores)
+        exits = "exit 1" if n == 1 else f"exits 1–{n}"
+        self.score_range.setText(f"This photo scores {min(scores):.3f}–{max(scores):.3f} "
+                                 f"({exits})" if scores else "")
+        self.form.setRowVisible(self.score_range, bool(scores))
 
     def auto_rule(self) -> str:
         """The rule auto mode uses: a custom threshold means the quality score."""

@@ -14,6 +14,7 @@ from rbqe.weights import WeightsInfo, default_weights_path, read_info
 from rbqe_studio import settings as settings_mod
 
 DEFAULT_SIZE = (1480, 920)
+CENTRE_SHARE = 0.55  # of the window's width, at least, for the photo when it opens
 # What a GUI user can do about a missing or unusable model (no command line needed).
 WEIGHTS_FIX = ("To fix it: click 'Choose weights file…' and pick a model (.safetensors), "
                "choose the other model in Settings → Model, or reinstall RBQE Studio.")
@@ -27,6 +28,18 @@ class Layout:
     splitters: dict[str, QSplitter]  # store key -> splitter
     tabs: QTabWidget
     default_sizes: dict[str, list[int]] = field(default_factory=dict)  # when none stored
+
+
+def side_widths(total: int, queue: tuple[int, int], tabs: tuple[int, int]
+                ) -> tuple[int, int]:
+    """The queue's and the side tabs' first widths in a splitter ``total`` px wide, each
+    given as ``(narrowest, widest)``: their widest where the centre still gets
+    :data:`CENTRE_SHARE` of the width, else narrower (the tabs' share in proportion,
+    the queue what is left), never below their narrowest."""
+    room = total * (1 - CENTRE_SHARE)
+    t = min(tabs[1], max(tabs[0], round(room * tabs[1] / (queue[1] + tabs[1]))))
+    q = min(queue[1], max(queue[0], round(room - t)))
+    return q, t
 
 
 def weights_problem(weights: str | None) -> tuple[str, WeightsInfo | None]:

@@ -48,6 +48,7 @@ from rbqe_studio.jobs import (
     ViewData,
 )
 from rbqe_studio.saving import may_replace, plan, refuse_others
+from rbqe_studio.state import other_ms
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ class Worker(QObject):
             progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
             cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
             full_precision=view.loaded.bit_depth == 16)
+        view.other_ms = other_ms(view.result)
         view.choice = Choice(job.mode, job.policy)
         return view
 
