@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import pickle
+import struct
 import sys
 import time
 from pathlib import Path
@@ -243,6 +244,42 @@ def test_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
     with Image.open(path) as im:
         expected = np.asarray(ImageOps.exif_transpose(im))
     np.testing.assert_array_equal(as_uint8(load_image(path).pixels), expected)
+
+
+def _rgb16_tiff(rgb: np.ndarray, orientation: int) -> bytes:
+    """An uncompressed 16-bit RGB TIFF in one strip with an Orientation tag (Pillow cannot
+    write 16-bit RGB, OpenCV writes no orientation)."""
+    h, w, _ = rgb.shape
+    data = rgb.astype("<u2").tobytes()
+    tags = [(256, 3, [w]), (257, 3, [h]), (258, 3, [16, 16, 16]), (259, 3, [1]),
+            (262, 3, [2]), (273, 4, [0]), (274, 3, [orientation]), (277, 3, [3]),
+            (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1])]
+    extra_at = 8 + 2 + 12 * len(tags) + 4
+    tags[5] = (273, 4, [extra_at + 6])  # the pixels follow BitsPerSample's three shorts
+    ifd, extra = struct.pack("<H", len(tags)), b""
+    for tag, kind, values in tags:
+        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
+        if len(raw) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
+            extra += raw
+    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra + data
+
+
+@pytest.mark.parametrize("orientation, turn", [
+    (1, lambda a: a), (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]),
+    (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)),
+])
+def test_a_16bit_rgb_tiff_is_turned_once(tmp_path: Path, orientation, turn) -> None:
+    # OpenCV 5.1 turns a TIFF by its tag itself: turned again here, orientation 6 came
+    # out upside down and 2, 3 not turned at all.
+    rgb16 = np.random.default_rng(orientation).integers(0, 65536, (4, 6, 3), dtype=np.uint16)
+    path = tmp_path / f"o{orientation}.tif"
+    path.write_bytes(_rgb16_tiff(rgb16, orientation))
+    src = load_image(path)
+    assert src.bit_depth == 16
+    np.testing.assert_array_equal(as_uint16(src.pixels), turn(rgb16))
 
 
 def test_orientation_applies_to_16bit_and_alpha(tmp_path: Path) -> None:

@@ -289,6 +289,23 @@ def _decode_opencv(
 
 
 @functools.lru_cache(maxsize=1)
+def opencv_orients_tiff() -> bool:
+    """Whether OpenCV's TIFF decoder turns the pixels by the file's Orientation tag itself.
+
+    OpenCV 5.1 does, even under IMREAD_UNCHANGED (and IMREAD_IGNORE_ORIENTATION), so a
+    16-bit TIFF turned once more here came out rotated 180 degrees (orientation 6 or 8)
+    or not turned at all (2, 3, 5, 7 undone). Asked of the installed OpenCV, on a 2x3
+    16-bit TIFF tagged upside down, rather than assumed of a version."""
+    import cv2
+
+    grid = np.arange(1, 7, dtype=np.uint16).reshape(2, 3)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, "TIFF", tiffinfo={0x0112: 3})
+    out = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    return out is not None and np.array_equal(out, grid[::-1, ::-1])
+
+
+@functools.lru_cache(maxsize=1)
 def _srgb_profile() -> bytes:
     from PIL import ImageCms
 
@@ -503,11 +520,15 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         tables = _quant_tables(im) if quality is not None else None
         tables_444 = jpeg_444_tables(im) if fmt == "JPEG" else None
         try:
+            turned = False  # the decoder applied the orientation itself
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
+                turned = fmt == "TIFF" and opencv_orients_tiff()
             else:
                 ints, alpha, mode, icc = _pil_arrays(_decode(im, p, fmt), p, icc)
-            orientation, exif = _orientation_and_exif(im, p)
+            orientation, exif = _orientation_and_exif(im, p)  # exif: Orientation 1
+            if turned:
+                orientation = 1
             if orientation != 1:  # the pixels no longer keep the file's block grid
                 tables_444 = None
             chroma_warning = full_chroma_warning(im, quality) \
