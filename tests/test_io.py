@@ -1032,3 +1032,15 @@ def test_fake_header_helper_is_consistent() -> None:
     data = png_with_fake_size(123, 456)
     with Image.open(io.BytesIO(data)) as im:
         assert im.size == (123, 456)
+
+
+def test_a_lab_tiff_is_rgb_without_alpha_or_its_lab_profile(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"),
+                                     ImageCms.createProfile("LAB"), "RGB", "LAB")
+    lab = ImageCms.applyTransform(Image.fromarray(rgb), to_lab)
+    path = tmp_path / "lab.tif"
+    lab.save(path)
+    src = load_image(path)
+    assert src.mode == "RGB" and src.alpha is None and src.icc_profile is None
+    assert np.abs(as_uint8(src.pixels).astype(int) - rgb).mean() < 4  # the colours kept

@@ -370,7 +370,11 @@ def _pil_arrays(
     elif mode == "La":
         im = im.convert("LA")
     elif mode not in MODES:
-        has_alpha = "A" in mode or "a" in mode
+        # LAB's "A" is a colour axis, not alpha (it got an opaque alpha channel), and its
+        # profile describes Lab, not the RGB made here (it was kept on the RGB output).
+        has_alpha = mode != "LAB" and ("A" in mode or "a" in mode)
+        if mode == "LAB":
+            icc = None
         try:
             im = im.convert("RGBA" if has_alpha else "RGB")
         except ValueError:
