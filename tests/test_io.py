@@ -1044,3 +1044,16 @@ def test_a_lab_tiff_is_rgb_without_alpha_or_its_lab_profile(tmp_path: Path) -> N
     src = load_image(path)
     assert src.mode == "RGB" and src.alpha is None and src.icc_profile is None
     assert np.abs(as_uint8(src.pixels).astype(int) - rgb).mean() < 4  # the colours kept
+
+
+def test_a_12_bit_jpeg_is_said_to_be_12_bit(tmp_path: Path) -> None:
+    # It was "truncated or corrupt image data", which sends a user looking for damage.
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 4] = 12  # the frame header's sample precision
+    path = tmp_path / "twelve.jpg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="12-bit JPEG .* is not supported"):
+        load_image(path)

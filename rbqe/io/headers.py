@@ -30,7 +30,8 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def implausible_header(path: Path, kind: str | None,
                        tiff_tags: Mapping[int, Any] | None = None) -> str | None:
-    """Why the file cannot hold what its header declares, or None if it may.
+    """Why the file cannot hold what its header declares (or, for a JPEG, declares a
+    sample precision other than 8 bits, which the decoder cannot read), or None if it may.
 
     Args:
         path: The image file.
@@ -138,9 +139,12 @@ def _check_jpeg(fh: IO[bytes], size: int) -> str | None:
             return None  # image data reached before a frame header: decoder's to judge
         (length,) = struct.unpack(">H", fh.read(2))
         if code in _JPEG_SOF:
+            precision, h, w, n = struct.unpack(">BHHB", fh.read(6))
+            if precision != 8:  # the decoder's own word for it was "truncated or corrupt"
+                return (f"{precision}-bit JPEG (sample precision {precision}) is not "
+                        "supported: only 8-bit JPEGs are read")
             if code not in _JPEG_HUFFMAN_DCT:
                 return None
-            _precision, h, w, n = struct.unpack(">BHHB", fh.read(6))
             factors = [fh.read(3)[1] for _ in range(n)]
             hmax = max((f >> 4 for f in factors), default=1) or 1
             vmax = max((f & 15 for f in factors), default=1) or 1

@@ -488,20 +488,28 @@ def load_image(
         raise ImageReadError(p, f"could not read image: {exc}") from None
 
 
+def _bad_header_reason(p: Path, kind: str | None,
+                       otherwise: str = "truncated or corrupt image data") -> str:
+    """Why Pillow could not open a file: the header checks' word where they have one (a
+    12-bit JPEG, which Pillow does not identify), else ``otherwise``."""
+    return implausible_header(p, kind) or otherwise
+
+
 def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> LoadedImage:
     try:
         im = Image.open(p)
     except UnidentifiedImageError:
-        raise ImageReadError(p, _unidentified_reason(p, kind)) from None
+        raise ImageReadError(p, _bad_header_reason(p, kind, _unidentified_reason(p, kind))
+                             ) from None
     except Image.DecompressionBombError:
         raise ImageReadError(p, "image dimensions are too large (decompression bomb)") from None
     except OSError as exc:
         if exc.errno is not None:
             raise ImageReadError(p, _os_reason(exc)) from None
-        raise ImageReadError(p, "truncated or corrupt image data") from None
+        raise ImageReadError(p, _bad_header_reason(p, kind)) from None
     except Exception:  # noqa: BLE001
         # A decoder accepted the magic bytes but choked on the header.
-        raise ImageReadError(p, "truncated or corrupt image data") from None
+        raise ImageReadError(p, _bad_header_reason(p, kind)) from None
 
     with im:
         width, height = im.size
