@@ -3,11 +3,12 @@ output format can hold them, and dropped as --strip-metadata and --strip-gps ask
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from rbqe.io import load_image, save_image, save_like
 
@@ -141,3 +142,32 @@ def test_a_4_4_4_jpeg_carries_its_tables_to_make_outputs_consistent(
             assert src.jpeg_444_tables[0] == tuple(im.quantization[0])
             assert src.jpeg_444_tables[1] == tuple(im.quantization[1])
     assert src.warnings == []
+
+
+def _with_iptc(jpeg: bytes) -> bytes:
+    """``jpeg`` with an APP13 Photoshop segment holding an IPTC-IIM copyright notice."""
+    iptc = b"\x1c\x02\x74\x00\x09(c) Anna."  # record 2, dataset 116: copyright notice
+    resource = b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    resource += b"\x00" * (len(resource) % 2)
+    body = b"Photoshop 3.0\x00" + resource
+    return jpeg[:2] + b"\xff\xed" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_metadata_not_carried_is_said(tmp_path: Path, caplog) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, "JPEG")
+    iptc = tmp_path / "iptc.jpg"
+    iptc.write_bytes(_with_iptc(buf.getvalue()))
+    assert any("IPTC-IIM data (captions, copyright, keywords)" in w
+               for w in load_image(iptc).warnings)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Copyright", "Anna")
+    info.add_text("Title", "Harbour")
+    info.add_text("Comment", "carried")
+    png = tmp_path / "text.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(png, pnginfo=info)
+    (warning,) = [w for w in load_image(png).warnings if "not carried" in w]
+    assert "PNG text fields Copyright, Title are not carried" in warning
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(plain)
+    assert not [w for w in load_image(plain).warnings if "not carried" in w]

@@ -39,6 +39,7 @@ from rbqe.io.metadata import (
     estimate_jpeg_quality,
     full_chroma_warning,
     jpeg_444_tables,
+    lost_metadata_warning,
     read_comment,
     read_dpi,
     read_xmp,
@@ -546,6 +547,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
             xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
+            lost_warning = lost_metadata_warning(im)
         except ImageReadError:
             raise
         except Image.DecompressionBombError:  # only if a plugin checks frames itself
@@ -558,7 +560,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
-    warnings = [w for w in (frames_warning, chroma_warning) if w]
+    warnings = [w for w in (frames_warning, chroma_warning, lost_warning) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
     bit_depth = 16 if ints.dtype == np.uint16 else 8
