@@ -547,11 +547,29 @@ def _todo(job: _Job) -> dict[str | None, Path]:
     return pending_outputs(dict(job.targets), job.options) if job.todo is None else job.todo
 
 
+# The largest side each lossy format holds (libjpeg: 65,500; WebP: 16,383).
+MAX_SIDE = {".jpg": ("JPEG", 65500), ".jpeg": ("JPEG", 65500), ".webp": ("WebP", 16383)}
+
+
+def too_big_for(target: Path, width: int, height: int) -> str | None:
+    """Why ``target``'s format cannot hold a ``width`` x ``height`` image, or None. (The
+    write failed only after the enhancement, with libjpeg's own line on stderr.)"""
+    kind, most = MAX_SIDE.get(target.suffix.lower(), ("", 0))
+    if not most or max(width, height) <= most:
+        return None
+    return (f"a {kind} holds at most {most:,} pixels a side, and this image is "
+            f"{width:,} x {height:,}: choose PNG (--format png)")
+
+
 def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
                     todo: dict[str | None, Path], t0: float,
                     result: EnhanceResult | None = None) -> ItemReport:
     """Enhances a loaded image (unless its ``result`` is given) and writes ``todo``."""
     index, ev, cancel = job.index, job.ev, job.cancel
+    for target in todo.values():  # before minutes of network, not after them
+        too_big = too_big_for(target, *src.size)
+        if too_big:
+            raise ImageWriteError(target, too_big)
     if result is None:
         exit_cb, progress_cb = ev.on_exit, ev.on_progress
         on_exit = (lambda e: exit_cb(index, e)) if exit_cb else None

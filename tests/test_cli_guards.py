@@ -409,3 +409,20 @@ def test_train_curve_plot_to_a_folder_is_refused(capsys, tmp_path):
     code, err = run(capsys, "train-curve", log, "--plot", tmp_path / "plots")
     assert code == 2 and "is a folder" in err, err
     assert not (tmp_path / "plots.png").exists()  # it wrote one beside the folder
+
+
+def test_an_image_too_wide_for_its_output_format_fails_before_the_network(capsys, photos,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    # It failed only after the enhancement, with libjpeg's own unprefixed line on stderr.
+    from rbqe import batch
+
+    monkeypatch.setitem(batch.MAX_SIDE, ".jpg", ("JPEG", 40))  # the photos are 48 wide
+    ran = []
+    real = batch.Enhancer.enhance
+    monkeypatch.setattr(batch.Enhancer, "enhance",
+                        lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out", "--format", "jpeg")
+    assert code == 1 and "a JPEG holds at most 40 pixels a side, and this image is 48 x 40: " \
+        "choose PNG (--format png)" in err, err
+    assert ran == [] and not list((tmp_path / "out").glob("*.jpg"))
