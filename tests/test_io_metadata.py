@@ -171,3 +171,16 @@ def test_metadata_not_carried_is_said(tmp_path: Path, caplog) -> None:
     plain = tmp_path / "plain.png"
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(plain)
     assert not [w for w in load_image(plain).warnings if "not carried" in w]
+
+
+def test_an_unreadable_icc_profile_is_not_carried_and_is_said(tmp_path: Path) -> None:
+    rgb = np.full((16, 16, 3), 120, np.uint8)
+    bad = tmp_path / "bad_icc.jpg"
+    Image.fromarray(rgb).save(bad, "JPEG", icc_profile=bytes(range(256)) * 4)
+    src = load_image(bad)
+    assert src.icc_profile is None
+    assert any("ICC colour profile is unreadable" in w for w in src.warnings)
+    out = tmp_path / "out.png"
+    save_like(out, src.pixels, src)
+    with Image.open(out) as im:
+        assert "icc_profile" not in im.info

@@ -306,6 +306,22 @@ def opencv_orients_tiff() -> bool:
     return out is not None and np.array_equal(out, grid[::-1, ::-1])
 
 
+def _readable_profile(icc: bytes | None) -> tuple[bytes | None, str | None]:
+    """The embedded ICC profile if a colour-management library can read it; an unreadable
+    one is not carried (every output used to get a copy, which colour-managed viewers
+    then fail on or ignore) and is said."""
+    if not icc:
+        return None, None
+    from PIL import ImageCms
+
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except Exception:  # noqa: BLE001 - PyCMSError, OSError...: LittleCMS cannot read it
+        return None, ("its embedded ICC colour profile is unreadable and is not carried "
+                      "into the output; its colours are read as sRGB")
+    return icc, None
+
+
 @functools.lru_cache(maxsize=1)
 def _srgb_profile() -> bytes:
     from PIL import ImageCms
@@ -528,7 +544,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             # Pillow would decode the real rows and fill the rest with grey, silently.
             raise ImageReadError(p, "truncated or corrupt image data (pixel data ends "
                                  f"before the declared {width} x {height})")
-        icc = im.info.get("icc_profile") or None
+        icc, icc_warning = _readable_profile(im.info.get("icc_profile") or None)
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
         tables_444 = jpeg_444_tables(im) if fmt == "JPEG" else None
@@ -560,7 +576,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
-    warnings = [w for w in (frames_warning, chroma_warning, lost_warning) if w]
+    warnings = [w for w in (frames_warning, chroma_warning, lost_warning, icc_warning) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
     bit_depth = 16 if ints.dtype == np.uint16 else 8
