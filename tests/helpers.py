@@ -8,6 +8,7 @@ conftest files wrap some of them as fixtures.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +144,24 @@ class SmoothStopsEarly(ExitPolicy):
         s = walked[-1]
         want = 1 if s.smooth_share > 0.5 else 4
         return Decision(s.exit >= want, s.exit, "test", {"want": want}, "")
+
+
+def little_tiff(tags: list[tuple[int, int, list[int]]], data: bytes, offsets_tag: int) -> bytes:
+    """A little-endian TIFF of one IFD: ``tags`` as (tag, type 3 SHORT or 4 LONG, values),
+    sorted, values longer than 4 bytes after the IFD, then the pixel ``data``; the values of
+    ``offsets_tag`` (StripOffsets or TileOffsets) are given relative to ``data``."""
+    def head(tags: list[tuple[int, int, list[int]]]) -> bytes:
+        extra_at = 8 + 2 + 12 * len(tags) + 4
+        ifd, extra = struct.pack("<H", len(tags)), b""
+        for tag, kind, values in tags:
+            raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
+            if len(raw) <= 4:
+                ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+            else:
+                ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
+                extra += raw
+        return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra
+
+    start = len(head(tags))  # the same length whatever the offsets' values
+    return head([(t, k, [start + v for v in vals] if t == offsets_tag else vals)
+                 for t, k, vals in tags]) + data

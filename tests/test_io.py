@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import pickle
-import struct
 import sys
 import time
 from pathlib import Path
@@ -59,6 +58,7 @@ from rbqe.io import (
     save_image,
     save_like,
 )
+from tests.helpers import little_tiff
 
 READABLE = [
     "jpeg_exif_rot6",
@@ -251,20 +251,9 @@ def _rgb16_tiff(rgb: np.ndarray, orientation: int) -> bytes:
     write 16-bit RGB, OpenCV writes no orientation)."""
     h, w, _ = rgb.shape
     data = rgb.astype("<u2").tobytes()
-    tags = [(256, 3, [w]), (257, 3, [h]), (258, 3, [16, 16, 16]), (259, 3, [1]),
-            (262, 3, [2]), (273, 4, [0]), (274, 3, [orientation]), (277, 3, [3]),
-            (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1])]
-    extra_at = 8 + 2 + 12 * len(tags) + 4
-    tags[5] = (273, 4, [extra_at + 6])  # the pixels follow BitsPerSample's three shorts
-    ifd, extra = struct.pack("<H", len(tags)), b""
-    for tag, kind, values in tags:
-        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
-        if len(raw) <= 4:
-            ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
-        else:
-            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
-            extra += raw
-    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra + data
+    return little_tiff([(256, 3, [w]), (257, 3, [h]), (258, 3, [16, 16, 16]), (259, 3, [1]),
+                        (262, 3, [2]), (273, 4, [0]), (274, 3, [orientation]), (277, 3, [3]),
+                        (278, 3, [h]), (279, 4, [len(data)]), (284, 3, [1])], data, 273)
 
 
 @pytest.mark.parametrize("orientation, turn", [

@@ -23,6 +23,7 @@ from rbqe.batch import BatchEvents, BatchOptions, run_batch
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageReadError, ImageWriteError
 from rbqe.io import OUTPUT_LOG, list_images, load_image, plan_outputs
+from tests.helpers import little_tiff
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,21 +221,11 @@ def _tiled_tiff(rgb: np.ndarray, tile: int = 16, height: int | None = None) -> b
     data = b"".join(padded[y:y + tile, x:x + tile].tobytes()
                     for y in range(0, h, tile) for x in range(0, w, tile))
     n, size = len(data) // (tile * tile * 3), tile * tile * 3
-    tags = [(256, 3, [w]), (257, 3, [height or h]), (258, 3, [8, 8, 8]), (259, 3, [1]),
-            (262, 3, [2]), (277, 3, [3]), (284, 3, [1]), (322, 3, [tile]), (323, 3, [tile]),
-            (324, 4, [0] * n), (325, 4, [size] * n)]
-    extra_at = 8 + 2 + 12 * len(tags) + 4
-    data_at = extra_at + 6 + 8 * n  # BitsPerSample's 3 shorts, then offsets and counts
-    tags[9] = (324, 4, [data_at + k * size for k in range(n)])
-    ifd, extra = struct.pack("<H", len(tags)), b""
-    for tag, kind, values in tags:
-        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
-        if len(raw) <= 4:
-            ifd += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
-        else:
-            ifd += struct.pack("<HHII", tag, kind, len(values), extra_at + len(extra))
-            extra += raw
-    return b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + extra + data
+    return little_tiff([(256, 3, [w]), (257, 3, [height or h]), (258, 3, [8, 8, 8]),
+                        (259, 3, [1]), (262, 3, [2]), (277, 3, [3]), (284, 3, [1]),
+                        (322, 3, [tile]), (323, 3, [tile]),
+                        (324, 4, [k * size for k in range(n)]), (325, 4, [size] * n)],
+                       data, 324)
 
 
 def _gif_descriptor(gif: bytes) -> int:
