@@ -395,24 +395,23 @@ class ExitStrip(QWidget):
 
     def set_policy(self, description: str, title: str = "Learned exit gate") -> None:
         """The weights' learned gate decides: say so instead of a threshold."""
-        self.threshold_label.setText(title)
-        self.threshold_label.setToolTip(
-            f"Auto mode: {description}. It reads the quality scores, how much each exit "
-            "changed the picture and, for a JPEG, the file's quantisation tables. Set a "
-            "threshold in Settings to use the quality score alone. Hover an exit to see why "
-            "auto would stop there or go on.")
-        for card in self.cards:
-            card.threshold = None
-            card.update()
-        self._place_rule()
+        self._rule_without_threshold(
+            title, f"Auto mode: {description}. It reads the quality scores, how much each "
+            "exit changed the picture and, for a JPEG, the file's quantisation tables. Set "
+            "a threshold in Settings to use the quality score alone. Hover an exit to see "
+            "why auto would stop there or go on.")
 
     def set_forced(self, k: int) -> None:
         """A forced exit: no rule decides, so none is named (a threshold in bold read as if
         it still applied)."""
-        self.threshold_label.setText(f"Forced exit {k}")
-        self.threshold_label.setToolTip(f"Settings → Exit mode: always exit {k}. The exit "
-                                        "rule (the weights' own or a score threshold) "
-                                        "decides in auto mode only")
+        self._rule_without_threshold(
+            f"Forced exit {k}", f"Settings → Exit mode: always exit {k}. The exit rule (the "
+            "weights' own or a score threshold) decides in auto mode only")
+
+    def _rule_without_threshold(self, title: str, tooltip: str) -> None:
+        """The header names a rule that uses no score threshold; no card marks one."""
+        self.threshold_label.setText(title)
+        self.threshold_label.setToolTip(tooltip)
         for card in self.cards:
             card.threshold = None
             card.update()

@@ -15,14 +15,19 @@ DEFAULT_QF = [10, 20, 30, 40, 50]
 PLOT_SUFFIXES = ("", ".png", ".pdf", ".svg")  # no suffix: PNG
 
 
+def _whole(value: str, unit: str = "") -> int:
+    """An option's whole number, or argparse's one-line error."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number{unit}, not {value!r}") from None
+
+
 def _patch(value: str) -> int:
     """--patch: a multiple of 32 from 32 on. 100 trained 96 px crops logged as 100 (the
     curve then counted the pixels wrong); 16 failed deep in OpenCV."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of pixels, not {value!r}") from None
+    n = _whole(value, " of pixels")
     if n < 32 or n % 32:
         raise argparse.ArgumentTypeError(f"must be a multiple of 32 from 32 on, not {n}")
     return n
@@ -30,10 +35,7 @@ def _patch(value: str) -> int:
 
 def _quality(value: str) -> int:
     """--qf: a JPEG quality, 1-100 (101 ran as 100 under the label 101)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    n = _whole(value)
     if not 1 <= n <= 100:
         raise argparse.ArgumentTypeError(f"a JPEG quality is 1-100, not {n}")
     return n
@@ -41,10 +43,7 @@ def _quality(value: str) -> int:
 
 def _limit(value: str) -> int:
     """--limit: a number of images, 0 for all (-3 took all but the last 3)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    n = _whole(value)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (all) or more, not {n}")
     return n
