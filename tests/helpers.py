@@ -1,5 +1,5 @@
 """What tests build, in one place: the tiny random network (as a module, saved weights or
-an Enhancer), synthetic photos, their JPEG pixels and JPEG files.
+an Enhancer), synthetic photos, their JPEG pixels and JPEG files, hand-packed TIFFs.
 
 Plain functions, importable from any test (``from tests.helpers import tiny_net``); the
 conftest files wrap some of them as fixtures.
