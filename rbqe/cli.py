@@ -521,7 +521,7 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
     name: it used to be written over. And a report that cannot be written used to be
     found out only after hours of work. Creates the report's folder (as ``-o`` does)."""
     from rbqe.io import SUPPORTED_SUFFIXES
-    from rbqe.io.atomic import probe_writable
+    from rbqe.io.atomic import unwritable_file
     from rbqe.io.diagnostics import _os_reason
     from rbqe.io.identity import path_key
 
@@ -538,10 +538,9 @@ def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | Non
         if not _is_report(report):
             return ("exists and is not an rbqe JSON report; rbqe does not write over it "
                     "(remove it, or choose another name)")
-    try:
-        probe_writable(report.parent)
-    except OSError as exc:
-        return f"cannot write in {show_path(report.parent)}: {_os_reason(exc)}"
+    problem = unwritable_file(report)
+    if problem:
+        return problem
     if not os.path.exists(report):
         try:  # the name itself (too long for the file system, say)
             with open(report, "x"):

@@ -147,6 +147,22 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
     os.unlink(probe)
 
 
+def unwritable_file(path: Path) -> str | None:
+    """Why no file can be written at ``path`` (the reason without the path: it is a
+    folder, or its folder cannot be made or written in), or None; makes the folder."""
+    from rbqe.errors import show_path
+    from rbqe.io.diagnostics import _os_reason
+
+    # os.path, not Path: Path.is_dir raises on a name too long for the file system.
+    if os.path.isdir(path):
+        return "is a folder; give a file name"
+    try:
+        probe_writable(path.parent)
+    except OSError as exc:
+        return f"cannot write in {show_path(path.parent)}: {_os_reason(exc)}"
+    return None
+
+
 @contextlib.contextmanager
 def claim_output(target: Path) -> Iterator[bool]:
     """Claims ``target`` for this process while the ``with`` block runs.

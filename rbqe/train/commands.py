@@ -391,18 +391,12 @@ def _prepare_outputs(*paths: Path | None) -> None:
         UsageError: Naming the file that is a folder, or whose folder cannot be made or
             written.
     """
-    from rbqe.io.atomic import probe_writable
+    from rbqe.io.atomic import unwritable_file
 
     for path in paths:
-        if path is None:
-            continue
-        if path.is_dir():
-            raise UsageError(f"{path}: is a folder; give a file name")
-        try:
-            probe_writable(path.parent)
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot write in {path.parent} "
-                             f"({(exc.strerror or str(exc)).lower()})") from None
+        problem = unwritable_file(path) if path is not None else None
+        if problem:
+            raise UsageError(f"{path}: {problem}")
 
 
 def _write_json(path: Path, doc: Any) -> None:
