@@ -3,8 +3,9 @@
 A bad file never stops a batch: it becomes a ``failed`` item with the same one-line
 message the CLI prints. Outputs that already exist are skipped unless ``overwrite``,
 so an interrupted batch resumes where it stopped; a file in an output's place that is not
-that result (a user's own file, or another exit of the photo from an earlier run) is
-neither taken for done nor replaced: the image fails with the reason. Writes are atomic (see
+that result (a user's own file, another exit of the photo from an earlier run, or one made
+from an earlier version of a source that has changed since) is neither taken for done nor
+replaced: the image fails with the reason. Writes are atomic (see
 :func:`rbqe.io.save_like`), so a cancel or a kill never leaves a partial output; the
 temp file a kill can leave behind is removed by a later run (see
 :func:`rbqe.io.remove_stale_temps`).
@@ -52,6 +53,7 @@ from rbqe.io.output_log import (
     made_with,
     not_this_result,
     probe_output_log,
+    source_identity,
     write_noted,
     written_outputs,
 )
@@ -490,6 +492,7 @@ class _Job:
     cancel: Callable[[], bool] | None = None
     todo: dict[str | None, Path] | None = None  # the outputs to write; None: the missing
     notes: OutputNotes = field(default_factory=OutputNotes)  # the output logs, read once
+    source_id: dict[str, Any] | None = None  # the source as read (see _read_source)
 
 
 def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
@@ -532,12 +535,20 @@ def _enhance_one(enhancer: Enhancer, job: _Job) -> ItemReport | None:
         return None
     t0 = time.perf_counter()
     try:
-        src = load_image(job.path, max_pixels=job.options.max_pixels)
+        src = _read_source(job)
         return _enhance_loaded(enhancer, job, src, todo, t0)
     except Cancelled:
         raise
     except Exception as exc:  # noqa: BLE001  (each cause is one line: _failure)
         return _failure(job.path, exc)
+
+
+def _read_source(job: _Job) -> LoadedImage:
+    """Reads the job's image, noting first what its file is, for its outputs' notes."""
+    # Before the read, not after it: what is noted is then never a newer version than the
+    # one enhanced, so a source replaced meanwhile reads as changed next time, not as done.
+    job.source_id = source_identity(job.path)
+    return load_image(job.path, max_pixels=job.options.max_pixels)
 
 
 def _todo(job: _Job) -> dict[str | None, Path]:
@@ -619,7 +630,7 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
         save(replace=replace)
         return
     write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier,
-                made=made)
+                made=made, source_id=job.source_id)
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:
@@ -660,7 +671,7 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                     continue
                 t0 = time.perf_counter()
                 try:
-                    src = load_image(job.path, max_pixels=job.options.max_pixels)
+                    src = _read_source(job)
                     # Tiled images, and 16-bit ones (in float32), go on their own.
                     if (enhancer.tile and max(src.pixels.shape[:2]) > enhancer.tile) or \
                             src.bit_depth == 16:

@@ -1,6 +1,7 @@
 """What a batch must never do to a user's files when writes fail or files move under it:
 the output log's notes stay true, a file that appears at an output's name is not written
-over, and a batch that stops says so in its report.
+over, an output of a source that has changed since is not taken for done, and a batch
+that stops says so in its report.
 
 Through :func:`rbqe.batch.run_batch` and :func:`rbqe.batch.process_item` (the Ray
 engine's per-image step), with the tiny random model; failures are made by patching the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from rbqe.batch import BatchEvents, BatchOptions, plan_batch, process_item, run_
 from rbqe.engine import Enhancer
 from rbqe.errors import ImageWriteError, OutputFolderError
 from rbqe.io import OUTPUT_LOG
+from tests.helpers import photo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,3 +218,128 @@ def test_a_file_that_appears_before_the_claim_is_won_is_not_taken_for_done(
     summary = run_batch(enhancer, [three], BatchOptions(out_dir=out))
     p1 = summary.items[1]
     assert p1.status == "failed" and "was not made by rbqe" in p1.error
+
+
+# A source changed since its output was made: the output is not taken for done.
+
+def outputs_of(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+
+
+CHANGED_SINCE = "already exists and was made from an earlier version of this photo (it has changed since)"
+
+
+def later_mtime(path: Path, seconds: int = 5) -> None:
+    """Moves ``path``'s mtime ``seconds`` on (clear of coarse file-system clocks)."""
+    mtime = path.stat().st_mtime_ns + seconds * 10**9
+    os.utime(path, ns=(mtime, mtime))
+
+
+def bmp(path: Path, seed: int) -> Path:
+    """An uncompressed 24x24 picture: the same size in bytes whatever its ``seed``."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_an_output_of_a_source_replaced_since_is_not_taken_for_done(
+        enhancer, three, tmp_path) -> None:
+    out, src = tmp_path / "out", three / "p0.jpg"
+    run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    before, size = outputs_of(out), src.stat().st_size
+    Image.fromarray(photo(40, 32)).save(src, quality=90)  # re-exported: another size
+    assert src.stat().st_size != size
+
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    p0 = summary.items[0]
+    assert p0.status == "failed" and f"p0.png {CHANGED_SINCE}" in p0.error
+    assert [i.status for i in summary.items[1:]] == ["skipped", "skipped"]
+    assert outputs_of(out) == before  # left as it is
+
+
+def test_a_source_of_the_same_size_with_other_bytes_is_changed(enhancer, tmp_path) -> None:
+    out, src = tmp_path / "out", bmp(tmp_path / "scan.bmp", seed=0)
+    run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    before, size = outputs_of(out), src.stat().st_size
+    bmp(src, seed=1)
+    later_mtime(src)
+    assert src.stat().st_size == size
+
+    summary = run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "failed"
+    assert CHANGED_SINCE in summary.items[0].error
+    assert outputs_of(out) == before
+
+
+def test_a_touched_source_is_still_done_and_its_bytes_decide(enhancer, tmp_path) -> None:
+    # A touch, or a copy without -p, changes only the mtime: its bytes are compared.
+    out, src = tmp_path / "out", bmp(tmp_path / "scan.bmp", seed=0)
+    run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    later_mtime(src)
+    summary = run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "skipped"
+
+    data = bytearray(src.read_bytes())
+    data[-1] ^= 0xFF  # one pixel edited in place: the same size
+    src.write_bytes(bytes(data))
+    later_mtime(src)
+    summary = run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "failed"
+
+
+def test_an_older_note_without_the_source_is_still_done(enhancer, three, tmp_path) -> None:
+    out, src = tmp_path / "out", three / "p0.jpg"
+    run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    log = out / OUTPUT_LOG
+    notes = [json.loads(line) for line in log.read_text().splitlines() if line]
+    assert all("source_id" in n for n in notes if "size" in n)
+    log.write_text("".join(json.dumps({k: v for k, v in n.items() if k != "source_id"})
+                           + "\n" for n in notes))  # as an older rbqe wrote it
+    Image.fromarray(photo(40, 32)).save(src, quality=90)
+
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    assert [i.status for i in summary.items] == ["skipped"] * 3  # lenient, as before
+
+
+def test_overwrite_enhances_the_new_version_which_is_then_done(enhancer, three,
+                                                               tmp_path) -> None:
+    out, src = tmp_path / "out", three / "p0.jpg"
+    run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    before = (out / "p0.png").read_bytes()
+    Image.fromarray(photo(40, 32)).save(src, quality=90)
+    assert run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1)).failed == 1
+
+    summary = run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1, overwrite=True))
+    assert summary.items[0].status == "ok"
+    assert (out / "p0.png").read_bytes() != before
+    summary = run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "skipped"
+
+
+def test_a_source_replaced_while_it_is_enhanced_is_changed_next_time(
+        enhancer, three, tmp_path) -> None:
+    # Its identity is taken before it is read: the output is of the version before.
+    out, src = tmp_path / "out", three / "p0.jpg"
+    replaced: list[bool] = []
+
+    def on_exit(index: int, e) -> None:  # p0 was read: it is being enhanced
+        if index == 0 and not replaced:
+            Image.fromarray(photo(40, 32)).save(src, quality=90)
+            replaced.append(True)
+
+    run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1),
+              events=BatchEvents(on_exit=on_exit))
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "failed" and CHANGED_SINCE in summary.items[0].error
+
+
+def test_the_ray_workers_step_notes_the_source_too(enhancer, three, tmp_path) -> None:
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, mode=1)
+    plan = plan_batch([three], options)
+    path = plan.files[0][0]
+    out.mkdir()
+    process_item(enhancer, path, plan.targets[path], options, noted=plan.noted)
+    Image.fromarray(photo(40, 32)).save(path, quality=90)
+    summary = run_batch(enhancer, [path], options)
+    assert summary.items[0].status == "failed" and CHANGED_SINCE in summary.items[0].error

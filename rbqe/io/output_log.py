@@ -4,6 +4,8 @@ outputs and of what, so that a re-run does not take its own results for inputs."
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -27,8 +29,9 @@ Names alone cannot tell rbqe's ``photo.png`` (made from ``photo.jpg``) from a us
 noted here, through :func:`write_noted`: before it is written, one JSON line
 ``{"output": NAME, "source": PATH, "result": R, "made": M, "token": T, "time": S}``
 with the source relative to the folder and ``M`` what else decided its bytes
-(:func:`made_with`); once written, the same with its ``"size"`` in bytes instead of the
-time; if the write failed, ``{..., "retracted": T}``. The last line
+(:func:`made_with`) and, where known, ``"source_id"``: the source as it was read
+(:func:`source_identity`); once written, the same with its ``"size"`` in bytes instead of
+the time; if the write failed, ``{..., "retracted": T}``. The last line
 for a name counts (a retraction only if it is its own writer's). A written note stands
 only for a file of its size (one replaced or edited since is no longer rbqe's), one made
 before the write only for a file changed soon after it, and a retracted one for nothing:
@@ -47,8 +50,9 @@ PENDING_WINDOW_S = 600.0
 class Noted(NamedTuple):
     """What the output log says of one output: its source, which result it holds
     (``"auto"``, ``"1"``..``"5"``, or ``"exit1"``.. for ``--exit all``), its size once
-    written, when a note made before the write was made, the writer's token and what else
-    decided its bytes (None: not in the note, as in notes of older versions)."""
+    written, when a note made before the write was made, the writer's token, what else
+    decided its bytes and the source as it was read (None: not in the note, as in notes
+    of older versions)."""
 
     source: Path
     result: str | None
@@ -56,6 +60,7 @@ class Noted(NamedTuple):
     time: float | None = None
     token: str | None = None
     made: dict[str, Any] | None = None  # see made_with; None in older versions' notes
+    source_id: dict[str, Any] | None = None  # see source_identity; None: older, or the app's
 
     def stands_for(self, output: str | os.PathLike[str]) -> bool:
         """Whether the file now at ``output`` is the one noted: of the noted size, or, for
@@ -74,9 +79,11 @@ class Noted(NamedTuple):
 
 def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
                   result: str | None = None, *, size: int | None = None,
-                  token: str | None = None, made: dict[str, Any] | None = None) -> str:
+                  token: str | None = None, made: dict[str, Any] | None = None,
+                  source_id: dict[str, Any] | None = None) -> str:
     """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
-    ``result`` of it: see :class:`Noted`); with ``size``, that it has been written.
+    ``result`` of it, ``source_id`` the source as it was read: see :class:`Noted`); with
+    ``size``, that it has been written.
     Returns the note's token (a new one unless given), which names this writer's notes.
 
     Call it before writing the output (without ``size``), so that a kill between the
@@ -97,6 +104,8 @@ def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]
         entry["result"] = result
     if made is not None:
         entry["made"] = made
+    if source_id is not None:
+        entry["source_id"] = source_id
     if size is not None:
         entry["size"] = size
     else:
@@ -126,11 +135,12 @@ T = TypeVar("T")
 
 def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], result: str,
                 write: Callable[[], T], *, earlier: Noted | None = None,
-                must_note: bool = True, made: dict[str, Any] | None = None) -> T:
+                must_note: bool = True, made: dict[str, Any] | None = None,
+                source_id: dict[str, Any] | None = None) -> T:
     """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``, ``made`` as
-    :func:`made_with` says), its note in the output log kept true; returns what ``write``
-    returns. The one way outputs are noted: the CLI's batch and the app's saves both
-    write through it.
+    :func:`made_with` says, ``source_id`` the source as read: :func:`source_identity`),
+    its note in the output log kept true; returns what ``write`` returns. The one way
+    outputs are noted: the CLI's batch and the app's saves both write through it.
 
     Noted before the write (a kill can come any time: an output must never be left
     unnoted) and again with its size once written. If the write fails, the note is taken
@@ -145,7 +155,7 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     """
     out = Path(output)
     try:
-        token = record_output(out, source, result, made=made)
+        token = record_output(out, source, result, made=made, source_id=source_id)
     except OSError as exc:
         if not must_note:
             logger.warning("%s: not noted in its folder's %s (%s)", out, OUTPUT_LOG,
@@ -161,13 +171,14 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
         if earlier is not None and earlier.size is not None and earlier.stands_for(out):
             with contextlib.suppress(OSError):
                 record_output(out, earlier.source, earlier.result, size=earlier.size,
-                              token=earlier.token, made=earlier.made)
+                              token=earlier.token, made=earlier.made,
+                              source_id=earlier.source_id)
         else:
             retract_output(out, source, token)
         raise
     with contextlib.suppress(OSError):  # the note made before still stands for it
         record_output(out, source, result, size=os.path.getsize(out), token=token,
-                      made=made)
+                      made=made, source_id=source_id)
     return written
 
 
@@ -224,7 +235,9 @@ def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,
     after "<output> already exists and ...".
 
     A batch takes a file for done only when this is None. Lenient where a batch may be:
-    a note whose source is gone stands for any source. Replacing a file needs more.
+    a note whose source is gone stands for any source, and one that does not say how the
+    source was (:func:`source_identity`) for any version of it. Replacing a file needs
+    more.
     """
     noted = notes.get(output)
     if noted is None:
@@ -235,7 +248,66 @@ def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,
         return f"was made from {noted.source}"
     if noted.result is not None and noted.result != result:
         return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
-    return _made_otherwise(noted.made, made) if made is not None else None
+    otherwise = _made_otherwise(noted.made, made) if made is not None else None
+    if otherwise is None and os.path.exists(noted.source) and \
+            _source_changed(noted.source_id, source):  # last: it may read the source
+        return "was made from an earlier version of this photo (it has changed since)"
+    return otherwise
+
+
+def source_identity(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The source at ``path`` as an output's note keeps it, so that a re-run can tell
+    whether it has changed since (:func:`not_this_result`): its size and mtime
+    (``os.stat``) and the SHA-256 of its bytes; None if it cannot be read (reading it
+    for the enhancement then fails with the reason).
+
+    Call it before the source is read for the enhancement. The stat comes before the
+    hash and the hash before the enhancement's read, so what is noted is never a newer
+    version than the one enhanced: a source replaced meanwhile reads as changed next
+    time (at worst one enhanced after all), never as done.
+    """
+    try:
+        st = os.stat(path)
+        digest = _sha256(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+
+
+def _source_changed(noted: dict[str, Any] | None, source: Path) -> bool:
+    """Whether ``source`` is no longer the file ``noted`` (:func:`source_identity`);
+    False when the note cannot say (an older one) or the source cannot be read.
+
+    Of the same size and mtime it is taken as it was, unread: a resume of a large archive
+    must not read every source. Of the same size with another mtime (a copy without
+    ``-p``, a ``touch``) its bytes decide.
+    """
+    noted = noted or {}
+    size, mtime_ns, sha256 = noted.get("size"), noted.get("mtime_ns"), noted.get("sha256")
+    if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(sha256, str)):
+        return False
+    try:
+        st = os.stat(source)
+        if st.st_size != size:
+            return True
+        return st.st_mtime_ns != mtime_ns and \
+            _sha256_as_of(str(source), st.st_size, st.st_mtime_ns) != sha256
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_as_of(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by the stat too: --exit all asks of one source once for each of its outputs.
+    return _sha256(path)
+
+
+def _sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _describe_result(result: str) -> str:
@@ -297,11 +369,13 @@ def _read_output_log(folder: Path) -> dict[str, Noted]:
                 del entries[name]
             continue
         when, token, made = entry.get("time"), entry.get("token"), entry.get("made")
+        source_id = entry.get("source_id")
         entries[name] = Noted(folder / source, result if isinstance(result, str) else None,
                               size if isinstance(size, int) else None,
                               float(when) if isinstance(when, (int, float)) else None,
                               token if isinstance(token, str) else None,
-                              made if isinstance(made, dict) else None)
+                              made if isinstance(made, dict) else None,
+                              source_id if isinstance(source_id, dict) else None)
     return entries
 
 
