@@ -68,8 +68,9 @@ def test_shipped_policy_walks_each_tile():
     # signals, never before the samples' decision. (Which half goes further depends on the
     # weights: the 249k-patch weights took the QF 10 half further, the 477k ones send both
     # to exit 3, since their early exits are weakest at light compression, the 5.45M ones
-    # send these generated photos to exit 5, where the walk ends at the last exit. That a
-    # tile needing more gets a later exit is tested below with a policy of known behaviour.)
+    # sent these generated photos to exit 5, where the walk ends at the last exit, the 5.68M
+    # ones stop every tile at exit 3. That a tile needing more gets a later exit is tested
+    # below with a policy of known behaviour.)
     left = jpeg_compress(photo(256, 384, seed=1), 10)
     right = jpeg_compress(photo(256, 384, seed=2), 90)
     img = np.concatenate([left, right], axis=1).astype(np.float32) / 255
