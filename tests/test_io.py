@@ -236,6 +236,50 @@ def test_exif_orientation_is_applied_and_reset(corpus, tmp_path: Path) -> None:
         assert load_image(out).size == (8, 12)
 
 
+def _camera_exif(orientation: int, width: int, height: int) -> Image.Exif:
+    """EXIF as a camera writes it: Orientation, and the stored size in the Exif directory."""
+    exif = Image.Exif()
+    exif[0x010F] = MAKE
+    exif[0x0112] = orientation
+    camera = exif.get_ifd(0x8769)
+    camera[0xA002], camera[0xA003] = width, height
+    return exif
+
+
+def _pixel_size(exif_bytes: bytes | None) -> tuple[int, int]:
+    exif = Image.Exif()
+    exif.load(exif_bytes)
+    camera = exif.get_ifd(0x8769)
+    return camera[0xA002], camera[0xA003]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_turned_photo_keeps_its_exif_size_true(tmp_path: Path, orientation: int) -> None:
+    # A camera's portrait JPEG is stored 12 x 8 with Orientation 6. Once its pixels are
+    # turned and the Orientation reset to 1, the Exif directory's PixelXDimension and
+    # PixelYDimension must say 8 x 12 too, or viewers that read them see the old shape.
+    path = tmp_path / "cam.jpg"
+    stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(path, exif=_camera_exif(orientation, 12, 8).tobytes())
+    src = load_image(path)
+    want = src.size  # (width, height) after the turn
+    assert want == ((8, 12) if orientation in (6, 8) else (12, 8))
+    assert _pixel_size(src.exif) == want
+    for fmt in ("png", "jpeg"):
+        out = save_like(tmp_path / f"out.{fmt}", src.pixels, src, fmt=fmt)
+        with Image.open(out) as im:
+            assert im.size == want
+            assert _pixel_size(im.info.get("exif")) == want, fmt
+
+
+def test_exif_rewritten_by_pillow_swaps_the_size_too() -> None:
+    # The fallback for EXIF whose layout the in-place patch does not handle.
+    fixed = rio.metadata._normalise_exif(_camera_exif(6, 12, 8))
+    exif = Image.Exif()
+    exif.load(fixed)
+    assert exif[0x0112] == 1 and _pixel_size(fixed) == (8, 12)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
     arr = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)

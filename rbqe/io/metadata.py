@@ -41,9 +41,11 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _reset_orientation_raw(data: bytes) -> bytes | None:
-    """Sets Orientation to 1 in place inside raw EXIF bytes (``Exif\\0\\0`` + TIFF).
+    """Sets Orientation to 1 in place inside raw EXIF bytes (``Exif\\0\\0`` + TIFF), and
+    swaps the Exif directory's pixel width and height when that orientation turned the
+    picture a quarter (5-8): the pixels it describes are now turned.
 
-    Patching the two bytes keeps every other tag, maker notes included, byte-identical;
+    Patching the value fields keeps every other tag, maker notes included, byte-identical;
     re-serialising through Pillow can break maker notes that use absolute offsets.
 
     Returns:
@@ -54,18 +56,54 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
     try:
         order = {b"II": "<", b"MM": ">"}[bytes(buf[base : base + 2])]
         ifd0 = base + struct.unpack_from(order + "I", buf, base + 4)[0]
-        count = struct.unpack_from(order + "H", buf, ifd0)[0]
-        for i in range(count):
-            entry = ifd0 + 2 + 12 * i
-            tag, typ, n = struct.unpack_from(order + "HHI", buf, entry)
-            if tag == _ORIENTATION:
-                if typ != 3 or n != 1:  # not a single SHORT: let Pillow rewrite it
-                    return None
-                struct.pack_into(order + "H", buf, entry + 8, 1)
-                break
+        entries = _ifd_entries(buf, order, ifd0)
+        if _ORIENTATION in entries:
+            entry, typ, n = entries[_ORIENTATION]
+            if typ != 3 or n != 1:  # not a single SHORT: let Pillow rewrite it
+                return None
+            turned = struct.unpack_from(order + "H", buf, entry + 8)[0] in _QUARTER_TURNS
+            struct.pack_into(order + "H", buf, entry + 8, 1)
+            if turned and _EXIF_IFD in entries:
+                entry, _, _ = entries[_EXIF_IFD]
+                exif_ifd = base + struct.unpack_from(order + "I", buf, entry + 8)[0]
+                _swap_pixel_dimensions(buf, order, _ifd_entries(buf, order, exif_ifd))
     except (KeyError, struct.error):
         return None
     return bytes(buf)
+
+
+_QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
+_EXIF_IFD = 0x8769  # the pointer to the Exif (camera) directory
+_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003  # its PixelXDimension and PixelYDimension
+_INLINE = {3: "H", 4: "I"}  # SHORT and LONG, stored in the entry's 4-byte value field
+
+
+def _ifd_entries(buf: bytearray, order: str, ifd: int) -> dict[int, tuple[int, int, int]]:
+    """A TIFF directory's entries: tag -> (entry offset, type, count)."""
+    count = struct.unpack_from(order + "H", buf, ifd)[0]
+    out = {}
+    for i in range(count):
+        entry = ifd + 2 + 12 * i
+        tag, typ, n = struct.unpack_from(order + "HHI", buf, entry)
+        out[tag] = (entry, typ, n)
+    return out
+
+
+def _swap_pixel_dimensions(buf: bytearray, order: str,
+                           entries: dict[int, tuple[int, int, int]]) -> None:
+    """Swaps PixelXDimension and PixelYDimension in place, when both are single SHORTs or
+    LONGs and each value fits the other's type; else leaves them."""
+    if _PIXEL_X not in entries or _PIXEL_Y not in entries:
+        return
+    (ex, tx, nx), (ey, ty, ny) = entries[_PIXEL_X], entries[_PIXEL_Y]
+    if nx != 1 or ny != 1 or tx not in _INLINE or ty not in _INLINE:
+        return
+    x = struct.unpack_from(order + _INLINE[tx], buf, ex + 8)[0]
+    y = struct.unpack_from(order + _INLINE[ty], buf, ey + 8)[0]
+    if (tx == 3 and y > 0xFFFF) or (ty == 3 and x > 0xFFFF):
+        return
+    struct.pack_into(order + _INLINE[tx], buf, ex + 8, y)
+    struct.pack_into(order + _INLINE[ty], buf, ey + 8, x)
 
 
 _GPS_IFD = 0x8825  # the EXIF pointer to the GPS (location) directory
@@ -113,6 +151,10 @@ def _normalise_exif(exif: bytes | Image.Exif | None, path: Path | None = None) -
             return None
     try:
         if _ORIENTATION in obj:
+            if obj[_ORIENTATION] in _QUARTER_TURNS:
+                camera = obj.get_ifd(_EXIF_IFD)  # loaded, so tobytes() writes it back
+                if _PIXEL_X in camera and _PIXEL_Y in camera:
+                    camera[_PIXEL_X], camera[_PIXEL_Y] = camera[_PIXEL_Y], camera[_PIXEL_X]
             obj[_ORIENTATION] = 1
         return obj.tobytes()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
