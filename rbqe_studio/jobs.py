@@ -11,7 +11,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rbqe.batch import BatchOptions, BatchSummary, ItemReport
 from rbqe.engine import EnhanceResult
@@ -75,6 +75,12 @@ class ViewData:
         other_ms: The first run's time besides its exits (:func:`rbqe_studio.state.
             other_ms`), kept for :func:`~rbqe_studio.state.chosen_cost`: later exits
             add to the result's total (None: not computed here).
+        source_id: The source as it was when ``loaded`` was read from it
+            (:func:`rbqe.io.source_identity`, taken before the read), kept in the notes
+            of its saves so that a later batch can tell whether it has changed since;
+            None: it could not be read.
+        saved_from: For the exits in ``saved``, the source as their batch's notes say
+            they were made from it (None: not said).
     """
 
     path: Path
@@ -88,6 +94,14 @@ class ViewData:
     saved: dict[int, Path] = field(default_factory=dict)
     display: Display | None = None
     other_ms: float | None = None
+    source_id: dict[str, Any] | None = None
+    saved_from: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+
+    def made_from(self, k: int) -> dict[str, Any] | None:
+        """The source as exit ``k`` was made from it, for the note of a save of it:
+        as read here, or, for an exit read back from a batch's output, as that batch
+        read it (None: not known; a later batch then does not ask if it has changed)."""
+        return self.saved_from.get(k) if k in self.saved else self.source_id
 
     @property
     def cost(self) -> float:

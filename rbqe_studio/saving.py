@@ -6,7 +6,9 @@ result the batch would call them (:func:`rbqe.batch.result_name`): a later batch
 the folder then takes an app-saved file that holds its result for done, leaves it out of
 its inputs, and keeps its name with its photo. The log records which photo and which
 exit a file holds, and its size; the format only through the name's extension, and
-nothing of quality or metadata (the batch's notes do not either).
+nothing of quality or metadata (the batch's notes do not either). It records the photo
+as it was read for the exits too (:attr:`rbqe_studio.jobs.ViewData.source_id`), so that
+a batch does not take the file for done once the photo has changed.
 
 Save all replaces a file without asking only where the log says rbqe saved it there from
 the same photo as the same result. Any other file at one of its names (a user's own, or
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from rbqe.errors import RBQEError
-from rbqe.io import OutputNotes, not_this_result, output_path_for, path_key
+from rbqe.io import Noted, OutputNotes, not_this_result, output_path_for, path_key
 from rbqe_studio.jobs import SaveJob, ViewData
 
 # A save's plan: (exit, file, the result the log will call it, or None).
@@ -60,11 +63,27 @@ def result_held(view: ViewData, k: int, target: Path, notes: OutputNotes) -> str
 def _noted_result(saved: Path, source: Path, notes: OutputNotes) -> str | None:
     """The result the log notes for the batch output ``saved`` of ``source``, if
     lossless and still the file noted."""
-    noted = notes.get(saved)
-    if (saved.suffix.lower() not in _LOSSLESS or noted is None or noted.result is None
-            or not noted.stands_for(saved) or path_key(noted.source) != path_key(source)):
+    noted = _note_of(saved, source, notes)
+    if saved.suffix.lower() not in _LOSSLESS or noted is None:
         return None
     return noted.result
+
+
+def source_noted(saved: Path, source: Path, notes: OutputNotes) -> dict[str, Any] | None:
+    """The source as the note of the batch output ``saved`` of ``source`` says it was
+    made from it (:func:`rbqe.io.source_identity`), if still the file noted; else None,
+    as when the note does not say. Read it before the file: a note read after could be
+    of a newer output than the one read."""
+    noted = _note_of(saved, source, notes)
+    return None if noted is None else noted.source_id
+
+
+def _note_of(saved: Path, source: Path, notes: OutputNotes) -> Noted | None:
+    """The log's note of ``saved``, if it is of ``source`` and still stands for the file."""
+    noted = notes.get(saved)
+    if noted is None or not noted.stands_for(saved) or path_key(noted.source) != path_key(source):
+        return None
+    return noted
 
 
 def may_replace(target: Path, source: Path, result: str | None, notes: OutputNotes) -> bool:

@@ -29,6 +29,7 @@ from rbqe.io import (
     quantize,
     retract_output,
     save_like,
+    source_identity,
     write_noted,
 )
 from rbqe.jpeg_constraint import consistent
@@ -47,7 +48,7 @@ from rbqe_studio.jobs import (
     SaveJob,
     ViewData,
 )
-from rbqe_studio.saving import may_replace, plan, refuse_others
+from rbqe_studio.saving import may_replace, plan, refuse_others, source_noted
 from rbqe_studio.state import other_ms
 
 log = logging.getLogger(__name__)
@@ -169,13 +170,17 @@ class Worker(QObject):
 
     def _load_input(self, job: ProcessJob | LoadOutputsJob) -> ViewData:
         self.progress.emit(job.gen, "load", 0, 1)
+        # Before the read, as a batch takes it: what its saves note is then never a newer
+        # version than the one enhanced (not at save time: the file may change meanwhile).
+        source_id = source_identity(job.path)
         loaded = load_image(job.path, max_pixels=job.max_pixels)
         if job.cancel.is_set():
             raise Cancelled("cancelled")
         display = Display.of(loaded.icc_profile, loaded.pixels.shape[2], loaded.alpha,
                              job.path.name)
         pic = Picture.from_array(loaded.pixels, display)
-        view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB), display=display)
+        view = ViewData(job.path, loaded, pic, pic.thumbnail(THUMB), display=display,
+                        source_id=source_id)
         self.loaded.emit(job.gen, view)  # the input is shown even if the model is missing
         return view
 
@@ -195,6 +200,8 @@ class Worker(QObject):
         """The input and the outputs a batch saved, read back instead of computed."""
         assert job.report is not None and job.outputs
         view = self._load_input(job)
+        notes = OutputNotes()  # the outputs' notes read before the outputs are
+        view.saved_from = {k: source_noted(p, job.path, notes) for k, p in job.outputs.items()}
         result = result_from_report(job.report, view, {
             k: load_image(p, max_pixels=job.max_pixels).pixels for k, p in job.outputs.items()})
         view.saved = dict(job.outputs)
@@ -294,7 +301,7 @@ class Worker(QObject):
                              fmt=target.suffix if k in job.targets else job.fmt,
                              quality=job.quality, rule=rule)
             return write_noted(target, view.path, result, save, earlier=earlier,
-                               must_note=False, made=made)
+                               must_note=False, made=made, source_id=view.made_from(k))
         path = save()
         if earlier is not None and earlier.token is not None:
             retract_output(target, earlier.source, earlier.token)

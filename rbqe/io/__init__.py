@@ -61,7 +61,7 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.listing`: :func:`list_images`, :func:`lists_folder`.
 * :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`,
   :func:`write_noted` (an output written with its note kept true), :func:`made_with`,
-  :func:`not_this_result`.
+  :func:`source_identity`, :func:`not_this_result`.
 * :mod:`rbqe.io.diagnostics`: error reasons, warnings to log records, the logger.
 """
 
@@ -85,6 +85,7 @@ from rbqe.io.output_log import (
     not_this_result,
     record_output,
     retract_output,
+    source_identity,
     write_noted,
 )
 from rbqe.io.pixels import MODES as MODES
@@ -119,6 +120,7 @@ __all__ = [
     "remove_stale_temps",
     "save_image",
     "save_like",
+    "source_identity",
     "write_bytes_atomic",
     "write_noted",
 ]

@@ -8,12 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from rbqe.batch import BatchOptions, run_batch
-from rbqe.io import OutputNotes, record_output
+from rbqe.io import OutputNotes, record_output, source_identity
 from rbqe_studio.jobs import ViewData
 from rbqe_studio.saving import result_held
-from tests.helpers import tiny_enhancer
+from tests.helpers import tiny_enhancer, write_jpeg
 
 TIMEOUT = 120_000
+CHANGED_SINCE = "was made from an earlier version of this photo (it has changed since)"
 
 
 def view(qtbot, window, path: Path, mode: object = "all") -> None:
@@ -260,3 +261,71 @@ def test_exits_save_all_computed_are_shown(qtbot, window, images, tmp_path,
     cards = window.compare.strip.cards
     assert [c.data.state for c in cards[1:]] == ["ready"] * 5
     assert not window.acts.compute_all.isEnabled()
+
+
+def test_a_save_notes_the_source_as_it_was_loaded(qtbot, window, images, tmp_path,
+                                                  monkeypatch) -> None:
+    """The app's saves noted no ``source_id``: a later batch took them for done whatever
+    became of the photo. Now Save (and Save all) note the photo as it was read."""
+    view(qtbot, window, images[0], mode=3)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(folder / suggested.name))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    (saved,) = blocker.args[0]
+    noted = OutputNotes().get(saved)
+    assert noted is not None and noted.source_id is not None
+    assert noted.source_id == source_identity(images[0])  # unchanged since it was loaded
+
+
+def test_a_photo_replaced_after_it_was_loaded_is_noted_as_loaded(qtbot, window, images,
+                                                                 tmp_path, monkeypatch) -> None:
+    """Replaced between the load and Save all, the photo is noted as it was when the
+    exits were made from it (not as it is at the save): a later batch into that folder
+    then fails it as changed since, instead of skipping its outputs as done."""
+    src = images[0]
+    loaded = source_identity(src)
+    view(qtbot, window, src)
+    write_jpeg(src, size=(80, 60), seed=7)  # another photo at its name
+    assert source_identity(src) != loaded
+    folder = tmp_path / "out"
+    folder.mkdir()
+    saved = save_all(qtbot, window, folder, monkeypatch)
+    assert len(saved) == 5
+    notes = OutputNotes()
+    assert all(notes.get(p).source_id == loaded for p in saved)
+
+    before = {p: p.read_bytes() for p in saved}
+    options = BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")
+    (item,) = run_batch(tiny_enhancer(), [src], options).items
+    assert item.status == "failed" and CHANGED_SINCE in str(item.error)
+    assert {p: p.read_bytes() for p in saved} == before  # left as they are
+
+
+def test_an_exit_read_back_from_a_batch_is_noted_as_the_batch_read_its_photo(
+        qtbot, window, tmp_path, jpeg, monkeypatch) -> None:
+    """An exit opened from a batch's output was made from the photo as that batch read
+    it: saved again after the photo was replaced, it is noted so, not as the photo was
+    when the app read it back."""
+    src, out, again = tmp_path / "src", tmp_path / "out", tmp_path / "again"
+    photo = jpeg(src / "one.jpg", seed=3)
+    panel = window.batch
+    panel.input.set_text(str(src))
+    panel.output.set_text(str(out))
+    window.settings.exit_mode = "2"
+    assert panel.run()
+    qtbot.waitUntil(lambda: panel.outcome is not None, timeout=TIMEOUT)
+    batch_read = OutputNotes().get(out / "one_rbqe.png").source_id
+    assert batch_read == source_identity(photo)
+    write_jpeg(photo, seed=7)  # replaced after the batch (by one of its size)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        panel.open_button.click()
+    assert blocker.args[0].saved == {2: out / "one_rbqe.png"}  # read back, not computed
+
+    again.mkdir()
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(again / suggested.name))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    (saved,) = blocker.args[0]
+    assert OutputNotes().get(saved).source_id == batch_read != source_identity(photo)
