@@ -597,8 +597,9 @@ def _jpeg_bytes(**options) -> bytes:
     return buf.getvalue()
 
 
-def test_jpeg_missing_only_its_end_marker_loads(tmp_path: Path) -> None:
-    data = _jpeg_bytes()
+@pytest.mark.parametrize("options", [{}, {"progressive": True}])
+def test_jpeg_missing_only_its_end_marker_loads(tmp_path: Path, options) -> None:
+    data = _jpeg_bytes(**options)
     (tmp_path / "full.jpg").write_bytes(data)
     (tmp_path / "no_eoi.jpg").write_bytes(data[:-2])
     full, recovered = load_image(tmp_path / "full.jpg"), load_image(tmp_path / "no_eoi.jpg")
@@ -606,17 +607,25 @@ def test_jpeg_missing_only_its_end_marker_loads(tmp_path: Path) -> None:
     assert recovered.jpeg_quality == full.jpeg_quality == 85
 
 
+def _last_scan(data: bytes) -> int:
+    """Where a progressive JPEG's last scan header (FF DA) begins."""
+    return data.rindex(b"\xff\xda")
+
+
 @pytest.mark.parametrize(("cut", "options"), [
-    (lambda n: n // 2, {}),  # half the scan data gone
-    (lambda n: n - 3, {}),  # the end marker and the last byte of scan data
-    # Progressive: a file cut between two scans decodes cleanly, so a missing end marker
-    # cannot be told from lost scans; such files stay refused.
-    (lambda n: n - 2, {"progressive": True}),
+    (lambda d: len(d) // 2, {}),  # half the scan data gone
+    (lambda d: len(d) - 3, {}),  # the end marker and the last byte of scan data
+    # Progressive: a file cut between two scans decodes without a warning (a blurrier
+    # picture), so the scan headers must show every scan there.
+    (lambda d: _last_scan(d), {"progressive": True}),  # the last scan gone, header and all
+    (lambda d: _last_scan(d) + 20, {"progressive": True}),  # cut early in its data
+    (lambda d: len(d) - 3, {"progressive": True}),  # cut inside the last scan's data
+    (lambda d: len(d) // 2, {"progressive": True}),
 ])
 def test_jpeg_cut_inside_its_scan_data_is_still_refused(tmp_path: Path, cut, options) -> None:
     data = _jpeg_bytes(**options)
     path = tmp_path / "cut.jpg"
-    path.write_bytes(data[: cut(len(data))])
+    path.write_bytes(data[: cut(data)])
     with pytest.raises(ImageReadError) as info:
         load_image(path)
     assert info.value.reason == "truncated or corrupt image data"

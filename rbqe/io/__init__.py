@@ -40,8 +40,9 @@ Decisions worth knowing:
   (DPI) is kept for the same reason. ``strip_gps`` drops XMP whole if it holds GPS.
 * **Several pages or frames** (multi-page TIFF, animated GIF/WebP/PNG): only the first
   is read, and :attr:`LoadedImage.warnings` says so. Phones' MPO JPEGs are exempt.
-* **A JPEG lacking only its end marker** is decoded with the marker supplied; one whose
-  scan data is cut is refused like any truncated file (progressive ones included).
+* **A JPEG lacking only its end marker** is decoded with the marker supplied (a
+  progressive one when its scan headers show that no scan is missing); one whose scan
+  data is cut, or that lacks a scan, is refused like any truncated file.
 
 Modules of this package (everything public is re-exported here, so import from
 ``rbqe.io``):

@@ -62,14 +62,80 @@ def jpeg_data_complete(path: Path, tail: bytes = b"") -> bool:
 _JPEG_EOI = b"\xff\xd9"
 
 
-def jpeg_lacks_only_eoi(path: Path) -> bool:
+def jpeg_lacks_only_eoi(path: Path, progressive: bool = False) -> bool:
     """True if the file does not end with the end marker (FF D9), yet with the marker
-    appended its coded data covers the whole frame: nothing but the marker is lost."""
+    appended its coded data covers the whole frame: nothing but the marker is lost.
+
+    A progressive JPEG cut between two scans decodes without a warning (a blurrier
+    picture), so for one (``progressive``) its scan headers must also show every scan
+    there (:func:`progressive_scans_complete`).
+    """
     with open(path, "rb") as fh:
         fh.seek(-2, os.SEEK_END)
         if fh.read(2) == _JPEG_EOI:
             return False
+    if progressive and not progressive_scans_complete(path):
+        return False
     return jpeg_data_complete(path, _JPEG_EOI)
+
+
+_SOF_PROGRESSIVE = (0xC2, 0xC6, 0xCA, 0xCE)  # progressive DCT frames (Huffman, arithmetic)
+_SOS = 0xDA
+
+
+def progressive_scans_complete(path: Path) -> bool:
+    """True if a progressive JPEG's scan headers code every coefficient (0-63) of every
+    component of its frame down to the last bit (a scan with successive approximation
+    Al = 0 covers it): no scan is missing. Whether each scan's own data is whole is
+    :func:`jpeg_data_complete`'s to say. False for anything it cannot follow.
+    """
+    data = path.read_bytes()  # as _quick_decode does; the headers are spread through it
+    components: list[int] = []
+    coded: set[tuple[int, int]] = set()
+    i, n = 2, len(data)
+    try:
+        while i + 1 < n:
+            if data[i] != 0xFF:
+                return False
+            marker = data[i + 1]
+            if marker == 0xFF:  # a fill byte before the marker
+                i += 1
+                continue
+            if marker == 0xD9:
+                break
+            end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+            if end > n or end < i + 4:
+                return False  # a segment cut short
+            seg = data[i + 4 : end]
+            if marker in _SOF_PROGRESSIVE:
+                components = [seg[6 + 3 * k] for k in range(seg[5])]
+            elif marker == _SOS:
+                ns = seg[0]
+                ids = [seg[1 + 2 * k] for k in range(ns)]
+                ss, se, al = seg[1 + 2 * ns], seg[2 + 2 * ns], seg[3 + 2 * ns] & 0x0F
+                if al == 0:
+                    coded.update((c, k) for c in ids for k in range(ss, se + 1))
+                end = _end_of_scan_data(data, end)
+            i = end
+    except IndexError:
+        return False
+    return bool(components) and all((c, k) in coded for c in components for k in range(64))
+
+
+def _end_of_scan_data(data: bytes, i: int) -> int:
+    """Where the entropy-coded data from ``i`` ends: at the next marker that is not a
+    stuffed FF 00 or a restart marker (or at the end of the file)."""
+    while True:
+        j = data.find(b"\xff", i)
+        if j < 0 or j + 1 >= len(data):
+            return len(data)
+        nxt = data[j + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+            i = j + 2
+        elif nxt == 0xFF:
+            i = j + 1  # fill bytes: the marker follows
+        else:
+            return j
 
 
 class _WithEoi(io.RawIOBase):

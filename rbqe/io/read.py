@@ -450,9 +450,7 @@ def _decode(im: Image.Image, p: Path, fmt: str) -> Image.Image:
             im.load()
         return im
     except OSError:
-        # Progressive JPEGs are left out: one cut between two scans decodes without a
-        # warning (as a blurrier picture), so a lost end marker and lost scans look alike.
-        if fmt != "JPEG" or im.info.get("progressive") or not jpeg_lacks_only_eoi(p):
+        if fmt != "JPEG" or not jpeg_lacks_only_eoi(p, bool(im.info.get("progressive"))):
             raise
     logger.info("%s: JPEG end marker (FF D9) missing; decoding with it supplied", p)
     with open_with_eoi(p) as stream, _native_messages(p):
