@@ -15,8 +15,10 @@
 #    themselves quality-95 JPEGs, so re-saving them at 95 is nearly lossless (61 dB) and
 #    any change the network makes reads as a loss.
 # 3. Recalibrates the assessor rule on the gray records (the gate stays the default).
-# 4. Prints the comparison against the shipped weights' gray eval (BASE, default the
-#    one the model card's current release section cites).
+# 4. Prints, per gate tolerance, the refitted gate's auto against BASE's on the whole gray
+#    photos (docs/eval/gate/explore_tolerance.py), then the comparison against the shipped
+#    weights' gray eval (BASE, default the one the model card's current release section
+#    cites; it exits non-zero where the candidate is worse).
 # TOLERANCE (optional) is the gate's worst-QF loss limit in dB (calibrate's --tolerance).
 # LIMIT (optional) caps every photo set: a rehearsal, e.g. 2. Nothing here touches the
 # shipped weights; copying OUTDIR/rbqe_jpeg.safetensors over them is a separate step.
@@ -38,7 +40,7 @@ mkdir -p "$out"
 w="$out/rbqe_jpeg.safetensors"
 cp "$cand" "$w"
 qfs=(10 20 30 40 50 60 70 80 90)
-read -r -a base <<< "${BASE:-docs/eval/rgb_5450k/gray.json}"
+read -r -a base <<< "${BASE:-docs/eval/rgb_5684k/gray.json}"
 
 echo "== gate: fit on train, operating point on val"
 rbqe calibrate "$data/val/bsds500_val" $(lim 36) --policy gate --weights "$w" \
@@ -62,6 +64,14 @@ rbqe eval "$data/val/mcmaster" $(lim 18) --gray --qf 90 95 --weights "$w" \
 echo "== BSDS500-val colour (first 40), QF 10/30/50"
 rbqe eval "$data/val/bsds500_val" $(lim 40) --qf 10 30 50 --weights "$w" \
     --json "$out/colour40.json" | tee "$out/colour40.txt"
+
+# A release's auto must beat the shipped auto at every QF too; this shows, per tolerance,
+# where the refitted gate stands against it on the whole photos (numpy only, seconds), so
+# that a failing comparison below says which TOLERANCE would pass (2026-12-07: 0.038).
+echo "== the gate's tolerance against the shipped auto, on the whole gray photos"
+GATE_RECORDS="$out/gate" WHOLE="$out/gray_gate_records.npz" CANDIDATE="$out/gray.json" \
+    BASE="${base[0]}" PYTHONPATH="$PWD/docs/eval/gate:$PYTHONPATH" \
+    "$py" docs/eval/gate/explore_tolerance.py | tee "$out/tolerance_choice.txt"
 
 echo "== against the shipped weights (gray, exit 5 and auto per QF)"
 "$py" scripts/compare_eval.py "${base[@]}" --candidate "$out/gray.json" | tee "$out/compare.txt"
