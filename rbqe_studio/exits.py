@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -285,6 +285,8 @@ class ExitStrip(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFixedHeight(CARD_HEIGHT + 16)  # room for a scroll bar when narrow
+        # A narrower row (window, splitter, first layout) can push the chosen card out.
+        scroll.viewport().installEventFilter(self)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 8, 8, 8)
         lay.setSpacing(6)
@@ -299,6 +301,22 @@ class ExitStrip(QWidget):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._place_rule()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self._reveal_chosen_later()
+        return super().eventFilter(watched, event)
+
+    def _reveal_chosen(self) -> None:
+        """Scroll the chosen card into view: called only when it may have left it (a new
+        result, a resize), never on other updates, so a user's own scroll stays put."""
+        if self.chosen is not None:
+            self.scroll.ensureWidgetVisible(self.cards[self.chosen], 8, 0)
+
+    def _reveal_chosen_later(self) -> None:
+        # Once the pending layout has run: until then the cards' geometry and the scroll
+        # range are stale (the scroll area adjusts them after its viewport's resize).
+        QTimer.singleShot(0, self, self._reveal_chosen)
 
     def _place_rule(self) -> None:
         """Put the rule (and mode) beside the title when the header has room for the
@@ -378,8 +396,10 @@ class ExitStrip(QWidget):
                 card.data.state = "skipped" if auto and k is not None and card.index > k \
                     else "empty"
             card.update()
-        if k is not None:  # a narrow window scrolls the row: the chosen card in view
-            self.scroll.ensureWidgetVisible(self.cards[k], 8, 0)
+        # A narrow window scrolls the row: the chosen card in view, also when the exit is
+        # the last image's (the user may have scrolled) and again after the layout.
+        self._reveal_chosen()
+        self._reveal_chosen_later()
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:
         start = f" · from exit {min_exit}" if min_exit > 1 else ""

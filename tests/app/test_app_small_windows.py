@@ -8,10 +8,11 @@ import math
 
 import pytest
 from PySide6.QtCore import QRect
-from PySide6.QtGui import QFont, QFontMetrics
+from PySide6.QtGui import QFont, QFontMetrics, QImage
 from PySide6.QtWidgets import QBoxLayout, QScrollArea
 
 from rbqe_studio.drop_zone import FLAGS, TITLE, body_text
+from rbqe_studio.exits import ExitStrip
 from rbqe_studio.info_panel import stage_gmacs
 from rbqe_studio.queue_panel import row_texts, status_text
 from rbqe_studio.state import DONE, QueueItem, fmt_ms_short
@@ -56,6 +57,77 @@ def test_the_chosen_exits_card_is_scrolled_into_view(qtbot, themed, window, imag
         window.settings_panel.threshold.setValue(0.0)  # chosen again: exit 1
     assert blocker.args[0].result.chosen == 1
     qtbot.waitUntil(lambda: in_view(strip.cards[1]))
+
+
+
+def test_a_second_result_with_the_same_exit_scrolls_its_card_into_view(qtbot, themed, window,
+                                                                       images) -> None:
+    window.resize(900, 600)
+    window.settings_panel.threshold.setValue(1.0)  # no score reaches it: exit 5 for both
+    finish(qtbot, window, images[:2])
+    strip = window.compare.strip
+    qtbot.waitUntil(lambda: in_view(strip.cards[5]))
+    strip.scroll.horizontalScrollBar().setValue(0)  # the user looks at the input
+    assert not in_view(strip.cards[5])
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.queue.select(window.session.queue.items[1])
+    assert blocker.args[0].result.chosen == 5
+    qtbot.waitUntil(lambda: in_view(strip.cards[5]))
+
+
+def test_a_narrower_strip_scrolls_the_chosen_card_back_into_view(qtbot, themed, window,
+                                                                 images) -> None:
+    """It was scrolled into view only when a result came: a window or centre made
+    narrower afterwards left it out of sight."""
+    window.resize(1600, 800)  # every card fits: the row does not scroll
+    window.settings_panel.threshold.setValue(1.0)
+    finish(qtbot, window, [images[0]])
+    strip = window.compare.strip
+    bar = strip.scroll.horizontalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() == 0)
+    window.resize(900, 600)
+    qtbot.waitUntil(lambda: bar.maximum() > 0)
+    qtbot.waitUntil(lambda: in_view(strip.cards[5]))
+    queue, centre, tabs = window.splitter.sizes()  # a narrower centre, by the splitter
+    window.splitter.setSizes([queue + 150, centre - 150, tabs])
+    qtbot.waitUntil(lambda: strip.scroll.viewport().width() < 400)
+    qtbot.waitUntil(lambda: in_view(strip.cards[5]))
+
+
+def test_the_chosen_card_is_in_view_once_the_strip_is_first_laid_out(qtbot, themed) -> None:
+    """Chosen before the strip had its width: the scroll used a stale layout."""
+    strip = ExitStrip()
+    qtbot.addWidget(strip)
+    thumb = QImage(32, 24, QImage.Format.Format_RGB32)
+    thumb.fill(0x808080)
+    for k in range(1, 6):
+        strip.set_exit(k, thumb, 0.5, 1.0, 1.0)
+    strip.set_chosen(4)
+    strip.resize(500, strip.sizeHint().height())
+    strip.show()
+    qtbot.waitExposed(strip)
+    assert strip.scroll.horizontalScrollBar().maximum() > 0
+    qtbot.waitUntil(lambda: in_view(strip.cards[4]))
+
+
+def test_a_users_scroll_is_kept_by_other_updates(qtbot, qapp, themed, window,
+                                                 images) -> None:
+    """Only a new result, a new choice or a resize brings the chosen card back."""
+    window.resize(900, 600)
+    window.settings_panel.threshold.setValue(1.0)
+    finish(qtbot, window, [images[0]])
+    strip, compare = window.compare.strip, window.compare
+    qtbot.waitUntil(lambda: in_view(strip.cards[5]))
+    qapp.processEvents()  # the result's own deferred scroll (after its layout) first
+    strip.scroll.horizontalScrollBar().setValue(0)
+    window._on_progress("exit", 2, 5, None)  # what a run reports
+    compare.pick(1, "a")  # a card clicked: the sides change
+    strip.set_mode_text("Mode: auto (from the weights)")
+    strip.set_threshold(0.5, "yours")
+    strip.update()
+    qtbot.wait(50)
+    assert strip.scroll.horizontalScrollBar().value() == 0
+    assert in_view(strip.cards[0]) and not in_view(strip.cards[5])
 
 
 # -- 2: the first split follows the window's width -----------------------------------------
