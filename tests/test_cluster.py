@@ -238,6 +238,37 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
         assert np.array_equal(_pixels(out / name), _pixels(root / "local" / name)), name
 
 
+def test_a_cancel_reaches_the_workers_inside_a_batch(ray_local, corpus):
+    # With --batch-size 7 and one worker the whole run is one batch: the driver gets no
+    # row back until it ends, so a cancel seen only between rows waited for all seven.
+    import time
+
+    from rbqe.cluster import EnhanceWorker, RayOptions, run_ray_batch
+
+    root, src, weights = corpus
+    out, first_done = root / "cancelled_in_batch", root / "batch.first"
+
+    class HoldsUntilStopped(EnhanceWorker):
+        """Holds every image after the first until the stop flag is set (or 20 s: without
+        the cancel reaching it, the run then goes on to the end, uncancelled)."""
+
+        def enhance_one(self, item):
+            deadline = time.monotonic() + 20
+            while first_done.exists() and not self._stopping() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            row = super().enhance_one(item)
+            first_done.touch()
+            return row
+
+    summary = run_ray_batch({"weights": str(weights), "device": "cpu", **PINNED_KWARGS}, [src],
+                            BatchOptions(out_dir=out), RayOptions(workers=1, batch_size=7),
+                            report=root / "cancelled_in_batch.json",
+                            cancel=first_done.exists, worker=HoldsUntilStopped)
+    report = json.loads((root / "cancelled_in_batch.json").read_text())
+    assert summary.cancelled and report["summary"]["cancelled"] is True
+    assert 1 <= len(report["images"]) <= 2  # the first, and at most the one in hand
+
+
 def test_a_full_disk_stops_the_ray_batch_as_the_local_one(ray_local, corpus):
     from rbqe.cluster import EnhanceWorker, RayOptions, run_ray_batch
 
