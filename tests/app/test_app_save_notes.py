@@ -30,6 +30,15 @@ def save_all(qtbot, window, folder: Path, monkeypatch) -> list[Path]:
     return list(blocker.args[0])
 
 
+def save_one(qtbot, window, folder: Path, monkeypatch) -> Path:
+    """A single Save into ``folder`` under the suggested name; returns the file saved."""
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(folder / suggested.name))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    (saved,) = blocker.args[0]
+    return saved
+
+
 def save_fails(qtbot, window) -> str:
     """Triggers Save all, which must fail; returns the error message shown."""
     with qtbot.waitSignal(window.session.message, timeout=TIMEOUT,
@@ -155,10 +164,7 @@ def test_save_notes_the_forced_exit_a_batch_would_name(qtbot, window, images, tm
     view(qtbot, window, images[0], mode=3)
     folder = tmp_path / "out"
     folder.mkdir()
-    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(folder / suggested.name))
-    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
-        window.acts.save.trigger()
-    (saved,) = blocker.args[0]
+    saved = save_one(qtbot, window, folder, monkeypatch)
     assert saved.name == "photo0_rbqe.exit3.png"  # as Save all and --exit all name it
     noted = OutputNotes().get(saved)
     assert noted is not None and noted.result == "exit3" and noted.stands_for(saved)
@@ -270,10 +276,7 @@ def test_a_save_notes_the_source_as_it_was_loaded(qtbot, window, images, tmp_pat
     view(qtbot, window, images[0], mode=3)
     folder = tmp_path / "out"
     folder.mkdir()
-    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(folder / suggested.name))
-    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
-        window.acts.save.trigger()
-    (saved,) = blocker.args[0]
+    saved = save_one(qtbot, window, folder, monkeypatch)
     noted = OutputNotes().get(saved)
     assert noted is not None and noted.source_id is not None
     assert noted.source_id == source_identity(images[0])  # unchanged since it was loaded
@@ -324,8 +327,5 @@ def test_an_exit_read_back_from_a_batch_is_noted_as_the_batch_read_its_photo(
     assert blocker.args[0].saved == {2: out / "one_rbqe.png"}  # read back, not computed
 
     again.mkdir()
-    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(again / suggested.name))
-    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
-        window.acts.save.trigger()
-    (saved,) = blocker.args[0]
+    saved = save_one(qtbot, window, again, monkeypatch)
     assert OutputNotes().get(saved).source_id == batch_read != source_identity(photo)
