@@ -301,7 +301,8 @@ def existing_conflict(path: Path, targets: dict[str | None, Path], options: Batc
     ``overwrite``; else None.
 
     Such a file used to be taken for done, and named in the report as this run's result.
-    It is still left as it is.
+    It is still left as it is. An output taken for its result whose source only has a new
+    mtime is noted again with it (:meth:`rbqe.io.OutputNotes.renote_source`).
     """
     if options.overwrite:
         return None
@@ -314,6 +315,7 @@ def existing_conflict(path: Path, targets: dict[str | None, Path], options: Batc
             return ItemReport(path, "failed", error=(
                 f"{path}: {target} already exists and {why}; it is left as it is "
                 f"(--overwrite replaces it, or choose another output folder)"))
+        notes.renote_source(target, path)  # its result: a moved mtime need not be read again
     return None
 
 

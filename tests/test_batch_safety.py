@@ -287,6 +287,28 @@ def test_a_touched_source_is_still_done_and_its_bytes_decide(enhancer, tmp_path)
     assert summary.items[0].status == "failed"
 
 
+def test_a_source_read_once_for_a_moved_mtime_is_not_read_again(enhancer, tmp_path,
+                                                                monkeypatch) -> None:
+    # After a copy without -p every source has a new mtime: its bytes are read once to
+    # tell, and its note then takes the new mtime, so the next resume is stat-only again.
+    from rbqe.io import output_log
+
+    out, src = tmp_path / "out", bmp(tmp_path / "scan.bmp", seed=0)
+    run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    later_mtime(src)
+    read = []
+    real = output_log._sha256
+    monkeypatch.setattr(output_log, "_sha256", lambda path: read.append(path) or real(path))
+    output_log._sha256_as_of.cache_clear()
+    assert run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1)).items[0].status \
+        == "skipped"
+    assert len(read) == 1
+    output_log._sha256_as_of.cache_clear()  # as for the next run, a new process
+    assert run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1)).items[0].status \
+        == "skipped"
+    assert len(read) == 1  # noted with the new mtime: not read again
+
+
 def test_an_older_note_without_the_source_is_still_done(enhancer, three, tmp_path) -> None:
     out, src = tmp_path / "out", three / "p0.jpg"
     run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))

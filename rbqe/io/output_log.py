@@ -392,6 +392,28 @@ class OutputNotes:
             entries = self._folders[output.parent] = _read_output_log(output.parent)
         return entries.get(output.name)
 
+    def renote_source(self, output: Path, source: Path) -> None:
+        """Notes ``output`` again with its source's present mtime, where only that changed
+        since (a copy without ``-p``, a ``touch``): :func:`not_this_result` then read the
+        source's bytes to tell, and without this every later run would read them again.
+        Call it only for an output taken as ``source``'s result. Nothing if the folder
+        cannot be written (a read-only archive still resumes, reading the bytes)."""
+        noted = self.get(output)
+        if noted is None or noted.size is None or not noted.source_id:
+            return
+        try:
+            st = os.stat(source)
+        except OSError:
+            return
+        if noted.source_id.get("size") != st.st_size or \
+                noted.source_id.get("mtime_ns") == st.st_mtime_ns:
+            return
+        source_id = {**noted.source_id, "mtime_ns": st.st_mtime_ns}
+        with contextlib.suppress(OSError):
+            record_output(output, noted.source, noted.result, size=noted.size,
+                          token=noted.token, made=noted.made, source_id=source_id)
+            self._folders[output.parent][output.name] = noted._replace(source_id=source_id)
+
 
 def written_outputs(folders: Iterable[Path]) -> dict[Path, Path]:
     """``{output: source}`` for the noted outputs in ``folders`` that still exist.
