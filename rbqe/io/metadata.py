@@ -119,7 +119,7 @@ def without_gps(exif: bytes | None, path: Path | None = None) -> bytes | None:
         obj.load(data)
         if _GPS_IFD not in obj:
             return exif
-        obj.get_ifd(0x8769)  # load the camera (Exif) directory so tobytes() writes it back
+        obj.get_ifd(_EXIF_IFD)  # load the camera (Exif) directory so tobytes() writes it back
         del obj[_GPS_IFD]
         return obj.tobytes()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
@@ -172,7 +172,7 @@ def _tiff_exif(exif: Image.Exif, path: Path) -> bytes | None:
     for tag in _TIFF_DESCRIPTIVE_TAGS:
         if tag in exif:
             out[tag] = exif[tag]
-    for ifd_tag in (0x8769, 0x8825):  # Exif and GPS sub-IFDs
+    for ifd_tag in (_EXIF_IFD, _GPS_IFD):  # Exif and GPS sub-IFDs
         try:
             sub = exif.get_ifd(ifd_tag)
         except Exception:  # noqa: BLE001 - a broken sub-IFD is just left out
