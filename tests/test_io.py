@@ -280,6 +280,39 @@ def test_exif_rewritten_by_pillow_swaps_the_size_too() -> None:
     assert exif[0x0112] == 1 and _pixel_size(fixed) == (8, 12)
 
 
+def test_a_tiffs_exif_keeps_its_camera_data_when_turned() -> None:
+    # A TIFF's EXIF is rebuilt with its Exif directory as a plain dict (metadata.
+    # _tiff_exif); asking Pillow for that directory failed and dropped the whole EXIF.
+    built = Image.Exif()
+    built[0x010F] = MAKE
+    built[0x0112] = 6
+    built[0x8769] = {0xA002: 12, 0xA003: 8, 0x9003: "2026:12:07 10:00:00"}
+    fixed = rio.metadata._normalise_exif(built)
+    assert fixed is not None
+    exif = Image.Exif()
+    exif.load(fixed)
+    assert exif[0x010F] == MAKE and exif[0x0112] == 1
+    assert _pixel_size(fixed) == (8, 12)
+    assert exif.get_ifd(0x8769)[0x9003] == "2026:12:07 10:00:00"
+
+
+def test_an_unreadable_exif_directory_does_not_undo_the_in_place_patch() -> None:
+    # An Exif-directory pointer past the end: the size is left, and the Orientation is
+    # still patched in place (a rewrite by Pillow could break maker notes).
+    import struct
+
+    raw = bytearray(_camera_exif(6, 12, 8).tobytes())  # "Exif\0\0" + TIFF
+    base = len(b"Exif\x00\x00")
+    order = {b"II": "<", b"MM": ">"}[bytes(raw[base:base + 2])]
+    ifd0 = base + struct.unpack_from(order + "I", raw, base + 4)[0]
+    for i in range(struct.unpack_from(order + "H", raw, ifd0)[0]):
+        entry = ifd0 + 2 + 12 * i
+        if struct.unpack_from(order + "H", raw, entry)[0] == 0x8769:
+            struct.pack_into(order + "I", raw, entry + 8, 0xFFFFF0)
+    patched = rio.metadata._reset_orientation_raw(bytes(raw))
+    assert patched is not None and len(patched) == len(raw)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
     arr = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)

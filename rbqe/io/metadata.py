@@ -4,6 +4,7 @@ JPEG quality estimate."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -64,9 +65,11 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
             turned = struct.unpack_from(order + "H", buf, entry + 8)[0] in _QUARTER_TURNS
             struct.pack_into(order + "H", buf, entry + 8, 1)
             if turned and _EXIF_IFD in entries:
-                entry, _, _ = entries[_EXIF_IFD]
-                exif_ifd = base + struct.unpack_from(order + "I", buf, entry + 8)[0]
-                _swap_pixel_dimensions(buf, order, _ifd_entries(buf, order, exif_ifd))
+                # A size that cannot be swapped is left: the orientation is reset anyway.
+                with contextlib.suppress(struct.error):
+                    entry, _, _ = entries[_EXIF_IFD]
+                    exif_ifd = base + struct.unpack_from(order + "I", buf, entry + 8)[0]
+                    _swap_pixel_dimensions(buf, order, _ifd_entries(buf, order, exif_ifd))
     except (KeyError, struct.error):
         return None
     return bytes(buf)
@@ -152,14 +155,24 @@ def _normalise_exif(exif: bytes | Image.Exif | None, path: Path | None = None) -
     try:
         if _ORIENTATION in obj:
             if obj[_ORIENTATION] in _QUARTER_TURNS:
-                camera = obj.get_ifd(_EXIF_IFD)  # loaded, so tobytes() writes it back
-                if _PIXEL_X in camera and _PIXEL_Y in camera:
-                    camera[_PIXEL_X], camera[_PIXEL_Y] = camera[_PIXEL_Y], camera[_PIXEL_X]
+                _swap_pixel_size(obj)
             obj[_ORIENTATION] = 1
         return obj.tobytes()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
         logger.warning("%s: dropping unreadable EXIF data (%s)", path or "image", exc)
         return None
+
+
+def _swap_pixel_size(obj: Image.Exif) -> None:
+    """Swaps the Exif directory's PixelXDimension and PixelYDimension; where that fails
+    they are left as they are, and the rest of the EXIF is kept."""
+    try:
+        sub = obj.get(_EXIF_IFD)  # a dict where built here (a TIFF's), else a pointer
+        camera = sub if isinstance(sub, dict) else obj.get_ifd(_EXIF_IFD)  # loaded: written back
+        if _PIXEL_X in camera and _PIXEL_Y in camera:
+            camera[_PIXEL_X], camera[_PIXEL_Y] = camera[_PIXEL_Y], camera[_PIXEL_X]
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        logger.debug("could not swap the EXIF pixel size", exc_info=True)
 
 
 # IFD0 tags worth carrying over from a TIFF; the rest describe the TIFF's own pixel
