@@ -8,6 +8,8 @@ import io
 import logging
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -662,6 +664,31 @@ def test_jpeg_cut_inside_its_scan_data_is_still_refused(tmp_path: Path, cut, opt
     with pytest.raises(ImageReadError) as info:
         load_image(path)
     assert info.value.reason == "truncated or corrupt image data"
+
+
+def test_an_arithmetic_coded_jpeg_is_not_given_an_end_marker(tmp_path: Path) -> None:
+    # libjpeg's arithmetic decoder fills a cut scan with zeros without a warning, so a
+    # missing end marker cannot be told from lost data there: such a file is refused.
+    data = bytearray(_jpeg_bytes()[:-2])
+    sof = data.index(b"\xff\xc0")
+    data[sof + 1] = 0xC9  # the same frame, marked as arithmetic-coded
+    path = tmp_path / "arith.jpg"
+    path.write_bytes(bytes(data))
+    assert rio.jpeg_data._frame_marker(path) == 0xC9
+    assert not rio.jpeg_data.jpeg_lacks_only_eoi(path)
+
+
+@pytest.mark.skipif(shutil.which("cjpeg") is None, reason="needs libjpeg's cjpeg")
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_cut_arithmetic_coded_jpeg_is_refused(tmp_path: Path, progressive: bool) -> None:
+    ppm = tmp_path / "in.ppm"
+    _pictures(1)[0].resize((64, 48)).save(ppm)
+    args = ["cjpeg", "-arithmetic", *(["-progressive"] if progressive else []), str(ppm)]
+    data = subprocess.run(args, check=True, capture_output=True).stdout
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) * 4 // 5])
+    with pytest.raises(ImageReadError):
+        load_image(path)
 
 
 def test_heic_without_plugin_gives_install_hint(tmp_path: Path, monkeypatch) -> None:

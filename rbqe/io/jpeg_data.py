@@ -60,6 +60,7 @@ def jpeg_data_complete(path: Path, tail: bytes = b"") -> bool:
 
 
 _JPEG_EOI = b"\xff\xd9"
+_SOS = 0xDA
 
 
 def jpeg_lacks_only_eoi(path: Path, progressive: bool = False) -> bool:
@@ -74,13 +75,40 @@ def jpeg_lacks_only_eoi(path: Path, progressive: bool = False) -> bool:
         fh.seek(-2, os.SEEK_END)
         if fh.read(2) == _JPEG_EOI:
             return False
+    # libjpeg's arithmetic decoder fills a scan cut short with zeros and says nothing, so
+    # for such a file a lost end marker cannot be told from lost data.
+    if _frame_marker(path) in _SOF_ARITHMETIC:
+        return False
     if progressive and not progressive_scans_complete(path):
         return False
     return jpeg_data_complete(path, _JPEG_EOI)
 
 
+_SOF_ARITHMETIC = (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+def _frame_marker(path: Path) -> int | None:
+    """The JPEG's frame (SOF) marker, found by walking its header segments; None if the
+    walk fails or meets the first scan first."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return None
+            marker = head[1]
+            if marker == 0xFF:  # a fill byte before the marker
+                fh.seek(-3, os.SEEK_CUR)
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return marker
+            if marker == _SOS:
+                return None
+            fh.seek(int.from_bytes(head[2:4], "big") - 2, os.SEEK_CUR)
+
+
 _SOF_PROGRESSIVE = (0xC2, 0xC6, 0xCA, 0xCE)  # progressive DCT frames (Huffman, arithmetic)
-_SOS = 0xDA
 
 
 def progressive_scans_complete(path: Path) -> bool:
