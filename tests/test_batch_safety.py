@@ -309,6 +309,37 @@ def test_a_source_read_once_for_a_moved_mtime_is_not_read_again(enhancer, tmp_pa
     assert len(read) == 1  # noted with the new mtime: not read again
 
 
+def test_a_moved_folder_with_an_edited_photo_is_not_taken_for_done(enhancer, tmp_path) -> None:
+    # The noted source is gone (its folder renamed): the bytes still say whether the photo
+    # at the new place is the one the output was made from.
+    first, out = tmp_path / "in", tmp_path / "out"
+    first.mkdir()
+    bmp(first / "p.bmp", seed=0)
+    run_batch(enhancer, [first], BatchOptions(out_dir=out, mode=1))
+    moved = first.rename(tmp_path / "in2")
+    assert run_batch(enhancer, [moved], BatchOptions(out_dir=out, mode=1)).items[0].status \
+        == "skipped"  # the same bytes: done
+    bmp(moved / "p.bmp", seed=1)  # edited: the same size, other bytes
+    later_mtime(moved / "p.bmp")
+    summary = run_batch(enhancer, [moved], BatchOptions(out_dir=out, mode=1))
+    assert summary.items[0].status == "failed" and CHANGED_SINCE in summary.items[0].error
+
+
+def test_only_a_mtime_whose_bytes_matched_is_noted_again(enhancer, tmp_path) -> None:
+    # A source replaced (same size, other bytes) after a run had found it done: noting its
+    # new mtime beside the old hash would take the stale output for done from then on.
+    from rbqe.io import OutputNotes
+
+    out, src = tmp_path / "out", bmp(tmp_path / "scan.bmp", seed=0)
+    run_batch(enhancer, [src], BatchOptions(out_dir=out, mode=1))
+    bmp(src, seed=1)
+    later_mtime(src)
+    log = out / OUTPUT_LOG
+    before = log.read_text()
+    OutputNotes().renote_source(out / "scan.png", src)
+    assert log.read_text() == before
+
+
 def test_an_older_note_without_the_source_is_still_done(enhancer, three, tmp_path) -> None:
     out, src = tmp_path / "out", three / "p0.jpg"
     run_batch(enhancer, [three], BatchOptions(out_dir=out, mode=1))

@@ -249,8 +249,9 @@ def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,
     if noted.result is not None and noted.result != result:
         return f"holds {_describe_result(noted.result)} of this photo (an earlier run)"
     otherwise = _made_otherwise(noted.made, made) if made is not None else None
-    if otherwise is None and os.path.exists(noted.source) and \
-            _source_changed(noted.source_id, source):  # last: it may read the source
+    # Last: it may read the source. Also where the noted source is gone (a folder moved):
+    # the bytes, not the path, say whether this is the photo the output was made from.
+    if otherwise is None and _source_changed(noted.source_id, source):
         return "was made from an earlier version of this photo (it has changed since)"
     return otherwise
 
@@ -291,14 +292,21 @@ def _source_changed(noted: dict[str, Any] | None, source: Path) -> bool:
         if st.st_size != size:
             return True
         return st.st_mtime_ns != mtime_ns and \
-            _sha256_as_of(str(source), st.st_size, st.st_mtime_ns) != sha256
+            _sha256_of(str(source), st) != sha256
     except OSError:
         return False
 
 
+def _sha256_of(path: str, st: os.stat_result) -> str:
+    """The SHA-256 of the file at ``path`` as ``st`` found it, read once per version."""
+    return _sha256_as_of(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 @functools.lru_cache(maxsize=32)
-def _sha256_as_of(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_as_of(path: str, size: int, mtime_ns: int, ctime_ns: int, ino: int) -> str:
     # Keyed by the stat too: --exit all asks of one source once for each of its outputs.
+    # The ctime and inode: a file rewritten in place with its mtime kept (touch -r) is
+    # another version to a long-lived process (the app).
     return _sha256(path)
 
 
@@ -403,11 +411,15 @@ class OutputNotes:
             return
         try:
             st = os.stat(source)
+            if noted.source_id.get("size") != st.st_size or \
+                    noted.source_id.get("mtime_ns") == st.st_mtime_ns or \
+                    _sha256_of(str(source), st) != noted.source_id.get("sha256"):
+                return  # only an mtime whose bytes were found the noted ones is noted
         except OSError:
             return
-        if noted.source_id.get("size") != st.st_size or \
-                noted.source_id.get("mtime_ns") == st.st_mtime_ns:
-            return
+        fresh = _read_output_log(output.parent).get(output.name)
+        if fresh is None or (fresh.token, fresh.size) != (noted.token, noted.size):
+            return  # another run noted this output since: its note stands
         source_id = {**noted.source_id, "mtime_ns": st.st_mtime_ns}
         with contextlib.suppress(OSError):
             record_output(output, noted.source, noted.result, size=noted.size,
