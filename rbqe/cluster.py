@@ -561,54 +561,68 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
         # in hand and leave the rest. Once every actor has left one alone, none is writing,
         # and the pool can be shut down without leaving a temp file or losing a row.
         stopping, idle = False, set()
-        watching = _watch_cancel(cancel, stop)
         try:
-            for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-                for text, actor in zip(out["row"], out["actor"], strict=True):
-                    if not text:
-                        idle.add(str(actor))
-                        continue
-                    row = json.loads(str(text))
-                    summary.devices.add(row["device"])
-                    summary.backends.add(tuple(row["backend"]))
-                    emit(row["entry"], tuple(row["gmacs"]), None)
-                    if row.get("write_errno") in FOLDER_ERRNOS and summary.stopped is None:
-                        # A full disk fails every image in turn: stop, as the local engine.
-                        reason = _os_reason(OSError(row["write_errno"], ""))
-                        summary.stopped = (f"{options.out_dir}: cannot write to the output "
-                                           f"folder ({reason}); batch stopped")
-                if not stopping and ((cancel is not None and cancel()) or summary.stopped):
-                    stopping = True
-                    stop.set.remote()
-                if stopping and len(idle) >= size:
-                    break
+            with _watch_cancel(cancel, stop):
+                for out in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                    for text, actor in zip(out["row"], out["actor"], strict=True):
+                        if not text:
+                            idle.add(str(actor))
+                            continue
+                        row = json.loads(str(text))
+                        summary.devices.add(row["device"])
+                        summary.backends.add(tuple(row["backend"]))
+                        emit(row["entry"], tuple(row["gmacs"]), None)
+                        if row.get("write_errno") in FOLDER_ERRNOS and summary.stopped is None:
+                            # A full disk fails every image in turn: stop, as the local engine.
+                            reason = _os_reason(OSError(row["write_errno"], ""))
+                            summary.stopped = (f"{options.out_dir}: cannot write to the output "
+                                               f"folder ({reason}); batch stopped")
+                    if not stopping and ((cancel is not None and cancel()) or summary.stopped):
+                        stopping = True
+                        stop.set.remote()
+                    if stopping and len(idle) >= size:
+                        break
         except ray.exceptions.RayError as exc:  # e.g. a worker that cannot load the model
             raise ClusterError(f"a Ray worker failed: {_last_line(exc)}") from exc
         finally:  # a driver that joined a running Ray keeps it: leave no actor behind
-            watching.set()
             ray.kill(stop)
     # Some images were left: cancelled (not when the last ones finished, nor when the
     # output folder stopped the batch: that is said in ``stopped``).
     return bool(idle) and summary.stopped is None
 
 
-def _watch_cancel(cancel: Callable[[], bool] | None, stop: Any) -> threading.Event:
+@contextlib.contextmanager
+def _watch_cancel(cancel: Callable[[], bool] | None, stop: Any) -> Iterator[None]:
     """Sets the workers' ``stop`` flag as soon as ``cancel()`` is true, polled five times a
-    second until the returned event is set.
+    second while the block runs (and not after: the flag actor is killed then).
 
     The driver's loop sees a cancel only when a batch comes back: with ``--batch-size``
-    8 and one worker that could be eight images later (Ctrl-C waited minutes).
+    8 and one worker that could be eight images later (Ctrl-C waited minutes). A CPU
+    worker reads the flag before each image; a GPU worker before each batch, whose
+    images walk the exits together.
     """
+    if cancel is None:
+        yield
+        return
     done = threading.Event()
 
     def watch() -> None:
-        while cancel is not None and not done.wait(0.2):
-            if cancel():
-                stop.set.remote()
+        while not done.wait(0.2):
+            try:
+                if cancel():
+                    stop.set.remote()
+                    return
+            except Exception:  # noqa: BLE001 - the loop's own check still stops the run
+                log.debug("cancel watch failed", exc_info=True)
                 return
 
-    threading.Thread(target=watch, name="rbqe-cancel-watch", daemon=True).start()
-    return done
+    thread = threading.Thread(target=watch, name="rbqe-cancel-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(2)
 
 
 def _last_line(exc: BaseException) -> str:

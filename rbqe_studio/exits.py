@@ -303,7 +303,7 @@ class ExitStrip(QWidget):
         self._place_rule()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+        if event.type() == QEvent.Type.Resize and watched is self.scroll.viewport():
             self._reveal_chosen_later()
         return super().eventFilter(watched, event)
 
