@@ -91,9 +91,8 @@ def may_replace(target: Path, source: Path, result: str | None, notes: OutputNot
     that saving that result again may replace it. Stricter than a batch's "done"
     (:func:`rbqe.io.not_this_result`): an older note that names no result, or one whose
     photo is gone, does not count."""
-    noted = notes.get(target)
-    return (result is not None and noted is not None and noted.result == result
-            and noted.stands_for(target) and path_key(noted.source) == path_key(source))
+    noted = _note_of(target, source, notes)
+    return result is not None and noted is not None and noted.result == result
 
 
 def plan(job: SaveJob, notes: OutputNotes) -> Plan:
