@@ -50,7 +50,7 @@ def short_error(item: QueueItem) -> str:
 
 def status_text(item: QueueItem, short: int = 0) -> str:
     """The row's second line, on one line (a message's newlines become spaces); for a
-    narrow row, ``short`` 1 drops the word "score", 2 the score."""
+    narrow row, ``short`` 1 drops the word "score", 2 the score, 3 the time."""
     if item.status == WAITING:
         text = "Stopped" if item.stopped else "Waiting"
     elif item.status == RUNNING:
@@ -65,7 +65,8 @@ def status_text(item: QueueItem, short: int = 0) -> str:
     else:
         word = "score " if short == 0 else ""
         score = f" · {word}{item.score:.3f}" if item.score is not None and short < 2 else ""
-        text = f"Exit {item.exit}{score} · {fmt_ms_short(item.time_ms)}"
+        time = f" · {fmt_ms_short(item.time_ms)}" if short < 3 else ""
+        text = f"Exit {item.exit}{score}{time}"
         if item.report is not None:
             text += " · from the batch"
         elif item.stale:
@@ -101,9 +102,10 @@ def row_texts(item: QueueItem, bold: QFontMetrics, fm: QFontMetrics,
     middle: what is cut gets "…", and the row's tooltip has it whole. (The status line's
     end is its time, or "earlier mode", "from the batch": cut at the end, a narrow
     queue lost just those.) A status too wide first drops its word "score", then the
-    score."""
+    score, then the time: cut in the middle, "Exit 5 · 419 ms" read "Exit …19 ms", which
+    lost the exit in a queue 130 px wide (a 900 px window)."""
     status = status_text(item)
-    for short in (1, 2):
+    for short in (1, 2, 3):
         if fm.horizontalAdvance(status) > width:
             status = status_text(item, short)
     return (bold.elidedText(name or item.name, Qt.TextElideMode.ElideMiddle, width),

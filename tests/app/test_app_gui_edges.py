@@ -25,7 +25,7 @@ from rbqe_studio.batch_panel import summary_html, summary_line
 from rbqe_studio.jobs import BatchOutcome
 from rbqe_studio.queue_panel import row_texts, status_text
 from rbqe_studio.settings_panel import AUTO_TEXT
-from rbqe_studio.state import fmt_ms_short
+from rbqe_studio.state import DONE, QueueItem, fmt_ms_short
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 MIN_WIDTH = 882  # the window's narrowest, themed
@@ -198,6 +198,21 @@ def test_a_big_photos_queue_row_keeps_its_time(qtbot, themed, window, images) ->
     bold.setBold(True)
     _, line = row_texts(item, QFontMetrics(bold), fm, rect.width() - 36)
     assert line == status_text(item) and line.endswith("· 64.0 s"), line
+
+
+def test_a_narrow_queue_row_keeps_its_exit(qapp) -> None:
+    # A 900 px window leaves the queue ~130 px: "Exit 5 · 419 ms", cut in the middle,
+    # read "Exit …19 ms". The time goes before the exit is cut.
+    item = QueueItem(Path("/photos/garden.jpg"), status=DONE, exit=5, score=0.805,
+                     time_ms=419.0)
+    fm = QFontMetrics(qapp.font())
+    bold = QFont(qapp.font())
+    bold.setBold(True)
+    width = fm.horizontalAdvance("Exit 5 · 419") - 1  # a little too narrow for the time
+    _, line = row_texts(item, QFontMetrics(bold), fm, width)
+    assert line == "Exit 5", line
+    wide = fm.horizontalAdvance(status_text(item)) + 1
+    assert row_texts(item, QFontMetrics(bold), fm, wide)[1] == "Exit 5 · score 0.805 · 419 ms"
 
 
 def test_short_times_for_narrow_places() -> None:
