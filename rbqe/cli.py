@@ -151,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG/WebP quality 1-100 (default 95)")
     e.add_argument("--suffix", type=_suffix, default="", help="appended to output file names")
     e.add_argument("--strip-metadata", action="store_true",
-                   help="leave EXIF, XMP and the comment out of outputs (the ICC colour "
-                        "profile and the resolution are kept: they describe the pixels)")
+                   help="leave EXIF, XMP, IPTC, PNG text and the comment out of outputs "
+                        "(the ICC colour profile and the resolution are kept: they "
+                        "describe the pixels)")
     e.add_argument("--strip-gps", action="store_true",
                    help="copy EXIF without the GPS location (camera, date etc. are kept)")
     e.add_argument("--max-pixels", type=_megapixels, default=200.0, metavar="MEGAPIXELS",

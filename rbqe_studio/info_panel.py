@@ -174,8 +174,10 @@ class InfoPanel(QScrollArea):
         self.set("Format", f"{src.format}, {src.bit_depth}-bit")
         colour = {"L": "Grey", "LA": "Grey + alpha", "RGB": "RGB", "RGBA": "RGB + alpha"}
         self.set("Colour", colour.get(src.mode, src.mode) + shown_text(view.display))
-        meta = [n for n, v in (("EXIF", src.exif), ("XMP", src.xmp), ("comment", src.comment),
-                               ("ICC profile", src.icc_profile)) if v]
+        meta = [n for n, v in (("EXIF", src.exif), ("XMP", src.xmp), ("IPTC", src.iptc),
+                               ("comment", src.comment), ("ICC profile", src.icc_profile)) if v]
+        if src.png_text:
+            meta.append("PNG text " + ", ".join(f.key for f in src.png_text))
         if src.dpi:
             meta.append(f"{src.dpi[0]:g} dpi")
         self.set("Metadata", ", ".join(meta) if meta else "none")

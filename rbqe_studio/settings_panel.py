@@ -179,9 +179,10 @@ class SettingsPanel(QScrollArea):
         self.output.edit.setToolTip("Where Save dialogs open and batches write; when empty, "
                                     "Save opens in the image's own folder")
         self.keep_metadata = QCheckBox("Keep metadata (EXIF, XMP)")
-        self.keep_metadata.setToolTip("Outputs keep the input's EXIF, XMP (rights, captions, "
-                                      "keywords) and comment. The ICC colour profile and the "
-                                      "resolution are always kept: they describe the pixels")
+        self.keep_metadata.setToolTip("Outputs keep the input's EXIF, XMP and IPTC (rights, "
+                                      "captions, keywords), PNG text fields and comment. The "
+                                      "ICC colour profile and the resolution are always "
+                                      "kept: they describe the pixels")
         self.strip_gps = QCheckBox("Remove GPS location")
         self.strip_gps.setToolTip("Outputs keep the camera, date and other EXIF, but not "
                                   "where the photo was taken (rbqe enhance --strip-gps)")

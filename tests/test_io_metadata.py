@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from rbqe.io import load_image, save_image, save_like
+from rbqe.io.diagnostics import said_while
 
 RIGHTS = b"<dc:rights>(c) 2024 Town Archive, all rights reserved</dc:rights>"
 XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
@@ -153,24 +154,35 @@ def _with_iptc(jpeg: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xed" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
 
 
-def test_metadata_not_carried_is_said(tmp_path: Path, caplog) -> None:
+def test_metadata_not_carried_is_said_where_the_output_cannot_hold_it(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, "JPEG")
     iptc = tmp_path / "iptc.jpg"
     iptc.write_bytes(_with_iptc(buf.getvalue()))
-    assert any("IPTC-IIM data (captions, copyright, keywords)" in w
-               for w in load_image(iptc).warnings)
+    src = load_image(iptc)
+    assert not [w for w in src.warnings if "not carried" in w]  # the output decides
+    with said_while() as said:
+        save_like(tmp_path / "out.webp", src.pixels, src)
+    assert any("IPTC-IIM data (captions, copyright, keywords) are not carried into this WebP"
+               in w for w in said)
     info = PngImagePlugin.PngInfo()
     info.add_text("Copyright", "Anna")
     info.add_text("Title", "Harbour")
     info.add_text("Comment", "carried")
     png = tmp_path / "text.png"
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(png, pnginfo=info)
-    (warning,) = [w for w in load_image(png).warnings if "not carried" in w]
-    assert "PNG text fields Copyright, Title are not carried" in warning
+    src = load_image(png)
+    with said_while() as said:
+        save_like(tmp_path / "out.jpg", src.pixels, src)
+    (warning,) = [w for w in said if "not carried" in w]
+    assert "PNG text fields Copyright, Title are not carried into this JPEG" in warning
+    assert warning.startswith(f"{tmp_path / 'out.jpg'}: ")
     plain = tmp_path / "plain.png"
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(plain)
-    assert not [w for w in load_image(plain).warnings if "not carried" in w]
+    src = load_image(plain)
+    with said_while() as said:
+        save_like(tmp_path / "plain.jpg", src.pixels, src)
+    assert not [w for w in said if "not carried" in w]
 
 
 def test_an_unreadable_icc_profile_is_not_carried_and_is_said(tmp_path: Path) -> None:

@@ -34,10 +34,15 @@ Decisions worth knowing:
   to 8 bit for them.
 * **JPEG has no alpha**: saving an image with alpha as JPEG drops the alpha channel and
   logs a warning. WebP has no grey mode, so grey is written as RGB there.
-* ``keep_metadata=False`` drops EXIF (camera data, GPS...), XMP and the comment but
-  keeps the ICC profile, because the profile defines what the pixel values mean:
-  dropping it would shift the colours of e.g. Display-P3 phone photos. The resolution
-  (DPI) is kept for the same reason. ``strip_gps`` drops XMP whole if it holds GPS.
+* ``keep_metadata=False`` drops EXIF (camera data, GPS...), XMP, the comment, IPTC-IIM
+  and PNG text fields (names, places) but keeps the ICC profile, because the profile
+  defines what the pixel values mean: dropping it would shift the colours of e.g.
+  Display-P3 phone photos. The resolution (DPI) is kept for the same reason.
+  ``strip_gps`` drops XMP whole if it holds GPS, and PNG text fields that name GPS.
+* **IPTC-IIM** (a JPEG's APP13, a TIFF's tag 33723) goes into JPEG, TIFF and PNG
+  outputs (PNG: the "Raw profile type iptc" text of ImageMagick and ExifTool), **PNG text
+  fields** into PNG outputs; an output that cannot hold them logs one line
+  naming it and what it lost, which a batch's report keeps (:mod:`rbqe.io.captions`).
 * **Several pages or frames** (multi-page TIFF, animated GIF/WebP/PNG): only the first
   is read, and :attr:`LoadedImage.warnings` says so. Phones' MPO JPEGs are exempt.
 * **A JPEG lacking only its end marker** is decoded with the marker supplied (a
@@ -52,6 +57,8 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.jpeg_data`: whether a JPEG's coded data covers its whole frame.
 * :mod:`rbqe.io.metadata`: EXIF orientation and carried-over EXIF, XMP, comment, DPI,
   JPEG quality.
+* :mod:`rbqe.io.captions`: IPTC-IIM and PNG text fields, and the line that names what
+  an output format cannot hold of them.
 * :mod:`rbqe.io.formats`: supported suffixes, optional HEIC/AVIF codecs, output formats.
 * :mod:`rbqe.io.write`: :func:`save_image`, :func:`save_like` and the encoder choice.
 * :mod:`rbqe.io.pixels`: float/integer conversion and band-wise quantisation.

@@ -322,38 +322,6 @@ def full_chroma_warning(pil_image: Image.Image, quality: int | None) -> str | No
             "worse than the input; compare before keeping it")
 
 
-# PNG text not worth a warning: carried (as the comment, as XMP), ImageMagick's copies of
-# the EXIF and XMP, or the program that wrote the input (no longer true of the output).
-_KEPT_TEXT = {"Comment", "comment", "XML:com.adobe.xmp", "xmp", "Raw profile type exif",
-              "Raw profile type xmp", "Software"}
-_PHOTOSHOP_IPTC, _TIFF_IPTC = 0x0404, 33723  # IPTC-IIM in a JPEG's APP13, as a TIFF tag
-
-
-def lost_metadata_warning(pil_image: Image.Image) -> str | None:
-    """A warning naming the metadata an output does not carry: an IPTC-IIM block
-    (captions, copyright, keywords; a JPEG's APP13, a TIFF's tag 33723) and PNG text
-    fields other than the comment and XMP (Title, Author, Copyright...); None if none.
-
-    EXIF, XMP, the ICC profile, the resolution and a comment are carried; these were
-    dropped without a word, and an archive's captions and credits are what its owner
-    would least like to lose unawares."""
-    lost = []
-    photoshop = pil_image.info.get("photoshop")
-    tags = getattr(pil_image, "tag_v2", None)
-    if (isinstance(photoshop, dict) and _PHOTOSHOP_IPTC in photoshop) or (
-            tags is not None and _TIFF_IPTC in tags):
-        lost.append("its IPTC-IIM data (captions, copyright, keywords)")
-    if pil_image.format == "PNG":
-        names = sorted(k for k, v in pil_image.info.items()
-                       if isinstance(k, str) and isinstance(v, str) and k not in _KEPT_TEXT)
-        if names:
-            lost.append("its PNG text fields " + ", ".join(names))
-    if not lost:
-        return None
-    return (" and ".join(lost) + " are not carried into the output (EXIF, XMP, the ICC "
-            "profile and a comment are); copy them over if you need them")
-
-
 def jpeg_444_tables(pil_image: Image.Image) -> tuple[tuple[int, ...], ...] | None:
     """The Y, Cb and Cr quantisation tables (natural order) of a YCbCr JPEG saved without
     chroma subsampling, for :mod:`rbqe.jpeg_constraint`; None for any other image."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import IO
 
 import numpy as np
 
+from rbqe.io.captions import TextField
 from rbqe.io.metadata import _EXIF_PREFIX
 from rbqe.io.pixels import _OutputPixels
 
@@ -40,9 +42,36 @@ def _png_itxt(keyword: str, text: str) -> bytes:
     return _png_chunk(b"iTXt", data)
 
 
+_ZIP_TEXT = 1024  # text longer than this (in bytes) is deflated: zTXt, or a compressed iTXt
+
+
+def png_text_chunk(field: TextField) -> tuple[bytes, bytes]:
+    """A text field's chunk type and data: tEXt (zTXt when long) for Latin-1 text without
+    a language, else iTXt, which is UTF-8 and keeps the language and translated keyword."""
+    key = field.key.encode("latin-1")
+    raw = None if field.lang or field.tkey else _latin1(field.text)
+    if raw is not None:
+        if len(raw) > _ZIP_TEXT:
+            return b"zTXt", key + b"\x00\x00" + zlib.compress(raw)  # method 0: deflate
+        return b"tEXt", key + b"\x00" + raw
+    raw = field.text.encode("utf-8")
+    packed = len(raw) > _ZIP_TEXT
+    return b"iTXt", (key + (b"\x00\x01\x00" if packed else b"\x00\x00\x00")  # flag, method
+                     + field.lang.encode("utf-8") + b"\x00" + field.tkey.encode("utf-8")
+                     + b"\x00" + (zlib.compress(raw) if packed else raw))
+
+
+def _latin1(text: str) -> bytes | None:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
 def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: str | None = None,
                          comment: str | None = None,
-                         dpi: tuple[float, float] | None = None) -> list[bytes]:
+                         dpi: tuple[float, float] | None = None,
+                         text: Sequence[TextField] = ()) -> list[bytes]:
     """The metadata chunks Pillow would write, for the PNGs encoded here."""
     chunks = []
     if icc:
@@ -56,6 +85,7 @@ def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: str | None 
         chunks.append(_png_itxt(PNG_XMP_KEY, xmp))
     if comment:
         chunks.append(_png_itxt("Comment", comment))
+    chunks.extend(_png_chunk(*png_text_chunk(field)) for field in text)
     return chunks
 
 

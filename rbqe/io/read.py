@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from rbqe.errors import ImageReadError, show_path
+from rbqe.io.captions import TextField, read_iptc, read_png_text
 from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason, said_while
 from rbqe.io.formats import (
     _AVIF_MISSING,
@@ -39,7 +40,6 @@ from rbqe.io.metadata import (
     estimate_jpeg_quality,
     full_chroma_warning,
     jpeg_444_tables,
-    lost_metadata_warning,
     read_comment,
     read_dpi,
     read_xmp,
@@ -78,6 +78,10 @@ class LoadedImage:
         xmp: The XMP packet (UTF-8 XML bytes: rights, captions, keywords...), or None.
         comment: A JPEG COM / GIF comment or PNG ``Comment`` text, as bytes, or None.
         dpi: Resolution ``(x, y)`` in dots per inch, or None when the file gives none.
+        iptc: The raw IPTC-IIM stream (captions, copyright, keywords) of a JPEG's APP13
+            or a TIFF's tag 33723, or None (:mod:`rbqe.io.captions`).
+        png_text: A PNG's text fields (Title, Author, Copyright...) other than the
+            comment and XMP, in file order; empty for other formats.
         warnings: Things the user should know about this input, one sentence each
             (e.g. that only the first page of a multi-page TIFF is read); also logged.
         jpeg_444_tables: The Y, Cb and Cr quantisation tables of a YCbCr JPEG saved
@@ -100,6 +104,8 @@ class LoadedImage:
     dpi: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
     jpeg_444_tables: tuple[tuple[int, ...], ...] | None = None
+    iptc: bytes | None = None
+    png_text: tuple[TextField, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -561,7 +567,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
             xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
-            lost_warning = lost_metadata_warning(im)
+            iptc, png_text = read_iptc(im, p), read_png_text(im, p)
         except ImageReadError:
             raise
         except Image.DecompressionBombError:  # only if a plugin checks frames itself
@@ -574,7 +580,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
-    warnings = [w for w in (frames_warning, chroma_warning, lost_warning, icc_warning) if w]
+    warnings = [w for w in (frames_warning, chroma_warning, icc_warning) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
     bit_depth = 16 if ints.dtype == np.uint16 else 8
@@ -597,6 +603,8 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         dpi=dpi,
         warnings=warnings,
         jpeg_444_tables=tables_444,
+        iptc=iptc,
+        png_text=png_text,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +17,14 @@ from PIL import PngImagePlugin, features
 
 from rbqe.errors import ImageWriteError
 from rbqe.io.atomic import atomic_write
+from rbqe.io.captions import (
+    TIFF_IPTC,
+    TextField,
+    jpeg_app13,
+    not_carried,
+    png_iptc_text,
+    text_has_gps,
+)
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, without_gps, xmp_has_gps
@@ -28,6 +36,7 @@ from rbqe.io.png import (
     _png_insert_after_ihdr,
     _png_metadata_chunks,
     _write_png_stream,
+    png_text_chunk,
 )
 from rbqe.io.read import LoadedImage
 
@@ -41,14 +50,17 @@ _TIFF_XMP = 700  # the TIFF tag that holds XMP
 
 @dataclass(frozen=True)
 class _Extra:
-    """XMP, comment and resolution to write, already filtered by the user's options."""
+    """XMP, comment, resolution, IPTC-IIM and PNG text to write, already filtered by the
+    user's options."""
 
     xmp: bytes | None = None
     comment: bytes | None = None
     dpi: tuple[float, float] | None = None
+    iptc: bytes | None = None
+    text: tuple[TextField, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.xmp or self.comment or self.dpi)
+        return bool(self.xmp or self.comment or self.dpi or self.iptc or self.text)
 
     def xmp_text(self) -> str | None:
         """The XMP as text for PNG's iTXt chunk (XMP is UTF-8 by its specification)."""
@@ -67,9 +79,11 @@ class _Extra:
             return self.comment.decode("latin-1")
 
 
-def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
-    """Leaves out what ``fmt_name`` cannot hold, saying so when it is the data's size."""
+def _extra_for(p: Path, fmt_name: str, extra: _Extra, *, bare: bool = False) -> _Extra:
+    """Leaves out what ``fmt_name`` cannot hold, saying so when it is the data's size, or
+    captions and credits (``bare``: the format is written without metadata)."""
     xmp, comment, dpi = extra.xmp, extra.comment, extra.dpi
+    iptc, text = _captions_for(p, fmt_name, extra, bare)
     if fmt_name == "JPEG":
         if xmp and len(xmp) > _JPEG_MAX_XMP:
             logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
@@ -84,7 +98,27 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
     if dpi and not all(0 < d < 1e7 for d in dpi):
         logger.info("%s: resolution %s dpi out of range; not written", p, dpi)
         dpi = None
-    return _Extra(xmp, comment, dpi)
+    return _Extra(xmp, comment, dpi, iptc, text)
+
+
+def _captions_for(p: Path, fmt_name: str, extra: _Extra,
+                  bare: bool) -> tuple[bytes | None, tuple[TextField, ...]]:
+    """The IPTC-IIM and PNG text that ``fmt_name`` holds; what it cannot is said in one
+    line (an archive's captions and credits must not be lost unawares)."""
+    iptc, text = extra.iptc, extra.text
+    if iptc and fmt_name == "JPEG" and jpeg_app13(iptc) is None:
+        logger.warning("%s: IPTC-IIM data too large for one JPEG APP13 segment (%d bytes); "
+                       "dropped", p, len(iptc))
+        iptc = None
+    lost_iptc = bool(iptc) and (bare or fmt_name not in ("JPEG", "TIFF", "PNG"))
+    lost_text = text if fmt_name != "PNG" else ()
+    shown = "16-bit colour TIFF" if bare else {"WEBP": "WebP"}.get(fmt_name, fmt_name)
+    said = not_carried(shown, lost_iptc, lost_text)
+    if said:
+        logger.warning("%s: %s", p, said)
+    if iptc and fmt_name == "PNG":  # a text field there, for every PNG writer alike
+        return None, (*text, png_iptc_text(iptc))
+    return (None if lost_iptc else iptc), (() if lost_text else text)
 
 
 def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
@@ -96,15 +130,21 @@ def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
         kwargs["xmp"] = extra.xmp
     if extra.comment and fmt_name == "JPEG":
         kwargs["comment"] = extra.comment
-    if extra.xmp and fmt_name == "TIFF":
-        kwargs["tiffinfo"] = {_TIFF_XMP: extra.xmp}
-    if fmt_name == "PNG" and (extra.xmp or extra.comment):
+    if extra.iptc and fmt_name == "JPEG":
+        kwargs["extra"] = jpeg_app13(extra.iptc)  # Pillow writes it as raw marker segments
+    if fmt_name == "TIFF":
+        tiffinfo = {_TIFF_XMP: extra.xmp, TIFF_IPTC: extra.iptc}  # UNDEFINED: bytes kept
+        if any(tiffinfo.values()):
+            kwargs["tiffinfo"] = {tag: v for tag, v in tiffinfo.items() if v}
+    if fmt_name == "PNG" and (extra.xmp or extra.comment or extra.text):
         info = PngImagePlugin.PngInfo()
         xmp, comment = extra.xmp_text(), extra.comment_text()
         if xmp:
             info.add_itxt(PNG_XMP_KEY, xmp)
         if comment:
             info.add_itxt("Comment", comment)  # a keyword the PNG specification defines
+        for field in extra.text:
+            info.add(*png_text_chunk(field))  # the chunks the hand-made PNGs get
         kwargs["pnginfo"] = info
     return kwargs
 
@@ -154,6 +194,8 @@ def save_image(
     xmp: bytes | None = None,
     comment: bytes | None = None,
     dpi: tuple[float, float] | None = None,
+    iptc: bytes | None = None,
+    text: Sequence[TextField] = (),
     keep_metadata: bool = True,
     protect: Iterable[str | os.PathLike[str]] = (),
     replace: bool = True,
@@ -177,9 +219,12 @@ def save_image(
         xmp: XMP packet to embed (PNG, JPEG, WebP, 8-bit/grey TIFF).
         comment: Comment to embed (JPEG COM segment, PNG ``Comment`` text).
         dpi: Resolution in dots per inch (PNG, JPEG, 8-bit/grey TIFF, BMP).
-        keep_metadata: False drops EXIF, XMP and the comment (they can hold a location
-            and personal data); the ICC profile and the resolution are still written
-            because they describe the pixels.
+        iptc: Raw IPTC-IIM stream to embed (JPEG APP13, 8-bit/grey TIFF tag 33723, PNG
+            "Raw profile type iptc" text as ImageMagick and ExifTool keep it).
+        text: PNG text fields to embed (PNG only).
+        keep_metadata: False drops EXIF, XMP, the comment, IPTC-IIM and PNG text (they
+            can hold a location, names and other personal data); the ICC profile and the
+            resolution are still written because they describe the pixels.
         protect: Paths that must not be overwritten (the batch's inputs).
         replace: False: fail rather than replace a file that is at ``path`` when the
             image is written (a batch without ``--overwrite``: a file may appear there
@@ -249,8 +294,9 @@ def save_image(
         logger.warning("%s: EXIF block too large for JPEG (%d bytes); dropped", p, len(exif_bytes))
         exif_bytes = None
 
-    extra = _Extra(xmp if keep_metadata else None, comment if keep_metadata else None, dpi)
-    extra = _extra_for(p, fmt_name, extra)
+    extra = _Extra(xmp, comment, dpi, iptc, tuple(text)) if keep_metadata else _Extra(dpi=dpi)
+    bare = fmt_name == "TIFF" and depth == 16 and out_mode != "L"  # see _make_writer
+    extra = _extra_for(p, fmt_name, extra, bare=bare)
 
     write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes, extra)
 
@@ -293,7 +339,7 @@ def _make_writer(
     height, width, channels = pixels.shape
     depth = pixels.depth
     png_chunks = functools.partial(_png_metadata_chunks, icc, exif, extra.xmp_text(),
-                                   extra.comment_text(), extra.dpi)
+                                   extra.comment_text(), extra.dpi, extra.text)
     if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
         chunks = png_chunks()
         return lambda fh: _write_png_stream(fh, pixels, chunks)
@@ -360,11 +406,12 @@ def save_like(
         src: The image the pixels came from.
         fmt: Output format, None for the suffix of ``path``.
         quality: JPEG/WebP quality.
-        keep_metadata: Whether to write EXIF, XMP and the comment (ICC and the
-            resolution are always kept).
+        keep_metadata: Whether to write EXIF, XMP, the comment, IPTC-IIM and PNG text
+            (ICC and the resolution are always kept).
         strip_gps: Leave the GPS location out of the EXIF written. XMP that may hold one
             (any "gps" in it: :func:`xmp_has_gps`) is left out whole: picking the
-            location out of the XML is not worth the risk of leaving a copy behind.
+            location out of the XML is not worth the risk of leaving a copy behind; so
+            is a PNG text field that names GPS.
         protect: Further paths that must not be overwritten.
         replace: False: never replace a file at ``path`` (see :func:`save_image`).
 
@@ -379,6 +426,10 @@ def save_like(
     if strip_gps and xmp_has_gps(xmp):
         logger.info("%s: XMP holds a GPS location; left out of the output", src.path)
         xmp = None
+    text = src.png_text
+    if strip_gps and any(map(text_has_gps, text)):
+        logger.info("%s: PNG text fields that may hold a GPS location are left out", src.path)
+        text = tuple(f for f in text if not text_has_gps(f))
     return save_image(
         path,
         pixels,
@@ -392,6 +443,8 @@ def save_like(
         xmp=xmp,
         comment=src.comment,
         dpi=src.dpi,
+        iptc=src.iptc,
+        text=text,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
         replace=replace,

@@ -301,6 +301,24 @@ def test_info_lists_the_metadata_and_what_the_reader_warned_of(qtbot, window, tm
         "only.")
 
 
+def test_info_lists_captions_and_png_text(qtbot, window, tmp_path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from tests.helpers import jpeg_pixels
+
+    tiff = tmp_path / "scan.tif"
+    iim = b"\x1c\x02\x78\x00\x07Harbour"  # an IPTC-IIM caption
+    Image.fromarray(jpeg_pixels(40, 48, seed=1)).save(tiff, tiffinfo={33723: iim})
+    finish(qtbot, window, [tiff])
+    assert "IPTC" in window.info.fields["Metadata"].text()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "Harbour")
+    png = tmp_path / "titled.png"
+    Image.fromarray(jpeg_pixels(40, 48, seed=2)).save(png, pnginfo=info)
+    finish(qtbot, window, [png])
+    assert "PNG text Title" in window.info.fields["Metadata"].text()
+
+
 def test_a_batch_stopped_by_its_folder_says_why() -> None:
     from rbqe.batch import BatchSummary, ItemReport
     from rbqe_studio.batch_panel import summary_html, summary_line
