@@ -274,6 +274,22 @@ def test_a_turned_photo_keeps_its_exif_size_true(tmp_path: Path, orientation: in
             assert _pixel_size(im.info.get("exif")) == want, fmt
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_turned_8_bit_tiff_keeps_its_exif_size_true(tmp_path: Path, orientation: int) -> None:
+    # Pillow turns an 8-bit TIFF as it loads it and drops its Orientation tag, so the
+    # reset above never saw a quarter turn: the size stayed the stored 12 x 8.
+    path = tmp_path / "scan.tif"
+    stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(path, exif=_camera_exif(orientation, 12, 8).tobytes())
+    src = load_image(path)
+    want = src.size
+    assert want == ((8, 12) if orientation in (6, 8) else (12, 8))
+    assert _pixel_size(src.exif) == want
+    out = save_like(tmp_path / "out.png", src.pixels, src)
+    with Image.open(out) as im:
+        assert im.size == want and _pixel_size(im.info.get("exif")) == want
+
+
 def test_exif_rewritten_by_pillow_swaps_the_size_too() -> None:
     # The fallback for EXIF whose layout the in-place patch does not handle.
     fixed = rio.metadata._normalise_exif(_camera_exif(6, 12, 8))

@@ -180,11 +180,16 @@ def _swap_pixel_size(obj: Image.Exif) -> None:
 _TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
 
 
-def _tiff_exif(exif: Image.Exif, path: Path) -> bytes | None:
+def _tiff_exif(exif: Image.Exif, path: Path, orientation: int = 1) -> bytes | None:
+    """A TIFF's EXIF to carry: its descriptive tags and sub-IFDs, Orientation reset (a
+    quarter turn swaps the pixel size); ``orientation``: the file's, where the tags no
+    longer hold it (Pillow dropped it when it turned the pixels)."""
     out = Image.Exif()
     for tag in _TIFF_DESCRIPTIVE_TAGS:
         if tag in exif:
             out[tag] = exif[tag]
+    if _ORIENTATION not in out and orientation != 1:
+        out[_ORIENTATION] = orientation
     for ifd_tag in (_EXIF_IFD, _GPS_IFD):  # Exif and GPS sub-IFDs
         try:
             sub = exif.get_ifd(ifd_tag)
@@ -197,18 +202,27 @@ def _tiff_exif(exif: Image.Exif, path: Path) -> bytes | None:
     return _normalise_exif(out, path)
 
 
-def _orientation_and_exif(im: Image.Image, path: Path) -> tuple[int, bytes | None]:
-    """Reads the EXIF orientation and the EXIF bytes to keep (Orientation reset to 1)."""
+def file_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image; 1 when absent or unreadable."""
+    try:
+        orientation = im.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - _orientation_and_exif says it is unreadable
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def _orientation_and_exif(im: Image.Image, path: Path, before: int = 1
+                          ) -> tuple[int, bytes | None]:
+    """Reads the EXIF orientation and the EXIF bytes to keep (Orientation reset to 1).
+    ``before``: a TIFF's orientation read before Pillow loaded (and turned) it."""
     try:
         exif = im.getexif()
     except Exception as exc:  # noqa: BLE001 - bad EXIF must not make the image unreadable
         logger.warning("%s: ignoring unreadable EXIF data (%s)", path, exc)
         return 1, None
-    orientation = exif.get(_ORIENTATION, 1)
-    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
-        orientation = 1
+    orientation = file_orientation(im)
     if im.format == "TIFF":
-        return orientation, _tiff_exif(exif, path)
+        return orientation, _tiff_exif(exif, path, before)
     raw = im.info.get("exif")
     if isinstance(raw, (bytes, bytearray)) and raw:
         return orientation, _normalise_exif(bytes(raw), path)

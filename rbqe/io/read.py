@@ -38,6 +38,7 @@ from rbqe.io.metadata import (
     _orient,
     _orientation_and_exif,
     estimate_jpeg_quality,
+    file_orientation,
     full_chroma_warning,
     jpeg_444_tables,
     read_comment,
@@ -554,12 +555,15 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         tables_444 = jpeg_444_tables(im) if fmt == "JPEG" else None
         try:
             turned = False  # the decoder applied the orientation itself
+            # Pillow turns a TIFF as it loads it, and drops the tag: read it first.
+            before = file_orientation(im) if fmt == "TIFF" else 1
             if _needs_opencv(im, head):
                 ints, alpha, mode = _decode_opencv(p, im, head)
                 turned = fmt == "TIFF" and opencv_orients_tiff()
             else:
                 ints, alpha, mode, icc = _pil_arrays(_decode(im, p, fmt), p, icc)
-            orientation, exif = _orientation_and_exif(im, p)  # exif: Orientation 1
+            # exif: Orientation 1, its pixel size turned with the pixels
+            orientation, exif = _orientation_and_exif(im, p, before)
             if turned:
                 orientation = 1
             if orientation != 1:  # the pixels no longer keep the file's block grid
