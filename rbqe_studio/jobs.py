@@ -191,6 +191,20 @@ class BatchJob(Job):
 
 
 @dataclass
+class SaveOutcome:
+    """What a save wrote, and what the files could not keep.
+
+    Attributes:
+        paths: The files written, in order.
+        warnings: What writing them warned of (a JPEG drops the alpha channel, a WebP
+            the captions), each once, without the leading ``<file>: `` of a written file.
+    """
+
+    paths: list[Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
 class BatchOutcome:
     """What a batch ended with.
 

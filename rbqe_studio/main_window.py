@@ -55,7 +55,9 @@ from rbqe_studio.state import (
     chosen_cost,
     elide_middle,
     fmt_ms,
+    sentence,
     tiled_progress_text,
+    warned,
 )
 from rbqe_studio.window_state import (
     Layout,
@@ -389,18 +391,23 @@ class MainWindow(QMainWindow):
     def _on_batch_engine_failed(self, _gen: int, message: str) -> None:
         self._on_engine_error(message)  # a method, so that Qt runs it in the GUI thread
 
-    def _on_saved(self, paths: list) -> None:
+    def _on_saved(self, paths: list, warnings: list) -> None:
         """Say where the files went, readably: the name, the folder (elided in the
-        middle, whole in the tooltip) and a link that shows them in the file manager."""
+        middle, whole in the tooltip) and a link that shows them in the file manager;
+        then what they could not keep (a JPEG the alpha channel...), short, and whole in
+        the tooltip. Not as an error: the library has logged each line already."""
         if not paths:
             return
         first = Path(paths[0])
         what = first.name if len(paths) == 1 else f"{len(paths)} files"
         folder = elide_middle(str(first.parent), 48)
+        note = (f" · <span style='color:#e8a33d'>{html.escape(warned(warnings))}</span>"
+                if warnings else "")
         self.show_message(f"Saved {html.escape(what)} in {html.escape(folder)} · "
                           f"<a href='{html.escape(str(first))}' style='color:#7fb8ef'>"
-                          "Show in folder</a>", rich=True)
-        self.status.setToolTip("\n".join(str(p) for p in paths))
+                          f"Show in folder</a>{note}", rich=True)
+        self.status.setToolTip("\n".join([*(str(p) for p in paths),
+                                          *(f"⚠ {sentence(w)}" for w in warnings)]))
         self._update_actions()
 
     def _on_batch_running(self, running: bool) -> None:

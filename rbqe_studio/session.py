@@ -34,7 +34,7 @@ class Session(QObject):
     engine_info = Signal(dict)
     engine_error = Signal(str)
     message = Signal(str, bool)  # something to tell the user, one line; is it an error
-    saved = Signal(list)  # list[Path]
+    saved = Signal(list, list)  # list[Path], what they could not keep: list[str]
     weights_changed = Signal(str)
     choice_changed = Signal(object)  # Choice
 
@@ -67,7 +67,7 @@ class Session(QObject):
             ev.EngineInfo: lambda e: self.engine_info.emit(e.info),
             ev.EngineError: lambda e: self.engine_error.emit(e.message),
             ev.Message: lambda e: self.message.emit(e.text, e.error),
-            ev.Saved: lambda e: self.saved.emit(e.paths),
+            ev.Saved: lambda e: self.saved.emit(e.paths, e.warnings),
             ev.WeightsChanged: lambda e: self.weights_changed.emit(e.weights),
             ev.ChoiceChanged: lambda e: self.choice_changed.emit(e.choice),
         }

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbqe.engine import ExitResult
@@ -84,6 +84,7 @@ class Message:
 @dataclass(frozen=True)
 class Saved:
     paths: list[Path]
+    warnings: list[str] = field(default_factory=list)  # what the files could not keep
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from rbqe_studio.jobs import (
     ProcessJob,
     RechooseJob,
     SaveJob,
+    SaveOutcome,
     ViewData,
     saved_exits,
 )
@@ -498,7 +499,7 @@ class SessionModel:
     def on_finished(self, gen: int, payload: object) -> list[Event]:
         aux = self._aux.pop(gen, None)
         if isinstance(aux, SaveJob):
-            assert isinstance(payload, list)
+            assert isinstance(payload, SaveOutcome)
             return self._saved(aux, payload)
         if aux is not None:  # continued or chosen again: the same view, more or re-chosen
             assert isinstance(payload, ViewData) and payload.result is not None
@@ -534,18 +535,22 @@ class SessionModel:
         if not view.saved:  # read back from a batch: its report has the time
             item.time_ms = chosen_cost(r, view.other_ms)[0]
 
-    def _saved(self, job: SaveJob, paths: list[Path]) -> list[Event]:
+    def _saved(self, job: SaveJob, outcome: SaveOutcome) -> list[Event]:
         view = job.view
         assert view is not None and view.result is not None
-        events: list[Event] = [Saved(paths)]
-        item = self.queue.get(view.path)
-        if item is not None:
-            item.outputs = [*item.outputs, *(p for p in paths if p not in item.outputs)]
-            events.append(ItemChanged(item))
+        paths = outcome.paths
+        events: list[Event] = []
         if len(view.result.exits) > job.had:  # Save all computed the exits it lacked
             self.cache.update_cost(path_key(view.path), view.cost)
             if view is self.view:  # shown, as Compute all would (the cards said "not needed")
                 events.append(ViewFinished(view))
+        # After the view's own line ("exit 3 of 5..."), so that the status bar is left
+        # saying where the files went and what they could not keep
+        events.append(Saved(paths, outcome.warnings))
+        item = self.queue.get(view.path)
+        if item is not None:
+            item.outputs = [*item.outputs, *(p for p in paths if p not in item.outputs)]
+            events.append(ItemChanged(item))
         return events
 
     def on_failed(self, gen: int, message: str) -> list[Event]:

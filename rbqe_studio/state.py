@@ -293,3 +293,23 @@ def elide_middle(text: str, limit: int) -> str:
         return text
     keep = max(1, limit - 1)
     return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+
+def sentence(text: str) -> str:
+    """``text`` with a capital first letter (the library's warnings start lower case)."""
+    return text[:1].upper() + text[1:]
+
+
+def warned(warnings: list[str], limit: int = 80) -> str:
+    """The status bar's short word on what a save could not keep ("" for none): the
+    first warning, after how many there are when more than one. A long one is cut to
+    its first clause (what was lost; the advice after ";" is in the tooltip), then at
+    a word before ``limit``."""
+    if not warnings:
+        return ""
+    first = sentence(warnings[0])
+    if len(first) > limit:
+        first = first.split(";")[0]
+    if len(first) > limit:
+        first = first[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,") + "…"
+    return f"⚠ {first}" if len(warnings) == 1 else f"⚠ {len(warnings)} notes: {first}"

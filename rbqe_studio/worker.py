@@ -32,6 +32,7 @@ from rbqe.io import (
     source_identity,
     write_noted,
 )
+from rbqe.io.diagnostics import said_while
 from rbqe.jpeg_constraint import consistent
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Display, Picture
@@ -46,9 +47,10 @@ from rbqe_studio.jobs import (
     ProcessJob,
     RechooseJob,
     SaveJob,
+    SaveOutcome,
     ViewData,
 )
-from rbqe_studio.saving import may_replace, plan, refuse_others, source_noted
+from rbqe_studio.saving import may_replace, plan, refuse_others, said_once, source_noted
 from rbqe_studio.state import other_ms
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class Worker(QObject):
     progress = Signal(int, str, int, int)  # gen, stage, done, total
     loaded = Signal(int, object)  # gen, ViewData (input only)
     exit_computed = Signal(int, object, object)  # gen, ExitResult, ViewData
-    finished = Signal(int, object)  # gen, ViewData | list[Path] | BatchOutcome
+    finished = Signal(int, object)  # gen, ViewData | SaveOutcome | BatchOutcome
     failed = Signal(int, str)  # gen, one-line message
     cancelled = Signal(int)
     engine_failed = Signal(int, str)  # gen, why the enhancer could not be built
@@ -247,8 +249,9 @@ class Worker(QObject):
         view.choice = Choice(job.mode, job.policy)
         return view
 
-    def _save(self, job: SaveJob) -> list[Path]:
-        """Writes the exits, each noted in its folder's output log (:mod:`rbqe_studio.saving`).
+    def _save(self, job: SaveJob) -> SaveOutcome:
+        """Writes the exits, each noted in its folder's output log (:mod:`rbqe_studio.saving`),
+        with what the files could not keep (the library's warnings, said once each).
 
         Save all (no ``targets``) first makes sure it replaces no file that is not its
         own or agreed to (``job.agreed``); a single Save writes the name the user chose
@@ -267,15 +270,18 @@ class Worker(QObject):
         refuse_others(view.path, [(t, r) for k, t, r in planned if k not in job.targets],
                       notes, job.agreed)
         written = []
-        for n, (k, target, result) in enumerate(planned):
-            if job.cancel.is_set():
-                raise Cancelled("cancelled")
-            self.progress.emit(job.gen, "save", n, len(job.exits))
-            replace = (k in job.targets or target in job.agreed
-                       or may_replace(target, view.path, result, notes))
-            written.append(self._save_one(job, view, k, target, result, notes,
-                                          replace=replace))
-        return written
+        # In this thread, where the files are written (said_while keeps its own thread's
+        # lines): the window tells the user, as the batch's report does
+        with said_while() as said:
+            for n, (k, target, result) in enumerate(planned):
+                if job.cancel.is_set():
+                    raise Cancelled("cancelled")
+                self.progress.emit(job.gen, "save", n, len(job.exits))
+                replace = (k in job.targets or target in job.agreed
+                           or may_replace(target, view.path, result, notes))
+                written.append(self._save_one(job, view, k, target, result, notes,
+                                              replace=replace))
+        return SaveOutcome(written, said_once(said, [t for _, t, _ in planned] + written))
 
     def _save_one(self, job: SaveJob, view: ViewData, k: int, target: Path, result: str | None,
                   notes: OutputNotes, *, replace: bool) -> Path:

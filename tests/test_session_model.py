@@ -31,6 +31,7 @@ from rbqe_studio.jobs import (
     ProcessJob,
     RechooseJob,
     SaveJob,
+    SaveOutcome,
     ViewData,
 )
 from rbqe_studio.settings import AppSettings
@@ -217,7 +218,7 @@ def test_failures_and_saves_are_reported(model, tmp_path) -> None:
     save = model.jobs[-1]
     assert isinstance(save, SaveJob) and save.exits == [2] and save.view is view
     assert kinds(events) == ["Message"]
-    events = model.on_finished(save.gen, [tmp_path / "out.png"])
+    events = model.on_finished(save.gen, SaveOutcome([tmp_path / "out.png"]))
     assert kinds(events) == ["Saved", "ItemChanged"]
     assert item.outputs == [tmp_path / "out.png"]  # for "Show in folder"
     assert kinds(model.compute_all()) == ["ViewBusy", "Message"]  # "Computing exits …"

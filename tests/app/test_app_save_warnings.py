@@ -1,0 +1,93 @@
+"""What a saved file could not keep is said in the window, once: the app's saves logged
+the library's warnings ("JPEG cannot store transparency; the alpha channel is dropped")
+but showed only "Saved … · Show in folder", so a user who saved a transparent photo as
+JPEG, or captions to WebP, lost them unawares. The batch's report already said so."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.helpers import photo
+
+TIMEOUT = 120_000
+ALPHA = "JPEG cannot store transparency; the alpha channel is dropped"
+
+
+def transparent(path: Path) -> Path:
+    """An RGBA PNG with a see-through corner."""
+    rgba = np.dstack([photo(48, 64, seed=5), np.full((48, 64), 255, np.uint8)])
+    rgba[:16, :16, 3] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
+def view(qtbot, window, path: Path, mode: object = 3) -> None:
+    window.session.mode_override = mode
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([path])
+
+
+def save_as(qtbot, window, target: Path, monkeypatch) -> tuple[list[Path], list[str]]:
+    """File > Save result under the name ``target`` (its suffix picks the format)."""
+    monkeypatch.setattr(window, "_save_dialog", lambda suggested: str(target))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    return blocker.args[0], blocker.args[1]
+
+
+def shown(window) -> str:
+    return re.sub("<[^>]+>", "", window.status.text())  # what is read, less the markup
+
+
+def logged(caplog, words: str) -> int:
+    return sum(words in r.getMessage() for r in caplog.records)
+
+
+def test_a_transparent_photo_saved_as_jpeg_says_the_alpha_is_dropped(
+        qtbot, window, tmp_path, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    view(qtbot, window, transparent(tmp_path / "in" / "alpha.png"))
+    target = tmp_path / "out" / "alpha.jpg"
+    paths, warnings = save_as(qtbot, window, target, monkeypatch)
+    assert paths == [target] and warnings == [ALPHA]  # the file's name is not repeated
+    text = shown(window)
+    assert text.startswith("Saved alpha.jpg in ") and f"Show in folder · ⚠ {ALPHA}" in text
+    assert window.status.styleSheet() == ""  # a note, not an error
+    assert window.status.toolTip().splitlines() == [str(target), f"⚠ {ALPHA}"]
+    assert logged(caplog, ALPHA) == 1  # the library's line; the window logs none again
+
+
+def test_a_plain_save_has_no_note(qtbot, window, images, tmp_path, monkeypatch) -> None:
+    view(qtbot, window, images[0])
+    target = tmp_path / "out" / "photo0.png"
+    paths, warnings = save_as(qtbot, window, target, monkeypatch)
+    assert paths == [target] and warnings == []
+    assert shown(window).endswith("Show in folder") and "⚠" not in shown(window)
+    assert window.status.toolTip() == str(target)
+
+
+def test_save_all_says_the_five_files_one_loss_once(qtbot, window, tmp_path, monkeypatch,
+                                                    caplog) -> None:
+    """From a view of exits 1-3: Save all computes 4 and 5, and the view's line that
+    then says so ("exit 3 of 5") must not replace the save's."""
+    caplog.set_level(logging.INFO)
+    window.settings.output_format = "jpeg"
+    view(qtbot, window, transparent(tmp_path / "in" / "alpha.png"), mode=3)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save_all.trigger()
+    paths, warnings = blocker.args
+    assert [p.name for p in paths] == [f"alpha_rbqe.exit{k}.jpg" for k in range(1, 6)]
+    assert warnings == [ALPHA]
+    text, tip = shown(window), window.status.toolTip()
+    assert text.startswith("Saved 5 files in ") and text.count(ALPHA) == 1
+    assert tip.splitlines() == [*map(str, paths), f"⚠ {ALPHA}"]
+    assert logged(caplog, ALPHA) == 5  # once per file, by the library only
