@@ -342,3 +342,116 @@ def test_a_batch_carries_iim_into_jpeg_and_png_and_says_webp_loses_it(
     (item,) = summary.items
     assert item.status == "ok"
     assert [w for w in item.warnings if "IPTC-IIM data" in w and "scan.webp" in w]
+
+
+def _app13_segments(jpeg: bytes, *payloads: bytes) -> bytes:
+    """``jpeg`` with one Photoshop APP13 segment per payload, right after SOI."""
+    segs = b"".join(b"\xff\xed" + struct.pack(">H", len(b"Photoshop 3.0\x00" + p) + 2)
+                    + b"Photoshop 3.0\x00" + p for p in payloads)
+    return jpeg[:2] + segs + jpeg[2:]
+
+
+def _plain_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_iim_over_two_app13_segments_is_joined(tmp_path: Path) -> None:
+    # Photoshop cuts resources over 64 KB across APP13 segments; Pillow parses each on
+    # its own and kept a cut-off block: 60 of 68 KB, the last dataset halved.
+    keywords = b"".join(_dataset(2, 25, f"keyword {n:05d}".encode()) for n in range(4000))
+    iim = IIM + keywords
+    block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim
+    path = tmp_path / "split.jpg"
+    path.write_bytes(_app13_segments(_plain_jpeg(), block[:60000], block[60000:]))
+    src = load_image(path)
+    assert src.iptc == iim
+    save_like(tmp_path / "out.png", src.pixels, src)
+    assert load_image(tmp_path / "out.png").iptc == iim
+
+
+def test_iim_cut_short_or_not_iim_is_said_not_carried(tmp_path: Path) -> None:
+    block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(IIM) + 40) + IIM  # 40 missing
+    (tmp_path / "cut.jpg").write_bytes(_app13_segments(_plain_jpeg(), block))
+    src = load_image(tmp_path / "cut.jpg")
+    assert src.iptc is None
+    assert any("IPTC-IIM" in w and "cut short" in w and "not carried" in w
+               for w in src.warnings)
+    junk = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", 6) + b"hello!"
+    (tmp_path / "junk.jpg").write_bytes(_app13_segments(_plain_jpeg(), junk))
+    src = load_image(tmp_path / "junk.jpg")
+    assert src.iptc is None and any("holds no IPTC-IIM" in w for w in src.warnings)
+
+
+def test_iim_in_a_tiffs_photoshop_resources_is_read(tmp_path: Path) -> None:
+    block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(IIM)) + IIM + b"\x00" * (len(IIM) % 2)
+    Image.fromarray(PIXELS).save(tmp_path / "ps.tif", tiffinfo={34377: block})
+    src = load_image(tmp_path / "ps.tif")
+    assert src.iptc == IIM
+    save_like(tmp_path / "out.jpg", src.pixels, src)
+    assert _iptc(tmp_path / "out.jpg") == RECORDS
+
+
+def test_an_unreadable_png_iim_is_said(tmp_path: Path) -> None:
+    path = _png_iptc_as_exiftool_writes_it(tmp_path / "in.png", IIM)
+    with Image.open(path) as im:
+        text = im.info["Raw profile type iptc"]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type iptc", text.replace("\n3842", "\n38zz", 1), zip=True)
+    Image.fromarray(PIXELS).save(tmp_path / "bad.png", pnginfo=info)
+    src = load_image(tmp_path / "bad.png")
+    assert src.iptc is None and src.png_text == ()
+    assert any("IPTC-IIM" in w and "unreadable" in w for w in src.warnings)
+
+
+def test_iim_too_large_for_a_png_text_field_is_dropped_and_said(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    # In hex the IIM is twice its size; over Pillow's limit for one text chunk (1 MB)
+    # the PNG would not open again.
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_CHUNK", 200)
+    with said_while() as said:
+        save_image(tmp_path / "out.png", PIXELS, iptc=IIM)
+    assert any("IPTC-IIM data too large for a PNG text field" in w for w in said)
+    with Image.open(tmp_path / "out.png") as im:
+        assert "Raw profile type iptc" not in im.info
+
+
+def test_imagemagick_raw_profiles_are_not_copied_as_text(tmp_path: Path) -> None:
+    # ImageMagick 6 kept EXIF as "Raw profile type APP1": copied as text it carried a
+    # GPS location past --strip-gps ("gps" is nowhere in hex).
+    exif = Image.Exif()
+    exif.get_ifd(0x8825)[2] = (52.0, 31.0, 12.0)  # GPSLatitude
+    app1 = exif.tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type APP1", f"\nAPP1\n{len(app1):8d}\n{app1.hex()}\n", zip=True)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title>Hafen</dc:title></x:xmpmeta>'
+    info.add_text("Raw profile type xmp", f"\nxmp\n{len(xmp):8d}\n{xmp.hex()}\n", zip=True)
+    Image.fromarray(PIXELS).save(tmp_path / "im.png", pnginfo=info)
+    src = load_image(tmp_path / "im.png")
+    assert src.png_text == ()
+    assert src.xmp == xmp  # ImageMagick's XMP is read as XMP
+    assert any("raw profiles APP1" in w and "not carried" in w for w in src.warnings)
+    save_like(tmp_path / "out.png", src.pixels, src, strip_gps=True)
+    assert "Raw profile type APP1" not in _texts(tmp_path / "out.png")
+
+
+def test_png_text_png_does_not_allow_is_refused_and_named_readably(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "kept")
+    info.add_text(" Spaced  key", "x")  # leading and doubled spaces
+    info.add_text("Bell\x07", "x")  # a control character
+    info.add_text("Note", "a\0b")  # NUL in the text
+    Image.fromarray(PIXELS).save(tmp_path / "in.png", pnginfo=info)
+    src = load_image(tmp_path / "in.png")
+    assert [f.key for f in src.png_text] == ["Title"]
+    (line,) = [w for w in src.warnings if "not carried" in w]
+    assert "'Bell\\x07'" in line and "\x07" not in line
+    assert " Spaced  key" in line and "Note" in line
+
+
+def test_warnings_name_at_most_eight_fields() -> None:
+    from rbqe.io.captions import TextField, not_carried
+    line = not_carried("JPEG", False, [TextField(f"Field {n:02d}", "x") for n in range(20)])
+    assert line is not None and "Field 07 and 12 more are not carried" in line
+    assert "Field 08" not in line

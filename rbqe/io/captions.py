@@ -1,10 +1,11 @@
 """IPTC-IIM and PNG text fields: the captions, credits and copyright an archive keeps.
 
-Read here: the raw IIM stream of a JPEG's APP13 Photoshop resource 0x0404, a TIFF's tag
-33723 or a PNG's "Raw profile type iptc" text (the ImageMagick and ExifTool convention),
-and a PNG's text fields (tEXt, zTXt, iTXt) that nothing else carries. They go back where
-the output can hold them (IIM: JPEG, TIFF and PNG; text: PNG), by :mod:`rbqe.io.write`;
-:func:`not_carried` words what an output loses.
+Read here: the raw IIM stream of a JPEG's Photoshop APP13 resource 0x0404 (its segments
+joined, as ExifTool does), a TIFF's tag 33723 (or its Photoshop resources, tag 34377) or
+a PNG's "Raw profile type iptc" text (the ImageMagick and ExifTool convention), and a
+PNG's text fields (tEXt, zTXt, iTXt) that nothing else carries. They go back where the
+output can hold them (IIM: JPEG, TIFF and PNG; text: PNG), by :mod:`rbqe.io.write`;
+:func:`not_carried` words what an output loses, and what cannot be read is said when read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from PIL import Image
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
-PHOTOSHOP_IPTC, TIFF_IPTC = 0x0404, 33723  # IPTC-IIM in a JPEG's APP13, as a TIFF tag
+PHOTOSHOP_IPTC, TIFF_IPTC = 0x0404, 33723  # IPTC-IIM as a Photoshop resource, as a TIFF tag
+_TIFF_PHOTOSHOP = 34377  # a TIFF's Photoshop image resources
+_IIM_MARK = b"\x1c"  # every IIM dataset starts with it
 
 # IIM fills a few 64 KB APP13 segments at most; more is a broken or hostile file, not
 # captions, and would be copied into every output.
@@ -28,14 +31,19 @@ MAX_IPTC_BYTES = 1 << 20
 # PNG text carried, all fields together (UTF-8), and how many fields.
 MAX_TEXT_BYTES = 1 << 20
 MAX_TEXT_FIELDS = 256
+_NAMED = 8  # keys a warning names before "and N more"
 
-# PNG text carried otherwise (the comment, XMP), ImageMagick's copies of the EXIF and
-# XMP, or the program that wrote the input (no longer true of the output).
 # PNG has no IPTC chunk; ImageMagick and ExifTool keep IIM as this text field, whose text
 # holds the Photoshop resources (8BIM blocks) in hex (:func:`png_iptc_text`).
 PNG_IPTC_KEY = "Raw profile type iptc"
-_KEPT_TEXT = {"Comment", "comment", "XML:com.adobe.xmp", "xmp", "Raw profile type exif",
-              "Raw profile type xmp", "Software", PNG_IPTC_KEY}
+# ImageMagick keeps binary profiles as PNG text with this prefix: EXIF (read by Pillow),
+# XMP (:func:`rbqe.io.metadata.read_xmp`), IIM (here); others (APP1, icc, 8bim...) hold
+# binary data that is no text to copy (an APP1's EXIF may hold a GPS location).
+RAW_PROFILE = "Raw profile type "
+# PNG text carried otherwise: the comment and XMP; or the program that wrote the input
+# (no longer true of the output).
+_KEPT_TEXT = {"Comment", "comment", "XML:com.adobe.xmp", "xmp", "Software"}
+_READ_PROFILES = {"exif", "xmp", "iptc"}
 
 
 @dataclass(frozen=True)
@@ -50,39 +58,84 @@ class TextField:
 
 
 def read_iptc(im: Image.Image, path: Path) -> bytes | None:
-    """The raw IPTC-IIM stream of an opened JPEG (APP13 resource 0x0404), TIFF (tag
-    33723) or PNG (:data:`PNG_IPTC_KEY`), or None; one over :data:`MAX_IPTC_BYTES` is not
-    carried, and that is said."""
-    photoshop = im.info.get("photoshop")  # a JPEG's resources; a TIFF's are raw bytes
-    if isinstance(photoshop, dict):
-        data = photoshop.get(PHOTOSHOP_IPTC)
-    elif im.format == "PNG":
-        data = _png_iptc(im.info.get(PNG_IPTC_KEY))
-    else:
-        data = _tiff_iptc(im)
-    if not isinstance(data, (bytes, bytearray)) or not data:
+    """The raw IPTC-IIM stream of an opened JPEG, TIFF or PNG, or None. Data that is not
+    IIM, cut short, unreadable or over :data:`MAX_IPTC_BYTES` is not carried, and that
+    is said."""
+    try:
+        data = _iptc_of(im)
+    except ValueError as exc:
+        logger.warning("%s: its IPTC-IIM data (captions, copyright, keywords) %s; it is "
+                       "not carried into the output", path, exc)
+        return None
+    if not data:
         return None
     if len(data) > MAX_IPTC_BYTES:
         logger.warning("%s: its IPTC-IIM data (captions, copyright, keywords) is %d bytes, "
                        "too large to be captions; it is not carried into the output",
                        path, len(data))
         return None
-    return bytes(data)
+    if not data.startswith(_IIM_MARK):
+        logger.warning("%s: its IPTC resource holds no IPTC-IIM data; it is not carried "
+                       "into the output", path)
+        return None
+    return data
+
+
+def _iptc_of(im: Image.Image) -> bytes | None:
+    """The IIM bytes where ``im``'s format keeps them; ValueError when they are there but
+    cannot be read whole."""
+    if im.format in ("JPEG", "MPO"):
+        segments = [s[len(_APP13_HEADER):] for m, s in getattr(im, "applist", [])
+                    if m == "APP13" and s.startswith(_APP13_HEADER)]
+        # Photoshop cuts resources over 64 KB across segments: joined, they are whole.
+        return _irb_iptc(b"".join(segments)) if segments else None
+    if im.format == "TIFF":
+        iim = _tiff_bytes(im, TIFF_IPTC)
+        photoshop = _tiff_bytes(im, _TIFF_PHOTOSHOP) if iim is None else None
+        return _irb_iptc(photoshop) if photoshop else iim
+    if im.format == "PNG":
+        raw = raw_profile(im.info.get(PNG_IPTC_KEY))
+        if raw is None and PNG_IPTC_KEY in im.info:
+            raise ValueError(f"(PNG text {PNG_IPTC_KEY!r}) is unreadable")
+        return _irb_iptc(raw) if raw is not None and raw.startswith(b"8BIM") else raw
+    return None
+
+
+def _irb_iptc(resources: bytes) -> bytes | None:
+    """Resource 0x0404 of a run of Photoshop image resource blocks, or None; ValueError
+    when it is cut short."""
+    at = 0
+    while at + 12 <= len(resources) and resources[at : at + 4] == b"8BIM":
+        rid = struct.unpack(">H", resources[at + 4 : at + 6])[0]
+        name = resources[at + 6]
+        at += 6 + name + 1 + (name + 1) % 2  # a Pascal name, padded to an even length
+        if at + 4 > len(resources):
+            break
+        size = struct.unpack(">I", resources[at : at + 4])[0]
+        at += 4
+        if rid == PHOTOSHOP_IPTC:
+            if at + size > len(resources):
+                raise ValueError(f"is cut short ({len(resources) - at:,} of its "
+                                 f"{size:,} bytes)")
+            return resources[at : at + size]
+        at += size + size % 2
+    return None
 
 
 _TIFF_UNITS = {1: "B", 3: "H", 4: "L", 7: "B"}  # BYTE, SHORT, LONG, UNDEFINED
 
 
-def _tiff_iptc(im: Image.Image) -> bytes | None:
+def _tiff_bytes(im: Image.Image, tag: int) -> bytes | None:
+    """The bytes a TIFF's ``tag`` holds, or None."""
     tags: Any = getattr(im, "tag_v2", None)
-    if tags is None or TIFF_IPTC not in tags:
+    if tags is None or tag not in tags:
         return None
-    # The raw bytes, as Pillow's own getiptcinfo reads them: Photoshop declares the tag
-    # LONG, and tag_v2 (which expects one value) would give its first four bytes only.
-    raw = getattr(tags, "_tagdata", {}).get(TIFF_IPTC)
+    # The raw bytes, as Pillow's own getiptcinfo reads them: Photoshop declares the IPTC
+    # tag LONG, and tag_v2 (which expects one value) would give its first four bytes only.
+    raw = getattr(tags, "_tagdata", {}).get(tag)
     if isinstance(raw, (bytes, bytearray)):
         return bytes(raw)
-    return tiff_value_bytes(tags[TIFF_IPTC], tags.tagtype.get(TIFF_IPTC), tags.prefix)
+    return tiff_value_bytes(tags[tag], tags.tagtype.get(tag), tags.prefix)
 
 
 def tiff_value_bytes(value: Any, tag_type: int | None, prefix: bytes) -> bytes | None:
@@ -100,21 +153,41 @@ def tiff_value_bytes(value: Any, tag_type: int | None, prefix: bytes) -> bytes |
         return None
 
 
+def raw_profile(text: object) -> bytes | None:
+    """The bytes of an ImageMagick raw profile text: a newline, the profile's name
+    (ImageMagick "iptc", ExifTool "IPTC profile"), its length, then its bytes in hex over
+    lines; None when the text is not one or does not add up."""
+    if not isinstance(text, str):
+        return None
+    parts = text.lstrip("\n").partition("\n")[2].split(None, 1)
+    if len(parts) < 2 or not parts[0].isdigit():
+        return None
+    try:
+        raw = bytes.fromhex("".join(parts[1].split()))
+    except ValueError:
+        return None
+    return raw if len(raw) == int(parts[0]) else None
+
+
 def read_png_text(im: Image.Image, path: Path) -> tuple[TextField, ...]:
     """A PNG's text fields that nothing else carries, in file order (those after the
     image data only once it is decoded). Past :data:`MAX_TEXT_FIELDS` fields or
-    :data:`MAX_TEXT_BYTES` in all, or with a keyword PNG forbids, a field is not
-    carried, and that is said."""
+    :data:`MAX_TEXT_BYTES` in all, with a keyword or text PNG forbids, or a raw profile
+    nothing reads, a field is not carried, and that is said."""
     if im.format != "PNG":
         return ()
     fields: list[TextField] = []
-    refused, size = [], 0
+    refused, profiles, size = [], [], 0
     for key, value in im.info.items():
         if not isinstance(key, str) or not isinstance(value, str) or key in _KEPT_TEXT:
             continue
+        if key.startswith(RAW_PROFILE):
+            if key[len(RAW_PROFILE):] not in _READ_PROFILES:
+                profiles.append(key[len(RAW_PROFILE):])
+            continue
         cost = len(key) + len(value.encode("utf-8"))
         if len(fields) >= MAX_TEXT_FIELDS or size + cost > MAX_TEXT_BYTES \
-                or not 0 < len(key) <= 79:  # PNG's keyword length
+                or not _keyword_ok(key) or "\0" in value:
             refused.append(key)
             continue
         size += cost
@@ -123,51 +196,33 @@ def read_png_text(im: Image.Image, path: Path) -> tuple[TextField, ...]:
                                 getattr(value, "tkey", None) or ""))
     if refused:
         logger.warning("%s: its PNG text fields %s are not carried into the output (more "
-                       "than %d fields or 1 MB in all, or an invalid keyword)",
-                       path, ", ".join(sorted(refused)), MAX_TEXT_FIELDS)
+                       "than %d fields or %d KB in all, or a keyword or text PNG does not "
+                       "allow)", path, named(refused), MAX_TEXT_FIELDS, MAX_TEXT_BYTES >> 10)
+    if profiles:
+        logger.warning("%s: its ImageMagick raw profiles %s (binary data kept as PNG text) "
+                       "are not carried into the output", path, named(profiles))
     return tuple(fields)
+
+
+def _keyword_ok(key: str) -> bool:
+    """PNG's rule for a keyword: 1-79 printable Latin-1 characters, no leading, trailing
+    or doubled space."""
+    return (0 < len(key) <= 79 and key == key.strip() and "  " not in key
+            and all(" " <= c <= "~" or "\xa1" <= c <= "\xff" for c in key))
+
+
+def named(keys: Sequence[str]) -> str:
+    """``keys`` for a warning: sorted, each as Python writes it where it holds control
+    characters, at most :data:`_NAMED` of them and how many more."""
+    shown = [k if k.isprintable() else repr(k) for k in sorted(keys)]
+    more = f" and {len(shown) - _NAMED} more" if len(shown) > _NAMED else ""
+    return ", ".join(shown[:_NAMED]) + more
 
 
 def text_has_gps(field: TextField) -> bool:
     """Whether a text field may hold a location: "gps", in any case, in its keyword or
     text; as wide as :func:`rbqe.io.metadata.xmp_has_gps`, for the same reason."""
     return "gps" in field.key.lower() or "gps" in field.text.lower()
-
-
-def _irb_iptc(resources: bytes) -> bytes | None:
-    """Resource 0x0404 of a run of Photoshop image resource blocks, or None."""
-    at = 0
-    while at + 12 <= len(resources) and resources[at : at + 4] == b"8BIM":
-        rid = struct.unpack(">H", resources[at + 4 : at + 6])[0]
-        name = resources[at + 6]
-        at += 6 + name + 1 + (name + 1) % 2  # a Pascal name, padded to an even length
-        if at + 4 > len(resources):
-            return None
-        size = struct.unpack(">I", resources[at : at + 4])[0]
-        at += 4
-        if rid == PHOTOSHOP_IPTC:
-            return resources[at : at + size] if at + size <= len(resources) else None
-        at += size + size % 2
-    return None
-
-
-def _png_iptc(text: object) -> bytes | None:
-    """The IIM stream of a PNG's :data:`PNG_IPTC_KEY` text: a newline, the profile's
-    name, its length, then its bytes in hex; those bytes are Photoshop resources (as
-    ImageMagick writes them) or, from some writers, the IIM stream itself."""
-    if not isinstance(text, str):
-        return None
-    # The name line ("iptc"; ExifTool: "IPTC profile"), then the length, then the hex.
-    parts = text.lstrip("\n").partition("\n")[2].split(None, 1)
-    if len(parts) < 2 or not parts[0].isdigit():
-        return None
-    try:
-        raw = bytes.fromhex("".join(parts[1].split()))
-    except ValueError:
-        return None
-    if len(raw) != int(parts[0]):
-        return None
-    return _irb_iptc(raw) if raw.startswith(b"8BIM") else raw if raw[:1] == b"\x1c" else None
 
 
 def png_iptc_text(iim: bytes) -> TextField:
@@ -207,7 +262,7 @@ def not_carried(output: str, iptc: bool, text: Sequence[TextField]) -> str | Non
     if iptc:
         lost.append("IPTC-IIM data (captions, copyright, keywords)")
     if text:
-        lost.append("PNG text fields " + ", ".join(sorted(f.key for f in text)))
+        lost.append("PNG text fields " + named([f.key for f in text]))
     if not lost:
         return None
     return (f"the input's {' and '.join(lost)} are not carried into this {output} "

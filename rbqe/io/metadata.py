@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from rbqe.io.captions import RAW_PROFILE, raw_profile
+
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
 
@@ -240,9 +242,12 @@ def _as_bytes(value: Any) -> bytes | None:
 
 
 def read_xmp(im: Image.Image) -> bytes | None:
-    """The XMP packet of an opened image (JPEG APP1, PNG iTXt, WebP, TIFF tag 700), or None."""
-    # Pillow puts it under "xmp" for every format; PNG's iTXt also keeps its own keyword.
-    return _as_bytes(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"))
+    """The XMP packet of an opened image (JPEG APP1, PNG iTXt or ImageMagick's raw
+    profile, WebP, TIFF tag 700), or None."""
+    # Pillow puts it under "xmp" for every format; PNG's iTXt also keeps its own keyword;
+    # ImageMagick writes it as a raw profile.
+    return (_as_bytes(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"))
+            or raw_profile(im.info.get(RAW_PROFILE + "xmp")))
 
 
 def read_comment(im: Image.Image) -> bytes | None:

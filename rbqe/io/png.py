@@ -37,9 +37,17 @@ def _png_chunk(ctype: bytes, data: bytes) -> bytes:
 
 
 def _png_itxt(keyword: str, text: str) -> bytes:
-    # keyword, NUL, uncompressed (0, 0), no language tag, no translated keyword, UTF-8 text
-    data = keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")
-    return _png_chunk(b"iTXt", data)
+    """An uncompressed iTXt chunk without language (XMP's and the comment's)."""
+    return _png_chunk(b"iTXt", _itxt_data(TextField(keyword, text), packed=False))
+
+
+def _itxt_data(field: TextField, packed: bool) -> bytes:
+    """iTXt's data: keyword, NUL, compression flag and method (0: deflate), language
+    tag, NUL, translated keyword, NUL, then the UTF-8 text (deflated when ``packed``)."""
+    raw = field.text.encode("utf-8")
+    return (field.key.encode("latin-1") + (b"\x00\x01\x00" if packed else b"\x00\x00\x00")
+            + field.lang.encode("utf-8") + b"\x00" + field.tkey.encode("utf-8") + b"\x00"
+            + (zlib.compress(raw) if packed else raw))
 
 
 _ZIP_TEXT = 1024  # text longer than this (in bytes) is deflated: zTXt, or a compressed iTXt
@@ -54,11 +62,7 @@ def png_text_chunk(field: TextField) -> tuple[bytes, bytes]:
         if len(raw) > _ZIP_TEXT:
             return b"zTXt", key + b"\x00\x00" + zlib.compress(raw)  # method 0: deflate
         return b"tEXt", key + b"\x00" + raw
-    raw = field.text.encode("utf-8")
-    packed = len(raw) > _ZIP_TEXT
-    return b"iTXt", (key + (b"\x00\x01\x00" if packed else b"\x00\x00\x00")  # flag, method
-                     + field.lang.encode("utf-8") + b"\x00" + field.tkey.encode("utf-8")
-                     + b"\x00" + (zlib.compress(raw) if packed else raw))
+    return b"iTXt", _itxt_data(field, packed=len(field.text.encode("utf-8")) > _ZIP_TEXT)
 
 
 def _latin1(text: str) -> bytes | None:

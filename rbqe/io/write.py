@@ -117,7 +117,13 @@ def _captions_for(p: Path, fmt_name: str, extra: _Extra,
     if said:
         logger.warning("%s: %s", p, said)
     if iptc and fmt_name == "PNG":  # a text field there, for every PNG writer alike
-        return None, (*text, png_iptc_text(iptc))
+        field = png_iptc_text(iptc)
+        if len(field.text) <= PngImagePlugin.MAX_TEXT_CHUNK:
+            return None, (*text, field)
+        # In hex it is twice its size: over what Pillow (and so rbqe) reads back.
+        logger.warning("%s: IPTC-IIM data too large for a PNG text field (%d bytes); "
+                       "dropped", p, len(iptc))
+        return None, text
     return (None if lost_iptc else iptc), (() if lost_text else text)
 
 
