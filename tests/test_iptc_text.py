@@ -221,6 +221,21 @@ def test_iim_in_a_16_bit_colour_tiff_is_said_lost(tmp_path: Path) -> None:
     assert any("not carried into this 16-bit colour TIFF" in w for w in said)
 
 
+def test_what_a_16_bit_colour_tiff_drops_is_said(tmp_path: Path) -> None:
+    # OpenCV writes 16-bit colour TIFFs without metadata: the ICC profile (what the
+    # colours mean) was dropped with an INFO line nobody saw.
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with said_while() as said:
+        save_image(tmp_path / "deep.tif", PIXELS.astype(np.uint16) * 257, bit_depth=16,
+                   icc_profile=icc, xmp=b"<x/>", dpi=(300, 300))
+    (line,) = [w for w in said if "16-bit colour TIFF" in w]
+    assert "ICC profile, XMP, resolution are not written" in line
+    with said_while() as said:
+        save_image(tmp_path / "deep.png", PIXELS.astype(np.uint16) * 257, bit_depth=16,
+                   icc_profile=icc, xmp=b"<x/>", dpi=(300, 300))
+    assert not said
+
+
 def _png_text_info() -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     info.add_text("Title", "Harbour at dawn")

@@ -352,8 +352,13 @@ def _make_writer(
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
         # the small encoder above. Metadata chunks are spliced into PNGs by hand.
-        if fmt_name == "TIFF" and (icc or exif or extra):
-            logger.info("%s: metadata is not written to 16-bit colour TIFF", p)
+        lost = [name for name, v in (("ICC profile", icc), ("EXIF", exif), ("XMP", extra.xmp),
+                                     ("comment", extra.comment), ("resolution", extra.dpi))
+                if v]
+        if fmt_name == "TIFF" and lost:  # the ICC profile says what the colours mean
+            logger.warning("%s: the input's %s %s not written into this 16-bit colour TIFF "
+                           "output (OpenCV writes it bare); a 16-bit PNG keeps them", p,
+                           ", ".join(lost), "is" if len(lost) == 1 else "are")
 
         def write16(fh: IO[bytes]) -> None:
             ints = pixels.whole()
