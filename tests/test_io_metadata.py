@@ -163,7 +163,7 @@ def test_metadata_not_carried_is_said_where_the_output_cannot_hold_it(tmp_path: 
     assert not [w for w in src.warnings if "not carried" in w]  # the output decides
     with said_while() as said:
         save_like(tmp_path / "out.webp", src.pixels, src)
-    assert any("IPTC-IIM data (captions, copyright, keywords) are not carried into this WebP"
+    assert any("IPTC-IIM data (captions, copyright, keywords) is not carried into this WebP"
                in w for w in said)
     info = PngImagePlugin.PngInfo()
     info.add_text("Copyright", "Anna")

@@ -4,8 +4,8 @@ Read here: the raw IIM stream of a JPEG's Photoshop APP13 resource 0x0404 (its s
 joined, as ExifTool does), a TIFF's tag 33723 (or its Photoshop resources, tag 34377) or
 a PNG's "Raw profile type iptc" text (the ImageMagick and ExifTool convention), and a
 PNG's text fields (tEXt, zTXt, iTXt) that nothing else carries. They go back where the
-output can hold them (IIM: JPEG, TIFF and PNG; text: PNG), by :mod:`rbqe.io.write`;
-:func:`not_carried` words what an output loses, and what cannot be read is said when read.
+output can hold them (IIM: JPEG, TIFF and PNG; text: PNG), by :mod:`rbqe.io.write`, which
+says what an output cannot hold; what cannot be read is said when read.
 """
 
 from __future__ import annotations
@@ -251,19 +251,3 @@ def jpeg_app13(iim: bytes) -> bytes | None:
     if len(body) > _JPEG_MAX_SEGMENT:
         return None
     return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
-
-
-def not_carried(output: str, iptc: bool, text: Sequence[TextField]) -> str | None:
-    """The warning for an ``output`` (``"PNG"``, ``"16-bit colour TIFF"``...) that
-    cannot hold the input's IPTC-IIM data (``iptc``) or its PNG ``text`` fields; None
-    when it loses neither. An archive's captions and credits are what its owner would
-    least like to lose unawares."""
-    lost = []
-    if iptc:
-        lost.append("IPTC-IIM data (captions, copyright, keywords)")
-    if text:
-        lost.append("PNG text fields " + named([f.key for f in text]))
-    if not lost:
-        return None
-    return (f"the input's {' and '.join(lost)} are not carried into this {output} "
-            "output; copy them over if you need them")

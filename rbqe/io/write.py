@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from PIL import PngImagePlugin, features
@@ -21,7 +21,7 @@ from rbqe.io.captions import (
     TIFF_IPTC,
     TextField,
     jpeg_app13,
-    not_carried,
+    named,
     png_iptc_text,
     text_has_gps,
 )
@@ -79,11 +79,9 @@ class _Extra:
             return self.comment.decode("latin-1")
 
 
-def _extra_for(p: Path, fmt_name: str, extra: _Extra, *, bare: bool = False) -> _Extra:
-    """Leaves out what ``fmt_name`` cannot hold, saying so when it is the data's size, or
-    captions and credits (``bare``: the format is written without metadata)."""
-    xmp, comment, dpi = extra.xmp, extra.comment, extra.dpi
-    iptc, text = _captions_for(p, fmt_name, extra, bare)
+def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
+    """Leaves out what is too large for ``fmt_name``, saying so."""
+    xmp, comment, dpi, iptc, text = extra.xmp, extra.comment, extra.dpi, extra.iptc, extra.text
     if fmt_name == "JPEG":
         if xmp and len(xmp) > _JPEG_MAX_XMP:
             logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
@@ -93,6 +91,17 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra, *, bare: bool = False) -> 
             comment = None
         if dpi and not all(1 <= round(d) <= 65535 for d in dpi):  # JFIF's 16-bit density
             dpi = None
+        if iptc and jpeg_app13(iptc) is None:
+            logger.warning("%s: IPTC-IIM data too large for one JPEG APP13 segment (%d "
+                           "bytes); dropped", p, len(iptc))
+            iptc = None
+    # In hex (PNG's raw profile) it is twice its size: over what Pillow (and so rbqe)
+    # reads back.
+    if fmt_name == "PNG" and iptc and \
+            len(png_iptc_text(iptc).text) > PngImagePlugin.MAX_TEXT_CHUNK:
+        logger.warning("%s: IPTC-IIM data too large for a PNG text field (%d bytes); "
+                       "dropped", p, len(iptc))
+        iptc = None
     # PNG and BMP store pixels per metre in 32 bits; a file's absurd resolution must not
     # cost its image (it failed to encode).
     if dpi and not all(0 < d < 1e7 for d in dpi):
@@ -101,30 +110,63 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra, *, bare: bool = False) -> 
     return _Extra(xmp, comment, dpi, iptc, text)
 
 
-def _captions_for(p: Path, fmt_name: str, extra: _Extra,
-                  bare: bool) -> tuple[bytes | None, tuple[TextField, ...]]:
-    """The IPTC-IIM and PNG text that ``fmt_name`` holds; what it cannot is said in one
-    line (an archive's captions and credits must not be lost unawares)."""
-    iptc, text = extra.iptc, extra.text
-    if iptc and fmt_name == "JPEG" and jpeg_app13(iptc) is None:
-        logger.warning("%s: IPTC-IIM data too large for one JPEG APP13 segment (%d bytes); "
-                       "dropped", p, len(iptc))
-        iptc = None
-    lost_iptc = bool(iptc) and (bare or fmt_name not in ("JPEG", "TIFF", "PNG"))
-    lost_text = text if fmt_name != "PNG" else ()
-    shown = "16-bit colour TIFF" if bare else {"WEBP": "WebP"}.get(fmt_name, fmt_name)
-    said = not_carried(shown, lost_iptc, lost_text)
-    if said:
-        logger.warning("%s: %s", p, said)
+# What each output format keeps of an input's metadata, as the writers below write it
+# (checked with ExifTool). A 16-bit colour TIFF (OpenCV's) keeps none; Pillow writes a
+# TIFF's EXIF without its Exif and GPS directories (camera, date, location), so none.
+_ALL = frozenset({"ICC", "EXIF", "XMP", "comment", "dpi", "IPTC", "text"})
+_KEEPS = {"PNG": _ALL, "JPEG": _ALL - {"text"}, "WEBP": frozenset({"ICC", "EXIF", "XMP"}),
+          "TIFF": frozenset({"ICC", "XMP", "dpi", "IPTC"}), "BMP": frozenset({"dpi"})}
+_T = TypeVar("_T")
+_SHOWN = {"WEBP": "WebP"}  # a format's name in messages, where not its Pillow name
+
+
+def shown_format(fmt_name: str) -> str:
+    return _SHOWN.get(fmt_name, fmt_name)
+
+
+def _kept(p: Path, fmt_name: str, bare: bool, icc: bytes | None, exif: bytes | None,
+          extra: _Extra) -> tuple[bytes | None, bytes | None, _Extra]:
+    """``icc``, ``exif`` and ``extra`` less what ``fmt_name`` cannot hold (``bare``: a
+    16-bit colour TIFF, nothing), said in one line: a photographer's camera data, an
+    archive's captions and credits must not be lost unawares."""
+    keeps = frozenset() if bare else _KEEPS[fmt_name]
+    present = {"ICC": icc, "EXIF": exif, "XMP": extra.xmp, "comment": extra.comment,
+               "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text}
+    lost = [k for k, v in present.items() if v and k not in keeps]
+    if lost:
+        output = "16-bit colour TIFF" if bare else shown_format(fmt_name)
+        logger.warning("%s: %s", p, _not_carried(lost, output, extra.text))
+
+    def keep(kind: str, value: _T) -> _T | None:
+        return value if kind in keeps else None
+
+    text = tuple(extra.text) if "text" in keeps else ()
+    iptc = keep("IPTC", extra.iptc)
     if iptc and fmt_name == "PNG":  # a text field there, for every PNG writer alike
-        field = png_iptc_text(iptc)
-        if len(field.text) <= PngImagePlugin.MAX_TEXT_CHUNK:
-            return None, (*text, field)
-        # In hex it is twice its size: over what Pillow (and so rbqe) reads back.
-        logger.warning("%s: IPTC-IIM data too large for a PNG text field (%d bytes); "
-                       "dropped", p, len(iptc))
-        return None, text
-    return (None if lost_iptc else iptc), (() if lost_text else text)
+        text, iptc = (*text, png_iptc_text(iptc)), None
+    return keep("ICC", icc), keep("EXIF", exif), _Extra(
+        keep("XMP", extra.xmp), keep("comment", extra.comment), keep("dpi", extra.dpi), iptc, text)
+
+
+_WORDS = {"ICC": "ICC colour profile", "EXIF": "EXIF (camera, date, location)",
+          "XMP": "XMP", "comment": "comment", "dpi": "resolution (dpi)",
+          "IPTC": "IPTC-IIM data (captions, copyright, keywords)"}
+
+
+def _not_carried(lost: list[str], output: str, text: Sequence[TextField]) -> str:
+    """The warning naming the kinds of metadata in ``lost`` (``text``: the PNG text
+    fields, named) that an ``output`` cannot hold."""
+    words = [_WORDS[k] if k != "text" else f"PNG text fields {named([f.key for f in text])}"
+             for k in lost]
+    many = len(lost) > 1 or lost == ["text"]
+    it = "them" if many else "it"
+    return (f"the input's {_listed(words)} {'are' if many else 'is'} not carried into this "
+            f"{output} output; copy {it} over if you need {it}")
+
+
+def _listed(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
@@ -266,7 +308,7 @@ def save_image(
     depth = bit_depth if fmt_name in ("PNG", "TIFF") else 8
     if depth != bit_depth:
         logger.warning("%s: %s is 8-bit only; the 16-bit image is written at 8 bits", p,
-                       fmt_name)
+                       shown_format(fmt_name))
     out_mode = mode
     if fmt_name == "JPEG" and mode in ("LA", "RGBA"):
         out_mode = mode[:-1]
@@ -301,8 +343,9 @@ def save_image(
         exif_bytes = None
 
     extra = _Extra(xmp, comment, dpi, iptc, tuple(text)) if keep_metadata else _Extra(dpi=dpi)
+    extra = _extra_for(p, fmt_name, extra)
     bare = fmt_name == "TIFF" and depth == 16 and out_mode != "L"  # see _make_writer
-    extra = _extra_for(p, fmt_name, extra, bare=bare)
+    icc, exif_bytes, extra = _kept(p, fmt_name, bare, icc, exif_bytes, extra)
 
     write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes, extra)
 
@@ -352,13 +395,6 @@ def _make_writer(
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
         # the small encoder above. Metadata chunks are spliced into PNGs by hand.
-        lost = [name for name, v in (("ICC profile", icc), ("EXIF", exif), ("XMP", extra.xmp),
-                                     ("comment", extra.comment), ("resolution", extra.dpi))
-                if v]
-        if fmt_name == "TIFF" and lost:  # the ICC profile says what the colours mean
-            logger.warning("%s: the input's %s %s not written into this 16-bit colour TIFF "
-                           "output (OpenCV writes it bare); a 16-bit PNG keeps them", p,
-                           ", ".join(lost), "is" if len(lost) == 1 else "are")
 
         def write16(fh: IO[bytes]) -> None:
             ints = pixels.whole()
