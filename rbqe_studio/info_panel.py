@@ -20,9 +20,10 @@ from PySide6.QtWidgets import (
 
 from rbqe.arch import NUM_EXITS
 from rbqe.engine import EnhanceResult
+from rbqe.io.metadata import exif_has_gps, xmp_has_gps
 from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
-from rbqe_studio.state import chosen_cost, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
+from rbqe_studio.state import chosen_cost, dpi_text, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
 from rbqe_studio.widgets import ElidedLabel, section_title
 
 
@@ -178,8 +179,10 @@ class InfoPanel(QScrollArea):
                                ("comment", src.comment), ("ICC profile", src.icc_profile)) if v]
         if src.png_text:
             meta.append("PNG text " + ", ".join(f.key for f in src.png_text))
+        if exif_has_gps(src.exif) or xmp_has_gps(src.xmp):  # kept unless told otherwise
+            meta.append("GPS location")
         if src.dpi:
-            meta.append(f"{src.dpi[0]:g} dpi")
+            meta.append(f"{dpi_text(src.dpi[0])} dpi")
         self.set("Metadata", ", ".join(meta) if meta else "none")
         # What the reader warned of (only a TIFF's first page, say): "–" when nothing.
         self.set("Note", " ".join(w[0].upper() + w[1:] + "." for w in src.warnings) or "–")

@@ -288,6 +288,12 @@ def fmt_size(width: int, height: int) -> str:
     return f"{width} × {height}  ({mp:.1f} MP)" if mp >= 0.1 else f"{width} × {height}"
 
 
+def dpi_text(dpi: float) -> str:
+    """A resolution as people say it: PNG keeps pixels per metre, so 150 dpi reads back
+    as 150.012; within 0.05 of a whole number it is that number."""
+    return f"{round(dpi)}" if abs(dpi - round(dpi)) < 0.05 else f"{dpi:.1f}"
+
+
 def elide_middle(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text

@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -278,6 +279,61 @@ def test_a_turned_photo_keeps_its_exif_size_true(tmp_path: Path, orientation: in
             assert _pixel_size(im.info.get("exif")) == want, fmt
 
 
+XMP_TURNED = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+              b'1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/'
+              b'tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/" tiff:Orientation="6" '
+              b'exif:PixelXDimension="12" exif:PixelYDimension="8"><tiff:ImageWidth>12'
+              b'</tiff:ImageWidth><tiff:ImageLength>8</tiff:ImageLength></rdf:Description>'
+              b'</rdf:RDF></x:xmpmeta>')
+
+
+def test_a_turned_photo_resets_its_xmp_orientation_too(tmp_path: Path) -> None:
+    # Lightroom and Bridge write the orientation in XMP beside EXIF's: left at 6 once the
+    # pixels were turned, XMP readers turned the photo a second time.
+    path = tmp_path / "cam.jpg"
+    stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(path, exif=_camera_exif(6, 12, 8).tobytes(), xmp=XMP_TURNED)
+    src = load_image(path)
+    assert src.size == (8, 12)
+    assert src.xmp is not None and b'tiff:Orientation="1"' in src.xmp
+    assert b'exif:PixelXDimension="8" exif:PixelYDimension="12"' in src.xmp
+    assert b"<tiff:ImageWidth>8</tiff:ImageWidth><tiff:ImageLength>12<" in src.xmp
+    out = save_like(tmp_path / "out.jpg", src.pixels, src)
+    with Image.open(out) as im:
+        assert im.info["xmp"] == src.xmp
+    assert rio.metadata.xmp_turned(XMP_TURNED, 1) == XMP_TURNED  # upright: untouched
+    flipped = rio.metadata.xmp_turned(XMP_TURNED, 3)  # a half turn: no size swap
+    assert b'tiff:Orientation="1"' in flipped and b'PixelXDimension="12"' in flipped
+
+
+def _exif_with_thumbnail(orientation: int) -> bytes:
+    """Raw EXIF (little-endian) with IFD0 (Orientation) linked to IFD1, a thumbnail's
+    directory (JPEGInterchangeFormat and its length) and 16 bytes of thumbnail."""
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation)
+    ifd1_at = 8 + len(ifd0) + 4
+    ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, ifd1_at + 30) \
+        + struct.pack("<HHII", 0x0202, 4, 1, 16)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", ifd1_at) + ifd1 \
+        + struct.pack("<I", 0) + b"\xff\xd8" + b"\x00" * 12 + b"\xff\xd9"
+    return b"Exif\x00\x00" + tiff
+
+
+def _next_ifd(exif: bytes) -> int:
+    tiff = exif.removeprefix(b"Exif\x00\x00")
+    count = struct.unpack_from("<H", tiff, 8)[0]
+    return struct.unpack_from("<I", tiff, 10 + 12 * count)[0]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6])
+def test_a_turned_photos_thumbnail_is_unlinked(orientation: int) -> None:
+    # The thumbnail shows the picture as stored: kept after the turn, file browsers
+    # showed a portrait photo's thumbnail sideways.
+    raw = _exif_with_thumbnail(orientation)
+    assert _next_ifd(raw) != 0
+    fixed = rio.metadata._normalise_exif(raw)
+    assert fixed is not None and (_next_ifd(fixed) == 0) == (orientation != 1)
+
+
 def test_exif_rewritten_by_pillow_swaps_the_size_too() -> None:
     # The fallback for EXIF whose layout the in-place patch does not handle.
     fixed = rio.metadata._normalise_exif(_camera_exif(6, 12, 8))
@@ -385,6 +441,9 @@ def test_cmyk_plain_conversion(corpus) -> None:
     assert src.mode == "RGB" and src.icc_profile is None
     r, g, b = as_uint8(src.pixels)[4, 4].astype(int)
     assert r < 10 and g > 245 and b > 245  # cyan
+    # Said, for the app's Info panel and the report: the output is RGB, not CMYK.
+    assert src.warnings == ["a CMYK image, enhanced and written as RGB (a plain conversion: "
+                            "it embeds no usable CMYK profile)"]
 
 
 def test_cmyk_with_profile_is_colour_managed(corpus, tmp_path: Path, monkeypatch) -> None:
@@ -404,6 +463,8 @@ def test_cmyk_with_profile_is_colour_managed(corpus, tmp_path: Path, monkeypatch
     assert src.mode == "RGB"
     assert same_icc(src.icc_profile, srgb_icc())  # output carries sRGB after a managed conversion
     np.testing.assert_array_equal(as_uint8(src.pixels)[0, 0], [1, 2, 3])
+    assert src.warnings == ["a CMYK image, enhanced and written as RGB (converted to sRGB "
+                            "through its embedded CMYK profile)"]
 
 
 def test_cmyk_with_unusable_profile_falls_back(corpus, tmp_path: Path, caplog) -> None:
@@ -415,8 +476,9 @@ def test_cmyk_with_unusable_profile_falls_back(corpus, tmp_path: Path, caplog) -
     assert "plain conversion" in caplog.text
     assert src.mode == "RGB" and src.icc_profile is None
     # ... and with the image, for a batch's report (it was on stderr only).
-    (warning,) = src.warnings
+    warning, note = src.warnings
     assert warning.startswith("could not use the embedded CMYK profile")
+    assert note.startswith("a CMYK image, enhanced and written as RGB (a plain conversion")
 
 
 def test_rgba_alpha_bit_exact(corpus, tmp_path: Path) -> None:

@@ -126,6 +126,37 @@ def test_strip_gps_drops_any_xmp_location(tmp_path: Path, xmp: bytes) -> None:
     assert xmp_has_gps(xmp) and not xmp_has_gps(XMP)
 
 
+def test_strip_gps_says_it_drops_the_xmp_whole(tmp_path: Path) -> None:
+    # The rights and captions in that XMP go with the location: said, not an INFO line.
+    gps_xmp = XMP.replace(b"</rdf:Description>", b'<exif:GPSLatitude>48,51.5N'
+                          b'</exif:GPSLatitude></rdf:Description>')
+    assert gps_xmp != XMP
+    path = tmp_path / "in.jpg"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(path, xmp=gps_xmp)
+    src = load_image(path)
+    with said_while() as said:
+        out = save_like(tmp_path / "out.jpg", src.pixels, src, strip_gps=True)
+    with Image.open(out) as im:
+        assert "xmp" not in im.info
+    assert said == [f"{out}: the input's XMP (rights, captions, keywords...) is left out "
+                    "whole: it holds a GPS location, which --strip-gps removes"]
+    with said_while() as said:
+        save_like(tmp_path / "kept.jpg", src.pixels, src)
+    assert said == []
+
+
+def test_webp_says_nothing_of_a_resolution_its_exif_holds(tmp_path: Path) -> None:
+    # WebP has no density field, but the EXIF it carries has XResolution: not lost.
+    exif = Image.Exif()
+    exif[0x011A], exif[0x011B], exif[0x0128] = 240.0, 240.0, 2
+    with said_while() as said:
+        save_image(tmp_path / "a.webp", np.zeros((8, 8, 3)), exif=exif.tobytes(), dpi=(240, 240))
+    assert said == []
+    with said_while() as said:
+        save_image(tmp_path / "b.webp", np.zeros((8, 8, 3)), dpi=(240, 240))
+    assert len(said) == 1 and "resolution (dpi) is not carried into this WebP" in said[0]
+
+
 @pytest.mark.parametrize(("quality", "subsampling", "tables"), [
     (90, 0, True), (80, 0, True), (60, 0, True), (90, 2, False), (95, 1, False)])
 def test_a_4_4_4_jpeg_carries_its_tables_to_make_outputs_consistent(

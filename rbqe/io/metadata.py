@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import math
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
 def _reset_orientation_raw(data: bytes) -> bytes | None:
     """Sets Orientation to 1 in place inside raw EXIF bytes (``Exif\\0\\0`` + TIFF), and
     swaps the Exif directory's pixel width and height when that orientation turned the
-    picture a quarter (5-8): the pixels it describes are now turned.
+    picture a quarter (5-8): the pixels it describes are now turned. A thumbnail (IFD1)
+    of a picture that was turned or flipped would show it as it was stored: file browsers
+    showed it sideways; its directory is unlinked (its bytes stay, unreferenced).
 
     Patching the value fields keeps every other tag, maker notes included, byte-identical;
     re-serialising through Pillow can break maker notes that use absolute offsets.
@@ -64,8 +67,11 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
             entry, typ, n = entries[_ORIENTATION]
             if typ != 3 or n != 1:  # not a single SHORT: let Pillow rewrite it
                 return None
-            turned = struct.unpack_from(order + "H", buf, entry + 8)[0] in _QUARTER_TURNS
+            was = struct.unpack_from(order + "H", buf, entry + 8)[0]
+            turned = was in _QUARTER_TURNS
             struct.pack_into(order + "H", buf, entry + 8, 1)
+            if was != 1:  # the thumbnail (IFD1) shows the picture unturned: unlinked
+                struct.pack_into(order + "I", buf, ifd0 + 2 + 12 * len(entries), 0)
             if turned and _EXIF_IFD in entries:
                 # A size that cannot be swapped is left: the orientation is reset anyway.
                 with contextlib.suppress(struct.error):
@@ -112,6 +118,30 @@ def _swap_pixel_dimensions(buf: bytearray, order: str,
 
 
 _GPS_IFD = 0x8825  # the EXIF pointer to the GPS (location) directory
+
+
+def _exif_tags(exif: bytes | None) -> Image.Exif | None:
+    """EXIF bytes loaded, or None for none or unreadable."""
+    if not exif:
+        return None
+    obj = Image.Exif()
+    try:
+        obj.load(exif if exif.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + exif)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on bad EXIF
+        return None
+    return obj
+
+
+def exif_says_resolution(exif: bytes | None) -> bool:
+    """Whether EXIF's first directory holds the resolution."""
+    obj = _exif_tags(exif)
+    return obj is not None and _X_RESOLUTION in obj
+
+
+def exif_has_gps(exif: bytes | None) -> bool:
+    """Whether EXIF holds a GPS (location) directory."""
+    obj = _exif_tags(exif)
+    return obj is not None and _GPS_IFD in obj
 
 
 def without_gps(exif: bytes | None, path: Path | None = None) -> bytes | None:
@@ -280,6 +310,38 @@ def read_dpi(im: Image.Image) -> tuple[float, float] | None:
         except Exception:  # noqa: BLE001 - unreadable EXIF: no trustworthy resolution
             return None
     return x, y
+
+
+# XMP's orientation and pixel size, as an attribute (tiff:Orientation="6") or an element
+# (<tiff:Orientation>6</tiff:Orientation>), whatever the prefix is bound to.
+def _xmp_value(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb'(\b\w+:' + name + rb'\s*=\s*["\']|<(\w+:' + name
+                      + rb')>\s*)(\d+)')
+
+
+_XMP_ORIENTATION = _xmp_value(b"Orientation")
+_XMP_SIZES = ((_xmp_value(b"PixelXDimension"), _xmp_value(b"PixelYDimension")),
+              (_xmp_value(b"ImageWidth"), _xmp_value(b"ImageLength")))
+
+
+def xmp_turned(xmp: bytes | None, orientation: int) -> bytes | None:
+    """``xmp`` for pixels the ``orientation`` (1-8) was applied to: its Orientation set to
+    1 (Lightroom and Bridge write it beside EXIF's: left at 6, XMP readers turned the
+    photo again), and on a quarter turn its width and height swapped, as in EXIF."""
+    if not xmp or orientation == 1:
+        return xmp
+    xmp = _XMP_ORIENTATION.sub(lambda m: m.group(1) + b"1", xmp)
+    if orientation in _QUARTER_TURNS:
+        for wide, high in _XMP_SIZES:
+            w, h = wide.search(xmp), high.search(xmp)
+            if w and h:
+                xmp = _set_first(wide, h.group(3), _set_first(high, w.group(3), xmp))
+    return xmp
+
+
+def _set_first(pattern: re.Pattern[bytes], value: bytes, xmp: bytes) -> bytes:
+    """``xmp`` with the first value ``pattern`` finds set to ``value``."""
+    return pattern.sub(lambda m: m.group(1) + value, xmp, count=1)
 
 
 def xmp_has_gps(xmp: bytes | None) -> bool:

@@ -44,6 +44,7 @@ from rbqe.io.metadata import (
     read_comment,
     read_dpi,
     read_xmp,
+    xmp_turned,
 )
 from rbqe.io.pixels import MODES, _to_float
 from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
@@ -357,6 +358,8 @@ def _cmyk_to_rgb(
                 outputMode="RGB",
             )
             if rgb is not None:
+                logger.warning("%s: a CMYK image, enhanced and written as RGB (converted to "
+                               "sRGB through its embedded CMYK profile)", path)
                 return rgb, _srgb_profile()
         except Exception as exc:  # noqa: BLE001 - ImportError, PyCMSError, OSError...: fall back
             logger.warning(
@@ -364,6 +367,8 @@ def _cmyk_to_rgb(
                 path,
                 exc,
             )
+    logger.warning("%s: a CMYK image, enhanced and written as RGB (a plain conversion: it "
+                   "embeds no usable CMYK profile)", path)
     return im.convert("RGB"), None
 
 
@@ -564,13 +569,14 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                 ints, alpha, mode, icc = _pil_arrays(_decode(im, p, fmt), p, icc)
             # exif: Orientation 1, its pixel size turned with the pixels
             orientation, exif = _orientation_and_exif(im, p, before)
+            applied = orientation if orientation != 1 else before  # by us or the decoder
             if turned:
                 orientation = 1
             if orientation != 1:  # the pixels no longer keep the file's block grid
                 tables_444 = None
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
-            xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
+            xmp, comment, dpi = xmp_turned(read_xmp(im), applied), read_comment(im), read_dpi(im)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
         except ImageReadError:
             raise

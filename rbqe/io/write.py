@@ -27,7 +27,7 @@ from rbqe.io.captions import (
 )
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
-from rbqe.io.metadata import _normalise_exif, without_gps, xmp_has_gps
+from rbqe.io.metadata import _normalise_exif, exif_says_resolution, without_gps, xmp_has_gps
 from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
 from rbqe.io.png import (
     PNG_COMPRESS_LEVEL,
@@ -133,6 +133,8 @@ def _kept(p: Path, fmt_name: str, bare: bool, icc: bytes | None, exif: bytes | N
     present = {"ICC": icc, "EXIF": exif, "XMP": extra.xmp, "comment": extra.comment,
                "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text}
     lost = [k for k, v in present.items() if v and k not in keeps]
+    if "dpi" in lost and "EXIF" in keeps and exif_says_resolution(exif):
+        lost.remove("dpi")  # WebP has no density field, but the EXIF carried says it
     if lost:
         output = "16-bit colour TIFF" if bare else shown_format(fmt_name)
         logger.warning("%s: %s", p, _not_carried(lost, output, extra.text))
@@ -470,13 +472,17 @@ def save_like(
     """
     exif = without_gps(src.exif, src.path) if strip_gps and keep_metadata else src.exif
     xmp = src.xmp
-    if strip_gps and xmp_has_gps(xmp):
-        logger.info("%s: XMP holds a GPS location; left out of the output", src.path)
+    # A warning, not INFO: the XMP goes whole, with the rights and captions in it.
+    if strip_gps and keep_metadata and xmp_has_gps(xmp):
+        logger.warning("%s: the input's XMP (rights, captions, keywords...) is left out "
+                       "whole: it holds a GPS location, which --strip-gps removes", path)
         xmp = None
     text = src.png_text
-    if strip_gps and any(map(text_has_gps, text)):
-        logger.info("%s: PNG text fields that may hold a GPS location are left out", src.path)
-        text = tuple(f for f in text if not text_has_gps(f))
+    gps_text = [f.key for f in text if text_has_gps(f)] if strip_gps and keep_metadata else []
+    if gps_text:
+        logger.warning("%s: the input's PNG text fields %s are left out: they may hold a GPS "
+                       "location, which --strip-gps removes", path, named(gps_text))
+        text = tuple(f for f in text if f.key not in gps_text)
     return save_image(
         path,
         pixels,

@@ -319,6 +319,23 @@ def test_info_lists_captions_and_png_text(qtbot, window, tmp_path) -> None:
     assert "PNG text Title" in window.info.fields["Metadata"].text()
 
 
+def test_info_says_a_gps_location_is_there_and_reads_dpi_plainly(qtbot, window,
+                                                                 tmp_path) -> None:
+    from PIL import Image
+
+    from rbqe_studio.state import dpi_text
+    from tests.helpers import jpeg_pixels
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8825)[2] = (52.0, 31.0, 12.0)  # GPSLatitude: kept by default
+    path = tmp_path / "walk.png"
+    Image.fromarray(jpeg_pixels(40, 48, seed=3)).save(path, exif=exif.tobytes(), dpi=(150, 150))
+    finish(qtbot, window, [path])
+    text = window.info.fields["Metadata"].text()
+    assert "GPS location" in text and "150 dpi" in text  # PNG's pixels/metre: 150.012
+    assert [dpi_text(d) for d in (150.012, 299.9994, 72.5, 96.0)] == ["150", "300", "72.5", "96"]
+
+
 def test_a_batch_stopped_by_its_folder_says_why() -> None:
     from rbqe.batch import BatchSummary, ItemReport
     from rbqe_studio.batch_panel import summary_html, summary_line
