@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
-from rbqe.errors import Cancelled, ImageWriteError, OutputFolderError, RBQEError
+from rbqe.errors import Cancelled, ImageReadError, ImageWriteError, OutputFolderError, RBQEError
 from rbqe.exit_policy import ExitMode, JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
@@ -238,8 +238,12 @@ class BatchPlan:
         noted: Output folders where outputs are noted (:func:`rbqe.io.record_output`):
             all of them, so that a re-run keeps each name with its source and leaves
             outputs out of its inputs where it scans them.
-        unscanned: Folders that could not be read, as failed report entries: their
-            images are missing, so the batch must not look complete (issue 13).
+        unscanned: Folders that could not be read, and HEIC/AVIF files found in folders
+            while their codec is not installed, as failed report entries: their images
+            are missing, so the batch must not look complete (issue 13).
+        warnings: What planning warned of about an input (its output name was taken by
+            an input file), by input: its report entry keeps it
+            (:meth:`with_warnings`).
     """
 
     files: list[tuple[Path, Path | None]]
@@ -248,11 +252,19 @@ class BatchPlan:
     noted: set[Path]
     unscanned: list[ItemReport] = field(default_factory=list)
     notes: OutputNotes = field(default_factory=OutputNotes)
+    warnings: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        """Report entries the batch will have: the images and the unreadable folders."""
+        """Report entries the batch will have: the images and the unreadable inputs."""
         return len(self.unscanned) + len(self.files)
+
+    def with_warnings(self, item: ItemReport) -> ItemReport:
+        """``item`` with what planning warned of about its input first, each line once."""
+        said = self.warnings.get(item.input)
+        if said:
+            item.warnings = list(dict.fromkeys([*said, *item.warnings]))
+        return item
 
 
 def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan:
@@ -268,22 +280,30 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
         error = f"{folder}: cannot read this folder: {reason}"
         unscanned.append(ItemReport(folder, "failed", error=error))
 
+    def cannot_read(file: Path, reason: str) -> None:
+        # A HEIC without its codec: failed as when named directly (it used to be counted
+        # in one warning, unnamed, and the batch ended "all done" with exit status 0).
+        unscanned.append(ItemReport(file, "failed", error=str(ImageReadError(file, reason))))
+
     # An output folder inside the input tree is scanned like any folder: the user's
     # photos in it are inputs (they used to be left out without a word), and rbqe's own
     # outputs there are left out by their notes in the output log (skip_outputs).
     files = list_images(paths, recursive=options.recursive, skip_outputs=True,
-                        on_error=cannot_scan)
+                        on_error=cannot_scan, on_unreadable=cannot_read)
     tags = _tags(options.mode)
     # Outputs of earlier runs keep their names (a b.png input added beside an enhanced
     # b.jpg must not rename b.jpg's b.png), so every output is noted where it is written.
     out_folders = {output_path_for(f, out_dir, fmt=options.fmt, input_root=root).parent
                    for f, root in files}
+    warnings: dict[Path, list[str]] = {}
     plan = plan_outputs(files, out_dir, suffix=options.suffix, fmt=options.fmt, exit_tags=tags,
-                        written=written_outputs(out_folders))
+                        written=written_outputs(out_folders),
+                        on_warning=lambda f, said: warnings.setdefault(f, []).append(said))
     folders = sorted({p.parent for targets in plan.values() for p in targets.values()})
     for folder in folders:
         remove_stale_temps(folder)
-    return BatchPlan(files, plan, [f for f, _ in files], set(folders), unscanned)
+    return BatchPlan(files, plan, [f for f, _ in files], set(folders), unscanned,
+                     warnings=warnings)
 
 
 def pending_outputs(targets: dict[str | None, Path],
@@ -425,7 +445,7 @@ def run_batch(
                 done, cancelled = {}, True
         folder_error = None
         for n in sorted(done):
-            item = done[n]
+            item = batch_plan.with_warnings(done[n])
             items.append(item)
             if item.write_errno in FOLDER_ERRNOS or _folder_refuses(item, out_dir):
                 folder_error = folder_error or item.write_errno

@@ -1,7 +1,7 @@
 """The ``rbqe`` command line.
 
-Exit codes: 0 all succeeded, 1 some inputs failed, 2 usage errors (argparse) and setup
-errors such as a missing weights file, 130 stopped with Ctrl-C.
+Exit codes: 0 all succeeded, 1 some inputs failed (or none held an image), 2 usage errors
+(argparse) and setup errors such as a missing weights file, 130 stopped with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -330,7 +330,9 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                                         ("--min-exit", args.min_exit is not None)) if given]
     if args.policy == "gate" and assessor_only:
         # They used to replace the gate without a word (the report then said "assessor").
-        _eprint(f"rbqe: error: {' and '.join(assessor_only)} set the assessor rule, so they "
+        one = len(assessor_only) == 1
+        _eprint(f"rbqe: error: {' and '.join(assessor_only)} "
+                f"{'sets' if one else 'set'} the assessor rule, so {'it' if one else 'they'} "
                 f"cannot be used with --policy gate (leave out one or the other)")
         return EXIT_USAGE
     if args.quality is not None and args.fmt == "png":
@@ -445,7 +447,9 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         _eprint(f"rbqe: error: {summary.stopped}")
     if summary.cancelled:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if summary.failed or report_failed else EXIT_OK
+    # Nothing found fails as a missing input file does: a script must not go on as if
+    # the photos were enhanced (an empty folder used to exit 0).
+    return EXIT_FAILED if summary.failed or report_failed or n == 0 else EXIT_OK
 
 
 def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], options: Any,
@@ -504,8 +508,8 @@ def _nothing_found(inputs: Sequence[str], recursive: bool) -> str:
     """The line for a run that found no image, with the likely reason."""
     folders = [Path(p) for p in inputs if Path(p).is_dir()]
     if not recursive and any(_has_subfolder(f) for f in folders):
-        return "rbqe: no images found; their sub-folders were not scanned (add -r)"
-    return "rbqe: no images found in the inputs"
+        return "rbqe: error: no images found; their sub-folders were not scanned (add -r)"
+    return "rbqe: error: no images found in the inputs"
 
 
 def _has_subfolder(folder: Path) -> bool:

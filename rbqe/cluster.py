@@ -462,6 +462,11 @@ def run_ray_batch(
     def emit(entry: dict[str, Any], gmacs: tuple[float | None, float | None],
              item: ItemReport | None) -> None:
         nonlocal index
+        said = plan.warnings.get(Path(entry["input"]))
+        if said:  # what planning warned of (a name taken by an input), as the local engine
+            entry = {**entry, "warnings": list(dict.fromkeys([*said,
+                                                              *entry.get("warnings", [])]))}
+            item = plan.with_warnings(item) if item is not None else None
         summary.add(entry, gmacs)
         stream.add(entry)
         if ev.on_item_done:

@@ -103,10 +103,10 @@ def run_screenshot(app: QApplication, window, out: Path, timeout_s: float) -> in
         app.quit()
 
     session.view_finished.connect(lambda _v: grab(0))
-    session.view_failed.connect(lambda msg: (print(f"rbqe-studio: {msg}", file=sys.stderr),
-                                             grab(1)))
-    session.engine_error.connect(lambda msg: (print(f"rbqe-studio: {msg}", file=sys.stderr),
-                                              grab(1)))
+    # Not printed here: the window logs what it shows as a warning, on stderr too (the
+    # failure was printed three times).
+    session.view_failed.connect(lambda _msg: grab(1))
+    session.engine_error.connect(lambda _msg: grab(1))
     if session.current is None:
         print("rbqe-studio: --screenshot needs at least one image", file=sys.stderr)
         grab(1)

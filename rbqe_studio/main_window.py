@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl
@@ -70,6 +71,9 @@ from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
 log = logging.getLogger(__name__)
 SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# The Save dialog's file types, PNG (lossless) first: the one it starts on.
+SAVE_FILTERS = ("PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)", "TIFF (*.tif *.tiff)",
+                "BMP (*.bmp)", "All files (*)")
 
 
 class MainWindow(QMainWindow):
@@ -489,12 +493,13 @@ class MainWindow(QMainWindow):
         self.acts.cancel_batch.setEnabled(self.batch.running and not self.batch.is_cancelling)
 
     def _save_dialog(self, suggested: Path) -> str:
-        ext = suggested.suffix
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save result", str(suggested),
-            "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp);;All files (*)")
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Save result", str(suggested), ";;".join(SAVE_FILTERS))
         if path and Path(path).suffix.lower() not in SAVE_SUFFIXES:
-            path += ext  # the format follows the suffix, so it must be one we write
+            # The format follows the suffix, so it must be one we write: the file type
+            # chosen in the dialog's, else the suggested name's.
+            typed = re.search(r"\(\*(\.\w+)", chosen or "")
+            path += typed.group(1) if typed else suggested.suffix
         return path
 
     def _folder_dialog(self, title: str, start: str) -> str:

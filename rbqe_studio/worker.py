@@ -145,7 +145,9 @@ class Worker(QObject):
         except EngineUnavailable as exc:  # missing weights, bad device: the app stays usable
             self.engine_failed.emit(job.gen, str(exc))
         except RBQEError as exc:
-            log.warning("%s", exc)
+            # INFO: the log file keeps every failure; the window says (and logs as a
+            # warning) those it shows, so a failed photo was on stderr twice.
+            log.info("%s", exc)
             self.failed.emit(job.gen, str(exc))
         except MemoryError:
             log.exception("out of memory")

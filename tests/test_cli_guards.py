@@ -156,7 +156,7 @@ def test_no_images_found_says_why(capsys, photos, tmp_path):
     (folder / "2019").mkdir(parents=True)
     (folder / "2019" / "a.jpg").write_bytes(photos[0].read_bytes())
     code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out")
-    assert code == 0 and "sub-folders were not scanned (add -r)" in err, err
+    assert code == 1 and "sub-folders were not scanned (add -r)" in err, err
     assert "of 0" not in err  # no "0 enhanced, 0 skipped, 0 failed of 0" before it
 
 
@@ -207,8 +207,14 @@ def test_the_assessors_options_are_refused_beside_policy_gate(capsys, photos, tm
     for extra in (["--threshold", "0.5"], ["--min-exit", "1"]):
         code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out",
                         "--policy", "gate", *extra)
-        assert code == 2 and f"{extra[0]} set the assessor rule" in err, err
-        assert "--policy gate" in err and not (tmp_path / "out").exists()
+        assert code == 2 and f"{extra[0]} sets the assessor rule, so it cannot be used " \
+            "with --policy gate" in err, err
+        assert not (tmp_path / "out").exists()
+    # Both: said in the plural ("--threshold set ..., so they" read wrong for one).
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "out", "--policy", "gate",
+                    "--threshold", "0.5", "--min-exit", "1")
+    assert code == 2 and "--threshold and --min-exit set the assessor rule, so they cannot " \
+        "be used with --policy gate" in err, err
 
 
 def test_quality_with_png_output_says_it_does_not_apply(capsys, photos, tmp_path):
@@ -426,3 +432,70 @@ def test_an_image_too_wide_for_its_output_format_fails_before_the_network(capsys
     assert code == 1 and "a JPEG holds at most 40 pixels a side, and this image is 48 x 40: " \
         "choose PNG (--format png)" in err, err
     assert ran == [] and not list((tmp_path / "out").glob("*.jpg"))
+
+
+# -- from a new user's trial -----------------------------------------------------------------
+def test_an_empty_input_folder_is_a_failure(capsys, photos, tmp_path):
+    """It said "no images found in the inputs" and exited 0, as if all were done; a
+    missing input file fails (1), and so does a folder with nothing to enhance."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run(capsys, "enhance", empty, "-o", tmp_path / "out")
+    assert code == 1 and err.splitlines() == ["rbqe: error: no images found in the inputs"], err
+    code, err = run(capsys, "enhance", tmp_path / "missing.jpg", "-o", tmp_path / "out")
+    assert code == 1 and "missing.jpg: file not found" in err, err  # the same convention
+
+
+def test_a_heic_in_a_folder_without_its_codec_is_a_failed_row(capsys, photos, tmp_path,
+                                                                monkeypatch):
+    """It was counted in one unnamed warning, left out of the report and its total, and
+    the batch exited 0; named directly, the same file failed, naming the fix."""
+    from rbqe.io import formats
+
+    monkeypatch.setattr(formats, "SUPPORTED_SUFFIXES", formats._BASE_SUFFIXES)  # no codec
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    (folder / "IMG_1.jpg").write_bytes(photos[0].read_bytes())
+    heic, avif = folder / "IMG_1234.HEIC", folder / "IMG_1235.avif"
+    heic.write_bytes(b"fake")
+    avif.write_bytes(b"fake")
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", folder, "-o", tmp_path / "out", "--report", report)
+    assert code == 1, err
+    heic_error = f"{heic}: HEIC support is not installed (pip install 'rbqe-studio[heif]')"
+    avif_error = (f"{avif}: AVIF support is not installed (upgrade Pillow or pip install "
+                  f"'rbqe-studio[heif]')")
+    assert [line for line in err.splitlines() if "error" in line or "warning" in line] == \
+        [f"rbqe: error: {heic_error}", f"rbqe: error: {avif_error}"]
+    assert err.splitlines()[-1] == "rbqe: 1 enhanced, 0 skipped, 2 failed of 3"
+    doc = json.loads(report.read_text())
+    rows = [(e["input"], e["status"], e.get("error")) for e in doc["images"]]
+    assert rows == [(str(heic), "failed", heic_error), (str(avif), "failed", avif_error),
+                    (str(folder / "IMG_1.jpg"), "ok", None)]
+    assert doc["summary"]["total"] == 3 and doc["summary"]["failed"] == 2
+    # Named directly as well as in its folder: one row, the one load_image fails.
+    code, err = run(capsys, "enhance", folder, heic, "-o", tmp_path / "out2")
+    assert code == 1 and err.count("IMG_1234.HEIC") == 1, err
+
+
+def test_an_output_renamed_for_an_input_says_so_in_the_report(capsys, caplog, photos,
+                                                                 tmp_path):
+    """"output name equals an input file; adding '_rbqe'" was on stderr only."""
+    folder = tmp_path / "album"
+    folder.mkdir()
+    (folder / "x.jpg").write_bytes(photos[0].read_bytes())
+    report = tmp_path / "r.json"
+    code, err = run(capsys, "enhance", folder, "-o", folder, "--format", "jpeg", "--exit", "1",
+                    "--report", report)
+    assert code == 0, err
+    said = "output name equals an input file; adding '_rbqe'"
+    assert [r.getMessage() for r in caplog.records if said in r.getMessage()] == \
+        [f"{folder / 'x.jpg'}: {said}"]  # still the one warning line on stderr
+    (entry,) = json.loads(report.read_text())["images"]
+    assert entry["status"] == "ok" and entry["warnings"] == [said]  # once
+    assert entry["outputs"] == {"1": str(folder / "x_rbqe.jpg")}
+    # A re-run keeps the name (nothing renamed again) and skips the image.
+    code, err = run(capsys, "enhance", folder, "-o", folder, "--format", "jpeg", "--exit", "1",
+                    "--report", report)
+    (entry,) = json.loads(report.read_text())["images"]
+    assert code == 0 and entry["status"] == "skipped" and "warnings" not in entry, err

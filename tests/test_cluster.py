@@ -199,6 +199,21 @@ def test_without_ray_one_clear_error(tmp_path, tiny_weights, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_what_planning_warns_of_is_in_the_ray_report_too(tmp_path, tiny_weights):
+    """An output renamed for an input (x.jpg -> x_rbqe.jpg) says so in its row, as the
+    local engine's does. Here x_rbqe.jpg is taken (a folder), so no worker is needed."""
+    folder = tmp_path / "album"
+    (folder / "x_rbqe.jpg").mkdir(parents=True)
+    Image.fromarray(_jpeg_photo(32, 32, seed=0)).save(folder / "x.jpg")
+    report = tmp_path / "r.json"
+    rc, err = run_cli(["enhance", str(folder), "-o", str(folder), "--format", "jpeg",
+                       "--weights", str(tiny_weights), "--engine", "ray", "--report",
+                       str(report)])
+    assert rc == 1 and "x_rbqe.jpg already exists" in err, err
+    (row,) = json.loads(report.read_text())["images"]
+    assert row["warnings"] == ["output name equals an input file; adding '_rbqe'"]
+
+
 def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corpus):
     from rbqe.batch import BatchEvents
     from rbqe.cluster import EnhanceWorker, run_ray_batch

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from rbqe.io.atomic import is_temp_file
 from rbqe.io.diagnostics import _os_reason
-from rbqe.io.formats import _AVIF_SUFFIXES, _HEIF_SUFFIXES, is_image_file
+from rbqe.io.formats import (
+    _AVIF_MISSING,
+    _AVIF_SUFFIXES,
+    _HEIF_MISSING,
+    _HEIF_SUFFIXES,
+    is_image_file,
+)
 from rbqe.io.identity import path_key
 from rbqe.io.naming import _sort_key
 from rbqe.io.output_log import _drop_earlier_outputs
@@ -25,6 +31,7 @@ def list_images(
     exclude: Iterable[str | os.PathLike[str]] = (),
     skip_outputs: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
+    on_unreadable: Callable[[Path, str], None] | None = None,
 ) -> list[tuple[Path, Path | None]]:
     """Expands files and folders into a de-duplicated list of images to process.
 
@@ -45,6 +52,10 @@ def list_images(
         on_error: Called with ``(folder, reason)`` for each folder that cannot be read
             (its images are missing from the list, so a batch reports it as failed);
             by default a warning is logged.
+        on_unreadable: Called with ``(file, reason)`` for each HEIC/AVIF file found in a
+            folder while its optional codec is not installed (it is not listed; a batch
+            reports it as failed, as it would the file named directly); by default one
+            warning counts them.
 
     Returns:
         ``(file, root)`` pairs in the order the inputs were given, each folder's files
@@ -57,7 +68,7 @@ def list_images(
             logger.warning("cannot scan %s: %s", folder, reason)
     found: dict[str, tuple[Path, Path | None]] = {}
     seen: dict[tuple[int, int], str] = {}  # file identity -> its key in found
-    unavailable = 0
+    unreadable: dict[str, tuple[Path, str]] = {}  # HEIC/AVIF without their codec
 
     def add(f: Path, root: Path | None) -> None:
         # The same file twice (named twice, or via a link) is listed once, under its own
@@ -100,8 +111,9 @@ def list_images(
                 if name.startswith("."):
                     continue
                 if not is_image_file(f):
-                    if Path(name).suffix.lower() in (_HEIF_SUFFIXES | _AVIF_SUFFIXES):
-                        unavailable += 1
+                    reason = _missing_codec(f)
+                    if reason is not None:
+                        unreadable.setdefault(path_key(f), (f, reason))
                     continue
                 try:
                     regular = f.is_file()
@@ -119,15 +131,32 @@ def list_images(
                 scanned.append(f)
         for f in sorted(scanned, key=lambda q: _sort_key((q, None))):
             add(f, p)
-    if unavailable:
+    # Not those also named directly: load_image fails them (once) with the same reason.
+    missing = sorted((f for k, f in unreadable.items() if k not in found),
+                     key=lambda fr: _sort_key((fr[0], None)))
+    if on_unreadable is not None:
+        for f, reason in missing:
+            on_unreadable(f, reason)
+    elif missing:
         logger.warning(
             "skipped %d HEIC/AVIF file(s): support is not installed "
             "(pip install 'rbqe-studio[heif]')",
-            unavailable,
+            len(missing),
         )
     if skip_outputs:
         found = _drop_earlier_outputs(found)
     return list(found.values())
+
+
+def _missing_codec(path: Path) -> str | None:
+    """Why a file that :func:`is_image_file` leaves out cannot be read, where its suffix
+    is HEIC/AVIF (their codec is not installed); None for other files."""
+    suffix = path.suffix.lower()
+    if suffix in _AVIF_SUFFIXES:
+        return _AVIF_MISSING
+    if suffix in _HEIF_SUFFIXES:
+        return _HEIF_MISSING
+    return None
 
 
 def _is_dir(path: Path) -> bool:

@@ -7,13 +7,15 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from rbqe.io.formats import _FORMAT_ALIASES, _FORMAT_EXT
 from rbqe.io.identity import path_key
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
+
+_INPUT_NAME_TAKEN = "output name equals an input file; adding '_rbqe'"
 
 
 def _check_name_part(value: str, what: str) -> None:
@@ -115,6 +117,7 @@ def plan_outputs(
     fmt: str | None = "png",
     exit_tags: Iterable[str | None] = (None,),
     written: Mapping[Path, Path] | None = None,
+    on_warning: Callable[[Path, str], None] | None = None,
 ) -> dict[Path, dict[str | None, Path]]:
     """Assigns every input a unique output path per exit tag, deterministically.
 
@@ -140,6 +143,9 @@ def plan_outputs(
         exit_tags: Tags to plan names for (None = the untagged final output).
         written: Existing outputs of earlier runs and the input each was made from
             (:func:`rbqe.io.output_log.written_outputs`).
+        on_warning: Also called with ``(input, message)`` for each warning logged about
+            an input's name (rule 3), the message without the input's path: a batch
+            keeps it in that image's report entry.
 
     Returns:
         ``{input file: {exit tag: output path}}``.
@@ -189,7 +195,9 @@ def plan_outputs(
             paths = {t: folder / _output_name(stem, suffix, t, ext) for t in tags}
             keys = {t: _name_key(q) for t, q in paths.items()}
             if not guarded and any(k in input_keys for k in keys.values()):
-                logger.warning("%s: output name equals an input file; adding '_rbqe'", f)
+                logger.warning("%s: %s", f, _INPUT_NAME_TAKEN)
+                if on_warning is not None:
+                    on_warning(f, _INPUT_NAME_TAKEN)
                 base = stem = f"{base}_rbqe"
                 guarded = True
                 continue

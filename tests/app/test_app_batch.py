@@ -132,3 +132,24 @@ def test_cancel_button_and_closing_during_a_batch(qtbot, window, tmp_path, jpeg)
     assert not window.batch_host.thread.isRunning()
     assert not any(p.name.endswith(".part") or p.name.startswith(".") for p in out.rglob("*")
                    if p.name != OUTPUT_LOG)  # rbqe's note of its outputs stays
+
+
+def test_a_heic_without_its_codec_is_a_failed_row(qtbot, window, tmp_path, jpeg,
+                                                  monkeypatch) -> None:
+    """The same engine as the CLI's: the HEIC was left out of the batch, unnamed."""
+    from rbqe.io import formats
+
+    monkeypatch.setattr(formats, "SUPPORTED_SUFFIXES", formats._BASE_SUFFIXES)  # no codec
+    src, out = tmp_path / "phone", tmp_path / "out"
+    jpeg(src / "IMG_1.jpg")
+    (src / "IMG_1234.HEIC").write_bytes(b"fake")
+    panel = setup_batch(window, src, out)
+    outcome = run(qtbot, panel)
+    s = outcome.summary
+    assert (s.processed, s.failed, s.total) == (1, 1, 2)
+    assert [(r.input.name, r.status) for r in s.items] == [("IMG_1234.HEIC", "failed"),
+                                                           ("IMG_1.jpg", "ok")]
+    text = panel.summary.toPlainText()
+    assert "1 failed" in text and "IMG_1234.HEIC: HEIC support is not installed" in text
+    assert "rbqe-studio[heif]" in text
+    assert panel.bar.value() == panel.bar.maximum() == 2

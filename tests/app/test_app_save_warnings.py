@@ -91,3 +91,41 @@ def test_save_all_says_the_five_files_one_loss_once(qtbot, window, tmp_path, mon
     assert text.startswith("Saved 5 files in ") and text.count(ALPHA) == 1
     assert tip.splitlines() == [*map(str, paths), f"⚠ {ALPHA}"]
     assert logged(caplog, ALPHA) == 5  # once per file, by the library only
+
+
+def test_the_save_dialog_offers_tiff_and_bmp_and_writes_what_is_chosen(
+        qtbot, window, images, tmp_path, monkeypatch) -> None:
+    """It offered PNG, JPEG and WebP only, though the writer (and the README's metadata
+    table) has TIFF and BMP for the app's saves."""
+    from types import SimpleNamespace
+
+    from PIL import Image as PILImage
+
+    from rbqe.io import OutputNotes
+    from rbqe_studio import main_window
+
+    asked: list[str] = []
+    answers = iter([(tmp_path / "out" / "photo0.tif", "TIFF (*.tif *.tiff)"),
+                    (tmp_path / "out" / "photo0", "BMP (*.bmp)")])  # no suffix typed
+
+    def dialog(parent, title, suggested, filters):
+        asked.append(filters)
+        path, chosen = next(answers)
+        return str(path), chosen
+
+    monkeypatch.setattr(main_window, "QFileDialog", SimpleNamespace(getSaveFileName=dialog))
+    view(qtbot, window, images[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, fmt in (("photo0.tif", "TIFF"), ("photo0.bmp", "BMP")):
+        with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+            window.acts.save.trigger()
+        assert blocker.args[0] == [out / name]
+        with PILImage.open(out / name) as im:
+            assert im.format == fmt
+        noted = OutputNotes().get(out / name)  # noted like the other saves
+        assert noted is not None and noted.result == "3" and noted.stands_for(out / name)
+        assert shown(window).startswith(f"Saved {name} in ")
+        # PNG first (the type the dialog starts on), TIFF and BMP offered
+        assert asked[-1].split(";;") == ["PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)",
+                                         "TIFF (*.tif *.tiff)", "BMP (*.bmp)", "All files (*)"]

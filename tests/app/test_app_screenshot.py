@@ -47,6 +47,25 @@ def test_screenshot_contract(tmp_path: Path, jpeg) -> None:
     assert not (tmp_path / "config" / "RBQE").exists()  # the user's settings untouched
 
 
+def test_a_photo_that_cannot_be_read_is_said_once(tmp_path: Path, jpeg) -> None:
+    """The read error was on stderr three times: the worker's warning, the window's and
+    the screenshot runner's own line."""
+    weights = save_tiny_weights(tmp_path / "tiny.safetensors")
+    whole = jpeg(tmp_path / "whole.jpg", size=(256, 192), quality=90).read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[: len(whole) // 2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "rbqe_studio", "--screenshot", str(tmp_path / "out.png"),
+         str(cut)],
+        cwd=ROOT, env=env_for(tmp_path, weights), capture_output=True, text=True, timeout=300,
+        check=False)
+    assert proc.returncode == 1, proc.stderr
+    said = f"{cut}: truncated or corrupt image data"
+    assert [line for line in proc.stderr.splitlines() if said in line] == \
+        [f"rbqe-studio: WARNING: {said}"], proc.stderr
+    assert said in (tmp_path / "data" / "rbqe-studio.log").read_text()  # the log keeps it
+
+
 def test_command_line_options_parse() -> None:
     args = parse_args(["--weights", "w.safetensors", "--device", "cpu", "--exit", "3", "a.jpg"])
     assert (args.weights, args.device, args.exit_mode, args.paths) == \
