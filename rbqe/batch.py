@@ -45,7 +45,7 @@ from rbqe.io import (
     save_like,
 )
 from rbqe.io.atomic import claim_output, probe_writable
-from rbqe.io.diagnostics import _os_reason, said_while
+from rbqe.io.diagnostics import _os_reason, said_once, said_while
 from rbqe.io.identity import path_key
 from rbqe.io.output_log import (
     OUTPUT_LOG,
@@ -631,7 +631,7 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
     total = (time.perf_counter() - t0) * 1000
     item = item_from_result(job.path, result, outputs, total, enhancer)
     # e.g. only the first page of a TIFF enhanced; then what writing it warned of
-    item.warnings = [*src.warnings, *dict.fromkeys(writing)]
+    item.warnings = [*src.warnings, *said_once(writing, list(job.targets.values()))]
     return item
 
 

@@ -139,14 +139,3 @@ def refuse_others(source: Path, planned: list[tuple[Path, str | None]],
                     f"it is left as it is and nothing was saved (choose another folder, "
                     f"or move that file away)")
 
-
-def said_once(lines: list[str], files: list[Path]) -> list[str]:
-    """What writing ``files`` warned of (``lines``, as logged), each line once, in order.
-
-    A line about one of the files loses its leading ``<file>: ``: the app's message
-    already names them, and Save all's five files then say the same loss once.
-    """
-    prefixes = [f"{p}: " for p in files]
-    said = (next((line.removeprefix(p) for p in prefixes if line.startswith(p)), line)
-            for line in lines)
-    return list(dict.fromkeys(said))

@@ -32,7 +32,7 @@ from rbqe.io import (
     source_identity,
     write_noted,
 )
-from rbqe.io.diagnostics import said_while
+from rbqe.io.diagnostics import said_once, said_while
 from rbqe.jpeg_constraint import consistent
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Display, Picture
@@ -50,7 +50,7 @@ from rbqe_studio.jobs import (
     SaveOutcome,
     ViewData,
 )
-from rbqe_studio.saving import may_replace, plan, refuse_others, said_once, source_noted
+from rbqe_studio.saving import may_replace, plan, refuse_others, source_noted
 from rbqe_studio.state import other_ms
 
 log = logging.getLogger(__name__)

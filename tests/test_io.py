@@ -30,7 +30,7 @@ from corpus import (
     sha256,
     srgb_icc,
 )
-from PIL import Image, ImageCms, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
 from rbqe import io as rio
 from rbqe.errors import (
@@ -301,15 +301,52 @@ def test_a_turned_photo_resets_its_xmp_orientation_too(tmp_path: Path) -> None:
     out = save_like(tmp_path / "out.jpg", src.pixels, src)
     with Image.open(out) as im:
         assert im.info["xmp"] == src.xmp
-    assert rio.metadata.xmp_turned(XMP_TURNED, 1) == XMP_TURNED  # upright: untouched
     flipped = rio.metadata.xmp_turned(XMP_TURNED, 3)  # a half turn: no size swap
     assert b'tiff:Orientation="1"' in flipped and b'PixelXDimension="12"' in flipped
 
 
-def _exif_with_thumbnail(orientation: int) -> bytes:
-    """Raw EXIF (little-endian) with IFD0 (Orientation) linked to IFD1, a thumbnail's
-    directory (JPEGInterchangeFormat and its length) and 16 bytes of thumbnail."""
-    ifd0 = struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation)
+def test_xmp_orientation_is_reset_whatever_exif_said(tmp_path: Path) -> None:
+    # EXIF said 1 (the pixels were not turned) and XMP 6: a TIFF output keeps the XMP
+    # only, so its 6 turned the photo in every reader that honours XMP.
+    path = tmp_path / "e1x6.jpg"
+    stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(path, exif=_camera_exif(1, 12, 8).tobytes(), xmp=XMP_TURNED)
+    src = load_image(path)
+    assert src.size == (12, 8) and src.xmp is not None
+    assert b'tiff:Orientation="1"' in src.xmp and b'PixelXDimension="12"' in src.xmp
+    save_like(tmp_path / "out.tif", src.pixels, src)
+    assert load_image(tmp_path / "out.tif").size == (12, 8)
+
+
+def test_xmp_turned_leaves_other_documents_and_namespaces_alone() -> None:
+    xmp = (b'<d tiff:Orientation="6" drone-dji:Orientation="6"><xmpMM:Pantry><rdf:li '
+           b'tiff:ImageWidth="800" tiff:ImageLength="600" tiff:Orientation="6"/></xmpMM:Pantry>'
+           b'<tiff:ImageWidth>480</tiff:ImageWidth><tiff:ImageLength>320</tiff:ImageLength>'
+           b'<tiff:Orientation rdf:datatype="Integer">6</tiff:Orientation></d>')
+    assert rio.metadata.xmp_turned(xmp, 6) == (
+        b'<d tiff:Orientation="1" drone-dji:Orientation="6"><xmpMM:Pantry><rdf:li '
+        b'tiff:ImageWidth="800" tiff:ImageLength="600" tiff:Orientation="6"/></xmpMM:Pantry>'
+        b'<tiff:ImageWidth>320</tiff:ImageWidth><tiff:ImageLength>480</tiff:ImageLength>'
+        b'<tiff:Orientation rdf:datatype="Integer">1</tiff:Orientation></d>')
+
+
+def test_an_xmp_only_orientation_makes_no_exif(tmp_path: Path) -> None:
+    # Pillow fills in the XMP's orientation as EXIF: rbqe wrote an EXIF block the file
+    # never had, and said "EXIF not carried" of TIFF outputs.
+    path = tmp_path / "x6.png"
+    stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP_TURNED.decode())
+    Image.fromarray(stored).save(path, pnginfo=info)
+    src = load_image(path)
+    assert src.size == (8, 12) and src.exif is None  # turned by the XMP, as Pillow does
+    assert src.xmp is not None and b'tiff:Orientation="1"' in src.xmp
+
+
+def _exif_with_thumbnail(orientation: int, copies: int = 1) -> bytes:
+    """Raw EXIF (little-endian) with IFD0 (Orientation, ``copies`` times) linked to IFD1,
+    a thumbnail's directory (JPEGInterchangeFormat and its length) and 16 bytes of it."""
+    ifd0 = struct.pack("<H", copies) + struct.pack("<HHII", 0x0112, 3, 1, orientation) * copies
     ifd1_at = 8 + len(ifd0) + 4
     ifd1 = struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, ifd1_at + 30) \
         + struct.pack("<HHII", 0x0202, 4, 1, 16)
@@ -322,6 +359,16 @@ def _next_ifd(exif: bytes) -> int:
     tiff = exif.removeprefix(b"Exif\x00\x00")
     count = struct.unpack_from("<H", tiff, 8)[0]
     return struct.unpack_from("<I", tiff, 10 + 12 * count)[0]
+
+
+def test_a_thumbnail_behind_a_duplicated_tag_is_unlinked() -> None:
+    # The IFD's own count, not its distinct tags, says where its next-IFD link is: with a
+    # tag twice the zero went into the second entry.
+    raw = _exif_with_thumbnail(6, copies=2)
+    assert _next_ifd(raw) != 0
+    fixed = rio.metadata._normalise_exif(raw)
+    assert fixed is not None and _next_ifd(fixed) == 0
+    assert fixed[:-30] != raw[:-30] and len(fixed) == len(raw)  # patched in place
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6])

@@ -155,6 +155,18 @@ def test_webp_says_nothing_of_a_resolution_its_exif_holds(tmp_path: Path) -> Non
     with said_while() as said:
         save_image(tmp_path / "b.webp", np.zeros((8, 8, 3)), dpi=(240, 240))
     assert len(said) == 1 and "resolution (dpi) is not carried into this WebP" in said[0]
+    with said_while() as said:  # the JPEG's JFIF said 300, its EXIF 240: 300 is lost
+        save_image(tmp_path / "c.webp", np.zeros((8, 8, 3)), exif=exif.tobytes(), dpi=(300, 300))
+    assert len(said) == 1 and "resolution (dpi) is not carried into this WebP" in said[0]
+
+
+def test_one_png_text_field_is_named_in_the_singular(tmp_path: Path) -> None:
+    from rbqe.io.captions import TextField
+
+    with said_while() as said:
+        save_image(tmp_path / "a.jpg", np.zeros((8, 8, 3)), text=[TextField("Make", "x")])
+    assert said == [f"{tmp_path / 'a.jpg'}: the input's PNG text field Make is not carried "
+                    "into this JPEG output; copy it over if you need it"]
 
 
 @pytest.mark.parametrize(("quality", "subsampling", "tables"), [

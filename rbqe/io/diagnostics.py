@@ -58,6 +58,19 @@ def said_while() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
+def said_once(lines: list[str], files: list[Path]) -> list[str]:
+    """Warnings about writing ``files`` (``lines``, as logged), each once, in order.
+
+    A line about one of the files loses its leading ``<file>: ``: the report row or the
+    app's message already names the files, and the five outputs of ``--exit all`` (or the
+    app's Save all) then say the same loss once, not five times.
+    """
+    prefixes = [f"{p}: " for p in files]
+    said = (next((line.removeprefix(p) for p in prefixes if line.startswith(p)), line)
+            for line in lines)
+    return list(dict.fromkeys(said))
+
+
 @contextlib.contextmanager
 def _logged_warnings(path: Path) -> Iterator[None]:
     """Turns library warnings (corrupt EXIF, odd chunks...) into log records.

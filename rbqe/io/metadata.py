@@ -70,8 +70,9 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
             was = struct.unpack_from(order + "H", buf, entry + 8)[0]
             turned = was in _QUARTER_TURNS
             struct.pack_into(order + "H", buf, entry + 8, 1)
-            if was != 1:  # the thumbnail (IFD1) shows the picture unturned: unlinked
-                struct.pack_into(order + "I", buf, ifd0 + 2 + 12 * len(entries), 0)
+            if 2 <= was <= 8:  # the thumbnail (IFD1) shows the picture unturned: unlinked
+                count = struct.unpack_from(order + "H", buf, ifd0)[0]  # duplicates counted
+                struct.pack_into(order + "I", buf, ifd0 + 2 + 12 * count, 0)
             if turned and _EXIF_IFD in entries:
                 # A size that cannot be swapped is left: the orientation is reset anyway.
                 with contextlib.suppress(struct.error):
@@ -132,10 +133,17 @@ def _exif_tags(exif: bytes | None) -> Image.Exif | None:
     return obj
 
 
-def exif_says_resolution(exif: bytes | None) -> bool:
-    """Whether EXIF's first directory holds the resolution."""
+def exif_says_resolution(exif: bytes | None, dpi: tuple[float, float]) -> bool:
+    """Whether EXIF's first directory holds the resolution ``dpi`` (within 1 %)."""
     obj = _exif_tags(exif)
-    return obj is not None and _X_RESOLUTION in obj
+    if obj is None or _X_RESOLUTION not in obj:
+        return False
+    unit = obj.get(0x0128, 2)  # ResolutionUnit: 2 inch, 3 centimetre
+    try:
+        x = float(obj[_X_RESOLUTION]) * (2.54 if unit == 3 else 1)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return False
+    return abs(x - dpi[0]) <= 0.01 * dpi[0]
 
 
 def exif_has_gps(exif: bytes | None) -> bool:
@@ -258,7 +266,9 @@ def _orientation_and_exif(im: Image.Image, path: Path, before: int = 1
     raw = im.info.get("exif")
     if isinstance(raw, (bytes, bytearray)) and raw:
         return orientation, _normalise_exif(bytes(raw), path)
-    if len(exif):
+    # Pillow fills in an orientation from the XMP where the file has no EXIF one: that
+    # alone is no EXIF of the file's (it made up a block, and "EXIF not carried" lines).
+    if len(exif) and set(exif) != {_ORIENTATION}:
         return orientation, _normalise_exif(exif, path)
     return orientation, None
 
@@ -313,29 +323,39 @@ def read_dpi(im: Image.Image) -> tuple[float, float] | None:
 
 
 # XMP's orientation and pixel size, as an attribute (tiff:Orientation="6") or an element
-# (<tiff:Orientation>6</tiff:Orientation>), whatever the prefix is bound to.
+# (<tiff:Orientation rdf:datatype="...">6</tiff:Orientation>), under the prefixes Adobe
+# and ExifTool write (a drone maker's own "Orientation" is not the picture's).
 def _xmp_value(name: bytes) -> re.Pattern[bytes]:
-    return re.compile(rb'(\b\w+:' + name + rb'\s*=\s*["\']|<(\w+:' + name
-                      + rb')>\s*)(\d+)')
+    return re.compile(rb'(\b' + name + rb'\s*=\s*["\']|<' + name + rb'(?:\s[^>]*)?>\s*)(\d+)')
 
 
-_XMP_ORIENTATION = _xmp_value(b"Orientation")
-_XMP_SIZES = ((_xmp_value(b"PixelXDimension"), _xmp_value(b"PixelYDimension")),
-              (_xmp_value(b"ImageWidth"), _xmp_value(b"ImageLength")))
+_XMP_ORIENTATION = _xmp_value(b"tiff:Orientation")
+_XMP_SIZES = ((_xmp_value(b"exif:PixelXDimension"), _xmp_value(b"exif:PixelYDimension")),
+              (_xmp_value(b"tiff:ImageWidth"), _xmp_value(b"tiff:ImageLength")))
+# Earlier documents a file embeds (Photoshop's history): their sizes are not this one's.
+_XMP_PANTRY = re.compile(rb"<xmpMM:Pantry\b.*?</xmpMM:Pantry>", re.S)
 
 
 def xmp_turned(xmp: bytes | None, orientation: int) -> bytes | None:
-    """``xmp`` for pixels the ``orientation`` (1-8) was applied to: its Orientation set to
-    1 (Lightroom and Bridge write it beside EXIF's: left at 6, XMP readers turned the
-    photo again), and on a quarter turn its width and height swapped, as in EXIF."""
-    if not xmp or orientation == 1:
+    """``xmp`` for pixels written upright, ``orientation`` (1-8) applied to them: its
+    Orientation set to 1 (Lightroom and Bridge write it beside EXIF's: left at 6, XMP
+    readers turned the photo again; where EXIF said 1 and XMP 6 the pixels were not
+    turned, and a TIFF output, which keeps the XMP only, came out sideways), and on a
+    quarter turn its width and height swapped, as in EXIF."""
+    if not xmp:
         return xmp
+    # The Pantry's blocks set aside (NUL, which XML cannot hold, marks their places).
+    pantries = _XMP_PANTRY.findall(xmp)
+    for n, block in enumerate(pantries):
+        xmp = xmp.replace(block, b"\0%d\0" % n, 1)
     xmp = _XMP_ORIENTATION.sub(lambda m: m.group(1) + b"1", xmp)
     if orientation in _QUARTER_TURNS:
         for wide, high in _XMP_SIZES:
             w, h = wide.search(xmp), high.search(xmp)
             if w and h:
-                xmp = _set_first(wide, h.group(3), _set_first(high, w.group(3), xmp))
+                xmp = _set_first(wide, h.group(2), _set_first(high, w.group(2), xmp))
+    for n, block in enumerate(pantries):
+        xmp = xmp.replace(b"\0%d\0" % n, block, 1)
     return xmp
 
 

@@ -121,6 +121,7 @@ _SHOWN = {"WEBP": "WebP"}  # a format's name in messages, where not its Pillow n
 
 
 def shown_format(fmt_name: str) -> str:
+    """A format's name in messages: "WebP", not Pillow's "WEBP"."""
     return _SHOWN.get(fmt_name, fmt_name)
 
 
@@ -133,7 +134,7 @@ def _kept(p: Path, fmt_name: str, bare: bool, icc: bytes | None, exif: bytes | N
     present = {"ICC": icc, "EXIF": exif, "XMP": extra.xmp, "comment": extra.comment,
                "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text}
     lost = [k for k, v in present.items() if v and k not in keeps]
-    if "dpi" in lost and "EXIF" in keeps and exif_says_resolution(exif):
+    if "dpi" in lost and "EXIF" in keeps and extra.dpi and exif_says_resolution(exif, extra.dpi):
         lost.remove("dpi")  # WebP has no density field, but the EXIF carried says it
     if lost:
         output = "16-bit colour TIFF" if bare else shown_format(fmt_name)
@@ -158,9 +159,10 @@ _WORDS = {"ICC": "ICC colour profile", "EXIF": "EXIF (camera, date, location)",
 def _not_carried(lost: list[str], output: str, text: Sequence[TextField]) -> str:
     """The warning naming the kinds of metadata in ``lost`` (``text``: the PNG text
     fields, named) that an ``output`` cannot hold."""
-    words = [_WORDS[k] if k != "text" else f"PNG text fields {named([f.key for f in text])}"
+    fields = "PNG text fields" if len(text) > 1 else "PNG text field"
+    words = [_WORDS[k] if k != "text" else f"{fields} {named([f.key for f in text])}"
              for k in lost]
-    many = len(lost) > 1 or lost == ["text"]
+    many = len(lost) > 1 or (lost == ["text"] and len(text) > 1)
     it = "them" if many else "it"
     return (f"the input's {_listed(words)} {'are' if many else 'is'} not carried into this "
             f"{output} output; copy {it} over if you need {it}")
@@ -396,8 +398,8 @@ def _make_writer(
         return lambda fh: _write_png_stream(fh, pixels, chunks)
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
-        # the small encoder above. Metadata chunks are spliced into PNGs by hand.
-
+        # the small encoder above. Metadata chunks are spliced into PNGs by hand; a TIFF
+        # is written bare (_kept said what it loses).
         def write16(fh: IO[bytes]) -> None:
             ints = pixels.whole()
             if fmt_name == "PNG":
