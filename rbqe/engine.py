@@ -56,6 +56,7 @@ from rbqe.tiling import (
     DEFAULT_TILE,
     MIN_TILE,
     OPENVINO_TILE,
+    fits_one_tile,
     halved_tile,
     pad_to_multiple,
     padded_size,
@@ -239,7 +240,7 @@ class Enhancer:
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
-        tile = self.tile if self.tile and (h > self.tile or w > self.tile) else 0
+        tile = 0 if fits_one_tile(h, w, self.tile) else self.tile
         hooks = Hooks(on_exit, progress, cancel)
         self._precise.on = full_precision  # per thread: _start and _autocast read it
         try:
@@ -307,7 +308,7 @@ class Enhancer:
         results: list[EnhanceResult | None] = [None] * len(imgs)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(imgs):
-            fits = not self.tile or max(img.shape[:2]) <= self.tile
+            fits = fits_one_tile(*img.shape[:2], self.tile)
             if self.batches and fits and batch > 1:
                 groups.setdefault(img.shape, []).append(i)
             else:

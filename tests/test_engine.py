@@ -581,7 +581,7 @@ def test_out_of_memory_untiled_switches_to_tiling(net, make_jpeg, monkeypatch):
 
 def test_out_of_memory_halves_down_to_the_floor_then_fails(net, make_jpeg, monkeypatch,
                                                           caplog):
-    img = make_jpeg(600, 1100, seed=9).astype(np.float32) / 255
+    img = make_jpeg(1000, 1100, seed=9).astype(np.float32) / 255
     enh = enhancer(net, tile=1024)
     started = _out_of_memory_over(monkeypatch, enh, 0)  # everything runs out of memory
     with caplog.at_level("WARNING", logger="rbqe.engine"), \
@@ -595,6 +595,20 @@ def test_out_of_memory_halves_down_to_the_floor_then_fails(net, make_jpeg, monke
     ]
     assert max(started[-1]) <= 256 + 32  # the last attempt's tiles (padded to 32)
     assert enh.tile == 1024  # the Enhancer's own setting is left as it was
+
+
+def test_an_image_of_fewer_pixels_than_a_tile_runs_whole(net, make_jpeg) -> None:
+    # By pixels (what the memory follows), not by its longer side: a 1152x768 photo was
+    # two tiles and a sample walk, twice the MACs of running it whole.
+    from rbqe.tiling import fits_one_tile
+
+    assert fits_one_tile(768, 1152, 1024) and not fits_one_tile(1000, 1100, 1024)
+    assert fits_one_tile(5000, 5000, 0)
+    enh = enhancer(net, tile=256)
+    wide = enh.enhance(make_jpeg(96, 384, seed=3).astype(np.float32) / 255, 2)
+    assert not wide.tiled  # 384 > 256 a side, but 36,864 < 65,536 pixels
+    big = enh.enhance(make_jpeg(288, 288, seed=4).astype(np.float32) / 255, 2)
+    assert big.tiled
 
 
 def test_other_errors_are_not_retried(net, gray, monkeypatch):
