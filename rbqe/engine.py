@@ -308,7 +308,7 @@ class Enhancer:
         results: list[EnhanceResult | None] = [None] * len(imgs)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(imgs):
-            fits = fits_one_tile(*img.shape[:2], self.tile)
+            fits = fits_one_tile(img.shape[0], img.shape[1], self.tile)
             if self.batches and fits and batch > 1:
                 groups.setdefault(img.shape, []).append(i)
             else:
