@@ -68,10 +68,10 @@ def card_reason(d: Decision) -> str:
         return f"stopped: gate predicts < {v['tau_db']:g} dB more"
     if d.signal == "assessor":
         return f"stopped: score ≥ {v['threshold']:.3f}"
-    if d.signal == "last exit":
+    if d.signal == "last exit":  # ("went on:" read as going on past the last exit)
         if "threshold" in v:
-            return f"went on: no score reached {v['threshold']:.3f}"
-        return "went on: the gate saw more to gain"
+            return f"last exit: no score reached {v['threshold']:.3f}"
+        return "last exit: the gate saw more to gain at each before"
     if d.signal == "fixed":
         return "the weights always take this exit"
     return d.short

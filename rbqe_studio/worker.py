@@ -113,7 +113,10 @@ class Worker(QObject):
                                     "backend": f"{backend.name} {backend.precision}",
                                     "weights": str(info.path) if info.path else "built-in test model",
                                     "threshold": float(info.threshold),
-                                    "min_exit": int(self._enhancer.min_exit),
+                                    # the threshold rule's, which the app shows with
+                                    # it (the default policy's, a gate's, said "from
+                                    # exit 2" of a threshold applied from exit 3)
+                                    "min_exit": int(info.min_exit),
                                     "policy": info.policy.describe(),
                                     "rule": info.policy.rule})
         # The job carries the policy: a custom threshold means the assessor rule with it,

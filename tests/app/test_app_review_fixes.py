@@ -27,10 +27,11 @@ def finish(qtbot, window, paths) -> object:
 
 
 def gate_weights(path: Path) -> Path:
-    """Tiny weights whose default exit rule is a learned gate (it always goes on)."""
+    """Tiny weights whose default exit rule is a learned gate (it always goes on), from
+    exit 2; their threshold rule's from exit 3 (as the shipped weights')."""
     save_tiny_weights(path, threshold=0.3, min_exit=3)
     n = len(FEATURES)
-    gate = ExitPolicy("gate", {"features": list(FEATURES), "tau": 0.065, "min_exit": 3,
+    gate = ExitPolicy("gate", {"features": list(FEATURES), "tau": 0.065, "min_exit": 2,
                                "mean": [[0.0] * n] * 4, "scale": [[1.0] * n] * 4,
                                "coef": [[0.0] * n] * 4, "bias": [9.0] * 4})
     set_policy(path, "gate", gate, default=True)
@@ -84,11 +85,13 @@ def test_a_learned_gate_is_described_from_the_start(qtbot, store, images, tmp_pa
     r = finish(qtbot, win, [images[0]]).result
     assert strip.threshold_label.text() == "Learned exit gate" and r.chosen == 5
     card = strip.cards[5]  # the chosen card: why, in words, and still its cost
-    assert card.data.reason == "went on: the gate saw more to gain"
+    assert card.data.reason == "last exit: the gate saw more to gain at each before"
     assert card.data.lines[1].endswith("GMAC")
     with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
         panel.use_threshold.setChecked(True)  # opt in to the score threshold
-    assert strip.threshold_label.text().startswith("Threshold 0.300")
+    # The threshold rule's earliest exit, not the gate's (it read "from exit 2").
+    assert strip.threshold_label.text() == "Threshold 0.300 · from exit 3"
+    assert panel.threshold_note.text().endswith("auto stops from exit 3 on")
     assert panel.threshold.isEnabled() and "stop at the threshold" in panel.mode.itemText(0)
     win.close()
 
@@ -281,7 +284,7 @@ def test_reason_words(rule) -> None:
         assert card_reason(d) == "stopped: gate predicts < 0.065 dB more"
     else:
         d = Decision(True, 5, "last exit", {"score": 0.7, "threshold": 0.99}, "…")
-        assert card_reason(d) == "went on: no score reached 0.990"
+        assert card_reason(d) == "last exit: no score reached 0.990"
 
 
 
