@@ -60,6 +60,7 @@ from rbqe_studio.state import (
     tiled_progress_text,
     warned,
 )
+from rbqe_studio.widgets import StatusLabel
 from rbqe_studio.window_state import (
     Layout,
     restore_window,
@@ -121,10 +122,8 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
 
-        self.status = QLabel("Ready")
-        self.status.setTextFormat(Qt.TextFormat.RichText)
+        self.status = StatusLabel("Ready")  # long messages are elided, never widen the window
         self.status.linkActivated.connect(lambda url: self.show_in_folder(Path(url)))
-        self.status.setMinimumWidth(1)  # long messages are elided, never widen the window
         self.progress = QProgressBar()
         self.progress.setFixedWidth(180)
         self.progress.setMaximumHeight(16)
@@ -354,10 +353,10 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, total)
             self.progress.setValue(done)
         if stage == "exit" and done < total:
-            self.status.setText(f"Computing exit {done + 1}…")
+            self.status.say(f"Computing exit {done + 1}…")
             self.compare.strip.set_running(done + 1)
         elif stage in ("sample", "tile"):
-            self.status.setText(tiled_progress_text(stage, done, total, left_s))
+            self.status.say(tiled_progress_text(stage, done, total, left_s))
             self.compare.clear_running()
 
     def _on_engine_info(self, info: dict) -> None:
@@ -587,7 +586,7 @@ class MainWindow(QMainWindow):
         """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link)."""
         if error:
             log.warning("%s", text)
-        self.status.setText(text if rich else html.escape(text))
+        self.status.say(text, rich)
         self.status.setStyleSheet("color: #f08a84;" if error else "")
         self.status.setToolTip("" if rich else text)
 

@@ -27,13 +27,35 @@ class ElidedLabel(QLabel):
         return QSize(self.fontMetrics().horizontalAdvance("M…"),
                      super().minimumSizeHint().height())
 
+    def shown_text(self) -> str:
+        """The text as drawn at the label's width."""
+        return self.fontMetrics().elidedText(self.text(), self.elide, self.contentsRect().width())
+
     def paintEvent(self, event: QPaintEvent) -> None:
-        rect = self.contentsRect()
-        text = self.fontMetrics().elidedText(self.text(), self.elide, rect.width())
         p = QPainter(self)
-        self.style().drawItemText(p, rect, int(self.alignment()), self.palette(),
-                                  self.isEnabled(), text, self.foregroundRole())
+        self.style().drawItemText(p, self.contentsRect(), int(self.alignment()),
+                                  self.palette(), self.isEnabled(), self.shown_text(),
+                                  self.foregroundRole())
         p.end()
+
+
+class StatusLabel(ElidedLabel):
+    """The status bar's line. Plain text too long for it is cut in the middle (a long
+    file name gives way; the exit, score and time at its end stay) where QLabel cut the
+    end off; rich text (a link) is drawn as QLabel draws it."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text, middle=True)
+
+    def say(self, text: str, rich: bool = False) -> None:
+        self.setTextFormat(Qt.TextFormat.RichText if rich else Qt.TextFormat.PlainText)
+        self.setText(text)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        if self.textFormat() == Qt.TextFormat.PlainText:
+            super().paintEvent(event)
+        else:
+            QLabel.paintEvent(self, event)
 
 
 class ButtonRow(QWidget):

@@ -279,13 +279,14 @@ def test_a_narrow_queue_row_keeps_the_end_of_its_status(tmp_path) -> None:
     item = QueueItem(tmp_path / "photo.jpg", DONE, exit=5, score=0.818, time_ms=767.0,
                      stale=True)
     fm = QFontMetrics(QFont())
-    # Narrower, it drops the word "score", then the score, then is cut in the middle.
-    texts = [status_text(item, short) for short in (0, 1, 2)]
+    # Narrower, it drops the word "score", then the score, then the time, then is cut
+    # in the middle.
+    texts = [status_text(item, short) for short in (0, 1, 2, 3)]
     assert texts[1:] == ["Exit 5 · 0.818 · 767 ms · earlier mode",
-                         "Exit 5 · 767 ms · earlier mode"]
+                         "Exit 5 · 767 ms · earlier mode", "Exit 5 · earlier mode"]
     for text in texts:
         assert row_texts(item, fm, fm, fm.horizontalAdvance(text) + 1)[1] == text
-    _, line = row_texts(item, fm, fm, fm.horizontalAdvance(texts[2]) * 4 // 5)
+    _, line = row_texts(item, fm, fm, fm.horizontalAdvance(texts[3]) * 4 // 5)
     assert "…" in line and line.startswith("Exit") and line.endswith("mode")
 
 
@@ -298,3 +299,17 @@ def test_the_engine_device_is_said_once_when_the_results(qtbot, window, images) 
     info.set_engine({"weights": "w.safetensors", "device": "cuda:0"})
     assert info.fields["Engine device"].isVisibleTo(info)
     assert info.keys["Engine device"].isVisibleTo(info)
+
+
+def test_a_long_status_is_cut_in_its_middle_not_its_end(qtbot, window, images) -> None:
+    # A long file name cut the end off: the exit, the score and the time were lost.
+    view = finish(qtbot, window, [images[0]])
+    name = "a very long name of a scanned holiday photograph from the family archive " * 3
+    window.show_message(f"{name}.jpg: exit 3 of 5, score 0.697, 55 ms")
+    window.resize(700, 500)
+    qtbot.waitUntil(lambda: window.status.width() < 700)
+    shown = window.status.shown_text()
+    assert "…" in shown and shown.endswith("score 0.697, 55 ms"), shown
+    assert shown.startswith("a very long name")
+    assert window.status.toolTip().endswith("score 0.697, 55 ms")  # whole, for the mouse
+    assert view is not None
