@@ -296,7 +296,9 @@ class BatchPanel(QWidget):
                 if getattr(item, "status", "ok") == "ok":  # failed, skipped: no pace
                     self._eta.paced = (self._eta.paced or 0) + 1
                 left = self._eta.remaining_s(self.clock())
-                self.eta.setText(f"about {fmt_duration(left)} left" if left else "")
+                # Under a second left (small photos) read "about 0 s left" with two to go.
+                self.eta.setText(f"about {fmt_duration(max(left, 1.0))} left"
+                                 if left is not None and self._done < self._eta.total else "")
 
     def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:
         if self._mine(gen) and stage == "exit" and done < total and not self.is_cancelling:

@@ -199,7 +199,9 @@ class InfoPanel(QScrollArea):
         self.set("Why this exit", why_text(r))
         self.fields["Why this exit"].setToolTip(r.policy.describe() if r.policy else "")
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
-        if r.threshold is None:
+        if isinstance(r.mode, int):  # forced: no rule chose (it said "the gate decides")
+            self.set("Threshold", "– (not used: the exit is forced)")
+        elif r.threshold is None:
             self.set("Threshold", "– (the learned gate decides)")
         elif r.decision is not None and r.decision.signal == "assessor":
             passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"

@@ -282,6 +282,28 @@ def test_a_failed_file_does_not_set_the_batchs_pace(qtbot, window) -> None:
         panel.job = None
 
 
+def test_small_photos_left_read_a_second_not_none(qtbot, window) -> None:
+    # Photos of a tenth of a second each: "about 0 s left" with two still to do.
+    from types import SimpleNamespace
+
+    panel = window.batch
+    clock = [100.0]
+    panel.clock = lambda: clock[0]
+    panel.job = SimpleNamespace(gen=78, cancel=threading.Event())
+    try:
+        panel._on_started(78, 4)
+        for n in range(2):
+            clock[0] += 0.1
+            panel._on_item_done(78, n, SimpleNamespace(status="ok"))
+        assert panel.eta.text() == "about 1 s left"
+        for n in range(2, 4):
+            clock[0] += 0.1
+            panel._on_item_done(78, n, SimpleNamespace(status="ok"))
+        assert panel.eta.text() == ""  # all done: nothing left to estimate
+    finally:
+        panel.job = None
+
+
 # -- 8: opening an image that is already queued --------------------------------------------
 def test_opening_a_queued_image_again_shows_it(qtbot, window, images) -> None:
     """It said "No new images found there" and left another image on screen."""

@@ -339,6 +339,22 @@ def test_info_says_a_gps_location_is_there_and_reads_dpi_plainly(qtbot, window,
     assert [dpi_text(d) for d in (150.012, 299.9994, 72.5, 96.0)] == ["150", "300", "72.5", "96"]
 
 
+def test_info_says_no_rule_chose_a_forced_exit(qtbot, store, images, tmp_path) -> None:
+    # Forced to exit 2 under the weights' learned gate, Info said "the learned gate
+    # decides".
+    from rbqe_studio.main_window import MainWindow
+
+    weights = gate_weights(tmp_path / "gate.safetensors")
+    win = MainWindow(store, lambda spec: Enhancer(spec.weights, device="cpu", tile=0),
+                     weights=str(weights))
+    qtbot.addWidget(win)
+    win.settings.exit_mode = "2"
+    r = finish(qtbot, win, [images[0]]).result
+    assert r.chosen == 2
+    assert win.info.fields["Threshold"].text() == "– (not used: the exit is forced)"
+    win.close()
+
+
 def test_a_batch_stopped_by_its_folder_says_why() -> None:
     from rbqe.batch import BatchSummary, ItemReport
     from rbqe_studio.batch_panel import summary_html, summary_line
