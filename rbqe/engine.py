@@ -388,6 +388,10 @@ class Enhancer:
         ``MIN_TILE``; raises :class:`RBQEError` when that is no smaller."""
         self._free_device()
         smaller = halved_tile(side)
+        if not tiled and self.tile and side > self.tile:
+            # Whole by its pixels, longer than a tile a side (a long, thin strip): cut it
+            # at the tile given; half its side would leave tiles larger than that.
+            smaller = self.tile
         what = f"{side}-pixel tiles" if tiled else "the whole image"
         if smaller >= side:
             raise RBQEError(

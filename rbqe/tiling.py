@@ -65,7 +65,8 @@ def fits_one_tile(h: int, w: int, tile: int) -> bool:
     pixels, which the memory follows, not its longer side. A 1152x768 photo (0.9 MP, less
     than one 1024-pixel tile) was cut into two tiles plus the sample walk: twice the
     MACs and 20 % more wall time than whole, for 0.1 GB less memory."""
-    return not tile or h * w <= tile * tile
+    # Padded, as the network runs it: a 16 x 65,535 strip is 32 x 65,536, two tiles' worth.
+    return not tile or padded_size(h) * padded_size(w) <= tile * tile
 
 
 def halved_tile(side: int) -> int:

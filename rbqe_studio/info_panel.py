@@ -202,7 +202,9 @@ class InfoPanel(QScrollArea):
         if isinstance(r.mode, int):  # forced: no rule chose (it said "the gate decides")
             self.set("Threshold", "– (not used: the exit is forced)")
         elif r.threshold is None:
-            self.set("Threshold", "– (the learned gate decides)")
+            fixed = r.policy is not None and r.policy.rule == "fixed"
+            self.set("Threshold", "– (the weights' fixed exit)" if fixed
+                     else "– (the learned gate decides)")
         elif r.decision is not None and r.decision.signal == "assessor":
             passed = "reached" if r.min_exit == 1 else f"reached, from exit {r.min_exit} on"
             self.set("Threshold", f"{r.threshold:.3f} ({passed})" if r.mode in ("auto", "all")

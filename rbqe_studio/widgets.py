@@ -48,8 +48,10 @@ class StatusLabel(ElidedLabel):
         super().__init__(text, middle=True)
 
     def say(self, text: str, rich: bool = False) -> None:
+        """Shows ``text`` (HTML when ``rich``); a plain one on one line, as HTML had it (a
+        multi-line error was drawn as two half-cut lines)."""
         self.setTextFormat(Qt.TextFormat.RichText if rich else Qt.TextFormat.PlainText)
-        self.setText(text)
+        self.setText(text if rich else " ".join(text.split()))
 
     def paintEvent(self, event: QPaintEvent) -> None:
         if self.textFormat() == Qt.TextFormat.PlainText:

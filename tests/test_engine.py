@@ -611,6 +611,25 @@ def test_an_image_of_fewer_pixels_than_a_tile_runs_whole(net, make_jpeg) -> None
     assert big.tiled
 
 
+def test_a_thin_whole_image_out_of_memory_is_cut_at_the_tile(net, make_jpeg, monkeypatch,
+                                                             caplog) -> None:
+    # 64 x 1024 fits one 256-pixel tile by its pixels, so it runs whole; out of memory,
+    # half its side (512) became the Enhancer's tile, larger than the one it was given.
+    enh = enhancer(net, tile=256)
+    _out_of_memory_over(monkeypatch, enh, 600)
+    with caplog.at_level("WARNING", logger="rbqe.engine"):
+        r = enh.enhance(make_jpeg(64, 1024, seed=5).astype(np.float32) / 255, 2)
+    assert r.tiled and r.tile_size == 256 and enh.tile == 256
+    assert "retrying with 256-pixel tiles" in caplog.text
+
+
+def test_a_padded_strip_counts_as_the_network_runs_it() -> None:
+    from rbqe.tiling import fits_one_tile
+
+    # 8 x 8192 runs as 32 x 8192: four 256-pixel tiles' worth, not half of one.
+    assert not fits_one_tile(8, 8192, 256) and fits_one_tile(8, 2048, 256)
+
+
 def test_other_errors_are_not_retried(net, gray, monkeypatch):
     enh = enhancer(net)
 

@@ -330,6 +330,18 @@ def test_xmp_turned_leaves_other_documents_and_namespaces_alone() -> None:
         b'<tiff:Orientation rdf:datatype="Integer">1</tiff:Orientation></d>')
 
 
+def test_an_xmp_orientation_pillow_does_not_read_is_left_as_it_is(tmp_path: Path) -> None:
+    # No EXIF, and an element form with attributes Pillow's reader misses: the pixels are
+    # not turned, so the XMP keeps its 6 for the viewers that do read it.
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmlns:tiff="http://ns.'
+           b'adobe.com/tiff/1.0/"><tiff:Orientation rdf:datatype="Integer">6'
+           b'</tiff:Orientation></rdf:Description></x:xmpmeta>')
+    path = tmp_path / "odd.jpg"
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(path, xmp=xmp)
+    src = load_image(path)
+    assert src.size == (12, 8) and src.xmp == xmp
+
+
 def test_an_xmp_only_orientation_makes_no_exif(tmp_path: Path) -> None:
     # Pillow fills in the XMP's orientation as EXIF: rbqe wrote an EXIF block the file
     # never had, and said "EXIF not carried" of TIFF outputs.

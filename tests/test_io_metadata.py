@@ -160,6 +160,16 @@ def test_webp_says_nothing_of_a_resolution_its_exif_holds(tmp_path: Path) -> Non
     assert len(said) == 1 and "resolution (dpi) is not carried into this WebP" in said[0]
 
 
+def test_an_exif_resolution_without_a_unit_is_no_dpi() -> None:
+    from rbqe.io.metadata import exif_says_resolution
+
+    exif = Image.Exif()
+    exif[0x011A], exif[0x0128] = 240.0, 1  # ResolutionUnit 1: none
+    assert not exif_says_resolution(exif.tobytes(), (240.0, 240.0))
+    exif[0x0128] = 2
+    assert exif_says_resolution(exif.tobytes(), (240.0, 240.0))
+
+
 def test_one_png_text_field_is_named_in_the_singular(tmp_path: Path) -> None:
     from rbqe.io.captions import TextField
 

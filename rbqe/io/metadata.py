@@ -138,12 +138,20 @@ def exif_says_resolution(exif: bytes | None, dpi: tuple[float, float]) -> bool:
     obj = _exif_tags(exif)
     if obj is None or _X_RESOLUTION not in obj:
         return False
-    unit = obj.get(0x0128, 2)  # ResolutionUnit: 2 inch, 3 centimetre
+    unit = obj.get(0x0128, 2)  # ResolutionUnit: 2 inch, 3 centimetre, 1 none (no dpi)
+    if unit not in (2, 3):
+        return False
     try:
         x = float(obj[_X_RESOLUTION]) * (2.54 if unit == 3 else 1)
     except (TypeError, ValueError, ZeroDivisionError):
         return False
     return abs(x - dpi[0]) <= 0.01 * dpi[0]
+
+
+def exif_has_orientation(exif: bytes | None) -> bool:
+    """Whether EXIF's first directory holds an Orientation (after the reset: 1)."""
+    obj = _exif_tags(exif)
+    return obj is not None and _ORIENTATION in obj
 
 
 def exif_has_gps(exif: bytes | None) -> bool:

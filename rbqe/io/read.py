@@ -38,6 +38,7 @@ from rbqe.io.metadata import (
     _orient,
     _orientation_and_exif,
     estimate_jpeg_quality,
+    exif_has_orientation,
     file_orientation,
     full_chroma_warning,
     jpeg_444_tables,
@@ -576,7 +577,12 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                 tables_444 = None
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
-            xmp, comment, dpi = xmp_turned(read_xmp(im), applied), read_comment(im), read_dpi(im)
+            xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
+            # What the pixels follow, as Pillow reads it: EXIF's orientation where the file
+            # has one (then an XMP 6 beside EXIF's 1 is reset too), else the XMP's, which
+            # rbqe applied; an XMP form Pillow does not read was not applied: left as it is.
+            if applied != 1 or exif_has_orientation(exif):
+                xmp = xmp_turned(xmp, applied)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
         except ImageReadError:
             raise

@@ -313,3 +313,9 @@ def test_a_long_status_is_cut_in_its_middle_not_its_end(qtbot, window, images) -
     assert shown.startswith("a very long name")
     assert window.status.toolTip().endswith("score 0.697, 55 ms")  # whole, for the mouse
     assert view is not None
+
+
+def test_a_multi_line_status_is_said_on_one_line(qtbot, window) -> None:
+    # A torch error's message runs over lines: drawn as two half-cut lines in one.
+    window.show_message("Unexpected error: RuntimeError: first line\n  second line", error=True)
+    assert window.status.text() == "Unexpected error: RuntimeError: first line second line"
