@@ -261,47 +261,45 @@ def test_the_settings_and_batch_tabs_read_in_full(qtbot, themed, window, width) 
 
 
 # -- 7: a batch's time left when files fail -------------------------------------------------
-def test_a_failed_file_does_not_set_the_batchs_pace(qtbot, window) -> None:
-    """A broken first file (done in no time) made the panel say "about 0 s left" through
-    the next photo's ten seconds."""
+@pytest.fixture
+def timed_batch(window):
+    """The batch panel on a clock of the test's own (``clock[0]``), as if a batch of
+    ``start(n)`` images ran; ``done(index, status)`` finishes one."""
     from types import SimpleNamespace
 
     panel = window.batch
     clock = [100.0]
     panel.clock = lambda: clock[0]
     panel.job = SimpleNamespace(gen=77, cancel=threading.Event())
-    try:
-        panel._on_started(77, 3)
-        clock[0] += 0.01
-        panel._on_item_done(77, 0, SimpleNamespace(status="failed"))
-        assert panel.eta.text() == ""  # no pace yet: no figure rather than "0 s"
-        clock[0] += 10.0
-        panel._on_item_done(77, 1, SimpleNamespace(status="ok"))
-        assert panel.eta.text() == "about 10 s left"  # one photo left, ten seconds each
-    finally:
-        panel.job = None
+    yield SimpleNamespace(
+        panel=panel, clock=clock, start=lambda n: panel._on_started(77, n),
+        done=lambda i, status="ok": panel._on_item_done(77, i, SimpleNamespace(status=status)))
+    panel.job = None
 
 
-def test_small_photos_left_read_a_second_not_none(qtbot, window) -> None:
+def test_a_failed_file_does_not_set_the_batchs_pace(timed_batch) -> None:
+    """A broken first file (done in no time) made the panel say "about 0 s left" through
+    the next photo's ten seconds."""
+    b = timed_batch
+    b.start(3)
+    b.clock[0] += 0.01
+    b.done(0, "failed")
+    assert b.panel.eta.text() == ""  # no pace yet: no figure rather than "0 s"
+    b.clock[0] += 10.0
+    b.done(1)
+    assert b.panel.eta.text() == "about 10 s left"  # one photo left, ten seconds each
+
+
+def test_small_photos_left_read_a_second_not_none(timed_batch) -> None:
     # Photos of a tenth of a second each: "about 0 s left" with two still to do.
-    from types import SimpleNamespace
-
-    panel = window.batch
-    clock = [100.0]
-    panel.clock = lambda: clock[0]
-    panel.job = SimpleNamespace(gen=78, cancel=threading.Event())
-    try:
-        panel._on_started(78, 4)
-        for n in range(2):
-            clock[0] += 0.1
-            panel._on_item_done(78, n, SimpleNamespace(status="ok"))
-        assert panel.eta.text() == "about 1 s left"
-        for n in range(2, 4):
-            clock[0] += 0.1
-            panel._on_item_done(78, n, SimpleNamespace(status="ok"))
-        assert panel.eta.text() == ""  # all done: nothing left to estimate
-    finally:
-        panel.job = None
+    b = timed_batch
+    b.start(4)
+    for n in range(4):
+        b.clock[0] += 0.1
+        b.done(n)
+        if n == 1:
+            assert b.panel.eta.text() == "about 1 s left"
+    assert b.panel.eta.text() == ""  # all done: nothing left to estimate
 
 
 # -- 8: opening an image that is already queued --------------------------------------------
