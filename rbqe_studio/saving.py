@@ -138,4 +138,3 @@ def refuse_others(source: Path, planned: list[tuple[Path, str | None]],
                     f"{why or 'rbqe cannot tell it is this result of this photo'}; "
                     f"it is left as it is and nothing was saved (choose another folder, "
                     f"or move that file away)")
-

@@ -59,9 +59,6 @@ class _Extra:
     iptc: bytes | None = None
     text: tuple[TextField, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.xmp or self.comment or self.dpi or self.iptc or self.text)
-
     def xmp_text(self) -> str | None:
         """The XMP as text for PNG's iTXt chunk (XMP is UTF-8 by its specification)."""
         try:
