@@ -59,7 +59,6 @@ from rbqe.io.output_log import (
 )
 from rbqe.jpeg_constraint import consistent
 from rbqe.model import NUM_EXITS
-from rbqe.tiling import fits_one_tile
 
 log = logging.getLogger(__name__)
 
@@ -696,7 +695,7 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                 try:
                     src = _read_source(job)
                     # Tiled images, and 16-bit ones (in float32), go on their own.
-                    if not fits_one_tile(src.size[1], src.size[0], enhancer.tile) or \
+                    if not enhancer.runs_whole(src.size[1], src.size[0]) or \
                             src.bit_depth == 16:
                         done[n] = _enhance_loaded(enhancer, job, src, todo, t0)
                     else:

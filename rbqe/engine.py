@@ -56,6 +56,7 @@ from rbqe.tiling import (
     DEFAULT_TILE,
     MIN_TILE,
     OPENVINO_TILE,
+    WHOLE_PIXELS,
     fits_one_tile,
     halved_tile,
     pad_to_multiple,
@@ -110,8 +111,9 @@ class Enhancer:
         threshold: IQA exit threshold; given (or ``min_exit`` given), auto uses the
             assessor rule with it (the rest from the weights' assessor policy).
         min_exit: The earliest exit the assessor rule may stop at.
-        tile: Tile side in pixels (multiple of 32); images larger than one tile are tiled.
-            ``0`` disables tiling.
+        tile: Tile side in pixels (multiple of 32); images of more pixels than one tile
+            are tiled. ``0`` disables tiling. Not given: the backend's default, and on the
+            CPU's fast path images of up to :data:`rbqe.tiling.WHOLE_PIXELS` run whole.
         net: An already built network (tests, calibration); skips loading.
         backend: ``auto``, ``torch`` or ``openvino`` (see :func:`rbqe.backends.make_backend`;
             ``auto`` on the CPU times the candidates once per machine).
@@ -172,6 +174,10 @@ class Enhancer:
                                     in_memory=in_memory)
         default_tile = OPENVINO_TILE if self.backend.name == "openvino" else DEFAULT_TILE
         self.tile = tile_side(default_tile if tile is None else int(tile))
+        # The most (padded) pixels an image may have to run whole: one tile's, but more on
+        # the CPU's fast path when no tile was asked for (a tile given bounds memory).
+        self.whole_pixels = (WHOLE_PIXELS if tile is None and self.fast
+                             and self.backend.name == "torch" else self.tile * self.tile)
         # Where :attr:`batches`: how many images (enhance_many) or tiles walk together at
         # most; 1 after a batch ran out of device memory.
         self.max_batch = MAX_BATCH
@@ -240,7 +246,7 @@ class Enhancer:
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
-        tile = 0 if fits_one_tile(h, w, self.tile) else self.tile
+        tile = 0 if self.runs_whole(h, w) else self.tile
         hooks = Hooks(on_exit, progress, cancel)
         self._precise.on = full_precision  # per thread: _start and _autocast read it
         try:
@@ -251,7 +257,7 @@ class Enhancer:
         if retries:
             # The device will not have more memory for the next image of a batch: keep
             # the tile that worked instead of failing and retrying on every photo.
-            self.tile = tile
+            self.tile, self.whole_pixels = tile, tile * tile
         result.tile_size, result.oom_retries = tile, retries
         result.total_ms = (time.perf_counter() - t0) * 1000
         return result
@@ -308,7 +314,7 @@ class Enhancer:
         results: list[EnhanceResult | None] = [None] * len(imgs)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(imgs):
-            fits = fits_one_tile(img.shape[0], img.shape[1], self.tile)
+            fits = self.runs_whole(img.shape[0], img.shape[1])
             if self.batches and fits and batch > 1:
                 groups.setdefault(img.shape, []).append(i)
             else:
@@ -320,6 +326,10 @@ class Enhancer:
                                      strict=True):
                     results[i] = result
         return [r for r in results if r is not None]
+
+    def runs_whole(self, height: int, width: int) -> bool:
+        """Whether an image of this size runs whole (not tiled) under this Enhancer."""
+        return fits_one_tile(height, width, self.tile, self.whole_pixels)
 
     @property
     def batches(self) -> bool:

@@ -21,6 +21,14 @@ DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CP
 # `rbqe enhance` of a 1024x1024 JPEG: 11.1 / 8.1 GB as one tile, 3.7 / 2.6 GB tiled at 512,
 # torch bf16 1.1 GB (docs/bench/amx/memory_1024.txt).
 OPENVINO_TILE = 512
+# Under the default tile, the CPU's fast path runs an image of up to this many (padded)
+# pixels whole: a few tiles' overlaps and their sample walk (four 512-pixel crops) cost
+# more than whole maps do. Measured on the 2-core Xeon, bf16, 5.68M weights, a process
+# per run (docs/bench/whole_pixels.txt): 1600x1200 under auto 1.4-1.6x faster whole, at
+# exit 5 1.2-1.3x, peak RSS 1.5-2.0 GB against 1.2-1.3; 1920x1280 1.0-1.5x under auto and
+# 1.1x at exit 5 for 2.0-2.4 GB; from 2048x1536 exit 5 is no faster whole, at 3 GB and
+# more. So 2 MP, which keeps 1920x1080 whole.
+WHOLE_PIXELS = 2 * DEFAULT_TILE * DEFAULT_TILE
 TILE_OVERLAP = 64
 SAMPLE_TILES = 4
 # Sample tiles walk the exits side by side, so all their network states are alive at
@@ -60,13 +68,15 @@ def tile_side(tile: int) -> int:
     return 0 if tile <= 0 else max(MULTIPLE * 4, tile // MULTIPLE * MULTIPLE)
 
 
-def fits_one_tile(h: int, w: int, tile: int) -> bool:
+def fits_one_tile(h: int, w: int, tile: int, whole_pixels: int | None = None) -> bool:
     """Whether an ``h x w`` image runs whole under ``tile`` (0: never tiled): by its
-    pixels, which the memory follows, not its longer side. A 1152x768 photo (0.9 MP, less
-    than one 1024-pixel tile) was cut into two tiles plus the sample walk: twice the
-    MACs and 20 % more wall time than whole, for 0.1 GB less memory."""
+    pixels, which the memory follows, not its longer side; at most ``whole_pixels``
+    (default: one tile's). A 1152x768 photo (0.9 MP, less than one 1024-pixel tile) was
+    cut into two tiles plus the sample walk: twice the MACs and 20 % more wall time than
+    whole, for 0.1 GB less memory."""
+    budget = tile * tile if whole_pixels is None else whole_pixels
     # Padded, as the network runs it: a 16 x 65,535 strip is 32 x 65,536, two tiles' worth.
-    return not tile or padded_size(h) * padded_size(w) <= tile * tile
+    return not tile or padded_size(h) * padded_size(w) <= budget
 
 
 def halved_tile(side: int) -> int:

@@ -611,6 +611,30 @@ def test_an_image_of_fewer_pixels_than_a_tile_runs_whole(net, make_jpeg) -> None
     assert big.tiled
 
 
+def test_the_cpu_runs_images_of_up_to_2_mp_whole_unless_a_tile_is_given(net) -> None:
+    # A 1600x1200 photo was four tiles and a sample walk of four 512-pixel crops: 1.4-1.6x
+    # the wall time of running it whole under auto (rbqe.tiling.WHOLE_PIXELS).
+    default = Enhancer(net=net, device="cpu", backend="torch")
+    assert default.tile == 1024 and default.whole_pixels == 2 * 1024 * 1024
+    assert default.runs_whole(1200, 1600) and default.runs_whole(1080, 1920)
+    assert not default.runs_whole(1280, 1920) and not default.runs_whole(1100, 2000)
+    # A tile given bounds the memory: one tile's pixels, as before.
+    given = Enhancer(net=net, device="cpu", backend="torch", tile=1024)
+    assert given.whole_pixels == 1024 * 1024 and not given.runs_whole(1200, 1600)
+    assert given.runs_whole(768, 1152)
+
+
+def test_a_2_mp_whole_image_out_of_memory_is_tiled_and_later_ones_too(net, make_jpeg,
+                                                                      monkeypatch) -> None:
+    enh = Enhancer(net=net, device="cpu", backend="torch")
+    started = _out_of_memory_over(monkeypatch, enh, 1100)
+    r = enh.enhance(make_jpeg(1200, 1600, seed=6).astype(np.float32) / 255, 2)
+    assert started[0] == (1216, 1600)  # first whole (padded), then tiles of at most 1024
+    assert r.tiled and r.tile_size == 1024 and max(max(s) for s in started[1:]) <= 1024
+    # What ran out once will again: the next such image is tiled from the start.
+    assert enh.whole_pixels == 1024 * 1024 and not enh.runs_whole(1200, 1600)
+
+
 def test_a_thin_whole_image_out_of_memory_is_cut_at_the_tile(net, make_jpeg, monkeypatch,
                                                              caplog) -> None:
     # 64 x 1024 fits one 256-pixel tile by its pixels, so it runs whole; out of memory,
