@@ -678,8 +678,8 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
     Returns the reports of the jobs done, by their place in ``jobs``, and whether a cancel
     stopped them (the jobs without a report were not finished).
 
-    Only images that fit in one tile wait for the others (at most ``len(jobs)`` of them,
-    a megapixel or so each); a larger one is enhanced and written as soon as it is read.
+    Only images that run whole wait for the others (at most ``len(jobs)`` of them, up to
+    2 MP each); a larger one is enhanced and written as soon as it is read.
     """
     waiting: list[tuple[int, LoadedImage, dict[str | None, Path], float]] = []
     done: dict[int, ItemReport] = {}

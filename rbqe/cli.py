@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"tiled (0 = never tile; default 1024, 512 under OpenVINO, and on the "
                         f"CPU images of up to 2 MP then run whole)")
     e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
-                   help="how auto chooses the exit of an image larger than one tile: "
+                   help="how auto chooses the exit of a tiled image: "
                         "per-tile (each tile stops where it needs to) or shared (one exit "
                         f"for the whole picture, from sample tiles); default "
                         f"{DEFAULT_TILE_EXITS}")

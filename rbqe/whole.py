@@ -1,4 +1,5 @@
-"""The engine's whole-image path: an image no larger than one tile runs on one
+"""The engine's whole-image path: an image that runs whole (:meth:`rbqe.engine.Enhancer.
+runs_whole`: no more pixels than one tile, 2 MP on the CPU by default) runs on one
 progressive run, its exits computed one after another, each scored and finished, until
 the exit policy stops (or the mode's last exit).
 
