@@ -246,6 +246,8 @@ def main() -> None:
     kw = dict(device="cpu", backend=args.backend)
     per_tile = Enhancer(args.weights, tile_exits="per-tile", **kw)
     shared = Enhancer(args.weights, tile_exits="shared", **kw)
+    if per_tile.runs_whole(h, w):
+        sys.exit(f"a {args.size} image runs whole here, not tiled: give a larger --size")
     print(f"{w}x{h} mosaics of {len(photos)} BSDS500 val photos, {args.mosaics} per QF; "
           f"tile {per_tile.tile}, overlap {TILE_OVERLAP}; backend {per_tile.backend.name} "
           f"{per_tile.backend.precision}; policy: {per_tile.policy.describe()}; "

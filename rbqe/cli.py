@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tile", type=_tile,
                    help=f"tile side in pixels, at least {4 * MULTIPLE} and rounded down to a "
                         f"multiple of {MULTIPLE}; images of more pixels than one tile are "
-                        f"tiled (0 = never tile; default 1024, 512 under OpenVINO, and on the "
-                        f"CPU images of up to 2 MP then run whole)")
+                        f"tiled (0 = never tile; default 1024, 512 under OpenVINO; torch in bf16 "
+                        f"on the CPU then runs images of up to 2 MP whole)")
     e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
                    help="how auto chooses the exit of a tiled image: "
                         "per-tile (each tile stops where it needs to) or shared (one exit "

@@ -5,7 +5,8 @@ paths share (the paths are :mod:`rbqe.whole` and :mod:`rbqe.tiled`; the exit rul
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
 
-An image no larger than the tile runs whole (:mod:`rbqe.whole`): its exits are computed
+An image that :meth:`Enhancer.runs_whole` (one tile's pixels; 2 MP on the CPU in bf16 by
+default) runs whole (:mod:`rbqe.whole`): its exits are computed
 one after another on one progressive run, each scored, until the exit policy stops. A
 larger one is tiled (:mod:`rbqe.tiled`). Both paths use the same three steps of an
 :class:`Enhancer`: ``_prepare_input`` (pixels to the padded network input),
@@ -27,6 +28,7 @@ import gc
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,14 +175,40 @@ class Enhancer:
         self.backend = make_backend(backend, self.net, self.device, precision=precision,
                                     in_memory=in_memory)
         default_tile = OPENVINO_TILE if self.backend.name == "openvino" else DEFAULT_TILE
-        self.tile = tile_side(default_tile if tile is None else int(tile))
-        # The most (padded) pixels an image may have to run whole: one tile's, but more on
-        # the CPU's fast path when no tile was asked for (a tile given bounds memory).
-        self.whole_pixels = (WHOLE_PIXELS if tile is None and self.fast
-                             and self.backend.name == "torch" else self.tile * self.tile)
-        # Where :attr:`batches`: how many images (enhance_many) or tiles walk together at
-        # most; 1 after a batch ran out of device memory.
-        self.max_batch = MAX_BATCH
+        # Up to WHOLE_PIXELS run whole where that was measured to pay: the CPU's fast path
+        # in bf16 with no tile asked for (a tile given bounds memory; f32 maps are twice
+        # the size: 1920x1080 at exit 5 peaked at 3.1 GB whole against 2.1 GB tiled).
+        self._limits = _Limits(
+            tile_side(default_tile if tile is None else int(tile)), MAX_BATCH,
+            whole_2mp=(tile is None and self.fast and self.backend.name == "torch"
+                       and self.backend.precision == "bf16"))
+
+    @property
+    def tile(self) -> int:
+        """The tile side (0: never tile). Setting it also drops the 2 MP whole budget:
+        a tile asked for bounds the memory."""
+        return self._limits.tile
+
+    @tile.setter
+    def tile(self, value: int) -> None:
+        self._limits.tile, self._limits.whole_2mp = value, False
+
+    @property
+    def max_batch(self) -> int:
+        """Where :attr:`batches`: how many images (enhance_many) or tiles walk together at
+        most; 1 after a batch ran out of device memory."""
+        return self._limits.max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        self._limits.max_batch = value
+
+    @property
+    def whole_pixels(self) -> int:
+        """The most (padded) pixels an image may have to run whole: one tile's, or
+        :data:`rbqe.tiling.WHOLE_PIXELS` where that pays (see ``__init__``)."""
+        one = self.tile * self.tile
+        return max(one, WHOLE_PIXELS) if self._limits.whole_2mp else one
 
     @property
     def threshold(self) -> float | None:
@@ -246,7 +274,7 @@ class Enhancer:
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
-        tile = 0 if self.runs_whole(h, w) else self.tile
+        tile = 0 if self.runs_whole(h, w, full_precision) else self.tile
         hooks = Hooks(on_exit, progress, cancel)
         self._precise.on = full_precision  # per thread: _start and _autocast read it
         try:
@@ -257,7 +285,7 @@ class Enhancer:
         if retries:
             # The device will not have more memory for the next image of a batch: keep
             # the tile that worked instead of failing and retrying on every photo.
-            self.tile, self.whole_pixels = tile, tile * tile
+            self.tile = tile
         result.tile_size, result.oom_retries = tile, retries
         result.total_ms = (time.perf_counter() - t0) * 1000
         return result
@@ -300,7 +328,7 @@ class Enhancer:
         """Enhance several images; the same results as :meth:`enhance` of each, in order.
 
         Where batching pays (the torch backend off the CPU fast path: a GPU), images of one
-        shape that fit in one tile walk the exits together, ``batch`` (default
+        shape that run whole walk the exits together, ``batch`` (default
         :attr:`max_batch`) at a time (:mod:`rbqe.batched`); each still gets its own exit.
         The rest, and a batch that runs out of device memory, go one by one through
         :meth:`enhance`.
@@ -327,9 +355,11 @@ class Enhancer:
                     results[i] = result
         return [r for r in results if r is not None]
 
-    def runs_whole(self, height: int, width: int) -> bool:
-        """Whether an image of this size runs whole (not tiled) under this Enhancer."""
-        return fits_one_tile(height, width, self.tile, self.whole_pixels)
+    def runs_whole(self, height: int, width: int, full_precision: bool = False) -> bool:
+        """Whether an image of this size runs whole (not tiled) under this Enhancer; in
+        full precision (float32 maps) by one tile's pixels."""
+        budget = self.tile * self.tile if full_precision else self.whole_pixels
+        return fits_one_tile(height, width, self.tile, budget)
 
     @property
     def batches(self) -> bool:
@@ -554,6 +584,17 @@ class Enhancer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class _Limits:
+    """An Enhancer's memory settings, which out-of-memory fallbacks lower. Shared by its
+    shallow copies (the app's per-job copies under another policy), so that what one job
+    learnt about the device holds for the next."""
+
+    tile: int
+    max_batch: int
+    whole_2mp: bool  # whether images of up to WHOLE_PIXELS run whole
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:

@@ -174,6 +174,11 @@ class EnhanceResult:
     def can_continue(self) -> bool:
         return self._session is not None and self._session.run.exits_done < NUM_EXITS
 
+    def drop_session(self) -> None:
+        """Frees the network state kept for :meth:`rbqe.engine.Enhancer.continue_exits`
+        (``keep_session``; about 0.5 KB a pixel in bf16); later exits then need a new run."""
+        self._session = None
+
     @property
     def iqa_ms(self) -> float:
         return sum(e.iqa_ms for e in self.exits)

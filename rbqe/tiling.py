@@ -14,15 +14,15 @@ from rbqe.arch import MULTIPLE
 
 Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
 Tile = tuple[Box, np.ndarray, np.ndarray]  # a box and its row and column blend weights
-DEFAULT_TILE = 1024  # pixels per side; bounds peak memory at roughly 1 GB on CPU
+DEFAULT_TILE = 1024  # pixels per side; a tiled image peaked at 1.2-1.7 GB on the CPU (bf16)
 # The OpenVINO backend's default instead: its dynamic-shape stages keep their intermediate
 # tensors, so one run through all five exits peaked at 10.9 GB (f32) / 7.9 GB (bf16) on a
 # 1024x1024 tile and 3.0 / 2.2 GB on a 512x512 one (torch bf16: 0.8 GB at 1024); a whole
 # `rbqe enhance` of a 1024x1024 JPEG: 11.1 / 8.1 GB as one tile, 3.7 / 2.6 GB tiled at 512,
 # torch bf16 1.1 GB (docs/bench/amx/memory_1024.txt).
 OPENVINO_TILE = 512
-# Under the default tile, the CPU's fast path runs an image of up to this many (padded)
-# pixels whole: a few tiles' overlaps and their sample walk (four 512-pixel crops) cost
+# Under the default tile, the CPU's fast path in bf16 runs an image of up to this many
+# (padded) pixels whole (in f32, whose maps are twice the size, one tile's): a few tiles' overlaps and their sample walk (four 512-pixel crops) cost
 # more than whole maps do. Measured on the 2-core Xeon, bf16, 5.68M weights, a process
 # per run (docs/bench/whole_pixels.txt): 1600x1200 under auto 1.4-1.6x faster whole, at
 # exit 5 1.2-1.3x, peak RSS 1.5-2.0 GB against 1.2-1.3; 1920x1280 1.0-1.5x under auto and

@@ -291,6 +291,9 @@ def test_openvino_tiles_smaller_by_default_unless_asked(net):
     assert Enhancer(net=net, device="cpu", tile=0, backend="openvino",
                     precision="f32").tile == 0
     assert Enhancer(net=net, device="cpu", backend="torch").tile == DEFAULT_TILE
+    # No 2 MP whole budget either: one 512-pixel tile's pixels.
+    assert Enhancer(net=net, device="cpu", backend="openvino", precision="bf16"
+                    ).whole_pixels == OPENVINO_TILE ** 2
 
 
 @needs_openvino

@@ -8,6 +8,8 @@ than trained ones. The tests still pin the mechanism (shared statistics, blend w
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -611,28 +613,47 @@ def test_an_image_of_fewer_pixels_than_a_tile_runs_whole(net, make_jpeg) -> None
     assert big.tiled
 
 
-def test_the_cpu_runs_images_of_up_to_2_mp_whole_unless_a_tile_is_given(net) -> None:
+def _bf16_enhancer(net, monkeypatch, **kw) -> Enhancer:
+    """The CPU fast path in bf16 as on a CPU with native bf16 (emulated where not)."""
+    monkeypatch.setattr("rbqe.backends.native_bf16", lambda: True)
+    return Enhancer(net=net, device="cpu", backend="torch", precision="bf16", **kw)
+
+
+def test_the_cpu_runs_images_of_up_to_2_mp_whole_in_bf16_unless_a_tile_is_given(
+        net, monkeypatch) -> None:
     # A 1600x1200 photo was four tiles and a sample walk of four 512-pixel crops: 1.4-1.6x
     # the wall time of running it whole under auto (rbqe.tiling.WHOLE_PIXELS).
-    default = Enhancer(net=net, device="cpu", backend="torch")
+    default = _bf16_enhancer(net, monkeypatch)
     assert default.tile == 1024 and default.whole_pixels == 2 * 1024 * 1024
     assert default.runs_whole(1200, 1600) and default.runs_whole(1080, 1920)
     assert not default.runs_whole(1280, 1920) and not default.runs_whole(1100, 2000)
-    # A tile given bounds the memory: one tile's pixels, as before.
-    given = Enhancer(net=net, device="cpu", backend="torch", tile=1024)
+    # float32 maps are twice the size: one tile's pixels for a 16-bit image, or in f32.
+    assert not default.runs_whole(1200, 1600, full_precision=True)
+    f32 = Enhancer(net=net, device="cpu", backend="torch", precision="f32")
+    assert f32.whole_pixels == 1024 * 1024 and not f32.runs_whole(1200, 1600)
+    # A tile given bounds the memory: one tile's pixels, as before; set later too.
+    given = _bf16_enhancer(net, monkeypatch, tile=1024)
     assert given.whole_pixels == 1024 * 1024 and not given.runs_whole(1200, 1600)
     assert given.runs_whole(768, 1152)
+    default.tile = 256
+    assert default.whole_pixels == 256 * 256 and not default.runs_whole(300, 300)
+    never = _bf16_enhancer(net, monkeypatch, tile=0)
+    never.tile = 128
+    assert not never.runs_whole(200, 200) and never.runs_whole(64, 64)
 
 
 def test_a_2_mp_whole_image_out_of_memory_is_tiled_and_later_ones_too(net, make_jpeg,
                                                                       monkeypatch) -> None:
-    enh = Enhancer(net=net, device="cpu", backend="torch")
-    started = _out_of_memory_over(monkeypatch, enh, 1100)
-    r = enh.enhance(make_jpeg(1200, 1600, seed=6).astype(np.float32) / 255, 2)
+    enh = _bf16_enhancer(net, monkeypatch)
+    job = copy.copy(enh)  # as the app's per-job copy under another policy
+    started = _out_of_memory_over(monkeypatch, job, 1100)
+    r = job.enhance(make_jpeg(1200, 1600, seed=6).astype(np.float32) / 255, 2)
     assert started[0] == (1216, 1600)  # first whole (padded), then tiles of at most 1024
     assert r.tiled and r.tile_size == 1024 and max(max(s) for s in started[1:]) <= 1024
-    # What ran out once will again: the next such image is tiled from the start.
-    assert enh.whole_pixels == 1024 * 1024 and not enh.runs_whole(1200, 1600)
+    # What ran out once will again: the next such image is tiled from the start, by the
+    # copy and by the Enhancer it was copied from.
+    for e in (job, enh):
+        assert e.whole_pixels == 1024 * 1024 and not e.runs_whole(1200, 1600)
 
 
 def test_a_thin_whole_image_out_of_memory_is_cut_at_the_tile(net, make_jpeg, monkeypatch,

@@ -251,6 +251,39 @@ def enhancer() -> Enhancer:
     return Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0)
 
 
+def test_only_the_view_on_screen_keeps_its_network_state(model, enhancer, tmp_path) -> None:
+    # The state that continues a whole image's exits is about 0.5 KB a pixel (1 GB for a
+    # 2 MP photo): held by every cached view, it filled the cache's budget on its own.
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+
+    def finished(job, path: Path) -> ViewData:
+        view = view_of(path)
+        view.result = enhancer.enhance(view.loaded.pixels, 2, keep_session=True)
+        model.on_finished(job.gen, view)
+        return view
+
+    model.select(item_a)  # already running: the view catches up with it
+    view_a = finished(model.jobs[-1], a)
+    assert model.view is view_a and view_a.result.can_continue  # on screen: kept
+    view_b = finished(model.jobs[-1], b)  # done in the background
+    assert not view_b.result.can_continue
+    # Compute all on a, then b viewed while it runs: a keeps its state until the job ends.
+    model.compute_all()
+    cont = model.jobs[-1]
+    assert isinstance(cont, ContinueJob)
+    before = model.cache.total
+    model.select(item_b)
+    assert view_a.result.can_continue and model.cache.total == before
+    model.on_cancelled(cont.gen)
+    assert not view_a.result.can_continue and model.cache.total < before
+    # Shown again from the cache: its exits and their signals are all there (a new mode
+    # or policy is still chosen without a run; more exits take a new one).
+    model.select(item_a)
+    assert model.view is view_a and view_a.can_rechoose and not view_a.result.can_continue
+
+
 def _first(enh: Enhancer, img: np.ndarray, mode) -> EnhanceResult:
     return enh.enhance(img, mode, keep_session=True)
 
