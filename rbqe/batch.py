@@ -121,6 +121,7 @@ class ItemReport:
     error: str | None = None
     exit_reason: dict[str, Any] | None = None
     tile_exits: dict[str, Any] | None = None  # rbqe.results.TileExits.to_json()
+    tiling: dict[str, int] | None = None  # {"tiles": N, "tile": side}; {"tiles": 1} whole
     warnings: list[str] = field(default_factory=list)  # rbqe.io.LoadedImage.warnings
     write_errno: int | None = field(default=None, repr=False)  # see FOLDER_ERRNOS
     write_path: Path | None = field(default=None, repr=False)  # the output it failed on
@@ -138,6 +139,8 @@ class ItemReport:
         }
         if self.exit_reason is not None:
             entry["exit_reason"] = self.exit_reason
+        if self.tiling is not None:
+            entry["tiling"] = self.tiling
         if self.tile_exits is not None:
             entry["tile_exits"] = self.tile_exits
         if self.error is not None:
@@ -756,7 +759,13 @@ def item_from_result(path: Path, result: EnhanceResult, outputs: dict[str, Path]
         size=result.size,
         exit_reason=result.exit_reason,
         tile_exits=None if result.tile_exits is None else result.tile_exits.to_json(),
+        tiling=tiling_of(result),
     )
+
+
+def tiling_of(result: EnhanceResult) -> dict[str, int]:
+    """How a result's picture was cut, for its report row: whole, or N tiles of a side."""
+    return {"tiles": result.tiles, "tile": result.tile_size} if result.tiled else {"tiles": 1}
 
 
 def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:

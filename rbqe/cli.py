@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tile side in pixels, at least {4 * MULTIPLE} and rounded down to a "
                         f"multiple of {MULTIPLE}; images of more pixels than one tile are "
                         f"tiled (0 = never tile; default 1024, 512 under OpenVINO; torch in bf16 "
-                        f"on the CPU then runs images of up to 2 MP whole)")
+                        f"on the CPU then runs images of up to 2.1 MP whole)")
     e.add_argument("--tile-exits", choices=TILE_EXITS, default=DEFAULT_TILE_EXITS,
                    help="how auto chooses the exit of a tiled image: "
                         "per-tile (each tile stops where it needs to) or shared (one exit "

@@ -644,4 +644,5 @@ def _item_from_json(entry: dict[str, Any]) -> ItemReport:
         exit=entry["exit"], scores=entry["scores"], times_ms=entry["times_ms"],
         gmacs=entry["gmacs"], size=tuple(entry["size"]) if entry["size"] else None,
         error=entry.get("error"), tile_exits=entry.get("tile_exits"),
+        tiling=entry.get("tiling"),
         warnings=entry.get("warnings", []))

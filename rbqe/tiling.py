@@ -27,7 +27,9 @@ OPENVINO_TILE = 512
 # per run (docs/bench/whole_pixels.txt): 1600x1200 under auto 1.4-1.6x faster whole, at
 # exit 5 1.2-1.3x, peak RSS 1.5-2.0 GB against 1.2-1.3; 1920x1280 1.0-1.5x under auto and
 # 1.1x at exit 5 for 2.0-2.4 GB; from 2048x1536 exit 5 is no faster whole, at 3 GB and
-# more. So 2 MP, which keeps 1920x1080 whole.
+# more. So 2 x 1024^2 pixels (2.1 MP: 1920x1080, padded 1920x1088, runs whole), whose
+# 2.0-2.1 GB at exit 5 is what a 24 MP photo peaks at tiled (1.96-2.21 GB); 1920x1280
+# whole would need 2.4.
 WHOLE_PIXELS = 2 * DEFAULT_TILE * DEFAULT_TILE
 TILE_OVERLAP = 64
 SAMPLE_TILES = 4

@@ -247,9 +247,10 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None) -> str:
-    """The status line of a tiled image (more pixels than one tile holds, or than 2 MP on a
-    CPU in bf16: not always a "large image" to its owner): which phase, how far, and, once tiles have run,
-    about how long is left (``done`` counts the sample walk's exits, then the tiles)."""
+    """The status line of a tiled image (more pixels than one tile holds, or than 2.1 MP
+    on a CPU in bf16: not always a "large image" to its owner): which phase, how far,
+    and, once tiles have run, about how long is left (``done`` counts the sample walk's
+    exits, then the tiles)."""
     if stage == "tile" and done >= total:
         return "Tiled image: putting the tiles together and scoring the result…"
     share = f"{done / total:.0%}" if total > 0 else "0%"

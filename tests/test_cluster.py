@@ -119,7 +119,7 @@ def test_ray_equals_local_outputs_and_report(ray_local, corpus):
         outputs = {k: v.replace(str(root / "local"), str(root / "ray"))
                    for k, v in want["outputs"].items()}
         assert got["outputs"] == outputs, name
-        for key in ("status", "exit", "scores", "gmacs", "size", "error"):
+        for key in ("status", "exit", "scores", "gmacs", "size", "error", "tiling"):
             assert got.get(key) == want.get(key), (name, key)
     for key in ("processed", "failed", "skipped", "exit_histogram", "gmacs", "gmacs_exit5"):
         assert ray_report["summary"][key] == local_report["summary"][key], key

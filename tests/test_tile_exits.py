@@ -231,6 +231,11 @@ def test_the_report_says_which_exit_each_tile_got(capsys, tiny_weights, monkeypa
     assert te["saved_vs_exit5"] == pytest.approx(1 - te["gmacs"] / te["gmacs_exit5"], abs=1e-3)
     assert sum(te["reasons"].values()) == n
     assert "tile_exits" not in entries["small.jpg"]  # one tile: nothing to tell
+    # How each picture was cut, whole or tiled, said outright (not only by tile_exits).
+    assert entries["big.jpg"]["tiling"] == {"tiles": n, "tile": 128}
+    assert entries["small.jpg"]["tiling"] == {"tiles": 1}
+    assert all(e["tiling"] == entries[e["input"].rsplit("/", 1)[-1]]["tiling"]
+               for e in shared["images"])
     assert per_tile["summary"]["tile_exit_histogram"] == te["histogram"]
     assert all("tile_exits" not in e for e in shared["images"])
     assert "tile_exit_histogram" not in shared["summary"]
