@@ -141,7 +141,7 @@ class ComparePanel(QWidget):
         if data is not self.data:
             self.show_loaded(data)
         self.exits[e.exit] = e
-        cum = sum(x.time_ms + x.iqa_ms for k, x in self.exits.items() if k <= e.exit)
+        cum = data.cum_ms(e.exit, self.exits.values())  # within the run that made it
         self.strip.set_exit(e.exit, data.thumbs[e.exit], e.score, cum, e.gmacs, e.decision)
         if self.busy:
             self.strip.set_running(e.exit + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -23,7 +24,7 @@ from rbqe.engine import EnhanceResult
 from rbqe.io.metadata import exif_has_gps, xmp_has_gps
 from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
-from rbqe_studio.state import chosen_cost, dpi_text, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
+from rbqe_studio.state import dpi_text, exits_text, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
 from rbqe_studio.widgets import ElidedLabel, section_title
 
 
@@ -145,8 +146,15 @@ class InfoPanel(QScrollArea):
             if name not in ("Weights", "Engine device"):
                 label.setText("–")
         self._show_engine_device()
+        self._set_tiling("–")
         self.jpeg_note.hide()
         self._clear_table()
+
+    def _set_tiling(self, text: str, tip: str = "") -> None:
+        """The Tiling row, with why the picture was tiled on hover (key and value)."""
+        self.set("Tiling", text)
+        for label in (self.keys["Tiling"], self.fields["Tiling"]):
+            label.setToolTip(tip)
 
     def _clear_table(self) -> None:
         for row in range(NUM_EXITS):
@@ -214,15 +222,15 @@ class InfoPanel(QScrollArea):
                      if r.mode in ("auto", "all") else f"{r.threshold:.3f}")
         self.set("Mode", str(mode))
         self.set("Device", r.device)
-        self.set("Tiling", tiling_text(r))
+        self._set_tiling(tiling_text(r), tiling_tip(r))
         if view.saved:  # read from a batch's outputs: what the batch reported, no timings
             files = ", ".join(p.name for p in view.saved.values())
             self.set("Threshold", "as the batch ran")
             self.set("Mode", f"saved output ({files}), not computed again")
             self.set("Device", "–")
-            self.set("Tiling", "–")
+            self._set_tiling("–")
         self._clear_table()
-        stages = stage_gmacs(r)
+        stages = stage_gmacs(r, view.run_of)
         for e in r.exits:
             row = e.exit - 1
             gmacs = stages[e.exit]
@@ -235,13 +243,16 @@ class InfoPanel(QScrollArea):
             for name in ("Network", "IQA", "Other", "Total", "Computed"):
                 self.set(name, "–")
             return
-        self._show_cost(r, view.other_ms)
+        self._show_cost(view)
 
-    def _show_cost(self, r: EnhanceResult, other: float | None) -> None:
-        """What the chosen exit cost; and, when more exits were computed than it needed
-        (a forced exit after "compute all"), what was spent in all."""
-        upto = [e for e in r.exits if e.exit <= r.chosen]
-        ms, gmacs = chosen_cost(r, other)
+    def _show_cost(self, view: ViewData) -> None:
+        """What the chosen exit cost in the run that made it; and, when more exits were
+        computed than it needed, what was spent in all (:func:`computed_text`)."""
+        r = view.result
+        assert r is not None
+        added = view.run_of
+        upto = [e for e in r.exits if e.exit <= r.chosen and e.exit not in added]
+        ms, gmacs = view.chosen_cost()
         network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
         self.set("Network", fmt_ms(network))
         self.set("IQA", fmt_ms(iqa))
@@ -250,10 +261,32 @@ class InfoPanel(QScrollArea):
         other = ms - network - iqa
         self.set("Other", f"{fmt_ms(other)} (input and output)" if other >= 1 else "–")
         self.set("Total", f"{fmt_ms(ms)} · {fmt_gmacs(gmacs)} (to exit {r.chosen})")
-        n = len(r.exits)
-        self.set("Computed", f"exits 1–{max(e.exit for e in r.exits)}: {fmt_ms(r.total_ms)} · "
-                 f"{fmt_gmacs(max(e.gmacs for e in r.exits))}" if n > len(upto)
-                 else "only what the chosen exit needed")
+        self.set("Computed", computed_text(view))
+
+
+ORDINALS = ("first", "second", "third", "fourth", "fifth")  # each run made an exit at least
+
+
+def computed_text(view: ViewData) -> str:
+    """The Info panel's "Computed": what was spent in all. Only what the chosen exit
+    needed; or its run's exits, time and compute when it made more (a forced exit after
+    "compute all"); and, when later runs of the whole picture added exits (a tiled one's,
+    which no kept state continues), each run's exits and cost, and their sum."""
+    r = view.result
+    assert r is not None
+    added = view.run_of
+    own = [e for e in r.exits if e.exit not in added]
+    if not view.extra_runs:
+        if all(e.exit <= r.chosen for e in own):
+            return "only what the chosen exit needed"
+        return (f"exits 1–{max(e.exit for e in own)}: {fmt_ms(r.total_ms)} · "
+                f"{fmt_gmacs(max(e.gmacs for e in own))}")
+    runs = [(exits_text(e.exit for e in own), r.total_ms, max(e.gmacs for e in own))]
+    runs += [(exits_text(run.exits), run.total_ms, run.gmacs) for run in view.extra_runs]
+    each = "; ".join(f"{ORDINALS[n]} run ({which}): {fmt_ms(ms)} · {fmt_gmacs(g)}"
+                     for n, (which, ms, g) in enumerate(runs))
+    total_ms, total_g = sum(ms for _, ms, _ in runs), sum(g for _, _, g in runs)
+    return f"{fmt_ms(total_ms)} · {fmt_gmacs(total_g)} in all: {each}"
 
 
 def shown_text(display: Display | None) -> str:
@@ -271,12 +304,22 @@ def shown_text(display: Display | None) -> str:
     return "".join(f"; {n}" for n in notes)
 
 
-def stage_gmacs(r: EnhanceResult) -> dict[int, float]:
+def stage_gmacs(r: EnhanceResult, run_of: Mapping[int, int] | None = None
+                ) -> dict[int, float]:
     """Each computed exit's own stage's GMACs (the result's are cumulative); NaN where
-    not known: read from a saved output, or not more than the exit before it (a tiled
-    image's chosen exit counts each tile to its own exit)."""
+    not known: read from a saved output, not more than the exit before it (a tiled
+    image's chosen exit counts each tile to its own exit), or that exit made by another
+    run (``run_of``: :attr:`ViewData.run_of`; a difference across runs means nothing)."""
+    runs = run_of or {}
     total = {e.exit: e.gmacs for e in r.exits}
-    own = {k: g - total.get(k - 1, 0.0 if k == 1 else math.nan) for k, g in total.items()}
+
+    def start(k: int) -> float:  # the cumulative GMACs exit k's stage starts from
+        if k == 1:
+            return 0.0
+        same_run = k - 1 in total and runs.get(k - 1) == runs.get(k)
+        return total[k - 1] if same_run else math.nan
+
+    own = {k: g - start(k) for k, g in total.items()}
     return {k: g if g >= 0 else math.nan for k, g in own.items()}
 
 
@@ -292,6 +335,21 @@ def tiling_text(r: EnhanceResult) -> str:
                                      if first else "")
     counts = ", ".join(f"{n} at exit {k}" for k, n in r.tile_exits.histogram.items() if n)
     return f"{r.tiles} tiles, each to its own exit: {counts}"
+
+
+def tiling_tip(r: EnhanceResult) -> str:
+    """Why a picture is tiled, and what that means for its exits, in plain words (""
+    for a whole one)."""
+    if not r.tiled:
+        return ""
+    side = f" of up to {r.tile_size} × {r.tile_size} pixels" if r.tile_size else ""
+    return ("This picture has more pixels than the engine runs in one piece, so it is cut "
+            f"into overlapping tiles{side}, run one or a few at a time: that keeps the "
+            "memory it needs bounded, however large the picture.\n\n"
+            "Under auto (or a forced exit) only the chosen exit is put together from the "
+            "tiles: the other exits, those before it too, are not kept along the way. They "
+            "are made only on request (Compute all exits, or saving one), by a second run "
+            "of the whole picture from exit 1.")
 
 
 def why_text(r: EnhanceResult) -> str:

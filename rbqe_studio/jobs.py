@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rbqe.batch import BatchOptions, BatchSummary, ItemReport
-from rbqe.engine import EnhanceResult
+from rbqe.engine import EnhanceResult, ExitResult
 from rbqe.exit_policy import ExitMode, ExitPolicy
 from rbqe.io import LoadedImage
+from rbqe.model import NUM_EXITS
 from rbqe.weights import WeightsInfo
+from rbqe_studio.state import chosen_cost
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QImage
@@ -60,6 +63,38 @@ class Choice:
     policy: PolicyChoice = PolicyChoice()
 
 
+@dataclass(frozen=True)
+class ExtraRun:
+    """A new run of the whole picture from exit 1 that added exits its result lacked: a
+    tiled picture (or one whose network state was let go) has no other way to them.
+
+    Its exits join the result, but the result's own stay (a tiled picture's chosen exit
+    under per-tile exits blends tiles at different exits: no other run makes it again),
+    so the two runs' costs are kept apart: the chosen exit cost what its own run spent.
+
+    Attributes:
+        cum_ms: Each exit it added -> its Σ: the network and scoring time of this run's
+            stages up to it (ms), as an exit card shows it.
+        total_ms: The run's wall time.
+        gmacs: What it spent: its deepest exit's cumulative GMACs.
+    """
+
+    cum_ms: dict[int, float]
+    total_ms: float
+    gmacs: float
+
+    @classmethod
+    def of(cls, fresh: EnhanceResult, added: Iterable[int]) -> ExtraRun:
+        """The run ``fresh``, of which the exits ``added`` joined the result."""
+        return cls({k: sum(e.time_ms + e.iqa_ms for e in fresh.exits if e.exit <= k)
+                    for k in added},
+                   fresh.total_ms, max(e.gmacs for e in fresh.exits))
+
+    @property
+    def exits(self) -> list[int]:
+        return sorted(self.cum_ms)
+
+
 @dataclass
 class ViewData:
     """Everything the window shows for one image.
@@ -81,6 +116,9 @@ class ViewData:
             None: it could not be read.
         saved_from: For the exits in ``saved``, the source as their batch's notes say
             they were made from it (None: not said).
+        extra_runs: The later runs of the whole picture that added exits to ``result``
+            (:class:`ExtraRun`), in order; empty when its exits all came from its own
+            run (continued from its kept state, say).
     """
 
     path: Path
@@ -96,6 +134,42 @@ class ViewData:
     other_ms: float | None = None
     source_id: dict[str, Any] | None = None
     saved_from: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    extra_runs: list[ExtraRun] = field(default_factory=list)
+
+    @property
+    def run_of(self) -> dict[int, int]:
+        """Which later run made each exit one of them added (1: the second run, 2: the
+        third...); the result's own exits are not in it."""
+        return {k: n for n, run in enumerate(self.extra_runs, 1) for k in run.cum_ms}
+
+    def cum_ms(self, k: int, exits: Iterable[ExitResult]) -> float:
+        """Exit ``k``'s Σ time (ms, network and scoring): the stages up to it of the run
+        that made it, never summed across runs. ``exits``: those known so far (the
+        result's, or those shown while it is computed)."""
+        for run in self.extra_runs:
+            if k in run.cum_ms:
+                return run.cum_ms[k]
+        added = self.run_of
+        return sum(e.time_ms + e.iqa_ms for e in exits if e.exit <= k and e.exit not in added)
+
+    def add_run(self, fresh: EnhanceResult, up_to: int = NUM_EXITS) -> list[ExitResult]:
+        """Adds to ``result`` the exits up to ``up_to`` it lacks from ``fresh``, a new run
+        of the whole picture (its own exits stay), noting what that run cost in
+        :attr:`extra_runs`; returns the exits added."""
+        r = self.result
+        assert r is not None
+        have = {e.exit for e in r.exits}
+        added = [e for e in fresh.exits if e.exit not in have and e.exit <= up_to]
+        if added:
+            self.extra_runs.append(ExtraRun.of(fresh, [e.exit for e in added]))
+            r.exits = sorted(r.exits + added, key=lambda e: e.exit)
+        return added
+
+    def chosen_cost(self) -> tuple[float, float]:
+        """What the chosen exit cost (ms, GMAC) in the run that made it
+        (:func:`rbqe_studio.state.chosen_cost`)."""
+        assert self.result is not None
+        return chosen_cost(self.result, self.other_ms, self.run_of)
 
     def made_from(self, k: int) -> dict[str, Any] | None:
         """The source as exit ``k`` was made from it, for the note of a save of it:

@@ -53,7 +53,6 @@ from rbqe_studio.settings_panel import SettingsPanel
 from rbqe_studio.state import (
     FAILED,
     QueueItem,
-    chosen_cost,
     elide_middle,
     fmt_ms,
     sentence,
@@ -319,7 +318,7 @@ class MainWindow(QMainWindow):
             # Read back from a batch's outputs: nothing was timed here ("0 ms" it said);
             # the batch's report has the time, as the queue row shows.
             ms = (item.time_ms if item is not None else None) if data.saved \
-                else chosen_cost(r, data.other_ms)[0]
+                else data.chosen_cost()[0]
             when = f", {fmt_ms(ms)}" + (" in the batch" if data.saved else "") \
                 if ms is not None else ""
             self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "

@@ -74,7 +74,7 @@ from rbqe_studio.state import (
     QueueItem,
     ResultCache,
     TilePace,
-    chosen_cost,
+    exits_text,
     path_key,
 )
 
@@ -105,6 +105,19 @@ class Running:
     old_status: str  # what the item goes back to when the job is cancelled
     view: ViewData | None = None  # its input, once loaded
     exits: list[ExitResult] = field(default_factory=list)  # arrived so far
+
+
+def computing_text(view: ViewData) -> str:
+    """What "Compute all exits" says it does for ``view``: the exits it lacks, and, when
+    they cannot continue from its kept state, that the picture runs again from exit 1
+    (a tiled one, after auto, has only its chosen exit: those before it are missing too)."""
+    r = view.result
+    assert r is not None
+    have = {e.exit for e in r.exits}
+    which = exits_text(k for k in range(1, NUM_EXITS + 1) if k not in have)
+    again = "" if r.can_continue else (" (a tiled picture runs again from exit 1)"
+                                       if r.tiled else " (it runs again from exit 1)")
+    return f"Computing {which} of {view.path.name}{again}…"
 
 
 class SessionModel:
@@ -362,14 +375,13 @@ class SessionModel:
             return []
         if any(isinstance(j, ContinueJob) for j in self._aux.values()):
             return []
+        said = computing_text(view)  # before the job starts adding to the exits it names
         self._make_room()
         job = ContinueJob(spec=self.spec, policy=self.policy, view=view)
         self._aux[job.gen] = job
         self._view_gen = job.gen
         self.submit(job)
-        first = len(view.result.exits) + 1
-        which = f"exit {first}" if first == NUM_EXITS else f"exits {first}–{NUM_EXITS}"
-        return [ViewBusy(True), Message(f"Computing {which} of {view.path.name}…")]
+        return [ViewBusy(True), Message(said)]
 
     def save_job(self, exits: list[int], targets: dict[int, Path] | None = None,
                  folder: Path | None = None, agreed: frozenset[Path] = frozenset()
@@ -560,7 +572,7 @@ class SessionModel:
         item.status, item.error, item.stale = DONE, "", False
         item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
         if not view.saved:  # read back from a batch: its report has the time
-            item.time_ms = chosen_cost(r, view.other_ms)[0]
+            item.time_ms = view.chosen_cost()[0]
 
     def _saved(self, job: SaveJob, outcome: SaveOutcome) -> list[Event]:
         view = job.view

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -260,22 +260,40 @@ def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None)
     return f"Tiled image: enhancing tile by tile · {share}{left}"
 
 
-def other_ms(r: EnhanceResult) -> float:
+def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:
     """The run's time besides its exits' network and scoring: the input made ready, the
-    outputs finished."""
-    return max(0.0, r.total_ms - sum(e.time_ms + e.iqa_ms for e in r.exits))
+    outputs finished. ``added``: exits a later run added (:attr:`rbqe_studio.jobs.
+    ViewData.extra_runs`), whose time is not in ``r.total_ms``."""
+    own = sum(e.time_ms + e.iqa_ms for e in r.exits if e.exit not in added)
+    return max(0.0, r.total_ms - own)
 
 
-def chosen_cost(r: EnhanceResult, other: float | None = None) -> tuple[float, float]:
+def chosen_cost(r: EnhanceResult, other: float | None = None,
+                added: Container[int] = ()) -> tuple[float, float]:
     """What the chosen exit cost (ms, GMAC): its stages up to it and the run's other time,
     not the exits computed beyond it (a forced exit 2 after "compute all" cost exit 1
     and 2 only). ``other``: :func:`other_ms` of the first run, kept (None: of ``r`` as
     it is); "Compute all" adds to the total, and without it the other time was dropped
-    afterwards: the same result read 402 ms, then 368 ms."""
-    upto = [e for e in r.exits if e.exit <= r.chosen]
+    afterwards: the same result read 402 ms, then 368 ms. ``added``: exits that a later
+    run of the whole picture added (a tiled one's exits before its chosen one), left
+    out: they are not what the chosen exit cost (51.9 s was read of a 32 s result)."""
+    upto = [e for e in r.exits if e.exit <= r.chosen and e.exit not in added]
     gmacs = max(e.gmacs for e in upto)
-    rest = other_ms(r) if other is None else other
+    rest = other_ms(r, added) if other is None else other
     return sum(e.time_ms + e.iqa_ms for e in upto) + rest, gmacs
+
+
+def exits_text(exits: Iterable[int]) -> str:
+    """Exits as a sentence names them: "exit 4", "exits 1–4", "exits 1, 3–4"."""
+    ks = sorted(set(exits))
+    spans: list[list[int]] = []  # first and last of each stretch of consecutive exits
+    for k in ks:
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    words = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
+    return f"exit {words}" if len(ks) == 1 else f"exits {words}"
 
 
 def fmt_gmacs(g: float | None) -> str:

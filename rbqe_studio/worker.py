@@ -225,7 +225,9 @@ class Worker(QObject):
         return view
 
     def _more_exits(self, job: Job, view: ViewData, enh: Enhancer, up_to: int) -> None:
-        """Compute ``view``'s exits after its last one, up to ``up_to``."""
+        """Compute the exits ``view`` lacks, up to ``up_to``: those after its last one
+        from its kept state, or else every one it lacks by a new run of the whole
+        picture (noted in :attr:`ViewData.extra_runs`, with what that run cost)."""
         result = view.result
         assert result is not None
         on_exit = self._exit_cb(job, view)
@@ -233,17 +235,13 @@ class Worker(QObject):
             enh.continue_exits(result, up_to, on_exit=on_exit, cancel=job.cancel.is_set)
             return
         # Tiled (or no kept state): the only way to the other exits is a new pass.
-        done = {e.exit for e in result.exits}
         fresh = enh.enhance(view.loaded.pixels, "all" if up_to >= 5 else up_to,
                             cancel=job.cancel.is_set,
                             progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
                             prior=JpegPrior.of(view.loaded),
                             full_precision=view.loaded.bit_depth == 16)
-        for e in fresh.exits:
-            if e.exit not in done and e.exit <= up_to:
-                result.exits.append(e)
-                on_exit(e)
-        result.exits.sort(key=lambda e: e.exit)
+        for e in view.add_run(fresh, up_to):  # noted before shown: their Σ are this run's
+            on_exit(e)
 
     def _rechoose(self, job: RechooseJob) -> ViewData:
         view = job.view

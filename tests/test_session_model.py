@@ -319,3 +319,86 @@ def test_rechoose_refuses_exits_without_signals(enhancer) -> None:
     result.exits[1].signals = None
     with pytest.raises(ValueError, match="running again"):
         rechoose(result, ExitPolicy.assessor(0.5), "auto", lambda k: None)
+
+
+# -- Compute all exits on a tiled picture: a second run from exit 1 ------------------------
+def tiled_view_of(path: Path, exits: tuple[int, ...] = (5,)) -> ViewData:
+    """A tiled picture's view as auto leaves it: only the chosen exit (the last of
+    ``exits``), made by one run of 32 s (31.9 s of it the chosen exit's network and
+    scoring), and no kept state to continue from."""
+    view = view_of(path)
+    img = view.loaded.pixels
+    view.result = EnhanceResult([ExitResult(k, img, 0.5 + k / 10, 31_800.0, 100.0, 300.0)
+                                 for k in exits], exits[-1], 0.8, "auto", "cpu",
+                                (img.shape[1], img.shape[0]), total_ms=32_000.0, tiled=True,
+                                tiles=6)
+    view.other_ms = 100.0  # as the worker keeps it
+    return view
+
+
+def second_run(view: ViewData) -> EnhanceResult:
+    """What the worker's new run of the whole picture (mode "all") returns: every exit,
+    each stage 4 s and 77.5 GMAC, its own 20 s in all."""
+    img = view.loaded.pixels
+    return EnhanceResult([ExitResult(k, img, 0.4 + k / 10, 3_900.0, 100.0, 77.5 * k)
+                          for k in range(1, 6)], 5, 0.8, "all", "cpu",
+                         (img.shape[1], img.shape[0]), total_ms=20_000.0, tiled=True, tiles=6)
+
+
+def test_compute_all_names_the_exits_it_lacks(model, tmp_path) -> None:
+    """A tiled picture's auto result holds its chosen exit only: it said "Computing exits
+    2–5" (one exit computed, so 2 was taken for the first missing) while 1-4 ran."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    model.select(model.queue.items[0])
+    said = {}
+    for exits in ((5,), (2, 5), (1, 2, 3, 5)):
+        view = tiled_view_of(a, exits)
+        model.on_finished(model.jobs[-1].gen, view)
+        events = model.compute_all()
+        said[exits] = events[-1].text
+        model.on_cancelled(model.jobs[-1].gen)
+        model.reprocess_current()
+    assert said == {
+        (5,): "Computing exits 1–4 of a.jpg (a tiled picture runs again from exit 1)…",
+        (2, 5): "Computing exits 1, 3–4 of a.jpg (a tiled picture runs again from exit 1)…",
+        (1, 2, 3, 5): "Computing exit 4 of a.jpg (a tiled picture runs again from exit 1)…",
+    }
+    # A whole image continues from its kept state: said as before.
+    view = view_of(a, exits=2)
+    view.result._session = SimpleNamespace(run=SimpleNamespace(exits_done=2))
+    model.on_finished(model.jobs[-1].gen, view)
+    assert model.compute_all()[-1].text == "Computing exits 3–5 of a.jpg…"
+
+
+def test_a_tiled_pictures_cost_stays_its_own_runs_after_compute_all(model, tmp_path) -> None:
+    """After Compute all exits the queue row, status bar and Info's Total read 51.9 s of a
+    32 s result, and exit 5's card "Σ 48.65 s": the second run's exits 1-4 were summed
+    with the first run's exit 5."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    view = tiled_view_of(a)
+    model.on_finished(model.jobs[-1].gen, view)
+    before = view.chosen_cost()
+    assert before == (32_000.0, 300.0) and item.time_ms == 32_000.0
+    model.compute_all()
+    job = model.jobs[-1]
+    assert isinstance(job, ContinueJob)
+    added = view.add_run(second_run(view))  # what the worker does with its new run
+    assert [e.exit for e in added] == [1, 2, 3, 4]
+    assert [e.exit for e in view.result.exits] == [1, 2, 3, 4, 5]
+    assert view.result.exit_result(5).score == 1.0  # the first run's exit 5 is kept
+    model.on_finished(job.gen, view)
+    assert view.chosen_cost() == before and item.time_ms == 32_000.0
+    # The cards' Σ: within the run that made each exit, never across the two.
+    r = view.result
+    assert [view.cum_ms(k, r.exits) for k in range(1, 6)] == [4_000.0, 8_000.0, 12_000.0,
+                                                              16_000.0, 31_900.0]
+    assert view.run_of == {1: 1, 2: 1, 3: 1, 4: 1}
+    (run,) = view.extra_runs
+    assert (run.exits, run.total_ms, run.gmacs) == ([1, 2, 3, 4], 20_000.0, 387.5)
+    # A whole image's exits are all its own run's: as before.
+    whole = view_of(a, exits=3)
+    assert whole.run_of == {} and whole.cum_ms(3, whole.result.exits) == 6.0

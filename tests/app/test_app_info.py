@@ -1,12 +1,29 @@
 """The Info panel's words for a tiled picture: how many tiles, and with per-tile exits,
-how many took each exit."""
+how many took each exit; why it was tiled; and what its exits cost once "Compute all
+exits" has run it again from exit 1 for the exits auto did not make."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from rbqe_studio.info_panel import tiling_text
-from tests.helpers import jpeg_pixels, tiny_enhancer
+import numpy as np
+import pytest
+
+from rbqe.engine import EnhanceResult, ExitResult
+from rbqe.io import load_image
+from rbqe_studio.info_panel import InfoPanel, tiling_text
+from rbqe_studio.jobs import ViewData
+from rbqe_studio.queue_panel import status_text
+from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_ms_short
+from tests.helpers import jpeg_pixels, tiny_enhancer, write_jpeg
+
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def factory():
+    """The tiny model, tiling at 128 px: a 300 x 200 photo is cut into tiles."""
+    return lambda *_spec: tiny_enhancer(tile=128)
 
 
 def test_tiling_text_counts_the_tiles_at_each_exit() -> None:
@@ -28,3 +45,97 @@ def test_a_tiled_pictures_first_stage_says_it_holds_the_samples() -> None:
     assert tiling_text(every) == f"{every.tiles} tiles; exit 1's stage holds the sample tiles' walk"
     forced = tiny_enhancer(tile=128, tile_exits="shared").enhance(img, 3)
     assert tiling_text(forced) == f"{forced.tiles} tiles"
+
+
+def tiled_view(path: Path) -> ViewData:
+    """A tiled picture as auto leaves it, made by hand: its chosen exit 5 only, 32 s."""
+    loaded = load_image(path)
+    img = loaded.pixels
+    view = ViewData(path, loaded, None, None, other_ms=100.0)
+    view.result = EnhanceResult([ExitResult(5, img, 0.9, 31_800.0, 100.0, 300.0)], 5, 0.8,
+                                "auto", "cpu", (img.shape[1], img.shape[0]), total_ms=32_000.0,
+                                tiled=True, tiles=6, tile_size=1024)
+    return view
+
+
+def test_a_second_run_is_counted_apart_from_the_chosen_exits(qtbot, tmp_path) -> None:
+    """After Compute all exits on a tiled picture, Total read "51.89 s · 387.4 GMAC (to
+    exit 5)" (the second run's exits 1-4 summed with the first run's exit 5) and Computed
+    still "only what the chosen exit needed"."""
+    panel = InfoPanel()
+    qtbot.addWidget(panel)
+    view = tiled_view(write_jpeg(tmp_path / "big.jpg"))
+    panel.show_result(view)
+    fields = panel.fields
+    assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
+    assert fields["Computed"].text() == "only what the chosen exit needed"
+    img = view.loaded.pixels
+    fresh = EnhanceResult([ExitResult(k, img, 0.5, 3_900.0, 100.0, 77.5 * k)
+                           for k in range(1, 6)], 5, 0.8, "all", "cpu", view.result.size,
+                          total_ms=20_000.0, tiled=True, tiles=6)
+    view.add_run(fresh)  # as the worker's Compute all does
+    panel.show_result(view)
+    assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
+    assert fields["Network"].text() == "31.80 s" and fields["IQA"].text() == "100 ms"
+    assert fields["Computed"].text() == (
+        "52.00 s · 687.5 GMAC in all: first run (exit 5): 32.00 s · 300.0 GMAC; "
+        "second run (exits 1–4): 20.00 s · 387.5 GMAC")
+    # The per-stage table: the second run's stages; exit 5's GMAC is not taken as the
+    # difference to another run's exit 4.
+    table = panel.table
+    assert [table.item(row, 2).text() for row in range(5)] == ["77.5"] * 4 + ["–"]
+
+
+def test_the_tiling_row_says_why_a_picture_is_tiled(qtbot, tmp_path) -> None:
+    panel = InfoPanel()
+    qtbot.addWidget(panel)
+    view = tiled_view(write_jpeg(tmp_path / "big.jpg"))
+    panel.show_result(view)
+    tip = panel.fields["Tiling"].toolTip()
+    assert panel.keys["Tiling"].toolTip() == tip
+    assert "more pixels than the engine runs in one piece" in tip and "memory" in tip
+    assert "1024 × 1024" in tip
+    assert "second run" in tip and "Compute all exits" in tip
+    panel.clear()  # the next picture, loading: no word left over from this one
+    assert panel.fields["Tiling"].toolTip() == ""
+    view.result.tiled = False
+    panel.show_result(view)
+    assert panel.fields["Tiling"].text() == "whole image"
+    assert panel.fields["Tiling"].toolTip() == ""
+
+
+def test_compute_all_on_a_tiled_picture_keeps_what_its_exit_cost(qtbot, window,
+                                                                 tmp_path) -> None:
+    """The app end to end, on a picture the tiny model tiles: auto makes exit 5 only;
+    Compute all exits makes exits 1-4 by a second run, which leaves exit 5's cost as its
+    own run spent (queue row, status bar, Total, its card's Σ) and is counted apart."""
+    photo = write_jpeg(tmp_path / "in" / "wide.jpg", size=(300, 200), seed=5)
+    window.settings.threshold = 1.0  # no exit reaches it: every tile to exit 5
+    window.tabs.setCurrentWidget(window.info)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.open_paths([photo])
+    view = blocker.args[0]
+    r = view.result
+    assert r.tiled and r.chosen == 5 and [e.exit for e in r.exits] == [5]
+    item = window.session.queue.items[0]
+    fields, cards = window.info.fields, window.compare.strip.cards
+    before = (item.time_ms, status_text(item), fields["Total"].text(), window.status.text(),
+              cards[5].data.lines)
+    assert fmt_ms_short(item.time_ms) in before[1] and fmt_ms(item.time_ms) in before[3]
+    assert fields["Computed"].text() == "only what the chosen exit needed"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.compare.strip.compute_button.click()
+        assert window.status.text() == ("Computing exits 1–4 of wide.jpg (a tiled picture "
+                                        "runs again from exit 1)…")
+    assert [e.exit for e in r.exits] == [1, 2, 3, 4, 5]
+    assert (item.time_ms, status_text(item), fields["Total"].text(), window.status.text(),
+            cards[5].data.lines) == before
+    (run,) = view.extra_runs
+    assert run.exits == [1, 2, 3, 4]
+    for k in run.exits:  # Σ within the second run
+        assert cards[k].data.lines[0] == f"Σ {fmt_ms(run.cum_ms[k])}"
+    first_ms, first_g = r.total_ms, r.exit_result(5).gmacs
+    assert fields["Computed"].text() == (
+        f"{fmt_ms(first_ms + run.total_ms)} · {fmt_gmacs(first_g + run.gmacs)} in all: "
+        f"first run (exit 5): {fmt_ms(first_ms)} · {fmt_gmacs(first_g)}; "
+        f"second run (exits 1–4): {fmt_ms(run.total_ms)} · {fmt_gmacs(run.gmacs)}")
