@@ -4,9 +4,10 @@ How the exit is chosen when an image is tiled
 ---------------------------------------------
 A tiled image cannot keep every tile's features alive (24 MP x 32 channels x 6 nodes is
 tens of GB), so it cannot walk the exits for the whole picture and stop. Instead a few
-*sample tiles* spread over the grid (centred crops of at most ``SAMPLE_SIDE`` pixels)
-walk the exits progressively; the exit policy (:mod:`rbqe.exit_policy`) decides on the
-mean of their signals (scores, block statistics, change between exits) and their ECA means.
+*sample tiles* spread over the grid (centred crops, together about a tenth of the
+picture's pixels, 256 to ``SAMPLE_SIDE`` pixels a side) walk the exits progressively;
+the exit policy (:mod:`rbqe.exit_policy`) decides on the mean of their signals (scores,
+block statistics, change between exits) and their ECA means.
 The samples also record the ECA blocks' pooled channel means; every tile is
 then computed to the chosen exit with those shared means, so that all tiles use the same
 attention gates and no seam appears where two tiles would have pooled different

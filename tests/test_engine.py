@@ -541,8 +541,11 @@ def _out_of_memory_over(monkeypatch, enh: Enhancer, side: int) -> list[tuple[int
                     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
                 return next_exit()
 
+            def failing_advance():  # advance computes the exit's nodes, not its output
+                failing_next_exit()
+
             run.next_exit = failing_next_exit
-            run.advance = lambda: failing_next_exit() and None
+            run.advance = failing_advance
         return run
 
     monkeypatch.setattr(enh.net, "start", limited_start)

@@ -205,6 +205,25 @@ def test_only_one_tile_is_alive_at_a_time(make_net, monkeypatch):
     assert alive_at_start == [0] * res.tiles
 
 
+def test_sample_tiles_are_sized_to_the_picture() -> None:
+    # Four 512-pixel crops were 43 % of a 2.5 MP picture's pixels (8 % of 12 MP): its
+    # sample walk cost as much as a third of its tiles' work.
+    from rbqe.tiling import sample_side
+
+    def crops(w: int, h: int) -> list[tuple[int, int, int, int]]:
+        return sample_boxes([b for b, _, _ in tiles(h, w, 1024, TILE_OVERLAP)])
+
+    for (w, h), side in (((1920, 1280), 256), ((2400, 1600), 288), ((3000, 2000), 384),
+                         ((4000, 3000), 512), ((8000, 6000), 512)):
+        assert sample_side(w * h) == side
+        boxes = crops(w, h)
+        assert len(boxes) == 4 and {(y1 - y0, x1 - x0) for y0, y1, x0, x1 in boxes} == {
+            (side, side)}
+        assert all(y0 % 8 == 0 and x0 % 8 == 0 for y0, _, x0, _ in boxes)  # on the JPEG grid
+    assert sample_boxes([b for b, _, _ in tiles(1280, 1920, 1024, TILE_OVERLAP)], 512)[0][1] \
+        - sample_boxes([b for b, _, _ in tiles(1280, 1920, 1024, TILE_OVERLAP)], 512)[0][0] == 512
+
+
 def test_the_report_says_which_exit_each_tile_got(capsys, tiny_weights, monkeypatch,
                                                    make_jpeg, tmp_path):
     monkeypatch.setenv("RBQE_WEIGHTS", str(tiny_weights))

@@ -36,7 +36,7 @@ def row_gmacs(unit: list[float], h: int, w: int, hist: dict[int, int], shared: i
         return unit[k - 1] * ph * pw / (32 * 32)
 
     boxes = [b for b, _, _ in tiles(h, w, 1024)]
-    samples = sample_boxes(boxes)
+    samples = sample_boxes(boxes, 512)  # the samples' side when these rows were measured
     assert len({padded_box(b) for b in boxes}) == 1, "tiles of unequal size: histogram not enough"
     box = boxes[0]
     # Per-tile: the samples walk to exit 5; shared: to the decided exit only.
