@@ -177,7 +177,7 @@ class Enhancer:
         default_tile = OPENVINO_TILE if self.backend.name == "openvino" else DEFAULT_TILE
         # Up to WHOLE_PIXELS run whole where that was measured to pay: the CPU's fast path
         # in bf16 with no tile asked for (a tile given bounds memory; f32 maps are twice
-        # the size: 1920x1080 at exit 5 peaked at 3.1 GB whole against 2.1 GB tiled).
+        # the size, and f32 whole was not measured to pay).
         self._limits = _Limits(
             tile_side(default_tile if tile is None else int(tile)), MAX_BATCH,
             whole_2mp=(tile is None and self.fast and self.backend.name == "torch"

@@ -14,7 +14,7 @@ from rbqe.arch import MULTIPLE
 
 Box = tuple[int, int, int, int]  # a tile: y0, y1, x0, x1
 Tile = tuple[Box, np.ndarray, np.ndarray]  # a box and its row and column blend weights
-DEFAULT_TILE = 1024  # pixels per side; a tiled image peaked at 1.2-1.7 GB on the CPU (bf16)
+DEFAULT_TILE = 1024  # pixels per side; a tiled image peaks at 1-2.2 GB on the CPU (bf16)
 # The OpenVINO backend's default instead: its dynamic-shape stages keep their intermediate
 # tensors, so one run through all five exits peaked at 10.9 GB (f32) / 7.9 GB (bf16) on a
 # 1024x1024 tile and 3.0 / 2.2 GB on a 512x512 one (torch bf16: 0.8 GB at 1024); a whole
@@ -22,14 +22,16 @@ DEFAULT_TILE = 1024  # pixels per side; a tiled image peaked at 1.2-1.7 GB on th
 # torch bf16 1.1 GB (docs/bench/amx/memory_1024.txt).
 OPENVINO_TILE = 512
 # Under the default tile, the CPU's fast path in bf16 runs an image of up to this many
-# (padded) pixels whole (in f32, whose maps are twice the size, one tile's): a few tiles' overlaps and their sample walk (four 512-pixel crops) cost
-# more than whole maps do. Measured on the 2-core Xeon, bf16, 5.68M weights, a process
-# per run (docs/bench/whole_pixels.txt): 1600x1200 under auto 1.4-1.6x faster whole, at
-# exit 5 1.2-1.3x, peak RSS 1.5-2.0 GB against 1.2-1.3; 1920x1280 1.0-1.5x under auto and
-# 1.1x at exit 5 for 2.0-2.4 GB; from 2048x1536 exit 5 is no faster whole, at 3 GB and
-# more. So 2 x 1024^2 pixels (2.1 MP: 1920x1080, padded 1920x1088, runs whole), whose
-# 2.0-2.1 GB at exit 5 is what a 24 MP photo peaks at tiled (1.96-2.21 GB); 1920x1280
-# whole would need 2.4.
+# (padded) pixels whole (in f32, whose maps are twice the size, one tile's): a few
+# tiles' overlaps and their sample walk cost more than whole maps do under auto, and a
+# whole image shows each exit as it comes and continues to later ones from its kept
+# state (the app). Measured on the 2-core Xeon, bf16, 5.68M weights, a process per run
+# (docs/bench/whole_pixels.txt, after the samples were sized to the picture): 1600x1200
+# under auto 1.1-1.2x faster whole (1.12-1.48 s against 1.34-1.64), at exit 5 0.9x, peak
+# RSS 1.5-2.0 GB against 1.0; 1920x1280 1.0-1.2x under auto for 1.7-2.4 GB; from
+# 2048x1536 whole is slower at exit 5, at 3 GB. So 2 x 1024^2 pixels (2.1 MP: 1920x1080,
+# padded 1920x1088, runs whole), whose 1.9-2.0 GB at exit 5 (1600x1200) is about what a
+# 24 MP photo peaks at tiled (1.96-2.21 GB); 1920x1280 whole needs 2.4.
 WHOLE_PIXELS = 2 * DEFAULT_TILE * DEFAULT_TILE
 TILE_OVERLAP = 64
 SAMPLE_TILES = 4

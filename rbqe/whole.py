@@ -1,7 +1,7 @@
 """The engine's whole-image path: an image that runs whole (:meth:`rbqe.engine.Enhancer.
-runs_whole`: no more pixels than one tile, 2 MP on the CPU by default) runs on one
-progressive run, its exits computed one after another, each scored and finished, until
-the exit policy stops (or the mode's last exit).
+runs_whole`: no more pixels than one tile; 2.1 MP on the CPU in bf16 by default) runs on
+one progressive run, its exits computed one after another, each scored and finished,
+until the exit policy stops (or the mode's last exit).
 
 With ``keep_session`` the run stays alive in the result (:class:`rbqe.results.Session`),
 so that :meth:`rbqe.engine.Enhancer.continue_exits` computes later exits from the cached
