@@ -3,9 +3,10 @@
 A new threshold or exit mode needs no network run for the exits already computed: every
 exit of a whole-image result keeps the signals the policy reads
 (:attr:`rbqe.engine.ExitResult.signals`), so the policy walks them again. The network
-runs only when the new choice lies beyond the computed exits, and then continues from
-the cached stages (``more``), never from exit 1. Plain Python: the worker calls it in
-its thread, tests call it directly.
+runs only when the new choice lies beyond the computed exits (``more``): it continues
+from the kept network state, or, once that is freed (the view left the screen), runs the
+whole image again, every exit a walk may need in that one run (the worker's
+``_rechoose``). Plain Python: the worker calls it in its thread, tests call it directly.
 """
 
 from __future__ import annotations

@@ -138,11 +138,14 @@ class ComparePanel(QWidget):
         self._apply()
 
     def add_exit(self, e: ExitResult, data: ViewData) -> None:
+        thumb = data.thumbs.get(e.exit)
+        if thumb is None:  # its pictures are still being made (the engine adds an exit to
+            return  # the result first): it comes when they are, with its own ExitReady
         if data is not self.data:
             self.show_loaded(data)
         self.exits[e.exit] = e
         cum = data.cum_ms(e.exit, self.exits.values())  # within the run that made it
-        self.strip.set_exit(e.exit, data.thumbs[e.exit], e.score, cum, e.gmacs, e.decision)
+        self.strip.set_exit(e.exit, thumb, e.score, cum, e.gmacs, e.decision)
         if self.busy:
             self.strip.set_running(e.exit + 1)
         if not self._user_b:

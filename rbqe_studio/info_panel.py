@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -230,10 +229,9 @@ class InfoPanel(QScrollArea):
             self.set("Device", "–")
             self._set_tiling("–")
         self._clear_table()
-        stages = stage_gmacs(r, view.run_of)
         for e in r.exits:
             row = e.exit - 1
-            gmacs = stages[e.exit]
+            gmacs = view.stage_gmacs(e.exit)
             for col, text in enumerate((fmt_ms_short(e.time_ms + e.iqa_ms), f"{e.score:.3f}",
                                         "–" if math.isnan(gmacs) else f"{gmacs:.1f}")):
                 item = QTableWidgetItem(text)
@@ -250,17 +248,14 @@ class InfoPanel(QScrollArea):
         computed than it needed, what was spent in all (:func:`computed_text`)."""
         r = view.result
         assert r is not None
-        added = view.run_of
-        upto = [e for e in r.exits if e.exit <= r.chosen and e.exit not in added]
-        ms, gmacs = view.chosen_cost()
-        network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
-        self.set("Network", fmt_ms(network))
-        self.set("IQA", fmt_ms(iqa))
+        cost = view.cost_to(r.chosen)
+        self.set("Network", fmt_ms(cost.network_ms))
+        self.set("IQA", fmt_ms(cost.iqa_ms))
         # The rest of the run (the input made ready, the output finished): the exit cards'
         # sums are network and IQA only, and the total read as if it disagreed with them.
-        other = ms - network - iqa
+        other = cost.other_ms
         self.set("Other", f"{fmt_ms(other)} (input and output)" if other >= 1 else "–")
-        self.set("Total", f"{fmt_ms(ms)} · {fmt_gmacs(gmacs)} (to exit {r.chosen})")
+        self.set("Total", f"{fmt_ms(cost.ms)} · {fmt_gmacs(cost.gmacs)} (to exit {r.chosen})")
         self.set("Computed", computed_text(view))
 
 
@@ -302,25 +297,6 @@ def shown_text(display: Display | None) -> str:
     if display.alpha is not None:
         notes.append("transparency shown over a checkerboard")
     return "".join(f"; {n}" for n in notes)
-
-
-def stage_gmacs(r: EnhanceResult, run_of: Mapping[int, int] | None = None
-                ) -> dict[int, float]:
-    """Each computed exit's own stage's GMACs (the result's are cumulative); NaN where
-    not known: read from a saved output, not more than the exit before it (a tiled
-    image's chosen exit counts each tile to its own exit), or that exit made by another
-    run (``run_of``: :attr:`ViewData.run_of`; a difference across runs means nothing)."""
-    runs = run_of or {}
-    total = {e.exit: e.gmacs for e in r.exits}
-
-    def start(k: int) -> float:  # the cumulative GMACs exit k's stage starts from
-        if k == 1:
-            return 0.0
-        same_run = k - 1 in total and runs.get(k - 1) == runs.get(k)
-        return total[k - 1] if same_run else math.nan
-
-    own = {k: g - start(k) for k, g in total.items()}
-    return {k: g if g >= 0 else math.nan for k, g in own.items()}
 
 
 def tiling_text(r: EnhanceResult) -> str:

@@ -8,8 +8,9 @@ reads their results is tested without a ``QApplication``. Pictures (:class:`Pict
 from __future__ import annotations
 
 import itertools
+import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from rbqe.exit_policy import ExitMode, ExitPolicy
 from rbqe.io import LoadedImage
 from rbqe.model import NUM_EXITS
 from rbqe.weights import WeightsInfo
-from rbqe_studio.state import chosen_cost
+from rbqe_studio.state import other_ms
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QImage
@@ -64,35 +65,83 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One exit's stage within a run: its network and scoring time (ms) and the
+    cumulative GMACs to it."""
+
+    time_ms: float
+    iqa_ms: float
+    gmacs: float
+
+    @classmethod
+    def of(cls, e: ExitResult) -> Stage:
+        return cls(e.time_ms, e.iqa_ms, e.gmacs)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a run spent up to one of its exits: its stages' network and scoring time,
+    its other time (the input made ready, the output finished; ms) and the GMACs."""
+
+    network_ms: float
+    iqa_ms: float
+    other_ms: float
+    gmacs: float
+
+    @property
+    def stages_ms(self) -> float:
+        """Network and scoring: an exit card's Σ."""
+        return self.network_ms + self.iqa_ms
+
+    @property
+    def ms(self) -> float:
+        return self.stages_ms + self.other_ms
+
+
+def cost_to(stages: Mapping[int, Stage], k: int, other: float) -> Cost:
+    """What one run (``stages``: its exits' stages, by exit; ``other``: its other time)
+    spent up to exit ``k``: never the exits it computed beyond it."""
+    upto = [s for j, s in stages.items() if j <= k]
+    return Cost(sum(s.time_ms for s in upto), sum(s.iqa_ms for s in upto), other,
+                max(s.gmacs for s in upto))
+
+
+@dataclass(frozen=True)
 class ExtraRun:
     """A new run of the whole picture from exit 1 that added exits its result lacked: a
     tiled picture (or one whose network state was let go) has no other way to them.
 
     Its exits join the result, but the result's own stay (a tiled picture's chosen exit
     under per-tile exits blends tiles at different exits: no other run makes it again),
-    so the two runs' costs are kept apart: the chosen exit cost what its own run spent.
+    so the runs' costs are kept apart: an exit cost what the run that made it spent.
 
     Attributes:
-        cum_ms: Each exit it added -> its Σ: the network and scoring time of this run's
-            stages up to it (ms), as an exit card shows it.
+        stages: Every exit the run computed -> its stage (not only those it added: an
+            added exit 5 cost that run's stages 1-5); never its images.
+        added: The exits it added to the result.
         total_ms: The run's wall time.
-        gmacs: What it spent: its deepest exit's cumulative GMACs.
+        other_ms: Its time besides its stages (the input made ready, the outputs finished).
     """
 
-    cum_ms: dict[int, float]
+    stages: dict[int, Stage]
+    added: tuple[int, ...]
     total_ms: float
-    gmacs: float
+    other_ms: float
 
     @classmethod
     def of(cls, fresh: EnhanceResult, added: Iterable[int]) -> ExtraRun:
         """The run ``fresh``, of which the exits ``added`` joined the result."""
-        return cls({k: sum(e.time_ms + e.iqa_ms for e in fresh.exits if e.exit <= k)
-                    for k in added},
-                   fresh.total_ms, max(e.gmacs for e in fresh.exits))
+        return cls({e.exit: Stage.of(e) for e in fresh.exits}, tuple(sorted(added)),
+                   fresh.total_ms, other_ms(fresh))
 
     @property
     def exits(self) -> list[int]:
-        return sorted(self.cum_ms)
+        return list(self.added)
+
+    @property
+    def gmacs(self) -> float:
+        """What it spent: its deepest exit's cumulative GMACs."""
+        return max(s.gmacs for s in self.stages.values())
 
 
 @dataclass
@@ -108,8 +157,8 @@ class ViewData:
         display: How the input and every exit are made ready for the screen (colour
             profile, transparency); None: shown as they are.
         other_ms: The first run's time besides its exits (:func:`rbqe_studio.state.
-            other_ms`), kept for :func:`~rbqe_studio.state.chosen_cost`: later exits
-            add to the result's total (None: not computed here).
+            other_ms`), kept for :meth:`cost_to`: later exits add to the result's
+            total (None: not computed here).
         source_id: The source as it was when ``loaded`` was read from it
             (:func:`rbqe.io.source_identity`, taken before the read), kept in the notes
             of its saves so that a later batch can tell whether it has changed since;
@@ -140,36 +189,75 @@ class ViewData:
     def run_of(self) -> dict[int, int]:
         """Which later run made each exit one of them added (1: the second run, 2: the
         third...); the result's own exits are not in it."""
-        return {k: n for n, run in enumerate(self.extra_runs, 1) for k in run.cum_ms}
+        return {k: n for n, run in enumerate(self.extra_runs, 1) for k in run.added}
+
+    def run_making(self, k: int, exits: Iterable[ExitResult] | None = None
+                   ) -> tuple[dict[int, Stage], float]:
+        """The run that made exit ``k``: its stages, by exit, and its other time. The
+        result's own run is read from ``exits`` (None: the result's; or those shown
+        while it is computed), without the exits later runs added."""
+        for run in self.extra_runs:
+            if k in run.added:
+                return run.stages, run.other_ms
+        added = self.run_of
+        r = self.result
+        if exits is None:
+            assert r is not None
+            exits = r.exits
+        own = {e.exit: Stage.of(e) for e in exits if e.exit not in added}
+        # The first run's other time as it was kept: "Compute all" from the kept state
+        # adds to the result's total (a result read 402 ms, then 368 ms).
+        other = self.other_ms
+        if other is None:
+            other = other_ms(r, added) if r is not None else 0.0
+        return own, other
+
+    def cost_to(self, k: int, exits: Iterable[ExitResult] | None = None) -> Cost:
+        """What exit ``k`` cost in the run that made it (:meth:`run_making`): that run's
+        stages up to it and its other time, never summed across runs."""
+        stages, other = self.run_making(k, exits)
+        return cost_to(stages, k, other)
 
     def cum_ms(self, k: int, exits: Iterable[ExitResult]) -> float:
-        """Exit ``k``'s Σ time (ms, network and scoring): the stages up to it of the run
-        that made it, never summed across runs. ``exits``: those known so far (the
-        result's, or those shown while it is computed)."""
-        for run in self.extra_runs:
-            if k in run.cum_ms:
-                return run.cum_ms[k]
-        added = self.run_of
-        return sum(e.time_ms + e.iqa_ms for e in exits if e.exit <= k and e.exit not in added)
+        """Exit ``k``'s Σ time (ms, network and scoring) as its card shows it."""
+        return self.cost_to(k, exits).stages_ms
 
-    def add_run(self, fresh: EnhanceResult, up_to: int = NUM_EXITS) -> list[ExitResult]:
+    def stage_gmacs(self, k: int) -> float:
+        """Exit ``k``'s own stage's GMACs in the run that made it (the result's are
+        cumulative); NaN where not known: read from a saved output, its run lacks exit
+        ``k - 1`` (a tiled picture's chosen exit under auto), or not more than it (a
+        tiled image's chosen exit counts each tile to its own exit)."""
+        stages, _ = self.run_making(k)
+        start = 0.0 if k == 1 else stages[k - 1].gmacs if k - 1 in stages else math.nan
+        own = stages[k].gmacs - start
+        return own if own >= 0 else math.nan
+
+    def add_run(self, fresh: EnhanceResult, up_to: int = NUM_EXITS,
+                prepare: Callable[[ExitResult], None] | None = None) -> list[ExitResult]:
         """Adds to ``result`` the exits up to ``up_to`` it lacks from ``fresh``, a new run
         of the whole picture (its own exits stay), noting what that run cost in
-        :attr:`extra_runs`; returns the exits added."""
+        :attr:`extra_runs`; returns the exits added. ``prepare`` makes each one ready
+        (its pictures) before it joins ``result.exits``: the window may read them at
+        any time (a view selected again shows every exit of its result)."""
         r = self.result
         assert r is not None
         have = {e.exit for e in r.exits}
         added = [e for e in fresh.exits if e.exit not in have and e.exit <= up_to]
         if added:
+            if prepare is not None:
+                for e in added:
+                    prepare(e)
             self.extra_runs.append(ExtraRun.of(fresh, [e.exit for e in added]))
             r.exits = sorted(r.exits + added, key=lambda e: e.exit)
         return added
 
     def chosen_cost(self) -> tuple[float, float]:
-        """What the chosen exit cost (ms, GMAC) in the run that made it
-        (:func:`rbqe_studio.state.chosen_cost`)."""
+        """What the chosen exit cost (ms, GMAC) in the run that made it: not the exits
+        computed beyond it (a forced exit 2 after "compute all" cost exits 1 and 2), nor
+        those another run made (51.9 s was read of a 32 s tiled result)."""
         assert self.result is not None
-        return chosen_cost(self.result, self.other_ms, self.run_of)
+        cost = self.cost_to(self.result.chosen)
+        return cost.ms, cost.gmacs
 
     def made_from(self, k: int) -> dict[str, Any] | None:
         """The source as exit ``k`` was made from it, for the note of a save of it:
@@ -184,8 +272,10 @@ class ViewData:
         total += sum(p.nbytes for p in self.pictures.values())
         if self.result is not None:
             total += sum(e.image.nbytes for e in self.result.exits)
-            if self.result.can_continue:  # cached network stages, about 6 feature maps
-                total += self.loaded.pixels.shape[0] * self.loaded.pixels.shape[1] * 4 * 32 * 6
+            # Not its kept network state (result.can_continue; about 0.5 KB a pixel in
+            # bf16, 1 KB in f32): only the view on screen keeps one (SessionModel.
+            # _drop_session), one image's at most, and the cache never evicts that view.
+            # Counted, a 2 MP photo's alone passed the budget and pushed out every other.
         return float(total)
 
     @property

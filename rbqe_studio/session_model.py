@@ -203,6 +203,10 @@ class SessionModel:
             events: list[Event] = [ViewLoaded(cached)]
             events += [ExitReady(e, cached) for e in cached.result.exits]
             events.append(ViewFinished(cached))
+            job = self._computing(cached)
+            if job is not None:  # left while it ran: its exits still to come are shown
+                self._view_gen = job.gen
+                events.append(ViewBusy(True))
             if cached.choice is not None and cached.choice != self.choice:
                 events += self.apply_choice()  # made under an older mode or threshold
             return events
@@ -253,7 +257,11 @@ class SessionModel:
             return
         if any(job.view is view for job in self._aux.values()):
             return
-        view.result.drop_session()
+        view.result.drop_session()  # not in its cache cost (ViewData.cost): nothing to update
+
+    def _update_cost(self, view: ViewData) -> None:
+        """``view``'s cache cost, after its exits changed, if the cache still holds it
+        (after Process again its path's entry is another view: the new run's)."""
         key = path_key(view.path)
         if self.cache.peek(key) is view:
             self.cache.update_cost(key, view.cost)
@@ -280,6 +288,12 @@ class SessionModel:
                        ViewFinished(view), Message(f"Stopped: {item.name} keeps its earlier "
                                                    f"result")]
         return events
+
+    def _computing(self, view: ViewData) -> ContinueJob | RechooseJob | None:
+        """The newest job still computing ``view``'s exits (or waiting to), if any."""
+        jobs = [j for j in self._aux.values() if isinstance(j, (ContinueJob, RechooseJob))
+                and j.view is view and not j.cancel.is_set()]
+        return jobs[-1] if jobs else None
 
     @property
     def view_running(self) -> bool:
@@ -540,7 +554,7 @@ class SessionModel:
             return self._saved(aux, payload)
         if aux is not None:  # continued or chosen again: the same view, more or re-chosen
             assert isinstance(payload, ViewData) and payload.result is not None
-            self.cache.update_cost(path_key(payload.path), payload.cost)
+            self._update_cost(payload)
             item = self.queue.get(payload.path)
             events: list[Event] = []
             if item is not None and item.status == DONE:
@@ -580,7 +594,7 @@ class SessionModel:
         paths = outcome.paths
         events: list[Event] = []
         if len(view.result.exits) > job.had:  # Save all computed the exits it lacked
-            self.cache.update_cost(path_key(view.path), view.cost)
+            self._update_cost(view)
             if view is self.view:  # shown, as Compute all would (the cards said "not needed")
                 events.append(ViewFinished(view))
         # After the view's own line ("exit 3 of 5..."), so that the status bar is left

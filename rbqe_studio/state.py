@@ -268,21 +268,6 @@ def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:
     return max(0.0, r.total_ms - own)
 
 
-def chosen_cost(r: EnhanceResult, other: float | None = None,
-                added: Container[int] = ()) -> tuple[float, float]:
-    """What the chosen exit cost (ms, GMAC): its stages up to it and the run's other time,
-    not the exits computed beyond it (a forced exit 2 after "compute all" cost exit 1
-    and 2 only). ``other``: :func:`other_ms` of the first run, kept (None: of ``r`` as
-    it is); "Compute all" adds to the total, and without it the other time was dropped
-    afterwards: the same result read 402 ms, then 368 ms. ``added``: exits that a later
-    run of the whole picture added (a tiled one's exits before its chosen one), left
-    out: they are not what the chosen exit cost (51.9 s was read of a 32 s result)."""
-    upto = [e for e in r.exits if e.exit <= r.chosen and e.exit not in added]
-    gmacs = max(e.gmacs for e in upto)
-    rest = other_ms(r, added) if other is None else other
-    return sum(e.time_ms + e.iqa_ms for e in upto) + rest, gmacs
-
-
 def exits_text(exits: Iterable[int]) -> str:
     """Exits as a sentence names them: "exit 4", "exits 1–4", "exits 1, 3–4"."""
     ks = sorted(set(exits))

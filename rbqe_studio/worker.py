@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 from rbqe.batch import BatchEvents, ItemReport, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
-from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior
+from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior, parse_exit_mode
 from rbqe.io import (
     OutputNotes,
     load_image,
@@ -34,6 +34,7 @@ from rbqe.io import (
 )
 from rbqe.io.diagnostics import said_once, said_while
 from rbqe.jpeg_constraint import consistent
+from rbqe.model import NUM_EXITS
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Display, Picture
 from rbqe_studio.jobs import (
@@ -165,13 +166,7 @@ class Worker(QObject):
     # -- jobs ------------------------------------------------------------------------
     def _exit_cb(self, job: Job, view: ViewData) -> Callable[[ExitResult], None]:
         def on_exit(e: ExitResult) -> None:
-            e.image = consistent(e.image, view.loaded)  # a 4:4:4 JPEG's: as saved
-            pic = Picture.from_array(e.image, view.display)  # shown as the input is
-            view.pictures[e.exit] = pic
-            view.thumbs[e.exit] = pic.thumbnail(THUMB)
-            # Kept at the depth it is saved at, which writes the same file: a 24 MP exit
-            # is 72 MB as uint8, 288 MB as float32 (five of them with "all exits").
-            e.image = quantize(e.image, view.loaded.bit_depth)
+            prepare_exit(view, e)
             self.exit_computed.emit(job.gen, e, view)
         return on_exit
 
@@ -230,9 +225,9 @@ class Worker(QObject):
         picture (noted in :attr:`ViewData.extra_runs`, with what that run cost)."""
         result = view.result
         assert result is not None
-        on_exit = self._exit_cb(job, view)
         if result.can_continue:
-            enh.continue_exits(result, up_to, on_exit=on_exit, cancel=job.cancel.is_set)
+            enh.continue_exits(result, up_to, on_exit=self._exit_cb(job, view),
+                               cancel=job.cancel.is_set)
             return
         # Tiled (or no kept state): the only way to the other exits is a new pass.
         fresh = enh.enhance(view.loaded.pixels, "all" if up_to >= 5 else up_to,
@@ -240,15 +235,26 @@ class Worker(QObject):
                             progress=lambda s, d, t: self.progress.emit(job.gen, s, d, t),
                             prior=JpegPrior.of(view.loaded),
                             full_precision=view.loaded.bit_depth == 16)
-        for e in view.add_run(fresh, up_to):  # noted before shown: their Σ are this run's
-            on_exit(e)
+        # Each exit's pictures made before it joins the result (the window may show the
+        # result's exits at any time), and the run noted before they are shown: their Σ
+        # are this run's.
+        for e in view.add_run(fresh, up_to, prepare=lambda e: prepare_exit(view, e)):
+            self.exit_computed.emit(job.gen, e, view)
 
     def _rechoose(self, job: RechooseJob) -> ViewData:
         view = job.view
         assert view is not None and view.result is not None
         enh = self.enhancer(job)
-        rechoose(view.result, enh.policy, job.mode,
-                 lambda k: self._more_exits(job, view, enh, k))
+        r = view.result
+        walks = isinstance(parse_exit_mode(job.mode), str)  # auto or all: exit by exit
+
+        def more(k: int) -> None:
+            # Without a kept state each call is a new run from exit 1 (three runs for
+            # exits 3-5): a walk gets every exit in one run; a forced exit needs one anyway.
+            again = not r.can_continue and not r.tiled
+            self._more_exits(job, view, enh, NUM_EXITS if walks and again else k)
+
+        rechoose(r, enh.policy, job.mode, more)
         view.choice = Choice(job.mode, job.policy)
         return view
 
@@ -342,6 +348,18 @@ class Worker(QObject):
         except Cancelled:
             return BatchOutcome(None, reports, True, total[0])
         return BatchOutcome(summary, reports, summary.cancelled or job.cancel.is_set(), total[0])
+
+
+def prepare_exit(view: ViewData, e: ExitResult) -> None:
+    """Makes exit ``e``'s pictures for ``view`` (its card's thumbnail too), and keeps
+    its image quantised as it is saved."""
+    e.image = consistent(e.image, view.loaded)  # a 4:4:4 JPEG's: as saved
+    pic = Picture.from_array(e.image, view.display)  # shown as the input is
+    view.pictures[e.exit] = pic
+    view.thumbs[e.exit] = pic.thumbnail(THUMB)
+    # Kept at the depth it is saved at, which writes the same file: a 24 MP exit is
+    # 72 MB as uint8, 288 MB as float32 (five of them with "all exits").
+    e.image = quantize(e.image, view.loaded.bit_depth)
 
 
 def result_from_report(report: ItemReport, view: ViewData,

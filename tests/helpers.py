@@ -12,17 +12,21 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rbqe.engine import Enhancer
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.exit_policy import Decision, ExitPolicy, ExitSignals, JpegPrior
 from rbqe.model import NUM_EXITS, ModelConfig, RBQENet
 from rbqe.tiling import TILE_OVERLAP, tiles
 from rbqe.weights import save_weights
+
+if TYPE_CHECKING:
+    from rbqe_studio.jobs import ViewData
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -165,3 +169,32 @@ def little_tiff(tags: list[tuple[int, int, list[int]]], data: bytes, offsets_tag
     start = len(head(tags))  # the same length whatever the offsets' values
     return head([(t, k, [start + v for v in vals] if t == offsets_tag else vals)
                  for t, k, vals in tags]) + data
+
+
+def tiled_view(path: Path, exits: tuple[int, ...] = (5,)) -> ViewData:
+    """The app's view of a tiled picture at ``path`` as auto leaves it, made by hand:
+    only its chosen exit (the last of ``exits``), made by one run of 32 s (31.9 s of it
+    the chosen exit's network and scoring, 100 ms other time) cut into 6 tiles of up to
+    1024 px, and no kept state to continue from. Its input picture is a stand-in that
+    has a size in bytes only (no Qt)."""
+    from rbqe.io import load_image
+    from rbqe_studio.jobs import ViewData
+
+    loaded = load_image(path)
+    img = loaded.pixels
+    view = ViewData(path, loaded, SimpleNamespace(nbytes=1000), None, other_ms=100.0)
+    view.result = EnhanceResult([ExitResult(k, img, 0.5 + k / 10, 31_800.0, 100.0, 300.0)
+                                 for k in exits], exits[-1], 0.8, "auto", "cpu",
+                                (img.shape[1], img.shape[0]), total_ms=32_000.0, tiled=True,
+                                tiles=6, tile_size=1024)
+    return view
+
+
+def second_run(view: ViewData) -> EnhanceResult:
+    """What the app's worker gets from a new run of ``view``'s whole picture (mode
+    "all", as Compute all exits makes it): every exit, each stage 4 s (3.9 s network,
+    100 ms scoring) and 77.5 GMAC, its own 20 s in all."""
+    img = view.loaded.pixels
+    return EnhanceResult([ExitResult(k, img, 0.4 + k / 10, 3_900.0, 100.0, 77.5 * k)
+                          for k in range(1, NUM_EXITS + 1)], NUM_EXITS, 0.8, "all", "cpu",
+                         (img.shape[1], img.shape[0]), total_ms=20_000.0, tiled=True, tiles=6)

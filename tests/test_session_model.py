@@ -6,6 +6,7 @@ re-choice, by a tiny real enhancer), and the events the model returns are checke
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ from rbqe_studio.jobs import (
     ViewData,
 )
 from rbqe_studio.settings import AppSettings
-from rbqe_studio.state import BLOCKED, DONE, FAILED, RUNNING, WAITING
+from rbqe_studio.state import BLOCKED, DONE, FAILED, RUNNING, WAITING, path_key
+from tests.helpers import second_run, tiled_view
 
 
 class _Pic:
@@ -273,15 +275,82 @@ def test_only_the_view_on_screen_keeps_its_network_state(model, enhancer, tmp_pa
     model.compute_all()
     cont = model.jobs[-1]
     assert isinstance(cont, ContinueJob)
-    before = model.cache.total
     model.select(item_b)
-    assert view_a.result.can_continue and model.cache.total == before
+    assert view_a.result.can_continue
     model.on_cancelled(cont.gen)
-    assert not view_a.result.can_continue and model.cache.total < before
+    assert not view_a.result.can_continue
     # Shown again from the cache: its exits and their signals are all there (a new mode
     # or policy is still chosen without a run; more exits take a new one).
     model.select(item_a)
     assert model.view is view_a and view_a.can_rechoose and not view_a.result.can_continue
+
+
+def test_a_kept_state_leaves_the_other_cached_views_alone(model, enhancer, tmp_path) -> None:
+    """The cache counted a kept state as H x W x 768 bytes: a 1920 x 1080 photo on
+    screen, 1.6 GB, passed its 1.5 GB budget alone and evicted every other view (going
+    back to them ran the network again). Only the view on screen keeps one now."""
+    paths = [photo(tmp_path / f"p{i}.jpg", i) for i in range(6)]
+    model.add_paths(paths)
+    *others, shown = model.queue.items
+    for _ in others:  # done in the background, one after another
+        job = model.jobs[-1]
+        model.on_finished(job.gen, view_of(job.path, exits=2))
+    model.select(shown)  # already running: the view catches up with it
+    view = view_of(shown.path)
+    view.result = enhancer.enhance(view.loaded.pixels, 2, keep_session=True)
+    view.loaded = dataclasses.replace(  # as if 1920 x 1080 (the state's size is not asked)
+        view.loaded, pixels=np.zeros((1080, 1920, 3), np.float32))
+    model.on_finished(model.jobs[-1].gen, view)
+    assert model.view is view and view.result.can_continue
+    assert all(path_key(item.path) in model.cache for item in model.queue.items)
+    assert model.cache.total < sm.CACHE_BUDGET
+
+
+def test_a_view_shown_again_catches_up_with_the_job_computing_its_exits(model,
+                                                                       tmp_path) -> None:
+    """Left while Compute all ran and shown again from the cache, a view showed the exits
+    it had then, and never those the job went on to make (their reports were dropped)."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    model.select(item_a)
+    view = view_of(a, exits=2)
+    model.on_finished(model.jobs[-1].gen, view)
+    model.compute_all()
+    cont = model.jobs[-1]
+    assert isinstance(cont, ContinueJob)
+    model.select(item_b)
+    events = model.select(item_a)
+    assert kinds(events)[-1] == "ViewBusy" and events[-1].busy
+    e3 = ExitResult(3, view.loaded.pixels, 0.8, 1.0, 1.0, 3.0)
+    view.result.exits.append(e3)
+    assert kinds(model.on_exit(cont.gen, e3, view)) == ["ExitReady"]
+    assert kinds(model.on_finished(cont.gen, view))[-2:] == ["ViewBusy", "ViewFinished"]
+
+
+def test_a_late_job_leaves_the_cost_of_a_view_made_again_alone(model, tmp_path) -> None:
+    """After Process again, the old view's Compute all or Save all ending set its cost
+    on the new view's cache entry."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    model.select(model.queue.items[0])
+    old = view_of(a, exits=2)
+    model.on_finished(model.jobs[-1].gen, old)
+    model.compute_all()
+    cont = model.jobs[-1]
+    model.save([1, 2, 3, 4, 5], folder=tmp_path)
+    save = model.jobs[-1]
+    assert isinstance(cont, ContinueJob) and isinstance(save, SaveJob)
+    model.reprocess_current()
+    new = view_of(a, exits=1)
+    model.on_finished(model.jobs[-1].gen, new)
+    assert model.cache.total == new.cost
+    img = old.loaded.pixels
+    old.result.exits += [ExitResult(k, img, 0.8, 1.0, 1.0, float(k)) for k in (3, 4, 5)]
+    assert old.cost > new.cost
+    model.on_finished(cont.gen, old)
+    model.on_finished(save.gen, SaveOutcome([tmp_path / "a_exit1.png"]))
+    assert model.cache.peek(path_key(a)) is new and model.cache.total == new.cost
 
 
 def _first(enh: Enhancer, img: np.ndarray, mode) -> EnhanceResult:
@@ -322,29 +391,6 @@ def test_rechoose_refuses_exits_without_signals(enhancer) -> None:
 
 
 # -- Compute all exits on a tiled picture: a second run from exit 1 ------------------------
-def tiled_view_of(path: Path, exits: tuple[int, ...] = (5,)) -> ViewData:
-    """A tiled picture's view as auto leaves it: only the chosen exit (the last of
-    ``exits``), made by one run of 32 s (31.9 s of it the chosen exit's network and
-    scoring), and no kept state to continue from."""
-    view = view_of(path)
-    img = view.loaded.pixels
-    view.result = EnhanceResult([ExitResult(k, img, 0.5 + k / 10, 31_800.0, 100.0, 300.0)
-                                 for k in exits], exits[-1], 0.8, "auto", "cpu",
-                                (img.shape[1], img.shape[0]), total_ms=32_000.0, tiled=True,
-                                tiles=6)
-    view.other_ms = 100.0  # as the worker keeps it
-    return view
-
-
-def second_run(view: ViewData) -> EnhanceResult:
-    """What the worker's new run of the whole picture (mode "all") returns: every exit,
-    each stage 4 s and 77.5 GMAC, its own 20 s in all."""
-    img = view.loaded.pixels
-    return EnhanceResult([ExitResult(k, img, 0.4 + k / 10, 3_900.0, 100.0, 77.5 * k)
-                          for k in range(1, 6)], 5, 0.8, "all", "cpu",
-                         (img.shape[1], img.shape[0]), total_ms=20_000.0, tiled=True, tiles=6)
-
-
 def test_compute_all_names_the_exits_it_lacks(model, tmp_path) -> None:
     """A tiled picture's auto result holds its chosen exit only: it said "Computing exits
     2–5" (one exit computed, so 2 was taken for the first missing) while 1-4 ran."""
@@ -353,7 +399,7 @@ def test_compute_all_names_the_exits_it_lacks(model, tmp_path) -> None:
     model.select(model.queue.items[0])
     said = {}
     for exits in ((5,), (2, 5), (1, 2, 3, 5)):
-        view = tiled_view_of(a, exits)
+        view = tiled_view(a, exits)
         model.on_finished(model.jobs[-1].gen, view)
         events = model.compute_all()
         said[exits] = events[-1].text
@@ -379,7 +425,7 @@ def test_a_tiled_pictures_cost_stays_its_own_runs_after_compute_all(model, tmp_p
     model.add_paths([a])
     item = model.queue.items[0]
     model.select(item)
-    view = tiled_view_of(a)
+    view = tiled_view(a)
     model.on_finished(model.jobs[-1].gen, view)
     before = view.chosen_cost()
     assert before == (32_000.0, 300.0) and item.time_ms == 32_000.0

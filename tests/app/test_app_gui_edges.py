@@ -317,13 +317,13 @@ def test_opening_a_queued_image_again_shows_it(qtbot, window, images) -> None:
 def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> None:
     """The exit card said "Σ 11.53 s" (network and IQA), Info and the status bar 11.76 s:
     the rest of the run (the input made ready, the output finished) was nowhere."""
-    from rbqe_studio.state import chosen_cost, fmt_ms
+    from rbqe_studio.state import fmt_ms
 
     window.session.mode_override = "all"
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
         window.open_paths([images[0]])
     r = done.args[0].result
-    ms, _ = chosen_cost(r)
+    ms, _ = done.args[0].chosen_cost()
     upto = [e for e in r.exits if e.exit <= r.chosen]
     network, iqa = sum(e.time_ms for e in upto), sum(e.iqa_ms for e in upto)
     fields = window.info.fields

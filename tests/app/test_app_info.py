@@ -4,18 +4,13 @@ exits" has run it again from exit 1 for the exits auto did not make."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from rbqe.engine import EnhanceResult, ExitResult
-from rbqe.io import load_image
 from rbqe_studio.info_panel import InfoPanel, tiling_text
-from rbqe_studio.jobs import ViewData
 from rbqe_studio.queue_panel import status_text
 from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_ms_short
-from tests.helpers import jpeg_pixels, tiny_enhancer, write_jpeg
+from tests.helpers import jpeg_pixels, second_run, tiled_view, tiny_enhancer, write_jpeg
 
 TIMEOUT = 120_000
 
@@ -47,17 +42,6 @@ def test_a_tiled_pictures_first_stage_says_it_holds_the_samples() -> None:
     assert tiling_text(forced) == f"{forced.tiles} tiles"
 
 
-def tiled_view(path: Path) -> ViewData:
-    """A tiled picture as auto leaves it, made by hand: its chosen exit 5 only, 32 s."""
-    loaded = load_image(path)
-    img = loaded.pixels
-    view = ViewData(path, loaded, None, None, other_ms=100.0)
-    view.result = EnhanceResult([ExitResult(5, img, 0.9, 31_800.0, 100.0, 300.0)], 5, 0.8,
-                                "auto", "cpu", (img.shape[1], img.shape[0]), total_ms=32_000.0,
-                                tiled=True, tiles=6, tile_size=1024)
-    return view
-
-
 def test_a_second_run_is_counted_apart_from_the_chosen_exits(qtbot, tmp_path) -> None:
     """After Compute all exits on a tiled picture, Total read "51.89 s · 387.4 GMAC (to
     exit 5)" (the second run's exits 1-4 summed with the first run's exit 5) and Computed
@@ -69,11 +53,7 @@ def test_a_second_run_is_counted_apart_from_the_chosen_exits(qtbot, tmp_path) ->
     fields = panel.fields
     assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
     assert fields["Computed"].text() == "only what the chosen exit needed"
-    img = view.loaded.pixels
-    fresh = EnhanceResult([ExitResult(k, img, 0.5, 3_900.0, 100.0, 77.5 * k)
-                           for k in range(1, 6)], 5, 0.8, "all", "cpu", view.result.size,
-                          total_ms=20_000.0, tiled=True, tiles=6)
-    view.add_run(fresh)  # as the worker's Compute all does
+    view.add_run(second_run(view))  # as the worker's Compute all does
     panel.show_result(view)
     assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
     assert fields["Network"].text() == "31.80 s" and fields["IQA"].text() == "100 ms"
@@ -133,7 +113,8 @@ def test_compute_all_on_a_tiled_picture_keeps_what_its_exit_cost(qtbot, window,
     (run,) = view.extra_runs
     assert run.exits == [1, 2, 3, 4]
     for k in run.exits:  # Σ within the second run
-        assert cards[k].data.lines[0] == f"Σ {fmt_ms(run.cum_ms[k])}"
+        cum = sum(s.time_ms + s.iqa_ms for j, s in run.stages.items() if j <= k)
+        assert cards[k].data.lines[0] == f"Σ {fmt_ms(cum)}"
     first_ms, first_g = r.total_ms, r.exit_result(5).gmacs
     assert fields["Computed"].text() == (
         f"{fmt_ms(first_ms + run.total_ms)} · {fmt_gmacs(first_g + run.gmacs)} in all: "

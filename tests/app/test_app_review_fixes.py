@@ -13,7 +13,7 @@ from rbqe.errors import RBQEError
 from rbqe.exit_policy import FEATURES, Decision, ExitPolicy
 from rbqe.weights import set_policy
 from rbqe_studio.queue_panel import status_text
-from rbqe_studio.state import DONE, FAILED, chosen_cost, fmt_ms, fmt_ms_short
+from rbqe_studio.state import DONE, FAILED, fmt_ms, fmt_ms_short
 from tests.helpers import save_tiny_weights, tiny_enhancer
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
@@ -174,7 +174,7 @@ def test_a_forced_exit_reports_what_it_cost(qtbot, window, images) -> None:
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
         panel.mode.setCurrentIndex(panel.mode.findData("2"))
     r = blocker.args[0].result
-    ms, gmacs = chosen_cost(r)
+    ms, gmacs = blocker.args[0].chosen_cost()
     assert r.chosen == 2 and len(r.exits) == 5 and ms < r.total_ms
     assert gmacs == r.exit_result(2).gmacs
     item = window.session.queue.items[0]

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QBoxLayout, QScrollArea
 
 from rbqe_studio.drop_zone import FLAGS, TITLE, body_text
 from rbqe_studio.exits import ExitStrip
-from rbqe_studio.info_panel import stage_gmacs
 from rbqe_studio.queue_panel import row_texts, status_text
 from rbqe_studio.state import DONE, QueueItem, fmt_ms_short
 from tests.helpers import write_jpeg
@@ -217,7 +216,8 @@ def test_the_per_stage_table_is_per_stage_and_the_cards_cumulative(qtbot, window
                                                                    images) -> None:
     """Its Time was each stage's own, its GMAC the cards' cumulative figure."""
     window.session.mode_override = "all"
-    r = finish(qtbot, window, [images[0]]).result
+    view = finish(qtbot, window, [images[0]])
+    r = view.result
     table, cards = window.info.table, window.compare.strip.cards
     for e in r.exits:
         row = e.exit - 1
@@ -226,9 +226,8 @@ def test_the_per_stage_table_is_per_stage_and_the_cards_cumulative(qtbot, window
         assert table.item(row, 0).text() == fmt_ms_short(e.time_ms + e.iqa_ms)
         assert cards[e.exit].data.lines[1].startswith("Σ")
     # The card's Σ: the stages up to it.
-    stages = stage_gmacs(r)
     for e in r.exits:
-        assert math.isclose(sum(stages[k] for k in range(1, e.exit + 1)), e.gmacs)
+        assert math.isclose(sum(view.stage_gmacs(k) for k in range(1, e.exit + 1)), e.gmacs)
     assert "cumulative" in table.horizontalHeaderItem(2).toolTip()
 
 
