@@ -238,7 +238,9 @@ class ViewData:
         of the whole picture (its own exits stay), noting what that run cost in
         :attr:`extra_runs`; returns the exits added. ``prepare`` makes each one ready
         (its pictures) before it joins ``result.exits``: the window may read them at
-        any time (a view selected again shows every exit of its result)."""
+        any time (a view selected again shows every exit of its result). The engine's
+        ``continue_exits`` appends first, one exit at a time: the compare strip skips an
+        exit whose thumbnail is not made yet."""
         r = self.result
         assert r is not None
         have = {e.exit for e in r.exits}
@@ -273,9 +275,10 @@ class ViewData:
         if self.result is not None:
             total += sum(e.image.nbytes for e in self.result.exits)
             # Not its kept network state (result.can_continue; about 0.5 KB a pixel in
-            # bf16, 1 KB in f32): only the view on screen keeps one (SessionModel.
-            # _drop_session), one image's at most, and the cache never evicts that view.
-            # Counted, a 2 MP photo's alone passed the budget and pushed out every other.
+            # bf16, 1 KB in f32): only the view on screen keeps one, and a view left while
+            # a job still computes its exits until that job ends (SessionModel.
+            # _drop_session), so it is bounded apart from the cache's budget. Counted, a
+            # 2 MP photo's alone passed the budget and pushed out every other view.
         return float(total)
 
     @property

@@ -207,8 +207,13 @@ class SessionModel:
             if job is not None:  # left while it ran: its exits still to come are shown
                 self._view_gen = job.gen
                 events.append(ViewBusy(True))
-            if cached.choice is not None and cached.choice != self.choice:
-                events += self.apply_choice()  # made under an older mode or threshold
+            # Made under an older mode or threshold: choose again, unless a re-choice
+            # under the current one is already on its way (the view's choice is set when
+            # it ends; starting it over threw away its run).
+            pending = isinstance(job, RechooseJob) and \
+                Choice(job.mode, job.policy) == self.choice
+            if cached.choice is not None and cached.choice != self.choice and not pending:
+                events += self.apply_choice()
             return events
         if item.status == FAILED and not self.engine_broken:
             return [ViewFailed(item.error)]

@@ -253,6 +253,30 @@ def enhancer() -> Enhancer:
     return Enhancer(net=RBQENet(ModelConfig(1, 1, 8)), device="cpu", tile=0)
 
 
+def test_a_view_shown_again_leaves_its_pending_rechoice_running(model, tmp_path) -> None:
+    # The view's choice is set when its re-choice ends: shown again meanwhile, the view
+    # read as "made under an older choice" and the job was cancelled and started over.
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    model.select(item_a)
+    view = view_of(a, exits=2)
+    for e in view.result.exits:
+        e.signals = SimpleNamespace()  # what the engine keeps for an untiled image
+    view.choice = model.choice
+    model.on_finished(model.jobs[-1].gen, view)
+    model.settings.threshold = 0.99
+    model.setting_changed("threshold")
+    (rechoice,) = [j for j in model._aux.values() if isinstance(j, RechooseJob)]
+    assert rechoice.view is view
+    model.select(item_b)
+    n = len(model.jobs)
+    model.select(item_a)
+    assert not rechoice.cancel.is_set()
+    assert [j for j in model._aux.values() if isinstance(j, RechooseJob)] == [rechoice]
+    assert not any(isinstance(j, RechooseJob) for j in model.jobs[n:])
+
+
 def test_only_the_view_on_screen_keeps_its_network_state(model, enhancer, tmp_path) -> None:
     # The state that continues a whole image's exits is about 0.5 KB a pixel (1 GB for a
     # 2 MP photo): held by every cached view, it filled the cache's budget on its own.
