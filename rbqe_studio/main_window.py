@@ -347,7 +347,8 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, 0)
         self._update_actions()
 
-    def _on_progress(self, stage: str, done: int, total: int, left_s: float | None) -> None:
+    def _on_progress(self, stage: str, done: int, total: int, left_s: float | None,
+                     again: str = "") -> None:
         if total > 0:
             self.progress.setRange(0, total)
             self.progress.setValue(done)
@@ -355,7 +356,7 @@ class MainWindow(QMainWindow):
             self.status.say(f"Computing exit {done + 1}…")
             self.compare.strip.set_running(done + 1)
         elif stage in ("sample", "tile"):
-            self.status.say(tiled_progress_text(stage, done, total, left_s))
+            self.status.say(tiled_progress_text(stage, done, total, left_s, again))
             self.compare.clear_running()
 
     def _on_engine_info(self, info: dict) -> None:

@@ -30,7 +30,8 @@ class Session(QObject):
     view_finished = Signal(object)  # ViewData with its result
     view_failed = Signal(str)
     view_busy = Signal(bool)
-    progress = Signal(str, int, int, object)  # stage, done, total, seconds left or None
+    # stage, done, total, seconds left or None, the exits a tiled picture's later run makes
+    progress = Signal(str, int, int, object, str)
     engine_info = Signal(dict)
     engine_error = Signal(str)
     message = Signal(str, bool)  # something to tell the user, one line; is it an error
@@ -63,7 +64,8 @@ class Session(QObject):
             ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
             ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
             ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),
-            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total, e.left_s),
+            ev.Progress: lambda e: self.progress.emit(e.stage, e.done, e.total, e.left_s,
+                                                      e.again),
             ev.EngineInfo: lambda e: self.engine_info.emit(e.info),
             ev.EngineError: lambda e: self.engine_error.emit(e.message),
             ev.Message: lambda e: self.message.emit(e.text, e.error),

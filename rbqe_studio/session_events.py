@@ -63,6 +63,7 @@ class Progress:
     done: int
     total: int
     left_s: float | None = None  # a tiled image's time left, once a tile has run
+    again: str = ""  # a later run of a tiled picture: the exits it makes ("exits 1–4")
 
 
 @dataclass(frozen=True)

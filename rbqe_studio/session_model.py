@@ -549,8 +549,22 @@ class SessionModel:
             run.item.progress = done / total
             events.append(ItemChanged(run.item))
         if gen == self._view_gen:
-            events.append(Progress(stage, done, total, self.pace.left_s(gen, stage, done, total)))
+            events.append(Progress(stage, done, total, self.pace.left_s(gen, stage, done, total),
+                                   self._again(gen)))
         return events
+
+    def _again(self, gen: int) -> str:
+        """The exits job ``gen`` makes by running a tiled picture again ("exits 1–4"), so
+        that its progress line does not read as the first run's; "" for any other job."""
+        job = self._aux.get(gen)
+        if not isinstance(job, (ContinueJob, RechooseJob)) or job.view is None:
+            return ""
+        r = job.view.result
+        if r is None or not r.tiled:
+            return ""
+        have = {e.exit for e in r.exits}
+        missing = [k for k in range(1, NUM_EXITS + 1) if k not in have]
+        return exits_text(missing) if missing else ""
 
     def on_finished(self, gen: int, payload: object) -> list[Event]:
         aux = self._pop_aux(gen)

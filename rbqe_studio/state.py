@@ -246,18 +246,22 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min"
 
 
-def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None) -> str:
+def tiled_progress_text(stage: str, done: int, total: int, left_s: float | None,
+                        again: str = "") -> str:
     """The status line of a tiled image (more pixels than one tile holds, or than 2.1 MP
     on a CPU in bf16: not always a "large image" to its owner): which phase, how far,
     and, once tiles have run, about how long is left (``done`` counts the sample walk's
-    exits, then the tiles)."""
+    exits, then the tiles). ``again``: the exits a later run of the picture makes ("Compute
+    all exits" on a tiled one runs it again from exit 1), said so that it does not read
+    as the first run."""
+    head = f"Tiled image, {again} (a second run)" if again else "Tiled image"
     if stage == "tile" and done >= total:
-        return "Tiled image: putting the tiles together and scoring the result…"
+        return f"{head}: putting the tiles together and scoring the result…"
     share = f"{done / total:.0%}" if total > 0 else "0%"
     if stage == "sample":
-        return f"Tiled image: trying the exits on sample tiles · {share}"
+        return f"{head}: trying the exits on sample tiles · {share}"
     left = f" · about {fmt_duration(max(left_s, 1.0))} left" if left_s is not None else ""
-    return f"Tiled image: enhancing tile by tile · {share}{left}"
+    return f"{head}: enhancing tile by tile · {share}{left}"
 
 
 def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:

@@ -415,6 +415,32 @@ def test_rechoose_refuses_exits_without_signals(enhancer) -> None:
 
 
 # -- Compute all exits on a tiled picture: a second run from exit 1 ------------------------
+def test_a_tiled_pictures_second_run_says_so_in_its_progress(model, tmp_path) -> None:
+    # "Computing exits 1–4 … runs again" was replaced at once by "Tiled image: trying the
+    # exits on sample tiles · 0%", read as the first run starting over.
+    from rbqe_studio.session_events import Progress
+    from rbqe_studio.state import tiled_progress_text
+
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    model.select(model.queue.items[0])
+    first = model.jobs[-1]
+    assert [e for e in model.on_progress(first.gen, "sample", 1, 5)
+            if isinstance(e, Progress)][0].again == ""  # the first run: nothing to add
+    model.on_finished(first.gen, tiled_view(a))
+    model.compute_all()
+    again = model.jobs[-1]
+    (progress,) = [e for e in model.on_progress(again.gen, "sample", 2, 5)
+                   if isinstance(e, Progress)]
+    assert progress.again == "exits 1–4"
+    assert tiled_progress_text("sample", 2, 5, None, progress.again) == \
+        "Tiled image, exits 1–4 (a second run): trying the exits on sample tiles · 40%"
+    assert tiled_progress_text("tile", 3, 6, 12.0, "exits 1–4").startswith(
+        "Tiled image, exits 1–4 (a second run): enhancing tile by tile · 50%")
+    assert tiled_progress_text("sample", 2, 5, None) == \
+        "Tiled image: trying the exits on sample tiles · 40%"
+
+
 def test_compute_all_names_the_exits_it_lacks(model, tmp_path) -> None:
     """A tiled picture's auto result holds its chosen exit only: it said "Computing exits
     2–5" (one exit computed, so 2 was taken for the first missing) while 1-4 ran."""
