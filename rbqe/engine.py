@@ -304,7 +304,9 @@ class Enhancer:
                 else:
                     result = whole.enhance_whole(self, img, mode, hooks, keep_session, prior)
                 return result, tile, retries
-            except torch.OutOfMemoryError as exc:
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+                if not out_of_memory(exc):
+                    raise
                 # Only the message leaves this block: the traceback holds the failed
                 # attempt's tensors, and is dropped with ``exc`` at its end.
                 error = str(exc).split("\n", 1)[0]
@@ -436,8 +438,10 @@ class Enhancer:
         if smaller >= side:
             raise RBQEError(
                 f"out of {self.device.type.upper()} memory even with {what} (the smallest "
-                f"tile is {MIN_TILE} pixels); free device memory or use --device cpu "
-                f"({error})"
+                f"tile is {MIN_TILE} pixels); "
+                + ("close other programs to free memory " if self.device.type == "cpu"
+                   else "free device memory or use --device cpu ")
+                + f"({error})"
             )
         log.warning("out of %s memory with %s; retrying with %d-pixel tiles (%s)",
                     self.device.type.upper(), what, smaller, error)
@@ -595,6 +599,18 @@ class _Limits:
     tile: int
     max_batch: int
     whole_2mp: bool  # whether images of up to WHOLE_PIXELS run whole
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory: CUDA's OutOfMemoryError, or the
+    CPU allocator's RuntimeError (a host with strict overcommit or a memory limit refuses
+    the allocation instead of killing the process: "DefaultCPUAllocator: can't allocate
+    memory", "not enough memory" on Windows), which smaller tiles may then avoid."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return "DefaultCPUAllocator" in text and ("can't allocate" in text
+                                              or "not enough memory" in text)
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:

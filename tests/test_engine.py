@@ -522,7 +522,8 @@ def test_tiled_result_is_the_same_in_bands(make_net, make_jpeg, monkeypatch, cha
 
 
 # -- out of memory ----------------------------------------------------------------------------
-def _out_of_memory_over(monkeypatch, enh: Enhancer, side: int) -> list[tuple[int, int]]:
+def _out_of_memory_over(monkeypatch, enh: Enhancer, side: int,
+                        error: BaseException | None = None) -> list[tuple[int, int]]:
     """Makes ``enh``'s network run out of memory at its second exit on inputs with a side
     over ``side``, as CUDA would (some work done, then an allocation fails). Returns the
     input sizes it was started on."""
@@ -538,7 +539,8 @@ def _out_of_memory_over(monkeypatch, enh: Enhancer, side: int) -> list[tuple[int
             def failing_next_exit():
                 calls.append(1)
                 if len(calls) == 2:
-                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+                    raise error or torch.OutOfMemoryError(
+                        "CUDA out of memory. Tried to allocate 2 GiB")
                 return next_exit()
 
             def failing_advance():  # advance computes the exit's nodes, not its output
@@ -620,6 +622,28 @@ def _bf16_enhancer(net, monkeypatch, **kw) -> Enhancer:
     """The CPU fast path in bf16 as on a CPU with native bf16 (emulated where not)."""
     monkeypatch.setattr("rbqe.backends.native_bf16", lambda: True)
     return Enhancer(net=net, device="cpu", backend="torch", precision="bf16", **kw)
+
+
+def test_the_cpu_allocator_running_out_is_retried_with_tiles(net, make_jpeg, monkeypatch,
+                                                             caplog) -> None:
+    # On a host that refuses an allocation (strict overcommit, a memory limit) the CPU
+    # allocator raises a plain RuntimeError: a whole 2 MP photo failed where its tiles
+    # would have fitted (it ran tiled before images of up to 2 MP ran whole).
+    enh = _bf16_enhancer(net, monkeypatch)
+    refused = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 1073741824 bytes. "
+                           "Error code 12 (Cannot allocate memory)")
+    started = _out_of_memory_over(monkeypatch, enh, 1100, refused)
+    with caplog.at_level("WARNING", logger="rbqe.engine"):
+        r = enh.enhance(make_jpeg(1200, 1600, seed=7).astype(np.float32) / 255, 2)
+    assert started[0] == (1216, 1600) and r.tiled and r.tile_size == 1024
+    assert "out of CPU memory with the whole image; retrying with 1024-pixel tiles" in caplog.text
+    assert not enh.runs_whole(1200, 1600)
+    # Down to the smallest tile, it says what to do on a CPU (not "use --device cpu").
+    tiny = enhancer(net, tile=256)
+    _out_of_memory_over(monkeypatch, tiny, 100, refused)
+    with pytest.raises(RBQEError, match="close other programs to free memory"):
+        tiny.enhance(make_jpeg(300, 300, seed=8).astype(np.float32) / 255, 2)
 
 
 def test_the_cpu_runs_images_of_up_to_2_mp_whole_in_bf16_unless_a_tile_is_given(
