@@ -682,7 +682,7 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
     stopped them (the jobs without a report were not finished).
 
     Only images that run whole wait for the others (at most ``len(jobs)`` of them, up to
-    2 MP each); a larger one is enhanced and written as soon as it is read.
+    2.1 MP each); a larger one is enhanced and written as soon as it is read.
     """
     waiting: list[tuple[int, LoadedImage, dict[str | None, Path], float]] = []
     done: dict[int, ItemReport] = {}

@@ -5,8 +5,8 @@ paths share (the paths are :mod:`rbqe.whole` and :mod:`rbqe.tiled`; the exit rul
 Plain callbacks, no Qt. Images come in and go out as ``(H, W, C)`` float32 arrays in
 ``[0, 1]`` with ``C`` = 1 (gray) or 3 (RGB); alpha is the caller's (see :mod:`rbqe.io`).
 
-An image that :meth:`Enhancer.runs_whole` (one tile's pixels; 2 MP on the CPU in bf16 by
-default) runs whole (:mod:`rbqe.whole`): its exits are computed
+An image that :meth:`Enhancer.runs_whole` (one tile's pixels; 2.1 MP on the CPU in bf16
+by default) runs whole (:mod:`rbqe.whole`): its exits are computed
 one after another on one progressive run, each scored, until the exit policy stops. A
 larger one is tiled (:mod:`rbqe.tiled`). Both paths use the same three steps of an
 :class:`Enhancer`: ``_prepare_input`` (pixels to the padded network input),
@@ -185,7 +185,7 @@ class Enhancer:
 
     @property
     def tile(self) -> int:
-        """The tile side (0: never tile). Setting it also drops the 2 MP whole budget:
+        """The tile side (0: never tile). Setting it also drops the 2.1 MP whole budget:
         a tile asked for bounds the memory."""
         return self._limits.tile
 
