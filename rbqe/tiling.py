@@ -43,8 +43,9 @@ SAMPLE_SIDE = 512
 # picture's pixels but 43 % of a 2.5 MP one's. They are sized to about this share of the
 # picture, at least MIN_SAMPLE_SIDE a side (the gate's features then still come from
 # more pixels than the 481x321 photos it was fitted on). On 24 val mosaics of 2.5-3.8 MP
-# at QF 10-90 under auto: 0.85x the time (0.76-1.05 past the first run's cold start),
-# PSNR +0.003 dB on average, the worst -0.004 (docs/bench/sample_side.txt); a 12 MP picture keeps 512.
+# at QF 10-90 under auto: 0.85x the time (0.77-1.05 past the first run's cold start),
+# PSNR +0.003 dB on average, the worst -0.004 (docs/bench/sample_side.txt); a 12 MP
+# picture keeps 512.
 SAMPLE_SHARE = 0.1
 MIN_SAMPLE_SIDE = 256
 MIN_TILE = 256  # an out-of-memory retry halves the tile down to this side, then gives up
