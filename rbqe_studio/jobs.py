@@ -261,6 +261,12 @@ class ViewData:
         cost = self.cost_to(self.result.chosen)
         return cost.ms, cost.gmacs
 
+    @property
+    def missing_exits(self) -> list[int]:
+        """The exits its result lacks (a tiled picture under auto has its chosen one only)."""
+        have = {e.exit for e in self.result.exits} if self.result is not None else set()
+        return [k for k in range(1, NUM_EXITS + 1) if k not in have]
+
     def made_from(self, k: int) -> dict[str, Any] | None:
         """The source as exit ``k`` was made from it, for the note of a save of it:
         as read here, or, for an exit read back from a batch's output, as that batch

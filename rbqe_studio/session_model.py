@@ -113,8 +113,7 @@ def computing_text(view: ViewData) -> str:
     (a tiled one, after auto, has only its chosen exit: those before it are missing too)."""
     r = view.result
     assert r is not None
-    have = {e.exit for e in r.exits}
-    which = exits_text(k for k in range(1, NUM_EXITS + 1) if k not in have)
+    which = exits_text(view.missing_exits)
     again = "" if r.can_continue else (" (a tiled picture runs again from exit 1)"
                                        if r.tiled else " (it runs again from exit 1)")
     return f"Computing {which} of {view.path.name}{again}…"
@@ -562,8 +561,7 @@ class SessionModel:
         r = job.view.result
         if r is None or not r.tiled:
             return ""
-        have = {e.exit for e in r.exits}
-        missing = [k for k in range(1, NUM_EXITS + 1) if k not in have]
+        missing = job.view.missing_exits
         return exits_text(missing) if missing else ""
 
     def on_finished(self, gen: int, payload: object) -> list[Event]:
