@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = e.add_argument_group("cluster (--engine ray, needs the [cluster] extra)")
     c.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (default); ray: a Ray cluster or local instance")
-    c.add_argument("--address", help="Ray cluster to join: auto, or ray://HOST:PORT (Ray "
-                   "Client: pip install 'ray[client]') (default: start a local instance)")
+    c.add_argument("--address", help="Ray cluster to join: auto, HOST:PORT of its head, or ray://HOST:PORT "
+                   "(Ray Client: pip install 'ray[client]') (default: start a local "
+                   "instance)")
     c.add_argument("--workers", type=_count, help="Ray workers, each loading the model once "
                    "(default: all CPUs, or GPUs / --gpus-per-worker)")
     c.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",

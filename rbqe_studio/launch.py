@@ -152,7 +152,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("paths", nargs="*", help="images or folders to open")
     p.add_argument("--weights", help="model weights (.safetensors); default: RBQE_WEIGHTS or "
                    "the weights shipped with rbqe")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (saved as the device setting)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (saved as the device setting)")
     p.add_argument("--exit", dest="exit_mode", choices=EXIT_MODES,
                    help="exit mode for this session (all: compute all five exits)")
     p.add_argument("--screenshot", metavar="OUT.png",

@@ -138,7 +138,7 @@ class SettingsPanel(QScrollArea):
         self.model.addItem("Shipped (RGB)", "shipped")
         for combo in (self.device, self.backend, self.model):
             compact(combo)
-        self.model.setToolTip("Back to the shipped model (weights/MODEL_CARD.md)")
+        self.model.setToolTip("Back to the shipped model (its model card says how it was trained and measured)")
         self.mode = compact(QComboBox())
         self.mode.addItem(AUTO_TEXT[""], "auto")
         for k in range(1, NUM_EXITS + 1):

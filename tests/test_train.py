@@ -630,7 +630,7 @@ def test_ranks_are_for_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_the_cpu_needs_native_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    # Emulated bf16 made training 16x slower on an AVX2 CPU: refused, with the reason.
+    # Emulated bf16 made training about 15x slower on an AVX2 CPU: refused, with the reason.
     monkeypatch.setattr("rbqe.fastpath.native_bf16", lambda: native)
     ran: list[bool] = []
     monkeypatch.setattr("rbqe.train.loop.train", lambda cfg, on_line: ran.append(cfg.bf16))

@@ -88,7 +88,7 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (CUDA, and CPUs with AVX512-BF16 or AMX: about 2x; "
-                        "refused on other CPUs, where it is emulated, ~16x slower)")
+                        "refused on other CPUs, where it is emulated, ~15x slower)")
     t.add_argument("--no-channels-last", action="store_true")
     t.add_argument("--val-every", type=int, help="steps between validations (default 250)")
     t.add_argument("--workers", type=int, default=0,
@@ -157,7 +157,7 @@ def add_parsers(sub: Any) -> None:
                    help="how the auto column chooses: the weights' default policy (what "
                         "'rbqe enhance' uses), the assessor's threshold, or the learned gate")
     e.add_argument("--threshold", type=float,
-                   help="IQA exit threshold: the assessor rule with it")
+                   help="the assessor's quality-score threshold: the assessor rule with it")
     e.add_argument("--min-exit", type=int, choices=range(1, NUM_EXITS + 1),
                    metavar=f"1..{NUM_EXITS}",
                    help="the assessor rule from this exit on (default: from the weights)")
@@ -302,7 +302,7 @@ def _train(args: argparse.Namespace) -> int:
             # autocast would emulate bf16: on a 2-core AVX2 EPYC 0.02 steps/s against f32's
             # 0.33 (2026-12-05), while native bf16 runs about 2x faster than f32.
             raise UsageError("--bf16: this CPU has no native bf16 (AVX512-BF16 "
-                             "or AMX), so autocast would emulate it, about 16x slower than "
+                             "or AMX), so autocast would emulate it, about 15x slower than "
                              "f32 here; leave --bf16 out")
     cfg = TrainConfig(
         out_dir=str(args.out), steps=args.steps or MAX_STEPS, device=args.device, threads=args.threads,
