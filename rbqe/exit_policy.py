@@ -281,8 +281,11 @@ class ExitPolicy:
                 return Decision(True, k, "assessor", values,
                                 f"{jpeg}the quality score {s.score:.3f} reached {t:.3f}")
             if k >= NUM_EXITS:
-                return Decision(True, k, "last exit", values,
-                                f"{jpeg}no exit's quality score reached {t:.3f}")
+                # Earlier exits may score higher: they were not asked (min_exit).
+                asked = (f"none of exits {self.min_exit}-{NUM_EXITS}" if self.min_exit > 1
+                         else "no exit")
+                return Decision(True, k, "last exit", {**values, "min_exit": self.min_exit},
+                                f"{jpeg}{asked} reached the quality score {t:.3f}")
             return Decision(False, k, "assessor", values,
                             f"quality score {s.score:.3f} is below {t:.3f}")
         if k >= NUM_EXITS:
@@ -296,9 +299,9 @@ class ExitPolicy:
         if gain < tau:
             return Decision(True, k, "gate", values,
                             f"{jpeg}the gate predicts < {tau:g} dB more from going on "
-                            f"({gain:+.2f} dB)")
+                            f"({gain:+.3f} dB)")
         return Decision(False, k, "gate", values,
-                        f"the gate predicts {gain:+.2f} dB more from going on")
+                        f"the gate predicts {gain:+.3f} dB more from going on")
 
     # Storage
     def to_json(self) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def card_reason(d: Decision) -> str:
         return f"stopped: score ≥ {v['threshold']:.3f}"
     if d.signal == "last exit":  # ("went on:" read as going on past the last exit)
         if "threshold" in v:
-            return f"last exit: no score reached {v['threshold']:.3f}"
+            start = v.get("min_exit", 1)  # earlier exits were not asked: they may score more
+            asked = f"no score of exits {start}-{NUM_EXITS}" if start > 1 else "no score"
+            return f"last exit: {asked} reached {v['threshold']:.3f}"
         return "last exit: the gate saw more to gain at each before"
     if d.signal == "fixed":
         return "the weights always take this exit"

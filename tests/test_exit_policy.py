@@ -144,6 +144,29 @@ def test_choose_reports_the_forced_exit_or_where_auto_stops():
     assert exit_ == NUM_EXITS and d.exit == 3 and not d.stop
 
 
+def test_assessor_last_exit_says_from_which_exit_no_score_reached_the_threshold():
+    # Exit 1 scores 0.9 but the rule starts at exit 3: "no exit reached 0.95" alone
+    # contradicted the 0.9 a user sees on exit 1's card.
+    from rbqe_studio.exits import card_reason
+
+    signals = _signals([0.96, 0.6, 0.7, 0.2, 0.1])
+    exit_, d = choose(ExitPolicy.assessor(0.95, 3), "auto", signals)
+    assert (exit_, d.signal, d.values["min_exit"]) == (NUM_EXITS, "last exit", 3)
+    assert d.text.endswith("none of exits 3-5 reached the quality score 0.950")
+    assert card_reason(d) == "last exit: no score of exits 3-5 reached 0.950"
+    _, d = choose(ExitPolicy.assessor(0.97, 1), "auto", signals)
+    assert d.text.endswith("no exit reached the quality score 0.970")
+    assert card_reason(d) == "last exit: no score reached 0.970"
+
+
+def test_gate_reason_gives_the_predicted_gain_to_a_thousandth():
+    # 0.047 under a tau of 0.05 read "< 0.05 dB more (+0.05 dB)" at two decimals.
+    # Predicted gains 0.094 x (3.0, 1.0, 0.5): 0.282, 0.094, then 0.047 at exit 3.
+    d = walk(_gate("change", 0.094, tau=0.05), _signals([0.5] * 5))
+    assert (d.exit, d.signal) == (3, "gate")
+    assert d.text.endswith("predicts < 0.05 dB more from going on (+0.047 dB)")
+
+
 def test_gate_stops_when_the_predicted_gain_falls_below_tau_and_says_why():
     # Predicted gain = the change from the previous exit: 3.0, 1.0, 0.5, 0.2 -> stops at 3.
     g = _gate("change", 1.0, tau=0.6)
