@@ -1,5 +1,5 @@
 """The window's small message boxes: keyboard shortcuts, about, quit during a batch,
-replace files on Save all."""
+replace files on Save all, replace a file on Save."""
 
 from __future__ import annotations
 
@@ -70,6 +70,19 @@ def confirm_replace(parent: QWidget, folder: Path, files: list[Path]) -> bool:
                       f"{'are' if len(files) > 1 else 'is'} not this photo's saved "
                       f"result:\n\n{names}\n\nReplace "
                       f"{'them' if len(files) > 1 else 'it'}?",
+                      QMessageBox.StandardButton.Cancel, parent)
+    replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is replace
+
+
+def confirm_overwrite(parent: QWidget, path: Path) -> bool:
+    """Asked by Save when the name the dialog returned got its file type's suffix added
+    ("holiday" -> "holiday.jpg") and that file exists: the dialog only asked about the name
+    as typed. The default answer keeps the file."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Replace file?",
+                      f"{path.name} already exists in {path.parent}.\n\nReplace it?",
                       QMessageBox.StandardButton.Cancel, parent)
     replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)

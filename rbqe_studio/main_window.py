@@ -499,6 +499,11 @@ class MainWindow(QMainWindow):
             # chosen in the dialog's, else the suggested name's.
             typed = re.search(r"\(\*(\.\w+)", chosen or "")
             path += typed.group(1) if typed else suggested.suffix
+            # The dialog asked about the name typed ("holiday"), not this one
+            # ("holiday.jpg"): a file of the user's there must not go unasked.
+            if Path(path).exists() and not self._confirm_overwrite(Path(path)):
+                self.show_message(f"Nothing saved: {Path(path).name} kept")
+                return ""
         return path
 
     def _folder_dialog(self, title: str, start: str) -> str:
@@ -537,6 +542,9 @@ class MainWindow(QMainWindow):
 
     def _confirm_replace(self, folder: Path, files: list[Path]) -> bool:
         return dialogs.confirm_replace(self, folder, files)
+
+    def _confirm_overwrite(self, path: Path) -> bool:
+        return dialogs.confirm_overwrite(self, path)
 
     def start_batch(self) -> None:
         self.tabs.setCurrentWidget(self.batch)

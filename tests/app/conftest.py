@@ -82,6 +82,7 @@ def window(qtbot, store, factory):
     win = MainWindow(store, factory, check_weights=False)
     win._confirm_quit = lambda: True  # closing during a batch asks; tests that ask say so
     win._confirm_replace = lambda folder, files: False  # Save all's question: keep them
+    win._confirm_overwrite = lambda path: False  # Save's, for a suffix it added: keep it
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()

@@ -129,3 +129,37 @@ def test_the_save_dialog_offers_tiff_and_bmp_and_writes_what_is_chosen(
         # PNG first (the type the dialog starts on), TIFF and BMP offered
         assert asked[-1].split(";;") == ["PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)",
                                          "TIFF (*.tif *.tiff)", "BMP (*.bmp)", "All files (*)"]
+
+
+def test_save_asks_before_replacing_a_file_named_by_the_suffix_it_added(
+        qtbot, window, images, tmp_path, monkeypatch) -> None:
+    """"holiday" typed with JPEG chosen became holiday.jpg after the dialog's own
+    replace check (of "holiday", which did not exist): the user's holiday.jpg was
+    replaced unasked."""
+    from types import SimpleNamespace
+
+    from rbqe_studio import main_window
+
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = out / "holiday.jpg"
+    theirs.write_bytes(b"the user's own photo")
+    monkeypatch.setattr(main_window, "QFileDialog", SimpleNamespace(
+        getSaveFileName=lambda *a: (str(out / "holiday"), "JPEG (*.jpg *.jpeg)")))
+    asked: list[Path] = []
+    answers = iter([False, True])
+
+    def confirm(path: Path) -> bool:
+        asked.append(path)
+        return next(answers)
+
+    monkeypatch.setattr(window, "_confirm_overwrite", confirm)
+    view(qtbot, window, images[0])
+    window.acts.save.trigger()  # "keep it"
+    assert asked == [theirs] and theirs.read_bytes() == b"the user's own photo"
+    assert shown(window) == "Nothing saved: holiday.jpg kept"
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()  # "replace it"
+    assert asked == [theirs, theirs] and blocker.args[0] == [theirs]
+    with Image.open(theirs) as im:
+        assert im.format == "JPEG"
