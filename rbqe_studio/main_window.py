@@ -232,11 +232,15 @@ class MainWindow(QMainWindow):
             queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
             if queued:  # opened again: shown, rather than "No new images found there"
                 self.stack.setCurrentWidget(self.compare)
+                # A photo replaced or edited since its result is enhanced again (said).
+                again = [item for item in queued if self.session.enhance_if_changed(item)]
                 self.queue.select(queued[0])
-                self.show_message(f"{queued[0].name} is already in the queue" if
-                                  len(queued) == 1 else "These images are already in the queue")
+                if not again:
+                    self.show_message(f"{queued[0].name} is already in the queue" if len(
+                        queued) == 1 else "These images are already in the queue")
             else:
-                self.show_message("No new images found there", error=False)
+                where = f"in {Path(paths[0])}" if len(paths) == 1 else "there"
+                self.show_message(f"No new images found {where}", error=False)
         return len(added)
 
     def open_files_dialog(self) -> None:

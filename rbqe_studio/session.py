@@ -176,6 +176,11 @@ class Session(QObject):
     def reprocess_current(self) -> None:
         self._emit(self.model.reprocess_current())
 
+    def enhance_if_changed(self, item: QueueItem) -> bool:
+        """Whether ``item``'s photo changed on disk since its result, which is then
+        dropped for a new run (:meth:`SessionModel.enhance_if_changed`)."""
+        return bool(self._emit(self.model.enhance_if_changed(item)))
+
     @property
     def view_running(self) -> bool:
         return self.model.view_running

@@ -25,7 +25,7 @@ from pathlib import Path
 from rbqe.batch import ItemReport
 from rbqe.engine import ExitResult
 from rbqe.errors import RBQEError
-from rbqe.io import OutputNotes, list_images
+from rbqe.io import OutputNotes, list_images, source_changed
 from rbqe.model import NUM_EXITS
 from rbqe.weights import PACKAGE_WEIGHTS, load_weights
 from rbqe_studio import saving
@@ -119,6 +119,15 @@ def computing_text(view: ViewData) -> str:
     return f"Computing {which} of {view.path.name}{again}…"
 
 
+_CHANGED = "{} changed on disk since it was enhanced: enhanced again"
+
+
+def changed(view: ViewData) -> bool:
+    """Whether ``view``'s photo is no longer the file its result was made from (replaced
+    or edited since; a stat, and a read only where the mtime alone changed)."""
+    return view.result is not None and source_changed(view.source_id, view.path)
+
+
 class SessionModel:
     """Scheduling, generation filtering and job state of the interactive session.
 
@@ -197,6 +206,10 @@ class SessionModel:
             return []
         item.stopped = False  # stopped while viewed; viewed again, it runs
         cached = self.cache.get(path_key(item.path))
+        if cached is not None and cached.result is not None and changed(cached):
+            events = self._forget_changed(item, cached)
+            self._make_room()
+            return [*events, *self._pump()]
         if cached is not None and cached.result is not None:
             self.view = cached
             events: list[Event] = [ViewLoaded(cached)]
@@ -228,6 +241,32 @@ class SessionModel:
         self._make_room()
         return self._pump()
 
+    def enhance_if_changed(self, item: QueueItem) -> list[Event]:
+        """``item``, opened again: if its photo changed on disk since its result was made
+        (replaced, or edited and saved), that result is dropped and the photo enhanced
+        again when shown (at once, when it is on screen); [] when it did not change."""
+        if item is self.current:
+            view = self.view
+            return self._enhance_again(view) if view is not None and changed(view) else []
+        cached = self.cache.peek(path_key(item.path))
+        if cached is None or not changed(cached):
+            return []
+        return self._forget_changed(item, cached)
+
+    def _forget_changed(self, item: QueueItem, view: ViewData) -> list[Event]:
+        """Drops ``item``'s cached ``view``, made from the photo before it changed."""
+        self.cache.pop(path_key(item.path))
+        self._drop_session(view)
+        item.reset()
+        return [ItemChanged(item), Message(_CHANGED.format(item.name))]
+
+    def _enhance_again(self, view: ViewData, said: str = "") -> list[Event]:
+        """The viewed photo, changed on disk since ``view`` was made, enhanced again (its
+        old result is not kept for a Stop to bring back: it is of another picture)."""
+        events = self.reprocess_current()
+        self._before = None
+        return [Message(said or _CHANGED.format(view.path.name), error=bool(said)), *events]
+
     def reprocess_current(self) -> list[Event]:
         """Run the viewed image again from exit 1 (the engine changed, or on request)."""
         item = self.current
@@ -242,6 +281,7 @@ class SessionModel:
         self.view, self._view_gen = None, 0
         if shown is not None:
             self._drop_session(shown)
+        self._make_room()  # the viewed photo first, as when it is selected
         return [ItemChanged(item), *self._pump()]
 
     def _pop_aux(self, gen: int) -> ContinueJob | RechooseJob | SaveJob | None:
@@ -427,6 +467,10 @@ class SessionModel:
         job = self.save_job(exits, targets, folder, agreed)
         if job is None:
             return []
+        if changed(job.view):  # its pixels are of the photo as it was: not under its name
+            return self._enhance_again(job.view, f"Nothing saved: {job.view.path.name} "
+                                                 f"changed on disk since it was enhanced, so "
+                                                 f"it is enhanced again; save it then")
         self._make_room()
         self._aux[job.gen] = job
         self.submit(job)

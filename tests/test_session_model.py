@@ -498,3 +498,49 @@ def test_a_tiled_pictures_cost_stays_its_own_runs_after_compute_all(model, tmp_p
     # A whole image's exits are all its own run's: as before.
     whole = view_of(a, exits=3)
     assert whole.run_of == {} and whole.cum_ms(3, whole.result.exits) == 6.0
+
+
+def test_a_photo_changed_on_disk_is_enhanced_again_not_saved_stale(model, tmp_path) -> None:
+    """A photo replaced on disk after its result kept that result: opened again it was
+    "already in the queue", and Save wrote the old picture under the photo's name."""
+    from rbqe.io import source_identity
+
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    model.select(item_a)  # its job is already on its way
+
+    def finish(path: Path) -> ViewData:
+        job = model.jobs[-1]
+        if job.path != path:  # the background job makes room for the viewed photo first
+            assert job.cancel.is_set()
+            model.on_cancelled(job.gen)
+            job = model.jobs[-1]
+        assert isinstance(job, ProcessJob) and job.path == path
+        view = view_of(path, exits=2)
+        view.source_id = source_identity(path)  # as the worker takes it, before the read
+        model.on_finished(job.gen, view)
+        return view
+
+    finish(a)
+    assert model.enhance_if_changed(item_a) == []  # unchanged: nothing to do
+    photo(a, seed=2)  # the user replaces the photo
+    n = len(model.jobs)
+    events = model.save([2], targets={2: tmp_path / "out.png"})
+    assert kinds(events)[:2] == ["Message", "ItemChanged"] and events[0].error
+    assert events[0].text.startswith("Nothing saved: a.jpg changed on disk")
+    assert not any(isinstance(j, SaveJob) for j in model.jobs[n:])
+    assert not (tmp_path / "out.png").exists()
+    finish(a)  # enhanced again, from the new file
+    # Off screen (cached), replaced again, opened again: its old result is dropped and
+    # the photo runs again when shown.
+    model.select(item_b)
+    finish(b)
+    photo(a, seed=3)
+    events = model.enhance_if_changed(item_a)
+    assert kinds(events) == ["ItemChanged", "Message"]
+    assert events[1].text == "a.jpg changed on disk since it was enhanced: enhanced again"
+    assert item_a.status == WAITING and model.cache.peek(path_key(a)) is None
+    model.select(item_a)
+    finish(a)
+    assert model.view.result is not None and model.enhance_if_changed(item_a) == []

@@ -69,7 +69,7 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.listing`: :func:`list_images`, :func:`lists_folder`.
 * :mod:`rbqe.io.output_log`: :data:`OUTPUT_LOG`, :func:`record_output`,
   :func:`write_noted` (an output written with its note kept true), :func:`made_with`,
-  :func:`source_identity`, :func:`not_this_result`.
+  :func:`source_identity`, :func:`source_changed`, :func:`not_this_result`.
 * :mod:`rbqe.io.diagnostics`: error reasons, warnings to log records, the logger.
 """
 
@@ -93,6 +93,7 @@ from rbqe.io.output_log import (
     not_this_result,
     record_output,
     retract_output,
+    source_changed,
     source_identity,
     write_noted,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "remove_stale_temps",
     "save_image",
     "save_like",
+    "source_changed",
     "source_identity",
     "write_bytes_atomic",
     "write_noted",

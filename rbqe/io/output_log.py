@@ -251,7 +251,7 @@ def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,
     otherwise = _made_otherwise(noted.made, made) if made is not None else None
     # Last: it may read the source. Also where the noted source is gone (a folder moved):
     # the bytes, not the path, say whether this is the photo the output was made from.
-    if otherwise is None and _source_changed(noted.source_id, source):
+    if otherwise is None and source_changed(noted.source_id, source):
         return "was made from an earlier version of this photo (it has changed since)"
     return otherwise
 
@@ -275,7 +275,7 @@ def source_identity(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
 
 
-def _source_changed(noted: dict[str, Any] | None, source: Path) -> bool:
+def source_changed(noted: dict[str, Any] | None, source: Path) -> bool:
     """Whether ``source`` is no longer the file ``noted`` (:func:`source_identity`);
     False when the note cannot say (an older one) or the source cannot be read.
 

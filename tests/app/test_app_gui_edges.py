@@ -313,6 +313,26 @@ def test_opening_a_queued_image_again_shows_it(qtbot, window, images) -> None:
     assert window.status.text() == f"{images[1].name} is already in the queue"
 
 
+def test_opening_a_photo_changed_since_its_result_enhances_it_again(qtbot, window, images
+                                                                    ) -> None:
+    """A photo replaced on disk kept its old result: opened again it was "already in the
+    queue", showing the old picture (and Save wrote that under the photo's name)."""
+    import numpy as np
+    from PIL import Image
+
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as first:
+        window.open_paths([images[0]])
+    old_size = first.args[0].loaded.pixels.shape[:2]
+    h, w = old_size[0] + 8, old_size[1] + 16  # another picture, another size
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(images[0], quality=40)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as again:
+        assert window.open_paths([images[0]]) == 0
+        assert window.status.text() == (f"{images[0].name} changed on disk since it was "
+                                        f"enhanced: enhanced again")
+    assert again.args[0].loaded.pixels.shape[:2] == (h, w)
+    assert window.session.current.path == images[0]
+
+
 # -- 9: the Info panel's times add up --------------------------------------------------------
 def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> None:
     """The exit card said "Σ 11.53 s" (network and IQA), Info and the status bar 11.76 s:

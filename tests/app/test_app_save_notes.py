@@ -14,7 +14,6 @@ from rbqe_studio.saving import result_held
 from tests.helpers import tiny_enhancer, write_jpeg
 
 TIMEOUT = 120_000
-CHANGED_SINCE = "was made from an earlier version of this photo (it has changed since)"
 
 
 def view(qtbot, window, path: Path, mode: object = "all") -> None:
@@ -282,28 +281,33 @@ def test_a_save_notes_the_source_as_it_was_loaded(qtbot, window, images, tmp_pat
     assert noted.source_id == source_identity(images[0])  # unchanged since it was loaded
 
 
-def test_a_photo_replaced_after_it_was_loaded_is_noted_as_loaded(qtbot, window, images,
-                                                                 tmp_path, monkeypatch) -> None:
-    """Replaced between the load and Save all, the photo is noted as it was when the
-    exits were made from it (not as it is at the save): a later batch into that folder
-    then fails it as changed since, instead of skipping its outputs as done."""
+def test_a_photo_replaced_after_it_was_loaded_is_enhanced_again_not_saved(
+        qtbot, window, images, tmp_path, monkeypatch) -> None:
+    """Replaced between the load and Save all, the photo's exits (made from it as it
+    was) were saved under its name, noted as made from the old file. Now nothing is
+    saved: it is enhanced again, and saved from the new file; a later batch into that
+    folder then takes those outputs for done."""
     src = images[0]
-    loaded = source_identity(src)
     view(qtbot, window, src)
     write_jpeg(src, size=(80, 60), seed=7)  # another photo at its name
-    assert source_identity(src) != loaded
+    now = source_identity(src)
     folder = tmp_path / "out"
     folder.mkdir()
+    monkeypatch.setattr(window, "_folder_dialog", lambda *a: str(folder))
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as again:
+        window.acts.save_all.trigger()
+        assert window.status.text().startswith(f"Nothing saved: {src.name} changed on disk")
+    assert list(folder.iterdir()) == []
+    assert again.args[0].loaded.pixels.shape[:2] == (60, 80)  # the new photo
     saved = save_all(qtbot, window, folder, monkeypatch)
     assert len(saved) == 5
     notes = OutputNotes()
-    assert all(notes.get(p).source_id == loaded for p in saved)
-
+    assert all(notes.get(p).source_id == now for p in saved)
     before = {p: p.read_bytes() for p in saved}
     options = BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")
     (item,) = run_batch(tiny_enhancer(), [src], options).items
-    assert item.status == "failed" and CHANGED_SINCE in str(item.error)
-    assert {p: p.read_bytes() for p in saved} == before  # left as they are
+    assert item.status == "skipped"  # rbqe's outputs of the photo as it is: done
+    assert {p: p.read_bytes() for p in saved} == before
 
 
 def test_an_exit_read_back_from_a_batch_is_noted_as_the_batch_read_its_photo(
