@@ -11,17 +11,23 @@ from PySide6.QtWidgets import QMenu, QMenuBar, QMessageBox, QWidget
 
 def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
     """Help → Keyboard shortcuts: every action that has keys, from the menus."""
-    rows = []
+    cells = []
     for menu in menus.findChildren(QMenu):
         for act in menu.actions():
             keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
                              for k in act.shortcuts())
             if keys:
-                rows.append(f"<tr><td>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
-                            f"<td><b>{keys}</b></td></tr>")
+                cells.append(f"<td nowrap>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
+                             f"<td nowrap><b>{keys}</b></td>")
     for what, keys in (("Peek at A (hold)", "Space"),
                        ("Pan a zoomed image", "Arrows, Shift+Arrows")):
-        rows.append(f"<tr><td>{what}&nbsp;&nbsp;</td><td><b>{keys}</b></td></tr>")
+        cells.append(f"<td nowrap>{what}&nbsp;&nbsp;</td><td nowrap><b>{keys}</b></td>")
+    # Two columns of shortcuts: in one the box was 751 px tall, its OK button below a
+    # 1280x720 screen.
+    half = (len(cells) + 1) // 2
+    gap = "<td>&nbsp;&nbsp;&nbsp;&nbsp;</td>"
+    right = [*cells[half:], "<td></td><td></td>"]  # padded for an odd count
+    rows = [f"<tr>{a}{gap}{b}</tr>" for a, b in zip(cells[:half], right, strict=False)]
     box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts",
                       f"<table cellspacing='3'>{''.join(rows)}</table>",
                       QMessageBox.StandardButton.Ok, parent)
@@ -29,6 +35,8 @@ def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
     box.setInformativeText("Arrows pan once the image is clicked and larger than its "
                            "pane; else Left and Right change the image. A focused button, "
                            "tab bar or field keeps its own keys.")
+    # QMessageBox caps its width and wrapped the two columns' names; room for both.
+    box.setStyleSheet("QLabel { min-width: 560px; }")
     box.setModal(False)
     box.show()
     return box
