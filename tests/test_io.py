@@ -1284,3 +1284,38 @@ def test_a_12_bit_jpeg_is_said_to_be_12_bit(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ImageReadError, match="12-bit JPEG .* is not supported"):
         load_image(path)
+
+
+def test_jpeg_outputs_keep_full_colour_resolution_at_high_quality(tmp_path: Path) -> None:
+    """Pillow's default 4:2:0 halved the colour of every JPEG output: a 4:4:4 photo's
+    enhanced output came out worse than the file itself, even at quality 100."""
+    from PIL.JpegImagePlugin import get_sampling
+
+    rng = np.random.default_rng(4)
+    pixels = rng.random((48, 64, 3))
+    for quality, sampling in ((100, 0), (rio.write.JPEG_444_QUALITY, 0), (80, 2), (20, 2)):
+        out = rio.save_image(tmp_path / f"q{quality}.jpg", pixels, quality=quality)
+        with Image.open(out) as im:
+            assert get_sampling(im) == sampling, quality  # 0: 4:4:4, 2: 4:2:0
+    grey = rio.save_image(tmp_path / "grey.jpg", pixels[..., 0], mode="L", quality=95)
+    with Image.open(grey) as im:
+        assert im.mode == "L"
+
+
+def test_a_16_bit_image_of_12_bits_or_fewer_is_said_to_be_nearly_black(tmp_path: Path
+                                                                       ) -> None:
+    """8- or 12-bit data in a 16-bit file (or a 32-bit TIFF of 0-255) was enhanced as a
+    nearly black picture, its output damaged, with status ok and nothing said."""
+    rng = np.random.default_rng(5)
+    base = rng.random((40, 56, 3))
+    for bits, warned in ((8, True), (12, True), (16, False)):
+        path = tmp_path / f"rgb{bits}.png"
+        cv2.imwrite(str(path), np.round(base * (2**bits - 1)).astype(np.uint16))
+        loaded = rio.load_image(path)
+        said = [w for w in loaded.warnings if "16-bit samples use only" in w]
+        assert loaded.bit_depth == 16 and bool(said) == warned, bits
+        if warned:
+            assert said[0].startswith(f"its 16-bit samples use only {bits} bits")
+    tif = tmp_path / "int32.tif"
+    Image.fromarray(np.round(base[..., 0] * 255).astype(np.int32)).save(tif)
+    assert any("use only 8 bits" in w for w in rio.load_image(tif).warnings)

@@ -596,10 +596,11 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             logger.debug("decode failure for %s", p, exc_info=True)
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
-    warnings = [w for w in (frames_warning, chroma_warning, icc_warning) if w]
+    bit_depth = 16 if ints.dtype == np.uint16 else 8
+    warnings = [w for w in (frames_warning, chroma_warning, icc_warning,
+                            _low_range_warning(ints) if bit_depth == 16 else None) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
-    bit_depth = 16 if ints.dtype == np.uint16 else 8
     if orientation != 1:
         ints = _orient(ints, orientation)
         alpha = _orient(alpha, orientation) if alpha is not None else None
@@ -622,6 +623,19 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         iptc=iptc,
         png_text=png_text,
     )
+
+
+def _low_range_warning(ints: np.ndarray) -> str | None:
+    """Said of a 16-bit image whose samples use 12 bits or fewer (8- or 12-bit data in a
+    16-bit file, a 32-bit TIFF of 0-255): the network, as any viewer, sees a nearly black
+    picture, and its output of one came out damaged with nothing said."""
+    top = int(ints.max()) if ints.size else 0
+    if top >= 1 << 12:
+        return None
+    bits = max(1, top.bit_length())
+    return (f"its 16-bit samples use only {bits} bits (the largest is {top} of 65535), "
+            f"so it is nearly black as read; if it holds {bits}-bit data, scale it to "
+            f"the full 16-bit range first")
 
 
 def _quant_tables(im: Image.Image) -> dict[int, tuple[int, ...]] | None:

@@ -107,6 +107,9 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
     return _Extra(xmp, comment, dpi, iptc, text)
 
 
+# JPEG outputs at this quality or more keep full-resolution colour (4:4:4), below it 4:2:0.
+JPEG_444_QUALITY = 90
+
 # What each output format keeps of an input's metadata, as the writers below write it
 # (checked with ExifTool). A 16-bit colour TIFF (OpenCV's) keeps none; Pillow writes a
 # TIFF's EXIF without its Exif and GPS directories (camera, date, location), so none.
@@ -419,6 +422,11 @@ def _make_writer(
         kwargs["exif"] = exif
     if fmt_name in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
+    if fmt_name == "JPEG":
+        # Full-resolution colour at the qualities meant to keep detail (as GIMP and
+        # Photoshop do): Pillow's 4:2:0 made a 4:4:4 JPEG's output worse than the file
+        # itself even at quality 100 (34.07 dB in, 33.16 out; 4:4:4 at 100: 34.6).
+        kwargs["subsampling"] = "4:4:4" if quality >= JPEG_444_QUALITY else "4:2:0"
     if fmt_name == "WEBP" and channels == 4:
         kwargs["exact"] = True  # keep colour under transparent pixels
     if fmt_name == "PNG":
