@@ -38,9 +38,14 @@ from rbqe_studio.state import fmt_gmacs, fmt_ms
 from rbqe_studio.widgets import ElidedLabel
 
 INPUT = 0
+SCORE_TIP = ("The number is the blind quality score (0-1; higher: fewer blocks and less "
+             "blur as the assessor sees them). It decides only under a score threshold "
+             "(Settings), where it is green once reached; the learned gate reads it among "
+             "other signals, and exit 1 often scores high although it is the weakest.")
 ACCENT = QColor("#4c9be8")
 GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")
+NEUTRAL = QColor(255, 255, 255, 170)  # a score that decides nothing (the gate's, forced)
 A_COLOR = QColor("#e8a33d")
 B_COLOR = QColor("#4c9be8")
 CARD_HEIGHT = 190
@@ -144,6 +149,14 @@ class ExitCard(QWidget):
         return (d.score is not None and self.threshold is not None
                 and may_stop(self.index, d.score, self.threshold, self.min_exit))
 
+    def score_colour(self) -> QColor:
+        """Green or amber where the score decides (a score threshold: it reached it or
+        not); else neutral: under the learned gate a green 0.571 beside an amber 0.596
+        read as "the lower score is the good one"."""
+        if self.threshold is None:
+            return NEUTRAL
+        return GOOD if self.score_passes() else WEAK
+
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -183,7 +196,7 @@ class ExitCard(QWidget):
         p.drawText(QRectF(r.left() + 8, y, r.width() - 16, 20),
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, d.title)
         if d.score is not None:
-            p.setPen(GOOD if self.score_passes() else WEAK)
+            p.setPen(self.score_colour())
             p.drawText(QRectF(r.left() + 8, y, r.width() - 16, 20),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                        f"{d.score:.3f}")
@@ -377,8 +390,8 @@ class ExitStrip(QWidget):
         # Why auto would (or would not) stop here, in words, on hover.
         card.setToolTip(("" if decision is None else
                          f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")
-                        + "Click: show on the right (B)\nRight-click or Ctrl+click: show on "
-                          "the left (A)")
+                        + SCORE_TIP + "\n\nClick: show on the right (B)\nRight-click or "
+                          "Ctrl+click: show on the left (A)")
 
     def set_running(self, k: int) -> None:
         if 1 <= k <= NUM_EXITS and self.cards[k].data.state != "ready":

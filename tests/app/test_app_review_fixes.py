@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QLineEdit, QScrollArea
 
 from rbqe.engine import Enhancer
@@ -123,6 +124,30 @@ def test_score_colours_follow_the_rule(qtbot) -> None:
     reached = Decision(True, 3, "assessor", {"score": 0.87, "threshold": 0.85}, "…")
     card.set_data(CardData("Exit 3", score=0.87, state="ready", decision=reached))
     assert card.score_passes()
+
+
+def test_scores_are_coloured_only_where_they_decide(qtbot) -> None:
+    """Under the learned gate the chosen exit's 0.571 was green beside exit 3's amber
+    0.596, as if the lower score were the better; a score colours only under a score
+    threshold, and the card's tooltip says what the number is."""
+    from rbqe_studio.exits import GOOD, NEUTRAL, WEAK, CardData, ExitCard, ExitStrip
+
+    card = ExitCard(4)
+    qtbot.addWidget(card)
+    gate = Decision(True, 4, "gate", {"tau_db": 0.05, "predicted_gain_db": 0.04}, "…")
+    card.set_data(CardData("Exit 4", score=0.571, state="ready", decision=gate))
+    assert card.threshold is None and card.score_colour() == NEUTRAL
+    card.threshold = 0.5  # a score threshold in Settings: the score decides
+    reached = Decision(True, 4, "assessor", {"score": 0.571, "threshold": 0.5}, "…")
+    card.set_data(CardData("Exit 4", score=0.571, state="ready", decision=reached))
+    assert card.score_colour() == GOOD
+    below = Decision(False, 4, "assessor", {"score": 0.571, "threshold": 0.6}, "…")
+    card.set_data(CardData("Exit 4", score=0.571, state="ready", decision=below))
+    assert card.score_colour() == WEAK
+    strip = ExitStrip()
+    qtbot.addWidget(strip)
+    strip.set_exit(2, QImage(8, 8, QImage.Format.Format_RGB32), 0.6, 10.0, 1.0, gate)
+    assert "blind quality score" in strip.cards[2].toolTip()
 
 
 # -- 5, 6, 7: progress, device errors, costs ---------------------------------------------
