@@ -108,8 +108,11 @@ def row_texts(item: QueueItem, bold: QFontMetrics, fm: QFontMetrics,
     for short in (1, 2, 3):
         if fm.horizontalAdvance(status) > width:
             status = status_text(item, short)
+    # A failure's cause reads from its start ("Failed: truncated or co…"); cut in the
+    # middle it was "Failed: trunc…pt image data" in a queue of any width.
+    cut = Qt.TextElideMode.ElideRight if item.status == FAILED else Qt.TextElideMode.ElideMiddle
     return (bold.elidedText(name or item.name, Qt.TextElideMode.ElideMiddle, width),
-            fm.elidedText(status, Qt.TextElideMode.ElideMiddle, width))
+            fm.elidedText(status, cut, width))
 
 
 class _Delegate(QStyledItemDelegate):

@@ -25,7 +25,7 @@ from rbqe_studio.batch_panel import summary_html, summary_line
 from rbqe_studio.jobs import BatchOutcome
 from rbqe_studio.queue_panel import row_texts, status_text
 from rbqe_studio.settings_panel import AUTO_TEXT
-from rbqe_studio.state import DONE, QueueItem, fmt_ms_short
+from rbqe_studio.state import DONE, FAILED, QueueItem, fmt_ms_short
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 MIN_WIDTH = 882  # the window's narrowest, themed
@@ -213,6 +213,18 @@ def test_a_narrow_queue_row_keeps_its_exit(qapp) -> None:
     assert line == "Exit 5", line
     wide = fm.horizontalAdvance(status_text(item)) + 1
     assert row_texts(item, QFontMetrics(bold), fm, wide)[1] == "Exit 5 · score 0.805 · 419 ms"
+
+
+def test_a_failed_rows_cause_is_cut_at_its_end(qapp) -> None:
+    # Cut in the middle it read "Failed: trunc…pt image data" at every window size.
+    item = QueueItem(Path("/photos/broken.jpg"), status=FAILED,
+                     error="/photos/broken.jpg: truncated or corrupt image data")
+    fm = QFontMetrics(qapp.font())
+    bold = QFont(qapp.font())
+    bold.setBold(True)
+    width = fm.horizontalAdvance("Failed: truncated or corrupt")
+    _, line = row_texts(item, QFontMetrics(bold), fm, width)
+    assert line.startswith("Failed: truncated") and line.endswith("…"), line
 
 
 def test_short_times_for_narrow_places() -> None:
