@@ -20,7 +20,8 @@ def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
                 cells.append(f"<td nowrap>{act.text().replace('&', '')}&nbsp;&nbsp;</td>"
                              f"<td nowrap><b>{keys}</b></td>")
     for what, keys in (("Peek at A (hold)", "Space"),
-                       ("Pan a zoomed image", "Arrows, Shift+Arrows")):
+                       ("Pan a zoomed image", "Arrows, Shift+Arrows"),
+                       ("Remove from the queue (in it)", "Delete, Backspace")):
         cells.append(f"<td nowrap>{what}&nbsp;&nbsp;</td><td nowrap><b>{keys}</b></td>")
     # Two columns of shortcuts: in one the box was 751 px tall, its OK button below a
     # 1280x720 screen.

@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
         q.open_files.connect(self.open_files_dialog)
         q.open_folder.connect(self.open_folder_dialog)
         q.clear_requested.connect(self.clear_queue)
+        q.remove_requested.connect(self.remove_from_queue)
         self.drop_zone.open_files.connect(self.open_files_dialog)
         self.drop_zone.open_folder.connect(self.open_folder_dialog)
         s.view_loaded.connect(self._on_view_loaded)
@@ -269,6 +270,17 @@ class MainWindow(QMainWindow):
             self.show_message("The batch's image is already in the queue; showing it" if n == 1
                               else f"The batch's {n} images are already in the queue; "
                                    f"showing the first")
+
+    def remove_from_queue(self, item: QueueItem) -> None:
+        """One image out of the queue (its run stopped, its result forgotten; saved files
+        stay); the list then shows its neighbour, or the drop zone when none is left."""
+        self.session.remove(item)
+        self.queue.remove_item(item)
+        if not self.session.queue.items:
+            self.clear_queue()
+        else:
+            self.show_message(f"{item.name} removed from the queue")
+        self._update_actions()
 
     def clear_queue(self) -> None:
         self.session.remove_all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
+from PySide6.QtGui import QAction, QColor, QFont, QFontMetrics, QKeySequence, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -172,6 +172,7 @@ class QueuePanel(QWidget):
     open_files = Signal()
     open_folder = Signal()
     clear_requested = Signal()
+    remove_requested = Signal(object)  # QueueItem: the row's Remove (Delete, or its menu)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -190,6 +191,15 @@ class QueuePanel(QWidget):
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.currentItemChanged.connect(self._on_current)
+        # One image out of the queue (only Clear took any out): Delete or Backspace on the
+        # list, or the row's right-click menu.
+        self.remove_action = QAction("Remove from queue", self.list)
+        self.remove_action.setShortcuts([QKeySequence(QKeySequence.StandardKey.Delete),
+                                         QKeySequence(Qt.Key.Key_Backspace)])
+        self.remove_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.remove_action.triggered.connect(self._remove_current)
+        self.list.addAction(self.remove_action)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         files = QPushButton("Open files…")
         folder = QPushButton("Open folder…")
         files.clicked.connect(self.open_files)
@@ -241,6 +251,19 @@ class QueuePanel(QWidget):
         self.list.clear()
         self._rows.clear()
         self._update_counts()
+
+    def remove_item(self, item: QueueItem) -> None:
+        """Drops ``item``'s row; the list makes a neighbour current (shown next)."""
+        row = self._rows.pop(id(item), None)
+        if row is not None:
+            self.list.takeItem(self.list.row(row))
+        self._update_names()
+        self._update_counts()
+
+    def _remove_current(self) -> None:
+        item = self.current()
+        if item is not None:
+            self.remove_requested.emit(item)
 
     def select(self, item: QueueItem) -> None:
         row = self._rows.get(id(item))

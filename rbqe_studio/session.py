@@ -210,6 +210,9 @@ class Session(QObject):
     def open_batch_results(self, reports: Sequence[ItemReport]) -> None:
         self._emit(self.model.open_batch_results(reports))
 
+    def remove(self, item: QueueItem) -> None:
+        self._emit(self.model.remove(item))
+
     def remove_all(self) -> None:
         self._emit(self.model.remove_all())
 

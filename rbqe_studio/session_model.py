@@ -506,6 +506,29 @@ class SessionModel:
         self.background = on
         return self._pump() if on else []
 
+    def remove(self, item: QueueItem) -> list[Event]:
+        """Takes ``item`` out of the queue: its run stopped (a save in hand still ends), its
+        result forgotten; the next image waiting goes on."""
+        if self.queue.get(item.path) is not item:
+            return []
+        run = self._running
+        if run is not None and run.item is item:
+            run.job.cancel.set()
+        events: list[Event] = []
+        view = self.view if item is self.current else None
+        if item is self.current:
+            for job in self._aux.values():
+                if job.view is view and not isinstance(job, SaveJob):
+                    job.cancel.set()
+            self.current, self.view, self._view_gen = None, None, 0
+            events.append(ViewBusy(False))
+        self._forget_before(item)
+        cached = self.cache.pop(path_key(item.path))
+        for old in {id(v): v for v in (view, cached) if v is not None}.values():
+            self._drop_session(old)
+        self.queue.remove(item)
+        return events + self._pump()
+
     def remove_all(self) -> list[Event]:
         self._cancel_all()
         self._before = None
@@ -634,7 +657,8 @@ class SessionModel:
         events = [ItemChanged(item)]
         if gen != self._view_gen:
             self._drop_session(payload)  # done in the background: not on screen
-        self.cache.put(path_key(item.path), payload, payload.cost)
+        if self.queue.get(item.path) is item:  # not taken out of the queue meanwhile
+            self.cache.put(path_key(item.path), payload, payload.cost)
         if gen == self._view_gen:
             self.view = payload
             events += [ViewBusy(False), ViewFinished(payload)]

@@ -87,6 +87,10 @@ class Queue:
     def index(self, item: QueueItem) -> int:
         return self.items.index(item)
 
+    def remove(self, item: QueueItem) -> None:
+        self.items.remove(item)
+        del self._keys[path_key(item.path)]
+
     def clear(self) -> None:
         self.items.clear()
         self._keys.clear()

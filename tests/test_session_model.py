@@ -544,3 +544,30 @@ def test_a_photo_changed_on_disk_is_enhanced_again_not_saved_stale(model, tmp_pa
     model.select(item_a)
     finish(a)
     assert model.view.result is not None and model.enhance_if_changed(item_a) == []
+
+
+def test_one_image_is_taken_out_of_the_queue(model, tmp_path) -> None:
+    """Only Clear took images out of the queue: one bad or unwanted photo in a folder
+    stayed, and ran."""
+    a, b, c = (photo(tmp_path / f"{n}.jpg", i) for i, n in enumerate("abc"))
+    model.add_paths([a, b, c])
+    item_a, item_b, item_c = model.queue.items
+    running = model.jobs[-1]
+    assert running.path == a
+    # Out while it runs in the background: its job stops, and its late end is not kept.
+    assert model.remove(item_a) == []
+    assert running.cancel.is_set() and model.queue.items == [item_b, item_c]
+    model.on_finished(running.gen, view_of(a, exits=2))
+    assert model.cache.peek(path_key(a)) is None
+    assert model.jobs[-1].path == b  # the next waiting image goes on
+    # Out while viewed: the view goes, and the cached result with it.
+    model.select(item_b)
+    model.on_finished(model.jobs[-1].gen, view_of(b, exits=3))
+    assert model.view is not None and model.cache.peek(path_key(b)) is not None
+    events = model.remove(item_b)
+    assert kinds(events)[0] == "ViewBusy" and model.current is None and model.view is None
+    assert model.cache.peek(path_key(b)) is None and model.queue.items == [item_c]
+    assert model.remove(item_b) == []  # already out
+    # Opened again later, it is a new image of the queue.
+    model.add_paths([b])
+    assert [i.path for i in model.queue.items] == [c, b]

@@ -345,6 +345,24 @@ def test_opening_a_photo_changed_since_its_result_enhances_it_again(qtbot, windo
     assert window.session.current.path == images[0]
 
 
+def test_delete_takes_one_image_out_of_the_queue(qtbot, window, images) -> None:
+    """Only Clear took images out of the queue: an unwanted photo stayed, and ran."""
+    from PySide6.QtCore import Qt
+
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths(images[:2])
+    assert window.session.current.path == images[0]
+    window.queue.list.setFocus()
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        qtbot.keyClick(window.queue.list, Qt.Key.Key_Delete)
+    assert [i.path for i in window.session.queue.items] == [images[1]]
+    assert window.queue.list.count() == 1 and window.session.current.path == images[1]
+    assert "Remove from queue" in [a.text() for a in window.queue.list.actions()]
+    window.queue.remove_action.trigger()  # the last one: back to the drop zone
+    assert window.session.queue.items == [] and window.stack.currentWidget() is \
+        window.drop_zone
+
+
 # -- 9: the Info panel's times add up --------------------------------------------------------
 def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> None:
     """The exit card said "Σ 11.53 s" (network and IQA), Info and the status bar 11.76 s:
