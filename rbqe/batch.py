@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
-from rbqe.errors import Cancelled, ImageReadError, ImageWriteError, OutputFolderError, RBQEError
+from rbqe.errors import (
+    Cancelled,
+    ImageReadError,
+    ImageWriteError,
+    OutputFolderError,
+    RBQEError,
+    show_path,
+)
 from rbqe.exit_policy import ExitMode, JpegPrior
 from rbqe.io import (
     DEFAULT_MAX_PIXELS,
@@ -64,6 +71,10 @@ log = logging.getLogger(__name__)
 
 # Write errors that concern the whole output folder, not one image: the batch stops.
 FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# Of those, a full disk or quota fails every file wherever it goes; a read-only file
+# system may be one sub-folder's (a mount under the output folder): see _stops_batch.
+_DISK_ERRNOS = FOLDER_ERRNOS - {errno.EROFS}
+_REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}  # a folder refusing new files
 
 
 @dataclass
@@ -450,7 +461,7 @@ def run_batch(
         for n in sorted(done):
             item = batch_plan.with_warnings(done[n])
             items.append(item)
-            if item.write_errno in FOLDER_ERRNOS or _folder_refuses(item, out_dir):
+            if _stops_batch(item, out_dir):
                 folder_error = folder_error or item.write_errno
             elif item.status == "failed":
                 # INFO, not ERROR: the failure is in the summary and front ends show it
@@ -469,13 +480,22 @@ def run_batch(
                         options.mode)
 
 
+def _stops_batch(item: ItemReport, out_dir: Path) -> bool:
+    """Whether ``item``'s failed write means every image would fail in turn: a full disk
+    or quota, or the output folder itself refusing new files (:func:`_folder_refuses`)."""
+    return item.write_errno in _DISK_ERRNOS or _folder_refuses(item, out_dir)
+
+
 def _folder_refuses(item: ItemReport, out_dir: Path) -> bool:
-    """Whether a permission error writing ``item``'s output is the output folder's (made
-    read-only during the batch: every image would fail in turn) rather than one file's.
-    Only ``out_dir`` itself: one read-only sub-folder of a ``-r`` batch stops nothing."""
-    if (item.write_errno not in (errno.EACCES, errno.EPERM) or item.write_path is None
+    """Whether a permission error or a read-only file system writing ``item``'s output
+    is the output folder's (made read-only during the batch: every image would fail in
+    turn) rather than one file's. Only ``out_dir`` itself: one read-only sub-folder of a
+    ``-r`` batch (made so, or a read-only mount) fails the images bound there only."""
+    if (item.write_errno not in _REFUSED_ERRNOS or item.write_path is None
             or path_key(item.write_path.parent) != path_key(out_dir)):
         return False
+    if item.write_errno == errno.EROFS:
+        return True  # the file system's answer, for any file made there
     try:
         probe_writable(out_dir)
     except OSError:
@@ -662,6 +682,10 @@ def _failure(path: Path, exc: Exception) -> ItemReport:
     """The report entry of an image whose reading, enhancing or writing raised ``exc``."""
     if isinstance(exc, ImageWriteError):
         failed = ItemReport(path, "failed", error=str(exc))
+        if exc.errno == errno.EROFS:  # the folder's answer, not the file's: name it
+            folder = show_path(Path(exc.path).parent)
+            failed.error = str(ImageWriteError(
+                exc.path, f"cannot write in {folder}: read-only file system"))
         failed.write_errno, failed.write_path = exc.errno, Path(exc.path)
         return failed
     if isinstance(exc, RBQEError):
@@ -724,8 +748,7 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                     raise
                 except Exception as exc:  # noqa: BLE001
                     done[n] = _failure(jobs[n].path, exc)
-                if (done[n].write_errno in FOLDER_ERRNOS
-                        or _folder_refuses(done[n], Path(jobs[n].options.out_dir))):
+                if _stops_batch(done[n], Path(jobs[n].options.out_dir)):
                     break  # the output folder is full or read-only: the batch stops
         except Cancelled:
             return done, True

@@ -164,6 +164,66 @@ def test_a_batch_stopped_by_a_full_disk_says_so_in_its_report(
     assert "disk full" in doc["summary"]["stopped"]
 
 
+def fail_writes_in(monkeypatch, folder: Path, code: int) -> None:
+    """Image writes into ``folder`` fail with ``code``, as atomic_write's do there (a
+    read-only mount needs root to make, so the writer is patched)."""
+    import rbqe.batch
+
+    real = rbqe.batch.save_like
+
+    def save_like(path, *args, **kwargs):
+        if Path(path).parent == folder:
+            error = ImageWriteError(path, os.strerror(code).lower())
+            error.errno = code
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rbqe.batch, "save_like", save_like)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """in/{a_sub/p0, b/p1, p2, p3}.jpg: the read-only sub-folder's image listed first."""
+    rng = np.random.default_rng(1)
+    for name in ("a_sub/p0.jpg", "b/p1.jpg", "p2.jpg", "p3.jpg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "in" / name, quality=30)
+    return tmp_path / "in"
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_read_only_output_sub_folder_fails_its_images_only(enhancer, tree, tmp_path,
+                                                              monkeypatch, code) -> None:
+    # out/a_sub on a read-only mount stopped the whole -r batch, naming out as the
+    # folder that refused; the images bound for writable folders were never tried.
+    out = tmp_path / "out"
+    fail_writes_in(monkeypatch, out / "a_sub", code)
+    summary = run_batch(enhancer, [tree], BatchOptions(out_dir=out, recursive=True))
+    assert summary.stopped is None
+    assert [(i.input.name, i.status) for i in summary.items] == [
+        ("p0.jpg", "failed"), ("p1.jpg", "ok"), ("p2.jpg", "ok"), ("p3.jpg", "ok")]
+    if code == errno.EROFS:  # the file system's answer: the folder is named
+        assert summary.items[0].error == (f"{out / 'a_sub' / 'p0.png'}: cannot write in "
+                                          f"{out / 'a_sub'}: read-only file system")
+    assert (out / "b" / "p1.png").exists() and (out / "p3.png").exists()
+
+
+@pytest.mark.parametrize(("where", "code", "why"), [
+    ("", errno.EROFS, "read-only file system"),  # the output folder itself
+    ("a_sub", errno.ENOSPC, "disk full"),  # a full disk fails every file, wherever
+])
+def test_a_read_only_output_folder_or_a_full_disk_still_stops_the_batch(
+        enhancer, tree, tmp_path, monkeypatch, where, code, why) -> None:
+    out = tmp_path / "out"
+    fail_writes_in(monkeypatch, out / where if where else out, code)
+    summary = run_batch(enhancer, [tree], BatchOptions(out_dir=out, recursive=True))
+    assert summary.stopped == f"{out}: cannot write to the output folder ({why}); batch stopped"
+    failed = [i.input.name for i in summary.items if i.status == "failed"]
+    assert failed == [("p2.jpg" if not where else "p0.jpg")]
+    assert summary.items[-1].status == "failed"  # nothing tried after it
+
+
 def test_a_retraction_takes_back_only_its_own_writers_note(tmp_path) -> None:
     # Where files cannot be locked, two rbqe processes may write one output: the loser's
     # retraction must not erase the winner's note of the file it did write.

@@ -273,6 +273,29 @@ def test_a_full_disk_stops_a_group(tmp_path, monkeypatch) -> None:
     assert summary.stopped and "disk full" in summary.stopped
 
 
+def test_a_read_only_sub_folder_does_not_stop_a_group(tmp_path, monkeypatch) -> None:
+    # Only the output folder itself read-only stops the batch (see test_batch_safety).
+    import rbqe.batch
+
+    real, out = rbqe.batch.save_like, tmp_path / "out"
+
+    def read_only_sub(target, *a, **k):
+        if Path(target).parent == out / "sub":
+            error = ImageWriteError(target, "read-only file system")
+            error.errno = errno.EROFS
+            raise error
+        return real(target, *a, **k)
+
+    monkeypatch.setattr("rbqe.batch.save_like", read_only_sub)
+    folder = tmp_path / "in"
+    for i, name in enumerate(["a.jpg", "sub/b.jpg", "sub/c.jpg", "z.jpg"]):
+        write_jpeg(folder / name, (64, 64), seed=i)
+    summary = run_batch(_grouped(8), [folder], BatchOptions(out_dir=out, recursive=True))
+    assert summary.stopped is None
+    assert [i.status for i in summary.items] == ["ok", "failed", "failed", "ok"]
+    assert all(f"cannot write in {out / 'sub'}" in i.error for i in summary.items[1:3])
+
+
 def test_process_items_groups_for_the_cluster_workers(tmp_path, one_thread) -> None:
     folder = _folder(tmp_path)
     plans = {}

@@ -114,6 +114,51 @@ def test_jpeg_without_a_resolution_gets_none_made_up(tmp_path: Path) -> None:
     assert load_image(path).dpi is None
 
 
+def _jpeg_with_exif_resolution(path: Path, unit: int | None, res: float, *, jfif: bool = True,
+                               dpi: tuple[int, int] | None = None) -> Path:
+    """A Pillow JPEG (JFIF unit 0, density 1:1 unless ``dpi``) whose EXIF holds ``res`` as
+    X/YResolution with ResolutionUnit ``unit`` (None: left out); without ``jfif`` its
+    JFIF segment is cut out, as in a camera's JPEG."""
+    exif = Image.Exif()
+    exif[0x010F] = "X"  # Make: what exiftool was asked to add
+    exif[0x011A] = exif[0x011B] = res
+    if unit is not None:
+        exif[0x0128] = unit
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 16, 3), 120, np.uint8)).save(
+        buf, "JPEG", exif=exif.tobytes(), **({"dpi": dpi} if dpi else {}))
+    data = buf.getvalue()
+    if not jfif:
+        assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\0"
+        data = data[:2] + data[4 + int.from_bytes(data[4:6], "big"):]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("unit", "res", "jfif", "dpi", "expected"), [
+    (1, 1.0, True, None, None),  # exiftool's 1:1 aspect ratio: became 1 dpi
+    (None, 1.0, True, None, None),  # no unit beside JFIF's unit 0: became 72 dpi
+    (1, 300.0, True, None, None),  # unit 1 is no unit, whatever the numbers
+    (2, 300.0, True, None, (300, 300)),  # inches
+    (3, 100.0, True, None, (254, 254)),  # centimetres
+    (1, 1.0, True, (600, 600), (600, 600)),  # JFIF's own density in inches wins
+    (None, 300.0, False, None, (300, 300)),  # no JFIF: EXIF's default unit, inches
+    (1, 1.0, False, None, None),
+])
+def test_a_jpeg_resolution_without_a_unit_is_no_dpi(tmp_path: Path, unit, res, jfif, dpi,
+                                                    expected) -> None:
+    # exiftool, adding any tag to a Pillow JPEG (JFIF density 1:1, unit 0), writes EXIF
+    # XResolution 1 with ResolutionUnit 1 (none); Pillow read that as 1 dpi, which went
+    # into the output (a PNG's pHYs of 39 px/m): a photo to be printed inches per pixel.
+    src = load_image(_jpeg_with_exif_resolution(tmp_path / "in.jpg", unit, res, jfif=jfif,
+                                                dpi=dpi))
+    assert (tuple(round(d) for d in src.dpi) if src.dpi else None) == expected
+    assert _metadata(save_like(tmp_path / "out.png", src.pixels, src))[2] == expected  # pHYs
+    with Image.open(save_like(tmp_path / "out.jpg", src.pixels, src)) as im:
+        written = im.info["jfif_density"] if im.info.get("jfif_unit") == 1 else None
+    assert written == expected
+
+
 @pytest.mark.parametrize("xmp", [
     b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmlns:e="http://ns.adobe.com/'
     b'exif/1.0/" e:GPSLatitude="48,51.5N"/></x:xmpmeta>',  # EXIF's namespace, another prefix

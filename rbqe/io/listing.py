@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rbqe.io.atomic import is_temp_file
@@ -37,8 +37,11 @@ def list_images(
 
     Folders are scanned for files with a supported suffix (see :data:`SUPPORTED_SUFFIXES`);
     hidden files and folders (``.name``, e.g. macOS ``._IMG.JPG`` resource forks, rbqe's
-    temp files) are skipped, and symlinked folders are not followed (no loops). Files
-    named directly are included whatever their suffix, so that a bad one is reported by
+    temp files) are skipped. Symlinked sub-folders are followed, as ``find -L`` does (an
+    archive links in folders from other disks), their files listed under the link's
+    path; each real folder is listed once: a link back to a folder it is in (a loop), or
+    a second way to a folder already listed, is skipped with a warning. Files named
+    directly are included whatever their suffix, so that a bad one is reported by
     :func:`load_image` instead of being silently ignored; only rbqe's own temp files
     (:func:`is_temp_file`) are left out even then.
 
@@ -97,15 +100,7 @@ def list_images(
             add(p, None)
             continue
         scanned: list[Path] = []
-        for folder, dirnames, filenames in os.walk(
-            p, onerror=lambda e: on_error(Path(e.filename), _os_reason(e))
-        ):
-            here = Path(folder)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if recursive and not d.startswith(".") and path_key(here / d) not in excluded
-            )
+        for here, filenames in _walk(p, recursive, excluded, on_error):
             for name in filenames:
                 f = here / name
                 if name.startswith("."):
@@ -148,6 +143,56 @@ def list_images(
     return list(found.values())
 
 
+def _walk(
+    root: Path, recursive: bool, excluded: set[str], on_error: Callable[[Path, str], None],
+) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, file names)`` of ``root`` and, if ``recursive``, of its sub-folders that
+    are not hidden or ``excluded``, symlinked ones included, each real folder once.
+
+    The real sub-folders come first and the links after them, so that a folder reached
+    both ways keeps its own path (whose outputs do not depend on the link). A link to a
+    folder already listed, or back to one it is in, is skipped with a warning."""
+    visited: dict[object, Path] = {}  # each real folder listed, (device, inode) -> path
+    links: list[Path] = []  # symlinked sub-folders, followed once the real ones are walked
+    starts = [root]
+    while starts:
+        start = starts.pop(0)
+        for folder, dirnames, filenames in os.walk(
+            start, onerror=lambda e: on_error(Path(e.filename), _os_reason(e))
+        ):
+            here = Path(folder)
+            identity = _file_identity(here) or path_key(here)  # some systems give no inode
+            if identity in visited:  # a bind mount of a folder in itself: not again
+                logger.warning("skipping %s: the same folder as %s, already listed",
+                               here, visited[identity])
+                dirnames[:] = []
+                continue
+            visited[identity] = here
+            kept = sorted(d for d in dirnames if recursive and not d.startswith(".")
+                          and path_key(here / d) not in excluded)
+            dirnames[:] = [d for d in kept if not os.path.islink(here / d)]
+            links += [here / d for d in kept if os.path.islink(here / d)]
+            yield here, filenames
+        while links and not starts:
+            link = links.pop(0)
+            why = _loops_or_listed(link, visited)
+            if why:
+                logger.warning("skipping %s: %s", link, why)
+            else:
+                starts.append(link)
+
+
+def _loops_or_listed(link: Path, visited: dict[object, Path]) -> str | None:
+    """Why the symlinked folder ``link`` is not to be walked (see :func:`_walk`), or None."""
+    target, inside = path_key(link), path_key(link.parent)
+    listed = visited.get(_file_identity(link) or target)
+    if inside == target or inside.startswith(target.rstrip(os.sep) + os.sep):
+        return f"a link back to {listed or os.path.realpath(link)}, which holds it (a loop)"
+    if listed is not None:
+        return f"a link to {listed}, already listed"
+    return None
+
+
 def _missing_codec(path: Path) -> str | None:
     """Why a file that :func:`is_image_file` leaves out cannot be read, where its suffix
     is HEIC/AVIF (their codec is not installed); None for other files."""
@@ -187,7 +232,9 @@ def lists_folder(
     """True if :func:`list_images` with these arguments would pick up images in ``folder``.
 
     The folder of a file named directly counts too: a re-run with a shell wildcard
-    (``rbqe enhance photos/* -o photos``) names the outputs there as well.
+    (``rbqe enhance photos/* -o photos``) names the outputs there as well. Paths are
+    compared, nothing is scanned: a folder reached only through a symlinked sub-folder
+    (which ``list_images`` follows) is not seen.
     """
     target = path_key(Path(folder))
     excluded = {path_key(Path(e)) for e in exclude}

@@ -138,7 +138,7 @@ def exif_says_resolution(exif: bytes | None, dpi: tuple[float, float]) -> bool:
     obj = _exif_tags(exif)
     if obj is None or _X_RESOLUTION not in obj:
         return False
-    unit = obj.get(0x0128, 2)  # ResolutionUnit: 2 inch, 3 centimetre, 1 none (no dpi)
+    unit = obj.get(_RESOLUTION_UNIT, 2)  # TIFF's default: inches
     if unit not in (2, 3):
         return False
     try:
@@ -304,6 +304,7 @@ def read_comment(im: Image.Image) -> bytes | None:
 
 
 _X_RESOLUTION = 0x011A
+_RESOLUTION_UNIT = 0x0128  # 2 inch, 3 centimetre, 1 none (an aspect ratio, no dpi)
 
 
 def read_dpi(im: Image.Image) -> tuple[float, float] | None:
@@ -320,14 +321,33 @@ def read_dpi(im: Image.Image) -> tuple[float, float] | None:
     if im.format == "TIFF" and _X_RESOLUTION not in getattr(im, "tag_v2", {}):
         return None  # Pillow reports (1, 1) for a TIFF without resolution tags
     if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2):
-        # Without a JFIF density Pillow reads EXIF's resolution, and makes up 72 dpi
-        # when EXIF has none: that guess is not the file's.
-        try:
-            if _X_RESOLUTION not in im.getexif():
-                return None
-        except Exception:  # noqa: BLE001 - unreadable EXIF: no trustworthy resolution
-            return None
+        # Without a JFIF density Pillow reads EXIF's resolution whatever its unit, and
+        # makes up 72 dpi when EXIF has none: neither guess is the file's.
+        return _exif_dpi(im, x, y)
     return x, y
+
+
+def _exif_dpi(im: Image.Image, x: float, y: float) -> tuple[float, float] | None:
+    """A JPEG's resolution from its EXIF, where that gives one with a unit; ``(x, y)`` is
+    what Pillow made of it (right for an inch or centimetre unit)."""
+    try:
+        exif = im.getexif()
+        if _X_RESOLUTION not in exif:
+            return None
+        unit = exif.get(_RESOLUTION_UNIT)
+        if unit in (2, 3):
+            return x, y
+        if unit is not None or im.info.get("jfif_unit") is not None:
+            # Unit 1, or none beside JFIF's unit 0: a pixel aspect ratio, not dots per
+            # inch (exiftool writes 1:1 so when it adds a tag to a Pillow JPEG; read as
+            # dpi, a 4000 px photo was set to print 4000 inches wide).
+            return None
+        # No JFIF segment and no unit: EXIF's default, inches (Pillow made up 72).
+        x = float(exif[_X_RESOLUTION])
+        y = float(exif.get(0x011B, x))
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no trustworthy resolution
+        return None
+    return (x, y) if all(math.isfinite(v) and v > 0 for v in (x, y)) else None
 
 
 # XMP's orientation and pixel size, as an attribute (tiff:Orientation="6") or an element
