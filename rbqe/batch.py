@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 # Write errors that concern the whole output folder, not one image: the batch stops.
 FOLDER_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # Of those, a full disk or quota fails every file wherever it goes; a read-only file
-# system may be one sub-folder's (a mount under the output folder): see _stops_batch.
+# system may be one sub-folder's (a mount under the output folder): see stops_batch.
 _DISK_ERRNOS = FOLDER_ERRNOS - {errno.EROFS}
 _REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}  # a folder refusing new files
 
@@ -461,7 +461,7 @@ def run_batch(
         for n in sorted(done):
             item = batch_plan.with_warnings(done[n])
             items.append(item)
-            if _stops_batch(item, out_dir):
+            if stops_batch(item, out_dir):
                 folder_error = folder_error or item.write_errno
             elif item.status == "failed":
                 # INFO, not ERROR: the failure is in the summary and front ends show it
@@ -480,9 +480,10 @@ def run_batch(
                         options.mode)
 
 
-def _stops_batch(item: ItemReport, out_dir: Path) -> bool:
+def stops_batch(item: ItemReport, out_dir: Path) -> bool:
     """Whether ``item``'s failed write means every image would fail in turn: a full disk
-    or quota, or the output folder itself refusing new files (:func:`_folder_refuses`)."""
+    or quota, or the output folder itself refusing new files (:func:`_folder_refuses`).
+    Both engines stop on it (the Ray driver, on its workers' rows)."""
     return item.write_errno in _DISK_ERRNOS or _folder_refuses(item, out_dir)
 
 
@@ -748,7 +749,7 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                     raise
                 except Exception as exc:  # noqa: BLE001
                     done[n] = _failure(jobs[n].path, exc)
-                if _stops_batch(done[n], Path(jobs[n].options.out_dir)):
+                if stops_batch(done[n], Path(jobs[n].options.out_dir)):
                     break  # the output folder is full or read-only: the batch stops
         except Cancelled:
             return done, True

@@ -1,12 +1,14 @@
 """The ``rbqe`` command line.
 
 Exit codes: 0 all succeeded, 1 some inputs failed (or none held an image), 2 usage errors
-(argparse) and setup errors such as a missing weights file, 130 stopped with Ctrl-C.
+(argparse) and setup errors such as a missing weights file, 130 stopped with Ctrl-C (143
+with SIGTERM, 129 with SIGHUP: 128 + the signal's number).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -287,17 +289,41 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 class _Interrupt:
-    """First Ctrl-C: stop after the current stage. Second: stop at once."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): stop after the current stage. Second: stop at
+    once. The exit code is 128 + the first signal's number, as shells report it."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int = signal.SIGINT
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nrbqe: stopping after the current stage (Ctrl-C again to abort)",
-              file=sys.stderr)
+        self.requested, self.signum = True, signum
+        ctrl_c = signum == signal.SIGINT
+        how = "" if ctrl_c else f"{signal.Signals(signum).name}: "
+        again = "Ctrl-C again" if ctrl_c else "send it again"
+        # A hung-up terminal (SIGHUP) fails the write: raised here, it would land anywhere.
+        with contextlib.suppress(OSError):
+            print(f"\nrbqe: {how}stopping after the current stage ({again} to abort)",
+                  file=sys.stderr)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The signals that stop a batch as Ctrl-C does. SIGTERM (timeout, systemd, Slurm,
+    kill) and SIGHUP used to kill it without its report, leaving a claim file behind.
+    One ignored (nohup) or held by native code (Python could not put it back) is left
+    alone."""
+    stops = [signal.SIGINT]
+    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            stops.append(sig)
+    return stops
 
 
 def _quiet_opencv() -> None:
@@ -337,8 +363,9 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 f"{'sets' if one else 'set'} the assessor rule, so {'it' if one else 'they'} "
                 f"cannot be used with --policy gate (leave out one or the other)")
         return EXIT_USAGE
-    if args.quality is not None and args.fmt == "png":
-        _eprint("rbqe: note: --quality applies to --format jpeg or webp; png is lossless")
+    if args.quality is not None and args.fmt == "png":  # given (its default is None)
+        _eprint("rbqe: warning: --quality applies to --format jpeg and webp only; "
+                "PNG is lossless")
     out = Path(args.out)
     if not out.exists() and out.suffix.lower() in SUPPORTED_SUFFIXES:
         # `-o result.png` would otherwise make a folder of that name: say so before any work.
@@ -364,7 +391,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_pixels * 1e6) if args.max_pixels > 0 else None,
     )
     interrupt = _Interrupt()
-    old = signal.signal(signal.SIGINT, interrupt)
+    old = {sig: signal.signal(sig, interrupt) for sig in _stop_signals()}
     bar: Any = None
     progress = _ProgressLines()  # when stderr is not a terminal (a pipe, a log file)
     done_items: list[Any] = []
@@ -419,7 +446,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         summary = BatchSummary(done_items, (time.perf_counter() - t0) * 1000, cancelled=True,
                                total=progress.total, mode=options.mode)
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if bar is not None:
             bar.close()
     # The Ray engine writes its own report; after a second Ctrl-C the summary is the
@@ -437,7 +465,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                     f"{exc.strerror or exc}")
     if aborted:
         _eprint("\nrbqe: aborted")
-        return EXIT_INTERRUPTED
+        return interrupt.exit_code
     n = summary.total if summary.total is not None else len(summary.items)
     if n == 0:  # "0 enhanced, 0 skipped, 0 failed of 0" said nothing more
         _eprint(_nothing_found(args.inputs, args.recursive))
@@ -448,7 +476,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if summary.stopped:
         _eprint(f"rbqe: error: {summary.stopped}")
     if summary.cancelled:
-        return EXIT_INTERRUPTED
+        return interrupt.exit_code
     # Nothing found fails as a missing input file does: a script must not go on as if
     # the photos were enhanced (an empty folder used to exit 0).
     return EXIT_FAILED if summary.failed or report_failed or n == 0 else EXIT_OK

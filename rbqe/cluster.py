@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -43,7 +44,6 @@ from typing import IO, Any
 import numpy as np
 
 from rbqe.batch import (
-    FOLDER_ERRNOS,
     BatchEvents,
     BatchOptions,
     ItemReport,
@@ -52,6 +52,7 @@ from rbqe.batch import (
     plan_batch,
     process_items,
     skipped_item,
+    stops_batch,
     with_rule,
 )
 from rbqe.engine import Enhancer
@@ -279,10 +280,15 @@ class EnhanceWorker:
         as_shown = {p: s for _, p, s in item["targets"]}
         entry["outputs"] = {k: as_shown.get(v, v) for k, v in entry["outputs"].items()}
         if "error" in entry:
-            for planned, named in [(path, shown), *as_shown.items()]:
+            pairs = [(path, shown), *as_shown.items()]
+            # ... and their folders, which a read-only sub-folder's error names
+            pairs += [(str(Path(p).parent), str(Path(n).parent)) for p, n in pairs]
+            for planned, named in pairs:
                 entry["error"] = entry["error"].replace(planned, named)
         return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
                            "write_errno": report.write_errno,
+                           "write_path": (None if report.write_path is None
+                                          else str(report.write_path)),
                            "device": self.device,
                            "backend": [self.enhancer.backend.name,
                                        self.enhancer.backend.precision]})
@@ -376,11 +382,17 @@ def _connected(ray: Any, opts: RayOptions) -> Iterator[bool]:
     if ray.is_initialized():
         yield False
         return
+    # ray.init puts its own SIGTERM handler (exit at once, a stack dump, no report) in
+    # place of the caller's (the CLI's: stop after the images in hand, as Ctrl-C): kept.
+    main = threading.current_thread() is threading.main_thread()
+    term = signal.getsignal(signal.SIGTERM) if main else None
     try:
         quiet = not log.isEnabledFor(logging.INFO)  # 'rbqe -v' shows Ray's own logging
         ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
                  include_dashboard=False, log_to_driver=not quiet,
                  logging_level=logging.ERROR if quiet else logging.INFO)
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
         if quiet:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
     except Exception as exc:  # ConnectionError, ValueError...: one line, not a traceback
@@ -577,7 +589,7 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                         summary.devices.add(row["device"])
                         summary.backends.add(tuple(row["backend"]))
                         emit(row["entry"], tuple(row["gmacs"]), None)
-                        if row.get("write_errno") in FOLDER_ERRNOS and summary.stopped is None:
+                        if summary.stopped is None and _stops(row, options.out_dir):
                             # A full disk fails every image in turn: stop, as the local engine.
                             reason = _os_reason(OSError(row["write_errno"], ""))
                             summary.stopped = (f"{options.out_dir}: cannot write to the output "
@@ -594,6 +606,18 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
     # Some images were left: cancelled (not when the last ones finished, nor when the
     # output folder stopped the batch: that is said in ``stopped``).
     return bool(idle) and summary.stopped is None
+
+
+def _stops(row: dict[str, Any], out_dir: Path) -> bool:
+    """Whether a worker's row is a write that stops the batch (:func:`rbqe.batch.
+    stops_batch`: a full disk, or the output folder itself read-only; a read-only
+    sub-folder fails its own images only)."""
+    if row.get("write_errno") is None:
+        return False
+    item = ItemReport(Path(row["entry"]["input"]), "failed")
+    item.write_errno = row["write_errno"]
+    item.write_path = Path(row["write_path"]) if row.get("write_path") else None
+    return stops_batch(item, out_dir)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -217,12 +218,21 @@ def test_the_assessors_options_are_refused_beside_policy_gate(capsys, photos, tm
         "be used with --policy gate" in err, err
 
 
-def test_quality_with_png_output_says_it_does_not_apply(capsys, photos, tmp_path):
-    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "png", "--quality", "40")
-    assert code == 0 and "--quality applies to --format jpeg or webp" in err, err
+QUALITY_UNUSED = ("rbqe: warning: --quality applies to --format jpeg and webp only; "
+                  "PNG is lossless")
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "png"]])
+def test_quality_with_png_output_says_it_does_not_apply(capsys, photos, tmp_path, fmt):
+    # A warning, once, like the tool's others; the run goes on (it read as a mere note).
+    code, err = run(capsys, "enhance", photos[0], photos[1], "-o", tmp_path / "png",
+                    "--quality", "40", *fmt)
+    assert code == 0 and err.splitlines().count(QUALITY_UNUSED) == 1, err
     code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "jpg", "--quality", "40",
                     "--format", "jpeg")
     assert code == 0 and "--quality applies" not in err, err
+    code, err = run(capsys, "enhance", photos[0], "-o", tmp_path / "default", *fmt)
+    assert code == 0 and "--quality applies" not in err, err  # the default 95 is not "given"
 
 
 def test_a_wrong_rbqe_weights_is_named_as_the_cause(capsys, photos, tmp_path, monkeypatch):
@@ -370,12 +380,46 @@ def test_eval_values_out_of_range_are_usage_errors(capsys, photos, argv, words):
     assert stop.value.code == 2 and words in capsys.readouterr().err
 
 
-def test_eval_of_a_file_that_is_not_an_image_is_one_line(capsys, photos, tmp_path):
+def test_eval_of_only_a_file_that_is_not_an_image_fails_without_traceback(capsys, caplog, photos, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     code, err = run(capsys, "eval", notes, "--qf", "10")
-    assert code != 0 and "notes.txt: cannot read it as an image" in err, err
+    assert code == 1 and "rbqe: error: no image could be read (1 skipped)" in err, err
+    assert f"{notes}: cannot read it as an image; skipped" in caplog.messages
     assert "Traceback" not in err
+
+
+def _eval(*args: str | Path) -> subprocess.CompletedProcess:
+    """A real ``rbqe eval``: its warnings on stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "rbqe.cli", "eval", *map(str, args)],
+                          capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def test_eval_skips_an_unreadable_image_and_keeps_the_rest(make_jpeg, tiny_weights,
+                                                           tmp_path):
+    # zero.jpg, measured last, used to throw away every other measurement (exit 2).
+    clean, table = tmp_path / "clean", tmp_path / "eval.json"
+    clean.mkdir()
+    for n in (1, 2):
+        Image.fromarray(make_jpeg(40, 48, seed=n)).save(clean / f"p{n}.png")
+    zero = clean / "zero.jpg"
+    zero.write_bytes(b"")
+    common = ["--qf", "10", "--weights", tiny_weights, "--device", "cpu", "--json", table]
+    warning = f"rbqe: warning: {zero}: cannot read it as an image; skipped"
+    out = _eval(clean, *common)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [warning]
+    assert "skipped 1 unreadable image" in out.stdout
+    doc = json.loads(table.read_text())
+    assert doc["images"] == 2 and doc["per_qf"]["10"]["images"] == 2
+    assert doc["skipped"] == [{"path": str(zero), "error": "cannot read it as an image"}]
+    # No image at all: a failure (1), not a usage error, and no table.
+    table.unlink()
+    out = _eval(zero, *common)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines() == [warning, "rbqe: error: no image could be read (1 skipped)"]
+    assert not table.exists()
 
 
 def test_calibrate_guards(capsys, photos, tmp_path, monkeypatch):

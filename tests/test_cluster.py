@@ -370,3 +370,28 @@ def test_a_worker_no_node_can_hold_is_one_error_not_a_wait(ray_local, corpus):
             run_ray_batch({"weights": str(corpus[2]), "device": "cpu"}, [corpus[1]],
                           BatchOptions(out_dir=corpus[0] / "never"), opts)
     assert not (corpus[0] / "never").exists()
+
+
+def test_starting_ray_keeps_the_callers_sigterm_handler() -> None:
+    """ray.init put its own SIGTERM handler (exit at once, a stack dump) in place of the
+    CLI's, so a SIGTERM to `rbqe enhance --engine ray` wrote no report; a fake Ray that
+    does the same shows the caller's handler kept. (No Ray needed.)"""
+    import signal
+    from types import SimpleNamespace
+
+    from rbqe.cluster import RayOptions, _connected
+
+    def rays_own(signum, frame):  # what ray.init installs
+        raise AssertionError("Ray's handler")
+
+    def init(**kwargs):
+        signal.signal(signal.SIGTERM, rays_own)
+
+    ray = SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    mine = lambda signum, frame: None  # noqa: E731  (the CLI's graceful stop)
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        with _connected(ray, RayOptions()) as started:
+            assert started and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -338,7 +338,8 @@ def _train_curve(args: argparse.Namespace) -> int:
 
 
 def _records(args: argparse.Namespace, threshold: float | None = None,
-             min_exit: int | None = None, policy: str = "assessor") -> tuple[Any, list[Any]]:
+             min_exit: int | None = None, policy: str = "assessor",
+             skipped: list[dict[str, str]] | None = None) -> tuple[Any, list[Any]]:
     from tqdm import tqdm
 
     from rbqe.engine import Enhancer
@@ -377,7 +378,7 @@ def _records(args: argparse.Namespace, threshold: float | None = None,
     try:
         records = collect(enhancer, paths, args.qf, gray=args.gray,
                           features=bool(getattr(args, "save_gate_records", None)),
-                          on_step=lambda d, t: bar.update(1))
+                          on_step=lambda d, t: bar.update(d - bar.n), skipped=skipped)
     finally:
         bar.close()
     return enhancer, records
@@ -412,7 +413,11 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError("--save-gate-records needs a run of the network, not --records")
     # Before the measurement (minutes): a missing folder failed only after it.
     _prepare_outputs(args.save_records, args.save_gate_records, args.json, args.plot)
-    enhancer, records = _records(args, args.threshold, args.min_exit, args.policy)
+    skipped: list[dict[str, str]] = []  # unreadable images, each with a warning
+    enhancer, records = _records(args, args.threshold, args.min_exit, args.policy, skipped)
+    if skipped and not records:
+        print(f"rbqe: error: no image could be read ({len(skipped)} skipped)", file=sys.stderr)
+        return 1
     if args.save_records:
         from rbqe.backends.cache import weights_hash
 
@@ -438,10 +443,14 @@ def _eval(args: argparse.Namespace) -> int:
                     "RGB and BT.601 Y for colour",
         "gray": args.gray,
         "images": len({r.image for r in records}),
+        "skipped": skipped,
         "per_qf": table,
     }
     print(f"auto: {enhancer.policy.describe()}")
     print(format_table(table))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} "
+              f"(see the warnings)")
     if args.json:
         _write_json(args.json, doc)
     if args.plot:

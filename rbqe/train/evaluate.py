@@ -16,6 +16,7 @@ exit the policy chose; under the assessor rule one pass also serves every other 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from rbqe.io import is_image_file
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip_with_tables
 from rbqe.train.metrics import psnr, psnr_b, ssim, to_uint8, y_channel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,13 +125,29 @@ def collect(
     gray: bool = False,
     features: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    skipped: list[dict[str, str]] | None = None,
 ) -> list[Record]:
     """Run every image at every quality through all exits and measure; with ``features``,
-    keep the gate's features at each exit too (:attr:`Record.features`)."""
+    keep the gate's features at each exit too (:attr:`Record.features`).
+
+    With ``skipped``, an image that cannot be read is left out with a warning and noted
+    there (``{"path", "error"}``); without, it raises :class:`ImageReadError`.
+    """
     records: list[Record] = []
     total, done = len(paths) * len(qualities), 0
     for path in paths:
-        clean, color = read_clean(path, gray)
+        try:
+            clean, color = read_clean(path, gray)
+        except ImageReadError as exc:
+            if skipped is None:
+                raise
+            # One bad file among hundreds used to throw the whole measurement away.
+            log.warning("%s; skipped", exc)
+            skipped.append({"path": str(path), "error": exc.reason})
+            done += len(qualities)
+            if on_step:
+                on_step(done, total)
+            continue
         for q in qualities:
             comp, prior = jpeg_roundtrip_with_tables(clean, q)
             x = comp.astype(np.float32) / 255.0

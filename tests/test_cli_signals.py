@@ -1,0 +1,154 @@
+"""SIGTERM and SIGHUP stop ``rbqe enhance`` as a first Ctrl-C does (tests/test_batch.py has
+Ctrl-C's own tests): after the current stage, with the report (``cancelled: true``), the
+summary line, no claim or temp file left, and 128 + the signal's number as exit code.
+
+They used to kill the process (``timeout``, systemd, Slurm, ``kill``): no report, no
+summary, and the claim of the image in hand left in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clirun import run_cli
+from corpus import pattern
+from PIL import Image
+
+from rbqe.engine import Enhancer
+from rbqe.io import OUTPUT_LOG
+
+N = 9  # one small first image, then eight slower ones
+
+
+def _photo(path: Path, size: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pattern(size, size, 3, seed=seed)).save(path)
+
+
+def _finals(out: Path) -> list[str]:
+    if not out.exists():
+        return []
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+
+def _hidden(out: Path) -> list[str]:
+    """Claims (``.rbqe-claim_*.part``) and temps: what a killed run leaves behind."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.name.startswith(".") and p.name != OUTPUT_LOG)
+
+
+def _lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("rbqe: [")]
+
+
+def _notice(sig: signal.Signals) -> str:
+    return f"rbqe: {sig.name}: stopping after the current stage (send it again to abort)"
+
+
+def test_sigterm_stops_after_the_current_stage_with_report_and_exit_143(weights,
+                                                                       tmp_path) -> None:
+    src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
+    _photo(src / "a00.jpg", 32, 0)  # appears quickly: the signal is sent while b* run
+    for i in range(1, N):
+        _photo(src / f"b{i:02d}.jpg", 384, i)
+    with open(tmp_path / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
+             "--weights", str(weights), "--exit", "1", "--report", str(report)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    deadline = time.monotonic() + 1800
+    while not _finals(out):
+        assert proc.poll() is None, f"rbqe exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, "timed out waiting for rbqe"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=1800)
+    err_text = (tmp_path / "stderr.txt").read_text()
+    assert rc == 143, err_text  # 128 + SIGTERM
+    done = _finals(out)
+    assert len(done) < N, "the batch finished before the signal: make it slower"
+    assert _hidden(out) == []  # the claim of the image in hand too
+    assert _lines(err_text) == [
+        _notice(signal.SIGTERM),
+        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {N} (interrupted)",
+    ]
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["cancelled"] is True
+    assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == done
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("times", [1, 2])
+def test_stop_signals_act_as_ctrl_c_and_their_handlers_are_restored(
+        weights, tmp_path, monkeypatch, name, times) -> None:
+    """Once: stop after the image in hand; twice: at once (as a second Ctrl-C). The
+    report is written either way, and the exit code is 128 + the signal's number."""
+    sig = getattr(signal, name, None)
+    if sig is None:
+        pytest.skip(f"no {name} here")
+    for i in range(3):
+        _photo(tmp_path / "in" / f"p{i}.jpg", 16, i)
+    real, seen = Enhancer.enhance, {"n": 0}
+
+    def enhance_and_signal(self, image, mode="auto", **kw):
+        seen["n"] += 1
+        if seen["n"] == 2:
+            for _ in range(times):
+                os.kill(os.getpid(), sig)
+        return real(self, image, mode, **kw)
+
+    monkeypatch.setattr(Enhancer, "enhance", enhance_and_signal)
+    caught: list[int] = []
+
+    def recorder(signum, frame) -> None:  # without rbqe's handler the signal ends pytest
+        caught.append(signum)
+
+    previous = signal.signal(sig, recorder)
+    try:
+        report = tmp_path / "report.json"
+        rc, err = run_cli(["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                           "--weights", str(weights), "--report", str(report)])
+        restored = signal.getsignal(sig)
+    finally:
+        signal.signal(sig, previous)
+    assert caught == [], "the signal reached the test's handler, not rbqe's"
+    assert rc == 128 + sig, err
+    assert restored is recorder
+    last = ("rbqe: aborted" if times == 2
+            else "rbqe: 1 enhanced, 0 skipped, 0 failed of 3 (interrupted)")
+    assert _lines(err) == [_notice(sig), last]
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["cancelled"] is True
+    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [("p0.jpg", "ok")]
+    assert _hidden(tmp_path / "out") == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP here")
+def test_an_ignored_sighup_stays_ignored(weights, tmp_path, monkeypatch) -> None:
+    """``nohup rbqe enhance ...``: a hang-up must not stop the run it was meant to keep."""
+    for i in range(2):
+        _photo(tmp_path / "in" / f"p{i}.jpg", 16, i)
+    real = Enhancer.enhance
+
+    def enhance_and_hang_up(self, image, mode="auto", **kw):
+        os.kill(os.getpid(), signal.SIGHUP)
+        return real(self, image, mode, **kw)
+
+    monkeypatch.setattr(Enhancer, "enhance", enhance_and_hang_up)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        rc, err = run_cli(["enhance", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                           "--weights", str(weights)])
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert rc == 0, err
+    assert _lines(err) == ["rbqe: 2 enhanced, 0 skipped, 0 failed of 2"]
