@@ -490,13 +490,18 @@ def stops_batch(item: ItemReport, out_dir: Path) -> bool:
 def _folder_refuses(item: ItemReport, out_dir: Path) -> bool:
     """Whether a permission error or a read-only file system writing ``item``'s output
     is the output folder's (made read-only during the batch: every image would fail in
-    turn) rather than one file's. Only ``out_dir`` itself: one read-only sub-folder of a
-    ``-r`` batch (made so, or a read-only mount) fails the images bound there only."""
-    if (item.write_errno not in _REFUSED_ERRNOS or item.write_path is None
-            or path_key(item.write_path.parent) != path_key(out_dir)):
+    turn) rather than one file's. One read-only sub-folder of a ``-r`` batch (made so, or
+    a read-only mount) fails the images bound there only; a read-only file system there
+    stops the batch when the output folder refuses too (the disk remounted read-only)."""
+    if item.write_errno not in _REFUSED_ERRNOS or item.write_path is None:
         return False
-    if item.write_errno == errno.EROFS:
+    in_root = path_key(item.write_path.parent) == path_key(out_dir)
+    if item.write_errno == errno.EROFS and in_root:
         return True  # the file system's answer, for any file made there
+    if not in_root and item.write_errno != errno.EROFS:
+        return False  # a sub-folder's own permissions
+    # A read-only file system in a sub-folder: a mount of its own, or the output disk
+    # remounted read-only (errors=remount-ro), which the output folder says too.
     try:
         probe_writable(out_dir)
     except OSError:

@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -303,10 +303,7 @@ class _Interrupt:
         ctrl_c = signum == signal.SIGINT
         how = "" if ctrl_c else f"{signal.Signals(signum).name}: "
         again = "Ctrl-C again" if ctrl_c else "send it again"
-        # A hung-up terminal (SIGHUP) fails the write: raised here, it would land anywhere.
-        with contextlib.suppress(OSError):
-            print(f"\nrbqe: {how}stopping after the current stage ({again} to abort)",
-                  file=sys.stderr)
+        _eprint(f"\nrbqe: {how}stopping after the current stage ({again} to abort)")
 
     @property
     def exit_code(self) -> int:
@@ -404,7 +401,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     def on_item_start(index: int, path: Path) -> None:
         if bar is not None:
-            bar.set_postfix_str(show_path(path.name), refresh=True)
+            with _on_stderr():
+                bar.set_postfix_str(show_path(path.name), refresh=True)
 
     failures = 0
 
@@ -413,6 +411,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         done_items.append(item)
         if item.status == "failed":
             failures += 1
+        with _on_stderr():
+            _show_done(item)
+
+    def _show_done(item: Any) -> None:
+        if item.status == "failed":
             if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
                 bar.set_postfix_str(f"{failures} failed", refresh=False)
             msg = f"rbqe: error: {item.error}"
@@ -449,7 +452,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if bar is not None:
-            bar.close()
+            with _on_stderr():
+                bar.close()
     # The Ray engine writes its own report; after a second Ctrl-C the summary is the
     # local one made here, which has no report_error (that was an AttributeError).
     report_error = getattr(summary, "report_error", None) if enhancer is None else None
@@ -531,7 +535,29 @@ def _exit_words(item: Any) -> str:
 
 
 def _eprint(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    try:
+        print(msg, file=sys.stderr, flush=True)
+    except OSError:
+        _stderr_gone()
+
+
+@contextlib.contextmanager
+def _on_stderr() -> Iterator[None]:
+    """Progress drawn on stderr: a write that fails there must not stop the batch."""
+    try:
+        yield
+    except OSError:
+        _stderr_gone()
+
+
+def _stderr_gone() -> None:
+    """After a write to stderr failed (a hung-up terminal: EIO; a closed pipe: EPIPE),
+    stderr goes nowhere, so that no later progress or summary line stops the batch
+    with a traceback: the report still says what was done."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
 
 
 def _nothing_found(inputs: Sequence[str], recursive: bool) -> str:

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -283,8 +284,7 @@ class EnhanceWorker:
             pairs = [(path, shown), *as_shown.items()]
             # ... and their folders, which a read-only sub-folder's error names
             pairs += [(str(Path(p).parent), str(Path(n).parent)) for p, n in pairs]
-            for planned, named in pairs:
-                entry["error"] = entry["error"].replace(planned, named)
+            entry["error"] = _as_shown(entry["error"], pairs)
         return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
                            "write_errno": report.write_errno,
                            "write_path": (None if report.write_path is None
@@ -292,6 +292,16 @@ class EnhanceWorker:
                            "device": self.device,
                            "backend": [self.enhancer.backend.name,
                                        self.enhancer.backend.precision]})
+
+
+def _as_shown(text: str, pairs: list[tuple[str, str]]) -> str:
+    """``text`` with each planned path of ``pairs`` as the user named it: whole paths only,
+    the longest first (a folder ``/p`` must not turn ``/p_out/x.png`` into ``._out/…``)."""
+    for planned, named in sorted(set(pairs), key=lambda pair: -len(pair[0])):
+        if planned != named:
+            whole = r"(?<![\w/.~-])" + re.escape(planned) + r"(?![^/\\:\s])"
+            text = re.sub(whole, named.replace("\\", "\\\\"), text)  # a literal path
+    return text
 
 
 def _untag(tag: str | None) -> str:
@@ -391,7 +401,7 @@ def _connected(ray: Any, opts: RayOptions) -> Iterator[bool]:
         ray.init(address=opts.address, num_cpus=opts.num_cpus if opts.address is None else None,
                  include_dashboard=False, log_to_driver=not quiet,
                  logging_level=logging.ERROR if quiet else logging.INFO)
-        if term is not None:
+        if callable(term) or term is signal.SIG_IGN:  # a caller's own; SIG_DFL: Ray's stays
             signal.signal(signal.SIGTERM, term)
         if quiet:
             logging.getLogger("ray.data").setLevel(logging.ERROR)

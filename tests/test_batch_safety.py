@@ -224,6 +224,31 @@ def test_a_read_only_output_folder_or_a_full_disk_still_stops_the_batch(
     assert summary.items[-1].status == "failed"  # nothing tried after it
 
 
+def test_a_disk_remounted_read_only_stops_a_batch_writing_into_sub_folders(
+        enhancer, tree, tmp_path, monkeypatch) -> None:
+    # A read-only file system met in a sub-folder is that sub-folder's (a mount) only if
+    # the output folder still takes files: a disk remounted read-only under a -r batch
+    # (every output in a sub-folder) failed each image in turn, the batch not stopped.
+    import rbqe.batch
+
+    out = tmp_path / "out"
+    fail_writes_in(monkeypatch, out / "a_sub", errno.EROFS)
+
+    real, calls = rbqe.batch.probe_writable, []
+
+    def refuses_once_started(folder):  # the check before any work passes
+        calls.append(folder)
+        if len(calls) == 1:
+            return real(folder)
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(rbqe.batch, "probe_writable", refuses_once_started)
+    summary = run_batch(enhancer, [tree], BatchOptions(out_dir=out, recursive=True))
+    assert summary.stopped == (f"{out}: cannot write to the output folder (read-only file "
+                               f"system); batch stopped")
+    assert [(i.input.name, i.status) for i in summary.items] == [("p0.jpg", "failed")]
+
+
 def test_a_retraction_takes_back_only_its_own_writers_note(tmp_path) -> None:
     # Where files cannot be locked, two rbqe processes may write one output: the loser's
     # retraction must not erase the winner's note of the file it did write.

@@ -152,3 +152,34 @@ def test_an_ignored_sighup_stays_ignored(weights, tmp_path, monkeypatch) -> None
         signal.signal(signal.SIGHUP, previous)
     assert rc == 0, err
     assert _lines(err) == ["rbqe: 2 enhanced, 0 skipped, 0 failed of 2"]
+
+
+def test_a_hung_up_terminal_still_gets_its_report_and_exit_129(weights, tmp_path) -> None:
+    """A real hang-up fails every later write to the terminal: the stop notice was
+    guarded, but the next progress or summary line raised, ending in a traceback and
+    exit code 1. Stderr here is a pipe whose reader has gone (EPIPE, as EIO from a
+    hung-up terminal): the batch stops as asked, writes its report, exits 129."""
+    src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
+    _photo(src / "a00.jpg", 32, 0)
+    for i in range(1, N):
+        _photo(src / f"b{i:02d}.jpg", 384, i)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
+         "--weights", str(weights), "--exit", "1", "--report", str(report)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 1800
+    while not _finals(out):
+        assert proc.poll() is None, f"rbqe exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, "timed out waiting for rbqe"
+        time.sleep(0.01)
+    assert proc.stderr is not None
+    proc.stderr.close()  # the terminal is gone: every write from now on fails
+    proc.send_signal(signal.SIGHUP)
+    rc = proc.wait(timeout=1800)
+    assert rc == 129
+    done = _finals(out)
+    assert len(done) < N and _hidden(out) == []
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["cancelled"] is True
+    assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == done

@@ -393,5 +393,26 @@ def test_starting_ray_keeps_the_callers_sigterm_handler() -> None:
     try:
         with _connected(ray, RayOptions()) as started:
             assert started and signal.getsignal(signal.SIGTERM) is mine
+        # A caller with no handler of its own keeps Ray's (its exit runs ray.shutdown).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with _connected(ray, RayOptions()):
+            assert signal.getsignal(signal.SIGTERM) is rays_own
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_workers_error_names_paths_as_the_user_did_and_only_whole_ones() -> None:
+    """The planned folder /home/u/photos turned "/home/u/photos_out/x.png: …" into
+    "._out/x.png: …" (plain substring replacement, shortest first)."""
+    from rbqe.cluster import _as_shown
+
+    pairs = [("/home/u/photos/x.jpg", "x.jpg"), ("/home/u/photos", "."),
+             ("/home/u/photos_out/x.png", "/home/u/photos_out/x.png"),
+             ("/home/u/photos_out", "/home/u/photos_out")]
+    assert _as_shown("/home/u/photos_out/x.png: no space left on device", pairs) == \
+        "/home/u/photos_out/x.png: no space left on device"
+    assert _as_shown("/home/u/photos/x.jpg: truncated", pairs) == "x.jpg: truncated"
+    assert _as_shown("cannot write in /home/u/photos: read-only file system", pairs) == \
+        "cannot write in .: read-only file system"
+    assert _as_shown("/data/home/u/photos/x.jpg: bad", pairs) == \
+        "/data/home/u/photos/x.jpg: bad"  # another path that merely contains it
