@@ -282,10 +282,11 @@ class ExitPolicy:
                                 f"{jpeg}the quality score {s.score:.3f} reached {t:.3f}")
             if k >= NUM_EXITS:
                 # Earlier exits may score higher: they were not asked (min_exit).
-                asked = (f"none of exits {self.min_exit}-{NUM_EXITS}" if self.min_exit > 1
-                         else "no exit")
+                asked = ("no exit reached" if self.min_exit <= 1 else
+                         f"exit {NUM_EXITS} did not reach" if self.min_exit >= NUM_EXITS
+                         else f"none of exits {self.min_exit}-{NUM_EXITS} reached")
                 return Decision(True, k, "last exit", {**values, "min_exit": self.min_exit},
-                                f"{jpeg}{asked} reached the quality score {t:.3f}")
+                                f"{jpeg}{asked} the quality score {t:.3f}")
             return Decision(False, k, "assessor", values,
                             f"quality score {s.score:.3f} is below {t:.3f}")
         if k >= NUM_EXITS:
@@ -299,9 +300,9 @@ class ExitPolicy:
         if gain < tau:
             return Decision(True, k, "gate", values,
                             f"{jpeg}the gate predicts < {tau:g} dB more from going on "
-                            f"({gain:+.3f} dB)")
+                            f"({_gain_text(gain, tau)} dB)")
         return Decision(False, k, "gate", values,
-                        f"the gate predicts {gain:+.3f} dB more from going on")
+                        f"the gate predicts {_gain_text(gain, tau)} dB more from going on")
 
     # Storage
     def to_json(self) -> dict[str, Any]:
@@ -346,6 +347,17 @@ def _jpeg_words(prior: JpegPrior | None) -> str:
     if prior is None:
         return ""
     return f"JPEG quality ≈ {prior.quality} and " if prior.quality else "JPEG tables read and "
+
+
+def _gain_text(gain: float, tau: float) -> str:
+    """The predicted gain to a thousandth, or as many more decimals (up to six) as it
+    takes to fall on its own side of ``tau``: 0.0496 under 0.05 read "< 0.05 dB more
+    (+0.050 dB)"."""
+    for places in (3, 4, 5):
+        text = f"{gain:+.{places}f}"
+        if (float(text) < tau) == (gain < tau):
+            return text
+    return f"{gain:+.6f}"
 
 
 @dataclass

@@ -39,9 +39,10 @@ from rbqe_studio.widgets import ElidedLabel
 
 INPUT = 0
 SCORE_TIP = ("The number is the blind quality score (0-1; higher: fewer blocks and less "
-             "blur as the assessor sees them). It decides only under a score threshold "
-             "(Settings), where it is green once reached; the learned gate reads it among "
-             "other signals, and exit 1 often scores high although it is the weakest.")
+             "blur as the assessor sees them). It decides only under a score-threshold rule "
+             "(the weights' own, or one set in Settings), where it is green once reached; "
+             "the learned gate reads it among other signals, and exit 1 often scores high "
+             "although it is the weakest.")
 ACCENT = QColor("#4c9be8")
 GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")
@@ -76,8 +77,10 @@ def card_reason(d: Decision) -> str:
     if d.signal == "last exit":  # ("went on:" read as going on past the last exit)
         if "threshold" in v:
             start = v.get("min_exit", 1)  # earlier exits were not asked: they may score more
-            asked = f"no score of exits {start}-{NUM_EXITS}" if start > 1 else "no score"
-            return f"last exit: {asked} reached {v['threshold']:.3f}"
+            asked = ("no score reached" if start <= 1 else
+                     f"exit {NUM_EXITS}'s score did not reach" if start >= NUM_EXITS
+                     else f"no score of exits {start}-{NUM_EXITS} reached")
+            return f"last exit: {asked} {v['threshold']:.3f}"
         return "last exit: the gate saw more to gain at each before"
     if d.signal == "fixed":
         return "the weights always take this exit"

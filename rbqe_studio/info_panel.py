@@ -70,9 +70,10 @@ class InfoPanel(QScrollArea):
             "cumulative: the stages up to the exit)")
         score = self.table.horizontalHeaderItem(1)
         score.setToolTip("The assessor's blind quality score (0-1; higher: fewer visible "
-                         "blocks and less blur). It decides only under a score threshold: "
-                         "the learned gate decides on the gain it predicts, so its exit "
-                         "need not score highest")
+                         "blocks and less blur). It decides only under a score-threshold "
+                         "rule (the weights' own, or one set in Settings): the learned gate "
+                         "decides on the gain it predicts, so its exit need not score "
+                         "highest")
         self.table.setVerticalHeaderLabels([f"Exit {k}" for k in range(1, NUM_EXITS + 1)])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)

@@ -233,7 +233,8 @@ class MainWindow(QMainWindow):
             queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
             if queued:  # opened again: shown, rather than "No new images found there"
                 self.stack.setCurrentWidget(self.compare)
-                # A photo replaced or edited since its result is enhanced again (said).
+                # A photo replaced or edited since its result is enhanced again, a failed
+                # one tried again (said).
                 again = [item for item in queued if self.session.enhance_if_changed(item)]
                 self.queue.select(queued[0])
                 if not again:
@@ -274,7 +275,8 @@ class MainWindow(QMainWindow):
     def remove_from_queue(self, item: QueueItem) -> None:
         """One image out of the queue (its run stopped, its result forgotten; saved files
         stay); the list then shows its neighbour, or the drop zone when none is left."""
-        self.session.remove(item)
+        if not self.session.remove(item):
+            return  # not in the queue (already out): no row to drop, nothing to say
         self.queue.remove_item(item)
         if not self.session.queue.items:
             self.clear_queue()
@@ -527,8 +529,8 @@ class MainWindow(QMainWindow):
 
     def save_result(self) -> None:
         data = self.session.view
-        if data is None or data.result is None:
-            return
+        if data is None or data.result is None or self.session.check_before_save():
+            return  # changed on disk: enhanced again, said before a dialog asks a name
         k = self.compare.b if self.compare.b != INPUT else data.result.chosen
         s = self.settings
         folder = s.output_dir or str(data.path.parent)
@@ -542,8 +544,8 @@ class MainWindow(QMainWindow):
 
     def save_all_exits(self) -> None:
         data = self.session.view
-        if data is None or data.result is None:
-            return
+        if data is None or data.result is None or self.session.check_before_save():
+            return  # changed on disk: enhanced again, said before a dialog asks a folder
         folder = self._folder_dialog("Save all exits to",
                                      self.settings.output_dir or str(data.path.parent))
         if not folder:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QFontMetrics, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFont,
+    QFontMetrics,
+    QKeySequence,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QStyle,
     QStyledItemDelegate,
@@ -154,7 +164,16 @@ class _Delegate(QStyledItemDelegate):
 
 
 class _List(QListWidget):
-    """A list that says what to do when it is empty."""
+    """A list that says what to do when it is empty, and whose right-click only opens a
+    row's menu."""
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:
+        # Made current, the row right-clicked started enhancing (stopping the background
+        # job) before its menu was even read.
+        if e.button() == Qt.MouseButton.RightButton:
+            e.accept()
+            return
+        super().mousePressEvent(e)
 
     def paintEvent(self, e: QPaintEvent) -> None:
         super().paintEvent(e)
@@ -192,14 +211,17 @@ class QueuePanel(QWidget):
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.currentItemChanged.connect(self._on_current)
         # One image out of the queue (only Clear took any out): Delete or Backspace on the
-        # list, or the row's right-click menu.
+        # list (the current row), or the right-click menu of the row under the cursor.
         self.remove_action = QAction("Remove from queue", self.list)
         self.remove_action.setShortcuts([QKeySequence(QKeySequence.StandardKey.Delete),
                                          QKeySequence(Qt.Key.Key_Backspace)])
         self.remove_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
         self.remove_action.triggered.connect(self._remove_current)
         self.list.addAction(self.remove_action)
-        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        # Its own menu, not the list's actions: those act on the current row, which a
+        # right-click elsewhere is not, and they offered Remove on empty space too.
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._show_menu)
         files = QPushButton("Open files…")
         folder = QPushButton("Open folder…")
         files.clicked.connect(self.open_files)
@@ -259,6 +281,24 @@ class QueuePanel(QWidget):
             self.list.takeItem(self.list.row(row))
         self._update_names()
         self._update_counts()
+
+    def row_menu(self, pos: QPoint) -> QMenu | None:
+        """The right-click menu of the row at ``pos`` (viewport coordinates), for that
+        row whichever is current; None on empty space."""
+        row = self.list.itemAt(pos)
+        if row is None:
+            return None
+        item = row.data(ITEM_ROLE)
+        menu = QMenu(self.list)
+        remove = menu.addAction("Remove from queue")
+        remove.triggered.connect(lambda: self.remove_requested.emit(item))
+        return menu
+
+    def _show_menu(self, pos: QPoint) -> None:
+        menu = self.row_menu(pos)
+        if menu is not None:
+            menu.exec(self.list.viewport().mapToGlobal(pos))
+            menu.deleteLater()
 
     def _remove_current(self) -> None:
         item = self.current()

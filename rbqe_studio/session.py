@@ -177,9 +177,15 @@ class Session(QObject):
         self._emit(self.model.reprocess_current())
 
     def enhance_if_changed(self, item: QueueItem) -> bool:
-        """Whether ``item``'s photo changed on disk since its result, which is then
-        dropped for a new run (:meth:`SessionModel.enhance_if_changed`)."""
+        """Whether ``item``, opened again, runs again (said): its photo changed on disk
+        since its result, which is dropped, or it had failed
+        (:meth:`SessionModel.enhance_if_changed`)."""
         return bool(self._emit(self.model.enhance_if_changed(item)))
+
+    def check_before_save(self) -> bool:
+        """Whether the viewed photo changed on disk since its result: then nothing is to
+        be saved, and it is enhanced again (said; :meth:`SessionModel.check_before_save`)."""
+        return bool(self._emit(self.model.check_before_save()))
 
     @property
     def view_running(self) -> bool:
@@ -210,8 +216,12 @@ class Session(QObject):
     def open_batch_results(self, reports: Sequence[ItemReport]) -> None:
         self._emit(self.model.open_batch_results(reports))
 
-    def remove(self, item: QueueItem) -> None:
+    def remove(self, item: QueueItem) -> bool:
+        """Takes ``item`` out of the queue; whether it was in it (its row goes only then)."""
+        if self.queue.key_of(item) is None:
+            return False
         self._emit(self.model.remove(item))
+        return True
 
     def remove_all(self) -> None:
         self._emit(self.model.remove_all())

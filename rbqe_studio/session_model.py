@@ -120,6 +120,9 @@ def computing_text(view: ViewData) -> str:
 
 
 _CHANGED = "{} changed on disk since it was enhanced: enhanced again"
+_NOT_SAVED = ("Nothing saved: {} changed on disk since it was enhanced, so it is enhanced "
+              "again; save it then")
+_RETRIED = "{} could not be enhanced before: trying it again"
 
 
 def changed(view: ViewData) -> bool:
@@ -244,7 +247,10 @@ class SessionModel:
     def enhance_if_changed(self, item: QueueItem) -> list[Event]:
         """``item``, opened again: if its photo changed on disk since its result was made
         (replaced, or edited and saved), that result is dropped and the photo enhanced
-        again when shown (at once, when it is on screen); [] when it did not change."""
+        again when shown (at once, when it is on screen); a photo that failed is tried
+        again (the user may have repaired it); [] when neither."""
+        if item.status == FAILED:
+            return self._retry(item)
         if item is self.current:
             view = self.view
             return self._enhance_again(view) if view is not None and changed(view) else []
@@ -253,9 +259,19 @@ class SessionModel:
             return []
         return self._forget_changed(item, cached)
 
+    def _retry(self, item: QueueItem) -> list[Event]:
+        """``item``, which failed, back to waiting and run again: at once when it is on
+        screen, as Process again does (it stayed failed, "already in the queue")."""
+        said = Message(_RETRIED.format(item.name))
+        if item is self.current:
+            return [said, *self.reprocess_current()]
+        item.reset()
+        return [ItemChanged(item), said, *self._pump()]
+
     def _forget_changed(self, item: QueueItem, view: ViewData) -> list[Event]:
         """Drops ``item``'s cached ``view``, made from the photo before it changed."""
         self.cache.pop(path_key(item.path))
+        self._cancel_jobs_of(view)
         self._drop_session(view)
         item.reset()
         return [ItemChanged(item), Message(_CHANGED.format(item.name))]
@@ -263,6 +279,7 @@ class SessionModel:
     def _enhance_again(self, view: ViewData, said: str = "") -> list[Event]:
         """The viewed photo, changed on disk since ``view`` was made, enhanced again (its
         old result is not kept for a Stop to bring back: it is of another picture)."""
+        self._cancel_jobs_of(view)
         events = self.reprocess_current()
         self._before = None
         return [Message(said or _CHANGED.format(view.path.name), error=bool(said)), *events]
@@ -283,6 +300,23 @@ class SessionModel:
             self._drop_session(shown)
         self._make_room()  # the viewed photo first, as when it is selected
         return [ItemChanged(item), *self._pump()]
+
+    def _cancel_jobs_of(self, view: ViewData | None) -> None:
+        """Stops the jobs computing ``view``'s exits or choosing its exit again (Compute
+        all, a new mode or threshold): it is dropped, and off screen they ran on for
+        nothing. A save in hand still ends."""
+        for job in self._aux.values():
+            if view is not None and job.view is view and not isinstance(job, SaveJob):
+                job.cancel.set()
+
+    def check_before_save(self) -> list[Event]:
+        """Before Save asks where: if the viewed photo changed on disk since its result,
+        that result is not saved under its name; the photo is enhanced again, and said so
+        before any dialog ([] when it did not change; :meth:`save` checks again)."""
+        view = self.view
+        if view is None or not changed(view):
+            return []
+        return self._enhance_again(view, _NOT_SAVED.format(view.path.name))
 
     def _pop_aux(self, gen: int) -> ContinueJob | RechooseJob | SaveJob | None:
         """The view's job ``gen``, which has ended; its view's kept network state goes
@@ -468,9 +502,7 @@ class SessionModel:
         if job is None:
             return []
         if changed(job.view):  # its pixels are of the photo as it was: not under its name
-            return self._enhance_again(job.view, f"Nothing saved: {job.view.path.name} "
-                                                 f"changed on disk since it was enhanced, so "
-                                                 f"it is enhanced again; save it then")
+            return self._enhance_again(job.view, _NOT_SAVED.format(job.view.path.name))
         self._make_room()
         self._aux[job.gen] = job
         self.submit(job)
@@ -508,8 +540,10 @@ class SessionModel:
 
     def remove(self, item: QueueItem) -> list[Event]:
         """Takes ``item`` out of the queue: its run stopped (a save in hand still ends), its
-        result forgotten; the next image waiting goes on."""
-        if self.queue.get(item.path) is not item:
+        result forgotten; the next image waiting goes on. [] also when it is not queued
+        (:meth:`Queue.key_of` tells)."""
+        key = self.queue.key_of(item)  # its path's key now may be another (a link moved)
+        if key is None:
             return []
         run = self._running
         if run is not None and run.item is item:
@@ -517,14 +551,12 @@ class SessionModel:
         events: list[Event] = []
         view = self.view if item is self.current else None
         if item is self.current:
-            for job in self._aux.values():
-                if job.view is view and not isinstance(job, SaveJob):
-                    job.cancel.set()
             self.current, self.view, self._view_gen = None, None, 0
             events.append(ViewBusy(False))
         self._forget_before(item)
-        cached = self.cache.pop(path_key(item.path))
+        cached = self.cache.pop(key)
         for old in {id(v): v for v in (view, cached) if v is not None}.values():
+            self._cancel_jobs_of(old)  # off screen too: its Compute all, its re-choice
             self._drop_session(old)
         self.queue.remove(item)
         return events + self._pump()

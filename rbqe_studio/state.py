@@ -87,9 +87,22 @@ class Queue:
     def index(self, item: QueueItem) -> int:
         return self.items.index(item)
 
-    def remove(self, item: QueueItem) -> None:
-        self.items.remove(item)
-        del self._keys[path_key(item.path)]
+    def key_of(self, item: QueueItem) -> str | None:
+        """The key ``item`` was queued under; None when it is not in the queue. Found by
+        identity: ``path_key(item.path)`` resolves links, and a linked folder re-pointed
+        (or gone) since the item was added gives another key."""
+        return next((k for k, v in self._keys.items() if v is item), None)
+
+    def remove(self, item: QueueItem) -> bool:
+        """Takes ``item`` out; whether it was in the queue."""
+        key = self.key_of(item)
+        if key is None:
+            return False
+        del self._keys[key]
+        # By identity too: two items of one path (queued again after its link was
+        # re-pointed) compare equal
+        del self.items[next(i for i, v in enumerate(self.items) if v is item)]
+        return True
 
     def clear(self) -> None:
         self.items.clear()

@@ -157,6 +157,10 @@ def test_assessor_last_exit_says_from_which_exit_no_score_reached_the_threshold(
     _, d = choose(ExitPolicy.assessor(0.97, 1), "auto", signals)
     assert d.text.endswith("no exit reached the quality score 0.970")
     assert card_reason(d) == "last exit: no score reached 0.970"
+    # Only exit 5 asked: "none of exits 5-5" read as a slip.
+    _, d = choose(ExitPolicy.assessor(0.95, NUM_EXITS), "auto", signals)
+    assert d.text.endswith("exit 5 did not reach the quality score 0.950")
+    assert card_reason(d) == "last exit: exit 5's score did not reach 0.950"
 
 
 def test_gate_reason_gives_the_predicted_gain_to_a_thousandth():
@@ -165,6 +169,10 @@ def test_gate_reason_gives_the_predicted_gain_to_a_thousandth():
     d = walk(_gate("change", 0.094, tau=0.05), _signals([0.5] * 5))
     assert (d.exit, d.signal) == (3, "gate")
     assert d.text.endswith("predicts < 0.05 dB more from going on (+0.047 dB)")
+    # 0.0496 to a thousandth is 0.050, which is not below 0.05: a fourth decimal says it.
+    d = walk(_gate("change", 0.0992, tau=0.05), _signals([0.5] * 5))
+    assert (d.exit, d.signal) == (3, "gate")
+    assert d.text.endswith("predicts < 0.05 dB more from going on (+0.0496 dB)")
 
 
 def test_gate_stops_when_the_predicted_gain_falls_below_tau_and_says_why():

@@ -1319,3 +1319,7 @@ def test_a_16_bit_image_of_12_bits_or_fewer_is_said_to_be_nearly_black(tmp_path:
     tif = tmp_path / "int32.tif"
     Image.fromarray(np.round(base[..., 0] * 255).astype(np.int32)).save(tif)
     assert any("use only 8 bits" in w for w in rio.load_image(tif).warnings)
+    black = tmp_path / "black.png"  # all zeros: "1 bits" it said
+    cv2.imwrite(str(black), np.zeros((8, 8, 3), np.uint16))
+    assert any(w.startswith("its 16-bit samples use only 1 bit (the largest is 0 of")
+               for w in rio.load_image(black).warnings)

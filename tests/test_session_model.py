@@ -571,3 +571,130 @@ def test_one_image_is_taken_out_of_the_queue(model, tmp_path) -> None:
     # Opened again later, it is a new image of the queue.
     model.add_paths([b])
     assert [i.path for i in model.queue.items] == [c, b]
+
+
+def test_an_image_under_a_link_moved_since_it_was_queued_is_taken_out(model, tmp_path
+                                                                       ) -> None:
+    """Its path's key resolves links: the card's folder link re-pointed after the image
+    was queued gave another key, remove() did nothing, and the image ran on, its row
+    gone."""
+    card = tmp_path / "card"
+    card.symlink_to(photo(tmp_path / "disk1" / "a.jpg").parent, target_is_directory=True)
+    photo(tmp_path / "disk2" / "a.jpg", 1)
+    b = photo(tmp_path / "b.jpg", 2)
+    model.add_paths([card / "a.jpg", b])
+    item_a, item_b = model.queue.items
+    running = model.jobs[-1]
+    assert running.path == card / "a.jpg"
+    card.unlink()
+    card.symlink_to(tmp_path / "disk2", target_is_directory=True)
+    model.remove(item_a)
+    assert running.cancel.is_set()
+    assert len(model.queue) == 1 and model.queue.items[0] is item_b
+    assert model.queue.key_of(item_a) is None and model.remove(item_a) == []
+    model.on_cancelled(running.gen)
+    assert model.jobs[-1].path == b and item_b.status == RUNNING
+
+
+def test_a_dropped_views_other_jobs_stop_with_it(model, tmp_path) -> None:
+    """A view dropped while off screen (taken out of the queue, changed on disk) or on
+    screen (changed on disk) kept its Compute all and its re-choice running for nothing:
+    only the viewed one's were stopped, and only by Remove."""
+    from rbqe.io import source_identity
+
+    model.add_paths([photo(tmp_path / f"{n}.jpg", i) for i, n in enumerate("abc")])
+    item_a, item_b, item_c = model.queue.items
+
+    def ended() -> None:  # the worker reports the end of each job cancelled so far
+        for job in [j for j in model.jobs if j.cancel.is_set()]:
+            model.on_cancelled(job.gen)
+
+    def shown(item) -> ViewData:
+        """``item`` on screen, and its run done."""
+        model.select(item)
+        ended()
+        run = model._running
+        assert run is not None and run.item is item
+        view = view_of(item.path, exits=2)
+        for e in view.result.exits:
+            e.signals = SimpleNamespace()  # what the engine keeps for an untiled image
+        view.source_id = source_identity(item.path)
+        model.on_finished(run.job.gen, view)
+        return view
+
+    def busy(view: ViewData, threshold: float) -> list:
+        """Compute all and a new threshold's re-choice under way for the viewed ``view``."""
+        ended()
+        model.compute_all()
+        model.settings.threshold = threshold
+        model.setting_changed("threshold")
+        jobs = [j for j in model._aux.values() if j.view is view]
+        assert sorted(type(j).__name__ for j in jobs) == ["ContinueJob", "RechooseJob"]
+        assert not any(j.cancel.is_set() for j in jobs)
+        return jobs
+
+    jobs = busy(shown(item_a), 0.9)
+    view_b = shown(item_b)  # a off screen: its jobs go on, as they should
+    assert not any(j.cancel.is_set() for j in jobs)
+    model.remove(item_a)
+    assert all(j.cancel.is_set() for j in jobs)
+    jobs = busy(view_b, 0.8)
+    view_c = shown(item_c)
+    photo(item_b.path, seed=7)  # replaced while off screen, then opened again
+    assert kinds(model.enhance_if_changed(item_b)) == ["ItemChanged", "Message"]
+    assert all(j.cancel.is_set() for j in jobs)
+    jobs = busy(view_c, 0.7)
+    photo(item_c.path, seed=8)  # replaced while on screen, then opened again
+    assert kinds(model.enhance_if_changed(item_c))[:2] == ["Message", "ItemChanged"]
+    assert all(j.cancel.is_set() for j in jobs)
+
+
+def test_a_failed_photo_opened_again_is_tried_again(model, tmp_path) -> None:
+    """A truncated photo the user repaired stayed failed: opened again it was "already in
+    the queue"."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    model.on_failed(model.jobs[-1].gen, f"{a}: truncated or corrupt image data")
+    assert item_a.status == FAILED and model.jobs[-1].path == b
+    # Off screen: back to waiting, run in its turn.
+    events = model.enhance_if_changed(item_a)
+    assert kinds(events) == ["ItemChanged", "Message"] and not events[1].error
+    assert events[1].text == "a.jpg could not be enhanced before: trying it again"
+    assert item_a.status == WAITING and item_a.error == ""
+    model.on_finished(model.jobs[-1].gen, view_of(b, exits=2))
+    assert model.jobs[-1].path == a and item_a.status == RUNNING
+    # On screen: run at once, as Process again does.
+    model.select(item_a)
+    assert kinds(model.on_failed(model.jobs[-1].gen, "still broken"))[-1] == "ViewFailed"
+    n = len(model.jobs)
+    events = model.enhance_if_changed(item_a)
+    assert kinds(events) == ["Message", "ItemChanged", "ItemChanged", "ViewBusy"]
+    assert events[0].text == "a.jpg could not be enhanced before: trying it again"
+    (job,) = model.jobs[n:]
+    assert isinstance(job, ProcessJob) and job.path == a and item_a.status == RUNNING
+    assert kinds(model.on_loaded(job.gen, view_of(a))) == ["ViewLoaded"]
+
+
+def test_save_says_a_changed_photo_is_enhanced_again_before_asking_where(model, tmp_path
+                                                                         ) -> None:
+    """Save and Save all asked for a file or folder first, and only then said "Nothing
+    saved: a.jpg changed on disk"."""
+    from rbqe.io import source_identity
+
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    model.select(model.queue.items[0])
+    view = view_of(a, exits=2)
+    view.source_id = source_identity(a)
+    model.on_finished(model.jobs[-1].gen, view)
+    assert model.check_before_save() == []  # unchanged: the dialog may ask
+    photo(a, seed=2)
+    n = len(model.jobs)
+    events = model.check_before_save()
+    assert kinds(events)[:2] == ["Message", "ItemChanged"] and events[0].error
+    assert events[0].text == ("Nothing saved: a.jpg changed on disk since it was enhanced, "
+                              "so it is enhanced again; save it then")
+    (job,) = model.jobs[n:]
+    assert isinstance(job, ProcessJob) and job.path == a and model.view is None
+    assert model.check_before_save() == []  # nothing to save until it is done

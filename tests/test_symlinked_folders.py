@@ -68,6 +68,29 @@ def test_r_follows_symlinked_folders_each_real_folder_once(archive: Path, caplog
         "r.jpg", "top.jpg"]
 
 
+def test_a_link_to_a_folder_not_mounted_is_said_to_be_skipped(tmp_path: Path, caplog
+                                                              ) -> None:
+    """A linked card whose drive is not mounted: os.walk lists the link as a file, with no
+    image suffix, and -r left its photos out without a word (exit status 0)."""
+    from rbqe.io import list_images
+
+    src = tmp_path / "in"
+    _image(src / "top.jpg")
+    (src / "card").symlink_to(tmp_path / "media" / "DCIM", target_is_directory=True)
+    (src / "lost.jpg").symlink_to(tmp_path / "media" / "gone.jpg")  # listed: it fails
+    (src / ".cache").symlink_to(tmp_path / "nowhere")  # hidden: left out, as ever
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        listed = list_images([src], recursive=True)
+    assert [f.name for f, _ in listed] == ["lost.jpg", "top.jpg"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping {src / 'card'}: a link to {tmp_path / 'media' / 'DCIM'}, which does not "
+        "exist (not mounted?)"]
+    caplog.clear()  # without -r no sub-folder is entered: nothing is left out unsaid
+    with caplog.at_level(logging.WARNING, logger="rbqe.io"):
+        assert [f.name for f, _ in list_images([src])] == ["lost.jpg", "top.jpg"]
+    assert caplog.records == []
+
+
 def test_outputs_of_a_linked_folder_go_under_the_links_name(archive: Path, tmp_path) -> None:
     out = tmp_path / "out"
     plan = plan_batch([archive], BatchOptions(out_dir=out, recursive=True))

@@ -109,6 +109,8 @@ def list_images(
                     reason = _missing_codec(f)
                     if reason is not None:
                         unreadable.setdefault(path_key(f), (f, reason))
+                    elif recursive and _dangling(f):
+                        _warn_dangling(f)
                     continue
                 try:
                     regular = f.is_file()
@@ -191,6 +193,23 @@ def _loops_or_listed(link: Path, visited: dict[object, Path]) -> str | None:
     if listed is not None:
         return f"a link to {listed}, already listed"
     return None
+
+
+def _dangling(path: Path) -> bool:
+    """Whether ``path`` is a symlink whose target does not exist."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _warn_dangling(link: Path) -> None:
+    """Says that ``link``, with no image suffix and a missing target, is skipped: os.walk
+    lists a link to a folder not mounted as a file, which -r then skipped without a word
+    (a dangling ``photo.jpg`` is listed instead, and fails naming its target)."""
+    try:
+        target = os.path.normpath(os.path.join(link.parent, os.readlink(link)))
+    except OSError:  # gone meanwhile
+        return
+    logger.warning("skipping %s: a link to %s, which does not exist (not mounted?)",
+                   link, target)
 
 
 def _missing_codec(path: Path) -> str | None:

@@ -633,7 +633,8 @@ def _low_range_warning(ints: np.ndarray) -> str | None:
     if top >= 1 << 12:
         return None
     bits = max(1, top.bit_length())
-    return (f"its 16-bit samples use only {bits} bits (the largest is {top} of 65535), "
+    used = "1 bit" if bits == 1 else f"{bits} bits"  # an all-black image: 1 bit
+    return (f"its 16-bit samples use only {used} (the largest is {top} of 65535), "
             f"so it is nearly black as read; if it holds {bits}-bit data, scale it to "
             f"the full 16-bit range first")
 

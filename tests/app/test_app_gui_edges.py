@@ -407,3 +407,95 @@ def test_rows_done_under_an_earlier_mode_say_so_until_viewed(qtbot, window, imag
     qtbot.waitUntil(lambda: not other.stale, timeout=TIMEOUT)
     assert other.exit == 2
     assert not status_text(other).endswith("earlier mode")
+
+
+def test_removing_an_image_under_a_link_moved_since_takes_it_out(qtbot, window, images,
+                                                                  tmp_path) -> None:
+    """Re-pointed after the image was queued, the card's folder link gave its path
+    another key: the row went and "removed" was said, but the image stayed queued."""
+    card = tmp_path / "card"
+    card.symlink_to(images[0].parent, target_is_directory=True)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([card / images[0].name, images[1]])
+    moved = tmp_path / "disk2"
+    moved.mkdir()
+    card.unlink()
+    card.symlink_to(moved, target_is_directory=True)
+    item = window.session.current
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.remove_from_queue(item)
+    assert [i.path for i in window.session.queue.items] == [images[1]]
+    assert window.queue.list.count() == 1 and window.session.current.path == images[1]
+    window.remove_from_queue(item)  # already out: nothing more goes, nothing is said
+    assert window.queue.list.count() == 1
+    assert window.status.text() != f"{item.name} removed from the queue"
+
+
+def test_the_queues_menu_acts_on_the_row_right_clicked(qtbot) -> None:
+    """Right-clicking a row made it current (which started enhancing it and stopped the
+    background job), and Remove was offered on empty space, for the current row."""
+    from PySide6.QtCore import QPoint, Qt
+
+    from rbqe_studio.queue_panel import QueuePanel
+
+    panel = QueuePanel()
+    qtbot.addWidget(panel)
+    panel.resize(260, 400)
+    panel.show()
+    qtbot.waitExposed(panel)
+    items = [QueueItem(Path(f"/photos/{n}.jpg")) for n in "abc"]
+    panel.add_items(items)
+    panel.select(items[0])
+    lst = panel.list
+    centre = lst.visualItemRect(lst.item(1)).center()
+    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.RightButton, pos=centre)
+    assert panel.current() is items[0]
+    menu = panel.row_menu(centre)
+    assert menu is not None and [a.text() for a in menu.actions()] == ["Remove from queue"]
+    with qtbot.waitSignal(panel.remove_requested) as asked:
+        menu.actions()[0].trigger()
+    assert asked.args == [items[1]]
+    empty = QPoint(10, lst.viewport().height() - 5)
+    assert lst.itemAt(empty) is None and panel.row_menu(empty) is None
+    # The keys still act on the current row.
+    with qtbot.waitSignal(panel.remove_requested) as asked:
+        panel.remove_action.trigger()
+    assert asked.args == [items[0]]
+
+
+def test_a_failed_photo_repaired_and_opened_again_is_enhanced(qtbot, window, images,
+                                                             tmp_path) -> None:
+    """It stayed failed, "already in the queue", however often it was opened."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(images[0].read_bytes()[:300])  # a truncated JPEG
+    with qtbot.waitSignal(window.session.view_failed, timeout=TIMEOUT):
+        window.open_paths([bad])
+    bad.write_bytes(images[0].read_bytes())  # the copy finished
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
+        assert window.open_paths([bad]) == 0
+        assert window.status.text() == "broken.jpg could not be enhanced before: trying it again"
+    assert done.args[0].path == bad and window.session.current.status == DONE
+
+
+def test_save_says_a_changed_photo_is_enhanced_again_before_any_dialog(qtbot, window,
+                                                                      images) -> None:
+    """Save and Save all asked for a name or a folder (and whether to replace files),
+    and only then said "Nothing saved: … changed on disk"."""
+    import numpy as np
+    from PIL import Image
+
+    def asked(*_args) -> str:
+        raise AssertionError("a dialog was opened")
+
+    window._save_dialog = window._folder_dialog = asked
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    for save in (window.save_result, window.save_all_exits):
+        Image.fromarray(np.full((40, 56, 3), 90 if save == window.save_result else 150,
+                                np.uint8)).save(images[0], quality=40)
+        with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+            save()
+            assert window.status.text() == (
+                f"Nothing saved: {images[0].name} changed on disk since it was enhanced, "
+                f"so it is enhanced again; save it then")
+            assert not window.acts.save.isEnabled()

@@ -148,6 +148,9 @@ def test_scores_are_coloured_only_where_they_decide(qtbot) -> None:
     qtbot.addWidget(strip)
     strip.set_exit(2, QImage(8, 8, QImage.Format.Format_RGB32), 0.6, 10.0, 1.0, gate)
     assert "blind quality score" in strip.cards[2].toolTip()
+    # The weights' own assessor rule is a score threshold too, not only one in Settings.
+    assert "only under a score-threshold rule (the weights' own, or one set in Settings)" \
+        in strip.cards[2].toolTip()
 
 
 # -- 5, 6, 7: progress, device errors, costs ---------------------------------------------
