@@ -290,6 +290,7 @@ class SessionModel:
         if item is None:
             return []
         shown = self.cache.pop(path_key(item.path))
+        self._cancel_jobs_of(shown or self.view)  # its Compute all, re-choice: replaced
         if shown is not None and shown.result is not None and item.status == DONE:
             self._before = (item, copy.copy(item), shown)
         if self._running is not None and self._running.item is item:

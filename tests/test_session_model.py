@@ -647,6 +647,12 @@ def test_a_dropped_views_other_jobs_stop_with_it(model, tmp_path) -> None:
     photo(item_c.path, seed=8)  # replaced while on screen, then opened again
     assert kinds(model.enhance_if_changed(item_c))[:2] == ["Message", "ItemChanged"]
     assert all(j.cancel.is_set() for j in jobs)
+    # Process again: the old view's jobs stop too (their exits would join a result that
+    # is about to be replaced).
+    view_c = shown(item_c)
+    jobs = busy(view_c, 0.6)
+    model.reprocess_current()
+    assert all(j.cancel.is_set() for j in jobs)
 
 
 def test_a_failed_photo_opened_again_is_tried_again(model, tmp_path) -> None:
