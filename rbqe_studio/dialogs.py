@@ -21,7 +21,7 @@ def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
                              f"<td nowrap><b>{keys}</b></td>")
     for what, keys in (("Peek at A (hold)", "Space"),
                        ("Pan a zoomed image", "Arrows, Shift+Arrows"),
-                       ("Remove from the queue (in it)", "Delete, Backspace")):
+                       ("Remove from the queue (in the list)", "Delete, Backspace")):
         cells.append(f"<td nowrap>{what}&nbsp;&nbsp;</td><td nowrap><b>{keys}</b></td>")
     # Two columns of shortcuts: in one the box was 751 px tall, its OK button below a
     # 1280x720 screen.
@@ -37,7 +37,7 @@ def shortcuts(parent: QWidget, menus: QMenuBar) -> QMessageBox:
                            "pane; else Left and Right change the image. A focused button, "
                            "tab bar or field keeps its own keys.")
     # QMessageBox caps its width and wrapped the two columns' names; room for both.
-    box.setStyleSheet("QLabel { min-width: 560px; }")
+    box.setStyleSheet("QLabel { min-width: 660px; }")
     box.setModal(False)
     box.show()
     return box

@@ -40,9 +40,9 @@ from rbqe_studio.widgets import ElidedLabel
 INPUT = 0
 SCORE_TIP = ("The number is the blind quality score (0-1; higher: fewer blocks and less "
              "blur as the assessor sees them). It decides only under a score-threshold rule "
-             "(the weights' own, or one set in Settings), where it is green once reached; "
-             "the learned gate reads it among other signals, and exit 1 often scores high "
-             "although it is the weakest.")
+             "(the weights' own, or one set in Settings), where it is green at an exit the "
+             "rule may stop at; the learned gate reads it among other signals, and exit 1 "
+             "often scores high although it is the weakest.")
 ACCENT = QColor("#4c9be8")
 GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")

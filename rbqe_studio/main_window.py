@@ -6,6 +6,7 @@ import html
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl
@@ -74,6 +75,8 @@ SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 # The Save dialog's file types, PNG (lossless) first: the one it starts on.
 SAVE_FILTERS = ("PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)", "TIFF (*.tif *.tiff)",
                 "BMP (*.bmp)", "All files (*)")
+# An error message stays this long before progress lines may replace it.
+ERROR_HOLD_S = 5.0
 
 
 class MainWindow(QMainWindow):
@@ -88,6 +91,7 @@ class MainWindow(QMainWindow):
         # The weights' default exit policy, described: from their metadata at start-up
         # (check_weights) or the engine's info; "" until then.
         self._weights_policy = ""
+        self._message_until = 0.0  # until then progress lines leave an error alone
         self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -316,6 +320,11 @@ class MainWindow(QMainWindow):
         self.compare.clear()
         self.info.clear()
         self.settings_panel.set_scores([])
+        # Not busy and untitled until the image shown now says otherwise: the bar stayed
+        # up over a done photo, and the title named one just removed.
+        self.compare.set_busy(False)
+        self.progress.setVisible(False)
+        self.setWindowTitle("RBQE Studio")
         self.session.select(item)
         if item is not None and item.status == FAILED:
             self._on_view_failed(item.error)
@@ -371,11 +380,18 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, total)
             self.progress.setValue(done)
         if stage == "exit" and done < total:
-            self.status.say(f"Computing exit {done + 1}…")
+            self._say_progress(f"Computing exit {done + 1}…")
             self.compare.strip.set_running(done + 1)
         elif stage in ("sample", "tile"):
-            self.status.say(tiled_progress_text(stage, done, total, left_s, again))
+            self._say_progress(tiled_progress_text(stage, done, total, left_s, again))
             self.compare.clear_running()
+
+    def _say_progress(self, text: str) -> None:
+        """A progress line, unless an error said just before is still to be read: "Nothing
+        saved: … changed on disk" was replaced by "Computing exit 1…" within 70 ms."""
+        if time.monotonic() >= self._message_until:
+            self.status.say(text)
+            self.status.setStyleSheet("")  # not an error's red
 
     def _on_engine_info(self, info: dict) -> None:
         self.info.set_engine(info)
@@ -612,6 +628,7 @@ class MainWindow(QMainWindow):
         """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link)."""
         if error:
             log.warning("%s", text)
+        self._message_until = time.monotonic() + ERROR_HOLD_S if error else 0.0
         self.status.say(text, rich)
         self.status.setStyleSheet("color: #f08a84;" if error else "")
         self.status.setToolTip("" if rich else text)

@@ -127,8 +127,13 @@ _RETRIED = "{} could not be enhanced before: trying it again"
 
 def changed(view: ViewData) -> bool:
     """Whether ``view``'s photo is no longer the file its result was made from (replaced
-    or edited since; a stat, and a read only where the mtime alone changed)."""
-    return view.result is not None and source_changed(view.source_id, view.path)
+    or edited since; a stat, and a read only where the mtime alone changed). Exits read
+    from a batch's outputs were made from the photo as that batch read it (``saved_from``),
+    not as the viewer did."""
+    if view.result is None:
+        return False
+    made_from = [view.source_id, *(view.saved_from.get(k) for k in view.saved)]
+    return any(source_changed(noted, view.path) for noted in made_from if noted)
 
 
 class SessionModel:

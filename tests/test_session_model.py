@@ -704,3 +704,20 @@ def test_save_says_a_changed_photo_is_enhanced_again_before_asking_where(model, 
     (job,) = model.jobs[n:]
     assert isinstance(job, ProcessJob) and job.path == a and model.view is None
     assert model.check_before_save() == []  # nothing to save until it is done
+
+
+def test_exits_read_from_a_batch_are_of_the_photo_as_the_batch_read_it(tmp_path) -> None:
+    """A batch's result whose photo was replaced after the batch was shown beside the new
+    photo and saved under its name: the viewer's own read of the photo (source_id) was
+    taken when it showed it, so it always matched."""
+    from rbqe.io import source_identity
+
+    a = photo(tmp_path / "a.jpg")
+    batch_read = source_identity(a)
+    photo(a, seed=5)  # replaced after the batch
+    view = view_of(a, exits=5)
+    view.source_id = source_identity(a)  # the viewer reads the new photo
+    view.saved, view.saved_from = {5: tmp_path / "a_rbqe.png"}, {5: batch_read}
+    assert sm.changed(view)
+    view.saved_from = {5: source_identity(a)}  # made from the photo as it is
+    assert not sm.changed(view)

@@ -363,6 +363,32 @@ def test_delete_takes_one_image_out_of_the_queue(qtbot, window, images) -> None:
         window.drop_zone
 
 
+def test_a_message_is_not_replaced_at_once_by_progress(qtbot, window) -> None:
+    """"Nothing saved: … changed on disk" was replaced by "Computing exit 1…" within 70
+    ms, in the error's red."""
+    window.show_message("Nothing saved: photo.jpg changed on disk", error=True)
+    window._on_progress("exit", 0, 5, None)
+    assert window.status.text() == "Nothing saved: photo.jpg changed on disk"
+    window._message_until = 0.0  # read by now
+    window._on_progress("exit", 1, 5, None)
+    assert window.status.text() == "Computing exit 2…" and window.status.styleSheet() == ""
+
+
+def test_showing_a_done_photo_leaves_no_busy_bar_from_another(qtbot, window, images
+                                                              ) -> None:
+    """The bar of a photo still computing (Compute all) stayed up over a done photo
+    selected after it, and after every job had ended."""
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths(images[:2])
+    first, second = window.session.queue.items
+    qtbot.waitUntil(lambda: second.status == "done", timeout=TIMEOUT)
+    window.session.compute_all()  # the first photo, on screen, busy
+    assert window.progress.isVisible()
+    window.queue.select(second)
+    assert not window.progress.isVisible() and not window.compare.busy
+    assert window.windowTitle() == f"{second.name} – RBQE Studio"
+
+
 # -- 9: the Info panel's times add up --------------------------------------------------------
 def test_the_info_panels_times_add_up_to_the_total(qtbot, window, images) -> None:
     """The exit card said "Σ 11.53 s" (network and IQA), Info and the status bar 11.76 s:

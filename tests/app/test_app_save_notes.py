@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from rbqe.batch import BatchOptions, run_batch
 from rbqe.io import OutputNotes, record_output, source_identity
 from rbqe_studio.jobs import ViewData
@@ -310,11 +312,11 @@ def test_a_photo_replaced_after_it_was_loaded_is_enhanced_again_not_saved(
     assert {p: p.read_bytes() for p in saved} == before
 
 
-def test_an_exit_read_back_from_a_batch_is_noted_as_the_batch_read_its_photo(
+def test_an_exit_read_back_from_a_batch_of_a_photo_replaced_since_is_not_saved(
         qtbot, window, tmp_path, jpeg, monkeypatch) -> None:
     """An exit opened from a batch's output was made from the photo as that batch read
-    it: saved again after the photo was replaced, it is noted so, not as the photo was
-    when the app read it back."""
+    it: after the photo was replaced it was saved under its name (noted as the batch
+    read it); now Save says it changed, saves nothing and enhances the photo again."""
     src, out, again = tmp_path / "src", tmp_path / "out", tmp_path / "again"
     photo = jpeg(src / "one.jpg", seed=3)
     panel = window.batch
@@ -331,5 +333,12 @@ def test_an_exit_read_back_from_a_batch_is_noted_as_the_batch_read_its_photo(
     assert blocker.args[0].saved == {2: out / "one_rbqe.png"}  # read back, not computed
 
     again.mkdir()
+    monkeypatch.setattr(window, "_save_dialog",
+                        lambda suggested: pytest.fail("asked where to save a stale result"))
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+        assert window.status.text().startswith("Nothing saved: one.jpg changed on disk")
+    assert blocker.args[0].saved == {} and list(again.iterdir()) == []
+    monkeypatch.undo()
     saved = save_one(qtbot, window, again, monkeypatch)
-    assert OutputNotes().get(saved).source_id == batch_read != source_identity(photo)
+    assert OutputNotes().get(saved).source_id == source_identity(photo) != batch_read
