@@ -73,25 +73,25 @@ def confirm_replace(parent: QWidget, folder: Path, files: list[Path]) -> bool:
     names = "\n".join(f"    {p.name}" for p in files[:6])
     if len(files) > 6:
         names += f"\n    and {len(files) - 6} more"
-    box = QMessageBox(QMessageBox.Icon.Warning, "Replace files?",
-                      f"{len(files)} file{'s' if len(files) > 1 else ''} in {folder} "
-                      f"already exist{'' if len(files) > 1 else 's'} and "
-                      f"{'are' if len(files) > 1 else 'is'} not this photo's saved "
-                      f"result:\n\n{names}\n\nReplace "
-                      f"{'them' if len(files) > 1 else 'it'}?",
-                      QMessageBox.StandardButton.Cancel, parent)
-    replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.exec()
-    return box.clickedButton() is replace
+    return _replace_or_cancel(parent, "Replace files?",
+                              f"{len(files)} file{'s' if len(files) > 1 else ''} in {folder} "
+                              f"already exist{'' if len(files) > 1 else 's'} and "
+                              f"{'are' if len(files) > 1 else 'is'} not this photo's saved "
+                              f"result:\n\n{names}\n\nReplace "
+                              f"{'them' if len(files) > 1 else 'it'}?")
 
 
 def confirm_overwrite(parent: QWidget, path: Path) -> bool:
     """Asked by Save when the name the dialog returned got its file type's suffix added
     ("holiday" -> "holiday.jpg") and that file exists: the dialog only asked about the name
     as typed. The default answer keeps the file."""
-    box = QMessageBox(QMessageBox.Icon.Warning, "Replace file?",
-                      f"{path.name} already exists in {path.parent}.\n\nReplace it?",
+    return _replace_or_cancel(parent, "Replace file?",
+                              f"{path.name} already exists in {path.parent}.\n\nReplace it?")
+
+
+def _replace_or_cancel(parent: QWidget, title: str, text: str) -> bool:
+    """A warning with Replace and Cancel, Cancel the default; True for Replace."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text,
                       QMessageBox.StandardButton.Cancel, parent)
     replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
