@@ -532,7 +532,11 @@ class MainWindow(QMainWindow):
             # The format follows the suffix, so it must be one we write: the file type
             # chosen in the dialog's, else the suggested name's.
             typed = re.search(r"\(\*(\.\w+)", chosen or "")
-            path += typed.group(1) if typed else suggested.suffix
+            # "holiday." is "holiday" (it became "holiday..png")
+            path = path.rstrip(".") + (typed.group(1) if typed else suggested.suffix)
+            if Path(path).is_dir():  # asked "Replace?", then failed as a directory
+                self.show_message(f"Nothing saved: {Path(path).name} is a folder", error=True)
+                return ""
             # The dialog asked about the name typed ("holiday"), not this one
             # ("holiday.jpg"): a file of the user's there must not go unasked.
             if Path(path).exists() and not self._confirm_overwrite(Path(path)):

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.helpers import photo
@@ -163,3 +164,28 @@ def test_save_asks_before_replacing_a_file_named_by_the_suffix_it_added(
     assert asked == [theirs, theirs] and blocker.args[0] == [theirs]
     with Image.open(theirs) as im:
         assert im.format == "JPEG"
+
+
+def test_save_names_ending_in_a_dot_or_naming_a_folder(qtbot, window, images, tmp_path,
+                                                       monkeypatch) -> None:
+    """"holiday." was saved as "holiday..png"; "dir" with a folder dir.png there asked
+    "Replace file?" and then failed as a directory."""
+    from types import SimpleNamespace
+
+    from rbqe_studio import main_window
+
+    out = tmp_path / "out"
+    (out / "dir.png").mkdir(parents=True)
+    answers = iter([str(out / "holiday."), str(out / "dir")])
+    monkeypatch.setattr(main_window, "QFileDialog", SimpleNamespace(
+        getSaveFileName=lambda *a: (next(answers), "PNG (*.png)")))
+    monkeypatch.setattr(window, "_confirm_overwrite",
+                        lambda path: pytest.fail(f"asked to replace {path}"))
+    view(qtbot, window, images[0])
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    assert blocker.args[0] == [out / "holiday.png"]
+    window.acts.save.trigger()
+    assert shown(window) == "Nothing saved: dir.png is a folder"
+    assert sorted(p.name for p in out.iterdir()) == [".rbqe-outputs.jsonl", "dir.png",
+                                                     "holiday.png"]
