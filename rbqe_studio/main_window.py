@@ -56,6 +56,7 @@ from rbqe_studio.state import (
     QueueItem,
     elide_middle,
     fmt_ms,
+    path_key,
     sentence,
     tiled_progress_text,
     warned,
@@ -229,25 +230,40 @@ class MainWindow(QMainWindow):
         except (OSError, RBQEError) as exc:
             self.show_message(f"Could not open: {exc}", error=True)
             return 0
+        again = self._opened_again(paths, added)
         if added:
             self.stack.setCurrentWidget(self.compare)
             self.queue.select(added[0])  # show what was just opened, not the old image
-            self.show_message(f"Added {len(added)} image{'s' * (len(added) != 1)}")
+            self.show_message(f"Added {len(added)} image{'s' * (len(added) != 1)}"
+                              + (f"; {len(again)} already queued enhanced again (changed "
+                                 f"on disk, or failed before)" if again else ""))
         elif paths:
             queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
-            if queued:  # opened again: shown, rather than "No new images found there"
+            if queued or again:  # opened again: shown, rather than "No new images found"
                 self.stack.setCurrentWidget(self.compare)
-                # A photo replaced or edited since its result is enhanced again, a failed
-                # one tried again (said).
-                again = [item for item in queued if self.session.enhance_if_changed(item)]
-                self.queue.select(queued[0])
-                if not again:
+                self.queue.select((queued or again)[0])
+                if len(again) > 1:  # one says so itself
+                    self.show_message(f"{len(again)} images enhanced again (changed on "
+                                      f"disk, or failed before)")
+                elif not again:
                     self.show_message(f"{queued[0].name} is already in the queue" if len(
                         queued) == 1 else "These images are already in the queue")
             else:
                 where = f"in {Path(paths[0])}" if len(paths) == 1 else "there"
                 self.show_message(f"No new images found {where}", error=False)
         return len(added)
+
+    def _opened_again(self, paths: list[str | Path], added: list[QueueItem]
+                      ) -> list[QueueItem]:
+        """The queued images opened again (named, or in a folder opened again) that are
+        enhanced again: changed on disk since their result, or failed before (repaired,
+        perhaps). A folder opened again only said "No new images found there"."""
+        folders = {path_key(Path(p)) for p in paths if Path(p).is_dir()}
+        named = {path_key(Path(p)) for p in paths} - folders
+        new = {id(item) for item in added}
+        return [item for item in list(self.session.queue.items) if id(item) not in new
+                and (path_key(item.path) in named or path_key(item.path.parent) in folders)
+                and self.session.enhance_if_changed(item)]
 
     def open_files_dialog(self) -> None:
         pattern = " ".join(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))

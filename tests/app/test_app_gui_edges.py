@@ -503,6 +503,31 @@ def test_a_failed_photo_repaired_and_opened_again_is_enhanced(qtbot, window, ima
     assert done.args[0].path == bad and window.session.current.status == DONE
 
 
+def test_a_folder_opened_again_tries_its_failed_and_changed_photos_again(
+        qtbot, window, images, tmp_path) -> None:
+    """Opened again, a folder said "No new images found in …": its repaired photo stayed
+    failed, its changed one kept its old result."""
+    folder = tmp_path / "card"
+    folder.mkdir()
+    bad, good = folder / "a_broken.jpg", folder / "b_good.jpg"
+    bad.write_bytes(images[0].read_bytes()[:300])  # a truncated JPEG
+    good.write_bytes(images[1].read_bytes())
+    with qtbot.waitSignal(window.session.view_failed, timeout=TIMEOUT):
+        window.open_paths([folder])
+    item_bad, item_good = window.session.queue.items
+    qtbot.waitUntil(lambda: item_good.status == DONE, timeout=TIMEOUT)
+    bad.write_bytes(images[0].read_bytes())  # repaired
+    good.write_bytes(images[2].read_bytes())  # replaced
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        assert window.open_paths([folder]) == 0
+        assert window.status.text() == ("2 images enhanced again (changed on disk, or "
+                                         "failed before)")
+    qtbot.waitUntil(lambda: item_bad.status == DONE and item_good.status == DONE,
+                    timeout=TIMEOUT)
+    assert window.open_paths([folder]) == 0  # nothing changed since: nothing to do
+    assert window.status.text() == f"No new images found in {folder}"
+
+
 def test_save_says_a_changed_photo_is_enhanced_again_before_any_dialog(qtbot, window,
                                                                       images) -> None:
     """Save and Save all asked for a name or a folder (and whether to replace files),
