@@ -182,7 +182,11 @@ class InfoPanel(QScrollArea):
         self.set("Size", fmt_size(w, h))
         self.set("Format", f"{src.format}, {src.bit_depth}-bit")
         colour = {"L": "Grey", "LA": "Grey + alpha", "RGB": "RGB", "RGBA": "RGB + alpha"}
-        self.set("Colour", colour.get(src.mode, src.mode) + shown_text(view.display))
+        # A CMYK file read as RGB said only "RGB", beside a note saying it was CMYK.
+        model = colour.get(src.mode, src.mode)
+        if src.converted_from:
+            model += f" (converted from {src.converted_from})"
+        self.set("Colour", model + shown_text(view.display))
         meta = [n for n, v in (("EXIF", src.exif), ("XMP", src.xmp), ("IPTC", src.iptc),
                                ("comment", src.comment), ("ICC profile", src.icc_profile)) if v]
         if src.png_text:

@@ -498,6 +498,8 @@ def test_icc_profile_kept(corpus, tmp_path: Path) -> None:
 def test_cmyk_plain_conversion(corpus) -> None:
     src = load_image(corpus["jpeg_cmyk"])
     assert src.mode == "RGB" and src.icc_profile is None
+    assert src.converted_from == "CMYK"  # the app's Info said only "Colour: RGB"
+    assert load_image(corpus["jpeg_icc"]).converted_from is None
     r, g, b = as_uint8(src.pixels)[4, 4].astype(int)
     assert r < 10 and g > 245 and b > 245  # cyan
     # Said, for the app's Info panel and the report: the output is RGB, not CMYK.

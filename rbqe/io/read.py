@@ -85,6 +85,8 @@ class LoadedImage:
             or a TIFF's tag 33723, or None (:mod:`rbqe.io.captions`).
         png_text: A PNG's text fields (Title, Author, Copyright...) other than the
             comment and XMP, in file order; empty for other formats.
+        converted_from: The file's colour model where it was read as another
+            (``"CMYK"``, read as RGB); None otherwise.
         warnings: Things the user should know about this input, one sentence each
             (e.g. that only the first page of a multi-page TIFF is read); also logged.
         jpeg_444_tables: The Y, Cb and Cr quantisation tables of a YCbCr JPEG saved
@@ -109,6 +111,7 @@ class LoadedImage:
     jpeg_444_tables: tuple[tuple[int, ...], ...] | None = None
     iptc: bytes | None = None
     png_text: tuple[TextField, ...] = ()
+    converted_from: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -559,6 +562,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
         tables_444 = jpeg_444_tables(im) if fmt == "JPEG" else None
+        source_mode = im.mode
         try:
             turned = False  # the decoder applied the orientation itself
             # Pillow turns a TIFF as it loads it, and drops the tag: read it first.
@@ -622,6 +626,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         jpeg_444_tables=tables_444,
         iptc=iptc,
         png_text=png_text,
+        converted_from="CMYK" if source_mode == "CMYK" else None,
     )
 
 

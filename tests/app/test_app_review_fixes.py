@@ -332,6 +332,18 @@ def test_info_lists_the_metadata_and_what_the_reader_warned_of(qtbot, window, tm
         "only.")
 
 
+def test_info_says_a_cmyk_photo_was_converted(qtbot, window, tmp_path) -> None:
+    """A CMYK JPEG's Colour read "RGB" beside the note that it was CMYK."""
+    from PIL import Image
+
+    from tests.helpers import jpeg_pixels
+
+    cmyk = tmp_path / "print.jpg"
+    Image.fromarray(jpeg_pixels(40, 48, seed=4)).convert("CMYK").save(cmyk, quality=90)
+    finish(qtbot, window, [cmyk])
+    assert window.info.fields["Colour"].text().startswith("RGB (converted from CMYK)")
+
+
 def test_info_lists_captions_and_png_text(qtbot, window, tmp_path) -> None:
     from PIL import Image, PngImagePlugin
 
