@@ -510,10 +510,14 @@ def run_ray_batch(
                 emit(item.to_json(), (None, None), item)
             else:
                 work.append(_work_item(path, targets, todo, plan.noted))
-        if work and not (cancel and cancel()):
-            worker_options = replace(options, out_dir=Path(options.out_dir).absolute())
-            summary.cancelled = _run_on_ray(worker, enhancer_kwargs, worker_options, opts,
-                                            work, plan.files, summary, emit, cancel)
+        aborted = False
+        try:
+            if work and not (cancel and cancel()):
+                worker_options = replace(options, out_dir=Path(options.out_dir).absolute())
+                summary.cancelled = _run_on_ray(worker, enhancer_kwargs, worker_options,
+                                                opts, work, plan.files, summary, emit, cancel)
+        except KeyboardInterrupt:  # a second Ctrl-C: at once, but the rows so far reported
+            summary.cancelled = aborted = True
         summary.total_ms = (time.perf_counter() - t0) * 1000
         device = ", ".join(sorted(summary.devices)) or str(local.device)
         backends = sorted(summary.backends)
@@ -529,6 +533,8 @@ def run_ray_batch(
                           summary.to_json())
         except OSError as exc:  # the outputs are done; the front end reports this
             summary.report_error = _report_problem(report or Path(), exc)
+        if aborted:
+            raise KeyboardInterrupt
     finally:
         stream.close()
     return summary

@@ -253,6 +253,30 @@ def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corp
         assert np.array_equal(_pixels(out / name), _pixels(root / "local" / name)), name
 
 
+def test_a_second_ctrl_c_still_writes_the_report_of_the_rows_so_far(ray_local, corpus):
+    # The local engine writes its report after a second Ctrl-C (stop at once); the Ray
+    # engine's, written only at the end, was lost.
+    from rbqe.batch import BatchEvents
+    from rbqe.cluster import run_ray_batch
+
+    root, src, weights = corpus
+    out, seen = root / "aborted", []
+
+    def second_ctrl_c() -> bool:
+        if seen:
+            raise KeyboardInterrupt  # what the CLI's handler raises on the second signal
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ray_batch({"weights": str(weights), "device": "cpu", **PINNED_KWARGS}, [src],
+                      BatchOptions(out_dir=out), report=root / "aborted.json",
+                      events=BatchEvents(on_item_done=lambda i, item: seen.append(item)),
+                      cancel=second_ctrl_c)
+    report = json.loads((root / "aborted.json").read_text())
+    assert report["summary"]["cancelled"] is True
+    assert 1 <= len(report["images"]) == len(seen)
+
+
 def test_a_cancel_reaches_the_workers_inside_a_batch(ray_local, corpus):
     # With --batch-size 7 and one worker the whole run is one batch: the driver gets no
     # row back until it ends, so a cancel seen only between rows waited for all seven.
