@@ -76,8 +76,8 @@ SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 # The Save dialog's file types, PNG (lossless) first: the one it starts on.
 SAVE_FILTERS = ("PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)", "TIFF (*.tif *.tiff)",
                 "BMP (*.bmp)", "All files (*)")
-# An error message stays this long before progress lines may replace it.
-ERROR_HOLD_S = 5.0
+# A held message (an error) stays this long before progress lines may replace it.
+MESSAGE_HOLD_S, ERROR_HOLD_S = 2.0, 5.0
 
 
 class MainWindow(QMainWindow):
@@ -92,7 +92,7 @@ class MainWindow(QMainWindow):
         # The weights' default exit policy, described: from their metadata at start-up
         # (check_weights) or the engine's info; "" until then.
         self._weights_policy = ""
-        self._message_until = 0.0  # until then progress lines leave an error alone
+        self._message_until = 0.0  # until then progress lines leave a message alone
         self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -205,7 +205,7 @@ class MainWindow(QMainWindow):
         s.progress.connect(self._on_progress)
         s.engine_info.connect(self._on_engine_info)
         s.engine_error.connect(self._on_engine_error)
-        s.message.connect(self.show_message)
+        s.message.connect(lambda text, error: self.show_message(text, error, hold=True))
         s.saved.connect(self._on_saved)
         s.weights_changed.connect(lambda _w: (self.check_weights(), self.update_threshold()))
         s.choice_changed.connect(lambda _c: self.update_threshold())
@@ -258,11 +258,19 @@ class MainWindow(QMainWindow):
         """The queued images opened again (named, or in a folder opened again) that are
         enhanced again: changed on disk since their result, or failed before (repaired,
         perhaps). A folder opened again only said "No new images found there"."""
+        queue, new = self.session.queue, {id(item) for item in added}
+        named = [item for p in paths if not Path(p).is_dir() and (item := queue.get(Path(p)))]
         folders = {path_key(Path(p)) for p in paths if Path(p).is_dir()}
-        named = {path_key(Path(p)) for p in paths} - folders
-        new = {id(item) for item in added}
-        return [item for item in list(self.session.queue.items) if id(item) not in new
-                and (path_key(item.path) in named or path_key(item.path.parent) in folders)
+        parents: dict[Path, bool] = {}  # each parent folder resolved once, not per image
+
+        def in_folders(item: QueueItem) -> bool:
+            if item.path.parent not in parents:
+                parents[item.path.parent] = path_key(item.path.parent) in folders
+            return parents[item.path.parent]
+
+        found = {id(item): item for item in named + [
+            item for item in queue.items if folders and in_folders(item)]}
+        return [item for key, item in found.items() if key not in new
                 and self.session.enhance_if_changed(item)]
 
     def open_files_dialog(self) -> None:
@@ -295,9 +303,10 @@ class MainWindow(QMainWindow):
     def remove_from_queue(self, item: QueueItem) -> None:
         """One image out of the queue (its run stopped, its result forgotten; saved files
         stay); the list then shows its neighbour, or the drop zone when none is left."""
-        if not self.session.remove(item):
-            return  # not in the queue (already out): no row to drop, nothing to say
-        self.queue.remove_item(item)
+        removed = self.session.remove(item)
+        self.queue.remove_item(item)  # its row goes either way (none left to act on)
+        if not removed:
+            return  # not in the queue (already out): nothing to say
         if not self.session.queue.items:
             self.clear_queue()
         else:
@@ -341,6 +350,7 @@ class MainWindow(QMainWindow):
         self.compare.set_busy(False)
         self.progress.setVisible(False)
         self.setWindowTitle("RBQE Studio")
+        self._message_until = 0.0  # another photo's message does not hold its progress
         self.session.select(item)
         if item is not None and item.status == FAILED:
             self._on_view_failed(item.error)
@@ -403,7 +413,7 @@ class MainWindow(QMainWindow):
             self.compare.clear_running()
 
     def _say_progress(self, text: str) -> None:
-        """A progress line, unless an error said just before is still to be read: "Nothing
+        """A progress line, unless a message said just before is still to be read: "Nothing
         saved: … changed on disk" was replaced by "Computing exit 1…" within 70 ms."""
         if time.monotonic() >= self._message_until:
             self.status.say(text)
@@ -544,15 +554,22 @@ class MainWindow(QMainWindow):
     def _save_dialog(self, suggested: Path) -> str:
         path, chosen = QFileDialog.getSaveFileName(
             self, "Save result", str(suggested), ";;".join(SAVE_FILTERS))
+        typed_as = path
+        # "holiday." and "holiday.png." are "holiday" and "holiday.png" (they became
+        # "holiday..png" and "holiday.png.png"); "..." is no name (it became ".png")
+        path = path.rstrip(".") if path else path
+        if typed_as and not Path(typed_as).name.strip("."):
+            self.show_message("Nothing saved: the file needs a name", error=True)
+            return ""
         if path and Path(path).suffix.lower() not in SAVE_SUFFIXES:
             # The format follows the suffix, so it must be one we write: the file type
             # chosen in the dialog's, else the suggested name's.
             typed = re.search(r"\(\*(\.\w+)", chosen or "")
-            # "holiday." is "holiday" (it became "holiday..png")
-            path = path.rstrip(".") + (typed.group(1) if typed else suggested.suffix)
+            path += typed.group(1) if typed else suggested.suffix
             if Path(path).is_dir():  # asked "Replace?", then failed as a directory
                 self.show_message(f"Nothing saved: {Path(path).name} is a folder", error=True)
                 return ""
+        if path != typed_as:
             # The dialog asked about the name typed ("holiday"), not this one
             # ("holiday.jpg"): a file of the user's there must not go unasked.
             if Path(path).exists() and not self._confirm_overwrite(Path(path)):
@@ -644,11 +661,15 @@ class MainWindow(QMainWindow):
     def about(self) -> None:
         dialogs.about(self)
 
-    def show_message(self, text: str, error: bool = False, rich: bool = False) -> None:
-        """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link)."""
+    def show_message(self, text: str, error: bool = False, rich: bool = False,
+                     hold: bool = False) -> None:
+        """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link). An
+        error, or a message ``hold`` (the session's: "… changed on disk: enhanced again"),
+        is not replaced by progress lines at once."""
         if error:
             log.warning("%s", text)
-        self._message_until = time.monotonic() + ERROR_HOLD_S if error else 0.0
+        held = ERROR_HOLD_S if error else MESSAGE_HOLD_S if hold else 0.0
+        self._message_until = time.monotonic() + held if text and held else 0.0
         self.status.say(text, rich)
         self.status.setStyleSheet("color: #f08a84;" if error else "")
         self.status.setToolTip("" if rich else text)

@@ -262,7 +262,7 @@ class SessionModel:
         cached = self.cache.peek(path_key(item.path))
         if cached is None or not changed(cached):
             return []
-        return self._forget_changed(item, cached)
+        return [*self._forget_changed(item, cached), *self._pump()]  # runs in its turn
 
     def _retry(self, item: QueueItem) -> list[Event]:
         """``item``, which failed, back to waiting and run again: at once when it is on
@@ -690,6 +690,15 @@ class SessionModel:
             return []
         assert isinstance(payload, ViewData) and payload.result is not None
         item = run.item
+        if isinstance(run.job, LoadOutputsJob) and changed(payload):
+            # A batch's outputs of the photo as it was (replaced since): the photo as it is
+            # is enhanced instead; they were shown beside it, and saved under its name.
+            log.info("%s changed since its batch; enhancing it again", item.path)
+            item.reset()
+            events = [ItemChanged(item), Message(_CHANGED.format(item.name))]
+            if gen == self._view_gen:
+                self.view, self._view_gen = None, 0
+            return events + self._job_done()
         self._forget_before(item)
         self._mark_done(item, payload)
         events = [ItemChanged(item)]

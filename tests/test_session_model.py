@@ -246,6 +246,33 @@ def test_batch_results_load_the_saved_outputs(model, tmp_path) -> None:
     assert "enhancing it again" in events[1].text
 
 
+def test_batch_outputs_of_a_photo_replaced_since_give_way_to_a_new_run(model, tmp_path
+                                                                       ) -> None:
+    """"Open in viewer" showed a batch's outputs of a photo replaced since beside the new
+    photo (and Save wrote them under its name)."""
+    from rbqe.io import source_identity
+
+    a = photo(tmp_path / "a.jpg")
+    batch_read = source_identity(a)
+    out = tmp_path / "out" / "a_rbqe.png"
+    photo(out)
+    model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
+                                         scores={"3": 0.9}, times_ms={"total": 12.0})])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    assert isinstance(job, LoadOutputsJob)
+    photo(a, seed=9)  # replaced after the batch
+    view = view_of(a, exits=3)
+    view.source_id = source_identity(a)
+    view.saved, view.saved_from = {3: out}, {3: batch_read}
+    events = model.on_finished(job.gen, view)
+    assert kinds(events)[:2] == ["ItemChanged", "Message"]
+    assert events[1].text == "a.jpg changed on disk since it was enhanced: enhanced again"
+    assert isinstance(model.jobs[-1], ProcessJob) and model.jobs[-1].path == a
+    assert model.cache.peek(path_key(a)) is None and model.view is None
+
+
 # -- the re-choice itself, with a tiny real enhancer -------------------------------------
 @pytest.fixture
 def enhancer() -> Enhancer:
@@ -538,9 +565,9 @@ def test_a_photo_changed_on_disk_is_enhanced_again_not_saved_stale(model, tmp_pa
     finish(b)
     photo(a, seed=3)
     events = model.enhance_if_changed(item_a)
-    assert kinds(events) == ["ItemChanged", "Message"]
+    assert kinds(events)[:2] == ["ItemChanged", "Message"]
     assert events[1].text == "a.jpg changed on disk since it was enhanced: enhanced again"
-    assert item_a.status == WAITING and model.cache.peek(path_key(a)) is None
+    assert item_a.status == RUNNING and model.cache.peek(path_key(a)) is None  # in its turn
     model.select(item_a)
     finish(a)
     assert model.view.result is not None and model.enhance_if_changed(item_a) == []
@@ -641,7 +668,7 @@ def test_a_dropped_views_other_jobs_stop_with_it(model, tmp_path) -> None:
     jobs = busy(view_b, 0.8)
     view_c = shown(item_c)
     photo(item_b.path, seed=7)  # replaced while off screen, then opened again
-    assert kinds(model.enhance_if_changed(item_b)) == ["ItemChanged", "Message"]
+    assert kinds(model.enhance_if_changed(item_b))[:2] == ["ItemChanged", "Message"]
     assert all(j.cancel.is_set() for j in jobs)
     jobs = busy(view_c, 0.7)
     photo(item_c.path, seed=8)  # replaced while on screen, then opened again
@@ -721,3 +748,24 @@ def test_exits_read_from_a_batch_are_of_the_photo_as_the_batch_read_it(tmp_path)
     assert sm.changed(view)
     view.saved_from = {5: source_identity(a)}  # made from the photo as it is
     assert not sm.changed(view)
+
+
+def test_a_changed_photo_off_screen_runs_in_its_turn(model, tmp_path) -> None:
+    """Said to be "enhanced again", a changed photo off screen only waited: nothing
+    started the queue (the photo on screen was done and unchanged)."""
+    from rbqe.io import source_identity
+
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    for path in (a, b):  # both done, a on screen
+        job = model.jobs[-1]
+        view = view_of(path, exits=2)
+        view.source_id = source_identity(path)
+        model.on_finished(job.gen, view)
+    model.select(item_a)
+    assert model._running is None
+    photo(b, seed=6)
+    events = model.enhance_if_changed(item_b)
+    assert "Message" in kinds(events)
+    assert model._running is not None and model.jobs[-1].path == b

@@ -372,6 +372,11 @@ def test_a_message_is_not_replaced_at_once_by_progress(qtbot, window) -> None:
     window._message_until = 0.0  # read by now
     window._on_progress("exit", 1, 5, None)
     assert window.status.text() == "Computing exit 2…" and window.status.styleSheet() == ""
+    # Another photo shown: the last one's message does not hold its progress.
+    window.show_message("photo.jpg: truncated or corrupt image data", error=True)
+    window._on_current(None)
+    window._on_progress("exit", 0, 5, None)
+    assert window.status.text() == "Computing exit 1…"
 
 
 def test_showing_a_done_photo_leaves_no_busy_bar_from_another(qtbot, window, images

@@ -176,7 +176,8 @@ def test_save_names_ending_in_a_dot_or_naming_a_folder(qtbot, window, images, tm
 
     out = tmp_path / "out"
     (out / "dir.png").mkdir(parents=True)
-    answers = iter([str(out / "holiday."), str(out / "dir")])
+    answers = iter([str(out / "holiday."), str(out / "dir"), str(out / "trip.png."),
+                    str(out / "...")])
     monkeypatch.setattr(main_window, "QFileDialog", SimpleNamespace(
         getSaveFileName=lambda *a: (next(answers), "PNG (*.png)")))
     monkeypatch.setattr(window, "_confirm_overwrite",
@@ -187,5 +188,10 @@ def test_save_names_ending_in_a_dot_or_naming_a_folder(qtbot, window, images, tm
     assert blocker.args[0] == [out / "holiday.png"]
     window.acts.save.trigger()
     assert shown(window) == "Nothing saved: dir.png is a folder"
+    with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT) as blocker:
+        window.acts.save.trigger()
+    assert blocker.args[0] == [out / "trip.png"]  # it was trip.png.png
+    window.acts.save.trigger()
+    assert shown(window) == "Nothing saved: the file needs a name"  # it was the hidden .png
     assert sorted(p.name for p in out.iterdir()) == [".rbqe-outputs.jsonl", "dir.png",
-                                                     "holiday.png"]
+                                                     "holiday.png", "trip.png"]
