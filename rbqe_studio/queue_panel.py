@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QColor,
@@ -245,6 +245,7 @@ class QueuePanel(QWidget):
         lay.addWidget(self.list, 1)
         lay.addWidget(buttons)
         self._rows: dict[int, QListWidgetItem] = {}
+        self._counts_due = False  # a recount is on its way (update_item)
 
     def roomy_width(self) -> int:
         """The narrowest width with its buttons side by side."""
@@ -267,7 +268,11 @@ class QueuePanel(QWidget):
             row.setToolTip(tooltip_text(item))
             row.setData(ITEM_ROLE, item)  # triggers a repaint of that row only
             self.list.update(self.list.indexFromItem(row))
-        self._update_counts()
+        # Counted once the updates of this turn of the event loop are in: counted at each
+        # (a pass over every row), a folder of thousands retried at once took seconds.
+        if not self._counts_due:
+            self._counts_due = True
+            QTimer.singleShot(0, self._update_counts)
 
     def clear(self) -> None:
         self.list.clear()
@@ -331,6 +336,7 @@ class QueuePanel(QWidget):
             self.list.item(i).setData(NAME_ROLE, name)
 
     def _update_counts(self) -> None:
+        self._counts_due = False
         items = self._items()
         self.clear_button.setEnabled(bool(items))
         done = sum(i.status == DONE for i in items)
