@@ -93,6 +93,7 @@ class MainWindow(QMainWindow):
         # (check_weights) or the engine's info; "" until then.
         self._weights_policy = ""
         self._message_until = 0.0  # until then progress lines leave a message alone
+        self._held_error = False  # the message held is an error
         self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -374,8 +375,14 @@ class MainWindow(QMainWindow):
                 else data.chosen_cost()[0]
             when = f", {fmt_ms(ms)}" + (" in the batch" if data.saved else "") \
                 if ms is not None else ""
-            self.show_message(f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
-                              f"{r.exit_result(r.chosen).score:.3f}{when}")
+            line = (f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
+                    f"{r.exit_result(r.chosen).score:.3f}{when}")
+            if time.monotonic() < self._message_until and self._held_error:
+                # "Nothing saved: … changed on disk …" must not go within a second, as
+                # the new run of a small photo ends: the line follows it instead.
+                self.show_message(f"{self.status.text()} · {line}", error=True)
+            else:
+                self.show_message(line)
         self._update_actions()
 
     def _on_view_failed(self, message: str) -> None:
@@ -670,6 +677,7 @@ class MainWindow(QMainWindow):
             log.warning("%s", text)
         held = ERROR_HOLD_S if error else MESSAGE_HOLD_S if hold else 0.0
         self._message_until = time.monotonic() + held if text and held else 0.0
+        self._held_error = error
         self.status.say(text, rich)
         self.status.setStyleSheet("color: #f08a84;" if error else "")
         self.status.setToolTip("" if rich else text)

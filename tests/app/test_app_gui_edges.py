@@ -555,3 +555,8 @@ def test_save_says_a_changed_photo_is_enhanced_again_before_any_dialog(qtbot, wi
                 f"Nothing saved: {images[0].name} changed on disk since it was enhanced, "
                 f"so it is enhanced again; save it then")
             assert not window.acts.save.isEnabled()
+        # The new run of a small photo ends within a second: its line follows the
+        # message instead of replacing it (it was gone at once).
+        assert window.status.text().startswith(f"Nothing saved: {images[0].name} changed")
+        assert f"{images[0].name}: exit " in window.status.text()
+        window._message_until = 0.0  # read by the next save
