@@ -231,7 +231,8 @@ class MainWindow(QMainWindow):
         except (OSError, RBQEError) as exc:
             self.show_message(f"Could not open: {exc}", error=True)
             return 0
-        again = self._opened_again(paths, added)
+        queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
+        again = self._opened_again(queued, paths, added)
         if added:
             self.stack.setCurrentWidget(self.compare)
             self.queue.select(added[0])  # show what was just opened, not the old image
@@ -239,7 +240,6 @@ class MainWindow(QMainWindow):
                               + (f"; {len(again)} already queued enhanced again (changed "
                                  f"on disk, or failed before)" if again else ""))
         elif paths:
-            queued = [item for p in paths if (item := self.session.queue.get(Path(p)))]
             if queued or again:  # opened again: shown, rather than "No new images found"
                 self.stack.setCurrentWidget(self.compare)
                 self.queue.select((queued or again)[0])
@@ -254,13 +254,13 @@ class MainWindow(QMainWindow):
                 self.show_message(f"No new images found {where}", error=False)
         return len(added)
 
-    def _opened_again(self, paths: list[str | Path], added: list[QueueItem]
-                      ) -> list[QueueItem]:
-        """The queued images opened again (named, or in a folder opened again) that are
-        enhanced again: changed on disk since their result, or failed before (repaired,
-        perhaps). A folder opened again only said "No new images found there"."""
+    def _opened_again(self, named: list[QueueItem], paths: list[str | Path],
+                      added: list[QueueItem]) -> list[QueueItem]:
+        """The queued images opened again (``named``, or in a folder of ``paths`` opened
+        again) that are enhanced again: changed on disk since their result, or failed
+        before (repaired, perhaps). A folder opened again only said "No new images found
+        there"."""
         queue, new = self.session.queue, {id(item) for item in added}
-        named = [item for p in paths if not Path(p).is_dir() and (item := queue.get(Path(p)))]
         folders = {path_key(Path(p)) for p in paths if Path(p).is_dir()}
         parents: dict[Path, bool] = {}  # each parent folder resolved once, not per image
 

@@ -284,8 +284,7 @@ class SessionModel:
     def _enhance_again(self, view: ViewData, said: str = "") -> list[Event]:
         """The viewed photo, changed on disk since ``view`` was made, enhanced again (its
         old result is not kept for a Stop to bring back: it is of another picture)."""
-        self._cancel_jobs_of(view)
-        events = self.reprocess_current()
+        events = self.reprocess_current()  # which stops the view's other jobs too
         self._before = None
         return [Message(said or _CHANGED.format(view.path.name), error=bool(said)), *events]
 
@@ -694,11 +693,7 @@ class SessionModel:
             # A batch's outputs of the photo as it was (replaced since): the photo as it is
             # is enhanced instead; they were shown beside it, and saved under its name.
             log.info("%s changed since its batch; enhancing it again", item.path)
-            item.reset()
-            events = [ItemChanged(item), Message(_CHANGED.format(item.name))]
-            if gen == self._view_gen:
-                self.view, self._view_gen = None, 0
-            return events + self._job_done()
+            return self._compute_instead(item, gen, _CHANGED.format(item.name))
         self._forget_before(item)
         self._mark_done(item, payload)
         events = [ItemChanged(item)]
@@ -709,6 +704,15 @@ class SessionModel:
         if gen == self._view_gen:
             self.view = payload
             events += [ViewBusy(False), ViewFinished(payload)]
+        return events + self._job_done()
+
+    def _compute_instead(self, item: QueueItem, gen: int, said: str) -> list[Event]:
+        """``item``'s batch outputs, read back by job ``gen``, not shown (unreadable, or
+        of the photo as it was): the photo is enhanced instead, ``said``."""
+        item.reset()
+        events = [ItemChanged(item), Message(said)]
+        if gen == self._view_gen:
+            self.view, self._view_gen = None, 0
         return events + self._job_done()
 
     @staticmethod
@@ -751,12 +755,9 @@ class SessionModel:
         if isinstance(run.job, LoadOutputsJob):
             # The saved outputs are gone or unreadable: compute the image instead.
             log.info("could not read the saved outputs of %s: %s", item.path, message)
-            item.reset()
-            events = [ItemChanged(item), Message(f"{item.name}: the saved output could not "
-                                                 f"be read ({message}); enhancing it again")]
-            if gen == self._view_gen:
-                self.view, self._view_gen = None, 0
-            return events + self._job_done()
+            return self._compute_instead(item, gen, f"{item.name}: the saved output could "
+                                                    f"not be read ({message}); enhancing "
+                                                    f"it again")
         self._forget_before(item)  # the file changed since: its new state stands
         item.status, item.error = FAILED, message
         events = [ItemChanged(item)]
