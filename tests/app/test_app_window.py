@@ -42,7 +42,8 @@ def test_drop_files_and_folder_queues_them(qtbot, window, images, tmp_path) -> N
     assert sorted(i.path.name for i in window.session.queue.items) == [p.name for p in images]
     assert window.queue.list.count() == 3
     wait_done(qtbot, window)  # the queue runs in the background
-    assert "3/3 done" in window.queue.counts.text()
+    # the counts are recounted on the event loop's next turn (coalesced), not at once
+    qtbot.waitUntil(lambda: "3/3 done" in window.queue.counts.text(), timeout=TIMEOUT)
 
 
 def test_folder_scan_leaves_out_earlier_outputs(qtbot, window, images) -> None:
