@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from rbqe.io.captions import RAW_PROFILE, raw_profile
+from rbqe.io.tiff_tags import DESCRIPTIVE_TAGS
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
@@ -223,9 +224,6 @@ def _swap_pixel_size(obj: Image.Exif) -> None:
         logger.debug("could not swap the EXIF pixel size", exc_info=True)
 
 
-# IFD0 tags worth carrying over from a TIFF; the rest describe the TIFF's own pixel
-# layout (strip offsets, bit depths...) and would be nonsense in another file.
-_TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
 
 
 def _tiff_exif(exif: Image.Exif, path: Path, orientation: int = 1) -> bytes | None:
@@ -233,7 +231,9 @@ def _tiff_exif(exif: Image.Exif, path: Path, orientation: int = 1) -> bytes | No
     quarter turn swaps the pixel size); ``orientation``: the file's, where the tags no
     longer hold it (Pillow dropped it when it turned the pixels)."""
     out = Image.Exif()
-    for tag in _TIFF_DESCRIPTIVE_TAGS:
+    # IFD0's other tags describe the TIFF's own pixel layout (strip offsets, bit depths...)
+    # and would be nonsense in another file.
+    for tag in DESCRIPTIVE_TAGS:
         if tag in exif:
             out[tag] = exif[tag]
     if _ORIENTATION not in out and orientation != 1:

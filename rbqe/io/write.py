@@ -39,6 +39,7 @@ from rbqe.io.png import (
     png_text_chunk,
 )
 from rbqe.io.read import LoadedImage
+from rbqe.io.tiff_tags import add_tiff_tags, exif_tags, metadata_tags
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
 
@@ -111,11 +112,11 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
 JPEG_444_QUALITY = 90
 
 # What each output format keeps of an input's metadata, as the writers below write it
-# (checked with ExifTool). A 16-bit colour TIFF (OpenCV's) keeps none; Pillow writes a
-# TIFF's EXIF without its Exif and GPS directories (camera, date, location), so none.
+# (checked with ExifTool). A TIFF's EXIF, and all of a 16-bit colour TIFF's metadata, are
+# added after its encoder wrote it (rbqe.io.tiff_tags).
 _ALL = frozenset({"ICC", "EXIF", "XMP", "comment", "dpi", "IPTC", "text"})
 _KEEPS = {"PNG": _ALL, "JPEG": _ALL - {"text"}, "WEBP": frozenset({"ICC", "EXIF", "XMP"}),
-          "TIFF": frozenset({"ICC", "XMP", "dpi", "IPTC"}), "BMP": frozenset({"dpi"})}
+          "TIFF": frozenset({"ICC", "EXIF", "XMP", "dpi", "IPTC"}), "BMP": frozenset({"dpi"})}
 _T = TypeVar("_T")
 _SHOWN = {"WEBP": "WebP"}  # a format's name in messages, where not its Pillow name
 
@@ -125,20 +126,19 @@ def shown_format(fmt_name: str) -> str:
     return _SHOWN.get(fmt_name, fmt_name)
 
 
-def _kept(p: Path, fmt_name: str, bare: bool, icc: bytes | None, exif: bytes | None,
+def _kept(p: Path, fmt_name: str, icc: bytes | None, exif: bytes | None,
           extra: _Extra) -> tuple[bytes | None, bytes | None, _Extra]:
-    """``icc``, ``exif`` and ``extra`` less what ``fmt_name`` cannot hold (``bare``: a
-    16-bit colour TIFF, nothing), said in one line: a photographer's camera data, an
-    archive's captions and credits must not be lost unawares."""
-    keeps = frozenset() if bare else _KEEPS[fmt_name]
+    """``icc``, ``exif`` and ``extra`` less what ``fmt_name`` cannot hold, said in one
+    line: a photographer's camera data, an archive's captions and credits must not be lost
+    unawares."""
+    keeps = _KEEPS[fmt_name]
     present = {"ICC": icc, "EXIF": exif, "XMP": extra.xmp, "comment": extra.comment,
                "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text}
     lost = [k for k, v in present.items() if v and k not in keeps]
     if "dpi" in lost and "EXIF" in keeps and extra.dpi and exif_says_resolution(exif, extra.dpi):
         lost.remove("dpi")  # WebP has no density field, but the EXIF carried says it
     if lost:
-        output = "16-bit colour TIFF" if bare else shown_format(fmt_name)
-        logger.warning("%s: %s", p, _not_carried(lost, output, extra.text))
+        logger.warning("%s: %s", p, _not_carried(lost, shown_format(fmt_name), extra.text))
 
     def keep(kind: str, value: _T) -> _T | None:
         return value if kind in keeps else None
@@ -348,8 +348,7 @@ def save_image(
 
     extra = _Extra(xmp, comment, dpi, iptc, tuple(text)) if keep_metadata else _Extra(dpi=dpi)
     extra = _extra_for(p, fmt_name, extra)
-    bare = fmt_name == "TIFF" and depth == 16 and out_mode != "L"  # see _make_writer
-    icc, exif_bytes, extra = _kept(p, fmt_name, bare, icc, exif_bytes, extra)
+    icc, exif_bytes, extra = _kept(p, fmt_name, icc, exif_bytes, extra)
 
     write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes, extra)
 
@@ -398,8 +397,8 @@ def _make_writer(
         return lambda fh: _write_png_stream(fh, pixels, chunks)
     if depth == 16 and channels > 1:
         # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
-        # the small encoder above. Metadata chunks are spliced into PNGs by hand; a TIFF
-        # is written bare (_kept said what it loses).
+        # the small encoder above. Metadata chunks are spliced into PNGs by hand; OpenCV
+        # writes a TIFF without any, so all of it is added after (_add_tags).
         def write16(fh: IO[bytes]) -> None:
             ints = pixels.whole()
             if fmt_name == "PNG":
@@ -411,6 +410,8 @@ def _make_writer(
             else:
                 data = _opencv_encode(".tif", ints)
             fh.write(data)
+            if fmt_name == "TIFF":
+                _add_tags(p, fh, exif, metadata_tags(icc, extra.xmp, extra.iptc, extra.dpi))
 
         return write16
 
@@ -436,9 +437,22 @@ def _make_writer(
 
     def write(fh: IO[bytes]) -> None:
         _pillow_image(pixels).save(fh, format=fmt_name, **kwargs)
+        if fmt_name == "TIFF":
+            _add_tags(p, fh, exif, {})  # Pillow's TIFF writers drop the Exif directory
 
     return write
 
+
+def _add_tags(p: Path, fh: IO[bytes], exif: bytes | None, tags: dict[int, Any]) -> None:
+    """Adds ``exif`` and ``tags`` to the TIFF just written to ``fh``; where they cannot be
+    written, says so and leaves the image as written."""
+    try:
+        tags = {**tags, **exif_tags(exif)} if exif else tags
+        if tags:
+            add_tiff_tags(fh, tags)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on odd values
+        logger.warning("%s: the input's metadata could not be written into this TIFF (%s); "
+                       "copy it over if you need it", p, exc)
 
 def save_like(
     path: str | os.PathLike[str],
