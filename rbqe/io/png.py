@@ -72,12 +72,47 @@ def _latin1(text: str) -> bytes | None:
         return None
 
 
+# PNG chunks that say how the pixels' values are shown: gAMA (the encoding gamma, times
+# 100,000), cHRM (white point and primaries, likewise) and sRGB (the rendering intent).
+COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB")
+_SRGB_GAMMA = 45455  # 1/2.2, which the sRGB specification gives with its sRGB chunk
+_SRGB_CHRM = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+
+
+def read_png_colour(info: dict) -> tuple[tuple[bytes, bytes], ...]:
+    """A PNG's gAMA, cHRM and sRGB chunks (type, data), from Pillow's ``info`` of it."""
+    chunks: list[tuple[bytes, bytes]] = []
+    gamma, chrm, intent = info.get("gamma"), info.get("chromaticity"), info.get("srgb")
+    if isinstance(gamma, (int, float)) and 0 < gamma * 100000 < 2**31:
+        chunks.append((b"gAMA", struct.pack(">I", round(gamma * 100000))))
+    if isinstance(chrm, tuple) and len(chrm) == 8 and all(0 <= v * 100000 < 2**31 for v in chrm):
+        chunks.append((b"cHRM", struct.pack(">8I", *(round(v * 100000) for v in chrm))))
+    if isinstance(intent, int) and 0 <= intent <= 3:
+        chunks.append((b"sRGB", bytes([intent])))
+    return tuple(chunks)
+
+
+def shown_as_srgb(chunks: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a viewer shows pixels with these colour chunks as plain sRGB (what any
+    file without colour information is taken to be): an sRGB chunk, or a gamma of 1/2.2
+    and sRGB's primaries (within 1 %), or no such chunk."""
+    found = dict(chunks)
+    if b"sRGB" in found:
+        return True
+    gamma = struct.unpack(">I", found[b"gAMA"])[0] if b"gAMA" in found else _SRGB_GAMMA
+    chrm = struct.unpack(">8I", found[b"cHRM"]) if b"cHRM" in found else _SRGB_CHRM
+    return abs(gamma - _SRGB_GAMMA) <= 455 and all(
+        abs(a - b) <= 1000 for a, b in zip(chrm, _SRGB_CHRM, strict=True))
+
+
 def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: str | None = None,
                          comment: str | None = None,
                          dpi: tuple[float, float] | None = None,
-                         text: Sequence[TextField] = ()) -> list[bytes]:
-    """The metadata chunks Pillow would write, for the PNGs encoded here."""
-    chunks = []
+                         text: Sequence[TextField] = (),
+                         colour: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
+    """The metadata chunks Pillow would write, for the PNGs encoded here, and ``colour``
+    (:func:`read_png_colour`)."""
+    chunks = [_png_chunk(ctype, data) for ctype, data in colour]
     if icc:
         chunks.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:

@@ -48,7 +48,7 @@ from rbqe.io.metadata import (
     xmp_turned,
 )
 from rbqe.io.pixels import MODES, _to_float
-from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr
+from rbqe.io.png import _PNG_SIGNATURE, _png_ihdr, read_png_colour
 
 if TYPE_CHECKING:
     from PIL.JpegImagePlugin import JpegImageFile
@@ -85,6 +85,8 @@ class LoadedImage:
             or a TIFF's tag 33723, or None (:mod:`rbqe.io.captions`).
         png_text: A PNG's text fields (Title, Author, Copyright...) other than the
             comment and XMP, in file order; empty for other formats.
+        png_colour: A PNG's gAMA, cHRM and sRGB chunks as ``(type, data)``, in that
+            order (:func:`rbqe.io.png.read_png_colour`); empty for other formats.
         converted_from: The file's colour model where it was read as another
             (``"CMYK"``, read as RGB); None otherwise.
         warnings: Things the user should know about this input, one sentence each
@@ -112,6 +114,7 @@ class LoadedImage:
     iptc: bytes | None = None
     png_text: tuple[TextField, ...] = ()
     converted_from: str | None = None
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -588,6 +591,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             if applied != 1 or exif_has_orientation(exif):
                 xmp = xmp_turned(xmp, applied)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
+            png_colour = read_png_colour(im.info) if fmt == "PNG" else ()
         except ImageReadError:
             raise
         except Image.DecompressionBombError:  # only if a plugin checks frames itself
@@ -627,6 +631,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         iptc=iptc,
         png_text=png_text,
         converted_from="CMYK" if source_mode == "CMYK" else None,
+        png_colour=png_colour,
     )
 
 

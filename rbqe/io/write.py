@@ -37,6 +37,7 @@ from rbqe.io.png import (
     _png_metadata_chunks,
     _write_png_stream,
     png_text_chunk,
+    shown_as_srgb,
 )
 from rbqe.io.read import LoadedImage
 from rbqe.io.tiff_tags import add_tiff_tags, exif_tags, metadata_tags
@@ -59,6 +60,7 @@ class _Extra:
     dpi: tuple[float, float] | None = None
     iptc: bytes | None = None
     text: tuple[TextField, ...] = ()
+    colour: tuple[tuple[bytes, bytes], ...] = ()  # a PNG's gAMA, cHRM, sRGB chunks
 
     def xmp_text(self) -> str | None:
         """The XMP as text for PNG's iTXt chunk (XMP is UTF-8 by its specification)."""
@@ -105,7 +107,7 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
     if dpi and not all(0 < d < 1e7 for d in dpi):
         logger.info("%s: resolution %s dpi out of range; not written", p, dpi)
         dpi = None
-    return _Extra(xmp, comment, dpi, iptc, text)
+    return _Extra(xmp, comment, dpi, iptc, text, extra.colour)
 
 
 # JPEG outputs at this quality or more keep full-resolution colour (4:4:4), below it 4:2:0.
@@ -114,8 +116,8 @@ JPEG_444_QUALITY = 90
 # What each output format keeps of an input's metadata, as the writers below write it
 # (checked with ExifTool). A TIFF's EXIF, and all of a 16-bit colour TIFF's metadata, are
 # added after its encoder wrote it (rbqe.io.tiff_tags).
-_ALL = frozenset({"ICC", "EXIF", "XMP", "comment", "dpi", "IPTC", "text"})
-_KEEPS = {"PNG": _ALL, "JPEG": _ALL - {"text"}, "WEBP": frozenset({"ICC", "EXIF", "XMP"}),
+_ALL = frozenset({"ICC", "EXIF", "XMP", "comment", "dpi", "IPTC", "text", "gamma"})
+_KEEPS = {"PNG": _ALL, "JPEG": _ALL - {"text", "gamma"}, "WEBP": frozenset({"ICC", "EXIF", "XMP"}),
           "TIFF": frozenset({"ICC", "EXIF", "XMP", "dpi", "IPTC"}), "BMP": frozenset({"dpi"})}
 _T = TypeVar("_T")
 _SHOWN = {"WEBP": "WebP"}  # a format's name in messages, where not its Pillow name
@@ -132,8 +134,11 @@ def _kept(p: Path, fmt_name: str, icc: bytes | None, exif: bytes | None,
     line: a photographer's camera data, an archive's captions and credits must not be lost
     unawares."""
     keeps = _KEEPS[fmt_name]
+    # A PNG's gamma and primaries matter where they are not sRGB's and no ICC profile
+    # (which a viewer follows instead) is kept.
+    gamma = not shown_as_srgb(extra.colour) and not (icc and "ICC" in keeps)
     present = {"ICC": icc, "EXIF": exif, "XMP": extra.xmp, "comment": extra.comment,
-               "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text}
+               "dpi": extra.dpi, "IPTC": extra.iptc, "text": extra.text, "gamma": gamma}
     lost = [k for k, v in present.items() if v and k not in keeps]
     if "dpi" in lost and "EXIF" in keeps and extra.dpi and exif_says_resolution(exif, extra.dpi):
         lost.remove("dpi")  # WebP has no density field, but the EXIF carried says it
@@ -148,12 +153,14 @@ def _kept(p: Path, fmt_name: str, icc: bytes | None, exif: bytes | None,
     if iptc and fmt_name == "PNG":  # a text field there, for every PNG writer alike
         text, iptc = (*text, png_iptc_text(iptc)), None
     return keep("ICC", icc), keep("EXIF", exif), _Extra(
-        keep("XMP", extra.xmp), keep("comment", extra.comment), keep("dpi", extra.dpi), iptc, text)
+        keep("XMP", extra.xmp), keep("comment", extra.comment), keep("dpi", extra.dpi), iptc,
+        text, extra.colour if "gamma" in keeps else ())
 
 
 _WORDS = {"ICC": "ICC colour profile", "EXIF": "EXIF (camera, date, location)",
           "XMP": "XMP", "comment": "comment", "dpi": "resolution (dpi)",
-          "IPTC": "IPTC-IIM data (captions, copyright, keywords)"}
+          "IPTC": "IPTC-IIM data (captions, copyright, keywords)",
+          "gamma": "PNG colour encoding (its gAMA and cHRM chunks: how its colours are shown)"}
 
 
 def _not_carried(lost: list[str], output: str, text: Sequence[TextField]) -> str:
@@ -188,8 +195,10 @@ def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
         tiffinfo = {_TIFF_XMP: extra.xmp, TIFF_IPTC: extra.iptc}  # UNDEFINED: bytes kept
         if any(tiffinfo.values()):
             kwargs["tiffinfo"] = {tag: v for tag, v in tiffinfo.items() if v}
-    if fmt_name == "PNG" and (extra.xmp or extra.comment or extra.text):
+    if fmt_name == "PNG" and (extra.xmp or extra.comment or extra.text or extra.colour):
         info = PngImagePlugin.PngInfo()
+        for ctype, data in extra.colour:  # before the image data, as the specification asks
+            info.add(ctype, data)
         xmp, comment = extra.xmp_text(), extra.comment_text()
         if xmp:
             info.add_itxt(PNG_XMP_KEY, xmp)
@@ -248,6 +257,7 @@ def save_image(
     dpi: tuple[float, float] | None = None,
     iptc: bytes | None = None,
     text: Sequence[TextField] = (),
+    png_colour: Sequence[tuple[bytes, bytes]] = (),
     keep_metadata: bool = True,
     protect: Iterable[str | os.PathLike[str]] = (),
     replace: bool = True,
@@ -274,9 +284,13 @@ def save_image(
         iptc: Raw IPTC-IIM stream to embed (JPEG APP13, 8-bit/grey TIFF tag 33723, PNG
             "Raw profile type iptc" text as ImageMagick and ExifTool keep it).
         text: PNG text fields to embed (PNG only).
+        png_colour: A PNG's gAMA, cHRM and sRGB chunks, ``(type, data)``
+            (:func:`rbqe.io.png.read_png_colour`; PNG only: elsewhere, unless they say
+            sRGB or an ICC profile is written, their loss is said).
         keep_metadata: False drops EXIF, XMP, the comment, IPTC-IIM and PNG text (they
             can hold a location, names and other personal data); the ICC profile and the
-            resolution are still written because they describe the pixels.
+            resolution (and a PNG's gamma) are still written because they describe the
+            pixels.
         protect: Paths that must not be overwritten (the batch's inputs).
         replace: False: fail rather than replace a file that is at ``path`` when the
             image is written (a batch without ``--overwrite``: a file may appear there
@@ -346,7 +360,9 @@ def save_image(
         logger.warning("%s: EXIF block too large for JPEG (%d bytes); dropped", p, len(exif_bytes))
         exif_bytes = None
 
-    extra = _Extra(xmp, comment, dpi, iptc, tuple(text)) if keep_metadata else _Extra(dpi=dpi)
+    colour = tuple(png_colour)
+    extra = _Extra(xmp, comment, dpi, iptc, tuple(text), colour) if keep_metadata \
+        else _Extra(dpi=dpi, colour=colour)
     extra = _extra_for(p, fmt_name, extra)
     icc, exif_bytes, extra = _kept(p, fmt_name, icc, exif_bytes, extra)
 
@@ -391,7 +407,7 @@ def _make_writer(
     height, width, channels = pixels.shape
     depth = pixels.depth
     png_chunks = functools.partial(_png_metadata_chunks, icc, exif, extra.xmp_text(),
-                                   extra.comment_text(), extra.dpi, extra.text)
+                                   extra.comment_text(), extra.dpi, extra.text, extra.colour)
     if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
         chunks = png_chunks()
         return lambda fh: _write_png_stream(fh, pixels, chunks)
@@ -519,6 +535,7 @@ def save_like(
         dpi=src.dpi,
         iptc=src.iptc,
         text=text,
+        png_colour=src.png_colour,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
         replace=replace,
