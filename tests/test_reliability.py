@@ -695,3 +695,35 @@ def test_warnings_of_threads_that_load_at_once_stay_with_their_own_file(caplog) 
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "b.tif: Corrupt EXIF data.")]
     assert warnings.filters == filters and warnings.showwarning is shown
+
+
+def test_damaged_jpeg_data_is_said_and_harmless_padding_is_not(tmp_path: Path) -> None:
+    # Pillow decodes a JPEG whose coded data is damaged (a bad Huffman code, a scan cut
+    # short by a stray marker) without a word: garbled blocks were enhanced and saved as
+    # if the photo were whole. Flip one byte at a time through the scan until libjpeg
+    # reports damage without running short (that one is refused, as above): in a
+    # progressive JPEG, a scan cut short loses the detail its later scans add.
+    from rbqe.io.jpeg_data import jpeg_data_check
+
+    good = _encoded("JPEG", photo(96, 128), quality=80, progressive=True)
+    start = good.index(b"\xff\xda") + 20
+    bad = tmp_path / "damaged.jpg"
+    for pos in range(start, len(good) - 10, 7):
+        flipped = bytearray(good)
+        flipped[pos] ^= 0xFF
+        bad.write_bytes(flipped)
+        short, damage = jpeg_data_check(bad)
+        if damage and not short:
+            break
+    else:
+        pytest.fail("no single-byte flip made libjpeg report damage")
+    src = load_image(bad)
+    (said,) = [w for w in src.warnings if "damaged" in w]
+    assert said.startswith("its JPEG data is damaged (libjpeg: Corrupt JPEG data: ")
+    assert said.endswith("parts of the picture may be garbled or lack detail, in the "
+                         "output too")
+    # Cameras pad before the end marker: libjpeg warns of the bytes, the picture is whole.
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(good[:-2] + bytes(16) + good[-2:])
+    assert jpeg_data_check(padded) == (False, None)
+    assert not load_image(padded).warnings

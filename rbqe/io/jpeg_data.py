@@ -21,10 +21,29 @@ from rbqe.io.diagnostics import _native_text
 
 # libjpeg's JWRN_HIT_MARKER and JWRN_JPEG_EOF: the coded data ran out before the frame.
 _SHORT_DATA = ("premature end of data segment", "premature end of jpeg file")
+# libjpeg's other "Corrupt JPEG data: ..." warnings: a bad Huffman code, a marker where
+# coded data should be, a restart marker missing. Bytes before the end marker (0xd9) are
+# left out: many cameras pad their files so, and the picture is whole.
+_DAMAGE = "corrupt jpeg data"
+_HARMLESS = "before marker 0xd9"
 
 
-def _quick_decode(path: Path, tail: bytes = b"") -> tuple[bool, bool]:
-    """Decodes the file (plus ``tail``) at 1/8 scale; returns (decoded, ran short)."""
+def jpeg_data_check(path: Path) -> tuple[bool, str | None]:
+    """(whether the coded data ends before the declared frame, libjpeg's first warning
+    of damage elsewhere in it or None), from one 1/8-scale decode."""
+    said = _quick_decode(path)[1]
+    return _ran_short(said), next(
+        (line.strip() for line in said
+         if _DAMAGE in line.lower() and _HARMLESS not in line.lower()), None)
+
+
+def _ran_short(said: list[str]) -> bool:
+    return any(s in line.lower() for line in said for s in _SHORT_DATA)
+
+
+def _quick_decode(path: Path, tail: bytes = b"") -> tuple[bool, list[str]]:
+    """Decodes the file (plus ``tail``) at 1/8 scale; returns (decoded, what libjpeg
+    said)."""
     import cv2
 
     size = path.stat().st_size
@@ -35,28 +54,19 @@ def _quick_decode(path: Path, tail: bytes = b"") -> tuple[bool, bool]:
     flags = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
     with _native_text(path) as said:
         decoded = cv2.imdecode(buf[: got + len(tail)], flags) is not None
-    return decoded, any(s in line.lower() for line in said for s in _SHORT_DATA)
-
-
-def jpeg_data_ends_early(path: Path) -> bool:
-    """True if libjpeg runs out of coded data before it has decoded every block.
-
-    False also when OpenCV cannot decode the file at all: Pillow's decode, which follows,
-    then reports the file in its own words.
-    """
-    return _quick_decode(path)[1]
+    return decoded, said
 
 
 def jpeg_data_complete(path: Path, tail: bytes = b"") -> bool:
     """True if the file followed by ``tail`` decodes, and its coded data covers the frame.
 
-    Stricter than ``not jpeg_data_ends_early``: a file OpenCV cannot decode is not known
+    Stricter than ``jpeg_data_check``'s first answer: a file OpenCV cannot decode is not known
     to be complete. With ``tail`` the JPEG end marker, this tells a file that lacks only
     that marker (complete) from one cut inside its scan data (libjpeg then meets the
     marker before the last block and warns).
     """
-    decoded, short = _quick_decode(path, tail)
-    return decoded and not short
+    decoded, said = _quick_decode(path, tail)
+    return decoded and not _ran_short(said)
 
 
 _JPEG_EOI = b"\xff\xd9"

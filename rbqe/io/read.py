@@ -33,7 +33,7 @@ from rbqe.io.formats import (
     HEIF_AVAILABLE,
 )
 from rbqe.io.headers import implausible_header
-from rbqe.io.jpeg_data import jpeg_data_ends_early, jpeg_lacks_only_eoi, open_with_eoi
+from rbqe.io.jpeg_data import jpeg_data_check, jpeg_lacks_only_eoi, open_with_eoi
 from rbqe.io.metadata import (
     _orient,
     _orientation_and_exif,
@@ -557,10 +557,16 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             raise ImageReadError(p, implausible)
         frames_warning = _frames_warning(im)
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
-        if fmt == "JPEG" and jpeg_data_ends_early(p):
+        short, damage = jpeg_data_check(p) if fmt == "JPEG" else (False, None)
+        if short:
             # Pillow would decode the real rows and fill the rest with grey, silently.
             raise ImageReadError(p, "truncated or corrupt image data (pixel data ends "
                                  f"before the declared {width} x {height})")
+        # Damage elsewhere Pillow decodes silently too (garbled or blurred blocks): the
+        # picture is enhanced as decoded, and the user told.
+        damage_warning = (f"its JPEG data is damaged (libjpeg: {damage.rstrip('.')}): parts "
+                          "of the picture may be garbled or lack detail, in the output "
+                          "too") if damage else None
         icc, icc_warning = _readable_profile(im.info.get("icc_profile") or None)
         quality = estimate_jpeg_quality(im)
         tables = _quant_tables(im) if quality is not None else None
@@ -605,7 +611,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
     bit_depth = 16 if ints.dtype == np.uint16 else 8
-    warnings = [w for w in (frames_warning, chroma_warning, icc_warning,
+    warnings = [w for w in (damage_warning, frames_warning, chroma_warning, icc_warning,
                             _low_range_warning(ints) if bit_depth == 16 else None) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
