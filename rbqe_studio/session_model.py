@@ -104,6 +104,9 @@ class Running:
     item: QueueItem
     old_status: str  # what the item goes back to when the job is cancelled
     view: ViewData | None = None  # its input, once loaded
+    # Cancelled to run the item again (a second setting change while it reran for the
+    # first): its end is not a Stop, so the result from before is not brought back.
+    superseded: bool = False
     exits: list[ExitResult] = field(default_factory=list)  # arrived so far
 
 
@@ -299,6 +302,7 @@ class SessionModel:
             self._before = (item, copy.copy(item), shown)
         if self._running is not None and self._running.item is item:
             self._running.job.cancel.set()
+            self._running.superseded = True
         item.reset()
         self.view, self._view_gen = None, 0
         if shown is not None:
@@ -689,6 +693,8 @@ class SessionModel:
             return []
         assert isinstance(payload, ViewData) and payload.result is not None
         item = run.item
+        if run.superseded:  # ended before it saw its cancel: of the choice before the newest
+            return [ItemChanged(item), *self._job_done()]
         if isinstance(run.job, LoadOutputsJob) and changed(payload):
             # A batch's outputs of the photo as it was (replaced since): the photo as it is
             # is enhanced instead; they were shown beside it, and saved under its name.
@@ -773,6 +779,8 @@ class SessionModel:
         if run is None:
             return []
         item = run.item
+        if run.superseded:  # it runs again (reprocess_current reset it): nothing to restore
+            return [ItemChanged(item), *self._job_done()]
         item.status = run.old_status if run.old_status in (WAITING, DONE, BLOCKED) else WAITING
         events: list[Event] = [ItemChanged(item)]
         if gen == self._view_gen:

@@ -188,3 +188,30 @@ def test_stopping_process_again_keeps_the_earlier_result(qtbot, store, jpeg, tmp
     assert win.acts.save.isEnabled() and win.compare.view.b is not None
     assert "keeps its earlier result" in win.status.text()
     win.close()
+
+
+def test_two_quick_setting_changes_show_the_newest(qtbot, store, jpeg, tmp_path) -> None:
+    """A tiled photo runs again on a new exit mode; a second change while it ran stopped
+    that run as if the user had pressed Stop: the result from before the first change
+    came back ("Stopped: … keeps its earlier result") under the newest mode's label, with
+    the progress bar up, and nothing ran again."""
+    from rbqe_studio.main_window import MainWindow
+    from rbqe_studio.state import DONE
+
+    win = MainWindow(store, lambda _spec: tiny_enhancer(tile=128), check_weights=False)
+    qtbot.addWidget(win)
+    big = jpeg(tmp_path / "big.jpg", size=(256, 200))
+    with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
+        win.open_paths([big])
+    assert not win.session.view.can_rechoose  # tiled: a new mode runs it again
+    mode = win.settings_panel.mode
+    for first, second in (("2", "4"), ("4", "2")):
+        mode.setCurrentIndex(mode.findData(first))
+        mode.setCurrentIndex(mode.findData(second))  # before the first rerun's end
+        qtbot.waitUntil(lambda: not win.session.view_running and win.session.view is not None
+                        and win.session.view.result is not None, timeout=TIMEOUT)
+        assert win.session.view.result.chosen == int(second)
+        assert win.session.current.status == DONE and win.session.current.exit == int(second)
+        assert "earlier result" not in win.status.text()
+        qtbot.waitUntil(lambda: not win.progress.isVisible())
+    win.close()
