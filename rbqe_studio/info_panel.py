@@ -23,7 +23,15 @@ from rbqe.engine import EnhanceResult
 from rbqe.io.metadata import exif_has_gps, xmp_has_gps
 from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
-from rbqe_studio.state import dpi_text, exits_text, fmt_gmacs, fmt_ms, fmt_ms_short, fmt_size
+from rbqe_studio.state import (
+    dpi_text,
+    exits_text,
+    fmt_gmacs,
+    fmt_ms,
+    fmt_ms_short,
+    fmt_size,
+    score_decides,
+)
 from rbqe_studio.widgets import ElidedLabel, section_title
 
 
@@ -206,8 +214,9 @@ class InfoPanel(QScrollArea):
         r = view.result
         if r is None:
             return
-        chosen = r.exit_result(r.chosen)
-        self.set("Chosen exit", f"Exit {r.chosen} · score {chosen.score:.3f}")
+        score = f" · score {r.exit_result(r.chosen).score:.3f}" \
+            if score_decides(r.exit_reason) else ""  # a score that decided nothing: no headline
+        self.set("Chosen exit", f"Exit {r.chosen}{score}")
         self.set("Why this exit", why_text(r))
         self.fields["Why this exit"].setToolTip(r.policy.describe() if r.policy else "")
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"

@@ -57,6 +57,7 @@ from rbqe_studio.state import (
     elide_middle,
     fmt_ms,
     path_key,
+    score_decides,
     sentence,
     tiled_progress_text,
     warned,
@@ -375,8 +376,9 @@ class MainWindow(QMainWindow):
                 else data.chosen_cost()[0]
             when = f", {fmt_ms(ms)}" + (" in the batch" if data.saved else "") \
                 if ms is not None else ""
-            line = (f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}, score "
-                    f"{r.exit_result(r.chosen).score:.3f}{when}")
+            score = f", score {r.exit_result(r.chosen).score:.3f}" \
+                if score_decides(r.exit_reason) else ""
+            line = f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}{score}{when}"
             if time.monotonic() < self._message_until and self._held_error:
                 # "Nothing saved: … changed on disk …" must not go within a second, as
                 # the new run of a small photo ends: the line follows it instead.

@@ -76,6 +76,7 @@ from rbqe_studio.state import (
     TilePace,
     exits_text,
     path_key,
+    score_decides,
 )
 
 log = logging.getLogger(__name__)
@@ -533,7 +534,8 @@ class SessionModel:
             if item.status in (WAITING, BLOCKED, FAILED) and saved_exits(r):
                 item.status, item.error, item.report = DONE, "", r
                 item.exit = r.exit
-                item.score = r.scores.get(str(r.exit)) if r.exit else None
+                item.score = r.scores.get(str(r.exit)) \
+                    if r.exit and score_decides(r.exit_reason) else None
                 item.time_ms = r.times_ms.get("total") if r.times_ms else None
             events.append(ItemChanged(item))
         events += self._pump()
@@ -726,7 +728,8 @@ class SessionModel:
         r = view.result
         assert r is not None
         item.status, item.error, item.stale = DONE, "", False
-        item.exit, item.score = r.chosen, r.exit_result(r.chosen).score
+        item.exit = r.chosen
+        item.score = r.exit_result(r.chosen).score if score_decides(r.exit_reason) else None
         if not view.saved:  # read back from a batch: its report has the time
             item.time_ms = view.chosen_cost()[0]
 

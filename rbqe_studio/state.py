@@ -289,6 +289,15 @@ def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:
     return max(0.0, r.total_ms - own)
 
 
+def score_decides(exit_reason: dict | None) -> bool:
+    """Whether a score threshold chose the exit (the assessor rule under auto): only then
+    is the chosen exit's score worth a headline. Under the learned gate or a forced exit
+    the assessor's score decides nothing, and it often ranks a weaker exit higher (exit 1
+    of a QF 10 photo 0.657, the chosen exit 5 0.562): shown as "score 0.562" beside the
+    result it read as "the app picked the worst version"."""
+    return exit_reason is not None and "threshold" in exit_reason.get("values", {})
+
+
 def exits_text(exits: Iterable[int]) -> str:
     """Exits as a sentence names them: "exit 4", "exits 1–4", "exits 1, 3–4"."""
     ks = sorted(set(exits))

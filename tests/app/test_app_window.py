@@ -376,3 +376,28 @@ def test_weights_on_the_command_line_fix_the_model(qtbot, store, tmp_path) -> No
     assert "mine.safetensors" in panel.model.toolTip()
     assert win.session.weights == str(tmp_path / "mine.safetensors")
     win.close()
+
+
+def test_a_score_is_headlined_only_where_it_decided(qtbot, window, images) -> None:
+    """The assessor's score ranks the exits of a heavily compressed photo backwards
+    (exit 1 highest, the chosen exit 5 lowest): beside a forced exit, or the learned
+    gate's choice, "exit 5 of 5, score 0.562" read as "the app picked the worst". The
+    status line, the queue row and the Info panel show it where a score threshold chose."""
+    from rbqe_studio.queue_panel import status_text
+
+    panel = window.settings_panel
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        panel.mode.setCurrentIndex(panel.mode.findData("2"))
+        window.open_paths([images[0]])
+    item = window.session.current
+    assert item.exit == 2 and item.score is None
+    assert window.status.text().startswith(f"{images[0].name}: exit 2 of 5")
+    assert "score" not in window.status.text() and "score" not in status_text(item)
+    assert window.info.fields["Chosen exit"].text() == "Exit 2"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        panel.mode.setCurrentIndex(panel.mode.findData("auto"))  # the threshold rule
+    result = window.session.view.result
+    assert result.threshold is not None and item.score is not None
+    score = f"score {result.exit_result(result.chosen).score:.3f}"
+    assert score in window.status.text() and score in status_text(item)
+    assert window.info.fields["Chosen exit"].text().endswith(score)
