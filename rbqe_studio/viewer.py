@@ -271,6 +271,7 @@ class ImagePane(QWidget):
         self.state.pan(dx * part * pane.width(), dy * part * pane.height())
 
     def resizeEvent(self, event) -> None:
+        self.state.fit_limit = 1.0 / self.devicePixelRatioF()  # 1:1 on this screen
         if self.state.fitting and not self.isHidden() and not self.size().isEmpty():
             self.state.fit(self.view_size())
         super().resizeEvent(event)

@@ -29,6 +29,9 @@ class ViewState(QObject):
         self.center = QPointF(0, 0)
         self.image_size = QSize(0, 0)
         self.fitting = True  # follow the pane size until the user zooms
+        # Fit never enlarges past 1:1 (the viewer sets it in device pixels): a small photo
+        # at 107 % showed its blocks unevenly resampled, which this tool exists to judge.
+        self.fit_limit = 1.0
 
     # -- mapping -----------------------------------------------------------------------
     def to_widget(self, p: QPointF, pane: QSize) -> QPointF:
@@ -49,7 +52,7 @@ class ViewState(QObject):
         iw, ih = self.image_size.width(), self.image_size.height()
         if iw <= 0 or ih <= 0 or pane.width() <= 0 or pane.height() <= 0:
             return 1.0
-        return min(pane.width() / iw, pane.height() / ih)
+        return min(pane.width() / iw, pane.height() / ih, self.fit_limit)
 
     def fit(self, pane: QSize) -> None:
         self.fitting = True

@@ -99,7 +99,8 @@ def test_fit_and_actual_size(view) -> None:
     view.actual_size()
     assert view.state.scale == pytest.approx(1.0 / view.devicePixelRatioF())
     view.fit()
-    assert view.state.scale == pytest.approx(min(800 / 400, 400 / 300), rel=0.05)
+    # 400x300 in an 800x400 pane: fit stops at 1:1 (it enlarged to 133 %)
+    assert view.state.scale == pytest.approx(1.0 / view.devicePixelRatioF())
     view.grab()  # paints without error at any zoom
     view.zoom(20)
     view.grab()
@@ -128,3 +129,21 @@ def test_paint_reads_only_the_visible_part_of_a_large_photo(qtbot) -> None:
         assert target.intersects(QRectF(pane.rect()))
     v.fit()
     assert pane.plan(big, QRectF(pane.rect()))[0] is not big.levels[0]  # a reduced level
+
+
+def test_fit_does_not_enlarge_a_small_photo(qtbot) -> None:
+    """Fit showed a 481x321 photo at 107 %: its JPEG blocks unevenly resampled, in a tool
+    for judging them. It stops at 1:1; a larger photo still shrinks to fit."""
+    v = CompareView()
+    qtbot.addWidget(v)
+    v.resize(900, 700)
+    v.show()
+    small = Picture.from_array(np.zeros((321, 481, 3), np.float32))
+    v.set_pictures(small, "A", small, "B")
+    v.fit()
+    qtbot.waitUntil(lambda: v.state.scale > 0)
+    assert v.state.scale == pytest.approx(1.0 / v.devicePixelRatioF())
+    big = Picture.from_array(np.zeros((3000, 4000, 3), np.float32))
+    v.set_pictures(big, "A", big, "B")
+    v.fit()
+    assert v.state.scale < 0.25
