@@ -55,6 +55,7 @@ from rbqe_studio.state import (
     FAILED,
     QueueItem,
     elide_middle,
+    engine_text,
     fmt_ms,
     path_key,
     score_decides,
@@ -420,6 +421,8 @@ class MainWindow(QMainWindow):
         elif stage in ("sample", "tile"):
             self._say_progress(tiled_progress_text(stage, done, total, left_s, again))
             self.compare.clear_running()
+        elif stage == "engine":
+            self._say_progress(engine_text(self.settings.backend))
 
     def _say_progress(self, text: str) -> None:
         """A progress line, unless a message said just before is still to be read: "Nothing

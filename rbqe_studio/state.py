@@ -289,6 +289,14 @@ def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:
     return max(0.0, r.total_ms - own)
 
 
+def engine_text(backend: str) -> str:
+    """What the status line says while the model is made ready for ``backend``."""
+    if backend == "openvino":  # measured: 52 s on a 2-core CPU, once per weights file
+        return ("Preparing the model for OpenVINO… (its first use exports and compiles the "
+                "network: about a minute)")
+    return "Preparing the model…"
+
+
 def score_decides(exit_reason: dict | None) -> bool:
     """Whether a score threshold chose the exit (the assessor rule under auto): only then
     is the chosen exit's score worth a headline. Under the learned gate or a forced exit

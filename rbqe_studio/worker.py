@@ -101,6 +101,9 @@ class Worker(QObject):
         """The enhancer for ``job``: built once per engine spec, under the job's policy."""
         if self._enhancer is None or self._spec != job.spec:
             self._enhancer = None  # free the old one before building the new one
+            # Seconds (the weights, a first timing of the backends) or, for OpenVINO's
+            # first use, a minute or two of export and compile: said, not a silent stall.
+            self.progress.emit(job.gen, "engine", 0, 0)
             try:
                 self._enhancer = self._factory(job.spec)
             except Exception as exc:

@@ -306,6 +306,10 @@ def test_compiled_stages_are_cached_by_weights_hash(net, make_net, monkeypatch, 
     assert first.folder.parent == tmp_path / "openvino"
     assert first.folder.name.startswith(weights_hash(tiny))
     assert len(list(first.folder.glob("stage*_record.xml"))) == NUM_EXITS
+    # The tiles' stages too, before any image: a tiled photo's first tiles stalled on
+    # their compile, and its time left was taken from them.
+    assert len(list(first.folder.glob("stage*_fixed.xml"))) == NUM_EXITS
+    assert len(first._compiled) == 2 * NUM_EXITS
     assert any((first.folder / "compiled").iterdir())  # OpenVINO's compiled blobs
 
     def no_export(*a, **kw):

@@ -76,7 +76,7 @@ def test_a_tiled_image_says_how_far_it_is_and_about_how_long_is_left(qtbot, stor
         item = win.session.current
         seen.append((stage, done, total, win.status.text(),
                      status_text(item) if item is not None else ""))
-        if stage != "load":
+        if stage not in ("load", "engine"):  # before the picture is known to be tiled
             running.extend(c.index for c in win.compare.strip.cards
                            if c.data.state == "running")
 
@@ -84,6 +84,7 @@ def test_a_tiled_image_says_how_far_it_is_and_about_how_long_is_left(qtbot, stor
     with qtbot.waitSignal(win.session.view_finished, timeout=TIMEOUT):
         win.open_paths([jpeg(tmp_path / "big.jpg", size=(256, 200))])
     assert seen[0][0] == "load"
+    assert seen.pop(1)[0] == "engine"  # the model made ready, once the photo is read
     tiles = [s for s in seen if s[0] == "tile"]
     walk = seen[1 : len(seen) - len(tiles)]  # a step per exit the sample tiles walked
     assert len(walk) > 1 and {s[0] for s in walk} == {"sample"} and tiles[0][1] == NUM_EXITS

@@ -401,3 +401,17 @@ def test_a_score_is_headlined_only_where_it_decided(qtbot, window, images) -> No
     score = f"score {result.exit_result(result.chosen).score:.3f}"
     assert score in window.status.text() and score in status_text(item)
     assert window.info.fields["Chosen exit"].text().endswith(score)
+
+
+def test_preparing_the_model_is_said(qtbot, window, images) -> None:
+    """Building the model (OpenVINO's first use: a minute of export and compile) showed a
+    busy bar and nothing else."""
+    from rbqe_studio.state import engine_text
+
+    said: list[str] = []
+    window.session.progress.connect(
+        lambda stage, *_: said.append(window.status.text()) if stage == "engine" else None)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    assert said == ["Preparing the model…"]
+    assert "about a minute" in engine_text("openvino")
