@@ -272,7 +272,7 @@ def test_what_writing_an_output_warns_of_is_in_the_report(capsys, tmp_path, make
     # Without the output's path: the row names the input and lists its outputs (with
     # --exit all the same line came once per exit's file).
     assert rows["alpha.png"]["warnings"] == [
-        "JPEG cannot store transparency; the alpha channel is dropped"]
+        "JPEG cannot store transparency; the transparent parts are filled with white"]
     assert rows["deep.png"]["warnings"] == [
         "JPEG is 8-bit only; the 16-bit image is written at 8 bits"]
     assert str(tmp_path / "out" / "alpha.jpg") in json.dumps(rows["alpha.png"])

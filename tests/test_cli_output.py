@@ -127,5 +127,5 @@ def test_warnings_read_like_the_tools_other_lines(weights, tmp_path) -> None:
     out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights, "--format", "jpeg")
     assert out.returncode == 0, out.stderr
     assert (f"rbqe: warning: {tmp_path / 'out' / 'alpha.jpg'}: JPEG cannot store "
-            f"transparency; the alpha channel is dropped") in out.stderr.splitlines()
+            f"transparency; the transparent parts are filled with white") in out.stderr.splitlines()
     assert "WARNING" not in out.stderr

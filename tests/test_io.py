@@ -863,11 +863,11 @@ def test_quantisation_rounds_half_up_and_clips(tmp_path: Path) -> None:
         assert np.asarray(im).astype(int).tolist() == [[1, 65535]]
 
 
-def test_jpeg_drops_alpha_with_warning(corpus, tmp_path: Path, caplog) -> None:
+def test_jpeg_fills_transparency_with_white_with_warning(corpus, tmp_path: Path, caplog) -> None:
     src = load_image(corpus["png_rgba"])
     with caplog.at_level(logging.WARNING, logger="rbqe.io"):
         out = save_like(tmp_path / "flat.jpg", src.pixels, src)
-    assert "alpha channel is dropped" in caplog.text
+    assert "the transparent parts are filled with white" in caplog.text
     with Image.open(out) as im:
         assert im.format == "JPEG" and im.mode == "RGB"
 

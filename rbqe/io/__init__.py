@@ -32,8 +32,10 @@ Decisions worth knowing:
   with OpenCV instead and written back at 16 bit (OpenCV for RGB/RGBA, a small built-in
   PNG encoder for grey+alpha). JPEG, WebP and BMP are 8-bit only: 16-bit data is rounded
   to 8 bit for them.
-* **JPEG has no alpha**: saving an image with alpha as JPEG drops the alpha channel and
-  logs a warning. WebP has no grey mode, so grey is written as RGB there.
+* **JPEG has no alpha**: saving an image with alpha as JPEG lays it over white (as a
+  viewer shows it on a white page: dropped, the alpha showed what it hid) and logs a
+  warning. WebP has no grey mode, so grey is written as RGB there; a grey ICC profile
+  cannot describe RGB, so the grey goes through it to sRGB and the output carries sRGB's.
 * ``keep_metadata=False`` drops EXIF (camera data, GPS...), XMP, the comment, IPTC-IIM
   and PNG text fields (names, places) but keeps the ICC profile, because the profile
   defines what the pixel values mean: dropping it would shift the colours of e.g.

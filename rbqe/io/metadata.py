@@ -12,6 +12,7 @@ import re
 import struct
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 from PIL import Image
@@ -50,7 +51,8 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
     swaps the Exif directory's pixel width and height when that orientation turned the
     picture a quarter (5-8): the pixels it describes are now turned. A thumbnail (IFD1)
     of a picture that was turned or flipped would show it as it was stored: file browsers
-    showed it sideways; its directory is unlinked (its bytes stay, unreferenced).
+    showed it sideways; its directory is unlinked, and its JPEG's bytes zeroed: left in the
+    block, carving tools still found the old picture (unturned, perhaps uncropped).
 
     Patching the value fields keeps every other tag, maker notes included, byte-identical;
     re-serialising through Pillow can break maker notes that use absolute offsets.
@@ -73,7 +75,12 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
             struct.pack_into(order + "H", buf, entry + 8, 1)
             if 2 <= was <= 8:  # the thumbnail (IFD1) shows the picture unturned: unlinked
                 count = struct.unpack_from(order + "H", buf, ifd0)[0]  # duplicates counted
-                struct.pack_into(order + "I", buf, ifd0 + 2 + 12 * count, 0)
+                link = ifd0 + 2 + 12 * count
+                ifd1 = struct.unpack_from(order + "I", buf, link)[0]
+                struct.pack_into(order + "I", buf, link, 0)
+                if ifd1:
+                    with contextlib.suppress(struct.error):  # a bad IFD1: only unlinked
+                        _zero_thumbnail(buf, order, base, base + ifd1)
             if turned and _EXIF_IFD in entries:
                 # A size that cannot be swapped is left: the orientation is reset anyway.
                 with contextlib.suppress(struct.error):
@@ -83,6 +90,25 @@ def _reset_orientation_raw(data: bytes) -> bytes | None:
     except (KeyError, struct.error):
         return None
     return bytes(buf)
+
+
+_THUMB_AT, _THUMB_LENGTH = 0x0201, 0x0202  # IFD1's JPEGInterchangeFormat and its length
+
+
+def _zero_thumbnail(buf: bytearray, order: str, base: int, ifd1: int) -> None:
+    """Zeroes in place the JPEG thumbnail that IFD1 (at ``ifd1``; offsets count from the
+    TIFF header at ``base``) points at, where it lies inside ``buf`` and starts as a JPEG
+    does; anything else (a bogus offset) is left as it is."""
+    entries = _ifd_entries(buf, order, ifd1)
+    if _THUMB_AT not in entries or _THUMB_LENGTH not in entries:
+        return
+    (ea, ta, na), (el, tl, nl) = entries[_THUMB_AT], entries[_THUMB_LENGTH]
+    if na != 1 or nl != 1 or ta not in _INLINE or tl not in _INLINE:
+        return
+    start = base + struct.unpack_from(order + _INLINE[ta], buf, ea + 8)[0]
+    end = start + struct.unpack_from(order + _INLINE[tl], buf, el + 8)[0]
+    if base + 8 <= start < end <= len(buf) and buf[start : start + 2] == b"\xff\xd8":
+        buf[start:end] = bytes(end - start)
 
 
 _QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
@@ -296,6 +322,54 @@ def read_xmp(im: Image.Image) -> bytes | None:
     # ImageMagick writes it as a raw profile.
     return (_as_bytes(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"))
             or raw_profile(im.info.get(RAW_PROFILE + "xmp")))
+
+
+_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # then GUID, length, offset
+# The main packet's note of it, as an element or an attribute (the GUID: 32 hex digits).
+_HAS_EXTENDED = re.compile(rb"""\s*<(\w+:HasExtendedXMP)>\s*([0-9A-Fa-f]{32})\s*</\1>"""
+                           rb"""|\s\w+:HasExtendedXMP\s*=\s*["']([0-9A-Fa-f]{32})["']""")
+_RDF_BODY = re.compile(rb"<rdf:RDF\b[^>]*>(.*)</rdf:RDF>", re.S)
+
+
+def with_extended_xmp(im: Image.Image, xmp: bytes | None
+                      ) -> tuple[bytes | None, bytes | None, int]:
+    """A JPEG's XMP with its extended part merged in: XMP over 64 KB, which Adobe and
+    ExifTool split into the main packet and further APP1 segments (chunks of one packet,
+    named by its GUID in the main packet's ``xmpNote:HasExtendedXMP``). Its descriptions
+    go into the main packet's ``rdf:RDF``, which no longer names it.
+
+    Returns:
+        ``(merged, main, 0)``, ``main`` being the main packet alone (what a JPEG output
+        keeps where the whole is too large for it); or ``(xmp, None, n)`` where the file
+        has ``n`` bytes of extended XMP that could not be merged (incomplete, not named by
+        the main packet, not well-formed), or ``(xmp, None, 0)`` where it has none.
+    """
+    chunks = [s[len(_XMP_EXTENSION):] for m, s in getattr(im, "applist", [])
+              if m == "APP1" and s.startswith(_XMP_EXTENSION)]
+    named = _HAS_EXTENDED.search(xmp or b"")
+    lost = sum(max(len(c) - 40, 0) for c in chunks)
+    if not chunks or not xmp or not named:
+        return xmp, None, lost
+    guid = (named.group(2) or named.group(3)).upper()
+    parts, total = {}, -1
+    for chunk in chunks:
+        if len(chunk) >= 40 and chunk[:32].upper() == guid:
+            total, offset = struct.unpack_from(">II", chunk, 32)
+            parts[offset] = chunk[40:]
+    at = 0
+    for offset in sorted(parts):  # the chunks must cover the packet, end to end
+        at = at + len(parts[offset]) if offset == at else -1
+    body = _RDF_BODY.search(b"".join(parts[k] for k in sorted(parts)))
+    main = xmp[: named.start()] + xmp[named.end() :]
+    end = main.rfind(b"</rdf:RDF>")
+    if at != total or body is None or end < 0 or b"<!DOCTYPE" in xmp + body.group(1):
+        return xmp, None, lost
+    merged = main[:end] + body.group(1) + main[end:]
+    try:  # a prefix bound only outside the extended packet's descriptions fails here
+        ElementTree.fromstring(merged)
+    except ElementTree.ParseError:
+        return xmp, None, lost
+    return merged, main, 0
 
 
 def read_comment(im: Image.Image) -> bytes | None:

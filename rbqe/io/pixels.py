@@ -59,11 +59,24 @@ def _quantize_band(x: np.ndarray, bit_depth: int) -> np.ndarray:
     return y.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
+def _alpha_plane(alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` as ``(H, W)``, in its own dtype (an ``(H, W, 1)`` one loses its axis)."""
+    a = np.asarray(alpha)
+    return a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+
+
+def _opacity(alpha: np.ndarray) -> np.ndarray:
+    """Alpha as float opacity in ``[0, 1]``, read at its own depth: uint8 over 255, uint16
+    over 65535, a float one as it is (clipped; NaN transparent, as saving makes it)."""
+    a = np.asarray(alpha)
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        return _to_float(a)
+    return np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
+
+
 def _alpha_at_depth(alpha: np.ndarray, bit_depth: int) -> np.ndarray:
     """Returns alpha as uint8/uint16, bit-exact when the depth already matches."""
-    a = np.asarray(alpha)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
+    a = _alpha_plane(alpha)
     if a.dtype == np.uint8:
         return a if bit_depth == 8 else a.astype(np.uint16) * np.uint16(257)
     if a.dtype == np.uint16:
@@ -97,12 +110,20 @@ class _OutputPixels:
         channels: Colour channels to write (1 or 3), alpha excluded.
         depth: 8 or 16.
         alpha: ``(H, W)`` alpha already at ``depth``, appended as the last channel; or None.
+        over_white: ``(H, W)`` alpha (any dtype, :func:`_opacity`) by which the pixels
+            are laid over white, as a viewer shows a transparent picture on a white page:
+            for an output without alpha (JPEG); or None.
+        grey_curve: ``(N, 3)`` RGB in ``[0, 1]`` of N grey levels evenly spaced over
+            ``[0, 1]``, through which grey pixels become the 3 channels written (a grey
+            ICC profile's colours in sRGB, interpolated between levels); or None.
     """
 
     pix: np.ndarray
     channels: int
     depth: int
     alpha: np.ndarray | None
+    over_white: np.ndarray | None = None
+    grey_curve: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -121,7 +142,14 @@ class _OutputPixels:
         band = self.pix[r0:r1]
         if band.dtype == np.uint8 or band.dtype == np.uint16:
             band = _to_float(band)
-        ints = _quantize_band(_fit_channels(band, self.channels), self.depth)
+        if self.grey_curve is not None:
+            band = _through_curve(_fit_channels(band, 1)[..., 0], self.grey_curve)
+        else:
+            band = _fit_channels(band, self.channels)
+        if self.over_white is not None:
+            opacity = _opacity(self.over_white[r0:r1])[..., None]
+            band = band * opacity + (1 - opacity)
+        ints = _quantize_band(band, self.depth)
         if self.alpha is not None:
             ints = np.concatenate([ints, self.alpha[r0:r1, :, None]], axis=2)
         return ints
@@ -131,6 +159,14 @@ class _OutputPixels:
         for r0, r1 in self.bands():
             out[r0:r1] = self.rows(r0, r1)
         return out
+
+
+def _through_curve(grey: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """``(rows, W)`` grey in ``[0, 1]`` as ``(rows, W, 3)`` float32 through ``curve``
+    (:attr:`_OutputPixels.grey_curve`), linearly between its levels."""
+    levels = np.linspace(0.0, 1.0, len(curve))
+    return np.stack([np.interp(grey, levels, curve[:, c]) for c in range(3)],
+                    axis=-1).astype(np.float32)
 
 
 def _pillow_image(pixels: _OutputPixels) -> Image.Image:

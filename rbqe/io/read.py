@@ -45,6 +45,7 @@ from rbqe.io.metadata import (
     read_comment,
     read_dpi,
     read_xmp,
+    with_extended_xmp,
     xmp_turned,
 )
 from rbqe.io.pixels import MODES, _to_float
@@ -87,6 +88,9 @@ class LoadedImage:
             comment and XMP, in file order; empty for other formats.
         png_colour: A PNG's gAMA, cHRM and sRGB chunks as ``(type, data)``, in that
             order (:func:`rbqe.io.png.read_png_colour`); empty for other formats.
+        xmp_main: Where ``xmp`` has a JPEG's extended XMP merged in (XMP over 64 KB:
+            :func:`rbqe.io.metadata.with_extended_xmp`), its main packet alone, which a
+            JPEG output keeps when the whole is too large for it; else None.
         converted_from: The file's colour model where it was read as another
             (``"CMYK"``, read as RGB); None otherwise.
         warnings: Things the user should know about this input, one sentence each
@@ -115,6 +119,7 @@ class LoadedImage:
     png_text: tuple[TextField, ...] = ()
     converted_from: str | None = None
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
+    xmp_main: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -590,12 +595,13 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                 tables_444 = None
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
-            xmp, comment, dpi = read_xmp(im), read_comment(im), read_dpi(im)
+            xmp, xmp_main, xmp_lost = with_extended_xmp(im, read_xmp(im))
+            comment, dpi = read_comment(im), read_dpi(im)
             # What the pixels follow, as Pillow reads it: EXIF's orientation where the file
             # has one (then an XMP 6 beside EXIF's 1 is reset too), else the XMP's, which
             # rbqe applied; an XMP form Pillow does not read was not applied: left as it is.
             if applied != 1 or exif_has_orientation(exif):
-                xmp = xmp_turned(xmp, applied)
+                xmp, xmp_main = xmp_turned(xmp, applied), xmp_turned(xmp_main, applied)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
             png_colour = read_png_colour(im.info) if fmt == "PNG" else ()
         except ImageReadError:
@@ -611,7 +617,10 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             raise ImageReadError(p, "truncated or corrupt image data") from None
 
     bit_depth = 16 if ints.dtype == np.uint16 else 8
+    xmp_warning = (f"its extended XMP ({xmp_lost} bytes: the part of its XMP beyond the main "
+                   "packet) could not be read whole and is not carried") if xmp_lost else None
     warnings = [w for w in (damage_warning, frames_warning, chroma_warning, icc_warning,
+                            xmp_warning,
                             _low_range_warning(ints) if bit_depth == 16 else None) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
@@ -638,6 +647,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         png_text=png_text,
         converted_from="CMYK" if source_mode == "CMYK" else None,
         png_colour=png_colour,
+        xmp_main=xmp_main,
     )
 
 

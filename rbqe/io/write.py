@@ -5,6 +5,7 @@ of :mod:`rbqe.io.png`); files are written via :mod:`rbqe.io.atomic`."""
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import numpy as np
-from PIL import PngImagePlugin, features
+from PIL import Image, PngImagePlugin, features
 
 from rbqe.errors import ImageWriteError
 from rbqe.io.atomic import atomic_write
@@ -28,7 +29,14 @@ from rbqe.io.captions import (
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
 from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, exif_says_resolution, without_gps, xmp_has_gps
-from rbqe.io.pixels import MODES, _alpha_at_depth, _fit_channels, _OutputPixels, _pillow_image
+from rbqe.io.pixels import (
+    MODES,
+    _alpha_at_depth,
+    _alpha_plane,
+    _fit_channels,
+    _OutputPixels,
+    _pillow_image,
+)
 from rbqe.io.png import (
     PNG_COMPRESS_LEVEL,
     PNG_XMP_KEY,
@@ -39,7 +47,7 @@ from rbqe.io.png import (
     png_text_chunk,
     shown_as_srgb,
 )
-from rbqe.io.read import LoadedImage
+from rbqe.io.read import LoadedImage, _srgb_profile
 from rbqe.io.tiff_tags import add_tiff_tags, exif_tags, metadata_tags
 
 logger = logging.getLogger("rbqe.io")  # the package's one logger (see diagnostics)
@@ -330,7 +338,9 @@ def save_image(
     out_mode = mode
     if fmt_name == "JPEG" and mode in ("LA", "RGBA"):
         out_mode = mode[:-1]
-        logger.warning("%s: JPEG cannot store transparency; the alpha channel is dropped", p)
+        # Dropped, the alpha showed what it hid: colour under fully transparent pixels.
+        logger.warning("%s: JPEG cannot store transparency; the transparent parts are "
+                       "filled with white", p)
     elif fmt_name == "WEBP" and mode in ("L", "LA"):
         out_mode = "RGB" + mode[1:]  # WebP has no grey mode
     elif fmt_name == "BMP" and mode == "LA":
@@ -341,18 +351,20 @@ def save_image(
 
     channels = 1 if out_mode in ("L", "LA") else 3
     _fit_channels(pix[:0], channels)  # a bad channel count fails here, not in the encoder
-    alpha_ints = None
+    alpha_ints = over_white = None
     if out_mode in ("LA", "RGBA"):
         if alpha is None:
             raise ImageWriteError(p, f"mode {mode} needs an alpha channel, none was given")
         alpha_ints = _alpha_at_depth(alpha, depth)
-        if alpha_ints.shape != (height, width):
+    elif mode in ("LA", "RGBA") and alpha is not None:
+        over_white = _alpha_plane(alpha)  # laid over white band by band (_OutputPixels)
+    for plane in (alpha_ints, over_white):
+        if plane is not None and plane.shape != (height, width):
             raise ImageWriteError(
                 p,
-                f"alpha is {alpha_ints.shape[1]} x {alpha_ints.shape[0]} but the image is "
+                f"alpha is {plane.shape[1]} x {plane.shape[0]} but the image is "
                 f"{width} x {height}",
             )
-    out_pixels = _OutputPixels(pix, channels, depth, alpha_ints)
 
     icc = bytes(icc_profile) if icc_profile else None
     exif_bytes = _normalise_exif(exif, p) if (keep_metadata and exif) else None
@@ -365,6 +377,10 @@ def save_image(
         else _Extra(dpi=dpi, colour=colour)
     extra = _extra_for(p, fmt_name, extra)
     icc, exif_bytes, extra = _kept(p, fmt_name, icc, exif_bytes, extra)
+    grey_curve = None
+    if icc and channels == 3 and mode in ("L", "LA") and icc[16:20] == b"GRAY":
+        grey_curve, icc = _grey_in_srgb(p, icc)
+    out_pixels = _OutputPixels(pix, channels, depth, alpha_ints, over_white, grey_curve)
 
     write = _make_writer(p, fmt_name, out_pixels, int(quality), icc, exif_bytes, extra)
 
@@ -392,6 +408,29 @@ def save_image(
         logger.debug("encoder failure for %s", p, exc_info=True)
         raise ImageWriteError(p, f"could not encode {fmt_name}: {exc}") from None
     return p
+
+
+def _grey_in_srgb(p: Path, icc: bytes) -> tuple[np.ndarray | None, bytes | None]:
+    """Grey pixels written as RGB (WebP has no grey mode, nor do the 16-bit TIFF writers
+    grey+alpha) cannot carry their grey ICC profile: an RGB file with a GRAY profile is
+    invalid (LittleCMS refuses it; viewers showed it darker). Returns the grey levels'
+    colours through that profile in sRGB (:attr:`_OutputPixels.grey_curve`) and the sRGB
+    profile to embed instead; where the profile cannot be used, no curve and no profile."""
+    from PIL import ImageCms
+
+    levels = Image.fromarray(np.arange(256, dtype=np.uint8)[None, :])  # every 8-bit grey
+    try:
+        rgb = ImageCms.profileToProfile(levels, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                        ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception as exc:  # noqa: BLE001 - PyCMSError, OSError...: LittleCMS refused it
+        logger.warning("%s: the grey image is written as RGB, and its grey ICC colour "
+                       "profile could not convert it to sRGB (%s); the output carries no "
+                       "colour profile", p, exc)
+        return None, None
+    assert rgb is not None  # (None only when converting in place)
+    logger.info("%s: the grey image is written as RGB: converted through its grey ICC "
+                "colour profile to sRGB, whose profile it carries", p)
+    return np.asarray(rgb, np.float32)[0] / np.float32(255), _srgb_profile()
 
 
 def _make_writer(
@@ -520,6 +559,13 @@ def save_like(
         logger.warning("%s: the input's PNG text fields %s are left out: they may hold a GPS "
                        "location, which --strip-gps removes", path, named(gps_text))
         text = tuple(f for f in text if f.key not in gps_text)
+    if keep_metadata and xmp and src.xmp_main and len(xmp) > _JPEG_MAX_XMP \
+            and _format_name(fmt, Path(path)) == "JPEG":
+        logger.warning("%s: the input's extended XMP (%d bytes: the part of its XMP beyond "
+                       "the main packet) is not carried into this JPEG output, which holds "
+                       "the main packet only; copy it over if you need it",
+                       path, len(xmp) - len(src.xmp_main))
+        xmp = src.xmp_main
     return save_image(
         path,
         pixels,

@@ -1,7 +1,7 @@
 """What a saved file could not keep is said in the window, once: the app's saves logged
-the library's warnings ("JPEG cannot store transparency; the alpha channel is dropped")
-but showed only "Saved … · Show in folder", so a user who saved a transparent photo as
-JPEG, or captions to WebP, lost them unawares. The batch's report already said so."""
+the library's warnings ("JPEG cannot store transparency; the transparent parts are filled
+with white") but showed only "Saved … · Show in folder", so a user who saved a transparent
+photo as JPEG, or captions to WebP, lost them unawares. The batch's report already said so."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image
 from tests.helpers import photo
 
 TIMEOUT = 120_000
-ALPHA = "JPEG cannot store transparency; the alpha channel is dropped"
+ALPHA = "JPEG cannot store transparency; the transparent parts are filled with white"
 
 
 def transparent(path: Path) -> Path:
