@@ -3,11 +3,18 @@
 No batch logic lives here: the panel builds :class:`rbqe.batch.BatchOptions`, runs the
 batch on its own worker thread (the interactive viewer keeps working meanwhile), shows
 progress with an ETA, and renders the library's summary.
+
+"Open in viewer" queues the images with their saved outputs. An image skipped because
+its ``auto`` output was already there has a report that names no exit, so the viewer
+would have to enhance it again; where this panel's earlier batch made that output and
+the file is still the one made, that batch's report is used instead, and the images
+that are enhanced again all the same are named (its tooltip, the summary).
 """
 
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +32,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rbqe.batch import BatchOptions
-from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice
+from rbqe.batch import BatchOptions, ItemReport
+from rbqe.io import path_key
+from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice, saved_exits
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
 from rbqe_studio.state import Eta, elide_middle, fmt_duration, fmt_ms
@@ -72,8 +80,12 @@ def summary_html(outcome: BatchOutcome) -> str:
                    f"{outcome.total} images; nothing partial was written.</p>")
         parts = [stopped]
     else:
+        # Counted by their names (.jpg, .png…): a broken file, or one that is no image
+        # at all, is among them, and fails.
         n = outcome.total
-        parts = [f"<h3>Batch finished</h3><p>{n} image{'s' * (n != 1)} in the folder.</p>"]
+        looks = "file in the folder looks like an image" if n == 1 \
+            else "files in the folder look like images"
+        parts = [f"<h3>Batch finished</h3><p>{n} {looks}.</p>"]
     left = unfinished(outcome)
     parts.append(f"<p><b>{ok}</b> processed · <b>{len(failed)}</b> failed · <b>{skipped}</b> "
                  "skipped (output already there)"
@@ -107,6 +119,29 @@ def summary_html(outcome: BatchOutcome) -> str:
     return "".join(parts)
 
 
+def again_text(inputs: list[Path]) -> str:
+    """What Open in viewer does with the skipped images it must enhance again."""
+    n = len(inputs)
+    names = ", ".join(p.name for p in inputs[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    one = n == 1
+    return (f"{n} skipped image{'' if one else 's'} ({names}) {'is' if one else 'are'} "
+            f"enhanced again in the viewer: {'its output' if one else 'their outputs'}, "
+            f"from an earlier run, {'does' if one else 'do'} not say which exit "
+            f"{'it holds' if one else 'they hold'}")
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """Size and modification time of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+OPEN_TIP = "Queue the images with their saved outputs (nothing is computed again)"
+
+
 class BatchPanel(QWidget):
     """Args: ``engine`` says which engine and exit policy a batch starts with (the
     session's, so the batch and the viewer always agree)."""
@@ -129,6 +164,9 @@ class BatchPanel(QWidget):
         self._eta: Eta | None = None
         self._done = 0
         self.clock = time.monotonic  # the time-left estimate's (a test's own clock)
+        # The outputs this panel's batches made, by path_key: the report that made each,
+        # and the file's size and time then (a later batch skips them, naming no exit).
+        self._made: dict[str, tuple[ItemReport, tuple[int, int]]] = {}
 
         self.input = FolderField("Input folder")
         self.recursive = QCheckBox("Include sub-folders")
@@ -152,8 +190,7 @@ class BatchPanel(QWidget):
         self.summary.setOpenLinks(False)
         self.summary.setPlaceholderText("Each batch's summary shows here.")
         self.open_button = QPushButton("Open in viewer")
-        self.open_button.setToolTip("Queue the images with their saved outputs (nothing is "
-                                    "computed again)")
+        self.open_button.setToolTip(OPEN_TIP)
         self.open_button.setEnabled(False)
         self.folder_button = QPushButton("Show in folder")
         self.folder_button.setToolTip("Open the output folder in the file manager")
@@ -230,8 +267,13 @@ class BatchPanel(QWidget):
         s = self.settings
         if self.running:
             return False
-        if not s.batch_input or not Path(s.batch_input).is_dir():
+        if not s.batch_input:
             self.message.emit("Choose an input folder for the batch.")
+            return False
+        if not Path(s.batch_input).is_dir():
+            what = "is not a folder" if Path(s.batch_input).exists() else "does not exist"
+            self.message.emit(f"The input folder {s.batch_input} {what}; choose another "
+                              f"for the batch.")
             return False
         if not s.output_dir:
             self.message.emit("Choose an output folder for the batch.")
@@ -313,8 +355,14 @@ class BatchPanel(QWidget):
         self._set_running(False)
         self.current.setText("Cancelled" if outcome.cancelled else "Done")
         self.eta.setText("")
-        self.summary.setHtml(summary_html(outcome))
+        self._remember(outcome.items)
+        again = self._enhanced_again()
+        note = f"<p>Open in viewer: {html.escape(again_text(again))}.</p>" if again else ""
+        self.summary.setHtml(summary_html(outcome) + note)
         self.open_button.setEnabled(any(r.status in ("ok", "skipped") for r in outcome.items))
+        self.open_button.setToolTip(
+            f"Queue the images with their saved outputs; {again_text(again)}" if again
+            else OPEN_TIP)
         self.folder_button.setEnabled(Path(self.settings.output_dir).is_dir())
         self.finished.emit(outcome)
 
@@ -335,5 +383,36 @@ class BatchPanel(QWidget):
 
     def _open(self) -> None:
         if self.outcome is not None:
-            self.open_results.emit([r for r in self.outcome.items
-                                    if r.status in ("ok", "skipped")])
+            self.open_results.emit(self._to_open())
+
+    def _remember(self, reports: list[ItemReport]) -> None:
+        """Notes the outputs the ``reports`` say were made, as they are now."""
+        for r in reports:
+            if r.status != "ok":
+                continue
+            for out in saved_exits(r).values():
+                signature = _signature(out)
+                if signature is not None:
+                    self._made[path_key(out)] = (r, signature)
+
+    def _to_open(self) -> list[ItemReport]:
+        """The reports Open in viewer queues: a skipped image's, whose output names no
+        exit, replaced by the report of the batch here that made that output, if the
+        file is still the one it made."""
+        reports = []
+        assert self.outcome is not None
+        for r in self.outcome.items:
+            if r.status not in ("ok", "skipped"):
+                continue
+            if r.status == "skipped" and not saved_exits(r) and len(r.outputs) == 1:
+                out = next(iter(r.outputs.values()))
+                made = self._made.get(path_key(out))
+                if made is not None and made[1] == _signature(out) \
+                        and path_key(made[0].input) == path_key(r.input):
+                    r = made[0]
+            reports.append(r)
+        return reports
+
+    def _enhanced_again(self) -> list[Path]:
+        """The images Open in viewer enhances again: skipped, and no exit known."""
+        return [Path(r.input) for r in self._to_open() if not saved_exits(r)]

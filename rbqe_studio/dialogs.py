@@ -1,5 +1,5 @@
 """The window's small message boxes: keyboard shortcuts, about, quit during a batch,
-replace files on Save all, replace a file on Save."""
+replace files on Save all, replace a file on Save (never the photo itself)."""
 
 from __future__ import annotations
 
@@ -82,11 +82,25 @@ def confirm_replace(parent: QWidget, folder: Path, files: list[Path]) -> bool:
 
 
 def confirm_overwrite(parent: QWidget, path: Path) -> bool:
-    """Asked by Save when the name the dialog returned got its file type's suffix added
-    ("holiday" -> "holiday.jpg") and that file exists: the dialog only asked about the name
-    as typed. The default answer keeps the file."""
+    """Asked by Save when the name the dialog returned names a file that exists (the
+    dialog does not ask: a suffix it adds would go unasked). The default answer keeps
+    the file."""
     return _replace_or_cancel(parent, "Replace file?",
                               f"{path.name} already exists in {path.parent}.\n\nReplace it?")
+
+
+def refuse_input(parent: QWidget, path: Path) -> None:
+    """Save was given the photo's own file: said before any question (it asked "Replace
+    it?", then the write was refused)."""
+    _warn(parent, "Cannot replace the photo",
+          f"{path.name} in {path.parent} is the photo being enhanced: RBQE Studio never "
+          f"writes over its input.\n\nNothing was saved; save again under another name "
+          f"or in another folder.")
+
+
+def _warn(parent: QWidget, title: str, text: str) -> None:
+    """A warning with OK, modal."""
+    QMessageBox.warning(parent, title, text)
 
 
 def _replace_or_cancel(parent: QWidget, title: str, text: str) -> bool:

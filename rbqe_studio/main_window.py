@@ -49,6 +49,7 @@ from rbqe_studio.jobs import BatchOutcome, ViewData
 from rbqe_studio.keys import keeps_key, press_button
 from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
+from rbqe_studio.saving import same_file
 from rbqe_studio.session import Session
 from rbqe_studio.settings_panel import SettingsPanel
 from rbqe_studio.state import (
@@ -74,6 +75,7 @@ from rbqe_studio.window_state import (
 from rbqe_studio.worker import EnhancerFactory, WorkerHost, default_factory
 
 log = logging.getLogger(__name__)
+_ASK_HERE = QFileDialog.Option.DontConfirmOverwrite  # Save asks itself (_save_dialog)
 SAVE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 # The Save dialog's file types, PNG (lossless) first: the one it starts on.
 SAVE_FILTERS = ("PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)", "TIFF (*.tif *.tiff)",
@@ -369,7 +371,7 @@ class MainWindow(QMainWindow):
         self.info.show_result(data)
         r = data.result
         if r is not None:
-            self.settings_panel.set_scores([e.score for e in r.exits])
+            self.settings_panel.set_scores([e.score for e in r.exits], [e.exit for e in r.exits])
             item = self.session.queue.get(data.path)
             # Read back from a batch's outputs: nothing was timed here ("0 ms" it said);
             # the batch's report has the time, as the queue row shows.
@@ -564,8 +566,10 @@ class MainWindow(QMainWindow):
         self.acts.cancel_batch.setEnabled(self.batch.running and not self.batch.is_cancelling)
 
     def _save_dialog(self, suggested: Path) -> str:
+        # The dialog does not ask before replacing: the name it returns may get a suffix
+        # added ("holiday" -> "holiday.jpg"), and may be the photo itself; asked below.
         path, chosen = QFileDialog.getSaveFileName(
-            self, "Save result", str(suggested), ";;".join(SAVE_FILTERS))
+            self, "Save result", str(suggested), ";;".join(SAVE_FILTERS), "", _ASK_HERE)
         typed_as = path
         # "holiday." and "holiday.png." are "holiday" and "holiday.png" (they became
         # "holiday..png" and "holiday.png.png"); "..." is no name (it became ".png")
@@ -581,12 +585,14 @@ class MainWindow(QMainWindow):
             if Path(path).is_dir():  # asked "Replace?", then failed as a directory
                 self.show_message(f"Nothing saved: {Path(path).name} is a folder", error=True)
                 return ""
-        if path != typed_as:
-            # The dialog asked about the name typed ("holiday"), not this one
-            # ("holiday.jpg"): a file of the user's there must not go unasked.
-            if Path(path).exists() and not self._confirm_overwrite(Path(path)):
-                self.show_message(f"Nothing saved: {Path(path).name} kept")
-                return ""
+        photo = self.session.view.path if self.session.view is not None else None
+        if path and photo is not None and same_file(Path(path), photo):  # before "Replace?"
+            self._refuse_input(Path(path))
+            self.show_message(f"Nothing saved: {Path(path).name} kept")
+            return ""
+        if path and Path(path).exists() and not self._confirm_overwrite(Path(path)):
+            self.show_message(f"Nothing saved: {Path(path).name} kept")
+            return ""
         return path
 
     def _folder_dialog(self, title: str, start: str) -> str:
@@ -628,6 +634,9 @@ class MainWindow(QMainWindow):
 
     def _confirm_overwrite(self, path: Path) -> bool:
         return dialogs.confirm_overwrite(self, path)
+
+    def _refuse_input(self, path: Path) -> None:
+        dialogs.refuse_input(self, path)
 
     def start_batch(self) -> None:
         self.tabs.setCurrentWidget(self.batch)

@@ -7,6 +7,7 @@ threshold re-runs the viewed image).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QRect, QSignalBlocker, Qt, Signal
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from rbqe.arch import NUM_EXITS
 from rbqe_studio.settings import AppSettings
+from rbqe_studio.state import exits_text
 from rbqe_studio.widgets import section_title
 
 
@@ -123,6 +125,10 @@ class SettingsPanel(QScrollArea):
         self.device.addItem("CPU", "cpu")
         for value, label in cuda_devices():
             self.device.addItem(label, value)
+        self.device.setToolTip("Where the network runs. Automatic: a CUDA GPU when torch sees "
+                               "one, else Apple's MPS where there is one, else the CPU. A "
+                               "change loads the model again and enhances the viewed photo "
+                               "again")
         self.backend = QComboBox()
         self.backend.addItem("Automatic (fastest here)", "auto")
         self.backend.addItem("PyTorch", "torch")
@@ -143,6 +149,9 @@ class SettingsPanel(QScrollArea):
         self.mode.addItem(AUTO_TEXT[""], "auto")
         for k in range(1, NUM_EXITS + 1):
             self.mode.addItem(f"Always exit {k}", str(k))
+        self.mode.setToolTip("How far the network goes for each photo, here and in batches. "
+                             "Auto stops at the exit the rule in brackets picks; Always exit "
+                             "N stops every photo at exit N (5: the strongest and slowest)")
         # Under a learned gate (or a fixed exit) the threshold is an opt-in override.
         self.use_threshold = QCheckBox("Use a score threshold")
         self.use_threshold.setToolTip("Auto then stops at the first exit whose quality score "
@@ -153,6 +162,10 @@ class SettingsPanel(QScrollArea):
         self.threshold.setDecimals(3)
         self.threshold.setSingleStep(0.005)
         self.threshold.setKeyboardTracking(False)
+        self.threshold.setToolTip("Auto stops at the first exit whose blind quality score (0 "
+                                  "to 1, higher judged cleaner) reaches this; lower stops sooner, "
+                                  "higher goes deeper. Only in Auto mode, and under a learned "
+                                  "gate only with \"Use a score threshold\" ticked")
         self.reset = QPushButton("Reset")
         self.reset.setToolTip("Use the weights' own exit rule")
         self.threshold_note = QLabel("")
@@ -169,11 +182,23 @@ class SettingsPanel(QScrollArea):
         self.format = compact(QComboBox(), 6)
         for value, label in (("png", "PNG (lossless)"), ("jpeg", "JPEG"), ("webp", "WebP")):
             self.format.addItem(label, value)
+        self.format.setToolTip("The file type of a batch's outputs, of Save all's files and "
+                               "of the name Save suggests (a name typed in Save keeps its own "
+                               "type). PNG is lossless; JPEG and WebP are smaller, at the "
+                               "quality below")
+        # Enabled whatever Format says: a Save to a .jpg or .webp name uses it too.
         self.quality = QSpinBox()
         self.quality.setRange(1, 100)
-        self.quality.setPrefix("quality ")
+        self.quality.setPrefix("JPEG/WebP ")
+        self.quality.setToolTip("The quality (1 to 100) of every JPEG or WebP the app writes: "
+                                "a batch's outputs, Save all's files and a Save to a .jpg or "
+                                ".webp name, whatever Format says. Higher: larger files, "
+                                "closer to the result. PNG, TIFF and BMP ignore it")
         self.suffix = QLineEdit()
         self.suffix.setPlaceholderText("none")
+        self.suffix.setToolTip("Added to the photo's name in the names of a batch's outputs, "
+                               "of Save all's files and of the name Save suggests (with _rbqe, "
+                               "photo.jpg becomes photo_rbqe.png); empty: nothing is added")
         # Empty: save dialogs open in the image's own folder (a batch asks for one).
         self.output = FolderField("Output folder", placeholder="image's folder")
         self.output.edit.setToolTip("Where Save dialogs open and batches write; when empty, "
@@ -204,7 +229,7 @@ class SettingsPanel(QScrollArea):
         form.addRow("", self.score_range)
         form.addRow(section_title("Output"))
         form.addRow("Format", self.format)
-        form.addRow("", self.quality)  # two rows: side by side they widen the panel
+        form.addRow("Quality", self.quality)  # its own row: beside Format it widened the panel
         form.addRow("File suffix", self.suffix)
         form.addRow("Folder", self.output)
         form.addRow("", self.keep_metadata)
@@ -296,12 +321,15 @@ class SettingsPanel(QScrollArea):
             self.weights_rule = rule
         self.refresh()
 
-    def set_scores(self, scores: list[float]) -> None:
-        """The viewed photo's exits' scores, in exit order (none: no photo done)."""
-        n = len(scores)
-        exits = "exit 1" if n == 1 else f"exits 1–{n}"
-        self.score_range.setText(f"This photo scores {min(scores):.3f}–{max(scores):.3f} "
-                                 f"({exits})" if scores else "")
+    def set_scores(self, scores: list[float], exits: Sequence[int] | None = None) -> None:
+        """The viewed photo's exits' scores (none: no photo done), and the exits they are
+        of (None: exits 1 to ``len(scores)``). A result may hold other exits than the first
+        ones: a tiled photo's exit 5 alone, a batch's output read back (its exit 3, say)."""
+        ks = list(exits) if exits is not None else list(range(1, len(scores) + 1))
+        low, high = (f"{min(scores):.3f}", f"{max(scores):.3f}") if scores else ("", "")
+        span = low if low == high else f"{low}–{high}"
+        self.score_range.setText(f"This photo scores {span} ({exits_text(ks)})" if scores
+                                 else "")
         self.form.setRowVisible(self.score_range, bool(scores))
 
     def auto_rule(self) -> str:
@@ -369,7 +397,6 @@ class SettingsPanel(QScrollArea):
                                                             s.threshold is not None))
         self.format.setCurrentIndex(max(0, self.format.findData(s.output_format)))
         self.quality.setValue(s.quality)
-        self.quality.setEnabled(s.output_format != "png")
         self.suffix.setText(s.suffix)
         self.output.set_text(s.output_dir)
         self.keep_metadata.setChecked(s.keep_metadata)

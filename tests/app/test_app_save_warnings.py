@@ -109,7 +109,7 @@ def test_the_save_dialog_offers_tiff_and_bmp_and_writes_what_is_chosen(
     answers = iter([(tmp_path / "out" / "photo0.tif", "TIFF (*.tif *.tiff)"),
                     (tmp_path / "out" / "photo0", "BMP (*.bmp)")])  # no suffix typed
 
-    def dialog(parent, title, suggested, filters):
+    def dialog(parent, title, suggested, filters, *_options):
         asked.append(filters)
         path, chosen = next(answers)
         return str(path), chosen
