@@ -1,5 +1,9 @@
 """Centre of the window: compare bar, compare view and exit strip, kept in step.
 
+The photo keeps at least :data:`PHOTO_SHARE` of the panel's height: a short panel gets a
+compact exit strip (the strip shortens its cards itself). The user may drag the strip
+taller or down to its compact least, never to nothing.
+
 Which picture sits on each side is chosen here: by default A is the input and B follows
 the newest exit while an image runs, then the chosen exit when it is done. Once the user
 picks a side (exit card or combo box) that choice sticks for the image.
@@ -8,7 +12,7 @@ picks a side (exit card or combo box) that choice sticks for the image.
 from __future__ import annotations
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
-from PySide6.QtGui import QStandardItemModel
+from PySide6.QtGui import QResizeEvent, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QLabel,
@@ -28,6 +32,7 @@ from rbqe_studio.jobs import ViewData
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, NUM_EXITS + 1)]
+PHOTO_SHARE = 0.55  # of the panel's height, at least, before the strip gets its full height
 
 
 class ComparePanel(QWidget):
@@ -97,6 +102,12 @@ class ComparePanel(QWidget):
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 0)
         self.splitter.setCollapsible(0, False)
+        self.splitter.setCollapsible(1, False)  # dragged down, it turns compact instead
+        self.splitter.splitterMoved.connect(self._strip_dragged)
+        # Queued: it is said from within the strip's own resize.
+        self.strip.full_height_changed.connect(self.fit_strip,
+                                               Qt.ConnectionType.QueuedConnection)
+        self.strip_wanted: int | None = None  # the strip's height the user dragged to
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
@@ -108,6 +119,29 @@ class ComparePanel(QWidget):
         self.view.mode_changed.connect(self._sync_mode_buttons)
         self._sync_mode_buttons(self.view.mode)
         self._refresh_combos()
+
+    # -- layout ------------------------------------------------------------------------
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)  # (the splitter has its new size already)
+        self.fit_strip()
+
+    def fit_strip(self) -> None:
+        """Give the strip its full height (or the one the user dragged it to) where the
+        photo keeps :data:`PHOTO_SHARE` of the panel, else what is left (the strip turns
+        compact), never less than the strip's compact least."""
+        sizes = self.splitter.sizes()
+        total = sum(sizes)
+        if total <= 0 or len(sizes) != 2:
+            return
+        room = total - round(PHOTO_SHARE * self.height())
+        wanted = self.strip_wanted if self.strip_wanted is not None else \
+            self.strip.full_height()
+        strip = max(self.strip.minimumHeight(), min(wanted, room))
+        if strip != sizes[1]:
+            self.splitter.setSizes([total - strip, strip])
+
+    def _strip_dragged(self, *_pos: int) -> None:
+        self.strip_wanted = self.splitter.sizes()[1]
 
     # -- data in ---------------------------------------------------------------------
     def clear(self) -> None:
@@ -213,7 +247,11 @@ class ComparePanel(QWidget):
         if index == INPUT:
             return "Input"
         e = self.exits.get(index)
-        return f"Exit {index} · {e.score:.3f}" if e else f"Exit {index}"
+        # The score only where a score threshold decides (as the cards colour it): under
+        # the learned gate "A · Exit 1 · 0.657" beside "B · Exit 5 · 0.562" read as if
+        # the weaker exit were the better one.
+        decides = e is not None and self.strip.cards[index].threshold is not None
+        return f"Exit {index} · {e.score:.3f}" if decides else f"Exit {index}"
 
     def _apply(self) -> None:
         a_pic, b_pic = self._picture(self.a), self._picture(self.b)

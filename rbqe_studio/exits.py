@@ -49,7 +49,11 @@ WEAK = QColor("#e0a948")
 NEUTRAL = QColor(255, 255, 255, 170)  # a score that decides nothing (the gate's, forced)
 A_COLOR = QColor("#e8a33d")
 B_COLOR = QColor("#4c9be8")
-CARD_HEIGHT = 190
+CARD_HEIGHT = 190  # a card's height where the compare panel has room (a 75-px thumbnail)
+CARD_MIN_HEIGHT = 112  # its least, in a short panel: the photo keeps most of the height
+SCROLL_BAR_ROOM = 16  # below the cards, for the row's scroll bar when narrow
+LINE = 15  # a line of the chosen card's reason (small font), in a card's height
+THUMB_MIN = 40  # a card's thumbnail gives up reason lines before it shrinks below this
 HEAD_SPACING = 14  # between the strip header's title, rule, mode and button
 CARD_MIN_WIDTH = 108  # six cards and their gaps fit a 1280-px window; narrower, the row scrolls
 
@@ -87,6 +91,16 @@ def card_reason(d: Decision) -> str:
     return d.short
 
 
+def text_room(height: float) -> int:
+    """Height a card ``height`` px tall (inside its border) keeps below its thumbnail:
+    title, two lines and three reason lines (112 px), or fewer reason lines where three
+    would leave the thumbnail under :data:`THUMB_MIN`."""
+    reasons = 3
+    while reasons > 1 and height - (67 + LINE * reasons) < THUMB_MIN:
+        reasons -= 1
+    return 67 + LINE * reasons
+
+
 def passes_rule(d: Decision) -> bool:
     """Whether the exit rule itself said "good enough" here: reaching exit 5, or an exit
     auto may not stop at, is not a pass, even though the walk ends there."""
@@ -94,12 +108,27 @@ def passes_rule(d: Decision) -> bool:
 
 
 def fit_text(fm: QFontMetrics, text: str, box: QRectF) -> str:
-    """``text`` as it fits ``box`` word-wrapped; when even wrapped it does not, its first
-    line's worth, elided with "…" (the card's tooltip has it whole)."""
+    """``text`` as it fits ``box`` word-wrapped; when even wrapped it does not, the lines
+    that fit (one at least, joined by newlines), the last elided with "…" (the card's
+    tooltip has it whole)."""
     flags = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
     if fm.boundingRect(box.toRect(), flags, text).height() <= box.height():
         return text
-    return fm.elidedText(text, Qt.TextElideMode.ElideRight, int(box.width()))
+    width = int(box.width())
+    room = max(1, int((box.height() - fm.height()) // fm.lineSpacing()) + 1)
+    lines: list[str] = []
+    words = text.split()
+    while words and len(lines) < room - 1:  # greedy wrap, as Qt's at word boundaries
+        n = 1
+        while n < len(words) and fm.horizontalAdvance(" ".join(words[:n + 1])) <= width:
+            n += 1
+        lines.append(" ".join(words[:n]))
+        words = words[n:]
+    if words:
+        lines.append(" ".join(words))
+    # A word wider than the box (no line holds it) is cut too, not wrapped mid-word.
+    return "\n".join(fm.elidedText(line, Qt.TextElideMode.ElideRight, width)
+                     for line in lines)
 
 
 class ExitCard(QWidget):
@@ -116,8 +145,9 @@ class ExitCard(QWidget):
         self.chosen_by_auto = True  # the chosen card's badge: AUTO, or FORCED for exit k
         self.side = ""  # "a", "b" or "ab"
         self._hover = False
-        self.setMinimumSize(QSize(CARD_MIN_WIDTH, CARD_HEIGHT))
-        self.setMaximumSize(QSize(240, CARD_HEIGHT))
+        self.setMinimumWidth(CARD_MIN_WIDTH)
+        self.setMaximumWidth(240)
+        self.setFixedHeight(CARD_HEIGHT)  # the strip sets it: lower in a short panel
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("Click: show on the right (B)\nRight-click or Ctrl+click: show on the "
@@ -170,8 +200,10 @@ class ExitCard(QWidget):
         p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
         p.drawRoundedRect(r, 8, 8)
 
-        # The thumbnail leaves room below for up to three lines of the chosen card's reason.
-        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12, r.height() - 112)
+        # The thumbnail leaves room below for the title, two lines and up to three lines
+        # of the chosen card's reason; a shorter card keeps fewer reason lines first.
+        thumb = QRectF(r.left() + 6, r.top() + 6, r.width() - 12,
+                       max(r.height() - text_room(r.height()), 1.0))
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#141518"))
         p.drawRoundedRect(thumb, 5, 5)
@@ -250,10 +282,16 @@ class ExitCard(QWidget):
 
 
 class ExitStrip(QWidget):
-    """Header (threshold, mode, Compute all) over the input and five exit cards."""
+    """Header (threshold, mode, Compute all) over the input and five exit cards.
+
+    Given less than its full height (a short window, or the splitter dragged down), it
+    turns compact rather than cut: the header on one line (the title left out where the
+    rule would not fit beside it) and shorter cards, down to :data:`CARD_MIN_HEIGHT`.
+    """
 
     picked = Signal(int, str)  # index (0 = input), "a" | "b"
     compute_all = Signal()
+    full_height_changed = Signal()  # a new rule, mode or width: one line more or less
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -273,7 +311,8 @@ class ExitStrip(QWidget):
         self.compute_button.setEnabled(False)
         self.title = title
         # The rule and mode sit beside the title when they fit, else on a line of their
-        # own below it (see _place_rule): a narrow window once cut the rule to "L…".
+        # own below it, or in a compact strip in the title's place (see _fit): a narrow
+        # window once cut the rule to "L…".
         self.rule_box = QWidget()
         rule_row = QHBoxLayout(self.rule_box)
         rule_row.setContentsMargins(0, 0, 0, 0)
@@ -302,7 +341,7 @@ class ExitStrip(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setFixedHeight(CARD_HEIGHT + 16)  # room for a scroll bar when narrow
+        scroll.setFixedHeight(CARD_HEIGHT + SCROLL_BAR_ROOM)
         # A narrower row (window, splitter, first layout) can push the chosen card out.
         scroll.viewport().installEventFilter(self)
         lay = QVBoxLayout(self)
@@ -311,14 +350,20 @@ class ExitStrip(QWidget):
         lay.addLayout(head)
         lay.addLayout(self.below)
         lay.addWidget(scroll)
-        self.setMinimumHeight(self.sizeHint().height())
         self.rule_below = False
+        self.compact = False  # the header on one line, the cards perhaps shorter
+        self.card_height = CARD_HEIGHT
+        self._full = self.full_height()
+        self.setMinimumHeight(self.height_for(True, CARD_MIN_HEIGHT))
         self.chosen: int | None = None
         self.computed: list[int] = []  # exits in the order they arrived
 
+    def sizeHint(self) -> QSize:
+        return QSize(super().sizeHint().width(), self.full_height())
+
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._place_rule()
+        self._fit()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Resize and watched is self.scroll.viewport():
@@ -336,33 +381,86 @@ class ExitStrip(QWidget):
         # range are stale (the scroll area adjusts them after its viewport's resize).
         QTimer.singleShot(0, self, self._reveal_chosen)
 
-    def _place_rule(self) -> None:
-        """Put the rule (and mode) beside the title when the header has room for the
-        title, the whole rule and the button; else on their own line, where the rule
-        reads in full (the mode, muted, may be cut: its tooltip has it)."""
+    def _fits_beside(self, title: bool = True) -> bool:
+        """Whether the header has room for the whole rule and the button on one line,
+        with the title and the whole mode (else without the title, and the mode perhaps
+        cut after its first two words: "Mode: auto…")."""
         margins = self.layout().contentsMargins()
         room = self.width() - margins.left() - margins.right()
-        need = (self.title.sizeHint().width() + self.threshold_label.sizeHint().width()
-                + self.compute_button.sizeHint().width() + 2 * HEAD_SPACING)
-        if self.mode_label.text():
-            need += HEAD_SPACING + self.mode_label.sizeHint().width()
-        below = room < need
-        if below == self.rule_below:
-            return
-        self.rule_below = below
-        if below:
-            self.head.removeWidget(self.rule_box)
-            self.head.insertStretch(1, 1)  # keeps the button at the right
-            self.below.addWidget(self.rule_box)
-        else:
-            self.below.removeWidget(self.rule_box)
-            self.head.takeAt(1)  # the stretch
-            self.head.insertWidget(1, self.rule_box, 1)
-        # One line taller or shorter: the splitter must give the strip that room (the
-        # layout's cached size is stale until it is invalidated).
+        need = (self.threshold_label.sizeHint().width()
+                + self.compute_button.sizeHint().width() + HEAD_SPACING)
+        mode = self.mode_label
+        if title:
+            need += self.title.sizeHint().width() + HEAD_SPACING
+        if mode.text():
+            start = " ".join(mode.text().split()[:2]) + "…"
+            need += HEAD_SPACING + (mode.sizeHint().width() if title else min(
+                mode.sizeHint().width(), mode.fontMetrics().horizontalAdvance(start)))
+        return room >= need
+
+    def _header(self, compact: bool) -> tuple[bool, bool]:
+        """(the title shown, the rule on a line of its own) in a compact strip or not:
+        all on one line where it fits; compact, the title left out so that it does;
+        else the rule below the title, where it reads in full."""
+        if self._fits_beside():
+            return True, False
+        if compact and self._fits_beside(title=False):
+            return False, False
+        return True, True
+
+    def height_for(self, compact: bool, card_height: int) -> int:
+        """The strip's height with ``card_height``-px cards: compact (the header on one
+        line) or not (the rule below the title where it does not fit beside it)."""
         lay = self.layout()
-        lay.invalidate()
-        self.setMinimumHeight(lay.sizeHint().height())
+        margins, spacing = lay.contentsMargins(), lay.spacing()
+        row = max(w.sizeHint().height() for w in (self.title, self.rule_box,
+                                                  self.compute_button))
+        if self._header(compact)[1]:
+            row += spacing + self.rule_box.sizeHint().height()
+        return (margins.top() + margins.bottom() + row + spacing + card_height
+                + SCROLL_BAR_ROOM)
+
+    def full_height(self) -> int:
+        """The height at which the strip shows as it was made: full cards, the rule
+        in full beside the title or below it."""
+        return self.height_for(False, CARD_HEIGHT)
+
+    def _fit(self) -> None:
+        """Lay the header and cards out for the strip's size. With its full height, the
+        rule and mode beside the title when they fit, else on a line of their own
+        below it, where the rule reads in full (the mode, muted, may be cut: its tooltip
+        has it). With less, compact: one header line where the rule and button fit it
+        without the title, and cards as tall as is left."""
+        compact = self.height() < self.full_height()
+        title, below = self._header(compact)
+        card = CARD_HEIGHT
+        if compact:
+            card = min(CARD_HEIGHT, self.height() - self.height_for(True, 0))
+            card = max(CARD_MIN_HEIGHT, card)
+        self.compact = compact
+        self.title.setVisible(title)
+        if card != self.card_height:
+            self.card_height = card
+            for c in self.cards:
+                c.setFixedHeight(card)
+            self.scroll.setFixedHeight(card + SCROLL_BAR_ROOM)
+        if below != self.rule_below:
+            self.rule_below = below
+            if below:
+                self.head.removeWidget(self.rule_box)
+                self.head.insertStretch(1, 1)  # keeps the button at the right
+                self.below.addWidget(self.rule_box)
+            else:
+                self.below.removeWidget(self.rule_box)
+                self.head.takeAt(1)  # the stretch
+                self.head.insertWidget(1, self.rule_box, 1)
+            self.layout().invalidate()
+        self.setMinimumHeight(self.height_for(True, CARD_MIN_HEIGHT))
+        full = self.full_height()
+        if full != self._full:
+            self._full = full
+            self.updateGeometry()
+            self.full_height_changed.emit()
 
     def clear(self) -> None:
         self.chosen = None
@@ -429,7 +527,7 @@ class ExitStrip(QWidget):
             card.threshold = threshold
             card.min_exit = min_exit
             card.update()
-        self._place_rule()
+        self._fit()
 
     def set_policy(self, description: str, title: str = "Learned exit gate") -> None:
         """The weights' learned gate decides: say so instead of a threshold."""
@@ -453,7 +551,7 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.threshold = None
             card.update()
-        self._place_rule()
+        self._fit()
 
     def set_rule_loading(self) -> None:
         """The weights' exit rule is not known yet: say so rather than guess."""
@@ -463,12 +561,12 @@ class ExitStrip(QWidget):
         for card in self.cards:
             card.threshold = None
             card.update()
-        self._place_rule()
+        self._fit()
 
     def set_mode_text(self, text: str) -> None:
         self.mode_label.setText(text)
         self.mode_label.setToolTip(text)
-        self._place_rule()
+        self._fit()
 
     def set_sides(self, a: int, b: int) -> None:
         for card in self.cards:

@@ -337,8 +337,9 @@ def test_chosen_card_reason_wraps_or_elides_with_the_whole_in_the_tooltip(qtbot,
     two_lines = QRectF(0, 0, 90, 2 * fm.height() + 2)
     assert fit_text(fm, "gate: < 0.065 dB more", two_lines) == "gate: < 0.065 dB more"
     long = "gate: < 0.065 dB more from going on, as the learned gate predicted here"
-    cut = fit_text(fm, long, two_lines)
-    assert cut.endswith("…") and fm.horizontalAdvance(cut) <= 90
+    cut = fit_text(fm, long, two_lines)  # the two lines that fit, the second elided
+    assert cut.endswith("…") and cut.count("\n") == 1
+    assert all(fm.horizontalAdvance(line) <= 90 for line in cut.split("\n"))
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as blocker:
         window.open_paths([images[0]])
     r = blocker.args[0].result

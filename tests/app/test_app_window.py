@@ -394,6 +394,7 @@ def test_a_score_is_headlined_only_where_it_decided(qtbot, window, images) -> No
     assert window.status.text().startswith(f"{images[0].name}: exit 2 of 5")
     assert "score" not in window.status.text() and "score" not in status_text(item)
     assert window.info.fields["Chosen exit"].text() == "Exit 2"
+    assert window.compare.label(2) == "Exit 2"  # the picture's label too
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         panel.mode.setCurrentIndex(panel.mode.findData("auto"))  # the threshold rule
     result = window.session.view.result
@@ -401,6 +402,7 @@ def test_a_score_is_headlined_only_where_it_decided(qtbot, window, images) -> No
     score = f"score {result.exit_result(result.chosen).score:.3f}"
     assert score in window.status.text() and score in status_text(item)
     assert window.info.fields["Chosen exit"].text().endswith(score)
+    assert window.compare.label(result.chosen).endswith(score[6:])
 
 
 def test_preparing_the_model_is_said(qtbot, window, images) -> None:
