@@ -342,17 +342,26 @@ def test_an_xmp_orientation_pillow_does_not_read_is_left_as_it_is(tmp_path: Path
     assert src.size == (12, 8) and src.xmp == xmp
 
 
-def test_an_xmp_only_orientation_makes_no_exif(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["png", "jpg", "webp"])
+def test_an_xmp_only_orientation_is_left_to_the_viewers(tmp_path: Path, ext: str) -> None:
     # Pillow fills in the XMP's orientation as EXIF: rbqe wrote an EXIF block the file
-    # never had, and said "EXIF not carried" of TIFF outputs.
-    path = tmp_path / "x6.png"
+    # never had, and said "EXIF not carried" of TIFF outputs. And it turned the pixels by
+    # it, which browsers and the systems' viewers ignore: there the output showed turned
+    # against its input. Now stored as the input, its XMP kept: shown as the input is.
+    path = tmp_path / f"x6.{ext}"
     stored = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP_TURNED.decode())
-    Image.fromarray(stored).save(path, pnginfo=info)
+    if ext == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", XMP_TURNED.decode())
+        Image.fromarray(stored).save(path, pnginfo=info)
+    else:
+        Image.fromarray(stored).save(path, xmp=XMP_TURNED, **({"lossless": True}
+                                                              if ext == "webp" else {}))
     src = load_image(path)
-    assert src.size == (8, 12) and src.exif is None  # turned by the XMP, as Pillow does
-    assert src.xmp is not None and b'tiff:Orientation="1"' in src.xmp
+    assert src.size == (12, 8) and src.exif is None
+    assert src.xmp is not None and b'tiff:Orientation="6"' in src.xmp
+    if ext != "jpg":
+        assert np.array_equal(src.pixels * 255, stored.astype(np.float32))
 
 
 def _exif_with_thumbnail(orientation: int, copies: int = 1) -> bytes:

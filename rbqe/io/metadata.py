@@ -277,9 +277,24 @@ def _tiff_exif(exif: Image.Exif, path: Path, orientation: int = 1) -> bytes | No
 
 
 def file_orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1-8) of an opened image; 1 when absent or unreadable."""
+    """The EXIF orientation (1-8) of an opened image; 1 when absent or unreadable.
+
+    Only the file's own EXIF (a TIFF's tag) counts, not the XMP's tiff:Orientation that
+    Pillow fills in where EXIF has none: browsers and the systems' viewers ignore an
+    XMP-only orientation, so the photo turned by it showed there turned against its
+    input. Left as stored, with its XMP as it is, the output shows as the input does in
+    every viewer, whichever it follows.
+    """
     try:
-        orientation = im.getexif().get(_ORIENTATION, 1)
+        if im.format == "TIFF":
+            orientation = getattr(im, "tag_v2", {}).get(_ORIENTATION, 1)
+        else:
+            raw = im.info.get("exif")
+            if not isinstance(raw, (bytes, bytearray)) or not raw:
+                return 1
+            own = Image.Exif()
+            own.load(bytes(raw))
+            orientation = own.get(_ORIENTATION, 1)
     except Exception:  # noqa: BLE001 - _orientation_and_exif says it is unreadable
         return 1
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
