@@ -294,3 +294,18 @@ def test_an_unreadable_icc_profile_is_not_carried_and_is_said(tmp_path: Path) ->
     save_like(out, src.pixels, src)
     with Image.open(out) as im:
         assert "icc_profile" not in im.info
+
+
+def test_a_jpegs_several_comments_are_all_kept(tmp_path: Path) -> None:
+    # Pillow keeps only the last COM segment: "first comment" reached no output.
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", comment=b"second")
+    data = buf.getvalue()
+    first = b"first comment"
+    com = b"\xff\xfe" + (len(first) + 2).to_bytes(2, "big") + first
+    path = tmp_path / "two.jpg"
+    path.write_bytes(data[:2] + com + data[2:])
+    src = load_image(path)
+    assert src.comment == b"first comment\nsecond"
+    save_like(tmp_path / "out.png", src.pixels, src)
+    assert load_image(tmp_path / "out.png").comment == b"first comment\nsecond"

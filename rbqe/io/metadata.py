@@ -388,7 +388,11 @@ def with_extended_xmp(im: Image.Image, xmp: bytes | None
 
 
 def read_comment(im: Image.Image) -> bytes | None:
-    """A JPEG COM or GIF comment, or a PNG "Comment" text, as bytes; None if absent."""
+    """A JPEG COM or GIF comment, or a PNG "Comment" text, as bytes; None if absent. A
+    JPEG's several COM segments are joined, one per line (Pillow keeps only the last)."""
+    coms = [bytes(data) for marker, data in getattr(im, "applist", []) if marker == "COM"]
+    if len(coms) > 1:
+        return _as_bytes(b"\n".join(c.rstrip(b"\0") for c in coms))
     return _as_bytes(im.info.get("comment") or im.info.get("Comment"))
 
 
