@@ -29,6 +29,7 @@ from rbqe.engine import ExitResult
 from rbqe_studio.convert import Picture
 from rbqe_studio.exits import INPUT, ExitStrip
 from rbqe_studio.jobs import ViewData
+from rbqe_studio.state import score_decides
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, NUM_EXITS + 1)]
@@ -247,10 +248,11 @@ class ComparePanel(QWidget):
         if index == INPUT:
             return "Input"
         e = self.exits.get(index)
-        # The score only where a score threshold decides (as the cards colour it): under
-        # the learned gate "A · Exit 1 · 0.657" beside "B · Exit 5 · 0.562" read as if
-        # the weaker exit were the better one.
-        decides = e is not None and self.strip.cards[index].threshold is not None
+        # The score only where a score threshold chose the exit shown (as the status line
+        # says it): under the learned gate "A · Exit 1 · 0.657" beside "B · Exit 5 ·
+        # 0.562" read as if the weaker exit were the better one.
+        result = self.data.result if self.data is not None else None
+        decides = e is not None and result is not None and score_decides(result.exit_reason)
         return f"Exit {index} · {e.score:.3f}" if decides else f"Exit {index}"
 
     def _apply(self) -> None:

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from rbqe.errors import RBQEError
-from rbqe.io import SUPPORTED_SUFFIXES, output_path_for
+from rbqe.io import SUPPORTED_SUFFIXES, output_path_for, same_file
 from rbqe.model import NUM_EXITS
 from rbqe_studio import dialogs
 from rbqe_studio import settings as settings_mod
@@ -49,7 +49,6 @@ from rbqe_studio.jobs import BatchOutcome, ViewData
 from rbqe_studio.keys import keeps_key, press_button
 from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
-from rbqe_studio.saving import same_file
 from rbqe_studio.session import Session
 from rbqe_studio.settings_panel import SettingsPanel
 from rbqe_studio.state import (

@@ -16,7 +16,7 @@ rbqe's from another photo) is replaced only if the user said so when asked
 (:func:`others`, before the save); one that appears after the question stays as it is and
 the save fails naming it. A single Save writes the name the user chose in the file
 dialog, which has already asked before replacing; never the photo's own file
-(:func:`same_file`, as the library's ``protect=`` decides). Plain Python, no Qt.
+(:func:`rbqe.io.same_file`, as the library's ``protect=`` decides). Plain Python, no Qt.
 """
 
 from __future__ import annotations
@@ -35,19 +35,6 @@ Plan = list[tuple[int, Path, str | None]]
 # Outputs read back from these hold the pixels the batch wrote; the others (JPEG, WebP)
 # hold a lossy copy of them, which the app cannot claim is that result.
 _LOSSLESS = {".png", ".tif", ".tiff", ".bmp"}
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file, as :func:`rbqe.io.save_like`'s ``protect=``
-    decides when it refuses to write over an input: one path once resolved
-    (:func:`rbqe.io.path_key`: links, and case where the file system ignores it), or one
-    file to the file system (a hard link)."""
-    if path_key(a) == path_key(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # either is missing: no file to replace
-        return False
 
 
 def result_held(view: ViewData, k: int, target: Path, notes: OutputNotes) -> str | None:

@@ -696,7 +696,7 @@ class SessionModel:
         assert isinstance(payload, ViewData) and payload.result is not None
         item = run.item
         if run.superseded:  # ended before it saw its cancel: of the choice before the newest
-            return [ItemChanged(item), *self._job_done()]
+            return self._superseded_end(item)
         if isinstance(run.job, LoadOutputsJob) and changed(payload):
             # A batch's outputs of the photo as it was (replaced since): the photo as it is
             # is enhanced instead; they were shown beside it, and saved under its name.
@@ -761,6 +761,8 @@ class SessionModel:
         if run is None:
             return []
         item = run.item
+        if run.superseded:  # the newest choice's run will say, if the file is at fault
+            return self._superseded_end(item)
         if isinstance(run.job, LoadOutputsJob):
             # The saved outputs are gone or unreadable: compute the image instead.
             log.info("could not read the saved outputs of %s: %s", item.path, message)
@@ -782,13 +784,25 @@ class SessionModel:
         if run is None:
             return []
         item = run.item
-        if run.superseded:  # it runs again (reprocess_current reset it): nothing to restore
-            return [ItemChanged(item), *self._job_done()]
+        if run.superseded:
+            return self._superseded_end(item)
         item.status = run.old_status if run.old_status in (WAITING, DONE, BLOCKED) else WAITING
         events: list[Event] = [ItemChanged(item)]
         if gen == self._view_gen:
             events.append(ViewBusy(False))
         return events + self._restore_before(item) + self._job_done()
+
+    def _superseded_end(self, item: QueueItem) -> list[Event]:
+        """The end of ``item``'s run cancelled to run it again under the newest choice
+        (reprocess_current reset it): the next run starts. Unless the user pressed Stop
+        meanwhile: then as a Stop of that rerun, the result from before back on screen
+        (the busy bar stayed up for good, and the view blank)."""
+        events: list[Event] = [ItemChanged(item)]
+        if item.stopped:
+            if item is self.current:
+                events.append(ViewBusy(False))
+            events += self._restore_before(item)
+        return events + self._job_done()
 
     def on_engine_ready(self, info: dict) -> list[Event]:
         self.engine_broken = False

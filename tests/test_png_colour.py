@@ -112,3 +112,17 @@ def test_what_counts_as_srgb() -> None:
 def test_odd_values_are_not_carried() -> None:
     assert read_png_colour({"gamma": 0.0, "chromaticity": (1.0,), "srgb": 9}) == ()
     assert read_png_colour({"gamma": 0.45455}) == ((b"gAMA", struct.pack(">I", 45455)),)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_srgb_is_left_out_beside_a_kept_profile(tmp_path: Path, big: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hand-made encoders wrote sRGB and iCCP both, which the specification forbids.
+    if big:
+        monkeypatch.setattr("rbqe.io.write._STREAM_PNG_PIXELS", 1)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = load_image(png_with(tmp_path / "in.png", PIXELS, [(b"sRGB", b"\x00"),
+                                                          (b"gAMA", LINEAR)], icc_profile=icc))
+    save_like(tmp_path / "out.png", src.pixels, src)
+    assert chunks_of(tmp_path / "out.png") == {b"gAMA": LINEAR}
+    assert load_image(tmp_path / "out.png").icc_profile == icc

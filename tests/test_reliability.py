@@ -727,3 +727,16 @@ def test_damaged_jpeg_data_is_said_and_harmless_padding_is_not(tmp_path: Path) -
     padded.write_bytes(good[:-2] + bytes(16) + good[-2:])
     assert jpeg_data_check(padded) == (False, None)
     assert not load_image(padded).warnings
+
+
+def test_a_few_padding_bytes_before_a_marker_are_no_damage(tmp_path: Path) -> None:
+    # Three zero bytes before a table segment: libjpeg warns of "3 extraneous bytes", the
+    # picture is whole, and it was reported damaged.
+    from rbqe.io.jpeg_data import jpeg_data_check
+
+    good = _encoded("JPEG", photo(96, 128), quality=80, progressive=True)
+    at = good.index(b"\xff\xc4")  # a Huffman table
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(good[:at] + bytes(3) + good[at:])
+    assert jpeg_data_check(padded) == (False, None)
+    assert not load_image(padded).warnings

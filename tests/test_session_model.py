@@ -769,3 +769,30 @@ def test_a_changed_photo_off_screen_runs_in_its_turn(model, tmp_path) -> None:
     events = model.enhance_if_changed(item_b)
     assert "Message" in kinds(events)
     assert model._running is not None and model.jobs[-1].path == b
+
+
+def test_stop_after_a_second_change_brings_the_earlier_result_back(model, tmp_path):
+    """A second setting change while the photo reran made the rerun superseded; Stop
+    pressed before it ended was then lost: busy for good, a blank view, nothing back."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    model.on_loaded(job.gen, view_of(a))
+    model.on_finished(job.gen, view_of(a, exits=3))
+    shown = model.view
+    model.reprocess_current()  # a first change: the photo reruns
+    first = model.jobs[-1]
+    model.reprocess_current()  # a second one while it does: that run is superseded
+    assert first.cancel.is_set()
+    model.stop()  # Stop, before the superseded run has ended
+    events = model.on_cancelled(first.gen)
+    assert "ViewBusy" in kinds(events) and "ViewFinished" in kinds(events)
+    assert model.view is shown and item.status == DONE and not model.view_running
+    # Without Stop, its end starts the newest choice's run instead (a failure too).
+    model.reprocess_current()
+    again = model.jobs[-1]
+    model.reprocess_current()
+    events = model.on_failed(again.gen, "truncated")
+    assert item.status != "failed" and model.jobs[-1] is not again and model.view_running

@@ -4,6 +4,7 @@ its metadata (rbqe.io.tiff_tags): both were dropped, with a "not carried" warnin
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_tags_are_added_without_moving_the_pixels() -> None:
     fh = io.BytesIO()
     Image.fromarray(tall).save(fh, "TIFF", compression="tiff_lzw")
     before = len(fh.getvalue())
-    add_tiff_tags(fh, {0x013B: "Ann"})
+    add_tiff_tags(fh, {0x013B: (2, "Ann")})
     fh.seek(0)
     with Image.open(fh) as im:
         assert len(im.tag_v2[273]) > 1 and im.tag_v2[0x013B] == "Ann"
@@ -124,4 +125,64 @@ def test_tags_are_added_without_moving_the_pixels() -> None:
 
 def test_a_big_tiff_is_refused() -> None:
     with pytest.raises(ValueError, match="classic"):
-        add_tiff_tags(io.BytesIO(b"II+\x00\x08\x00\x00\x00" + bytes(16)), {0x013B: "Ann"})
+        add_tiff_tags(io.BytesIO(b"II+\x00\x08\x00\x00\x00" + bytes(16)), {0x013B: (2, "Ann")})
+
+
+def test_text_types_and_the_other_tags_come_through_as_they_were(tmp_path: Path) -> None:
+    """Rebuilt from values, non-ASCII credits came out "Zo?? ??ngstr??m", UNDEFINED tags
+    (UserComment) became BYTE, a signed exposure compensation unsigned, and IFD0 tags
+    beyond a short list (Windows' XPKeywords, HostComputer) and the Interoperability
+    directory were dropped."""
+    block = exif_block(
+        {0x013B: (2, "Zoë Ångström".encode()), 0x8298: (2, "© 2024".encode()),
+         0x013C: (2, b"darkroom"), 0x9C9E: (1, "harbour".encode("utf-16-le"))},
+        {0x9286: (7, b"ASCII\x00\x00\x00a note"), 0x9204: (10, TiffImagePlugin.IFDRational(-1, 3))},
+        {0x0001: (2, b"R98")})
+    jpeg = tmp_path / "credits.jpg"
+    Image.fromarray(PIXELS).save(jpeg, exif=block)
+    src = load_image(jpeg)
+    out = tmp_path / "credits.tif"
+    save_like(out, src.pixels, src)
+    with Image.open(out) as im:
+        tags = im.tag_v2
+        assert tags[0x013B].encode("latin-1").decode() == "Zoë Ångström"
+        assert tags[0x8298].encode("latin-1").decode() == "© 2024"
+        assert tags[0x013C] == "darkroom" and tags[0x9C9E] == "harbour".encode("utf-16-le")
+        e = im.getexif()
+        sub = e.get_ifd(0x8769)
+    assert sub[0x9286] == b"ASCII\x00\x00\x00a note" and float(sub[0x9204]) == pytest.approx(-1 / 3)
+    raw = out.read_bytes()
+    assert b"R98" in raw  # the Interoperability directory's index
+
+
+def exif_block(ifd0: dict, exif: dict, interop: dict) -> bytes:
+    """Raw EXIF (``Exif\\0\\0`` + little-endian TIFF) with these typed tags: IFD0, the
+    Exif directory, and its Interoperability directory (what cameras write)."""
+    head = b"II*\x00" + struct.pack("<L", 8)
+
+    def made(entries: dict, group: int | None = None) -> TiffImagePlugin.ImageFileDirectory_v2:
+        d = TiffImagePlugin.ImageFileDirectory_v2(ifh=head, group=group)
+        for tag, (typ, value) in entries.items():
+            d.tagtype[tag] = typ
+            d[tag] = value
+        return d
+
+    size0 = len(made({**ifd0, 0x8769: (4, 0)}).tobytes(8))
+    exif_at = 8 + size0
+    sizes = len(made({**exif, 0xA005: (4, 0)}, 0x8769).tobytes(exif_at))
+    interop_at = exif_at + sizes
+    return (b"Exif\x00\x00" + head + made({**ifd0, 0x8769: (4, exif_at)}).tobytes(8)
+            + made({**exif, 0xA005: (4, interop_at)}, 0x8769).tobytes(exif_at)
+            + made(interop, 0xA005).tobytes(interop_at))
+
+
+def test_a_second_page_stays_linked() -> None:
+    fh = io.BytesIO()
+    pages = [Image.fromarray(PIXELS), Image.fromarray(PIXELS[::-1].copy())]
+    pages[0].save(fh, "TIFF", save_all=True, append_images=pages[1:])
+    add_tiff_tags(fh, {0x013B: (2, "Ann")})
+    fh.seek(0)
+    with Image.open(fh) as im:
+        assert im.n_frames == 2 and im.tag_v2[0x013B] == "Ann"
+        im.seek(1)
+        assert np.array_equal(np.asarray(im), PIXELS[::-1])

@@ -102,7 +102,7 @@ from rbqe.io.output_log import (
 from rbqe.io.pixels import MODES as MODES
 from rbqe.io.pixels import quantize
 from rbqe.io.read import DEFAULT_MAX_PIXELS, LoadedImage, load_image
-from rbqe.io.write import save_image, save_like
+from rbqe.io.write import same_file, save_image, save_like
 
 __all__ = [
     "AVIF_AVAILABLE",
@@ -129,6 +129,7 @@ __all__ = [
     "record_output",
     "retract_output",
     "remove_stale_temps",
+    "same_file",
     "save_image",
     "save_like",
     "source_changed",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from rbqe.io.diagnostics import _native_text
 # libjpeg's JWRN_HIT_MARKER and JWRN_JPEG_EOF: the coded data ran out before the frame.
 _SHORT_DATA = ("premature end of data segment", "premature end of jpeg file")
 # libjpeg's other "Corrupt JPEG data: ..." warnings: a bad Huffman code, a marker where
-# coded data should be, a restart marker missing. Bytes before the end marker (0xd9) are
-# left out: many cameras pad their files so, and the picture is whole.
+# coded data should be, a restart marker missing, a scan cut short (the rest of its data
+# then skipped as "extraneous bytes before marker"). Padding is left out: any number of
+# bytes before the end marker (0xd9; many cameras pad their files so) and a few before
+# another (a writer's), where the picture is whole; a scan cut short skips hundreds.
 _DAMAGE = "corrupt jpeg data"
-_HARMLESS = "before marker 0xd9"
+_PADDING = re.compile(r"(\d+) extraneous bytes before marker 0x([0-9a-f]{2})")
+_MOST_PADDING = 16
 
 
 def jpeg_data_check(path: Path) -> tuple[bool, str | None]:
@@ -33,8 +37,13 @@ def jpeg_data_check(path: Path) -> tuple[bool, str | None]:
     of damage elsewhere in it or None), from one 1/8-scale decode."""
     said = _quick_decode(path)[1]
     return _ran_short(said), next(
-        (line.strip() for line in said
-         if _DAMAGE in line.lower() and _HARMLESS not in line.lower()), None)
+        (line.strip() for line in said if _DAMAGE in line.lower() and not _padding(line)), None)
+
+
+def _padding(line: str) -> bool:
+    """Whether libjpeg's warning ``line`` is of padding between segments (harmless)."""
+    m = _PADDING.search(line.lower())
+    return m is not None and (m.group(2) == "d9" or int(m.group(1)) <= _MOST_PADDING)
 
 
 def _ran_short(said: list[str]) -> bool:

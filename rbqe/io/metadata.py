@@ -250,8 +250,6 @@ def _swap_pixel_size(obj: Image.Exif) -> None:
         logger.debug("could not swap the EXIF pixel size", exc_info=True)
 
 
-
-
 def _tiff_exif(exif: Image.Exif, path: Path, orientation: int = 1) -> bytes | None:
     """A TIFF's EXIF to carry: its descriptive tags and sub-IFDs, Orientation reset (a
     quarter turn swaps the pixel size); ``orientation``: the file's, where the tags no

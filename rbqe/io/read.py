@@ -343,7 +343,7 @@ def _readable_profile(icc: bytes | None) -> tuple[bytes | None, str | None]:
 
 
 @functools.lru_cache(maxsize=1)
-def _srgb_profile() -> bytes:
+def srgb_profile() -> bytes:
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -372,7 +372,7 @@ def _cmyk_to_rgb(
             if rgb is not None:
                 logger.warning("%s: a CMYK image, enhanced and written as RGB (converted to "
                                "sRGB through its embedded CMYK profile)", path)
-                return rgb, _srgb_profile()
+                return rgb, srgb_profile()
         except Exception as exc:  # noqa: BLE001 - ImportError, PyCMSError, OSError...: fall back
             logger.warning(
                 "%s: could not use the embedded CMYK profile (%s); using a plain conversion",

@@ -10,61 +10,97 @@ stays behind as a few hundred unused bytes, as when ExifTool edits a TIFF.
 
 from __future__ import annotations
 
-import logging
+import io
 import struct
 from typing import IO, Any
 
-from PIL import Image, TiffImagePlugin, TiffTags
+from PIL import TiffImagePlugin, TiffTags
 
-logger = logging.getLogger("rbqe.io")
+# A directory to add: tag -> (TIFF type, value), or under a pointer tag (Exif, GPS,
+# Interoperability) the directory it points at. The types are the source's own: Pillow,
+# left to guess from the values, wrote UNDEFINED tags (UserComment, MakerNote) as BYTE
+# and signed rationals (exposure compensation) as unsigned.
+Directory = dict[int, Any]
 
 _EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+_POINTERS = {0: (_EXIF_IFD, _GPS_IFD), _EXIF_IFD: (_INTEROP_IFD,)}
 # IFD0 tags of an EXIF block that describe the photo (description, camera, orientation,
-# software, date, artist, copyright); the rest describe the old file's pixel layout.
+# software, date, artist, copyright): what a TIFF input's EXIF is made of
+# (rbqe.io.metadata).
 DESCRIPTIVE_TAGS = (270, 271, 272, 274, 305, 306, 315, 33432)
 _XMP, _ICC, _IPTC = 700, 34675, 33723
 _X_RES, _Y_RES, _RES_UNIT = 282, 283, 296
 _STRIP_OFFSETS = 273
+# IFD0 tags not carried from an EXIF block: the old file's pixel layout (size, samples,
+# compression, strips and tiles, old-style JPEG, YCbCr), its resolution (the output's
+# comes from the dpi), sub-file pointers, and what is written apart (XMP, ICC, IPTC).
+_NOT_CARRIED = frozenset({254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277,
+                          278, 279, 280, 281, 282, 283, 284, 290, 291, 292, 293, 296, 297,
+                          317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 338, 339, 340,
+                          341, 347, *range(512, 522), 529, 530, 531, 532, _XMP, _ICC,
+                          _IPTC, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD})
 
 
-def exif_tags(exif: bytes) -> dict[int, Any]:
-    """The tags to add to a TIFF's IFD0 from ``exif`` (``Exif\\0\\0`` + TIFF bytes): its
-    descriptive IFD0 tags, and its Exif and GPS directories as dicts (Pillow writes a dict
-    under a pointer tag as a sub-directory)."""
-    obj = Image.Exif()
-    obj.load(exif)
-    tags: dict[int, Any] = {t: obj[t] for t in DESCRIPTIVE_TAGS if t in obj}
-    for pointer in (_EXIF_IFD, _GPS_IFD):
-        sub = {t: v for t, v in obj.get_ifd(pointer).items()
-               if t != _INTEROP_IFD and not isinstance(v, dict)}  # no third level
-        if sub:
-            tags[pointer] = sub
-    return tags
+def exif_tags(exif: bytes) -> Directory:
+    """What to add to a TIFF's IFD0 from ``exif`` (``Exif\\0\\0`` + TIFF bytes): its IFD0
+    tags but the pixel layout's, and its Exif (with Interoperability) and GPS
+    directories, each tag with its own type and its text as the bytes it was."""
+    data = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    header = data[:8]
+    fp = io.BytesIO(data)
+    order = "<" if header[:2] == b"II" else ">"
+
+    def directory(at: int, level: int) -> Directory:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(ifh=header)
+        fp.seek(at)
+        ifd.load(fp)
+        out: Directory = {}
+        for tag in ifd:
+            if tag in _POINTERS.get(level, ()):
+                try:
+                    sub = directory(int(ifd[tag]), tag)
+                except (OSError, SyntaxError, ValueError, TypeError, struct.error):
+                    continue  # a pointer past the block: that directory is left out
+                if sub:
+                    out[tag] = sub
+            elif level or tag not in _NOT_CARRIED:
+                out[tag] = (ifd.tagtype[tag], _as_stored(ifd, tag))
+        return out
+
+    return directory(struct.unpack(order + "L", header[4:8])[0], 0)
+
+
+def _as_stored(ifd: TiffImagePlugin.ImageFileDirectory_v2, tag: int) -> Any:
+    """``ifd[tag]`` as Pillow writes it back unchanged: text as its bytes (Pillow reads
+    them as Latin-1 and writes ASCII: "Zoë" came out "Zo??")."""
+    value = ifd[tag]
+    if ifd.tagtype[tag] == TiffTags.ASCII and isinstance(value, str):
+        return value.encode("latin-1", "replace")
+    return value
 
 
 def metadata_tags(icc: bytes | None, xmp: bytes | None, iptc: bytes | None,
-                  dpi: tuple[float, float] | None) -> dict[int, Any]:
+                  dpi: tuple[float, float] | None) -> Directory:
     """IFD0 tags for an ICC profile, XMP, IPTC-IIM and a resolution, where given."""
-    tags: dict[int, Any] = {}
-    for tag, value in ((_ICC, icc), (_XMP, xmp), (_IPTC, iptc)):
+    tags: Directory = {}
+    for tag, typ, value in ((_ICC, TiffTags.UNDEFINED, icc), (_XMP, TiffTags.BYTE, xmp),
+                            (_IPTC, TiffTags.UNDEFINED, iptc)):
         if value:
-            tags[tag] = bytes(value)
+            tags[tag] = (typ, bytes(value))
     if dpi:
-        tags[_X_RES], tags[_Y_RES], tags[_RES_UNIT] = float(dpi[0]), float(dpi[1]), 2
+        tags[_X_RES] = (TiffTags.RATIONAL, float(dpi[0]))
+        tags[_Y_RES] = (TiffTags.RATIONAL, float(dpi[1]))
+        tags[_RES_UNIT] = (TiffTags.SHORT, 2)
     return tags
 
 
-# Types the tags must have where Pillow would guess another from the value (bytes: BYTE).
-_TYPES = {_ICC: TiffTags.UNDEFINED, _IPTC: TiffTags.UNDEFINED, _XMP: TiffTags.BYTE,
-          _X_RES: TiffTags.RATIONAL, _Y_RES: TiffTags.RATIONAL, _RES_UNIT: TiffTags.SHORT}
-
-
-def add_tiff_tags(fh: IO[bytes], tags: dict[int, Any]) -> None:
-    """Adds ``tags`` to the first directory of the classic TIFF in ``fh`` (readable,
-    seekable, the file starting at offset 0), replacing those it has.
+def add_tiff_tags(fh: IO[bytes], tags: Directory) -> None:
+    """Adds ``tags`` (:data:`Directory`) to the first directory of the classic TIFF in
+    ``fh`` (readable, seekable, the file starting at offset 0), replacing those it has;
+    sub-directories are written first, at the end of the file.
 
     Raises ValueError where the file is not a classic TIFF (a BigTIFF); the caller says
-    what was not carried. Nothing is written to ``fh`` until the new directory is made.
+    what was not carried. The header is pointed at the new IFD0 last.
     """
     fh.seek(0)
     header = fh.read(8)
@@ -74,17 +110,18 @@ def add_tiff_tags(fh: IO[bytes], tags: dict[int, Any]) -> None:
     if struct.unpack(order + "H", header[2:4])[0] != 42:
         raise ValueError("not a classic TIFF")
     ifd = TiffImagePlugin.ImageFileDirectory_v2(ifh=header)
-    fh.seek(struct.unpack(order + "L", header[4:8])[0])
+    first = struct.unpack(order + "L", header[4:8])[0]
+    fh.seek(first)
     ifd.load(fh)
+    fh.seek(first)
+    (count,) = struct.unpack(order + "H", fh.read(2))
+    fh.seek(first + 2 + 12 * count)
+    (following,) = struct.unpack(order + "L", fh.read(4))  # a second page, if any
     for tag in list(ifd):
-        ifd[tag] = ifd[tag]  # load() keeps the values raw; tobytes() writes decoded ones
-    for tag, value in tags.items():
-        if tag in _TYPES:
-            ifd.tagtype[tag] = _TYPES[tag]
-        ifd[tag] = value
-    end = fh.seek(0, 2)
-    end += end % 2  # a directory starts on a word boundary
-    directory = _strips_kept(ifd.tobytes(end), end, ifd, order)
+        ifd[tag] = _as_stored(ifd, tag)  # load() keeps the values raw; tobytes() writes set ones
+    _set(fh, header, ifd, tags)
+    end = _end(fh)
+    directory = _strips_kept(ifd.tobytes(end), end, ifd, order, following)
     fh.seek(end)
     fh.write(directory)
     fh.seek(4)
@@ -92,17 +129,43 @@ def add_tiff_tags(fh: IO[bytes], tags: dict[int, Any]) -> None:
     fh.seek(0, 2)
 
 
+def _set(fh: IO[bytes], header: bytes, ifd: TiffImagePlugin.ImageFileDirectory_v2,
+         tags: Directory) -> None:
+    """Puts ``tags`` into ``ifd``, each sub-directory written at the end of ``fh`` first
+    and pointed at."""
+    for tag, value in tags.items():
+        if isinstance(value, dict):
+            sub = TiffImagePlugin.ImageFileDirectory_v2(ifh=header, group=tag)
+            _set(fh, header, sub, value)
+            at = _end(fh)
+            fh.seek(at)
+            fh.write(sub.tobytes(at))
+            typ, value = TiffTags.LONG, at
+        else:
+            typ, value = value
+        ifd.tagtype[tag] = typ
+        ifd[tag] = value
+
+
+def _end(fh: IO[bytes]) -> int:
+    """The end of ``fh``, rounded up to a word boundary (where a directory may start)."""
+    end = fh.seek(0, 2)
+    return end + end % 2
+
+
 def _strips_kept(directory: bytes, at: int, ifd: TiffImagePlugin.ImageFileDirectory_v2,
-                 order: str) -> bytes:
+                 order: str, following: int = 0) -> bytes:
     """``directory`` (made by ``ifd.tobytes(at)``) with the strip offsets that ``ifd``
-    holds: Pillow's ``tobytes`` moves them past the directory, where its own writer puts
-    the pixel data; here the pixel data stays where it is."""
-    offsets = ifd.get(_STRIP_OFFSETS)
-    if offsets is None:
-        return directory
-    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+    holds (Pillow's ``tobytes`` moves them past the directory, where its own writer puts
+    the pixel data; here the pixel data stays where it is) and the link to the
+    ``following`` directory (Pillow writes 0: a second page was lost)."""
     out = bytearray(directory)
     (count,) = struct.unpack_from(order + "H", out, 0)
+    struct.pack_into(order + "L", out, 2 + 12 * count, following)
+    offsets = ifd.get(_STRIP_OFFSETS)
+    if offsets is None:
+        return bytes(out)
+    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
     for n in range(count):
         tag, typ, values, inline = struct.unpack_from(order + "HHL4s", out, 2 + 12 * n)
         if tag != _STRIP_OFFSETS:

@@ -60,7 +60,7 @@ def test_every_setting_has_a_tooltip(qtbot) -> None:
 
 # -- 3: Save onto the photo's own name ---------------------------------------------------
 def test_same_file_is_the_librarys_notion(tmp_path) -> None:
-    from rbqe_studio.saving import same_file
+    from rbqe.io import same_file
 
     a = tmp_path / "a.jpg"
     a.write_bytes(b"x")

@@ -415,5 +415,6 @@ def test_preparing_the_model_is_said(qtbot, window, images) -> None:
         lambda stage, *_: said.append(window.status.text()) if stage == "engine" else None)
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         window.open_paths([images[0]])
-    assert said == ["Preparing the model…"]
+    assert said == [engine_text(window.settings.backend)]
+    assert engine_text("torch") == "Preparing the model…"
     assert "about a minute" in engine_text("openvino")
