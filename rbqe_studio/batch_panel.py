@@ -116,7 +116,26 @@ def summary_html(outcome: BatchOutcome) -> str:
     if failed:
         items = "".join(f"<li>{html.escape(r.error or str(r.input))}</li>" for r in failed)
         parts.append(f"<p><b>Failed</b></p><ul>{items}</ul>")
+    parts.append(notes_html(reports))
     return "".join(parts)
+
+
+NOTES_SHOWN = 20  # the rest are in the report (--report in the CLI; the log here)
+
+
+def notes_html(reports: list[ItemReport]) -> str:
+    """What the batch warned of, image by image (damaged JPEG data, metadata an output
+    cannot hold, a name taken by an input): shown only in the log before, so a user of the
+    app never learnt of them. The first :data:`NOTES_SHOWN` lines, and how many more."""
+    lines = [f"{r.input.name}: {w}" for r in reports if r.status != "failed"
+             for w in r.warnings]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:NOTES_SHOWN])
+    more = len(lines) - NOTES_SHOWN
+    rest = f"<p>… and {more} more in the log file (File → Open log folder).</p>" \
+        if more > 0 else ""
+    return f"<p><b>Notes</b></p><ul>{items}</ul>{rest}"
 
 
 def again_text(inputs: list[Path]) -> str:

@@ -409,3 +409,29 @@ def test_a_batch_stopped_by_its_folder_says_why() -> None:
     page = summary_html(outcome)
     assert "Batch stopped" in page and "Stopped after 2 of 5 images" in page
     assert "Batch finished" not in page
+
+
+def test_a_batchs_notes_are_shown_not_only_logged() -> None:
+    """A damaged JPEG, metadata an output cannot hold, an output renamed: the batch said
+    so in the log only; the app's summary showed none of it."""
+    from rbqe.batch import BatchSummary, ItemReport
+    from rbqe_studio.batch_panel import NOTES_SHOWN, summary_html
+    from rbqe_studio.jobs import BatchOutcome
+
+    done = [ItemReport(Path("a.jpg"), "ok", exit=3, times_ms={"total": 5.0},
+                       warnings=["its JPEG data is damaged (libjpeg: Corrupt JPEG data: bad "
+                                 "Huffman code): parts of the picture <may> be garbled"]),
+            ItemReport(Path("b.jpg"), "failed", error="b.jpg: truncated",
+                       warnings=["never shown twice"])]
+    outcome = BatchOutcome(BatchSummary(done, 10.0, False, None, 2), done, False, 2)
+    page = summary_html(outcome)
+    assert "<b>Notes</b>" in page and "a.jpg: its JPEG data is damaged" in page
+    assert "&lt;may&gt;" in page and "never shown twice" not in page
+    many = [ItemReport(Path(f"p{i}.jpg"), "ok", exit=3, times_ms={"total": 5.0},
+                       warnings=["a note"]) for i in range(NOTES_SHOWN + 5)]
+    page = summary_html(BatchOutcome(BatchSummary(many, 10.0, False, None, len(many)), many,
+                                     False, len(many)))
+    assert page.count("a note") == NOTES_SHOWN and "… and 5 more in the log file" in page
+    quiet = [ItemReport(Path("c.jpg"), "ok", exit=3, times_ms={"total": 5.0})]
+    assert "Notes" not in summary_html(BatchOutcome(BatchSummary(quiet, 1.0, False, None, 1),
+                                                    quiet, False, 1))
