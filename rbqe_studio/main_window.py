@@ -91,6 +91,9 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.store = store
         self.settings = settings_mod.load_settings(store)
+        # Where the user last saved this session: Save and Save all start there (they
+        # always opened the photo's folder, or Settings' output folder, again).
+        self._saved_to: str | None = None
         self._fixed_weights = weights or os.environ.get("RBQE_WEIGHTS") or None
         # The weights' default exit policy, described: from their metadata at start-up
         # (check_weights) or the engine's info; "" until then.
@@ -603,23 +606,25 @@ class MainWindow(QMainWindow):
             return  # changed on disk: enhanced again, said before a dialog asks a name
         k = self.compare.b if self.compare.b != INPUT else data.result.chosen
         s = self.settings
-        folder = s.output_dir or str(data.path.parent)
+        folder = self._saved_to or s.output_dir or str(data.path.parent)
         # The name says which exit it is, as Save all and the CLI's --exit all name it:
         # photo_rbqe.exit3.png (three ways of naming exits were two too many).
         suggested = output_path_for(data.path, folder, suffix=s.suffix, exit_tag=f"exit{k}",
                                     fmt=s.output_format)
         path = self._save_dialog(suggested)
         if path:
+            self._saved_to = str(Path(path).parent)  # the next Save starts there
             self.session.save([k], targets={k: Path(path)})
 
     def save_all_exits(self) -> None:
         data = self.session.view
         if data is None or data.result is None or self.session.check_before_save():
             return  # changed on disk: enhanced again, said before a dialog asks a folder
-        folder = self._folder_dialog("Save all exits to",
-                                     self.settings.output_dir or str(data.path.parent))
+        folder = self._folder_dialog(
+            "Save all exits to", self._saved_to or self.settings.output_dir or str(data.path.parent))
         if not folder:
             return
+        self._saved_to = folder
         exits = list(range(1, NUM_EXITS + 1))
         others = self.session.others_at(exits, Path(folder))
         if others and not self._confirm_replace(Path(folder), others):

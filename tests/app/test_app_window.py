@@ -418,3 +418,28 @@ def test_preparing_the_model_is_said(qtbot, window, images) -> None:
     assert said == [engine_text(window.settings.backend)]
     assert engine_text("torch") == "Preparing the model…"
     assert "about a minute" in engine_text("openvino")
+
+
+def test_save_starts_where_the_last_save_went(qtbot, window, images, tmp_path,
+                                              monkeypatch) -> None:
+    """Save and Save all opened the photo's folder (or Settings' output folder) every
+    time, however often the user had gone to another."""
+    window.session.mode_override = 3
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([images[0]])
+    asked: list[Path] = []
+    elsewhere = tmp_path / "elsewhere"
+
+    def dialog(suggested: Path) -> str:
+        asked.append(suggested)
+        return str(elsewhere / suggested.name)
+
+    monkeypatch.setattr(window, "_save_dialog", dialog)
+    for _ in range(2):
+        with qtbot.waitSignal(window.session.saved, timeout=TIMEOUT):
+            window.acts.save.trigger()
+    assert asked[0].parent == images[0].parent and asked[1].parent == elsewhere
+    started: list[str] = []
+    monkeypatch.setattr(window, "_folder_dialog", lambda title, start: started.append(start))
+    window.acts.save_all.trigger()
+    assert started == [str(elsewhere)]
