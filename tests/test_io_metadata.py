@@ -309,3 +309,14 @@ def test_a_jpegs_several_comments_are_all_kept(tmp_path: Path) -> None:
     assert src.comment == b"first comment\nsecond"
     save_like(tmp_path / "out.png", src.pixels, src)
     assert load_image(tmp_path / "out.png").comment == b"first comment\nsecond"
+
+
+def test_a_one_bit_image_is_said_to_become_grey(tmp_path: Path) -> None:
+    # A bilevel scan came out 8-bit grey, its dithering greyed, without a word.
+    path = tmp_path / "fax.png"
+    Image.fromarray(np.random.default_rng(0).random((16, 24)) > 0.5).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "1"
+    (said,) = load_image(path).warnings
+    assert said.startswith("a 1-bit (black and white) image: the output is 8-bit grey")
+    assert not load_image(save_image(tmp_path / "grey.png", np.zeros((4, 4)))).warnings

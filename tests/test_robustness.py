@@ -530,10 +530,13 @@ def test_corpus_through_a_real_subprocess(corpus, weights, tmp_path) -> None:
     # lines (in input order), a progress line per image that did not fail, and the summary.
     lines = stderr_lines(proc.stderr)
     progress = [ln for ln in proc.stderr.splitlines() if ln not in lines]
-    # The one warning: the CMYK JPEG is enhanced and written as RGB.
+    # The warnings: the 1-bit PNG becomes grey, the CMYK JPEG is written as RGB.
     warned = [ln for ln in lines if ln.startswith("rbqe: warning: ")]
-    assert warned == [f"rbqe: warning: {corpus['jpeg_cmyk']}: a CMYK image, enhanced and "
-                      "written as RGB (a plain conversion: it embeds no usable CMYK profile)"]
+    assert warned == [
+        f"rbqe: warning: {corpus['png_1bit']}: a 1-bit (black and white) image: the output "
+        "is 8-bit grey, its edges smoothed; JPEG artefact removal is not meant for it",
+        f"rbqe: warning: {corpus['jpeg_cmyk']}: a CMYK image, enhanced and written as RGB "
+        "(a plain conversion: it embeds no usable CMYK profile)"]
     lines = [ln for ln in lines if ln not in warned]
     assert len(progress) == len(entries) - len(failed)
     expected_errors = [f"rbqe: error: {e['error']}" for e in doc["images"]
