@@ -359,10 +359,21 @@ def result_name(tag: str | None, mode: ExitMode) -> str:
     return tag if tag is not None else str(mode)
 
 
-def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode) -> ItemReport:
-    """The report entry of an input whose outputs all exist."""
+def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode,
+                 notes: OutputNotes | None = None) -> ItemReport:
+    """The report entry of an input whose outputs all exist; with the ``exit`` its auto
+    output holds, where ``notes`` has a note of it that still stands for it (its key
+    stays ``"auto"``)."""
     forced = mode if isinstance(mode, int) else None
-    return ItemReport(path, "skipped", outputs={_key(t, forced): p for t, p in targets.items()})
+    auto = targets.get(None)
+    held = None
+    if notes is not None and auto is not None:
+        noted = notes.get(auto)
+        if noted is not None and noted.stands_for(auto) and \
+                path_key(noted.source) == path_key(path):
+            held = noted.exit
+    return ItemReport(path, "skipped", exit=held if forced is None else None,
+                      outputs={_key(t, forced): p for t, p in targets.items()})
 
 
 def with_rule(options: BatchOptions, enhancer: Enhancer) -> BatchOptions:
@@ -552,7 +563,7 @@ def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
 
 
 def _skipped(job: _Job) -> ItemReport:
-    return skipped_item(job.path, job.targets, job.options.mode)
+    return skipped_item(job.path, job.targets, job.options.mode, job.notes)
 
 
 def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None:
@@ -655,7 +666,7 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
                     src, fmt=options.fmt,
                     quality=options.quality, keep_metadata=options.keep_metadata,
                     strip_gps=options.strip_gps, protect=job.protect)
-                _write_output(job, target, result_name(tag, options.mode), save)
+                _write_output(job, target, result_name(tag, options.mode), save, k)
             outputs[_key(tag, k)] = target
     total = (time.perf_counter() - t0) * 1000
     item = item_from_result(job.path, result, outputs, total, enhancer)
@@ -664,7 +675,8 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
     return item
 
 
-def _write_output(job: _Job, target: Path, result: str, save: Callable[..., object]) -> None:
+def _write_output(job: _Job, target: Path, result: str, save: Callable[..., object],
+                  exit: int | None = None) -> None:
     """``save(replace=...)`` the output at ``target``, its note in the output log kept true.
 
     A file at ``target`` is replaced only with ``overwrite``, or for a planned ``todo``
@@ -681,7 +693,7 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
         save(replace=replace)
         return
     write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier,
-                made=made, source_id=job.source_id)
+                made=made, source_id=job.source_id, exit=exit)
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:

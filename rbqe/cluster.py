@@ -506,7 +506,7 @@ def run_ray_batch(
             conflict = existing_conflict(path, targets, options, plan.notes)
             todo = {} if conflict else pending_outputs(targets, options)
             if not todo:
-                item = conflict or skipped_item(path, targets, options.mode)
+                item = conflict or skipped_item(path, targets, options.mode, plan.notes)
                 emit(item.to_json(), (None, None), item)
             else:
                 work.append(_work_item(path, targets, todo, plan.noted))

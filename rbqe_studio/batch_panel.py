@@ -5,16 +5,14 @@ batch on its own worker thread (the interactive viewer keeps working meanwhile),
 progress with an ETA, and renders the library's summary.
 
 "Open in viewer" queues the images with their saved outputs. An image skipped because
-its ``auto`` output was already there has a report that names no exit, so the viewer
-would have to enhance it again; where this panel's earlier batch made that output and
-the file is still the one made, that batch's report is used instead, and the images
-that are enhanced again all the same are named (its tooltip, the summary).
+its ``auto`` output was already there is shown from it where the output log's note says
+which exit it holds (:func:`rbqe_studio.jobs.saved_exits`); one noted by an older
+version says none, and is enhanced again: those are named (the tooltip, the summary).
 """
 
 from __future__ import annotations
 
 import html
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +31,6 @@ from PySide6.QtWidgets import (
 )
 
 from rbqe.batch import BatchOptions, ItemReport
-from rbqe.io import path_key
 from rbqe_studio.jobs import BatchJob, BatchOutcome, EngineSpec, PolicyChoice, saved_exits
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.settings_panel import FolderField
@@ -149,15 +146,6 @@ def again_text(inputs: list[Path]) -> str:
             f"{'it holds' if one else 'they hold'}")
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
-    """Size and modification time of the file at ``path``; None when there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
 OPEN_TIP = "Queue the images with their saved outputs (nothing is computed again)"
 
 
@@ -183,9 +171,6 @@ class BatchPanel(QWidget):
         self._eta: Eta | None = None
         self._done = 0
         self.clock = time.monotonic  # the time-left estimate's (a test's own clock)
-        # The outputs this panel's batches made, by path_key: the report that made each,
-        # and the file's size and time then (a later batch skips them, naming no exit).
-        self._made: dict[str, tuple[ItemReport, tuple[int, int]]] = {}
 
         self.input = FolderField("Input folder")
         self.recursive = QCheckBox("Include sub-folders")
@@ -374,7 +359,6 @@ class BatchPanel(QWidget):
         self._set_running(False)
         self.current.setText("Cancelled" if outcome.cancelled else "Done")
         self.eta.setText("")
-        self._remember(outcome.items)
         again = self._enhanced_again()
         note = f"<p>Open in viewer: {html.escape(again_text(again))}.</p>" if again else ""
         self.summary.setHtml(summary_html(outcome) + note)
@@ -404,33 +388,10 @@ class BatchPanel(QWidget):
         if self.outcome is not None:
             self.open_results.emit(self._to_open())
 
-    def _remember(self, reports: list[ItemReport]) -> None:
-        """Notes the outputs the ``reports`` say were made, as they are now."""
-        for r in reports:
-            if r.status != "ok":
-                continue
-            for out in saved_exits(r).values():
-                signature = _signature(out)
-                if signature is not None:
-                    self._made[path_key(out)] = (r, signature)
-
     def _to_open(self) -> list[ItemReport]:
-        """The reports Open in viewer queues: a skipped image's, whose output names no
-        exit, replaced by the report of the batch here that made that output, if the
-        file is still the one it made."""
-        reports = []
+        """The reports Open in viewer queues: the images processed or skipped."""
         assert self.outcome is not None
-        for r in self.outcome.items:
-            if r.status not in ("ok", "skipped"):
-                continue
-            if r.status == "skipped" and not saved_exits(r) and len(r.outputs) == 1:
-                out = next(iter(r.outputs.values()))
-                made = self._made.get(path_key(out))
-                if made is not None and made[1] == _signature(out) \
-                        and path_key(made[0].input) == path_key(r.input):
-                    r = made[0]
-            reports.append(r)
-        return reports
+        return [r for r in self.outcome.items if r.status in ("ok", "skipped")]
 
     def _enhanced_again(self) -> list[Path]:
         """The images Open in viewer enhances again: skipped, and no exit known."""

@@ -401,7 +401,12 @@ class BatchOutcome:
 
 
 def saved_exits(report: ItemReport) -> dict[int, Path]:
-    """The outputs of a batch report entry whose exit is known, by exit (an ``auto``
-    output skipped because it existed names no exit)."""
-    return {int(k): Path(p) for k, p in report.outputs.items() if str(k).isdigit()}
+    """The outputs of a batch report entry whose exit is known, by exit: an ``auto``
+    output skipped because it existed is under the exit its output-log note says it
+    holds (``report.exit``); one noted by an older version names none."""
+    saved = {int(k): Path(p) for k, p in report.outputs.items() if str(k).isdigit()}
+    auto = report.outputs.get("auto")
+    if auto is not None and report.exit is not None:
+        saved.setdefault(report.exit, Path(auto))
+    return saved
 

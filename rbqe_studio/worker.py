@@ -386,7 +386,9 @@ def result_from_report(report: ItemReport, view: ViewData,
         # The chosen exit carries the batch's verdict, as a computed one does: its card
         # then colours the score by the rule (it was orange where the app drew green).
         exits.append(ExitResult(k, image, score, nan, nan,
-                                report.gmacs if k == report.exit else nan, None,
+                                # a skipped output's row (its exit from its note) has none
+                                report.gmacs if k == report.exit and report.gmacs is not None
+                                else nan, None,
                                 decision if decision is not None and k == decision.exit
                                 else None))
     forced = decision is not None and decision.signal == "forced"

@@ -134,12 +134,15 @@ def test_rerun_skips_existing_outputs_unless_overwrite(weights, tmp_path) -> Non
     rc, err, doc = enhance(weights, src, "-o", out)
     assert rc == 0 and statuses(doc) == {"p0.jpg": "ok", "p1.jpg": "ok", "p2.jpg": "ok"}
     first = snapshot(out)
+    exits = [e["exit"] for e in doc["images"]]
 
     rc, err, doc = enhance(weights, src, "-o", out)
     assert rc == 0, err
     assert statuses(doc) == {"p0.jpg": "skipped", "p1.jpg": "skipped", "p2.jpg": "skipped"}
     assert all(e["outputs"] == {"auto": str(out / f"p{i}.png")}
                for i, e in enumerate(doc["images"]))
+    # The exit each holds, from its note in the output log (a skipped row named none).
+    assert [e.get("exit") for e in doc["images"]] == exits
     assert "error" not in doc["images"][0]
     assert lines(err) == ["rbqe: 0 enhanced, 3 skipped, 0 failed of 3"]
     assert snapshot(out) == first  # not even touched

@@ -61,6 +61,9 @@ class Noted(NamedTuple):
     token: str | None = None
     made: dict[str, Any] | None = None  # see made_with; None in older versions' notes
     source_id: dict[str, Any] | None = None  # see source_identity; None: older, or the app's
+    # The exit an "auto" output holds (auto's choice): a later run that skips the output
+    # can say it, and the app show the file instead of enhancing the photo again.
+    exit: int | None = None
 
     def stands_for(self, output: str | os.PathLike[str]) -> bool:
         """Whether the file now at ``output`` is the one noted: of the noted size, or, for
@@ -80,7 +83,7 @@ class Noted(NamedTuple):
 def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str],
                   result: str | None = None, *, size: int | None = None,
                   token: str | None = None, made: dict[str, Any] | None = None,
-                  source_id: dict[str, Any] | None = None) -> str:
+                  source_id: dict[str, Any] | None = None, exit: int | None = None) -> str:
     """Notes in ``output``'s folder that it is rbqe's enhancement of ``source`` (and which
     ``result`` of it, ``source_id`` the source as it was read: see :class:`Noted`); with
     ``size``, that it has been written.
@@ -106,6 +109,8 @@ def record_output(output: str | os.PathLike[str], source: str | os.PathLike[str]
         entry["made"] = made
     if source_id is not None:
         entry["source_id"] = source_id
+    if exit is not None:
+        entry["exit"] = exit
     if size is not None:
         entry["size"] = size
     else:
@@ -136,9 +141,10 @@ T = TypeVar("T")
 def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], result: str,
                 write: Callable[[], T], *, earlier: Noted | None = None,
                 must_note: bool = True, made: dict[str, Any] | None = None,
-                source_id: dict[str, Any] | None = None) -> T:
+                source_id: dict[str, Any] | None = None, exit: int | None = None) -> T:
     """``write()`` the output at ``output`` (rbqe's ``result`` of ``source``, ``made`` as
-    :func:`made_with` says, ``source_id`` the source as read: :func:`source_identity`),
+    :func:`made_with` says, ``source_id`` the source as read: :func:`source_identity`,
+    ``exit`` the exit it holds),
     its note in the output log kept true; returns what ``write`` returns. The one way
     outputs are noted: the CLI's batch and the app's saves both write through it.
 
@@ -155,7 +161,7 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
     """
     out = Path(output)
     try:
-        token = record_output(out, source, result, made=made, source_id=source_id)
+        token = record_output(out, source, result, made=made, source_id=source_id, exit=exit)
     except OSError as exc:
         if not must_note:
             logger.warning("%s: not noted in its folder's %s (%s)", out, OUTPUT_LOG,
@@ -172,13 +178,13 @@ def write_noted(output: str | os.PathLike[str], source: str | os.PathLike[str], 
             with contextlib.suppress(OSError):
                 record_output(out, earlier.source, earlier.result, size=earlier.size,
                               token=earlier.token, made=earlier.made,
-                              source_id=earlier.source_id)
+                              source_id=earlier.source_id, exit=earlier.exit)
         else:
             retract_output(out, source, token)
         raise
     with contextlib.suppress(OSError):  # the note made before still stands for it
         record_output(out, source, result, size=os.path.getsize(out), token=token,
-                      made=made, source_id=source_id)
+                      made=made, source_id=source_id, exit=exit)
     return written
 
 
@@ -377,13 +383,14 @@ def _read_output_log(folder: Path) -> dict[str, Noted]:
                 del entries[name]
             continue
         when, token, made = entry.get("time"), entry.get("token"), entry.get("made")
-        source_id = entry.get("source_id")
+        source_id, exit_ = entry.get("source_id"), entry.get("exit")
         entries[name] = Noted(folder / source, result if isinstance(result, str) else None,
                               size if isinstance(size, int) else None,
                               float(when) if isinstance(when, (int, float)) else None,
                               token if isinstance(token, str) else None,
                               made if isinstance(made, dict) else None,
-                              source_id if isinstance(source_id, dict) else None)
+                              source_id if isinstance(source_id, dict) else None,
+                              exit_ if isinstance(exit_, int) and 1 <= exit_ <= 5 else None)
     return entries
 
 
@@ -423,7 +430,8 @@ class OutputNotes:
         source_id = {**noted.source_id, "mtime_ns": st.st_mtime_ns}
         with contextlib.suppress(OSError):
             record_output(output, noted.source, noted.result, size=noted.size,
-                          token=noted.token, made=noted.made, source_id=source_id)
+                          token=noted.token, made=noted.made, source_id=source_id,
+                          exit=noted.exit)
             self._folders[output.parent][output.name] = noted._replace(source_id=source_id)
 
 

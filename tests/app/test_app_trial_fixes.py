@@ -122,8 +122,9 @@ def run_batch(qtbot, panel):
 
 def test_open_in_viewer_reads_the_outputs_an_earlier_batch_here_made(
         qtbot, window, images, tmp_path) -> None:
-    """Run, then run again (all skipped: their auto outputs name no exit): Open in viewer
-    enhanced every image again, though its tooltip said nothing is computed again."""
+    """Run, then run again (all skipped: their auto outputs named no exit): Open in viewer
+    enhanced every image again, though its tooltip said nothing is computed again. The
+    output log notes the exit each auto output holds: the skipped rows say it."""
     panel, out = window.batch, tmp_path / "out"
     panel.input.set_text(str(images[0].parent))
     panel.output.set_text(str(out))
@@ -132,6 +133,7 @@ def test_open_in_viewer_reads_the_outputs_an_earlier_batch_here_made(
     assert [r.status for r in first.items] == ["ok"] * 3
     again = run_batch(qtbot, panel)
     assert [r.status for r in again.items] == ["skipped"] * 3
+    assert [r.exit for r in again.items] == [r.exit for r in first.items]
     assert panel.open_button.toolTip() == ("Queue the images with their saved outputs "
                                            "(nothing is computed again)")
     assert "enhanced again" not in panel.summary.toPlainText()
@@ -148,15 +150,22 @@ def test_open_in_viewer_reads_the_outputs_an_earlier_batch_here_made(
 
 def test_open_in_viewer_names_the_images_it_enhances_again(qtbot, window, images,
                                                            tmp_path) -> None:
-    """An output made before (or changed since this panel made it) names no exit when a
-    batch skips it: the images are enhanced again, and now said so."""
+    """An output noted by an older version (its note says no exit) names no exit when a
+    batch skips it: the image is enhanced again, and said so."""
+    import json
+
+    from rbqe.io import OUTPUT_LOG
+
     panel, out = window.batch, tmp_path / "out"
     panel.input.set_text(str(images[0].parent))
     panel.output.set_text(str(out))
     run_batch(qtbot, panel)
-    touched = out / "photo1_rbqe.png"
-    st = touched.stat()
-    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    log = out / OUTPUT_LOG
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    for e in entries:
+        if e["output"] == "photo1_rbqe.png":
+            e.pop("exit", None)  # as an older version noted it
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
     assert [r.status for r in run_batch(qtbot, panel).items] == ["skipped"] * 3
     tip = panel.open_button.toolTip()
     assert "nothing is computed again" not in tip
