@@ -478,6 +478,7 @@ class MainWindow(QMainWindow):
         if not paths:
             return
         first = Path(paths[0])
+        self._saved_to = str(first.parent)  # the next Save starts there
         what = first.name if len(paths) == 1 else f"{len(paths)} files"
         folder = elide_middle(str(first.parent), 48)
         note = (f" · <span style='color:#e8a33d'>{html.escape(warned(warnings))}</span>"
@@ -507,6 +508,8 @@ class MainWindow(QMainWindow):
         """A setting was changed (Settings panel, command line): store it, let the
         session decide what it means."""
         settings_mod.save_settings(self.store, self.settings)
+        if name == "output_dir":
+            self._saved_to = None  # the folder just chosen is where saves start
         self.session.setting_changed(name)
 
     def choose_weights_file(self) -> None:
@@ -613,7 +616,6 @@ class MainWindow(QMainWindow):
                                     fmt=s.output_format)
         path = self._save_dialog(suggested)
         if path:
-            self._saved_to = str(Path(path).parent)  # the next Save starts there
             self.session.save([k], targets={k: Path(path)})
 
     def save_all_exits(self) -> None:
@@ -624,7 +626,6 @@ class MainWindow(QMainWindow):
             "Save all exits to", self._saved_to or self.settings.output_dir or str(data.path.parent))
         if not folder:
             return
-        self._saved_to = folder
         exits = list(range(1, NUM_EXITS + 1))
         others = self.session.others_at(exits, Path(folder))
         if others and not self._confirm_replace(Path(folder), others):

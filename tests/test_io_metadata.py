@@ -318,5 +318,5 @@ def test_a_one_bit_image_is_said_to_become_grey(tmp_path: Path) -> None:
     with Image.open(path) as im:
         assert im.mode == "1"
     (said,) = load_image(path).warnings
-    assert said.startswith("a 1-bit (black and white) image: the output is 8-bit grey")
+    assert said.startswith("a 1-bit (black and white) image: the output has 8-bit levels")
     assert not load_image(save_image(tmp_path / "grey.png", np.zeros((4, 4)))).warnings

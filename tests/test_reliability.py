@@ -729,14 +729,37 @@ def test_damaged_jpeg_data_is_said_and_harmless_padding_is_not(tmp_path: Path) -
     assert not load_image(padded).warnings
 
 
-def test_a_few_padding_bytes_before_a_marker_are_no_damage(tmp_path: Path) -> None:
-    # Three zero bytes before a table segment: libjpeg warns of "3 extraneous bytes", the
-    # picture is whole, and it was reported damaged.
-    from rbqe.io.jpeg_data import jpeg_data_check
+def test_a_byte_flipped_near_a_restart_marker_is_damage(tmp_path: Path) -> None:
+    # libjpeg ends the restart interval early and skips a few bytes ("4 extraneous bytes
+    # before marker 0xd6"): the interval's blocks are garbled. A rule that took a few
+    # bytes for padding let it pass.
+    import re
 
-    good = _encoded("JPEG", photo(96, 128), quality=80, progressive=True)
-    at = good.index(b"\xff\xc4")  # a Huffman table
-    padded = tmp_path / "padded.jpg"
-    padded.write_bytes(good[:at] + bytes(3) + good[at:])
-    assert jpeg_data_check(padded) == (False, None)
-    assert not load_image(padded).warnings
+    import cv2
+
+    from rbqe.io.jpeg_data import _quick_decode, jpeg_data_check
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:128, 0:128]
+    img = (np.stack([np.sin(x / 9) * 60 + 120 + y / 4, np.cos(y / 7) * 50 + 100, (x + y) / 4],
+                    -1) + rng.normal(0, 8, (128, 128, 3))).clip(0, 255).astype(np.uint8)
+    good = _encoded("JPEG", img, quality=85, restart_marker_blocks=4)
+    ref = cv2.imdecode(np.frombuffer(good, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    bad_path = tmp_path / "rst.jpg"
+    seen = 0
+    for marker in [m.start() for m in re.finditer(rb"\xff[\xd0-\xd7]", good)][3:20]:
+        for back in range(2, 10):
+            bad = bytearray(good)
+            bad[marker - back] ^= 0x5A
+            if 0xFF in bad[marker - back - 1 : marker - back + 1]:
+                continue
+            bad_path.write_bytes(bad)
+            decoded = cv2.imdecode(np.frombuffer(bytes(bad), np.uint8), cv2.IMREAD_COLOR)
+            said = " ".join(_quick_decode(bad_path)[1]).lower()
+            if np.abs(decoded.astype(int) - ref).max() <= 40 or \
+                    re.search(r"extraneous bytes before marker 0xd[0-7]", said) is None:
+                continue  # no visible harm, or not the warning at stake (some say none)
+            short, damage = jpeg_data_check(bad_path)
+            assert short or damage is not None, (marker, back, said)
+            seen += 1
+    assert seen > 3  # the loop met such files

@@ -534,7 +534,8 @@ def test_corpus_through_a_real_subprocess(corpus, weights, tmp_path) -> None:
     warned = [ln for ln in lines if ln.startswith("rbqe: warning: ")]
     assert warned == [
         f"rbqe: warning: {corpus['png_1bit']}: a 1-bit (black and white) image: the output "
-        "is 8-bit grey, its edges smoothed; JPEG artefact removal is not meant for it",
+        "has 8-bit levels (grey; RGB in WebP), its edges smoothed; JPEG artefact removal is "
+        "not meant for it",
         f"rbqe: warning: {corpus['jpeg_cmyk']}: a CMYK image, enhanced and written as RGB "
         "(a plain conversion: it embeds no usable CMYK profile)"]
     lines = [ln for ln in lines if ln not in warned]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,8 +19,9 @@ from rbqe.io.metadata import _EXIF_PREFIX
 from rbqe.io.pixels import _OutputPixels
 
 # zlib level of every PNG we write. 3, not Pillow's 6: a 12 MP photo in 1.6 s instead of
-# 4.6 s, 1 % larger (level 1: 1.2 s, 3.5 % larger); at 6 the save took a fifth of a 12 MP
-# image's whole time on a 2-core CPU.
+# 4.6 s, 1 % larger (level 1: 1.2 s, 3.5 % larger), on one thread of an earlier 2-core VM
+# (1.07-1.19 s at level 3 on today's; on two threads 0.57-0.61: _write_png_stream); at 6
+# the save took a fifth of a 12 MP image's whole time.
 PNG_COMPRESS_LEVEL = 3
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -183,6 +185,10 @@ def _write_png_stream(fh: IO[bytes], pixels: _OutputPixels, chunks: list[bytes],
     bands = pixels.bands()
 
     def encode(i: int) -> tuple[bytes, np.ndarray]:
+        with np.errstate(all="ignore"):  # (per thread) what _quantize_band maps anyway
+            return _encode_band(i)
+
+    def _encode_band(i: int) -> tuple[bytes, np.ndarray]:
         r0, r1 = bands[i]
         raw = _raw_rows(pixels, r0, r1, bpp)
         # the row above the band (zeros above the first), made again: bands are independent
@@ -214,11 +220,16 @@ def _raw_rows(pixels: _OutputPixels, r0: int, r1: int, bpp: int) -> np.ndarray:
 
 
 def _encode_workers() -> int:
-    """Threads for encoding: the CPUs this process may use (its affinity), at most 4."""
+    """Threads for encoding: the CPUs this process may use (its affinity), at most 4,
+    and no more than torch's threads where torch is loaded: a Ray worker given one CPU
+    (``torch.set_num_threads(1)``; Ray pins no affinity) must not start four."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
+    torch = sys.modules.get("torch")  # not imported here: rbqe.io does not need it
+    if torch is not None:
+        cpus = min(cpus, int(torch.get_num_threads()))
     return max(1, min(4, cpus))
 
 

@@ -621,9 +621,9 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                    "packet) could not be read whole and is not carried") if xmp_lost else None
     # Black and white only (a fax, a line-art scan): the network makes grey of its edges,
     # and the output is an 8-bit grey image (it was written without a word).
-    bilevel = ("a 1-bit (black and white) image: the output is 8-bit grey, its edges "
-               "smoothed; JPEG artefact removal is not meant for it") if source_mode == "1" \
-        else None
+    bilevel = ("a 1-bit (black and white) image: the output has 8-bit levels (grey; RGB "
+               "in WebP), its edges smoothed; JPEG artefact removal is not meant for it") \
+        if source_mode == "1" else None
     warnings = [w for w in (damage_warning, bilevel, frames_warning, chroma_warning, icc_warning,
                             xmp_warning,
                             _low_range_warning(ints) if bit_depth == 16 else None) if w]

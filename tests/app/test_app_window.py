@@ -443,3 +443,8 @@ def test_save_starts_where_the_last_save_went(qtbot, window, images, tmp_path,
     monkeypatch.setattr(window, "_folder_dialog", lambda title, start: started.append(start))
     window.acts.save_all.trigger()
     assert started == [str(elsewhere)]
+    chosen = tmp_path / "chosen"  # Settings' output folder, chosen since: saves start there
+    window.settings_panel.output.set_text(str(chosen))
+    window.settings_panel.output.changed.emit(str(chosen))
+    window.acts.save_all.trigger()
+    assert started[-1] == str(chosen)
