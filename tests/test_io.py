@@ -487,7 +487,9 @@ def test_orientation_applies_to_16bit_and_alpha(tmp_path: Path) -> None:
     rotated = tmp_path / "rotated.png"
     # Splice an eXIf chunk with Orientation 8 into the OpenCV-written file.
     chunk = rio.png._png_metadata_chunks(None, exif_bytes(8))
-    rotated.write_bytes(rio.png._png_insert_after_ihdr(buf.tobytes(), chunk))
+    png = buf.tobytes()
+    end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4  # after IHDR (the first chunk)
+    rotated.write_bytes(png[:end] + b"".join(chunk) + png[end:])
     src = load_image(rotated)
     assert src.bit_depth == 16 and src.size == (3, 5)
     np.testing.assert_array_equal(as_uint16(src.pixels), np.rot90(rgba16[..., :3], 1))
@@ -915,7 +917,7 @@ def test_atomic_write_failure_other_exceptions(tmp_path: Path, monkeypatch) -> N
     def boom(*args):
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(rio.write, "_opencv_encode", boom)
+    monkeypatch.setattr(rio.write, "_write_png_stream", boom)  # 16-bit colour's encoder
     with pytest.raises(ImageWriteError, match="could not encode PNG: encoder exploded"):
         save_image(tmp_path / "x16.png", np.zeros((2, 2, 3)), bit_depth=16)
     assert listing(tmp_path) == []

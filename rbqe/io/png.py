@@ -1,5 +1,5 @@
-"""The PNG container done by hand: header parsing, metadata chunks, a 16-bit grey+alpha
-encoder and a band-wise streaming encoder for huge images."""
+"""The PNG container done by hand: header parsing, metadata chunks, and the band-wise
+encoder (on several threads) of every PNG of a megapixel or more, and of 16-bit colour."""
 
 from __future__ import annotations
 
@@ -133,35 +133,6 @@ def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: str | None 
         chunks.append(_png_itxt("Comment", comment))
     chunks.extend(_png_chunk(*png_text_chunk(field)) for field in text)
     return chunks
-
-
-def _png_insert_after_ihdr(png: bytes, chunks: list[bytes]) -> bytes:
-    # IHDR is always the first chunk: signature (8) + length (4) + type (4) + data + CRC (4).
-    end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
-    return png[:end] + b"".join(chunks) + png[end:]
-
-
-def _encode_png16(arr: np.ndarray, color_type: int, chunks: list[bytes]) -> bytes:
-    """Minimal 16-bit PNG encoder (used for grey+alpha, which OpenCV cannot write)."""
-    h, w, c = arr.shape
-    raw = np.ascontiguousarray(arr.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
-    # "Up" filter (type 2): byte-wise difference to the previous row helps zlib a lot
-    # on photographic data and is trivial to vectorise.
-    filtered = raw.copy()
-    filtered[1:] -= raw[:-1]
-    rows = np.empty((h, 1 + raw.shape[1]), dtype=np.uint8)
-    rows[:, 0] = 2
-    rows[:, 1:] = filtered
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    return b"".join(
-        [
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", ihdr),
-            *chunks,
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)),
-            _png_chunk(b"IEND", b""),
-        ]
-    )
 
 
 _PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA

@@ -41,8 +41,6 @@ from rbqe.io.pixels import (
 from rbqe.io.png import (
     PNG_COMPRESS_LEVEL,
     PNG_XMP_KEY,
-    _encode_png16,
-    _png_insert_after_ihdr,
     _png_metadata_chunks,
     _write_png_stream,
     png_text_chunk,
@@ -458,26 +456,17 @@ def _make_writer(
     depth = pixels.depth
     png_chunks = functools.partial(_png_metadata_chunks, icc, exif, extra.xmp_text(),
                                    extra.comment_text(), extra.dpi, extra.text, extra.colour)
-    if fmt_name == "PNG" and height * width >= _STREAM_PNG_PIXELS:
+    # Pillow cannot hold 16-bit colour: such PNGs go to rbqe's own encoder too.
+    if fmt_name == "PNG" and (height * width >= _STREAM_PNG_PIXELS or
+                              (depth == 16 and channels > 1)):
         chunks = png_chunks()
         return lambda fh: _write_png_stream(fh, pixels, chunks)
     if depth == 16 and channels > 1:
-        # Pillow cannot hold 16-bit colour: OpenCV encodes RGB(A); grey+alpha PNG uses
-        # the small encoder above. Metadata chunks are spliced into PNGs by hand; OpenCV
-        # writes a TIFF without any, so all of it is added after (_add_tags).
+        # A 16-bit colour TIFF: OpenCV encodes it, without any metadata, so all of it is
+        # added after (_add_tags).
         def write16(fh: IO[bytes]) -> None:
-            ints = pixels.whole()
-            if fmt_name == "PNG":
-                chunks = png_chunks()
-                if channels == 2:
-                    data = _encode_png16(ints, 4, chunks)
-                else:
-                    data = _png_insert_after_ihdr(_opencv_encode(".png", ints), chunks)
-            else:
-                data = _opencv_encode(".tif", ints)
-            fh.write(data)
-            if fmt_name == "TIFF":
-                _add_tags(p, fh, exif, metadata_tags(icc, extra.xmp, extra.iptc, extra.dpi))
+            fh.write(_opencv_encode(".tif", pixels.whole()))
+            _add_tags(p, fh, exif, metadata_tags(icc, extra.xmp, extra.iptc, extra.dpi))
 
         return write16
 
