@@ -489,3 +489,29 @@ def test_each_format_says_what_it_cannot_keep(tmp_path: Path, ext: str, lost: st
                         f"{'WebP' if ext == 'webp' else ext.upper().replace('TIF', 'TIFF')} "
                         f"output; copy {'it' if ' is' in lost else 'them'} over if you need "
                         f"{'it' if ' is' in lost else 'them'}"]
+
+
+def _block(rid: int, data: bytes) -> bytes:
+    """A Photoshop image resource block (8BIM, empty name)."""
+    return (b"8BIM" + struct.pack(">H", rid) + b"\x00\x00" + struct.pack(">I", len(data))
+            + data + b"\x00" * (len(data) % 2))
+
+
+def test_the_photoshop_copyright_flag_and_url_are_said_lost(tmp_path: Path) -> None:
+    # Carried nowhere (only the IPTC captions are), and dropped without a word.
+    body = b"Photoshop 3.0\x00" + _block(0x0404, IIM) + _block(0x040A, b"\x01") \
+        + _block(0x040B, b"https://example.org/rights")
+    path = _jpeg_with_iim(tmp_path / "ps.jpg")
+    data = path.read_bytes()
+    segment = b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
+    at = data.index(b"\xff\xed")
+    size = struct.unpack(">H", data[at + 2 : at + 4])[0]
+    path.write_bytes(data[:at] + segment + data[at + 2 + size :])
+    src = load_image(path)
+    assert src.iptc == IIM
+    (said,) = [w for w in src.warnings if "Photoshop" in w]
+    assert said == ("its Photoshop copyright flag (marked copyrighted) and URL "
+                    "(https://example.org/rights) are not carried into the output (its IPTC "
+                    "captions are); copy them over if you need them")
+    assert not [w for w in load_image(_jpeg_with_iim(tmp_path / "plain.jpg")).warnings
+                if "Photoshop" in w]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,22 +104,55 @@ def _iptc_of(im: Image.Image) -> bytes | None:
 def _irb_iptc(resources: bytes) -> bytes | None:
     """Resource 0x0404 of a run of Photoshop image resource blocks, or None; ValueError
     when it is cut short."""
+    for rid, at, size in _irb_blocks(resources):
+        if rid == PHOTOSHOP_IPTC:
+            if at + size > len(resources):
+                raise ValueError(f"is cut short ({len(resources) - at:,} of its "
+                                 f"{size:,} bytes)")
+            return resources[at : at + size]
+    return None
+
+
+def _irb_blocks(resources: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(id, start, size)`` of each Photoshop image resource block (8BIM) in a run of
+    them, until one does not start as a block does (its size may run past the end)."""
     at = 0
     while at + 12 <= len(resources) and resources[at : at + 4] == b"8BIM":
         rid = struct.unpack(">H", resources[at + 4 : at + 6])[0]
         name = resources[at + 6]
         at += 6 + name + 1 + (name + 1) % 2  # a Pascal name, padded to an even length
         if at + 4 > len(resources):
-            break
+            return
         size = struct.unpack(">I", resources[at : at + 4])[0]
-        at += 4
-        if rid == PHOTOSHOP_IPTC:
-            if at + size > len(resources):
-                raise ValueError(f"is cut short ({len(resources) - at:,} of its "
-                                 f"{size:,} bytes)")
-            return resources[at : at + size]
-        at += size + size % 2
-    return None
+        yield rid, at + 4, size
+        at += 4 + size + size % 2
+
+
+_COPYRIGHT_FLAG, _URL = 0x040A, 0x040B  # Photoshop's "copyrighted" flag and its URL
+
+
+def photoshop_extras(im: Image.Image) -> str | None:
+    """What a JPEG's Photoshop resources hold that no output carries: the copyright flag
+    (set) and the URL, said in one warning (they were dropped without a word); None where
+    it has neither."""
+    if im.format not in ("JPEG", "MPO"):
+        return None
+    resources = b"".join(s[len(_APP13_HEADER):] for m, s in getattr(im, "applist", [])
+                         if m == "APP13" and s.startswith(_APP13_HEADER))
+    lost = []
+    for rid, at, size in _irb_blocks(resources):
+        data = resources[at : at + size]
+        if rid == _COPYRIGHT_FLAG and data[:1] == b"\x01":
+            lost.append("copyright flag (marked copyrighted)")
+        elif rid == _URL and data.strip(b"\x00 "):
+            url = data.strip(b"\x00 ").decode("latin-1")
+            lost.append(f"URL ({url[:80]}{'…' if len(url) > 80 else ''})")
+    if not lost:
+        return None
+    them = len(lost) > 1
+    return (f"its Photoshop {' and '.join(lost)} {'are' if them else 'is'} not carried "
+            f"into the output (its IPTC captions are); copy {'them' if them else 'it'} "
+            f"over if you need {'them' if them else 'it'}")
 
 
 _TIFF_UNITS = {1: "B", 3: "H", 4: "L", 7: "B"}  # BYTE, SHORT, LONG, UNDEFINED

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from rbqe.errors import ImageReadError, show_path
-from rbqe.io.captions import TextField, read_iptc, read_png_text
+from rbqe.io.captions import TextField, photoshop_extras, read_iptc, read_png_text
 from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason, said_while
 from rbqe.io.formats import (
     _AVIF_MISSING,
@@ -603,6 +603,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             if applied != 1 or exif_has_orientation(exif):
                 xmp, xmp_main = xmp_turned(xmp, applied), xmp_turned(xmp_main, applied)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
+            photoshop_warning = photoshop_extras(im)
             png_colour = read_png_colour(im.info) if fmt == "PNG" else ()
         except ImageReadError:
             raise
@@ -625,7 +626,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                "in WebP), its edges smoothed; JPEG artefact removal is not meant for it") \
         if source_mode == "1" else None
     warnings = [w for w in (damage_warning, bilevel, frames_warning, chroma_warning, icc_warning,
-                            xmp_warning,
+                            xmp_warning, photoshop_warning,
                             _low_range_warning(ints) if bit_depth == 16 else None) if w]
     for text in warnings:
         logger.warning("%s: %s", p, text)
