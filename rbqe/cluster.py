@@ -657,6 +657,9 @@ def _watch_cancel(cancel: Callable[[], bool] | None, stop: Any) -> Iterator[None
                 if cancel():
                     stop.set.remote()
                     return
+            except KeyboardInterrupt:  # a cancel check that stops at once: stop the workers
+                stop.set.remote()
+                return
             except Exception:  # noqa: BLE001 - the loop's own check still stops the run
                 log.debug("cancel watch failed", exc_info=True)
                 return
