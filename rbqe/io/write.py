@@ -220,7 +220,8 @@ def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
 # PNGs of at least this many pixels are encoded band by band, bands on several threads
 # (_write_png_stream): Pillow needs the whole image as integers plus its own 4-byte-per-
 # pixel copy of it, and deflates on one thread (a 12 MP photo: 1.1 s against 0.6 s on 2
-# cores). Smaller ones go to Pillow (16-bit colour to OpenCV): a few milliseconds.
+# cores). Smaller ones go to Pillow (16-bit colour, which Pillow cannot hold, to the
+# band-wise encoder too): a few milliseconds either way.
 _STREAM_PNG_PIXELS = 1_000_000
 
 
