@@ -49,8 +49,10 @@ def summary_line(outcome: BatchOutcome) -> str:
     what = ("Batch stopped" if stopped else "Batch cancelled" if outcome.cancelled
             else "Batch finished")
     left = unfinished(outcome)
+    noted = sum(bool(r.warnings) for r in reports if r.status != "failed")
     return (f"{what}: {counts['ok']} processed, {counts['failed']} failed, "
             f"{counts['skipped']} skipped" + (f", {left} not done" if left else "")
+            + (f", {noted} with notes (see Batch)" if noted else "")
             + (f" ({stopped})" if stopped else ""))
 
 

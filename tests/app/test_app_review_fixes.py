@@ -415,7 +415,7 @@ def test_a_batchs_notes_are_shown_not_only_logged() -> None:
     """A damaged JPEG, metadata an output cannot hold, an output renamed: the batch said
     so in the log only; the app's summary showed none of it."""
     from rbqe.batch import BatchSummary, ItemReport
-    from rbqe_studio.batch_panel import NOTES_SHOWN, summary_html
+    from rbqe_studio.batch_panel import NOTES_SHOWN, summary_html, summary_line
     from rbqe_studio.jobs import BatchOutcome
 
     done = [ItemReport(Path("a.jpg"), "ok", exit=3, times_ms={"total": 5.0},
@@ -426,6 +426,7 @@ def test_a_batchs_notes_are_shown_not_only_logged() -> None:
     outcome = BatchOutcome(BatchSummary(done, 10.0, False, None, 2), done, False, 2)
     page = summary_html(outcome)
     assert "<b>Notes</b>" in page and "a.jpg: its JPEG data is damaged" in page
+    assert summary_line(outcome).endswith("1 failed, 0 skipped, 1 with notes (see Batch)")
     assert "&lt;may&gt;" in page and "never shown twice" not in page
     many = [ItemReport(Path(f"p{i}.jpg"), "ok", exit=3, times_ms={"total": 5.0},
                        warnings=["a note"]) for i in range(NOTES_SHOWN + 5)]
