@@ -444,3 +444,24 @@ def test_a_workers_error_names_paths_as_the_user_did_and_only_whole_ones() -> No
         "cannot write in .: read-only file system"
     assert _as_shown("/data/home/u/photos/x.jpg: bad", pairs) == \
         "/data/home/u/photos/x.jpg: bad"  # another path that merely contains it
+
+
+def test_the_cancel_watch_stops_the_workers_on_a_keyboard_interrupt(monkeypatch) -> None:
+    # A cancel check that raises KeyboardInterrupt (stop at once) escaped the watch
+    # thread; the workers' stop flag was never set from it.
+    from rbqe.cluster import _watch_cancel
+
+    set_calls: list[int] = []
+    stop = type("Flag", (), {"set": type("Set", (), {
+        "remote": staticmethod(lambda: set_calls.append(1))})})
+    escaped: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+
+    def cancel() -> bool:
+        raise KeyboardInterrupt
+
+    with _watch_cancel(cancel, stop):
+        deadline = time.monotonic() + 5
+        while not set_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert set_calls == [1] and escaped == []
