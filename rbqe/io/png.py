@@ -156,14 +156,13 @@ def _write_png_stream(fh: IO[bytes], pixels: _OutputPixels, chunks: list[bytes],
     bands = pixels.bands()
 
     def encode(i: int) -> tuple[bytes, np.ndarray]:
-        with np.errstate(all="ignore"):  # (per thread) what _quantize_band maps anyway
-            return _encode_band(i)
-
-    def _encode_band(i: int) -> tuple[bytes, np.ndarray]:
         r0, r1 = bands[i]
-        raw = _raw_rows(pixels, r0, r1, bpp)
-        # the row above the band (zeros above the first), made again: bands are independent
-        prior = _raw_rows(pixels, r0 - 1, r0, bpp)[0] if r0 else np.zeros(width * bpp, np.uint8)
+        with np.errstate(all="ignore"):  # (per thread) what _quantize_band maps anyway
+            raw = _raw_rows(pixels, r0, r1, bpp)
+            # the row above the band (zeros above the first), made again: bands are
+            # independent
+            prior = _raw_rows(pixels, r0 - 1, r0, bpp)[0] if r0 else \
+                np.zeros(width * bpp, np.uint8)
         filtered = _png_filter(raw, prior, bpp)
         deflate = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, -15)  # raw deflate
         end = zlib.Z_FINISH if i == len(bands) - 1 else zlib.Z_SYNC_FLUSH

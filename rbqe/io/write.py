@@ -4,7 +4,6 @@ of :mod:`rbqe.io.png`); files are written via :mod:`rbqe.io.atomic`."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import logging
@@ -159,9 +158,14 @@ def _kept(p: Path, fmt_name: str, icc: bytes | None, exif: bytes | None,
     iptc = keep("IPTC", extra.iptc)
     if iptc and fmt_name == "PNG":  # a text field there, for every PNG writer alike
         text, iptc = (*text, png_iptc_text(iptc)), None
-    return keep("ICC", icc), keep("EXIF", exif), _Extra(
+    icc = keep("ICC", icc)
+    # The PNG specification: sRGB and iCCP not both (the profile is kept); Pillow's own
+    # writer left sRGB out, the hand-made encoders wrote both.
+    colour = tuple(c for c in extra.colour if not (icc and c[0] == b"sRGB")) \
+        if "gamma" in keeps else ()
+    return icc, keep("EXIF", exif), _Extra(
         keep("XMP", extra.xmp), keep("comment", extra.comment), keep("dpi", extra.dpi), iptc,
-        text, extra.colour if "gamma" in keeps else ())
+        text, colour)
 
 
 _WORDS = {"ICC": "ICC colour profile", "EXIF": "EXIF (camera, date, location)",
@@ -382,11 +386,6 @@ def save_image(
         else _Extra(dpi=dpi, colour=colour)
     extra = _extra_for(p, fmt_name, extra)
     icc, exif_bytes, extra = _kept(p, fmt_name, icc, exif_bytes, extra)
-    if icc and any(ctype == b"sRGB" for ctype, _ in extra.colour):
-        # The PNG specification: sRGB and iCCP not both (the profile is kept); Pillow's
-        # own writer left it out, the hand-made encoders wrote both.
-        extra = dataclasses.replace(extra, colour=tuple(
-            c for c in extra.colour if c[0] != b"sRGB"))
     grey_curve = None
     if icc and channels == 3 and mode in ("L", "LA") and icc[16:20] == b"GRAY":
         grey_curve, icc = _grey_in_srgb(p, icc)
