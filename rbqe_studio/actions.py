@@ -59,14 +59,25 @@ class Actions:
     difference: QAction
 
 
+SAVE_TIP = "Save the exit shown on the B side"
+# Stopped before an exit was chosen: no "auto" result to save, the exit shown is saved
+SAVE_STOPPED_TIP = ("Save the exit shown on the B side, named as that exit (stopped: no "
+                    "exit was chosen)")
+
+
+def set_tip(act: QAction, tip: str) -> None:
+    """``act``'s status tip ``tip``, and its tooltip with its first shortcut."""
+    act.setStatusTip(tip)
+    first = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+    act.setToolTip(f"{tip} ({first})" if first else tip)
+
+
 def _add(win: QMainWindow, menu: QMenu, text: str, slot: Command,
          keys: tuple[Key, ...] = (), tip: str = "") -> QAction:
     act = QAction(text, win)
     act.setShortcuts([QKeySequence(k) for k in keys])
     if tip:
-        act.setStatusTip(tip)
-        first = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-        act.setToolTip(f"{tip} ({first})" if first else tip)
+        set_tip(act, tip)
     act.triggered.connect(lambda _checked=False: slot())
     menu.addAction(act)
     win.addAction(act)  # shortcuts keep working whatever has the focus
@@ -84,8 +95,7 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     open_folder = _add(win, f, "Open folder…", cmd.open_folder, ("Ctrl+Shift+O",),
                        "Add a folder of photos")
     f.addSeparator()
-    save = _add(win, f, "Save result…", cmd.save, ("Ctrl+S",),
-                "Save the exit shown on the B side")
+    save = _add(win, f, "Save result…", cmd.save, ("Ctrl+S",), SAVE_TIP)
     save_all = _add(win, f, "Save all exits…", cmd.save_all, ("Ctrl+Shift+S",),
                     "Save all five exits of this image")
     show_in_folder = _add(win, f, "Show in folder", cmd.show_in_folder, ("Ctrl+Shift+F",),
@@ -133,7 +143,8 @@ def build_actions(win: QMainWindow, cmd: Commands, cp: ComparePanel,
     redo = _add(win, p, "Process again", cmd.redo, ("Ctrl+R",),
                 "Run the viewed image again")
     stop = _add(win, p, "Stop", cmd.stop, ("Esc",),
-                "Stop enhancing the viewed image (Process again runs it from the start)")
+                "Stop enhancing the viewed image; the exits computed so far stay to view and "
+                "save (Process again runs it from the start)")
     p.addSeparator()
     _add(win, p, "Start batch", cmd.start_batch, ("Ctrl+B",))
     cancel_batch = _add(win, p, "Cancel batch", cmd.cancel_batch, ("Ctrl+.",))

@@ -195,7 +195,10 @@ class ComparePanel(QWidget):
             self.show_loaded(data)
         for e in r.exits:  # all of them: a new choice also changes each exit's verdict
             self.add_exit(e, data)
-        self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
+        if data.stopped_after is not None:  # no exit chosen: its last one shown, unmarked
+            self.strip.set_stopped()
+        else:
+            self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
         self.clear_running()
         if not self._user_b:
             self.b = r.chosen

@@ -64,7 +64,7 @@ class CardData:
     thumb: QImage | None = None
     lines: tuple[str, ...] = ()
     score: float | None = None
-    state: str = "empty"  # empty | running | ready | skipped | unreadable
+    state: str = "empty"  # empty | running | ready | skipped | stopped | unreadable
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
     reason: str = ""  # the chosen card's: why auto stopped there, in a few words
@@ -217,6 +217,7 @@ class ExitCard(QWidget):
         else:
             p.setPen(QColor(255, 255, 255, 110))
             text = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)",
+                    "stopped": "not computed\n(you pressed Stop)",
                     "unreadable": "could not be read"}
             p.drawText(thumb, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
                        text.get(d.state, "not computed"))
@@ -516,6 +517,16 @@ class ExitStrip(QWidget):
         # the last image's (the user may have scrolled) and again after the layout.
         self._reveal_chosen()
         self._reveal_chosen_later()
+
+    def set_stopped(self) -> None:
+        """The run was stopped before an exit was chosen: no card is marked chosen (nor
+        AUTO), and the exits not computed say why, not "not needed"."""
+        self.chosen = None
+        for card in self.cards[1:]:
+            card.data.chosen, card.data.reason = False, ""
+            if card.data.state in ("empty", "skipped", "running"):
+                card.data.state = "stopped"
+            card.update()
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:
         start = f" · from exit {min_exit}" if min_exit > 1 else ""

@@ -217,7 +217,7 @@ class InfoPanel(QScrollArea):
         score = f" · score {r.exit_result(r.chosen).score:.3f}" \
             if score_decides(r.exit_reason) else ""  # a score that decided nothing: no headline
         self.set("Chosen exit", f"Exit {r.chosen}{score}")
-        self.set("Why this exit", why_text(r))
+        self.set("Why this exit", why_text(r, view.stopped_after))
         self.fields["Why this exit"].setToolTip(r.policy.describe() if r.policy else "")
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
         if isinstance(r.mode, int):  # forced: no rule chose (it said "the gate decides")
@@ -234,6 +234,11 @@ class InfoPanel(QScrollArea):
             self.set("Threshold", f"{r.threshold:.3f} (not reached: last exit used)"
                      if r.mode in ("auto", "all") else f"{r.threshold:.3f}")
         self.set("Mode", str(mode))
+        if view.stopped_after is not None:  # no rule chose: none is said to have
+            k = view.stopped_after
+            self.set("Chosen exit", f"None: stopped after exit {k}")
+            self.set("Threshold", "– (not applied: stopped before an exit was chosen)")
+            self.set("Mode", f"{mode}, stopped after exit {k}")
         self.set("Device", r.device)
         self._set_tiling(tiling_text(r), tiling_tip(r))
         if view.saved:  # read from a batch's outputs: what the batch reported, no timings
@@ -286,6 +291,9 @@ def computed_text(view: ViewData) -> str:
     added = view.run_of
     own = [e for e in r.exits if e.exit not in added]
     if not view.extra_runs:
+        if view.stopped_after is not None:
+            return (f"{exits_text(e.exit for e in own)}, then stopped: {fmt_ms(r.total_ms)}"
+                    f" · {fmt_gmacs(max(e.gmacs for e in own))}")
         if all(e.exit <= r.chosen for e in own):
             return "only what the chosen exit needed"
         return (f"exits 1–{max(e.exit for e in own)}: {fmt_ms(r.total_ms)} · "
@@ -342,8 +350,13 @@ def tiling_tip(r: EnhanceResult) -> str:
             "of the whole picture from exit 1.")
 
 
-def why_text(r: EnhanceResult) -> str:
-    """Why auto stopped where it did, in plain words."""
+def why_text(r: EnhanceResult, stopped_after: int | None = None) -> str:
+    """Why auto stopped where it did, in plain words; or, for a run the user stopped
+    after exit ``stopped_after``, that nothing chose an exit and what Save writes."""
+    if stopped_after is not None:
+        return (f"You stopped the run after exit {stopped_after}, before an exit was "
+                f"chosen. Save writes the exit shown on the B side, its file named for "
+                f"that exit; Process again runs the image from the start.")
     d = r.decision
     if d is None:
         return "–"

@@ -168,6 +168,11 @@ class ViewData:
         extra_runs: The later runs of the whole picture that added exits to ``result``
             (:class:`ExtraRun`), in order; empty when its exits all came from its own
             run (continued from its kept state, say).
+        stopped_after: The exit its run was stopped after (the user's Stop, or another
+            cancel: the session keeps only a Stop's): ``result`` then holds the exits
+            computed before it, no exit was chosen (``result.decision`` is None, and
+            ``result.chosen`` is that last exit, which Save names as itself, never as
+            auto's choice). None: not stopped, or chosen since (a new mode or threshold).
     """
 
     path: Path
@@ -184,6 +189,7 @@ class ViewData:
     source_id: dict[str, Any] | None = None
     saved_from: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     extra_runs: list[ExtraRun] = field(default_factory=list)
+    stopped_after: int | None = None
 
     @property
     def run_of(self) -> dict[int, int]:

@@ -38,7 +38,7 @@ from rbqe.io import SUPPORTED_SUFFIXES, output_path_for, same_file
 from rbqe.model import NUM_EXITS
 from rbqe_studio import dialogs
 from rbqe_studio import settings as settings_mod
-from rbqe_studio.actions import Commands, build_actions
+from rbqe_studio.actions import SAVE_STOPPED_TIP, SAVE_TIP, Commands, build_actions, set_tip
 from rbqe_studio.banner import Banner
 from rbqe_studio.batch_panel import BatchPanel, summary_line
 from rbqe_studio.compare_panel import ComparePanel
@@ -81,6 +81,13 @@ SAVE_FILTERS = ("PNG (*.png)", "JPEG (*.jpg *.jpeg)", "WebP (*.webp)", "TIFF (*.
                 "BMP (*.bmp)", "All files (*)")
 # A held message (an error) stays this long before progress lines may replace it.
 MESSAGE_HOLD_S, ERROR_HOLD_S = 2.0, 5.0
+
+
+def stopped_text(name: str, k: int, save_key: str) -> str:
+    """The status line of a photo stopped after exit ``k`` (no exit chosen): what is
+    shown, and what Save writes (the exit shown, named as that exit)."""
+    return (f"{name}: stopped after exit {k} of {NUM_EXITS}, no exit chosen · Save "
+            f"({save_key}) saves the exit shown, named as that exit")
 
 
 class MainWindow(QMainWindow):
@@ -384,6 +391,8 @@ class MainWindow(QMainWindow):
             score = f", score {r.exit_result(r.chosen).score:.3f}" \
                 if score_decides(r.exit_reason) else ""
             line = f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}{score}{when}"
+            if data.stopped_after is not None:
+                line = stopped_text(data.path.name, data.stopped_after, self._key("save"))
             if time.monotonic() < self._message_until and self._held_error:
                 # "Nothing saved: … changed on disk …" must not go within a second, as
                 # the new run of a small photo ends: the line follows it instead.
@@ -405,8 +414,9 @@ class MainWindow(QMainWindow):
 
     def _on_busy(self, busy: bool) -> None:
         self.compare.set_busy(busy)
-        current = self.session.current
-        if not busy and current is not None and current.stopped:
+        current, view = self.session.current, self.session.view
+        if not busy and current is not None and current.stopped and (
+                view is None or view.result is None):  # else its exits so far are shown
             self.compare.set_unavailable("Stopped · Process again (Ctrl+R) enhances it")
             self.show_message(f"Stopped {current.name}")
         self.progress.setVisible(busy)
@@ -552,12 +562,19 @@ class MainWindow(QMainWindow):
             ("Mode: auto, your threshold" if source == "custom" else "Mode: auto")
             if mode == "auto" else "Mode: all exits" if mode == "all" else "")
 
+    def _key(self, action: str) -> str:
+        """The shortcut of the action ``action`` of :attr:`acts`, as the menus show it."""
+        act = getattr(self.acts, action)
+        return act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+
     def _update_actions(self) -> None:
         data = self.session.view
         has = data is not None and data.result is not None
         n = len(data.result.exits) if has else 0
         self.acts.save.setEnabled(has)
         self.acts.save_all.setEnabled(has)
+        stopped = has and data is not None and data.stopped_after is not None
+        set_tip(self.acts.save, SAVE_STOPPED_TIP if stopped else SAVE_TIP)
         # Not while the viewed image's exits are being made (it looked as if it did nothing)
         more = has and n < 5 and not self.session.view_running
         self.acts.compute_all.setEnabled(more)
@@ -660,7 +677,7 @@ class MainWindow(QMainWindow):
         if k == INPUT or k in cp.exits or cp.data is None:
             cp.pick(k, "b")
             return
-        keys = self.acts.compute_all.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        keys = self._key("compute_all")
         self.show_message(
             f"Exit {k} is not computed yet; once this image is done, Compute all exits "
             f"({keys}) computes the rest" if self.session.view_running else

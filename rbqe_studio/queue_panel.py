@@ -37,6 +37,7 @@ from rbqe_studio.state import (
     RUNNING,
     WAITING,
     QueueItem,
+    exits_text,
     fmt_ms_short,
 )
 from rbqe_studio.widgets import ButtonRow, ElidedLabel
@@ -62,7 +63,8 @@ def status_text(item: QueueItem, short: int = 0) -> str:
     """The row's second line, on one line (a message's newlines become spaces); for a
     narrow row, ``short`` 1 drops the word "score", 2 the score, 3 the time."""
     if item.status == WAITING:
-        text = "Stopped" if item.stopped else "Waiting"
+        text = ("Waiting" if not item.stopped else "Stopped" if item.exit is None
+                else f"Stopped after exit {item.exit}")
     elif item.status == RUNNING:
         text = "Running…" if item.progress is None else f"Running… {item.progress:.0%}"
     elif item.status == FAILED:
@@ -92,6 +94,9 @@ def tooltip_text(item: QueueItem) -> str:
     if item.stale:
         lines.append("Done under the earlier exit mode or threshold; viewing it applies "
                      "the current one")
+    if item.status == WAITING and item.stopped and item.exit is not None:
+        lines.append(f"Stopped before an exit was chosen: {exits_text(range(1, item.exit + 1))} "
+                     f"kept, to view and save; Process again runs it from the start")
     lines += [f"Output: {p}" for p in item.outputs]
     return "\n".join(lines)
 

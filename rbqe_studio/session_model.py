@@ -216,8 +216,11 @@ class SessionModel:
         self._view_gen = 0
         if item is None:
             return []
-        item.stopped = False  # stopped while viewed; viewed again, it runs
         cached = self.cache.get(path_key(item.path))
+        if cached is None or cached.result is None:
+            # Stopped before its first exit (or its stopped exits since let go): viewed
+            # again, it runs. Stopped later, its exits are shown as they were.
+            item.stopped = False
         if cached is not None and cached.result is not None and changed(cached):
             events = self._forget_changed(item, cached)
             self._make_room()
@@ -394,7 +397,9 @@ class SessionModel:
     def stop(self) -> list[Event]:
         """Stop computing the viewed image, after the step under way (a tile's exit, at
         most). The background leaves it alone; it runs again when the user asks (Process
-        again, or viewing it anew). Other images go on."""
+        again, or, when no exit was made before the Stop, viewing it anew). The exits made
+        before it are kept, shown and saveable (:meth:`_keep_stopped`). Other images go
+        on."""
         if not self.view_running:
             return []
         run = self._running
@@ -532,6 +537,7 @@ class SessionModel:
                 continue
             item.outputs = [Path(p) for p in r.outputs.values()]
             if item.status in (WAITING, BLOCKED, FAILED) and saved_exits(r):
+                self._forget_stopped(item)  # the batch's whole result instead
                 item.status, item.error, item.report = DONE, "", r
                 item.exit = r.exit
                 item.score = r.scores.get(str(r.exit)) \
@@ -543,6 +549,21 @@ class SessionModel:
         if first is not None:
             events.append(SelectItem(first))
         return events
+
+    def _forget_stopped(self, item: QueueItem) -> None:
+        """Lets go of the exits ``item`` kept from a Stop (:meth:`_keep_stopped`), and of
+        its stop: its view is made anew (from a batch's outputs, say)."""
+        if not item.stopped:
+            return
+        item.stopped = False
+        key = path_key(item.path)
+        kept = self.cache.peek(key)
+        if kept is None or kept.stopped_after is None:
+            return
+        self.cache.pop(key)
+        self._cancel_jobs_of(kept)  # its Compute all
+        if kept is self.view:
+            self.view, self._view_gen = None, 0
 
     def set_background(self, on: bool) -> list[Event]:
         """Process waiting images when nothing else runs (off while a batch has the CPU)."""
@@ -684,7 +705,10 @@ class SessionModel:
             self._update_cost(payload)
             item = self.queue.get(payload.path)
             events: list[Event] = []
-            if item is not None and item.status == DONE:
+            chosen = item is not None and item.stopped and payload.stopped_after is None \
+                and self.cache.peek(path_key(item.path)) is payload  # a stopped one's, now
+            if item is not None and (item.status == DONE or chosen):
+                item.stopped = False
                 self._mark_done(item, payload)
                 events.append(ItemChanged(item))
             if gen == self._view_gen:
@@ -790,7 +814,30 @@ class SessionModel:
         events: list[Event] = [ItemChanged(item)]
         if gen == self._view_gen:
             events.append(ViewBusy(False))
-        return events + self._restore_before(item) + self._job_done()
+        restored = self._restore_before(item)  # Process again stopped: the earlier result
+        if not restored and item.stopped and run.view is not None \
+                and run.view.stopped_after is not None:
+            events += self._keep_stopped(item, run.view, gen)
+        elif not restored and item.status == WAITING:
+            item.exit = item.score = item.time_ms = None  # an earlier Stop's, let go since
+        return events + restored + self._job_done()
+
+    def _keep_stopped(self, item: QueueItem, view: ViewData, gen: int) -> list[Event]:
+        """The exits job ``gen`` made of ``item`` before the user stopped it, kept as its
+        view (:attr:`ViewData.stopped_after`: no exit chosen), cached and shown as a
+        finished result is, so that they can be viewed and saved. The item stays stopped:
+        the background leaves it; Process again runs it from exit 1. (Another cancel, a
+        background job making room or a photo left while it ran, keeps nothing: the image
+        runs again in its turn.)"""
+        assert view.result is not None
+        item.status, item.exit, item.score = WAITING, view.stopped_after, None
+        item.time_ms = view.chosen_cost()[0]
+        if self.queue.get(item.path) is item:
+            self.cache.put(path_key(item.path), view, view.cost)
+        if gen != self._view_gen:
+            return []
+        self.view = view
+        return [ViewFinished(view)]
 
     def _superseded_end(self, item: QueueItem) -> list[Event]:
         """The end of ``item``'s run cancelled to run it again under the newest choice

@@ -40,7 +40,9 @@ class QueueItem:
     report: ItemReport | None = None  # from a batch: the viewer loads its saved outputs
     blocked_by: str = ""  # BLOCKED: MODEL or DEVICE
     progress: float | None = None  # RUNNING: the fraction done, once the worker says
-    stopped: bool = False  # the user stopped it: not run in the background
+    # The user stopped it: not run in the background. Stopped after an exit (WAITING,
+    # ``exit`` that exit), its exits so far are kept, to view and save.
+    stopped: bool = False
     # DONE under an earlier exit mode or threshold: its exit is that mode's until viewed
     stale: bool = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 from rbqe.batch import BatchEvents, ItemReport, run_batch
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult
 from rbqe.errors import Cancelled, RBQEError
-from rbqe.exit_policy import Decision, ExitPolicy, JpegPrior, parse_exit_mode
+from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, JpegPrior, parse_exit_mode
 from rbqe.io import (
     OutputNotes,
     load_image,
@@ -192,11 +193,28 @@ class Worker(QObject):
     def _process(self, job: ProcessJob) -> ViewData:
         view = self._load_input(job)
         enh = self.enhancer(job)
-        view.result = enh.enhance(
-            view.loaded.pixels, job.mode, on_exit=self._exit_cb(job, view),
-            progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done, total),
-            cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
-            full_precision=view.loaded.bit_depth == 16)
+        computed: dict[int, ExitResult] = {}  # by exit: an out-of-memory retry reports again
+        shown = self._exit_cb(job, view)
+
+        def on_exit(e: ExitResult) -> None:
+            shown(e)
+            computed[e.exit] = e
+
+        started = time.perf_counter()
+        try:
+            view.result = enh.enhance(
+                view.loaded.pixels, job.mode, on_exit=on_exit,
+                progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done,
+                                                                       total),
+                cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
+                full_precision=view.loaded.bit_depth == 16)
+        except Cancelled:
+            if computed:  # the exits made before a Stop stay saveable (SessionModel.on_cancelled)
+                view.result = stopped_result(enh, view, job.mode, list(computed.values()),
+                                             (time.perf_counter() - started) * 1000)
+                view.other_ms = other_ms(view.result)
+                view.stopped_after = view.result.chosen
+            raise
         view.other_ms = other_ms(view.result)
         view.choice = Choice(job.mode, job.policy)
         return view
@@ -259,6 +277,7 @@ class Worker(QObject):
 
         rechoose(r, enh.policy, job.mode, more)
         view.choice = Choice(job.mode, job.policy)
+        view.stopped_after = None  # a stopped run's exits, chosen from now
         return view
 
     def _save(self, job: SaveJob) -> SaveOutcome:
@@ -363,6 +382,24 @@ def prepare_exit(view: ViewData, e: ExitResult) -> None:
     # Kept at the depth it is saved at, which writes the same file: a 24 MP exit is
     # 72 MB as uint8, 288 MB as float32 (five of them with "all exits").
     e.image = quantize(e.image, view.loaded.bit_depth)
+
+
+def stopped_result(enh: Enhancer, view: ViewData, mode: ExitMode,
+                   exits: list[ExitResult], total_ms: float) -> EnhanceResult:
+    """An :class:`EnhanceResult` holding the ``exits`` a run of ``view``'s picture made
+    before it was stopped (each with the policy's verdict there, go on). No exit was
+    chosen: ``decision`` is None and ``chosen`` the last exit computed, the one shown,
+    which a save names as itself (:func:`rbqe_studio.saving.result_held`). Its network
+    state is gone with the run: later exits need a new run from exit 1.
+
+    (A tiled picture's exits come at its end, after its last cancel check: a Stop leaves
+    it none, as before.)"""
+    h, w = view.loaded.pixels.shape[:2]
+    exits = sorted(exits, key=lambda e: e.exit)
+    return EnhanceResult(exits, exits[-1].exit, enh.threshold, parse_exit_mode(mode),
+                         str(enh.device), (w, h), total_ms=total_ms, min_exit=enh.min_exit,
+                         policy=enh.policy, prior=JpegPrior.of(view.loaded),
+                         gray_input=view.loaded.pixels.shape[2] == 1)
 
 
 def result_from_report(report: ItemReport, view: ViewData,

@@ -796,3 +796,106 @@ def test_stop_after_a_second_change_brings_the_earlier_result_back(model, tmp_pa
     model.reprocess_current()
     events = model.on_failed(again.gen, "truncated")
     assert item.status != "failed" and model.jobs[-1] is not again and model.view_running
+
+
+# -- Stop keeps the exits made before it ---------------------------------------------------
+def stop_after(view: ViewData, k: int) -> ViewData:
+    """``view`` as the worker leaves it when its run is cancelled after exit ``k``
+    (:func:`rbqe_studio.worker.stopped_result`): those exits, none chosen."""
+    img = view.loaded.pixels
+    view.result = EnhanceResult([ExitResult(j, img, 0.5 + j / 10, 1.0, 1.0, float(j),
+                                            SimpleNamespace()) for j in range(1, k + 1)],
+                                k, 0.8, "auto", "cpu", (img.shape[1], img.shape[0]))
+    view.stopped_after = k
+    return view
+
+
+def test_a_stop_keeps_the_exits_made_before_it_to_view_and_save(model, tmp_path) -> None:
+    """A photo stopped after exit 3 of 5 (exit 3 good enough) could not be saved: the
+    exits made were dropped with the run, and it had to run again from the start."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item, other = model.queue.items
+    model.select(item)
+    job = model.jobs[-1]
+    view = view_of(a)
+    model.on_loaded(job.gen, view)
+    assert kinds(model.stop()) == ["Message"] and job.cancel.is_set()
+    stop_after(view, 3)  # the worker ends its run after exit 3
+    events = model.on_cancelled(job.gen)
+    assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished", "ItemChanged"]
+    assert events[2].view is view and model.view is view and not model.view_running
+    assert item.status == WAITING and item.stopped and item.exit == 3 and item.score is None
+    assert model.save_job([3]) is not None  # Save has something to save
+    assert model.jobs[-1].path == b  # the background goes on with the others, not it
+    # Left and viewed again: the exits come back as they were, nothing runs again.
+    model.select(other)
+    n = len(model.jobs)
+    events = model.select(item)
+    assert kinds(events) == ["ViewLoaded", "ExitReady", "ExitReady", "ExitReady",
+                             "ViewFinished"]
+    assert len(model.jobs) == n and item.stopped and model.view is view
+    # Process again runs it from exit 1.
+    running_b = model.jobs[-1]
+    model.reprocess_current()
+    assert not item.stopped and item.exit is None and model.cache.peek(path_key(a)) is None
+    model.on_cancelled(running_b.gen)  # b's run made room for it
+    again = model.jobs[-1]
+    assert isinstance(again, ProcessJob) and again.path == a and item.status == RUNNING
+
+
+def test_only_a_stop_keeps_a_cancelled_runs_exits(model, tmp_path) -> None:
+    """A background run cancelled to make room for the viewed photo is not the user's
+    Stop: its exits are dropped and it runs again in its turn, as before."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    background = model.jobs[-1]
+    model.on_loaded(background.gen, view_of(a))
+    item_a, item_b = model.queue.items
+    model.select(item_b)
+    assert background.cancel.is_set()
+    stop_after(model._running.view, 2)  # it had made exits 1-2
+    model.on_cancelled(background.gen)
+    assert item_a.status == WAITING and not item_a.stopped and item_a.exit is None
+    assert model.cache.peek(path_key(a)) is None
+
+
+def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    view = view_of(a)
+    model.on_loaded(job.gen, view)
+    model.stop()
+    stop_after(view, 3)
+    model.on_cancelled(job.gen)
+    model.settings.threshold = 0.6
+    model.setting_changed("threshold")
+    chosen = model.jobs[-1]
+    assert isinstance(chosen, RechooseJob) and chosen.view is view
+    view.stopped_after, view.result.chosen = None, 2  # as the worker's re-choice ends
+    events = model.on_finished(chosen.gen, view)
+    assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished"]
+    assert item.status == DONE and not item.stopped and item.exit == 2
+
+
+def test_a_batchs_results_replace_a_stopped_photos_exits(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item = model.queue.items[0]
+    model.select(item)
+    job = model.jobs[-1]
+    view = view_of(a)
+    model.on_loaded(job.gen, view)
+    model.stop()
+    stop_after(view, 2)
+    model.on_cancelled(job.gen)
+    out = tmp_path / "out" / "a_rbqe.png"
+    photo(out)
+    model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
+                                         scores={"3": 0.9}, times_ms={"total": 12.0})])
+    assert item.report is not None and not item.stopped and item.exit == 3
+    assert model.cache.peek(path_key(a)) is None and model.view is None
+    assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a
