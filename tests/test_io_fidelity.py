@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -148,13 +152,17 @@ NS_EXT = b"http://ns.adobe.com/xmp/extension/\0"
 HISTORY = b"history " * 12000  # 96 KB: over one APP1 segment
 
 
-def _packets(description: bytes = HISTORY) -> tuple[bytes, bytes]:
-    """The main and extended XMP packets, as ExifTool splits them."""
+def _packets(description: bytes = HISTORY, *, main_more: bytes = b"", ext_more: bytes = b"",
+             outside: bytes = b"") -> tuple[bytes, bytes]:
+    """The main and extended XMP packets, as ExifTool splits them; ``main_more`` and
+    ``ext_more``: further descriptions in each, ``outside``: what the extended packet holds
+    after its ``rdf:RDF``."""
     ext = (b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
            b"xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'><rdf:Description "
            b"rdf:about='' xmlns:dc='http://purl.org/dc/elements/1.1/'><dc:description>"
            b"<rdf:Alt><rdf:li xml:lang='x-default'>" + description +
-           b"</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>")
+           b"</rdf:li></rdf:Alt></dc:description></rdf:Description>" + ext_more +
+           b"</rdf:RDF>" + outside + b"</x:xmpmeta>")
     guid = hashlib.md5(ext).hexdigest().upper().encode()
     main = (b"<?xpacket begin='\xef\xbb\xbf' id='W5M0MpCehiHzreSzNTczkc9d'?>"
             b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF "
@@ -164,7 +172,7 @@ def _packets(description: bytes = HISTORY) -> tuple[bytes, bytes]:
             b"</rdf:Description><rdf:Description rdf:about='' "
             b"xmlns:dc='http://purl.org/dc/elements/1.1/'><dc:title><rdf:Alt>"
             b"<rdf:li xml:lang='x-default'>Harbour at dusk</rdf:li></rdf:Alt></dc:title>"
-            b"</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end='w'?>")
+            b"</rdf:Description>" + main_more + b"</rdf:RDF></x:xmpmeta><?xpacket end='w'?>")
     return main, ext
 
 
@@ -172,19 +180,49 @@ def _segment(payload: bytes) -> bytes:
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def _jpeg_with_extended_xmp(path: Path, *, skip_chunk: int | None = None) -> Path:
-    main, ext = _packets()
+def _jpeg_with_extended_xmp(path: Path, *, skip_chunk: int | None = None,
+                            packets: tuple[bytes, bytes] | None = None,
+                            orientation: int = 1) -> Path:
+    main, ext = packets or _packets()
     guid = hashlib.md5(ext).hexdigest().upper().encode()
     step = 65000
     chunks = [_segment(NS_EXT + guid + struct.pack(">II", len(ext), at) + ext[at:at + step])
               for at in range(0, len(ext), step)]
     if skip_chunk is not None:
         del chunks[skip_chunk]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
     buf = io.BytesIO()
-    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=90)
+    Image.fromarray(photo(24, 32)).save(buf, "JPEG", quality=90,
+                                        exif=exif.tobytes() if orientation != 1 else b"")
     data = buf.getvalue()
     path.write_bytes(data[:2] + _segment(NS_MAIN + main) + b"".join(chunks) + data[2:])
     return path
+
+
+def _extended_packet(path: Path) -> bytes:
+    """The extended XMP packet of the JPEG at ``path``, checked against the XMP
+    Specification (Part 3, 1.1.3.1): its APP1 segments after the main packet's, each at
+    most 65535 bytes long (its length field) with a chunk of at most 65400, at rising
+    offsets that cover it end to end, headed by its full length and its GUID, the MD5
+    digest of the packet, which the main packet names."""
+    with Image.open(path) as im:
+        app1 = [s for m, s in im.applist if m == "APP1"]
+    mains = [i for i, s in enumerate(app1) if s.startswith(NS_MAIN)]
+    exts = [s for s in app1 if s.startswith(NS_EXT)]
+    assert len(mains) == 1 and len(exts) >= 2
+    assert all(not s.startswith(NS_EXT) for s in app1[: mains[0]])  # the main one first
+    assert all(len(s) + 2 <= 65535 for s in exts)  # (Pillow's applist: the length less 2)
+    heads = [struct.unpack_from(">32sII", s, len(NS_EXT)) for s in exts]
+    chunks = [s[len(NS_EXT) + 40 :] for s in exts]
+    assert all(len(c) <= 65400 for c in chunks)
+    packet = b"".join(chunks)
+    guid = hashlib.md5(packet).hexdigest().upper().encode()
+    assert {h[0] for h in heads} == {guid} and {h[1] for h in heads} == {len(packet)}
+    assert [h[2] for h in heads] == list(itertools.accumulate(
+        (len(c) for c in chunks[:-1]), initial=0))
+    assert re.search(rb"""xmpNote:HasExtendedXMP(>|=['"])""" + guid, app1[mains[0]])
+    return packet
 
 
 def test_extended_xmp_is_merged_into_the_main_packet(tmp_path: Path) -> None:
@@ -199,15 +237,109 @@ def test_extended_xmp_is_merged_into_the_main_packet(tmp_path: Path) -> None:
         assert load_image(out).xmp == src.xmp
 
 
-def test_a_jpeg_output_keeps_the_main_packet_and_says_what_did_not_fit(tmp_path: Path) -> None:
-    src = load_image(_jpeg_with_extended_xmp(tmp_path / "x.jpg"))
+def _as_attribute(packets: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """``packets`` whose main packet names the extended one in an attribute, as
+    Photoshop writes it."""
+    main, ext = packets
+    guid = hashlib.md5(ext).hexdigest().upper().encode()
+    note = b"<xmpNote:HasExtendedXMP>" + guid + b"</xmpNote:HasExtendedXMP></rdf:Description>"
+    assert note in main
+    return main.replace(b">" + note, b" xmpNote:HasExtendedXMP='" + guid + b"'/>"), ext
+
+
+@pytest.mark.parametrize("packets", [_packets(), _as_attribute(_packets())],
+                         ids=["element", "attribute"])
+def test_a_jpeg_output_carries_the_extended_xmp(tmp_path: Path,
+                                                packets: tuple[bytes, bytes]) -> None:
+    # It kept the main packet only: a 96 KB description (Photoshop's history) was lost.
+    src = load_image(_jpeg_with_extended_xmp(tmp_path / "x.jpg", packets=packets))
     with said_while() as said:
         out = save_like(tmp_path / "out.jpg", src.pixels, src)
-    assert len(said) == 1 and said[0].startswith(
-        f"{out}: the input's extended XMP (") and "not carried into this JPEG output" in said[0]
-    kept = load_image(out).xmp
-    assert kept is not None and b"Harbour at dusk" in kept
-    assert HISTORY not in kept and b"HasExtendedXMP" not in kept
+    assert said == []
+    back = load_image(out)
+    assert back.warnings == [] and back.xmp == src.xmp
+    assert back.xmp is not None and HISTORY in back.xmp and b"Harbour at dusk" in back.xmp
+    assert _extended_packet(out) == packets[1]  # as the input had it, GUID and all
+
+
+def test_exiftool_reads_a_jpeg_outputs_extended_xmp(tmp_path: Path) -> None:
+    exiftool = shutil.which("exiftool")
+    if exiftool is None:
+        pytest.skip("exiftool is not installed")
+    src = load_image(_jpeg_with_extended_xmp(tmp_path / "x.jpg"))
+    out = save_like(tmp_path / "out.jpg", src.pixels, src)
+
+    def tag(name: str) -> bytes:
+        return subprocess.run([exiftool, "-b", f"-XMP-{name}", str(out)], check=True,
+                              capture_output=True, timeout=60).stdout
+
+    assert tag("dc:Description") == HISTORY and tag("dc:Title") == b"Harbour at dusk"
+    assert subprocess.run([exiftool, "-s3", "-Warning", str(out)], check=True,
+                          capture_output=True, timeout=60).stdout == b""
+
+
+GPS = b"<exif:GPSLatitude>48,51.5N</exif:GPSLatitude>"
+EXIF_NS = b"<rdf:Description rdf:about='' xmlns:exif='http://ns.adobe.com/exif/1.0/'>"
+
+
+@pytest.mark.parametrize("packets", [
+    _packets(ext_more=EXIF_NS + GPS + b"</rdf:Description>"),  # merged, and so seen, too
+    _packets(outside=b"<!-- " + GPS + b" -->"),  # beyond its rdf:RDF: never merged
+], ids=["in-a-description", "outside-the-descriptions"])
+def test_strip_gps_leaves_out_xmp_whose_extended_packet_holds_a_location(
+        tmp_path: Path, packets: tuple[bytes, bytes]) -> None:
+    for name, given in (("plain", _packets()), ("gps", packets)):
+        src = load_image(_jpeg_with_extended_xmp(tmp_path / f"{name}.jpg", packets=given))
+        with said_while() as said:
+            out = save_like(tmp_path / f"{name}-out.jpg", src.pixels, src, strip_gps=True)
+        with Image.open(out) as im:
+            app1 = [s for m, s in im.applist if m == "APP1"]
+        if name == "plain":  # the same without a location is carried whole
+            assert said == [] and HISTORY in (load_image(out).xmp or b"")
+            assert _extended_packet(out) == given[1]
+        else:
+            assert said == [f"{out}: the input's XMP (rights, captions, keywords...) is left "
+                            "out whole: it holds a GPS location, which --strip-gps removes"]
+            assert not any(s.startswith((NS_MAIN, NS_EXT)) for s in app1)
+
+
+TURNED = b"<rdf:Description rdf:about='' xmlns:tiff='http://ns.adobe.com/tiff/1.0/'>" \
+    b"<tiff:Orientation>6</tiff:Orientation></rdf:Description>"
+SIZE = b"<rdf:Description rdf:about='' xmlns:exif='http://ns.adobe.com/exif/1.0/' " \
+    b"exif:PixelXDimension='32' exif:PixelYDimension='24'/>"
+
+
+@pytest.mark.parametrize(("packets", "changed"), [
+    (_packets(main_more=TURNED), False),  # the main packet is reset, the GUID stays
+    (_packets(main_more=TURNED, ext_more=SIZE), True),  # its size swapped: a new GUID
+    (_as_attribute(_packets(main_more=TURNED, ext_more=SIZE)), True),
+], ids=["extended-unchanged", "extended-turned", "extended-turned-attribute"])
+def test_a_turned_photos_extended_xmp_is_named_by_its_new_guid(
+        tmp_path: Path, packets: tuple[bytes, bytes], changed: bool) -> None:
+    src = load_image(_jpeg_with_extended_xmp(tmp_path / "x.jpg", packets=packets,
+                                             orientation=6))
+    assert src.size == (24, 32) and src.xmp is not None
+    assert b"<tiff:Orientation>1</tiff:Orientation>" in src.xmp
+    out = save_like(tmp_path / "out.jpg", src.pixels, src)
+    extended = _extended_packet(out)
+    assert (extended != packets[1]) is changed
+    if changed:
+        assert b"exif:PixelXDimension='24' exif:PixelYDimension='32'" in extended
+    back = load_image(out)
+    assert back.warnings == [] and back.xmp == src.xmp and HISTORY in back.xmp
+
+
+def test_xmp_whose_main_packet_is_over_one_segment_is_dropped_and_said(tmp_path: Path) -> None:
+    # No input can hold such a main packet; a caller of save_image can give one.
+    title = b"<rdf:Description rdf:about='' xmlns:dc='http://purl.org/dc/elements/1.1/'>" \
+        b"<dc:subject>" + b"long " * 14000 + b"</dc:subject></rdf:Description>"
+    main, ext = _packets(main_more=title)
+    with said_while() as said:
+        out = save_image(tmp_path / "out.jpg", photo(24, 32), xmp=main + ext,
+                         jpeg_xmp=(main, ext))
+    assert said == [f"{out}: XMP too large for JPEG ({len(main + ext)} bytes); dropped"]
+    with Image.open(out) as im:
+        assert not any(m == "APP1" for m, _ in im.applist)
 
 
 def test_extended_xmp_that_cannot_be_read_whole_is_said_lost(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ Modules of this package (everything public is re-exported here, so import from
 * :mod:`rbqe.io.jpeg_data`: whether a JPEG's coded data covers its whole frame.
 * :mod:`rbqe.io.metadata`: EXIF orientation and carried-over EXIF, XMP, comment, DPI,
   JPEG quality.
+* :mod:`rbqe.io.extended_xmp`: a JPEG's XMP over 64 KB (main and extended packets),
+  merged when read, split again for a JPEG output.
 * :mod:`rbqe.io.captions`: IPTC-IIM and PNG text fields, and the line that names what
   an output format cannot hold of them.
 * :mod:`rbqe.io.formats`: supported suffixes, optional HEIC/AVIF codecs, output formats.

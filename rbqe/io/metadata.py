@@ -12,7 +12,6 @@ import re
 import struct
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import numpy as np
 from PIL import Image
@@ -335,54 +334,6 @@ def read_xmp(im: Image.Image) -> bytes | None:
     # ImageMagick writes it as a raw profile.
     return (_as_bytes(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp"))
             or raw_profile(im.info.get(RAW_PROFILE + "xmp")))
-
-
-_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # then GUID, length, offset
-# The main packet's note of it, as an element or an attribute (the GUID: 32 hex digits).
-_HAS_EXTENDED = re.compile(rb"""\s*<(\w+:HasExtendedXMP)>\s*([0-9A-Fa-f]{32})\s*</\1>"""
-                           rb"""|\s\w+:HasExtendedXMP\s*=\s*["']([0-9A-Fa-f]{32})["']""")
-_RDF_BODY = re.compile(rb"<rdf:RDF\b[^>]*>(.*)</rdf:RDF>", re.S)
-
-
-def with_extended_xmp(im: Image.Image, xmp: bytes | None
-                      ) -> tuple[bytes | None, bytes | None, int]:
-    """A JPEG's XMP with its extended part merged in: XMP over 64 KB, which Adobe and
-    ExifTool split into the main packet and further APP1 segments (chunks of one packet,
-    named by its GUID in the main packet's ``xmpNote:HasExtendedXMP``). Its descriptions
-    go into the main packet's ``rdf:RDF``, which no longer names it.
-
-    Returns:
-        ``(merged, main, 0)``, ``main`` being the main packet alone (what a JPEG output
-        keeps where the whole is too large for it); or ``(xmp, None, n)`` where the file
-        has ``n`` bytes of extended XMP that could not be merged (incomplete, not named by
-        the main packet, not well-formed), or ``(xmp, None, 0)`` where it has none.
-    """
-    chunks = [s[len(_XMP_EXTENSION):] for m, s in getattr(im, "applist", [])
-              if m == "APP1" and s.startswith(_XMP_EXTENSION)]
-    named = _HAS_EXTENDED.search(xmp or b"")
-    lost = sum(max(len(c) - 40, 0) for c in chunks)
-    if not chunks or not xmp or not named:
-        return xmp, None, lost
-    guid = (named.group(2) or named.group(3)).upper()
-    parts, total = {}, -1
-    for chunk in chunks:
-        if len(chunk) >= 40 and chunk[:32].upper() == guid:
-            total, offset = struct.unpack_from(">II", chunk, 32)
-            parts[offset] = chunk[40:]
-    at = 0
-    for offset in sorted(parts):  # the chunks must cover the packet, end to end
-        at = at + len(parts[offset]) if offset == at else -1
-    body = _RDF_BODY.search(b"".join(parts[k] for k in sorted(parts)))
-    main = xmp[: named.start()] + xmp[named.end() :]
-    end = main.rfind(b"</rdf:RDF>")
-    if at != total or body is None or end < 0 or b"<!DOCTYPE" in xmp + body.group(1):
-        return xmp, None, lost
-    merged = main[:end] + body.group(1) + main[end:]
-    try:  # a prefix bound only outside the extended packet's descriptions fails here
-        ElementTree.fromstring(merged)
-    except ElementTree.ParseError:
-        return xmp, None, lost
-    return merged, main, 0
 
 
 def read_comment(im: Image.Image) -> bytes | None:

@@ -24,6 +24,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from rbqe.errors import ImageReadError, show_path
 from rbqe.io.captions import TextField, photoshop_extras, read_iptc, read_png_text
 from rbqe.io.diagnostics import _logged_warnings, _native_messages, _os_reason, said_while
+from rbqe.io.extended_xmp import with_extended_xmp
 from rbqe.io.formats import (
     _AVIF_MISSING,
     _AVIF_SUFFIXES,
@@ -45,7 +46,6 @@ from rbqe.io.metadata import (
     read_comment,
     read_dpi,
     read_xmp,
-    with_extended_xmp,
     xmp_turned,
 )
 from rbqe.io.pixels import MODES, _to_float
@@ -89,8 +89,11 @@ class LoadedImage:
         png_colour: A PNG's gAMA, cHRM and sRGB chunks as ``(type, data)``, in that
             order (:func:`rbqe.io.png.read_png_colour`); empty for other formats.
         xmp_main: Where ``xmp`` has a JPEG's extended XMP merged in (XMP over 64 KB:
-            :func:`rbqe.io.metadata.with_extended_xmp`), its main packet alone, which a
-            JPEG output keeps when the whole is too large for it; else None.
+            :mod:`rbqe.io.extended_xmp`), the main packet as the file had it, which
+            names ``xmp_extended`` (a JPEG output holds the two so; the GUID it names is
+            set anew when written); else None.
+        xmp_extended: The extended packet merged into ``xmp``, as the file had it; else
+            None. Where the orientation was applied, both packets are reset as ``xmp``.
         converted_from: The file's colour model where it was read as another
             (``"CMYK"``, read as RGB); None otherwise.
         warnings: Things the user should know about this input, one sentence each
@@ -120,6 +123,7 @@ class LoadedImage:
     converted_from: str | None = None
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
     xmp_main: bytes | None = None
+    xmp_extended: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -595,13 +599,14 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
                 tables_444 = None
             chroma_warning = full_chroma_warning(im, quality) \
                 if fmt == "JPEG" and tables_444 is None else None
-            xmp, xmp_main, xmp_lost = with_extended_xmp(im, read_xmp(im))
+            xmp, xmp_main, xmp_extended, xmp_lost = with_extended_xmp(im, read_xmp(im))
             comment, dpi = read_comment(im), read_dpi(im)
             # What the pixels follow, as Pillow reads it: EXIF's orientation where the file
             # has one (then an XMP 6 beside EXIF's 1 is reset too), else the XMP's, which
             # rbqe applied; an XMP form Pillow does not read was not applied: left as it is.
             if applied != 1 or exif_has_orientation(exif):
                 xmp, xmp_main = xmp_turned(xmp, applied), xmp_turned(xmp_main, applied)
+                xmp_extended = xmp_turned(xmp_extended, applied)  # named anew when written
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
             photoshop_warning = photoshop_extras(im)
             png_colour = read_png_colour(im.info) if fmt == "PNG" else ()
@@ -654,6 +659,7 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
         converted_from="CMYK" if source_mode == "CMYK" else None,
         png_colour=png_colour,
         xmp_main=xmp_main,
+        xmp_extended=xmp_extended,
     )
 
 

@@ -27,6 +27,7 @@ from rbqe.io.captions import (
     text_has_gps,
 )
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
+from rbqe.io.extended_xmp import jpeg_xmp_segments
 from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, exif_says_resolution, without_gps, xmp_has_gps
 from rbqe.io.pixels import (
@@ -67,6 +68,9 @@ class _Extra:
     iptc: bytes | None = None
     text: tuple[TextField, ...] = ()
     colour: tuple[tuple[bytes, bytes], ...] = ()  # a PNG's gAMA, cHRM, sRGB chunks
+    # A JPEG's XMP over one segment: its APP1 segments, main and extended packets
+    # (rbqe.io.extended_xmp), written instead of ``xmp``.
+    xmp_segments: bytes | None = None
 
     def xmp_text(self) -> str | None:
         """The XMP as text for PNG's iTXt chunk (XMP is UTF-8 by its specification)."""
@@ -85,13 +89,18 @@ class _Extra:
             return self.comment.decode("latin-1")
 
 
-def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
-    """Leaves out what is too large for ``fmt_name``, saying so."""
+def _extra_for(p: Path, fmt_name: str, extra: _Extra,
+               jpeg_xmp: tuple[bytes, bytes] | None = None) -> _Extra:
+    """Leaves out what is too large for ``fmt_name``, saying so; a JPEG's XMP over one
+    segment goes as ``jpeg_xmp`` splits it (:func:`save_image`), where it can."""
     xmp, comment, dpi, iptc, text = extra.xmp, extra.comment, extra.dpi, extra.iptc, extra.text
+    segments = None
     if fmt_name == "JPEG":
         if xmp and len(xmp) > _JPEG_MAX_XMP:
-            logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
-            xmp = None
+            segments = jpeg_xmp_segments(*jpeg_xmp) if jpeg_xmp else None
+            if segments is None:  # (none split, or its main packet alone over a segment)
+                logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
+                xmp = None
         if comment and len(comment) > _JPEG_MAX_COMMENT:
             logger.warning("%s: comment too large for JPEG (%d bytes); dropped", p, len(comment))
             comment = None
@@ -113,7 +122,7 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra) -> _Extra:
     if dpi and not all(0 < d < 1e7 for d in dpi):
         logger.info("%s: resolution %s dpi out of range; not written", p, dpi)
         dpi = None
-    return _Extra(xmp, comment, dpi, iptc, text, extra.colour)
+    return _Extra(xmp, comment, dpi, iptc, text, extra.colour, segments)
 
 
 # JPEG outputs at this quality or more keep full-resolution colour (4:4:4), below it 4:2:0.
@@ -165,7 +174,7 @@ def _kept(p: Path, fmt_name: str, icc: bytes | None, exif: bytes | None,
         if "gamma" in keeps else ()
     return icc, keep("EXIF", exif), _Extra(
         keep("XMP", extra.xmp), keep("comment", extra.comment), keep("dpi", extra.dpi), iptc,
-        text, colour)
+        text, colour, keep("XMP", extra.xmp_segments))
 
 
 _WORDS = {"ICC": "ICC colour profile", "EXIF": "EXIF (camera, date, location)",
@@ -196,12 +205,17 @@ def _extra_kwargs(fmt_name: str, extra: _Extra) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if extra.dpi and fmt_name in ("PNG", "JPEG", "TIFF", "BMP"):
         kwargs["dpi"] = extra.dpi
-    if extra.xmp and fmt_name in ("JPEG", "WEBP"):
+    if extra.xmp and fmt_name in ("JPEG", "WEBP") and not extra.xmp_segments:
         kwargs["xmp"] = extra.xmp
     if extra.comment and fmt_name == "JPEG":
         kwargs["comment"] = extra.comment
-    if extra.iptc and fmt_name == "JPEG":
-        kwargs["extra"] = jpeg_app13(extra.iptc)  # Pillow writes it as raw marker segments
+    if fmt_name == "JPEG":
+        # Raw marker segments, which Pillow writes as they are before its own XMP and ICC
+        # segments: the main XMP packet goes here too, to come before the extended one.
+        app13 = jpeg_app13(extra.iptc) if extra.iptc else None
+        segments = (app13 or b"") + (extra.xmp_segments or b"")
+        if segments:
+            kwargs["extra"] = segments
     if fmt_name == "TIFF":
         tiffinfo = {_TIFF_XMP: extra.xmp, TIFF_IPTC: extra.iptc}  # UNDEFINED: bytes kept
         if any(tiffinfo.values()):
@@ -275,6 +289,7 @@ def save_image(
     iptc: bytes | None = None,
     text: Sequence[TextField] = (),
     png_colour: Sequence[tuple[bytes, bytes]] = (),
+    jpeg_xmp: tuple[bytes, bytes] | None = None,
     keep_metadata: bool = True,
     protect: Iterable[str | os.PathLike[str]] = (),
     replace: bool = True,
@@ -304,6 +319,11 @@ def save_image(
         png_colour: A PNG's gAMA, cHRM and sRGB chunks, ``(type, data)``
             (:func:`rbqe.io.png.read_png_colour`; PNG only: elsewhere, unless they say
             sRGB or an ICC profile is written, their loss is said).
+        jpeg_xmp: ``xmp`` as a JPEG holds XMP over one segment: its main packet (which
+            names the other in ``xmpNote:HasExtendedXMP``) and its extended packet
+            (:attr:`LoadedImage.xmp_main` and :attr:`LoadedImage.xmp_extended`). A JPEG
+            output whose ``xmp`` does not fit one segment is given these instead; other
+            formats hold ``xmp`` whole.
         keep_metadata: False drops EXIF, XMP, the comment, IPTC-IIM and PNG text (they
             can hold a location, names and other personal data); the ICC profile and the
             resolution (and a PNG's gamma) are still written because they describe the
@@ -384,7 +404,7 @@ def save_image(
     colour = tuple(png_colour)
     extra = _Extra(xmp, comment, dpi, iptc, tuple(text), colour) if keep_metadata \
         else _Extra(dpi=dpi, colour=colour)
-    extra = _extra_for(p, fmt_name, extra)
+    extra = _extra_for(p, fmt_name, extra, jpeg_xmp)
     icc, exif_bytes, extra = _kept(p, fmt_name, icc, exif_bytes, extra)
     grey_curve = None
     if icc and channels == 3 and mode in ("L", "LA") and icc[16:20] == b"GRAY":
@@ -537,9 +557,9 @@ def save_like(
         keep_metadata: Whether to write EXIF, XMP, the comment, IPTC-IIM and PNG text
             (ICC and the resolution are always kept).
         strip_gps: Leave the GPS location out of the EXIF written. XMP that may hold one
-            (any "gps" in it: :func:`xmp_has_gps`) is left out whole: picking the
-            location out of the XML is not worth the risk of leaving a copy behind; so
-            is a PNG text field that names GPS.
+            (any "gps" in it, or in a JPEG's extended packet: :func:`xmp_has_gps`) is
+            left out whole: picking the location out of the XML is not worth the risk of
+            leaving a copy behind; so is a PNG text field that names GPS.
         protect: Further paths that must not be overwritten.
         replace: False: never replace a file at ``path`` (see :func:`save_image`).
 
@@ -551,8 +571,10 @@ def save_like(
     """
     exif = without_gps(src.exif, src.path) if strip_gps and keep_metadata else src.exif
     xmp = src.xmp
-    # A warning, not INFO: the XMP goes whole, with the rights and captions in it.
-    if strip_gps and keep_metadata and xmp_has_gps(xmp):
+    # A warning, not INFO: the XMP goes whole, with the rights and captions in it. The
+    # extended packet is asked too: a JPEG output writes it as it is, and what lies
+    # outside its descriptions was never merged into ``xmp``.
+    if strip_gps and keep_metadata and (xmp_has_gps(xmp) or xmp_has_gps(src.xmp_extended)):
         logger.warning("%s: the input's XMP (rights, captions, keywords...) is left out "
                        "whole: it holds a GPS location, which --strip-gps removes", path)
         xmp = None
@@ -562,13 +584,8 @@ def save_like(
         logger.warning("%s: the input's PNG text fields %s are left out: they may hold a GPS "
                        "location, which --strip-gps removes", path, named(gps_text))
         text = tuple(f for f in text if f.key not in gps_text)
-    if keep_metadata and xmp and src.xmp_main and len(xmp) > _JPEG_MAX_XMP \
-            and _format_name(fmt, Path(path)) == "JPEG":
-        logger.warning("%s: the input's extended XMP (%d bytes: the part of its XMP beyond "
-                       "the main packet) is not carried into this JPEG output, which holds "
-                       "the main packet only; copy it over if you need it",
-                       path, len(xmp) - len(src.xmp_main))
-        xmp = src.xmp_main
+    jpeg_xmp = (src.xmp_main, src.xmp_extended) \
+        if xmp and src.xmp_main and src.xmp_extended else None
     return save_image(
         path,
         pixels,
@@ -585,6 +602,7 @@ def save_like(
         iptc=src.iptc,
         text=text,
         png_colour=src.png_colour,
+        jpeg_xmp=jpeg_xmp,
         keep_metadata=keep_metadata,
         protect=[src.path, *protect],
         replace=replace,
