@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", choices=["auto", "f32", "bf16"], default="auto",
                    help="network precision (default auto: bf16 on CPUs with native bf16 if "
                         "it times faster, fp16 on CUDA, else f32)")
-    e.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
+    # As typed, not a Path: Path("r/") drops the "/" that says it names a folder.
+    e.add_argument("--report", metavar="FILE.json", help="write a JSON report")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     e.add_argument("--weights", type=Path, help="weights file (default: $RBQE_WEIGHTS if set, else the shipped one)")
     e.add_argument("-r", "--recursive", action="store_true", help="also scan sub-folders")
@@ -373,6 +374,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if problem:
         _eprint(f"rbqe: error: --report {show_path(args.report)}: {problem}")
         return EXIT_USAGE
+    report = Path(args.report) if args.report else None
     enhancer_kwargs = dict(weights=args.weights, device=args.device, threshold=args.threshold,
                            min_exit=args.min_exit, tile=args.tile,
                            tile_exits=args.tile_exits,
@@ -438,7 +440,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     aborted = False
     try:
         if enhancer is None:
-            summary = _run_ray(args, enhancer_kwargs, options, events,
+            summary = _run_ray(args, enhancer_kwargs, report, options, events,
                                lambda: interrupt.requested)
         else:
             summary = run_batch(enhancer, args.inputs, options, events=events,
@@ -460,12 +462,12 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if report_error:
         report_failed = True
         _eprint(f"rbqe: error: {report_error}")
-    if args.report and enhancer is not None:
+    if report and enhancer is not None:
         try:
-            _write_json(args.report, report_json(enhancer, summary))
+            _write_json(report, report_json(enhancer, summary))
         except OSError as exc:
             report_failed = True
-            _eprint(f"rbqe: error: {args.report}: cannot write report: "
+            _eprint(f"rbqe: error: {report}: cannot write report: "
                     f"{exc.strerror or exc}")
     if aborted:
         _eprint("\nrbqe: aborted")
@@ -486,14 +488,14 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed or report_failed or n == 0 else EXIT_OK
 
 
-def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], options: Any,
-             events: Any, cancel: Any) -> Any:
+def _run_ray(args: argparse.Namespace, enhancer_kwargs: dict[str, Any], report: Path | None,
+             options: Any, events: Any, cancel: Any) -> Any:
     from rbqe.cluster import RayOptions, run_ray_batch
 
     ray_options = RayOptions(address=args.address, workers=args.workers,
                              gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size)
     return run_ray_batch(enhancer_kwargs, args.inputs, options, ray_options,
-                         report=args.report, events=events, cancel=cancel)
+                         report=report, events=events, cancel=cancel)
 
 
 class _ProgressLines:
@@ -576,16 +578,28 @@ def _has_subfolder(folder: Path) -> bool:
         return False
 
 
-def _report_problem(report: Path, out: Path, inputs: Sequence[str]) -> str | None:
-    """Why the JSON report must not go to ``report``, or None; checked before any image is
-    enhanced. ``--report IMG_1.jpg IMG_2.jpg`` takes the first photo for the report's
-    name: it used to be written over. And a report that cannot be written used to be
-    found out only after hours of work. Creates the report's folder (as ``-o`` does)."""
+def names_folder(typed: str) -> bool:
+    """Whether a path as the user typed it ends in a separator (``out/``, and ``out\\`` on
+    Windows): it names a folder, whether or not one exists. Path drops the separator, so
+    only the string as typed can tell."""
+    return typed.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
+def _report_problem(typed: str, out: Path, inputs: Sequence[str]) -> str | None:
+    """Why the JSON report must not go to ``typed`` (--report as given), or None; checked
+    before any image is enhanced. ``--report IMG_1.jpg IMG_2.jpg`` takes the first photo
+    for the report's name: it used to be written over. And a report that cannot be
+    written used to be found out only after hours of work. Creates the report's folder
+    (as ``-o`` does)."""
     from rbqe.io import SUPPORTED_SUFFIXES
     from rbqe.io.atomic import unwritable_file
     from rbqe.io.diagnostics import _os_reason
     from rbqe.io.identity import path_key
 
+    report = Path(typed)
+    # `--report runs/` that does not exist yet used to become a report file named runs.
+    if names_folder(typed):
+        return "is a folder; give a file name inside it (report.json)"
     if report.suffix.lower() in SUPPORTED_SUFFIXES:
         return "that is an image's name, and the report is JSON (say --report report.json)"
     if report.name.startswith(".rbqe-"):  # the output log, a temp or a claim

@@ -66,6 +66,33 @@ def test_report_refuses_a_file_that_is_not_a_report(capsys, photos, tmp_path):
     assert code == 2 and "is a folder" in err, err
 
 
+def test_report_named_with_a_trailing_separator_is_a_folder_though_none_exists(
+        capsys, photos, tmp_path):
+    # `--report runs/` with no runs folder yet wrote a report file named runs (exit 0).
+    typed = f"{tmp_path / 'runs'}{os.sep}"
+    code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--report", typed, photos[0])
+    assert code == 2, err
+    assert err.splitlines() == [f"rbqe: error: --report {typed}: is a folder; give a file "
+                                f"name inside it (report.json)"]
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("seps, typed, folder", [
+    (("/", None), "runs/", True),
+    (("/", None), "runs\\", False),  # a backslash is part of a name on POSIX
+    (("\\", "/"), "runs\\", True),  # Windows: either separator
+    (("\\", "/"), "runs/", True),
+    (("\\", "/"), "runs", False),
+])
+def test_a_name_ending_in_a_separator_names_a_folder(monkeypatch, seps, typed, folder):
+    from rbqe import cli
+
+    monkeypatch.setattr(cli.os, "sep", seps[0])
+    monkeypatch.setattr(cli.os, "altsep", seps[1])
+    assert cli.names_folder(typed) is folder
+
+
 def test_report_replaces_an_earlier_report(capsys, photos, tmp_path):
     report = tmp_path / "r.json"
     code, err = run(capsys, "enhance", "-o", tmp_path / "out", "--exit", "1", "--report",
@@ -369,6 +396,27 @@ def test_eval_outputs_are_checked_before_measuring(capsys, photos, tmp_path, mon
     assert seen == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["eval", "IMG_1.jpg", "--json", "runs/"],
+    ["eval", "IMG_1.jpg", "--plot", "runs.png/"],
+    ["eval", "IMG_1.jpg", "--save-records", "runs/"],
+    ["eval", "IMG_1.jpg", "--save-gate-records", "runs/"],
+    ["calibrate", "IMG_1.jpg", "--dry-run", "--json", "runs/"],
+    ["train-curve", "log.jsonl", "--plot", "runs.png/"],
+])
+def test_an_output_file_named_with_a_trailing_separator_is_a_folder(capsys, photos, tmp_path,
+                                                                   monkeypatch, argv):
+    # With no such folder yet, each wrote a file of that name (Path drops the "/").
+    seen = _measured(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    typed = argv[-1].replace("/", os.sep)
+    code, err = run(capsys, *argv[:-1], typed)
+    assert code == 2, err
+    assert err.splitlines() == [f"rbqe: error: {typed}: is a folder; give a file name"]
+    assert seen == [] and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs.png").exists()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--qf", "101"], "a JPEG quality is 1-100, not 101"),
     (["--qf", "0"], "a JPEG quality is 1-100, not 0"),
@@ -420,6 +468,45 @@ def test_eval_skips_an_unreadable_image_and_keeps_the_rest(make_jpeg, tiny_weigh
     assert out.returncode == 1, out.stderr
     assert out.stderr.splitlines() == [warning, "rbqe: error: no image could be read (1 skipped)"]
     assert not table.exists()
+
+
+def test_eval_skips_a_cut_or_damaged_jpeg_reference(capsys, caplog, photos, tmp_path):
+    # OpenCV decodes a JPEG cut short without an error, the missing rows grey: it was
+    # measured as a clean reference (its PSNR nonsense) and not listed as skipped.
+    import io
+
+    from rbqe.io.jpeg_data import jpeg_data_check
+    from tests.helpers import photo
+
+    clean, table = tmp_path / "clean", tmp_path / "eval.json"
+    clean.mkdir()
+    Image.fromarray(photo(40, 48, seed=1)).save(clean / "good.png")
+    buf = io.BytesIO()
+    Image.fromarray(photo(96, 128)).save(buf, "JPEG", quality=80, progressive=True)
+    whole = buf.getvalue()
+    cut, flipped = clean / "cut.jpg", clean / "flipped.jpg"
+    cut.write_bytes(whole[: len(whole) // 2])
+    (clean / "no_end.jpg").write_bytes(whole[:-2])  # lacks only its end marker: whole
+    # Damaged but complete (a garbled block): no clean reference either.
+    for pos in range(whole.index(b"\xff\xda") + 20, len(whole) - 10, 7):
+        bad = bytearray(whole)
+        bad[pos] ^= 0xFF
+        flipped.write_bytes(bad)
+        short, damage = jpeg_data_check(flipped)
+        if damage and not short:
+            break
+    else:
+        pytest.fail("no single-byte flip made libjpeg report damage")
+    code, err = run(capsys, "eval", clean, "--qf", "10", "--json", table)
+    assert code == 0, err
+    doc = json.loads(table.read_text())
+    assert doc["images"] == 2 and doc["per_qf"]["10"]["images"] == 2
+    short_reason = "truncated or corrupt image data (its JPEG data ends before the picture does)"
+    damage_reason = f"its JPEG data is damaged (libjpeg: {damage.rstrip('.')})"
+    assert doc["skipped"] == [{"path": str(cut), "error": short_reason},
+                              {"path": str(flipped), "error": damage_reason}]
+    assert f"{cut}: {short_reason}; skipped" in caplog.messages
+    assert f"{flipped}: {damage_reason}; skipped" in caplog.messages
 
 
 def test_calibrate_guards(capsys, photos, tmp_path, monkeypatch):

@@ -140,7 +140,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("train-curve", help="plot a training log: val gain per exit vs pixels seen")
     p.add_argument("logs", nargs="+", type=Path, metavar="LOG.jsonl")
-    p.add_argument("--plot", type=Path, required=True, metavar="F.png")
+    p.add_argument("--plot", required=True, metavar="F.png")
     p.add_argument("--x", choices=("pixels", "patches"), default="pixels",
                    help="x-axis: pixels seen (each record's patch size; default) or patches")
     p.add_argument("--before-patch", type=int, metavar="PX",
@@ -166,11 +166,11 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--gray", action="store_true", help="convert images to grayscale first")
     e.add_argument("--limit", type=_limit, default=0, metavar="N",
                    help="use only the first N images (default 0: all)")
-    e.add_argument("--json", type=Path, help="write the full table as JSON")
-    e.add_argument("--plot", type=Path, help="write a dPSNR vs GMACs plot (PNG)")
-    e.add_argument("--save-records", type=Path, metavar="FILE",
+    e.add_argument("--json", help="write the full table as JSON")
+    e.add_argument("--plot", help="write a dPSNR vs GMACs plot (PNG)")
+    e.add_argument("--save-records", metavar="FILE",
                    help="keep per-image measurements (for calibrate --records)")
-    e.add_argument("--save-gate-records", type=Path, metavar="FILE.npz",
+    e.add_argument("--save-gate-records", metavar="FILE.npz",
                    help="keep every exit's PSNR and the gate's features per image, in the "
                         "gate's record format, so that gates can be measured on these "
                         "photos without a rerun")
@@ -214,8 +214,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--tolerance", type=float,
                    help="dB below exit 5 allowed at every QF (default 0.1 for the assessor, "
                         "0.05 for the gate)")
-    c.add_argument("--plot", type=Path, help="write the policies' frontier plot (PNG)")
-    c.add_argument("--json", type=Path, help="write the fitted rule and its table as JSON")
+    c.add_argument("--plot", help="write the policies' frontier plot (PNG)")
+    c.add_argument("--json", help="write the fitted rule and its table as JSON")
     c.add_argument("--dry-run", action="store_true", help="do not write the exit rule")
     c.add_argument("--records", type=Path, nargs="+", metavar="FILE",
                    help="use measurements saved by 'rbqe eval --save-records' (same weights)")
@@ -231,9 +231,23 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
                    help="network precision (default f32: the reference)")
 
 
+# Options that name a file to write. They are parsed as typed, not as Paths: Path("p/")
+# drops the "/" that says it names a folder; run() checks them, then makes them Paths.
+_OUTPUT_FILES = ("plot", "json", "save_records", "save_gate_records")
+
+
 def run(args: argparse.Namespace) -> int:
+    from rbqe.cli import names_folder
+
     commands = {"train": _train, "train-curve": _train_curve, "eval": _eval,
                 "calibrate": _calibrate}
+    for name in _OUTPUT_FILES:
+        typed = getattr(args, name, None)
+        if typed is not None:
+            # `--json runs/` that did not exist yet used to become a file named runs.
+            if names_folder(typed):
+                raise UsageError(f"{typed}: is a folder; give a file name")
+            setattr(args, name, Path(typed))
     if getattr(args, "plot", None):  # before minutes of measuring, not after them
         from rbqe.train.plotting import pyplot
 

@@ -29,11 +29,14 @@ from rbqe.engine import Enhancer, EnhanceResult
 from rbqe.errors import ImageReadError
 from rbqe.exit_policy import ExitSignals, JpegPrior, auto_exit, features
 from rbqe.io import is_image_file
+from rbqe.io.jpeg_data import jpeg_data_check, jpeg_data_complete
 from rbqe.model import NUM_EXITS
 from rbqe.train.data import jpeg_roundtrip_with_tables
 from rbqe.train.metrics import psnr, psnr_b, ssim, to_uint8, y_channel
 
 log = logging.getLogger(__name__)
+
+_JPEG_EOI = b"\xff\xd9"
 
 
 @dataclass
@@ -94,7 +97,15 @@ def _metrics(clean: np.ndarray, test: np.ndarray, color: bool) -> dict[str, floa
 
 
 def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
-    """8-bit gray ``(H, W)`` or RGB ``(H, W, 3)``; a colour file with equal channels is gray."""
+    """8-bit gray ``(H, W)`` or RGB ``(H, W, 3)``; a colour file with equal channels is gray.
+
+    Raises:
+        ImageReadError: The file cannot be read as an image, or it is a JPEG whose coded
+            data is cut short or damaged (no clean reference).
+    """
+    damaged = _jpeg_damage(path)
+    if damaged:
+        raise ImageReadError(path, damaged)
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:  # one line naming the file, not a traceback minutes into a measurement
         raise ImageReadError(path, "cannot read it as an image")
@@ -105,6 +116,27 @@ def read_clean(path: Path, gray: bool) -> tuple[np.ndarray, bool]:
             raise ImageReadError(path, "cannot read it as an image")
         return gray_img, False
     return rgb, True
+
+
+def _jpeg_damage(path: Path) -> str | None:
+    """Why a JPEG is no clean reference, or None (also for any other file).
+
+    OpenCV reads a JPEG cut short without an error, the missing rows grey: it was
+    measured as a clean reference. Damage elsewhere (garbled blocks) is no clean reference
+    either. Each check is a 1/8-scale decode, so only JPEGs pay for them.
+    """
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(3) != b"\xff\xd8\xff":
+                return None
+    except OSError:
+        return None  # cv2.imread then says it cannot read it
+    # With the end marker supplied, a file cut inside its scan data runs short (a file
+    # that lacks only the marker is whole); without, OpenCV does not decode it at all.
+    if not jpeg_data_complete(path, _JPEG_EOI):
+        return "truncated or corrupt image data (its JPEG data ends before the picture does)"
+    damage = jpeg_data_check(path)[1]
+    return f"its JPEG data is damaged (libjpeg: {damage.rstrip('.')})" if damage else None
 
 
 def exit_features(result: EnhanceResult, prior: JpegPrior | None) -> list[list[float]]:
