@@ -379,7 +379,7 @@ class BatchPanel(QWidget):
             self.summary.setHtml(f"<h3>Batch stopped</h3><p>{html.escape(message)}</p>")
             self.message.emit(message)
 
-    def _on_cancelled(self, gen: int) -> None:
+    def _on_cancelled(self, gen: int, _partial: object = None) -> None:
         if self._mine(gen):
             self.job = None
             self._set_running(False)

@@ -509,7 +509,9 @@ class ExitStrip(QWidget):
             d = card.data.decision
             # The chosen card says why auto stopped there, in a few words.
             card.data.reason = card_reason(d) if auto and card.index == k and d else ""
-            if card.data.state in ("empty", "skipped"):  # a new choice redraws these
+            # A new choice redraws these (a stopped photo's too: chosen since, its
+            # exits not computed are no longer "not computed (you pressed Stop)")
+            if card.data.state in ("empty", "skipped", "stopped"):
                 card.data.state = "skipped" if auto and k is not None and card.index > k \
                     else "empty"
             card.update()

@@ -153,6 +153,7 @@ class InfoPanel(QScrollArea):
         for name, label in self.fields.items():
             if name not in ("Weights", "Engine device"):
                 label.setText("–")
+        self.keys["Why this exit"].setText("Why this exit")
         self._show_engine_device()
         self._set_tiling("–")
         self.jpeg_note.hide()
@@ -218,6 +219,9 @@ class InfoPanel(QScrollArea):
             if score_decides(r.exit_reason) else ""  # a score that decided nothing: no headline
         self.set("Chosen exit", f"Exit {r.chosen}{score}")
         self.set("Why this exit", why_text(r, view.stopped_after))
+        # Stopped before an exit was chosen: the row says why there is none
+        self.keys["Why this exit"].setText("Why this exit" if view.stopped_after is None
+                                           else "Why no exit")
         self.fields["Why this exit"].setToolTip(r.policy.describe() if r.policy else "")
         mode = r.mode if isinstance(r.mode, str) else f"forced exit {r.mode}"
         if isinstance(r.mode, int):  # forced: no rule chose (it said "the gate decides")

@@ -168,11 +168,12 @@ class ViewData:
         extra_runs: The later runs of the whole picture that added exits to ``result``
             (:class:`ExtraRun`), in order; empty when its exits all came from its own
             run (continued from its kept state, say).
-        stopped_after: The exit its run was stopped after (the user's Stop, or another
-            cancel: the session keeps only a Stop's): ``result`` then holds the exits
-            computed before it, no exit was chosen (``result.decision`` is None, and
-            ``result.chosen`` is that last exit, which Save names as itself, never as
-            auto's choice). None: not stopped, or chosen since (a new mode or threshold).
+        stopped_after: The exit the user stopped its run after (set by the session in
+            the GUI thread, as it keeps the exits the worker sent with the cancel):
+            ``result`` then holds the exits computed before it, no exit was chosen
+            (``result.decision`` is None, and ``result.chosen`` is that last exit, which
+            Save names as itself, never as auto's choice). None: not stopped, or chosen
+            since (a new mode or threshold).
     """
 
     path: Path

@@ -94,9 +94,9 @@ def tooltip_text(item: QueueItem) -> str:
     if item.stale:
         lines.append("Done under the earlier exit mode or threshold; viewing it applies "
                      "the current one")
-    if item.status == WAITING and item.stopped and item.exit is not None:
-        lines.append(f"Stopped before an exit was chosen: {exits_text(range(1, item.exit + 1))} "
-                     f"kept, to view and save; Process again runs it from the start")
+    if item.status == WAITING and item.stopped and item.kept:
+        lines.append(f"Stopped before an exit was chosen: {exits_text(item.kept)} kept, to "
+                     f"view and save; Process again runs it from the start")
     lines += [f"Output: {p}" for p in item.outputs]
     return "\n".join(lines)
 

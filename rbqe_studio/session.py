@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal, Slot
 
 from rbqe.batch import ItemReport
+from rbqe.engine import EnhanceResult
 from rbqe_studio import session_events as ev
 from rbqe_studio.jobs import EngineSpec, PolicyChoice, ViewData
 from rbqe_studio.session_model import SessionModel
@@ -100,9 +101,9 @@ class Session(QObject):
     def _on_failed(self, gen: int, message: str) -> None:
         self._emit(self.model.on_failed(gen, message))
 
-    @Slot(int)
-    def _on_cancelled(self, gen: int) -> None:
-        self._emit(self.model.on_cancelled(gen))
+    @Slot(int, object)
+    def _on_cancelled(self, gen: int, partial: EnhanceResult | None) -> None:
+        self._emit(self.model.on_cancelled(gen, partial))
 
     @Slot(object)
     def _on_engine_ready(self, info: dict) -> None:

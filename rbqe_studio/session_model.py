@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbqe.batch import ItemReport
-from rbqe.engine import ExitResult
+from rbqe.engine import EnhanceResult, ExitResult
 from rbqe.errors import RBQEError
 from rbqe.io import OutputNotes, list_images, source_changed
 from rbqe.model import NUM_EXITS
@@ -75,6 +75,7 @@ from rbqe_studio.state import (
     ResultCache,
     TilePace,
     exits_text,
+    other_ms,
     path_key,
     score_decides,
 )
@@ -157,7 +158,7 @@ class SessionModel:
         self.fixed_weights = weights
         self.weights = self._weights()
         self.queue = Queue()
-        self.cache: ResultCache[str, ViewData] = ResultCache(CACHE_BUDGET)
+        self.cache: ResultCache[str, ViewData] = ResultCache(CACHE_BUDGET, self._holds_stop)
         self.current: QueueItem | None = None
         self.view: ViewData | None = None
         self.background = True  # process waiting items when nothing else runs
@@ -210,6 +211,14 @@ class SessionModel:
     def select(self, item: QueueItem | None) -> list[Event]:
         if item is self.current:
             return []
+        left = self.current
+        if left is None or not self._kept_stop(left) or \
+                self.cache.peek(path_key(left.path)) is not None:
+            return self._select(item)
+        # Its kept exits were let go while on screen (:meth:`_let_go`): gone with it
+        return [*self._unstop(left), *self._select(item), *self._pump()]
+
+    def _select(self, item: QueueItem | None) -> list[Event]:
         self.current = item
         old, self.view = self.view, None
         self._drop_session(old)
@@ -220,7 +229,7 @@ class SessionModel:
         if cached is None or cached.result is None:
             # Stopped before its first exit (or its stopped exits since let go): viewed
             # again, it runs. Stopped later, its exits are shown as they were.
-            item.stopped = False
+            item.stopped, item.kept = False, ()
         if cached is not None and cached.result is not None and changed(cached):
             events = self._forget_changed(item, cached)
             self._make_room()
@@ -302,7 +311,8 @@ class SessionModel:
             return []
         shown = self.cache.pop(path_key(item.path))
         self._cancel_jobs_of(shown or self.view)  # its Compute all, re-choice: replaced
-        if shown is not None and shown.result is not None and item.status == DONE:
+        if shown is not None and shown.result is not None and (
+                item.status == DONE or self._kept_stop(item)):  # a Stop's exits too
             self._before = (item, copy.copy(item), shown)
         if self._running is not None and self._running.item is item:
             self._running.job.cancel.set()
@@ -350,12 +360,49 @@ class SessionModel:
             return
         view.result.drop_session()  # not in its cache cost (ViewData.cost): nothing to update
 
-    def _update_cost(self, view: ViewData) -> None:
+    def _update_cost(self, view: ViewData) -> list[Event]:
         """``view``'s cache cost, after its exits changed, if the cache still holds it
         (after Process again its path's entry is another view: the new run's)."""
         key = path_key(view.path)
         if self.cache.peek(key) is view:
-            self.cache.update_cost(key, view.cost)
+            return self._let_go(self.cache.update_cost(key, view.cost))
+        return []
+
+    def _cache_view(self, item: QueueItem, view: ViewData) -> list[Event]:
+        """Caches ``view`` as ``item``'s."""
+        return self._let_go(self.cache.put(path_key(item.path), view, view.cost))
+
+    @staticmethod
+    def _kept_stop(item: QueueItem) -> bool:
+        """Whether ``item`` holds the exits a Stop kept (:meth:`_keep_stopped`)."""
+        return item.stopped and bool(item.kept)
+
+    def _holds_stop(self, key: str) -> bool:
+        """Whether the cache's entry ``key`` is the exits a Stop kept: pinned. The user
+        stopped the run to keep them, and the row says they are kept: browsing, or the
+        background going on with the folder, must not drop them behind its back. Bounded:
+        only these are pinned, one per Stop pressed, and they go (the oldest first) when
+        they alone pass the cache's budget (:meth:`_let_go`)."""
+        item = self.queue.at_key(key)
+        return item is not None and self._kept_stop(item)
+
+    def _let_go(self, evicted: list[str]) -> list[Event]:
+        """The rows of the stopped photos whose kept exits the cache ``evicted`` no longer
+        say they are kept: each runs again in its turn. One on screen keeps them there
+        until it is left (:meth:`select`)."""
+        events: list[Event] = []
+        for key in evicted:
+            item = self.queue.at_key(key)
+            if item is not None and item is not self.current and self._kept_stop(item):
+                events += self._unstop(item)
+        return events + self._pump() if events else []
+
+    @staticmethod
+    def _unstop(item: QueueItem) -> list[Event]:
+        """``item``'s kept exits let go: waiting to run as any other."""
+        item.stopped, item.kept = False, ()
+        item.exit = item.score = item.time_ms = None
+        return [ItemChanged(item)]
 
     def _forget_before(self, item: QueueItem) -> None:
         if self._before is not None and self._before[0] is item:
@@ -370,8 +417,7 @@ class SessionModel:
         _, fields, view = before
         for f in dataclasses.fields(item):
             setattr(item, f.name, getattr(fields, f.name))
-        self.cache.put(path_key(item.path), view, view.cost)
-        events: list[Event] = [ItemChanged(item)]
+        events: list[Event] = [ItemChanged(item), *self._cache_view(item, view)]
         if item is self.current:
             assert view.result is not None
             self.view, self._view_gen = view, 0
@@ -555,7 +601,7 @@ class SessionModel:
         its stop: its view is made anew (from a batch's outputs, say)."""
         if not item.stopped:
             return
-        item.stopped = False
+        item.stopped, item.kept = False, ()
         key = path_key(item.path)
         kept = self.cache.peek(key)
         if kept is None or kept.stopped_after is None:
@@ -702,13 +748,23 @@ class SessionModel:
             return self._saved(aux, payload)
         if aux is not None:  # continued or chosen again: the same view, more or re-chosen
             assert isinstance(payload, ViewData) and payload.result is not None
-            self._update_cost(payload)
+            events = self._update_cost(payload)
             item = self.queue.get(payload.path)
-            events: list[Event] = []
-            chosen = item is not None and item.stopped and payload.stopped_after is None \
-                and self.cache.peek(path_key(item.path)) is payload  # a stopped one's, now
-            if item is not None and (item.status == DONE or chosen):
-                item.stopped = False
+            key = path_key(payload.path)
+            kept = item is not None and self._kept_stop(item) and (
+                self.cache.peek(key) is payload or payload is self.view)  # a Stop's exits
+            if kept and payload.stopped_after is None:  # chosen now: a new mode, threshold
+                assert item is not None
+                item.stopped, item.kept = False, ()
+                self._mark_done(item, payload)
+                events.append(ItemChanged(item))
+                if self.cache.peek(key) is not payload:  # let go while on screen: back
+                    events += self._cache_view(item, payload)
+            elif kept:  # Compute all: more exits, still none chosen
+                assert item is not None
+                item.kept = tuple(e.exit for e in payload.result.exits)
+                events.append(ItemChanged(item))
+            elif item is not None and item.status == DONE:
                 self._mark_done(item, payload)
                 events.append(ItemChanged(item))
             if gen == self._view_gen:
@@ -732,7 +788,7 @@ class SessionModel:
         if gen != self._view_gen:
             self._drop_session(payload)  # done in the background: not on screen
         if self.queue.get(item.path) is item:  # not taken out of the queue meanwhile
-            self.cache.put(path_key(item.path), payload, payload.cost)
+            events += self._cache_view(item, payload)
         if gen == self._view_gen:
             self.view = payload
             events += [ViewBusy(False), ViewFinished(payload)]
@@ -762,14 +818,16 @@ class SessionModel:
         assert view is not None and view.result is not None
         paths = outcome.paths
         events: list[Event] = []
+        item = self.queue.get(view.path)
         if len(view.result.exits) > job.had:  # Save all computed the exits it lacked
-            self._update_cost(view)
+            events += self._update_cost(view)
+            if item is not None and self._kept_stop(item) and view.stopped_after is not None:
+                item.kept = tuple(e.exit for e in view.result.exits)  # a Stop's, and these
             if view is self.view:  # shown, as Compute all would (the cards said "not needed")
                 events.append(ViewFinished(view))
         # After the view's own line ("exit 3 of 5..."), so that the status bar is left
         # saying where the files went and what they could not keep
         events.append(Saved(paths, outcome.warnings))
-        item = self.queue.get(view.path)
         if item is not None:
             item.outputs = [*item.outputs, *(p for p in paths if p not in item.outputs)]
             events.append(ItemChanged(item))
@@ -800,7 +858,10 @@ class SessionModel:
             events += [ViewBusy(False), ViewFailed(message)]
         return events + self._job_done()
 
-    def on_cancelled(self, gen: int) -> list[Event]:
+    def on_cancelled(self, gen: int, partial: EnhanceResult | None = None) -> list[Event]:
+        """Job ``gen`` ended cancelled; ``partial``: the exits its run made before (the
+        worker's :func:`rbqe_studio.worker.stopped_result`), kept only when the user
+        stopped it (:meth:`_keep_stopped`)."""
         aux = self._pop_aux(gen)
         if aux is not None:
             return [ViewBusy(False)] if gen == self._view_gen else []
@@ -815,29 +876,35 @@ class SessionModel:
         if gen == self._view_gen:
             events.append(ViewBusy(False))
         restored = self._restore_before(item)  # Process again stopped: the earlier result
-        if not restored and item.stopped and run.view is not None \
-                and run.view.stopped_after is not None:
-            events += self._keep_stopped(item, run.view, gen)
+        if not restored and item.stopped and run.view is not None and partial is not None:
+            events += self._keep_stopped(item, run.view, partial, gen)
         elif not restored and item.status == WAITING:
             item.exit = item.score = item.time_ms = None  # an earlier Stop's, let go since
+            item.kept = ()
         return events + restored + self._job_done()
 
-    def _keep_stopped(self, item: QueueItem, view: ViewData, gen: int) -> list[Event]:
-        """The exits job ``gen`` made of ``item`` before the user stopped it, kept as its
-        view (:attr:`ViewData.stopped_after`: no exit chosen), cached and shown as a
-        finished result is, so that they can be viewed and saved. The item stays stopped:
-        the background leaves it; Process again runs it from exit 1. (Another cancel, a
-        background job making room or a photo left while it ran, keeps nothing: the image
-        runs again in its turn.)"""
-        assert view.result is not None
+    def _keep_stopped(self, item: QueueItem, view: ViewData, partial: EnhanceResult,
+                      gen: int) -> list[Event]:
+        """The exits job ``gen`` made of ``item`` before the user stopped it (``partial``),
+        kept as its ``view``'s result (:attr:`ViewData.stopped_after`: no exit chosen),
+        cached and shown as a finished result is, so that they can be viewed and saved.
+        The item stays stopped: the background leaves it; Process again runs it from
+        exit 1. (Another cancel, a background job making room or a photo left while it
+        ran, keeps nothing: the view gets no result, and the image runs again in its
+        turn.) Set here, in the GUI thread: the worker never writes a cancelled run's
+        exits on its view, which may be on screen by then (viewed again meanwhile)."""
+        view.result, view.other_ms = partial, other_ms(partial)
+        view.stopped_after = partial.chosen
         item.status, item.exit, item.score = WAITING, view.stopped_after, None
+        item.kept = tuple(e.exit for e in partial.exits)
         item.time_ms = view.chosen_cost()[0]
+        events: list[Event] = []
         if self.queue.get(item.path) is item:
-            self.cache.put(path_key(item.path), view, view.cost)
+            events += self._cache_view(item, view)
         if gen != self._view_gen:
-            return []
+            return events
         self.view = view
-        return [ViewFinished(view)]
+        return [*events, ViewFinished(view)]
 
     def _superseded_end(self, item: QueueItem) -> list[Event]:
         """The end of ``item``'s run cancelled to run it again under the newest choice

@@ -41,8 +41,10 @@ class QueueItem:
     blocked_by: str = ""  # BLOCKED: MODEL or DEVICE
     progress: float | None = None  # RUNNING: the fraction done, once the worker says
     # The user stopped it: not run in the background. Stopped after an exit (WAITING,
-    # ``exit`` that exit), its exits so far are kept, to view and save.
+    # ``exit`` that exit), its exits so far are kept, to view and save: ``kept`` (those
+    # and any Compute all or Save all added to them since).
     stopped: bool = False
+    kept: tuple[int, ...] = ()
     # DONE under an earlier exit mode or threshold: its exit is that mode's until viewed
     stale: bool = False
 
@@ -57,7 +59,7 @@ class QueueItem:
         self.report = None
         self.blocked_by = ""
         self.progress = None
-        self.stopped = False
+        self.stopped, self.kept = False, ()
         self.stale = False
 
 
@@ -86,6 +88,10 @@ class Queue:
 
     def get(self, path: Path) -> QueueItem | None:
         return self._keys.get(path_key(path))
+
+    def at_key(self, key: str) -> QueueItem | None:
+        """The item queued under ``key`` (:meth:`key_of`)."""
+        return self._keys.get(key)
 
     def index(self, item: QueueItem) -> int:
         return self.items.index(item)
@@ -135,10 +141,17 @@ class ResultCache(Generic[K, V]):
     """Least-recently-used cache bounded by a cost budget (bytes, roughly).
 
     The most recently used entry is never evicted, however large: it is on screen.
+
+    Args:
+        budget: The cost the entries may add up to.
+        pinned: Whether the entry under a key is one the user asked to keep (the exits a
+            Stop kept): those go last, after all the others, and only while they alone
+            pass the budget (the oldest first). None: none is.
     """
 
-    def __init__(self, budget: float) -> None:
+    def __init__(self, budget: float, pinned: Callable[[K], bool] | None = None) -> None:
         self.budget = budget
+        self.pinned = pinned or (lambda _key: False)
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
 
     def __contains__(self, key: K) -> bool:
@@ -174,11 +187,26 @@ class ResultCache(Generic[K, V]):
         return self.trim()
 
     def trim(self) -> list[K]:
-        evicted = []
-        while len(self._entries) > 1 and self.total > self.budget:
-            key, _ = self._entries.popitem(last=False)
-            evicted.append(key)
+        """Evicts the least recently used entries (never the most recent) while over the
+        budget, the pinned ones only while they alone are; returns their keys."""
+        older = list(self._entries)[:-1]  # oldest first
+        pinned = {k for k in self._entries if self.pinned(k)}
+        others = [k for k in older if k not in pinned]
+        evicted = others[:self._over(others, self.total)]
+        kept = [k for k in older if k in pinned]
+        evicted += kept[:self._over(kept, sum(self._entries[k][1] for k in pinned))]
+        for key in evicted:
+            del self._entries[key]
         return evicted
+
+    def _over(self, keys: list[K], total: float) -> int:
+        """How many of ``keys`` (oldest first, of a ``total`` cost) go to bring that
+        total within the budget."""
+        n = 0
+        while n < len(keys) and total > self.budget:
+            total -= self._entries[keys[n]][1]
+            n += 1
+        return n
 
     def pop(self, key: K) -> V | None:
         entry = self._entries.pop(key, None)

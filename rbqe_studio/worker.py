@@ -77,6 +77,15 @@ class EngineUnavailable(Exception):
     """The enhancer could not be built (missing weights, unusable device...)."""
 
 
+class StoppedRun(Cancelled):
+    """A run cancelled after some of its exits: ``partial`` holds them
+    (:func:`stopped_result`), sent with the ``cancelled`` signal."""
+
+    def __init__(self, partial: EnhanceResult) -> None:
+        super().__init__("cancelled")
+        self.partial = partial
+
+
 class Worker(QObject):
     """Runs jobs one after another in its thread."""
 
@@ -85,7 +94,10 @@ class Worker(QObject):
     exit_computed = Signal(int, object, object)  # gen, ExitResult, ViewData
     finished = Signal(int, object)  # gen, ViewData | SaveOutcome | BatchOutcome
     failed = Signal(int, str)  # gen, one-line message
-    cancelled = Signal(int)
+    # gen, and the exits a run made before it was cancelled (an EnhanceResult,
+    # :func:`stopped_result`) or None: the session keeps them for a Stop only. Sent, not
+    # written on the job's view, which the GUI thread may be showing by then.
+    cancelled = Signal(int, object)
     engine_failed = Signal(int, str)  # gen, why the enhancer could not be built
     engine_ready = Signal(object)  # dict: device, weights, threshold
     batch_started = Signal(int, int)  # gen, total
@@ -131,7 +143,7 @@ class Worker(QObject):
     @Slot(object)
     def run(self, job: Job) -> None:
         if job.cancel.is_set():
-            self.cancelled.emit(job.gen)
+            self.cancelled.emit(job.gen, None)
             return
         try:
             if isinstance(job, ProcessJob):
@@ -148,8 +160,8 @@ class Worker(QObject):
                 payload = self._batch(job)
             else:  # pragma: no cover
                 raise TypeError(type(job).__name__)
-        except Cancelled:
-            self.cancelled.emit(job.gen)
+        except Cancelled as exc:
+            self.cancelled.emit(job.gen, exc.partial if isinstance(exc, StoppedRun) else None)
         except EngineUnavailable as exc:  # missing weights, bad device: the app stays usable
             self.engine_failed.emit(job.gen, str(exc))
         except RBQEError as exc:
@@ -208,12 +220,10 @@ class Worker(QObject):
                                                                        total),
                 cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
                 full_precision=view.loaded.bit_depth == 16)
-        except Cancelled:
+        except Cancelled as exc:
             if computed:  # the exits made before a Stop stay saveable (SessionModel.on_cancelled)
-                view.result = stopped_result(enh, view, job.mode, list(computed.values()),
-                                             (time.perf_counter() - started) * 1000)
-                view.other_ms = other_ms(view.result)
-                view.stopped_after = view.result.chosen
+                raise StoppedRun(stopped_result(enh, view, job.mode, list(computed.values()),
+                                                (time.perf_counter() - started) * 1000)) from exc
             raise
         view.other_ms = other_ms(view.result)
         view.choice = Choice(job.mode, job.policy)

@@ -799,15 +799,14 @@ def test_stop_after_a_second_change_brings_the_earlier_result_back(model, tmp_pa
 
 
 # -- Stop keeps the exits made before it ---------------------------------------------------
-def stop_after(view: ViewData, k: int) -> ViewData:
-    """``view`` as the worker leaves it when its run is cancelled after exit ``k``
-    (:func:`rbqe_studio.worker.stopped_result`): those exits, none chosen."""
+def stop_after(view: ViewData, k: int) -> EnhanceResult:
+    """What the worker sends with its ``cancelled`` signal when ``view``'s run is
+    cancelled after exit ``k`` (:func:`rbqe_studio.worker.stopped_result`): those exits,
+    none chosen. The view itself is left as it was (no result)."""
     img = view.loaded.pixels
-    view.result = EnhanceResult([ExitResult(j, img, 0.5 + j / 10, 1.0, 1.0, float(j),
-                                            SimpleNamespace()) for j in range(1, k + 1)],
-                                k, 0.8, "auto", "cpu", (img.shape[1], img.shape[0]))
-    view.stopped_after = k
-    return view
+    return EnhanceResult([ExitResult(j, img, 0.5 + j / 10, 1.0, 1.0, float(j),
+                                     SimpleNamespace()) for j in range(1, k + 1)],
+                         k, 0.8, "auto", "cpu", (img.shape[1], img.shape[0]))
 
 
 def test_a_stop_keeps_the_exits_made_before_it_to_view_and_save(model, tmp_path) -> None:
@@ -821,8 +820,7 @@ def test_a_stop_keeps_the_exits_made_before_it_to_view_and_save(model, tmp_path)
     view = view_of(a)
     model.on_loaded(job.gen, view)
     assert kinds(model.stop()) == ["Message"] and job.cancel.is_set()
-    stop_after(view, 3)  # the worker ends its run after exit 3
-    events = model.on_cancelled(job.gen)
+    events = model.on_cancelled(job.gen, stop_after(view, 3))  # ended after exit 3
     assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished", "ItemChanged"]
     assert events[2].view is view and model.view is view and not model.view_running
     assert item.status == WAITING and item.stopped and item.exit == 3 and item.score is None
@@ -854,8 +852,7 @@ def test_only_a_stop_keeps_a_cancelled_runs_exits(model, tmp_path) -> None:
     item_a, item_b = model.queue.items
     model.select(item_b)
     assert background.cancel.is_set()
-    stop_after(model._running.view, 2)  # it had made exits 1-2
-    model.on_cancelled(background.gen)
+    model.on_cancelled(background.gen, stop_after(model._running.view, 2))  # exits 1-2
     assert item_a.status == WAITING and not item_a.stopped and item_a.exit is None
     assert model.cache.peek(path_key(a)) is None
 
@@ -869,8 +866,7 @@ def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> N
     view = view_of(a)
     model.on_loaded(job.gen, view)
     model.stop()
-    stop_after(view, 3)
-    model.on_cancelled(job.gen)
+    model.on_cancelled(job.gen, stop_after(view, 3))
     model.settings.threshold = 0.6
     model.setting_changed("threshold")
     chosen = model.jobs[-1]
@@ -890,8 +886,7 @@ def test_a_batchs_results_replace_a_stopped_photos_exits(model, tmp_path) -> Non
     view = view_of(a)
     model.on_loaded(job.gen, view)
     model.stop()
-    stop_after(view, 2)
-    model.on_cancelled(job.gen)
+    model.on_cancelled(job.gen, stop_after(view, 2))
     out = tmp_path / "out" / "a_rbqe.png"
     photo(out)
     model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
@@ -899,3 +894,197 @@ def test_a_batchs_results_replace_a_stopped_photos_exits(model, tmp_path) -> Non
     assert item.report is not None and not item.stopped and item.exit == 3
     assert model.cache.peek(path_key(a)) is None and model.view is None
     assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a
+
+
+# -- a review of the Stop that keeps exits -------------------------------------------------
+def stopped_on_screen(model, path: Path, k: int) -> tuple:
+    """``path``'s queued photo viewed (its run the one running) and stopped by the user
+    after exit ``k``: its item and the view that keeps exits 1..k."""
+    item = model.queue.get(path)
+    model.select(item)
+    job = model.jobs[-1]
+    assert job.path == path
+    view = view_of(path)
+    model.on_loaded(job.gen, view)
+    model.stop()
+    model.on_cancelled(job.gen, stop_after(view, k))
+    assert item.stopped and model.view is view and view.stopped_after == k
+    return item, view
+
+
+def finish_background(model, n: int) -> None:
+    """The background's next ``n`` runs end, each with all five exits."""
+    for _ in range(n):
+        job = model.jobs[-1]
+        view = view_of(job.path, 5)
+        model.on_loaded(job.gen, view)
+        model.on_finished(job.gen, view)
+
+
+def test_a_photo_viewed_again_before_its_stop_lands_runs_again(model, tmp_path) -> None:
+    """Stopped, left and viewed again before the step under way ended: viewed again, it
+    runs (as a photo stopped before any exit does), so the cancel keeps nothing. Its
+    view showed half its exits with Save on, "Stopping…" for good, the row "Waiting",
+    and it never ran again: the worker had written the stopped run's exits on the view
+    the GUI thread held by then."""
+    a, b, c = (photo(tmp_path / f"{n}.jpg", i) for i, n in enumerate("abc"))
+    model.add_paths([a, b, c])
+    item_a, item_b, _ = model.queue.items
+    model.select(item_a)
+    job = model.jobs[-1]
+    view = view_of(a)
+    model.on_loaded(job.gen, view)
+    model.stop()
+    model.select(item_b)
+    model.select(item_a)  # back, within the step under way
+    assert model.view is view and not item_a.stopped
+    events = model.on_cancelled(job.gen, stop_after(view, 2))
+    assert "ViewFinished" not in kinds(events)
+    assert view.result is None and view.stopped_after is None  # never a half result
+    assert model.save_job([2]) is None and model.cache.peek(path_key(a)) is None
+    again = model.jobs[-1]
+    assert isinstance(again, ProcessJob) and again.path == a and again is not job
+    assert item_a.status == RUNNING and item_a.exit is None and model.view_running
+
+
+def test_a_background_run_cancelled_and_viewed_before_it_ends_keeps_nothing(
+        model, tmp_path) -> None:
+    """No Stop at all: a background run cancelled to make room, its photo clicked before
+    the cancel landed, showed the exits made so far as its result and never ran again."""
+    a, b, c = (photo(tmp_path / f"{n}.jpg", i) for i, n in enumerate("abc"))
+    model.add_paths([a, b, c])
+    item_a, item_b, _ = model.queue.items
+    background = model.jobs[-1]
+    view = view_of(a)
+    model.on_loaded(background.gen, view)
+    model.select(item_b)  # makes room: a's run is cancelled
+    model.select(item_a)  # clicked back before it ended
+    events = model.on_cancelled(background.gen, stop_after(view, 2))
+    assert "ViewFinished" not in kinds(events) and view.result is None
+    assert model.jobs[-1].path == a and item_a.status == RUNNING and not item_a.stopped
+
+
+def test_the_exits_a_stop_kept_stay_while_the_row_says_they_are_kept(model, tmp_path) -> None:
+    """The background went on with the folder and its results pushed the stopped photo's
+    kept exits out of the cache: its row still said "Stopped after exit 3" (exits 1–3
+    kept, to view and save), and viewed again it ran from exit 1."""
+    paths = [photo(tmp_path / f"p{i}.jpg", i) for i in range(4)]
+    model.add_paths(paths)
+    items = model.queue.items
+    item, view = stopped_on_screen(model, paths[0], 3)
+    model.cache.budget = 3 * view_of(paths[0], 5).cost  # room for three done photos
+    finish_background(model, 3)  # the three others: more than the budget with a's exits
+    assert model.cache.peek(path_key(paths[0])) is view
+    assert model.cache.peek(path_key(paths[1])) is None  # a done photo's went instead
+    model.select(items[2])
+    n = len(model.jobs)
+    events = model.select(item)
+    assert len(model.jobs) == n and model.view is view and "ViewFinished" in kinds(events)
+    assert item.stopped and item.exit == 3 and item.kept == (1, 2, 3)
+
+
+def test_kept_exits_go_when_they_alone_pass_the_budget_and_their_row_says_so(
+        model, tmp_path) -> None:
+    """Pinned, but bounded: past the budget with kept exits alone, the oldest go, and
+    their photo's row stops saying they are kept; it runs again in its turn."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, view_a = stopped_on_screen(model, a, 3)
+    model.cache.budget = 1.5 * view_a.cost  # one stopped photo's exits, not two
+    item_b, view_b = stopped_on_screen(model, b, 3)
+    assert model.cache.peek(path_key(b)) is view_b and model.cache.peek(path_key(a)) is None
+    assert not item_a.stopped and item_a.exit is None and item_a.kept == ()
+    assert item_a.status == RUNNING and model.jobs[-1].path == a  # in its turn
+
+
+def test_kept_exits_let_go_on_screen_stay_there_until_left(model, tmp_path) -> None:
+    """Let go while on screen (another photo's stop pushed them out), the exits stay to
+    view and save until the photo is left; then its row says it waits, and it runs."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, view_a = stopped_on_screen(model, a, 3)
+    model.cache.budget = 1.5 * view_a.cost
+    item_b = model.queue.items[1]
+    model.select(item_b)  # b runs in the background since a's Stop: caught up
+    job_b = model.jobs[-1]
+    view_b = view_of(b)
+    model.on_loaded(job_b.gen, view_b)
+    model.stop()
+    model.select(item_a)  # back to a before b's Stop lands
+    model.on_cancelled(job_b.gen, stop_after(view_b, 2))  # b's exits push a's out
+    assert model.cache.peek(path_key(a)) is None and model.view is view_a
+    assert item_a.stopped and item_a.kept == (1, 2, 3) and model.save_job([3]) is not None
+    events = model.select(item_b)
+    assert any(type(e).__name__ == "ItemChanged" and e.item is item_a for e in events)
+    assert not item_a.stopped and item_a.exit is None and item_a.kept == ()
+    assert model.jobs[-1].path == a and item_a.status == RUNNING
+
+
+def test_a_stopped_photo_chosen_after_its_exits_were_let_go_is_done(model, tmp_path) -> None:
+    """Let go while on screen, then a new threshold chose an exit: the view said "exit 2
+    of 5", the row kept "Stopped after exit 3" (and the view was not cached again)."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, view_a = stopped_on_screen(model, a, 3)
+    model.cache.budget = 1.5 * view_a.cost
+    model.select(model.queue.items[1])
+    job_b = model.jobs[-1]
+    view_b = view_of(b)
+    model.on_loaded(job_b.gen, view_b)
+    model.stop()
+    model.select(item_a)
+    model.on_cancelled(job_b.gen, stop_after(view_b, 2))
+    assert model.cache.peek(path_key(a)) is None and model.view is view_a
+    model.settings.threshold = 0.6
+    model.setting_changed("threshold")
+    chosen = model.jobs[-1]
+    assert isinstance(chosen, RechooseJob) and chosen.view is view_a
+    view_a.stopped_after, view_a.result.chosen = None, 2  # as the worker's re-choice ends
+    events = model.on_finished(chosen.gen, view_a)
+    assert "ItemChanged" in kinds(events) and "ViewFinished" in kinds(events)
+    assert item_a.status == DONE and not item_a.stopped and item_a.exit == 2
+    assert item_a.kept == () and model.cache.peek(path_key(a)) is view_a
+
+
+def test_compute_all_and_save_all_on_a_stopped_photo_keep_all_its_exits(model,
+                                                                        tmp_path) -> None:
+    """After Compute all (or Save all) added exits 3-5, the row's tooltip still said
+    "exits 1–2 kept"."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item, view = stopped_on_screen(model, a, 2)
+    assert item.kept == (1, 2)
+    model.compute_all()
+    job = model.jobs[-1]
+    assert isinstance(job, ContinueJob)
+    view.result.exits = view_of(a, 5).result.exits  # as the worker's add_run leaves them
+    events = model.on_finished(job.gen, view)
+    assert "ItemChanged" in kinds(events)
+    assert item.stopped and item.exit == 2 and item.kept == (1, 2, 3, 4, 5)
+    # Save all the same: it computes the exits it lacks before it saves.
+    b = photo(tmp_path / "b.jpg", 1)
+    model.add_paths([b])
+    item_b, view_b = stopped_on_screen(model, b, 2)
+    model.save([1, 2, 3, 4, 5], folder=tmp_path / "out")
+    save = model.jobs[-1]
+    assert isinstance(save, SaveJob) and save.had == 2
+    view_b.result.exits = view_of(b, 5).result.exits
+    model.on_finished(save.gen, SaveOutcome([tmp_path / "out" / "b.exit1.png"], []))
+    assert item_b.stopped and item_b.exit == 2 and item_b.kept == (1, 2, 3, 4, 5)
+
+
+def test_process_again_on_a_stopped_photo_then_stop_keeps_its_exits(model, tmp_path) -> None:
+    """Process again on a stopped photo, stopped before its first exit: the kept exits
+    were gone (a done photo gets its result back then)."""
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item, view = stopped_on_screen(model, a, 3)
+    model.reprocess_current()
+    again = model.jobs[-1]
+    assert isinstance(again, ProcessJob) and item.status == RUNNING
+    model.stop()
+    events = model.on_cancelled(again.gen)  # no exit made: nothing sent
+    assert "ViewFinished" in kinds(events) and model.view is view
+    assert item.status == WAITING and item.stopped and item.exit == 3
+    assert item.kept == (1, 2, 3) and model.cache.peek(path_key(a)) is view
+    assert model.save_job([3]) is not None

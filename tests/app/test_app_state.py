@@ -35,6 +35,19 @@ def test_cache_evicts_oldest_but_keeps_newest() -> None:
     assert len(cache) == 1
 
 
+def test_cache_lets_pinned_entries_go_only_when_they_alone_pass_the_budget() -> None:
+    """The exits a Stop kept are pinned (the row says they are kept), but bounded: the
+    others go first, the pinned ones (the oldest first) only past the budget alone."""
+    pinned = {"s1", "s2"}
+    cache: ResultCache[str, int] = ResultCache(budget=10, pinned=pinned.__contains__)
+    assert cache.put("s1", 1, 4) == [] and cache.put("a", 2, 4) == []
+    assert cache.put("b", 3, 4) == ["a"]  # not s1, older
+    assert cache.put("huge", 4, 100) == ["b"]  # the newest stays; s1 alone fits
+    assert "s1" in cache
+    assert cache.put("s2", 5, 8) == ["huge", "s1"]  # the pinned alone: 12 of 10
+    assert len(cache) == 1 and "s2" in cache
+
+
 def test_eta_and_formatting() -> None:
     eta = Eta(total=10, started=0.0)
     assert eta.remaining_s(5.0) is None

@@ -5,14 +5,17 @@ view said only "Stopped", and the photo had to run again from the start."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Slot
 
 from rbqe.io import OutputNotes, load_image
 from rbqe.model import NUM_EXITS
+from rbqe_studio.jobs import EngineSpec, PolicyChoice, ProcessJob
 from rbqe_studio.queue_panel import status_text, tooltip_text
-from rbqe_studio.state import WAITING
+from rbqe_studio.state import DONE, WAITING, QueueItem
+from rbqe_studio.worker import Worker
 from tests.helpers import tiny_enhancer
 
 TIMEOUT = 120_000
@@ -101,6 +104,7 @@ def test_the_exits_computed_before_stop_are_shown_and_saved_as_themselves(
     assert [(p.name, notes.get(p).result) for p in saved.args[0]] == [
         (f"photo_rbqe.exit{k}.png", f"exit{k}") for k in range(1, NUM_EXITS + 1)]
     assert view.stopped_after == 2 and item.stopped  # still no exit chosen
+    assert "exits 1–5 kept" in tooltip_text(item)  # those Save all added too
 
     # Process again runs it from the start, and it ends chosen as usual.
     window.settings.threshold = None
@@ -132,3 +136,107 @@ def test_stopped_before_any_exit_nothing_is_saveable_as_before(qtbot, window, jp
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         window.queue.select(item)  # viewed again: it runs
     assert not item.stopped and window.acts.save.isEnabled()
+
+
+# -- a review of it --------------------------------------------------------------------------
+def test_the_worker_sends_a_cancelled_runs_exits_and_leaves_its_view_alone(
+        qapp, jpeg, tmp_path) -> None:
+    """The worker wrote a cancelled run's exits on its view, from its thread, whatever
+    the cancel: the GUI thread may be showing that view by then (viewed again before the
+    cancel landed), and it showed them as the result. They come with the signal now."""
+    photo = jpeg(tmp_path / "photo.jpg", size=(96, 64))
+    worker = Worker(lambda _spec: tiny_enhancer())
+    job = ProcessJob(spec=EngineSpec(), policy=PolicyChoice(1.0), path=photo, mode="auto")
+    seen: dict = {}
+    worker.loaded.connect(lambda _gen, view: seen.update(view=view))
+    worker.exit_computed.connect(lambda _gen, e, _view: e.exit == 2 and job.cancel.set())
+    worker.cancelled.connect(lambda gen, partial: seen.update(gen=gen, partial=partial))
+    worker.run(job)
+    view, partial = seen["view"], seen["partial"]
+    assert seen["gen"] == job.gen and view.result is None and view.stopped_after is None
+    assert [e.exit for e in partial.exits] == [1, 2] and partial.chosen == 2
+    assert partial.decision is None
+
+
+def test_a_photo_viewed_again_before_its_stop_lands_runs_again(qtbot, window, jpeg,
+                                                              tmp_path) -> None:
+    """Esc on a photo, another clicked and the photo again, all before the step under
+    way ended: half its exits showed with Save on, "Stopping…" for good, and it never
+    ran again. Viewed again, it runs (as one stopped before its first exit does)."""
+    photo = jpeg(tmp_path / "in" / "photo.jpg", size=(96, 64))
+    other = jpeg(tmp_path / "in" / "other.jpg", size=(96, 64), seed=3)
+    window.settings.threshold = 1.0
+    go = threading.Event()
+    worker = window.session.host.worker
+    fired: list = []
+
+    def hold(_gen, e, view) -> None:  # in the worker's thread
+        if view.path.name == "photo.jpg" and e.exit == 2 and not go.is_set():
+            assert go.wait(TIMEOUT / 1000)
+
+    def act(e, view) -> None:  # in the GUI thread
+        if view.path.name == "photo.jpg" and e.exit == 2 and not fired:
+            fired.append(1)
+            window.acts.stop.trigger()
+            items = {i.name: i for i in window.session.queue.items}
+            window.queue.select(items["other.jpg"])
+            window.queue.select(items["photo.jpg"])
+            go.set()
+
+    worker.exit_computed.connect(hold, Qt.ConnectionType.DirectConnection)
+    window.session.exit_ready.connect(act)
+    seen: dict = {}
+
+    class Catcher(QObject):  # of the GUI thread: its slot runs after the session's
+        @Slot(int, object)
+        def on(self, _gen: int, _partial: object) -> None:
+            if go.is_set() and not seen:
+                view = window.session.view
+                seen.update(result=view is not None and view.result is not None,
+                            save=window.acts.save.isEnabled(),
+                            running=[j.path.name for j in window.session.host.jobs.values()
+                                     if isinstance(j, ProcessJob)])
+
+    catcher = Catcher()
+    worker.cancelled.connect(catcher.on)
+    window.open_paths([photo, other])
+    qtbot.waitUntil(lambda: bool(seen), timeout=TIMEOUT)
+    assert seen == {"result": False, "save": False, "running": ["photo.jpg"]}
+    item = window.session.current
+    qtbot.waitUntil(lambda: item.status == DONE, timeout=TIMEOUT)
+    view = window.session.view
+    assert view.result is not None and view.stopped_after is None and not item.stopped
+    assert window.acts.save.isEnabled()
+
+
+def test_a_new_choice_on_a_stopped_photo_redraws_its_cards_and_info(qtbot, window, jpeg,
+                                                                   tmp_path) -> None:
+    """Stopped after exit 3, then a threshold that chose an exit among those: the photo
+    was done, but cards 4-5 still said "not computed (you pressed Stop)". The Info
+    panel's row reads "Why no exit" while none is chosen."""
+    photo = jpeg(tmp_path / "in" / "photo.jpg", size=(96, 64))
+    window.settings.threshold = 1.0
+    hold_worker_after(window, "exit", lambda r: r[1].exit == 3)
+    with qtbot.waitSignal(window.session.view_busy, timeout=TIMEOUT,
+                          check_params_cb=lambda busy: not busy):
+        window.open_paths([photo])
+    qtbot.waitUntil(lambda: not window.session.view_running, timeout=TIMEOUT)
+    cards = window.compare.strip.cards
+    assert [c.data.state for c in cards[4:]] == ["stopped"] * 2
+    assert window.info.keys["Why this exit"].text() == "Why no exit"
+    window.settings.threshold = 0.0  # the user lowers it in Settings: an earlier exit
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.setting_changed("threshold")
+    qtbot.waitUntil(lambda: not window.session.view_running, timeout=TIMEOUT)
+    item, r = window.session.current, window.session.view.result
+    assert item.status == DONE and window.session.view.stopped_after is None
+    assert r.chosen <= 3 and [e.exit for e in r.exits] == [1, 2, 3]
+    assert [c.data.state for c in cards[4:]] == ["skipped"] * 2  # "not needed"
+    assert window.info.keys["Why this exit"].text() == "Why this exit"
+
+
+def test_a_stopped_rows_tooltip_names_the_exits_kept() -> None:
+    """Its view's exits (Compute all or Save all may have added to them), not 1..k."""
+    item = QueueItem(Path("a.jpg"), exit=2, stopped=True, kept=(1, 2, 3, 4, 5))
+    assert status_text(item) == "Stopped after exit 2"
+    assert "exits 1–5 kept" in tooltip_text(item)
