@@ -857,46 +857,6 @@ def test_only_a_stop_keeps_a_cancelled_runs_exits(model, tmp_path) -> None:
     assert model.cache.peek(path_key(a)) is None
 
 
-def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> None:
-    a = photo(tmp_path / "a.jpg")
-    model.add_paths([a])
-    item = model.queue.items[0]
-    model.select(item)
-    job = model.jobs[-1]
-    view = view_of(a)
-    model.on_loaded(job.gen, view)
-    model.stop()
-    model.on_cancelled(job.gen, stop_after(view, 3))
-    model.settings.threshold = 0.6
-    model.setting_changed("threshold")
-    chosen = model.jobs[-1]
-    assert isinstance(chosen, RechooseJob) and chosen.view is view
-    view.stopped_after, view.result.chosen = None, 2  # as the worker's re-choice ends
-    events = model.on_finished(chosen.gen, view)
-    assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished"]
-    assert item.status == DONE and not item.stopped and item.exit == 2
-
-
-def test_a_batchs_results_replace_a_stopped_photos_exits(model, tmp_path) -> None:
-    a = photo(tmp_path / "a.jpg")
-    model.add_paths([a])
-    item = model.queue.items[0]
-    model.select(item)
-    job = model.jobs[-1]
-    view = view_of(a)
-    model.on_loaded(job.gen, view)
-    model.stop()
-    model.on_cancelled(job.gen, stop_after(view, 2))
-    out = tmp_path / "out" / "a_rbqe.png"
-    photo(out)
-    model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
-                                         scores={"3": 0.9}, times_ms={"total": 12.0})])
-    assert item.report is not None and not item.stopped and item.exit == 3
-    assert model.cache.peek(path_key(a)) is None and model.view is None
-    assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a
-
-
-# -- a review of the Stop that keeps exits -------------------------------------------------
 def stopped_on_screen(model, path: Path, k: int) -> tuple:
     """``path``'s queued photo viewed (its run the one running) and stopped by the user
     after exit ``k``: its item and the view that keeps exits 1..k."""
@@ -912,6 +872,34 @@ def stopped_on_screen(model, path: Path, k: int) -> tuple:
     return item, view
 
 
+def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item, view = stopped_on_screen(model, a, 3)
+    model.settings.threshold = 0.6
+    model.setting_changed("threshold")
+    chosen = model.jobs[-1]
+    assert isinstance(chosen, RechooseJob) and chosen.view is view
+    view.stopped_after, view.result.chosen = None, 2  # as the worker's re-choice ends
+    events = model.on_finished(chosen.gen, view)
+    assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished"]
+    assert item.status == DONE and not item.stopped and item.exit == 2
+
+
+def test_a_batchs_results_replace_a_stopped_photos_exits(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item, _ = stopped_on_screen(model, a, 2)
+    out = tmp_path / "out" / "a_rbqe.png"
+    photo(out)
+    model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
+                                         scores={"3": 0.9}, times_ms={"total": 12.0})])
+    assert item.report is not None and not item.stopped and item.exit == 3
+    assert model.cache.peek(path_key(a)) is None and model.view is None
+    assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a
+
+
+# -- a review of the Stop that keeps exits -------------------------------------------------
 def finish_background(model, n: int) -> None:
     """The background's next ``n`` runs end, each with all five exits."""
     for _ in range(n):
@@ -997,6 +985,19 @@ def test_kept_exits_go_when_they_alone_pass_the_budget_and_their_row_says_so(
     assert item_a.status == RUNNING and model.jobs[-1].path == a  # in its turn
 
 
+def push_out(model, item_a, item_b) -> None:
+    """``item_b`` viewed (its background run caught up) and stopped after exit 2, with
+    ``item_a`` viewed again before that Stop lands: b's kept exits push a's out of a
+    cache sized for fewer."""
+    model.select(item_b)
+    job_b = model.jobs[-1]
+    view_b = view_of(item_b.path)
+    model.on_loaded(job_b.gen, view_b)
+    model.stop()
+    model.select(item_a)
+    model.on_cancelled(job_b.gen, stop_after(view_b, 2))
+
+
 def test_kept_exits_let_go_on_screen_stay_there_until_left(model, tmp_path) -> None:
     """Let go while on screen (another photo's stop pushed them out), the exits stay to
     view and save until the photo is left; then its row says it waits, and it runs."""
@@ -1005,13 +1006,7 @@ def test_kept_exits_let_go_on_screen_stay_there_until_left(model, tmp_path) -> N
     item_a, view_a = stopped_on_screen(model, a, 3)
     model.cache.budget = 1.5 * view_a.cost
     item_b = model.queue.items[1]
-    model.select(item_b)  # b runs in the background since a's Stop: caught up
-    job_b = model.jobs[-1]
-    view_b = view_of(b)
-    model.on_loaded(job_b.gen, view_b)
-    model.stop()
-    model.select(item_a)  # back to a before b's Stop lands
-    model.on_cancelled(job_b.gen, stop_after(view_b, 2))  # b's exits push a's out
+    push_out(model, item_a, item_b)
     assert model.cache.peek(path_key(a)) is None and model.view is view_a
     assert item_a.stopped and item_a.kept == (1, 2, 3) and model.save_job([3]) is not None
     events = model.select(item_b)
@@ -1027,13 +1022,7 @@ def test_a_stopped_photo_chosen_after_its_exits_were_let_go_is_done(model, tmp_p
     model.add_paths([a, b])
     item_a, view_a = stopped_on_screen(model, a, 3)
     model.cache.budget = 1.5 * view_a.cost
-    model.select(model.queue.items[1])
-    job_b = model.jobs[-1]
-    view_b = view_of(b)
-    model.on_loaded(job_b.gen, view_b)
-    model.stop()
-    model.select(item_a)
-    model.on_cancelled(job_b.gen, stop_after(view_b, 2))
+    push_out(model, item_a, model.queue.items[1])
     assert model.cache.peek(path_key(a)) is None and model.view is view_a
     model.settings.threshold = 0.6
     model.setting_changed("threshold")
