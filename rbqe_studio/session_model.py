@@ -411,9 +411,10 @@ class SessionModel:
     def _restore_before(self, item: QueueItem) -> list[Event]:
         """``item``'s result from before Process again, back on screen after the user
         stopped the new run; [] when there is none."""
-        before, self._before = self._before, None
+        before = self._before
         if before is None or before[0] is not item:
-            return []
+            return []  # another photo's run ended (the background's): not this one's
+        self._before = None
         _, fields, view = before
         for f in dataclasses.fields(item):
             setattr(item, f.name, getattr(fields, f.name))
@@ -583,7 +584,10 @@ class SessionModel:
                 continue
             item.outputs = [Path(p) for p in r.outputs.values()]
             if item.status in (WAITING, BLOCKED, FAILED) and saved_exits(r):
-                self._forget_stopped(item)  # the batch's whole result instead
+                if self._forget_stopped(item):  # the batch's whole result instead, at once
+                    self._make_room()
+                    events += [ViewBusy(True), Message(f"Reading the batch's outputs of "
+                                                       f"{item.name}…")]
                 item.status, item.error, item.report = DONE, "", r
                 item.exit = r.exit
                 item.score = r.scores.get(str(r.exit)) \
@@ -596,20 +600,23 @@ class SessionModel:
             events.append(SelectItem(first))
         return events
 
-    def _forget_stopped(self, item: QueueItem) -> None:
+    def _forget_stopped(self, item: QueueItem) -> bool:
         """Lets go of the exits ``item`` kept from a Stop (:meth:`_keep_stopped`), and of
-        its stop: its view is made anew (from a batch's outputs, say)."""
+        its stop: its view is made anew (from a batch's outputs, say). Returns whether
+        they were the view on screen (the window still shows them)."""
         if not item.stopped:
-            return
+            return False
         item.stopped, item.kept = False, ()
         key = path_key(item.path)
         kept = self.cache.peek(key)
         if kept is None or kept.stopped_after is None:
-            return
+            return False
         self.cache.pop(key)
         self._cancel_jobs_of(kept)  # its Compute all
-        if kept is self.view:
-            self.view, self._view_gen = None, 0
+        if kept is not self.view:
+            return False
+        self.view, self._view_gen = None, 0
+        return True
 
     def set_background(self, on: bool) -> list[Event]:
         """Process waiting images when nothing else runs (off while a batch has the CPU)."""

@@ -191,10 +191,12 @@ class ResultCache(Generic[K, V]):
         budget, the pinned ones only while they alone are; returns their keys."""
         older = list(self._entries)[:-1]  # oldest first
         pinned = {k for k in self._entries if self.pinned(k)}
-        others = [k for k in older if k not in pinned]
-        evicted = others[:self._over(others, self.total)]
         kept = [k for k in older if k in pinned]
-        evicted += kept[:self._over(kept, sum(self._entries[k][1] for k in pinned))]
+        evicted = kept[:self._over(kept, sum(self._entries[k][1] for k in pinned))]
+        # What goes of the others is counted without the pinned ones that went already.
+        total = self.total - sum(self._entries[k][1] for k in evicted)
+        others = [k for k in older if k not in pinned]
+        evicted += others[:self._over(others, total)]
         for key in evicted:
             del self._entries[key]
         return evicted

@@ -1077,3 +1077,43 @@ def test_process_again_on_a_stopped_photo_then_stop_keeps_its_exits(model, tmp_p
     assert item.status == WAITING and item.stopped and item.exit == 3
     assert item.kept == (1, 2, 3) and model.cache.peek(path_key(a)) is view
     assert model.save_job([3]) is not None
+
+
+def test_process_again_then_stop_keeps_its_exits_beside_the_background(model, tmp_path) -> None:
+    """Process again on a stopped photo made room (the background's run of another photo
+    was cancelled); that cancel landing first threw the kept exits away, so a Stop of the
+    new run left a blank "Stopped" photo. A done photo's result likewise."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item, view = stopped_on_screen(model, a, 3)
+    background = model.jobs[-1]
+    assert background.path == b  # the background went on with b after the Stop
+    model.reprocess_current()
+    assert background.cancel.is_set()
+    model.on_cancelled(background.gen)  # b's cancel lands first
+    again = model.jobs[-1]
+    assert isinstance(again, ProcessJob) and again.path == a
+    model.stop()
+    events = model.on_cancelled(again.gen)  # before its first exit
+    assert "ViewFinished" in kinds(events) and model.view is view
+    assert item.stopped and item.kept == (1, 2, 3) and model.save_job([3]) is not None
+
+
+def test_a_batchs_results_over_a_stopped_photo_on_screen_load_at_once(model, tmp_path) -> None:
+    """The stopped photo on screen, the background running another: the batch's outputs
+    replaced the kept exits in the model, but the window was not told (it kept showing
+    them, saying Save saves them) and the outputs waited for the other photo's run."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    stopped_on_screen(model, a, 2)
+    background = model.jobs[-1]
+    assert background.path == b
+    out = tmp_path / "out" / "a_rbqe.png"
+    photo(out)
+    events = model.open_batch_results([ItemReport(a, "ok", outputs={"3": out}, exit=3,
+                                                  scores={"3": 0.9},
+                                                  times_ms={"total": 12.0})])
+    assert "ViewBusy" in kinds(events) and model.view is None
+    assert background.cancel.is_set()  # room made for the photo on screen
+    model.on_cancelled(background.gen)
+    assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a

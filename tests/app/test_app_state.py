@@ -44,8 +44,19 @@ def test_cache_lets_pinned_entries_go_only_when_they_alone_pass_the_budget() -> 
     assert cache.put("b", 3, 4) == ["a"]  # not s1, older
     assert cache.put("huge", 4, 100) == ["b"]  # the newest stays; s1 alone fits
     assert "s1" in cache
-    assert cache.put("s2", 5, 8) == ["huge", "s1"]  # the pinned alone: 12 of 10
+    assert cache.put("s2", 5, 8) == ["s1", "huge"]  # the pinned alone: 12 of 10
     assert len(cache) == 1 and "s2" in cache
+
+
+def test_cache_counts_pinned_entries_that_went_before_letting_others_go() -> None:
+    """A second Stop's exits push the first's out; a done photo's result that fits
+    beside them stays (it went too: counted against the pinned entries that went)."""
+    pinned = {"s1", "s2"}
+    cache: ResultCache[str, int] = ResultCache(budget=10, pinned=pinned.__contains__)
+    cache.put("s1", 1, 6)
+    cache.put("done", 2, 3)
+    assert cache.put("s2", 3, 6) == ["s1"]  # 3 + 6 fit the 10
+    assert "done" in cache and "s2" in cache
 
 
 def test_eta_and_formatting() -> None:
