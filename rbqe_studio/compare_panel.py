@@ -1,8 +1,10 @@
 """Centre of the window: compare bar, compare view and exit strip, kept in step.
 
 The photo keeps at least :data:`PHOTO_SHARE` of the panel's height: a short panel gets a
-compact exit strip (the strip shortens its cards itself). The user may drag the strip
-taller or down to its compact least, never to nothing.
+compact exit strip at its least (the strip shortens its cards itself). The user may drag
+the strip anywhere between that least and its full height, never to nothing nor over the
+photo's share; the height dragged to is kept (:attr:`ComparePanel.strip_wanted`, stored
+with the window's layout).
 
 Which picture sits on each side is chosen here: by default A is the input and B follows
 the newest exit while an image runs, then the chosen exit when it is done. Once the user
@@ -126,23 +128,34 @@ class ComparePanel(QWidget):
         super().resizeEvent(event)  # (the splitter has its new size already)
         self.fit_strip()
 
+    def strip_bounds(self) -> tuple[int, int]:
+        """The strip's least and most height: its compact least, and its full height
+        where the photo keeps :data:`PHOTO_SHARE` of the panel (else what is left)."""
+        least = self.strip.minimumHeight()
+        room = sum(self.splitter.sizes()) - round(PHOTO_SHARE * self.height())
+        return least, max(least, min(self.strip.full_height(), room))
+
     def fit_strip(self) -> None:
-        """Give the strip its full height (or the one the user dragged it to) where the
-        photo keeps :data:`PHOTO_SHARE` of the panel, else what is left (the strip turns
-        compact), never less than the strip's compact least."""
+        """Give the strip the height the user dragged it to, else its full height where
+        it fits, else its compact least (text cards need no more: the photo gets the
+        rest); within :meth:`strip_bounds` either way, which the splitter keeps too."""
         sizes = self.splitter.sizes()
         total = sum(sizes)
         if total <= 0 or len(sizes) != 2:
             return
-        room = total - round(PHOTO_SHARE * self.height())
+        least, most = self.strip_bounds()
+        self.strip.setMaximumHeight(most)  # a drag stops there
+        full = self.strip.full_height()
         wanted = self.strip_wanted if self.strip_wanted is not None else \
-            self.strip.full_height()
-        strip = max(self.strip.minimumHeight(), min(wanted, room))
+            full if full <= most else least
+        strip = max(least, min(wanted, most))
         if strip != sizes[1]:
             self.splitter.setSizes([total - strip, strip])
 
     def _strip_dragged(self, *_pos: int) -> None:
-        self.strip_wanted = self.splitter.sizes()[1]
+        height = self.splitter.sizes()[1]
+        # Dragged up to its full height: no wish, so that a roomier window gets it full.
+        self.strip_wanted = None if height >= self.strip.full_height() else height
 
     # -- data in ---------------------------------------------------------------------
     def clear(self) -> None:

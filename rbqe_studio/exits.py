@@ -1,8 +1,10 @@
 """The exit strip: the input and all five exits as cards, filled in as they arrive.
 
 Each exit card shows its thumbnail, quality score, cumulative time and GMACs; the exit
-``auto`` chose carries a badge. Clicking a card shows it on the B (right) side of the
-compare view; right-click or Ctrl+click puts it on the A (left) side.
+``auto`` chose carries a badge. In a compact strip (a short window) the cards are text
+only and narrower: the name, score and times, the badges on a line of their own.
+Clicking a card shows it on the B (right) side of the compare view; right-click or
+Ctrl+click puts it on the A (left) side.
 """
 
 from __future__ import annotations
@@ -50,12 +52,15 @@ NEUTRAL = QColor(255, 255, 255, 170)  # a score that decides nothing (the gate's
 A_COLOR = QColor("#e8a33d")
 B_COLOR = QColor("#4c9be8")
 CARD_HEIGHT = 190  # a card's height where the compare panel has room (a 75-px thumbnail)
-CARD_MIN_HEIGHT = 112  # its least, in a short panel: the photo keeps most of the height
+CARD_MIN_HEIGHT = 104  # its least, compact (text only), in a short panel: the photo's room
 SCROLL_BAR_ROOM = 16  # below the cards, for the row's scroll bar when narrow
 LINE = 15  # a line of the chosen card's reason (small font), in a card's height
 THUMB_MIN = 40  # a card's thumbnail gives up reason lines before it shrinks below this
 HEAD_SPACING = 14  # between the strip header's title, rule, mode and button
 CARD_MIN_WIDTH = 108  # six cards and their gaps fit a 1280-px window; narrower, the row scrolls
+COMPACT_MIN_WIDTH = 68  # a compact card's: all six fit the centre of a 900-px window
+CARD_SPACING, COMPACT_SPACING = 6, 4  # between cards
+PAD = 5  # a compact card's text from its border
 
 
 @dataclass
@@ -68,6 +73,18 @@ class CardData:
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
     reason: str = ""  # the chosen card's: why auto stopped there, in a few words
+
+
+@dataclass
+class Part:
+    """One thing drawn on a compact card: its ``kind`` (title, score, line, note or
+    badge), box and text."""
+
+    kind: str
+    box: QRectF
+    text: str
+    color: QColor
+    fill: QColor | None = None  # a badge's
 
 
 def card_reason(d: Decision) -> str:
@@ -144,6 +161,7 @@ class ExitCard(QWidget):
         self.min_exit = 1  # auto cannot stop before this exit, whatever the score
         self.chosen_by_auto = True  # the chosen card's badge: AUTO, or FORCED for exit k
         self.side = ""  # "a", "b" or "ab"
+        self.compact = False  # text only: no thumbnail, the badges on a line of their own
         self._hover = False
         self.setMinimumWidth(CARD_MIN_WIDTH)
         self.setMaximumWidth(240)
@@ -156,6 +174,14 @@ class ExitCard(QWidget):
     def set_data(self, data: CardData) -> None:
         self.data = data
         self.update()
+
+    def set_compact(self, compact: bool) -> None:
+        """Text only, and narrower: a thumbnail under :data:`THUMB_MIN` px showed nothing,
+        and the AUTO badge covered most of it."""
+        if compact != self.compact:
+            self.compact = compact
+            self.setMinimumWidth(COMPACT_MIN_WIDTH if compact else CARD_MIN_WIDTH)
+            self.update()
 
     def enterEvent(self, event) -> None:
         self._hover = True
@@ -199,6 +225,10 @@ class ExitCard(QWidget):
         p.setPen(QPen(border, 2 if d.chosen else 1))
         p.setBrush(QColor("#24272c") if d.state == "ready" else QColor("#1d1f23"))
         p.drawRoundedRect(r, 8, 8)
+        if self.compact:
+            self._paint_parts(p, self.compact_parts())
+            p.end()
+            return
 
         # The thumbnail leaves room below for the title, two lines and up to three lines
         # of the chosen card's reason; a shorter card keeps fewer reason lines first.
@@ -252,6 +282,119 @@ class ExitCard(QWidget):
                        | Qt.TextFlag.TextWordWrap, fit_text(p.fontMetrics(), line, box))
         p.end()
 
+    def _fonts(self) -> tuple[QFont, QFont, QFont]:
+        """The title's (bold), the lines' (a point smaller) and the badges' (both)."""
+        title = QFont(self.font())
+        title.setBold(True)
+        small = QFont(self.font())
+        small.setPointSizeF(max(7.0, small.pointSizeF() - 1))
+        badge = QFont(small)
+        badge.setBold(True)
+        return title, small, badge
+
+    def badges(self) -> list[tuple[str, QColor, QColor]]:
+        """The card's badges, left to right: (text, fill, text colour)."""
+        if self.data.state != "ready":
+            return []
+        out = []
+        if self.data.chosen:
+            # AUTO: the exit rule chose it; FORCED: the user's "always exit k" mode did.
+            out.append(("AUTO" if self.chosen_by_auto else "FORCED", ACCENT, QColor("white")))
+        out += [(side.upper(), color, QColor("#111"))
+                for side, color in (("a", A_COLOR), ("b", B_COLOR)) if side in self.side]
+        return out
+
+    def compact_parts(self) -> list[Part]:
+        """A compact card's layout, top down: the name (the score beside it where it
+        fits, else below it), the card's first line (the time, or the input's size) and
+        its second where it fits whole, and the badges at the bottom, wrapped onto a
+        second row where one is too narrow; no thumbnail. Nothing overlaps and nothing
+        leaves the card (at :data:`CARD_MIN_HEIGHT`, the first line fits above two rows
+        of badges)."""
+        d = self.data
+        title_font, small_font, badge_font = self._fonts()
+        fm_title, fm_small = QFontMetrics(title_font), QFontMetrics(small_font)
+        fm_badge = QFontMetrics(badge_font)
+        r = QRectF(self.rect()).adjusted(1.5 + PAD, 1.5 + PAD - 1, -1.5 - PAD, -1.5 - PAD)
+        width = r.width()
+        ready = d.state == "ready"
+
+        # The badges first: they keep the bottom, the lines take what is left above.
+        tall = fm_badge.height() + 4
+        rows: list[list[tuple[str, QColor, QColor, float]]] = [[]]
+        used = 0.0
+        for text, fill, ink in self.badges():
+            w = max(tall - 2, fm_badge.horizontalAdvance(text) + 6.0)
+            if rows[-1] and used + 3 + w > width:
+                rows.append([])
+                used = 0.0
+            rows[-1].append((text, fill, ink, w))
+            used += (3 if len(rows[-1]) > 1 else 0) + w
+        rows = [row for row in rows if row]
+        parts: list[Part] = []
+        bottom = r.bottom()
+        for row in reversed(rows):
+            x, top = r.left(), bottom - tall
+            for text, fill, ink, w in row:
+                parts.append(Part("badge", QRectF(x, top, w, tall), text, ink, fill))
+                x += w + 3
+            bottom = top - 3
+        limit = bottom  # the lines stop above the badges
+
+        title_colour = QColor("#f0f0f0") if ready else QColor(255, 255, 255, 120)
+        line = fm_title.height() + 2
+        y = r.top()
+        score = f"{d.score:.3f}" if d.score is not None and ready else ""
+        score_w = fm_title.horizontalAdvance(score)
+        beside = bool(score) and (fm_title.horizontalAdvance(d.title) + 8 + score_w
+                                  <= width)
+        title_w = width - (score_w + 8 if beside else 0)
+        parts.append(Part("title", QRectF(r.left(), y, title_w, line), fm_title.elidedText(
+            d.title, Qt.TextElideMode.ElideRight, int(title_w)), title_colour))
+        if score:
+            if beside:
+                box = QRectF(r.right() - score_w, y, score_w, line)
+            else:
+                y += line
+                box = QRectF(r.left(), y, width, line)
+            if box.bottom() <= limit:
+                parts.append(Part("score", box, score, self.score_colour()))
+        y += line + 1
+        if ready:
+            step = fm_small.height() + 2
+            for i, text in enumerate(d.lines[:2]):
+                if y + step > limit or (i and fm_small.horizontalAdvance(text) > width):
+                    break  # the second whole or not at all: "Σ 19.2 GM…" reads as nothing
+                parts.append(Part("line", QRectF(r.left(), y, width, step), fm_small.elidedText(
+                    text, Qt.TextElideMode.ElideRight, int(width)), QColor(255, 255, 255, 170)))
+                y += step
+        else:
+            text = {"running": "computing…", "skipped": "not needed",
+                    "stopped": "not computed (Stop)", "unreadable": "could not be read"}
+            box = QRectF(r.left(), y, width, max(limit - y, fm_small.height()))
+            parts.append(Part("note", box, fit_text(fm_small, text.get(
+                d.state, "not computed"), box), QColor(255, 255, 255, 110)))
+        return parts
+
+    def _paint_parts(self, p: QPainter, parts: list[Part]) -> None:
+        title_font, small_font, badge_font = self._fonts()
+        left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+        for part in parts:
+            if part.kind == "badge":
+                assert part.fill is not None
+                p.setFont(badge_font)
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(part.fill)
+                p.drawRoundedRect(part.box, 4, 4)
+                p.setPen(part.color)
+                p.drawText(part.box, Qt.AlignmentFlag.AlignCenter, part.text)
+                continue
+            p.setFont(title_font if part.kind in ("title", "score") else small_font)
+            p.setPen(part.color)
+            flags = (Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+                     | Qt.TextFlag.TextWordWrap) if part.kind == "note" else left
+            p.drawText(part.box, flags, part.text)
+
     def _badges(self, p: QPainter, thumb: QRectF) -> None:
         if self.data.state != "ready":
             return
@@ -287,7 +430,8 @@ class ExitStrip(QWidget):
 
     Given less than its full height (a short window, or the splitter dragged down), it
     turns compact rather than cut: the header on one line (the title left out where the
-    rule would not fit beside it) and shorter cards, down to :data:`CARD_MIN_HEIGHT`.
+    rule would not fit beside it) and shorter, narrower cards in text only, down to
+    :data:`CARD_MIN_HEIGHT`.
     """
 
     picked = Signal(int, str)  # index (0 = input), "a" | "b"
@@ -332,7 +476,8 @@ class ExitStrip(QWidget):
         row_widget.setObjectName("cardRow")
         row = QHBoxLayout(row_widget)
         row.setContentsMargins(0, 0, 0, 0)
-        row.setSpacing(6)
+        row.setSpacing(CARD_SPACING)
+        self.row = row
         for card in self.cards:
             card.picked.connect(self.picked)
             row.addWidget(card)
@@ -439,6 +584,9 @@ class ExitStrip(QWidget):
             card = min(CARD_HEIGHT, self.height() - self.height_for(True, 0))
             card = max(CARD_MIN_HEIGHT, card)
         self.compact = compact
+        for c in self.cards:
+            c.set_compact(compact)
+        self.row.setSpacing(COMPACT_SPACING if compact else CARD_SPACING)
         self.title.setVisible(title)
         if card != self.card_height:
             self.card_height = card

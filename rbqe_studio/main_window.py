@@ -162,7 +162,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self.layout_state = Layout(self, {"main_splitter": self.splitter,
                                           "center_splitter": self.compare.splitter},
-                                   self.tabs, {"center_splitter": [600, 250]})
+                                   self.tabs, {"center_splitter": [600, 250]},
+                                   self.compare)
         # No split stored: the first show fits one to the window's width (fixed widths
         # left a 900-px window's photo a third of it).
         self._fit_panels = settings_mod.load_state(store, "main_splitter") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QGuiApplication
@@ -12,6 +13,9 @@ from PySide6.QtWidgets import QSplitter, QTabWidget, QWidget
 from rbqe.errors import RBQEError
 from rbqe.weights import WeightsInfo, default_weights_path, read_info
 from rbqe_studio import settings as settings_mod
+
+if TYPE_CHECKING:
+    from rbqe_studio.compare_panel import ComparePanel
 
 DEFAULT_SIZE = (1480, 920)
 CENTRE_SHARE = 0.55  # of the window's width, at least, for the photo when it opens
@@ -28,6 +32,7 @@ class Layout:
     splitters: dict[str, QSplitter]  # store key -> splitter
     tabs: QTabWidget
     default_sizes: dict[str, list[int]] = field(default_factory=dict)  # when none stored
+    compare: ComparePanel | None = None  # its exit strip's height, as the user dragged it
 
 
 def side_widths(total: int, queue: tuple[int, int], tabs: tuple[int, int]
@@ -74,6 +79,21 @@ def restore_window(store: QSettings, layout: Layout) -> None:
     tab = store.value("window/tab")
     if tab is not None and str(tab).isdigit():
         layout.tabs.setCurrentIndex(int(tab))
+    if layout.compare is not None:
+        # (Its splitter's own state is not enough: the panel fits the strip to the
+        # window at each resize, from the height the user chose, bounded there.)
+        layout.compare.strip_wanted = stored_height(store.value("window/strip_height"))
+        layout.compare.fit_strip()
+
+
+def stored_height(value: object) -> int | None:
+    """A stored strip height in px, or None where there is none or it makes no sense
+    (the panel bounds a sane one to the window it opens in)."""
+    try:
+        height = int(str(value))
+    except ValueError:
+        return None
+    return height if 0 < height <= 10_000 else None
 
 
 def save_window(store: QSettings, layout: Layout) -> None:
@@ -81,3 +101,8 @@ def save_window(store: QSettings, layout: Layout) -> None:
     for key, splitter in layout.splitters.items():
         settings_mod.save_state(store, key, splitter.saveState())
     store.setValue("window/tab", layout.tabs.currentIndex())
+    if layout.compare is not None:
+        if layout.compare.strip_wanted is None:
+            store.remove("window/strip_height")
+        else:
+            store.setValue("window/strip_height", layout.compare.strip_wanted)
