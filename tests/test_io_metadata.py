@@ -320,3 +320,24 @@ def test_a_one_bit_image_is_said_to_become_grey(tmp_path: Path) -> None:
     (said,) = load_image(path).warnings
     assert said.startswith("a 1-bit (black and white) image: the output has 8-bit levels")
     assert not load_image(save_image(tmp_path / "grey.png", np.zeros((4, 4)))).warnings
+
+
+def test_strip_gps_adds_no_empty_camera_directory() -> None:
+    """EXIF with a location and no camera (Exif) directory: the EXIF written without the
+    location had an empty one, which ExifTool's -validate flags as six required tags
+    missing (ExifVersion, ColorSpace...). One that is there is kept."""
+    from rbqe.io.metadata import without_gps
+
+    exif_ifd, gps_ifd = 0x8769, 0x8825
+    bare = Image.Exif()
+    bare[0x0112] = 6
+    bare[gps_ifd] = {1: "N", 2: (48.0, 51.0, 0.0)}
+    out = Image.Exif()
+    out.load(without_gps(bare.tobytes()))
+    assert gps_ifd not in out and exif_ifd not in out and out[0x0112] == 6
+    camera = Image.Exif()
+    camera[gps_ifd] = {1: "N"}
+    camera[exif_ifd] = {0x9003: "2020:01:01 00:00:00"}
+    out = Image.Exif()
+    out.load(without_gps(camera.tobytes()))
+    assert gps_ifd not in out and out.get_ifd(exif_ifd) == {0x9003: "2020:01:01 00:00:00"}

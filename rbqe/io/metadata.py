@@ -196,7 +196,8 @@ def without_gps(exif: bytes | None, path: Path | None = None) -> bytes | None:
         obj.load(data)
         if _GPS_IFD not in obj:
             return exif
-        obj.get_ifd(_EXIF_IFD)  # load the camera (Exif) directory so tobytes() writes it back
+        if _EXIF_IFD in obj:  # (asked for where it is not, an empty one would be written)
+            obj.get_ifd(_EXIF_IFD)  # load the camera directory so tobytes() writes it back
         del obj[_GPS_IFD]
         return obj.tobytes()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad EXIF
