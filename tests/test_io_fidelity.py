@@ -329,6 +329,26 @@ def test_a_turned_photos_extended_xmp_is_named_by_its_new_guid(
     assert back.warnings == [] and back.xmp == src.xmp and HISTORY in back.xmp
 
 
+WIDE = b"<rdf:Description rdf:about='' xmlns:exif='http://ns.adobe.com/exif/1.0/'>" \
+    b"<exif:PixelXDimension>32</exif:PixelXDimension></rdf:Description>"
+HIGH = b"<rdf:Description rdf:about='' xmlns:exif='http://ns.adobe.com/exif/1.0/'>" \
+    b"<exif:PixelYDimension>24</exif:PixelYDimension></rdf:Description>"
+
+
+def test_a_turned_photos_size_split_over_its_two_packets_is_swapped(tmp_path: Path) -> None:
+    """The width in the main packet, the height in the extended one: neither packet has a
+    pair to swap alone, so a JPEG output kept the sizes from before the turn while a PNG
+    output (the merged XMP) had them swapped."""
+    packets = _packets(main_more=TURNED + WIDE, ext_more=HIGH)
+    src = load_image(_jpeg_with_extended_xmp(tmp_path / "x.jpg", packets=packets,
+                                             orientation=6))
+    assert src.xmp is not None and b"<exif:PixelXDimension>24<" in src.xmp
+    out = save_like(tmp_path / "out.jpg", src.pixels, src)
+    assert b"<exif:PixelYDimension>32</exif:PixelYDimension>" in _extended_packet(out)
+    back = load_image(out)
+    assert back.warnings == [] and back.xmp == src.xmp
+
+
 def test_xmp_whose_main_packet_is_over_one_segment_is_dropped_and_said(tmp_path: Path) -> None:
     # No input can hold such a main packet; a caller of save_image can give one.
     title = b"<rdf:Description rdf:about='' xmlns:dc='http://purl.org/dc/elements/1.1/'>" \

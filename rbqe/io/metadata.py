@@ -415,16 +415,44 @@ def xmp_turned(xmp: bytes | None, orientation: int) -> bytes | None:
     quarter turn its width and height swapped, as in EXIF."""
     if not xmp:
         return xmp
-    # The Pantry's blocks set aside (NUL, which XML cannot hold, marks their places).
-    pantries = _XMP_PANTRY.findall(xmp)
-    for n, block in enumerate(pantries):
-        xmp = xmp.replace(block, b"\0%d\0" % n, 1)
+    xmp, pantries = _pantries_aside(xmp)
     xmp = _XMP_ORIENTATION.sub(lambda m: m.group(1) + b"1", xmp)
     if orientation in _QUARTER_TURNS:
         for wide, high in _XMP_SIZES:
             w, h = wide.search(xmp), high.search(xmp)
             if w and h:
                 xmp = _set_first(wide, h.group(2), _set_first(high, w.group(2), xmp))
+    return _pantries_back(xmp, pantries)
+
+
+def xmp_pair_turned(main: bytes | None, extended: bytes | None, orientation: int
+                    ) -> tuple[bytes | None, bytes | None]:
+    """A JPEG's XMP split in two (its main and extended packets, :mod:`rbqe.io.extended_xmp`)
+    as :func:`xmp_turned` leaves each, and on a quarter turn a width and a height that sit
+    one in each packet swapped too (each packet alone has only one of them)."""
+    main, extended = xmp_turned(main, orientation), xmp_turned(extended, orientation)
+    if not main or not extended or orientation not in _QUARTER_TURNS:
+        return main, extended
+    (m, m_aside), (e, e_aside) = _pantries_aside(main), _pantries_aside(extended)
+    for wide, high in _XMP_SIZES:
+        for one, other in ((wide, high), (high, wide)):
+            in_main, in_ext = one.search(m), other.search(e)
+            if in_main and in_ext and not other.search(m) and not one.search(e):
+                m = _set_first(one, in_ext.group(2), m)
+                e = _set_first(other, in_main.group(2), e)
+    return _pantries_back(m, m_aside), _pantries_back(e, e_aside)
+
+
+def _pantries_aside(xmp: bytes) -> tuple[bytes, list[bytes]]:
+    """``xmp`` with the Pantry's blocks (earlier documents' metadata) set aside, NUL, which
+    XML cannot hold, marking their places; and the blocks, for :func:`_pantries_back`."""
+    pantries = _XMP_PANTRY.findall(xmp)
+    for n, block in enumerate(pantries):
+        xmp = xmp.replace(block, b"\0%d\0" % n, 1)
+    return xmp, pantries
+
+
+def _pantries_back(xmp: bytes, pantries: list[bytes]) -> bytes:
     for n, block in enumerate(pantries):
         xmp = xmp.replace(b"\0%d\0" % n, block, 1)
     return xmp

@@ -46,6 +46,7 @@ from rbqe.io.metadata import (
     read_comment,
     read_dpi,
     read_xmp,
+    xmp_pair_turned,
     xmp_turned,
 )
 from rbqe.io.pixels import MODES, _to_float
@@ -605,8 +606,9 @@ def _load(p: Path, head: bytes, kind: str | None, max_pixels: int | None) -> Loa
             # has one (then an XMP 6 beside EXIF's 1 is reset too), else the XMP's, which
             # rbqe applied; an XMP form Pillow does not read was not applied: left as it is.
             if applied != 1 or exif_has_orientation(exif):
-                xmp, xmp_main = xmp_turned(xmp, applied), xmp_turned(xmp_main, applied)
-                xmp_extended = xmp_turned(xmp_extended, applied)  # named anew when written
+                xmp = xmp_turned(xmp, applied)
+                # (the extended packet is named anew by its digest when written)
+                xmp_main, xmp_extended = xmp_pair_turned(xmp_main, xmp_extended, applied)
             iptc, png_text = read_iptc(im, p), read_png_text(im, p)
             photoshop_warning = photoshop_extras(im)
             png_colour = read_png_colour(im.info) if fmt == "PNG" else ()
