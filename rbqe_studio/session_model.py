@@ -388,8 +388,9 @@ class SessionModel:
 
     def _let_go(self, evicted: list[str]) -> list[Event]:
         """The rows of the stopped photos whose kept exits the cache ``evicted`` no longer
-        say they are kept: each runs again in its turn. One on screen keeps them there
-        until it is left (:meth:`select`)."""
+        say they are kept; each stays stopped (the user stopped it: the background does
+        not run it behind their back), as one stopped before its first exit. One on
+        screen keeps them there until it is left (:meth:`select`)."""
         events: list[Event] = []
         for key in evicted:
             item = self.queue.at_key(key)
@@ -399,8 +400,9 @@ class SessionModel:
 
     @staticmethod
     def _unstop(item: QueueItem) -> list[Event]:
-        """``item``'s kept exits let go: waiting to run as any other."""
-        item.stopped, item.kept = False, ()
+        """``item``'s kept exits let go: stopped as before its first exit (viewed again,
+        or Process again, it runs)."""
+        item.kept = ()
         item.exit = item.score = item.time_ms = None
         return [ItemChanged(item)]
 

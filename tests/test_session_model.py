@@ -974,15 +974,19 @@ def test_the_exits_a_stop_kept_stay_while_the_row_says_they_are_kept(model, tmp_
 def test_kept_exits_go_when_they_alone_pass_the_budget_and_their_row_says_so(
         model, tmp_path) -> None:
     """Pinned, but bounded: past the budget with kept exits alone, the oldest go, and
-    their photo's row stops saying they are kept; it runs again in its turn."""
+    their photo's row stops saying they are kept. It stays stopped, as one stopped before
+    its first exit: the background does not run it behind the user's back (it did)."""
     a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
     model.add_paths([a, b])
     item_a, view_a = stopped_on_screen(model, a, 3)
     model.cache.budget = 1.5 * view_a.cost  # one stopped photo's exits, not two
+    n = len(model.jobs)
     item_b, view_b = stopped_on_screen(model, b, 3)
     assert model.cache.peek(path_key(b)) is view_b and model.cache.peek(path_key(a)) is None
-    assert not item_a.stopped and item_a.exit is None and item_a.kept == ()
-    assert item_a.status == RUNNING and model.jobs[-1].path == a  # in its turn
+    assert item_a.stopped and item_a.exit is None and item_a.kept == ()
+    assert item_a.status == WAITING and all(j.path != a for j in model.jobs[n:])
+    model.select(item_a)  # viewed again, it runs
+    assert item_a.status == RUNNING and model.jobs[-1].path == a
 
 
 def push_out(model, item_a, item_b) -> None:
@@ -1000,7 +1004,8 @@ def push_out(model, item_a, item_b) -> None:
 
 def test_kept_exits_let_go_on_screen_stay_there_until_left(model, tmp_path) -> None:
     """Let go while on screen (another photo's stop pushed them out), the exits stay to
-    view and save until the photo is left; then its row says it waits, and it runs."""
+    view and save until the photo is left; then its row says it is stopped (its exits
+    gone), and it runs when viewed again."""
     a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
     model.add_paths([a, b])
     item_a, view_a = stopped_on_screen(model, a, 3)
@@ -1011,7 +1016,9 @@ def test_kept_exits_let_go_on_screen_stay_there_until_left(model, tmp_path) -> N
     assert item_a.stopped and item_a.kept == (1, 2, 3) and model.save_job([3]) is not None
     events = model.select(item_b)
     assert any(type(e).__name__ == "ItemChanged" and e.item is item_a for e in events)
-    assert not item_a.stopped and item_a.exit is None and item_a.kept == ()
+    assert item_a.stopped and item_a.exit is None and item_a.kept == ()
+    assert item_a.status == WAITING
+    model.select(item_a)
     assert model.jobs[-1].path == a and item_a.status == RUNNING
 
 
