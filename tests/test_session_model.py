@@ -872,16 +872,22 @@ def stopped_on_screen(model, path: Path, k: int) -> tuple:
     return item, view
 
 
-def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> None:
-    a = photo(tmp_path / "a.jpg")
-    model.add_paths([a])
-    item, view = stopped_on_screen(model, a, 3)
+def rechosen(model, view, exit_: int) -> list:
+    """A new threshold applied to the stopped ``view`` on screen, whose re-choice (run
+    in the worker) picks ``exit_`` among its exits; the events of its end."""
     model.settings.threshold = 0.6
     model.setting_changed("threshold")
     chosen = model.jobs[-1]
     assert isinstance(chosen, RechooseJob) and chosen.view is view
-    view.stopped_after, view.result.chosen = None, 2  # as the worker's re-choice ends
-    events = model.on_finished(chosen.gen, view)
+    view.stopped_after, view.result.chosen = None, exit_  # as the worker's re-choice ends
+    return model.on_finished(chosen.gen, view)
+
+
+def test_a_new_choice_chooses_among_a_stopped_photos_exits(model, tmp_path) -> None:
+    a = photo(tmp_path / "a.jpg")
+    model.add_paths([a])
+    item, view = stopped_on_screen(model, a, 3)
+    events = rechosen(model, view, 2)
     assert kinds(events) == ["ItemChanged", "ViewBusy", "ViewFinished"]
     assert item.status == DONE and not item.stopped and item.exit == 2
 
@@ -1031,12 +1037,7 @@ def test_a_stopped_photo_chosen_after_its_exits_were_let_go_is_done(model, tmp_p
     model.cache.budget = 1.5 * view_a.cost
     push_out(model, item_a, model.queue.items[1])
     assert model.cache.peek(path_key(a)) is None and model.view is view_a
-    model.settings.threshold = 0.6
-    model.setting_changed("threshold")
-    chosen = model.jobs[-1]
-    assert isinstance(chosen, RechooseJob) and chosen.view is view_a
-    view_a.stopped_after, view_a.result.chosen = None, 2  # as the worker's re-choice ends
-    events = model.on_finished(chosen.gen, view_a)
+    events = rechosen(model, view_a, 2)
     assert "ItemChanged" in kinds(events) and "ViewFinished" in kinds(events)
     assert item_a.status == DONE and not item_a.stopped and item_a.exit == 2
     assert item_a.kept == () and model.cache.peek(path_key(a)) is view_a
