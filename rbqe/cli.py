@@ -578,13 +578,6 @@ def _has_subfolder(folder: Path) -> bool:
         return False
 
 
-def names_folder(typed: str) -> bool:
-    """Whether a path as the user typed it ends in a separator (``out/``, and ``out\\`` on
-    Windows): it names a folder, whether or not one exists. Path drops the separator, so
-    only the string as typed can tell."""
-    return typed.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
-
-
 def _report_problem(typed: str, out: Path, inputs: Sequence[str]) -> str | None:
     """Why the JSON report must not go to ``typed`` (--report as given), or None; checked
     before any image is enhanced. ``--report IMG_1.jpg IMG_2.jpg`` takes the first photo
@@ -592,7 +585,7 @@ def _report_problem(typed: str, out: Path, inputs: Sequence[str]) -> str | None:
     written used to be found out only after hours of work. Creates the report's folder
     (as ``-o`` does)."""
     from rbqe.io import SUPPORTED_SUFFIXES
-    from rbqe.io.atomic import unwritable_file
+    from rbqe.io.atomic import names_folder, unwritable_file
     from rbqe.io.diagnostics import _os_reason
     from rbqe.io.identity import path_key
 

@@ -86,11 +86,11 @@ def test_report_named_with_a_trailing_separator_is_a_folder_though_none_exists(
     (("\\", "/"), "runs", False),
 ])
 def test_a_name_ending_in_a_separator_names_a_folder(monkeypatch, seps, typed, folder):
-    from rbqe import cli
+    from rbqe.io import atomic
 
-    monkeypatch.setattr(cli.os, "sep", seps[0])
-    monkeypatch.setattr(cli.os, "altsep", seps[1])
-    assert cli.names_folder(typed) is folder
+    monkeypatch.setattr(atomic.os, "sep", seps[0])
+    monkeypatch.setattr(atomic.os, "altsep", seps[1])
+    assert atomic.names_folder(typed) is folder
 
 
 def test_report_replaces_an_earlier_report(capsys, photos, tmp_path):

@@ -147,6 +147,13 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
     os.unlink(probe)
 
 
+def names_folder(typed: str) -> bool:
+    """Whether a path as the user typed it ends in a separator (``out/``, and ``out\\`` on
+    Windows): it names a folder, whether or not one exists. Path drops the separator, so
+    only the string as typed can tell."""
+    return typed.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
 def unwritable_file(path: Path) -> str | None:
     """Why no file can be written at ``path`` (the reason without the path: it is a
     folder, or its folder cannot be made or written in), or None; makes the folder."""

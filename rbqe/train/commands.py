@@ -237,7 +237,7 @@ _OUTPUT_FILES = ("plot", "json", "save_records", "save_gate_records")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rbqe.cli import names_folder
+    from rbqe.io.atomic import names_folder
 
     commands = {"train": _train, "train-curve": _train_curve, "eval": _eval,
                 "calibrate": _calibrate}
