@@ -95,6 +95,22 @@ def write_jpeg(path: Path, size: tuple[int, int] = (64, 48), quality: int = 20,
     return path
 
 
+def damaged_jpeg(path: Path, good: bytes) -> Path:
+    """``good`` (a progressive JPEG's bytes) with one byte of its scan data flipped, the
+    first flip (every 7th byte from the scan's start) that libjpeg reports as damage
+    without the data running short, written to ``path``."""
+    from rbqe.io.jpeg_data import jpeg_data_check
+
+    for pos in range(good.index(b"\xff\xda") + 20, len(good) - 10, 7):
+        bad = bytearray(good)
+        bad[pos] ^= 0xFF
+        path.write_bytes(bad)
+        short, damage = jpeg_data_check(path)
+        if damage and not short:
+            return path
+    raise AssertionError("no single-byte flip made libjpeg report damage")
+
+
 def tile_edge_mask(h: int, w: int, tile: int, band: int = 4) -> np.ndarray:
     """Pixels within ``band`` of a tile edge inside the image (where seams would be)."""
     mask = np.zeros((h, w), bool)
