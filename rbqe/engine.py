@@ -52,7 +52,17 @@ from rbqe.exit_policy import (
     parse_exit_mode,
 )
 from rbqe.model import EcaStats, RBQENet, gmacs_per_exit
-from rbqe.results import CancelCheck, EnhanceResult, ExitResult, Hooks, OnExit, Progress, Walk
+from rbqe.results import (
+    CancelCheck,
+    EnhanceResult,
+    ExitResult,
+    Hooks,
+    OnExit,
+    OnTile,
+    Progress,
+    TileDone,
+    Walk,
+)
 from rbqe.tile_exits import check_tile_exits
 from rbqe.tiling import (
     DEFAULT_TILE,
@@ -72,7 +82,7 @@ from rbqe.weights import (
     missing_weights_message,
 )
 
-__all__ = ["EnhanceResult", "Enhancer", "ExitResult", "pick_device"]
+__all__ = ["EnhanceResult", "Enhancer", "ExitResult", "TileDone", "pick_device"]
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # images or tiles walking together where batching pays (a GPU)
@@ -245,6 +255,7 @@ class Enhancer:
         keep_session: bool = False,
         prior: JpegPrior | None = None,
         full_precision: bool = False,
+        on_tile: OnTile | None = None,
     ) -> EnhanceResult:
         """Enhance one image.
 
@@ -264,18 +275,24 @@ class Enhancer:
                 bf16, no CUDA fp16): for a 16-bit image, whose levels bf16 would round to
                 about 8 bits (0.30 of an 8-bit level RMS on a 16-bit gradient, f32 0.21).
                 OpenVINO's stages keep the precision they were compiled in.
+            on_tile: For a tiled image, called with each tile as soon as it is done
+                (:class:`rbqe.results.TileDone`: its box, its exit, its pixels finished
+                as the result's are, tiles done so far), so that a caller can show the
+                result fill in; never for an untiled image. Costs nothing when None; the
+                result is the same either way.
 
         Raises:
             RBQEError: Out of device memory even with ``MIN_TILE`` tiles. (A smaller
                 out-of-memory is retried with smaller tiles, which later calls then keep;
-                exits reported to ``on_exit`` before it are then reported again.)
+                exits reported to ``on_exit`` before it are then reported again, and the
+                tiles to ``on_tile`` from the first, cut anew.)
         """
         mode = parse_exit_mode(mode)
         img = _as_hwc(image)
         h, w = img.shape[:2]
         t0 = time.perf_counter()
         tile = 0 if self.runs_whole(h, w, full_precision) else self.tile
-        hooks = Hooks(on_exit, progress, cancel)
+        hooks = Hooks(on_exit, progress, cancel, on_tile)
         self._precise.on = full_precision  # per thread: _start and _autocast read it
         try:
             result, tile, retries = self._enhance_retrying(img, mode, tile, hooks,

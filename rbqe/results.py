@@ -1,5 +1,6 @@
-"""What the engine returns (:class:`ExitResult`, :class:`EnhanceResult`), and the state a
-progressive run keeps between exits (:class:`Walk`, :class:`Session`).
+"""What the engine returns (:class:`ExitResult`, :class:`EnhanceResult`), what it reports on
+the way (:class:`TileDone`), and the state a progressive run keeps between exits
+(:class:`Walk`, :class:`Session`).
 
 Importable from :mod:`rbqe.engine` as well; plain data, no computation."""
 
@@ -43,6 +44,30 @@ class ExitResult:
     gmacs: float
     signals: ExitSignals | None = None
     decision: Decision | None = None  # the policy's verdict at this exit, stop or go on
+
+
+@dataclass(frozen=True, eq=False)
+class TileDone:
+    """One tile of a tiled image, finished: what :meth:`rbqe.engine.Enhancer.enhance`'s
+    ``on_tile`` is called with, so that a caller can show the result fill in tile by tile.
+
+    Attributes:
+        box: The tile's ``(y0, y1, x0, x1)`` in image coordinates, as the grid cut it
+            (its overlap with its neighbours included).
+        exit: The exit its pixels come from: with per-tile exits the one the tile stopped
+            at; else the exit computed (forced), or for ``all`` the one auto chooses.
+        image: ``(y1 - y0, x1 - x0, C)`` float32 in ``[0, 1]``, finished as the result's
+            image is (``C`` is the result's). The caller's own copy. Where tiles overlap,
+            the result blends them; this is the tile alone.
+        done: Tiles finished so far, this one included (1..``total``).
+        total: Tiles in the grid.
+    """
+
+    box: tuple[int, int, int, int]
+    exit: int
+    image: np.ndarray
+    done: int
+    total: int
 
 
 @dataclass
@@ -205,6 +230,7 @@ class Session:
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 OnExit = Callable[[ExitResult], None]
+OnTile = Callable[[TileDone], None]
 CancelCheck = Callable[[], bool]
 
 
@@ -216,6 +242,7 @@ class Hooks:
     on_exit: OnExit | None = None
     progress: Progress | None = None
     cancel: CancelCheck | None = None
+    on_tile: OnTile | None = None
 
     def step(self, stage: str, done: int, total: int) -> None:
         """Between stages and tiles: stops if the caller asks (:meth:`check_cancel`),
@@ -233,6 +260,10 @@ class Hooks:
     def exit_done(self, e: ExitResult) -> None:
         if self.on_exit:
             self.on_exit(e)
+
+    def tile_done(self, tile: TileDone) -> None:
+        if self.on_tile:
+            self.on_tile(tile)
 
 
 def check_cancel(cancel: CancelCheck | None) -> None:

@@ -43,7 +43,7 @@ from rbqe.arch import NUM_EXITS, TILE_EXITS
 from rbqe.errors import RBQEError
 from rbqe.model import EcaStats, ProgressiveRun
 from rbqe.results import EnhanceResult, Walk
-from rbqe.tiling import Tile, blend_weight, same_shape_groups
+from rbqe.tiling import Box, Tile, blend_weight, same_shape_groups
 
 if TYPE_CHECKING:
     from rbqe.engine import Enhancer
@@ -84,16 +84,22 @@ class TileWalk:
     iqa_ms: float = 0.0
 
 
+# Called as a tile stops: its box, its exit and its output there, ``(h, w, planes)`` on the
+# network's device (a view, to be read at once).
+OnStop = Callable[[Box, int, torch.Tensor], None]
+
+
 def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats,
                floor: int, result: EnhanceResult, on_tile: Callable[[int], None],
-               check_cancel: Callable[[], None] = lambda: None
+               check_cancel: Callable[[], None] = lambda: None, on_stop: OnStop | None = None
                ) -> tuple[np.ndarray, TileWalk]:
     """Every tile of ``grid`` to its own exit (the first at or after ``floor`` where the
     policy stops on the tile's signals), with the fixed ECA means in ``stats``; their
     outputs blended into one frame (:meth:`rbqe.engine.Enhancer._output_frame`).
     ``on_tile(n)`` is called before tile ``n`` (progress, cancelling), ``check_cancel``
     between a tile's exits (a 1024-pixel tile to exit 5 takes seconds to a minute on a
-    CPU: a cancel waits for one exit, not the whole tile).
+    CPU: a cancel waits for one exit, not the whole tile), ``on_stop`` as a tile stops
+    (:data:`OnStop`; the caller's previews).
 
     Tiles of one padded shape walk together, :attr:`rbqe.engine.Enhancer.tile_batch` at a
     time (a GPU; one at a time elsewhere), each deciding on its own signals and leaving
@@ -111,7 +117,7 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
         for n in group:
             on_tile(n)
         for row, k, why in _walk_group(enh, img, [grid[n] for n in group], stats, floor,
-                                       result, acc, walked, check_cancel):
+                                       result, acc, walked, check_cancel, on_stop):
             exits[group[row]] = (k, why)
     walked.exits = [exits[n][0] for n in range(len(grid))]
     walked.reasons = [exits[n][1] for n in range(len(grid))]
@@ -124,9 +130,11 @@ def walk_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
 
 def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaStats,
                 floor: int, result: EnhanceResult, acc: torch.Tensor, walked: TileWalk,
-                check_cancel: Callable[[], None]) -> list[tuple[int, int, str]]:
-    """Tiles of one padded shape on one run, each blended into ``acc`` at its exit;
-    returns ``(index in tiles, exit, deciding signal)`` for each of them."""
+                check_cancel: Callable[[], None], on_stop: OnStop | None = None
+                ) -> list[tuple[int, int, str]]:
+    """Tiles of one padded shape on one run, each blended into ``acc`` at its exit (and
+    given to ``on_stop``); returns ``(index in tiles, exit, deciding signal)`` for each of
+    them."""
     stopped = []
     crops = [(y1 - y0, x1 - x0) for (y0, y1, x0, x1), _, _ in tiles]
     xs = [enh._prepare_input(img[y0:y1, x0:x1]) for (y0, y1, x0, x1), _, _ in tiles]
@@ -162,6 +170,8 @@ def _walk_group(enh: Enhancer, img: np.ndarray, tiles: list[Tile], stats: EcaSta
             weight = torch.from_numpy(blend_weight(wy, wx)).to(acc.device)
             acc[y0:y1, x0:x1] += out[row, :, :ch, :cw].permute(1, 2, 0) * weight
             walked.stage_ms[k - 1] += (time.perf_counter() - t2) * 1000
+            if on_stop is not None:  # not in the network's time
+                on_stop(tiles[t][0], k, out[row, :, :ch, :cw].permute(1, 2, 0))
             stopped.append((t, k, decision.signal if decision else ""))
         if not stay:
             break

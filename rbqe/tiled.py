@@ -30,6 +30,14 @@ the output frame (into its luma plane for a luma model), chroma is recomputed fr
 input in bands of rows at the end, and the assembled image is scored band by band
 (:func:`rbqe.iqa.score_rows`). A 100 MP RGB photo so needs about two float32 frames.
 
+Tiles as they are done
+----------------------
+A caller's ``on_tile`` (:class:`rbqe.results.Hooks`) gets each tile as soon as its exit
+is computed (:class:`rbqe.results.TileDone`): the tile's output alone, finished as the
+result is, at the exit it shows (with per-tile exits its own; else the exit computed, or
+for ``all`` the one auto chooses). Its neighbours' overlap is not blended in yet. Without
+a listener nothing of that is made.
+
 The phases drive an :class:`rbqe.engine.Enhancer` through the steps the whole-image
 path uses too (input preparation, stage and score, finishing).
 """
@@ -49,7 +57,7 @@ from rbqe.backends import Run
 from rbqe.color import luma_of
 from rbqe.exit_policy import Decision, ExitMode, ExitSignals, JpegPrior, ends_walk, last_exit
 from rbqe.model import EcaStats
-from rbqe.results import EnhanceResult, ExitResult, Hooks, TileExits, Walk
+from rbqe.results import EnhanceResult, ExitResult, Hooks, TileDone, TileExits, Walk
 from rbqe.tile_exits import TileWalk, floor_exit, walk_tiles
 from rbqe.tiling import (
     TILE_OVERLAP,
@@ -96,11 +104,13 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     steps = _Steps(hooks, walk + len(boxes))
     stats = EcaStats(mode="record")
     per_tile = mode == "auto" and enh.tile_exits == "per-tile"
+    previews = _Previews(enh, img, hooks, len(boxes)) if hooks.on_tile else None
 
     # 1. Sample tiles walk the exits; their mean signals decide, their ECA means are kept.
     # For per-tile exits their nodes go on to exit 5: a tile may need the means of any node.
     sampled = _walk_samples(enh, img, samples, stats, result, steps,
                             through=NUM_EXITS if per_tile else 0)
+    chosen, decision = enh._decide(sampled.signals, result)
 
     # 2. Every tile to the exit(s) wanted, all with the same ECA means, blended straight
     # into the output frames.
@@ -108,7 +118,8 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
     if per_tile:
         floor = floor_exit(enh.min_exit, sampled.chosen, tile_exits.FLOOR_DROP)
         frame, walked = walk_tiles(enh, img, grid, stats, floor, result,
-                                   lambda n: steps.at("tile", walk + n), hooks.check_cancel)
+                                   lambda n: steps.at("tile", walk + n), hooks.check_cancel,
+                                   None if previews is None else previews.tile)
         hooks.report("tile", steps.total, steps.total)
         _assemble_per_tile(enh, img, frame, walked, grid, samples, sampled, floor, result,
                            hooks)
@@ -116,14 +127,43 @@ def enhance_tiled(enh: Enhancer, img: np.ndarray, mode: ExitMode, tile: int, hoo
         exits_wanted = list(range(1, NUM_EXITS + 1)) if mode == "all" else [sampled.chosen]
         if isinstance(mode, int):
             exits_wanted = [mode]
-        frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, walk)
+        # The tiles shown as they come are of the exit the result will show.
+        frames, stage_ms = _run_tiles(enh, img, grid, stats, exits_wanted, steps, walk,
+                                      previews, chosen)
         # 3. Assemble: each exit wanted finished and scored on the whole image.
         _assemble(enh, img, frames, stage_ms, boxes, samples, sampled, result, hooks)
-    result.chosen, result.decision = enh._decide(sampled.signals, result)
+    result.chosen, result.decision = chosen, decision
     assert mode != "auto" or result.chosen == sampled.chosen
     result.full_score = result.exit_result(result.chosen).score
     result.sampled_scores = sampled.scores
     return result
+
+
+@dataclass
+class _Previews:
+    """Hands each tile, as it is done, to the caller's ``on_tile``
+    (:class:`rbqe.results.TileDone`): its output finished on its crop of the input, as the
+    result is finished on the whole. Made only when the caller listens."""
+
+    enh: Enhancer
+    img: np.ndarray
+    hooks: Hooks
+    total: int
+    done: int = 0
+
+    def tile(self, box: Box, k: int, out: np.ndarray | torch.Tensor) -> None:
+        """Tile ``box`` is done at exit ``k``; ``out`` is its network output ``(h, w,
+        out_channels)``, on the host or the device, which is only read."""
+        y0, y1, x0, x1 = box
+        crop = self.img[y0:y1, x0:x1]
+        if isinstance(out, torch.Tensor):
+            out = out.float().cpu().numpy()
+        frame = self.enh._output_frame(crop, out)
+        if np.may_share_memory(frame, out):  # finishing writes into the frame
+            frame = frame.copy()
+        self.done += 1
+        self.hooks.tile_done(TileDone(box, k, self.enh._finish(frame, crop), self.done,
+                                      self.total))
 
 
 @dataclass
@@ -200,11 +240,13 @@ def _walk_on(enh: Enhancer, runs: list[Run], through: int, steps: _Steps, walked
 
 
 def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats,
-               exits_wanted: list[int], steps: _Steps, first_step: int
+               exits_wanted: list[int], steps: _Steps, first_step: int,
+               previews: _Previews | None = None, shown: int = 0
                ) -> tuple[dict[int, np.ndarray], list[float]]:
     """Phase 2: every tile to the deepest exit wanted with the fixed ECA means in
-    ``stats``, its outputs blended into one frame per exit wanted. Returns the frames and
-    the network time per stage."""
+    ``stats``, its outputs blended into one frame per exit wanted; each tile's exit
+    ``shown`` goes to ``previews`` as it is computed. Returns the frames and the network
+    time per stage."""
     frames = {k: enh._output_frame(img) for k in exits_wanted}
     acc = {k: f[..., : enh.net.config.out_channels] for k, f in frames.items()}
     stage_ms = [0.0] * NUM_EXITS
@@ -230,12 +272,21 @@ def _run_tiles(enh: Enhancer, img: np.ndarray, grid: list[Tile], stats: EcaStats
             out = enh._stage(run).cpu().numpy()  # one copy per group
             for row, n in enumerate(group):
                 (y0, y1, x0, x1), wy, wx = grid[n]
-                tile_out = out[row, :, : y1 - y0, : x1 - x0].transpose(1, 2, 0)
-                acc[k][y0:y1, x0:x1] += tile_out * blend_weight(wy, wx)
+                acc[k][y0:y1, x0:x1] += _tile_out(out, row, grid[n][0]) * blend_weight(wy, wx)
             stage_ms[k - 1] += (time.perf_counter() - t0) * 1000
+            if previews is not None and k == shown:  # not in the network's time
+                for row, n in enumerate(group):
+                    previews.tile(grid[n][0], k, _tile_out(out, row, grid[n][0]))
         del run
     steps.hooks.report("tile", steps.total, steps.total)
     return frames, stage_ms
+
+
+def _tile_out(out: np.ndarray, row: int, box: Box) -> np.ndarray:
+    """Row ``row`` of a group's ``(N, planes, hp, wp)`` output, cropped to tile ``box``,
+    as ``(h, w, planes)`` (a view)."""
+    y0, y1, x0, x1 = box
+    return out[row, :, : y1 - y0, : x1 - x0].transpose(1, 2, 0)
 
 
 def _assemble(enh: Enhancer, img: np.ndarray, frames: dict[int, np.ndarray],

@@ -9,11 +9,17 @@ with the window's layout).
 Which picture sits on each side is chosen here: by default A is the input and B follows
 the newest exit while an image runs, then the chosen exit when it is done. Once the user
 picks a side (exit card or combo box) that choice sticks for the image.
+
+A tiled photo's exits come only at the end of its run; meanwhile B shows a preview of
+the result (:class:`TilePreview`): its input as shown, each tile pasted over it as it is
+done. It goes when the run ends, whichever way.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSignalBlocker, Qt, Signal
+from dataclasses import dataclass
+
+from PySide6.QtCore import QRect, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QResizeEvent, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
@@ -30,12 +36,48 @@ from rbqe.arch import NUM_EXITS
 from rbqe.engine import ExitResult
 from rbqe_studio.convert import Picture
 from rbqe_studio.exits import INPUT, ExitStrip
-from rbqe_studio.jobs import ViewData
+from rbqe_studio.jobs import TilePatch, ViewData
 from rbqe_studio.state import score_decides
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, NUM_EXITS + 1)]
 PHOTO_SHARE = 0.55  # of the panel's height, at least, before the strip gets its full height
+
+
+@dataclass
+class TilePreview:
+    """What B shows while a tiled photo's tiles come in: its input as shown, with each
+    tile done pasted over it (a later tile over an earlier one's overlap, where the
+    result blends the two). One picture per photo shown, painted in place.
+
+    Attributes:
+        picture: The input's picture, copied once, with the tiles pasted.
+        done: Tiles the run has done; ``total``: tiles in all.
+        pasted: Tiles pasted here: fewer than ``done`` when the photo was shown again
+            while it ran (the tiles done meanwhile are not kept).
+    """
+
+    picture: Picture
+    done: int = 0
+    total: int = 0
+    pasted: int = 0
+
+    def paste(self, patch: TilePatch) -> QRect:
+        """Pastes ``patch``; returns the area it covers, in the photo's pixels."""
+        y0, y1, x0, x1 = patch.box
+        self.picture.paste(patch.levels, x0, y0)
+        if patch.done == 1:  # the run's first (again, cut anew after running out of memory)
+            self.pasted = 0
+        self.done, self.total = patch.done, patch.total
+        self.pasted += 1
+        return QRect(x0, y0, x1 - x0, y1 - y0)
+
+    @property
+    def label(self) -> str:
+        """B's label: how far the run is, and that this is not the result yet."""
+        shown = "" if self.pasted == self.done else f" ({self.pasted} shown)"
+        # Short: side by side, a pane of a 1480-pixel window cut a longer one.
+        return f"Preview · {self.done} of {self.total} tiles{shown} · seams blend at the end"
 
 
 class ComparePanel(QWidget):
@@ -51,6 +93,7 @@ class ComparePanel(QWidget):
         self._user_b = self._user_a = False
         self.busy = False
         self.note = ""  # why the B side is empty (no model), instead of "Enhancing…"
+        self.preview: TilePreview | None = None  # B while a tiled run's tiles come in
 
         # A tool bar, not a row of widgets: when the centre is narrow, what does not fit
         # moves into its » menu instead of setting a minimum width for the whole window.
@@ -160,6 +203,7 @@ class ComparePanel(QWidget):
     # -- data in ---------------------------------------------------------------------
     def clear(self) -> None:
         self.note = ""
+        self.preview = None
         self.data, self.exits = None, {}
         self.a, self.b = INPUT, INPUT
         self._user_a = self._user_b = False
@@ -200,10 +244,22 @@ class ComparePanel(QWidget):
             self.b = e.exit
         self._apply()
 
+    def add_tile(self, patch: TilePatch, data: ViewData) -> None:
+        """A tile of the photo shown is done: pasted over the preview of its result (made
+        from its input at the first tile), which B shows while no exit is there."""
+        if data is not self.data or not self.busy:
+            return  # another photo's, or late: its run has ended
+        if self.preview is None:  # the worker's copy; here only if shown again mid-run
+            self.preview = TilePreview(patch.base or data.input_pic.copy())
+        area = self.preview.paste(patch)
+        self._apply()  # its label counts the tiles (only the label is painted again)
+        self.view.area_changed(self.preview.picture, area)
+
     def show_finished(self, data: ViewData) -> None:
         r = data.result
         if r is None:
             return
+        self.preview = None  # the result instead
         if data is not self.data:
             self.show_loaded(data)
         for e in r.exits:  # all of them: a new choice also changes each exit's verdict
@@ -228,6 +284,9 @@ class ComparePanel(QWidget):
             self.note = ""
         if not busy:
             self.clear_running()
+            if self.preview is not None:  # stopped, failed: what shows without one
+                self.preview = None
+                self._apply()
         elif self.exits:
             self.strip.set_running(max(self.exits) + 1)
 
@@ -274,11 +333,16 @@ class ComparePanel(QWidget):
     def _apply(self) -> None:
         a_pic, b_pic = self._picture(self.a), self._picture(self.b)
         b_label = self.label(self.b)
+        live = False
         if self.data is not None and self.b == INPUT and self.a == INPUT and \
                 (self.busy or self.note):
-            b_pic, b_label = None, self.note or "Enhancing…"
+            if self.preview is not None and not self.note:  # a tiled run's tiles so far
+                b_pic, b_label, live = self.preview.picture, self.preview.label, True
+            else:
+                b_pic, b_label = None, self.note or "Enhancing…"
         self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
-                               f"B · {b_label}" if b_pic is not None else b_label)
+                               f"B · {b_label}" if b_pic is not None else b_label,
+                               b_live=live)
         self._show_zoom()  # a picture of the old one's size arrives without a zoom change
         self.strip.set_sides(self.a, self.b)
         self._refresh_combos()

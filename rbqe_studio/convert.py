@@ -15,6 +15,7 @@ fair; saved files never go through it.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -25,7 +26,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageCms
 from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QPainter
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,19 @@ class Display:
             return cls(unreadable=True, alpha=alpha, square=square)
         return cls(transform, profile, alpha=alpha, square=square)
 
-    def apply(self, rows: np.ndarray, y0: int) -> np.ndarray:
-        """``rows`` of the image from row ``y0`` on, ``(h, W, C)`` uint8, for the screen."""
+    def apply(self, rows: np.ndarray, y0: int, x0: int = 0) -> np.ndarray:
+        """``rows`` of the image from row ``y0`` and column ``x0`` on, ``(h, w, C)`` uint8,
+        for the screen (a part of the image, a tile, is shown as it is in the whole)."""
         if self.transform is not None:
             converted = self.transform.apply(Image.fromarray(np.ascontiguousarray(rows), "RGB"))
             rows = np.asarray(converted)
         if self.alpha is None:
             return rows
-        alpha = self.alpha[y0 : y0 + rows.shape[0]]
+        h, w = rows.shape[:2]
+        alpha = self.alpha[y0 : y0 + h, x0 : x0 + w]
         a = (alpha.astype(np.float32) / np.iinfo(alpha.dtype).max)[..., None]
-        ys = np.arange(y0, y0 + rows.shape[0])[:, None] // self.square
-        xs = np.arange(rows.shape[1])[None, :] // self.square
+        ys = np.arange(y0, y0 + h)[:, None] // self.square
+        xs = np.arange(x0, x0 + w)[None, :] // self.square
         board = np.where((ys + xs) % 2 == 0, *CHECKER).astype(np.float32)[..., None]
         return (rows * a + board * (1.0 - a) + 0.5).astype(np.uint8)
 
@@ -105,9 +108,11 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def to_qimage(pixels: np.ndarray, display: Display | None = None) -> QImage:
+def to_qimage(pixels: np.ndarray, display: Display | None = None,
+              origin: tuple[int, int] = (0, 0)) -> QImage:
     """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in ``[0, 1]`` -> RGB32 QImage,
-    made ready for the screen by ``display`` (None: as they are).
+    made ready for the screen by ``display`` (None: as they are); ``origin``: the
+    ``(row, column)`` of the image ``pixels`` start at, when they are a part of it.
 
     The returned image owns its memory. Conversion runs in bands of rows so a
     24-megapixel image needs no full-size float temporaries.
@@ -132,7 +137,7 @@ def to_qimage(pixels: np.ndarray, display: Display | None = None) -> QImage:
     for y0 in range(0, h, band):
         u8 = to_uint8(arr[y0 : y0 + band]) if arr.dtype != np.uint8 else arr[y0 : y0 + band]
         if display is not None:
-            u8 = display.apply(u8, y0)
+            u8 = display.apply(u8, origin[0] + y0, origin[1])
         for dst, src in zip(color_at, order, strict=True):
             bgra[y0 : y0 + band, :, dst] = u8[..., src]
     bgra[..., alpha_at] = 255
@@ -147,6 +152,24 @@ def qimage_to_array(image: QImage) -> np.ndarray:
     return buf[:, : 3 * w].reshape(h, w, 3).copy()
 
 
+def pyramid(image: QImage, count: int | None = None) -> list[QImage]:
+    """``image`` and its halved copies: until the longer side is at most twice
+    ``MIN_LEVEL_SIDE`` (a :class:`Picture`'s levels), or ``count`` levels in all (a part
+    of a picture, halved as often as the picture is)."""
+    levels = [image]
+    level = image
+    while (len(levels) < count if count is not None
+           else max(level.width(), level.height()) > 2 * MIN_LEVEL_SIDE):
+        level = level.scaled(
+            max(1, level.width() // 2),
+            max(1, level.height() // 2),
+            Qt.AspectRatioMode.IgnoreAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
+        )
+        levels.append(level)
+    return levels
+
+
 class Picture:
     """A displayable image: full-resolution QImage plus a pyramid of halved copies.
 
@@ -154,16 +177,27 @@ class Picture:
     """
 
     def __init__(self, image: QImage) -> None:
-        self.levels: list[QImage] = [image]
-        level = image
-        while max(level.width(), level.height()) > 2 * MIN_LEVEL_SIDE:
-            level = level.scaled(
-                max(1, level.width() // 2),
-                max(1, level.height() // 2),
-                Qt.AspectRatioMode.IgnoreAspectRatio,
-                Qt.TransformationMode.SmoothTransformation,
-            )
-            self.levels.append(level)
+        self.levels: list[QImage] = pyramid(image)
+
+    def copy(self) -> Picture:
+        """A copy of its own pixels, to :meth:`paste` over."""
+        twin = copy.copy(self)
+        twin.levels = [level.copy() for level in self.levels]
+        return twin
+
+    def paste(self, patch: list[QImage], x: int, y: int) -> None:
+        """Paints ``patch`` (a part of the picture as :func:`pyramid` halves it, as many
+        levels as this picture has) over it, in place, with its corner at the
+        full-resolution pixel ``(x, y)``. Each level of the patch goes where that level
+        of the picture maps the part; only that region is painted."""
+        full = self.levels[0]
+        w, h = patch[0].width(), patch[0].height()
+        for level, part in zip(self.levels, patch, strict=True):
+            sx, sy = level.width() / full.width(), level.height() / full.height()
+            painter = QPainter(level)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(QRectF(x * sx, y * sy, w * sx, h * sy), part)
+            painter.end()
 
     @classmethod
     def from_array(cls, pixels: np.ndarray, display: Display | None = None) -> Picture:

@@ -214,6 +214,7 @@ class MainWindow(QMainWindow):
         self.drop_zone.open_folder.connect(self.open_folder_dialog)
         s.view_loaded.connect(self._on_view_loaded)
         s.exit_ready.connect(cp.add_exit)
+        s.tile_ready.connect(cp.add_tile)
         s.view_finished.connect(self._on_view_finished)
         s.view_failed.connect(self._on_view_failed)
         s.view_busy.connect(self._on_busy)

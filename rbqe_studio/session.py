@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from rbqe.batch import ItemReport
 from rbqe.engine import EnhanceResult
 from rbqe_studio import session_events as ev
-from rbqe_studio.jobs import EngineSpec, PolicyChoice, ViewData
+from rbqe_studio.jobs import EngineSpec, PolicyChoice, TilePatch, ViewData
 from rbqe_studio.session_model import SessionModel
 from rbqe_studio.settings import AppSettings
 from rbqe_studio.state import Queue, QueueItem
@@ -28,6 +28,7 @@ class Session(QObject):
     select_item = Signal(object)  # QueueItem the queue should select
     view_loaded = Signal(object)  # ViewData (input only so far)
     exit_ready = Signal(object, object)  # ExitResult, ViewData
+    tile_ready = Signal(object, object)  # TilePatch, ViewData
     view_finished = Signal(object)  # ViewData with its result
     view_failed = Signal(str)
     view_busy = Signal(bool)
@@ -50,6 +51,7 @@ class Session(QObject):
         w = self.host.worker
         w.loaded.connect(self._on_loaded)
         w.exit_computed.connect(self._on_exit)
+        w.tile_done.connect(self._on_tile)
         w.progress.connect(self._on_progress)
         w.finished.connect(self._on_finished)
         w.failed.connect(self._on_failed)
@@ -62,6 +64,7 @@ class Session(QObject):
             ev.SelectItem: lambda e: self.select_item.emit(e.item),
             ev.ViewLoaded: lambda e: self.view_loaded.emit(e.view),
             ev.ExitReady: lambda e: self.exit_ready.emit(e.exit, e.view),
+            ev.TileReady: lambda e: self.tile_ready.emit(e.patch, e.view),
             ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
             ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
             ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),
@@ -88,6 +91,10 @@ class Session(QObject):
     @Slot(int, object, object)
     def _on_exit(self, gen: int, e: object, view: ViewData) -> None:
         self._emit(self.model.on_exit(gen, e, view))  # type: ignore[arg-type]
+
+    @Slot(int, object)
+    def _on_tile(self, gen: int, patch: TilePatch) -> None:
+        self._emit(self.model.on_tile(gen, patch))
 
     @Slot(int, str, int, int)
     def _on_progress(self, gen: int, stage: str, done: int, total: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbqe.engine import ExitResult
-from rbqe_studio.jobs import Choice, ViewData
+from rbqe_studio.jobs import Choice, TilePatch, ViewData
 from rbqe_studio.state import QueueItem
 
 
@@ -39,6 +39,15 @@ class ViewLoaded:
 @dataclass(frozen=True)
 class ExitReady:
     exit: ExitResult
+    view: ViewData
+
+
+@dataclass(frozen=True)
+class TileReady:
+    """A tile of the viewed photo's tiled run is done: pasted over the preview of its
+    result, shown until the result is."""
+
+    patch: TilePatch
     view: ViewData
 
 
@@ -102,6 +111,6 @@ class ChoiceChanged:
     choice: Choice
 
 
-Event = (ItemsAdded | ItemChanged | SelectItem | ViewLoaded | ExitReady | ViewFinished
-         | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError | Message | Saved
-         | WeightsChanged | ChoiceChanged)
+Event = (ItemsAdded | ItemChanged | SelectItem | ViewLoaded | ExitReady | TileReady
+         | ViewFinished | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError
+         | Message | Saved | WeightsChanged | ChoiceChanged)

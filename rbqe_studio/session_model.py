@@ -40,6 +40,7 @@ from rbqe_studio.jobs import (
     RechooseJob,
     SaveJob,
     SaveOutcome,
+    TilePatch,
     ViewData,
     saved_exits,
 )
@@ -55,6 +56,7 @@ from rbqe_studio.session_events import (
     Progress,
     Saved,
     SelectItem,
+    TileReady,
     ViewBusy,
     ViewFailed,
     ViewFinished,
@@ -726,6 +728,14 @@ class SessionModel:
         if run is not None:
             run.exits.append(e)
         return [ExitReady(e, view)] if gen == self._view_gen else []
+
+    def on_tile(self, gen: int, patch: TilePatch) -> list[Event]:
+        """A tile of job ``gen``'s tiled run is done: shown only while that run makes the
+        viewed photo's view (a background photo's, or one the user left, is dropped)."""
+        run = self._mine(gen)
+        if run is None or run.view is None or gen != self._view_gen:
+            return []
+        return [TileReady(patch, run.view)]
 
     def on_progress(self, gen: int, stage: str, done: int, total: int) -> list[Event]:
         events: list[Event] = []

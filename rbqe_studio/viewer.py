@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import math
 
-from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QPointF, QRect, QRectF, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
+    QFontMetrics,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -73,9 +74,30 @@ class ImagePane(QWidget):
 
     def set_content(self, a: Picture | None, a_label: str, b: Picture | None = None,
                     b_label: str = "", split: float | None = None, message: str = "") -> None:
+        same = (a is self.a and b is self.b and split == self.split
+                and message == self.message)
+        labels = self._label_boxes()
         self.a, self.a_label, self.b, self.b_label, self.split = a, a_label, b, b_label, split
         self.message = message
-        self.update()
+        if not same:
+            self.update()
+            return
+        # The same pictures: only a label may have changed (a tiled run's preview counts
+        # its tiles as they come), so only the labels are painted again.
+        for box in labels + self._label_boxes():
+            self.update(box)
+
+    def update_area(self, pic: Picture, area: QRect) -> None:
+        """Paints again where ``area`` of ``pic`` (full-resolution pixels), which was
+        painted over in place, is shown in this pane (nothing if it is not shown)."""
+        if self.message or (pic is not self.a and pic is not self.b):
+            return
+        pane = self.view_size()
+        tl = self.state.to_widget(QPointF(area.left(), area.top()), pane)
+        br = self.state.to_widget(QPointF(area.right() + 1, area.bottom() + 1), pane)
+        # Two pixels more each way: the picture's corner is snapped to a device pixel, and
+        # a smooth zoomed-out draw reads a neighbouring pixel (see plan).
+        self.update(QRectF(tl, br).toAlignedRect().adjusted(-2, -2, 2, 2) & self.rect())
 
     # -- painting ----------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -190,18 +212,35 @@ class ImagePane(QWidget):
                        flags, detail)
         p.restore()
 
+    def _label_font(self) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(max(8.0, f.pointSizeF()))
+        f.setBold(True)
+        return f
+
+    def _label_box(self, text: str, *, left: bool) -> QRectF:
+        """Where the label ``text`` is drawn: the top left or the top right corner."""
+        fm = QFontMetrics(self._label_font(), self)
+        w, h = fm.horizontalAdvance(text) + 16, fm.height() + 8
+        x = 10 if left else self.width() - w - 10
+        return QRectF(x, 10, w, h)
+
+    def _label_boxes(self) -> list[QRect]:
+        """The pixels the labels now shown cover (see paintEvent)."""
+        if self.message:
+            return []
+        shown = [(self.a_label, True)]
+        if self.split is not None and self.b_label:
+            shown.append((self.b_label, False))
+        return [self._label_box(text, left=left).toAlignedRect().adjusted(-1, -1, 1, 1)
+                for text, left in shown if text]
+
     def _label(self, p: QPainter, text: str, *, left: bool) -> None:
         if not text:
             return
         p.save()
-        f = QFont(self.font())
-        f.setPointSizeF(max(8.0, f.pointSizeF()))
-        f.setBold(True)
-        p.setFont(f)
-        fm = p.fontMetrics()
-        w, h = fm.horizontalAdvance(text) + 16, fm.height() + 8
-        x = 10 if left else self.width() - w - 10
-        box = QRectF(x, 10, w, h)
+        p.setFont(self._label_font())
+        box = self._label_box(text, left=left)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor(0, 0, 0, 150))
@@ -328,6 +367,7 @@ class CompareView(QWidget):
         self.a: Picture | None = None
         self.b: Picture | None = None
         self.a_label = self.b_label = ""
+        self.b_live = False  # B is painted over as it is shown (a tiled run's preview)
         self.message = ""
         self._diff: Made | None = None  # a, b, heat, label
         self._diff_asked: tuple[Picture, Picture] | None = None  # the pair being made
@@ -341,13 +381,23 @@ class CompareView(QWidget):
         return self.panes[0].size()
 
     def set_pictures(self, a: Picture | None, a_label: str, b: Picture | None,
-                     b_label: str) -> None:
+                     b_label: str, *, b_live: bool = False) -> None:
+        """The pictures on each side and their labels; ``b_live``: B is painted over in
+        place while it is shown (:meth:`area_changed` says where)."""
         self.a, self.a_label, self.b, self.b_label = a, a_label, b, b_label
+        self.b_live = b_live
         self.message = ""
         ref = a or b
         if ref is not None:
             self.state.set_image_size(ref.size, self.pane_size)
         self._layout_panes()
+
+    def area_changed(self, pic: Picture, area: QRect) -> None:
+        """``area`` of ``pic`` (full-resolution pixels) was painted over in place: the
+        panes showing it paint that part again, and only that."""
+        for pane in self.panes:
+            if pane.isVisible():
+                pane.update_area(pic, area)
 
     def set_message(self, text: str) -> None:
         """Show ``text`` (first line as a title) instead of pictures; "" to clear."""
@@ -374,6 +424,8 @@ class CompareView(QWidget):
             return a or b, "Difference: needs a picture on each side"
         if a is b:
             return None, "Difference: A and B are the same picture"
+        if self.b_live:  # a heat map of it would be out of date by its next tile
+            return None, "Difference: once every tile is in"
         if why := mismatch(a, b):
             return None, f"Difference: {why}"
         if self._diff is not None and self._diff[0] is a and self._diff[1] is b:

@@ -4,7 +4,8 @@ Every job carries a generation id (``gen``) and its own cancel flag. The worker 
 ``progress``, ``exit_computed``, ``finished`` and ``failed`` (plus ``cancelled``) tagged
 with that id; receivers drop what belongs to a generation they no longer want. Pixels
 are converted to :class:`rbqe_studio.convert.Picture` here, in the worker thread, so the GUI
-thread only ever paints.
+thread only ever paints; so are a tiled photo's tiles as each is done (``tile_done``, a
+:class:`rbqe_studio.jobs.TilePatch`), which the window pastes over the input shown.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 
 from rbqe.batch import BatchEvents, ItemReport, run_batch
-from rbqe.engine import Enhancer, EnhanceResult, ExitResult
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult, TileDone
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, JpegPrior, parse_exit_mode
 from rbqe.io import (
@@ -37,7 +38,7 @@ from rbqe.io.diagnostics import said_once, said_while
 from rbqe.jpeg_constraint import consistent
 from rbqe.model import NUM_EXITS
 from rbqe_studio.choice import rechoose
-from rbqe_studio.convert import Display, Picture
+from rbqe_studio.convert import Display, Picture, pyramid, to_qimage
 from rbqe_studio.jobs import (
     BatchJob,
     BatchOutcome,
@@ -50,6 +51,7 @@ from rbqe_studio.jobs import (
     RechooseJob,
     SaveJob,
     SaveOutcome,
+    TilePatch,
     ViewData,
 )
 from rbqe_studio.saving import may_replace, plan, refuse_others, source_noted
@@ -92,6 +94,7 @@ class Worker(QObject):
     progress = Signal(int, str, int, int)  # gen, stage, done, total
     loaded = Signal(int, object)  # gen, ViewData (input only)
     exit_computed = Signal(int, object, object)  # gen, ExitResult, ViewData
+    tile_done = Signal(int, object)  # gen, TilePatch: a tiled photo's tile, as it is done
     finished = Signal(int, object)  # gen, ViewData | SaveOutcome | BatchOutcome
     failed = Signal(int, str)  # gen, one-line message
     # gen, and the exits a run made before it was cancelled (an EnhanceResult,
@@ -219,7 +222,8 @@ class Worker(QObject):
                 progress=lambda stage, done, total: self.progress.emit(job.gen, stage, done,
                                                                        total),
                 cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
-                full_precision=view.loaded.bit_depth == 16)
+                full_precision=view.loaded.bit_depth == 16,
+                on_tile=lambda t: self.tile_done.emit(job.gen, tile_patch(view, t)))
         except Cancelled as exc:
             if computed:  # the exits made before a Stop stay saveable (SessionModel.on_cancelled)
                 raise StoppedRun(stopped_result(enh, view, job.mode, list(computed.values()),
@@ -392,6 +396,19 @@ def prepare_exit(view: ViewData, e: ExitResult) -> None:
     # Kept at the depth it is saved at, which writes the same file: a 24 MP exit is
     # 72 MB as uint8, 288 MB as float32 (five of them with "all exits").
     e.image = quantize(e.image, view.loaded.bit_depth)
+
+
+def tile_patch(view: ViewData, tile: TileDone) -> TilePatch:
+    """``tile`` of ``view``'s photo, ready to paste over its input as shown: through the
+    display conversion its exits go through (colour profile, transparency: its colours do
+    not change when the result replaces it), halved as often as the input's picture;
+    the first with a copy of that picture to paste it over. (Not made consistent with a
+    4:4:4 JPEG's blocks as an exit is: :func:`prepare_exit` does that on the whole.)"""
+    y0, _, x0, _ = tile.box
+    image = to_qimage(tile.image, view.display, origin=(y0, x0))
+    return TilePatch(tile.box, tile.exit, pyramid(image, len(view.input_pic.levels)),
+                     tile.done, tile.total,
+                     view.input_pic.copy() if tile.done == 1 else None)
 
 
 def stopped_result(enh: Enhancer, view: ViewData, mode: ExitMode,
