@@ -146,6 +146,7 @@ def _half_smooth(h: int, w: int) -> np.ndarray:
 
 def _tiled(max_batch: int) -> Enhancer:
     enh = Enhancer(net=tiny_net(1), device="cpu", tile=128, backend="torch",
+                   tile_exits="per-tile",
                    policy=SmoothStopsEarly("assessor", {"threshold": 0.0, "min_exit": 1}))
     enh.fast, enh.max_batch = False, max_batch
     assert enh.tile_batch == max_batch

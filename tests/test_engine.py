@@ -223,7 +223,8 @@ def test_a_cancel_stops_a_tile_between_its_exits(net, make_jpeg):
     """A 1024-pixel tile to exit 5 takes up to a minute on a loaded CPU: a cancel waits
     for one of its exits, not for the whole tile."""
     img = make_jpeg(256, 200, seed=2).astype(np.float32) / 255
-    enh = enhancer(net, tile=128, threshold=1.01)  # every tile walks to exit 5
+    # every tile walks to exit 5, each exit's output made (per-tile exits)
+    enh = enhancer(net, tile=128, threshold=1.01, tile_exits="per-tile")
     asked: list[int] = []  # network stages run since the cancel
     stage = enh._stage
     enh._stage = lambda *a, **kw: (asked and asked.append(1), stage(*a, **kw))[1]

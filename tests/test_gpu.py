@@ -33,7 +33,7 @@ def test_fp16_exits_match_cpu_fp32() -> None:
 
 def test_batched_walks_match_one_at_a_time() -> None:
     """enhance_many's batch and a tiled image's tiles walking together, in fp16."""
-    enh = Enhancer(SHIPPED, device="cuda")
+    enh = Enhancer(SHIPPED, device="cuda", tile_exits="per-tile")  # tiles leave one by one
     assert enh.batches and enh.tile_batch > 1
     imgs = [jpeg_pixels(256, 320, seed=s, quality=q).astype(np.float32) / 255
             for s, q in enumerate((10, 30, 60, 90, 95))]

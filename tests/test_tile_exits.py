@@ -33,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread", "fast_everywhere")
 
 def enhancer(net, **kw) -> Enhancer:
     kw.setdefault("tile", 128)
+    kw.setdefault("tile_exits", "per-tile")  # the mode under test; shared is the default
     return Enhancer(net=net, device="cpu", **kw)
 
 
@@ -64,7 +65,7 @@ def test_a_bad_tile_exits_mode_is_one_clear_error(make_net):
 @pytest.mark.skipif(not PACKAGE_WEIGHTS.is_file(), reason="no shipped weights")
 def test_shipped_policy_walks_each_tile():
     # Left: a photo at JPEG quality 10; right: another at quality 90. With the shipped
-    # weights the default is per-tile: every tile is decided by the shipped gate on its own
+    # weights and per-tile exits (asked for: shared is the default) every tile is decided by the shipped gate on its own
     # signals, never before the samples' decision. (Which half goes further depends on the
     # weights: the 249k-patch weights took the QF 10 half further, the 477k ones send both
     # to exit 3, since their early exits are weakest at light compression, the 5.45M ones
@@ -74,8 +75,8 @@ def test_shipped_policy_walks_each_tile():
     left = jpeg_compress(photo(256, 384, seed=1), 10)
     right = jpeg_compress(photo(256, 384, seed=2), 90)
     img = np.concatenate([left, right], axis=1).astype(np.float32) / 255
-    enh = Enhancer(PACKAGE_WEIGHTS, device="cpu", backend="torch", tile=256)
-    assert enh.tile_exits == "per-tile"  # the default
+    enh = Enhancer(PACKAGE_WEIGHTS, device="cpu", backend="torch", tile=256,
+                   tile_exits="per-tile")
     res = enh.enhance(img)
     te = res.tile_exits
     assert te is not None and te.grid == (1, 4) and len(te.exits) == res.tiles == 4
@@ -86,6 +87,20 @@ def test_shipped_policy_walks_each_tile():
     assert te.gmacs_shared <= te.gmacs <= te.gmacs_exit5
     assert (te.gmacs < te.gmacs_exit5) == (min(te.exits) < NUM_EXITS)
     assert res.exit_result(res.chosen).gmacs == te.gmacs
+
+
+def test_shared_is_the_default(make_net, make_jpeg):
+    """Auto puts every tile of a tiled image at the samples' exit unless per-tile exits
+    are asked for: the result is then exactly that exit's image (the exit cards show what
+    Save writes), with no per-tile record."""
+    net = make_net(1, seed=5)
+    img = make_jpeg(200, 260, seed=5).astype(np.float32) / 255
+    enh = Enhancer(net=net, device="cpu", tile=128)
+    assert enh.tile_exits == "shared"
+    res = enh.enhance(img)
+    assert res.tiled and res.tile_exits is None
+    forced = enh.enhance(img, res.chosen)
+    np.testing.assert_array_equal(res.image, forced.image)
 
 
 @pytest.mark.parametrize("k", [2, 4])

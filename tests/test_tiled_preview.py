@@ -82,7 +82,7 @@ def check_tiles(done: list[TileDone], res: EnhanceResult, image: np.ndarray) -> 
 def test_per_tile_exits_report_each_tile_at_its_own_exit(make_net, monkeypatch):
     monkeypatch.setattr("rbqe.tile_exits.FLOOR_DROP", None)  # tiles of both halves differ
     img = half_smooth(H, W)
-    enh = enhancer(make_net(1, seed=7),
+    enh = enhancer(make_net(1, seed=7), tile_exits="per-tile",
                    policy=SmoothStopsEarly("assessor", {"threshold": 0.0, "min_exit": 1}))
     res, done = enhanced(enh, img)
     assert res.tile_exits is not None

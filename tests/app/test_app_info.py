@@ -23,13 +23,15 @@ def factory():
 
 def test_tiling_text_counts_the_tiles_at_each_exit() -> None:
     img = jpeg_pixels(200, 260, seed=4).astype(np.float32) / 255
-    per_tile = tiny_enhancer(tile=128).enhance(img)  # per-tile: the default
+    per_tile = tiny_enhancer(tile=128, tile_exits="per-tile").enhance(img)
     assert per_tile.tile_exits is not None
     counts = {k: n for k, n in per_tile.tile_exits.histogram.items() if n}
     assert tiling_text(per_tile) == (f"{per_tile.tiles} tiles, each to its own exit: "
                                      + ", ".join(f"{n} at exit {k}" for k, n in counts.items()))
     shared = tiny_enhancer(tile=128, tile_exits="shared").enhance(img, 2)
     assert tiling_text(shared) == f"{shared.tiles} tiles"
+    default = tiling_text(tiny_enhancer(tile=128).enhance(img))  # shared: no per-tile count
+    assert default.startswith(f"{shared.tiles} tiles") and "own exit" not in default
     assert tiling_text(tiny_enhancer().enhance(img[:64, :64])) == "whole image"
 
 

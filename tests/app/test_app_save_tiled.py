@@ -15,8 +15,8 @@ TIMEOUT = 120_000
 
 @pytest.fixture
 def factory():
-    """The tiny model, tiling at 128 px: per-tile exits (the default) on a larger image."""
-    return lambda *_spec: tiny_enhancer(tile=128)
+    """The tiny model, tiling at 128 px, with per-tile exits (shared is the default)."""
+    return lambda *_spec: tiny_enhancer(tile=128, tile_exits="per-tile")
 
 
 def test_a_per_tile_auto_result_is_saved_as_the_batchs_auto(qtbot, window, tmp_path,
@@ -35,5 +35,6 @@ def test_a_per_tile_auto_result_is_saved_as_the_batchs_auto(qtbot, window, tmp_p
     noted = OutputNotes().get(target)
     assert noted is not None and noted.result == "auto" and noted.stands_for(target)
     assert noted.made == {"metadata": "keep", "rule": "the weights' default"}
-    (item,) = run_batch(tiny_enhancer(tile=128), [photo], BatchOptions(out_dir=folder)).items
+    batch = tiny_enhancer(tile=128, tile_exits="per-tile")
+    (item,) = run_batch(batch, [photo], BatchOptions(out_dir=folder)).items
     assert item.status == "skipped", item.error
