@@ -803,6 +803,7 @@ class SessionModel:
             return self._compute_instead(item, gen, _CHANGED.format(item.name))
         self._forget_before(item)
         self._mark_done(item, payload)
+        item.stopped = False  # a Stop that came after the run's last cancel check: moot
         events = [ItemChanged(item)]
         if gen != self._view_gen:
             self._drop_session(payload)  # done in the background: not on screen

@@ -1125,3 +1125,28 @@ def test_a_batchs_results_over_a_stopped_photo_on_screen_load_at_once(model, tmp
     assert background.cancel.is_set()  # room made for the photo on screen
     model.on_cancelled(background.gen)
     assert isinstance(model.jobs[-1], LoadOutputsJob) and model.jobs[-1].path == a
+
+
+def test_a_stop_landing_after_the_last_exit_leaves_a_done_photo(model, tmp_path) -> None:
+    """Stop pressed as the run made its last exit: the run ends finished, not cancelled,
+    and the photo is done, not flagged stopped behind its done row (the flag then rode
+    along into Process again's saved state). Viewed again after the cache let its result
+    go, it is enhanced again."""
+    a, b = photo(tmp_path / "a.jpg"), photo(tmp_path / "b.jpg", 1)
+    model.add_paths([a, b])
+    item_a, item_b = model.queue.items
+    model.select(item_a)
+    job = model.jobs[-1]
+    assert job.path == a
+    model.on_loaded(job.gen, view_of(a))
+    model.stop()  # too late: the worker is past its last cancel check
+    model.on_finished(job.gen, view_of(a, exits=5))
+    assert item_a.status == sm.DONE and not item_a.stopped
+    job_b = model.jobs[-1]
+    assert job_b.path == b  # the background went on
+    model.select(item_b)
+    model.on_finished(job_b.gen, view_of(b, exits=2))
+    model.cache.pop(sm.path_key(a))  # let go for room while b is on screen
+    before = len(model.jobs)
+    model.select(item_a)
+    assert len(model.jobs) > before and model.jobs[-1].path == a
