@@ -66,18 +66,22 @@ class TilePreview:
         """Pastes ``patch``; returns the area it covers, in the photo's pixels."""
         y0, y1, x0, x1 = patch.box
         self.picture.paste(patch.levels, x0, y0)
-        if patch.done == 1:  # the run's first (again, cut anew after running out of memory)
-            self.pasted = 0
         self.done, self.total = patch.done, patch.total
         self.pasted += 1
         return QRect(x0, y0, x1 - x0, y1 - y0)
 
     @property
     def label(self) -> str:
-        """B's label: how far the run is, and that this is not the result yet."""
+        """B's label: how far the run is (short: side by side, a pane of a 1200-pixel
+        window cut a longer one; :data:`PREVIEW_TIP` says the rest)."""
         shown = "" if self.pasted == self.done else f" ({self.pasted} shown)"
-        # Short: side by side, a pane of a 1480-pixel window cut a longer one.
-        return f"Preview · {self.done} of {self.total} tiles{shown} · seams blend at the end"
+        return f"Preview · {self.done}/{self.total} tiles{shown}"
+
+
+# The compare view's tooltip while B is a preview: what its short label leaves out.
+PREVIEW_TIP = ("B is a preview of the result: each tile as it is done, pasted over the "
+               "input. Where tiles overlap, the result blends them; the preview does not, "
+               "so a seam may show until the result replaces it.")
 
 
 class ComparePanel(QWidget):
@@ -249,11 +253,20 @@ class ComparePanel(QWidget):
         from its input at the first tile), which B shows while no exit is there."""
         if data is not self.data or not self.busy:
             return  # another photo's, or late: its run has ended
-        if self.preview is None:  # the worker's copy; here only if shown again mid-run
-            self.preview = TilePreview(patch.base or data.input_pic.copy())
+        if patch.base is not None:  # a run's first, a retry's (a new grid), or the first
+            self.preview = TilePreview(patch.base)  # since the photo was viewed again
+        elif self.preview is None:  # sent before the photo was left and viewed again:
+            return  # the worker's next tile brings a base
         area = self.preview.paste(patch)
         self._apply()  # its label counts the tiles (only the label is painted again)
         self.view.area_changed(self.preview.picture, area)
+
+    def drop_preview(self) -> None:
+        """The run the preview belongs to is superseded (Process again, a new mode or
+        threshold): B no longer shows it."""
+        if self.preview is not None:
+            self.preview = None
+            self._apply()
 
     def show_finished(self, data: ViewData) -> None:
         r = data.result
@@ -343,6 +356,7 @@ class ComparePanel(QWidget):
         self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
                                f"B · {b_label}" if b_pic is not None else b_label,
                                b_live=live)
+        self.view.setToolTip(PREVIEW_TIP if live else "")
         self._show_zoom()  # a picture of the old one's size arrives without a zoom change
         self.strip.set_sides(self.a, self.b)
         self._refresh_combos()

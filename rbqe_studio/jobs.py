@@ -316,8 +316,11 @@ class TilePatch:
         levels: Its pixels as shown (the photo's display conversion), halved as often as
             the photo's picture is (:func:`rbqe_studio.convert.pyramid`).
         done: Tiles done so far, this one included; ``total``: tiles in all.
-        base: With a run's first tile, a copy of the input's picture to paste the tiles
-            over, made off the GUI thread (a 12 MP one took it 0.04-0.17 s); None after.
+        base: With the first tile converted while the photo is on screen (a run's
+            first, a retry's first after running out of memory, or the first after the
+            photo was viewed again mid-run), a copy of the input's picture to paste the
+            tiles over, made off the GUI thread (a 12 MP one took it 0.04-0.17 s): the
+            window starts a new preview over it. None for the others.
     """
 
     box: tuple[int, int, int, int]
@@ -338,13 +341,32 @@ class Job:
     policy: PolicyChoice = field(default_factory=PolicyChoice)
 
 
+class Shown(threading.Event):
+    """Set while a job's photo is the one on screen (its generation is the session's
+    viewed one): the session sets and clears it in the GUI thread, the worker reads it
+    before it converts a tile for the preview (a background photo's are not made).
+    ``times`` counts how often it was set from clear: a tile converted under a newer
+    showing than the last tile sent brings a new base (:attr:`TilePatch.base`), since the
+    window dropped what it painted when the photo was left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times = 0
+
+    def set(self) -> None:
+        if not self.is_set():
+            self.times += 1
+        super().set()
+
+
 @dataclass
 class ProcessJob(Job):
-    """Load an image and run the network on it."""
+    """Load an image and run the network on it; ``shown``: see :class:`Shown`."""
 
     path: Path = Path()
     mode: ExitMode = "auto"
     max_pixels: int | None = 200_000_000
+    shown: Shown = field(default_factory=Shown)
 
 
 @dataclass

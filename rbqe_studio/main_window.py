@@ -215,6 +215,7 @@ class MainWindow(QMainWindow):
         s.view_loaded.connect(self._on_view_loaded)
         s.exit_ready.connect(cp.add_exit)
         s.tile_ready.connect(cp.add_tile)
+        s.preview_dropped.connect(cp.drop_preview)
         s.view_finished.connect(self._on_view_finished)
         s.view_failed.connect(self._on_view_failed)
         s.view_busy.connect(self._on_busy)

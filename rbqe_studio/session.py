@@ -29,6 +29,7 @@ class Session(QObject):
     view_loaded = Signal(object)  # ViewData (input only so far)
     exit_ready = Signal(object, object)  # ExitResult, ViewData
     tile_ready = Signal(object, object)  # TilePatch, ViewData
+    preview_dropped = Signal()  # the run the tile preview belongs to is superseded
     view_finished = Signal(object)  # ViewData with its result
     view_failed = Signal(str)
     view_busy = Signal(bool)
@@ -65,6 +66,7 @@ class Session(QObject):
             ev.ViewLoaded: lambda e: self.view_loaded.emit(e.view),
             ev.ExitReady: lambda e: self.exit_ready.emit(e.exit, e.view),
             ev.TileReady: lambda e: self.tile_ready.emit(e.patch, e.view),
+            ev.PreviewDropped: lambda e: self.preview_dropped.emit(),
             ev.ViewFinished: lambda e: self.view_finished.emit(e.view),
             ev.ViewFailed: lambda e: self.view_failed.emit(e.message),
             ev.ViewBusy: lambda e: self.view_busy.emit(e.busy),

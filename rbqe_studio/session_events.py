@@ -52,6 +52,12 @@ class TileReady:
 
 
 @dataclass(frozen=True)
+class PreviewDropped:
+    """The run the view's tile preview belongs to is superseded (Process again, a new
+    mode or threshold mid-run): the preview goes at once; B says what it says without."""
+
+
+@dataclass(frozen=True)
 class ViewFinished:
     view: ViewData  # with its result
 
@@ -112,5 +118,5 @@ class ChoiceChanged:
 
 
 Event = (ItemsAdded | ItemChanged | SelectItem | ViewLoaded | ExitReady | TileReady
-         | ViewFinished | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError
+         | PreviewDropped | ViewFinished | ViewFailed | ViewBusy | Progress | EngineInfo | EngineError
          | Message | Saved | WeightsChanged | ChoiceChanged)

@@ -53,6 +53,7 @@ from rbqe_studio.session_events import (
     ItemChanged,
     ItemsAdded,
     Message,
+    PreviewDropped,
     Progress,
     Saved,
     SelectItem,
@@ -168,11 +169,31 @@ class SessionModel:
         self.engine_broken = False
         self._running: Running | None = None
         self._aux: dict[int, ContinueJob | RechooseJob | SaveJob] = {}
-        self._view_gen = 0
+        self._gen_viewed = 0
         self.pace = TilePace()
         # Process again: the image's result before it, shown again if the user stops the
         # new run (it was thrown away at once: Stop then left a blank "Stopped" image).
         self._before: tuple[QueueItem, QueueItem, ViewData] | None = None
+
+    @property
+    def _view_gen(self) -> int:
+        """The generation of the job whose reports feed the view (0: none)."""
+        return self._gen_viewed
+
+    @_view_gen.setter
+    def _view_gen(self, gen: int) -> None:
+        self._gen_viewed = gen
+        self._sync_shown()
+
+    def _sync_shown(self) -> None:
+        """The running ProcessJob's ``shown`` set while it feeds the view, else cleared:
+        the worker converts a tiled photo's tiles for the preview only then."""
+        run = self._running
+        if run is not None and isinstance(run.job, ProcessJob):
+            if run.job.gen == self._gen_viewed:
+                run.job.shown.set()
+            else:
+                run.job.shown.clear()
 
     # -- what jobs are made with -------------------------------------------------------
     @property
@@ -316,15 +337,20 @@ class SessionModel:
         if shown is not None and shown.result is not None and (
                 item.status == DONE or self._kept_stop(item)):  # a Stop's exits too
             self._before = (item, copy.copy(item), shown)
-        if self._running is not None and self._running.item is item:
-            self._running.job.cancel.set()
-            self._running.superseded = True
+        run = self._running
+        previewed = run is not None and run.job.gen == self._view_gen  # its tiles shown
+        if run is not None and run.item is item:
+            run.job.cancel.set()
+            run.superseded = True
         item.reset()
         self.view, self._view_gen = None, 0
         if shown is not None:
             self._drop_session(shown)
         self._make_room()  # the viewed photo first, as when it is selected
-        return [ItemChanged(item), *self._pump()]
+        # The old run's preview goes now, not at the new run's input (its label counted
+        # the tiles of a run superseded meanwhile).
+        dropped: list[Event] = [PreviewDropped()] if previewed else []
+        return [ItemChanged(item), *dropped, *self._pump()]
 
     def _cancel_jobs_of(self, view: ViewData | None) -> None:
         """Stops the jobs computing ``view``'s exits or choosing its exit again (Compute

@@ -218,12 +218,21 @@ class ImagePane(QWidget):
         f.setBold(True)
         return f
 
-    def _label_box(self, text: str, *, left: bool) -> QRectF:
-        """Where the label ``text`` is drawn: the top left or the top right corner."""
+    def _label_box(self, text: str, *, left: bool) -> tuple[str, QRectF]:
+        """The label ``text`` as drawn (elided where wider than its room: the pane, or
+        beside the other label in a split) and where: the top left or right corner."""
         fm = QFontMetrics(self._label_font(), self)
+        room = self.width() - 20 - 16  # 10 pixels each side, 8 of padding in the box
+        if self.split is not None and self.a_label and self.b_label:
+            room -= 10 + 16  # a gap between the two, and the other's padding
+            other = fm.horizontalAdvance(self.b_label if left else self.a_label)
+            # Each keeps half of the room, or more where the other needs less.
+            room = max(room // 2, room - other)
+        if fm.horizontalAdvance(text) > room:
+            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, max(0, room))
         w, h = fm.horizontalAdvance(text) + 16, fm.height() + 8
         x = 10 if left else self.width() - w - 10
-        return QRectF(x, 10, w, h)
+        return text, QRectF(x, 10, w, h)
 
     def _label_boxes(self) -> list[QRect]:
         """The pixels the labels now shown cover (see paintEvent)."""
@@ -232,7 +241,7 @@ class ImagePane(QWidget):
         shown = [(self.a_label, True)]
         if self.split is not None and self.b_label:
             shown.append((self.b_label, False))
-        return [self._label_box(text, left=left).toAlignedRect().adjusted(-1, -1, 1, 1)
+        return [self._label_box(text, left=left)[1].toAlignedRect().adjusted(-1, -1, 1, 1)
                 for text, left in shown if text]
 
     def _label(self, p: QPainter, text: str, *, left: bool) -> None:
@@ -240,7 +249,7 @@ class ImagePane(QWidget):
             return
         p.save()
         p.setFont(self._label_font())
-        box = self._label_box(text, left=left)
+        text, box = self._label_box(text, left=left)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor(0, 0, 0, 150))

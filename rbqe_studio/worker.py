@@ -223,7 +223,7 @@ class Worker(QObject):
                                                                        total),
                 cancel=job.cancel.is_set, keep_session=True, prior=JpegPrior.of(view.loaded),
                 full_precision=view.loaded.bit_depth == 16,
-                on_tile=lambda t: self.tile_done.emit(job.gen, tile_patch(view, t)))
+                on_tile=self._tile_cb(job, view))
         except Cancelled as exc:
             if computed:  # the exits made before a Stop stay saveable (SessionModel.on_cancelled)
                 raise StoppedRun(stopped_result(enh, view, job.mode, list(computed.values()),
@@ -232,6 +232,30 @@ class Worker(QObject):
         view.other_ms = other_ms(view.result)
         view.choice = Choice(job.mode, job.policy)
         return view
+
+    def _tile_cb(self, job: ProcessJob, view: ViewData) -> Callable[[TileDone], None]:
+        """What a tiled run of ``job`` does with each tile done: converted for the preview
+        and sent (``tile_done``) only while its photo is on screen (``job.shown``), with
+        a base to paste over when it is the first since the photo was put on screen (or
+        the run's first, or a retry's). A failure here never fails the photo: it is
+        logged once and the run goes on without previews."""
+        sent_in = [0]  # the showing (Shown.times) the last tile sent belongs to; 0: none
+        off = [False]
+
+        def on_tile(t: TileDone) -> None:
+            times = job.shown.times  # read first: a showing begun after it only costs a base
+            if off[0] or not job.shown.is_set():
+                return
+            try:
+                patch = tile_patch(view, t, base=t.done == 1 or sent_in[0] != times)
+                self.tile_done.emit(job.gen, patch)
+            except Exception:
+                off[0] = True
+                log.exception("no more preview of %s: its tile %d could not be shown (the "
+                              "photo is still enhanced)", job.path.name, t.done)
+                return
+            sent_in[0] = times
+        return on_tile
 
     def _load_outputs(self, job: LoadOutputsJob) -> ViewData:
         """The input and the outputs a batch saved, read back instead of computed."""
@@ -398,17 +422,16 @@ def prepare_exit(view: ViewData, e: ExitResult) -> None:
     e.image = quantize(e.image, view.loaded.bit_depth)
 
 
-def tile_patch(view: ViewData, tile: TileDone) -> TilePatch:
+def tile_patch(view: ViewData, tile: TileDone, *, base: bool = False) -> TilePatch:
     """``tile`` of ``view``'s photo, ready to paste over its input as shown: through the
     display conversion its exits go through (colour profile, transparency: its colours do
     not change when the result replaces it), halved as often as the input's picture;
-    the first with a copy of that picture to paste it over. (Not made consistent with a
+    with ``base``, a copy of that picture to paste it over. (Not made consistent with a
     4:4:4 JPEG's blocks as an exit is: :func:`prepare_exit` does that on the whole.)"""
     y0, _, x0, _ = tile.box
     image = to_qimage(tile.image, view.display, origin=(y0, x0))
     return TilePatch(tile.box, tile.exit, pyramid(image, len(view.input_pic.levels)),
-                     tile.done, tile.total,
-                     view.input_pic.copy() if tile.done == 1 else None)
+                     tile.done, tile.total, view.input_pic.copy() if base else None)
 
 
 def stopped_result(enh: Enhancer, view: ViewData, mode: ExitMode,

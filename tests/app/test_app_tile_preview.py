@@ -4,6 +4,7 @@ longer on screen is not painted, and a photo viewed again mid-run shows no stale
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -12,8 +13,11 @@ import pytest
 from PySide6.QtCore import QPointF, QRect
 
 from rbqe.tiling import TILE_OVERLAP, tiles
+from rbqe_studio import worker as worker_mod
+from rbqe_studio.compare_panel import PREVIEW_TIP
 from rbqe_studio.convert import Display, Picture, pyramid, qimage_to_array, to_qimage
 from rbqe_studio.jobs import TilePatch
+from rbqe_studio.state import path_key
 from tests.helpers import tiny_enhancer, write_jpeg
 
 TIMEOUT = 120_000
@@ -49,10 +53,17 @@ def gate():
 
 
 @pytest.fixture
-def factory(gate):
+def tile_exits() -> str:
+    """The enhancer's tile exits (a test parametrizes it to try both)."""
+    return "shared"
+
+
+@pytest.fixture
+def factory(gate, tile_exits):
     """The tiny model tiling at 128 pixels, held by ``gate`` after each tile."""
     def make(_spec):
-        enh = tiny_enhancer(tile=TILE)
+        enh = tiny_enhancer(tile=TILE, tile_exits=tile_exits)
+        assert enh.tile_exits == tile_exits
         enhance = enh.enhance
 
         def gated(image, mode="auto", *, on_tile=None, cancel=None, **kwargs):
@@ -77,6 +88,7 @@ def own_pixels(box: tuple[int, int, int, int], h: int, w: int) -> np.ndarray:
     return cover[y0:y1, x0:x1] == 1
 
 
+@pytest.mark.parametrize("tile_exits", ["shared", "per-tile"])
 def test_a_tiled_photo_fills_in_tile_by_tile_then_shows_its_result(qtbot, window, gate,
                                                                    tmp_path) -> None:
     gate.free.set()
@@ -92,6 +104,7 @@ def test_a_tiled_photo_fills_in_tile_by_tile_then_shows_its_result(qtbot, window
 
     def record(patch: TilePatch, _data: object) -> None:  # after the window's own slot
         state = view.state
+        assert view.toolTip() == PREVIEW_TIP  # the label's explanation
         seen.append((patch, view.b is not None and view.b is getattr(cp.preview, "picture", 0),
                      view.b_label, view.b_live, (state.scale, state.center.x(),
                                                  state.center.y()),
@@ -111,7 +124,7 @@ def test_a_tiled_photo_fills_in_tile_by_tile_then_shows_its_result(qtbot, window
     painted = np.zeros((h, w), bool)
     for n, (patch, is_preview, label, live, state, pixels) in enumerate(seen, 1):
         assert is_preview and live and state == zoom[0]  # B, at the zoom and pan set
-        assert label == f"B · Preview · {n} of {len(grid)} tiles · seams blend at the end"
+        assert label == f"B · Preview · {n}/{len(grid)} tiles"
         y0, y1, x0, x1 = patch.box
         painted[y0:y1, x0:x1] = True
         assert np.array_equal(pixels[y0:y1, x0:x1], qimage_to_array(patch.levels[0]))
@@ -119,7 +132,7 @@ def test_a_tiled_photo_fills_in_tile_by_tile_then_shows_its_result(qtbot, window
         own = own_pixels(patch.box, h, w)  # where no neighbour blends in: the result's
         assert np.array_equal(pixels[y0:y1, x0:x1][own], final[y0:y1, x0:x1][own])
     assert not np.array_equal(seen[0][5], shown_input)  # a tile did change the picture
-    assert cp.preview is None and not view.b_live
+    assert cp.preview is None and not view.b_live and not view.toolTip()
     assert view.b is data.pictures[data.result.chosen]
     assert view.b_label.startswith(f"B · Exit {data.result.chosen}")
     assert (view.state.scale, view.state.center.x(), view.state.center.y()) == zoom[0]
@@ -141,44 +154,200 @@ def test_stop_drops_the_preview(qtbot, window, gate, tmp_path) -> None:
     assert cp.view.b_label.startswith("Stopped")
 
 
-def test_a_photo_left_mid_run_paints_none_of_its_tiles(qtbot, window, gate, tmp_path,
-                                                       monkeypatch) -> None:
-    """Its run goes on in the background, its tiles are not painted over the photo viewed
-    instead, and viewed again mid-run it shows no tiles from before, only those after."""
+def spy_tile_patch(monkeypatch) -> list[tuple[str, int, bool, bool]]:
+    """The worker's tile conversions, as they are made: the photo's name, the tile's
+    count, whether it came with a base, and whether it was made off the GUI thread."""
+    calls: list[tuple[str, int, bool, bool]] = []
+    real = worker_mod.tile_patch
+
+    def spy(view, tile, *args, **kwargs):
+        patch = real(view, tile, *args, **kwargs)
+        calls.append((view.path.name, tile.done, patch.base is not None,
+                      threading.current_thread() is not threading.main_thread()))
+        return patch
+
+    monkeypatch.setattr(worker_mod, "tile_patch", spy)
+    return calls
+
+
+def test_a_photo_left_mid_run_converts_none_of_its_tiles(qtbot, window, gate, tmp_path,
+                                                         monkeypatch) -> None:
+    """Its run goes on in the background without converting its tiles for a preview
+    nobody sees; viewed again mid-run it shows no tiles from before, only those after,
+    painted over a base the worker made with the first of them."""
     small = write_jpeg(tmp_path / "small.jpg", seed=1)
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         window.open_paths([small])
-    heard: list[list] = []  # what the session made of each tile the worker sent
-    on_tile = window.session.model.on_tile
-    monkeypatch.setattr(window.session.model, "on_tile",
-                        lambda gen, patch: heard.append(on_tile(gen, patch)) or heard[-1])
+    calls = spy_tile_patch(monkeypatch)
     big = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
     with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
         window.open_paths([big])  # shown, held after its first tile
     cp, queue = window.compare, window.session.queue
     small_item, big_item = queue.get(small), queue.get(big)
-    assert cp.preview is not None and len(heard) == 1 and heard[0]
+    assert cp.preview is not None and calls == [("big.jpg", 1, True, True)]
 
     window.queue.select(small_item)  # done: shown at once, the big one runs on
     small_view = window.session.view
     assert small_view.path == small and cp.preview is None
     gate.step()
-    qtbot.waitUntil(lambda: len(heard) == 2, timeout=TIMEOUT)
-    assert heard[1] == [] and cp.preview is None and cp.data is small_view
+    qtbot.waitUntil(lambda: gate.tiles == 2, timeout=TIMEOUT)  # its second tile: unmade
+    qtbot.wait(50)
+    assert len(calls) == 1 and cp.preview is None and cp.data is small_view
     assert cp.view.b is small_view.pictures[small_view.result.chosen]
 
     window.queue.select(big_item)  # still running: caught up, without the tiles before
     assert cp.preview is None and cp.view.b is None and cp.view.b_label == "Enhancing…"
-    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT) as third:
         gate.step()
+    assert third.args[0].base is not None  # made in the worker, with the tile
+    assert calls[1:] == [("big.jpg", 3, True, True)]
     assert cp.preview is not None and cp.preview.pasted == 1 and cp.preview.done == 3
-    assert cp.view.b_label.startswith("B · Preview · 3 of 9 tiles (1 shown) · ")
+    assert cp.preview.picture is third.args[0].base
+    assert cp.view.b_label == "B · Preview · 3/9 tiles (1 shown)"
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT) as fourth:
+        gate.step()
+    assert fourth.args[0].base is None and calls[2] == ("big.jpg", 4, False, True)
+    assert cp.view.b_label == "B · Preview · 4/9 tiles (2 shown)"
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         gate.free.set()
     assert cp.preview is None and cp.view.b is not None and not cp.view.b_live
 
 
-def test_a_part_is_shown_as_it_is_in_the_whole_and_pasted_on_every_level(qapp) -> None:
+def test_a_background_photo_converts_no_tile(qtbot, window, gate, tmp_path,
+                                             monkeypatch) -> None:
+    """A tiled photo the background enhances while another is viewed: none of its tiles
+    is converted for the preview (nor its input copied for one)."""
+    gate.free.set()
+    calls = spy_tile_patch(monkeypatch)
+    small = write_jpeg(tmp_path / "a_small.jpg", seed=1)
+    big = write_jpeg(tmp_path / "b_big.jpg", size=BIG, seed=4)
+    window.open_paths([small, big])
+    queue = window.session.queue
+    qtbot.waitUntil(lambda: len(queue.items) == 2
+                    and all(i.status == "done" for i in queue.items), timeout=TIMEOUT)
+    assert window.session.current is queue.get(small)
+    big_view = window.session.model.cache.peek(path_key(big))
+    assert big_view is not None and big_view.result.tiled and gate.tiles == 9
+    assert calls == []
+
+
+@pytest.mark.parametrize("how", ["process again", "exit mode"])
+def test_a_superseded_run_takes_its_preview_with_it(qtbot, window, gate, tmp_path,
+                                                    how) -> None:
+    """Process again, or a new exit mode, mid-run: the old run's preview goes at once
+    (it stayed, "1 of 9 tiles", until the new run's input came); the new run's tiles
+    make a preview of their own."""
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        window.open_paths([photo])  # held after its first tile
+    cp = window.compare
+    old = cp.preview
+    assert old is not None and cp.view.b is old.picture
+    if how == "process again":
+        window.session.reprocess_current()
+    else:
+        window.settings.exit_mode = "3"
+        window.session.setting_changed("exit_mode")
+    assert cp.preview is None and cp.view.b is None and not cp.view.b_live
+    assert cp.view.b_label == "Enhancing…" and not cp.view.toolTip()
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        pass  # the old run sees its cancel in the gate; the new run's first tile
+    assert cp.preview is not None and cp.preview is not old
+    assert cp.view.b_label == "B · Preview · 1/9 tiles"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
+        gate.free.set()
+    assert cp.preview is None and done.args[0].result is not None
+
+
+def test_a_preview_that_fails_fails_not_the_photo(qtbot, window, gate, tmp_path,
+                                                  monkeypatch, caplog) -> None:
+    """A tile that cannot be converted for the preview: said once in the log, no more
+    previews for the run, and the photo is enhanced all the same."""
+    gate.free.set()
+    real = worker_mod.tile_patch
+    made = [0]
+
+    def fails_second(view, tile, *args, **kwargs):
+        made[0] += 1
+        if made[0] == 2:
+            raise ValueError("no pixels today")
+        return real(view, tile, *args, **kwargs)
+
+    monkeypatch.setattr(worker_mod, "tile_patch", fails_second)
+    shown: list[int] = []
+    window.session.tile_ready.connect(lambda patch, _data: shown.append(patch.done))
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with caplog.at_level(logging.ERROR, logger="rbqe_studio.worker"), \
+            qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
+        window.open_paths([photo])
+    data = done.args[0]
+    assert data.result is not None and data.result.tiled and data.result.tiles == 9
+    assert window.session.current.status == "done" and not window.session.current.error
+    assert shown == [1] and made[0] == 2  # none tried after the failure
+    said = [r for r in caplog.records if r.name == "rbqe_studio.worker"]
+    assert len(said) == 1 and "big.jpg" in said[0].getMessage()
+    assert window.compare.preview is None
+    assert window.compare.view.b is data.pictures[data.result.chosen]
+
+
+def test_a_new_base_starts_the_preview_over(qtbot, window, gate, tmp_path) -> None:
+    """A patch with a base (a retry's first tile after running out of memory, cut on a
+    new grid) starts a new preview: the first attempt's tiles go."""
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT) as first:
+        window.open_paths([photo])  # held after its first tile
+    cp = window.compare
+    data = cp.data
+    shown_input = qimage_to_array(data.input_pic.levels[0])
+    y0, y1, x0, x1 = first.args[0].box
+    painted = qimage_to_array(cp.preview.picture.levels[0])
+    assert not np.array_equal(painted[y0:y1, x0:x1], shown_input[y0:y1, x0:x1])
+
+    box = (100, 200, 120, 256)  # the retry's first tile, on a grid of four
+    part = to_qimage(np.ones((100, 136, 3), np.float32), data.display, origin=(100, 120))
+    retry = TilePatch(box, 1, pyramid(part, len(data.input_pic.levels)), 1, 4,
+                      data.input_pic.copy())
+    cp.add_tile(retry, data)
+    assert cp.preview is not None and cp.preview.picture is retry.base
+    assert (cp.preview.done, cp.preview.total, cp.preview.pasted) == (1, 4, 1)
+    assert cp.view.b is retry.base and cp.view.b_label == "B · Preview · 1/4 tiles"
+    now = qimage_to_array(cp.view.b.levels[0])
+    outside = np.ones(now.shape[:2], bool)
+    outside[100:200, 120:256] = False
+    assert np.array_equal(now[outside], shown_input[outside])  # the first tile: gone
+    assert (now[100:200, 120:256] == 255).all()
+    gate.free.set()
+
+
+def test_pane_labels_fit_their_pane(qtbot, window, gate, tmp_path) -> None:
+    """A label wider than its pane is elided; in a split, A's and B's never overlap."""
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        window.open_paths([photo])
+    gate.free.set()
+    pane = window.compare.view.panes[0]
+    pic = window.compare.data.input_pic
+    for width in (900, 420, 200):
+        pane.resize(width, 300)
+        for a_label, b_label in (("A · Input", "B · Preview · 7/20 tiles (3 shown)"),
+                                 ("A · Exit 2 · 0.651", "B · " + "very long " * 40),
+                                 ("A · " + "long " * 60, "B · Exit 1")):
+            pane.set_content(pic, a_label, pic, b_label, split=0.5)
+            a_box, b_box = pane._label_boxes()
+            for box in (a_box, b_box):
+                assert pane.rect().contains(box), (width, box)
+            assert not a_box.intersects(b_box), (width, a_label, b_label)
+            pane.set_content(pic, b_label)  # one label: the pane's width
+            (box,) = pane._label_boxes()
+            assert pane.rect().contains(box)
+
+
+# An even part lands on each level's pixels as the whole's halving puts it; an odd one
+# (513 wide) is drawn half a level pixel wider than its halved copy, and on noise that
+# resampling differs from the whole's (a part a pixel off differs by about 85 on average).
+@pytest.mark.parametrize("x1,most,mean", [(776, 2, 0.5), (777, 255, 16)])
+def test_a_part_is_shown_as_it_is_in_the_whole_and_pasted_on_every_level(
+        qapp, x1, most, mean) -> None:
     """A tile's pixels go through the photo's display conversion at their place in it
     (the checkerboard behind transparent pixels too), and pasted over a copy of a picture
     land where they belong on each level, the picture copied from left as it was."""
@@ -187,7 +356,7 @@ def test_a_part_is_shown_as_it_is_in_the_whole_and_pasted_on_every_level(qapp) -
     pixels = rng.random((h, w, 3), dtype=np.float32)
     alpha = rng.integers(0, 256, (h, w), dtype=np.uint8)
     display = Display.of(None, 3, alpha)
-    y0, y1, x0, x1 = 136, 520, 264, 777
+    y0, y1, x0 = 136, 520, 264
     whole = qimage_to_array(to_qimage(pixels, display))
     part = to_qimage(pixels[y0:y1, x0:x1], display, origin=(y0, x0))
     assert np.array_equal(qimage_to_array(part), whole[y0:y1, x0:x1])
@@ -203,11 +372,26 @@ def test_a_part_is_shown_as_it_is_in_the_whole_and_pasted_on_every_level(qapp) -
     outside = np.ones((h, w), bool)
     outside[y0:y1, x0:x1] = False
     assert not full[outside].any()
-    for k, level in enumerate(preview.levels[1:], 1):  # inside the part's place: painted
-        small = qimage_to_array(level)
-        inner = small[y0 // 2**k + 2 : y1 // 2**k - 2, x0 // 2**k + 2 : x1 // 2**k - 2]
-        assert inner.all(axis=2).mean() > 0.9
-        assert not small[: y0 // 2**k - 1].any() and not small[:, : x0 // 2**k - 1].any()
+    # Each level as the picture of the same composite would have it (the part over
+    # black, halved as often), but for the part's rim, where the halving blends the
+    # part with its neighbours in the one and not in the other.
+    composite = np.zeros((h, w, 3), np.uint8)
+    composite[y0:y1, x0:x1] = whole[y0:y1, x0:x1]
+    expected = pyramid(to_qimage(composite.astype(np.float32) / 255), len(base.levels))
+    assert len(preview.levels) == len(expected) == 3
+    for k, (level, want) in enumerate(zip(preview.levels, expected, strict=True)):
+        got, want_px = qimage_to_array(level), qimage_to_array(want)
+        assert got.shape == want_px.shape
+        s = 2**k
+        rim = 1 if k else 0  # a pixel of the level each way
+        inner = np.zeros(got.shape[:2], bool)
+        inner[y0 // s + rim : y1 // s - rim, x0 // s + rim : x1 // s - rim] = True
+        diff = np.abs(got.astype(int) - want_px.astype(int)).max(axis=2)
+        assert diff[inner].max() <= most and diff[inner].mean() <= mean, \
+            (k, diff[inner].max(), diff[inner].mean())
+        away = np.ones_like(inner)  # and nothing painted away from it
+        away[max(0, y0 // s - 1) : y1 // s + 1, max(0, x0 // s - 1) : x1 // s + 1] = False
+        assert not got[away].any()
 
 
 def test_a_tile_repaints_its_area_and_the_label_not_the_whole_view(qtbot, window, gate,
