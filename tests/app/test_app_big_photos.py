@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from rbqe.model import NUM_EXITS
 from rbqe_studio import viewer
@@ -59,15 +60,18 @@ def test_a_difference_of_pictures_no_longer_shown_is_dropped(qtbot) -> None:
 
 
 # -- progress ------------------------------------------------------------------------------
+@pytest.mark.parametrize("tile_exits", ["shared", "per-tile"])
 def test_a_tiled_image_says_how_far_it_is_and_about_how_long_is_left(qtbot, store, jpeg,
-                                                                      tmp_path) -> None:
+                                                                      tmp_path,
+                                                                      tile_exits) -> None:
     """The status said "sample pass 4 of 24" through the samples' whole walk, then counted
     the samples as tiles and ended on "tile pass 25 of 24"; the queue row said "Running…"
     from start to end."""
     from rbqe_studio.main_window import MainWindow
     from rbqe_studio.queue_panel import status_text
 
-    win = MainWindow(store, lambda _spec: tiny_enhancer(tile=128), check_weights=False)
+    win = MainWindow(store, lambda _spec: tiny_enhancer(tile=128, tile_exits=tile_exits),
+                     check_weights=False)
     qtbot.addWidget(win)
     seen: list[tuple[str, int, int, str, str]] = []
     running: list[int] = []  # cards that said "computing…" (exit 1 did, all along)
@@ -86,8 +90,12 @@ def test_a_tiled_image_says_how_far_it_is_and_about_how_long_is_left(qtbot, stor
     assert seen[0][0] == "load"
     assert seen.pop(1)[0] == "engine"  # the model made ready, once the photo is read
     tiles = [s for s in seen if s[0] == "tile"]
-    walk = seen[1 : len(seen) - len(tiles)]  # a step per exit the sample tiles walked
-    assert len(walk) > 1 and {s[0] for s in walk} == {"sample"} and tiles[0][1] == NUM_EXITS
+    # A step per exit the sample tiles walked (shared exits: until the policy stopped them);
+    # the tiles' steps count on from the mode's last exit.
+    walk = seen[1 : len(seen) - len(tiles)]
+    assert walk and {s[0] for s in walk} == {"sample"} and tiles[0][1] == NUM_EXITS
+    if tile_exits == "per-tile":  # the samples' nodes go on to exit 5, a step each
+        assert len(walk) > 1
     assert all(s[3].startswith("Tiled image: trying the exits") for s in seen if
                s[0] == "sample")
     assert all(s[3].startswith("Tiled image: enhancing tile by tile · ") for s in tiles[:-1])
