@@ -25,6 +25,10 @@ from rbqe.engine import Enhancer
 from rbqe.io import OUTPUT_LOG
 
 N = 9  # one small first image, then eight slower ones
+# The slower ones' side: the signal is sent once the first is out and must land before the
+# last is done. At 384 px the eight took about 1 s on a 2-core box (in a CI run beside a
+# training run rbqe once exited 0: the hang-up came too late); at 768 px about 3 s.
+SLOW = 768
 
 
 def _photo(path: Path, size: int, seed: int) -> None:
@@ -57,7 +61,7 @@ def test_sigterm_stops_after_the_current_stage_with_report_and_exit_143(weights,
     src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
     _photo(src / "a00.jpg", 32, 0)  # appears quickly: the signal is sent while b* run
     for i in range(1, N):
-        _photo(src / f"b{i:02d}.jpg", 384, i)
+        _photo(src / f"b{i:02d}.jpg", SLOW, i)
     with open(tmp_path / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
@@ -162,7 +166,7 @@ def test_a_hung_up_terminal_still_gets_its_report_and_exit_129(weights, tmp_path
     src, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
     _photo(src / "a00.jpg", 32, 0)
     for i in range(1, N):
-        _photo(src / f"b{i:02d}.jpg", 384, i)
+        _photo(src / f"b{i:02d}.jpg", SLOW, i)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
          "--weights", str(weights), "--exit", "1", "--report", str(report)],
