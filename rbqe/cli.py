@@ -24,6 +24,7 @@ from typing import Any
 
 from rbqe import __version__
 from rbqe.arch import DEFAULT_TILE_EXITS, MULTIPLE, NUM_EXITS, TILE_EXITS
+from rbqe.console import signal_note
 from rbqe.errors import show_path
 from rbqe.exit_policy import parse_exit_mode
 
@@ -304,7 +305,7 @@ class _Interrupt:
         ctrl_c = signum == signal.SIGINT
         how = "" if ctrl_c else f"{signal.Signals(signum).name}: "
         again = "Ctrl-C again" if ctrl_c else "send it again"
-        _eprint(f"\nrbqe: {how}stopping after the current stage ({again} to abort)")
+        signal_note(f"\nrbqe: {how}stopping after the current stage ({again} to abort)")
 
     @property
     def exit_code(self) -> int:

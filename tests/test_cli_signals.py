@@ -187,3 +187,65 @@ def test_a_hung_up_terminal_still_gets_its_report_and_exit_129(weights, tmp_path
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
     assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == done
+
+
+class _BusyStderr:
+    """A stderr caught mid-print, as the main thread's is when a signal lands inside a
+    progress or done line: printing to it again raises what CPython's BufferedWriter
+    raises then. Its file descriptor is a pipe the test reads."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    def flush(self) -> None:
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+
+def _said_on_busy_stderr(monkeypatch, handle) -> str:
+    """What ``handle()`` (a signal handler's call) writes while stderr is mid-print."""
+    read, write = os.pipe()
+    try:
+        monkeypatch.setattr(sys, "stderr", _BusyStderr(write))
+        handle()
+        os.close(write)
+        write = -1
+        with os.fdopen(read, "rb") as pipe:
+            read = -1
+            return pipe.read().decode()
+    finally:
+        for fd in (read, write):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_a_signal_landing_inside_a_print_still_stops_the_batch(monkeypatch) -> None:
+    """CI once saw SIGTERM land while ``rbqe`` printed an image's done line: the handler's
+    own print raised "reentrant call" out of the batch, which died with exit 1 and no
+    report. The handler's line now goes past the buffer, and the stop is still recorded."""
+    from rbqe.cli import _Interrupt
+
+    interrupt = _Interrupt()
+    said = _said_on_busy_stderr(monkeypatch, lambda: interrupt(signal.SIGTERM, None))
+    assert interrupt.requested and interrupt.exit_code == 128 + signal.SIGTERM
+    assert said.strip() == _notice(signal.SIGTERM)
+
+
+def test_a_ctrl_c_landing_inside_a_training_log_line_still_saves(monkeypatch) -> None:
+    """The same for ``rbqe train``: a first Ctrl-C during a progress line would have
+    aborted the run without saving its state."""
+    import threading
+    from types import SimpleNamespace
+
+    from rbqe.train.loop import _stop_on_sigterm
+
+    stop = threading.Event()
+    guard = _stop_on_sigterm(SimpleNamespace(_stop=stop, stop=stop.set))
+    said = _said_on_busy_stderr(monkeypatch, lambda: guard._interrupt(signal.SIGINT, None))
+    assert stop.is_set()
+    assert "stopping after this step and saving the state" in said

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rbqe.console import signal_note
 from rbqe.errors import UsageError, WeightsError
 from rbqe.heap import reuse_freed_memory
 from rbqe.io.atomic import atomic_write
@@ -627,8 +627,8 @@ class _stop_on_sigterm:
     def _interrupt(self, *_: object) -> None:
         if self.trainer._stop.is_set():
             raise KeyboardInterrupt
-        print("\nrbqe train: stopping after this step and saving the state (Ctrl-C again "
-              "to abort without saving)", file=sys.stderr, flush=True)
+        signal_note("\nrbqe train: stopping after this step and saving the state (Ctrl-C "
+                    "again to abort without saving)")
         self.trainer.stop()
 
     def __enter__(self) -> None:
