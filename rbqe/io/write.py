@@ -27,7 +27,7 @@ from rbqe.io.captions import (
     text_has_gps,
 )
 from rbqe.io.diagnostics import _logged_warnings, _os_reason
-from rbqe.io.extended_xmp import jpeg_xmp_segments
+from rbqe.io.extended_xmp import jpeg_xmp_segments, split_xmp
 from rbqe.io.formats import _format_name
 from rbqe.io.metadata import _normalise_exif, exif_says_resolution, without_gps, xmp_has_gps
 from rbqe.io.pixels import (
@@ -97,8 +97,8 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra,
     segments = None
     if fmt_name == "JPEG":
         if xmp and len(xmp) > _JPEG_MAX_XMP:
-            segments = jpeg_xmp_segments(*jpeg_xmp) if jpeg_xmp else None
-            if segments is None:  # (none split, or its main packet alone over a segment)
+            segments = _extended_xmp_segments(xmp, jpeg_xmp)
+            if segments is None:  # (not well-formed, or its main packet over a segment)
                 logger.warning("%s: XMP too large for JPEG (%d bytes); dropped", p, len(xmp))
                 xmp = None
         if comment and len(comment) > _JPEG_MAX_COMMENT:
@@ -123,6 +123,17 @@ def _extra_for(p: Path, fmt_name: str, extra: _Extra,
         logger.info("%s: resolution %s dpi out of range; not written", p, dpi)
         dpi = None
     return _Extra(xmp, comment, dpi, iptc, text, extra.colour, segments)
+
+
+def _extended_xmp_segments(xmp: bytes, jpeg_xmp: tuple[bytes, bytes] | None) -> bytes | None:
+    """The APP1 segments that hold ``xmp``, over one segment: split as a JPEG input had it
+    (``jpeg_xmp``), else split here (a PNG, TIFF or WebP holds it whole); None where it
+    cannot be split."""
+    segments = jpeg_xmp_segments(*jpeg_xmp) if jpeg_xmp else None
+    if segments is None:
+        split = split_xmp(xmp)
+        segments = jpeg_xmp_segments(*split) if split else None
+    return segments
 
 
 # JPEG outputs at this quality or more keep full-resolution colour (4:4:4), below it 4:2:0.
@@ -322,7 +333,8 @@ def save_image(
         jpeg_xmp: ``xmp`` as a JPEG holds XMP over one segment: its main packet (which
             names the other in ``xmpNote:HasExtendedXMP``) and its extended packet
             (:attr:`LoadedImage.xmp_main` and :attr:`LoadedImage.xmp_extended`). A JPEG
-            output whose ``xmp`` does not fit one segment is given these instead; other
+            output whose ``xmp`` does not fit one segment is given these instead, or
+            without them ``xmp`` split so (:func:`rbqe.io.extended_xmp.split_xmp`); other
             formats hold ``xmp`` whole.
         keep_metadata: False drops EXIF, XMP, the comment, IPTC-IIM and PNG text (they
             can hold a location, names and other personal data); the ICC profile and the
