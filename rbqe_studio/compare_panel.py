@@ -12,12 +12,13 @@ picks a side (exit card or combo box) that choice sticks for the image.
 
 A tiled photo's exits come only at the end of its run; meanwhile B shows a preview of
 the result (:class:`TilePreview`): its input as shown, each tile pasted over it as it is
-done. It goes when the run ends, whichever way.
+done; B's combo box says so, and the card of the tiles' exit says how far the run is. It
+goes when the run ends, whichever way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QRect, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QResizeEvent, QStandardItemModel
@@ -37,10 +38,11 @@ from rbqe.engine import ExitResult
 from rbqe_studio.convert import Picture
 from rbqe_studio.exits import INPUT, ExitStrip
 from rbqe_studio.jobs import TilePatch, ViewData
-from rbqe_studio.state import score_decides
+from rbqe_studio.state import exits_text, score_decides
 from rbqe_studio.viewer import DIFF, SIDE, SPLIT, TOGGLE, CompareView
 
 NAMES = ["Input"] + [f"Exit {k}" for k in range(1, NUM_EXITS + 1)]
+PREVIEW = len(NAMES)  # B's combo box item while a tile preview may show there
 PHOTO_SHARE = 0.55  # of the panel's height, at least, before the strip gets its full height
 
 
@@ -55,12 +57,14 @@ class TilePreview:
         done: Tiles the run has done; ``total``: tiles in all.
         pasted: Tiles pasted here: fewer than ``done`` when the photo was shown again
             while it ran (the tiles done meanwhile are not kept).
+        exits: The exits the tiles pasted come from (several with per-tile exits).
     """
 
     picture: Picture
     done: int = 0
     total: int = 0
     pasted: int = 0
+    exits: set[int] = field(default_factory=set)
 
     def paste(self, patch: TilePatch) -> QRect:
         """Pastes ``patch``; returns the area it covers, in the photo's pixels."""
@@ -68,6 +72,7 @@ class TilePreview:
         self.picture.paste(patch.levels, x0, y0)
         self.done, self.total = patch.done, patch.total
         self.pasted += 1
+        self.exits.add(patch.exit)
         return QRect(x0, y0, x1 - x0, y1 - y0)
 
     @property
@@ -76,6 +81,11 @@ class TilePreview:
         window cut a longer one; :data:`PREVIEW_TIP` says the rest)."""
         shown = "" if self.pasted == self.done else f" ({self.pasted} shown)"
         return f"Preview · {self.done}/{self.total} tiles{shown}"
+
+    @property
+    def name(self) -> str:
+        """B's combo box item: "Preview (exit 4)"."""
+        return f"Preview ({exits_text(self.exits)})"
 
 
 # The compare view's tooltip while B is a preview: what its short label leaves out.
@@ -122,12 +132,14 @@ class ComparePanel(QWidget):
         for label, combo in (("A", self.combo_a), ("B", self.combo_b)):
             combo.addItems(NAMES)
             combo.setMinimumContentsLength(6)
+            # B's grows for its preview item (and shrinks back), rather than cut it.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
             tag = QLabel(label)
             tag.setObjectName("sideA" if label == "A" else "sideB")
             bar.addWidget(tag)
             bar.addWidget(combo)
         self.combo_a.activated.connect(lambda i: self.pick(i, "a"))
-        self.combo_b.activated.connect(lambda i: self.pick(i, "b"))
+        self.combo_b.activated.connect(self._combo_b_picked)
         spring = QWidget()
         spring.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         bar.addWidget(spring)
@@ -258,6 +270,7 @@ class ComparePanel(QWidget):
         elif self.preview is None:  # sent before the photo was left and viewed again:
             return  # the worker's next tile brings a base
         area = self.preview.paste(patch)
+        self.strip.set_tiles(patch.exit, patch.done, patch.total)
         self._apply()  # its label counts the tiles (only the label is painted again)
         self.view.area_changed(self.preview.picture, area)
 
@@ -303,14 +316,23 @@ class ComparePanel(QWidget):
         elif self.exits:
             self.strip.set_running(max(self.exits) + 1)
 
-    def clear_running(self) -> None:
+    def clear_running(self, tiles: bool = True) -> None:
         """No card says "computing…" (a tiled image's exits come all at the end: exit 1
-        said it for the whole run)."""
+        said it for the whole run); with ``tiles``, nor the cards of a tiled run's tiles
+        (it has ended)."""
+        states = ("running", "tiling") if tiles else ("running",)
         for card in self.strip.cards[1:]:
-            if card.data.state == "running":
+            if card.data.state in states:
                 card.set_data(type(card.data)(card.data.title))
 
     # -- choosing sides ----------------------------------------------------------------
+    def _combo_b_picked(self, index: int) -> None:
+        if index == PREVIEW:  # back to the preview, from the input picked there
+            self.b, self._user_b = INPUT, False
+            self._apply()
+        else:
+            self.pick(index, "b")
+
     def pick(self, index: int, side: str) -> None:
         if index != INPUT and index not in self.exits:
             return
@@ -343,34 +365,60 @@ class ComparePanel(QWidget):
         decides = e is not None and result is not None and score_decides(result.exit_reason)
         return f"Exit {index} · {e.score:.3f}" if decides else f"Exit {index}"
 
+    def _waiting(self) -> bool:
+        """Whether B stands in for the result to come, or says why none comes: no exit on
+        either side, the photo running or a note set."""
+        return self.data is not None and self.b == INPUT and self.a == INPUT and \
+            (self.busy or bool(self.note))
+
+    def _preview_offered(self) -> TilePreview | None:
+        """The tile preview B may show (B's combo box offers it): the user's pick of the
+        input there wins."""
+        return self.preview if self._waiting() and not self.note else None
+
     def _apply(self) -> None:
         a_pic, b_pic = self._picture(self.a), self._picture(self.b)
         b_label = self.label(self.b)
         live = False
-        if self.data is not None and self.b == INPUT and self.a == INPUT and \
-                (self.busy or self.note):
-            if self.preview is not None and not self.note:  # a tiled run's tiles so far
-                b_pic, b_label, live = self.preview.picture, self.preview.label, True
-            else:
-                b_pic, b_label = None, self.note or "Enhancing…"
+        preview = self._preview_offered()
+        if preview is not None and not self._user_b:  # a tiled run's tiles so far
+            b_pic, b_label, live = preview.picture, preview.label, True
+        elif preview is None and self._waiting():
+            b_pic, b_label = None, self.note or "Enhancing…"
         self.view.set_pictures(a_pic, "A · " + self.label(self.a), b_pic,
                                f"B · {b_label}" if b_pic is not None else b_label,
                                b_live=live)
         self.view.setToolTip(PREVIEW_TIP if live else "")
         self._show_zoom()  # a picture of the old one's size arrives without a zoom change
-        self.strip.set_sides(self.a, self.b)
+        self.strip.set_sides(self.a, -1 if live else self.b)  # the preview is no card's
         self._refresh_combos()
         self.sides_changed.emit(self.a, self.b)
 
     def _refresh_combos(self) -> None:
-        for combo, value in ((self.combo_a, self.a), (self.combo_b, self.b)):
+        preview = self._preview_offered()
+        self._refresh_preview_item(preview)
+        b = PREVIEW if preview is not None and not self._user_b else self.b
+        for combo, value in ((self.combo_a, self.a), (self.combo_b, b)):
             with QSignalBlocker(combo):
                 model = combo.model()
                 assert isinstance(model, QStandardItemModel)
-                for i in range(combo.count()):
+                for i in range(len(NAMES)):
                     item = model.item(i)
                     item.setEnabled(i == INPUT or i in self.exits)
                 combo.setCurrentIndex(value)
+
+    def _refresh_preview_item(self, preview: TilePreview | None) -> None:
+        """B's combo box has an item for ``preview`` while B may show it, and none after
+        ("Input" there contradicted the tiles B showed)."""
+        combo = self.combo_b
+        with QSignalBlocker(combo):
+            if preview is None:
+                if combo.count() > PREVIEW:
+                    combo.removeItem(PREVIEW)
+            elif combo.count() == PREVIEW:
+                combo.addItem(preview.name)
+            elif combo.itemText(PREVIEW) != preview.name:
+                combo.setItemText(PREVIEW, preview.name)
 
     def _show_zoom(self, *_scale: float) -> None:
         """Zoom as the user sees it: screen pixels per image pixel (1:1 is 100 %, also on

@@ -61,6 +61,11 @@ CARD_MIN_WIDTH = 108  # six cards and their gaps fit a 1280-px window; narrower,
 COMPACT_MIN_WIDTH = 68  # a compact card's: all six fit the centre of a 900-px window
 CARD_SPACING, COMPACT_SPACING = 6, 4  # between cards
 PAD = 5  # a compact card's text from its border
+# What a card without its picture says, on a full card and on a compact one.
+NOTES = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)",
+         "stopped": "not computed\n(you pressed Stop)", "unreadable": "could not be read"}
+COMPACT_NOTES = {"running": "computing…", "skipped": "not needed",
+                 "stopped": "not computed (Stop)", "unreadable": "could not be read"}
 
 
 @dataclass
@@ -69,10 +74,11 @@ class CardData:
     thumb: QImage | None = None
     lines: tuple[str, ...] = ()
     score: float | None = None
-    state: str = "empty"  # empty | running | ready | skipped | stopped | unreadable
+    state: str = "empty"  # empty | running | tiling | ready | skipped | stopped | unreadable
     chosen: bool = False
     decision: Decision | None = None  # the exit policy's verdict at this exit
     reason: str = ""  # the chosen card's: why auto stopped there, in a few words
+    tiles: tuple[int, int] | None = None  # tiling: the run's tiles (done, total)
 
 
 @dataclass
@@ -246,11 +252,8 @@ class ExitCard(QWidget):
             p.drawImage(target, img)
         else:
             p.setPen(QColor(255, 255, 255, 110))
-            text = {"running": "computing…", "skipped": "not needed\n(auto stopped earlier)",
-                    "stopped": "not computed\n(you pressed Stop)",
-                    "unreadable": "could not be read"}
             p.drawText(thumb, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                       text.get(d.state, "not computed"))
+                       self.note())
 
         self._badges(p, thumb)
         base = QFont(self.font())
@@ -369,12 +372,20 @@ class ExitCard(QWidget):
                     text, Qt.TextElideMode.ElideRight, int(width)), QColor(255, 255, 255, 170)))
                 y += step
         else:
-            text = {"running": "computing…", "skipped": "not needed",
-                    "stopped": "not computed (Stop)", "unreadable": "could not be read"}
             box = QRectF(r.left(), y, width, max(limit - y, fm_small.height()))
-            parts.append(Part("note", box, fit_text(fm_small, text.get(
-                d.state, "not computed"), box), QColor(255, 255, 255, 110)))
+            parts.append(Part("note", box, fit_text(fm_small, self.note(compact=True), box),
+                              QColor(255, 255, 255, 110)))
         return parts
+
+    def note(self, compact: bool = False) -> str:
+        """What the card says in its picture's place: why it has none, or, while a tiled
+        run's tiles come from its exit, how far that run is."""
+        d = self.data
+        if d.state == "tiling" and d.tiles is not None:
+            done, total = d.tiles
+            return f"computing…\n{done}/{total} tiles" if compact else \
+                f"computing…\n{done} of {total} tiles"
+        return (COMPACT_NOTES if compact else NOTES).get(d.state, "not computed")
 
     def _paint_parts(self, p: QPainter, parts: list[Part]) -> None:
         title_font, small_font, badge_font = self._fonts()
@@ -648,6 +659,14 @@ class ExitStrip(QWidget):
             card = self.cards[k]
             card.set_data(CardData(card.data.title, state="running"))
 
+    def set_tiles(self, k: int, done: int, total: int) -> None:
+        """A tiled run's tile from exit ``k`` is done (``done`` of ``total``): its card
+        says it is computing and how far the run is, as do the cards of exits earlier
+        tiles came from (per-tile exits); only those cards are painted again."""
+        for card in self.cards[1:]:
+            if card.data.state == "tiling" or (card.index == k and card.data.state != "ready"):
+                card.set_data(CardData(card.data.title, state="tiling", tiles=(done, total)))
+
     def set_chosen(self, k: int | None, auto: bool = True) -> None:
         """Mark the chosen exit; in auto mode the exits after it were not needed."""
         self.chosen = k
@@ -659,9 +678,10 @@ class ExitStrip(QWidget):
             card.data.reason = card_reason(d) if auto and card.index == k and d else ""
             # A new choice redraws these (a stopped photo's too: chosen since, its
             # exits not computed are no longer "not computed (you pressed Stop)")
-            if card.data.state in ("empty", "skipped", "stopped"):
+            if card.data.state in ("empty", "skipped", "stopped", "tiling"):
                 card.data.state = "skipped" if auto and k is not None and card.index > k \
                     else "empty"
+                card.data.tiles = None
             card.update()
         # A narrow window scrolls the row: the chosen card in view, also when the exit is
         # the last image's (the user may have scrolled) and again after the layout.
@@ -674,8 +694,8 @@ class ExitStrip(QWidget):
         self.chosen = None
         for card in self.cards[1:]:
             card.data.chosen, card.data.reason = False, ""
-            if card.data.state in ("empty", "skipped", "running"):
-                card.data.state = "stopped"
+            if card.data.state in ("empty", "skipped", "running", "tiling"):
+                card.data.state, card.data.tiles = "stopped", None
             card.update()
 
     def set_threshold(self, threshold: float, source: str, min_exit: int = 1) -> None:
@@ -731,5 +751,7 @@ class ExitStrip(QWidget):
 
     def set_sides(self, a: int, b: int) -> None:
         for card in self.cards:
-            card.side = ("a" if card.index == a else "") + ("b" if card.index == b else "")
-            card.update()
+            side = ("a" if card.index == a else "") + ("b" if card.index == b else "")
+            if side != card.side:  # said at each tile of a tiled run: the rest stay put
+                card.side = side
+                card.update()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -47,6 +48,7 @@ class InfoPanel(QScrollArea):
         lay.setSpacing(6)
         self.fields: dict[str, QLabel] = {}
         self.keys: dict[str, QLabel] = {}
+        self.tiles_shown = False  # "Chosen exit" says which exit a tiled run's tiles take
 
         lay.addWidget(section_title("Image"))
         lay.addLayout(self._form(["File", "Size", "Format", "Colour", "Metadata", "JPEG quality",
@@ -150,6 +152,7 @@ class InfoPanel(QScrollArea):
             widget.setVisible(not same)
 
     def clear(self) -> None:
+        self.tiles_shown = False
         for name, label in self.fields.items():
             if name not in ("Weights", "Engine device"):
                 label.setText("–")
@@ -169,6 +172,20 @@ class InfoPanel(QScrollArea):
         for row in range(NUM_EXITS):
             for col in range(self.table.columnCount()):
                 self.table.setItem(row, col, QTableWidgetItem("–"))
+
+    def show_tiles(self, exits: Iterable[int], done: int, total: int) -> None:
+        """A tiled run's tiles come in (its exits only at its end): the exits they take,
+        and how far it is."""
+        which = exits_text(exits)
+        self.set("Chosen exit", f"{which[0].upper()}{which[1:]} (tiles running: {done} of "
+                                f"{total})")
+        self.tiles_shown = True
+
+    def end_tiles(self) -> None:
+        """The tiled run ended without a result (stopped, superseded): no tiles running."""
+        if self.tiles_shown:
+            self.tiles_shown = False
+            self.set("Chosen exit", "–")
 
     def show_failed(self, path: Path, reason: str) -> None:
         """A file that could not be read: its name, and why, where the result would be."""
@@ -218,6 +235,7 @@ class InfoPanel(QScrollArea):
         score = f" · score {r.exit_result(r.chosen).score:.3f}" \
             if score_decides(r.exit_reason) else ""  # a score that decided nothing: no headline
         self.set("Chosen exit", f"Exit {r.chosen}{score}")
+        self.tiles_shown = False
         self.set("Why this exit", why_text(r, view.stopped_after))
         # Stopped before an exit was chosen: the row says why there is none
         self.keys["Why this exit"].setText("Why this exit" if view.stopped_after is None

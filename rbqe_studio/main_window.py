@@ -45,7 +45,7 @@ from rbqe_studio.compare_panel import ComparePanel
 from rbqe_studio.drop_zone import DropZone
 from rbqe_studio.exits import INPUT
 from rbqe_studio.info_panel import InfoPanel
-from rbqe_studio.jobs import BatchOutcome, ViewData
+from rbqe_studio.jobs import BatchOutcome, TilePatch, ViewData
 from rbqe_studio.keys import keeps_key, press_button
 from rbqe_studio.logs import log_dir
 from rbqe_studio.queue_panel import QueuePanel, short_error
@@ -214,8 +214,8 @@ class MainWindow(QMainWindow):
         self.drop_zone.open_folder.connect(self.open_folder_dialog)
         s.view_loaded.connect(self._on_view_loaded)
         s.exit_ready.connect(cp.add_exit)
-        s.tile_ready.connect(cp.add_tile)
-        s.preview_dropped.connect(cp.drop_preview)
+        s.tile_ready.connect(self._on_tile)
+        s.preview_dropped.connect(self._on_preview_dropped)
         s.view_finished.connect(self._on_view_finished)
         s.view_failed.connect(self._on_view_failed)
         s.view_busy.connect(self._on_busy)
@@ -378,6 +378,18 @@ class MainWindow(QMainWindow):
         self.info.show_input(data)
         self.setWindowTitle(f"{data.path.name} – RBQE Studio")
 
+    def _on_tile(self, patch: TilePatch, data: ViewData) -> None:
+        cp = self.compare
+        cp.add_tile(patch, data)
+        # Pasted, and no exit shown yet (the worker may have set data.result already; a
+        # second run's tiles, Compute all's, leave the result's row alone).
+        if cp.preview is not None and cp.data is data and not cp.exits:
+            self.info.show_tiles(cp.preview.exits, patch.done, patch.total)
+
+    def _on_preview_dropped(self) -> None:
+        self.compare.drop_preview()
+        self.info.end_tiles()
+
     def _on_view_finished(self, data: ViewData) -> None:
         self.compare.show_finished(data)
         self.info.show_result(data)
@@ -417,6 +429,8 @@ class MainWindow(QMainWindow):
 
     def _on_busy(self, busy: bool) -> None:
         self.compare.set_busy(busy)
+        if not busy:
+            self.info.end_tiles()
         current, view = self.session.current, self.session.view
         if not busy and current is not None and current.stopped and (
                 view is None or view.result is None):  # else its exits so far are shown
@@ -437,7 +451,7 @@ class MainWindow(QMainWindow):
             self.compare.strip.set_running(done + 1)
         elif stage in ("sample", "tile"):
             self._say_progress(tiled_progress_text(stage, done, total, left_s, again))
-            self.compare.clear_running()
+            self.compare.clear_running(tiles=False)  # exit 1's, not the tiles' exit's
         elif stage == "engine":
             self._say_progress(engine_text(self.settings.backend))
 

@@ -413,3 +413,152 @@ def test_a_tile_repaints_its_area_and_the_label_not_the_whole_view(qtbot, window
     y0, y1, x0, x1 = patch.box
     tl = view.state.to_widget(QPointF(x0, y0), pane.view_size())
     assert any(isinstance(a[0], QRect) and a[0].contains(tl.toPoint()) for a in asked)
+
+
+# -- what says which exit the tiles take ---------------------------------------------------
+def combo_texts(combo) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def running_cards(window) -> list[tuple[int, str]]:
+    return [(c.index, c.data.state) for c in window.compare.strip.cards
+            if c.data.state in ("running", "tiling")]
+
+
+def test_b_combo_says_preview_while_b_shows_one(qtbot, window, gate, tmp_path) -> None:
+    """It said "Input" while B showed the tiles; the user's pick of the input there
+    still shows the input, and the preview item brings the preview back."""
+    cp, combo = window.compare, window.compare.combo_b
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT) as first:
+        window.open_paths([photo])  # held after its first tile
+    k = first.args[0].exit
+    assert combo.currentText() == f"Preview (exit {k})"
+    assert combo_texts(combo)[-1] == f"Preview (exit {k})" and combo.count() == 7
+    assert cp.strip.cards[0].side == "a"  # the input's card is not B's
+    combo.activated.emit(0)  # the input, picked: it wins
+    assert cp.view.b is cp.data.input_pic and cp.view.b_label == "B · Input"
+    assert cp.strip.cards[0].side == "ab"
+    assert combo.currentText() == "Input" and combo.count() == 7
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        gate.step()
+    assert cp.view.b is cp.data.input_pic and combo.currentText() == "Input"
+    combo.activated.emit(6)  # the preview again
+    assert cp.view.b is cp.preview.picture and cp.view.b_live
+    assert combo.currentText() == f"Preview (exit {k})"
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT) as done:
+        gate.free.set()
+    chosen = done.args[0].result.chosen
+    assert combo.currentText() == f"Exit {chosen}" and combo.count() == 6
+    assert not any(t.startswith("Preview") for t in combo_texts(combo))
+
+
+@pytest.mark.parametrize("how", ["stop", "process again"])
+def test_b_combo_leaves_no_preview_item_behind(qtbot, window, gate, tmp_path, how) -> None:
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        window.open_paths([photo])
+    combo = window.compare.combo_b
+    assert combo.currentText().startswith("Preview")
+    if how == "stop":
+        window.acts.stop.trigger()
+        with qtbot.waitSignal(window.session.view_busy, timeout=TIMEOUT,
+                              check_params_cb=lambda busy: not busy):
+            gate.step()
+    else:
+        window.session.reprocess_current()
+    assert combo.currentText() == "Input" and combo_texts(combo) == [
+        "Input", *(f"Exit {k}" for k in range(1, 6))]
+    gate.free.set()
+
+
+@pytest.mark.parametrize("tile_exits", ["shared", "per-tile"])
+def test_the_tiles_exit_card_says_how_far_the_run_is(qtbot, window, gate, tmp_path) -> None:
+    """Every card said "not computed" for the whole run, and the Info panel's chosen exit
+    "–": nothing said which exit was being computed. A tile's progress line no longer
+    wipes it; its end leaves no card running."""
+    gate.free.set()
+    strip, info = window.compare.strip, window.info
+    seen: list[tuple] = []
+    after_progress: list[list[tuple[int, str]]] = []
+
+    def record(patch: TilePatch, _data: object) -> None:  # after the window's own slot
+        card = strip.cards[patch.exit]
+        card.set_compact(True)
+        compact = [p.text for p in card.compact_parts() if p.kind == "note"]
+        card.set_compact(False)
+        seen.append((patch.exit, patch.done, patch.total, card.data.state, card.data.tiles,
+                     card.note(), compact, set(running_cards(window)),
+                     info.fields["Chosen exit"].text()))
+
+    def progress(stage: str, *_args: object) -> None:
+        if stage == "tile" and seen:
+            after_progress.append(running_cards(window))
+
+    window.session.tile_ready.connect(record)
+    window.session.progress.connect(progress)
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
+        window.open_paths([photo])
+    assert len(seen) == 9
+    exits: set[int] = set()
+    for k, done, total, state, tiles_, note, compact, running, chosen in seen:
+        exits.add(k)
+        assert (state, tiles_) == ("tiling", (done, total))
+        assert note == f"computing…\n{done} of {total} tiles"
+        assert compact == [f"computing…\n{done}/{total} tiles"]
+        assert running == {(e, "tiling") for e in exits}  # the others keep their state
+        which = f"Exit {k}" if len(exits) == 1 else "Exits"
+        assert chosen.startswith(which) and chosen.endswith(
+            f"(tiles running: {done} of {total})")
+    assert after_progress and all(after_progress)  # a tile's progress wipes none
+    assert running_cards(window) == []
+    assert not window.info.fields["Chosen exit"].text().endswith("tiles running")
+
+
+def test_stop_leaves_no_card_running(qtbot, window, gate, tmp_path) -> None:
+    photo = write_jpeg(tmp_path / "big.jpg", size=BIG, seed=4)
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT) as first:
+        window.open_paths([photo])
+    with qtbot.waitSignal(window.session.tile_ready, timeout=TIMEOUT):
+        gate.step()
+    card = window.compare.strip.cards[first.args[0].exit]
+    assert card.data.state == "tiling" and card.data.tiles == (2, 9)
+    assert window.info.fields["Chosen exit"].text().endswith("(tiles running: 2 of 9)")
+    window.acts.stop.trigger()
+    with qtbot.waitSignal(window.session.view_busy, timeout=TIMEOUT,
+                          check_params_cb=lambda busy: not busy):
+        gate.step()
+    assert running_cards(window) == []
+    assert window.info.fields["Chosen exit"].text() == "–"
+
+
+def test_a_card_tiling_when_the_result_comes_says_why_not_computed(qapp) -> None:
+    """Per-tile exits: a tile's exit need not be the result's; its card says it was not
+    needed (after the chosen exit) or not computed, not "computing…"."""
+    from rbqe_studio.exits import ExitStrip
+
+    strip = ExitStrip()
+    strip.set_tiles(3, 1, 9)
+    strip.set_tiles(5, 2, 9)
+    assert [c.data.tiles for c in strip.cards[3::2]] == [(2, 9), (2, 9)]  # both in step
+    strip.set_chosen(4)
+    assert [(c.data.state, c.data.tiles) for c in strip.cards[3::2]] == [
+        ("empty", None), ("skipped", None)]
+    strip.set_tiles(2, 1, 9)
+    strip.set_stopped()
+    assert strip.cards[2].data.state == "stopped" and strip.cards[2].data.tiles is None
+
+
+def test_tiles_at_several_exits_are_named_together(qapp) -> None:
+    """Per-tile exits: B's combo box and the Info panel name every exit the tiles took."""
+    from rbqe_studio.compare_panel import TilePreview
+    from rbqe_studio.info_panel import InfoPanel
+
+    preview = TilePreview(Picture.from_array(np.zeros((8, 8, 3), np.float32)), exits={3, 4})
+    assert preview.name == "Preview (exits 3–4)"
+    info = InfoPanel()
+    info.show_tiles({4, 3}, 7, 20)
+    assert info.fields["Chosen exit"].text() == "Exits 3–4 (tiles running: 7 of 20)"
+    info.end_tiles()
+    assert info.fields["Chosen exit"].text() == "–"
