@@ -94,6 +94,8 @@ class BatchOptions:
         max_pixels: Decompression-bomb limit.
         rule: Auto's exit rule (:meth:`rbqe.exit_policy.ExitPolicy.words_beside`), noted
             with auto outputs; the batch fills it in from its enhancer.
+        replace_hint: How a message about a file left in place says what replaces it:
+            the CLI's flag by default, the app's checkbox from the app.
     """
 
     out_dir: Path
@@ -107,6 +109,7 @@ class BatchOptions:
     strip_gps: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     rule: str | None = None  # auto's exit rule, in words: filled in from the enhancer
+    replace_hint: str = "--overwrite replaces it"
 
     def made(self, result: str) -> dict[str, Any]:
         """What decides the bytes of the output holding ``result`` besides its source, as
@@ -348,7 +351,7 @@ def existing_conflict(path: Path, targets: dict[str | None, Path], options: Batc
         if why:
             return ItemReport(path, "failed", error=(
                 f"{path}: {target} already exists and {why}; it is left as it is "
-                f"(--overwrite replaces it, or choose another output folder)"))
+                f"({options.replace_hint}, or choose another output folder)"))
         notes.renote_source(target, path)  # its result: a moved mtime need not be read again
     return None
 
@@ -689,11 +692,19 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
     own = earlier is not None and not_this_result(target, job.path, result, job.notes,
                                                   made) is None
     replace = job.options.overwrite or (job.todo is not None and own)
-    if target.parent not in job.noted:
-        save(replace=replace)
-        return
-    write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier,
-                made=made, source_id=job.source_id, exit=exit)
+    try:
+        if target.parent not in job.noted:
+            save(replace=replace)
+            return
+        write_noted(target, job.path, result, lambda: save(replace=replace), earlier=earlier,
+                    made=made, source_id=job.source_id, exit=exit)
+    except ImageWriteError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+        # A file appeared there meanwhile and was left alone: say what replaces it.
+        again = ImageWriteError(exc.path, f"{exc.reason} ({job.options.replace_hint})")
+        again.errno = exc.errno
+        raise again from None
 
 
 def _failure(path: Path, exc: Exception) -> ItemReport:

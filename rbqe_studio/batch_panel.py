@@ -287,7 +287,8 @@ class BatchPanel(QWidget):
         options = BatchOptions(out_dir=Path(s.output_dir), mode=s.mode,
                                recursive=s.batch_recursive, overwrite=self.overwrite.isChecked(),
                                fmt=s.output_format, quality=s.quality, suffix=s.suffix,
-                               keep_metadata=s.keep_metadata, strip_gps=s.strip_gps)
+                               keep_metadata=s.keep_metadata, strip_gps=s.strip_gps,
+                               replace_hint=f"“{self.overwrite.text()}” replaces it")
         spec, policy = self.engine()
         self.job = BatchJob(spec=spec, policy=policy, inputs=[Path(s.batch_input)],
                             options=options)

@@ -115,9 +115,30 @@ def test_a_file_that_appears_while_the_image_is_made_is_not_written_over(
                         events=BatchEvents(on_exit=on_exit))
     p0 = summary.items[0]
     assert p0.status == "failed" and "appeared while the image was made" in p0.error
+    assert p0.error.endswith("it is left as it is (--overwrite replaces it)")
     assert (out / "p0.png").read_bytes() == appeared[0]
     assert [i.status for i in summary.items[1:]] == ["ok", "ok"]
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_file_left_in_place_names_the_callers_control(enhancer, three, tmp_path) -> None:
+    """The app has no --overwrite: its batch names its checkbox, in both messages about a
+    user's file left where an output goes (there before the run, or appearing during it)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    users_photo(out / "p1.png")
+    hint = "“Replace existing outputs” replaces it"
+
+    def on_exit(index: int, e) -> None:
+        if index == 0 and not (out / "p0.png").exists():
+            users_photo(out / "p0.png")
+
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, replace_hint=hint),
+                        events=BatchEvents(on_exit=on_exit))
+    errors = {item.input.name: item.error for item in summary.items}
+    assert errors["p0.jpg"].endswith(f"it is left as it is ({hint})")
+    assert f"({hint}, or choose another output folder)" in errors["p1.jpg"]
+    assert not any("--overwrite" in (e or "") for e in errors.values())
 
 
 def test_a_planned_image_finds_what_appeared_since(enhancer, three, tmp_path) -> None:

@@ -4,6 +4,7 @@ of :mod:`rbqe.io.png`); files are written via :mod:`rbqe.io.atomic`."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import logging
@@ -437,8 +438,10 @@ def save_image(
     except ImageWriteError:
         raise
     except FileExistsError:
-        raise ImageWriteError(p, "a file of that name appeared while the image was made; it "
-                                 "is left as it is (--overwrite replaces it)") from None
+        error = ImageWriteError(p, "a file of that name appeared while the image was made; it "
+                                   "is left as it is")
+        error.errno = errno.EEXIST  # the batch says what would replace it
+        raise error from None
     except OSError as exc:
         error = ImageWriteError(p, _os_reason(exc) if exc.errno else f"could not write: {exc}")
         error.errno = exc.errno

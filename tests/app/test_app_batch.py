@@ -155,3 +155,21 @@ def test_a_heic_without_its_codec_is_a_failed_row(qtbot, window, tmp_path, jpeg,
     assert "1 failed" in text and "IMG_1234.HEIC: HEIC support is not installed" in text
     assert "rbqe-studio[heif]" in text
     assert panel.bar.value() == panel.bar.maximum() == 2
+
+
+def test_a_users_file_at_an_outputs_name_names_the_checkbox(qtbot, window, tmp_path,
+                                                            jpeg) -> None:
+    """The failed row says what replaces the file in the app's words: there is no
+    --overwrite in the app (it said so before)."""
+    from PIL import Image
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    jpeg(src / "photo.jpg")
+    out.mkdir()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(out / f"photo{window.settings.suffix}.png")
+    panel = setup_batch(window, src, out)
+    outcome = run(qtbot, panel)
+    [row] = outcome.summary.items
+    assert row.status == "failed" and "--overwrite" not in row.error
+    assert f"“{panel.overwrite.text()}” replaces it" in row.error
+    assert "Replace existing outputs" in panel.summary.toPlainText()
