@@ -156,14 +156,16 @@ class _Previews:
         out_channels)``, on the host or the device, which is only read."""
         y0, y1, x0, x1 = box
         crop = self.img[y0:y1, x0:x1]
-        if isinstance(out, torch.Tensor):
-            out = out.float().cpu().numpy()
-        frame = self.enh._output_frame(crop, out)
-        if np.may_share_memory(frame, out):  # finishing writes into the frame
-            frame = frame.copy()
+
+        def finished() -> np.ndarray:  # on the caller's first read (TileDone.image)
+            host = out.float().cpu().numpy() if isinstance(out, torch.Tensor) else out
+            frame = self.enh._output_frame(crop, host)
+            if np.may_share_memory(frame, host):  # finishing writes into the frame
+                frame = frame.copy()
+            return self.enh._finish(frame, crop)
+
         self.done += 1
-        self.hooks.tile_done(TileDone(box, k, self.enh._finish(frame, crop), self.done,
-                                      self.total))
+        self.hooks.tile_done(TileDone(box, k, finished, self.done, self.total))
 
 
 @dataclass

@@ -138,6 +138,20 @@ def test_the_result_is_the_same_with_or_without_a_listener(make_net, picture, ti
         assert heard.tile_exits.exits == plain.tile_exits.exits
 
 
+@pytest.mark.parametrize("tile_exits", ["per-tile", "shared"])
+def test_a_tile_not_looked_at_is_not_finished(make_net, picture, tile_exits, monkeypatch):
+    """The app skips the tiles of a photo not on screen: they cost no finishing (~30 ms a
+    12 MP tile); one looked at later is as it would have been."""
+    enh = enhancer(make_net(1, seed=1), tile_exits=tile_exits)
+    finished: list[tuple[int, ...]] = []
+    plain_finish = enh._finish
+    monkeypatch.setattr(enh, "_finish", lambda frame, img: (finished.append(frame.shape),
+                                                            plain_finish(frame, img))[1])
+    res, done = enhanced(enh, picture)
+    assert len(done) == 9 and finished == [(H, W, 3)] * len(res.exits)  # the result's only
+    check_tiles(done, res, res.exit_result(res.chosen).image)  # each made when read
+
+
 def test_an_untiled_image_reports_no_tiles(make_net, picture):
     res, done = enhanced(enhancer(make_net(1, seed=1), tile=0), picture)
     assert not res.tiled and done == []
