@@ -290,11 +290,13 @@ class ComparePanel(QWidget):
             self.show_loaded(data)
         for e in r.exits:  # all of them: a new choice also changes each exit's verdict
             self.add_exit(e, data)
+        # First: a card left "computing…" (a stopped Compute all's) then reads as the
+        # others after the chosen exit do ("not needed"), not "not computed".
+        self.clear_running()
         if data.stopped_after is not None:  # no exit chosen: its last one shown, unmarked
             self.strip.set_stopped()
         else:
             self.strip.set_chosen(r.chosen, auto=r.mode in ("auto", "all"))
-        self.clear_running()
         if not self._user_b:
             self.b = r.chosen
         self._apply()

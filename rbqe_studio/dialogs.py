@@ -56,12 +56,15 @@ def about(parent: QWidget) -> None:
     box.show()
 
 
-def confirm_quit(parent: QWidget, done: int, total: int) -> bool:
-    """Asked when a batch runs: quitting stops it (what is written stays written)."""
+def confirm_quit(parent: QWidget, done: tuple[int, int] | None) -> bool:
+    """Asked when a batch runs: quitting stops it (what is written stays written).
+    ``done``: images done and in all; None before the batch has counted them."""
+    text = ("A batch is starting (preparing the model, listing the input folder). Quit "
+            "now? Nothing is written yet." if done is None else
+            f"A batch is running ({done[0]} of {done[1]} images done). Quit now? The image "
+            "in progress is not written; starting the batch again later resumes it.")
     answer = QMessageBox.question(
-        parent, "Quit RBQE Studio?",
-        f"A batch is running ({done} of {total} images done). Quit now? The image in "
-        "progress is not written; starting the batch again later resumes it.",
+        parent, "Quit RBQE Studio?", text,
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes

@@ -45,6 +45,11 @@ SCORE_TIP = ("The number is the blind quality score (0-1; higher: fewer blocks a
              "(the weights' own, or one set in Settings), where it is green at an exit the "
              "rule may stop at; the learned gate reads it among other signals, and exit 1 "
              "often scores high although it is the weakest.")
+# What a card's Σ lines count: less than the photo's time said elsewhere (a 12 MP photo's
+# card read 91.1 s, its status line 92.9 s).
+SUM_TIP = ("Σ: the network's and the scoring's time, and the compute, up to this exit in "
+           "the run that made it. The photo's time in the status bar, its queue row and "
+           "the Info panel's Total also counts reading the input and finishing the result.")
 ACCENT = QColor("#4c9be8")
 GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")
@@ -651,7 +656,8 @@ class ExitStrip(QWidget):
         # Why auto would (or would not) stop here, in words, on hover.
         card.setToolTip(("" if decision is None else
                          f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")
-                        + SCORE_TIP + "\n\nClick: show on the right (B)\nRight-click or "
+                        + SCORE_TIP + ("" if math.isnan(cum_ms) else "\n\n" + SUM_TIP)
+                        + "\n\nClick: show on the right (B)\nRight-click or "
                           "Ctrl+click: show on the left (A)")
 
     def set_running(self, k: int) -> None:

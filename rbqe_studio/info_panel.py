@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from rbqe.arch import NUM_EXITS
-from rbqe.engine import EnhanceResult
+from rbqe.engine import EnhanceResult, ExitResult
 from rbqe.io.metadata import exif_has_gps, xmp_has_gps
 from rbqe_studio.convert import Display
 from rbqe_studio.jobs import ViewData
@@ -29,7 +29,6 @@ from rbqe_studio.state import (
     exits_text,
     fmt_gmacs,
     fmt_ms,
-    fmt_ms_short,
     fmt_size,
     score_decides,
 )
@@ -272,11 +271,15 @@ class InfoPanel(QScrollArea):
         self._clear_table()
         for e in r.exits:
             row = e.exit - 1
-            gmacs = view.stage_gmacs(e.exit)
-            for col, text in enumerate((fmt_ms_short(e.time_ms + e.iqa_ms), f"{e.score:.3f}",
-                                        "–" if math.isnan(gmacs) else f"{gmacs:.1f}")):
+            gmacs, summed = stage_gmacs_text(view, e)
+            for col, text in enumerate((fmt_ms(e.time_ms + e.iqa_ms), f"{e.score:.3f}",
+                                        gmacs)):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if summed and col != 1:
+                    item.setToolTip(f"Stages 1–{e.exit} together, as the exit card's Σ: "
+                                    f"this stage alone is not known (the run made no exit "
+                                    f"before it apart: a tiled photo's)")
                 self.table.setItem(row, col, item)
         if view.saved:
             for name in ("Network", "IQA", "Other", "Total", "Computed"):
@@ -298,6 +301,18 @@ class InfoPanel(QScrollArea):
         self.set("Other", f"{fmt_ms(other)} (input and output)" if other >= 1 else "–")
         self.set("Total", f"{fmt_ms(cost.ms)} · {fmt_gmacs(cost.gmacs)} (to exit {r.chosen})")
         self.set("Computed", computed_text(view))
+
+
+def stage_gmacs_text(view: ViewData, e: ExitResult) -> tuple[str, bool]:
+    """Exit ``e``'s GMAC cell in the per-stage table, and whether it is the stages up to
+    it together: its own stage's where known, else its card's Σ figure, marked so (a
+    tiled photo's chosen exit read "Σ 1.08 TMAC" on its card and "–" here)."""
+    own = view.stage_gmacs(e.exit)
+    if not math.isnan(own):
+        return f"{own:.1f}", False
+    if math.isnan(e.gmacs):  # read from a saved output: not known
+        return "–", False
+    return f"Σ {e.gmacs:.0f}" if e.gmacs >= 100 else f"Σ {e.gmacs:.1f}", True
 
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")  # each run made an exit at least

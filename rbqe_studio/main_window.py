@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self._weights_policy = ""
         self._message_until = 0.0  # until then progress lines leave a message alone
         self._held_error = False  # the message held is an error
+        self._held_failure: Path | None = None  # the photo whose failure that error says
         self.session = Session(self.settings, factory, self._fixed_weights, self)
         self.batch_host = WorkerHost(factory, "rbqe-batch", self)
 
@@ -222,7 +223,7 @@ class MainWindow(QMainWindow):
         s.progress.connect(self._on_progress)
         s.engine_info.connect(self._on_engine_info)
         s.engine_error.connect(self._on_engine_error)
-        s.message.connect(lambda text, error: self.show_message(text, error, hold=True))
+        s.message.connect(lambda text, error: self.show_message(text, error, hold=MESSAGE_HOLD_S))
         s.saved.connect(self._on_saved)
         s.weights_changed.connect(lambda _w: (self.check_weights(), self.update_threshold()))
         s.choice_changed.connect(lambda _c: self.update_threshold())
@@ -408,9 +409,11 @@ class MainWindow(QMainWindow):
             line = f"{data.path.name}: exit {r.chosen} of {NUM_EXITS}{score}{when}"
             if data.stopped_after is not None:
                 line = stopped_text(data.path.name, data.stopped_after, self._key("save"))
-            if time.monotonic() < self._message_until and self._held_error:
+            if time.monotonic() < self._message_until and self._held_error and \
+                    self._held_failure != data.path:
                 # "Nothing saved: … changed on disk …" must not go within a second, as
-                # the new run of a small photo ends: the line follows it instead.
+                # the new run of a small photo ends: the line follows it instead. (The
+                # photo's own failure, repaired and run again, is over: not kept in red.)
                 self.show_message(f"{self.status.text()} · {line}", error=True)
             else:
                 self.show_message(line)
@@ -425,6 +428,7 @@ class MainWindow(QMainWindow):
             self.info.show_failed(item.path, reason)
             self.setWindowTitle(f"{name} – RBQE Studio")
         self.show_message(message, error=True)
+        self._held_failure = item.path if item is not None else None
         self._update_actions()
 
     def _on_busy(self, busy: bool) -> None:
@@ -452,8 +456,8 @@ class MainWindow(QMainWindow):
         elif stage in ("sample", "tile"):
             self._say_progress(tiled_progress_text(stage, done, total, left_s, again))
             self.compare.clear_running(tiles=False)  # exit 1's, not the tiles' exit's
-        elif stage == "engine":
-            self._say_progress(engine_text(self.settings.backend))
+        elif stage in ("engine", "export"):
+            self._say_progress(engine_text(stage == "export"))
 
     def _say_progress(self, text: str) -> None:
         """A progress line, unless a message said just before is still to be read: "Nothing
@@ -695,10 +699,13 @@ class MainWindow(QMainWindow):
             cp.pick(k, "b")
             return
         keys = self._key("compute_all")
+        # Held as an error is (a long sentence): the next progress line ("Computing exit
+        # 2…") replaced it within 0.4 s.
         self.show_message(
             f"Exit {k} is not computed yet; once this image is done, Compute all exits "
             f"({keys}) computes the rest" if self.session.view_running else
-            f"Exit {k} is not computed: Compute all exits ({keys}) computes it")
+            f"Exit {k} is not computed: Compute all exits ({keys}) computes it",
+            hold=ERROR_HOLD_S)
 
     def open_log_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(log_dir())))
@@ -722,15 +729,15 @@ class MainWindow(QMainWindow):
         dialogs.about(self)
 
     def show_message(self, text: str, error: bool = False, rich: bool = False,
-                     hold: bool = False) -> None:
+                     hold: float = 0.0) -> None:
         """One line in the status bar (``rich``: ``text`` is HTML, e.g. with a link). An
-        error, or a message ``hold`` (the session's: "… changed on disk: enhanced again"),
-        is not replaced by progress lines at once."""
+        error, or a message held ``hold`` seconds (the session's: "… changed on disk:
+        enhanced again"), is not replaced by progress lines at once."""
         if error:
             log.warning("%s", text)
-        held = ERROR_HOLD_S if error else MESSAGE_HOLD_S if hold else 0.0
+        held = max(hold, ERROR_HOLD_S) if error else hold
         self._message_until = time.monotonic() + held if text and held else 0.0
-        self._held_error = error
+        self._held_error, self._held_failure = error, None
         self.status.say(text, rich)
         self.status.setStyleSheet("color: #f08a84;" if error else "")
         self.status.setToolTip("" if rich else text)
@@ -755,7 +762,9 @@ class MainWindow(QMainWindow):
         return super().eventFilter(obj, event)
 
     def _confirm_quit(self) -> bool:
-        return dialogs.confirm_quit(self, self.batch.bar.value(), self.batch.bar.maximum())
+        bar = self.batch.bar
+        # Busy (0 of 0, read as -1 of 0) until the batch has counted its images.
+        return dialogs.confirm_quit(self, (bar.value(), bar.maximum()) if bar.maximum() else None)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.batch.running and not self._confirm_quit():

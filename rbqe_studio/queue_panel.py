@@ -38,7 +38,7 @@ from rbqe_studio.state import (
     WAITING,
     QueueItem,
     exits_text,
-    fmt_ms_short,
+    fmt_ms,
 )
 from rbqe_studio.widgets import ButtonRow, ElidedLabel
 
@@ -77,7 +77,7 @@ def status_text(item: QueueItem, short: int = 0) -> str:
     else:
         word = "score " if short == 0 else ""
         score = f" · {word}{item.score:.3f}" if item.score is not None and short < 2 else ""
-        time = f" · {fmt_ms_short(item.time_ms)}" if short < 3 else ""
+        time = f" · {fmt_ms(item.time_ms)}" if short < 3 else ""
         text = f"Exit {item.exit}{score}{time}"
         if item.report is not None:
             text += " · from the batch"

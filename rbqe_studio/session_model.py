@@ -118,12 +118,18 @@ class Running:
 def computing_text(view: ViewData) -> str:
     """What "Compute all exits" says it does for ``view``: the exits it lacks, and, when
     they cannot continue from its kept state, that the picture runs again from exit 1
-    (a tiled one, after auto, has only its chosen exit: those before it are missing too)."""
+    (a tiled one, after auto, has only its chosen exit: those before it are missing too;
+    a stopped run's state went with it, and its exit is chosen once all are there)."""
     r = view.result
     assert r is not None
     which = exits_text(view.missing_exits)
-    again = "" if r.can_continue else (" (a tiled picture runs again from exit 1)"
-                                       if r.tiled else " (it runs again from exit 1)")
+    if r.can_continue:
+        again = ""
+    elif view.stopped_after is not None:
+        again = " (its run was stopped: it runs again from exit 1, then an exit is chosen)"
+    else:
+        again = (" (a tiled picture runs again from exit 1)" if r.tiled
+                 else " (it runs again from exit 1)")
     return f"Computing {which} of {view.path.name}{again}…"
 
 
@@ -910,7 +916,7 @@ class SessionModel:
         stopped it (:meth:`_keep_stopped`)."""
         aux = self._pop_aux(gen)
         if aux is not None:
-            return [ViewBusy(False)] if gen == self._view_gen else []
+            return self._stopped_more(aux) if gen == self._view_gen else []
         run = self._mine(gen)
         if run is None:
             return []
@@ -951,6 +957,22 @@ class SessionModel:
             return events
         self.view = view
         return [*events, ViewFinished(view)]
+
+    def _stopped_more(self, job: ContinueJob | RechooseJob | SaveJob) -> list[Event]:
+        """The end of ``job``, which fed the view, cancelled: the user pressed Stop (any
+        other cancel has moved the view on first). Said so ("Stopping…" stayed for good);
+        after Compute all, its result is shown again as it is, with the exits computed
+        before the Stop (the cards said "not computed" where they said "not needed")."""
+        view = job.view
+        if view is None or view.result is None or view is not self.view:
+            return [ViewBusy(False)]
+        r = view.result
+        kept = (f"keeps {exits_text(e.exit for e in r.exits)}, none chosen"
+                if view.stopped_after is not None else f"keeps exit {r.chosen}")
+        said = Message(f"Stopped: {view.path.name} {kept}")
+        if not isinstance(job, ContinueJob):  # a new choice's: its result half re-chosen
+            return [ViewBusy(False), said]
+        return [*self._update_cost(view), ViewBusy(False), ViewFinished(view), said]
 
     def _superseded_end(self, item: QueueItem) -> list[Event]:
         """The end of ``item``'s run cancelled to run it again under the newest choice

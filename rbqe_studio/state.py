@@ -11,7 +11,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -262,22 +261,16 @@ class TilePace:
 
 
 def fmt_ms(ms: float | None) -> str:
-    if ms is None:
+    """A time taken, written one way across the app (status line, queue row, exit card,
+    Info panel: a photo's read "1 min 33 s" in one, "92.9 s" in another), short enough
+    for narrow places: "305 ms", "1.50 s", "12.5 s", "184 s", "21 min" ("1 min 04 s" was
+    cut in a queue row). (Time left, an estimate, is :func:`fmt_duration`'s.)"""
+    if ms is None or math.isnan(ms):
         return "–"
     if ms < 1000:
         return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    return fmt_duration(ms / 1000)
-
-
-def fmt_ms_short(ms: float | None) -> str:
-    """A time for narrow places (the per-stage table, a queue row): "305 ms", "1.50 s",
-    "12.5 s", "184 s", "21 min" ("1 min 04 s" was cut there)."""
-    if ms is None or math.isnan(ms):
-        return "–"
     if ms < 10_000:
-        return fmt_ms(ms)
+        return f"{ms / 1000:.2f} s"
     if ms < 100_000:
         return f"{ms / 1000:.1f} s"
     return f"{ms / 1000:.0f} s" if ms < 1_000_000 else f"{ms / 60_000:.0f} min"
@@ -322,11 +315,12 @@ def other_ms(r: EnhanceResult, added: Container[int] = ()) -> float:
     return max(0.0, r.total_ms - own)
 
 
-def engine_text(backend: str) -> str:
-    """What the status line says while the model is made ready for ``backend``: OpenVINO,
-    asked for or (``auto``, where it is installed) timed against torch, exports and
-    compiles the network on its first use of a weights file (52 s on a 2-core CPU)."""
-    if backend == "openvino" or (backend == "auto" and find_spec("openvino") is not None):
+def engine_text(export: bool) -> str:
+    """What the status line says while the model is made ready; ``export``: OpenVINO
+    exports and compiles the network, as on its first use of a weights file (52 s on a
+    2-core CPU; :func:`rbqe_studio.worker.exports_openvino`). Said only then: it was said
+    on every start under ``auto``, which had measured torch faster long before."""
+    if export:
         return ("Preparing the model… (the first time, OpenVINO exports and compiles the "
                 "network: about a minute)")
     return "Preparing the model…"

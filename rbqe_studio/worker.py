@@ -20,8 +20,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 
+from rbqe.backends import openvino_installed, recorded_auto_choice
 from rbqe.batch import BatchEvents, ItemReport, run_batch
-from rbqe.engine import Enhancer, EnhanceResult, ExitResult, TileDone
+from rbqe.engine import Enhancer, EnhanceResult, ExitResult, TileDone, pick_device
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, JpegPrior, parse_exit_mode
 from rbqe.io import (
@@ -36,7 +37,8 @@ from rbqe.io import (
 )
 from rbqe.io.diagnostics import said_once, said_while
 from rbqe.jpeg_constraint import consistent
-from rbqe.model import NUM_EXITS
+from rbqe.model import NUM_EXITS, RBQENet
+from rbqe.weights import default_weights_path, load_weights
 from rbqe_studio.choice import rechoose
 from rbqe_studio.convert import Display, Picture, pyramid, to_qimage
 from rbqe_studio.jobs import (
@@ -47,6 +49,7 @@ from rbqe_studio.jobs import (
     EngineSpec,
     Job,
     LoadOutputsJob,
+    PolicyChoice,
     ProcessJob,
     RechooseJob,
     SaveJob,
@@ -65,6 +68,35 @@ EnhancerFactory = Callable[[EngineSpec], Enhancer]
 
 def default_factory(spec: EngineSpec) -> Enhancer:
     return Enhancer(spec.weights, device=spec.device, backend=spec.backend)
+
+
+def exports_openvino(spec: EngineSpec) -> bool:
+    """Whether :func:`default_factory` exports OpenVINO's stages for ``spec`` (about a
+    minute on a 2-core CPU, once per weights file): OpenVINO asked for, or ``auto`` on the
+    CPU with no choice measured yet (it times OpenVINO too) or OpenVINO measured fastest
+    (:mod:`rbqe.backends.choose`); and not exported for these weights before. False when
+    unsure: building the enhancer then says what is wrong."""
+    if spec.backend == "torch" or not openvino_installed():
+        return False
+    try:
+        if pick_device(spec.device).type != "cpu":
+            return False
+        net, _ = load_weights(spec.weights or default_weights_path())
+        if spec.backend == "auto":
+            choice = recorded_auto_choice(net)
+            if choice is not None and choice.get("backend") != "openvino":
+                return False  # torch, as measured before: OpenVINO is not built
+        return not openvino_exported(net)
+    except (RBQEError, OSError, ValueError):
+        return False
+
+
+def openvino_exported(net: RBQENet) -> bool:
+    """Whether ``net``'s stages are in OpenVINO's cache, where
+    :class:`rbqe.backends.openvino.OpenVINOBackend` exports them on its first use."""
+    from rbqe.backends.openvino import stages_exported  # OpenVINO is an optional extra
+
+    return stages_exported(net)
 
 
 def with_policy(enh: Enhancer, policy: ExitPolicy) -> Enhancer:
@@ -118,8 +150,10 @@ class Worker(QObject):
         if self._enhancer is None or self._spec != job.spec:
             self._enhancer = None  # free the old one before building the new one
             # Seconds (the weights, a first timing of the backends) or, for OpenVINO's
-            # first use, a minute or two of export and compile: said, not a silent stall.
-            self.progress.emit(job.gen, "engine", 0, 0)
+            # first use, a minute or two of export and compile: said, not a silent stall
+            # ("export": said with the minute). Another factory (tests') builds no OpenVINO.
+            export = self._factory is default_factory and exports_openvino(job.spec)
+            self.progress.emit(job.gen, "export" if export else "engine", 0, 0)
             try:
                 self._enhancer = self._factory(job.spec)
             except Exception as exc:
@@ -275,7 +309,10 @@ class Worker(QObject):
     def _continue(self, job: ContinueJob, up_to: int = 5) -> ViewData:
         view = job.view
         assert view is not None and view.result is not None
-        self._more_exits(job, view, self.enhancer(job), up_to)
+        enh = self.enhancer(job)
+        self._more_exits(job, view, enh, up_to)
+        if view.stopped_after is not None and not view.missing_exits and view.can_rechoose:
+            choose_stopped(view, enh.policy, job.policy)
         return view
 
     def _more_exits(self, job: Job, view: ViewData, enh: Enhancer, up_to: int) -> None:
@@ -450,6 +487,18 @@ def stopped_result(enh: Enhancer, view: ViewData, mode: ExitMode,
                          str(enh.device), (w, h), total_ms=total_ms, min_exit=enh.min_exit,
                          policy=enh.policy, prior=JpegPrior.of(view.loaded),
                          gray_input=view.loaded.pixels.shape[2] == 1)
+
+
+def choose_stopped(view: ViewData, policy: ExitPolicy, choice: PolicyChoice) -> None:
+    """The exit of ``view``, stopped before one was chosen, chosen now that all its exits
+    are computed (Compute all): as a run under its mode chooses, from the exits' signals
+    (under ``all``, where auto would stop), with no network run. Its kept exits and
+    those a new run added are of the same picture and network (:meth:`ViewData.add_run`)."""
+    r = view.result
+    assert r is not None
+    rechoose(r, policy, r.mode, lambda _k: None)  # every exit is there: nothing to compute
+    view.choice = Choice(r.mode, choice)
+    view.stopped_after = None
 
 
 def result_from_report(report: ItemReport, view: ViewData,

@@ -78,6 +78,25 @@ def resolve_precision(core: ov.Core, asked: str) -> str:
     return asked
 
 
+def stage_folder(net: RBQENet, cache_dir: Path | None = None) -> Path:
+    """Where ``net``'s stage graphs are kept: keyed by its weights, the graphs' format and
+    OpenVINO's version (default under :func:`rbqe.backends.cache.cache_root`)."""
+    version = ov.get_version().split("-")[0]
+    return (cache_dir or cache_root()) / "openvino" / f"{weights_hash(net)}-v{FORMAT}-ov{version}"
+
+
+def stages_exported(net: RBQENet, cache_dir: Path | None = None) -> bool:
+    """Whether every stage of ``net`` is exported already: a first use exports them
+    (about a minute on a 2-core CPU)."""
+    folder = stage_folder(net, cache_dir)
+    return all(_stage_xml(folder, k, fixed).is_file()
+               for k in range(1, NUM_EXITS + 1) for fixed in (False, True))
+
+
+def _stage_xml(folder: Path, k: int, fixed: bool) -> Path:
+    return folder / f"stage{k}_{'fixed' if fixed else 'record'}.xml"
+
+
 class OpenVINOBackend:
     """Runs ``net`` on the CPU through OpenVINO.
 
@@ -99,9 +118,7 @@ class OpenVINOBackend:
         self.precision = resolve_precision(self.core, precision)
         self.net = net
         self.config = net.config
-        version = ov.get_version().split("-")[0]
-        self.folder = ((cache_dir or cache_root()) / "openvino"
-                       / f"{weights_hash(net)}-v{FORMAT}-ov{version}")
+        self.folder = stage_folder(net, cache_dir)
         self.compile_config = {
             "INFERENCE_PRECISION_HINT": self.precision,
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
@@ -134,7 +151,7 @@ class OpenVINOBackend:
 
     def ir_path(self, k: int, fixed: bool) -> Path:
         """The stage's OpenVINO IR ``.xml`` in the cache, exported on first use."""
-        xml = self.folder / f"stage{k}_{'fixed' if fixed else 'record'}.xml"
+        xml = _stage_xml(self.folder, k, fixed)
         if not xml.is_file():
             self._export(k, fixed, xml)
         return xml

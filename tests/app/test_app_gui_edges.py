@@ -25,7 +25,7 @@ from rbqe_studio.batch_panel import summary_html, summary_line
 from rbqe_studio.jobs import BatchOutcome
 from rbqe_studio.queue_panel import row_texts, status_text
 from rbqe_studio.settings_panel import AUTO_TEXT
-from rbqe_studio.state import DONE, FAILED, QueueItem, fmt_ms_short
+from rbqe_studio.state import DONE, FAILED, QueueItem, fmt_ms
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
 MIN_WIDTH = 882  # the window's narrowest, themed
@@ -127,8 +127,8 @@ def test_a_cancelled_batch_says_what_its_figures_count() -> None:
     text = summary_html(cancelled_outcome())
     assert "<b>3</b> not done" in text  # the stopped image and the two never reached
     # The total runs up to the cancel; the average is over the finished images, said so.
-    assert "Time: 21.53&nbsp;s in all, up to the cancel" in text
-    assert "Average: 12.31&nbsp;s per processed image (1 of 4 images done)" in text
+    assert "Time: 21.5&nbsp;s in all, up to the cancel" in text
+    assert "Average: 12.3&nbsp;s per processed image (1 of 4 images done)" in text
     assert "per image<" not in text
     assert summary_line(cancelled_outcome()) == (
         "Batch cancelled: 1 processed, 0 failed, 0 skipped, 3 not done")
@@ -140,7 +140,7 @@ def test_a_finished_batch_reads_the_same_way() -> None:
     outcome = BatchOutcome(BatchSummary(done, 12000.0, False, total=2), done, False, 2)
     text = summary_html(outcome)
     assert "not done" not in text and "up to" not in text
-    assert "Time: 12.00&nbsp;s in all · average 5.00&nbsp;s per processed image" in text
+    assert "Time: 12.0&nbsp;s in all · average 5.00&nbsp;s per processed image" in text
     assert summary_line(outcome) == "Batch finished: 2 processed, 0 failed, 0 skipped"
 
 
@@ -228,9 +228,9 @@ def test_a_failed_rows_cause_is_cut_at_its_end(qapp) -> None:
 
 
 def test_short_times_for_narrow_places() -> None:
-    assert [fmt_ms_short(ms) for ms in (305, 1500, 12_480, 64_000, 184_400, 1_260_000)] == \
+    assert [fmt_ms(ms) for ms in (305, 1500, 12_480, 64_000, 184_400, 1_260_000)] == \
         ["305 ms", "1.50 s", "12.5 s", "64.0 s", "184 s", "21 min"]
-    assert fmt_ms_short(float("nan")) == fmt_ms_short(None) == "–"
+    assert fmt_ms(float("nan")) == fmt_ms(None) == "–"
 
 
 # -- 6: the side panel's own words at the widths people use -------------------------------

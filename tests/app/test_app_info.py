@@ -9,7 +9,7 @@ import pytest
 
 from rbqe_studio.info_panel import InfoPanel, tiling_text
 from rbqe_studio.queue_panel import status_text
-from rbqe_studio.state import fmt_gmacs, fmt_ms, fmt_ms_short
+from rbqe_studio.state import fmt_gmacs, fmt_ms
 from tests.helpers import jpeg_pixels, second_run, tiled_view, tiny_enhancer, write_jpeg
 
 TIMEOUT = 120_000
@@ -53,19 +53,19 @@ def test_a_second_run_is_counted_apart_from_the_chosen_exits(qtbot, tmp_path) ->
     view = tiled_view(write_jpeg(tmp_path / "big.jpg"))
     panel.show_result(view)
     fields = panel.fields
-    assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
+    assert fields["Total"].text() == "32.0 s · 300.0 GMAC (to exit 5)"
     assert fields["Computed"].text() == "only what the chosen exit needed"
     view.add_run(second_run(view))  # as the worker's Compute all does
     panel.show_result(view)
-    assert fields["Total"].text() == "32.00 s · 300.0 GMAC (to exit 5)"
-    assert fields["Network"].text() == "31.80 s" and fields["IQA"].text() == "100 ms"
+    assert fields["Total"].text() == "32.0 s · 300.0 GMAC (to exit 5)"
+    assert fields["Network"].text() == "31.8 s" and fields["IQA"].text() == "100 ms"
     assert fields["Computed"].text() == (
-        "52.00 s · 687.5 GMAC in all: first run (exit 5): 32.00 s · 300.0 GMAC; "
-        "second run (exits 1–4): 20.00 s · 387.5 GMAC")
+        "52.0 s · 687.5 GMAC in all: first run (exit 5): 32.0 s · 300.0 GMAC; "
+        "second run (exits 1–4): 20.0 s · 387.5 GMAC")
     # The per-stage table: the second run's stages; exit 5's GMAC is not taken as the
-    # difference to another run's exit 4.
+    # difference to another run's exit 4: its own run's stages 1-5 together, as its card.
     table = panel.table
-    assert [table.item(row, 2).text() for row in range(5)] == ["77.5"] * 4 + ["–"]
+    assert [table.item(row, 2).text() for row in range(5)] == ["77.5"] * 4 + ["Σ 300"]
 
 
 def test_the_tiling_row_says_why_a_picture_is_tiled(qtbot, tmp_path) -> None:
@@ -103,7 +103,7 @@ def test_compute_all_on_a_tiled_picture_keeps_what_its_exit_cost(qtbot, window,
     fields, cards = window.info.fields, window.compare.strip.cards
     before = (item.time_ms, status_text(item), fields["Total"].text(), window.status.text(),
               cards[5].data.lines)
-    assert fmt_ms_short(item.time_ms) in before[1] and fmt_ms(item.time_ms) in before[3]
+    assert fmt_ms(item.time_ms) in before[1] and fmt_ms(item.time_ms) in before[3]
     assert fields["Computed"].text() == "only what the chosen exit needed"
     with qtbot.waitSignal(window.session.view_finished, timeout=TIMEOUT):
         window.compare.strip.compute_button.click()

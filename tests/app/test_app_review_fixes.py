@@ -14,7 +14,7 @@ from rbqe.errors import RBQEError
 from rbqe.exit_policy import FEATURES, Decision, ExitPolicy
 from rbqe.weights import set_policy
 from rbqe_studio.queue_panel import status_text
-from rbqe_studio.state import DONE, FAILED, fmt_ms, fmt_ms_short
+from rbqe_studio.state import DONE, FAILED, fmt_ms
 from tests.helpers import save_tiny_weights, tiny_enhancer
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
@@ -206,7 +206,7 @@ def test_a_forced_exit_reports_what_it_cost(qtbot, window, images) -> None:
     assert r.chosen == 2 and len(r.exits) == 5 and ms < r.total_ms
     assert gmacs == r.exit_result(2).gmacs
     item = window.session.queue.items[0]
-    assert item.time_ms == ms and fmt_ms_short(ms) in status_text(item)
+    assert item.time_ms == ms and fmt_ms(ms) in status_text(item)
     assert fmt_ms(ms) in window.status.text() and fmt_ms(r.total_ms) not in window.status.text()
     assert window.info.fields["Total"].text().startswith(fmt_ms(ms))
     assert fmt_ms(r.total_ms) in window.info.fields["Computed"].text()

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QBoxLayout, QScrollArea
 from rbqe_studio.drop_zone import FLAGS, TITLE, body_text
 from rbqe_studio.exits import ExitStrip
 from rbqe_studio.queue_panel import row_texts, status_text
-from rbqe_studio.state import DONE, QueueItem, fmt_ms_short
+from rbqe_studio.state import DONE, QueueItem, fmt_ms
 from tests.helpers import write_jpeg
 
 TIMEOUT = 120_000  # generous: a loaded CI machine can be very slow
@@ -223,7 +223,7 @@ def test_the_per_stage_table_is_per_stage_and_the_cards_cumulative(qtbot, window
         row = e.exit - 1
         own = e.gmacs - (r.exit_result(e.exit - 1).gmacs if e.exit > 1 else 0.0)
         assert table.item(row, 2).text() == f"{own:.1f}"
-        assert table.item(row, 0).text() == fmt_ms_short(e.time_ms + e.iqa_ms)
+        assert table.item(row, 0).text() == fmt_ms(e.time_ms + e.iqa_ms)
         assert cards[e.exit].data.lines[1].startswith("Σ")
     # The card's Σ: the stages up to it.
     for e in r.exits:
