@@ -98,6 +98,18 @@ def _megapixels(value: str) -> float:
     return mp
 
 
+def _gpus(value: str) -> float:
+    """--gpus-per-worker: a finite number >= 0 (a fraction shares a GPU), else one clear
+    line (NaN reached Ray and failed there, after its start-up)."""
+    try:
+        gpus = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of GPUs, not {value!r}") from None
+    if not math.isfinite(gpus) or gpus < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 GPUs (0 = CPU workers), not {value}")
+    return gpus
+
+
 def _suffix(value: str) -> str:
     # Output names are planned inside OUTDIR; a separator would escape it (and makes
     # rbqe.io.plan_outputs raise ValueError, which used to surface as a traceback).
@@ -172,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "instance)")
     c.add_argument("--workers", type=_count, help="Ray workers, each loading the model once "
                    "(default: all CPUs, or GPUs / --gpus-per-worker)")
-    c.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F",
+    c.add_argument("--gpus-per-worker", type=_gpus, default=0.0, metavar="F",
                    help="GPUs per Ray worker, e.g. 1 or 0.5 (default 0: CPU workers)")
     c.add_argument("--batch-size", type=_count, default=1, metavar="B",
                    help="images per Ray task (default 1)")
@@ -362,6 +374,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 f"{'sets' if one else 'set'} the assessor rule, so {'it' if one else 'they'} "
                 f"cannot be used with --policy gate (leave out one or the other)")
         return EXIT_USAGE
+    if "-" in args.inputs and not os.path.lexists("-"):
+        # Read as a file named "-", it failed as "file not found" (after making -o).
+        _eprint("rbqe: error: -: images are not read from standard input; give image "
+                "files or folders")
+        return EXIT_USAGE
     if args.quality is not None and args.fmt == "png":  # given (its default is None)
         _eprint("rbqe: warning: --quality applies to --format jpeg and webp only; "
                 "PNG is lossless")
@@ -417,17 +434,19 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         with _on_stderr():
             _show_done(item)
 
+    def _above_bar(msg: str) -> None:
+        if bar is not None and not bar.disable:
+            # tqdm.write prints to stdout unless told otherwise; errors belong on
+            # stderr, above the bar.
+            bar.write(msg, file=sys.stderr)
+        else:
+            _eprint(msg)
+
     def _show_done(item: Any) -> None:
         if item.status == "failed":
             if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
                 bar.set_postfix_str(f"{failures} failed", refresh=False)
-            msg = f"rbqe: error: {item.error}"
-            if bar is not None and not bar.disable:
-                # tqdm.write prints to stdout unless told otherwise; errors belong on
-                # stderr, above the bar.
-                bar.write(msg, file=sys.stderr)
-            else:
-                _eprint(msg)
+            _above_bar(f"rbqe: error: {item.error}")
         if bar is not None:
             bar.update(1)
             line = progress.line(item)
@@ -482,7 +501,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 + (" (interrupted)" if summary.cancelled else ""))
     if summary.stopped:
         _eprint(f"rbqe: error: {summary.stopped}")
-    if summary.cancelled:
+    if summary.cancelled or interrupt.requested:
+        # Also when the stop came after the last image's last check (or, with Ray, while
+        # the last ones finished): "stopping" was said, and a wrapper (timeout, Slurm)
+        # reads the exit code as the signal's, whatever was left to do.
         return interrupt.exit_code
     # Nothing found fails as a missing input file does: a script must not go on as if
     # the photos were enhanced (an empty folder used to exit 0).

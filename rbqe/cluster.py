@@ -57,12 +57,13 @@ from rbqe.batch import (
     with_rule,
 )
 from rbqe.engine import Enhancer
-from rbqe.errors import RBQEError
+from rbqe.errors import RBQEError, show_path
 from rbqe.io.atomic import atomic_write, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
 
 log = logging.getLogger(__name__)
+io_log = logging.getLogger("rbqe.io")  # the logger of the warnings of reading and writing
 
 
 class ClusterError(RBQEError):
@@ -484,6 +485,10 @@ def run_ray_batch(
     def emit(entry: dict[str, Any], gmacs: tuple[float | None, float | None],
              item: ItemReport | None) -> None:
         nonlocal index
+        # A worker's warnings (a lost frame, a CMYK conversion, XMP left out) were logged
+        # in its own process: said here, on the driver's stderr, as the local engine does.
+        for warning in entry.get("warnings", []):
+            io_log.warning("%s: %s", show_path(entry["input"]), warning)
         said = plan.warnings.get(Path(entry["input"]))
         if said:  # what planning warned of (a name taken by an input), as the local engine
             entry = {**entry, "warnings": list(dict.fromkeys([*said,

@@ -204,6 +204,52 @@ def test_an_image_file_name_as_out_folder_is_refused(capsys, inputs, tmp_path):
     assert not (tmp_path / "result.png").exists()  # nothing made, no folder of that name
 
 
+def test_standard_input_is_refused_in_one_line(capsys, monkeypatch, inputs, tmp_path):
+    """``-`` used to be read as a file of that name: "-: file not found", after -o was
+    made. A file really named - (given as ./- by most) is still read."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "enhance", "-", "-o", tmp_path / "out")
+    assert code == 2 and "standard input" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpus_per_worker_must_be_a_count_of_gpus(capsys, inputs, tmp_path):
+    for bad in ("nan", "-1", "inf", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["enhance", str(inputs["a"]), "-o", str(tmp_path), "--engine", "ray",
+                  "--gpus-per-worker", bad])
+        assert exc.value.code == 2
+        assert "--gpus-per-worker" in capsys.readouterr().err
+
+
+def test_a_stop_signal_after_the_last_image_still_exits_as_stopped(capsys, weights_env,
+                                                                    inputs, tmp_path,
+                                                                    monkeypatch):
+    """SIGTERM landing once every image is done (after the batch's last cancel check; with
+    Ray, while the last ones finish): "stopping" is said and the exit code is 143, as a
+    wrapper (timeout, Slurm) reads it. It used to be 0, by timing (a CI run saw it)."""
+    import signal
+
+    import rbqe.batch
+
+    plain = rbqe.batch.run_batch
+
+    def then_terminated(*args, **kwargs):
+        summary = plain(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by rbqe's own handler, in this thread
+        return summary
+
+    monkeypatch.setattr(rbqe.batch, "run_batch", then_terminated)
+    report = tmp_path / "r.json"
+    code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out", "--report",
+                       report)
+    assert code == 128 + signal.SIGTERM
+    assert "SIGTERM: stopping after the current stage" in err
+    doc = json.loads(report.read_text())
+    assert [i["status"] for i in doc["images"]] == ["ok"]  # nothing was left undone
+    assert doc["summary"]["cancelled"] is False
+
+
 def test_weights_option_beats_env(capsys, monkeypatch, tiny_weights, inputs, tmp_path):
     monkeypatch.setenv("RBQE_WEIGHTS", str(tmp_path / "missing.safetensors"))
     code, _, err = run(capsys, "enhance", inputs["a"], "-o", tmp_path / "out",

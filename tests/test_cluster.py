@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -213,6 +214,27 @@ def test_what_planning_warns_of_is_in_the_ray_report_too(tmp_path, tiny_weights)
     assert rc == 1 and "x_rbqe.jpg already exists" in err, err
     (row,) = json.loads(report.read_text())["images"]
     assert row["warnings"] == ["output name equals an input file; adding '_rbqe'"]
+
+
+def test_a_workers_warnings_are_said_on_the_drivers_stderr(tmp_path, tiny_weights):
+    """A worker logs in its own process: what it warned of (here a JPEG output losing the
+    alpha) was only in the report rows, not on stderr as with the local engine. Said once;
+    planning's warnings (said on the driver already) not twice."""
+    folder = tmp_path / "album"
+    (folder / "x_rbqe.jpg").mkdir(parents=True)  # planning warns: x.jpg's output renamed
+    Image.fromarray(_jpeg_photo(32, 32, seed=0)).save(folder / "x.jpg")
+    rgba = np.dstack([_jpeg_photo(32, 32, seed=1), np.full((32, 32), 128, np.uint8)])
+    Image.fromarray(rgba).save(folder / "y.png")
+    # A process of its own: in pytest's, its log capture takes the warnings from stderr.
+    done = subprocess.run([sys.executable, "-m", "rbqe", "enhance", str(folder), "-o",
+                           str(folder), "--format", "jpeg", "--weights", str(tiny_weights),
+                           "--engine", "ray", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    rc, err = done.returncode, done.stderr
+    assert rc == 1, err
+    lost_alpha = [ln for ln in err.splitlines() if "y.png" in ln and "transparen" in ln]
+    assert len(lost_alpha) == 1 and lost_alpha[0].startswith("rbqe: warning: "), err
+    assert err.count("output name equals an input file") == 1, err
 
 
 def test_cancel_reports_rows_so_far_and_leaves_no_partial_output(ray_local, corpus):
