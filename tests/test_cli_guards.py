@@ -437,6 +437,13 @@ def test_eval_of_only_a_file_that_is_not_an_image_fails_without_traceback(capsys
     assert "Traceback" not in err
 
 
+def test_eval_of_a_folder_that_does_not_exist_names_it(capsys, photos, tmp_path):
+    missing = tmp_path / "no such photos"
+    code, err = run(capsys, "eval", missing, "--qf", "10")
+    assert code == 2, err
+    assert err.splitlines() == [f"rbqe: error: {missing}: no such file or folder"]
+
+
 def _eval(*args: str | Path) -> subprocess.CompletedProcess:
     """A real ``rbqe eval``: its warnings on stderr as a user sees them."""
     return subprocess.run([sys.executable, "-m", "rbqe.cli", "eval", *map(str, args)],

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from rbqe.engine import Enhancer, EnhanceResult
-from rbqe.errors import ImageReadError
+from rbqe.errors import ImageReadError, UsageError, show_path
 from rbqe.exit_policy import ExitSignals, JpegPrior, auto_exit, features
 from rbqe.io import is_image_file
 from rbqe.io.jpeg_data import jpeg_data_check, jpeg_data_complete
@@ -82,9 +82,13 @@ def records_weights(path: Path) -> dict[str, str] | None:
 
 
 def list_clean_images(dirs: Sequence[str | Path]) -> list[Path]:
+    """The image files in ``dirs`` (folders, searched recursively, or files), sorted per
+    folder. A path that does not exist is an error naming it (it read "no images in")."""
     out: list[Path] = []
     for d in dirs:
         p = Path(d)
+        if not p.exists():
+            raise UsageError(f"{show_path(p)}: no such file or folder")
         out.extend([p] if p.is_file() else sorted(f for f in p.rglob("*") if is_image_file(f)))
     return out
 
