@@ -86,28 +86,27 @@ def _score(value: str) -> float:
     return t
 
 
-def _megapixels(value: str) -> float:
-    """--max-pixels: a finite number >= 0 (0 = no limit), else one clear line; NaN and
-    negatives used to turn the decompression-bomb guard off without a word."""
+def _amount(value: str, unit: str, zero: str) -> float:
+    """A finite number of ``unit`` >= 0 (0 means ``zero``), else one clear line."""
     try:
-        mp = float(value)
+        amount = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of megapixels, not {value!r}") from None
-    if not math.isfinite(mp) or mp < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 megapixels (0 = no limit), not {value}")
-    return mp
+        raise argparse.ArgumentTypeError(f"must be a number of {unit}, not {value!r}") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 {unit} (0 = {zero}), not {value}")
+    return amount
+
+
+def _megapixels(value: str) -> float:
+    # --max-pixels: NaN and negatives used to turn the decompression-bomb guard off
+    # without a word.
+    return _amount(value, "megapixels", "no limit")
 
 
 def _gpus(value: str) -> float:
-    """--gpus-per-worker: a finite number >= 0 (a fraction shares a GPU), else one clear
-    line (NaN reached Ray and failed there, after its start-up)."""
-    try:
-        gpus = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of GPUs, not {value!r}") from None
-    if not math.isfinite(gpus) or gpus < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 GPUs (0 = CPU workers), not {value}")
-    return gpus
+    # --gpus-per-worker (a fraction shares a GPU): NaN reached Ray and failed there,
+    # after its start-up.
+    return _amount(value, "GPUs", "CPU workers")
 
 
 def _suffix(value: str) -> str:
