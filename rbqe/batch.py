@@ -435,7 +435,8 @@ def run_batch(
     t0 = time.perf_counter()
     options = with_rule(options, enhancer)
     out_dir = Path(options.out_dir)
-    check_output_folder(out_dir)
+    if not all(_missing(Path(p)) for p in inputs):  # else each fails, and nothing is made
+        check_output_folder(out_dir)
     batch_plan = plan_batch(inputs, options)
     files, plan = batch_plan.files, batch_plan.targets
     protect, noted = batch_plan.protect, batch_plan.noted
@@ -565,6 +566,18 @@ def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
         return _skip_or_claim(job, claims) or _enhance_one(enhancer, job) or _skipped(job)
 
 
+def _missing(path: Path) -> bool:
+    """Whether nothing is at ``path`` (not: whether it can be read; a file in a folder
+    that may not be searched says "permission denied" when read)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _skipped(job: _Job) -> ItemReport:
     return skipped_item(job.path, job.targets, job.options.mode, job.notes)
 
@@ -583,6 +596,8 @@ def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None
             return conflict
         if job.todo is None and all(os.path.exists(p) for p in job.targets.values()):
             return _skipped(job)
+    if _missing(job.path):  # gone, or a typo: no claim (nor its folder) made
+        return _failure(job.path, ImageReadError(job.path, "file not found"))
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
     if not claims.enter_context(claim_output(next(iter(job.targets.values())))):

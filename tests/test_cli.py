@@ -213,6 +213,19 @@ def test_standard_input_is_refused_in_one_line(capsys, monkeypatch, inputs, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_input_makes_nothing_at_the_output(capsys, weights_env, inputs, tmp_path):
+    """A typo in the input used to leave -o made, with an empty output log in it; beside
+    real inputs a missing one is failed before its output is claimed."""
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "enhance", tmp_path / "nope.jpg", "-o", out)
+    assert code == 1 and "nope.jpg: file not found" in err
+    assert not out.exists()
+    sub = tmp_path / "sub"
+    code, _, err = run(capsys, "enhance", inputs["a"], sub / "gone.jpg", "-o", out, "-r")
+    assert code == 1 and "gone.jpg: file not found" in err
+    assert outputs_in(out) == [f"{inputs['a'].stem}.png"]  # nothing left for gone.jpg
+
+
 def test_gpus_per_worker_must_be_a_count_of_gpus(capsys, inputs, tmp_path):
     for bad in ("nan", "-1", "inf", "two"):
         with pytest.raises(SystemExit) as exc:
