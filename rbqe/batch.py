@@ -435,7 +435,7 @@ def run_batch(
     t0 = time.perf_counter()
     options = with_rule(options, enhancer)
     out_dir = Path(options.out_dir)
-    if not all(_missing(Path(p)) for p in inputs):  # else each fails, and nothing is made
+    if not all(_missing(Path(p)) is not None for p in inputs):  # else each fails, nothing made
         check_output_folder(out_dir)
     batch_plan = plan_batch(inputs, options)
     files, plan = batch_plan.files, batch_plan.targets
@@ -566,16 +566,16 @@ def _process_one(enhancer: Enhancer, job: _Job) -> ItemReport:
         return _skip_or_claim(job, claims) or _enhance_one(enhancer, job) or _skipped(job)
 
 
-def _missing(path: Path) -> bool:
-    """Whether nothing is at ``path`` (not: whether it can be read; a file in a folder
-    that may not be searched says "permission denied" when read)."""
+def _missing(path: Path) -> FileNotFoundError | None:
+    """The error of ``path`` when nothing is there; None when something is, or may be (a
+    file in a folder that may not be searched says "permission denied" when read)."""
     try:
         os.lstat(path)
-    except FileNotFoundError:
-        return True
+    except FileNotFoundError as exc:
+        return exc
     except OSError:
-        return False
-    return False
+        return None
+    return None
 
 
 def _skipped(job: _Job) -> ItemReport:
@@ -596,8 +596,9 @@ def _skip_or_claim(job: _Job, claims: contextlib.ExitStack) -> ItemReport | None
             return conflict
         if job.todo is None and all(os.path.exists(p) for p in job.targets.values()):
             return _skipped(job)
-    if _missing(job.path):  # gone, or a typo: no claim (nor its folder) made
-        return _failure(job.path, ImageReadError(job.path, "file not found"))
+    gone = _missing(job.path)
+    if gone is not None:  # gone, or a typo: no claim (nor its folder) made
+        return _failure(job.path, ImageReadError(job.path, _os_reason(gone)))
     # Another rbqe on the same output folder may be making this image right now: the
     # claim of its first output decides who does it (issue 13).
     if not claims.enter_context(claim_output(next(iter(job.targets.values())))):

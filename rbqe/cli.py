@@ -433,19 +433,17 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         with _on_stderr():
             _show_done(item)
 
-    def _above_bar(msg: str) -> None:
-        if bar is not None and not bar.disable:
-            # tqdm.write prints to stdout unless told otherwise; errors belong on
-            # stderr, above the bar.
-            bar.write(msg, file=sys.stderr)
-        else:
-            _eprint(msg)
-
     def _show_done(item: Any) -> None:
         if item.status == "failed":
             if bar is not None and enhancer is None:  # Ray: rows come in any order, no name
                 bar.set_postfix_str(f"{failures} failed", refresh=False)
-            _above_bar(f"rbqe: error: {item.error}")
+            msg = f"rbqe: error: {item.error}"
+            if bar is not None and not bar.disable:
+                # tqdm.write prints to stdout unless told otherwise; errors belong on
+                # stderr, above the bar.
+                bar.write(msg, file=sys.stderr)
+            else:
+                _eprint(msg)
         if bar is not None:
             bar.update(1)
             line = progress.line(item)
