@@ -11,6 +11,7 @@ whole image again, every exit a walk may need in that one run (the worker's
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from rbqe.engine import EnhanceResult
@@ -29,19 +30,39 @@ def rechoose(result: EnhanceResult, policy: ExitPolicy, mode: ExitMode, more: Mo
     """Set ``result``'s mode, policy, per-exit decisions and chosen exit for ``mode``
     under ``policy``, calling ``more(k)`` only for exits beyond those computed.
 
+    All or nothing: the choice is set once every exit it needs is there. When ``more``
+    fails (a Stop cancels it), ``result`` keeps the choice it had, its exits' verdicts
+    too, with the exits computed meanwhile (a Stop keeps them, as Compute all's): half
+    of a new choice (its mode and the verdicts, the exit still the old choice's) read
+    "Exit 4 was asked for" beside "Chosen exit: Exit 2".
+
     Raises:
         ValueError: ``result`` lacks the signals of an exit (tiled, or read from files).
     """
     mode = parse_exit_mode(mode)
+    had = len(result.exits)
+    try:
+        chosen, decision = _choose(result, policy, mode, more)
+    except BaseException:
+        # The exits added meanwhile came with the new rule's verdicts: the old rule's
+        if len(result.exits) > had and result.policy is not None:
+            with contextlib.suppress(ValueError):
+                _redecide(result, result.policy)
+        raise
     result.mode, result.policy = mode, policy
     result.threshold, result.min_exit = policy.threshold, policy.min_exit  # type: ignore[assignment]
     _redecide(result, policy)
+    result.chosen, result.decision = chosen, decision
+
+
+def _choose(result: EnhanceResult, policy: ExitPolicy, mode: ExitMode,
+            more: MoreExits) -> tuple[int, Decision]:
+    """The exit ``mode`` chooses under ``policy`` and why, after ``more`` has computed
+    the exits it needs; nothing of ``result`` but its exits is changed."""
     if isinstance(mode, int):
         if mode > len(result.exits):
             more(mode)
-            _redecide(result, policy)
-        result.chosen, result.decision = mode, forced(mode)
-        return
+        return mode, forced(mode)
     while True:
         d = walk(policy, _signals(result), result.prior, result.gray_input)
         if d.stop or len(result.exits) >= NUM_EXITS:
@@ -50,11 +71,9 @@ def rechoose(result: EnhanceResult, policy: ExitPolicy, mode: ExitMode, more: Mo
         more(before + 1)
         if len(result.exits) <= before:
             raise RuntimeError("no further exit was computed")
-        _redecide(result, policy)
     if mode == "all" and len(result.exits) < NUM_EXITS:
         more(NUM_EXITS)
-        _redecide(result, policy)
-    result.chosen, result.decision = (d.exit if d.stop else NUM_EXITS), d
+    return (d.exit if d.stop else NUM_EXITS), d
 
 
 def _signals(result: EnhanceResult) -> list:

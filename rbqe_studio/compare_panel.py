@@ -96,6 +96,9 @@ PREVIEW_TIP = ("B is a preview of the result: each tile as it is done, pasted ov
 
 class ComparePanel(QWidget):
     sides_changed = Signal(int, int)
+    # The bytes its previews of the photo hold (:meth:`held`), when that changes: the
+    # window counts them in the result cache's budget.
+    held_changed = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -108,6 +111,7 @@ class ComparePanel(QWidget):
         self.busy = False
         self.note = ""  # why the B side is empty (no model), instead of "Enhancing…"
         self.preview: TilePreview | None = None  # B while a tiled run's tiles come in
+        self._held = 0.0  # what held() said last
 
         # A tool bar, not a row of widgets: when the centre is narrow, what does not fit
         # moves into its » menu instead of setting a minimum width for the whole window.
@@ -177,6 +181,7 @@ class ComparePanel(QWidget):
         lay.addWidget(self.splitter, 1)
 
         self.strip.picked.connect(self.pick)
+        self.view.diff_changed.connect(self._note_held)
         self.view.zoom_changed.connect(self._show_zoom)
         self.view.mode_changed.connect(self._sync_mode_buttons)
         self._sync_mode_buttons(self.view.mode)
@@ -217,6 +222,19 @@ class ComparePanel(QWidget):
         self.strip_wanted = None if height >= self.strip.full_height() else height
 
     # -- data in ---------------------------------------------------------------------
+    def held(self) -> float:
+        """The bytes held by the previews of the photo shown, besides its own pictures
+        (which the result cache counts): a tiled run's preview (a copy of its input's
+        picture, as large) and the difference heat map (as large again)."""
+        tile = self.preview.picture.nbytes if self.preview is not None else 0
+        return float(tile + self.view.diff_bytes)
+
+    def _note_held(self) -> None:
+        held = self.held()
+        if held != self._held:
+            self._held = held
+            self.held_changed.emit(held)
+
     def clear(self) -> None:
         self.note = ""
         self.preview = None
@@ -227,6 +245,7 @@ class ComparePanel(QWidget):
         self.view.set_pictures(None, "", None, "")
         self._show_zoom()
         self._refresh_combos()
+        self._note_held()
 
     def show_unreadable(self, message: str) -> None:
         """The viewed file could not be read: say so in the view and on the input card."""
@@ -253,7 +272,8 @@ class ComparePanel(QWidget):
             self.show_loaded(data)
         self.exits[e.exit] = e
         cum = data.cum_ms(e.exit, self.exits.values())  # within the run that made it
-        self.strip.set_exit(e.exit, thumb, e.score, cum, e.gmacs, e.decision)
+        self.strip.set_exit(e.exit, thumb, e.score, cum, e.gmacs, e.decision,
+                            run=data.run_of.get(e.exit, 0) + 1)
         if self.busy:
             self.strip.set_running(e.exit + 1)
         if not self._user_b:
@@ -394,6 +414,7 @@ class ComparePanel(QWidget):
         self._show_zoom()  # a picture of the old one's size arrives without a zoom change
         self.strip.set_sides(self.a, -1 if live else self.b)  # the preview is no card's
         self._refresh_combos()
+        self._note_held()  # a preview made or let go, a heat map of pictures not shown
         self.sides_changed.emit(self.a, self.b)
 
     def _refresh_combos(self) -> None:

@@ -50,6 +50,11 @@ SCORE_TIP = ("The number is the blind quality score (0-1; higher: fewer blocks a
 SUM_TIP = ("Σ: the network's and the scoring's time, and the compute, up to this exit in "
            "the run that made it. The photo's time in the status bar, its queue row and "
            "the Info panel's Total also counts reading the input and finishing the result.")
+# A card of an exit a later run made ("run 2" after its Σ).
+RUN_TIP = ("\n\nRun {n}: this exit was made by a later run of the whole picture from exit "
+           "1 (Compute all or Save all, after a Stop or on a tiled picture), its Σ that "
+           "run's own. The cards of the first run's exits keep the first run's; the Info "
+           "panel's Computed row gives each run's time, and their sum.")
 ACCENT = QColor("#4c9be8")
 GOOD = QColor("#5fc08a")
 WEAK = QColor("#e0a948")
@@ -84,6 +89,7 @@ class CardData:
     decision: Decision | None = None  # the exit policy's verdict at this exit
     reason: str = ""  # the chosen card's: why auto stopped there, in a few words
     tiles: tuple[int, int] | None = None  # tiling: the run's tiles (done, total)
+    run: int = 1  # the run that made it, its Σ that run's: 2, a later run from exit 1
 
 
 @dataclass
@@ -278,7 +284,8 @@ class ExitCard(QWidget):
         small.setPointSizeF(max(7.0, base.pointSizeF() - 1))
         p.setFont(small)
         p.setPen(QColor(255, 255, 255, 170))
-        lines = [*d.lines[:2], d.reason] if d.reason else list(d.lines[:2])
+        body = self.text_lines(p.fontMetrics(), r.width() - 16)[:2]
+        lines = [*body, d.reason] if d.reason else body
         for i, line in enumerate(lines):
             top = y + 21 + i * 16
             # The last line (the chosen card's reason) may wrap onto the room below it.
@@ -370,7 +377,7 @@ class ExitCard(QWidget):
         y += line + 1
         if ready:
             step = fm_small.height() + 2
-            for i, text in enumerate(d.lines[:2]):
+            for i, text in enumerate(self.text_lines(fm_small, width)[:2]):
                 if y + step > limit or (i and fm_small.horizontalAdvance(text) > width):
                     break  # the second whole or not at all: "Σ 19.2 GM…" reads as nothing
                 parts.append(Part("line", QRectF(r.left(), y, width, step), fm_small.elidedText(
@@ -381,6 +388,21 @@ class ExitCard(QWidget):
             parts.append(Part("note", box, fit_text(fm_small, self.note(compact=True), box),
                               QColor(255, 255, 255, 110)))
         return parts
+
+    def text_lines(self, fm: QFontMetrics, width: float) -> list[str]:
+        """The card's lines as drawn ``width`` px wide in ``fm``'s font: a later run's
+        Σ says so, after it where that fits ("Σ 36 ms · run 2"), else on a line of its
+        own below it (cut short, it read "Σ 36 m…": no number, no run)."""
+        d = self.data
+        lines = list(d.lines)
+        if d.run > 1 and lines:
+            tag = f"run {d.run}"
+            joined = f"{lines[0]} · {tag}"
+            if fm.horizontalAdvance(joined) <= width:
+                lines[0] = joined
+            else:
+                lines.insert(1, tag)
+        return lines
 
     def note(self, compact: bool = False) -> str:
         """What the card says in its picture's place: why it has none, or, while a tiled
@@ -643,20 +665,28 @@ class ExitStrip(QWidget):
         self.cards[INPUT].set_data(CardData("Input", state="unreadable"))
 
     def set_exit(self, k: int, thumb: QImage, score: float, cum_ms: float, gmacs: float,
-                 decision: Decision | None = None) -> None:
+                 decision: Decision | None = None, run: int = 1) -> None:
+        """Exit ``k`` is ready; ``cum_ms`` and ``gmacs``: its Σ in the run that made it,
+        ``run`` (1: the picture's first; 2: a second run from exit 1, which made the
+        exits the first lacked: Compute all after a Stop, or a tiled picture's)."""
         if k not in self.computed:
             self.computed.append(k)
         card = self.cards[k]
         # Read from a saved output (a batch's): nothing was timed here.
         # Σ: up to this exit, all stages (the Info panel's table has each stage's own).
-        lines = ("from the saved file",) if math.isnan(cum_ms) else (f"Σ {fmt_ms(cum_ms)}",
-                                                                    f"Σ {fmt_gmacs(gmacs)}")
+        # A later run's Σ says so (:meth:`ExitCard.text_lines`): beside the first run's,
+        # a row of sums that went "Σ 71 ms" at exit 2 and "Σ 36 ms" at exit 3 read as
+        # one run's, and wrong.
+        saved = math.isnan(cum_ms)
+        lines = ("from the saved file",) if saved else (f"Σ {fmt_ms(cum_ms)}",
+                                                        f"Σ {fmt_gmacs(gmacs)}")
         card.set_data(CardData(f"Exit {k}", thumb, lines, score, "ready", k == self.chosen,
-                               decision))
+                               decision, run=1 if saved else run))
         # Why auto would (or would not) stop here, in words, on hover.
         card.setToolTip(("" if decision is None else
                          f"{decision.text[0].upper()}{decision.text[1:]}.\n\n")
                         + SCORE_TIP + ("" if math.isnan(cum_ms) else "\n\n" + SUM_TIP)
+                        + (RUN_TIP.format(n=run) if run > 1 and not saved else "")
                         + "\n\nClick: show on the right (B)\nRight-click or "
                           "Ctrl+click: show on the left (A)")
 

@@ -269,17 +269,24 @@ class InfoPanel(QScrollArea):
             self.set("Device", "–")
             self._set_tiling("–")
         self._clear_table()
+        runs = view.run_of
         for e in r.exits:
             row = e.exit - 1
             gmacs, summed = stage_gmacs_text(view, e)
+            run = runs.get(e.exit)
             for col, text in enumerate((fmt_ms(e.time_ms + e.iqa_ms), f"{e.score:.3f}",
                                         gmacs)):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                tips = []
                 if summed and col != 1:
-                    item.setToolTip(f"Stages 1–{e.exit} together, as the exit card's Σ: "
-                                    f"this stage alone is not known (the run made no exit "
-                                    f"before it apart: a tiled photo's)")
+                    tips.append(f"Stages 1–{e.exit} together, as the exit card's Σ: this "
+                                f"stage alone is not known (the run made no exit before it "
+                                f"apart: a tiled photo's)")
+                if run:  # the rows of two runs, one under the other: said which
+                    tips.append(f"Exit {e.exit} was made by the {ORDINALS[run]} run of the "
+                                f"picture: its stage in that run")
+                item.setToolTip("\n\n".join(tips))
                 self.table.setItem(row, col, item)
         if view.saved:
             for name in ("Network", "IQA", "Other", "Total", "Computed"):
@@ -299,7 +306,12 @@ class InfoPanel(QScrollArea):
         # sums are network and IQA only, and the total read as if it disagreed with them.
         other = cost.other_ms
         self.set("Other", f"{fmt_ms(other)} (input and output)" if other >= 1 else "–")
-        self.set("Total", f"{fmt_ms(cost.ms)} · {fmt_gmacs(cost.gmacs)} (to exit {r.chosen})")
+        # The run that made it, when not the first (Compute all after a Stop, or on a
+        # tiled picture): its Total is that run's, as its card's Σ is
+        run = view.run_of.get(r.chosen)
+        within = f", {ORDINALS[run]} run" if run else ""
+        self.set("Total", f"{fmt_ms(cost.ms)} · {fmt_gmacs(cost.gmacs)} (to exit "
+                          f"{r.chosen}{within})")
         self.set("Computed", computed_text(view))
 
 

@@ -282,9 +282,11 @@ class ViewData:
 
     @property
     def cost(self) -> float:
-        """Rough bytes held, for the result cache."""
+        """Rough bytes held, for the result cache: the pixels, the pictures made of them
+        for the screen, and their thumbnails (seven per photo, 80 KB each)."""
         total = self.input_pic.nbytes + self.loaded.pixels.nbytes
         total += sum(p.nbytes for p in self.pictures.values())
+        total += sum(image_bytes(t) for t in (self.input_thumb, *self.thumbs.values()))
         if self.result is not None:
             total += sum(e.image.nbytes for e in self.result.exits)
             # Not its kept network state (result.can_continue; about 0.5 KB a pixel in
@@ -302,6 +304,11 @@ class ViewData:
         r = self.result
         return (r is not None and not r.tiled and not self.saved
                 and all(e.signals is not None for e in r.exits))
+
+
+def image_bytes(image: QImage | None) -> int:
+    """The bytes ``image``'s pixels take (0: no image)."""
+    return 0 if image is None else image.sizeInBytes()
 
 
 @dataclass(frozen=True)

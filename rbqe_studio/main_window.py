@@ -229,6 +229,7 @@ class MainWindow(QMainWindow):
         s.choice_changed.connect(lambda _c: self.update_threshold())
         cp.strip.compute_all.connect(s.compute_all)
         cp.sides_changed.connect(lambda *_: self._update_actions())
+        cp.held_changed.connect(s.hold_previews)  # in the result cache's budget
         self.settings_panel.changed.connect(self.setting_changed)
         self.banner.choose_weights.connect(self.choose_weights_file)
         self.banner.open_settings.connect(self.show_settings)

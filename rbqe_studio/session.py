@@ -223,6 +223,11 @@ class Session(QObject):
     def others_at(self, exits: list[int], folder: Path) -> list[Path]:
         return self.model.others_at(exits, folder)
 
+    def hold_previews(self, nbytes: float) -> None:
+        """The bytes the window's previews hold, counted in the result cache's budget
+        (:meth:`SessionModel.hold_previews`)."""
+        self._emit(self.model.hold_previews(nbytes))
+
     def open_batch_results(self, reports: Sequence[ItemReport]) -> None:
         self._emit(self.model.open_batch_results(reports))
 

@@ -85,7 +85,9 @@ from rbqe_studio.state import (
 
 log = logging.getLogger(__name__)
 
-CACHE_BUDGET = 1.5e9  # bytes of pictures and exit arrays kept for quick re-viewing
+# Bytes of pictures and exit arrays kept for quick re-viewing, and of the window's
+# previews of the photo on screen (:meth:`SessionModel.hold_previews`)
+CACHE_BUDGET = 1.5e9
 ENGINE_SETTINGS = ("weights_file", "device", "backend")
 CHOICE_SETTINGS = ("exit_mode", "threshold")
 
@@ -654,6 +656,14 @@ class SessionModel:
         self.view, self._view_gen = None, 0
         return True
 
+    def hold_previews(self, nbytes: float) -> list[Event]:
+        """What the window's previews of the photo on screen hold now (``nbytes``: a
+        tiled run's preview, the difference heat map; 0: none), counted in the cache's
+        budget: a 24 MP photo's are 128 MB each, which the budget did not see, so the
+        cache kept its 1.5 GB of other photos beside them. Older photos make room (their
+        rows as when the cache lets them go: :meth:`_let_go`)."""
+        return self._let_go(self.cache.hold(nbytes))
+
     def set_background(self, on: bool) -> list[Event]:
         """Process waiting images when nothing else runs (off while a batch has the CPU)."""
         self.background = on
@@ -960,19 +970,29 @@ class SessionModel:
 
     def _stopped_more(self, job: ContinueJob | RechooseJob | SaveJob) -> list[Event]:
         """The end of ``job``, which fed the view, cancelled: the user pressed Stop (any
-        other cancel has moved the view on first). Said so ("Stopping…" stayed for good);
-        after Compute all, its result is shown again as it is, with the exits computed
-        before the Stop (the cards said "not computed" where they said "not needed")."""
+        other cancel has moved the view on first). Said so ("Stopping…" stayed for good),
+        and its result shown again as it is: the choice it had (a new mode's or
+        threshold's is set whole or not at all: :func:`rbqe_studio.worker.choose`), with
+        the exits computed before the Stop (the cards said "not computed" where they
+        said "not needed", and a re-choice's exits were left out of the cache's cost and
+        the stopped row's kept exits)."""
         view = job.view
         if view is None or view.result is None or view is not self.view:
             return [ViewBusy(False)]
         r = view.result
-        kept = (f"keeps {exits_text(e.exit for e in r.exits)}, none chosen"
-                if view.stopped_after is not None else f"keeps exit {r.chosen}")
-        said = Message(f"Stopped: {view.path.name} {kept}")
-        if not isinstance(job, ContinueJob):  # a new choice's: its result half re-chosen
-            return [ViewBusy(False), said]
-        return [*self._update_cost(view), ViewBusy(False), ViewFinished(view), said]
+        if view.stopped_after is not None:
+            kept = f"keeps {exits_text(e.exit for e in r.exits)}, none chosen"
+        elif isinstance(job, RechooseJob):  # the new choice needed exits not made yet
+            kept = f"keeps exit {r.chosen}, as chosen before"
+        else:
+            kept = f"keeps exit {r.chosen}"
+        events = self._update_cost(view)
+        item = self.queue.get(view.path)
+        if item is not None and self._kept_stop(item) and view.stopped_after is not None:
+            item.kept = tuple(e.exit for e in r.exits)
+            events.append(ItemChanged(item))
+        return [*events, ViewBusy(False), ViewFinished(view),
+                Message(f"Stopped: {view.path.name} {kept}")]
 
     def _superseded_end(self, item: QueueItem) -> list[Event]:
         """The end of ``item``'s run cancelled to run it again under the newest choice

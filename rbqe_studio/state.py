@@ -140,18 +140,22 @@ class ResultCache(Generic[K, V]):
     """Least-recently-used cache bounded by a cost budget (bytes, roughly).
 
     The most recently used entry is never evicted, however large: it is on screen.
+    What is held outside the entries for them (:meth:`hold`: the window's previews of
+    the photo on screen) counts against the budget too: the entries and it stay within
+    the budget, but for that one entry.
 
     Args:
-        budget: The cost the entries may add up to.
+        budget: The cost the entries and :attr:`held` may add up to.
         pinned: Whether the entry under a key is one the user asked to keep (the exits a
             Stop kept): those go last, after all the others, and only while they alone
-            pass the budget (the oldest first). None: none is.
+            (with :attr:`held`) pass the budget (the oldest first). None: none is.
     """
 
     def __init__(self, budget: float, pinned: Callable[[K], bool] | None = None) -> None:
         self.budget = budget
         self.pinned = pinned or (lambda _key: False)
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self.held = 0.0  # bytes held outside the entries, counted in (:meth:`hold`)
 
     def __contains__(self, key: K) -> bool:
         return key in self._entries
@@ -185,15 +189,25 @@ class ResultCache(Generic[K, V]):
             self._entries[key] = (self._entries[key][0], cost)
         return self.trim()
 
+    def hold(self, cost: float) -> list[K]:
+        """Counts ``cost`` bytes held outside the entries against the budget, instead of
+        what was held before (0: nothing now): the window's previews of the photo on
+        screen, which can be as large as its exits (a tiled run's, the difference heat
+        map). Returns the keys evicted to make room for them."""
+        self.held = max(0.0, float(cost))
+        return self.trim()
+
     def trim(self) -> list[K]:
-        """Evicts the least recently used entries (never the most recent) while over the
-        budget, the pinned ones only while they alone are; returns their keys."""
+        """Evicts the least recently used entries (never the most recent) while they and
+        what is :attr:`held` pass the budget, the pinned ones only while they alone (and
+        what is held) do; returns their keys."""
         older = list(self._entries)[:-1]  # oldest first
         pinned = {k for k in self._entries if self.pinned(k)}
         kept = [k for k in older if k in pinned]
-        evicted = kept[:self._over(kept, sum(self._entries[k][1] for k in pinned))]
+        evicted = kept[:self._over(kept, sum(self._entries[k][1] for k in pinned)
+                                   + self.held)]
         # What goes of the others is counted without the pinned ones that went already.
-        total = self.total - sum(self._entries[k][1] for k in evicted)
+        total = self.total + self.held - sum(self._entries[k][1] for k in evicted)
         others = [k for k in older if k not in pinned]
         evicted += others[:self._over(others, total)]
         for key in evicted:

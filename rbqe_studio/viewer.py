@@ -358,6 +358,7 @@ class CompareView(QWidget):
 
     zoom_changed = Signal(float)
     mode_changed = Signal(str)
+    diff_changed = Signal()  # the heat map kept (:attr:`diff_bytes`) was made or let go
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -396,6 +397,11 @@ class CompareView(QWidget):
         self.a, self.a_label, self.b, self.b_label = a, a_label, b, b_label
         self.b_live = b_live
         self.message = ""
+        if self._diff is not None and (self._diff[0] is not a or self._diff[1] is not b):
+            # Of pictures no longer shown: it kept them (a photo's input and exit, the
+            # photo perhaps let go by the cache long since) and its own, as large
+            self._diff = None
+            self.diff_changed.emit()
         ref = a or b
         if ref is not None:
             self.state.set_image_size(ref.size, self.pane_size)
@@ -445,6 +451,12 @@ class CompareView(QWidget):
             self._differ.start(a, b)
         return None, "Difference: computing…"
 
+    @property
+    def diff_bytes(self) -> int:
+        """The bytes of the heat map kept for the pictures shown (0: none)."""
+        heat = self._diff[2] if self._diff is not None else None
+        return heat.nbytes if heat is not None else 0
+
     def _diff_made(self, made: Made) -> None:
         a, b = made[0], made[1]
         if self._diff_asked is not None and self._diff_asked[0] is a and \
@@ -452,6 +464,7 @@ class CompareView(QWidget):
             self._diff_asked = None
         if a is self.a and b is self.b:  # else the pair changed meanwhile: dropped
             self._diff = made
+            self.diff_changed.emit()
             if self.mode == DIFF:
                 self._layout_panes()
 

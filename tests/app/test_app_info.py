@@ -114,9 +114,10 @@ def test_compute_all_on_a_tiled_picture_keeps_what_its_exit_cost(qtbot, window,
             cards[5].data.lines) == before
     (run,) = view.extra_runs
     assert run.exits == [1, 2, 3, 4]
-    for k in run.exits:  # Σ within the second run
+    for k in run.exits:  # Σ within the second run, said to be that run's
         cum = sum(s.time_ms + s.iqa_ms for j, s in run.stages.items() if j <= k)
-        assert cards[k].data.lines[0] == f"Σ {fmt_ms(cum)}"
+        assert cards[k].data.lines[0] == f"Σ {fmt_ms(cum)}" and cards[k].data.run == 2
+    assert cards[5].data.run == 1
     first_ms, first_g = r.total_ms, r.exit_result(5).gmacs
     assert fields["Computed"].text() == (
         f"{fmt_ms(first_ms + run.total_ms)} · {fmt_gmacs(first_g + run.gmacs)} in all: "
