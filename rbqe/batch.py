@@ -25,8 +25,9 @@ import errno
 import functools
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from rbqe.io import (
 )
 from rbqe.io.atomic import claim_output, probe_writable
 from rbqe.io.diagnostics import _os_reason, said_once, said_while
+from rbqe.io.diagnostics import logger as io_log
 from rbqe.io.identity import path_key
 from rbqe.io.output_log import (
     OUTPUT_LOG,
@@ -94,6 +96,8 @@ class BatchOptions:
         max_pixels: Decompression-bomb limit.
         rule: Auto's exit rule (:meth:`rbqe.exit_policy.ExitPolicy.words_beside`), noted
             with auto outputs; the batch fills it in from its enhancer.
+        weights: Which weights make the outputs (:func:`weights_identity`), noted with
+            every output; the batch fills it in from its enhancer.
         replace_hint: How a message about a file left in place says what replaces it:
             the CLI's flag by default, the app's checkbox from the app.
     """
@@ -110,13 +114,14 @@ class BatchOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     rule: str | None = None  # auto's exit rule, in words: filled in from the enhancer
     replace_hint: str = "--overwrite replaces it"
+    weights: dict[str, str] | None = None  # which weights: filled in from the enhancer
 
     def made(self, result: str) -> dict[str, Any]:
         """What decides the bytes of the output holding ``result`` besides its source, as
         the output log notes it (:func:`rbqe.io.made_with`)."""
         return made_with(keep_metadata=self.keep_metadata, strip_gps=self.strip_gps,
                          fmt=self.fmt, quality=self.quality,
-                         rule=self.rule if result == "auto" else None)
+                         rule=self.rule if result == "auto" else None, weights=self.weights)
 
 
 @dataclass
@@ -124,7 +129,7 @@ class ItemReport:
     """One input's outcome; :meth:`to_json` is the report's per-image entry."""
 
     input: Path
-    status: str  # "ok", "failed" or "skipped"
+    status: str  # "ok", "failed", "skipped", or CANCELLED (stopped while in hand)
     outputs: dict[str, Path] = field(default_factory=dict)
     exit: int | None = None
     scores: dict[str, float] = field(default_factory=dict)
@@ -139,6 +144,9 @@ class ItemReport:
     warnings: list[str] = field(default_factory=list)  # rbqe.io.LoadedImage.warnings
     write_errno: int | None = field(default=None, repr=False)  # see FOLDER_ERRNOS
     write_path: Path | None = field(default=None, repr=False)  # the output it failed on
+    # What was said on stderr of reading and writing it, as said there (the Ray engine's
+    # driver says its workers' lines again): not in the report, whose warnings are above.
+    said: list[str] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -164,6 +172,11 @@ class ItemReport:
         return entry
 
 
+CANCELLED = "cancelled"
+"""The report status of an image a stop caught in hand: not finished, nothing partial
+written (under ``--exit all``, its ``outputs`` are those written whole before the stop)."""
+
+
 @dataclass
 class BatchSummary:
     items: list[ItemReport]
@@ -172,6 +185,9 @@ class BatchSummary:
     stopped: str | None = None  # why the batch stopped early (the output folder failed)
     total: int | None = None  # images in the batch (items holds those reached)
     mode: ExitMode = "auto"
+    # The images a cancel caught in hand (status CANCELLED): reported after the items,
+    # not among them, which front ends count as done (the app's "not done" counts these).
+    stopped_at: list[ItemReport] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -238,6 +254,9 @@ class BatchEvents:
     on_item_done: Callable[[int, ItemReport], None] | None = None
     on_exit: Callable[[int, ExitResult], None] | None = None
     on_progress: Callable[[int, str, int, int], None] | None = None
+    # No image is in hand any more (done, or left by a cancel): what follows is the
+    # report, which a front end's later stop (a second Ctrl-C) must not cut short.
+    on_finish: Callable[[], None] | None = None
 
 
 def _tags(mode: ExitMode) -> list[str | None]:
@@ -379,10 +398,42 @@ def skipped_item(path: Path, targets: dict[str | None, Path], mode: ExitMode,
                       outputs={_key(t, forced): p for t, p in targets.items()})
 
 
-def with_rule(options: BatchOptions, enhancer: Enhancer) -> BatchOptions:
-    """``options`` with auto's exit rule, in words, from ``enhancer`` (if not given)."""
-    return options if options.rule is not None else dataclasses.replace(
-        options, rule=enhancer.policy.words_beside(enhancer.info.policy))
+def with_enhancer(options: BatchOptions, enhancer: Enhancer) -> BatchOptions:
+    """``options`` with what ``enhancer`` decides of the outputs' bytes, where not given:
+    auto's exit rule, in words, and the weights (:func:`weights_identity`)."""
+    filled: dict[str, Any] = {}
+    if options.rule is None:
+        filled["rule"] = enhancer.policy.words_beside(enhancer.info.policy)
+    if options.weights is None:
+        filled["weights"] = weights_identity(enhancer)
+    return dataclasses.replace(options, **filled) if filled else options
+
+
+def weights_identity(enhancer: Enhancer) -> dict[str, str]:
+    """Which weights ``enhancer`` runs, as outputs' notes keep it (:func:`rbqe.io.made_with`):
+    the hash of its tensors (:func:`rbqe.backends.cache.weights_hash`; not of the file,
+    whose metadata storing a policy changes) and the file's name, for messages."""
+    from rbqe.backends.cache import weights_hash
+
+    identity = {"hash": weights_hash(enhancer.net)}
+    if enhancer.info.path is not None:
+        identity["file"] = enhancer.info.path.name
+    return identity
+
+
+def stopped_item(path: Path, exc: Cancelled | None = None) -> ItemReport:
+    """The report entry of an image a cancel (``exc``, if known) caught in hand, with the
+    outputs it had written whole before it (``--exit all``)."""
+    outputs = exc.outputs if isinstance(exc, _StoppedBetween) else {}
+    return ItemReport(path, CANCELLED, outputs=dict(outputs))
+
+
+class _StoppedBetween(Cancelled):
+    """A cancel between an image's outputs: ``outputs`` the ones it has, by report key."""
+
+    def __init__(self, outputs: dict[str, Path]) -> None:
+        super().__init__("cancelled")
+        self.outputs = dict(outputs)
 
 
 def process_item(
@@ -398,7 +449,7 @@ def process_item(
     """Enhances one planned input (see :func:`plan_batch`), for engines that run items
     elsewhere (:mod:`rbqe.cluster`). ``todo`` (default :func:`pending_outputs`) names the
     outputs to write; the others in ``targets`` are only reported."""
-    return _process_one(enhancer, _Job(path, targets, with_rule(options, enhancer),
+    return _process_one(enhancer, _Job(path, targets, with_enhancer(options, enhancer),
                                        list(protect), set(noted), todo=todo))
 
 
@@ -409,7 +460,7 @@ def process_items(
 ) -> list[ItemReport]:
     """:func:`process_item` of each ``(path, targets, todo, noted)``, in order; where
     :attr:`Enhancer.batches` (a GPU), the images of one size enhanced together."""
-    options = with_rule(options, enhancer)
+    options = with_enhancer(options, enhancer)
     jobs = [_Job(path, targets, options, [], set(noted), todo=todo)
             for path, targets, todo, noted in items]
     done = _process_group(enhancer, jobs)[0] if enhancer.batches and len(jobs) > 1 else {}
@@ -429,11 +480,12 @@ def run_batch(
 
     Returns the summary; when ``cancel`` turns true the current image stops after its
     current stage, nothing partial is written, and the summary so far is returned with
-    ``cancelled`` set.
+    ``cancelled`` set; the images it caught in hand are in its ``stopped_at`` (not passed
+    to ``on_item_done``: they were not done).
     """
     ev = events or BatchEvents()
     t0 = time.perf_counter()
-    options = with_rule(options, enhancer)
+    options = with_enhancer(options, enhancer)
     out_dir = Path(options.out_dir)
     if not all(_missing(Path(p)) is not None for p in inputs):  # else each fails, nothing made
         check_output_folder(out_dir)
@@ -452,6 +504,7 @@ def run_batch(
         if ev.on_item_done:
             ev.on_item_done(index, failed)
     cancelled = False
+    stopped_at: list[ItemReport] = []
     # Where batching pays (a GPU), images walk the exits max_batch at a time.
     step = enhancer.max_batch if enhancer.batches else 1
     numbered = list(enumerate(files, start=len(items)))
@@ -470,11 +523,17 @@ def run_batch(
         else:
             try:
                 done, cancelled = {0: _process_one(enhancer, jobs[0])}, False
-            except Cancelled:
-                done, cancelled = {}, True
+            except Cancelled as exc:
+                done, cancelled = {0: stopped_item(jobs[0].path, exc)}, True
+        if cancelled:  # the images in hand that the stop left unfinished
+            done.update({n: stopped_item(job.path) for n, job in enumerate(jobs)
+                         if n not in done})
         folder_error = None
         for n in sorted(done):
             item = batch_plan.with_warnings(done[n])
+            if item.status == CANCELLED:
+                stopped_at.append(item)
+                continue
             items.append(item)
             if stops_batch(item, out_dir):
                 folder_error = folder_error or item.write_errno
@@ -485,14 +544,18 @@ def run_batch(
             if ev.on_item_done:
                 ev.on_item_done(jobs[n].index, item)
         if folder_error is not None:
+            if ev.on_finish:
+                ev.on_finish()
             stopped = (f"{out_dir}: cannot write to the output folder "
                        f"({_os_reason(OSError(folder_error, ''))}); batch stopped")
             return BatchSummary(items, (time.perf_counter() - t0) * 1000, False, stopped,
-                                total, options.mode)
+                                total, options.mode, stopped_at)
         if cancelled:
             break
+    if ev.on_finish:
+        ev.on_finish()
     return BatchSummary(items, (time.perf_counter() - t0) * 1000, cancelled, None, total,
-                        options.mode)
+                        options.mode, stopped_at)
 
 
 def stops_batch(item: ItemReport, out_dir: Path) -> bool:
@@ -674,12 +737,13 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
             ev.on_exit(index, e)
     options = job.options
     outputs: dict[str, Path] = {}
-    with said_while() as writing:  # e.g. a JPEG output drops the alpha channel
+    # e.g. a JPEG output drops the alpha channel: said naming the input too
+    with said_while() as writing, _naming_input(job.path, job.targets.values()):
         for tag, target in job.targets.items():
             k = result.chosen if tag is None else int(tag[4:])
             if tag in todo:
                 if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
+                    raise _StoppedBetween(outputs)  # those written are whole: reported
                 save = functools.partial(
                     save_like, target, consistent(result.exit_result(k).image, src),
                     src, fmt=options.fmt,
@@ -690,8 +754,34 @@ def _enhance_loaded(enhancer: Enhancer, job: _Job, src: LoadedImage,
     total = (time.perf_counter() - t0) * 1000
     item = item_from_result(job.path, result, outputs, total, enhancer)
     # e.g. only the first page of a TIFF enhanced; then what writing it warned of
-    item.warnings = [*src.warnings, *said_once(writing, list(job.targets.values()))]
+    named = f"{job.path} -> "
+    item.warnings = [*src.warnings, *said_once([line.removeprefix(named) for line in writing],
+                                                list(job.targets.values()))]
+    item.said = [*(f"{job.path}: {text}" for text in src.warnings), *writing]
     return item
+
+
+@contextlib.contextmanager
+def _naming_input(path: Path, targets: Iterable[Path]) -> Iterator[None]:
+    """Within the block, what this thread logs about one of ``targets`` ("out/a.png: JPEG
+    cannot store transparency; ...") names the input too: "in/a.jpg -> out/a.png: ...".
+    With thousands of photos the output's name alone did not say which photo it was; a
+    failed write's error reads the same (:func:`_failure`)."""
+    thread = threading.get_ident()
+    prefixes = tuple(f"{target}: " for target in targets)
+
+    def name_input(record: logging.LogRecord) -> bool:
+        if record.thread == thread:
+            text = record.getMessage()
+            if text.startswith(prefixes):
+                record.msg, record.args = f"{path} -> {text}", ()
+        return True
+
+    io_log.addFilter(name_input)
+    try:
+        yield
+    finally:
+        io_log.removeFilter(name_input)
 
 
 def _write_output(job: _Job, target: Path, result: str, save: Callable[..., object],
@@ -726,11 +816,13 @@ def _write_output(job: _Job, target: Path, result: str, save: Callable[..., obje
 def _failure(path: Path, exc: Exception) -> ItemReport:
     """The report entry of an image whose reading, enhancing or writing raised ``exc``."""
     if isinstance(exc, ImageWriteError):
-        failed = ItemReport(path, "failed", error=str(exc))
+        said = str(exc)
         if exc.errno == errno.EROFS:  # the folder's answer, not the file's: name it
             folder = show_path(Path(exc.path).parent)
-            failed.error = str(ImageWriteError(
-                exc.path, f"cannot write in {folder}: read-only file system"))
+            said = str(ImageWriteError(exc.path, f"cannot write in {folder}: read-only file "
+                                                 f"system"))
+        # "in/a.jpg -> out/a.png: ...": the output alone does not say which photo it was
+        failed = ItemReport(path, "failed", error=f"{show_path(path)} -> {said}")
         failed.write_errno, failed.write_path = exc.errno, Path(exc.path)
         return failed
     if isinstance(exc, RBQEError):
@@ -748,13 +840,15 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
     """:func:`_process_one` of each job, the images of one size enhanced together
     (:meth:`rbqe.engine.Enhancer.enhance_many`): where :attr:`Enhancer.batches` (a GPU).
     Returns the reports of the jobs done, by their place in ``jobs``, and whether a cancel
-    stopped them (the jobs without a report were not finished).
+    stopped them (the job it stopped in has a :data:`CANCELLED` report; the jobs without
+    a report were not finished).
 
     Only images that run whole wait for the others (at most ``len(jobs)`` of them, up to
     2.1 MP each); a larger one is enhanced and written as soon as it is read.
     """
     waiting: list[tuple[int, LoadedImage, dict[str | None, Path], float]] = []
     done: dict[int, ItemReport] = {}
+    n = 0  # the job in hand
     with contextlib.ExitStack() as claims:
         try:
             for n, job in enumerate(jobs):
@@ -795,7 +889,8 @@ def _process_group(enhancer: Enhancer, jobs: list[_Job]) -> tuple[dict[int, Item
                     done[n] = _failure(jobs[n].path, exc)
                 if stops_batch(done[n], Path(jobs[n].options.out_dir)):
                     break  # the output folder is full or read-only: the batch stops
-        except Cancelled:
+        except Cancelled as exc:
+            done[n] = stopped_item(jobs[n].path, exc)
             return done, True
     return done, False
 
@@ -848,7 +943,8 @@ def report_json(enhancer: Enhancer, summary: BatchSummary) -> dict[str, Any]:
         "min_exit": enhancer.min_exit,
         "policy": enhancer.policy.summary(),
         "tile_exits": enhancer.tile_exits,
-        "images": [i.to_json() for i in summary.items],
+        # The images a stop caught in hand last: reported, so none goes missing.
+        "images": [i.to_json() for i in [*summary.items, *summary.stopped_at]],
         "summary": {
             "processed": summary.processed,
             "failed": summary.failed,

@@ -218,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "enhance":
-            return cmd_enhance(args)
+            # argv not given: this is the program (the console script, python -m rbqe)
+            return cmd_enhance(args, program=argv is None)
         if args.command == "info":
             return cmd_info(args)
         from rbqe.train import commands
@@ -303,24 +304,61 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 class _Interrupt:
     """First Ctrl-C (or SIGTERM, SIGHUP): stop after the current stage. Second: stop at
-    once. The exit code is 128 + the first signal's number, as shells report it."""
+    once. The exit code is 128 + the first signal's number, as shells report it.
+
+    Once the images are done or left (:meth:`finish`), a signal stops nothing more: the
+    report is written whole and the run ends with that code. A second Ctrl-C there used to
+    cut the report short (a SIGTERM ended the process by the signal, without it)."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signum: int = signal.SIGINT
+        self.finishing = False
+        self._then: str | None = None  # what a signal while finishing is told, once
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.requested and not self.finishing:
             raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
+        first = not self.requested
+        if first:
+            self.requested, self.signum = True, signum
         ctrl_c = signum == signal.SIGINT
         how = "" if ctrl_c else f"{signal.Signals(signum).name}: "
-        again = "Ctrl-C again" if ctrl_c else "send it again"
-        signal_note(f"\nrbqe: {how}stopping after the current stage ({again} to abort)")
+        if not self.finishing:
+            again = "Ctrl-C again" if ctrl_c else "send it again"
+            signal_note(f"\nrbqe: {how}stopping after the current stage ({again} to abort)")
+        elif self._then is not None:
+            if first or self._then:  # a second "stopping" only where there is a wait
+                signal_note(f"\nrbqe: {how}stopping{self._then}")
+            self._then = None
+
+    def finish(self, report: bool) -> None:
+        """No image is in hand any more: from now on a signal only sets the exit code
+        (and is told, once, that the ``report`` is written first)."""
+        if not self.finishing:
+            self.finishing = True
+            self._then = " once the report is written" if report else ""
+
+    def reported(self) -> None:
+        """The report is written: a signal from now on is told nothing more is waited for."""
+        if self._then:
+            self._then = ""
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def _restore(handlers: dict[signal.Signals, Any], *, for_good: bool) -> None:
+    """Puts the caller's signal handlers back; ``for_good`` (the program itself, after a
+    run a signal stopped: its exit code is decided and its report written), Python's own
+    default ones become "ignore" instead. Another Ctrl-C while the interpreter shut down
+    (most of a second, with torch) ended the process by the signal, with a traceback;
+    a SIGTERM ended it as killed."""
+    for sig, handler in handlers.items():
+        if for_good and handler in (signal.SIG_DFL, signal.default_int_handler):
+            handler = signal.SIG_IGN
+        signal.signal(sig, handler)
 
 
 def _stop_signals() -> list[signal.Signals]:
@@ -348,10 +386,10 @@ def _quiet_opencv() -> None:
         pass
 
 
-def cmd_enhance(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from rbqe.batch import BatchEvents, BatchOptions, BatchSummary, report_json, run_batch
+def cmd_enhance(args: argparse.Namespace, *, program: bool = False) -> int:
+    """``rbqe enhance``; ``program``: run as the program itself (not called in-process),
+    which ends with this run."""
+    from rbqe.batch import BatchOptions
     from rbqe.engine import Enhancer
     from rbqe.io import SUPPORTED_SUFFIXES
 
@@ -408,9 +446,25 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     )
     interrupt = _Interrupt()
     old = {sig: signal.signal(sig, interrupt) for sig in _stop_signals()}
+    try:  # rbqe's handlers until the report is written and the last line said
+        return _enhance_and_report(args, enhancer, enhancer_kwargs, report, options, interrupt)
+    finally:
+        _restore(old, for_good=program and interrupt.requested)
+
+
+def _enhance_and_report(args: argparse.Namespace, enhancer: Any,
+                        enhancer_kwargs: dict[str, Any], report: Path | None, options: Any,
+                        interrupt: _Interrupt) -> int:
+    """Runs the batch (``enhancer`` None: on Ray), writes its report, says its summary;
+    returns the exit code."""
+    from tqdm import tqdm
+
+    from rbqe.batch import BatchEvents, BatchSummary, report_json, run_batch, stopped_item
+
     bar: Any = None
     progress = _ProgressLines()  # when stderr is not a terminal (a pipe, a log file)
     done_items: list[Any] = []
+    in_hand: dict[int, Path] = {}  # started, not done: what a second Ctrl-C leaves
 
     def on_start(total: int) -> None:
         nonlocal bar
@@ -419,6 +473,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                    dynamic_ncols=True)
 
     def on_item_start(index: int, path: Path) -> None:
+        in_hand[index] = path
         if bar is not None:
             with _on_stderr():
                 bar.set_postfix_str(show_path(path.name), refresh=True)
@@ -427,6 +482,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     def on_item_done(index: int, item: Any) -> None:
         nonlocal failures
+        in_hand.pop(index, None)
         done_items.append(item)
         if item.status == "failed":
             failures += 1
@@ -451,7 +507,8 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 _eprint(line)
 
     events = BatchEvents(on_start=on_start, on_item_start=on_item_start,
-                         on_item_done=on_item_done)
+                         on_item_done=on_item_done,
+                         on_finish=lambda: interrupt.finish(report is not None))
     report_failed = False
     t0 = time.perf_counter()
     aborted = False
@@ -463,13 +520,15 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             summary = run_batch(enhancer, args.inputs, options, events=events,
                                 cancel=lambda: interrupt.requested)
     except KeyboardInterrupt:
-        # Second Ctrl-C: stop at once, but keep the report of what was done.
+        # Second Ctrl-C: stop at once, but keep the report of what was done, and of the
+        # images it caught in hand.
+        interrupt.finish(report is not None)
         aborted = True
         summary = BatchSummary(done_items, (time.perf_counter() - t0) * 1000, cancelled=True,
-                               total=progress.total, mode=options.mode)
+                               total=progress.total, mode=options.mode,
+                               stopped_at=[stopped_item(path) for path in in_hand.values()])
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        interrupt.finish(report is not None)  # a signal now cuts nothing short
         if bar is not None:
             with _on_stderr():
                 bar.close()
@@ -486,6 +545,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             report_failed = True
             _eprint(f"rbqe: error: {report}: cannot write report: "
                     f"{exc.strerror or exc}")
+    interrupt.reported()
     if aborted:
         _eprint("\nrbqe: aborted")
         return interrupt.exit_code

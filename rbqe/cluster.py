@@ -54,10 +54,10 @@ from rbqe.batch import (
     process_items,
     skipped_item,
     stops_batch,
-    with_rule,
+    with_enhancer,
 )
 from rbqe.engine import Enhancer
-from rbqe.errors import RBQEError, show_path
+from rbqe.errors import RBQEError
 from rbqe.io.atomic import atomic_write, probe_writable
 from rbqe.io.diagnostics import _os_reason
 from rbqe.model import NUM_EXITS
@@ -281,12 +281,14 @@ class EnhanceWorker:
         entry["input"] = shown
         as_shown = {p: s for _, p, s in item["targets"]}
         entry["outputs"] = {k: as_shown.get(v, v) for k, v in entry["outputs"].items()}
+        pairs = [(path, shown), *as_shown.items()]
+        # ... and their folders, which a read-only sub-folder's error names
+        pairs += [(str(Path(p).parent), str(Path(n).parent)) for p, n in pairs]
         if "error" in entry:
-            pairs = [(path, shown), *as_shown.items()]
-            # ... and their folders, which a read-only sub-folder's error names
-            pairs += [(str(Path(p).parent), str(Path(n).parent)) for p, n in pairs]
             entry["error"] = _as_shown(entry["error"], pairs)
         return json.dumps({"entry": entry, "gmacs": [report.gmacs, report.gmacs_exit5],
+                           # what its reading and writing said, for the driver's stderr
+                           "said": [_as_shown(line, pairs) for line in report.said],
                            "write_errno": report.write_errno,
                            "write_path": (None if report.write_path is None
                                           else str(report.write_path)),
@@ -455,8 +457,9 @@ def run_ray_batch(
         options: The batch options (output folder, exit mode, format...).
         ray_options: Cluster address and pool shape.
         report: Where to write the JSON report (rows in completion order).
-        events: ``on_start(total)`` and ``on_item_done(index, item)`` are called on the
-            driver; ``index`` counts rows as they arrive.
+        events: ``on_start(total)``, ``on_item_done(index, item)`` and ``on_finish()``
+            (before the report is written) are called on the driver; ``index`` counts
+            rows as they arrive.
         cancel: Polled five times a second; when true, the workers finish the image in
             hand and leave the rest, and the rows so far are reported with ``cancelled`` set.
         worker: The actor class (a subclass of :class:`EnhanceWorker`; tests use one
@@ -476,22 +479,23 @@ def run_ray_batch(
     # (torch: an OpenVINO export here would cost a minute the workers pay anyway)
     local = Enhancer(**{**enhancer_kwargs, "device": "cpu", "backend": "torch",
                         "precision": "auto"})
-    options = with_rule(options, local)
+    options = with_enhancer(options, local)  # the workers' outputs are noted as the driver's
     plan = plan_batch(inputs, options)
     summary = RaySummary(total=plan.total)
     stream = _ReportStream(report)
     index = 0
 
     def emit(entry: dict[str, Any], gmacs: tuple[float | None, float | None],
-             item: ItemReport | None) -> None:
+             item: ItemReport | None, said: Sequence[str] = ()) -> None:
         nonlocal index
         # A worker's warnings (a lost frame, a CMYK conversion, XMP left out) were logged
-        # in its own process: said here, on the driver's stderr, as the local engine does.
-        for warning in entry.get("warnings", []):
-            io_log.warning("%s: %s", show_path(entry["input"]), warning)
-        said = plan.warnings.get(Path(entry["input"]))
-        if said:  # what planning warned of (a name taken by an input), as the local engine
-            entry = {**entry, "warnings": list(dict.fromkeys([*said,
+        # in its own process: said here, on the driver's stderr, as the local engine said
+        # them ("in/a.png: ...", "in/a.png -> out/a.jpg: ..." of writing).
+        for line in said:
+            io_log.warning("%s", line)
+        planned = plan.warnings.get(Path(entry["input"]))
+        if planned:  # what planning warned of (a name taken by an input), as the local engine
+            entry = {**entry, "warnings": list(dict.fromkeys([*planned,
                                                               *entry.get("warnings", [])]))}
             item = plan.with_warnings(item) if item is not None else None
         summary.add(entry, gmacs)
@@ -523,6 +527,8 @@ def run_ray_batch(
                                                 opts, work, plan.files, summary, emit, cancel)
         except KeyboardInterrupt:  # a second Ctrl-C: at once, but the rows so far reported
             summary.cancelled = aborted = True
+        if ev.on_finish:  # the report now: a later stop must not cut it short
+            ev.on_finish()
         summary.total_ms = (time.perf_counter() - t0) * 1000
         device = ", ".join(sorted(summary.devices)) or str(local.device)
         backends = sorted(summary.backends)
@@ -561,7 +567,7 @@ class _StopFlag:
 def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                 options: BatchOptions, opts: RayOptions,
                 work: list[str], files: list[tuple[Path, Path | None]], summary: RaySummary,
-                emit: Callable[[dict[str, Any], Any, ItemReport | None], None],
+                emit: Callable[[dict[str, Any], Any, ItemReport | None, Sequence[str]], None],
                 cancel: Callable[[], bool] | None) -> bool:
     """Maps ``work`` on a pool of :class:`EnhanceWorker`; returns whether it was cancelled."""
     ray = _import_ray()
@@ -609,7 +615,7 @@ def _run_on_ray(worker: type[EnhanceWorker], enhancer_kwargs: dict[str, Any],
                         row = json.loads(str(text))
                         summary.devices.add(row["device"])
                         summary.backends.add(tuple(row["backend"]))
-                        emit(row["entry"], tuple(row["gmacs"]), None)
+                        emit(row["entry"], tuple(row["gmacs"]), None, row.get("said", ()))
                         if summary.stopped is None and _stops(row, options.out_dir):
                             # A full disk fails every image in turn: stop, as the local engine.
                             reason = _os_reason(OSError(row["write_errno"], ""))

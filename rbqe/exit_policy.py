@@ -327,8 +327,9 @@ class ExitPolicy:
 
     def words_beside(self, default: ExitPolicy) -> str:
         """This rule as an output's note keeps it (:func:`rbqe.io.made_with`): "the
-        weights' default" when it is ``default`` (so that new weights, whose default
-        differs, still find a batch's earlier outputs done), else :meth:`describe`."""
+        weights' default" when it is ``default`` (the weights themselves are noted apart:
+        a rule re-fitted and stored in the same network's file is the same rule for its
+        outputs), else :meth:`describe`."""
         return "the weights' default" if self == default else self.describe()
 
     def describe(self) -> str:

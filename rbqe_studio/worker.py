@@ -21,7 +21,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QSize, QThread, Signal, Slot
 
 from rbqe.backends import openvino_installed, recorded_auto_choice
-from rbqe.batch import BatchEvents, ItemReport, run_batch
+from rbqe.batch import BatchEvents, ItemReport, run_batch, weights_identity
 from rbqe.engine import Enhancer, EnhanceResult, ExitResult, TileDone, pick_device
 from rbqe.errors import Cancelled, RBQEError
 from rbqe.exit_policy import Decision, ExitMode, ExitPolicy, JpegPrior, parse_exit_mode
@@ -417,7 +417,8 @@ class Worker(QObject):
                     if result == "auto" and policy else None)
             made = made_with(keep_metadata=job.keep_metadata, strip_gps=job.strip_gps,
                              fmt=target.suffix if k in job.targets else job.fmt,
-                             quality=job.quality, rule=rule)
+                             quality=job.quality, rule=rule,
+                             weights=weights_identity(self.enhancer(job)))
             return write_noted(target, view.path, result, save, earlier=earlier,
                                must_note=False, made=made, source_id=view.made_from(k))
         path = save()

@@ -436,6 +436,10 @@ def test_cancel_between_exit_files_then_rerun_fills_in_the_rest(enhancer, three,
     summary = run_batch(enhancer, [three], BatchOptions(out_dir=out, mode="all"),
                         cancel=lambda: len(list(out.glob("*.png"))) >= 2)
     assert summary.cancelled and summary.items == []
+    # Reported as stopped, with the files it has (it was left out of the report).
+    (stopped,) = summary.stopped_at
+    assert (stopped.input.name, stopped.status) == ("p0.jpg", "cancelled")
+    assert stopped.outputs == {"1": out / "p0.exit1.png", "2": out / "p0.exit2.png"}
     assert tree(out) == ["p0.exit1.png", "p0.exit2.png"]  # complete files, no temps
     assert all(complete_image(out / name) for name in tree(out))
     first = snapshot(out)
@@ -500,10 +504,54 @@ def test_double_ctrl_c_aborts_at_once_without_traceback(weights, three, tmp_path
     assert rc == 130  # 128 + SIGINT
     assert lines(err) == [STOP_NOTICE, "rbqe: aborted"]
     assert signal.getsignal(signal.SIGINT) is previous  # handler restored
-    # The report still records what was done before the abort (issue 13).
+    # The report still records what was done before the abort (issue 13), and the image
+    # it caught in hand.
     assert doc is not None and doc["summary"]["cancelled"] is True
-    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [("p0.jpg", "ok")]
+    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [
+        ("p0.jpg", "ok"), ("p1.jpg", "cancelled")]
+    assert doc["images"][1]["outputs"] == {}
     assert tree(tmp_path / "out") == ["p0.png"]
+
+
+def test_ctrl_c_reports_the_image_in_hand_as_cancelled(weights, three, tmp_path,
+                                                       monkeypatch) -> None:
+    """A Ctrl-C during an image left it out of the report, as if it were never there: it
+    is there as "cancelled", with no output (nothing partial, no claim, is left)."""
+    real = Enhancer.enhance
+    calls: list[tuple] = []
+
+    def enhance_and_press_ctrl_c(self, image, mode="auto", **kw):
+        calls.append(("enhance",))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # lands before its first stage
+        return real(self, image, mode, **kw)
+
+    monkeypatch.setattr(Enhancer, "enhance", enhance_and_press_ctrl_c)
+    rc, err, doc = enhance(weights, three, "-o", tmp_path / "out")
+    assert rc == 130, err
+    assert lines(err) == [STOP_NOTICE, "rbqe: 1 enhanced, 0 skipped, 0 failed of 3 (interrupted)"]
+    assert doc is not None and doc["summary"]["cancelled"] is True
+    assert doc["summary"]["total"] == 3  # p2, never started, is counted only
+    (p0, p1) = doc["images"]
+    assert (Path(p0["input"]).name, p0["status"]) == ("p0.jpg", "ok")
+    assert p1 == {"input": str(three / "p1.jpg"), "status": "cancelled", "outputs": {},
+                  "exit": None, "scores": {}, "times_ms": {}, "gmacs": None, "size": None}
+    assert tree(tmp_path / "out") == ["p0.png"]  # hidden files too: no claim or temp
+
+
+def test_a_cancelled_image_is_not_done_for_front_ends(enhancer, three, tmp_path) -> None:
+    """run_batch keeps the image a cancel caught in hand out of ``items`` and
+    ``on_item_done`` (the app counts those as done), in ``stopped_at``."""
+    done: list[str] = []
+    started: list[str] = []
+    events = BatchEvents(on_item_start=lambda i, p: started.append(p.name),
+                         on_item_done=lambda i, item: done.append(item.status))
+    summary = run_batch(enhancer, [three], BatchOptions(out_dir=tmp_path / "out"),
+                        events=events, cancel=lambda: len(started) == 2)
+    assert summary.cancelled and done == ["ok"] and started == ["p0.jpg", "p1.jpg"]
+    assert [i.input.name for i in summary.items] == ["p0.jpg"]
+    assert [(i.input.name, i.status, i.outputs) for i in summary.stopped_at] == [
+        ("p1.jpg", "cancelled", {})]
 
 
 # --------------------------------------------------------------------------------------
@@ -589,8 +637,11 @@ def test_sigint_stops_after_the_current_stage_and_rerun_completes(weights, tmp_p
     ]
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
-    assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == [
-        p.name for p in done]
+    ok = [e for e in doc["images"] if e["status"] == "ok"]
+    assert sorted(Path(e["outputs"]["1"]).name for e in ok) == [p.name for p in done]
+    # The image in hand, if the signal caught one, last: stopped, with no output.
+    assert [(e["status"], e["outputs"]) for e in doc["images"][len(ok):]] in (
+        [], [("cancelled", {})])
     _rerun_completes(weights, src, out, done)
 
 

@@ -224,10 +224,28 @@ def test_a_read_only_output_sub_folder_fails_its_images_only(enhancer, tree, tmp
     assert summary.stopped is None
     assert [(i.input.name, i.status) for i in summary.items] == [
         ("p0.jpg", "failed"), ("p1.jpg", "ok"), ("p2.jpg", "ok"), ("p3.jpg", "ok")]
-    if code == errno.EROFS:  # the file system's answer: the folder is named
-        assert summary.items[0].error == (f"{out / 'a_sub' / 'p0.png'}: cannot write in "
-                                          f"{out / 'a_sub'}: read-only file system")
+    # The input first: the output's name alone does not say which photo it was.
+    said = (f"cannot write in {out / 'a_sub'}: read-only file system"  # the folder named
+            if code == errno.EROFS else "permission denied")
+    assert summary.items[0].error == (f"{tree / 'a_sub' / 'p0.jpg'} -> "
+                                      f"{out / 'a_sub' / 'p0.png'}: {said}")
     assert (out / "b" / "p1.png").exists() and (out / "p3.png").exists()
+
+
+def test_a_failed_writes_error_line_names_the_input_too(weights, tree, tmp_path,
+                                                        monkeypatch) -> None:
+    """"rbqe: error: out/a_sub/p0.png: permission denied" left a user with thousands of
+    photos to find which one it was."""
+    from clirun import run_cli
+
+    out = tmp_path / "out"
+    fail_writes_in(monkeypatch, out / "a_sub", errno.EACCES)
+    rc, err = run_cli(["enhance", str(tree), "-o", str(out), "-r", "--weights", str(weights)])
+    assert rc == 1
+    # (the progress lines name the photos too, in a folder whose name has "error" in it)
+    assert [line for line in err.splitlines() if line.startswith("rbqe: error")] == [
+        f"rbqe: error: {tree / 'a_sub' / 'p0.jpg'} -> {out / 'a_sub' / 'p0.png'}: "
+        f"permission denied"]
 
 
 @pytest.mark.parametrize(("where", "code", "why"), [

@@ -119,13 +119,14 @@ def test_exit_all_says_every_exit_was_written(weights, tmp_path) -> None:
 
 
 def test_warnings_read_like_the_tools_other_lines(weights, tmp_path) -> None:
-    """"WARNING: ..." beside "rbqe: error: ..." lines: now "rbqe: warning: ..."."""
+    """"WARNING: ..." beside "rbqe: error: ..." lines: now "rbqe: warning: ...". One
+    about writing an output names its input too (the output alone did not say which)."""
     src = tmp_path / "alpha.png"
     rgba = Image.fromarray(photo(32, 40)).convert("RGBA")
     rgba.putalpha(100)
     rgba.save(src)
     out = rbqe("enhance", src, "-o", tmp_path / "out", "--weights", weights, "--format", "jpeg")
     assert out.returncode == 0, out.stderr
-    assert (f"rbqe: warning: {tmp_path / 'out' / 'alpha.jpg'}: JPEG cannot store "
+    assert (f"rbqe: warning: {src} -> {tmp_path / 'out' / 'alpha.jpg'}: JPEG cannot store "
             f"transparency; the transparent parts are filled with white") in out.stderr.splitlines()
     assert "WARNING" not in out.stderr

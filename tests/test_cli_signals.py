@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,7 +87,19 @@ def test_sigterm_stops_after_the_current_stage_with_report_and_exit_143(weights,
     ]
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
-    assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == done
+    assert sorted(Path(e["outputs"]["1"]).name for e in _ok(doc)) == done
+    _in_hand_last(doc)
+
+
+def _ok(doc: dict) -> list[dict]:
+    return [e for e in doc["images"] if e["status"] == "ok"]
+
+
+def _in_hand_last(doc: dict) -> None:
+    """The image the signal caught in hand, if any, is the report's last: stopped, with no
+    output."""
+    rest = doc["images"][len(_ok(doc)):]
+    assert [(e["status"], e["outputs"]) for e in rest] in ([], [("cancelled", {})]), rest
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
@@ -131,7 +144,9 @@ def test_stop_signals_act_as_ctrl_c_and_their_handlers_are_restored(
     assert _lines(err) == [_notice(sig), last]
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
-    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [("p0.jpg", "ok")]
+    # p1, in hand when the signal came, stopped: reported so (it was left out).
+    assert [(Path(e["input"]).name, e["status"]) for e in doc["images"]] == [
+        ("p0.jpg", "ok"), ("p1.jpg", "cancelled")]
     assert _hidden(tmp_path / "out") == []
 
 
@@ -186,7 +201,147 @@ def test_a_hung_up_terminal_still_gets_its_report_and_exit_129(weights, tmp_path
     assert len(done) < N and _hidden(out) == []
     doc = json.loads(report.read_text())
     assert doc["summary"]["cancelled"] is True
-    assert sorted(Path(e["outputs"]["1"]).name for e in doc["images"]) == done
+    assert sorted(Path(e["outputs"]["1"]).name for e in _ok(doc)) == done
+    _in_hand_last(doc)
+
+
+class _StderrLines:
+    """A process's stderr, line by line, read in a thread (a pipe must not fill up)."""
+
+    def __init__(self, pipe) -> None:
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._closed = False
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe) -> None:
+        with pipe:
+            for raw in pipe:
+                with self._new:
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._new.notify_all()
+        with self._new:
+            self._closed = True
+            self._new.notify_all()
+
+    def wait_for(self, text: str | None, timeout: float = 1800) -> bool:
+        """Whether a line holding ``text`` comes before stderr is closed (None: wait for
+        that)."""
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while not (text is not None and any(text in line for line in self.lines)):
+                if self._closed:
+                    return False
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out waiting for {text!r}: {self.lines}"
+                self._new.wait(left)
+            return True
+
+    def text(self) -> str:
+        self.wait_for(None)
+        return "\n".join(self.lines)
+
+
+# The program (main() reading its own argv), with its report's write held until the test
+# says: a large report on a slow disk, made long enough for a second signal, without a sleep.
+_HELD_REPORT = r"""
+import os, sys, time
+from pathlib import Path
+import rbqe.cli as cli
+
+real = cli._write_json
+
+def held(path, data):
+    os.write(2, b"test: writing the report\n")
+    while not Path(os.environ["RBQE_TEST_GO"]).exists():
+        time.sleep(0.01)
+    real(path, data)
+
+cli._write_json = held
+sys.exit(cli.main())
+"""
+
+
+def _slow_batch(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    _photo(src / "a00.jpg", 32, 0)  # appears quickly: the signal is sent while b* run
+    for i in range(1, N):
+        _photo(src / f"b{i:02d}.jpg", SLOW, i)
+    return src
+
+
+def _started_and_stopped(cmd: list[str], out: Path, first: signal.Signals,
+                         env: dict[str, str] | None = None) -> tuple[subprocess.Popen,
+                                                                     _StderrLines]:
+    """``cmd`` started, and sent ``first`` once its first output is there."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    err = _StderrLines(proc.stderr)
+    deadline = time.monotonic() + 1800
+    while not _finals(out):
+        assert proc.poll() is None, f"rbqe exited early ({proc.returncode}): {err.text()}"
+        assert time.monotonic() < deadline, "timed out waiting for rbqe"
+        time.sleep(0.01)
+    proc.send_signal(first)
+    return proc, err
+
+
+def _stopping(sig: signal.Signals, then: str) -> str:
+    how = "" if sig == signal.SIGINT else f"{sig.name}: "
+    return f"rbqe: {how}stopping{then}"
+
+
+@pytest.mark.parametrize(("first", "second"), [("SIGINT", "SIGINT"), ("SIGTERM", "SIGTERM"),
+                                               ("SIGTERM", "SIGINT")])
+def test_a_second_signal_while_the_report_is_written_does_not_cut_it_short(
+        weights, tmp_path, first, second) -> None:
+    """Once the images are done or left, a second Ctrl-C aborted the report's write (no
+    report, "aborted", 130 even after a SIGTERM); a second SIGTERM killed the process by
+    the signal. Now the report is written whole and the exit code is the first signal's."""
+    first_sig, second_sig = signal.Signals[first], signal.Signals[second]
+    src, out, report = _slow_batch(tmp_path), tmp_path / "out", tmp_path / "report.json"
+    go = tmp_path / "go"
+    proc, err = _started_and_stopped(
+        [sys.executable, "-c", _HELD_REPORT, "enhance", str(src), "-o", str(out),
+         "--weights", str(weights), "--exit", "1", "--report", str(report)], out, first_sig,
+        env={**os.environ, "RBQE_TEST_GO": str(go)})
+    assert err.wait_for("test: writing the report"), err.text()
+    proc.send_signal(second_sig)
+    told = err.wait_for(_stopping(second_sig, " once the report is written"))
+    go.touch()  # the write goes on
+    rc = proc.wait(timeout=1800)
+    text = err.text()
+    assert told and rc == 128 + first_sig, text
+    done = _finals(out)
+    again = "Ctrl-C again" if first_sig == signal.SIGINT else "send it again"
+    assert _lines(text) == [
+        _stopping(first_sig, f" after the current stage ({again} to abort)"),
+        "test: writing the report",
+        _stopping(second_sig, " once the report is written"),
+        f"rbqe: {len(done)} enhanced, 0 skipped, 0 failed of {N} (interrupted)"]
+    doc = json.loads(report.read_text())  # whole
+    assert doc["summary"]["cancelled"] is True
+    assert sorted(Path(e["outputs"]["1"]).name for e in _ok(doc)) == done
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert _hidden(out) == []
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_as_the_run_ends_keeps_its_exit_code(weights, tmp_path,
+                                                             name) -> None:
+    """Said its summary, the run shuts down (most of a second, with torch): a second
+    Ctrl-C there ended it by the signal with a traceback, a SIGTERM killed it."""
+    sig = signal.Signals[name]
+    src, out, report = _slow_batch(tmp_path), tmp_path / "out", tmp_path / "report.json"
+    proc, err = _started_and_stopped(
+        [sys.executable, "-m", "rbqe.cli", "enhance", str(src), "-o", str(out),
+         "--weights", str(weights), "--exit", "1", "--report", str(report)], out, sig)
+    assert err.wait_for("(interrupted)"), err.text()
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=1800)
+    text = err.text()
+    assert rc == 128 + sig and "Traceback" not in text and "aborted" not in text, text
+    assert json.loads(report.read_text())["summary"]["cancelled"] is True
 
 
 class _BusyStderr:

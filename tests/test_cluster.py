@@ -19,7 +19,7 @@ from PIL import Image
 
 from rbqe.backends import openvino_installed
 from rbqe.batch import BatchOptions
-from rbqe.io import OUTPUT_LOG
+from rbqe.io import OUTPUT_LOG, OutputNotes
 from tests.helpers import save_tiny_weights
 
 
@@ -123,6 +123,12 @@ def test_ray_equals_local_outputs_and_report(ray_local, corpus):
         assert got["outputs"] == outputs, name
         for key in ("status", "exit", "scores", "gmacs", "size", "error", "tiling"):
             assert got.get(key) == want.get(key), (name, key)
+    # The workers note their outputs as the local engine does: a re-run of either kind,
+    # with these weights or others, judges them alike.
+    for output in (p.name for p in (root / "local").iterdir() if p.name != OUTPUT_LOG):
+        made = [OutputNotes().get(root / run / output) for run in ("local", "ray")]
+        assert made[0] is not None and made[1] is not None, output
+        assert made[0].made == made[1].made and "weights" in made[0].made, output
     for key in ("processed", "failed", "skipped", "exit_histogram", "gmacs", "gmacs_exit5"):
         assert ray_report["summary"][key] == local_report["summary"][key], key
     assert ray_report["summary"]["failed"] == 1 and ray_report["summary"]["processed"] == 6
@@ -216,6 +222,26 @@ def test_what_planning_warns_of_is_in_the_ray_report_too(tmp_path, tiny_weights)
     assert row["warnings"] == ["output name equals an input file; adding '_rbqe'"]
 
 
+def test_outputs_of_other_weights_are_not_done_for_the_ray_engine_either(tmp_path,
+                                                                         tiny_weights):
+    """The driver judges a file in an output's place as the local engine does (here the
+    only one: no worker is needed); with other weights it was reported skipped."""
+    folder, out = tmp_path / "album", tmp_path / "out"
+    folder.mkdir()
+    Image.fromarray(_jpeg_photo(32, 32, seed=0)).save(folder / "x.jpg")
+    rc, err = run_cli(["enhance", str(folder), "-o", str(out), "--weights", str(tiny_weights)])
+    assert rc == 0, err
+    other = save_tiny_weights(tmp_path / "other.safetensors", seed=1)
+    report = tmp_path / "r.json"
+    rc, err = run_cli(["enhance", str(folder), "-o", str(out), "--weights", str(other),
+                       "--engine", "ray", "--report", str(report)])
+    assert rc == 1, err
+    (row,) = json.loads(report.read_text())["images"]
+    assert row["status"] == "failed"
+    assert f"{out / 'x.png'} already exists and was made by other weights (tiny.safetensors; " \
+           f"this run: other.safetensors)" in row["error"]
+
+
 def test_a_workers_warnings_are_said_on_the_drivers_stderr(tmp_path, tiny_weights):
     """A worker logs in its own process: what it warned of (here a JPEG output losing the
     alpha) was only in the report rows, not on stderr as with the local engine. Said once;
@@ -233,7 +259,10 @@ def test_a_workers_warnings_are_said_on_the_drivers_stderr(tmp_path, tiny_weight
     rc, err = done.returncode, done.stderr
     assert rc == 1, err
     lost_alpha = [ln for ln in err.splitlines() if "y.png" in ln and "transparen" in ln]
-    assert len(lost_alpha) == 1 and lost_alpha[0].startswith("rbqe: warning: "), err
+    # As the local engine says it: the input, and the output it is about.
+    assert lost_alpha == [f"rbqe: warning: {folder / 'y.png'} -> {folder / 'y.jpg'}: JPEG "
+                          f"cannot store transparency; the transparent parts are filled "
+                          f"with white"], err
     assert err.count("output name equals an input file") == 1, err
 
 
@@ -381,6 +410,9 @@ def test_a_full_disk_stops_the_ray_batch_as_the_local_one(ray_local, corpus):
     assert report["summary"]["stopped"] == summary.stopped and not summary.cancelled
     assert report["summary"]["total"] == len(inputs) > len(report["images"]) >= 1
     assert {r["status"] for r in report["images"]} == {"failed"}
+    for row in report["images"]:  # the input, then the output, as the local engine says
+        name = Path(row["input"]).stem + ".png"
+        assert row["error"] == f"{row['input']} -> {out / name}: disk full"
     assert [p.name for p in out.iterdir() if p.name != OUTPUT_LOG] == []  # nothing partial
 
 

@@ -1,7 +1,8 @@
 """An output is done only if it was made as this run asks: the output log notes the
-metadata written back, a lossy format's quality and auto's exit rule with each output,
-so a re-run with ``--strip-gps`` does not report as done files that still hold the GPS
-location (it did: "0 enhanced, 1 skipped", rc 0)."""
+metadata written back, a lossy format's quality, auto's exit rule and the weights with
+each output, so a re-run with ``--strip-gps`` does not report as done files that still
+hold the GPS location (it did: "0 enhanced, 1 skipped", rc 0), nor one with new weights
+the old network's outputs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from clirun import run_cli
 from PIL import Image
 
 from rbqe.io import OUTPUT_LOG, OutputNotes, made_with, not_this_result
-from tests.helpers import photo
+from tests.helpers import photo, save_tiny_weights
 
 
 def exif_with_gps() -> bytes:
@@ -117,8 +118,9 @@ def test_made_with_names_what_decides_the_bytes() -> None:
 
 
 def test_the_weights_default_rule_is_noted_as_such(weights, tagged, tmp_path) -> None:
-    """New weights bring a new default rule: a batch resumed with them, asking for no
-    rule of its own, still finds its earlier outputs done; one asking for a rule does not."""
+    """The weights' own rule is noted as "the weights' default", not as the rule it is
+    (new weights, whose outputs are not done anyway, bring their own); a batch asking for
+    a rule of its own does not take those outputs for done."""
     out = tmp_path / "out"
     assert enhance(weights, tagged, out)[0] == 0
     noted = OutputNotes().get(out / "tagged.png")
@@ -127,3 +129,65 @@ def test_the_weights_default_rule_is_noted_as_such(weights, tagged, tmp_path) ->
     rc, err, row = enhance(weights, tagged, out, "--threshold", "0.9")
     assert row["status"] == "failed" and "(the weights' default; this run: assessor" in \
         row["error"]
+
+
+def _content(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != OUTPUT_LOG}
+
+
+def test_outputs_of_other_weights_are_not_taken_for_done(tagged, tmp_path) -> None:
+    """A re-run with a new weights file reported every output done ("0 enhanced, 1
+    skipped", rc 0), each still the old network's. The weights are noted with each output
+    (the hash of their tensors) and said by their file's name."""
+    old = save_tiny_weights(tmp_path / "w" / "old.safetensors", seed=0)
+    new = save_tiny_weights(tmp_path / "w" / "new.safetensors", seed=1)
+    out = tmp_path / "out"
+    assert enhance(old, tagged, out, "--exit", "2")[0] == 0  # a forced exit: any result
+    before = _content(out)
+
+    rc, err, row = enhance(new, tagged, out, "--exit", "2")
+    assert rc == 1 and row["status"] == "failed", err
+    assert f"{out / 'tagged.png'} already exists and was made by other weights " \
+           f"(old.safetensors; this run: new.safetensors); it is left as it is " \
+           f"(--overwrite replaces it" in row["error"]
+    assert f"rbqe: error: {row['error']}" in err.splitlines()
+    assert _content(out) == before  # left as it was
+    assert enhance(old, tagged, out, "--exit", "2")[2]["status"] == "skipped"
+
+    rc, err, row = enhance(new, tagged, out, "--exit", "2", "--overwrite")
+    assert rc == 0 and row["status"] == "ok", err
+    assert _content(out) != before  # the new network's now
+    assert enhance(new, tagged, out, "--exit", "2")[2]["status"] == "skipped"
+
+
+def test_weights_changed_under_the_same_name_are_other_weights(tagged, tmp_path) -> None:
+    """The tensors decide, not the file: new metadata (a stored rule) is the same
+    network; a network retrained into the same file is not."""
+    weights = save_tiny_weights(tmp_path / "w" / "rbqe.safetensors", seed=0)
+    out = tmp_path / "out"
+    assert enhance(weights, tagged, out)[0] == 0
+    save_tiny_weights(weights, seed=0, threshold=0.5)  # its metadata only
+    rc, err, row = enhance(weights, tagged, out)
+    assert rc == 0 and row["status"] == "skipped", err
+    save_tiny_weights(weights, seed=2)  # retrained
+    rc, err, row = enhance(weights, tagged, out)
+    assert row["status"] == "failed", err
+    assert "tagged.png already exists and was made by another version of the weights " \
+           "rbqe.safetensors (changed since)" in row["error"]
+
+
+def test_a_note_that_names_no_weights_still_counts_as_done(tagged, tmp_path) -> None:
+    """Notes written before the weights were noted say nothing of them: as for the other
+    settings, such an output stays done (whatever weights this run has)."""
+    old = save_tiny_weights(tmp_path / "w" / "old.safetensors", seed=0)
+    new = save_tiny_weights(tmp_path / "w" / "new.safetensors", seed=1)
+    out = tmp_path / "out"
+    assert enhance(old, tagged, out)[0] == 0
+    log = out / OUTPUT_LOG
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert all(entry["made"]["weights"]["file"] == "old.safetensors" for entry in lines)
+    for entry in lines:
+        del entry["made"]["weights"]
+    log.write_text("".join(json.dumps(entry) + "\n" for entry in lines))
+    rc, err, row = enhance(new, tagged, out)
+    assert rc == 0 and row["status"] == "skipped", err

@@ -192,19 +192,23 @@ LOSSY_FORMATS = frozenset({"jpeg", "jpg", "jpe", "webp"})
 
 
 def made_with(*, keep_metadata: bool, strip_gps: bool, fmt: str, quality: int,
-              rule: str | None = None) -> dict[str, Any]:
+              rule: str | None = None, weights: dict[str, str] | None = None) -> dict[str, Any]:
     """What decides an output's bytes besides its source and result, as its note keeps
     it: the metadata written back (``keep``, ``strip-gps`` or ``strip``), the quality of a
-    lossy ``fmt``, and for an auto result the exit ``rule`` that chose its exit (one line,
-    :meth:`rbqe.exit_policy.ExitPolicy.words_beside`). A re-run asking for other settings
-    then does not take the file for done (:func:`not_this_result`): one run to remove
-    GPS locations from outputs of another must not report them done."""
+    lossy ``fmt``, for an auto result the exit ``rule`` that chose its exit (one line,
+    :meth:`rbqe.exit_policy.ExitPolicy.words_beside`), and the ``weights`` that made it
+    (``{"hash": ..., "file": NAME}``, :func:`rbqe.batch.weights_identity`). A re-run asking
+    for other settings then does not take the file for done (:func:`not_this_result`):
+    one run to remove GPS locations from outputs of another must not report them done,
+    nor one with new weights the old network's outputs."""
     made: dict[str, Any] = {"metadata": ("strip" if not keep_metadata
                                          else "strip-gps" if strip_gps else "keep")}
     if fmt.lower().lstrip(".") in LOSSY_FORMATS:
         made["quality"] = int(quality)
     if rule is not None:
         made["rule"] = rule
+    if weights is not None:
+        made["weights"] = dict(weights)
     return made
 
 
@@ -215,12 +219,16 @@ _METADATA_WORDS = {"keep": "its metadata kept", "strip-gps": "its GPS location r
 def _made_otherwise(noted: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
     """Why an output noted as ``noted`` (:func:`made_with`) is not what ``wanted`` asks
     for; None when it is, or when a note cannot say. An older note, which says nothing,
-    passes, except where this run strips metadata: it cannot vouch for that."""
+    passes, except where this run strips metadata: it cannot vouch for that. So does a
+    setting a note leaves out (the weights, before they were noted)."""
     if noted is None:
         if wanted.get("metadata", "keep") != "keep":
             return ("was written by an older rbqe, which did not note whether it kept the "
                     "metadata this run leaves out")
         return None
+    was, now = noted.get("weights"), wanted.get("weights")
+    if isinstance(was, dict) and isinstance(now, dict) and was.get("hash") != now.get("hash"):
+        return _other_weights(was, now)
     was, now = noted.get("metadata"), wanted.get("metadata")
     if was != now and was in _METADATA_WORDS and now in _METADATA_WORDS:
         return f"was written with {_METADATA_WORDS[was]} (this run: {_METADATA_WORDS[now]})"
@@ -231,6 +239,17 @@ def _made_otherwise(noted: dict[str, Any] | None, wanted: dict[str, Any]) -> str
     if was is not None and now is not None and was != now:
         return f"holds the exit chosen by another rule ({was}; this run: {now})"
     return None
+
+
+def _other_weights(was: dict[str, Any], now: dict[str, Any]) -> str:
+    """Why an output made by the weights ``was`` is not this run's (``now``), by their
+    file names (see :func:`made_with`): a user knows the file, not its hash."""
+    def name(weights: dict[str, Any]) -> str:
+        return str(weights.get("file") or "weights built in memory")
+
+    if name(was) == name(now) and "file" in now:  # the same file, retrained or replaced
+        return f"was made by another version of the weights {name(now)} (changed since)"
+    return f"was made by other weights ({name(was)}; this run: {name(now)})"
 
 
 def not_this_result(output: Path, source: Path, result: str, notes: OutputNotes,

@@ -333,3 +333,22 @@ def test_a_batch_result_of_a_photo_replaced_since_is_enhanced_again_not_shown(
     again.mkdir()
     saved = save_one(qtbot, window, again, monkeypatch)
     assert OutputNotes().get(saved).source_id == source_identity(photo) != batch_read
+
+
+def test_a_batch_with_other_weights_does_not_take_the_apps_saves_for_done(
+        qtbot, window, images, tmp_path, monkeypatch) -> None:
+    """The app's notes said nothing of the weights, so a CLI run with new weights into
+    the folder reported the old network's saves as done."""
+    from rbqe.engine import Enhancer
+    from tests.helpers import tiny_net
+
+    view(qtbot, window, images[0])
+    folder = tmp_path / "out"
+    folder.mkdir()
+    save_all(qtbot, window, folder, monkeypatch)
+    options = BatchOptions(out_dir=folder, mode="all", suffix="_rbqe")
+    (item,) = run_batch(tiny_enhancer(), [images[0]], options).items
+    assert item.status == "skipped", item.error  # the same network: done
+    other = Enhancer(net=tiny_net(1, seed=1), device="cpu", tile=0)
+    (item,) = run_batch(other, [images[0]], options).items
+    assert item.status == "failed" and "was made by other weights" in str(item.error)

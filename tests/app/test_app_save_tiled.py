@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rbqe.batch import BatchOptions, run_batch
+from rbqe.batch import BatchOptions, run_batch, weights_identity
 from rbqe.io import OutputNotes
 from tests.helpers import tiny_enhancer, write_jpeg
 
@@ -34,7 +34,8 @@ def test_a_per_tile_auto_result_is_saved_as_the_batchs_auto(qtbot, window, tmp_p
         window.acts.save.trigger()
     noted = OutputNotes().get(target)
     assert noted is not None and noted.result == "auto" and noted.stands_for(target)
-    assert noted.made == {"metadata": "keep", "rule": "the weights' default"}
     batch = tiny_enhancer(tile=128, tile_exits="per-tile")
+    assert noted.made == {"metadata": "keep", "rule": "the weights' default",
+                          "weights": weights_identity(batch)}
     (item,) = run_batch(batch, [photo], BatchOptions(out_dir=folder)).items
     assert item.status == "skipped", item.error
