@@ -9,6 +9,8 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,38 @@ def window(qtbot, store, factory):
     assert not win.session.host.thread.isRunning()
     assert not win.batch_host.thread.isRunning()
     torch.set_num_threads(threads)
+
+
+# A tiled run held tile by tile (test_app_tile_preview's factory, and those that use it).
+class Gate:
+    """Holds the worker after each tile until the test lets it go on (:meth:`step`), so
+    that what the window does between two tiles is seen at a known point of the run."""
+
+    def __init__(self) -> None:
+        self.steps = threading.Semaphore(0)
+        self.free = threading.Event()  # no more holding
+        self.tiles = 0  # tiles the worker has handed on
+
+    def after_tile(self, cancel: Callable[[], bool] | None) -> None:
+        self.tiles += 1
+        # A cancel lets it go too: the window's close stops the worker and waits for it.
+        while not (self.free.is_set() or (cancel is not None and cancel())
+                   or self.steps.acquire(timeout=0.02)):
+            pass
+
+    def step(self) -> None:
+        self.steps.release()
+
+
+@pytest.fixture
+def gate():
+    g = Gate()
+    yield g
+    g.free.set()
+
+
+@pytest.fixture
+def tile_exits() -> str:
+    """The enhancer's tile exits, for a tiled factory that asks (a test parametrizes it to
+    try both)."""
+    return "shared"

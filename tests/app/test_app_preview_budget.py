@@ -13,21 +13,9 @@ import pytest
 
 from rbqe_studio.state import ResultCache, path_key
 from rbqe_studio.viewer import DIFF, SPLIT
-from tests.app.test_app_tile_preview import BIG, TIMEOUT, Gate
+from tests.app.test_app_tile_preview import BIG, TIMEOUT
 from tests.app.test_app_tile_preview import factory as tiled_factory  # noqa: F401
 from tests.helpers import write_jpeg
-
-
-@pytest.fixture
-def gate():
-    g = Gate()
-    yield g
-    g.free.set()
-
-
-@pytest.fixture
-def tile_exits() -> str:
-    return "shared"
 
 
 @pytest.fixture

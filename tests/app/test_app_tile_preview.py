@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -23,39 +22,6 @@ from tests.helpers import tiny_enhancer, write_jpeg
 TIMEOUT = 120_000
 TILE = 128
 BIG = (256, 200)  # width, height: 3 x 3 tiles of 128 pixels
-
-
-class Gate:
-    """Holds the worker after each tile until the test lets it go on (:meth:`step`), so
-    that what the window does between two tiles is seen at a known point of the run."""
-
-    def __init__(self) -> None:
-        self.steps = threading.Semaphore(0)
-        self.free = threading.Event()  # no more holding
-        self.tiles = 0  # tiles the worker has handed on
-
-    def after_tile(self, cancel: Callable[[], bool] | None) -> None:
-        self.tiles += 1
-        # A cancel lets it go too: the window's close stops the worker and waits for it.
-        while not (self.free.is_set() or (cancel is not None and cancel())
-                   or self.steps.acquire(timeout=0.02)):
-            pass
-
-    def step(self) -> None:
-        self.steps.release()
-
-
-@pytest.fixture
-def gate():
-    g = Gate()
-    yield g
-    g.free.set()
-
-
-@pytest.fixture
-def tile_exits() -> str:
-    """The enhancer's tile exits (a test parametrizes it to try both)."""
-    return "shared"
 
 
 @pytest.fixture
